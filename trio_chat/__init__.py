@@ -1,0 +1,13 @@
+"""trio-chat: a multi-user chat server and client on trio, extended with pluggy plugins."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .commands import CommandContext as CommandContext
+from .commands import CommandError as CommandError
+from .config import ServerConfig as ServerConfig
+from .hookspecs import hookimpl as hookimpl
+from .server import ChatServer as ChatServer
+
+__all__ = ["ChatServer", "CommandContext", "CommandError", "ServerConfig", "__version__", "hookimpl"]

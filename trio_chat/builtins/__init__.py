@@ -1,0 +1,1 @@
+"""Built-in commands, written as ordinary plugins on the public hooks."""

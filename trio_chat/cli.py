@@ -1,0 +1,172 @@
+"""The ``trio-chat`` command: ``serve``, ``connect`` and ``plugins``.
+
+Errors a user can meet (port in use, bad arguments, a plugin that will not load, connection
+refused) end with one clear line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from . import __version__
+from .config import DEFAULT_PORT, DEFAULT_WS_PORT, ServerConfig
+from .plugins import PluginLoadError
+from .server import ChatServer, run_until_signal
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {port}")
+    return port
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-chat", description="A multi-user chat server and client built on trio."
+    )
+    parser.add_argument("--version", action="version", version=f"trio-chat {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run a chat server",
+                           description="Run a chat server: TCP (JSON lines and plain text, "
+                           "for nc) and WebSocket plus the browser page on a second port.")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    serve.add_argument("--port", type=port_number, default=DEFAULT_PORT,
+                       help=f"TCP port, 0 picks a free one (default {DEFAULT_PORT})")
+    serve.add_argument("--ws-port", type=port_number, default=DEFAULT_WS_PORT,
+                       help="WebSocket and browser page port, 0 picks a free one "
+                       f"(default {DEFAULT_WS_PORT})")
+    serve.add_argument("--no-ws", action="store_true", help="serve TCP only")
+    serve.add_argument("--name", default="trio-chat", help="server name shown to users")
+    serve.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                       help="load a plugin module (pkg.mod) or file (path.py); repeatable")
+    serve.add_argument("--no-entry-points", action="store_true",
+                       help="do not load plugins installed in the 'trio_chat' entry-point group")
+    serve.add_argument("--max-frame-bytes", type=positive_int, default=16 * 1024,
+                       help="largest line or WebSocket message accepted (default 16384)")
+    serve.add_argument("--log-level", default="info",
+                       choices=["debug", "info", "warning", "error"], help="default info")
+
+    connect = sub.add_parser("connect", help="chat from this terminal",
+                             description="Connect to a trio-chat server. HOST may be a "
+                             "ws:// URL to use WebSocket.")
+    connect.add_argument("host", nargs="?", default="localhost",
+                         help="server host or ws://host:port/ URL (default localhost)")
+    connect.add_argument("--port", type=port_number, default=DEFAULT_PORT,
+                         help=f"TCP port (default {DEFAULT_PORT})")
+    connect.add_argument("--nick", help="nickname (asked for if not given)")
+
+    plugins = sub.add_parser("plugins", help="list plugins and their commands")
+    plugins.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                         help="also load this plugin, as serve would")
+    return parser
+
+
+def first_os_error(exc: BaseException) -> OSError | None:
+    """The first OSError in ``exc`` or the exception groups trio wraps it in."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = first_os_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def fail(message: str) -> int:
+    print(f"trio-chat: error: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        ws_port=None if args.no_ws else args.ws_port,
+        server_name=args.name,
+        plugins=args.plugin,
+        entry_points=not args.no_entry_points,
+        max_frame_bytes=args.max_frame_bytes,
+    )
+    try:
+        server = ChatServer(config)
+    except PluginLoadError as exc:
+        return fail(str(exc))
+
+    def announce(addresses: list[str]) -> None:
+        print("trio-chat serving on " + "  ".join(addresses), flush=True)
+        print("Stop with Ctrl-C.", flush=True)
+
+    try:
+        trio.run(run_until_signal, server, announce)
+    except (OSError, BaseExceptionGroup) as exc:
+        error = first_os_error(exc)
+        if error is None:
+            raise
+        if error.errno == errno.EADDRINUSE:
+            return fail(f"address already in use (is another server on port {args.port} "
+                        f"or {args.ws_port}?)")
+        return fail(f"cannot listen on {args.host}: {error.strerror or error}")
+    print("trio-chat stopped.", flush=True)
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import plugin_version
+
+    try:
+        server = ChatServer(ServerConfig(plugins=args.plugin))
+    except PluginLoadError as exc:
+        return fail(str(exc))
+    for plugin in server.pm.get_plugins():
+        name = server.pm.get_name(plugin) or "?"
+        commands = [f"/{s.name}" for s in server.commands if s.plugin == name]
+        print(f"{name} {plugin_version(server.pm, plugin)}: "
+              + (" ".join(commands) if commands else "(no commands)"))
+    return 0
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    from .client.app import run_client
+
+    return run_client(args.host, args.port, args.nick)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return cmd_serve(args)
+        if args.command == "plugins":
+            return cmd_plugins(args)
+        return cmd_connect(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

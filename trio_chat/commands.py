@@ -1,0 +1,197 @@
+"""Slash-commands: the registry plugins fill, and the context a handler runs with."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from .hub import NickInUse
+from .names import InvalidName
+from .protocol import Error, Info
+
+if TYPE_CHECKING:
+    from .hub import Hub, Session
+    from .server import ChatServer
+
+log = logging.getLogger("trio_chat.commands")
+
+COMMAND_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+Handler = Callable[["CommandContext"], "str | None | Awaitable[str | None]"]
+
+
+class CommandError(Exception):
+    """Raise from a command handler (or message filter) to refuse with a message for the user.
+
+    ``code`` is the error code the client sees (default ``command_failed``).
+    """
+
+    def __init__(self, text: str, code: str = "command_failed") -> None:
+        super().__init__(text)
+        self.text = text
+        self.code = code
+
+
+class RegisterCommand(Protocol):
+    """The ``register`` callable handed to the ``register_commands`` hook."""
+
+    def __call__(self, name: str, handler: Handler, *, help: str, usage: str = "") -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    name: str
+    handler: Handler
+    help: str
+    usage: str
+    plugin: str
+
+    @property
+    def synopsis(self) -> str:
+        return f"/{self.name} {self.usage}".rstrip()
+
+
+class CommandRegistry:
+    """All commands by name; refuses duplicates and bad names, remembering who added what."""
+
+    def __init__(self) -> None:
+        self._commands: dict[str, CommandSpec] = {}
+
+    def register_for(self, plugin: str) -> RegisterCommand:
+        """A ``register`` callable that records ``plugin`` as the owner of what it adds."""
+
+        def register(name: str, handler: Handler, *, help: str, usage: str = "") -> None:
+            self.add(CommandSpec(name.lower(), handler, help.strip(), usage.strip(), plugin))
+
+        return register
+
+    def add(self, spec: CommandSpec) -> None:
+        if not COMMAND_NAME.match(spec.name):
+            raise ValueError(f"plugin {spec.plugin!r}: invalid command name {spec.name!r}")
+        if not callable(spec.handler):
+            raise ValueError(f"plugin {spec.plugin!r}: handler of /{spec.name} is not callable")
+        taken = self._commands.get(spec.name)
+        if taken is not None:
+            raise ValueError(
+                f"plugin {spec.plugin!r}: /{spec.name} is already registered by {taken.plugin!r}"
+            )
+        self._commands[spec.name] = spec
+
+    def remove_plugin(self, plugin: str) -> None:
+        for name in [n for n, s in self._commands.items() if s.plugin == plugin]:
+            del self._commands[name]
+
+    def get(self, name: str) -> CommandSpec | None:
+        return self._commands.get(name.lower())
+
+    def __iter__(self) -> Any:
+        return iter(sorted(self._commands.values(), key=lambda s: s.name))
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+
+class CommandContext:
+    """What a command handler gets: who called, with what, and ways to answer.
+
+    ``reply`` answers the caller alone; ``say``/``action`` speak in the room as the caller
+    (through message filters, like any chat line); ``fail`` refuses with an error.
+    """
+
+    def __init__(
+        self,
+        server: ChatServer,
+        session: Session,
+        spec: CommandSpec,
+        args: str,
+        room: str,
+        ref: str | None,
+    ) -> None:
+        self.server = server
+        self.session = session
+        self.spec = spec
+        self.name = spec.name
+        self.args = args
+        self.room = room
+        self.ref = ref
+
+    @property
+    def nick(self) -> str:
+        return self.session.nick
+
+    @property
+    def hub(self) -> Hub:
+        return self.server.hub
+
+    def reply(self, text: str, data: dict[str, Any] | None = None) -> None:
+        """Send ``text`` (and optional structured ``data``) to the caller only."""
+        self.server.hub.send_to(self.session, Info(text=text, data=data, ref=self.ref))
+
+    def say(self, text: str) -> None:
+        """Say ``text`` in the room as the caller."""
+        self.server.post(self.session, self.room, text, "say")
+
+    def action(self, text: str) -> None:
+        """Emote ``text`` in the room as the caller (shown as ``* nick text``)."""
+        self.server.post(self.session, self.room, text, "action")
+
+    def fail(self, text: str, code: str = "command_failed") -> None:
+        """Refuse: raises :class:`CommandError`, so nothing after this call runs."""
+        raise CommandError(text, code)
+
+    def usage_error(self) -> CommandError:
+        return CommandError(f"usage: {self.spec.synopsis}", "bad_arguments")
+
+
+async def run_command(ctx: CommandContext, timeout: float) -> None:
+    """Run one handler, awaiting it if async; turn every failure into an error for the caller.
+
+    A plugin can raise, hang or return garbage: the caller gets one error line, the log
+    names the plugin, and the server and connection carry on.
+    """
+    spec = ctx.spec
+    hub = ctx.server.hub
+    try:
+        result: Any = spec.handler(ctx)
+        if inspect.isawaitable(result):
+            with trio.move_on_after(timeout) as scope:
+                result = await result
+            if scope.cancelled_caught:
+                log.error("plugin %r: /%s took longer than %ss", spec.plugin, spec.name, timeout)
+                hub.send_to(
+                    ctx.session,
+                    Error(code="command_timeout", text=f"/{spec.name} took too long", ref=ctx.ref),
+                )
+                return
+        if result is None:
+            return
+        if not isinstance(result, str):
+            log.error(
+                "plugin %r: /%s returned %s, not a string or None",
+                spec.plugin,
+                spec.name,
+                type(result).__name__,
+            )
+            hub.send_to(
+                ctx.session,
+                Error(code="plugin_error", text=f"/{spec.name} failed (internal error)", ref=ctx.ref),
+            )
+            return
+        ctx.reply(result)
+    except CommandError as exc:
+        hub.send_to(ctx.session, Error(code=exc.code, text=exc.text, ref=ctx.ref))
+    except InvalidName as exc:
+        code = "nick_taken" if isinstance(exc, NickInUse) else "bad_name"
+        hub.send_to(ctx.session, Error(code=code, text=str(exc), ref=ctx.ref))
+    except Exception:
+        log.exception("plugin %r: /%s raised", spec.plugin, spec.name)
+        hub.send_to(
+            ctx.session,
+            Error(code="plugin_error", text=f"/{spec.name} failed (internal error)", ref=ctx.ref),
+        )

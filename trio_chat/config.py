@@ -1,0 +1,41 @@
+"""Server settings with their defaults, in one typed place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .protocol import DEFAULT_MAX_FRAME_BYTES
+
+DEFAULT_PORT = 12345
+DEFAULT_WS_PORT = 12346
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``trio-chat serve`` can be told. Ports of 0 pick a free port."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    #: WebSocket and the browser page share this port; ``None`` turns them off.
+    ws_port: int | None = DEFAULT_WS_PORT
+    server_name: str = "trio-chat"
+    #: Largest frame (JSON line, text line or WebSocket message) accepted, in bytes.
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    #: Events that may wait for one slow receiver before it is disconnected.
+    outbox_size: int = 1024
+    #: Most events written to a socket in one write.
+    max_batch: int = 256
+    #: Seconds one write may take before the peer counts as gone.
+    send_timeout: float = 30.0
+    #: Seconds a new connection has to choose a nickname.
+    handshake_timeout: float = 60.0
+    #: Seconds to wait for a first byte before treating a TCP client as a text client.
+    sniff_delay: float = 0.3
+    #: Seconds an async command or listener plugin may run.
+    plugin_timeout: float = 10.0
+    #: Seconds connections get to say goodbye when the server stops.
+    shutdown_grace: float = 3.0
+    #: Plugins to load (``module.name`` or ``path/to/file.py``).
+    plugins: list[str] = field(default_factory=list)
+    #: Load plugins installed with an entry point in the ``trio_chat`` group.
+    entry_points: bool = True

@@ -1,0 +1,101 @@
+"""Line framing for byte streams, with a hard bound on memory (sans-IO).
+
+TCP delivers bytes, not lines. :class:`LineBuffer` cuts them into lines the way h11 cuts
+HTTP: feed it whatever arrived with :meth:`LineBuffer.feed`, then call
+:meth:`LineBuffer.next_event` until it says :data:`NEED_DATA`.
+
+A line longer than ``max_line_bytes`` is never kept in memory: the buffer reports one
+:class:`LineTooLong` event, throws the bytes away up to the next newline, and then carries on
+with the following line, so a client that sends a huge line gets an error and stays usable.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class _Sentinel(enum.Enum):
+    NEED_DATA = "NEED_DATA"
+    EOF = "EOF"
+
+
+#: Returned by :meth:`LineBuffer.next_event` when more bytes are needed for a whole line.
+NEED_DATA = _Sentinel.NEED_DATA
+#: Returned once the peer closed its side and every buffered line was handed out.
+EOF = _Sentinel.EOF
+
+
+@dataclass(frozen=True, slots=True)
+class LineTooLong:
+    """A line went over the limit and was discarded; ``limit`` is the limit in bytes."""
+
+    limit: int
+
+
+LineEvent = bytes | LineTooLong | _Sentinel
+
+
+class LineBuffer:
+    """Split a byte stream into lines ending in ``\\n`` (a ``\\r`` before it is dropped)."""
+
+    def __init__(self, max_line_bytes: int) -> None:
+        if max_line_bytes < 1:
+            raise ValueError("max_line_bytes must be positive")
+        self.max_line_bytes = max_line_bytes
+        self._buf = bytearray()
+        self._scan_from = 0  # bytes before this offset are known to hold no newline
+        self._discarding = False  # inside an over-long line: drop bytes until a newline
+        self._eof = False
+
+    def feed(self, data: bytes) -> None:
+        """Add bytes received from the peer. ``b""`` means the peer closed its side."""
+        if not data:
+            self._eof = True
+            return
+        self._buf += data
+
+    @property
+    def buffered_bytes(self) -> int:
+        """How many bytes are held right now (never much more than ``max_line_bytes``)."""
+        return len(self._buf)
+
+    def next_event(self) -> LineEvent:
+        """Return the next line (without its ending), a :class:`LineTooLong`, or a sentinel."""
+        while True:
+            newline = self._buf.find(b"\n", self._scan_from)
+            if self._discarding:
+                if newline < 0:
+                    self._buf.clear()
+                    self._scan_from = 0
+                    if self._eof:
+                        return EOF
+                    return NEED_DATA
+                del self._buf[: newline + 1]
+                self._scan_from = 0
+                self._discarding = False
+                continue
+            if newline < 0:
+                if len(self._buf) > self.max_line_bytes:
+                    self._discarding = True
+                    return LineTooLong(self.max_line_bytes)
+                self._scan_from = len(self._buf)
+                if self._eof:
+                    if self._buf:
+                        # A last line without a newline (``nc`` then Ctrl-D) still counts.
+                        line = bytes(self._buf)
+                        self._buf.clear()
+                        self._scan_from = 0
+                        return line
+                    return EOF
+                return NEED_DATA
+            if newline > self.max_line_bytes:
+                del self._buf[: newline + 1]
+                self._scan_from = 0
+                return LineTooLong(self.max_line_bytes)
+            line = bytes(self._buf[:newline])
+            del self._buf[: newline + 1]
+            self._scan_from = 0
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            return line

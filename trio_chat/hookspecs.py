@@ -1,0 +1,91 @@
+"""The plugin API of trio-chat: every hook a plugin can implement.
+
+This module is the reference for plugin authors. A plugin is any module or object with
+functions marked ``@trio_chat.hookimpl`` whose names match the hooks below; pluggy checks the
+names and arguments when the plugin is loaded. The built-in commands (``/nick``, ``/who``,
+``/help``, ...) are plugins on exactly these hooks (see :mod:`trio_chat.builtins`).
+
+Plugins are found three ways: installed packages with an entry point in the ``trio_chat``
+group, ``trio-chat serve --plugin module.name`` (or a path to a ``.py`` file), and
+``ChatServer.add_plugin(obj)`` at run time.
+
+Hooks are called synchronously. Where a hook's docs say so, an implementation may instead be
+``async def`` (or return an awaitable): the server then awaits it, bounded by the server's
+plugin timeout, without holding up other users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .commands import RegisterCommand
+    from .hub import Session
+    from .server import ChatServer
+
+#: The project name pluggy uses to match hook implementations to these specs.
+PROJECT_NAME = "trio_chat"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_commands(register: RegisterCommand) -> None:
+    """Add slash-commands.
+
+    Call ``register(name, handler, help="one line", usage="ARGS")`` once per command.
+    ``name`` is the command without the slash (lower case letters, digits, ``-`` and ``_``);
+    ``help`` is the one line ``/help`` shows; ``usage`` describes the arguments.
+
+    ``handler(ctx)`` receives a :class:`trio_chat.commands.CommandContext` (``ctx.args``,
+    ``ctx.nick``, ``ctx.room``, ``ctx.reply(text)``, ``ctx.say(text)``, ``ctx.action(text)``,
+    ``ctx.fail(text)``). It may be a plain function or ``async def``; if it returns a string,
+    that string is sent back to the caller as a reply. Whatever it raises is turned into an
+    error for the caller alone, and the server log names the plugin.
+
+    Registering a name that another plugin already took is refused with a logged error, so
+    two plugins can never silently shadow each other. Called once per plugin, when the plugin
+    is added.
+    """
+
+
+@hookspec
+def filter_message(session: Session, room: str, text: str) -> str | None:
+    """Inspect, change or refuse a chat line before it is fanned out.
+
+    Called for every ``say`` (and ``/me``) with the sender's session, the room and the text.
+    Return ``None`` to leave the text unchanged, a new string to replace it, or raise
+    :class:`trio_chat.commands.CommandError` to refuse it: the sender gets that error and
+    nobody sees the line. Filters run in order (last registered first), each seeing the text
+    the previous one returned. Must be synchronous: it is on the path of every message.
+    """
+
+
+@hookspec
+def user_joined(server: ChatServer, session: Session, room: str) -> Any:
+    """Called after ``session`` joined ``room`` and the room was told.
+
+    For greeters, logs and bots. May be ``async def``; it then runs in the background, bounded
+    by the plugin timeout, and never delays the join itself. Errors are logged, not raised.
+    """
+
+
+@hookspec
+def user_left(server: ChatServer, session: Session, room: str, reason: str | None) -> Any:
+    """Called after ``session`` left ``room`` (parted, quit, was disconnected or vanished).
+
+    Same rules as :func:`user_joined`.
+    """
+
+
+@hookspec
+def server_started(server: ChatServer, addresses: list[str]) -> None:
+    """Called once the server listens, with the addresses it bound (``tcp://``, ``ws://``)."""
+
+
+# Kept for type checkers of plugin code: the shape of a command handler.
+CommandHandler = Callable[..., Any]

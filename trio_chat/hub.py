@@ -1,0 +1,248 @@
+"""The hub: who is connected, which rooms exist, and fan-out of events to sessions.
+
+The hub knows nothing about sockets or wire formats. Every connected user is a
+:class:`Session` owning one bounded trio memory channel (its *outbox*); a transport task
+drains the outbox and writes to the socket in whatever format it speaks. Fan-out is a plain
+synchronous loop of ``send_nowait`` calls, so:
+
+* every room event gets its id and timestamp and reaches all members with no ``await``
+  in between: all members see one and the same order;
+* nobody waits for a slow receiver. trio memory channels give each item to *one* receiver
+  (trio issue #987), so broadcast is one channel per session plus a slow-consumer policy:
+  a session whose outbox is full is disconnected with a reason, never waited on.
+
+A future broker (Redis, several processes) or IRC gateway sits *around* the hub: it calls
+the same methods; nothing here changes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from .names import DEFAULT_ROOM, InvalidName, name_key, normalize_nick
+from .protocol import Joined, Left, Message, MessageKind, NickChanged, ServerEvent
+
+log = logging.getLogger("trio_chat.hub")
+
+
+class NickInUse(InvalidName):
+    """The nickname (compared case-insensitively) belongs to someone connected."""
+
+
+@dataclass(eq=False)
+class Session:
+    """One connected user, whatever the transport.
+
+    ``outbox`` is the send side of the session's bounded channel; only the hub puts events in
+    it. ``disconnect`` (set by the transport) ends the connection with a reason.
+    """
+
+    id: int
+    nick: str
+    address: str
+    transport: str
+    outbox: trio.MemorySendChannel[ServerEvent]
+    rooms: dict[str, None] = field(default_factory=dict)  # ordered set of joined rooms
+    room: str = DEFAULT_ROOM  # the room plain messages go to
+    closed: bool = False
+    close_code: str | None = None
+    close_reason: str | None = None
+    on_close: Callable[[], None] | None = None
+    #: Free space for plugins, keyed by plugin name.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return name_key(self.nick)
+
+    def close(self, code: str, reason: str) -> None:
+        """Ask the transport to end this connection with ``reason`` (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code = code
+        self.close_reason = reason
+        if self.on_close is not None:
+            self.on_close()
+
+
+@dataclass(eq=False)
+class Room:
+    name: str
+    members: dict[int, Session] = field(default_factory=dict)
+    topic: str = ""
+
+
+class Hub:
+    """Registry of sessions and rooms, and the one place events are numbered and fanned out."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._ids = itertools.count(1)
+        self._session_ids = itertools.count(1)
+        self.sessions: dict[str, Session] = {}  # by nick key
+        self.rooms: dict[str, Room] = {}  # by room key
+        #: Observers, called after a session joined / left a room (for plugin hooks).
+        self.on_join: list[Callable[[Session, str], None]] = []
+        self.on_part: list[Callable[[Session, str, str | None], None]] = []
+
+    # ----------------------------------------------------------------------- sessions
+
+    def attach(
+        self,
+        nick: str,
+        outbox: trio.MemorySendChannel[ServerEvent],
+        *,
+        address: str,
+        transport: str,
+    ) -> Session:
+        """Register a new user under ``nick`` (validated) or raise InvalidName/NickInUse."""
+        nick = normalize_nick(nick)
+        key = name_key(nick)
+        if key in self.sessions:
+            raise NickInUse(f"the nickname {nick!r} is taken")
+        session = Session(
+            id=next(self._session_ids),
+            nick=nick,
+            address=address,
+            transport=transport,
+            outbox=outbox,
+        )
+        self.sessions[key] = session
+        return session
+
+    def detach(self, session: Session, reason: str) -> None:
+        """Remove a session and tell its rooms it left. Safe to call more than once."""
+        if self.sessions.get(session.key) is not session:
+            return
+        del self.sessions[session.key]
+        for room_name in list(session.rooms):
+            self.part(session, room_name, reason)
+
+    def find(self, nick: str) -> Session | None:
+        return self.sessions.get(name_key(nick))
+
+    def rename(self, session: Session, new_nick: str) -> NickChanged | None:
+        """Change a nick (validated, unique); everyone sharing a room is told once."""
+        new_nick = normalize_nick(new_nick)
+        new_key = name_key(new_nick)
+        if new_nick == session.nick:
+            return None
+        holder = self.sessions.get(new_key)
+        if holder is not None and holder is not session:
+            raise NickInUse(f"the nickname {new_nick!r} is taken")
+        old = session.nick
+        del self.sessions[session.key]
+        session.nick = new_nick
+        self.sessions[new_key] = session
+        event = NickChanged(id=self._next_id(), ts=self._clock(), old=old, new=new_nick)
+        self._fanout(self.neighbours(session, include_self=True), event)
+        return event
+
+    def neighbours(self, session: Session, *, include_self: bool) -> list[Session]:
+        """Everyone who shares at least one room with ``session``, each once."""
+        seen: dict[int, Session] = {session.id: session} if include_self else {}
+        for room_name in session.rooms:
+            room = self.rooms.get(name_key(room_name))
+            if room is not None:
+                seen.update(room.members)
+        if not include_self:
+            seen.pop(session.id, None)
+        return list(seen.values())
+
+    # -------------------------------------------------------------------------- rooms
+
+    def join(self, session: Session, room_name: str) -> Room:
+        """Put a session in a room (created on demand) and announce it to the room."""
+        key = name_key(room_name)
+        room = self.rooms.get(key)
+        if room is None:
+            room = self.rooms[key] = Room(room_name)
+        if session.id not in room.members:
+            room.members[session.id] = session
+            session.rooms[room.name] = None
+            self._fanout(
+                room.members.values(),
+                Joined(id=self._next_id(), ts=self._clock(), room=room.name, nick=session.nick),
+            )
+            for callback in self.on_join:
+                callback(session, room.name)
+        session.room = room.name
+        return room
+
+    def part(self, session: Session, room_name: str, reason: str | None = None) -> None:
+        """Take a session out of a room and tell those who stay. Empty rooms vanish."""
+        key = name_key(room_name)
+        room = self.rooms.get(key)
+        if room is None or room.members.pop(session.id, None) is None:
+            return
+        session.rooms.pop(room.name, None)
+        if session.room == room.name:
+            session.room = next(iter(session.rooms), DEFAULT_ROOM)
+        event = Left(
+            id=self._next_id(), ts=self._clock(), room=room.name, nick=session.nick, reason=reason
+        )
+        self._fanout(room.members.values(), event)
+        if not room.members and room.name != DEFAULT_ROOM:
+            del self.rooms[key]
+        for callback in self.on_part:
+            callback(session, room.name, reason)
+
+    def room(self, room_name: str) -> Room | None:
+        return self.rooms.get(name_key(room_name))
+
+    # ------------------------------------------------------------------------ messages
+
+    def say(self, session: Session, room_name: str, text: str, kind: MessageKind = "say") -> Message:
+        """Number a message and fan it out to every member of the room, sender included."""
+        room = self.rooms.get(name_key(room_name))
+        if room is None or session.id not in room.members:
+            raise InvalidName(f"you are not in {room_name}")
+        message = Message(
+            id=self._next_id(),
+            ts=self._clock(),
+            room=room.name,
+            nick=session.nick,
+            text=text,
+            kind=kind,
+        )
+        self._fanout(room.members.values(), message)
+        return message
+
+    def send_to(self, session: Session, event: ServerEvent) -> None:
+        """Queue an event for one session (replies, errors), under the same slow policy."""
+        self._fanout((session,), event)
+
+    # ------------------------------------------------------------------------ internals
+
+    def _next_id(self) -> int:
+        return next(self._ids)
+
+    def _fanout(self, receivers: Iterable[Session], event: ServerEvent) -> None:
+        overflowed: list[Session] = []
+        for receiver in receivers:
+            try:
+                receiver.outbox.send_nowait(event)
+            except trio.WouldBlock:
+                overflowed.append(receiver)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                # Its writer is gone; the transport's cleanup will detach it.
+                overflowed.append(receiver)
+        # Handled after the loop: detaching announces a leave, which fans out again.
+        for receiver in overflowed:
+            self._drop_slow(receiver)
+
+    def _drop_slow(self, session: Session) -> None:
+        if session.closed:
+            self.detach(session, session.close_reason or "connection closed")
+            return
+        log.info("disconnecting %s (%s): send queue full", session.nick, session.address)
+        session.close("slow_consumer", "too slow: your send queue was full")
+        self.detach(session, "too slow to receive messages")

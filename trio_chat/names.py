@@ -1,0 +1,60 @@
+"""Rules for nicknames and room names (pure functions).
+
+Names are normalised to NFC before anything else, and compared by a *key*: NFKC case
+folding, so ``Alice``, ``ALICE`` and ``ａｌｉｃｅ`` (full-width) are one user.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+MAX_NICK_LENGTH = 24
+MAX_ROOM_LENGTH = 32
+#: Punctuation allowed in nicks besides letters and digits (as in IRC, minus the ambiguous).
+NICK_PUNCTUATION = "_-[]\\`^{}|"
+ROOM_PUNCTUATION = "_-."
+DEFAULT_ROOM = "#lobby"
+
+
+class InvalidName(ValueError):
+    """A nick or room name breaks the rules; the message says which one, for the user."""
+
+
+def name_key(name: str) -> str:
+    """The identity of a name: two names with one key cannot both be in use."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+def normalize_nick(raw: str) -> str:
+    """Return the NFC form of a valid nickname or raise :class:`InvalidName` with the reason."""
+    nick = unicodedata.normalize("NFC", raw.strip())
+    if not nick:
+        raise InvalidName("a nickname cannot be empty")
+    if len(nick) > MAX_NICK_LENGTH:
+        raise InvalidName(f"a nickname has at most {MAX_NICK_LENGTH} characters")
+    if nick[0].isdigit() or nick[0] == "-":
+        raise InvalidName("a nickname cannot start with a digit or '-'")
+    for ch in nick:
+        if not (ch.isalnum() or ch in NICK_PUNCTUATION):
+            raise InvalidName(
+                f"a nickname may hold letters, digits and {NICK_PUNCTUATION}, not {ch!r}"
+            )
+    return nick
+
+
+def normalize_room(raw: str) -> str:
+    """Return the NFC form of a valid room name (``#`` added if missing) or raise."""
+    room = unicodedata.normalize("NFC", raw.strip())
+    if not room.startswith("#"):
+        room = "#" + room
+    body = room[1:]
+    if not body:
+        raise InvalidName("a room name needs at least one character after '#'")
+    if len(room) > MAX_ROOM_LENGTH:
+        raise InvalidName(f"a room name has at most {MAX_ROOM_LENGTH} characters")
+    for ch in body:
+        if not (ch.isalnum() or ch in ROOM_PUNCTUATION):
+            raise InvalidName(
+                f"a room name may hold letters, digits and {ROOM_PUNCTUATION}, not {ch!r}"
+            )
+    return room

@@ -1,0 +1,331 @@
+"""The trio-chat wire protocol, without any I/O (in the spirit of h11 and wsproto).
+
+Everything a client and a server exchange is a *frame*: a JSON object with a ``"type"``
+field. This module defines each frame as a frozen dataclass, turns client frames from bytes
+into objects (validating every field), and turns server events into bytes. It never touches
+a socket, so every rule here is unit-tested on plain bytes; the transports in
+:mod:`trio_chat.transports` are thin trio tasks around it.
+
+``docs/protocol.md`` is the human reference for the same rules; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Literal, TypeAlias
+
+#: Protocol version announced in the ``welcome`` frame. Bump on incompatible changes.
+PROTOCOL_VERSION = 1
+
+#: Default maximum size of one frame (one JSON line, or one WebSocket message), in bytes.
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024
+
+
+class RemoteProtocolError(Exception):
+    """The peer sent something that breaks the protocol.
+
+    ``code`` is a stable machine-readable token (documented in ``docs/protocol.md``);
+    ``message`` is one human-readable line. ``ref`` echoes the offending frame's ``ref``
+    when it could be read, so the client can match the error to its request.
+    """
+
+    def __init__(self, code: str, message: str, *, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+
+# --------------------------------------------------------------------------------------
+# Client -> server frames
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First frame of a JSON session: who the user wants to be."""
+
+    nick: str
+    client: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """A chat line, sent as-is (a leading ``/`` is *not* a command here)."""
+
+    text: str
+    room: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A slash-command: ``name`` without the slash, ``args`` as one string."""
+
+    name: str
+    args: str = ""
+    room: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Liveness check; the server answers with :class:`Pong` carrying the same token."""
+
+    token: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    """The client leaves; ``reason`` is shown to others in the leave notice."""
+
+    reason: str | None = None
+    ref: str | None = None
+
+
+ClientFrame: TypeAlias = Hello | Say | Command | Ping | Quit
+
+# (field name, required, allowed Python type) per client frame type.
+_CLIENT_FRAMES: dict[str, tuple[type[Any], tuple[tuple[str, bool], ...]]] = {
+    "hello": (Hello, (("nick", True), ("client", False))),
+    "say": (Say, (("text", True), ("room", False))),
+    "command": (Command, (("name", True), ("args", False), ("room", False))),
+    "ping": (Ping, (("token", False),)),
+    "quit": (Quit, (("reason", False),)),
+}
+
+
+def decode_client_frame(data: bytes | str) -> ClientFrame:
+    """Parse one client frame (one JSON line without its newline, or one WebSocket message).
+
+    Raises :class:`RemoteProtocolError` with code ``bad_utf8``, ``bad_json``, ``bad_frame``,
+    ``unknown_type``, ``missing_field`` or ``bad_field``. Unknown extra fields are ignored so
+    that newer clients can talk to older servers.
+    """
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RemoteProtocolError(
+                "bad_utf8", f"frame is not valid UTF-8 (byte {exc.start})"
+            ) from None
+    else:
+        text = data
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise RemoteProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError("bad_frame", "a frame must be a JSON object")
+    ref = obj.get("ref")
+    if ref is not None and not isinstance(ref, str | int):
+        raise RemoteProtocolError("bad_field", "field 'ref' must be a string")
+    ref = None if ref is None else str(ref)
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise RemoteProtocolError("bad_frame", "a frame needs a string field 'type'", ref=ref)
+    spec = _CLIENT_FRAMES.get(kind)
+    if spec is None:
+        known = ", ".join(sorted(_CLIENT_FRAMES))
+        raise RemoteProtocolError(
+            "unknown_type", f"unknown frame type {kind!r} (known: {known})", ref=ref
+        )
+    cls, wanted = spec
+    kwargs: dict[str, Any] = {"ref": ref}
+    for name, required in wanted:
+        value = obj.get(name)
+        if value is None:
+            if required:
+                raise RemoteProtocolError(
+                    "missing_field", f"'{kind}' frame needs field {name!r}", ref=ref
+                )
+            continue
+        if not isinstance(value, str):
+            raise RemoteProtocolError(
+                "bad_field", f"field {name!r} of '{kind}' must be a string", ref=ref
+            )
+        if "\x00" in value:
+            raise RemoteProtocolError("bad_field", f"field {name!r} contains NUL", ref=ref)
+        kwargs[name] = value
+    frame: ClientFrame = cls(**kwargs)
+    return frame
+
+
+def encode_client_frame(frame: ClientFrame) -> bytes:
+    """Encode a client frame as one JSON line (used by the terminal client and tests)."""
+    kind = _CLIENT_TYPE_NAMES[type(frame)]
+    obj: dict[str, Any] = {"type": kind}
+    for f in fields(frame):
+        value = getattr(frame, f.name)
+        if value is not None:
+            obj[f.name] = value
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+_CLIENT_TYPE_NAMES: dict[type[Any], str] = {cls: name for name, (cls, _) in _CLIENT_FRAMES.items()}
+
+
+# --------------------------------------------------------------------------------------
+# Server -> client events
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerEvent:
+    """Base of everything the server sends.
+
+    ``wire`` caches the encoded form per wire format, so a message fanned out to a
+    thousand receivers is encoded once per format rather than once per receiver.
+    """
+
+    TYPE: ClassVar[str] = ""
+    wire: dict[str, bytes | str] = field(
+        default_factory=dict, compare=False, repr=False, hash=False
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object for this event: ``type`` first, ``None`` fields left out."""
+        obj: dict[str, Any] = {"type": self.TYPE}
+        for f in fields(self):
+            if f.name == "wire":
+                continue
+            value = getattr(self, f.name)
+            if value is not None:
+                obj[f.name] = value
+        return obj
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Welcome(ServerEvent):
+    """Sent once after a successful hello: the nick the user got and where they are."""
+
+    TYPE: ClassVar[str] = "welcome"
+    nick: str
+    room: str
+    server: str
+    version: str
+    protocol: int = PROTOCOL_VERSION
+    ref: str | None = None
+
+
+MessageKind = Literal["say", "action"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message(ServerEvent):
+    """A chat line in a room. ``id`` rises strictly; ``ts`` is seconds since the epoch."""
+
+    TYPE: ClassVar[str] = "message"
+    id: int
+    ts: float
+    room: str
+    nick: str
+    text: str
+    kind: MessageKind = "say"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Joined(ServerEvent):
+    """``nick`` entered ``room``."""
+
+    TYPE: ClassVar[str] = "join"
+    id: int
+    ts: float
+    room: str
+    nick: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Left(ServerEvent):
+    """``nick`` left ``room``; ``reason`` says why (quit message, connection lost, ...)."""
+
+    TYPE: ClassVar[str] = "leave"
+    id: int
+    ts: float
+    room: str
+    nick: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NickChanged(ServerEvent):
+    """``old`` is now called ``new``; sent once to everyone sharing a room with them."""
+
+    TYPE: ClassVar[str] = "nick"
+    id: int
+    ts: float
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Info(ServerEvent):
+    """A reply meant for one user (command output). ``data`` holds structured detail."""
+
+    TYPE: ClassVar[str] = "info"
+    text: str
+    data: dict[str, Any] | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Error(ServerEvent):
+    """Something the user sent was refused; the connection stays open."""
+
+    TYPE: ClassVar[str] = "error"
+    code: str
+    text: str
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pong(ServerEvent):
+    """Answer to :class:`Ping`."""
+
+    TYPE: ClassVar[str] = "pong"
+    token: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bye(ServerEvent):
+    """Last frame before the server closes the connection, with the reason."""
+
+    TYPE: ClassVar[str] = "bye"
+    code: str
+    text: str
+
+
+def encode_server_event(event: ServerEvent) -> str:
+    """Encode a server event as compact JSON text (no newline)."""
+    return json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+_SERVER_EVENTS: dict[str, type[ServerEvent]] = {
+    cls.TYPE: cls
+    for cls in (Welcome, Message, Joined, Left, NickChanged, Info, Error, Pong, Bye)
+}
+
+
+def decode_server_event(data: bytes | str) -> ServerEvent:
+    """Parse a server event (for clients and tests). Unknown fields are ignored.
+
+    Raises :class:`RemoteProtocolError` if the data is not a known event.
+    """
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RemoteProtocolError("bad_json", f"server sent invalid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError("bad_frame", "server frame is not an object")
+    cls = _SERVER_EVENTS.get(str(obj.get("type")))
+    if cls is None:
+        raise RemoteProtocolError("unknown_type", f"unknown server frame {obj.get('type')!r}")
+    names = {f.name for f in fields(cls)} - {"wire"}
+    try:
+        return cls(**{k: v for k, v in obj.items() if k in names})
+    except TypeError as exc:
+        raise RemoteProtocolError("missing_field", f"bad {cls.TYPE} frame: {exc}") from None

@@ -1,0 +1,258 @@
+"""The chat server: one hub, one plugin manager, and the listeners in one nursery."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import pluggy
+import trio
+
+from .commands import CommandContext, CommandError, CommandRegistry, run_command
+from .config import ServerConfig
+from .hub import Hub, Session
+from .names import InvalidName
+from .plugins import ENTRY_POINT_GROUP, collect_plugins, new_plugin_manager
+from .protocol import (
+    ClientFrame,
+    Command,
+    Error,
+    Hello,
+    MessageKind,
+    Ping,
+    Pong,
+    Quit,
+    Say,
+)
+
+log = logging.getLogger("trio_chat.server")
+
+
+class ChatServer:
+    """Owns the hub and the plugins, and turns client frames into hub calls.
+
+    Transports (TCP, WebSocket, later IRC) call :meth:`handle` with frames they decoded;
+    nothing here knows which transport a session came through.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        *,
+        plugins: Iterable[object] = (),
+        builtins: bool = True,
+    ) -> None:
+        self.config = config or ServerConfig()
+        self.hub = Hub()
+        self.commands = CommandRegistry()
+        self.pm: pluggy.PluginManager = new_plugin_manager()
+        self.addresses: list[str] = []
+        self._nursery: trio.Nursery | None = None
+        self._stopping = False
+        self._shutdown_requested = trio.Event()
+        self.hub.on_join.append(self._joined)
+        self.hub.on_part.append(self._parted)
+        for plugin, name in collect_plugins(self.config.plugins, builtins=builtins):
+            self.add_plugin(plugin, name)
+        if self.config.entry_points:
+            self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            for plugin in self.pm.get_plugins():
+                name = self.pm.get_name(plugin) or repr(plugin)
+                if not any(s.plugin == name for s in self.commands):
+                    self._collect_commands(plugin, name)
+        for plugin in plugins:
+            self.add_plugin(plugin)
+
+    # ------------------------------------------------------------------------- plugins
+
+    def add_plugin(self, plugin: object, name: str | None = None) -> str:
+        """Register a plugin (module or object with hookimpls); works while serving too."""
+        registered = self.pm.register(plugin, name)
+        if registered is None:
+            raise ValueError(f"plugin {name or plugin!r} is already registered")
+        self._collect_commands(plugin, registered)
+        return registered
+
+    def remove_plugin(self, name: str) -> None:
+        self.pm.unregister(name=name)
+        self.commands.remove_plugin(name)
+
+    def _collect_commands(self, plugin: object, name: str) -> None:
+        for impl in self.pm.hook.register_commands.get_hookimpls():
+            if impl.plugin is plugin:
+                try:
+                    impl.function(register=self.commands.register_for(name))
+                except Exception:
+                    log.exception("plugin %r: register_commands failed", name)
+
+    def _call_listeners(self, hook_name: str, **kwargs: Any) -> None:
+        """Call an event hook; run awaitable results in the background, bounded in time."""
+        hook = getattr(self.pm.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            try:
+                result = impl.function(**{k: kwargs[k] for k in impl.argnames})
+            except Exception:
+                log.exception("plugin %r: %s raised", impl.plugin_name, hook_name)
+                continue
+            if inspect.isawaitable(result):
+                if self._nursery is None:
+                    log.error("plugin %r: async %s outside a running server", impl.plugin_name,
+                              hook_name)
+                    continue
+                self._nursery.start_soon(self._await_listener, impl.plugin_name, hook_name,
+                                         result)
+
+    async def _await_listener(self, plugin: str, hook_name: str, result: Awaitable[Any]) -> None:
+        try:
+            with trio.move_on_after(self.config.plugin_timeout) as scope:
+                await result
+            if scope.cancelled_caught:
+                log.error("plugin %r: %s took longer than %ss", plugin, hook_name,
+                          self.config.plugin_timeout)
+        except Exception:
+            log.exception("plugin %r: %s raised", plugin, hook_name)
+
+    def _joined(self, session: Session, room: str) -> None:
+        self._call_listeners("user_joined", server=self, session=session, room=room)
+
+    def _parted(self, session: Session, room: str, reason: str | None) -> None:
+        self._call_listeners("user_left", server=self, session=session, room=room,
+                             reason=reason)
+
+    # ------------------------------------------------------------------------ messages
+
+    def post(self, session: Session, room: str, text: str, kind: MessageKind = "say") -> None:
+        """Say ``text`` in ``room`` as ``session``, after every message filter agreed."""
+        for impl in reversed(self.pm.hook.filter_message.get_hookimpls()):
+            changed = impl.function(
+                **{k: v for k, v in (("session", session), ("room", room), ("text", text))
+                   if k in impl.argnames}
+            )
+            if changed is not None:
+                if not isinstance(changed, str):
+                    raise CommandError("message refused by a filter (internal error)",
+                                       "plugin_error")
+                text = changed
+        if not text:
+            return
+        self.hub.say(session, room, text, kind)
+
+    async def handle(self, session: Session, frame: ClientFrame) -> None:
+        """Act on one frame from a logged-in session. Never raises for bad input."""
+        if isinstance(frame, Say):
+            room = frame.room or session.room
+            try:
+                self.post(session, room, frame.text)
+            except CommandError as exc:
+                self.hub.send_to(session, Error(code=exc.code, text=exc.text, ref=frame.ref))
+            except InvalidName as exc:
+                self.hub.send_to(session, Error(code="not_in_room", text=str(exc),
+                                                ref=frame.ref))
+            except Exception:
+                log.exception("message filter raised")
+                self.hub.send_to(session, Error(code="plugin_error",
+                                                text="message refused (internal error)",
+                                                ref=frame.ref))
+        elif isinstance(frame, Command):
+            spec = self.commands.get(frame.name)
+            if spec is None:
+                self.hub.send_to(session, Error(
+                    code="unknown_command",
+                    text=f"unknown command /{frame.name}; /help lists the commands",
+                    ref=frame.ref,
+                ))
+                return
+            ctx = CommandContext(self, session, spec, frame.args, frame.room or session.room,
+                                 frame.ref)
+            await run_command(ctx, self.config.plugin_timeout)
+        elif isinstance(frame, Ping):
+            self.hub.send_to(session, Pong(token=frame.token, ref=frame.ref))
+        elif isinstance(frame, Quit):
+            self.disconnect(session, "quit", frame.reason or "quit")
+        elif isinstance(frame, Hello):
+            self.hub.send_to(session, Error(code="already_logged_in",
+                                            text="you are already logged in; use /nick",
+                                            ref=frame.ref))
+
+    def disconnect(self, session: Session, code: str, reason: str) -> None:
+        """End a session's connection with a reason it will be told in a ``bye`` frame."""
+        session.close(code, reason)
+
+    # ------------------------------------------------------------------------- serving
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen on the configured ports until :meth:`shutdown` (or cancellation).
+
+        ``task_status.started`` gets the bound addresses (``tcp://host:port``,
+        ``ws://host:port``), so ``await nursery.start(server.serve)`` returns them.
+        """
+        from .transports.tcp import serve_tcp_chat
+        from .transports.websocket import serve_websocket_chat
+
+        self._shutdown_requested = trio.Event()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            # Listeners live in their own nursery so that stopping them stops accepting
+            # while the connections (spawned in ``nursery``) get to say goodbye.
+            async with trio.open_nursery() as listeners:
+                self.addresses = await listeners.start(serve_tcp_chat, self, nursery)
+                if self.config.ws_port is not None:
+                    self.addresses += await listeners.start(serve_websocket_chat, self, nursery)
+                log.info("listening on %s", " ".join(self.addresses))
+                self.pm.hook.server_started(server=self, addresses=list(self.addresses))
+                task_status.started(list(self.addresses))
+                await self._shutdown_requested.wait()
+                listeners.cancel_scope.cancel()
+            await self._say_goodbye()
+            nursery.cancel_scope.cancel()
+        self._nursery = None
+
+    def shutdown(self) -> None:
+        """Ask :meth:`serve` to stop: no new connections, every user told, then exit."""
+        self._stopping = True
+        self._shutdown_requested.set()
+
+    async def _say_goodbye(self) -> None:
+        """Tell every session the server is stopping and give them a moment to hear it."""
+        self._stopping = True
+        for session in list(self.hub.sessions.values()):
+            session.close("shutdown", "the server is shutting down")
+        with trio.move_on_after(self.config.shutdown_grace):
+            while self.hub.sessions:
+                await trio.sleep(0.01)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+
+async def run_until_signal(
+    server: ChatServer, announce: Callable[[list[str]], None] | None = None
+) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully (used by the CLI).
+
+    A second signal during the graceful shutdown stops at once.
+    """
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def serve_then_stop(task_status: trio.TaskStatus[list[str]]) -> None:
+                await server.serve(task_status=task_status)
+                nursery.cancel_scope.cancel()  # served out: stop watching signals
+
+            addresses = await nursery.start(serve_then_stop)
+            if announce is not None:
+                announce(addresses)
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                if server.stopping:
+                    nursery.cancel_scope.cancel()
+                server.shutdown()
+
+
+__all__ = ["ChatServer", "run_until_signal"]

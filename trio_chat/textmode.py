@@ -1,0 +1,92 @@
+"""The plain-text dialect, so ``nc localhost 12345`` chats like a classic line chat (sans-IO).
+
+In text mode every line the user types is a chat message, or a slash-command when it starts
+with ``/`` (``//`` sends a literal leading slash). Every server event is rendered as one
+readable line with the time, e.g. ``[12:30:05] <alice> hi``. This module only converts
+between lines and frames; :mod:`trio_chat.transports` does the I/O.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .protocol import (
+    Bye,
+    ClientFrame,
+    Command,
+    Error,
+    Info,
+    Joined,
+    Left,
+    Message,
+    NickChanged,
+    Pong,
+    RemoteProtocolError,
+    Say,
+    ServerEvent,
+    Welcome,
+)
+
+#: What a text-mode user is asked before anything else.
+NICK_PROMPT = "Welcome to trio-chat! What is your nickname?"
+
+
+def decode_text_line(line: bytes) -> str:
+    """Decode one received line as UTF-8, refusing invalid bytes with ``bad_utf8``."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RemoteProtocolError(
+            "bad_utf8", f"line is not valid UTF-8 (byte {exc.start}); nothing was sent"
+        ) from None
+
+
+def parse_command_line(text: str) -> ClientFrame | None:
+    """Turn a typed line into a frame: ``/name args`` is a command, anything else is said.
+
+    Returns ``None`` for a blank line (nothing to do). ``//text`` says ``/text``.
+    """
+    if not text.strip():
+        return None
+    if text.startswith("//"):
+        return Say(text=text[1:])
+    if text.startswith("/"):
+        name, _, args = text[1:].partition(" ")
+        if not name:
+            raise RemoteProtocolError("unknown_command", "a lone '/' is not a command; try /help")
+        return Command(name=name.lower(), args=args.strip())
+    return Say(text=text)
+
+
+def clock(ts: float) -> str:
+    """Local wall-clock time ``HH:MM:SS`` of a server timestamp."""
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def render_text(event: ServerEvent) -> str:
+    """One human-readable line (without newline) for a server event."""
+    if isinstance(event, Message):
+        if event.kind == "action":
+            return f"[{clock(event.ts)}] * {event.nick} {event.text}"
+        return f"[{clock(event.ts)}] <{event.nick}> {event.text}"
+    if isinstance(event, Joined):
+        return f"[{clock(event.ts)}] -!- {event.nick} joined {event.room}"
+    if isinstance(event, Left):
+        why = f" ({event.reason})" if event.reason else ""
+        return f"[{clock(event.ts)}] -!- {event.nick} left {event.room}{why}"
+    if isinstance(event, NickChanged):
+        return f"[{clock(event.ts)}] -!- {event.old} is now known as {event.new}"
+    if isinstance(event, Info):
+        return "\n".join(f"-- {line}" for line in event.text.splitlines() or [""])
+    if isinstance(event, Error):
+        return f"!! {event.text}"
+    if isinstance(event, Welcome):
+        return (
+            f"-- Hello {event.nick}, you are in {event.room} on {event.server}. "
+            "Type /help for commands."
+        )
+    if isinstance(event, Pong):
+        return f"-- pong {event.token or ''}".rstrip()
+    if isinstance(event, Bye):
+        return f"-- Disconnected: {event.text}"
+    return f"-- {event.TYPE}"

@@ -1,0 +1,220 @@
+"""One connection's life, whatever the transport: handshake, reader, writer, goodbye.
+
+A transport provides a :class:`Link` (receive one frame, send a batch of events, close);
+:func:`run_connection` does the rest. Each connection runs in its own task with its own
+nursery (the writer beside the reader), so a failure here ends this connection only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from ..hub import NickInUse, Session
+from ..names import DEFAULT_ROOM, InvalidName
+from ..protocol import (
+    Bye,
+    ClientFrame,
+    Command,
+    Error,
+    Hello,
+    Ping,
+    Pong,
+    Quit,
+    RemoteProtocolError,
+    Say,
+    ServerEvent,
+    Welcome,
+)
+
+if TYPE_CHECKING:
+    from ..server import ChatServer
+
+log = logging.getLogger("trio_chat.connection")
+
+#: Seconds a goodbye (``bye`` frame and close) may take before the socket is just dropped.
+GOODBYE_TIMEOUT = 1.0
+
+
+class Link(Protocol):
+    """What a transport offers the connection runner."""
+
+    transport: str  # "tcp-json", "tcp-text", "websocket"
+    address: str  # the peer, for logs
+    #: True when plain lines are chat text (a text-mode client types its nick as a line).
+    plain_text: bool
+
+    async def receive(self) -> ClientFrame | RemoteProtocolError | None:
+        """The next frame, a protocol error to report, or ``None`` once the peer is gone."""
+        ...
+
+    async def send(self, events: list[ServerEvent]) -> None:
+        """Write events in one go; raises ``trio.BrokenResourceError`` if the peer is gone."""
+        ...
+
+    async def prompt_nick(self) -> None:
+        """Ask for a nickname (text mode prints a prompt; JSON waits for ``hello``)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+async def run_connection(server: ChatServer, link: Link) -> None:
+    """Serve one client until it quits, vanishes, is disconnected, or the server stops."""
+    cfg = server.config
+    send_outbox, receive_outbox = trio.open_memory_channel[ServerEvent](cfg.outbox_size)
+    session: Session | None = None
+    reason = "connection closed"
+    try:
+        with trio.move_on_after(cfg.handshake_timeout) as handshake_scope:
+            session = await _handshake(server, link, send_outbox)
+        if handshake_scope.cancelled_caught:
+            await _goodbye(link, Bye(code="timeout", text="no nickname given in time"))
+            return
+        if session is None:
+            return
+        log.info("connect %s %s via %s", session.nick, link.address, link.transport)
+        reason = await _serve_session(server, link, session, receive_outbox)
+    finally:
+        if session is not None:
+            if session.close_reason is not None:
+                reason = session.close_reason
+            server.hub.detach(session, reason)
+            log.info("disconnect %s %s: %s", session.nick, link.address, reason)
+        send_outbox.close()
+        receive_outbox.close()
+        with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_TIMEOUT):
+            await link.aclose()
+
+
+async def _handshake(
+    server: ChatServer, link: Link, outbox: trio.MemorySendChannel[ServerEvent]
+) -> Session | None:
+    """Ask for a nickname until a valid, free one arrives; ``None`` if the peer left."""
+    await link.prompt_nick()
+    while True:
+        item = await link.receive()
+        if item is None or isinstance(item, Quit):
+            return None
+        if isinstance(item, RemoteProtocolError):
+            await link.send([Error(code=item.code, text=item.message, ref=item.ref)])
+            continue
+        nick, ref = _nick_from(item, link.plain_text)
+        if isinstance(item, Ping):
+            await link.send([Pong(token=item.token, ref=item.ref)])
+            continue
+        if nick is None:
+            await link.send([Error(code="hello_required",
+                                   text="say who you are first: send a 'hello' frame",
+                                   ref=ref)])
+            continue
+        if server.stopping:
+            await _goodbye(link, Bye(code="shutdown", text="the server is shutting down"))
+            return None
+        try:
+            session = server.hub.attach(nick, outbox, address=link.address,
+                                        transport=link.transport)
+        except InvalidName as exc:
+            code = "nick_taken" if isinstance(exc, NickInUse) else "bad_nick"
+            await link.send([Error(code=code, text=str(exc), ref=ref)])
+            await link.prompt_nick()
+            continue
+        server.hub.send_to(session, Welcome(nick=session.nick, room=DEFAULT_ROOM,
+                                            server=server.config.server_name,
+                                            version=_version(), ref=ref))
+        server.hub.join(session, DEFAULT_ROOM)
+        return session
+
+
+def _nick_from(item: ClientFrame, plain_text: bool) -> tuple[str | None, str | None]:
+    if isinstance(item, Hello):
+        return item.nick, item.ref
+    if isinstance(item, Command) and item.name == "nick" and item.args:
+        return item.args, item.ref
+    if isinstance(item, Say) and plain_text:
+        return item.text, item.ref
+    return None, getattr(item, "ref", None)
+
+
+async def _serve_session(
+    server: ChatServer,
+    link: Link,
+    session: Session,
+    outbox: trio.MemoryReceiveChannel[ServerEvent],
+) -> str:
+    """Run reader and writer until one ends; return why the connection ended."""
+    reason = "connection closed"
+    async with trio.open_nursery() as nursery:
+        session.on_close = nursery.cancel_scope.cancel
+        if session.closed:  # closed before we could listen (e.g. kicked at join)
+            nursery.cancel_scope.cancel()
+
+        async def write() -> None:
+            nonlocal reason
+            try:
+                await _writer(link, outbox, server.config.max_batch, server.config.send_timeout)
+            except trio.TooSlowError:
+                reason = "write timed out"
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                reason = "connection lost"
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(write)
+        while True:
+            item = await link.receive()
+            if item is None:
+                reason = "connection lost"
+                break
+            if isinstance(item, RemoteProtocolError):
+                server.hub.send_to(session, Error(code=item.code, text=item.message,
+                                                  ref=item.ref))
+                continue
+            await server.handle(session, item)
+        nursery.cancel_scope.cancel()
+    if session.close_code is not None:
+        # The server ended it (quit, slow consumer, shutdown): flush what is queued and say why.
+        pending = _drain(outbox, server.config.max_batch)
+        bye = Bye(code=session.close_code, text=session.close_reason or session.close_code)
+        await _goodbye(link, bye, pending)
+    return reason
+
+
+async def _writer(
+    link: Link,
+    outbox: trio.MemoryReceiveChannel[ServerEvent],
+    max_batch: int,
+    send_timeout: float,
+) -> None:
+    """Send everything waiting in the outbox, as many events per write as are queued."""
+    async for first in outbox:
+        batch = [first]
+        batch += _drain(outbox, max_batch - 1)
+        with trio.fail_after(send_timeout):
+            await link.send(batch)
+
+
+def _drain(outbox: trio.MemoryReceiveChannel[ServerEvent], limit: int) -> list[ServerEvent]:
+    events: list[ServerEvent] = []
+    while len(events) < limit:
+        try:
+            events.append(outbox.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            break
+    return events
+
+
+async def _goodbye(link: Link, bye: Bye, pending: list[ServerEvent] | None = None) -> None:
+    """Best effort: send what was queued and a ``bye``, within a short bounded time."""
+    with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_TIMEOUT):
+        try:
+            await link.send([*(pending or []), bye])
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

@@ -1,0 +1,165 @@
+"""TCP transport: JSON lines for programs, plain text lines for ``nc`` and friends.
+
+Both dialects share the port. The server waits briefly (``sniff_delay``) for the client to
+speak first: a client that opens with ``{`` speaks JSON lines (it sends ``hello`` at once);
+anything else, or silence, is a person on a line client, who is then asked for a nickname.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..framing import EOF, NEED_DATA, LineBuffer, LineTooLong
+from ..protocol import ClientFrame, RemoteProtocolError, ServerEvent, decode_client_frame
+from ..textmode import NICK_PROMPT, decode_text_line, parse_command_line
+from ..wire import JSON_LINES, TEXT_LINES, WireFormat, encoded
+from .connection import run_connection
+
+if TYPE_CHECKING:
+    from ..server import ChatServer
+
+log = logging.getLogger("trio_chat.tcp")
+
+RECEIVE_SIZE = 64 * 1024
+
+
+class TcpLink:
+    """A :class:`~trio_chat.transports.connection.Link` over a trio stream of lines."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        address: str,
+        *,
+        plain_text: bool,
+        max_line_bytes: int,
+        already_received: bytes = b"",
+    ) -> None:
+        self.stream = stream
+        self.address = address
+        self.plain_text = plain_text
+        self.transport = "tcp-text" if plain_text else "tcp-json"
+        self.format: WireFormat[bytes] = TEXT_LINES if plain_text else JSON_LINES
+        self._lines = LineBuffer(max_line_bytes)
+        if already_received:
+            self._lines.feed(already_received)
+        # A person who typed before any prompt has answered it: their line is the nickname.
+        self._skip_prompt = plain_text and bool(already_received)
+
+    async def receive(self) -> ClientFrame | RemoteProtocolError | None:
+        while True:
+            event = self._lines.next_event()
+            if event is NEED_DATA:
+                try:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return None
+                self._lines.feed(data)
+                continue
+            if event is EOF:
+                return None
+            if isinstance(event, LineTooLong):
+                return RemoteProtocolError(
+                    "line_too_long",
+                    f"line longer than {event.limit} bytes was dropped",
+                )
+            assert isinstance(event, bytes)
+            try:
+                frame = self._parse(event)
+            except RemoteProtocolError as exc:
+                return exc
+            if frame is not None:
+                return frame
+
+    def _parse(self, line: bytes) -> ClientFrame | None:
+        if self.plain_text:
+            return parse_command_line(decode_text_line(line))
+        if not line.strip():
+            return None  # blank lines between JSON frames are allowed
+        return decode_client_frame(line)
+
+    async def send(self, events: list[ServerEvent]) -> None:
+        fmt = self.format
+        if len(events) == 1:
+            await self.stream.send_all(encoded(events[0], fmt))
+        else:
+            await self.stream.send_all(b"".join([encoded(e, fmt) for e in events]))
+
+    async def prompt_nick(self) -> None:
+        if self._skip_prompt:
+            self._skip_prompt = False
+        elif self.plain_text:
+            await self.stream.send_all(NICK_PROMPT.encode() + b"\n")
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def peer_address(stream: trio.abc.Stream) -> str:
+    """``host:port`` of the peer of a socket stream, or ``?`` if it cannot be told."""
+    try:
+        sock = stream.socket  # type: ignore[attr-defined]
+        host, port, *_ = sock.getpeername()
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    except (AttributeError, OSError, ValueError):
+        return "?"
+
+
+async def sniff(stream: trio.abc.Stream, delay: float) -> tuple[bytes, bool] | None:
+    """Wait up to ``delay`` seconds for the first bytes; decide JSON or text.
+
+    Returns ``(bytes already read, plain_text)``, or ``None`` if the peer closed at once.
+    """
+    first = b""
+    with trio.move_on_after(delay):
+        first = await stream.receive_some(RECEIVE_SIZE)
+        if not first:
+            return None
+    return first, not first.lstrip().startswith(b"{")
+
+
+async def handle_tcp(server: ChatServer, stream: trio.SocketStream) -> None:
+    """Serve one TCP connection; nothing it does can take down the listener."""
+    address = peer_address(stream)
+    try:
+        async with stream:
+            sniffed = await sniff(stream, server.config.sniff_delay)
+            if sniffed is None:
+                return
+            first, plain_text = sniffed
+            link = TcpLink(
+                stream,
+                address,
+                plain_text=plain_text,
+                max_line_bytes=server.config.max_frame_bytes,
+                already_received=first,
+            )
+            await run_connection(server, link)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    except Exception:
+        log.exception("connection from %s failed", address)
+
+
+async def serve_tcp_chat(
+    server: ChatServer,
+    handler_nursery: trio.Nursery,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept TCP connections forever, each served in ``handler_nursery``."""
+    cfg = server.config
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await handle_tcp(server, stream)
+
+    listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
+    addresses = []
+    for listener in listeners:
+        host, port, *_ = listener.socket.getsockname()
+        addresses.append(f"tcp://{host}:{port}" if ":" not in host else f"tcp://[{host}]:{port}")
+    task_status.started(addresses)
+    await trio.serve_listeners(handler, listeners, handler_nursery=handler_nursery)

@@ -1,0 +1,214 @@
+"""WebSocket transport and the browser page, on one port.
+
+trio-websocket's own ``serve_websocket`` answers a plain ``GET`` with 400 and dies with the
+first handler that raises (see ``shared/LIBRARIES.md``), so this module accepts TCP itself,
+reads the HTTP request head, and then either upgrades (replaying the head into
+``trio_websocket.wrap_server_stream``) or serves the page with h11. Each connection's
+WebSocket reader task runs in that connection's own nursery.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from typing import TYPE_CHECKING
+
+import h11
+import trio
+import trio_websocket
+
+from ..protocol import (
+    ClientFrame,
+    RemoteProtocolError,
+    ServerEvent,
+    decode_client_frame,
+)
+from ..wire import WEBSOCKET_JSON, encoded
+from .connection import run_connection
+from .tcp import peer_address
+
+if TYPE_CHECKING:
+    from ..server import ChatServer
+
+log = logging.getLogger("trio_chat.websocket")
+
+MAX_HEAD_BYTES = 16 * 1024
+HEAD_TIMEOUT = 10.0
+#: Hard WebSocket message cap: beyond it trio-websocket closes with 1009. Below it, a message
+#: over the frame limit only gets an error frame and the connection stays open.
+WS_HARD_LIMIT = 1024 * 1024
+
+
+class ReplayStream(trio.abc.Stream):
+    """A stream that first hands back bytes already read, then reads from ``inner``."""
+
+    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
+        self.inner = inner
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            size = len(self._prefix) if max_bytes is None else max_bytes
+            data, self._prefix = self._prefix[:size], self._prefix[size:]
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self.inner.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class WebSocketLink:
+    """A :class:`~trio_chat.transports.connection.Link` over one WebSocket."""
+
+    transport = "websocket"
+    plain_text = False
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, address: str,
+                 max_frame_bytes: int) -> None:
+        self.ws = ws
+        self.address = address
+        self.max_frame_bytes = max_frame_bytes
+
+    async def receive(self) -> ClientFrame | RemoteProtocolError | None:
+        try:
+            message = await self.ws.get_message()
+        except trio_websocket.ConnectionClosed:
+            return None
+        size = len(message.encode() if isinstance(message, str) else message)
+        if size > self.max_frame_bytes:
+            return RemoteProtocolError(
+                "frame_too_large", f"message of {size} bytes is over {self.max_frame_bytes}"
+            )
+        try:
+            return decode_client_frame(message)
+        except RemoteProtocolError as exc:
+            return exc
+
+    async def send(self, events: list[ServerEvent]) -> None:
+        try:
+            for event in events:
+                await self.ws.send_message(encoded(event, WEBSOCKET_JSON))
+        except trio_websocket.ConnectionClosed as exc:
+            raise trio.BrokenResourceError("websocket closed") from exc
+
+    async def prompt_nick(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        await self.ws.aclose()
+
+
+async def read_head(stream: trio.abc.Stream) -> bytes | None:
+    """Read up to the end of the HTTP request head (bounded in size); ``None`` on failure."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        if len(head) > MAX_HEAD_BYTES:
+            return None
+        data = await stream.receive_some(MAX_HEAD_BYTES)
+        if not data:
+            return None
+        head += data
+    return head
+
+
+def parse_request(head: bytes) -> h11.Request | None:
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(head)
+    try:
+        event = conn.next_event()
+    except h11.RemoteProtocolError:
+        return None
+    return event if isinstance(event, h11.Request) else None
+
+
+def is_websocket_upgrade(request: h11.Request) -> bool:
+    headers = {name.lower(): value.lower() for name, value in request.headers}
+    return headers.get(b"upgrade") == b"websocket"
+
+
+def page() -> bytes:
+    return resources.files("trio_chat.web").joinpath("index.html").read_bytes()
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+
+
+def http_response(request: h11.Request | None) -> bytes:
+    """The whole HTTP/1.1 response for a non-WebSocket request: the page for ``GET /``."""
+    text = b"text/plain; charset=utf-8"
+    if request is None:
+        status, body, ctype = 400, b"bad request\n", text
+    elif request.method not in (b"GET", b"HEAD"):
+        status, body, ctype = 405, b"method not allowed\n", text
+    elif request.target.split(b"?")[0] in (b"/", b"/index.html"):
+        status, body, ctype = 200, page(), b"text/html; charset=utf-8"
+    else:
+        status, body, ctype = 404, b"not found\n", text
+    head = (
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\n".encode()
+        + b"Content-Type: " + ctype + b"\r\n"
+        + f"Content-Length: {len(body)}\r\n".encode()
+        + b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
+    )
+    if request is not None and request.method == b"HEAD":
+        return head
+    return head + body
+
+
+async def handle_ws_port(server: ChatServer, stream: trio.SocketStream) -> None:
+    """One connection to the WebSocket port: upgrade to chat, or serve the page."""
+    address = peer_address(stream)
+    try:
+        async with stream:
+            head: bytes | None = None
+            with trio.move_on_after(HEAD_TIMEOUT):
+                head = await read_head(stream)
+                request = parse_request(head) if head else None
+                if request is None or not is_websocket_upgrade(request):
+                    await stream.send_all(http_response(request))
+                    return
+            if head is None:
+                return
+            async with trio.open_nursery() as nursery:
+                ws_request = await trio_websocket.wrap_server_stream(
+                    nursery, ReplayStream(stream, head), max_message_size=WS_HARD_LIMIT
+                )
+                ws = await ws_request.accept()
+                await run_connection(
+                    server, WebSocketLink(ws, address, server.config.max_frame_bytes)
+                )
+                nursery.cancel_scope.cancel()
+    except (trio.BrokenResourceError, trio.ClosedResourceError,
+            trio_websocket.ConnectionClosed, trio_websocket.HandshakeError):
+        pass
+    except Exception:
+        log.exception("websocket connection from %s failed", address)
+
+
+async def serve_websocket_chat(
+    server: ChatServer,
+    handler_nursery: trio.Nursery,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept connections on the WebSocket/HTTP port forever."""
+    cfg = server.config
+    assert cfg.ws_port is not None
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await handle_ws_port(server, stream)
+
+    listeners = await trio.open_tcp_listeners(cfg.ws_port, host=cfg.host)
+    addresses = []
+    for listener in listeners:
+        host, port, *_ = listener.socket.getsockname()
+        addresses.append(f"ws://{host}:{port}" if ":" not in host else f"ws://[{host}]:{port}")
+    task_status.started(addresses)
+    await trio.serve_listeners(handler, listeners, handler_nursery=handler_nursery)
