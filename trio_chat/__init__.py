@@ -10,4 +10,11 @@ from .config import ServerConfig as ServerConfig
 from .hookspecs import hookimpl as hookimpl
 from .server import ChatServer as ChatServer
 
-__all__ = ["ChatServer", "CommandContext", "CommandError", "ServerConfig", "__version__", "hookimpl"]
+__all__ = [
+    "ChatServer",
+    "CommandContext",
+    "CommandError",
+    "ServerConfig",
+    "__version__",
+    "hookimpl",
+]

@@ -47,39 +47,80 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"trio-chat {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run a chat server",
-                           description="Run a chat server: TCP (JSON lines and plain text, "
-                           "for nc) and WebSocket plus the browser page on a second port.")
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    serve.add_argument("--port", type=port_number, default=DEFAULT_PORT,
-                       help=f"TCP port, 0 picks a free one (default {DEFAULT_PORT})")
-    serve.add_argument("--ws-port", type=port_number, default=DEFAULT_WS_PORT,
-                       help="WebSocket and browser page port, 0 picks a free one "
-                       f"(default {DEFAULT_WS_PORT})")
+    serve = sub.add_parser(
+        "serve",
+        help="run a chat server",
+        description="Run a chat server: TCP (JSON lines and plain text, "
+        "for nc) and WebSocket plus the browser page on a second port.",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)",
+    )
+    serve.add_argument(
+        "--port",
+        type=port_number,
+        default=DEFAULT_PORT,
+        help=f"TCP port, 0 picks a free one (default {DEFAULT_PORT})",
+    )
+    serve.add_argument(
+        "--ws-port",
+        type=port_number,
+        default=DEFAULT_WS_PORT,
+        help=f"WebSocket and browser page port, 0 picks a free one (default {DEFAULT_WS_PORT})",
+    )
     serve.add_argument("--no-ws", action="store_true", help="serve TCP only")
     serve.add_argument("--name", default="trio-chat", help="server name shown to users")
-    serve.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
-                       help="load a plugin module (pkg.mod) or file (path.py); repeatable")
-    serve.add_argument("--no-entry-points", action="store_true",
-                       help="do not load plugins installed in the 'trio_chat' entry-point group")
-    serve.add_argument("--max-frame-bytes", type=positive_int, default=16 * 1024,
-                       help="largest line or WebSocket message accepted (default 16384)")
-    serve.add_argument("--log-level", default="info",
-                       choices=["debug", "info", "warning", "error"], help="default info")
+    serve.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="load a plugin module (pkg.mod) or file (path.py); repeatable",
+    )
+    serve.add_argument(
+        "--no-entry-points",
+        action="store_true",
+        help="do not load plugins installed in the 'trio_chat' entry-point group",
+    )
+    serve.add_argument(
+        "--max-frame-bytes",
+        type=positive_int,
+        default=16 * 1024,
+        help="largest line or WebSocket message accepted (default 16384)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="default info",
+    )
 
-    connect = sub.add_parser("connect", help="chat from this terminal",
-                             description="Connect to a trio-chat server. HOST may be a "
-                             "ws:// URL to use WebSocket.")
-    connect.add_argument("host", nargs="?", default="localhost",
-                         help="server host or ws://host:port/ URL (default localhost)")
-    connect.add_argument("--port", type=port_number, default=DEFAULT_PORT,
-                         help=f"TCP port (default {DEFAULT_PORT})")
+    connect = sub.add_parser(
+        "connect",
+        help="chat from this terminal",
+        description="Connect to a trio-chat server. HOST may be a ws:// URL to use WebSocket.",
+    )
+    connect.add_argument(
+        "host",
+        nargs="?",
+        default="localhost",
+        help="server host or ws://host:port/ URL (default localhost)",
+    )
+    connect.add_argument(
+        "--port", type=port_number, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})"
+    )
     connect.add_argument("--nick", help="nickname (asked for if not given)")
 
     plugins = sub.add_parser("plugins", help="list plugins and their commands")
-    plugins.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
-                         help="also load this plugin, as serve would")
+    plugins.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="also load this plugin, as serve would",
+    )
     return parser
 
 
@@ -101,8 +142,9 @@ def fail(message: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -128,8 +170,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if error is None:
             raise
         if error.errno == errno.EADDRINUSE:
-            return fail(f"address already in use (is another server on port {args.port} "
-                        f"or {args.ws_port}?)")
+            return fail(
+                f"address already in use (is another server on port {args.port} or {args.ws_port}?)"
+            )
         return fail(f"cannot listen on {args.host}: {error.strerror or error}")
     print("trio-chat stopped.", flush=True)
     return 0
@@ -145,8 +188,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for plugin in server.pm.get_plugins():
         name = server.pm.get_name(plugin) or "?"
         commands = [f"/{s.name}" for s in server.commands if s.plugin == name]
-        print(f"{name} {plugin_version(server.pm, plugin)}: "
-              + (" ".join(commands) if commands else "(no commands)"))
+        print(
+            f"{name} {plugin_version(server.pm, plugin)}: "
+            + (" ".join(commands) if commands else "(no commands)")
+        )
     return 0
 
 

@@ -23,7 +23,7 @@ log = logging.getLogger("trio_chat.commands")
 
 COMMAND_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
-Handler = Callable[["CommandContext"], "str | None | Awaitable[str | None]"]
+Handler = Callable[["CommandContext"], "str | Awaitable[str | None] | None"]
 
 
 class CommandError(Exception):
@@ -149,7 +149,7 @@ class CommandContext:
         return CommandError(f"usage: {self.spec.synopsis}", "bad_arguments")
 
 
-async def run_command(ctx: CommandContext, timeout: float) -> None:
+async def run_command(ctx: CommandContext) -> None:
     """Run one handler, awaiting it if async; turn every failure into an error for the caller.
 
     A plugin can raise, hang or return garbage: the caller gets one error line, the log
@@ -157,6 +157,7 @@ async def run_command(ctx: CommandContext, timeout: float) -> None:
     """
     spec = ctx.spec
     hub = ctx.server.hub
+    timeout = ctx.server.config.plugin_timeout
     try:
         result: Any = spec.handler(ctx)
         if inspect.isawaitable(result):
@@ -178,10 +179,7 @@ async def run_command(ctx: CommandContext, timeout: float) -> None:
                 spec.name,
                 type(result).__name__,
             )
-            hub.send_to(
-                ctx.session,
-                Error(code="plugin_error", text=f"/{spec.name} failed (internal error)", ref=ctx.ref),
-            )
+            _internal_error(ctx)
             return
         ctx.reply(result)
     except CommandError as exc:
@@ -191,7 +189,9 @@ async def run_command(ctx: CommandContext, timeout: float) -> None:
         hub.send_to(ctx.session, Error(code=code, text=str(exc), ref=ctx.ref))
     except Exception:
         log.exception("plugin %r: /%s raised", spec.plugin, spec.name)
-        hub.send_to(
-            ctx.session,
-            Error(code="plugin_error", text=f"/{spec.name} failed (internal error)", ref=ctx.ref),
-        )
+        _internal_error(ctx)
+
+
+def _internal_error(ctx: CommandContext) -> None:
+    error = Error(code="plugin_error", text=f"/{ctx.name} failed (internal error)", ref=ctx.ref)
+    ctx.server.hub.send_to(ctx.session, error)

@@ -48,7 +48,7 @@ class LineBuffer:
         self._discarding = False  # inside an over-long line: drop bytes until a newline
         self._eof = False
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         """Add bytes received from the peer. ``b""`` means the peer closed its side."""
         if not data:
             self._eof = True

@@ -92,6 +92,7 @@ class Hub:
         #: Observers, called after a session joined / left a room (for plugin hooks).
         self.on_join: list[Callable[[Session, str], None]] = []
         self.on_part: list[Callable[[Session, str, str | None], None]] = []
+        self.on_detach: list[Callable[[Session, str], None]] = []
 
     # ----------------------------------------------------------------------- sessions
 
@@ -125,6 +126,8 @@ class Hub:
         del self.sessions[session.key]
         for room_name in list(session.rooms):
             self.part(session, room_name, reason)
+        for callback in self.on_detach:
+            callback(session, reason)
 
     def find(self, nick: str) -> Session | None:
         return self.sessions.get(name_key(nick))
@@ -200,7 +203,9 @@ class Hub:
 
     # ------------------------------------------------------------------------ messages
 
-    def say(self, session: Session, room_name: str, text: str, kind: MessageKind = "say") -> Message:
+    def say(
+        self, session: Session, room_name: str, text: str, kind: MessageKind = "say"
+    ) -> Message:
         """Number a message and fan it out to every member of the room, sender included."""
         room = self.rooms.get(name_key(room_name))
         if room is None or session.id not in room.members:

@@ -1,7 +1,7 @@
 """Rules for nicknames and room names (pure functions).
 
 Names are normalised to NFC before anything else, and compared by a *key*: NFKC case
-folding, so ``Alice``, ``ALICE`` and ``ａｌｉｃｅ`` (full-width) are one user.
+folding, so ``Alice``, ``ALICE`` and the same name in full-width letters are one user.
 """
 
 from __future__ import annotations

@@ -305,8 +305,7 @@ def encode_server_event(event: ServerEvent) -> str:
 
 
 _SERVER_EVENTS: dict[str, type[ServerEvent]] = {
-    cls.TYPE: cls
-    for cls in (Welcome, Message, Joined, Left, NickChanged, Info, Error, Pong, Bye)
+    cls.TYPE: cls for cls in (Welcome, Message, Joined, Left, NickChanged, Info, Error, Pong, Bye)
 }
 
 

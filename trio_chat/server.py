@@ -99,19 +99,23 @@ class ChatServer:
                 continue
             if inspect.isawaitable(result):
                 if self._nursery is None:
-                    log.error("plugin %r: async %s outside a running server", impl.plugin_name,
-                              hook_name)
+                    log.error(
+                        "plugin %r: async %s outside a running server", impl.plugin_name, hook_name
+                    )
                     continue
-                self._nursery.start_soon(self._await_listener, impl.plugin_name, hook_name,
-                                         result)
+                self._nursery.start_soon(self._await_listener, impl.plugin_name, hook_name, result)
 
     async def _await_listener(self, plugin: str, hook_name: str, result: Awaitable[Any]) -> None:
         try:
             with trio.move_on_after(self.config.plugin_timeout) as scope:
                 await result
             if scope.cancelled_caught:
-                log.error("plugin %r: %s took longer than %ss", plugin, hook_name,
-                          self.config.plugin_timeout)
+                log.error(
+                    "plugin %r: %s took longer than %ss",
+                    plugin,
+                    hook_name,
+                    self.config.plugin_timeout,
+                )
         except Exception:
             log.exception("plugin %r: %s raised", plugin, hook_name)
 
@@ -119,8 +123,7 @@ class ChatServer:
         self._call_listeners("user_joined", server=self, session=session, room=room)
 
     def _parted(self, session: Session, room: str, reason: str | None) -> None:
-        self._call_listeners("user_left", server=self, session=session, room=room,
-                             reason=reason)
+        self._call_listeners("user_left", server=self, session=session, room=room, reason=reason)
 
     # ------------------------------------------------------------------------ messages
 
@@ -128,13 +131,17 @@ class ChatServer:
         """Say ``text`` in ``room`` as ``session``, after every message filter agreed."""
         for impl in reversed(self.pm.hook.filter_message.get_hookimpls()):
             changed = impl.function(
-                **{k: v for k, v in (("session", session), ("room", room), ("text", text))
-                   if k in impl.argnames}
+                **{
+                    k: v
+                    for k, v in (("session", session), ("room", room), ("text", text))
+                    if k in impl.argnames
+                }
             )
             if changed is not None:
                 if not isinstance(changed, str):
-                    raise CommandError("message refused by a filter (internal error)",
-                                       "plugin_error")
+                    raise CommandError(
+                        "message refused by a filter (internal error)", "plugin_error"
+                    )
                 text = changed
         if not text:
             return
@@ -149,33 +156,44 @@ class ChatServer:
             except CommandError as exc:
                 self.hub.send_to(session, Error(code=exc.code, text=exc.text, ref=frame.ref))
             except InvalidName as exc:
-                self.hub.send_to(session, Error(code="not_in_room", text=str(exc),
-                                                ref=frame.ref))
+                self.hub.send_to(session, Error(code="not_in_room", text=str(exc), ref=frame.ref))
             except Exception:
                 log.exception("message filter raised")
-                self.hub.send_to(session, Error(code="plugin_error",
-                                                text="message refused (internal error)",
-                                                ref=frame.ref))
+                self.hub.send_to(
+                    session,
+                    Error(
+                        code="plugin_error", text="message refused (internal error)", ref=frame.ref
+                    ),
+                )
         elif isinstance(frame, Command):
             spec = self.commands.get(frame.name)
             if spec is None:
-                self.hub.send_to(session, Error(
-                    code="unknown_command",
-                    text=f"unknown command /{frame.name}; /help lists the commands",
-                    ref=frame.ref,
-                ))
+                self.hub.send_to(
+                    session,
+                    Error(
+                        code="unknown_command",
+                        text=f"unknown command /{frame.name}; /help lists the commands",
+                        ref=frame.ref,
+                    ),
+                )
                 return
-            ctx = CommandContext(self, session, spec, frame.args, frame.room or session.room,
-                                 frame.ref)
-            await run_command(ctx, self.config.plugin_timeout)
+            ctx = CommandContext(
+                self, session, spec, frame.args, frame.room or session.room, frame.ref
+            )
+            await run_command(ctx)
         elif isinstance(frame, Ping):
             self.hub.send_to(session, Pong(token=frame.token, ref=frame.ref))
         elif isinstance(frame, Quit):
             self.disconnect(session, "quit", frame.reason or "quit")
         elif isinstance(frame, Hello):
-            self.hub.send_to(session, Error(code="already_logged_in",
-                                            text="you are already logged in; use /nick",
-                                            ref=frame.ref))
+            self.hub.send_to(
+                session,
+                Error(
+                    code="already_logged_in",
+                    text="you are already logged in; use /nick",
+                    ref=frame.ref,
+                ),
+            )
 
     def disconnect(self, session: Session, code: str, reason: str) -> None:
         """End a session's connection with a reason it will be told in a ``bye`` frame."""
@@ -222,9 +240,16 @@ class ChatServer:
         self._stopping = True
         for session in list(self.hub.sessions.values()):
             session.close("shutdown", "the server is shutting down")
+        all_gone = trio.Event()
+
+        def check(*_: object) -> None:
+            if not self.hub.sessions:
+                all_gone.set()
+
+        self.hub.on_detach.append(check)
+        check()
         with trio.move_on_after(self.config.shutdown_grace):
-            while self.hub.sessions:
-                await trio.sleep(0.01)
+            await all_gone.wait()
 
     @property
     def stopping(self) -> bool:

@@ -13,15 +13,14 @@ from ..names import normalize_room
 
 @hookimpl
 def register_commands(register: RegisterCommand) -> None:
-    register("help", help_, help="List every command, or show one: /help [command]",
-             usage="[COMMAND]")
+    register(
+        "help", help_, help="List every command, or show one: /help [command]", usage="[COMMAND]"
+    )
     register("nick", nick, help="Change your nickname", usage="NEW_NICK")
-    register("who", who, help="List who is in a room (default: the current one)",
-             usage="[#ROOM]")
+    register("who", who, help="List who is in a room (default: the current one)", usage="[#ROOM]")
     register("me", me, help="Describe an action: /me waves", usage="ACTION")
     register("quit", quit_, help="Leave the chat", usage="[REASON]")
-    register("join", join, help="Join a room (created if new) and make it current",
-             usage="#ROOM")
+    register("join", join, help="Join a room (created if new) and make it current", usage="#ROOM")
     register("part", part, help="Leave a room (default: the current one)", usage="[#ROOM]")
     register("rooms", rooms, help="List the rooms with their member counts")
 
@@ -89,16 +88,13 @@ def part(ctx: CommandContext) -> None:
         ctx.fail(f"you are not in {room_name}", "not_in_room")
         return
     ctx.hub.part(ctx.session, room.name, "parted")
-    ctx.reply(f"left {room.name}; now talking in {ctx.session.room}",
-              {"room": ctx.session.room})
+    ctx.reply(f"left {room.name}; now talking in {ctx.session.room}", {"room": ctx.session.room})
 
 
 def rooms(ctx: CommandContext) -> None:
     listing = sorted(ctx.hub.rooms.values(), key=lambda r: r.name)
-    lines = [f"{r.name} ({len(r.members)})" + (f": {r.topic}" if r.topic else "")
-             for r in listing]
+    lines = [f"{r.name} ({len(r.members)})" + (f": {r.topic}" if r.topic else "") for r in listing]
     ctx.reply(
         "Rooms: " + (", ".join(lines) if lines else "none"),
-        {"rooms": [{"name": r.name, "members": len(r.members), "topic": r.topic}
-                   for r in listing]},
+        {"rooms": [{"name": r.name, "members": len(r.members), "topic": r.topic} for r in listing]},
     )

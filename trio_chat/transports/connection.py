@@ -7,6 +7,7 @@ nursery (the writer beside the reader), so a failure here ends this connection o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Protocol
 
@@ -106,24 +107,38 @@ async def _handshake(
             await link.send([Pong(token=item.token, ref=item.ref)])
             continue
         if nick is None:
-            await link.send([Error(code="hello_required",
-                                   text="say who you are first: send a 'hello' frame",
-                                   ref=ref)])
+            await link.send(
+                [
+                    Error(
+                        code="hello_required",
+                        text="say who you are first: send a 'hello' frame",
+                        ref=ref,
+                    )
+                ]
+            )
             continue
         if server.stopping:
             await _goodbye(link, Bye(code="shutdown", text="the server is shutting down"))
             return None
         try:
-            session = server.hub.attach(nick, outbox, address=link.address,
-                                        transport=link.transport)
+            session = server.hub.attach(
+                nick, outbox, address=link.address, transport=link.transport
+            )
         except InvalidName as exc:
             code = "nick_taken" if isinstance(exc, NickInUse) else "bad_nick"
             await link.send([Error(code=code, text=str(exc), ref=ref)])
             await link.prompt_nick()
             continue
-        server.hub.send_to(session, Welcome(nick=session.nick, room=DEFAULT_ROOM,
-                                            server=server.config.server_name,
-                                            version=_version(), ref=ref))
+        server.hub.send_to(
+            session,
+            Welcome(
+                nick=session.nick,
+                room=DEFAULT_ROOM,
+                server=server.config.server_name,
+                version=_version(),
+                ref=ref,
+            ),
+        )
         server.hub.join(session, DEFAULT_ROOM)
         return session
 
@@ -168,8 +183,7 @@ async def _serve_session(
                 reason = "connection lost"
                 break
             if isinstance(item, RemoteProtocolError):
-                server.hub.send_to(session, Error(code=item.code, text=item.message,
-                                                  ref=item.ref))
+                server.hub.send_to(session, Error(code=item.code, text=item.message, ref=item.ref))
                 continue
             await server.handle(session, item)
         nursery.cancel_scope.cancel()
@@ -207,11 +221,12 @@ def _drain(outbox: trio.MemoryReceiveChannel[ServerEvent], limit: int) -> list[S
 
 async def _goodbye(link: Link, bye: Bye, pending: list[ServerEvent] | None = None) -> None:
     """Best effort: send what was queued and a ``bye``, within a short bounded time."""
-    with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_TIMEOUT):
-        try:
-            await link.send([*(pending or []), bye])
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+    with (
+        trio.CancelScope(shield=True),
+        trio.move_on_after(GOODBYE_TIMEOUT),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await link.send([*(pending or []), bye])
 
 
 def _version() -> str:

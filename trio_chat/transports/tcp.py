@@ -115,7 +115,7 @@ async def sniff(stream: trio.abc.Stream, delay: float) -> tuple[bytes, bool] | N
     """
     first = b""
     with trio.move_on_after(delay):
-        first = await stream.receive_some(RECEIVE_SIZE)
+        first = bytes(await stream.receive_some(RECEIVE_SIZE))
         if not first:
             return None
     return first, not first.lstrip().startswith(b"{")

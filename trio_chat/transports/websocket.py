@@ -46,7 +46,7 @@ class ReplayStream(trio.abc.Stream):
         self.inner = inner
         self._prefix = prefix
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if self._prefix:
             size = len(self._prefix) if max_bytes is None else max_bytes
             data, self._prefix = self._prefix[:size], self._prefix[size:]
@@ -70,8 +70,9 @@ class WebSocketLink:
     transport = "websocket"
     plain_text = False
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection, address: str,
-                 max_frame_bytes: int) -> None:
+    def __init__(
+        self, ws: trio_websocket.WebSocketConnection, address: str, max_frame_bytes: int
+    ) -> None:
         self.ws = ws
         self.address = address
         self.max_frame_bytes = max_frame_bytes
@@ -153,7 +154,9 @@ def http_response(request: h11.Request | None) -> bytes:
         status, body, ctype = 404, b"not found\n", text
     head = (
         f"HTTP/1.1 {status} {_REASONS[status]}\r\n".encode()
-        + b"Content-Type: " + ctype + b"\r\n"
+        + b"Content-Type: "
+        + ctype
+        + b"\r\n"
         + f"Content-Length: {len(body)}\r\n".encode()
         + b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
     )
@@ -185,8 +188,12 @@ async def handle_ws_port(server: ChatServer, stream: trio.SocketStream) -> None:
                     server, WebSocketLink(ws, address, server.config.max_frame_bytes)
                 )
                 nursery.cancel_scope.cancel()
-    except (trio.BrokenResourceError, trio.ClosedResourceError,
-            trio_websocket.ConnectionClosed, trio_websocket.HandshakeError):
+    except (
+        trio.BrokenResourceError,
+        trio.ClosedResourceError,
+        trio_websocket.ConnectionClosed,
+        trio_websocket.HandshakeError,
+    ):
         pass
     except Exception:
         log.exception("websocket connection from %s failed", address)

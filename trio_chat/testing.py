@@ -1,0 +1,237 @@
+"""Helpers for testing trio-chat and its plugins over real sockets.
+
+Plugin authors use it the way pytest plugin authors use ``pytester``::
+
+    from trio_chat.testing import open_test_server, open_client
+
+    async def test_roll():
+        async with open_test_server(my_plugin) as chat, open_client(chat, "alice") as alice:
+            await alice.command("/roll 2d6")
+            event = await alice.expect("message")
+            assert "rolled" in event.text
+
+Everything listens on 127.0.0.1 with free ports and every wait is bounded by a timeout, so
+a broken server fails a test instead of hanging it. ``pytest_plugins = ["trio_chat.testing"]``
+also gives the ``chat_server`` fixture (a server with the built-in commands only).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import trio
+import trio_websocket
+
+from .config import ServerConfig
+from .framing import EOF, NEED_DATA, LineBuffer
+from .protocol import ServerEvent, decode_server_event
+from .server import ChatServer
+
+#: Seconds any single wait in these helpers may take before the test fails.
+DEFAULT_TIMEOUT = 5.0
+
+
+@dataclass
+class TestServer:
+    """A running in-process server and the addresses it bound."""
+
+    __test__ = False  # not a pytest test class
+
+    server: ChatServer
+    addresses: list[str]
+
+    def address(self, scheme: str = "tcp") -> tuple[str, int]:
+        for address in self.addresses:
+            if address.startswith(scheme + "://"):
+                host, _, port = address.split("://", 1)[1].rpartition(":")
+                return host.strip("[]"), int(port)
+        raise LookupError(f"the server has no {scheme} listener")
+
+    @property
+    def ws_url(self) -> str:
+        host, port = self.address("ws")
+        return f"ws://{host}:{port}/"
+
+
+def test_config(**overrides: Any) -> ServerConfig:
+    """A config for tests: loopback, free ports, no installed entry-point plugins."""
+    base = ServerConfig(host="127.0.0.1", port=0, ws_port=0, entry_points=False)
+    return replace(base, **overrides)
+
+
+@asynccontextmanager
+async def open_test_server(
+    *plugins: object, config: ServerConfig | None = None, builtins: bool = True
+) -> AsyncIterator[TestServer]:
+    """Start a server with ``plugins`` registered; stop it gracefully on exit."""
+    server = ChatServer(config or test_config(), plugins=plugins, builtins=builtins)
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(DEFAULT_TIMEOUT):
+            addresses = await nursery.start(server.serve)
+        try:
+            yield TestServer(server, addresses)
+        finally:
+            server.shutdown()
+
+
+class ChatClient:
+    """A minimal protocol client for tests: send frames, wait for the events you expect."""
+
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.timeout = timeout
+        self.nick: str | None = None
+        #: Every event received so far, in order.
+        self.history: list[ServerEvent] = []
+
+    async def send_raw(self, data: bytes | str) -> None:
+        raise NotImplementedError
+
+    async def _receive_one(self) -> ServerEvent | None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        """Send one frame given as a dict, e.g. ``{"type": "say", "text": "hi"}``."""
+        await self.send_raw(json.dumps(frame))
+
+    async def say(self, text: str, room: str | None = None) -> None:
+        frame: dict[str, Any] = {"type": "say", "text": text}
+        if room is not None:
+            frame["room"] = room
+        await self.send(frame)
+
+    async def command(self, line: str) -> None:
+        """Send a command written as typed: ``"/nick bob"``."""
+        name, _, args = line.lstrip("/").partition(" ")
+        await self.send({"type": "command", "name": name, "args": args})
+
+    async def receive(self) -> ServerEvent:
+        """The next event; fails the test if none comes within the timeout or the server closed."""
+        with trio.fail_after(self.timeout):
+            event = await self._receive_one()
+        if event is None:
+            raise ConnectionError("the server closed the connection")
+        self.history.append(event)
+        return event
+
+    async def expect(
+        self, kind: str, predicate: Callable[[Any], bool] | None = None
+    ) -> Any:
+        """Skip events until one of type ``kind`` (matching ``predicate``) arrives; return it."""
+        with trio.fail_after(self.timeout):
+            while True:
+                event = await self.receive()
+                if event.TYPE == kind and (predicate is None or predicate(event)):
+                    return event
+
+    async def login(self, nick: str) -> Any:
+        """Send ``hello`` and wait for ``welcome`` (raises on an error reply)."""
+        await self.send({"type": "hello", "nick": nick})
+        while True:
+            event = await self.receive()
+            if event.TYPE == "welcome":
+                self.nick = event.nick  # type: ignore[attr-defined]
+                return event
+            if event.TYPE == "error":
+                raise ValueError(f"login refused: {event.text}")  # type: ignore[attr-defined]
+
+    async def closed(self) -> bool:
+        """Wait (bounded) until the server closes the connection; True if it did."""
+        with trio.move_on_after(self.timeout):
+            while await self._receive_one() is not None:
+                pass
+            return True
+        return False
+
+
+class TcpChatClient(ChatClient):
+    """JSON lines over TCP."""
+
+    def __init__(self, stream: trio.SocketStream, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(timeout)
+        self.stream = stream
+        self._lines = LineBuffer(1 << 20)
+
+    async def send_raw(self, data: bytes | str) -> None:
+        raw = data.encode() if isinstance(data, str) else data
+        await self.stream.send_all(raw if raw.endswith(b"\n") else raw + b"\n")
+
+    async def _receive_one(self) -> ServerEvent | None:
+        while True:
+            line = self._lines.next_event()
+            if line is NEED_DATA:
+                try:
+                    self._lines.feed(await self.stream.receive_some(65536))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return None
+                continue
+            if line is EOF:
+                return None
+            assert isinstance(line, bytes)
+            return decode_server_event(line)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+class WebSocketChatClient(ChatClient):
+    """One JSON frame per WebSocket text message."""
+
+    def __init__(
+        self, ws: trio_websocket.WebSocketConnection, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        super().__init__(timeout)
+        self.ws = ws
+
+    async def send_raw(self, data: bytes | str) -> None:
+        await self.ws.send_message(data)
+
+    async def _receive_one(self) -> ServerEvent | None:
+        try:
+            return decode_server_event(await self.ws.get_message())
+        except trio_websocket.ConnectionClosed:
+            return None
+
+    async def aclose(self) -> None:
+        await self.ws.aclose()
+
+
+@asynccontextmanager
+async def open_client(
+    chat: TestServer, nick: str | None = None, *, websocket: bool = False
+) -> AsyncIterator[ChatClient]:
+    """Connect to ``chat`` over TCP (or WebSocket) and, if ``nick`` is given, log in."""
+    client: ChatClient
+    if websocket:
+        async with trio_websocket.open_websocket_url(chat.ws_url) as ws:
+            client = WebSocketChatClient(ws)
+            if nick is not None:
+                await client.login(nick)
+            yield client
+        return
+    host, port = chat.address("tcp")
+    with trio.fail_after(DEFAULT_TIMEOUT):
+        stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        client = TcpChatClient(stream)
+        if nick is not None:
+            await client.login(nick)
+        yield client
+
+
+try:  # the fixture, for ``pytest_plugins = ["trio_chat.testing"]``
+    import pytest
+
+    @pytest.fixture
+    async def chat_server() -> AsyncIterator[TestServer]:
+        async with open_test_server() as chat:
+            yield chat
+
+except ImportError:  # pytest is only needed for the fixture
+    pass
