@@ -53,6 +53,13 @@ class LineBuffer:
         if not data:
             self._eof = True
             return
+        if self._discarding:
+            # Still inside an over-long line: drop everything up to its newline.
+            newline = data.find(b"\n")
+            if newline < 0:
+                return
+            data = data[newline + 1 :]
+            self._discarding = False
         self._buf += data
 
     @property
@@ -62,40 +69,29 @@ class LineBuffer:
 
     def next_event(self) -> LineEvent:
         """Return the next line (without its ending), a :class:`LineTooLong`, or a sentinel."""
-        while True:
-            newline = self._buf.find(b"\n", self._scan_from)
-            if self._discarding:
-                if newline < 0:
-                    self._buf.clear()
-                    self._scan_from = 0
-                    if self._eof:
-                        return EOF
-                    return NEED_DATA
-                del self._buf[: newline + 1]
-                self._scan_from = 0
-                self._discarding = False
-                continue
-            if newline < 0:
-                if len(self._buf) > self.max_line_bytes:
-                    self._discarding = True
-                    return LineTooLong(self.max_line_bytes)
-                self._scan_from = len(self._buf)
-                if self._eof:
-                    if self._buf:
-                        # A last line without a newline (``nc`` then Ctrl-D) still counts.
-                        line = bytes(self._buf)
-                        self._buf.clear()
-                        self._scan_from = 0
-                        return line
-                    return EOF
-                return NEED_DATA
-            if newline > self.max_line_bytes:
-                del self._buf[: newline + 1]
+        newline = self._buf.find(b"\n", self._scan_from)
+        if newline < 0:
+            if len(self._buf) > self.max_line_bytes:
+                self._discarding = True
+                self._buf.clear()
                 self._scan_from = 0
                 return LineTooLong(self.max_line_bytes)
-            line = bytes(self._buf[:newline])
+            self._scan_from = len(self._buf)
+            if not self._eof:
+                return NEED_DATA
+            if self._buf and not self._discarding:
+                # A last line without a newline (``nc`` then Ctrl-D) still counts.
+                line = bytes(self._buf)
+                self._buf.clear()
+                self._scan_from = 0
+                return line
+            return EOF
+        self._scan_from = 0
+        if newline > self.max_line_bytes:
             del self._buf[: newline + 1]
-            self._scan_from = 0
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            return line
+            return LineTooLong(self.max_line_bytes)
+        line = bytes(self._buf[:newline])
+        del self._buf[: newline + 1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        return line

@@ -6,6 +6,7 @@ import inspect
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
+from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -70,11 +71,24 @@ class ChatServer:
 
     def add_plugin(self, plugin: object, name: str | None = None) -> str:
         """Register a plugin (module or object with hookimpls); works while serving too."""
-        registered = self.pm.register(plugin, name)
+        registered = self.pm.register(plugin, name or self._default_name(plugin))
         if registered is None:
             raise ValueError(f"plugin {name or plugin!r} is already registered")
         self._collect_commands(plugin, registered)
         return registered
+
+    def _default_name(self, plugin: object) -> str:
+        """A readable name for logs: the module's name, or the class's dotted path."""
+        if isinstance(plugin, ModuleType):
+            base = plugin.__name__
+        else:
+            cls = plugin if isinstance(plugin, type) else type(plugin)
+            base = f"{cls.__module__}.{cls.__qualname__}"
+        name, n = base, 1
+        while self.pm.get_plugin(name) is not None:
+            n += 1
+            name = f"{base}#{n}"
+        return name
 
     def remove_plugin(self, name: str) -> None:
         self.pm.unregister(name=name)

@@ -57,7 +57,7 @@ class TestServer:
         return f"ws://{host}:{port}/"
 
 
-def test_config(**overrides: Any) -> ServerConfig:
+def local_config(**overrides: Any) -> ServerConfig:
     """A config for tests: loopback, free ports, no installed entry-point plugins."""
     base = ServerConfig(host="127.0.0.1", port=0, ws_port=0, entry_points=False)
     return replace(base, **overrides)
@@ -68,7 +68,7 @@ async def open_test_server(
     *plugins: object, config: ServerConfig | None = None, builtins: bool = True
 ) -> AsyncIterator[TestServer]:
     """Start a server with ``plugins`` registered; stop it gracefully on exit."""
-    server = ChatServer(config or test_config(), plugins=plugins, builtins=builtins)
+    server = ChatServer(config or local_config(), plugins=plugins, builtins=builtins)
     async with trio.open_nursery() as nursery:
         with trio.fail_after(DEFAULT_TIMEOUT):
             addresses = await nursery.start(server.serve)

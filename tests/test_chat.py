@@ -1,0 +1,215 @@
+"""Chatting end to end over real sockets: TCP JSON, TCP text (nc-style) and WebSocket."""
+
+from __future__ import annotations
+
+import trio
+
+from trio_chat.testing import DEFAULT_TIMEOUT, TestServer, open_client
+
+
+class TextClient:
+    """A person on ``nc``: raw lines in, raw lines out."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    async def send_line(self, text: str | bytes) -> None:
+        data = text.encode() if isinstance(text, str) else text
+        await self.stream.send_all(data + b"\n")
+
+    async def read_until(self, needle: str) -> str:
+        """Read until ``needle`` appears; return (and consume) the text up to its line end."""
+        with trio.fail_after(DEFAULT_TIMEOUT):
+            while needle.encode() not in self.buffer:
+                data = await self.stream.receive_some(65536)
+                assert data, f"connection closed before {needle!r}; got {self.buffer!r}"
+                self.buffer += data
+        index = self.buffer.index(needle.encode())
+        end = self.buffer.find(b"\n", index)
+        end = len(self.buffer) if end < 0 else end + 1
+        text, self.buffer = self.buffer[:end].decode(), self.buffer[end:]
+        return text
+
+
+async def open_text_client(chat: TestServer) -> TextClient:
+    host, port = chat.address("tcp")
+    return TextClient(await trio.open_tcp_stream(host, port))
+
+
+async def test_tcp_json_text_and_websocket_users_chat_together(chat_server: TestServer) -> None:
+    text = await open_text_client(chat_server)
+    async with text.stream:
+        assert "nickname" in await text.read_until("nickname?")
+        await text.send_line("carol")
+        await text.read_until("carol joined #lobby")
+        async with (
+            open_client(chat_server, "alice") as alice,
+            open_client(chat_server, "bob") as bob,
+            open_client(chat_server, "wes", websocket=True) as wes,
+        ):
+            await text.read_until("wes joined #lobby")
+            await alice.say("hi all")
+            for client in (alice, bob, wes):
+                event = await client.expect("message")
+                assert (event.nick, event.text, event.room) == ("alice", "hi all", "#lobby")
+            line = await text.read_until("hi all")
+            assert "<alice> hi all" in line and line.startswith("[")
+
+            await text.send_line("hello from nc")
+            await wes.say("hello from the web")
+            for client in (alice, bob, wes):
+                first = await client.expect("message")
+                second = await client.expect("message")
+                assert [first.text, second.text] == ["hello from nc", "hello from the web"]
+            await text.read_until("<wes> hello from the web")
+
+            await wes.command("/me waves")
+            event = await bob.expect("message")
+            assert (event.kind, event.text) == ("action", "waves")
+            await text.read_until("* wes waves")
+
+            await wes.command("/quit gotta go")
+            assert (await wes.expect("bye")).code == "quit"
+            event = await alice.expect("leave")
+            assert (event.nick, event.reason) == ("wes", "gotta go")
+            await text.read_until("wes left #lobby (gotta go)")
+
+
+async def test_everyone_sees_joins_and_a_vanished_client_leaving(chat_server: TestServer) -> None:
+    async with open_client(chat_server, "alice") as alice:
+        async with open_client(chat_server, "ghost") as ghost:
+            event = await alice.expect("join", lambda e: e.nick == "ghost")
+            assert event.room == "#lobby"
+            await ghost.aclose()  # no quit: the connection just goes away
+        event = await alice.expect("leave")
+        assert event.nick == "ghost"
+        assert event.reason == "connection lost"
+
+
+async def test_every_event_has_an_increasing_id_and_a_timestamp(chat_server: TestServer) -> None:
+    async with open_client(chat_server, "alice") as alice:
+        for i in range(5):
+            await alice.say(f"m{i}")
+        events = [await alice.expect("message") for _ in range(5)]
+        ids = [e.id for e in events]
+        assert ids == sorted(ids) and len(set(ids)) == 5
+        assert all(e.ts > 1_600_000_000 for e in events)
+
+
+async def test_nick_rename_and_collisions(chat_server: TestServer) -> None:
+    async with open_client(chat_server, "alice") as alice, open_client(chat_server) as other:
+        await other.send({"type": "hello", "nick": "ALICE"})
+        error = await other.expect("error")
+        assert error.code == "nick_taken"
+        await other.send({"type": "hello", "nick": "not valid!"})
+        assert (await other.expect("error")).code == "bad_nick"
+        await other.login("bob")  # the same connection may try again
+
+        await alice.command("/nick Bob")
+        error = await alice.expect("error")
+        assert error.code == "nick_taken" and "taken" in error.text
+        await alice.command("/nick")
+        assert (await alice.expect("error")).code == "bad_arguments"
+
+        await alice.command("/nick Alicia")
+        for client in (alice, other):
+            event = await client.expect("nick")
+            assert (event.old, event.new) == ("alice", "Alicia")
+        # The old name is free again, the new one is taken.
+        async with open_client(chat_server, "alice"):
+            pass
+        async with open_client(chat_server) as third:
+            await third.send({"type": "hello", "nick": "alicia"})
+            assert (await third.expect("error")).code == "nick_taken"
+
+
+async def test_who_and_help(chat_server: TestServer) -> None:
+    async with open_client(chat_server, "alice") as alice, open_client(chat_server, "bob"):
+        await alice.command("/who")
+        info = await alice.expect("info")
+        assert info.data == {"room": "#lobby", "users": ["alice", "bob"]}
+        assert "alice, bob" in info.text
+        await alice.command("/help")
+        info = await alice.expect("info")
+        names = {c["name"] for c in info.data["commands"]}
+        assert {"help", "nick", "who", "me", "quit"} <= names
+        assert "/nick NEW_NICK" in info.text
+
+
+async def test_unknown_command_is_an_error_and_never_broadcast(chat_server: TestServer) -> None:
+    async with open_client(chat_server, "alice") as alice, open_client(chat_server, "bob") as bob:
+        await alice.command("/frobnicate now")
+        error = await alice.expect("error")
+        assert error.code == "unknown_command" and "/frobnicate" in error.text
+        await alice.say("after")
+        event = await bob.expect("message")
+        assert event.text == "after"  # bob never saw anything about /frobnicate
+        assert not [e for e in bob.history if getattr(e, "text", "").startswith("/frob")]
+
+
+async def test_bad_frames_get_errors_and_the_connection_keeps_working(
+    chat_server: TestServer,
+) -> None:
+    async with open_client(chat_server, "alice") as alice:
+        for raw, code in [
+            (b"{broken", "bad_json"),
+            (b'{"type":"fly"}', "unknown_type"),
+            (b'{"type":"say"}', "missing_field"),
+            (b'\xff{"type":"say","text":"x"}', "bad_utf8"),
+            (b'{"type":"say","text":"' + b"x" * 20_000 + b'"}', "line_too_long"),
+        ]:
+            await alice.send_raw(raw)
+            assert (await alice.expect("error")).code == code
+        await alice.say("still here")
+        assert (await alice.expect("message")).text == "still here"
+
+
+async def test_text_client_gets_readable_errors_for_bad_input(chat_server: TestServer) -> None:
+    text = await open_text_client(chat_server)
+    async with text.stream:
+        await text.read_until("nickname?")
+        await text.send_line("bad nick!")
+        assert "nickname may hold" in await text.read_until("!!")
+        await text.read_until("nickname?")
+        await text.send_line("dave")
+        await text.read_until("dave joined")
+        await text.send_line(b"\xff\xfe bad bytes")
+        assert "not valid UTF-8" in await text.read_until("UTF-8")
+        await text.send_line("x" * 20_000)
+        assert "longer than" in await text.read_until("longer than")
+        await text.send_line("/nosuch")
+        await text.read_until("unknown command /nosuch")
+        await text.send_line("fine")
+        await text.read_until("<dave> fine")
+
+
+async def test_websocket_frame_over_the_limit_gets_an_error(chat_server: TestServer) -> None:
+    async with open_client(chat_server, "wes", websocket=True) as wes:
+        await wes.send_raw('{"type":"say","text":"' + "x" * 20_000 + '"}')
+        assert (await wes.expect("error")).code == "frame_too_large"
+        await wes.send_raw(b'{"type":"say","text":"bytes are fine too"}')
+        assert (await wes.expect("message")).text == "bytes are fine too"
+
+
+async def test_ping_pong(chat_server: TestServer) -> None:
+    async with open_client(chat_server, "alice") as alice:
+        await alice.send({"type": "ping", "token": "abc", "ref": "9"})
+        pong = await alice.expect("pong")
+        assert (pong.token, pong.ref) == ("abc", "9")
+
+
+async def test_rooms_join_part_and_room_scoped_messages(chat_server: TestServer) -> None:
+    async with open_client(chat_server, "alice") as alice, open_client(chat_server, "bob") as bob:
+        await alice.command("/join #dev")
+        assert (await alice.expect("info")).data == {"room": "#dev"}
+        await alice.say("dev talk")
+        assert (await alice.expect("message")).room == "#dev"
+        await alice.say("lobby talk", room="#lobby")
+        event = await bob.expect("message")
+        assert (event.text, event.room) == ("lobby talk", "#lobby")  # bob never got "dev talk"
+        await bob.say("bob to dev", room="#dev")
+        assert (await bob.expect("error")).code == "not_in_room"
+        await alice.command("/rooms")
+        info = await alice.expect("info")
+        assert {r["name"]: r["members"] for r in info.data["rooms"]} == {"#dev": 1, "#lobby": 2}

@@ -1,0 +1,101 @@
+"""Fan-out under load: everyone gets everything, in one order; slow readers cost nobody."""
+
+from __future__ import annotations
+
+import socket
+from contextlib import AsyncExitStack
+
+import trio
+
+from trio_chat.testing import ChatClient, local_config, open_client, open_test_server
+
+CLIENTS = 50
+MESSAGES_EACH = 20
+
+
+async def test_fifty_clients_each_sending_twenty_all_receive_1000_in_one_order() -> None:
+    async with open_test_server() as chat, AsyncExitStack() as stack:
+        clients: list[ChatClient] = [
+            await stack.enter_async_context(open_client(chat, f"user{i}"))
+            for i in range(CLIENTS)
+        ]
+        received: dict[int, list[tuple[int, str, str]]] = {}
+
+        async def run(index: int, client: ChatClient) -> None:
+            async def send_all() -> None:
+                for n in range(MESSAGES_EACH):
+                    await client.say(f"{index}:{n}")
+
+            got: list[tuple[int, str, str]] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_all)
+                while len(got) < CLIENTS * MESSAGES_EACH:
+                    event = await client.expect("message")
+                    got.append((event.id, event.nick, event.text))
+            received[index] = got
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for index, client in enumerate(clients):
+                    nursery.start_soon(run, index, client)
+
+    expected = {(f"user{i}", f"{i}:{n}") for i in range(CLIENTS) for n in range(MESSAGES_EACH)}
+    reference = received[0]
+    assert len(reference) == CLIENTS * MESSAGES_EACH
+    assert {(nick, text) for _, nick, text in reference} == expected  # nothing lost or doubled
+    assert [i for i, _, _ in reference] == sorted(i for i, _, _ in reference)
+    for index in range(CLIENTS):
+        assert received[index] == reference, f"client {index} saw another order"
+    # Each sender's own messages arrive in the order it sent them.
+    for i in range(CLIENTS):
+        mine = [text for _, nick, text in reference if nick == f"user{i}"]
+        assert mine == [f"{i}:{n}" for n in range(MESSAGES_EACH)]
+
+
+async def test_a_client_that_stops_reading_is_disconnected_and_others_get_everything() -> None:
+    config = local_config(outbox_size=32, send_timeout=5.0)
+    total = 400
+    text = "x" * 4000
+    async with open_test_server(config=config) as chat:
+        host, port = chat.address("tcp")
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect((host, port))
+        try:
+            stalled.sendall(b'{"type":"hello","nick":"stalled"}\n')
+            # ``stalled`` never reads again.
+            async with open_client(chat, "alice") as alice, open_client(chat, "bob") as bob:
+                await bob.expect("join", lambda e: e.nick == "bob")
+                assert chat.server.hub.find("stalled") is not None
+                got: list[str] = []
+                left = []
+                all_received = trio.Event()
+
+                async def receive() -> None:
+                    while len(got) < total:
+                        event = await bob.receive()
+                        if event.TYPE == "message":
+                            got.append(event.text)  # type: ignore[attr-defined]
+                        elif event.TYPE == "leave":
+                            left.append(event)
+                    all_received.set()
+
+                async def keep_reading(client: ChatClient) -> None:
+                    while True:
+                        await client.receive()
+
+                with trio.fail_after(30):
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(receive)
+                        nursery.start_soon(keep_reading, alice)  # alice hears herself too
+                        for n in range(total):
+                            await alice.say(f"{n} {text}")
+                        await all_received.wait()
+                        nursery.cancel_scope.cancel()
+                assert got == [f"{n} {text}" for n in range(total)]
+                assert [(e.nick, e.reason) for e in left] == [
+                    ("stalled", "too slow to receive messages")
+                ]
+                assert chat.server.hub.find("stalled") is None
+        finally:
+            stalled.close()

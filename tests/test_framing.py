@@ -1,0 +1,64 @@
+"""Line framing with bounded memory (sans-IO)."""
+
+from __future__ import annotations
+
+from trio_chat.framing import EOF, NEED_DATA, LineBuffer, LineTooLong
+
+
+def drain(buf: LineBuffer) -> list[object]:
+    out: list[object] = []
+    while (event := buf.next_event()) not in (NEED_DATA, EOF):
+        out.append(event)
+    return out
+
+
+def test_splits_lines_across_chunks_and_strips_crlf() -> None:
+    buf = LineBuffer(100)
+    buf.feed(b"hel")
+    assert buf.next_event() is NEED_DATA
+    buf.feed(b"lo\r\nwor")
+    assert drain(buf) == [b"hello"]
+    buf.feed(b"ld\n\n")
+    assert drain(buf) == [b"world", b""]
+
+
+def test_over_long_line_is_reported_once_and_the_next_line_works() -> None:
+    buf = LineBuffer(10)
+    buf.feed(b"x" * 25)
+    assert buf.next_event() == LineTooLong(10)
+    assert buf.buffered_bytes == 0  # nothing of it is kept
+    buf.feed(b"y" * 1000)
+    assert buf.next_event() is NEED_DATA
+    assert buf.buffered_bytes == 0
+    buf.feed(b"zz\nok\n")
+    assert drain(buf) == [b"ok"]
+
+
+def test_over_long_line_arriving_whole_with_its_newline() -> None:
+    buf = LineBuffer(10)
+    buf.feed(b"a" * 50 + b"\nshort\n")
+    assert drain(buf) == [LineTooLong(10), b"short"]
+
+
+def test_line_of_exactly_the_limit_is_accepted() -> None:
+    buf = LineBuffer(10)
+    buf.feed(b"0123456789\n")
+    assert drain(buf) == [b"0123456789"]
+
+
+def test_memory_stays_bounded_whatever_is_fed() -> None:
+    buf = LineBuffer(1000)
+    for _ in range(1000):
+        buf.feed(b"q" * 4096)
+        drain(buf)
+        assert buf.buffered_bytes <= 1000 + 4096
+
+
+def test_last_line_without_newline_is_delivered_at_eof() -> None:
+    buf = LineBuffer(100)
+    buf.feed(b"one\ntwo")
+    buf.feed(b"")
+    assert buf.next_event() == b"one"
+    assert buf.next_event() == b"two"
+    assert buf.next_event() is EOF
+    assert buf.next_event() is EOF
