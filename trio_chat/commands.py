@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from .hub import NickInUse
 from .names import InvalidName
 from .protocol import Error, Info
 
@@ -185,8 +184,7 @@ async def run_command(ctx: CommandContext) -> None:
     except CommandError as exc:
         hub.send_to(ctx.session, Error(code=exc.code, text=exc.text, ref=ctx.ref))
     except InvalidName as exc:
-        code = "nick_taken" if isinstance(exc, NickInUse) else "bad_name"
-        hub.send_to(ctx.session, Error(code=code, text=str(exc), ref=ctx.ref))
+        hub.send_to(ctx.session, Error(code=exc.code, text=str(exc), ref=ctx.ref))
     except Exception:
         log.exception("plugin %r: /%s raised", spec.plugin, spec.name)
         _internal_error(ctx)

@@ -35,6 +35,14 @@ log = logging.getLogger("trio_chat.hub")
 class NickInUse(InvalidName):
     """The nickname (compared case-insensitively) belongs to someone connected."""
 
+    code = "nick_taken"
+
+
+class NotInRoom(InvalidName):
+    """The session tried to speak in a room it has not joined."""
+
+    code = "not_in_room"
+
 
 @dataclass(eq=False)
 class Session:
@@ -209,7 +217,7 @@ class Hub:
         """Number a message and fan it out to every member of the room, sender included."""
         room = self.rooms.get(name_key(room_name))
         if room is None or session.id not in room.members:
-            raise InvalidName(f"you are not in {room_name}")
+            raise NotInRoom(f"you are not in {room_name}")
         message = Message(
             id=self._next_id(),
             ts=self._clock(),

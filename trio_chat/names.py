@@ -17,7 +17,20 @@ DEFAULT_ROOM = "#lobby"
 
 
 class InvalidName(ValueError):
-    """A nick or room name breaks the rules; the message says which one, for the user."""
+    """A nick or room name breaks the rules; the message says which one, for the user.
+
+    ``code`` is the protocol error code the user gets (``bad_nick``, ``bad_room``, ...).
+    """
+
+    code = "bad_name"
+
+
+class InvalidNick(InvalidName):
+    code = "bad_nick"
+
+
+class InvalidRoom(InvalidName):
+    code = "bad_room"
 
 
 def name_key(name: str) -> str:
@@ -29,14 +42,14 @@ def normalize_nick(raw: str) -> str:
     """Return the NFC form of a valid nickname or raise :class:`InvalidName` with the reason."""
     nick = unicodedata.normalize("NFC", raw.strip())
     if not nick:
-        raise InvalidName("a nickname cannot be empty")
+        raise InvalidNick("a nickname cannot be empty")
     if len(nick) > MAX_NICK_LENGTH:
-        raise InvalidName(f"a nickname has at most {MAX_NICK_LENGTH} characters")
+        raise InvalidNick(f"a nickname has at most {MAX_NICK_LENGTH} characters")
     if nick[0].isdigit() or nick[0] == "-":
-        raise InvalidName("a nickname cannot start with a digit or '-'")
+        raise InvalidNick("a nickname cannot start with a digit or '-'")
     for ch in nick:
         if not (ch.isalnum() or ch in NICK_PUNCTUATION):
-            raise InvalidName(
+            raise InvalidNick(
                 f"a nickname may hold letters, digits and {NICK_PUNCTUATION}, not {ch!r}"
             )
     return nick
@@ -49,12 +62,12 @@ def normalize_room(raw: str) -> str:
         room = "#" + room
     body = room[1:]
     if not body:
-        raise InvalidName("a room name needs at least one character after '#'")
+        raise InvalidRoom("a room name needs at least one character after '#'")
     if len(room) > MAX_ROOM_LENGTH:
-        raise InvalidName(f"a room name has at most {MAX_ROOM_LENGTH} characters")
+        raise InvalidRoom(f"a room name has at most {MAX_ROOM_LENGTH} characters")
     for ch in body:
         if not (ch.isalnum() or ch in ROOM_PUNCTUATION):
-            raise InvalidName(
+            raise InvalidRoom(
                 f"a room name may hold letters, digits and {ROOM_PUNCTUATION}, not {ch!r}"
             )
     return room

@@ -170,7 +170,7 @@ class ChatServer:
             except CommandError as exc:
                 self.hub.send_to(session, Error(code=exc.code, text=exc.text, ref=frame.ref))
             except InvalidName as exc:
-                self.hub.send_to(session, Error(code="not_in_room", text=str(exc), ref=frame.ref))
+                self.hub.send_to(session, Error(code=exc.code, text=str(exc), ref=frame.ref))
             except Exception:
                 log.exception("message filter raised")
                 self.hub.send_to(

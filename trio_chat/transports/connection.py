@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from ..hub import NickInUse, Session
+from ..hub import Session
 from ..names import DEFAULT_ROOM, InvalidName
 from ..protocol import (
     Bye,
@@ -125,8 +125,7 @@ async def _handshake(
                 nick, outbox, address=link.address, transport=link.transport
             )
         except InvalidName as exc:
-            code = "nick_taken" if isinstance(exc, NickInUse) else "bad_nick"
-            await link.send([Error(code=code, text=str(exc), ref=ref)])
+            await link.send([Error(code=exc.code, text=str(exc), ref=ref)])
             await link.prompt_nick()
             continue
         server.hub.send_to(

@@ -1,0 +1,104 @@
+"""The ``trio-chat`` command as a user runs it: real processes, real signals, real ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import trio
+
+CLI = [sys.executable, "-m", "trio_chat.cli"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=30)
+
+
+def test_port_in_use_is_one_clear_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("serve", "--port", str(port), "--ws-port", "0", "--no-entry-points")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "trio-chat: error: address already in use"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_arguments_are_refused_clearly() -> None:
+    result = run_cli("serve", "--port", "99999")
+    assert result.returncode == 2
+    assert "port must be 0-65535" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("serve", "--plugin", "no_such_plugin_module", "--no-entry-points")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "trio-chat: error: cannot import plugin 'no_such_plugin_module': "
+        "No module named 'no_such_plugin_module'"
+    )
+
+
+def test_plugins_lists_the_builtin_commands() -> None:
+    result = run_cli("plugins")
+    assert result.returncode == 0
+    line = next(x for x in result.stdout.splitlines() if x.startswith("trio_chat.builtins.core"))
+    for command in ("/help", "/nick", "/who", "/me", "/quit"):
+        assert command in line
+
+
+async def test_serve_prints_addresses_and_ctrl_c_tells_users_before_exiting() -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = await trio.lowlevel.open_process(
+        [*CLI, "serve", "--port", "0", "--ws-port", "0", "--no-entry-points"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        with trio.fail_after(15):
+            banner = b""
+            while b"\n" not in banner:
+                banner += await process.stdout.receive_some(4096)
+            first = banner.decode().splitlines()[0]
+            assert first.startswith("trio-chat serving on tcp://127.0.0.1:")
+            assert " ws://127.0.0.1:" in first
+            tcp = first.split()[3]
+            port = int(tcp.rsplit(":", 1)[1])
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(b'{"type":"hello","nick":"alice"}\n')
+                received = b""
+                while b'"join"' not in received:
+                    received += await stream.receive_some(4096)
+                process.send_signal(signal.SIGINT)
+                while True:
+                    data = await stream.receive_some(4096)
+                    if not data:
+                        break
+                    received += data
+            frames = [json.loads(line) for line in received.decode().splitlines()]
+            assert frames[-1] == {
+                "type": "bye",
+                "code": "shutdown",
+                "text": "the server is shutting down",
+            }
+            assert await process.wait() == 0
+            rest = b""
+            while chunk := await process.stdout.receive_some(4096):
+                rest += chunk
+            assert "trio-chat stopped." in (banner + rest).decode()
+            errors = b""
+            while chunk := await process.stderr.receive_some(4096):
+                errors += chunk
+            assert b"Traceback" not in errors
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -1,0 +1,43 @@
+"""Keep the documentation in step with the code it describes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from trio_chat import protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    setup = text.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```console\n(.+?)\n```", setup)
+
+
+def test_readme_sets_up_with_two_commands_and_ci_runs_the_test_one() -> None:
+    serve, test = readme_commands()
+    assert serve.endswith("trio-chat serve")
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test in ci, "the README's test command must appear verbatim in .ci/run"
+
+
+def test_every_error_code_in_the_code_is_documented() -> None:
+    documented = (ROOT / "docs" / "protocol.md").read_text()
+    source = "\n".join(p.read_text() for p in (ROOT / "trio_chat").rglob("*.py"))
+    codes = set(re.findall(r'code\s*=\s*"([a-z_]+)"', source))
+    codes |= set(re.findall(r'RemoteProtocolError\(\s*"([a-z_]+)"', source))
+    codes |= set(re.findall(r'session\.close\(\s*"([a-z_]+)"', source))
+    codes |= set(re.findall(r'CommandError\([^)]*,\s*"([a-z_]+)"\)', source))
+    assert codes, "the pattern found no codes at all"
+    missing = sorted(c for c in codes if f"`{c}`" not in documented)
+    assert not missing, f"error codes missing from docs/protocol.md: {missing}"
+
+
+def test_every_frame_type_is_documented() -> None:
+    documented = (ROOT / "docs" / "protocol.md").read_text()
+    names = [cls.TYPE for cls in protocol._SERVER_EVENTS.values()]
+    names += list(protocol._CLIENT_FRAMES)
+    for name in names:
+        assert f"| `{name}` |" in documented, name
