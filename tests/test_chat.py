@@ -128,7 +128,12 @@ async def test_who_and_help(chat_server: TestServer) -> None:
     async with open_client(chat_server, "alice") as alice, open_client(chat_server, "bob"):
         await alice.command("/who")
         info = await alice.expect("info")
-        assert info.data == {"room": "#lobby", "users": ["alice", "bob"]}
+        assert info.data["room"] == "#lobby"
+        assert info.data["users"] == ["alice", "bob"]
+        assert info.data["members"] == [
+            {"nick": "alice", "op": False, "away": None},
+            {"nick": "bob", "op": False, "away": None},
+        ]
         assert "alice, bob" in info.text
         await alice.command("/help")
         info = await alice.expect("info")
@@ -202,7 +207,7 @@ async def test_ping_pong(chat_server: TestServer) -> None:
 async def test_rooms_join_part_and_room_scoped_messages(chat_server: TestServer) -> None:
     async with open_client(chat_server, "alice") as alice, open_client(chat_server, "bob") as bob:
         await alice.command("/join #dev")
-        assert (await alice.expect("info")).data == {"room": "#dev"}
+        assert (await alice.expect("info")).data == {"room": "#dev", "topic": ""}
         await alice.say("dev talk")
         assert (await alice.expect("message")).room == "#dev"
         await alice.say("lobby talk", room="#lobby")

@@ -47,9 +47,11 @@ def test_bad_arguments_are_refused_clearly() -> None:
 def test_plugins_lists_the_builtin_commands() -> None:
     result = run_cli("plugins")
     assert result.returncode == 0
-    line = next(x for x in result.stdout.splitlines() if x.startswith("trio_chat.builtins.core"))
-    for command in ("/help", "/nick", "/who", "/me", "/quit"):
-        assert command in line
+    lines = {x.split()[0]: x for x in result.stdout.splitlines()}
+    for command in ("/help", "/nick", "/me", "/quit", "/msg"):
+        assert command in lines["trio_chat.builtins.core"]
+    for command in ("/join", "/who", "/topic"):
+        assert command in lines["trio_chat.builtins.rooms"]
 
 
 async def test_serve_prints_addresses_and_ctrl_c_tells_users_before_exiting() -> None:

@@ -108,7 +108,7 @@ def test_duplicate_command_names_are_refused(caplog: pytest.LogCaptureFixture) -
 
     with caplog.at_level(logging.ERROR, logger="trio_chat"):
         server = ChatServer(local_config(), plugins=[Other()])
-    assert server.commands.get("who").plugin == "trio_chat.builtins.core"  # type: ignore[union-attr]
+    assert server.commands.get("who").plugin == "trio_chat.builtins.rooms"  # type: ignore[union-attr]
     assert "already registered" in caplog.text
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -72,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-ws", action="store_true", help="serve TCP only")
     serve.add_argument("--name", default="trio-chat", help="server name shown to users")
+    serve.add_argument(
+        "--admin",
+        action="append",
+        default=[],
+        metavar="NICK",
+        help="a nick that may become administrator with /oper PASSWORD; the password comes "
+        "from the TRIO_CHAT_ADMIN_PASSWORD environment variable (repeatable)",
+    )
     serve.add_argument(
         "--plugin",
         action="append",
@@ -153,6 +162,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         plugins=args.plugin,
         entry_points=not args.no_entry_points,
         max_frame_bytes=args.max_frame_bytes,
+        admins=args.admin,
+        admin_password=os.environ.get("TRIO_CHAT_ADMIN_PASSWORD") or None,
     )
     try:
         server = ChatServer(config)

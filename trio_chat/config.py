@@ -35,6 +35,10 @@ class ServerConfig:
     plugin_timeout: float = 10.0
     #: Seconds connections get to say goodbye when the server stops.
     shutdown_grace: float = 3.0
+    #: Nicks that may become server administrators with ``/oper PASSWORD``.
+    admins: list[str] = field(default_factory=list)
+    #: The ``/oper`` password (from ``TRIO_CHAT_ADMIN_PASSWORD``); ``None`` disables ``/oper``.
+    admin_password: str | None = None
     #: Plugins to load (``module.name`` or ``path/to/file.py``).
     plugins: list[str] = field(default_factory=list)
     #: Load plugins installed with an entry point in the ``trio_chat`` group.

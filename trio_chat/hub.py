@@ -27,7 +27,17 @@ from typing import Any
 import trio
 
 from .names import DEFAULT_ROOM, InvalidName, name_key, normalize_nick
-from .protocol import Joined, Left, Message, MessageKind, NickChanged, ServerEvent
+from .protocol import (
+    Info,
+    Joined,
+    Left,
+    Message,
+    MessageKind,
+    NickChanged,
+    Private,
+    ServerEvent,
+    Topic,
+)
 
 log = logging.getLogger("trio_chat.hub")
 
@@ -42,6 +52,18 @@ class NotInRoom(InvalidName):
     """The session tried to speak in a room it has not joined."""
 
     code = "not_in_room"
+
+
+class NotAllowed(InvalidName):
+    """A room or server rule forbids it (banned, muted, not an operator)."""
+
+    code = "not_allowed"
+
+
+class NoSuchNick(InvalidName):
+    """Nobody by that nickname is connected."""
+
+    code = "no_such_nick"
 
 
 @dataclass(eq=False)
@@ -63,6 +85,10 @@ class Session:
     close_code: str | None = None
     close_reason: str | None = None
     on_close: Callable[[], None] | None = None
+    #: Away message, or ``None`` when present.
+    away: str | None = None
+    #: Server administrator: operator in every room.
+    admin: bool = False
     #: Free space for plugins, keyed by plugin name.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -83,9 +109,28 @@ class Session:
 
 @dataclass(eq=False)
 class Room:
+    """A room and its rules. Operators are sessions (by id); bans outlive connections."""
+
     name: str
     members: dict[int, Session] = field(default_factory=dict)
     topic: str = ""
+    operators: set[int] = field(default_factory=set)
+    muted: set[int] = field(default_factory=set)
+    #: Banned nick keys, each with the host it was last seen from (also refused).
+    banned: dict[str, str] = field(default_factory=dict)
+
+    def is_operator(self, session: Session) -> bool:
+        return session.admin or session.id in self.operators
+
+    def is_banned(self, session: Session) -> bool:
+        host = host_of(session.address)
+        return session.key in self.banned or (host != "?" and host in self.banned.values())
+
+
+def host_of(address: str) -> str:
+    """The host part of ``host:port`` or ``[v6]:port``."""
+    host = address.rpartition(":")[0] if ":" in address else address
+    return host.strip("[]") or "?"
 
 
 class Hub:
@@ -171,12 +216,19 @@ class Hub:
     # -------------------------------------------------------------------------- rooms
 
     def join(self, session: Session, room_name: str) -> Room:
-        """Put a session in a room (created on demand) and announce it to the room."""
+        """Put a session in a room (created on demand) and announce it to the room.
+
+        Whoever creates a room is its first operator; a banned session is refused.
+        """
         key = name_key(room_name)
         room = self.rooms.get(key)
         if room is None:
             room = self.rooms[key] = Room(room_name)
+            if room_name != DEFAULT_ROOM:
+                room.operators.add(session.id)
         if session.id not in room.members:
+            if room.is_banned(session):
+                raise NotAllowed(f"you are banned from {room.name}")
             room.members[session.id] = session
             session.rooms[room.name] = None
             self._fanout(
@@ -188,19 +240,34 @@ class Hub:
         session.room = room.name
         return room
 
-    def part(self, session: Session, room_name: str, reason: str | None = None) -> None:
-        """Take a session out of a room and tell those who stay. Empty rooms vanish."""
+    def part(
+        self,
+        session: Session,
+        room_name: str,
+        reason: str | None = None,
+        *,
+        tell_self: bool = False,
+    ) -> None:
+        """Take a session out of a room and tell those who stay. Empty rooms vanish.
+
+        ``tell_self`` also sends the ``leave`` to the session itself (kicks, parts).
+        """
         key = name_key(room_name)
         room = self.rooms.get(key)
         if room is None or room.members.pop(session.id, None) is None:
             return
+        room.operators.discard(session.id)
+        room.muted.discard(session.id)
         session.rooms.pop(room.name, None)
         if session.room == room.name:
             session.room = next(iter(session.rooms), DEFAULT_ROOM)
         event = Left(
             id=self._next_id(), ts=self._clock(), room=room.name, nick=session.nick, reason=reason
         )
-        self._fanout(room.members.values(), event)
+        receivers = list(room.members.values())
+        if tell_self and not session.closed:
+            receivers.append(session)
+        self._fanout(receivers, event)
         if not room.members and room.name != DEFAULT_ROOM:
             del self.rooms[key]
         for callback in self.on_part:
@@ -218,6 +285,8 @@ class Hub:
         room = self.rooms.get(name_key(room_name))
         if room is None or session.id not in room.members:
             raise NotInRoom(f"you are not in {room_name}")
+        if session.id in room.muted:
+            raise NotAllowed(f"you are muted in {room.name}")
         message = Message(
             id=self._next_id(),
             ts=self._clock(),
@@ -229,9 +298,32 @@ class Hub:
         self._fanout(room.members.values(), message)
         return message
 
+    def private(self, sender: Session, target_nick: str, text: str) -> Private:
+        """A message seen by two users alone: delivered to the target, echoed to the sender."""
+        target = self.find(target_nick)
+        if target is None:
+            raise NoSuchNick(f"no one called {target_nick!r} is online")
+        event = Private(
+            id=self._next_id(), ts=self._clock(), nick=sender.nick, to=target.nick, text=text
+        )
+        self._fanout((target,) if target is sender else (target, sender), event)
+        return event
+
+    def set_topic(self, session: Session, room: Room, topic: str) -> Topic:
+        room.topic = topic
+        event = Topic(
+            id=self._next_id(), ts=self._clock(), room=room.name, nick=session.nick, topic=topic
+        )
+        self._fanout(room.members.values(), event)
+        return event
+
     def send_to(self, session: Session, event: ServerEvent) -> None:
         """Queue an event for one session (replies, errors), under the same slow policy."""
         self._fanout((session,), event)
+
+    def send_to_info(self, session: Session, text: str) -> None:
+        """Tell one session something (an ``info`` event)."""
+        self.send_to(session, Info(text=text))
 
     # ------------------------------------------------------------------------ internals
 

@@ -25,7 +25,11 @@ log = logging.getLogger("trio_chat.plugins")
 ENTRY_POINT_GROUP = "trio_chat"
 
 #: Modules that hold the built-in commands, registered first, like any plugin.
-DEFAULT_PLUGINS = ("trio_chat.builtins.core",)
+DEFAULT_PLUGINS = (
+    "trio_chat.builtins.core",
+    "trio_chat.builtins.rooms",
+    "trio_chat.builtins.moderation",
+)
 
 
 class PluginLoadError(Exception):

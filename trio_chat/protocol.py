@@ -262,6 +262,30 @@ class NickChanged(ServerEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Private(ServerEvent):
+    """A private message from ``nick`` to ``to``; only those two users receive it."""
+
+    TYPE: ClassVar[str] = "private"
+    id: int
+    ts: float
+    nick: str
+    to: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Topic(ServerEvent):
+    """``nick`` set the topic of ``room`` (an empty topic clears it)."""
+
+    TYPE: ClassVar[str] = "topic"
+    id: int
+    ts: float
+    room: str
+    nick: str
+    topic: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Info(ServerEvent):
     """A reply meant for one user (command output). ``data`` holds structured detail."""
 
@@ -305,7 +329,8 @@ def encode_server_event(event: ServerEvent) -> str:
 
 
 _SERVER_EVENTS: dict[str, type[ServerEvent]] = {
-    cls.TYPE: cls for cls in (Welcome, Message, Joined, Left, NickChanged, Info, Error, Pong, Bye)
+    cls.TYPE: cls
+    for cls in (Welcome, Message, Joined, Left, NickChanged, Private, Topic, Info, Error, Pong, Bye)
 }
 
 

@@ -21,9 +21,11 @@ from .protocol import (
     Message,
     NickChanged,
     Pong,
+    Private,
     RemoteProtocolError,
     Say,
     ServerEvent,
+    Topic,
     Welcome,
 )
 
@@ -76,6 +78,12 @@ def render_text(event: ServerEvent) -> str:
         return f"[{clock(event.ts)}] -!- {event.nick} left {event.room}{why}"
     if isinstance(event, NickChanged):
         return f"[{clock(event.ts)}] -!- {event.old} is now known as {event.new}"
+    if isinstance(event, Private):
+        return f"[{clock(event.ts)}] *{event.nick} -> {event.to}* {event.text}"
+    if isinstance(event, Topic):
+        if not event.topic:
+            return f"[{clock(event.ts)}] -!- {event.nick} cleared the topic of {event.room}"
+        return f"[{clock(event.ts)}] -!- {event.nick} set the topic of {event.room}: {event.topic}"
     if isinstance(event, Info):
         return "\n".join(f"-- {line}" for line in event.text.splitlines() or [""])
     if isinstance(event, Error):

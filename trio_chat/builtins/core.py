@@ -1,4 +1,4 @@
-"""The core commands: /help, /nick, /who, /me, /quit, /join, /part and /rooms.
+"""The core commands: /help, /nick, /me, /msg, /away and /quit.
 
 An ordinary plugin: everything here goes through :func:`register_commands`, the same hook a
 third-party plugin uses, and through the public :class:`~trio_chat.commands.CommandContext`.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from ..commands import CommandContext, RegisterCommand
 from ..hookspecs import hookimpl
-from ..names import normalize_room
 
 
 @hookimpl
@@ -17,12 +16,10 @@ def register_commands(register: RegisterCommand) -> None:
         "help", help_, help="List every command, or show one: /help [command]", usage="[COMMAND]"
     )
     register("nick", nick, help="Change your nickname", usage="NEW_NICK")
-    register("who", who, help="List who is in a room (default: the current one)", usage="[#ROOM]")
     register("me", me, help="Describe an action: /me waves", usage="ACTION")
     register("quit", quit_, help="Leave the chat", usage="[REASON]")
-    register("join", join, help="Join a room (created if new) and make it current", usage="#ROOM")
-    register("part", part, help="Leave a room (default: the current one)", usage="[#ROOM]")
-    register("rooms", rooms, help="List the rooms with their member counts")
+    register("msg", msg, help="Send a private message only NICK sees", usage="NICK TEXT")
+    register("away", away, help="Mark yourself away (no reason: back again)", usage="[REASON]")
 
 
 def help_(ctx: CommandContext) -> None:
@@ -50,19 +47,6 @@ def nick(ctx: CommandContext) -> None:
     ctx.hub.rename(ctx.session, ctx.args)
 
 
-def who(ctx: CommandContext) -> None:
-    room_name = normalize_room(ctx.args) if ctx.args else ctx.room
-    room = ctx.hub.room(room_name)
-    if room is None:
-        ctx.fail(f"no such room: {room_name}", "no_such_room")
-        return
-    nicks = sorted((s.nick for s in room.members.values()), key=str.casefold)
-    ctx.reply(
-        f"{len(nicks)} in {room.name}: {', '.join(nicks)}",
-        {"room": room.name, "users": nicks},
-    )
-
-
 def me(ctx: CommandContext) -> None:
     if not ctx.args:
         raise ctx.usage_error()
@@ -74,27 +58,23 @@ def quit_(ctx: CommandContext) -> None:
     ctx.server.disconnect(ctx.session, "quit", reason)
 
 
-def join(ctx: CommandContext) -> None:
-    if not ctx.args:
+def msg(ctx: CommandContext) -> None:
+    target, _, text = ctx.args.partition(" ")
+    if not target or not text.strip():
         raise ctx.usage_error()
-    room = ctx.hub.join(ctx.session, normalize_room(ctx.args.split()[0]))
-    ctx.reply(f"now talking in {room.name}", {"room": room.name})
+    event = ctx.hub.private(ctx.session, target, text.strip())
+    recipient = ctx.hub.find(event.to)
+    if recipient is not None and recipient.away is not None and recipient is not ctx.session:
+        ctx.reply(
+            f"{recipient.nick} is away: {recipient.away}",
+            {"nick": recipient.nick, "away": recipient.away},
+        )
 
 
-def part(ctx: CommandContext) -> None:
-    room_name = normalize_room(ctx.args.split()[0]) if ctx.args else ctx.room
-    room = ctx.hub.room(room_name)
-    if room is None or ctx.session.id not in room.members:
-        ctx.fail(f"you are not in {room_name}", "not_in_room")
-        return
-    ctx.hub.part(ctx.session, room.name, "parted")
-    ctx.reply(f"left {room.name}; now talking in {ctx.session.room}", {"room": ctx.session.room})
-
-
-def rooms(ctx: CommandContext) -> None:
-    listing = sorted(ctx.hub.rooms.values(), key=lambda r: r.name)
-    lines = [f"{r.name} ({len(r.members)})" + (f": {r.topic}" if r.topic else "") for r in listing]
-    ctx.reply(
-        "Rooms: " + (", ".join(lines) if lines else "none"),
-        {"rooms": [{"name": r.name, "members": len(r.members), "topic": r.topic} for r in listing]},
-    )
+def away(ctx: CommandContext) -> None:
+    reason = ctx.args.strip()
+    ctx.session.away = reason or None
+    if reason:
+        ctx.reply(f"you are marked as away: {reason}", {"away": reason})
+    else:
+        ctx.reply("you are back", {"away": None})

@@ -1,0 +1,90 @@
+"""Room commands: /join, /part, /rooms, /who and /topic (an ordinary plugin)."""
+
+from __future__ import annotations
+
+from ..commands import CommandContext, RegisterCommand
+from ..hookspecs import hookimpl
+from ..hub import NotAllowed, Room, Session
+from ..names import normalize_room
+
+MAX_TOPIC_LENGTH = 300
+
+
+@hookimpl
+def register_commands(register: RegisterCommand) -> None:
+    register("join", join, help="Join a room (created if new) and make it current", usage="#ROOM")
+    register("part", part, help="Leave a room (default: the current one)", usage="[#ROOM]")
+    register("rooms", rooms, help="List the rooms with their member counts and topics")
+    register("who", who, help="List who is in a room (default: the current one)", usage="[#ROOM]")
+    register(
+        "topic", topic, help="Show the topic, or set it ('-' clears; operators)", usage="[TEXT]"
+    )
+
+
+def target_room(ctx: CommandContext, arg: str | None) -> Room:
+    """The room named in ``arg`` (or the current one); fails unless it exists."""
+    room_name = normalize_room(arg) if arg else ctx.room
+    room = ctx.hub.room(room_name)
+    if room is None:
+        ctx.fail(f"no such room: {room_name}", "no_such_room")
+        raise AssertionError  # unreachable: fail() raises
+    return room
+
+
+def join(ctx: CommandContext) -> None:
+    if not ctx.args:
+        raise ctx.usage_error()
+    room = ctx.hub.join(ctx.session, normalize_room(ctx.args.split()[0]))
+    text = f"now talking in {room.name}" + (f" (topic: {room.topic})" if room.topic else "")
+    ctx.reply(text, {"room": room.name, "topic": room.topic})
+
+
+def part(ctx: CommandContext) -> None:
+    room = target_room(ctx, ctx.args.split()[0] if ctx.args else None)
+    if ctx.session.id not in room.members:
+        ctx.fail(f"you are not in {room.name}", "not_in_room")
+    ctx.hub.part(ctx.session, room.name, "parted")
+    ctx.reply(f"left {room.name}; now talking in {ctx.session.room}", {"room": ctx.session.room})
+
+
+def rooms(ctx: CommandContext) -> None:
+    listing = sorted(ctx.hub.rooms.values(), key=lambda r: r.name)
+    lines = [f"{r.name} ({len(r.members)})" + (f": {r.topic}" if r.topic else "") for r in listing]
+    ctx.reply(
+        "Rooms: " + (", ".join(lines) if lines else "none"),
+        {"rooms": [{"name": r.name, "members": len(r.members), "topic": r.topic} for r in listing]},
+    )
+
+
+def who(ctx: CommandContext) -> None:
+    room = target_room(ctx, ctx.args.split()[0] if ctx.args else None)
+    members = sorted(room.members.values(), key=lambda s: s.nick.casefold())
+
+    def label(s: Session) -> str:
+        mark = "@" if room.is_operator(s) else ""
+        return mark + s.nick + (f" (away: {s.away})" if s.away else "")
+
+    ctx.reply(
+        f"{len(members)} in {room.name}: {', '.join(label(s) for s in members)}",
+        {
+            "room": room.name,
+            "users": [s.nick for s in members],
+            "members": [
+                {"nick": s.nick, "op": room.is_operator(s), "away": s.away} for s in members
+            ],
+        },
+    )
+
+
+def topic(ctx: CommandContext) -> None:
+    room = target_room(ctx, None)
+    text = ctx.args.strip()
+    if not text:
+        shown = room.topic or "(no topic)"
+        ctx.reply(f"topic of {room.name}: {shown}", {"room": room.name, "topic": room.topic})
+        return
+    if not room.is_operator(ctx.session):
+        raise NotAllowed(f"only operators of {room.name} can set its topic")
+    if len(text) > MAX_TOPIC_LENGTH:
+        ctx.fail(f"a topic has at most {MAX_TOPIC_LENGTH} characters", "bad_arguments")
+    ctx.hub.set_topic(ctx.session, room, "" if text == "-" else text)
