@@ -120,9 +120,7 @@ class ChatClient:
         self.history.append(event)
         return event
 
-    async def expect(
-        self, kind: str, predicate: Callable[[Any], bool] | None = None
-    ) -> Any:
+    async def expect(self, kind: str, predicate: Callable[[Any], bool] | None = None) -> Any:
         """Skip events until one of type ``kind`` (matching ``predicate``) arrives; return it."""
         with trio.fail_after(self.timeout):
             while True:
