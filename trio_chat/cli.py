@@ -18,7 +18,7 @@ import trio
 from . import __version__
 from .config import DEFAULT_PORT, DEFAULT_WS_PORT, ServerConfig
 from .plugins import PluginLoadError
-from .server import ChatServer, run_until_signal
+from .server import ChatServer, ServerSetupError, run_until_signal
 
 
 def port_number(text: str) -> int:
@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-ws", action="store_true", help="serve TCP only")
     serve.add_argument("--name", default="trio-chat", help="server name shown to users")
+    serve.add_argument("--tls-cert", metavar="PEM", help="TLS certificate chain (with --tls-key)")
+    serve.add_argument(
+        "--tls-key", metavar="PEM", help="TLS private key: TCP then speaks TLS and WebSocket wss://"
+    )
     serve.add_argument(
         "--admin",
         action="append",
@@ -163,11 +167,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         entry_points=not args.no_entry_points,
         max_frame_bytes=args.max_frame_bytes,
         admins=args.admin,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         admin_password=os.environ.get("TRIO_CHAT_ADMIN_PASSWORD") or None,
     )
     try:
         server = ChatServer(config)
-    except PluginLoadError as exc:
+    except (PluginLoadError, ServerSetupError) as exc:
         return fail(str(exc))
 
     def announce(addresses: list[str]) -> None:

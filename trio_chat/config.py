@@ -19,6 +19,9 @@ class ServerConfig:
     #: WebSocket and the browser page share this port; ``None`` turns them off.
     ws_port: int | None = DEFAULT_WS_PORT
     server_name: str = "trio-chat"
+    #: PEM certificate chain and private key: with both, TCP speaks TLS and WebSocket wss://.
+    tls_cert: str | None = None
+    tls_key: str | None = None
     #: Largest frame (JSON line, text line or WebSocket message) accepted, in bytes.
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     #: Events that may wait for one slow receiver before it is disconnected.

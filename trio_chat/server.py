@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import signal
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from types import ModuleType
 from typing import Any
@@ -28,8 +30,13 @@ from .protocol import (
     Quit,
     Say,
 )
+from .transports.streams import server_ssl_context
 
 log = logging.getLogger("trio_chat.server")
+
+
+class ServerSetupError(Exception):
+    """The server cannot start as configured; the message is one line for the operator."""
 
 
 class ChatServer:
@@ -47,6 +54,7 @@ class ChatServer:
         builtins: bool = True,
     ) -> None:
         self.config = config or ServerConfig()
+        self.ssl_context = self._load_tls()
         self.hub = Hub()
         self.commands = CommandRegistry()
         self.pm: pluggy.PluginManager = new_plugin_manager()
@@ -66,6 +74,22 @@ class ChatServer:
                     self._collect_commands(plugin, name)
         for plugin in plugins:
             self.add_plugin(plugin)
+
+    def _load_tls(self) -> ssl.SSLContext | None:
+        cert, key = self.config.tls_cert, self.config.tls_key
+        if cert is None and key is None:
+            return None
+        if cert is None or key is None:
+            raise ServerSetupError("TLS needs both a certificate (tls_cert) and a key (tls_key)")
+        for path in (cert, key):
+            if not os.path.isfile(path):
+                raise ServerSetupError(f"TLS file not found: {path}")
+        try:
+            return server_ssl_context(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ServerSetupError(
+                f"cannot load TLS certificate {cert} / key {key}: {exc}"
+            ) from None
 
     # ------------------------------------------------------------------------- plugins
 

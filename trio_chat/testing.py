@@ -18,6 +18,7 @@ also gives the ``chat_server`` fixture (a server with the built-in commands only
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -45,8 +46,10 @@ class TestServer:
     addresses: list[str]
 
     def address(self, scheme: str = "tcp") -> tuple[str, int]:
+        """``(host, port)`` of the ``tcp`` or ``ws`` listener (``tls``/``wss`` with TLS)."""
+        schemes = {"tcp": ("tcp", "tls"), "ws": ("ws", "wss")}.get(scheme, (scheme,))
         for address in self.addresses:
-            if address.startswith(scheme + "://"):
+            if address.split("://", 1)[0] in schemes:
                 host, _, port = address.split("://", 1)[1].rpartition(":")
                 return host.strip("[]"), int(port)
         raise LookupError(f"the server has no {scheme} listener")
@@ -54,7 +57,8 @@ class TestServer:
     @property
     def ws_url(self) -> str:
         host, port = self.address("ws")
-        return f"ws://{host}:{port}/"
+        scheme = "wss" if self.server.ssl_context is not None else "ws"
+        return f"{scheme}://{host}:{port}/"
 
 
 def local_config(**overrides: Any) -> ServerConfig:
@@ -151,7 +155,7 @@ class ChatClient:
 class TcpChatClient(ChatClient):
     """JSON lines over TCP."""
 
-    def __init__(self, stream: trio.SocketStream, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, stream: trio.abc.Stream, timeout: float = DEFAULT_TIMEOUT) -> None:
         super().__init__(timeout)
         self.stream = stream
         self._lines = LineBuffer(1 << 20)
@@ -202,20 +206,31 @@ class WebSocketChatClient(ChatClient):
 
 @asynccontextmanager
 async def open_client(
-    chat: TestServer, nick: str | None = None, *, websocket: bool = False
+    chat: TestServer,
+    nick: str | None = None,
+    *,
+    websocket: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[ChatClient]:
-    """Connect to ``chat`` over TCP (or WebSocket) and, if ``nick`` is given, log in."""
+    """Connect to ``chat`` over TCP (or WebSocket) and, if ``nick`` is given, log in.
+
+    Pass ``ssl_context`` (trusting the server's CA) when the server speaks TLS.
+    """
     client: ChatClient
     if websocket:
-        async with trio_websocket.open_websocket_url(chat.ws_url) as ws:
+        async with trio_websocket.open_websocket_url(chat.ws_url, ssl_context=ssl_context) as ws:
             client = WebSocketChatClient(ws)
             if nick is not None:
                 await client.login(nick)
             yield client
         return
     host, port = chat.address("tcp")
+    stream: trio.abc.Stream
     with trio.fail_after(DEFAULT_TIMEOUT):
-        stream = await trio.open_tcp_stream(host, port)
+        if ssl_context is None:
+            stream = await trio.open_tcp_stream(host, port)
+        else:
+            stream = await trio.open_ssl_over_tcp_stream(host, port, ssl_context=ssl_context)
     async with stream:
         client = TcpChatClient(stream)
         if nick is not None:

@@ -17,6 +17,7 @@ from ..protocol import ClientFrame, RemoteProtocolError, ServerEvent, decode_cli
 from ..textmode import NICK_PROMPT, decode_text_line, parse_command_line
 from ..wire import JSON_LINES, TEXT_LINES, WireFormat, encoded
 from .connection import run_connection
+from .streams import accept_tls, listener_address, peer_address
 
 if TYPE_CHECKING:
     from ..server import ChatServer
@@ -98,16 +99,6 @@ class TcpLink:
         await self.stream.aclose()
 
 
-def peer_address(stream: trio.abc.Stream) -> str:
-    """``host:port`` of the peer of a socket stream, or ``?`` if it cannot be told."""
-    try:
-        sock = stream.socket  # type: ignore[attr-defined]
-        host, port, *_ = sock.getpeername()
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    except (AttributeError, OSError, ValueError):
-        return "?"
-
-
 async def sniff(stream: trio.abc.Stream, delay: float) -> tuple[bytes, bool] | None:
     """Wait up to ``delay`` seconds for the first bytes; decide JSON or text.
 
@@ -126,12 +117,20 @@ async def handle_tcp(server: ChatServer, stream: trio.SocketStream) -> None:
     address = peer_address(stream)
     try:
         async with stream:
-            sniffed = await sniff(stream, server.config.sniff_delay)
+            chat_stream: trio.abc.Stream = stream
+            if server.ssl_context is not None:
+                tls = None
+                with trio.move_on_after(server.config.handshake_timeout):
+                    tls = await accept_tls(stream, server.ssl_context)
+                if tls is None:
+                    return
+                chat_stream = tls
+            sniffed = await sniff(chat_stream, server.config.sniff_delay)
             if sniffed is None:
                 return
             first, plain_text = sniffed
             link = TcpLink(
-                stream,
+                chat_stream,
                 address,
                 plain_text=plain_text,
                 max_line_bytes=server.config.max_frame_bytes,
@@ -157,9 +156,7 @@ async def serve_tcp_chat(
         await handle_tcp(server, stream)
 
     listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
-    addresses = []
-    for listener in listeners:
-        host, port, *_ = listener.socket.getsockname()
-        addresses.append(f"tcp://{host}:{port}" if ":" not in host else f"tcp://[{host}]:{port}")
+    scheme = "tcp" if server.ssl_context is None else "tls"
+    addresses = [listener_address(scheme, listener) for listener in listeners]
     task_status.started(addresses)
     await trio.serve_listeners(handler, listeners, handler_nursery=handler_nursery)

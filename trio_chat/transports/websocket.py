@@ -25,7 +25,7 @@ from ..protocol import (
 )
 from ..wire import WEBSOCKET_JSON, encoded
 from .connection import run_connection
-from .tcp import peer_address
+from .streams import ReplayStream, accept_tls, listener_address, peer_address
 
 if TYPE_CHECKING:
     from ..server import ChatServer
@@ -37,31 +37,6 @@ HEAD_TIMEOUT = 10.0
 #: Hard WebSocket message cap: beyond it trio-websocket closes with 1009. Below it, a message
 #: over the frame limit only gets an error frame and the connection stays open.
 WS_HARD_LIMIT = 1024 * 1024
-
-
-class ReplayStream(trio.abc.Stream):
-    """A stream that first hands back bytes already read, then reads from ``inner``."""
-
-    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
-        self.inner = inner
-        self._prefix = prefix
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._prefix:
-            size = len(self._prefix) if max_bytes is None else max_bytes
-            data, self._prefix = self._prefix[:size], self._prefix[size:]
-            await trio.lowlevel.checkpoint()
-            return data
-        return await self.inner.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 class WebSocketLink:
@@ -170,18 +145,24 @@ async def handle_ws_port(server: ChatServer, stream: trio.SocketStream) -> None:
     address = peer_address(stream)
     try:
         async with stream:
+            web_stream: trio.abc.Stream = stream
             head: bytes | None = None
             with trio.move_on_after(HEAD_TIMEOUT):
-                head = await read_head(stream)
+                if server.ssl_context is not None:
+                    tls = await accept_tls(stream, server.ssl_context)
+                    if tls is None:
+                        return
+                    web_stream = tls
+                head = await read_head(web_stream)
                 request = parse_request(head) if head else None
                 if request is None or not is_websocket_upgrade(request):
-                    await stream.send_all(http_response(request))
+                    await web_stream.send_all(http_response(request))
                     return
             if head is None:
                 return
             async with trio.open_nursery() as nursery:
                 ws_request = await trio_websocket.wrap_server_stream(
-                    nursery, ReplayStream(stream, head), max_message_size=WS_HARD_LIMIT
+                    nursery, ReplayStream(web_stream, head), max_message_size=WS_HARD_LIMIT
                 )
                 ws = await ws_request.accept()
                 await run_connection(
@@ -213,9 +194,7 @@ async def serve_websocket_chat(
         await handle_ws_port(server, stream)
 
     listeners = await trio.open_tcp_listeners(cfg.ws_port, host=cfg.host)
-    addresses = []
-    for listener in listeners:
-        host, port, *_ = listener.socket.getsockname()
-        addresses.append(f"ws://{host}:{port}" if ":" not in host else f"ws://[{host}]:{port}")
+    scheme = "ws" if server.ssl_context is None else "wss"
+    addresses = [listener_address(scheme, listener) for listener in listeners]
     task_status.started(addresses)
     await trio.serve_listeners(handler, listeners, handler_nursery=handler_nursery)

@@ -1,0 +1,86 @@
+"""Stream helpers shared by the transports: replaying sniffed bytes, TLS, peer addresses."""
+
+from __future__ import annotations
+
+import ssl
+
+import trio
+
+#: First byte of every TLS record that opens a handshake (ClientHello).
+TLS_HANDSHAKE_BYTE = 0x16
+TLS_REQUIRED = (
+    b"This port speaks TLS. Connect with TLS "
+    b"(trio-chat connect --tls, or openssl s_client -connect HOST:PORT).\n"
+)
+
+
+class ReplayStream(trio.abc.Stream):
+    """A stream that first hands back bytes already read, then reads from ``inner``."""
+
+    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
+        self.inner = inner
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._prefix:
+            size = len(self._prefix) if max_bytes is None else max_bytes
+            data, self._prefix = self._prefix[:size], self._prefix[size:]
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self.inner.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def peer_address(stream: trio.abc.Stream) -> str:
+    """``host:port`` of the peer of a (possibly TLS-wrapped) socket stream, or ``?``."""
+    inner: object = stream
+    while isinstance(inner, trio.SSLStream | ReplayStream):
+        inner = inner.transport_stream if isinstance(inner, trio.SSLStream) else inner.inner
+    try:
+        host, port, *_ = inner.socket.getpeername()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return "?"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def server_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A modern server context (TLS 1.2+) from PEM files; raises OSError/ssl.SSLError."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+async def accept_tls(stream: trio.abc.Stream, context: ssl.SSLContext) -> trio.abc.Stream | None:
+    """Complete a server-side TLS handshake, or explain and give up.
+
+    A client that opens with anything but a TLS ClientHello (someone with ``nc`` on a TLS
+    port) gets one plain line saying so; a failed handshake (bad or expired certificate on
+    the client's side, garbage) returns ``None``. Bound the call with a timeout.
+    """
+    first = await stream.receive_some(4096)
+    if not first:
+        return None
+    if first[0] != TLS_HANDSHAKE_BYTE:
+        await stream.send_all(TLS_REQUIRED)
+        return None
+    tls = trio.SSLStream(ReplayStream(stream, bytes(first)), context, server_side=True)
+    try:
+        await tls.do_handshake()
+    except (trio.BrokenResourceError, ssl.SSLError):
+        return None
+    return tls
+
+
+def listener_address(scheme: str, listener: trio.SocketListener) -> str:
+    """``scheme://host:port`` of what a listener bound (IPv6 hosts in brackets)."""
+    host, port, *_ = listener.socket.getsockname()
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
