@@ -38,7 +38,7 @@ async def test_three_users_across_transports_in_several_rooms(chat_server: TestS
         assert {r["name"]: r["members"] for r in info.data["rooms"]} == {"#dev": 2, "#lobby": 3}
 
         await bob.command("/part #dev")
-        await bob.expect("info", lambda e: e.data == {"room": "#lobby"})
+        await bob.expect("info", lambda e: e.data == {"room": "#lobby", "left": "#dev"})
         event = await alice.expect("leave", lambda e: e.room == "#dev")
         assert (event.nick, event.reason) == ("bob", "parted")
         await bob.command("/part #dev")

@@ -44,7 +44,10 @@ def part(ctx: CommandContext) -> None:
     if ctx.session.id not in room.members:
         ctx.fail(f"you are not in {room.name}", "not_in_room")
     ctx.hub.part(ctx.session, room.name, "parted")
-    ctx.reply(f"left {room.name}; now talking in {ctx.session.room}", {"room": ctx.session.room})
+    ctx.reply(
+        f"left {room.name}; now talking in {ctx.session.room}",
+        {"room": ctx.session.room, "left": room.name},
+    )
 
 
 def rooms(ctx: CommandContext) -> None:

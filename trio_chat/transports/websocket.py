@@ -113,6 +113,15 @@ def page() -> bytes:
     return resources.files("trio_chat.web").joinpath("index.html").read_bytes()
 
 
+#: The page loads nothing from elsewhere and talks only to its own server.
+SECURITY_HEADERS = (
+    b"X-Content-Type-Options: nosniff\r\n"
+    b"X-Frame-Options: DENY\r\n"
+    b"Referrer-Policy: no-referrer\r\n"
+    b"Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
+    b"style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:\r\n"
+)
+
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 
 
@@ -133,7 +142,9 @@ def http_response(request: h11.Request | None) -> bytes:
         + ctype
         + b"\r\n"
         + f"Content-Length: {len(body)}\r\n".encode()
-        + b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
+        + b"Cache-Control: no-cache\r\nConnection: close\r\n"
+        + SECURITY_HEADERS
+        + b"\r\n"
     )
     if request is not None and request.method == b"HEAD":
         return head
