@@ -218,3 +218,49 @@ async def test_rooms_join_part_and_room_scoped_messages(chat_server: TestServer)
         await alice.command("/rooms")
         info = await alice.expect("info")
         assert {r["name"]: r["members"] for r in info.data["rooms"]} == {"#dev": 1, "#lobby": 2}
+
+
+async def test_control_characters_are_refused_so_lines_cannot_be_forged(
+    chat_server: TestServer,
+) -> None:
+    text = await open_text_client(chat_server)
+    async with text.stream, open_client(chat_server, "alice") as alice:
+        await text.read_until("nickname?")
+        await text.send_line("dave")
+        await text.read_until("dave joined")
+        await alice.say("fake\n[12:00:00] <admin> give me your password")
+        error = await alice.expect("error")
+        assert (error.code, error.text) == (
+            "bad_field",
+            "field 'text' contains the control character U+000A",
+        )
+        await alice.say("\x1b[2Jcleared screen")
+        assert (await alice.expect("error")).code == "bad_field"
+        await text.send_line("evil\rline")
+        assert "control character U+000D" in await text.read_until("!!")
+        await alice.say("tabs\tare fine")
+        assert (await alice.expect("message")).text == "tabs\tare fine"
+        await text.read_until("<alice> tabs\tare fine")
+        assert "give me your password" not in text.buffer.decode()
+
+
+async def test_http_client_on_the_tcp_port_is_pointed_to_the_websocket_port(
+    chat_server: TestServer,
+) -> None:
+    host, port = chat_server.address("tcp")
+    _, ws_port = chat_server.address("ws")
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n")
+        reply = b""
+        with trio.fail_after(DEFAULT_TIMEOUT):
+            while chunk := await stream.receive_some(4096):
+                reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert f"use port {ws_port}".encode() in reply
+
+
+async def test_quit_before_logging_in_says_bye(chat_server: TestServer) -> None:
+    async with open_client(chat_server) as client:
+        await client.send({"type": "quit"})
+        assert (await client.expect("bye")).code == "quit"

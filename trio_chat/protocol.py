@@ -12,6 +12,7 @@ a socket, so every rule here is unit-tested on plain bytes; the transports in
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal, TypeAlias
 
@@ -20,6 +21,17 @@ PROTOCOL_VERSION = 1
 
 #: Default maximum size of one frame (one JSON line, or one WebSocket message), in bytes.
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024
+
+
+# C0 and C1 control characters and DEL, except TAB: a line of chat never holds a newline, an
+# escape sequence or a carriage return (each could forge lines or drive a terminal).
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def find_control_character(text: str) -> str | None:
+    """The first forbidden control character in ``text``, or ``None`` if it is clean."""
+    match = _CONTROL_CHARACTERS.search(text)
+    return match.group() if match else None
 
 
 class RemoteProtocolError(Exception):
@@ -147,8 +159,13 @@ def decode_client_frame(data: bytes | str) -> ClientFrame:
             raise RemoteProtocolError(
                 "bad_field", f"field {name!r} of '{kind}' must be a string", ref=ref
             )
-        if "\x00" in value:
-            raise RemoteProtocolError("bad_field", f"field {name!r} contains NUL", ref=ref)
+        bad = find_control_character(value)
+        if bad is not None:
+            raise RemoteProtocolError(
+                "bad_field",
+                f"field {name!r} contains the control character U+{ord(bad):04X}",
+                ref=ref,
+            )
         kwargs[name] = value
     frame: ClientFrame = cls(**kwargs)
     return frame

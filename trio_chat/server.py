@@ -268,6 +268,14 @@ class ChatServer:
             nursery.cancel_scope.cancel()
         self._nursery = None
 
+    @property
+    def ws_port(self) -> int | None:
+        """The port the WebSocket listener actually bound, once serving (else the config's)."""
+        for address in self.addresses:
+            if address.startswith(("ws://", "wss://")):
+                return int(address.rsplit(":", 1)[1])
+        return self.config.ws_port
+
     def shutdown(self) -> None:
         """Ask :meth:`serve` to stop: no new connections, every user told, then exit."""
         self._stopping = True

@@ -27,6 +27,7 @@ from .protocol import (
     ServerEvent,
     Topic,
     Welcome,
+    find_control_character,
 )
 
 #: What a text-mode user is asked before anything else.
@@ -50,6 +51,11 @@ def parse_command_line(text: str) -> ClientFrame | None:
     """
     if not text.strip():
         return None
+    bad = find_control_character(text)
+    if bad is not None:
+        raise RemoteProtocolError(
+            "bad_field", f"the line contains the control character U+{ord(bad):04X}; not sent"
+        )
     if text.startswith("//"):
         return Say(text=text[1:])
     if text.startswith("/"):

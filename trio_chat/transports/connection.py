@@ -97,7 +97,10 @@ async def _handshake(
     await link.prompt_nick()
     while True:
         item = await link.receive()
-        if item is None or isinstance(item, Quit):
+        if item is None:
+            return None
+        if isinstance(item, Quit):
+            await _goodbye(link, Bye(code="quit", text=item.reason or "quit"))
             return None
         if isinstance(item, RemoteProtocolError):
             await link.send([Error(code=item.code, text=item.message, ref=item.ref)])

@@ -112,6 +112,24 @@ async def sniff(stream: trio.abc.Stream, delay: float) -> tuple[bytes, bool] | N
     return first, not first.lstrip().startswith(b"{")
 
 
+#: HTTP methods a browser or WebSocket client opens with; they belong on the WebSocket port.
+HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"OPTIONS ")
+
+
+def http_misdirected(ws_port: int | None) -> bytes:
+    """A short HTTP 400 for an HTTP/WebSocket client that dialled the chat TCP port."""
+    where = f"port {ws_port}" if ws_port else "the WebSocket port"
+    body = (
+        f"This is the trio-chat TCP port (JSON lines or plain text). "
+        f"For WebSocket and the browser page use {where}.\n"
+    ).encode()
+    return (
+        b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+
+
 async def handle_tcp(server: ChatServer, stream: trio.SocketStream) -> None:
     """Serve one TCP connection; nothing it does can take down the listener."""
     address = peer_address(stream)
@@ -129,6 +147,9 @@ async def handle_tcp(server: ChatServer, stream: trio.SocketStream) -> None:
             if sniffed is None:
                 return
             first, plain_text = sniffed
+            if first.startswith(HTTP_METHODS):
+                await chat_stream.send_all(http_misdirected(server.ws_port))
+                return
             link = TcpLink(
                 chat_stream,
                 address,

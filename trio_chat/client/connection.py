@@ -1,0 +1,282 @@
+"""The client's side of the wire: TCP JSON lines or WebSocket, behind one small interface.
+
+:func:`parse_target` turns what the user typed (``localhost``, ``ws://host:port/``) into a
+:class:`Target`; :func:`open_connection` connects and yields a :class:`ServerConnection` that
+sends client frames and receives server events, whatever the transport. Every failure a user
+can meet becomes a :class:`ConnectError` carrying one readable line.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import trio
+import trio_websocket
+
+from ..framing import EOF, NEED_DATA, LineBuffer, LineTooLong
+from ..protocol import (
+    ClientFrame,
+    Ping,
+    RemoteProtocolError,
+    ServerEvent,
+    decode_server_event,
+    encode_client_frame,
+)
+
+#: Seconds to wait for the TCP connection (and the WebSocket handshake) before giving up.
+CONNECT_TIMEOUT = 10.0
+#: Seconds a WebSocket close handshake may take when the client leaves.
+DISCONNECT_TIMEOUT = 2.0
+#: Largest server line or message the client accepts; the server's own cap is far lower.
+MAX_EVENT_BYTES = 1024 * 1024
+RECEIVE_SIZE = 64 * 1024
+
+#: Sent as soon as a connection opens, before the user is asked for a nickname. The server's
+#: TCP port also serves people on ``nc``: it waits a moment for the client to speak and takes
+#: silence for a person typing, so a JSON client must speak at once. The ``pong`` it earns
+#: also tells the client that a chat server is listening (on either transport).
+OPENING_PING = Ping(token="trio-chat-client")
+
+
+class ConnectError(Exception):
+    """Connecting failed; ``str(exc)`` is one line for the user (without the program name)."""
+
+
+class BadTarget(ValueError):
+    """What the user gave as HOST is not a host name or a usable ``ws://`` URL."""
+
+
+class ConnectionLost(Exception):
+    """The server went away while we were sending."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where to connect: ``scheme`` is ``tcp``, ``ws`` or ``wss``."""
+
+    scheme: str
+    host: str
+    port: int
+    resource: str = "/"
+
+    @property
+    def display(self) -> str:
+        """How the target is named in messages: ``host:port`` or the URL."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.scheme == "tcp":
+            return f"{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}{self.resource}"
+
+
+def parse_target(host: str, port: int) -> Target:
+    """A host name (TCP on ``port``) or a ``ws://`` / ``wss://`` URL (its own port).
+
+    Raises :class:`BadTarget` with the reason.
+    """
+    text = host.strip()
+    if "://" not in text:
+        if not text or any(ch.isspace() or ch in "/?#" for ch in text):
+            raise BadTarget(f"bad host name {host!r}")
+        return Target("tcp", text.strip("[]"), port)
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("ws", "wss"):
+        raise BadTarget(f"bad URL {host!r}: use ws://HOST:PORT/ (or wss://)")
+    try:
+        url_port = parts.port
+    except ValueError:
+        raise BadTarget(f"bad URL {host!r}: the port is not a number from 0 to 65535") from None
+    if not parts.hostname:
+        raise BadTarget(f"bad URL {host!r}: no host name")
+    if url_port is None:
+        url_port = 443 if scheme == "wss" else 80
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    return Target(scheme, parts.hostname, url_port, resource)
+
+
+class ServerConnection(Protocol):
+    """An open connection to a chat server, as the client app sees it."""
+
+    async def send(self, frame: ClientFrame) -> None:
+        """Send one frame; raises :class:`ConnectionLost` if the server is gone."""
+        ...
+
+    async def receive(self) -> ServerEvent | RemoteProtocolError | None:
+        """The next event, a frame we could not read, or ``None`` once the server is gone."""
+        ...
+
+
+class TcpServerConnection:
+    """JSON lines over a TCP stream."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self._lines = LineBuffer(MAX_EVENT_BYTES)
+        # Two tasks may send (the input loop, and a final quit); keep their lines whole.
+        self._send_lock = trio.Lock()
+
+    async def send(self, frame: ClientFrame) -> None:
+        async with self._send_lock:
+            try:
+                await self.stream.send_all(encode_client_frame(frame))
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ConnectionLost(str(exc)) from None
+
+    async def receive(self) -> ServerEvent | RemoteProtocolError | None:
+        while True:
+            event = self._lines.next_event()
+            if event is NEED_DATA:
+                try:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return None
+                self._lines.feed(data)
+                continue
+            if event is EOF:
+                return None
+            if isinstance(event, LineTooLong):
+                return RemoteProtocolError("line_too_long", "the server sent an over-long line")
+            assert isinstance(event, bytes)
+            if not event.strip():
+                continue
+            try:
+                return decode_server_event(event)
+            except RemoteProtocolError as exc:
+                return exc
+
+
+class WebSocketServerConnection:
+    """One JSON object per WebSocket text message."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self.ws = ws
+
+    async def send(self, frame: ClientFrame) -> None:
+        # encode_client_frame makes a JSON *line*; a WebSocket message carries no newline.
+        text = encode_client_frame(frame).decode().rstrip("\n")
+        try:
+            await self.ws.send_message(text)
+        except trio_websocket.ConnectionClosed as exc:
+            raise ConnectionLost(str(exc)) from None
+
+    async def receive(self) -> ServerEvent | RemoteProtocolError | None:
+        try:
+            message: str | bytes = await self.ws.get_message()
+        except trio_websocket.ConnectionClosed:
+            return None
+        try:
+            return decode_server_event(message)
+        except RemoteProtocolError as exc:
+            return exc
+
+
+def describe_os_error(exc: BaseException) -> str:
+    """A few words for why a connection attempt failed (``connection refused``, ...)."""
+    if isinstance(exc, socket.gaierror):
+        return "unknown host"
+    # trio.open_tcp_stream raises "all attempts to connect ... failed" with the per-address
+    # errors grouped in __cause__: look inside for the real reason.
+    found = _first_connect_error(exc)
+    if found is None:
+        return str(exc) or type(exc).__name__
+    if isinstance(found, ConnectionRefusedError) or found.errno == errno.ECONNREFUSED:
+        return "connection refused"
+    if found.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "host unreachable"
+    if isinstance(found, TimeoutError) or found.errno == errno.ETIMEDOUT:
+        return "timed out"
+    return (found.strerror or str(found)).lower()
+
+
+def _first_connect_error(exc: BaseException | None) -> OSError | None:
+    if exc is None:
+        return None
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_connect_error(inner)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc
+    if exc.__cause__ is not None:
+        return _first_connect_error(exc.__cause__) or (exc if isinstance(exc, OSError) else None)
+    return exc if isinstance(exc, OSError) else None
+
+
+@asynccontextmanager
+async def open_connection(target: Target) -> AsyncIterator[ServerConnection]:
+    """Connect to ``target`` and send :data:`OPENING_PING`; closed when the block ends.
+
+    Raises :class:`ConnectError` if it cannot connect.
+    """
+    if target.scheme == "tcp":
+        async with await _open_tcp(target) as stream:
+            connection = TcpServerConnection(stream)
+            await connection.send(OPENING_PING)
+            yield connection
+        return
+    connected = False
+    try:
+        async with trio_websocket.open_websocket(
+            target.host,
+            target.port,
+            target.resource,
+            use_ssl=target.scheme == "wss",
+            max_message_size=MAX_EVENT_BYTES,
+            connect_timeout=CONNECT_TIMEOUT,
+            disconnect_timeout=DISCONNECT_TIMEOUT,
+        ) as ws:
+            connected = True
+            try:
+                websocket = WebSocketServerConnection(ws)
+                await websocket.send(OPENING_PING)
+                yield websocket
+            finally:
+                # Close here, bounded and even when cancelled, so that open_websocket finds
+                # the socket closed: its own close would raise DisconnectionTimeout over
+                # whatever ended our block if the server is slow to answer the close.
+                with trio.CancelScope(shield=True), trio.move_on_after(DISCONNECT_TIMEOUT):
+                    await ws.aclose()
+    except trio_websocket.ConnectionRejected as exc:
+        if connected:
+            raise
+        raise ConnectError(
+            f"cannot connect to {target.display}: the server refused the WebSocket "
+            f"(HTTP {exc.status_code}); is this the WebSocket port?"
+        ) from None
+    except trio_websocket.ConnectionTimeout:
+        if connected:
+            raise
+        # trio-websocket reports a failed TLS handshake (e.g. an untrusted certificate) only
+        # as this timeout, so say what to check.
+        hint = " (is the server's certificate trusted?)" if target.scheme == "wss" else ""
+        raise ConnectError(
+            f"cannot connect to {target.display}: no WebSocket handshake in time{hint}"
+        ) from None
+    except (trio_websocket.HandshakeError, OSError) as exc:
+        if connected:
+            raise
+        cause = exc.__cause__ if isinstance(exc, trio_websocket.HandshakeError) else exc
+        reason = describe_os_error(cause) if cause is not None else "handshake failed"
+        raise ConnectError(f"cannot connect to {target.display}: {reason}") from None
+
+
+async def _open_tcp(target: Target) -> trio.SocketStream:
+    try:
+        with trio.fail_after(CONNECT_TIMEOUT):
+            return await trio.open_tcp_stream(target.host, target.port)
+    except trio.TooSlowError:
+        raise ConnectError(f"cannot connect to {target.display}: timed out") from None
+    except OSError as exc:
+        raise ConnectError(
+            f"cannot connect to {target.display}: {describe_os_error(exc)}"
+        ) from None

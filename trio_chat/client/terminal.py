@@ -1,0 +1,240 @@
+"""The user's end: read typed lines, show server lines, for a person or for a script.
+
+On a terminal, :class:`PromptTerminal` runs a prompt_toolkit prompt in a worker thread under
+``patch_stdout(raw=True)``, so a line arriving from the server is printed *above* the prompt
+and the half-typed line stays intact. With piped stdin (a test, a script),
+:class:`PipeTerminal` reads lines from stdin with a trio stream and prints plain lines.
+:func:`open_terminal` picks one and guarantees the prompt thread has ended when it returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import sys
+import threading
+import unicodedata
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from ..framing import EOF, NEED_DATA, LineBuffer, LineTooLong
+
+if TYPE_CHECKING:
+    from prompt_toolkit import PromptSession
+
+#: Longest line read from piped stdin; longer lines are dropped with a notice.
+MAX_INPUT_BYTES = 64 * 1024
+
+
+class InputEnd(enum.Enum):
+    """Why :meth:`Terminal.read_line` returned no line."""
+
+    #: stdin closed, or Ctrl-D at the prompt, or the terminal is being shut down.
+    EOF = "eof"
+    #: Ctrl-C at the prompt.
+    INTERRUPT = "interrupt"
+
+
+class Terminal(Protocol):
+    """What the chat loop needs from the user's side."""
+
+    #: True for a person at a prompt; False for piped input.
+    interactive: bool
+
+    async def read_line(self, prompt: Callable[[], str]) -> str | InputEnd:
+        """The next typed line (without newline), or why there is none."""
+        ...
+
+    def show(self, text: str) -> None:
+        """Print one line (``text`` may hold newlines only between lines)."""
+        ...
+
+
+def printable(text: str) -> str:
+    """``text`` made safe for a terminal: control characters shown, never obeyed.
+
+    A chat line may hold anything but NUL; an ESC sequence would otherwise move the cursor
+    or retitle the window, and a bare newline could forge a line from someone else.
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch == "\t" or ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append("^" + chr(ord(ch) ^ 0x40))
+        elif unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _BIDI_CONTROLS:
+            out.append(f"<U+{ord(ch):04X}>")
+        else:
+            out.append(ch)  # other unprintables (e.g. unassigned) do not drive the terminal
+    return "".join(out)
+
+
+#: Bidirectional overrides and isolates, which can make a line read as something else.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+class PipeTerminal:
+    """Lines from a byte stream (stdin), plain lines to stdout, flushed each time."""
+
+    interactive = False
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self._lines = LineBuffer(MAX_INPUT_BYTES)
+        self._output_closed = False
+
+    async def read_line(self, prompt: Callable[[], str]) -> str | InputEnd:
+        while True:
+            event = self._lines.next_event()
+            if event is NEED_DATA:
+                try:
+                    data = await self.stream.receive_some(MAX_INPUT_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    return InputEnd.EOF
+                self._lines.feed(data)
+                continue
+            if event is EOF:
+                return InputEnd.EOF
+            if isinstance(event, LineTooLong):
+                self.show(f"!! input line longer than {event.limit} bytes was dropped")
+                continue
+            assert isinstance(event, bytes)
+            return event.decode("utf-8", errors="replace")
+
+    def show(self, text: str) -> None:
+        if self._output_closed:
+            return
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:
+            # Whoever read our output is gone (`| head`): keep chatting, stop printing.
+            self._output_closed = True
+            _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    # Python would report the broken pipe again when it flushes stdout at exit.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+class PromptTerminal:
+    """A prompt_toolkit prompt, each ``prompt()`` call in a trio worker thread.
+
+    The thread blocks in ``PromptSession.prompt`` until the user presses Enter. To end it
+    early (the server went away, Ctrl-C, the session is over), :meth:`_stop` asks the
+    prompt's own event loop to exit the application; ``pre_run`` closes the race where the
+    stop request comes before that loop is running. Worker threads are never abandoned:
+    every :meth:`read_line` returns only after its thread has returned. A cancelled read
+    stops the terminal for good: later reads return :attr:`InputEnd.EOF` at once.
+    """
+
+    interactive = True
+
+    def __init__(self, session: PromptSession[str] | None = None) -> None:
+        from prompt_toolkit import PromptSession
+
+        #: Tests pass a session on a pipe input and a dummy output.
+        self.session: PromptSession[str] = session or PromptSession()
+        self._lock = threading.Lock()
+        self._stopped = False  # once set, no prompt runs any more
+        self._running = False  # a prompt's application is running in the worker thread
+
+    async def read_line(self, prompt: Callable[[], str]) -> str | InputEnd:
+        if self._stopped:
+            return InputEnd.EOF
+        finished = False
+
+        async def stop_when_cancelled() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                if not finished:
+                    self._stop()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop_when_cancelled)
+            # Not abandon_on_cancel: a cancelled read waits for the prompt to exit (which
+            # stop_when_cancelled makes it do at once), so no thread outlives trio.run.
+            result = await trio.to_thread.run_sync(
+                self._prompt_in_thread, prompt, thread_name="trio-chat prompt"
+            )
+            finished = True
+            nursery.cancel_scope.cancel()
+        return result
+
+    def _prompt_in_thread(self, prompt: Callable[[], str]) -> str | InputEnd:
+        def pre_run() -> None:
+            with self._lock:
+                self._running = True
+                if self._stopped:
+                    self._exit_app()
+
+        try:
+            return self.session.prompt(prompt, pre_run=pre_run)
+        except EOFError:
+            return InputEnd.EOF
+        except KeyboardInterrupt:
+            return InputEnd.INTERRUPT
+        finally:
+            with self._lock:
+                self._running = False
+
+    def _stop(self) -> None:
+        """From the trio thread: end the running prompt, if any, and every later one."""
+        with self._lock:
+            self._stopped = True
+            loop = self.session.app.loop
+            if not self._running or loop is None:
+                return  # not started yet (pre_run will see _stopped) or already over
+            # RuntimeError: the loop has just closed, so the prompt is returning anyway.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._exit_app)
+
+    def _exit_app(self) -> None:
+        """In the prompt's thread: make ``prompt()`` raise EOFError, unless it is done."""
+        app = self.session.app
+        if app.future is not None and not app.future.done():
+            app.exit(exception=EOFError())
+
+    def show(self, text: str) -> None:
+        # sys.stdout is patch_stdout's proxy here: it prints above the prompt line.
+        print(text, flush=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._stopped = True
+
+
+def stdin_is_terminal() -> bool:
+    """Use the interactive prompt only when both ends are a terminal."""
+    try:
+        return sys.stdin.isatty() and sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@asynccontextmanager
+async def open_terminal(interactive: bool) -> AsyncIterator[Terminal]:
+    """The prompt (``interactive``) or a stdin line reader, torn down when the block ends."""
+    if interactive:
+        from prompt_toolkit.patch_stdout import patch_stdout
+
+        terminal = PromptTerminal()
+        try:
+            with patch_stdout(raw=True):
+                yield terminal
+        finally:
+            terminal.close()
+        return
+    # A duplicate of fd 0, so closing the stream leaves sys.stdin alone; FdStream puts it in
+    # non-blocking mode and restores the original mode when closed.
+    async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stream:
+        yield PipeTerminal(stream)
