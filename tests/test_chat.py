@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import trio
 
-from trio_chat.testing import DEFAULT_TIMEOUT, TestServer, open_client
+from trio_chat.testing import (
+    DEFAULT_TIMEOUT,
+    TestServer,
+    local_config,
+    open_client,
+    open_test_server,
+)
 
 
 class TextClient:
@@ -264,3 +270,29 @@ async def test_quit_before_logging_in_says_bye(chat_server: TestServer) -> None:
     async with open_client(chat_server) as client:
         await client.send({"type": "quit"})
         assert (await client.expect("bye")).code == "quit"
+
+
+async def test_quiet_json_clients_are_pinged_and_dropped_if_they_do_not_answer() -> None:
+    config = local_config(idle_timeout=0.2, ping_timeout=0.3)
+    async with (
+        open_test_server(config=config) as chat,
+        open_client(chat, "alice", websocket=True) as alice,  # WebSocket pings: auto-answered
+        open_client(chat, "polite") as polite,
+        open_client(chat, "silent") as silent,
+    ):
+        text = await open_text_client(chat)
+        async with text.stream:
+            await text.read_until("nickname?")
+            await text.send_line("nc_user")
+            ping = await polite.expect("ping")
+            assert ping.token
+            await polite.send({"type": "pong", "token": ping.token})
+            event = await alice.expect("leave", lambda e: e.nick == "silent")
+            assert event.reason == "ping timeout"
+            assert (await silent.closed()) is True
+            with trio.fail_after(2):
+                await polite.expect("ping")  # pinged again after the next quiet spell
+            # Whoever answered, and the nc user (watched by TCP keepalive), are still here.
+            await alice.command("/who")
+            info = await alice.expect("info")
+            assert set(info.data["users"]) == {"alice", "polite", "nc_user"}

@@ -25,8 +25,10 @@ def test_port_in_use_is_one_clear_line() -> None:
         port = busy.getsockname()[1]
         result = run_cli("serve", "--port", str(port), "--ws-port", "0", "--no-entry-points")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "trio-chat: error: address already in use"
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("trio-chat: error: address already in use")
     )
     assert "Traceback" not in result.stderr
 

@@ -142,8 +142,11 @@ def client_command(*args: str) -> list[str]:
 @asynccontextmanager
 async def running_client(*args: str) -> AsyncIterator[ClientProcess]:
     process = await trio.lowlevel.open_process(
-        client_command(*args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, cwd=ROOT,
+        client_command(*args),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
     )
     try:
         yield ClientProcess(process)
@@ -169,9 +172,10 @@ async def test_tcp_client_sends_and_shows_messages(
     server: tuple[ChatServer, dict[str, str]],
 ) -> None:
     _, addresses = server
-    async with raw_client(addresses, "bob") as bob, running_client(
-        "127.0.0.1", "--port", tcp_port(addresses), "--nick", "alice"
-    ) as alice:
+    async with (
+        raw_client(addresses, "bob") as bob,
+        running_client("127.0.0.1", "--port", tcp_port(addresses), "--nick", "alice") as alice,
+    ):
         await alice.expect("-- Hello alice, you are in #lobby")
         await bob.expect("join", nick="alice")
         await alice.send_line("hi bob, from the terminal")
@@ -190,9 +194,10 @@ async def test_websocket_client_sends_and_shows_messages(
     server: tuple[ChatServer, dict[str, str]],
 ) -> None:
     _, addresses = server
-    async with raw_client(addresses, "bob") as bob, running_client(
-        addresses["ws"] + "/", "--nick", "wendy"
-    ) as wendy:
+    async with (
+        raw_client(addresses, "bob") as bob,
+        running_client(addresses["ws"] + "/", "--nick", "wendy") as wendy,
+    ):
         await wendy.expect("-- Hello wendy")
         await bob.expect("join", nick="wendy")
         await wendy.send_line("over the websocket")
@@ -224,9 +229,10 @@ async def test_asks_for_the_nickname_when_not_given(
 
 async def test_a_taken_nickname_asks_again(server: tuple[ChatServer, dict[str, str]]) -> None:
     _, addresses = server
-    async with raw_client(addresses, "dave") as dave, running_client(
-        "127.0.0.1", "--port", tcp_port(addresses), "--nick", "Dave"
-    ) as other:
+    async with (
+        raw_client(addresses, "dave") as dave,
+        running_client("127.0.0.1", "--port", tcp_port(addresses), "--nick", "Dave") as other,
+    ):
         await other.expect("!! ")  # the server's reason, e.g. the nickname is in use
         await other.expect(NICK_PROMPT)
         await other.send_line("bad nick!")
@@ -246,18 +252,25 @@ async def test_connection_refused_is_one_line() -> None:
     with trio.fail_after(WAIT):
         result = await trio.run_process(
             client_command("127.0.0.1", "--port", str(port), "--nick", "x"),
-            stdin=b"", capture_stdout=True, capture_stderr=True, check=False, cwd=ROOT,
+            stdin=b"",
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd=ROOT,
         )
     assert result.returncode == 1
-    assert_one_error_line(result.stderr.decode(),
-                          f"trio-chat: cannot connect to 127.0.0.1:{port}: connection refused")
+    assert_one_error_line(
+        result.stderr.decode(), f"trio-chat: cannot connect to 127.0.0.1:{port}: connection refused"
+    )
 
 
 @pytest.mark.parametrize(
     ("host", "message"),
     [
-        ("http://example.org/", "trio-chat: bad URL 'http://example.org/': use ws://HOST:PORT/"
-                                " (or wss://)"),
+        (
+            "http://example.org/",
+            "trio-chat: bad URL 'http://example.org/': use ws://HOST:PORT/ (or wss://)",
+        ),
         ("ws://:80/", "trio-chat: bad URL 'ws://:80/': no host name"),
     ],
 )
@@ -265,7 +278,11 @@ async def test_bad_url_is_one_line(host: str, message: str) -> None:
     with trio.fail_after(WAIT):
         result = await trio.run_process(
             client_command(host, "--nick", "x"),
-            stdin=b"", capture_stdout=True, capture_stderr=True, check=False, cwd=ROOT,
+            stdin=b"",
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd=ROOT,
         )
     assert result.returncode == 2
     assert_one_error_line(result.stderr.decode(), message)
@@ -302,8 +319,7 @@ async def test_server_shutdown_bye_is_shown(server: tuple[ChatServer, dict[str, 
 
 async def test_sigint_exits_quietly(server: tuple[ChatServer, dict[str, str]]) -> None:
     _, addresses = server
-    async with running_client("127.0.0.1", "--port", tcp_port(addresses), "--nick", "gina"
-                              ) as gina:
+    async with running_client("127.0.0.1", "--port", tcp_port(addresses), "--nick", "gina") as gina:
         await gina.expect("-- Hello gina")
         gina.process.send_signal(signal.SIGINT)
         status, stderr = await gina.finish(close_stdin=False)
@@ -355,7 +371,8 @@ tmux = shutil.which("tmux")
 
 @pytest.mark.skipif(tmux is None, reason="tmux is not installed")
 async def test_message_arriving_keeps_the_half_typed_line(
-    server: tuple[ChatServer, dict[str, str]], tmp_path: Path,
+    server: tuple[ChatServer, dict[str, str]],
+    tmp_path: Path,
 ) -> None:
     assert tmux is not None
     _, addresses = server
@@ -363,8 +380,9 @@ async def test_message_arriving_keeps_the_half_typed_line(
 
     async def tmux_run(*args: str) -> str:
         with trio.fail_after(WAIT):
-            result = await trio.run_process([tmux, "-S", socket_path, *args],
-                                            capture_stdout=True, capture_stderr=True)
+            result = await trio.run_process(
+                [tmux, "-S", socket_path, *args], capture_stdout=True, capture_stderr=True
+            )
         return str(result.stdout.decode())
 
     async def screen_until(check: Callable[[list[str]], bool]) -> list[str]:
@@ -377,13 +395,28 @@ async def test_message_arriving_keeps_the_half_typed_line(
                     return lines
                 await trio.sleep(0.05)
 
-    command = " ".join(client_command("127.0.0.1", "--port", tcp_port(addresses),
-                                      "--nick", "tina"))
+    command = " ".join(client_command("127.0.0.1", "--port", tcp_port(addresses), "--nick", "tina"))
     env = {**os.environ, "TERM": "xterm-256color"}
     with trio.fail_after(WAIT):
         await trio.run_process(
-            [tmux, "-S", socket_path, "-f", "/dev/null", "new-session", "-d", "-x", "120",
-             "-y", "30", "-s", "chat", "-c", str(ROOT), command],
+            [
+                tmux,
+                "-S",
+                socket_path,
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-x",
+                "120",
+                "-y",
+                "30",
+                "-s",
+                "chat",
+                "-c",
+                str(ROOT),
+                command,
+            ],
             env=env,
         )
     try:
@@ -397,8 +430,10 @@ async def test_message_arriving_keeps_the_half_typed_line(
             # The message goes above the prompt, and the typed text stays on the prompt line
             # (prompt_toolkit hides the prompt for a moment to print: wait for the redraw).
             lines = await screen_until(
-                lambda lines: any("<bob> a message while you type" in li for li in lines)
-                and lines[-1] == "tina> half typed"
+                lambda lines: (
+                    any("<bob> a message while you type" in li for li in lines)
+                    and lines[-1] == "tina> half typed"
+                )
             )
             assert lines[-2].endswith("<bob> a message while you type"), lines
             assert sum("half typed" in line for line in lines) == 1, lines
@@ -410,8 +445,9 @@ async def test_message_arriving_keeps_the_half_typed_line(
             await bob.expect("leave", nick="tina")
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(WAIT):
-            await trio.run_process([tmux, "-S", socket_path, "kill-server"], check=False,
-                                   capture_stderr=True)
+            await trio.run_process(
+                [tmux, "-S", socket_path, "kill-server"], check=False, capture_stderr=True
+            )
 
 
 # ------------------------------------------------------------------------- pure helpers
@@ -439,8 +475,13 @@ def test_server_text_cannot_drive_the_terminal() -> None:
     assert printable("plain text, café ✓") == "plain text, café ✓"
     assert printable("\x1b[2Jwiped") == "^[[2Jwiped"
     assert printable("a\u202eb") == "a<U+202E>b"
-    fake = Message(id=1, ts=0.0, room="#lobby", nick="mallory",
-                   text="hi\n[00:00:00] <admin> give me your password")
+    fake = Message(
+        id=1,
+        ts=0.0,
+        room="#lobby",
+        nick="mallory",
+        text="hi\n[00:00:00] <admin> give me your password",
+    )
     assert "\n" not in event_lines(fake)
     info = Info(text="Commands:\n  /help\x1b[31m")
     assert event_lines(info) == "-- Commands:\n--   /help^[[31m"
@@ -452,14 +493,17 @@ async def test_a_port_without_a_chat_server_is_one_line(nursery: trio.Nursery) -
             await stream.receive_some(65536)  # like an HTTP server: read, answer, close
             await stream.send_all(b"HTTP/1.1 400 Bad Request\r\n\r\n<html>no</html>\n")
 
-    listeners = await nursery.start(partial(trio.serve_tcp, host="127.0.0.1"),
-                                    not_a_chat_server, 0)
+    listeners = await nursery.start(partial(trio.serve_tcp, host="127.0.0.1"), not_a_chat_server, 0)
     listener = listeners[0]
     port = listener.socket.getsockname()[1]
     with trio.fail_after(WAIT):
         result = await trio.run_process(
             client_command("127.0.0.1", "--port", str(port), "--nick", "x"),
-            stdin=b"", capture_stdout=True, capture_stderr=True, check=False, cwd=ROOT,
+            stdin=b"",
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd=ROOT,
         )
     assert result.returncode == 1
     assert_one_error_line(

@@ -16,8 +16,7 @@ MESSAGES_EACH = 20
 async def test_fifty_clients_each_sending_twenty_all_receive_1000_in_one_order() -> None:
     async with open_test_server() as chat, AsyncExitStack() as stack:
         clients: list[ChatClient] = [
-            await stack.enter_async_context(open_client(chat, f"user{i}"))
-            for i in range(CLIENTS)
+            await stack.enter_async_context(open_client(chat, f"user{i}")) for i in range(CLIENTS)
         ]
         received: dict[int, list[tuple[int, str, str]]] = {}
 

@@ -30,8 +30,13 @@ class ServerConfig:
     max_batch: int = 256
     #: Seconds one write may take before the peer counts as gone.
     send_timeout: float = 30.0
-    #: Seconds a new connection has to choose a nickname.
-    handshake_timeout: float = 60.0
+    #: Seconds a new connection has to choose a nickname (slow or silent clients are dropped).
+    handshake_timeout: float = 30.0
+    #: Seconds without hearing from a client before it is pinged (JSON ``ping``, WebSocket
+    #: ping frame; text-mode users are watched by TCP keepalive instead).
+    idle_timeout: float = 60.0
+    #: Seconds a pinged client has to answer before it is disconnected.
+    ping_timeout: float = 30.0
     #: Seconds to wait for a first byte before treating a TCP client as a text client.
     sniff_delay: float = 0.3
     #: Seconds an async command or listener plugin may run.

@@ -91,6 +91,14 @@ class Ping:
 
 
 @dataclass(frozen=True, slots=True)
+class PongReply:
+    """Answer to the server's :class:`ServerPing` (``"type": "pong"`` from a client)."""
+
+    token: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Quit:
     """The client leaves; ``reason`` is shown to others in the leave notice."""
 
@@ -98,7 +106,7 @@ class Quit:
     ref: str | None = None
 
 
-ClientFrame: TypeAlias = Hello | Say | Command | Ping | Quit
+ClientFrame: TypeAlias = Hello | Say | Command | Ping | PongReply | Quit
 
 # (field name, required, allowed Python type) per client frame type.
 _CLIENT_FRAMES: dict[str, tuple[type[Any], tuple[tuple[str, bool], ...]]] = {
@@ -106,6 +114,7 @@ _CLIENT_FRAMES: dict[str, tuple[type[Any], tuple[tuple[str, bool], ...]]] = {
     "say": (Say, (("text", True), ("room", False))),
     "command": (Command, (("name", True), ("args", False), ("room", False))),
     "ping": (Ping, (("token", False),)),
+    "pong": (PongReply, (("token", False),)),
     "quit": (Quit, (("reason", False),)),
 }
 
@@ -332,6 +341,14 @@ class Pong(ServerEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ServerPing(ServerEvent):
+    """The server has not heard from a JSON-lines client for a while: answer with ``pong``."""
+
+    TYPE: ClassVar[str] = "ping"
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Bye(ServerEvent):
     """Last frame before the server closes the connection, with the reason."""
 
@@ -347,7 +364,20 @@ def encode_server_event(event: ServerEvent) -> str:
 
 _SERVER_EVENTS: dict[str, type[ServerEvent]] = {
     cls.TYPE: cls
-    for cls in (Welcome, Message, Joined, Left, NickChanged, Private, Topic, Info, Error, Pong, Bye)
+    for cls in (
+        Welcome,
+        Message,
+        Joined,
+        Left,
+        NickChanged,
+        Private,
+        Topic,
+        Info,
+        Error,
+        Pong,
+        ServerPing,
+        Bye,
+    )
 }
 
 

@@ -27,6 +27,7 @@ from .protocol import (
     MessageKind,
     Ping,
     Pong,
+    PongReply,
     Quit,
     Say,
 )
@@ -219,6 +220,8 @@ class ChatServer:
                 self, session, spec, frame.args, frame.room or session.room, frame.ref
             )
             await run_command(ctx)
+        elif isinstance(frame, PongReply):
+            pass  # the keepalive already counted the bytes it arrived in
         elif isinstance(frame, Ping):
             self.hub.send_to(session, Pong(token=frame.token, ref=frame.ref))
         elif isinstance(frame, Quit):

@@ -34,9 +34,11 @@ from ..protocol import (
     Info,
     NickChanged,
     Pong,
+    PongReply,
     Quit,
     RemoteProtocolError,
     ServerEvent,
+    ServerPing,
     Welcome,
 )
 from ..textmode import NICK_PROMPT, parse_command_line, render_text
@@ -188,7 +190,13 @@ class ChatClient:
             if isinstance(event, RemoteProtocolError):
                 self.error = f"{self.server} does not speak the trio-chat protocol"
                 return
-            while self._handle(event):
+            while True:
+                if isinstance(event, ServerPing):
+                    # The server checks that we are still here; this is not for the screen.
+                    with contextlib.suppress(ConnectionLost):
+                        await self.connection.send(PongReply(token=event.token))
+                elif not self._handle(event):
+                    break
                 event = await self.connection.receive()
         finally:
             self._receiver_done.set()

@@ -8,7 +8,9 @@ nursery (the writer beside the reader), so a failure here ends this connection o
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -27,6 +29,7 @@ from ..protocol import (
     RemoteProtocolError,
     Say,
     ServerEvent,
+    ServerPing,
     Welcome,
 )
 
@@ -59,7 +62,32 @@ class Link(Protocol):
         """Ask for a nickname (text mode prints a prompt; JSON waits for ``hello``)."""
         ...
 
+    async def keepalive(
+        self, idle: float, answer_within: float, send_ping: Callable[[], None]
+    ) -> str:
+        """Return (with the reason) once the peer has gone quiet and did not answer a ping."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+async def ping_when_idle(
+    last_heard: Callable[[], float],
+    idle: float,
+    answer_within: float,
+    send_ping: Callable[[], None],
+) -> str:
+    """Keepalive for links that count received bytes: ping after ``idle`` seconds of silence,
+    give up ``answer_within`` seconds later if still nothing arrived. Returns the reason."""
+    while True:
+        quiet_since = last_heard()
+        await trio.sleep_until(quiet_since + idle)
+        if last_heard() != quiet_since:
+            continue  # heard something meanwhile: wait a full idle period from then
+        send_ping()
+        await trio.sleep(answer_within)
+        if last_heard() == quiet_since:
+            return "ping timeout"
 
 
 async def run_connection(server: ChatServer, link: Link) -> None:
@@ -178,7 +206,20 @@ async def _serve_session(
                 reason = "connection lost"
             nursery.cancel_scope.cancel()
 
+        async def watch() -> None:
+            nonlocal reason
+            cfg = server.config
+            tokens = itertools.count(1)
+            reason = await link.keepalive(
+                cfg.idle_timeout,
+                cfg.ping_timeout,
+                lambda: server.hub.send_to(session, ServerPing(token=str(next(tokens)))),
+            )
+            log.info("%s (%s) went quiet: %s", session.nick, link.address, reason)
+            nursery.cancel_scope.cancel()
+
         nursery.start_soon(write)
+        nursery.start_soon(watch)
         while True:
             item = await link.receive()
             if item is None:

@@ -8,6 +8,8 @@ anything else, or silence, is a person on a line client, who is then asked for a
 from __future__ import annotations
 
 import logging
+import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -16,7 +18,7 @@ from ..framing import EOF, NEED_DATA, LineBuffer, LineTooLong
 from ..protocol import ClientFrame, RemoteProtocolError, ServerEvent, decode_client_frame
 from ..textmode import NICK_PROMPT, decode_text_line, parse_command_line
 from ..wire import JSON_LINES, TEXT_LINES, WireFormat, encoded
-from .connection import run_connection
+from .connection import ping_when_idle, run_connection
 from .streams import accept_tls, listener_address, peer_address
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ class TcpLink:
             self._lines.feed(already_received)
         # A person who typed before any prompt has answered it: their line is the nickname.
         self._skip_prompt = plain_text and bool(already_received)
+        self.last_heard = trio.current_time()
 
     async def receive(self) -> ClientFrame | RemoteProtocolError | None:
         while True:
@@ -58,6 +61,7 @@ class TcpLink:
                     data = await self.stream.receive_some(RECEIVE_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return None
+                self.last_heard = trio.current_time()
                 self._lines.feed(data)
                 continue
             if event is EOF:
@@ -95,6 +99,15 @@ class TcpLink:
         elif self.plain_text:
             await self.stream.send_all(NICK_PROMPT.encode() + b"\n")
 
+    async def keepalive(
+        self, idle: float, answer_within: float, send_ping: Callable[[], None]
+    ) -> str:
+        if self.plain_text:
+            # A person on nc cannot answer pings; TCP keepalive (set on the socket) notices a
+            # vanished peer instead, and reading then fails.
+            await trio.sleep_forever()
+        return await ping_when_idle(lambda: self.last_heard, idle, answer_within, send_ping)
+
     async def aclose(self) -> None:
         await self.stream.aclose()
 
@@ -130,9 +143,23 @@ def http_misdirected(ws_port: int | None) -> bytes:
     )
 
 
+def enable_keepalive(stream: trio.SocketStream, idle: int = 60, interval: int = 10) -> None:
+    """Let the kernel probe quiet peers, so one that vanished (cable pulled, laptop shut)
+    is noticed within about ``idle + 3 * interval`` seconds even if it never writes."""
+    try:
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    except OSError:
+        pass
+
+
 async def handle_tcp(server: ChatServer, stream: trio.SocketStream) -> None:
     """Serve one TCP connection; nothing it does can take down the listener."""
     address = peer_address(stream)
+    enable_keepalive(stream)
     try:
         async with stream:
             chat_stream: trio.abc.Stream = stream

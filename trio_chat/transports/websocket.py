@@ -10,6 +10,7 @@ WebSocket reader task runs in that connection's own nursery.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -76,6 +77,20 @@ class WebSocketLink:
 
     async def prompt_nick(self) -> None:
         return None
+
+    async def keepalive(
+        self, idle: float, answer_within: float, send_ping: Callable[[], None]
+    ) -> str:
+        """WebSocket ping frames, which every client library and browser answers by itself."""
+        while True:
+            await trio.sleep(idle)
+            with trio.move_on_after(answer_within):
+                try:
+                    await self.ws.ping()
+                except trio_websocket.ConnectionClosed:
+                    return "connection lost"
+                continue
+            return "ping timeout"
 
     async def aclose(self) -> None:
         await self.ws.aclose()
