@@ -1,0 +1,634 @@
+"""The trio-facing store: one writer task, batched commits, reads in worker threads.
+
+How the pieces fit (see ``/work/shared/LIBRARIES.md`` for the measurements behind it):
+
+* Every write (messages, accounts, pruning) is an item on one bounded memory channel.
+  A single writer task takes everything waiting (up to ``batch_max`` items), writes it in
+  one transaction in a worker thread (``trio.to_thread.run_sync`` with a
+  ``CapacityLimiter(1)``, so there is never more than one writing thread), and then wakes
+  each waiting caller. :meth:`Store.append` returns only once its message is committed, so
+  a server that appends first and fans out second never shows a message it could lose on
+  a crash.
+* The channel is bounded: when the disk falls behind, :meth:`Store.append` waits
+  (backpressure) instead of letting memory grow.
+* Reads run in worker threads on their own connections (WAL lets readers and the writer
+  proceed at once), so neither a long history query nor a slow commit stalls the loop.
+* On exit the queued writes are flushed, shielded from cancellation but bounded by
+  ``close_timeout``; callers still waiting after that get :class:`StoreError`.
+
+Worker threads are never abandoned on cancellation: a commit that has started finishes
+(or fails) and its callers are told which.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
+
+import trio
+
+from ..names import name_key
+from . import schema
+from .accounts import check_password, dummy_hash, hash_password
+from .records import (
+    AccountExists,
+    StoredKind,
+    StoredMessage,
+    StoreError,
+    private_conversation,
+    room_conversation,
+    store_error,
+)
+
+log = logging.getLogger("trio_chat.store")
+
+T = TypeVar("T")
+
+#: Largest ``limit`` one history query accepts.
+MAX_HISTORY_LIMIT = 10_000
+
+_COLUMNS = "id, ts, room, sender, text, kind, recipient"
+_INSERT = (
+    "INSERT INTO messages (id, ts, room, sender, text, kind, recipient, conv)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_PER_MESSAGE_ERRORS = ("SQLITE_CONSTRAINT", "SQLITE_FULL", "SQLITE_TOOBIG")
+
+
+def _belongs_to_one_message(exc: Exception) -> bool:
+    """Whether a failed batch should be retried message by message.
+
+    A duplicate id, a message too big for the space left, or a value SQLite cannot bind
+    (no SQLite error code) is one message's fault: retrying one by one saves its
+    neighbours. A lock or I/O error is the database's: retrying would only wait again.
+    """
+    name = getattr(exc, "sqlite_errorname", None)
+    return name is None or str(name).startswith(_PER_MESSAGE_ERRORS)
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """Counters for tests and metrics."""
+
+    #: Messages committed.
+    messages: int = 0
+    #: Transactions that committed messages (fewer than ``messages`` when batching works).
+    batches: int = 0
+    #: Messages refused with :class:`StoreError`.
+    failed: int = 0
+    #: Most messages committed in one transaction.
+    largest_batch: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class _Pending:
+    """One item on the writer's channel: messages to insert, or a job to run."""
+
+    records: Sequence[StoredMessage] = ()
+    job: Callable[[sqlite3.Connection], object] | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+    result: object = None
+    error: BaseException | None = None
+    #: Set by the writer thread once it has recorded a result or an error.
+    finished: bool = False
+
+
+def _connect(path: str | os.PathLike[str], busy_timeout: float) -> sqlite3.Connection:
+    # isolation_level=None: autocommit; every transaction here is an explicit BEGIN.
+    # check_same_thread=False: trio's worker threads come from a cache, not one fixed thread;
+    # the limiters make sure one connection is never used by two threads at once.
+    return sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+
+
+def _row_to_message(
+    row: tuple[int, float, str | None, str, str, StoredKind, str | None],
+) -> StoredMessage:
+    return StoredMessage(*row)
+
+
+class Store:
+    """Chat history and accounts in one SQLite file. Make one with :meth:`open`."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        writer: sqlite3.Connection,
+        readers: list[sqlite3.Connection],
+        *,
+        last_id: int,
+        batch_max: int,
+        close_timeout: float,
+    ) -> None:
+        self.path = path
+        self.stats = StoreStats()
+        self._last_id = last_id
+        self._writer = writer
+        self._batch_max = batch_max
+        self._close_timeout = close_timeout
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._send, self._receive = trio.open_memory_channel[_Pending](batch_max)
+        self._writer_scope = trio.CancelScope(shield=True)
+        self._writer_done = trio.Event()
+        if readers:
+            self._readers = readers
+            self._read_limiter = trio.CapacityLimiter(len(readers))
+        else:
+            # ":memory:": one connection for everything; reads share the writer's limiter so
+            # they run between transactions, never inside one.
+            self._readers = [writer]
+            self._read_limiter = self._write_limiter
+        self._reader_count = len(self._readers)
+        self._read_slots = trio.Semaphore(self._reader_count)
+        # scrypt takes 16 MiB per call: a few at a time, not one per connected client.
+        self._hash_limiter = trio.CapacityLimiter(2)
+        self._closed = False
+
+    # ------------------------------------------------------------------------ lifetime
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        batch_max: int = 512,
+        synchronous: Literal["normal", "full"] = "normal",
+        busy_timeout: float = 2.0,
+        close_timeout: float = 10.0,
+        readers: int = 2,
+        max_size: int | None = None,
+    ) -> AsyncIterator[Store]:
+        """Open (creating or upgrading) the database at ``path`` for the block's duration.
+
+        ``":memory:"`` gives a private in-memory database. The file is checked to be a
+        trio-chat database and migrated to the current schema in one transaction; a file
+        that is locked, unreadable, corrupt, someone else's, or from a newer trio-chat
+        raises :class:`StoreError` and is left as it was.
+
+        ``synchronous="normal"`` (WAL) survives a crash of this process with every
+        committed message; ``"full"`` also survives power loss, at a cost per batch.
+        ``busy_timeout`` bounds how long any statement waits for another process's lock.
+        ``max_size`` caps the file (bytes): appends beyond it fail until :meth:`prune`.
+        ``readers`` is the number of read connections (concurrent history queries).
+        On exit, queued writes are flushed for at most ``close_timeout`` seconds (plus up
+        to ``busy_timeout`` for a batch already waiting on another process's lock); their
+        callers get :class:`StoreError` after that.
+        """
+        if batch_max < 1 or readers < 1:
+            raise ValueError("batch_max and readers must be at least 1")
+        if synchronous not in ("normal", "full"):
+            raise ValueError("synchronous must be 'normal' or 'full'")
+        memory = os.fspath(path) == ":memory:"
+        writer, reader_conns, last_id = await trio.to_thread.run_sync(
+            _open_sync,
+            path,
+            memory,
+            busy_timeout,
+            synchronous,
+            0 if memory else readers,
+            max_size,
+        )
+        store = cls(
+            path,
+            writer,
+            reader_conns,
+            last_id=last_id,
+            batch_max=batch_max,
+            close_timeout=close_timeout,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(store._run_writer)
+                try:
+                    yield store
+                finally:
+                    await store._stop_writer()
+        finally:
+            store._closed = True
+            store._fail_unwritten()
+            with trio.CancelScope(shield=True):
+                # Reads still running (tasks outside the block) finish before their
+                # connection closes; each is one short query.
+                for _ in range(store._reader_count):
+                    await store._read_slots.acquire()
+                # The writer last: the last connection to close checkpoints and removes the WAL.
+                await trio.to_thread.run_sync(_close_all, [*reader_conns, writer])
+
+    @property
+    def last_id(self) -> int:
+        """The highest message id ever stored here (0 if none): continue numbering after it.
+
+        Survives restarts and pruning. Kept up to date as messages are committed.
+        """
+        return self._last_id
+
+    async def _stop_writer(self) -> None:
+        # No new writes; the writer drains what is queued and then sees the end of channel.
+        self._send.close()
+        with trio.move_on_after(self._close_timeout, shield=True):
+            await self._writer_done.wait()
+        if not self._writer_done.is_set():
+            log.error(
+                "%s: could not flush queued writes within %.1f s; giving up",
+                os.fspath(self.path),
+                self._close_timeout,
+            )
+            # Stops a long-running statement. A wait for another process's lock is not
+            # interruptible: a batch stuck on one still ends within busy_timeout.
+            self._writer.interrupt()
+            self._writer_scope.cancel()
+
+    def _fail_unwritten(self) -> None:
+        while True:
+            try:
+                item = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            item.error = StoreError(f"store {os.fspath(self.path)} closed before the write")
+            item.done.set()
+
+    # -------------------------------------------------------------------------- writer
+
+    async def _run_writer(self) -> None:
+        # Shielded: cancelling the server must not drop queued messages. The flush is
+        # bounded by _stop_writer, which cancels this scope after close_timeout.
+        try:
+            with self._writer_scope:
+                while True:
+                    try:
+                        first = await self._receive.receive()
+                    except trio.EndOfChannel:
+                        return
+                    batch = [first]
+                    while len(batch) < self._batch_max:
+                        try:
+                            batch.append(self._receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    try:
+                        await trio.to_thread.run_sync(
+                            self._write_batch, batch, limiter=self._write_limiter
+                        )
+                    finally:
+                        for item in batch:
+                            if not item.finished:
+                                item.error = StoreError(
+                                    f"store {os.fspath(self.path)}: write interrupted"
+                                )
+                            item.done.set()
+        finally:
+            self._writer_done.set()
+
+    def _write_batch(self, batch: list[_Pending]) -> None:
+        """In the writer thread: consecutive message items share one transaction."""
+        run: list[_Pending] = []
+        for item in batch:
+            if item.job is None:
+                run.append(item)
+                continue
+            self._commit_messages(run)
+            run = []
+            self._run_job(item)
+        self._commit_messages(run)
+
+    def _commit_messages(self, items: list[_Pending]) -> None:
+        if not items:
+            return
+        conn = self._writer
+        records = [record for item in items for record in item.records]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                _INSERT,
+                [
+                    (r.id, r.ts, r.room, r.sender, r.text, r.kind, r.recipient, r.conversation)
+                    for r in records
+                ],
+            )
+            top = max(r.id for r in records)
+            conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_id'", (top,))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            _rollback(conn)
+            if len(items) > 1 and _belongs_to_one_message(exc):
+                for item in items:
+                    self._commit_messages([item])
+                return
+            for item in items:
+                doing = "could not save message " + ", ".join(str(r.id) for r in item.records)
+                if isinstance(exc, sqlite3.Error):
+                    item.error = store_error(exc, self.path, doing)
+                else:
+                    item.error = StoreError(f"{doing}: {exc}")
+                item.finished = True
+            self.stats.failed += len(records)
+            return
+        self._last_id = max(self._last_id, top)
+        self.stats.messages += len(records)
+        self.stats.batches += 1
+        self.stats.largest_batch = max(self.stats.largest_batch, len(records))
+        for item in items:
+            item.finished = True
+
+    def _run_job(self, item: _Pending) -> None:
+        assert item.job is not None
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            item.result = item.job(conn)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            item.error = store_error(exc, self.path)
+        except Exception as exc:
+            _rollback(conn)
+            item.error = exc
+        item.finished = True
+
+    async def _submit(self, item: _Pending) -> object:
+        if self._closed:
+            raise StoreError(f"store {os.fspath(self.path)} is closed")
+        try:
+            await self._send.send(item)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise StoreError(f"store {os.fspath(self.path)} is closed") from None
+        # If the caller is cancelled here, the item stays queued and may still be committed:
+        # an append that did not return is "maybe stored", never "acknowledged and lost".
+        await item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    # ------------------------------------------------------------------------ messages
+
+    async def append(self, record: StoredMessage) -> None:
+        """Store one message; returns once it is committed.
+
+        Raises :class:`StoreError` if this message could not be written (disk full, I/O
+        error, duplicate id); the store goes on working for later messages.
+        """
+        await self._submit(_Pending(records=(record,)))
+
+    async def append_many(self, records: Sequence[StoredMessage]) -> None:
+        """Store several messages in one transaction: all are committed, or none."""
+        if records:
+            await self._submit(_Pending(records=tuple(records)))
+
+    async def history(
+        self,
+        room: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> list[StoredMessage]:
+        """Messages of a room (compared by name key), ascending by id.
+
+        * neither bound: the latest ``limit`` messages;
+        * ``after``: the first ``limit`` messages with ``id > after`` (fills a gap; page on
+          with the last id returned);
+        * ``before``: the ``limit`` messages just before ``before`` (pages backwards);
+        * both: the first ``limit`` messages strictly between them.
+        """
+        return await self._conversation(room_conversation(room), before, after, limit)
+
+    async def private_history(
+        self,
+        nick_a: str,
+        nick_b: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> list[StoredMessage]:
+        """Private messages between two users, either direction; bounds as :meth:`history`.
+
+        Nicks are compared by name key, so display nicks and keys both work.
+        """
+        return await self._conversation(private_conversation(nick_a, nick_b), before, after, limit)
+
+    async def export_room(self, room: str, *, chunk: int = 1000) -> AsyncIterator[StoredMessage]:
+        """Every message of a room, oldest first, read ``chunk`` at a time.
+
+        Nothing is held open between chunks, so stopping early is fine. Messages committed
+        during the export appear if their id is above the last one yielded.
+        """
+        after = 0
+        while True:
+            page = await self.history(room, after=after, limit=chunk)
+            for message in page:
+                yield message
+            if len(page) < chunk:
+                return
+            after = page[-1].id
+
+    async def prune(self, older_than: float, *, chunk: int = 5000) -> int:
+        """Delete messages with ``ts < older_than`` (seconds since the epoch); return how many.
+
+        Deletes ``chunk`` rows per transaction so appends are not held up behind a big
+        deletion. Ids keep rising afterwards (see :attr:`last_id`).
+        """
+
+        def delete(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "DELETE FROM messages WHERE id IN"
+                " (SELECT id FROM messages WHERE ts < ? ORDER BY ts LIMIT ?)",
+                (older_than, chunk),
+            )
+            return cursor.rowcount
+
+        total = 0
+        while True:
+            deleted = await self._submit(_Pending(job=delete))
+            assert isinstance(deleted, int)
+            total += deleted
+            if deleted < chunk:
+                return total
+
+    async def _conversation(
+        self, conv: str, before: int | None, after: int | None, limit: int
+    ) -> list[StoredMessage]:
+        if not 1 <= limit <= MAX_HISTORY_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_HISTORY_LIMIT}")
+        where = "conv = ?"
+        params: list[object] = [conv]
+        if after is not None:
+            where += " AND id > ?"
+            params.append(after)
+        if before is not None:
+            where += " AND id < ?"
+            params.append(before)
+        params.append(limit)
+        if after is not None:
+            sql = f"SELECT {_COLUMNS} FROM messages WHERE {where} ORDER BY id LIMIT ?"
+        else:
+            # Newest `limit` first (walking the index backwards), then put back in order.
+            sql = (
+                f"SELECT * FROM (SELECT {_COLUMNS} FROM messages WHERE {where}"
+                " ORDER BY id DESC LIMIT ?) ORDER BY id"
+            )
+
+        def query(conn: sqlite3.Connection) -> list[StoredMessage]:
+            return [_row_to_message(row) for row in conn.execute(sql, params)]
+
+        return await self._read(query)
+
+    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreError(f"store {os.fspath(self.path)} is closed")
+        async with self._read_slots:
+            conn = self._readers.pop()
+            try:
+                return await trio.to_thread.run_sync(
+                    self._read_sync, conn, query, limiter=self._read_limiter
+                )
+            finally:
+                self._readers.append(conn)
+
+    def _read_sync(self, conn: sqlite3.Connection, query: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return query(conn)
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.path) from exc
+
+    # ------------------------------------------------------------------------ accounts
+
+    async def create_account(self, nick_key: str, password: str) -> None:
+        """Register ``nick_key`` with a password. Raises :class:`AccountExists`, or
+        :class:`ValueError` for an empty or overlong password."""
+        key = name_key(nick_key)
+        encoded = await trio.to_thread.run_sync(hash_password, password, limiter=self._hash_limiter)
+        now = time.time()
+
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO accounts (nick_key, password_hash, created, changed)"
+                    " VALUES (?, ?, ?, ?)",
+                    (key, encoded, now, now),
+                )
+            except sqlite3.IntegrityError:
+                raise AccountExists(f"the name {nick_key!r} is already registered") from None
+
+        await self._submit(_Pending(job=insert))
+
+    async def account_exists(self, nick_key: str) -> bool:
+        return await self._password_hash(name_key(nick_key)) is not None
+
+    async def verify_password(self, nick_key: str, password: str) -> bool:
+        """Whether the account exists and ``password`` is its password.
+
+        Takes as long for a missing account as for a wrong password (no enumeration by
+        timing); scrypt runs in a worker thread.
+        """
+        stored = await self._password_hash(name_key(nick_key))
+        return await self._check(password, stored)
+
+    async def change_password(self, nick_key: str, old: str, new: str) -> bool:
+        """Replace the password if ``old`` is right; False if it is not (or no account).
+
+        Raises :class:`ValueError` if ``new`` is empty or overlong.
+        """
+        key = name_key(nick_key)
+        stored = await self._password_hash(key)
+        if not await self._check(old, stored):
+            return False
+        encoded = await trio.to_thread.run_sync(hash_password, new, limiter=self._hash_limiter)
+        now = time.time()
+
+        def update(conn: sqlite3.Connection) -> bool:
+            # Only if the hash is still the one checked: two concurrent changes cannot both
+            # win with the same old password.
+            cursor = conn.execute(
+                "UPDATE accounts SET password_hash = ?, changed = ?"
+                " WHERE nick_key = ? AND password_hash = ?",
+                (encoded, now, key, stored),
+            )
+            return cursor.rowcount == 1
+
+        return bool(await self._submit(_Pending(job=update)))
+
+    async def _password_hash(self, key: str) -> str | None:
+        def query(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT password_hash FROM accounts WHERE nick_key = ?", (key,)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._read(query)
+
+    async def _check(self, password: str, stored: str | None) -> bool:
+        def check() -> bool:
+            matches = check_password(password, stored if stored is not None else dummy_hash())
+            return matches and stored is not None
+
+        return await trio.to_thread.run_sync(check, limiter=self._hash_limiter)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("rollback failed")
+
+
+def _close_all(conns: list[sqlite3.Connection]) -> None:
+    for conn in conns:
+        try:
+            conn.close()
+        except sqlite3.Error:
+            log.exception("closing the database failed")
+
+
+def _open_sync(
+    path: str | os.PathLike[str],
+    memory: bool,
+    busy_timeout: float,
+    synchronous: str,
+    readers: int,
+    max_size: int | None,
+) -> tuple[sqlite3.Connection, list[sqlite3.Connection], int]:
+    """In a worker thread: connect, check, migrate, configure; the writer, readers, last id."""
+    conns: list[sqlite3.Connection] = []
+    try:
+        writer = _connect(path, busy_timeout)
+        conns.append(writer)
+        # Check and migrate first: nothing below writes to a file that is not ours.
+        schema.prepare(writer, path)
+        if not memory:
+            mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("%s: WAL mode unavailable (journal_mode=%s)", os.fspath(path), mode)
+        writer.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        if max_size is not None:
+            page_size = writer.execute("PRAGMA page_size").fetchone()[0]
+            writer.execute(f"PRAGMA max_page_count = {max(1, max_size // page_size)}")
+        last_id = writer.execute(
+            "SELECT max((SELECT coalesce(max(id), 0) FROM messages),"
+            " (SELECT value FROM meta WHERE key = 'last_id'))"
+        ).fetchone()[0]
+        reader_conns: list[sqlite3.Connection] = []
+        for _ in range(readers):
+            reader = _connect(path, busy_timeout)
+            conns.append(reader)
+            reader.execute("PRAGMA query_only = ON")
+            reader_conns.append(reader)
+        return writer, reader_conns, int(last_id)
+    except sqlite3.Error as exc:
+        _close_all(conns)
+        raise store_error(exc, path) from exc
+    except BaseException:
+        _close_all(conns)
+        raise

@@ -1,0 +1,122 @@
+"""What crosses the store's boundary: stored messages and the errors the store raises."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+
+from ..names import name_key
+from ..protocol import Message
+
+StoredKind: TypeAlias = Literal["say", "action", "private"]
+_KINDS = ("say", "action", "private")
+
+
+class StoreError(Exception):
+    """The database could not do what was asked. ``str(exc)`` is one line for the operator,
+    naming the file: ``database is locked: chat.db``, ``chat.db is not a trio-chat database``.
+    """
+
+
+class AccountExists(Exception):
+    """An account with this name key is already registered."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One chat line as stored.
+
+    Room lines have ``room`` set and ``recipient`` None; private lines (``kind="private"``)
+    have ``recipient`` set and ``room`` None. ``sender`` and ``recipient`` are nicks as
+    displayed; the store compares them by :func:`trio_chat.names.name_key`.
+    """
+
+    id: int
+    ts: float
+    room: str | None
+    sender: str
+    text: str
+    kind: StoredKind = "say"
+    recipient: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.id < 1:
+            raise ValueError("a message id is a positive integer")
+        if self.kind not in _KINDS:
+            raise ValueError(f"kind must be one of {', '.join(_KINDS)}, not {self.kind!r}")
+        if self.kind == "private":
+            if self.recipient is None or self.room is not None:
+                raise ValueError("a private message has a recipient and no room")
+        elif self.room is None or self.recipient is not None:
+            raise ValueError("a room message has a room and no recipient")
+
+    @classmethod
+    def from_message(cls, message: Message) -> StoredMessage:
+        """The stored form of a room :class:`~trio_chat.protocol.Message` event."""
+        return cls(
+            id=message.id,
+            ts=message.ts,
+            room=message.room,
+            sender=message.nick,
+            text=message.text,
+            kind=message.kind,
+        )
+
+    @property
+    def conversation(self) -> str:
+        """The key history is kept under: ``r:<room key>`` or ``p:<key> <key>`` (sorted)."""
+        if self.room is not None:
+            return room_conversation(self.room)
+        assert self.recipient is not None
+        return private_conversation(self.sender, self.recipient)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready object (for ``history export``), ``None`` fields left out."""
+        obj: dict[str, Any] = {
+            "id": self.id,
+            "ts": self.ts,
+            "kind": self.kind,
+            "sender": self.sender,
+            "text": self.text,
+        }
+        if self.room is not None:
+            obj["room"] = self.room
+        if self.recipient is not None:
+            obj["recipient"] = self.recipient
+        return obj
+
+
+def room_conversation(room: str) -> str:
+    return "r:" + name_key(room)
+
+
+def private_conversation(nick_a: str, nick_b: str) -> str:
+    # Nicks cannot hold spaces (see trio_chat.names), so the pair key is unambiguous.
+    a, b = sorted((name_key(nick_a), name_key(nick_b)))
+    return f"p:{a} {b}"
+
+
+def store_error(exc: sqlite3.Error, path: str | os.PathLike[str], doing: str = "") -> StoreError:
+    """Turn an sqlite3 error into a :class:`StoreError` with one readable line.
+
+    ``doing`` names the operation (``"could not save message 7"``); it prefixes the reason.
+    """
+    name = getattr(exc, "sqlite_errorname", "")
+    where = os.fspath(path)
+    if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED"):
+        reason = f"database is locked: {where} (is another trio-chat using it?)"
+    elif name == "SQLITE_NOTADB":
+        reason = f"{where} is not a trio-chat database (not an SQLite file)"
+    elif name.startswith("SQLITE_CORRUPT"):
+        reason = f"database {where} is corrupt: {exc}"
+    elif name.startswith("SQLITE_CANTOPEN"):
+        reason = f"cannot open database {where}: {exc}"
+    elif name == "SQLITE_FULL":
+        reason = f"database or disk is full: {where}"
+    elif name.startswith("SQLITE_READONLY"):
+        reason = f"database {where} is read-only: {exc}"
+    else:
+        reason = f"database {where}: {exc}"
+    return StoreError(f"{doing}: {reason}" if doing else reason)

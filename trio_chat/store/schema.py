@@ -1,0 +1,134 @@
+"""The database schema, its version, and the migrations between versions (synchronous).
+
+A trio-chat database is marked by ``PRAGMA application_id`` (:data:`APPLICATION_ID`) and
+carries its schema version in ``PRAGMA user_version``. A new database is built by running
+every migration from version 0, so the path an old database takes and the path a new one
+takes are the same code.
+
+:func:`prepare` runs in a worker thread when the store opens. Everything it does happens in
+one ``BEGIN IMMEDIATE`` transaction: an upgrade is applied completely or not at all, and a
+file that is not ours, or comes from a newer trio-chat, is refused before a byte is written.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+
+from .records import StoreError, private_conversation, room_conversation
+
+#: "tcht": marks the file as a trio-chat database (``PRAGMA application_id``).
+APPLICATION_ID = 0x74636874
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    """Version 1: messages, looked up by room."""
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute(
+        """
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            room TEXT,
+            sender TEXT NOT NULL,
+            text TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            recipient TEXT
+        )
+        """
+    )
+    conn.execute("CREATE INDEX messages_room ON messages (room, id)")
+
+
+def _conversation(room: str | None, sender: str, recipient: str | None) -> str:
+    if room is not None:
+        return room_conversation(room)
+    return private_conversation(sender, recipient or "")
+
+
+def _v2(conn: sqlite3.Connection) -> None:
+    """Version 2: conversation keys, accounts, an id high-water mark, retention index.
+
+    v1 looked rooms up by their exact spelling and had no way to find one pair's private
+    messages. v2 keys every message by conversation (room name key, or the sorted pair of
+    nick keys), computed in Python (``name_key`` is NFKC case folding, which SQL lacks).
+    ``meta.last_id`` remembers the highest id ever stored, so ids keep rising after old
+    messages are pruned.
+    """
+    conn.create_function("tc_conversation", 3, _conversation, deterministic=True)
+    conn.execute("ALTER TABLE messages ADD COLUMN conv TEXT NOT NULL DEFAULT ''")
+    conn.execute("UPDATE messages SET conv = tc_conversation(room, sender, recipient)")
+    conn.execute("DROP INDEX messages_room")
+    conn.execute("CREATE INDEX messages_conv ON messages (conv, id)")
+    conn.execute("CREATE INDEX messages_ts ON messages (ts)")
+    conn.execute(
+        """
+        CREATE TABLE accounts (
+            nick_key TEXT PRIMARY KEY,
+            password_hash TEXT NOT NULL,
+            created REAL NOT NULL,
+            changed REAL NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
+    conn.execute(
+        "INSERT INTO meta (key, value) SELECT 'last_id', coalesce(max(id), 0) FROM messages"
+    )
+
+
+#: MIGRATIONS[v] turns a version-v database into version v + 1. Append, never edit.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def read_version(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> int:
+    """The schema version of an open database, 0 for an empty one.
+
+    Raises :class:`StoreError` if the file is someone else's database or comes from a
+    newer trio-chat. Reads only.
+    """
+    where = os.fspath(path)
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = conn.execute(
+        "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+    ).fetchone()[0]
+    if app_id == 0 and version == 0 and tables == 0:
+        return 0
+    if app_id != APPLICATION_ID:
+        raise StoreError(f"{where} is not a trio-chat database (it belongs to another program)")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"database {where} was made by a newer trio-chat "
+            f"(schema {version} > {SCHEMA_VERSION}); upgrade trio-chat to use it"
+        )
+    if version < 1:
+        raise StoreError(f"{where} is not a trio-chat database (no schema version)")
+    return int(version)
+
+
+def prepare(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> int:
+    """Check the database is ours and bring it to :data:`SCHEMA_VERSION` in one transaction.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``). Returns the version the
+    file had. Raises :class:`StoreError` (nothing written) or :class:`sqlite3.Error`.
+    """
+    # IMMEDIATE takes the write lock up front: a database another process is writing is
+    # refused here, at open, rather than at the first message.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = read_version(conn, path)
+        for version in range(found, SCHEMA_VERSION):
+            MIGRATIONS[version](conn)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+        if found == SCHEMA_VERSION:
+            conn.execute("ROLLBACK")
+        else:
+            conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return found
