@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TypeVar
 
 import trio
 
@@ -19,6 +21,9 @@ from . import __version__
 from .config import DEFAULT_PORT, DEFAULT_WS_PORT, ServerConfig
 from .plugins import PluginLoadError
 from .server import ChatServer, ServerSetupError, run_until_signal
+from .store import Store, StoreError
+
+E = TypeVar("E", bound=BaseException)
 
 
 def port_number(text: str) -> int:
@@ -98,6 +103,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not load plugins installed in the 'trio_chat' entry-point group",
     )
     serve.add_argument(
+        "--db",
+        default=default_db_path(),
+        metavar="PATH",
+        help="SQLite database for history and accounts (default %(default)s; "
+        "':memory:' for a throwaway one)",
+    )
+    serve.add_argument(
+        "--no-db", action="store_true", help="keep no history and no accounts (no database)"
+    )
+    serve.add_argument(
+        "--history",
+        type=int,
+        default=50,
+        metavar="N",
+        help="messages shown from a room's history on joining it (default 50)",
+    )
+    serve.add_argument(
+        "--keep-days",
+        type=float,
+        metavar="DAYS",
+        help="delete messages older than this many days (default: keep everything)",
+    )
+    serve.add_argument(
+        "--require-accounts",
+        action="store_true",
+        help="only registered users may chat (no guests)",
+    )
+    serve.add_argument(
         "--max-frame-bytes",
         type=positive_int,
         default=16 * 1024,
@@ -126,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     connect.add_argument("--nick", help="nickname (asked for if not given)")
 
+    history = sub.add_parser("history", help="export the stored history")
+    history_sub = history.add_subparsers(dest="history_command", required=True, metavar="ACTION")
+    export = history_sub.add_parser(
+        "export", help="write a room's messages as JSON lines to standard output"
+    )
+    export.add_argument("--room", required=True, help="the room, e.g. '#lobby'")
+    export.add_argument(
+        "--db", default=default_db_path(), metavar="PATH", help="database (default %(default)s)"
+    )
+
     plugins = sub.add_parser("plugins", help="list plugins and their commands")
     plugins.add_argument(
         "--plugin",
@@ -137,16 +180,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def first_os_error(exc: BaseException) -> OSError | None:
-    """The first OSError in ``exc`` or the exception groups trio wraps it in."""
-    if isinstance(exc, OSError):
+def first_error(exc: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` exception in ``exc`` or the exception groups trio wraps it in."""
+    if isinstance(exc, kind):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = first_os_error(inner)
+            found = first_error(inner, kind)
             if found is not None:
                 return found
     return None
+
+
+def default_db_path() -> str:
+    """``$XDG_DATA_HOME/trio-chat/chat.db`` (``~/.local/share/trio-chat/chat.db``)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(base, "trio-chat", "chat.db")
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    if args.db != ":memory:" and not os.path.exists(args.db):
+        return fail(f"no database at {args.db}")
+
+    async def export() -> None:
+        async with Store.open(args.db) as store:
+            async for message in store.export_room(args.room):
+                sys.stdout.write(json.dumps(message.to_dict(), ensure_ascii=False) + "\n")
+
+    try:
+        trio.run(export)
+    except (StoreError, BaseExceptionGroup) as exc:
+        error = first_error(exc, StoreError)
+        if error is None:
+            raise
+        return fail(str(error))
+    return 0
 
 
 def fail(message: str) -> int:
@@ -167,6 +237,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         entry_points=not args.no_entry_points,
         max_frame_bytes=args.max_frame_bytes,
         admins=args.admin,
+        db=None if args.no_db else args.db,
+        history_on_join=args.history,
+        keep_days=args.keep_days,
+        require_accounts=args.require_accounts,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         admin_password=os.environ.get("TRIO_CHAT_ADMIN_PASSWORD") or None,
@@ -175,6 +249,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = ChatServer(config)
     except (PluginLoadError, ServerSetupError) as exc:
         return fail(str(exc))
+    if config.db not in (None, ":memory:"):
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(config.db)), exist_ok=True)
+        except OSError as exc:
+            return fail(f"cannot create the database folder for {config.db}: {exc.strerror}")
 
     def announce(addresses: list[str]) -> None:
         print("trio-chat serving on " + "  ".join(addresses), flush=True)
@@ -182,8 +261,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         trio.run(run_until_signal, server, announce)
-    except (OSError, BaseExceptionGroup) as exc:
-        error = first_os_error(exc)
+    except (OSError, StoreError, BaseExceptionGroup) as exc:
+        store_error = first_error(exc, StoreError)
+        if store_error is not None:
+            return fail(str(store_error))
+        error = first_error(exc, OSError)
         if error is None:
             raise
         if error.errno == errno.EADDRINUSE:
@@ -225,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "plugins":
             return cmd_plugins(args)
+        if args.command == "history":
+            return cmd_history(args)
         return cmd_connect(args)
     except KeyboardInterrupt:
         return 130

@@ -7,7 +7,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import trio
 
@@ -140,7 +140,7 @@ class CommandContext:
         """Emote ``text`` in the room as the caller (shown as ``* nick text``)."""
         self.server.post(self.session, self.room, text, "action")
 
-    def fail(self, text: str, code: str = "command_failed") -> None:
+    def fail(self, text: str, code: str = "command_failed") -> NoReturn:
         """Refuse: raises :class:`CommandError`, so nothing after this call runs."""
         raise CommandError(text, code)
 

@@ -47,6 +47,17 @@ class ServerConfig:
     admins: list[str] = field(default_factory=list)
     #: The ``/oper`` password (from ``TRIO_CHAT_ADMIN_PASSWORD``); ``None`` disables ``/oper``.
     admin_password: str | None = None
+    #: SQLite database for history and accounts; ``":memory:"`` for a throwaway one; ``None``
+    #: for none (no history, no accounts; fan-out does not wait for a disk).
+    db: str | None = None
+    #: Messages a user is shown from a room's history on joining it.
+    history_on_join: int = 50
+    #: Wait for the disk itself on every commit (survives power loss), not only the OS.
+    db_sync_full: bool = True
+    #: Delete stored messages older than this many days (checked hourly); ``None`` keeps all.
+    keep_days: float | None = None
+    #: Only registered users may chat (``hello`` must carry a password).
+    require_accounts: bool = False
     #: Plugins to load (``module.name`` or ``path/to/file.py``).
     plugins: list[str] = field(default_factory=list)
     #: Load plugins installed with an entry point in the ``trio_chat`` group.

@@ -17,6 +17,7 @@ the same methods; nothing here changes.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import time
@@ -107,6 +108,36 @@ class Session:
             self.on_close()
 
 
+class ServerBusy(InvalidName):
+    """Too many messages wait for the store; this one was refused, not queued."""
+
+    code = "busy"
+
+
+RoomEvent = Joined | Left | Message | NickChanged | Private | Topic
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A numbered event on its way out: who gets it is decided when it is delivered, so a
+    member who joined meanwhile gets it live (and not in their joining history)."""
+
+    event: RoomEvent
+    room: Room | None
+    extra: tuple[Session, ...] = ()
+    #: Stored before delivery (chat lines and private messages).
+    persist: bool = False
+    #: Told if storing it failed.
+    sender: Session | None = None
+
+    def receivers(self) -> Iterable[Session]:
+        if self.room is None:
+            return dict.fromkeys(self.extra)
+        if not self.extra:
+            return self.room.members.values()
+        return {**{s: None for s in self.room.members.values()}, **dict.fromkeys(self.extra)}
+
+
 @dataclass(eq=False)
 class Room:
     """A room and its rules. Operators are sessions (by id); bans outlive connections."""
@@ -138,8 +169,14 @@ class Hub:
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._ids = itertools.count(1)
+        self._last_id = 0
         self._session_ids = itertools.count(1)
+        #: Set by the server when a store is on: room events then pass through it (to be
+        #: committed, in order) and come back through :meth:`deliver`.
+        self.publisher: Callable[[Pending], None] | None = None
+        self._undelivered: collections.deque[int] = collections.deque()
+        #: Most messages that may wait for the store before new ones are refused as busy.
+        self.max_undelivered = 10_000
         self.sessions: dict[str, Session] = {}  # by nick key
         self.rooms: dict[str, Room] = {}  # by room key
         #: Observers, called after a session joined / left a room (for plugin hooks).
@@ -199,7 +236,7 @@ class Hub:
         session.nick = new_nick
         self.sessions[new_key] = session
         event = NickChanged(id=self._next_id(), ts=self._clock(), old=old, new=new_nick)
-        self._fanout(self.neighbours(session, include_self=True), event)
+        self._publish(event, extra=tuple(self.neighbours(session, include_self=True)))
         return event
 
     def neighbours(self, session: Session, *, include_self: bool) -> list[Session]:
@@ -231,9 +268,9 @@ class Hub:
                 raise NotAllowed(f"you are banned from {room.name}")
             room.members[session.id] = session
             session.rooms[room.name] = None
-            self._fanout(
-                room.members.values(),
+            self._publish(
                 Joined(id=self._next_id(), ts=self._clock(), room=room.name, nick=session.nick),
+                room=room,
             )
             for callback in self.on_join:
                 callback(session, room.name)
@@ -264,10 +301,9 @@ class Hub:
         event = Left(
             id=self._next_id(), ts=self._clock(), room=room.name, nick=session.nick, reason=reason
         )
-        receivers = list(room.members.values())
-        if tell_self and not session.closed:
-            receivers.append(session)
-        self._fanout(receivers, event)
+        self._publish(
+            event, room=room, extra=(session,) if tell_self and not session.closed else ()
+        )
         if not room.members and room.name != DEFAULT_ROOM:
             del self.rooms[key]
         for callback in self.on_part:
@@ -295,7 +331,7 @@ class Hub:
             text=text,
             kind=kind,
         )
-        self._fanout(room.members.values(), message)
+        self._publish(message, room=room, persist=True, sender=session)
         return message
 
     def private(self, sender: Session, target_nick: str, text: str) -> Private:
@@ -306,7 +342,7 @@ class Hub:
         event = Private(
             id=self._next_id(), ts=self._clock(), nick=sender.nick, to=target.nick, text=text
         )
-        self._fanout((target,) if target is sender else (target, sender), event)
+        self._publish(event, extra=(target, sender), persist=True, sender=sender)
         return event
 
     def set_topic(self, session: Session, room: Room, topic: str) -> Topic:
@@ -314,7 +350,7 @@ class Hub:
         event = Topic(
             id=self._next_id(), ts=self._clock(), room=room.name, nick=session.nick, topic=topic
         )
-        self._fanout(room.members.values(), event)
+        self._publish(event, room=room)
         return event
 
     def send_to(self, session: Session, event: ServerEvent) -> None:
@@ -327,8 +363,53 @@ class Hub:
 
     # ------------------------------------------------------------------------ internals
 
+    @property
+    def last_id(self) -> int:
+        """The id given to the latest event (0 before any)."""
+        return self._last_id
+
+    def start_ids_after(self, last_id: int) -> None:
+        """Continue numbering after ``last_id`` (the store's high-water mark at start-up)."""
+        self._last_id = max(self._last_id, last_id)
+
+    def history_bound(self) -> int:
+        """Every event with a smaller id has been delivered (so, if stored, committed);
+        every event from this id on is still to be delivered to the rooms' members then.
+
+        History read with ``before=history_bound()`` right after joining, plus what arrives
+        live, is each message exactly once.
+        """
+        return self._undelivered[0] if self._undelivered else self._last_id + 1
+
+    def deliver(self, pending: Pending, *, failed: bool = False) -> None:
+        """Called by the publisher, in id order, once a published event may go out."""
+        if self._undelivered and self._undelivered[0] == pending.event.id:
+            self._undelivered.popleft()
+        if not failed:
+            self._fanout(pending.receivers(), pending.event)
+
     def _next_id(self) -> int:
-        return next(self._ids)
+        self._last_id += 1
+        return self._last_id
+
+    def _publish(
+        self,
+        event: RoomEvent,
+        *,
+        room: Room | None = None,
+        extra: tuple[Session, ...] = (),
+        persist: bool = False,
+        sender: Session | None = None,
+    ) -> None:
+        """Fan out an event with an id: at once, or after the store committed it."""
+        pending = Pending(event, room, extra, persist, sender)
+        if self.publisher is None:
+            self._fanout(pending.receivers(), event)
+            return
+        if persist and len(self._undelivered) >= self.max_undelivered:
+            raise ServerBusy("the server is busy saving messages; try again in a moment")
+        self._undelivered.append(event.id)
+        self.publisher(pending)
 
     def _fanout(self, receivers: Iterable[Session], event: ServerEvent) -> None:
         overflowed: list[Session] = []

@@ -29,6 +29,7 @@ DEFAULT_PLUGINS = (
     "trio_chat.builtins.core",
     "trio_chat.builtins.rooms",
     "trio_chat.builtins.moderation",
+    "trio_chat.builtins.accounts",
 )
 
 

@@ -56,10 +56,14 @@ class RemoteProtocolError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """First frame of a JSON session: who the user wants to be."""
+    """First frame of a JSON session: who the user wants to be (and, for an account, the
+    password; never shown in a repr or a log)."""
 
     nick: str
     client: str | None = None
+    password: str | None = field(default=None, repr=False)
+    #: With ``password``: create the account for ``nick`` (first come, first served).
+    register: bool = False
     ref: str | None = None
 
 
@@ -99,6 +103,22 @@ class PongReply:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """Ask for stored messages of ``room`` (or of the private talk ``with`` a nick).
+
+    ``after`` fills a gap (messages newer than the last id the client saw); ``before`` pages
+    back; neither gives the latest ones.
+    """
+
+    room: str | None = None
+    with_nick: str | None = None
+    before: int | None = None
+    after: int | None = None
+    limit: int | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Quit:
     """The client leaves; ``reason`` is shown to others in the leave notice."""
 
@@ -106,17 +126,38 @@ class Quit:
     ref: str | None = None
 
 
-ClientFrame: TypeAlias = Hello | Say | Command | Ping | PongReply | Quit
+ClientFrame: TypeAlias = Hello | Say | Command | Ping | PongReply | HistoryRequest | Quit
 
-# (field name, required, allowed Python type) per client frame type.
-_CLIENT_FRAMES: dict[str, tuple[type[Any], tuple[tuple[str, bool], ...]]] = {
-    "hello": (Hello, (("nick", True), ("client", False))),
-    "say": (Say, (("text", True), ("room", False))),
-    "command": (Command, (("name", True), ("args", False), ("room", False))),
-    "ping": (Ping, (("token", False),)),
-    "pong": (PongReply, (("token", False),)),
-    "quit": (Quit, (("reason", False),)),
+# Per client frame type: its class, and its fields as (JSON name, required, JSON type).
+# The attribute is the JSON name, except where _ATTRIBUTE renames it (``with`` is a keyword).
+_FieldSpec = tuple[str, bool, type]
+_CLIENT_FRAMES: dict[str, tuple[type[Any], tuple[_FieldSpec, ...]]] = {
+    "hello": (
+        Hello,
+        (
+            ("nick", True, str),
+            ("client", False, str),
+            ("password", False, str),
+            ("register", False, bool),
+        ),
+    ),
+    "say": (Say, (("text", True, str), ("room", False, str))),
+    "command": (Command, (("name", True, str), ("args", False, str), ("room", False, str))),
+    "ping": (Ping, (("token", False, str),)),
+    "pong": (PongReply, (("token", False, str),)),
+    "history": (
+        HistoryRequest,
+        (
+            ("room", False, str),
+            ("with", False, str),
+            ("before", False, int),
+            ("after", False, int),
+            ("limit", False, int),
+        ),
+    ),
+    "quit": (Quit, (("reason", False, str),)),
 }
+_ATTRIBUTE = {"with": "with_nick"}
 
 
 def decode_client_frame(data: bytes | str) -> ClientFrame:
@@ -156,13 +197,27 @@ def decode_client_frame(data: bytes | str) -> ClientFrame:
         )
     cls, wanted = spec
     kwargs: dict[str, Any] = {"ref": ref}
-    for name, required in wanted:
+    for name, required, json_type in wanted:
         value = obj.get(name)
         if value is None:
             if required:
                 raise RemoteProtocolError(
                     "missing_field", f"'{kind}' frame needs field {name!r}", ref=ref
                 )
+            continue
+        if json_type is bool:
+            if not isinstance(value, bool):
+                raise RemoteProtocolError(
+                    "bad_field", f"field {name!r} of '{kind}' must be true or false", ref=ref
+                )
+            kwargs[name] = value
+            continue
+        if json_type is int:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise RemoteProtocolError(
+                    "bad_field", f"field {name!r} of '{kind}' must be a whole number", ref=ref
+                )
+            kwargs[_ATTRIBUTE.get(name, name)] = value
             continue
         if not isinstance(value, str):
             raise RemoteProtocolError(
@@ -175,7 +230,7 @@ def decode_client_frame(data: bytes | str) -> ClientFrame:
                 f"field {name!r} contains the control character U+{ord(bad):04X}",
                 ref=ref,
             )
-        kwargs[name] = value
+        kwargs[_ATTRIBUTE.get(name, name)] = value
     frame: ClientFrame = cls(**kwargs)
     return frame
 
@@ -184,10 +239,11 @@ def encode_client_frame(frame: ClientFrame) -> bytes:
     """Encode a client frame as one JSON line (used by the terminal client and tests)."""
     kind = _CLIENT_TYPE_NAMES[type(frame)]
     obj: dict[str, Any] = {"type": kind}
+    names = {attribute: name for name, attribute in _ATTRIBUTE.items()}
     for f in fields(frame):
         value = getattr(frame, f.name)
-        if value is not None:
-            obj[f.name] = value
+        if value is not None and value is not False:
+            obj[names.get(f.name, f.name)] = value
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
@@ -234,6 +290,8 @@ class Welcome(ServerEvent):
     server: str
     version: str
     protocol: int = PROTOCOL_VERSION
+    #: True when logged in to a registered account, false for a guest.
+    account: bool = False
     ref: str | None = None
 
 
@@ -312,6 +370,28 @@ class Topic(ServerEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class History(ServerEvent):
+    """Stored messages, oldest first, each shaped like a ``message`` or ``private`` event.
+
+    ``room`` (or ``with`` for private talk) says whose history it is; ``more`` is true when
+    older (for ``before``/latest) or newer (for ``after``) messages remain to be paged.
+    """
+
+    TYPE: ClassVar[str] = "history"
+    room: str | None = None
+    with_nick: str | None = None
+    messages: list[dict[str, Any]]
+    more: bool = False
+    ref: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        obj = ServerEvent.to_dict(self)
+        if "with_nick" in obj:
+            obj["with"] = obj.pop("with_nick")
+        return obj
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Info(ServerEvent):
     """A reply meant for one user (command output). ``data`` holds structured detail."""
 
@@ -376,6 +456,7 @@ _SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         Error,
         Pong,
         ServerPing,
+        History,
         Bye,
     )
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -16,14 +17,16 @@ import trio
 
 from .commands import CommandContext, CommandError, CommandRegistry, run_command
 from .config import ServerConfig
-from .hub import Hub, Session
-from .names import InvalidName
+from .hub import Hub, NotInRoom, Session
+from .names import InvalidName, normalize_nick
+from .persistence import LoginRefused, Persistence
 from .plugins import ENTRY_POINT_GROUP, collect_plugins, new_plugin_manager
 from .protocol import (
     ClientFrame,
     Command,
     Error,
     Hello,
+    HistoryRequest,
     MessageKind,
     Ping,
     Pong,
@@ -31,6 +34,7 @@ from .protocol import (
     Quit,
     Say,
 )
+from .store import Store, StoreError
 from .transports.streams import server_ssl_context
 
 log = logging.getLogger("trio_chat.server")
@@ -61,6 +65,7 @@ class ChatServer:
         self.pm: pluggy.PluginManager = new_plugin_manager()
         self.addresses: list[str] = []
         self._nursery: trio.Nursery | None = None
+        self.persistence: Persistence | None = None
         self._stopping = False
         self._shutdown_requested = trio.Event()
         self.hub.on_join.append(self._joined)
@@ -226,6 +231,8 @@ class ChatServer:
             self.hub.send_to(session, Pong(token=frame.token, ref=frame.ref))
         elif isinstance(frame, Quit):
             self.disconnect(session, "quit", frame.reason or "quit")
+        elif isinstance(frame, HistoryRequest):
+            await self.answer_history(session, frame)
         elif isinstance(frame, Hello):
             self.hub.send_to(
                 session,
@@ -235,6 +242,85 @@ class ChatServer:
                     ref=frame.ref,
                 ),
             )
+
+    # ------------------------------------------------------------- history and accounts
+
+    async def answer_history(self, session: Session, request: HistoryRequest) -> None:
+        """Answer a ``history`` frame with one page, or an error saying why not."""
+        try:
+            store = self.require_store("history")
+            limit = request.limit or 50
+            if request.with_nick is not None:
+                await store.send_private_page(
+                    session,
+                    request.with_nick,
+                    before=request.before,
+                    after=request.after,
+                    limit=limit,
+                    ref=request.ref,
+                )
+                return
+            room = self.hub.room(request.room or session.room)
+            if room is None or session.id not in room.members:
+                raise NotInRoom(f"you are not in {request.room or session.room}")
+            await store.send_room_page(
+                session,
+                room.name,
+                before=request.before,
+                after=request.after,
+                limit=limit,
+                ref=request.ref,
+            )
+        except (LoginRefused, CommandError) as exc:
+            self.hub.send_to(session, Error(code=exc.code, text=exc.text, ref=request.ref))
+        except InvalidName as exc:
+            self.hub.send_to(session, Error(code=exc.code, text=str(exc), ref=request.ref))
+        except StoreError as exc:
+            log.error("history for %s failed: %s", session.nick, exc)
+            self.hub.send_to(
+                session, Error(code="store_error", text="history is unavailable", ref=request.ref)
+            )
+
+    def require_store(self, what: str) -> Persistence:
+        if self.persistence is None:
+            raise CommandError(
+                f"this server keeps no {what} (it runs without a database)", "no_store"
+            )
+        return self.persistence
+
+    async def after_join(self, session: Session, room: str) -> None:
+        """What a session gets on joining a room besides the ``join``: recent history."""
+        if self.persistence is not None:
+            try:
+                await self.persistence.send_recent(session, room)
+            except StoreError as exc:
+                log.error("history of %s for %s failed: %s", room, session.nick, exc)
+
+    async def admit(
+        self, nick: str, password: str | None, register: bool, address: str
+    ) -> str | None:
+        """Decide whether a connection may log in as ``nick``; return its account key
+        (``None`` for a guest). Raises :class:`LoginRefused` or :class:`InvalidName`."""
+        nick = normalize_nick(nick)
+        if self.persistence is None:
+            if password is not None:
+                raise LoginRefused("no_store", "this server keeps no accounts; log in without")
+            return None
+        if password is not None:
+            if register:
+                return await self.persistence.register(nick, password)
+            return await self.persistence.check_login(nick, password, address)
+        if self.config.require_accounts:
+            raise LoginRefused(
+                "account_required",
+                "this server is for registered users: log in with your password "
+                "(or register an account)",
+            )
+        if await self.persistence.is_registered(nick):
+            raise LoginRefused(
+                "nick_registered", f"the nickname {nick} is registered; log in with its password"
+            )
+        return None
 
     def disconnect(self, session: Session, code: str, reason: str) -> None:
         """End a session's connection with a reason it will be told in a ``bye`` frame."""
@@ -250,12 +336,37 @@ class ChatServer:
         ``task_status.started`` gets the bound addresses (``tcp://host:port``,
         ``ws://host:port``), so ``await nursery.start(server.serve)`` returns them.
         """
+        self._shutdown_requested = trio.Event()
+        async with contextlib.AsyncExitStack() as stack:
+            if self.config.db is not None:
+                store = await stack.enter_async_context(
+                    Store.open(
+                        self.config.db,
+                        synchronous="full" if self.config.db_sync_full else "normal",
+                    )
+                )
+                self.persistence = Persistence(
+                    store,
+                    self.hub,
+                    history_on_join=self.config.history_on_join,
+                    outbox_size=self.config.outbox_size,
+                )
+                self.persistence.attach()
+            try:
+                await self._serve(task_status)
+            finally:
+                self.persistence = None
+
+    async def _serve(self, task_status: trio.TaskStatus[list[str]]) -> None:
         from .transports.tcp import serve_tcp_chat
         from .transports.websocket import serve_websocket_chat
 
-        self._shutdown_requested = trio.Event()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.persistence is not None:
+                nursery.start_soon(self.persistence.publish_forever)
+                if self.config.keep_days is not None:
+                    nursery.start_soon(self.persistence.prune_forever, self.config.keep_days)
             # Listeners live in their own nursery so that stopping them stops accepting
             # while the connections (spawned in ``nursery``) get to say goodbye.
             async with trio.open_nursery() as listeners:
@@ -268,6 +379,8 @@ class ChatServer:
                 await self._shutdown_requested.wait()
                 listeners.cancel_scope.cancel()
             await self._say_goodbye()
+            if self.persistence is not None:
+                await self.persistence.close()
             nursery.cancel_scope.cancel()
         self._nursery = None
 

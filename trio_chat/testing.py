@@ -62,8 +62,11 @@ class TestServer:
 
 
 def local_config(**overrides: Any) -> ServerConfig:
-    """A config for tests: loopback, free ports, no installed entry-point plugins."""
-    base = ServerConfig(host="127.0.0.1", port=0, ws_port=0, entry_points=False)
+    """A config for tests: loopback, free ports, a throwaway in-memory database, and no
+    installed entry-point plugins."""
+    base = ServerConfig(
+        host="127.0.0.1", port=0, ws_port=0, entry_points=False, db=":memory:", db_sync_full=False
+    )
     return replace(base, **overrides)
 
 

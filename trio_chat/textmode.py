@@ -15,6 +15,7 @@ from .protocol import (
     ClientFrame,
     Command,
     Error,
+    History,
     Info,
     Joined,
     Left,
@@ -90,6 +91,21 @@ def render_text(event: ServerEvent) -> str:
         if not event.topic:
             return f"[{clock(event.ts)}] -!- {event.nick} cleared the topic of {event.room}"
         return f"[{clock(event.ts)}] -!- {event.nick} set the topic of {event.room}: {event.topic}"
+    if isinstance(event, History):
+        where = event.room or f"your talk with {event.with_nick}"
+        if not event.messages:
+            return f"-- no earlier messages in {where}"
+        lines = [f"-- history of {where}:"]
+        for item in event.messages:
+            past = Private if item.get("type") == "private" else Message
+            try:
+                shown = render_text(past(**{k: v for k, v in item.items() if k != "type"}))
+            except TypeError:
+                continue
+            lines.append(f"   {shown}")
+        if event.more:
+            lines.append("-- (older messages: /history)")
+        return "\n".join(lines)
     if isinstance(event, Info):
         return "\n".join(f"-- {line}" for line in event.text.splitlines() or [""])
     if isinstance(event, Error):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..commands import CommandContext, RegisterCommand
 from ..hookspecs import hookimpl
+from ..names import name_key, normalize_nick
 
 
 @hookimpl
@@ -41,10 +42,18 @@ def help_(ctx: CommandContext) -> None:
     )
 
 
-def nick(ctx: CommandContext) -> None:
+async def nick(ctx: CommandContext) -> None:
     if not ctx.args:
         raise ctx.usage_error()
-    ctx.hub.rename(ctx.session, ctx.args)
+    new = normalize_nick(ctx.args)
+    store = ctx.server.persistence
+    if (
+        store is not None
+        and name_key(new) != ctx.session.extra.get("account")
+        and await store.is_registered(new)
+    ):
+        ctx.fail(f"the nickname {new} is registered; /login {new} PASSWORD", "nick_registered")
+    ctx.hub.rename(ctx.session, new)
 
 
 def me(ctx: CommandContext) -> None:

@@ -27,16 +27,18 @@ def target_room(ctx: CommandContext, arg: str | None) -> Room:
     room = ctx.hub.room(room_name)
     if room is None:
         ctx.fail(f"no such room: {room_name}", "no_such_room")
-        raise AssertionError  # unreachable: fail() raises
     return room
 
 
-def join(ctx: CommandContext) -> None:
+async def join(ctx: CommandContext) -> None:
     if not ctx.args:
         raise ctx.usage_error()
+    already = ctx.hub.room(ctx.args.split()[0])
     room = ctx.hub.join(ctx.session, normalize_room(ctx.args.split()[0]))
     text = f"now talking in {room.name}" + (f" (topic: {room.topic})" if room.topic else "")
     ctx.reply(text, {"room": room.name, "topic": room.topic})
+    if already is None or ctx.session.id not in already.members:
+        await ctx.server.after_join(ctx.session, room.name)
 
 
 def part(ctx: CommandContext) -> None:

@@ -520,6 +520,19 @@ class Store:
 
         await self._submit(_Pending(job=insert))
 
+    async def note_last_id(self, last_id: int) -> None:
+        """Raise the stored id high-water mark to ``last_id``.
+
+        The server numbers joins and leaves too, which are not stored; noting the last id it
+        gave out (at shutdown) keeps ids rising across restarts for every event.
+        """
+
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_id'", (last_id,))
+
+        await self._submit(_Pending(job=update))
+        self._last_id = max(self._last_id, last_id)
+
     async def account_exists(self, nick_key: str) -> bool:
         return await self._password_hash(name_key(nick_key)) is not None
 

@@ -11,12 +11,14 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from ..hub import Session
 from ..names import DEFAULT_ROOM, InvalidName
+from ..persistence import LoginRefused
 from ..protocol import (
     Bye,
     ClientFrame,
@@ -133,17 +135,17 @@ async def _handshake(
         if isinstance(item, RemoteProtocolError):
             await link.send([Error(code=item.code, text=item.message, ref=item.ref)])
             continue
-        nick, ref = _nick_from(item, link.plain_text)
         if isinstance(item, Ping):
             await link.send([Pong(token=item.token, ref=item.ref)])
             continue
-        if nick is None:
+        login = _login_from(item, link.plain_text)
+        if login is None:
             await link.send(
                 [
                     Error(
                         code="hello_required",
                         text="say who you are first: send a 'hello' frame",
-                        ref=ref,
+                        ref=getattr(item, "ref", None),
                     )
                 ]
             )
@@ -152,13 +154,15 @@ async def _handshake(
             await _goodbye(link, Bye(code="shutdown", text="the server is shutting down"))
             return None
         try:
+            account = await server.admit(login.nick, login.password, login.register, link.address)
             session = server.hub.attach(
-                nick, outbox, address=link.address, transport=link.transport
+                login.nick, outbox, address=link.address, transport=link.transport
             )
-        except InvalidName as exc:
-            await link.send([Error(code=exc.code, text=str(exc), ref=ref)])
+        except (InvalidName, LoginRefused) as exc:
+            await link.send([Error(code=exc.code, text=str(exc), ref=login.ref)])
             await link.prompt_nick()
             continue
+        session.extra["account"] = account
         server.hub.send_to(
             session,
             Welcome(
@@ -166,21 +170,38 @@ async def _handshake(
                 room=DEFAULT_ROOM,
                 server=server.config.server_name,
                 version=_version(),
-                ref=ref,
+                account=account is not None,
+                ref=login.ref,
             ),
         )
         server.hub.join(session, DEFAULT_ROOM)
+        await server.after_join(session, DEFAULT_ROOM)
         return session
 
 
-def _nick_from(item: ClientFrame, plain_text: bool) -> tuple[str | None, str | None]:
+@dataclass(frozen=True, slots=True)
+class _Login:
+    nick: str
+    password: str | None = field(default=None, repr=False)
+    register: bool = False
+    ref: str | None = None
+
+
+def _login_from(item: ClientFrame, plain_text: bool) -> _Login | None:
+    """Who a not-yet-logged-in client says it is: ``hello``, ``/nick NAME``,
+    ``/login NAME PASSWORD``, ``/register NAME PASSWORD``, or (text mode) a bare line."""
     if isinstance(item, Hello):
-        return item.nick, item.ref
-    if isinstance(item, Command) and item.name == "nick" and item.args:
-        return item.args, item.ref
+        return _Login(item.nick, item.password, item.register, item.ref)
+    if isinstance(item, Command):
+        words = item.args.split()
+        if item.name == "nick" and len(words) == 1:
+            return _Login(words[0], ref=item.ref)
+        if item.name in ("login", "register") and len(words) == 2:
+            return _Login(words[0], words[1], item.name == "register", item.ref)
+        return None
     if isinstance(item, Say) and plain_text:
-        return item.text, item.ref
-    return None, getattr(item, "ref", None)
+        return _Login(item.text, ref=item.ref)
+    return None
 
 
 async def _serve_session(

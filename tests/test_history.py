@@ -1,0 +1,281 @@
+"""History and accounts on SQLite, end to end over real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from trio_chat.testing import local_config, open_client, open_test_server
+
+
+async def test_joining_shows_recent_history_marked_as_history() -> None:
+    async with open_test_server(config=local_config(history_on_join=3)) as chat:
+        async with open_client(chat, "alice") as alice:
+            for n in range(5):
+                await alice.say(f"m{n}")
+            for _ in range(5):
+                await alice.expect("message")
+        async with open_client(chat, "bob") as bob:
+            history = await bob.expect("history")
+            assert history.room == "#lobby"
+            assert [m["text"] for m in history.messages] == ["m2", "m3", "m4"]
+            assert history.more is True
+            assert history.messages[0] == {
+                "type": "message",
+                "id": history.messages[0]["id"],
+                "ts": history.messages[0]["ts"],
+                "room": "#lobby",
+                "nick": "alice",
+                "text": "m2",
+                "kind": "say",
+            }
+            # Paging back with /history goes further back each time ...
+            await bob.command("/history 1")
+            assert [m["text"] for m in (await bob.expect("history")).messages] == ["m1"]
+            await bob.command("/history 1")
+            page = await bob.expect("history")
+            assert ([m["text"] for m in page.messages], page.more) == (["m0"], False)
+            await bob.command("/history")
+            empty = await bob.expect("history")
+            assert (empty.messages, empty.more) == ([], False)
+            # ... and a frame pages from any id.
+            await bob.send(
+                {"type": "history", "before": history.messages[0]["id"], "limit": 10, "ref": "p"}
+            )
+            page = await bob.expect("history")
+            assert ([m["text"] for m in page.messages], page.more, page.ref) == (
+                ["m0", "m1"],
+                False,
+                "p",
+            )
+
+
+async def test_reconnect_gap_fill_is_exact() -> None:
+    async with (
+        open_test_server(config=local_config(history_on_join=0)) as chat,
+        open_client(chat, "alice") as alice,
+    ):
+        async with open_client(chat, "bob") as bob:
+            await alice.say("seen by bob")
+            last_seen = (await bob.expect("message")).id
+        for n in range(7):  # bob is away
+            await alice.say(f"missed {n}")
+        await alice.expect("message", lambda e: e.text == "missed 6")  # all delivered
+        async with trio.open_nursery() as nursery:
+            # Messages keep flowing while bob logs in again and asks for the gap.
+            async def chatter() -> None:
+                for n in range(20):
+                    await alice.say(f"live {n}")
+                    await trio.sleep(0.001)
+
+            async with open_client(chat, "bob") as bob:
+                nursery.start_soon(chatter)
+                got: list[str] = []
+                after = last_seen
+                while True:
+                    await bob.send({"type": "history", "after": after, "limit": 3, "ref": "gap"})
+                    page = await bob.expect("history", lambda e: e.ref == "gap")
+                    got += [m["text"] for m in page.messages]
+                    if not page.more:
+                        break
+                    after = page.messages[-1]["id"]
+
+                # Live messages that came while paging are in bob.history; wait for the rest.
+                def live() -> list[str]:
+                    return [e.text for e in bob.history if e.TYPE == "message"]  # type: ignore[attr-defined]
+
+                while len(got) + len(live()) < 27:
+                    await bob.receive()
+                assert got[:7] == [f"missed {n}" for n in range(7)]
+                everything = got + live()
+                expected = [f"missed {n}" for n in range(7)] + [f"live {n}" for n in range(20)]
+                assert sorted(everything) == sorted(expected)  # nothing missing ...
+                assert len(everything) == len(set(everything))  # ... nothing twice
+                assert [t for t in everything if t.startswith("live")] == [
+                    f"live {n}" for n in range(20)
+                ]
+
+
+async def test_private_history_is_for_the_two_logged_in_users_only() -> None:
+    async with open_test_server() as chat:
+        async with open_client(chat) as alice, open_client(chat) as bob:
+            await alice.send(
+                {"type": "hello", "nick": "alice", "password": "pw-a", "register": True}
+            )
+            welcome = await alice.expect("welcome")
+            assert welcome.account is True
+            await bob.send({"type": "hello", "nick": "bob", "password": "pw-b", "register": True})
+            await bob.expect("welcome")
+            await alice.command("/msg bob our secret")
+            await bob.expect("private")
+        async with open_client(chat, "carol") as carol:
+            await carol.send({"type": "history", "with": "alice"})
+            assert (await carol.expect("error")).code == "login_required"
+            await carol.send({"type": "history", "ref": "lobby"})
+            lobby = await carol.expect("history", lambda e: e.ref == "lobby")
+            assert "our secret" not in json.dumps(lobby.messages)
+        async with open_client(chat) as bob:
+            await bob.send({"type": "hello", "nick": "bob", "password": "pw-b"})
+            await bob.expect("welcome")
+            await bob.send({"type": "history", "with": "ALICE", "ref": "pm"})
+            page = await bob.expect("history", lambda e: e.ref == "pm")
+            assert [(m["type"], m["nick"], m["to"], m["text"]) for m in page.messages] == [
+                ("private", "alice", "bob", "our secret")
+            ]
+
+
+async def test_accounts_register_login_taken_nick_wrong_password_and_throttling() -> None:
+    async with open_test_server() as chat:
+        async with open_client(chat, "alice") as alice:
+            await alice.command("/register hunter2")
+            assert "registered" in (await alice.expect("info")).text
+            await alice.command("/password wrong new-pass")
+            assert (await alice.expect("error")).code == "login_failed"
+            await alice.command("/password hunter2 s3cret")
+            assert (await alice.expect("info")).text == "password changed"
+        async with open_client(chat) as guest:
+            await guest.send({"type": "hello", "nick": "Alice"})
+            error = await guest.expect("error")
+            assert error.code == "nick_registered"
+            await guest.send({"type": "hello", "nick": "alice", "password": "hunter2"})
+            wrong = await guest.expect("error")
+            await guest.send({"type": "hello", "nick": "nobody-here", "password": "x"})
+            unknown = await guest.expect("error")
+            # The same answer whether or not the nick exists...
+            assert (wrong.code, wrong.text) == ("login_failed", "wrong nickname or password")
+            # ...and after failures from this address, the next tries must wait.
+            assert unknown.code in ("login_failed", "login_throttled")
+            await guest.send({"type": "hello", "nick": "alice", "password": "s3cret"})
+            throttled = await guest.expect("error")
+            assert throttled.code == "login_throttled"
+            assert "try again in" in throttled.text
+            await guest.login("guesty")
+            await guest.command("/nick alice")
+            assert (await guest.expect("error")).code == "nick_registered"
+        # No password ever reaches the log or another user.
+        assert all("s3cret" not in str(e) and "hunter2" not in str(e) for e in guest.history)
+
+
+async def test_text_mode_login_at_the_nickname_prompt() -> None:
+    async with open_test_server() as chat:
+        async with open_client(chat, "dora") as dora:
+            await dora.command("/register opensesame")
+            await dora.expect("info")
+        host, port = chat.address("tcp")
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            buffer = b""
+
+            async def read_until(needle: bytes) -> bytes:
+                nonlocal buffer
+                with trio.fail_after(5):
+                    while needle not in buffer:
+                        buffer += await stream.receive_some(4096)
+                return buffer
+
+            await read_until(b"nickname?")
+            await stream.send_all(b"dora\n")
+            assert b"is registered; log in" in await read_until(b"log in with its password")
+            await stream.send_all(b"/login dora opensesame\n")
+            await read_until(b"dora joined #lobby")
+
+
+async def test_server_without_a_database_says_so() -> None:
+    async with open_test_server(config=local_config(db=None)) as chat:
+        async with open_client(chat, "alice") as alice:
+            await alice.send({"type": "history"})
+            assert (await alice.expect("error")).code == "no_store"
+            await alice.command("/register pw")
+            assert (await alice.expect("error")).code == "no_store"
+
+
+CLI = [sys.executable, "-m", "trio_chat.cli"]
+
+
+async def start_server(db: Path) -> tuple[trio.Process, int]:
+    process = await trio.lowlevel.open_process(
+        [*CLI, "serve", "--port", "0", "--no-ws", "--no-entry-points", "--db", str(db)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    banner = b""
+    with trio.fail_after(15):
+        while b"\n" not in banner:
+            banner += await process.stdout.receive_some(4096)
+    port = int(banner.decode().split()[3].rsplit(":", 1)[1])
+    return process, port
+
+
+async def test_every_message_anyone_saw_survives_sigkill(tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    process, port = await start_server(db)
+    try:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(b'{"type":"hello","nick":"alice"}\n')
+            await stream.send_all(
+                b"".join(b'{"type":"say","text":"msg %d"}\n' % n for n in range(200))
+            )
+            seen = b""
+            with trio.fail_after(15):
+                while seen.count(b'"type":"message"') < 200:
+                    seen += await stream.receive_some(65536)
+            process.send_signal(signal.SIGKILL)  # no goodbye, no flush
+            await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    process, port = await start_server(db)
+    try:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(b'{"type":"hello","nick":"bob"}\n')
+            await stream.send_all(b'{"type":"history","limit":500}\n')
+            got = b""
+            with trio.fail_after(15):
+                while got.count(b'"type":"history"') < 2:
+                    got += await stream.receive_some(65536)
+        pages = [json.loads(x) for x in got.splitlines() if b'"type":"history"' in x]
+        texts = [m["text"] for m in pages[1]["messages"]]
+        assert texts == [f"msg {n}" for n in range(200)]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            await process.wait()
+    with trio.fail_after(30):
+        export = await trio.run_process(
+            [*CLI, "history", "export", "--room", "#lobby", "--db", str(db)],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert export.returncode == 0, export.stderr
+    lines = [json.loads(x) for x in export.stdout.decode().splitlines()]
+    assert [x["text"] for x in lines] == [f"msg {n}" for n in range(200)]
+    assert lines[0]["room"] == "#lobby" and lines[0]["sender"] == "alice"
+
+
+def test_bad_database_files_are_one_clear_line_and_untouched(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-db.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    before = bad.read_bytes()
+    result = subprocess.run(
+        [*CLI, "serve", "--port", "0", "--no-ws", "--no-entry-points", "--db", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"trio-chat: error: {bad} is not a trio-chat database (not an SQLite file)"
+    )
+    assert "Traceback" not in result.stderr
+    assert bad.read_bytes() == before

@@ -1,0 +1,265 @@
+"""What the server does with its store: commit before fan-out, history, and accounts.
+
+With a store, every numbered room event passes through one *publisher* task in id order:
+chat lines and private messages are committed first (many per transaction, as the store
+batches concurrent appends), then each event is handed back to the hub to fan out. So a
+message anyone saw is in the database, and everyone still sees one order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .hub import Pending, Session
+from .names import name_key
+from .protocol import Error, History, Message, Private
+from .store import AccountExists, LoginThrottle, Store, StoredMessage, StoreError
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+log = logging.getLogger("trio_chat.store")
+
+#: Most events the publisher takes from its queue for one round of commits.
+PUBLISH_BATCH = 1024
+#: Most messages one history request returns.
+MAX_HISTORY_PAGE = 500
+
+
+class LoginRefused(Exception):
+    """Login failed; ``code`` and the message are what the user is told."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+def stored_form(pending: Pending) -> StoredMessage:
+    event = pending.event
+    if isinstance(event, Message):
+        return StoredMessage.from_message(event)
+    assert isinstance(event, Private)
+    return StoredMessage(
+        id=event.id,
+        ts=event.ts,
+        room=None,
+        sender=event.nick,
+        text=event.text,
+        kind="private",
+        recipient=event.to,
+    )
+
+
+def wire_form(message: StoredMessage) -> dict[str, Any]:
+    """A stored message shaped like the ``message`` or ``private`` event that carried it."""
+    if message.kind == "private":
+        return {
+            "type": "private",
+            "id": message.id,
+            "ts": message.ts,
+            "nick": message.sender,
+            "to": message.recipient,
+            "text": message.text,
+        }
+    return {
+        "type": "message",
+        "id": message.id,
+        "ts": message.ts,
+        "room": message.room,
+        "nick": message.sender,
+        "text": message.text,
+        "kind": message.kind,
+    }
+
+
+class Persistence:
+    """The server's use of a :class:`~trio_chat.store.Store` (history, accounts)."""
+
+    def __init__(self, store: Store, hub: Hub, *, history_on_join: int, outbox_size: int) -> None:
+        self.store = store
+        self.hub = hub
+        self.history_on_join = history_on_join
+        # A committed batch is delivered a slice at a time, letting every writer drain its
+        # outbox in between: a client that keeps up never sees its queue fill in one burst.
+        self.deliver_slice = max(1, outbox_size // 4)
+        self.throttle = LoginThrottle()
+        self._send, self._receive = trio.open_memory_channel[Pending](math.inf)
+
+    # --------------------------------------------------------------- commit, then fan out
+
+    def attach(self) -> None:
+        """Route the hub's numbered events through :meth:`publish_forever`."""
+        self.hub.start_ids_after(self.store.last_id)
+        self.hub.publisher = self._send.send_nowait
+
+    async def publish_forever(self) -> None:
+        """Commit what needs storing, then deliver every event, in id order. Runs until
+        cancelled; the hub bounds how many messages may wait here."""
+        async for first in self._receive:
+            batch = [first]
+            while len(batch) < PUBLISH_BATCH:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            failed: set[int] = set()
+            to_store = [p for p in batch if p.persist]
+            if to_store:
+                async with trio.open_nursery() as nursery:
+                    for pending in to_store:
+                        nursery.start_soon(self._save, pending, failed)
+            for start in range(0, len(batch), self.deliver_slice):
+                if start:
+                    await trio.lowlevel.checkpoint()
+                for pending in batch[start : start + self.deliver_slice]:
+                    self.hub.deliver(pending, failed=pending.event.id in failed)
+
+    async def _save(self, pending: Pending, failed: set[int]) -> None:
+        try:
+            await self.store.append(stored_form(pending))
+        except StoreError as exc:
+            failed.add(pending.event.id)
+            log.error("message %d not saved: %s", pending.event.id, exc)
+            if pending.sender is not None:
+                self.hub.send_to(
+                    pending.sender,
+                    Error(code="not_saved", text="your message could not be saved; not sent"),
+                )
+
+    async def prune_forever(self, keep_days: float, every: float = 3600.0) -> None:
+        """Delete messages older than ``keep_days``, now and then every ``every`` seconds."""
+        while True:
+            try:
+                removed = await self.store.prune(time.time() - keep_days * 86400)
+            except StoreError as exc:
+                log.error("pruning old messages failed: %s", exc)
+            else:
+                if removed:
+                    log.info("pruned %d messages older than %g days", removed, keep_days)
+            await trio.sleep(every)
+
+    async def close(self) -> None:
+        """Remember the last id given out, so numbering goes on after a restart."""
+        self.hub.publisher = None
+        with trio.move_on_after(5):
+            await self.store.note_last_id(self.hub.last_id)
+
+    # ------------------------------------------------------------------------- history
+
+    async def send_recent(self, session: Session, room: str) -> None:
+        """Right after ``session`` joined ``room``: the latest messages before it arrived."""
+        bound = self.hub.history_bound()
+        session.extra.setdefault("history_bound", {})[name_key(room)] = bound
+        if self.history_on_join <= 0:
+            return
+        await self.send_room_page(
+            session, room, before=bound, limit=self.history_on_join, skip_empty=True
+        )
+
+    def room_bound(self, session: Session, room: str) -> int:
+        """Where live delivery began for ``session`` in ``room``: history stops below it."""
+        bounds: dict[str, int] = session.extra.get("history_bound", {})
+        return bounds.get(name_key(room), self.hub.history_bound())
+
+    async def send_room_page(
+        self,
+        session: Session,
+        room: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 50,
+        ref: str | None = None,
+        skip_empty: bool = False,
+    ) -> list[StoredMessage]:
+        """One page of a room's history for ``session``, never overlapping what it gets live.
+
+        ``after`` gives exactly the gap after the last id a client saw; ``before`` (or
+        neither) pages backwards.
+        """
+        bound = self.room_bound(session, room)
+        limit = max(1, min(limit, MAX_HISTORY_PAGE))
+        before = bound if before is None else min(before, bound)
+        messages = await self.store.history(room, before=before, after=after, limit=limit + 1)
+        more = len(messages) > limit
+        messages = messages[:limit] if after is not None else messages[-limit:]
+        if after is None and messages:
+            # Remember how far back this session has been shown, for /history.
+            oldest: dict[str, int] = session.extra.setdefault("history_oldest", {})
+            key = name_key(room)
+            oldest[key] = min(oldest.get(key, bound), messages[0].id)
+        if messages or not skip_empty:
+            self.hub.send_to(
+                session,
+                History(room=room, messages=[wire_form(m) for m in messages], more=more, ref=ref),
+            )
+        return messages
+
+    async def send_private_page(
+        self,
+        session: Session,
+        other: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 50,
+        ref: str | None = None,
+    ) -> None:
+        """Private history between the logged-in ``session`` and ``other`` only."""
+        account = session.extra.get("account")
+        if account is None:
+            raise LoginRefused(
+                "login_required", "private history is kept for registered users; /login first"
+            )
+        limit = max(1, min(limit, MAX_HISTORY_PAGE))
+        messages = await self.store.private_history(
+            account, other, before=before, after=after, limit=limit + 1
+        )
+        more = len(messages) > limit
+        messages = messages[:limit] if after is not None else messages[-limit:]
+        self.hub.send_to(
+            session,
+            History(with_nick=other, messages=[wire_form(m) for m in messages], more=more, ref=ref),
+        )
+
+    # ------------------------------------------------------------------------ accounts
+
+    async def check_login(self, nick: str, password: str, address: str) -> str:
+        """Verify a password (throttled per account and per address); return the account key.
+
+        The refusal never says whether the nick is registered.
+        """
+        key = name_key(nick)
+        host = address.rpartition(":")[0] or address
+        wait = self.throttle.check(key, host, time.monotonic())
+        if wait > 0:
+            raise LoginRefused(
+                "login_throttled", f"too many failed logins; try again in {math.ceil(wait)} s"
+            )
+        if await self.store.verify_password(key, password):
+            self.throttle.succeeded(key, host, time.monotonic())
+            return key
+        self.throttle.failed(key, host, time.monotonic())
+        raise LoginRefused("login_failed", "wrong nickname or password")
+
+    async def register(self, nick: str, password: str) -> str:
+        """Create the account ``nick`` (first come, first served); return its key."""
+        key = name_key(nick)
+        try:
+            await self.store.create_account(key, password)
+        except AccountExists:
+            raise LoginRefused(
+                "nick_registered", f"the nickname {nick} is already registered"
+            ) from None
+        except ValueError as exc:
+            raise LoginRefused("bad_password", str(exc)) from None
+        return key
+
+    async def is_registered(self, nick: str) -> bool:
+        return await self.store.account_exists(name_key(nick))
