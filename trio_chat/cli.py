@@ -284,8 +284,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         server = ChatServer(ServerConfig(plugins=args.plugin))
     except PluginLoadError as exc:
         return fail(str(exc))
-    for plugin in server.pm.get_plugins():
-        name = server.pm.get_name(plugin) or "?"
+    for name, plugin in sorted(server.pm.list_name_plugin()):
         commands = [f"/{s.name}" for s in server.commands if s.plugin == name]
         print(
             f"{name} {plugin_version(server.pm, plugin)}: "

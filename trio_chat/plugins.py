@@ -13,7 +13,6 @@ import logging
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from types import ModuleType
 
 import pluggy
 
@@ -44,8 +43,18 @@ def new_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
-def import_plugin(spec: str) -> ModuleType:
-    """Import a plugin given as ``package.module`` or as a path to a ``.py`` file."""
+def import_plugin(spec: str) -> object:
+    """Import a plugin given as ``package.module``, ``package.module:attribute`` (an object
+    with hook implementations, as entry points allow) or a path to a ``.py`` file."""
+    if ":" in spec and not spec.endswith(".py"):
+        module_name, _, attribute = spec.partition(":")
+        module = import_plugin(module_name)
+        try:
+            return getattr(module, attribute)
+        except AttributeError:
+            raise PluginLoadError(
+                f"plugin {module_name!r} has no attribute {attribute!r}"
+            ) from None
     path = Path(spec)
     if spec.endswith(".py") or path.is_file():
         if not path.is_file():
@@ -79,8 +88,8 @@ def collect_plugins(
         for name in DEFAULT_PLUGINS:
             plugins.append((importlib.import_module(name), name))
     for spec in extra:
-        module = import_plugin(spec)
-        plugins.append((module, module.__name__))
+        plugin = import_plugin(spec)
+        plugins.append((plugin, getattr(plugin, "__name__", spec)))
     return plugins
 
 
