@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import trio
 
@@ -105,4 +106,44 @@ async def test_serve_prints_addresses_and_ctrl_c_tells_users_before_exiting() ->
     finally:
         if process.returncode is None:
             process.kill()
+            await process.wait()
+
+
+def test_bad_config_file_value_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "chat.toml"
+    config.write_text('port = "twelve"\n')
+    result = run_cli("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"trio-chat: error: config file {config}: key 'port': expected an integer, got \"twelve\""
+    )
+
+
+async def test_config_file_then_environment_then_flags(tmp_path: Path) -> None:
+    config = tmp_path / "chat.toml"
+    config.write_text('server-name = "from-file"\nport = 1\nws_port = 0\ndb = ":memory:"\n')
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TRIO_CHAT_SERVER_NAME": "from-env"}
+    process = await trio.lowlevel.open_process(
+        [*CLI, "serve", "--config", str(config), "--port", "0", "--no-entry-points"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    assert process.stdout is not None
+    try:
+        with trio.fail_after(15):
+            banner = b""
+            while b"\n" not in banner:
+                banner += await process.stdout.receive_some(4096)
+            port = int(banner.decode().split()[3].rsplit(":", 1)[1])  # the flag beat the file
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(b'{"type":"hello","nick":"alice"}\n')
+                received = b""
+                while b"\n" not in received:
+                    received += await stream.receive_some(4096)
+            assert json.loads(received.splitlines()[0])["server"] == "from-env"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
             await process.wait()

@@ -41,3 +41,28 @@ def test_every_frame_type_is_documented() -> None:
     names += list(protocol._CLIENT_FRAMES)
     for name in names:
         assert f"| `{name}` |" in documented, name
+
+
+def test_plugin_hook_reference_is_the_hookspec_docstrings() -> None:
+    from trio_chat._plugin_docs import hook_reference
+
+    documented = (ROOT / "docs" / "plugins.md").read_text()
+    reference = documented.split("## Hook reference", 1)[1]
+    assert reference.split("\n\n", 2)[2] == hook_reference(), (
+        "docs/plugins.md is stale: regenerate with python -m trio_chat._plugin_docs"
+    )
+
+
+def test_the_ten_line_plugin_of_the_docs_works(tmp_path: Path) -> None:
+    import asyncio  # noqa: F401  (the sample is plain Python; only its hooks matter)
+
+    documented = (ROOT / "docs" / "plugins.md").read_text()
+    sample = documented.split("```python\n# shout.py\n", 1)[1].split("```", 1)[0]
+    assert len([line for line in sample.splitlines() if line.strip()]) <= 10
+    (tmp_path / "shout.py").write_text(sample)
+    from trio_chat import ChatServer
+    from trio_chat.testing import local_config
+
+    server = ChatServer(local_config(plugins=[str(tmp_path / "shout.py")]))
+    spec = server.commands.get("shout")
+    assert spec is not None and spec.help == "Say something loudly"

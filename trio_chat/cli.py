@@ -21,6 +21,7 @@ from . import __version__
 from .config import DEFAULT_PORT, DEFAULT_WS_PORT, ServerConfig
 from .plugins import PluginLoadError
 from .server import ChatServer, ServerSetupError, run_until_signal
+from .settings import ConfigError, load_config, overrides_from_args, render_example_config
 from .store import Store, StoreError
 
 E = TypeVar("E", bound=BaseException)
@@ -57,27 +58,38 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run a chat server",
         description="Run a chat server: TCP (JSON lines and plain text, "
-        "for nc) and WebSocket plus the browser page on a second port.",
+        "for nc) and WebSocket plus the browser page on a second port. Settings come from "
+        "--config FILE (TOML), then TRIO_CHAT_<SETTING> environment variables, then flags.",
+        # A flag the user did not give leaves no attribute, so it cannot hide a setting
+        # from the config file or the environment (see settings.overrides_from_args).
+        argument_default=argparse.SUPPRESS,
+    )
+    serve.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="TOML settings file (trio-chat example-config prints one with every setting)",
     )
     serve.add_argument(
         "--host",
-        default="127.0.0.1",
         help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)",
     )
     serve.add_argument(
         "--port",
         type=port_number,
-        default=DEFAULT_PORT,
         help=f"TCP port, 0 picks a free one (default {DEFAULT_PORT})",
     )
     serve.add_argument(
         "--ws-port",
         type=port_number,
-        default=DEFAULT_WS_PORT,
         help=f"WebSocket and browser page port, 0 picks a free one (default {DEFAULT_WS_PORT})",
     )
-    serve.add_argument("--no-ws", action="store_true", help="serve TCP only")
-    serve.add_argument("--name", default="trio-chat", help="server name shown to users")
+    serve.add_argument(
+        "--no-ws", action="store_const", const=None, dest="ws_port", help="serve TCP only"
+    )
+    serve.add_argument(
+        "--name", dest="server_name", metavar="NAME", help="server name shown to users"
+    )
     serve.add_argument("--tls-cert", metavar="PEM", help="TLS certificate chain (with --tls-key)")
     serve.add_argument(
         "--tls-key", metavar="PEM", help="TLS private key: TCP then speaks TLS and WebSocket wss://"
@@ -85,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--admin",
         action="append",
-        default=[],
+        dest="admins",
         metavar="NICK",
         help="a nick that may become administrator with /oper PASSWORD; the password comes "
         "from the TRIO_CHAT_ADMIN_PASSWORD environment variable (repeatable)",
@@ -93,29 +105,33 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--plugin",
         action="append",
-        default=[],
+        dest="plugins",
         metavar="MODULE_OR_FILE",
         help="load a plugin module (pkg.mod) or file (path.py); repeatable",
     )
     serve.add_argument(
         "--no-entry-points",
-        action="store_true",
+        action="store_false",
+        dest="entry_points",
         help="do not load plugins installed in the 'trio_chat' entry-point group",
     )
     serve.add_argument(
         "--db",
-        default=default_db_path(),
         metavar="PATH",
-        help="SQLite database for history and accounts (default %(default)s; "
+        help=f"SQLite database for history and accounts (default {default_db_path()}; "
         "':memory:' for a throwaway one)",
     )
     serve.add_argument(
-        "--no-db", action="store_true", help="keep no history and no accounts (no database)"
+        "--no-db",
+        action="store_const",
+        const=None,
+        dest="db",
+        help="keep no history and no accounts (no database)",
     )
     serve.add_argument(
         "--history",
         type=int,
-        default=50,
+        dest="history_on_join",
         metavar="N",
         help="messages shown from a room's history on joining it (default 50)",
     )
@@ -133,8 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-frame-bytes",
         type=positive_int,
-        default=16 * 1024,
+        metavar="BYTES",
         help="largest line or WebSocket message accepted (default 16384)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=port_number,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
     )
     serve.add_argument(
         "--log-level",
@@ -167,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--room", required=True, help="the room, e.g. '#lobby'")
     export.add_argument(
         "--db", default=default_db_path(), metavar="PATH", help="database (default %(default)s)"
+    )
+
+    sub.add_parser(
+        "example-config",
+        help="print a TOML settings file with every setting at its default",
     )
 
     plugins = sub.add_parser("plugins", help="list plugins and their commands")
@@ -228,23 +255,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    config = ServerConfig(
-        host=args.host,
-        port=args.port,
-        ws_port=None if args.no_ws else args.ws_port,
-        server_name=args.name,
-        plugins=args.plugin,
-        entry_points=not args.no_entry_points,
-        max_frame_bytes=args.max_frame_bytes,
-        admins=args.admin,
-        db=None if args.no_db else args.db,
-        history_on_join=args.history,
-        keep_days=args.keep_days,
-        require_accounts=args.require_accounts,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        admin_password=os.environ.get("TRIO_CHAT_ADMIN_PASSWORD") or None,
-    )
+    try:
+        config = load_config(
+            config_file=args.config,
+            environ=os.environ,
+            overrides=overrides_from_args(args),
+            defaults={"db": default_db_path()},
+        )
+    except ConfigError as exc:
+        return fail(str(exc))
     try:
         server = ChatServer(config)
     except (PluginLoadError, ServerSetupError) as exc:
@@ -270,9 +289,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise
         if error.errno == errno.EADDRINUSE:
             return fail(
-                f"address already in use (is another server on port {args.port} or {args.ws_port}?)"
+                f"address already in use (is another server on port {config.port} "
+                f"or {config.ws_port}?)"
             )
-        return fail(f"cannot listen on {args.host}: {error.strerror or error}")
+        return fail(f"cannot listen on {config.host}: {error.strerror or error}")
     print("trio-chat stopped.", flush=True)
     return 0
 
@@ -308,6 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_plugins(args)
         if args.command == "history":
             return cmd_history(args)
+        if args.command == "example-config":
+            sys.stdout.write(render_example_config({"db": default_db_path()}))
+            return 0
         return cmd_connect(args)
     except KeyboardInterrupt:
         return 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .protocol import DEFAULT_MAX_FRAME_BYTES
 
@@ -58,7 +59,11 @@ class ServerConfig:
     keep_days: float | None = None
     #: Only registered users may chat (``hello`` must carry a password).
     require_accounts: bool = False
+    #: Port answering Prometheus's ``GET /metrics`` (on ``host``); ``None`` serves no metrics.
+    metrics_port: int | None = None
     #: Plugins to load (``module.name`` or ``path/to/file.py``).
     plugins: list[str] = field(default_factory=list)
     #: Load plugins installed with an entry point in the ``trio_chat`` group.
     entry_points: bool = True
+    #: Each plugin's own settings, by plugin name (``[plugin.NAME]`` in the config file).
+    plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -16,7 +16,6 @@ plugin timeout, without holding up other users.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -85,7 +84,3 @@ def user_left(server: ChatServer, session: Session, room: str, reason: str | Non
 @hookspec
 def server_started(server: ChatServer, addresses: list[str]) -> None:
     """Called once the server listens, with the addresses it bound (``tcp://``, ``ws://``)."""
-
-
-# Kept for type checkers of plugin code: the shape of a command handler.
-CommandHandler = Callable[..., Any]

@@ -27,6 +27,7 @@ from typing import Any
 
 import trio
 
+from .metrics import Metrics
 from .names import DEFAULT_ROOM, InvalidName, name_key, normalize_nick
 from .protocol import (
     Info,
@@ -167,8 +168,11 @@ def host_of(address: str) -> str:
 class Hub:
     """Registry of sessions and rooms, and the one place events are numbered and fanned out."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.time, metrics: Metrics | None = None
+    ) -> None:
         self._clock = clock
+        self.metrics = metrics if metrics is not None else Metrics()
         self._last_id = 0
         self._session_ids = itertools.count(1)
         #: Set by the server when a store is on: room events then pass through it (to be
@@ -386,7 +390,7 @@ class Hub:
         if self._undelivered and self._undelivered[0] == pending.event.id:
             self._undelivered.popleft()
         if not failed:
-            self._fanout(pending.receivers(), pending.event)
+            self._fanout_timed(pending)
 
     def _next_id(self) -> int:
         self._last_id += 1
@@ -404,15 +408,22 @@ class Hub:
         """Fan out an event with an id: at once, or after the store committed it."""
         pending = Pending(event, room, extra, persist, sender)
         if self.publisher is None:
-            self._fanout(pending.receivers(), event)
+            self._fanout_timed(pending)
             return
         if persist and len(self._undelivered) >= self.max_undelivered:
             raise ServerBusy("the server is busy saving messages; try again in a moment")
         self._undelivered.append(event.id)
         self.publisher(pending)
 
+    def _fanout_timed(self, pending: Pending) -> None:
+        """Fan out a numbered event, timed for ``trio_chat_fanout_seconds``."""
+        start = time.perf_counter()
+        self._fanout(pending.receivers(), pending.event)
+        self.metrics.fanout_seconds.observe(time.perf_counter() - start)
+
     def _fanout(self, receivers: Iterable[Session], event: ServerEvent) -> None:
         overflowed: list[Session] = []
+        delivered = 0
         for receiver in receivers:
             try:
                 receiver.outbox.send_nowait(event)
@@ -421,6 +432,9 @@ class Hub:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 # Its writer is gone; the transport's cleanup will detach it.
                 overflowed.append(receiver)
+            else:
+                delivered += 1
+        self.metrics.messages_out_total.inc(delivered)
         # Handled after the loop: detaching announces a leave, which fans out again.
         for receiver in overflowed:
             self._drop_slow(receiver)
@@ -430,5 +444,6 @@ class Hub:
             self.detach(session, session.close_reason or "connection closed")
             return
         log.info("disconnecting %s (%s): send queue full", session.nick, session.address)
+        self.metrics.queue_drops_total.inc()
         session.close("slow_consumer", "too slow: your send queue was full")
         self.detach(session, "too slow to receive messages")

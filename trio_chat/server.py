@@ -18,6 +18,7 @@ import trio
 from .commands import CommandContext, CommandError, CommandRegistry, run_command
 from .config import ServerConfig
 from .hub import Hub, NotInRoom, Session
+from .metrics import Metrics, serve_metrics
 from .names import InvalidName, normalize_nick
 from .persistence import LoginRefused, Persistence
 from .plugins import ENTRY_POINT_GROUP, collect_plugins, new_plugin_manager
@@ -60,7 +61,9 @@ class ChatServer:
     ) -> None:
         self.config = config or ServerConfig()
         self.ssl_context = self._load_tls()
-        self.hub = Hub()
+        #: Counters for Prometheus; ``self.metrics.render()`` answers a scrape.
+        self.metrics = Metrics()
+        self.hub = Hub(metrics=self.metrics)
         self.commands = CommandRegistry()
         self.pm: pluggy.PluginManager = new_plugin_manager()
         self.addresses: list[str] = []
@@ -119,6 +122,10 @@ class ChatServer:
             n += 1
             name = f"{base}#{n}"
         return name
+
+    def plugin_settings(self, name: str) -> dict[str, Any]:
+        """The settings of plugin ``name`` from the config file (empty if it has none)."""
+        return dict(self.config.plugin_settings.get(name, {}))
 
     def remove_plugin(self, name: str) -> None:
         self.pm.unregister(name=name)
@@ -193,6 +200,7 @@ class ChatServer:
 
     async def handle(self, session: Session, frame: ClientFrame) -> None:
         """Act on one frame from a logged-in session. Never raises for bad input."""
+        self.metrics.messages_in_total.inc()
         if isinstance(frame, Say):
             room = frame.room or session.room
             try:
@@ -373,6 +381,13 @@ class ChatServer:
                 self.addresses = await listeners.start(serve_tcp_chat, self, nursery)
                 if self.config.ws_port is not None:
                     self.addresses += await listeners.start(serve_websocket_chat, self, nursery)
+                if self.config.metrics_port is not None:
+                    self.addresses += await listeners.start(
+                        serve_metrics,
+                        self.metrics.render,
+                        self.config.host,
+                        self.config.metrics_port,
+                    )
                 log.info("listening on %s", " ".join(self.addresses))
                 self.pm.hook.server_started(server=self, addresses=list(self.addresses))
                 task_status.started(list(self.addresses))

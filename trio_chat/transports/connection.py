@@ -40,6 +40,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trio_chat.connection")
 
+#: Label values of ``trio_chat_disconnects_total`` for the ends the connection noticed itself
+#: (free-text reasons must never be labels: each distinct value is a time series).
+_REASON_CODES = {
+    "connection closed": "closed",
+    "connection lost": "connection_lost",
+    "write timed out": "write_timeout",
+    "ping timeout": "ping_timeout",
+}
+
 #: Seconds a goodbye (``bye`` frame and close) may take before the socket is just dropped.
 GOODBYE_TIMEOUT = 1.0
 
@@ -98,10 +107,16 @@ async def run_connection(server: ChatServer, link: Link) -> None:
     send_outbox, receive_outbox = trio.open_memory_channel[ServerEvent](cfg.outbox_size)
     session: Session | None = None
     reason = "connection closed"
+    end_label: str | None = None  # the disconnect metric's label, when not the session's
+    metrics = server.metrics
+    open_connections = metrics.connections.labels(link.transport)
+    open_connections.inc()
+    metrics.connections_total.inc()
     try:
         with trio.move_on_after(cfg.handshake_timeout) as handshake_scope:
             session = await _handshake(server, link, send_outbox)
         if handshake_scope.cancelled_caught:
+            end_label = "handshake_timeout"
             await _goodbye(link, Bye(code="timeout", text="no nickname given in time"))
             return
         if session is None:
@@ -109,6 +124,10 @@ async def run_connection(server: ChatServer, link: Link) -> None:
         log.info("connect %s %s via %s", session.nick, link.address, link.transport)
         reason = await _serve_session(server, link, session, receive_outbox)
     finally:
+        open_connections.dec()
+        if session is not None and session.close_code is not None:
+            end_label = session.close_code  # quit, slow_consumer, shutdown, ...
+        metrics.disconnects_total.labels(end_label or _REASON_CODES.get(reason, "other")).inc()
         if session is not None:
             if session.close_reason is not None:
                 reason = session.close_reason
@@ -133,6 +152,7 @@ async def _handshake(
             await _goodbye(link, Bye(code="quit", text=item.reason or "quit"))
             return None
         if isinstance(item, RemoteProtocolError):
+            server.metrics.frames_rejected_total.labels(item.code).inc()
             await link.send([Error(code=item.code, text=item.message, ref=item.ref)])
             continue
         if isinstance(item, Ping):
@@ -247,6 +267,7 @@ async def _serve_session(
                 reason = "connection lost"
                 break
             if isinstance(item, RemoteProtocolError):
+                server.metrics.frames_rejected_total.labels(item.code).inc()
                 server.hub.send_to(session, Error(code=item.code, text=item.message, ref=item.ref))
                 continue
             await server.handle(session, item)
