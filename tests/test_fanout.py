@@ -91,3 +91,26 @@ async def test_a_client_that_stops_reading_is_disconnected_and_others_get_everyt
                 assert chat.server.hub.find("stalled") is None
         finally:
             stalled.close()
+
+
+async def test_the_send_queue_is_bounded_in_bytes_too() -> None:
+    # Room for 10,000 events, but only 64 KiB: big messages fill the bytes first.
+    config = local_config(outbox_size=10_000, outbox_bytes=64 * 1024)
+    async with open_test_server(config=config) as chat:
+        host, port = chat.address("tcp")
+        with socket.socket() as stalled:
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.connect((host, port))
+            stalled.sendall(b'{"type":"hello","nick":"stalled"}\n')
+            async with open_client(chat, "alice") as alice:
+                await alice.expect("join", lambda e: e.nick == "alice")
+                with trio.fail_after(20):
+                    n = 0
+                    while chat.server.hub.find("stalled") is not None:
+                        await alice.say(f"{n} " + "y" * 12_000)
+                        await alice.expect("message")
+                        n += 1
+                event = await alice.expect("leave")
+                assert (event.nick, event.reason) == ("stalled", "too slow to receive messages")
+                # Far fewer than 10,000 events were queued: the byte bound decided.
+                assert n < 1000

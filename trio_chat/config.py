@@ -27,6 +27,8 @@ class ServerConfig:
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     #: Events that may wait for one slow receiver before it is disconnected.
     outbox_size: int = 1024
+    #: Bytes that may wait for one slow receiver before it is disconnected.
+    outbox_bytes: int = 1 << 20
     #: Most events written to a socket in one write.
     max_batch: int = 256
     #: Seconds one write may take before the peer counts as gone.

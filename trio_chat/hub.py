@@ -87,6 +87,11 @@ class Session:
     close_code: str | None = None
     close_reason: str | None = None
     on_close: Callable[[], None] | None = None
+    #: The size in bytes an event takes on this session's wire (set by the transport), so
+    #: the send queue is bounded in bytes as well as in events.
+    measure: Callable[[ServerEvent], int] | None = None
+    queued_bytes: int = 0
+    max_queued_bytes: int = 1 << 20
     #: Away message, or ``None`` when present.
     away: str | None = None
     #: Server administrator: operator in every room.
@@ -425,6 +430,11 @@ class Hub:
         overflowed: list[Session] = []
         delivered = 0
         for receiver in receivers:
+            size = 0 if receiver.measure is None else receiver.measure(event)
+            queued = receiver.queued_bytes
+            if queued and queued + size > receiver.max_queued_bytes:
+                overflowed.append(receiver)  # a lone big event always fits; a backlog not
+                continue
             try:
                 receiver.outbox.send_nowait(event)
             except trio.WouldBlock:
@@ -433,6 +443,7 @@ class Hub:
                 # Its writer is gone; the transport's cleanup will detach it.
                 overflowed.append(receiver)
             else:
+                receiver.queued_bytes = queued + size
                 delivered += 1
         self.metrics.messages_out_total.inc(delivered)
         # Handled after the loop: detaching announces a leave, which fans out again.

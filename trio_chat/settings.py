@@ -96,6 +96,7 @@ CHECKS: dict[str, Check] = {
     "metrics_port": port_number,
     "max_frame_bytes": positive,
     "outbox_size": positive,
+    "outbox_bytes": positive,
     "max_batch": positive,
     "send_timeout": positive,
     "handshake_timeout": positive,

@@ -81,6 +81,10 @@ class Link(Protocol):
 
     async def aclose(self) -> None: ...
 
+    def measure(self, event: ServerEvent) -> int:
+        """Bytes ``event`` takes on this link (its encoding is cached for the writer)."""
+        ...
+
 
 async def ping_when_idle(
     last_heard: Callable[[], float],
@@ -183,6 +187,8 @@ async def _handshake(
             await link.prompt_nick()
             continue
         session.extra["account"] = account
+        session.measure = link.measure
+        session.max_queued_bytes = server.config.outbox_bytes
         server.hub.send_to(
             session,
             Welcome(
@@ -240,7 +246,9 @@ async def _serve_session(
         async def write() -> None:
             nonlocal reason
             try:
-                await _writer(link, outbox, server.config.max_batch, server.config.send_timeout)
+                await _writer(
+                    link, session, outbox, server.config.max_batch, server.config.send_timeout
+                )
             except trio.TooSlowError:
                 reason = "write timed out"
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -282,6 +290,7 @@ async def _serve_session(
 
 async def _writer(
     link: Link,
+    session: Session,
     outbox: trio.MemoryReceiveChannel[ServerEvent],
     max_batch: int,
     send_timeout: float,
@@ -292,6 +301,8 @@ async def _writer(
         batch += _drain(outbox, max_batch - 1)
         with trio.fail_after(send_timeout):
             await link.send(batch)
+        if session.measure is not None:
+            session.queued_bytes -= sum(map(session.measure, batch))
 
 
 def _drain(outbox: trio.MemoryReceiveChannel[ServerEvent], limit: int) -> list[ServerEvent]:

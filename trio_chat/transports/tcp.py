@@ -108,6 +108,9 @@ class TcpLink:
             await trio.sleep_forever()
         return await ping_when_idle(lambda: self.last_heard, idle, answer_within, send_ping)
 
+    def measure(self, event: ServerEvent) -> int:
+        return len(encoded(event, self.format))
+
     async def aclose(self) -> None:
         await self.stream.aclose()
 

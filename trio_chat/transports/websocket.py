@@ -92,6 +92,9 @@ class WebSocketLink:
                 continue
             return "ping timeout"
 
+    def measure(self, event: ServerEvent) -> int:
+        return len(encoded(event, WEBSOCKET_JSON))
+
     async def aclose(self) -> None:
         await self.ws.aclose()
 
