@@ -296,3 +296,27 @@ async def test_quiet_json_clients_are_pinged_and_dropped_if_they_do_not_answer()
             await alice.command("/who")
             info = await alice.expect("info")
             assert set(info.data["users"]) == {"alice", "polite", "nc_user"}
+
+
+async def test_a_client_that_stops_sending_still_gets_its_replies(chat_server: TestServer) -> None:
+    """``printf '...' | nc host port``: the client half-closes right after its lines."""
+    host, port = chat_server.address("tcp")
+    for opening, expected in [
+        (b'{"type":"hello","nick":"bot"}\n{"type":"say","text":"beep"}\n', b'"text":"beep"'),
+        (b"carol\nhi everyone\n/me waves\n/who\n", b"-- 1 in #lobby: carol"),
+    ]:
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            await stream.send_all(opening)
+            await stream.send_eof()
+            received = b""
+            with trio.fail_after(DEFAULT_TIMEOUT):
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+        assert expected in received
+        if b"carol" in opening:
+            lines = received.decode().splitlines()
+            said = next(i for i, line in enumerate(lines) if "<carol> hi everyone" in line)
+            waved = next(i for i, line in enumerate(lines) if "* carol waves" in line)
+            who = next(i for i, line in enumerate(lines) if line == "-- 1 in #lobby: carol")
+            assert said < waved < who  # replies come in the order the lines were typed

@@ -154,7 +154,7 @@ async def test_message_filters_and_event_listeners() -> None:
                     "welcome to #lobby, alice"
                 ]
             await alice.expect("leave")
-        assert greeter.left == [("bob", "#lobby", "connection lost")]
+        assert greeter.left[0] == ("bob", "#lobby", "connection lost")
 
 
 def test_plugin_loaded_from_a_file(tmp_path: Path) -> None:

@@ -128,7 +128,7 @@ class Pending:
     """A numbered event on its way out: who gets it is decided when it is delivered, so a
     member who joined meanwhile gets it live (and not in their joining history)."""
 
-    event: RoomEvent
+    event: RoomEvent | ServerEvent
     room: Room | None
     extra: tuple[Session, ...] = ()
     #: Stored before delivery (chat lines and private messages).
@@ -363,8 +363,15 @@ class Hub:
         return event
 
     def send_to(self, session: Session, event: ServerEvent) -> None:
-        """Queue an event for one session (replies, errors), under the same slow policy."""
-        self._fanout((session,), event)
+        """Queue an event for one session (replies, errors), under the same slow policy.
+
+        While room events wait for the store, a reply waits behind them, so a user sees the
+        answer to ``/who`` after the line they typed before it.
+        """
+        if self.publisher is not None and self._undelivered:
+            self.publisher(Pending(event, None, (session,)))
+        else:
+            self._fanout((session,), event)
 
     def send_to_info(self, session: Session, text: str) -> None:
         """Tell one session something (an ``info`` event)."""
@@ -392,7 +399,11 @@ class Hub:
 
     def deliver(self, pending: Pending, *, failed: bool = False) -> None:
         """Called by the publisher, in id order, once a published event may go out."""
-        if self._undelivered and self._undelivered[0] == pending.event.id:
+        event_id = getattr(pending.event, "id", None)
+        if event_id is None:  # a reply that waited its turn (see send_to)
+            self._fanout(pending.receivers(), pending.event)
+            return
+        if self._undelivered and self._undelivered[0] == event_id:
             self._undelivered.popleft()
         if not failed:
             self._fanout_timed(pending)
@@ -451,6 +462,8 @@ class Hub:
             self._drop_slow(receiver)
 
     def _drop_slow(self, session: Session) -> None:
+        if self.sessions.get(session.key) is not session:
+            return  # already gone (a reply that came after it left)
         if session.closed:
             self.detach(session, session.close_reason or "connection closed")
             return

@@ -44,7 +44,7 @@ def stored_form(pending: Pending) -> StoredMessage:
     event = pending.event
     if isinstance(event, Message):
         return StoredMessage.from_message(event)
-    assert isinstance(event, Private)
+    assert isinstance(event, Private), "only chat lines and private messages are stored"
     return StoredMessage(
         id=event.id,
         ts=event.ts,
@@ -90,6 +90,8 @@ class Persistence:
         self.deliver_slice = max(1, outbox_size // 4)
         self.throttle = LoginThrottle()
         self._send, self._receive = trio.open_memory_channel[Pending](math.inf)
+        self._delivered = trio.Event()  # set (and replaced) after every delivered batch
+        self._busy = False  # a batch is being committed or delivered
 
     # --------------------------------------------------------------- commit, then fan out
 
@@ -102,6 +104,7 @@ class Persistence:
         """Commit what needs storing, then deliver every event, in id order. Runs until
         cancelled; the hub bounds how many messages may wait here."""
         async for first in self._receive:
+            self._busy = True
             batch = [first]
             while len(batch) < PUBLISH_BATCH:
                 try:
@@ -118,14 +121,28 @@ class Persistence:
                 if start:
                     await trio.lowlevel.checkpoint()
                 for pending in batch[start : start + self.deliver_slice]:
-                    self.hub.deliver(pending, failed=pending.event.id in failed)
+                    self.hub.deliver(pending, failed=id(pending) in failed)
+            self._busy = False
+            self._delivered.set()
+            self._delivered = trio.Event()
+
+    async def settle(self) -> None:
+        """Return once every event numbered so far has been delivered (or failed)."""
+        target = self.hub.last_id
+        while (
+            self.hub.history_bound() <= target
+            or self._receive.statistics().current_buffer_used
+            or self._busy
+        ):
+            await self._delivered.wait()
 
     async def _save(self, pending: Pending, failed: set[int]) -> None:
+        record = stored_form(pending)
         try:
-            await self.store.append(stored_form(pending))
+            await self.store.append(record)
         except StoreError as exc:
-            failed.add(pending.event.id)
-            log.error("message %d not saved: %s", pending.event.id, exc)
+            failed.add(id(pending))
+            log.error("message %d not saved: %s", record.id, exc)
             if pending.sender is not None:
                 self.hub.send_to(
                     pending.sender,

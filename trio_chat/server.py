@@ -296,6 +296,11 @@ class ChatServer:
             )
         return self.persistence
 
+    async def settle(self) -> None:
+        """Wait until everything said so far has gone out (at once without a store)."""
+        if self.persistence is not None:
+            await self.persistence.settle()
+
     async def after_join(self, session: Session, room: str) -> None:
         """What a session gets on joining a room besides the ``join``: recent history."""
         if self.persistence is not None:

@@ -243,6 +243,8 @@ async def _serve_session(
         if session.closed:  # closed before we could listen (e.g. kicked at join)
             nursery.cancel_scope.cancel()
 
+        writer_done = trio.Event()
+
         async def write() -> None:
             nonlocal reason
             try:
@@ -253,6 +255,8 @@ async def _serve_session(
                 reason = "write timed out"
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 reason = "connection lost"
+            finally:
+                writer_done.set()
             nursery.cancel_scope.cancel()
 
         async def watch() -> None:
@@ -272,7 +276,14 @@ async def _serve_session(
         while True:
             item = await link.receive()
             if item is None:
+                # The peer is gone, or only stopped sending (``printf ... | nc``): it still
+                # gets what was queued for it, within a bounded time.
                 reason = "connection lost"
+                with trio.move_on_after(GOODBYE_TIMEOUT):
+                    await server.settle()  # its own last lines come back to it too
+                    server.hub.detach(session, reason)
+                    session.outbox.close()
+                    await writer_done.wait()
                 break
             if isinstance(item, RemoteProtocolError):
                 server.metrics.frames_rejected_total.labels(item.code).inc()
