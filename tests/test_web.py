@@ -62,7 +62,9 @@ def driver() -> Iterator[Any]:
 
 @pytest.fixture
 async def chat(nursery: trio.Nursery) -> AsyncIterator[Chat]:
-    server = ChatServer(ServerConfig(port=0, ws_port=0, entry_points=False))
+    server = ChatServer(
+        ServerConfig(port=0, ws_port=0, entry_points=False, db=":memory:", db_sync_full=False)
+    )
     with trio.fail_after(TIMEOUT):
         addresses = await nursery.start(server.serve)
     tcp = next(a for a in addresses if a.startswith("tcp://"))
@@ -288,3 +290,17 @@ async def test_server_shutdown_shows_reason(chat: Chat, page: Page) -> None:
         what="the shutdown reason",
     )
     assert await page.js("return document.getElementById('reconnect').disabled") is False
+
+
+async def test_history_is_shown_dimmed_on_joining(chat: Chat, page: Page) -> None:
+    early = await chat.tcp_client("early")
+    try:
+        await early.send({"type": "say", "text": "said before you came"})
+        await early.expect("message", text="said before you came")
+        await log_in(page, "latecomer")
+        await page.wait_log("earlier in #lobby:")
+        await page.wait_log("said before you came", css="#log li.past")
+        await early.send({"type": "say", "text": "said live"})
+        await page.wait_log("said live", css="#log li:not(.past)")
+    finally:
+        await early.aclose()
