@@ -3,16 +3,19 @@
 An in-process server listens on port 0; the client runs as ``python -m trio_chat.cli
 connect`` with piped stdin/stdout (its non-interactive mode), and a second, raw client
 speaks JSON lines to check what the first one sends. One test drives the interactive prompt
-inside tmux. Every wait is under ``trio.fail_after``.
+inside tmux. TLS tests use certificates from a trustme CA. Every wait is under
+``trio.fail_after``.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -23,13 +26,24 @@ from typing import Any
 
 import pytest
 import trio
+import trustme
 
-from trio_chat.client.app import event_lines
-from trio_chat.client.connection import BadTarget, Target, describe_os_error, parse_target
+from trio_chat.client import connection as client_connection
+from trio_chat.client.app import INSECURE_WARNING, event_lines, run_client
+from trio_chat.client.connection import (
+    BadTarget,
+    ConnectError,
+    Target,
+    describe_os_error,
+    open_connection,
+    parse_target,
+)
 from trio_chat.client.terminal import InputEnd, PromptTerminal, printable
+from trio_chat.client.tls import client_ssl_context
 from trio_chat.config import ServerConfig
 from trio_chat.protocol import Info, Message
 from trio_chat.server import ChatServer
+from trio_chat.testing import local_config
 from trio_chat.textmode import NICK_PROMPT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +68,7 @@ def tcp_port(addresses: dict[str, str]) -> str:
 class RawClient:
     """A JSON-lines client written by hand, to watch what the real client does."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self._buffer = b""
 
@@ -78,10 +92,18 @@ class RawClient:
 
 
 @asynccontextmanager
-async def raw_client(addresses: dict[str, str], nick: str) -> AsyncIterator[RawClient]:
-    host, port = addresses["tcp"].removeprefix("tcp://").rsplit(":", 1)
+async def raw_client(
+    addresses: dict[str, str], nick: str, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[RawClient]:
+    """Logged in on the TCP port, or on the TLS port when given an ``ssl_context``."""
+    scheme = "tcp" if ssl_context is None else "tls"
+    host, port = addresses[scheme].removeprefix(f"{scheme}://").rsplit(":", 1)
+    stream: trio.abc.Stream
     with trio.fail_after(WAIT):
-        stream = await trio.open_tcp_stream(host, int(port))
+        if ssl_context is None:
+            stream = await trio.open_tcp_stream(host, int(port))
+        else:
+            stream = await trio.open_ssl_over_tcp_stream(host, int(port), ssl_context=ssl_context)
     async with stream:
         client = RawClient(stream)
         await client.send(type="hello", nick=nick)
@@ -158,6 +180,20 @@ async def running_client(*args: str) -> AsyncIterator[ClientProcess]:
             for pipe in (process.stdin, process.stdout, process.stderr):
                 if pipe is not None:
                     await pipe.aclose()
+
+
+async def run_client_once(*args: str) -> tuple[int, str, str]:
+    """Run the client with empty stdin (it quits once logged in); (status, stdout, stderr)."""
+    with trio.fail_after(WAIT):
+        result = await trio.run_process(
+            client_command(*args),
+            stdin=b"",
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd=ROOT,
+        )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
 def assert_one_error_line(stderr: str, expected: str) -> None:
@@ -510,3 +546,215 @@ async def test_a_port_without_a_chat_server_is_one_line(nursery: trio.Nursery) -
         result.stderr.decode(),
         f"trio-chat: 127.0.0.1:{port} does not speak the trio-chat protocol",
     )
+
+
+# ---------------------------------------------------------------------------------- TLS
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+def trusting(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+async def start_tls_server(
+    nursery: trio.Nursery, ca: trustme.CA, tmp_path: Path, **cert_options: Any
+) -> dict[str, str]:
+    """A server with a certificate from ``ca``; its addresses keyed by scheme (tls, wss)."""
+    cert = ca.issue_cert("127.0.0.1", "localhost", **cert_options)
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    chat = ChatServer(local_config(tls_cert=str(cert_path), tls_key=str(key_path)))
+    with trio.fail_after(WAIT):
+        addresses: list[str] = await nursery.start(chat.serve)
+    return {address.split("://")[0]: address for address in addresses}
+
+
+@pytest.fixture
+async def tls_server(nursery: trio.Nursery, ca: trustme.CA, tmp_path: Path) -> dict[str, str]:
+    return await start_tls_server(nursery, ca, tmp_path)
+
+
+def port_of(address: str) -> str:
+    return address.rstrip("/").rsplit(":", 1)[1]
+
+
+async def test_tls_client_chats_with_a_private_ca(
+    tls_server: dict[str, str], ca: trustme.CA, ca_file: str
+) -> None:
+    port = port_of(tls_server["tls"])
+    async with (
+        raw_client(tls_server, "bob", trusting(ca)) as bob,
+        running_client(
+            "127.0.0.1", "--port", port, "--tls", "--ca", ca_file, "--nick", "alice"
+        ) as alice,
+    ):
+        await alice.expect("-- Hello alice")
+        await bob.expect("join", nick="alice")
+        await alice.send_line("over TLS")
+        await bob.expect("message", nick="alice", text="over TLS")
+        await bob.send(type="say", text="encrypted too")
+        await alice.expect("<bob> encrypted too")
+        status, stderr = await alice.finish()
+        await bob.expect("leave", nick="alice")
+    assert (status, stderr) == (0, "")
+
+
+async def test_wss_client_chats_with_a_private_ca(
+    tls_server: dict[str, str], ca: trustme.CA, ca_file: str
+) -> None:
+    async with (
+        raw_client(tls_server, "bob", trusting(ca)) as bob,
+        running_client(tls_server["wss"] + "/", "--ca", ca_file, "--nick", "wes") as wes,
+    ):
+        await wes.expect("-- Hello wes")
+        await wes.send_line("over wss")
+        await bob.expect("message", nick="wes", text="over wss")
+        await bob.send(type="say", text="back over TLS")
+        await wes.expect("<bob> back over TLS")
+        status, stderr = await wes.finish()
+    assert (status, stderr) == (0, "")
+
+
+async def test_untrusted_certificate_is_one_line(tls_server: dict[str, str]) -> None:
+    port = port_of(tls_server["tls"])
+    status, stdout, stderr = await run_client_once(f"tls://127.0.0.1:{port}", "--nick", "x")
+    assert (status, stdout) == (1, "")
+    assert_one_error_line(
+        stderr,
+        f"trio-chat: cannot connect to 127.0.0.1:{port}: certificate verify failed: "
+        "unable to get local issuer certificate (use --ca FILE for a private CA)",
+    )
+
+
+async def test_insecure_connects_and_warns(tls_server: dict[str, str]) -> None:
+    port = port_of(tls_server["tls"])
+    status, stdout, stderr = await run_client_once(
+        "localhost", "--port", port, "--tls", "--insecure", "--nick", "ivan"
+    )
+    assert status == 0
+    assert "-- Hello ivan" in stdout
+    assert_one_error_line(stderr, f"trio-chat: {INSECURE_WARNING}")
+    assert INSECURE_WARNING == "warning: --insecure: the server's certificate is not checked"
+
+
+async def test_expired_certificate_is_one_line(
+    nursery: trio.Nursery, ca: trustme.CA, ca_file: str, tmp_path: Path
+) -> None:
+    past = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    addresses = await start_tls_server(
+        nursery, ca, tmp_path, not_before=past, not_after=past + datetime.timedelta(days=1)
+    )
+    port = port_of(addresses["tls"])
+    status, _, stderr = await run_client_once(
+        "localhost", "--port", port, "--tls", "--ca", ca_file, "--nick", "x"
+    )
+    assert status == 1
+    assert_one_error_line(
+        stderr,
+        f"trio-chat: cannot connect to localhost:{port}: "
+        "certificate verify failed: certificate has expired",
+    )
+
+
+async def test_tls_and_plain_mixed_up_are_one_line(
+    server: tuple[ChatServer, dict[str, str]], tls_server: dict[str, str]
+) -> None:
+    _, plain = server
+    port = tcp_port(plain)
+    status, _, stderr = await run_client_once("127.0.0.1", "--port", port, "--tls", "--nick", "x")
+    assert status == 1
+    assert_one_error_line(
+        stderr,
+        f"trio-chat: cannot connect to 127.0.0.1:{port}: TLS handshake failed (is it a TLS port?)",
+    )
+    # The other way round, the TLS port says what it wants and the client passes it on.
+    port = port_of(tls_server["tls"])
+    status, _, stderr = await run_client_once("127.0.0.1", "--port", port, "--nick", "x")
+    assert status == 1
+    assert_one_error_line(stderr, f"trio-chat: 127.0.0.1:{port} speaks TLS: connect with --tls")
+
+
+async def test_wss_certificate_failure_is_explained(
+    tls_server: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # trio-websocket only times out on a failed TLS handshake; the client then looks for
+    # the reason itself. A short timeout keeps the test fast.
+    monkeypatch.setattr(client_connection, "CONNECT_TIMEOUT", 1.0)
+    target = parse_target(tls_server["wss"] + "/", 1)
+    with trio.fail_after(WAIT), pytest.raises(ConnectError) as info:
+        async with open_connection(target, client_ssl_context()):
+            pass
+    assert str(info.value) == (
+        f"cannot connect to {target.display}: certificate verify failed: "
+        "unable to get local issuer certificate (use --ca FILE for a private CA)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("localhost", {"tls": True, "ca_file": "/nope/ca.pem"}),
+            "trio-chat: cannot read CA file '/nope/ca.pem': no such file or directory",
+        ),
+        (
+            ("localhost", {"ca_file": "ca.pem"}),
+            "trio-chat: --ca is for TLS: add --tls (or use tls:// or wss://)",
+        ),
+        (
+            ("ws://localhost/", {"insecure": True}),
+            "trio-chat: --insecure is for TLS: add --tls (or use tls:// or wss://)",
+        ),
+        (
+            ("ws://localhost/", {"tls": True}),
+            "trio-chat: --tls with 'ws://localhost/': use wss:// for WebSocket over TLS",
+        ),
+    ],
+)
+def test_bad_tls_options_are_one_line(
+    args: tuple[str, dict[str, Any]], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, options = args
+    # These fail before anything connects (and before trio.run), so run in-process.
+    assert run_client(host, 12345, None, **options) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert_one_error_line(err, message)
+
+
+def test_ca_file_without_a_certificate_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    assert run_client("localhost", 12345, None, tls=True, ca_file=str(junk)) == 2
+    assert_one_error_line(
+        capsys.readouterr().err,
+        f"trio-chat: cannot load CA file {str(junk)!r}: no certificate or crl found",
+    )
+
+
+def test_parse_target_with_tls() -> None:
+    assert parse_target("localhost", 12345, tls=True) == Target("tls", "localhost", 12345)
+    assert parse_target("tls://chat.example:7000", 1) == Target("tls", "chat.example", 7000)
+    assert parse_target("tls://chat.example", 12345).port == 12345
+    assert parse_target("tls://[::1]:7000/", 1).display == "[::1]:7000"
+    assert parse_target("wss://chat.example/", 1, tls=True).secure
+    assert not parse_target("ws://chat.example/", 1).secure
+    for bad in ["tls://chat.example/path", "tls://chat.example?x=1"]:
+        with pytest.raises(BadTarget):
+            parse_target(bad, 1)

@@ -168,18 +168,27 @@ def build_parser() -> argparse.ArgumentParser:
     connect = sub.add_parser(
         "connect",
         help="chat from this terminal",
-        description="Connect to a trio-chat server. HOST may be a ws:// URL to use WebSocket.",
+        description="Connect to a trio-chat server. HOST may be a ws:// URL to use WebSocket, "
+        "or tls://HOST:PORT or wss:// for TLS, which checks the server's certificate.",
     )
     connect.add_argument(
         "host",
         nargs="?",
         default="localhost",
-        help="server host or ws://host:port/ URL (default localhost)",
+        help="server host, tls://host:port, or ws:// or wss:// URL (default localhost)",
     )
     connect.add_argument(
         "--port", type=port_number, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})"
     )
     connect.add_argument("--nick", help="nickname (asked for if not given)")
+    connect.add_argument("--tls", action="store_true", help="connect to the TCP port with TLS")
+    trust = connect.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--ca", metavar="FILE", help="also trust this CA certificate (PEM), e.g. a private CA"
+    )
+    trust.add_argument(
+        "--insecure", action="store_true", help="do not check the server's certificate (unsafe)"
+    )
 
     history = sub.add_parser("history", help="export the stored history")
     history_sub = history.add_subparsers(dest="history_command", required=True, metavar="ACTION")
@@ -316,7 +325,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_connect(args: argparse.Namespace) -> int:
     from .client.app import run_client
 
-    return run_client(args.host, args.port, args.nick)
+    return run_client(
+        args.host, args.port, args.nick, tls=args.tls, ca_file=args.ca, insecure=args.insecure
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,7 +71,9 @@ class LineBuffer:
         """Return the next line (without its ending), a :class:`LineTooLong`, or a sentinel."""
         newline = self._buf.find(b"\n", self._scan_from)
         if newline < 0:
-            if len(self._buf) > self.max_line_bytes:
+            # A CR at the very end may be the first half of a CRLF: it does not count yet.
+            allowed = self.max_line_bytes + (1 if self._buf.endswith(b"\r") else 0)
+            if len(self._buf) > allowed:
                 self._discarding = True
                 self._buf.clear()
                 self._scan_from = 0
@@ -84,14 +86,13 @@ class LineBuffer:
                 line = bytes(self._buf)
                 self._buf.clear()
                 self._scan_from = 0
-                return line
+                return line[:-1] if line.endswith(b"\r") else line
             return EOF
         self._scan_from = 0
-        if newline > self.max_line_bytes:
+        end = newline - 1 if newline and self._buf[newline - 1] == 0x0D else newline  # CRLF
+        if end > self.max_line_bytes:
             del self._buf[: newline + 1]
             return LineTooLong(self.max_line_bytes)
-        line = bytes(self._buf[:newline])
+        line = bytes(self._buf[:end])
         del self._buf[: newline + 1]
-        if line.endswith(b"\r"):
-            line = line[:-1]
         return line

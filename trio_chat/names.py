@@ -1,12 +1,17 @@
 """Rules for nicknames and room names (pure functions).
 
-Names are normalised to NFC before anything else, and compared by a *key*: NFKC case
-folding, so ``Alice``, ``ALICE`` and the same name in full-width letters are one user.
+Names are normalised to NFC before anything else, and compared by a *key*: the look-alike
+skeleton of :mod:`trio_chat.confusables`, so ``Alice``, ``ALICE``, ``al1ce``, the same name in
+full-width letters or with a Cyrillic ``a`` are all one user, and nobody can pose as another
+by spelling their name with look-alike characters. Names mixing Latin, Greek and Cyrillic
+letters are refused outright.
 """
 
 from __future__ import annotations
 
 import unicodedata
+
+from .confusables import is_mixed_script, letter_scripts, skeleton
 
 MAX_NICK_LENGTH = 24
 MAX_ROOM_LENGTH = 32
@@ -34,8 +39,11 @@ class InvalidRoom(InvalidName):
 
 
 def name_key(name: str) -> str:
-    """The identity of a name: two names with one key cannot both be in use."""
-    return unicodedata.normalize("NFKC", name).casefold()
+    """The identity of a name: two names with one key cannot both be in use.
+
+    Case, width, accents and look-alike letters do not count (see :func:`skeleton`).
+    """
+    return skeleton(name)
 
 
 def normalize_nick(raw: str) -> str:
@@ -52,6 +60,9 @@ def normalize_nick(raw: str) -> str:
             raise InvalidNick(
                 f"a nickname may hold letters, digits and {NICK_PUNCTUATION}, not {ch!r}"
             )
+    if is_mixed_script(nick):
+        scripts = " and ".join(sorted(s.title() for s in letter_scripts(nick)))
+        raise InvalidNick(f"a nickname cannot mix {scripts} letters")
     return nick
 
 

@@ -25,11 +25,17 @@ DEFAULT_MAX_FRAME_BYTES = 16 * 1024
 
 # C0 and C1 control characters and DEL, except TAB: a line of chat never holds a newline, an
 # escape sequence or a carriage return (each could forge lines or drive a terminal).
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
+#: Largest whole number a frame may carry (an SQLite integer).
+MAX_FRAME_INT = 2**63 - 1
 
 
 def find_control_character(text: str) -> str | None:
-    """The first forbidden control character in ``text``, or ``None`` if it is clean."""
+    """The first forbidden control character in ``text``, or ``None`` if it is clean.
+
+    Lone surrogates (from JSON escapes like ``\\ud800``) count too: they are not text and
+    no UTF-8 encoder can send them on.
+    """
     match = _CONTROL_CHARACTERS.search(text)
     return match.group() if match else None
 
@@ -183,8 +189,14 @@ def decode_client_frame(data: bytes | str) -> ClientFrame:
     if not isinstance(obj, dict):
         raise RemoteProtocolError("bad_frame", "a frame must be a JSON object")
     ref = obj.get("ref")
-    if ref is not None and not isinstance(ref, str | int):
-        raise RemoteProtocolError("bad_field", "field 'ref' must be a string")
+    if ref is not None and (
+        not isinstance(ref, str | int)
+        or isinstance(ref, bool)
+        or (isinstance(ref, str) and (len(ref) > 64 or find_control_character(ref)))
+    ):
+        raise RemoteProtocolError(
+            "bad_field", "field 'ref' must be a string of at most 64 printable characters"
+        )
     ref = None if ref is None else str(ref)
     kind = obj.get("type")
     if not isinstance(kind, str):
@@ -213,7 +225,11 @@ def decode_client_frame(data: bytes | str) -> ClientFrame:
             kwargs[name] = value
             continue
         if json_type is int:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or not 0 <= value <= MAX_FRAME_INT
+            ):
                 raise RemoteProtocolError(
                     "bad_field", f"field {name!r} of '{kind}' must be a whole number", ref=ref
                 )

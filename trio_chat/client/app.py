@@ -11,14 +11,15 @@ sends every typed line. Whichever ends first ends the other:
 * Ctrl-C: exit 130, quietly.
 
 Errors a user can meet before that (bad URL, unknown host, connection refused, a port where
-no chat server answers) print one line on stderr and exit non-zero (2 for a bad HOST
-argument, 1 otherwise), never a traceback.
+no chat server answers, a certificate that is not trusted) print one line on stderr and exit
+non-zero (2 for a bad HOST argument or CA file, 1 otherwise), never a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +32,7 @@ from ..protocol import (
     Command,
     Error,
     Hello,
+    History,
     Info,
     NickChanged,
     Pong,
@@ -52,6 +54,7 @@ from .connection import (
     parse_target,
 )
 from .terminal import InputEnd, Terminal, open_terminal, printable, stdin_is_terminal
+from .tls import TlsSetupError, client_ssl_context
 
 #: Seconds to wait for the server's ``bye`` after we said we quit.
 QUIT_TIMEOUT = 3.0
@@ -60,6 +63,7 @@ NICK_ERRORS = frozenset({"nick_taken", "bad_nick"})
 #: Seconds the server has to answer the opening ping before we give up on it.
 ANSWER_TIMEOUT = 10.0
 LOST = "connection to server lost"
+INSECURE_WARNING = "warning: --insecure: the server's certificate is not checked"
 #: Exit status after Ctrl-C, as a shell reports a process killed by SIGINT.
 EXIT_INTERRUPTED = 130
 
@@ -67,9 +71,9 @@ EXIT_INTERRUPTED = 130
 def event_lines(event: ServerEvent) -> str:
     """What to print for a server event: ``render_text``, made safe for a terminal."""
     text = render_text(event)
-    if isinstance(event, Info):
-        # render_text puts one line of the reply per line; anything else is one line, and a
-        # newline inside it came from another user: show it, do not obey it.
+    if isinstance(event, Info | History):
+        # render_text puts one line of the reply (or of the history) per line; anything else
+        # is one line, and a newline inside it came from another user: show it, not obey it.
         return "\n".join(printable(line) for line in text.split("\n"))
     return printable(text)
 
@@ -188,7 +192,10 @@ class ChatClient:
                 self.error = f"no answer from {self.server} (is it a trio-chat server?)"
                 return
             if isinstance(event, RemoteProtocolError):
-                self.error = f"{self.server} does not speak the trio-chat protocol"
+                if event.code == "tls_required":
+                    self.error = f"{self.server} speaks TLS: connect with --tls"
+                else:
+                    self.error = f"{self.server} does not speak the trio-chat protocol"
                 return
             while True:
                 if isinstance(event, ServerPing):
@@ -228,10 +235,15 @@ class ChatClient:
         return True
 
 
-async def connect_and_chat(target: Target, nick: str | None, interactive: bool) -> int:
+async def connect_and_chat(
+    target: Target,
+    nick: str | None,
+    interactive: bool,
+    ssl_context: ssl.SSLContext | None = None,
+) -> int:
     """Connect, chat, clean up; print any error as one line on stderr. Return exit status."""
     try:
-        async with open_connection(target) as connection:
+        async with open_connection(target, ssl_context) as connection:
             async with open_terminal(interactive) as terminal:
                 client = ChatClient(connection, terminal, nick, target.display)
                 code = await client.run()
@@ -260,7 +272,9 @@ def _sigint_receiver() -> Iterator[AsyncIterator[int] | None]:
         yield signals
 
 
-async def _main(target: Target, nick: str | None, interactive: bool) -> int:
+async def _main(
+    target: Target, nick: str | None, interactive: bool, ssl_context: ssl.SSLContext | None
+) -> int:
     code = EXIT_INTERRUPTED
     with _sigint_receiver() as signals:
         async with trio.open_nursery() as nursery:
@@ -273,24 +287,40 @@ async def _main(target: Target, nick: str | None, interactive: bool) -> int:
                         return
 
                 nursery.start_soon(cancel_on_sigint)
-            code = await connect_and_chat(target, nick, interactive)
+            code = await connect_and_chat(target, nick, interactive, ssl_context)
             nursery.cancel_scope.cancel()
     return code
 
 
-def run_client(host: str, port: int, nick: str | None) -> int:
+def run_client(
+    host: str,
+    port: int,
+    nick: str | None,
+    *,
+    tls: bool = False,
+    ca_file: str | None = None,
+    insecure: bool = False,
+) -> int:
     """Run the terminal client (``trio-chat connect HOST --port PORT --nick NICK``).
 
-    ``host`` is a host name (TCP, JSON lines on ``port``) or a ``ws://host:port/`` URL.
+    ``host`` is a host name (TCP, JSON lines on ``port``; over TLS if ``tls``), a
+    ``tls://host:port`` URL, or a ``ws://``/``wss://`` URL. TLS certificates are checked
+    against the system's CAs plus ``ca_file``; ``insecure`` checks nothing (with a warning).
     ``nick`` ``None`` means: ask. Returns the process exit status.
     """
     try:
-        target = parse_target(host, port)
-    except BadTarget as exc:
+        target = parse_target(host, port, tls=tls)
+        if (ca_file is not None or insecure) and not target.secure:
+            option = "--insecure" if insecure else "--ca"
+            raise BadTarget(f"{option} is for TLS: add --tls (or use tls:// or wss://)")
+        context = client_ssl_context(ca_file, insecure) if target.secure else None
+    except (BadTarget, TlsSetupError) as exc:
         _print_error(str(exc))
         return 2
+    if insecure:
+        _print_error(INSECURE_WARNING)
     try:
-        return trio.run(_main, target, nick, stdin_is_terminal())
+        return trio.run(_main, target, nick, stdin_is_terminal(), context)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BaseExceptionGroup as group:

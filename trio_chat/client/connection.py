@@ -1,15 +1,17 @@
 """The client's side of the wire: TCP JSON lines or WebSocket, behind one small interface.
 
-:func:`parse_target` turns what the user typed (``localhost``, ``ws://host:port/``) into a
-:class:`Target`; :func:`open_connection` connects and yields a :class:`ServerConnection` that
-sends client frames and receives server events, whatever the transport. Every failure a user
-can meet becomes a :class:`ConnectError` carrying one readable line.
+:func:`parse_target` turns what the user typed (``localhost``, ``tls://host:port``,
+``ws://host:port/``) into a :class:`Target`; :func:`open_connection` connects (with TLS for
+``tls`` and ``wss``) and yields a :class:`ServerConnection` that sends client frames and
+receives server events, whatever the transport. Every failure a user can meet becomes a
+:class:`ConnectError` carrying one readable line.
 """
 
 from __future__ import annotations
 
 import errno
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,11 +30,15 @@ from ..protocol import (
     decode_server_event,
     encode_client_frame,
 )
+from ..transports.streams import TLS_REQUIRED
+from .tls import NOT_TLS_HINT, client_ssl_context, describe_tls_error
 
-#: Seconds to wait for the TCP connection (and the WebSocket handshake) before giving up.
+#: Seconds to wait for the TCP connection, and again for the TLS and WebSocket handshakes.
 CONNECT_TIMEOUT = 10.0
-#: Seconds a WebSocket close handshake may take when the client leaves.
+#: Seconds a WebSocket close handshake (or a TLS close_notify) may take when the client leaves.
 DISCONNECT_TIMEOUT = 2.0
+#: Seconds to spend finding out why a ``wss://`` handshake failed.
+PROBE_TIMEOUT = 5.0
 #: Largest server line or message the client accepts; the server's own cap is far lower.
 MAX_EVENT_BYTES = 1024 * 1024
 RECEIVE_SIZE = 64 * 1024
@@ -49,7 +55,7 @@ class ConnectError(Exception):
 
 
 class BadTarget(ValueError):
-    """What the user gave as HOST is not a host name or a usable ``ws://`` URL."""
+    """What the user gave as HOST is not a host name or a usable ``tls://``/``ws://`` URL."""
 
 
 class ConnectionLost(Exception):
@@ -58,7 +64,8 @@ class ConnectionLost(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where to connect: ``scheme`` is ``tcp``, ``ws`` or ``wss``."""
+    """Where to connect: ``scheme`` is ``tcp``, ``tls`` (JSON lines over TLS), ``ws`` or
+    ``wss``."""
 
     scheme: str
     host: str
@@ -69,13 +76,19 @@ class Target:
     def display(self) -> str:
         """How the target is named in messages: ``host:port`` or the URL."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        if self.scheme == "tcp":
+        if self.scheme in ("tcp", "tls"):
             return f"{host}:{self.port}"
         return f"{self.scheme}://{host}:{self.port}{self.resource}"
 
+    @property
+    def secure(self) -> bool:
+        """Whether the connection uses TLS."""
+        return self.scheme in ("tls", "wss")
 
-def parse_target(host: str, port: int) -> Target:
-    """A host name (TCP on ``port``) or a ``ws://`` / ``wss://`` URL (its own port).
+
+def parse_target(host: str, port: int, tls: bool = False) -> Target:
+    """A host name (TCP on ``port``, with TLS if ``tls``), a ``tls://HOST[:PORT]`` URL, or a
+    ``ws://`` / ``wss://`` URL (its own port).
 
     Raises :class:`BadTarget` with the reason.
     """
@@ -83,17 +96,23 @@ def parse_target(host: str, port: int) -> Target:
     if "://" not in text:
         if not text or any(ch.isspace() or ch in "/?#" for ch in text):
             raise BadTarget(f"bad host name {host!r}")
-        return Target("tcp", text.strip("[]"), port)
+        return Target("tls" if tls else "tcp", text.strip("[]"), port)
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
-    if scheme not in ("ws", "wss"):
+    if scheme not in ("tls", "ws", "wss"):
         raise BadTarget(f"bad URL {host!r}: use ws://HOST:PORT/ (or wss://)")
+    if scheme == "ws" and tls:
+        raise BadTarget(f"--tls with {host!r}: use wss:// for WebSocket over TLS")
     try:
         url_port = parts.port
     except ValueError:
         raise BadTarget(f"bad URL {host!r}: the port is not a number from 0 to 65535") from None
     if not parts.hostname:
         raise BadTarget(f"bad URL {host!r}: no host name")
+    if scheme == "tls":
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise BadTarget(f"bad URL {host!r}: use tls://HOST:PORT")
+        return Target("tls", parts.hostname, port if url_port is None else url_port)
     if url_port is None:
         url_port = 443 if scheme == "wss" else 80
     resource = parts.path or "/"
@@ -147,6 +166,9 @@ class TcpServerConnection:
             assert isinstance(event, bytes)
             if not event.strip():
                 continue
+            if event.strip() == TLS_REQUIRED.strip():
+                # A TLS port says so in plain text to a client that opened without TLS.
+                return RemoteProtocolError("tls_required", "the server speaks TLS")
             try:
                 return decode_server_event(event)
             except RemoteProtocolError as exc:
@@ -213,16 +235,25 @@ def _first_connect_error(exc: BaseException | None) -> OSError | None:
 
 
 @asynccontextmanager
-async def open_connection(target: Target) -> AsyncIterator[ServerConnection]:
+async def open_connection(
+    target: Target, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[ServerConnection]:
     """Connect to ``target`` and send :data:`OPENING_PING`; closed when the block ends.
 
-    Raises :class:`ConnectError` if it cannot connect.
+    ``ssl_context`` is used for ``tls`` and ``wss`` targets (default: certificates checked
+    against the system's CAs). Raises :class:`ConnectError` if it cannot connect.
     """
-    if target.scheme == "tcp":
-        async with await _open_tcp(target) as stream:
+    context = (ssl_context or client_ssl_context()) if target.secure else None
+    if target.scheme in ("tcp", "tls"):
+        stream = await _open_tcp(target) if context is None else await _open_tls(target, context)
+        try:
             connection = TcpServerConnection(stream)
             await connection.send(OPENING_PING)
             yield connection
+        finally:
+            # Bounded: a TLS stream sends its close_notify first. Cancelled, it still closes.
+            with trio.move_on_after(DISCONNECT_TIMEOUT):
+                await stream.aclose()
         return
     connected = False
     try:
@@ -230,7 +261,7 @@ async def open_connection(target: Target) -> AsyncIterator[ServerConnection]:
             target.host,
             target.port,
             target.resource,
-            use_ssl=target.scheme == "wss",
+            use_ssl=False if context is None else context,
             max_message_size=MAX_EVENT_BYTES,
             connect_timeout=CONNECT_TIMEOUT,
             disconnect_timeout=DISCONNECT_TIMEOUT,
@@ -256,11 +287,15 @@ async def open_connection(target: Target) -> AsyncIterator[ServerConnection]:
     except trio_websocket.ConnectionTimeout:
         if connected:
             raise
-        # trio-websocket reports a failed TLS handshake (e.g. an untrusted certificate) only
-        # as this timeout, so say what to check.
-        hint = " (is the server's certificate trusted?)" if target.scheme == "wss" else ""
+        if context is None:
+            # A wss:// port answers a plain client with a line trio-websocket cannot read.
+            reason: str | None = "no WebSocket handshake in time (does the server want wss://?)"
+        else:
+            # trio-websocket reports a failed TLS handshake (an untrusted or expired
+            # certificate, a port without TLS) only as this timeout: find out why ourselves.
+            reason = await _tls_failure(target, context)
         raise ConnectError(
-            f"cannot connect to {target.display}: no WebSocket handshake in time{hint}"
+            f"cannot connect to {target.display}: {reason or 'no WebSocket handshake in time'}"
         ) from None
     except (trio_websocket.HandshakeError, OSError) as exc:
         if connected:
@@ -280,3 +315,45 @@ async def _open_tcp(target: Target) -> trio.SocketStream:
         raise ConnectError(
             f"cannot connect to {target.display}: {describe_os_error(exc)}"
         ) from None
+
+
+async def _open_tls(target: Target, context: ssl.SSLContext) -> trio.SSLStream[trio.SocketStream]:
+    """TCP, then a completed TLS handshake (what ``trio.open_ssl_over_tcp_stream`` does, with
+    each failure put into words)."""
+    stream = trio.SSLStream(await _open_tcp(target), context, server_hostname=target.host)
+    reason = await _handshake(stream)
+    if reason is not None:
+        raise ConnectError(f"cannot connect to {target.display}: {reason}")
+    return stream
+
+
+async def _handshake(stream: trio.SSLStream[trio.SocketStream]) -> str | None:
+    """Complete the TLS handshake; ``None``, or why it failed (the stream is then closed)."""
+    try:
+        with trio.fail_after(CONNECT_TIMEOUT):
+            await stream.do_handshake()
+    except trio.TooSlowError:
+        reason = f"no TLS handshake in time{NOT_TLS_HINT}"
+    except trio.BrokenResourceError as exc:
+        reason = describe_tls_error(exc.__cause__)
+    except BaseException:
+        await trio.aclose_forcefully(stream)  # cancelled (Ctrl-C): leave nothing open
+        raise
+    else:
+        return None
+    await trio.aclose_forcefully(stream)
+    return reason
+
+
+async def _tls_failure(target: Target, context: ssl.SSLContext) -> str | None:
+    """Why a TLS handshake with ``target`` fails (or takes too long); ``None`` if it works.
+
+    Raises :class:`ConnectError` if even the TCP connection fails.
+    """
+    with trio.move_on_after(PROBE_TIMEOUT):
+        stream = trio.SSLStream(await _open_tcp(target), context, server_hostname=target.host)
+        reason = await _handshake(stream)
+        if reason is None:
+            await trio.aclose_forcefully(stream)
+        return reason
+    return f"no TLS handshake in time{NOT_TLS_HINT}"

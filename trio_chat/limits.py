@@ -1,0 +1,239 @@
+"""Rate and connection limits, as plain bookkeeping (sans-IO, no clock of their own).
+
+Nothing here sleeps or reads the time: every method that depends on time takes ``now``
+(seconds, from any monotonic clock, e.g. ``trio.current_time()``), so the server passes its
+clock in and the tests pass plain numbers.
+
+* :class:`TokenBucket`: the classic rate limiter, ``rate`` tokens per second up to ``burst``.
+* :class:`FloodGuard`: one per connection; says whether a received frame goes on
+  (:attr:`Verdict.OK`), is refused (:attr:`Verdict.REFUSE`) or ends the connection
+  (:attr:`Verdict.DISCONNECT`).
+* :class:`ConnectionLimiter`: one per server; counts open connections per host and in all.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+
+#: Config ``flood_rate``: frames per second a connection may send, on average.
+DEFAULT_FLOOD_RATE = 5.0
+#: Config ``flood_burst``: frames a connection may send at once after being quiet.
+DEFAULT_FLOOD_BURST = 10
+#: Config ``max_connections_per_host``: open connections from one host.
+DEFAULT_MAX_CONNECTIONS_PER_HOST = 20
+#: Config ``max_connections``: open connections to the whole server.
+DEFAULT_MAX_CONNECTIONS = 5000
+
+#: Protocol error code for a frame refused by :class:`FloodGuard`.
+SLOW_DOWN = "slow_down"
+#: ``Bye`` code when :class:`FloodGuard` ends a connection.
+FLOODING = "flooding"
+
+# Refill arithmetic adds up many small float steps; a bucket that is "full" by the
+# arithmetic of a person (5 tokens/s for 0.2 s is one token) must not come out 1e-16 short.
+_EPSILON = 1e-9
+
+
+class TokenBucket:
+    """``rate`` tokens per second flow in, up to ``burst``; each action takes some out.
+
+    The bucket starts full, so a fresh client may send ``burst`` frames at once. A refused
+    :meth:`take` takes nothing, so a client that waits is served again as soon as the
+    tokens are back. A clock that goes backwards refills nothing (it is not an error).
+    """
+
+    __slots__ = ("_last", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        if not rate > 0:
+            raise ValueError(f"rate must be positive, not {rate!r}")
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, not {burst!r}")
+        self.rate = float(rate)
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last: float | None = None
+
+    def _refill(self, now: float) -> None:
+        if self._last is not None and now > self._last:
+            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+        if self._last is None or now > self._last:
+            self._last = now
+
+    def tokens(self, now: float) -> float:
+        """How many tokens are in the bucket at ``now``."""
+        self._refill(now)
+        return self._tokens
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens if there are that many (``True``), else take none (``False``).
+
+        A ``cost`` above ``burst`` can never be paid and always returns ``False``.
+        """
+        if cost < 0:
+            raise ValueError(f"cost cannot be negative, not {cost!r}")
+        self._refill(now)
+        if self._tokens + _EPSILON < cost:
+            return False
+        self._tokens = max(0.0, self._tokens - cost)
+        return True
+
+    def retry_after(self, now: float, cost: float = 1.0) -> float:
+        """Seconds from ``now`` until :meth:`take` of ``cost`` would succeed (0 if it would
+        now; ``inf`` if ``cost`` is above ``burst``)."""
+        if cost > self.burst + _EPSILON:
+            return float("inf")
+        missing = cost - self.tokens(now)
+        return 0.0 if missing <= _EPSILON else missing / self.rate
+
+
+class Verdict(enum.Enum):
+    """What the server does with a frame, as decided by :meth:`FloodGuard.check`."""
+
+    #: Handle the frame.
+    OK = "ok"
+    #: Drop the frame and tell the sender ``slow down`` (code :data:`SLOW_DOWN`).
+    REFUSE = "refuse"
+    #: The sender kept flooding: send ``Bye`` (code :data:`FLOODING`) and close.
+    DISCONNECT = "disconnect"
+
+
+class FloodGuard:
+    """Per-connection flood control: call :meth:`check` once per received frame.
+
+    Config keys: ``flood_rate`` (default 5 frames/s) and ``flood_burst`` (default 10).
+
+    The policy:
+
+    * Each frame takes one token from a :class:`TokenBucket` of ``rate`` and ``burst``.
+      A person typing never notices it; a script pasting a file does.
+    * A frame over the limit is *refused*: the server drops it and answers the sender alone
+      with an error (code :data:`SLOW_DOWN`). Nobody else sees any delay, because the check
+      happens in the sender's own receive task, before the frame reaches the hub and any
+      fan-out: a flooder costs the others nothing but the bytes it is refused for. (Delaying
+      the sender instead would also be fair to the others, but refusing tells the user at
+      once why their lines did not arrive.)
+    * A client that ignores the errors and keeps going gets *disconnected*: more than
+      ``strikes_to_disconnect`` refusals within any ``strike_window`` seconds, and
+      :meth:`check` returns :attr:`Verdict.DISCONNECT` (and keeps returning it).
+
+    Memory is bounded: at most ``strikes_to_disconnect + 1`` refusal times are kept.
+    """
+
+    __slots__ = ("_disconnected", "_strikes", "bucket", "strike_window", "strikes_to_disconnect")
+
+    def __init__(
+        self,
+        rate: float = DEFAULT_FLOOD_RATE,
+        burst: int = DEFAULT_FLOOD_BURST,
+        strikes_to_disconnect: int = 20,
+        strike_window: float = 10.0,
+    ) -> None:
+        if strikes_to_disconnect < 0:
+            raise ValueError("strikes_to_disconnect cannot be negative")
+        if not strike_window > 0:
+            raise ValueError("strike_window must be positive")
+        self.bucket = TokenBucket(rate, burst)
+        self.strikes_to_disconnect = strikes_to_disconnect
+        self.strike_window = float(strike_window)
+        self._strikes: collections.deque[float] = collections.deque()
+        self._disconnected = False
+
+    def check(self, now: float) -> Verdict:
+        """Account for one received frame at ``now`` and say what to do with it."""
+        if self._disconnected:
+            return Verdict.DISCONNECT
+        if self.bucket.take(now):
+            return Verdict.OK
+        strikes = self._strikes
+        strikes.append(now)
+        while strikes and strikes[0] <= now - self.strike_window:
+            strikes.popleft()
+        if len(strikes) > self.strikes_to_disconnect:
+            self._disconnected = True
+            strikes.clear()
+            return Verdict.DISCONNECT
+        return Verdict.REFUSE
+
+    @property
+    def refuse_text(self) -> str:
+        """The error text sent with a refused frame."""
+        return (
+            f"slow down: at most {self.bucket.rate:g} messages per second "
+            f"(bursts of {self.bucket.burst}); that one was not sent"
+        )
+
+    @property
+    def disconnect_text(self) -> str:
+        """The ``Bye`` text when the guard gives up on a connection."""
+        return (
+            f"disconnected for flooding (more than {self.strikes_to_disconnect} refused "
+            f"messages in {self.strike_window:g} seconds)"
+        )
+
+
+class ConnectionLimiter:
+    """Counts open connections per host and in all, and refuses those over the limits.
+
+    Config keys: ``max_connections_per_host`` (``per_host``, default 20) and
+    ``max_connections`` (``total``, default 5000).
+
+    Call :meth:`acquire` when a connection arrives; if it returns ``None`` the connection
+    holds a slot and *must* :meth:`release` it exactly once when it closes (in a
+    ``finally``). Otherwise the returned string is the reason to send before closing, and
+    there is nothing to release. Counts are exact, and a host whose count drops to zero is
+    forgotten, so memory follows the open connections, not every host ever seen.
+
+    ``host`` is whatever the caller groups connections by (the peer's IP address; note that
+    an IPv6 client usually owns a whole /64, so a strict server may pass that prefix).
+    """
+
+    __slots__ = ("_by_host", "_total", "per_host", "total")
+
+    def __init__(
+        self,
+        per_host: int = DEFAULT_MAX_CONNECTIONS_PER_HOST,
+        total: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
+        if per_host < 1 or total < 1:
+            raise ValueError("connection limits must be at least 1")
+        self.per_host = per_host
+        self.total = total
+        self._by_host: dict[str, int] = {}
+        self._total = 0
+
+    def acquire(self, host: str) -> str | None:
+        """Take a slot for a connection from ``host``: ``None`` if granted, else why not."""
+        held = self._by_host.get(host, 0)
+        if held >= self.per_host:
+            return f"too many connections from {host} (limit {self.per_host})"
+        if self._total >= self.total:
+            return f"server full (limit {self.total} connections)"
+        self._by_host[host] = held + 1
+        self._total += 1
+        return None
+
+    def release(self, host: str) -> None:
+        """Give back a slot taken by a successful :meth:`acquire` for ``host``.
+
+        Raises :class:`ValueError` if ``host`` holds no slot (a release without an acquire
+        is a bug in the caller, and ignoring it would make the counts drift).
+        """
+        held = self._by_host.get(host, 0)
+        if held <= 0:
+            raise ValueError(f"release({host!r}) without a matching acquire")
+        if held == 1:
+            del self._by_host[host]
+        else:
+            self._by_host[host] = held - 1
+        self._total -= 1
+
+    def count(self, host: str | None = None) -> int:
+        """Open connections from ``host``, or in all when ``host`` is ``None``."""
+        return self._total if host is None else self._by_host.get(host, 0)
+
+    @property
+    def hosts(self) -> int:
+        """How many hosts hold at least one connection (the size of the table)."""
+        return len(self._by_host)
