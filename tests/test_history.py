@@ -202,7 +202,9 @@ async def start_server(db: Path) -> tuple[trio.Process, int]:
     process = await trio.lowlevel.open_process(
         [*CLI, "serve", "--port", "0", "--no-ws", "--no-entry-points", "--db", str(db)],
         stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stderr=subprocess.DEVNULL,
+        # 200 lines at once is a flood by the defaults.
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TRIO_CHAT_FLOOD_BURST": "1000"},
     )
     assert process.stdout is not None
     banner = b""

@@ -153,6 +153,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest line or WebSocket message accepted (default 16384)",
     )
     serve.add_argument(
+        "--flood-rate",
+        type=float,
+        metavar="PER_S",
+        help="messages per second one connection may send on average (default 5)",
+    )
+    serve.add_argument(
+        "--flood-burst",
+        type=positive_int,
+        metavar="N",
+        help="messages one connection may send at once after a quiet spell (default 10)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=positive_int,
+        metavar="N",
+        help="open connections to the whole server (default 5000)",
+    )
+    serve.add_argument(
+        "--max-connections-per-host",
+        type=positive_int,
+        metavar="N",
+        help="open connections from one address (default 20)",
+    )
+    serve.add_argument(
         "--metrics-port",
         type=port_number,
         metavar="PORT",

@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .limits import (
+    DEFAULT_FLOOD_BURST,
+    DEFAULT_FLOOD_RATE,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_HOST,
+)
 from .protocol import DEFAULT_MAX_FRAME_BYTES
 
 DEFAULT_PORT = 12345
@@ -42,6 +48,13 @@ class ServerConfig:
     ping_timeout: float = 30.0
     #: Seconds to wait for a first byte before treating a TCP client as a text client.
     sniff_delay: float = 0.3
+    #: Frames per second a connection may send on average, and at once after a quiet spell;
+    #: beyond, frames are refused (``slow_down``), and a client that keeps at it is dropped.
+    flood_rate: float = DEFAULT_FLOOD_RATE
+    flood_burst: int = DEFAULT_FLOOD_BURST
+    #: Open connections allowed from one host, and to the whole server.
+    max_connections_per_host: int = DEFAULT_MAX_CONNECTIONS_PER_HOST
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     #: Seconds an async command or listener plugin may run.
     plugin_timeout: float = 10.0
     #: Seconds connections get to say goodbye when the server stops.

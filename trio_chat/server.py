@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -17,7 +17,8 @@ import trio
 
 from .commands import CommandContext, CommandError, CommandRegistry, run_command
 from .config import ServerConfig
-from .hub import Hub, NotInRoom, Session
+from .hub import Hub, NotInRoom, Session, host_of
+from .limits import ConnectionLimiter
 from .metrics import Metrics, serve_metrics
 from .names import InvalidName, normalize_nick
 from .persistence import LoginRefused, Persistence
@@ -69,6 +70,9 @@ class ChatServer:
         self.addresses: list[str] = []
         self._nursery: trio.Nursery | None = None
         self.persistence: Persistence | None = None
+        self.connections = ConnectionLimiter(
+            self.config.max_connections_per_host, self.config.max_connections
+        )
         self._stopping = False
         self._shutdown_requested = trio.Event()
         self.hub.on_join.append(self._joined)
@@ -122,6 +126,18 @@ class ChatServer:
             n += 1
             name = f"{base}#{n}"
         return name
+
+    @contextlib.contextmanager
+    def connection_slot(self, address: str) -> Iterator[str | None]:
+        """Count a new connection from ``address`` for the block; yields ``None`` when it
+        may stay, or the reason it may not (too many from that host, server full)."""
+        host = host_of(address)
+        refusal = self.connections.acquire(host)
+        try:
+            yield refusal
+        finally:
+            if refusal is None:
+                self.connections.release(host)
 
     def plugin_settings(self, name: str) -> dict[str, Any]:
         """The settings of plugin ``name`` from the config file (empty if it has none)."""

@@ -62,10 +62,20 @@ class TestServer:
 
 
 def local_config(**overrides: Any) -> ServerConfig:
-    """A config for tests: loopback, free ports, a throwaway in-memory database, and no
-    installed entry-point plugins."""
+    """A config for tests: loopback, free ports, a throwaway in-memory database, no installed
+    entry-point plugins, and flood and per-host limits out of the way."""
     base = ServerConfig(
-        host="127.0.0.1", port=0, ws_port=0, entry_points=False, db=":memory:", db_sync_full=False
+        host="127.0.0.1",
+        port=0,
+        ws_port=0,
+        entry_points=False,
+        db=":memory:",
+        db_sync_full=False,
+        # Tests connect many clients from one host and send in bursts; the limits have
+        # tests of their own.
+        flood_rate=10_000.0,
+        flood_burst=10_000,
+        max_connections_per_host=10_000,
     )
     return replace(base, **overrides)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from ..hub import Session
+from ..limits import FLOODING, SLOW_DOWN, FloodGuard, Verdict
 from ..names import DEFAULT_ROOM, InvalidName
 from ..persistence import LoginRefused
 from ..protocol import (
@@ -27,6 +28,7 @@ from ..protocol import (
     Hello,
     Ping,
     Pong,
+    PongReply,
     Quit,
     RemoteProtocolError,
     Say,
@@ -271,6 +273,7 @@ async def _serve_session(
             log.info("%s (%s) went quiet: %s", session.nick, link.address, reason)
             nursery.cancel_scope.cancel()
 
+        flood = FloodGuard(server.config.flood_rate, server.config.flood_burst)
         nursery.start_soon(write)
         nursery.start_soon(watch)
         while True:
@@ -285,6 +288,20 @@ async def _serve_session(
                     session.outbox.close()
                     await writer_done.wait()
                 break
+            if not isinstance(item, PongReply):
+                verdict = flood.check(trio.current_time())
+                if verdict is Verdict.DISCONNECT:
+                    log.info("%s (%s) kept flooding", session.nick, link.address)
+                    server.disconnect(session, FLOODING, flood.disconnect_text)
+                    break
+                if verdict is Verdict.REFUSE:
+                    # Dropped here, before the hub: nobody else waits for a flooder.
+                    server.metrics.frames_rejected_total.labels(SLOW_DOWN).inc()
+                    ref = getattr(item, "ref", None)
+                    server.hub.send_to(
+                        session, Error(code=SLOW_DOWN, text=flood.refuse_text, ref=ref)
+                    )
+                    continue
             if isinstance(item, RemoteProtocolError):
                 server.metrics.frames_rejected_total.labels(item.code).inc()
                 server.hub.send_to(session, Error(code=item.code, text=item.message, ref=item.ref))

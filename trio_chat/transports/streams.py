@@ -84,3 +84,18 @@ def listener_address(scheme: str, listener: trio.SocketListener) -> str:
     """``scheme://host:port`` of what a listener bound (IPv6 hosts in brackets)."""
     host, port, *_ = listener.socket.getsockname()
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+async def refuse(stream: trio.SocketStream, message: bytes) -> None:
+    """Say why a connection is refused and close it so the reason arrives: shut our side,
+    then discard what the peer already sent (closing on unread data would reset the
+    connection and lose the message). Bounded to one second."""
+    with trio.move_on_after(1):
+        try:
+            await stream.send_all(message)
+            await stream.send_eof()
+            while await stream.receive_some(4096):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    await stream.aclose()

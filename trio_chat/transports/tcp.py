@@ -19,7 +19,7 @@ from ..protocol import ClientFrame, RemoteProtocolError, ServerEvent, decode_cli
 from ..textmode import NICK_PROMPT, decode_text_line, parse_command_line
 from ..wire import JSON_LINES, TEXT_LINES, WireFormat, encoded
 from .connection import ping_when_idle, run_connection
-from .streams import accept_tls, listener_address, peer_address
+from .streams import accept_tls, listener_address, peer_address, refuse
 
 if TYPE_CHECKING:
     from ..server import ChatServer
@@ -164,34 +164,43 @@ async def handle_tcp(server: ChatServer, stream: trio.SocketStream) -> None:
     address = peer_address(stream)
     enable_keepalive(stream)
     try:
-        async with stream:
-            chat_stream: trio.abc.Stream = stream
-            if server.ssl_context is not None:
-                tls = None
-                with trio.move_on_after(server.config.handshake_timeout):
-                    tls = await accept_tls(stream, server.ssl_context)
-                if tls is None:
-                    return
-                chat_stream = tls
-            sniffed = await sniff(chat_stream, server.config.sniff_delay)
-            if sniffed is None:
+        with server.connection_slot(address) as refusal:
+            if refusal is not None:
+                await refuse(stream, f"!! connection refused: {refusal}\n".encode())
                 return
-            first, plain_text = sniffed
-            if first.startswith(HTTP_METHODS):
-                await chat_stream.send_all(http_misdirected(server.ws_port))
-                return
-            link = TcpLink(
-                chat_stream,
-                address,
-                plain_text=plain_text,
-                max_line_bytes=server.config.max_frame_bytes,
-                already_received=first,
-            )
-            await run_connection(server, link)
+            await serve_tcp_connection(server, stream, address)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     except Exception:
         log.exception("connection from %s failed", address)
+
+
+async def serve_tcp_connection(server: ChatServer, stream: trio.SocketStream, address: str) -> None:
+    """TLS (if on), then JSON or text, then the chat itself."""
+    async with stream:
+        chat_stream: trio.abc.Stream = stream
+        if server.ssl_context is not None:
+            tls = None
+            with trio.move_on_after(server.config.handshake_timeout):
+                tls = await accept_tls(stream, server.ssl_context)
+            if tls is None:
+                return
+            chat_stream = tls
+        sniffed = await sniff(chat_stream, server.config.sniff_delay)
+        if sniffed is None:
+            return
+        first, plain_text = sniffed
+        if first.startswith(HTTP_METHODS):
+            await chat_stream.send_all(http_misdirected(server.ws_port))
+            return
+        link = TcpLink(
+            chat_stream,
+            address,
+            plain_text=plain_text,
+            max_line_bytes=server.config.max_frame_bytes,
+            already_received=first,
+        )
+        await run_connection(server, link)
 
 
 async def serve_tcp_chat(

@@ -26,7 +26,7 @@ from ..protocol import (
 )
 from ..wire import WEBSOCKET_JSON, encoded
 from .connection import run_connection
-from .streams import ReplayStream, accept_tls, listener_address, peer_address
+from .streams import ReplayStream, accept_tls, listener_address, peer_address, refuse
 
 if TYPE_CHECKING:
     from ..server import ChatServer
@@ -140,64 +140,55 @@ SECURITY_HEADERS = (
     b"style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:\r\n"
 )
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+}
+_TEXT = b"text/plain; charset=utf-8"
 
 
 def http_response(request: h11.Request | None) -> bytes:
     """The whole HTTP/1.1 response for a non-WebSocket request: the page for ``GET /``."""
-    text = b"text/plain; charset=utf-8"
     if request is None:
-        status, body, ctype = 400, b"bad request\n", text
-    elif request.method not in (b"GET", b"HEAD"):
-        status, body, ctype = 405, b"method not allowed\n", text
-    elif request.target.split(b"?")[0] in (b"/", b"/index.html"):
-        status, body, ctype = 200, page(), b"text/html; charset=utf-8"
-    else:
-        status, body, ctype = 404, b"not found\n", text
-    head = (
+        return http_error(400, b"bad request\n")
+    if request.method not in (b"GET", b"HEAD"):
+        return http_error(405, b"method not allowed\n")
+    if request.target.split(b"?")[0] not in (b"/", b"/index.html"):
+        return http_error(404, b"not found\n")
+    body = page()
+    head = _head(200, b"text/html; charset=utf-8", len(body))
+    return head if request.method == b"HEAD" else head + body
+
+
+def http_error(status: int, body: bytes) -> bytes:
+    """A complete plain-text HTTP response with ``status``."""
+    return _head(status, _TEXT, len(body)) + body
+
+
+def _head(status: int, content_type: bytes, length: int) -> bytes:
+    return (
         f"HTTP/1.1 {status} {_REASONS[status]}\r\n".encode()
         + b"Content-Type: "
-        + ctype
-        + b"\r\n"
-        + f"Content-Length: {len(body)}\r\n".encode()
+        + content_type
+        + f"\r\nContent-Length: {length}\r\n".encode()
         + b"Cache-Control: no-cache\r\nConnection: close\r\n"
         + SECURITY_HEADERS
         + b"\r\n"
     )
-    if request is not None and request.method == b"HEAD":
-        return head
-    return head + body
 
 
 async def handle_ws_port(server: ChatServer, stream: trio.SocketStream) -> None:
     """One connection to the WebSocket port: upgrade to chat, or serve the page."""
     address = peer_address(stream)
     try:
-        async with stream:
-            web_stream: trio.abc.Stream = stream
-            head: bytes | None = None
-            with trio.move_on_after(HEAD_TIMEOUT):
-                if server.ssl_context is not None:
-                    tls = await accept_tls(stream, server.ssl_context)
-                    if tls is None:
-                        return
-                    web_stream = tls
-                head = await read_head(web_stream)
-                request = parse_request(head) if head else None
-                if request is None or not is_websocket_upgrade(request):
-                    await web_stream.send_all(http_response(request))
-                    return
-            if head is None:
+        with server.connection_slot(address) as refusal:
+            if refusal is not None:
+                await refuse(stream, http_error(503, f"{refusal}\n".encode()))
                 return
-            async with trio.open_nursery() as nursery:
-                ws_request = await trio_websocket.wrap_server_stream(
-                    nursery, ReplayStream(web_stream, head), max_message_size=WS_HARD_LIMIT
-                )
-                ws = await ws_request.accept()
-                await run_connection(
-                    server, WebSocketLink(ws, address, server.config.max_frame_bytes)
-                )
-                nursery.cancel_scope.cancel()
+            await serve_ws_port_connection(server, stream, address)
     except (
         trio.BrokenResourceError,
         trio.ClosedResourceError,
@@ -207,6 +198,35 @@ async def handle_ws_port(server: ChatServer, stream: trio.SocketStream) -> None:
         pass
     except Exception:
         log.exception("websocket connection from %s failed", address)
+
+
+async def serve_ws_port_connection(
+    server: ChatServer, stream: trio.SocketStream, address: str
+) -> None:
+    """TLS (if on), the HTTP request head, then the page or the WebSocket chat."""
+    async with stream:
+        web_stream: trio.abc.Stream = stream
+        head: bytes | None = None
+        with trio.move_on_after(HEAD_TIMEOUT):
+            if server.ssl_context is not None:
+                tls = await accept_tls(stream, server.ssl_context)
+                if tls is None:
+                    return
+                web_stream = tls
+            head = await read_head(web_stream)
+            request = parse_request(head) if head else None
+            if request is None or not is_websocket_upgrade(request):
+                await web_stream.send_all(http_response(request))
+                return
+        if head is None:
+            return
+        async with trio.open_nursery() as nursery:
+            ws_request = await trio_websocket.wrap_server_stream(
+                nursery, ReplayStream(web_stream, head), max_message_size=WS_HARD_LIMIT
+            )
+            ws = await ws_request.accept()
+            await run_connection(server, WebSocketLink(ws, address, server.config.max_frame_bytes))
+            nursery.cancel_scope.cancel()
 
 
 async def serve_websocket_chat(
