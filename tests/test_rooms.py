@@ -161,3 +161,17 @@ async def test_server_admins_are_operators_everywhere() -> None:
             await root.command("/kick bob rules")
             event = await bob.expect("leave")
             assert (event.room, event.reason) == ("#lobby", "kicked by root: rules")
+
+
+async def test_big_rooms_announce_joins_and_leaves_to_the_user_concerned_only() -> None:
+    config = local_config(quiet_room_size=2)
+    async with open_test_server(config=config) as chat:
+        async with open_client(chat, "alice") as alice, open_client(chat, "bob") as bob:
+            await alice.expect("join", lambda e: e.nick == "bob")  # 2 members: announced
+            async with open_client(chat, "carol") as carol:
+                await carol.expect("join", lambda e: e.nick == "carol")  # told about itself
+                assert set((await roster(alice)).keys()) == {"alice", "bob", "carol"}
+            await bob.say("after carol left")
+            await alice.expect("message", lambda e: e.text == "after carol left")
+            quiet = [e for e in alice.history if getattr(e, "nick", None) == "carol"]
+            assert quiet == []  # neither carol's join nor her leave reached alice

@@ -55,6 +55,9 @@ class ServerConfig:
     #: Open connections allowed from one host, and to the whole server.
     max_connections_per_host: int = DEFAULT_MAX_CONNECTIONS_PER_HOST
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: Rooms with more members than this tell only the user concerned about joins and leaves
+    #: (announcing every join to everyone grows with the square of the room size).
+    quiet_room_size: int = 50
     #: Seconds an async command or listener plugin may run.
     plugin_timeout: float = 10.0
     #: Seconds connections get to say goodbye when the server stops.

@@ -170,6 +170,11 @@ def host_of(address: str) -> str:
     return host.strip("[]") or "?"
 
 
+def reason_is_public(reason: str | None) -> bool:
+    """Kicks and bans are announced even in a quiet room: moderation is done in the open."""
+    return reason is not None and reason.startswith(("kicked by ", "banned by "))
+
+
 class Hub:
     """Registry of sessions and rooms, and the one place events are numbered and fanned out."""
 
@@ -184,6 +189,8 @@ class Hub:
         #: committed, in order) and come back through :meth:`deliver`.
         self.publisher: Callable[[Pending], None] | None = None
         self._undelivered: collections.deque[int] = collections.deque()
+        #: Rooms with more members than this announce joins and leaves to no one else.
+        self.quiet_room_size = 50
         #: Most messages that may wait for the store before new ones are refused as busy.
         self.max_undelivered = 10_000
         self.sessions: dict[str, Session] = {}  # by nick key
@@ -277,10 +284,11 @@ class Hub:
                 raise NotAllowed(f"you are banned from {room.name}")
             room.members[session.id] = session
             session.rooms[room.name] = None
-            self._publish(
-                Joined(id=self._next_id(), ts=self._clock(), room=room.name, nick=session.nick),
-                room=room,
-            )
+            joined = Joined(id=self._next_id(), ts=self._clock(), room=room.name, nick=session.nick)
+            if self._quiet(room):
+                self._publish(joined, extra=(session,))
+            else:
+                self._publish(joined, room=room)
             for callback in self.on_join:
                 callback(session, room.name)
         session.room = room.name
@@ -310,13 +318,21 @@ class Hub:
         event = Left(
             id=self._next_id(), ts=self._clock(), room=room.name, nick=session.nick, reason=reason
         )
-        self._publish(
-            event, room=room, extra=(session,) if tell_self and not session.closed else ()
-        )
+        told = (session,) if tell_self and not session.closed else ()
+        if self._quiet(room, leaving=True) and not reason_is_public(reason):
+            self._publish(event, extra=told)
+        else:
+            self._publish(event, room=room, extra=told)
         if not room.members and room.name != DEFAULT_ROOM:
             del self.rooms[key]
         for callback in self.on_part:
             callback(session, room.name, reason)
+
+    def _quiet(self, room: Room, *, leaving: bool = False) -> bool:
+        """Whether joins and leaves in ``room`` go only to the user concerned: in a big room,
+        telling everyone about everyone is quadratic noise (``/who`` still lists them).
+        The size counted includes the user joining or ``leaving``."""
+        return len(room.members) + leaving > self.quiet_room_size
 
     def room(self, room_name: str) -> Room | None:
         return self.rooms.get(name_key(room_name))
@@ -440,8 +456,13 @@ class Hub:
     def _fanout(self, receivers: Iterable[Session], event: ServerEvent) -> None:
         overflowed: list[Session] = []
         delivered = 0
+        # Sessions on one wire format share one ``measure``: size the event once per format.
+        sizes: dict[Callable[[ServerEvent], int] | None, int] = {None: 0}
         for receiver in receivers:
-            size = 0 if receiver.measure is None else receiver.measure(event)
+            measure = receiver.measure
+            size = sizes.get(measure)
+            if size is None:
+                size = sizes[measure] = measure(event)  # type: ignore[misc]
             queued = receiver.queued_bytes
             if queued and queued + size > receiver.max_queued_bytes:
                 overflowed.append(receiver)  # a lone big event always fits; a backlog not

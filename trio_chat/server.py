@@ -65,6 +65,7 @@ class ChatServer:
         #: Counters for Prometheus; ``self.metrics.render()`` answers a scrape.
         self.metrics = Metrics()
         self.hub = Hub(metrics=self.metrics)
+        self.hub.quiet_room_size = self.config.quiet_room_size
         self.commands = CommandRegistry()
         self.pm: pluggy.PluginManager = new_plugin_manager()
         self.addresses: list[str] = []

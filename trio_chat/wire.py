@@ -53,3 +53,23 @@ JSON_LINES: WireFormat[bytes] = WireFormat("json-lines", _json_line)
 TEXT_LINES: WireFormat[bytes] = WireFormat("text-lines", _text_line)
 #: One JSON object per WebSocket text message.
 WEBSOCKET_JSON: WireFormat[str] = WireFormat("ws-json", encode_server_event)
+
+
+_SIZERS: dict[str, Callable[[ServerEvent], int]] = {}
+
+
+def sizer(fmt: WireFormat[T]) -> Callable[[ServerEvent], int]:
+    """The one function giving an event's encoded size in ``fmt`` (encoding it, cached).
+
+    Every connection of a format shares it, so the hub can size an event once per format
+    rather than once per receiver.
+    """
+    known = _SIZERS.get(fmt.name)
+    if known is not None:
+        return known
+
+    def size(event: ServerEvent) -> int:
+        return len(encoded(event, fmt))
+
+    _SIZERS[fmt.name] = size
+    return size

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,9 +84,8 @@ class Link(Protocol):
 
     async def aclose(self) -> None: ...
 
-    def measure(self, event: ServerEvent) -> int:
-        """Bytes ``event`` takes on this link (its encoding is cached for the writer)."""
-        ...
+    #: Bytes an event takes on this link (one function per wire format; see wire.sizer).
+    measure: Callable[[ServerEvent], int]
 
 
 async def ping_when_idle(
@@ -323,14 +323,24 @@ async def _writer(
     max_batch: int,
     send_timeout: float,
 ) -> None:
-    """Send everything waiting in the outbox, as many events per write as are queued."""
-    async for first in outbox:
-        batch = [first]
-        batch += _drain(outbox, max_batch - 1)
-        with trio.fail_after(send_timeout):
+    """Send everything waiting in the outbox, as many events per write as are queued.
+
+    Raises ``trio.TooSlowError`` if one write takes longer than ``send_timeout``. (One cancel
+    scope whose deadline moves, rather than a new ``fail_after`` per write: this loop runs
+    once per delivery burst for every connection.)
+    """
+    measure = session.measure
+    with trio.CancelScope() as write_deadline:
+        async for first in outbox:
+            batch = [first]
+            batch += _drain(outbox, max_batch - 1)
+            write_deadline.deadline = trio.current_time() + send_timeout
             await link.send(batch)
-        if session.measure is not None:
-            session.queued_bytes -= sum(map(session.measure, batch))
+            write_deadline.deadline = math.inf
+            if measure is not None:
+                session.queued_bytes -= sum(map(measure, batch))
+    if write_deadline.cancelled_caught:
+        raise trio.TooSlowError
 
 
 def _drain(outbox: trio.MemoryReceiveChannel[ServerEvent], limit: int) -> list[ServerEvent]:

@@ -17,7 +17,7 @@ import trio
 from ..framing import EOF, NEED_DATA, LineBuffer, LineTooLong
 from ..protocol import ClientFrame, RemoteProtocolError, ServerEvent, decode_client_frame
 from ..textmode import NICK_PROMPT, decode_text_line, parse_command_line
-from ..wire import JSON_LINES, TEXT_LINES, WireFormat, encoded
+from ..wire import JSON_LINES, TEXT_LINES, WireFormat, encoded, sizer
 from .connection import ping_when_idle, run_connection
 from .streams import accept_tls, listener_address, peer_address, refuse
 
@@ -52,6 +52,8 @@ class TcpLink:
         # A person who typed before any prompt has answered it: their line is the nickname.
         self._skip_prompt = plain_text and bool(already_received)
         self.last_heard = trio.current_time()
+        self.measure = sizer(self.format)
+        self.measure = sizer(self.format)
 
     async def receive(self) -> ClientFrame | RemoteProtocolError | None:
         while True:
@@ -107,9 +109,6 @@ class TcpLink:
             # vanished peer instead, and reading then fails.
             await trio.sleep_forever()
         return await ping_when_idle(lambda: self.last_heard, idle, answer_within, send_ping)
-
-    def measure(self, event: ServerEvent) -> int:
-        return len(encoded(event, self.format))
 
     async def aclose(self) -> None:
         await self.stream.aclose()

@@ -24,7 +24,7 @@ from ..protocol import (
     ServerEvent,
     decode_client_frame,
 )
-from ..wire import WEBSOCKET_JSON, encoded
+from ..wire import WEBSOCKET_JSON, encoded, sizer
 from .connection import run_connection
 from .streams import ReplayStream, accept_tls, listener_address, peer_address, refuse
 
@@ -52,6 +52,7 @@ class WebSocketLink:
         self.ws = ws
         self.address = address
         self.max_frame_bytes = max_frame_bytes
+        self.measure = sizer(WEBSOCKET_JSON)
 
     async def receive(self) -> ClientFrame | RemoteProtocolError | None:
         try:
@@ -91,9 +92,6 @@ class WebSocketLink:
                     return "connection lost"
                 continue
             return "ping timeout"
-
-    def measure(self, event: ServerEvent) -> int:
-        return len(encoded(event, WEBSOCKET_JSON))
 
     async def aclose(self) -> None:
         await self.ws.aclose()

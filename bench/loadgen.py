@@ -1,0 +1,568 @@
+"""The load generator: worker processes on plain non-blocking sockets and ``selectors``.
+
+Nothing here imports trio-chat: the generator speaks the wire protocol itself, so it measures
+the server and not a shared code path. Each worker runs in its own process, talks to the
+coordinator over a ``multiprocessing`` pipe, and stops by itself at its deadline.
+
+Receivers count frames cheaply: after the ``SYNC`` marker line they count newlines in the
+received bytes and the ``END`` markers the senders send last. A few *probe* receivers also
+parse the send timestamp embedded in each message text to measure latency. Message text is
+``@@<sender>:<seq>:<monotonic ns>:`` padded with ``x``; ``time.monotonic_ns`` is one clock for
+all processes on Linux.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import re
+import resource
+import selectors
+import socket
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+SYNC = b"SYNC!SYNC"
+END = b"END!END"
+_STAMP = re.compile(rb"@@(\d+):(\d+):(\d+):")
+RECV_SIZE = 256 * 1024
+#: Connections opened before the worker drains what the server sent them.
+CONNECT_BATCH = 50
+
+
+# ----------------------------------------------------------------------------- dialects
+
+
+class Dialect:
+    """How to log in, speak and quit in one wire protocol."""
+
+    name = ""
+    #: Bytes that tell the login is complete and the client is in #lobby.
+    ready = b""
+    #: Messages acknowledged per ack (1 for echo-based, the ping interval for IRC).
+    ack_every = 1
+
+    def login(self, nick: str) -> bytes:
+        raise NotImplementedError
+
+    def say(self, text: str) -> bytes:
+        raise NotImplementedError
+
+    def quit(self) -> bytes:
+        raise NotImplementedError
+
+    def ack_token(self, sender: int) -> bytes:
+        """Bytes whose occurrences in what a sender receives count its acknowledgements."""
+        raise NotImplementedError
+
+    def ack_request(self, seq: int) -> bytes:
+        """Extra bytes sent after every ``ack_every`` messages (IRC: a PING)."""
+        return b""
+
+
+class JsonDialect(Dialect):
+    """trio-chat's JSON lines (and the threaded baseline): the sender gets its own echo."""
+
+    name = "json"
+    ready = b'"type":"welcome"'
+
+    def login(self, nick: str) -> bytes:
+        return json.dumps({"type": "hello", "nick": nick}).encode() + b"\n"
+
+    def say(self, text: str) -> bytes:
+        return b'{"type":"say","text":"' + text.encode() + b'"}\n'
+
+    def quit(self) -> bytes:
+        return b'{"type":"quit"}\n'
+
+    def ack_token(self, sender: int) -> bytes:
+        return b"@@%d:" % sender
+
+
+class IrcDialect(Dialect):
+    """IRC for ngIRCd: no echo to the sender, so a PING every few messages paces it."""
+
+    name = "irc"
+    ready = b" 366 "  # end of NAMES: registered and joined
+    ack_every = 8
+
+    def login(self, nick: str) -> bytes:
+        return f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\nJOIN #lobby\r\n".encode()
+
+    def say(self, text: str) -> bytes:
+        return b"PRIVMSG #lobby :" + text.encode() + b"\r\n"
+
+    def quit(self) -> bytes:
+        return b"QUIT :bye\r\n"
+
+    def ack_token(self, sender: int) -> bytes:
+        return b" PONG "
+
+    def ack_request(self, seq: int) -> bytes:
+        if seq % self.ack_every:
+            return b""
+        return b"PING :%d\r\n" % seq
+
+
+DIALECTS: dict[str, Dialect] = {"json": JsonDialect(), "irc": IrcDialect()}
+
+
+def message_text(sender: int, seq: int, stamp_ns: int, size: int) -> str:
+    head = f"@@{sender}:{seq}:{stamp_ns}:"
+    return head + "x" * max(0, size - len(head))
+
+
+# ----------------------------------------------------------------------------- plumbing
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+LOGIN, PRESYNC, COUNTING, DONE, CLOSED = range(5)
+
+
+@dataclass(eq=False)
+class Conn:
+    """One client socket and the cheap counters the receivers keep."""
+
+    sock: socket.socket
+    probe: bool = False
+    phase: int = LOGIN
+    tail: bytes = b""
+    lines: int = 0
+    ends: int = 0
+    last_rx: int = 0
+    partial: bytes = b""
+    latencies: list[int] = field(default_factory=list)
+    outbuf: bytes = b""
+    #: A sample of lines (probe receivers only) that were neither a message nor a marker.
+    odd_lines: list[bytes] = field(default_factory=list)
+
+    def feed(self, data: bytes, now: int, n_ends: int, dialect: Dialect) -> None:
+        if self.phase == LOGIN:
+            buf = self.tail + data
+            if dialect.ready not in buf:
+                self.tail = buf[-len(dialect.ready) :]
+                return
+            self.phase, self.tail, data = PRESYNC, b"", buf
+        if self.phase == PRESYNC:
+            buf = self.tail + data
+            at = buf.find(SYNC)
+            newline = buf.find(b"\n", at) if at >= 0 else -1
+            if newline < 0:
+                # Keep the marker (or what may be its first part) for the next chunk.
+                self.tail = buf[at:] if at >= 0 else buf[-len(SYNC) :]
+                return
+            self.phase, self.tail, data = COUNTING, b"", buf[newline + 1 :]
+            if not data:
+                return
+        if self.phase == COUNTING:
+            self.lines += data.count(b"\n")
+            buf = self.tail + data
+            self.ends += buf.count(END)
+            self.tail = buf[-(len(END) - 1) :]
+            self.last_rx = now
+            if self.probe:
+                self._stamp(data, now)
+            if self.ends >= n_ends:
+                self.phase = DONE
+                # Lines after the last END line (leave notices...) are not deliveries.
+                newline = buf.find(b"\n", buf.rfind(END))
+                if newline >= 0:
+                    self.lines -= buf.count(b"\n", newline + 1)
+
+    def _stamp(self, data: bytes, now: int) -> None:
+        buf = self.partial + data
+        cut = buf.rfind(b"\n") + 1
+        self.partial = buf[cut:]
+        for match in _STAMP.finditer(buf, 0, cut):
+            self.latencies.append(now - int(match.group(3)))
+        if len(self.odd_lines) < 10:
+            for line in buf[:cut].splitlines():
+                if b"@@" not in line and END not in line and len(self.odd_lines) < 10:
+                    self.odd_lines.append(line[:200])
+
+
+def open_conns(
+    host: str,
+    port: int,
+    nicks: list[str],
+    dialect: Dialect,
+    sel: selectors.BaseSelector,
+    deadline: float,
+    *,
+    probes: int = 0,
+    pump_between: bool = True,
+) -> tuple[list[Conn], int]:
+    """Connect and log in every nick (in batches, draining in between); return conns, failures."""
+    conns: list[Conn] = []
+    failures = 0
+    for start in range(0, len(nicks), CONNECT_BATCH):
+        for i, nick in enumerate(nicks[start : start + CONNECT_BATCH], start):
+            if time.monotonic() > deadline:
+                failures += 1
+                continue
+            try:
+                sock = socket.create_connection((host, port), timeout=10)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.sendall(dialect.login(nick))
+            except OSError:
+                failures += 1
+                continue
+            sock.setblocking(False)
+            conn = Conn(sock, probe=i < probes)
+            sel.register(sock, selectors.EVENT_READ, conn)
+            conns.append(conn)
+        if pump_between:
+            # Drain everything pending (bounded) so that no client falls behind the join
+            # notices its neighbours cause while this worker is busy connecting.
+            for _ in range(100):
+                if not sel.select(0):
+                    break
+                pump(sel, 0.0, 0, dialect)
+    return conns, failures
+
+
+def pump(sel: selectors.BaseSelector, timeout: float, n_ends: int, dialect: Dialect) -> int:
+    """Read whatever is ready once; return how many connections closed."""
+    closed = 0
+    for key, _ in sel.select(timeout):
+        conn: Conn = key.data
+        try:
+            data = conn.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            sel.unregister(conn.sock)
+            conn.sock.close()
+            conn.phase = CLOSED
+            closed += 1
+            continue
+        conn.feed(data, time.monotonic_ns(), n_ends, dialect)
+    return closed
+
+
+def wait_all(
+    sel: selectors.BaseSelector,
+    conns: list[Conn],
+    phase: int,
+    deadline: float,
+    dialect: Dialect,
+    n_ends: int = 0,
+) -> None:
+    """Pump until every open connection reached ``phase`` or the deadline passed."""
+    pending = [c for c in conns if c.phase < phase]
+    while pending and time.monotonic() < deadline:
+        pump(sel, 0.05, n_ends, dialect)
+        pending = [c for c in pending if c.phase < phase]
+
+
+def wait_command(
+    ctrl: Connection,
+    sel: selectors.BaseSelector | None,
+    dialect: Dialect,
+    deadline: float,
+    n_ends: int = 0,
+) -> Any:
+    """Wait for the coordinator's next command, draining sockets meanwhile."""
+    while time.monotonic() < deadline:
+        if ctrl.poll(0 if sel is not None else 0.05):
+            return ctrl.recv()
+        if sel is not None:
+            pump(sel, 0.02, n_ends, dialect)
+    return ("stop",)
+
+
+def close_all(conns: list[Conn]) -> None:
+    for conn in conns:
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def receiver_worker(cfg: dict[str, Any], ctrl: Connection) -> None:
+    """N receivers in #lobby: log in, report ready, count frames between SYNC and END."""
+    raise_nofile()
+    dialect = DIALECTS[cfg["dialect"]]
+    hard_deadline = time.monotonic() + cfg["max_seconds"]
+    sel = selectors.DefaultSelector()
+    nicks = [f"r{cfg['worker']}x{i}" for i in range(cfg["count"])]
+    conns, failures = open_conns(
+        cfg["host"], cfg["port"], nicks, dialect, sel, hard_deadline, probes=cfg["probes"]
+    )
+    wait_all(sel, conns, PRESYNC, hard_deadline, dialect)
+    n_ends = cfg["senders"]
+    ctrl.send(("ready", sum(c.phase >= PRESYNC for c in conns), failures))
+    wait_all(sel, conns, COUNTING, hard_deadline, dialect, n_ends)
+    ctrl.send(("synced", sum(c.phase >= COUNTING and c.phase != CLOSED for c in conns)))
+    cpu0 = cpu_seconds()
+    # Count until every receiver saw all END markers, or the coordinator's deadline.
+    command = ("run",)
+    while time.monotonic() < hard_deadline:
+        if all(c.phase in (DONE, CLOSED) for c in conns):
+            break
+        pump(sel, 0.05, n_ends, dialect)
+        if ctrl.poll():
+            command = ctrl.recv()
+            if command[0] == "stop":
+                break
+    cpu = cpu_seconds() - cpu0
+    # Stay connected (reading, no longer counting) until the coordinator says stop: a
+    # receiver that left now would send leave notices into receivers still counting.
+    result = {
+        "deliveries": sum(c.lines - min(c.ends, n_ends) for c in conns),
+        "per_receiver": sorted(c.lines - min(c.ends, n_ends) for c in conns),
+        "complete_receivers": sum(c.phase == DONE for c in conns),
+        "disconnected": sum(c.phase == CLOSED for c in conns),
+        "receivers": len(conns),
+        "login_failures": failures,
+        "last_rx_ns": max((c.last_rx for c in conns), default=0),
+        "latencies_ns": [x for c in conns if c.probe for x in c.latencies],
+        "odd_lines": [line.decode(errors="replace") for c in conns for line in c.odd_lines],
+        "cpu_seconds": cpu,
+    }
+    ctrl.send(("done", result))
+    if command[0] != "stop":
+        wait_command(ctrl, sel, dialect, hard_deadline, n_ends)
+    close_all(conns)
+
+
+def sender_worker(cfg: dict[str, Any], ctrl: Connection) -> None:
+    """S senders: full speed with a window of unacknowledged messages, or a fixed rate."""
+    raise_nofile()
+    dialect = DIALECTS[cfg["dialect"]]
+    hard_deadline = time.monotonic() + cfg["max_seconds"]
+    sel = selectors.DefaultSelector()
+    n = cfg["senders"]
+    conns, failures = open_conns(
+        cfg["host"], cfg["port"], [f"s{i}" for i in range(n)], dialect, sel, hard_deadline
+    )
+    wait_all(sel, conns, PRESYNC, hard_deadline, dialect)
+    ctrl.send(("ready", sum(c.phase >= PRESYNC for c in conns), failures))
+    command = wait_command(ctrl, sel, dialect, hard_deadline)
+    if any(c.phase == CLOSED for c in conns):
+        close_all(conns)
+        ctrl.send(("done", {"sent": 0, "error": "the server closed a sender before go"}))
+        return
+    if command[0] == "sync":
+        conns[0].sock.setblocking(True)
+        conns[0].sock.sendall(dialect.say(SYNC.decode()))
+        conns[0].sock.setblocking(False)
+        command = wait_command(ctrl, sel, dialect, hard_deadline)
+    if command[0] != "go":
+        close_all(conns)
+        ctrl.send(("done", {"sent": 0, "error": f"no go: {command!r}"}))
+        return
+    params = command[1]
+    for c in conns:
+        sel.unregister(c.sock)
+    result = _send_loop(conns, dialect, params, hard_deadline)
+    ctrl.send(("done", result))
+    # Keep the senders connected (and drained) until every receiver is done counting.
+    for c in conns:
+        c.tail = b""
+        sel.register(c.sock, selectors.EVENT_READ, c)
+    wait_command(ctrl, sel, dialect, hard_deadline)
+    close_all(conns)
+
+
+def _send_loop(
+    conns: list[Conn], dialect: Dialect, params: dict[str, Any], hard_deadline: float
+) -> dict[str, Any]:
+    sel = selectors.DefaultSelector()
+    n = len(conns)
+    mode = params["mode"]  # "window" (full speed) or "rate"
+    size = params["size"]
+    max_msgs = params["max_messages"]
+    window = params["window"]
+    interval = n / params["rate"] if mode == "rate" else 0.0
+    start = time.monotonic()
+    stop_at = start + params["duration"]
+    state = []
+    for i, c in enumerate(conns):
+        c.tail = b""
+        sel.register(c.sock, selectors.EVENT_READ, (i, c))
+        state.append(
+            {
+                "sent": 0,
+                "acked": 0,
+                "token": dialect.ack_token(i),
+                "finished": False,
+                "next": start + i * interval / n,
+                "closed": False,
+            }
+        )
+    cpu0 = cpu_seconds()
+    writing = [False] * n
+    while time.monotonic() < hard_deadline:
+        now = time.monotonic()
+        for i, c in enumerate(conns):
+            st = state[i]
+            if st["closed"]:
+                continue
+            if not st["finished"]:
+                if now >= stop_at or st["sent"] >= max_msgs:
+                    c.outbuf += dialect.say(END.decode())
+                    st["finished"] = True
+                else:
+                    c.outbuf += _produce(dialect, i, st, mode, window, interval, size, now)
+            if c.outbuf:
+                try:
+                    sent = c.sock.send(c.outbuf)
+                    c.outbuf = c.outbuf[sent:]
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    st["closed"] = True
+                    sel.unregister(c.sock)
+                    continue
+            if bool(c.outbuf) != writing[i]:
+                writing[i] = bool(c.outbuf)
+                events = selectors.EVENT_READ | (selectors.EVENT_WRITE if writing[i] else 0)
+                sel.modify(c.sock, events, (i, c))
+        if all(
+            st["closed"] or (st["finished"] and not c.outbuf)
+            for c, st in zip(conns, state, strict=True)
+        ):
+            break
+        timeout = 0.05
+        if mode == "rate":
+            timeout = max(0.0, min(min(st["next"] for st in state) - time.monotonic(), 0.05))
+        for key, mask in sel.select(timeout):
+            i, c = key.data
+            if not mask & selectors.EVENT_READ:
+                continue
+            try:
+                data = c.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                sel.unregister(c.sock)
+                state[i]["closed"] = True
+                continue
+            buf = c.tail + data
+            tok = state[i]["token"]
+            state[i]["acked"] += buf.count(tok) * dialect.ack_every
+            c.tail = buf[-(len(tok) - 1) :]
+    return {
+        "sent": sum(st["sent"] for st in state),
+        "sender_disconnects": sum(st["closed"] for st in state),
+        "seconds": time.monotonic() - start,
+        "start_ns": int(start * 1e9),
+        "cpu_seconds": cpu_seconds() - cpu0,
+    }
+
+
+def _produce(
+    dialect: Dialect,
+    i: int,
+    st: dict[str, Any],
+    mode: str,
+    window: int,
+    interval: float,
+    size: int,
+    now: float,
+) -> bytes:
+    out = []
+    if mode == "window":
+        room = window - (st["sent"] - st["acked"])
+        for _ in range(max(0, room)):
+            st["sent"] += 1
+            out.append(dialect.say(message_text(i, st["sent"], time.monotonic_ns(), size)))
+            out.append(dialect.ack_request(st["sent"]))
+    else:
+        # Open loop: the stamp is the *scheduled* time, so a late send shows as latency.
+        while st["next"] <= now:
+            st["sent"] += 1
+            out.append(dialect.say(message_text(i, st["sent"], int(st["next"] * 1e9), size)))
+            st["next"] += interval
+    return b"".join(out)
+
+
+def idle_worker(cfg: dict[str, Any], ctrl: Connection) -> None:
+    """Many logged-in connections that only read; report when all saw the SYNC marker."""
+    raise_nofile()
+    dialect = DIALECTS[cfg["dialect"]]
+    hard_deadline = time.monotonic() + cfg["max_seconds"]
+    sel = selectors.DefaultSelector()
+    t0 = time.monotonic()
+    nicks = [f"i{cfg['worker']}x{i}" for i in range(cfg["count"])]
+    conns, failures = open_conns(cfg["host"], cfg["port"], nicks, dialect, sel, hard_deadline)
+    wait_all(sel, conns, PRESYNC, hard_deadline, dialect)
+    ctrl.send(("ready", sum(c.phase >= PRESYNC for c in conns), failures, time.monotonic() - t0))
+    wait_all(sel, conns, COUNTING, hard_deadline, dialect)
+    ctrl.send(("synced", sum(c.phase in (COUNTING, DONE) for c in conns)))
+    wait_command(ctrl, sel, dialect, hard_deadline)
+    closed = sum(c.phase == CLOSED for c in conns)
+    close_all(conns)
+    ctrl.send(("done", {"disconnected": closed}))
+
+
+def churn_worker(cfg: dict[str, Any], ctrl: Connection) -> None:
+    """Connect, log in, say one line, quit, wait for the close; again until the deadline."""
+    dialect = DIALECTS[cfg["dialect"]]
+    hard_deadline = time.monotonic() + cfg["max_seconds"]
+    ctrl.send(("ready", 1, 0))
+    command = wait_command(ctrl, None, dialect, hard_deadline)
+    if command[0] != "go":
+        ctrl.send(("done", {"ok": 0, "failed": 0, "seconds": 0.0}))
+        return
+    duration, max_count = command[1]["duration"], command[1]["max_count"]
+    start = time.monotonic()
+    stop_at = min(start + duration, hard_deadline)
+    ok = failed = 0
+    errors: dict[str, int] = {}
+    i = 0
+    while time.monotonic() < stop_at and i < max_count:
+        i += 1
+        try:
+            _one_churn(cfg["host"], cfg["port"], dialect, f"c{cfg['worker']}x{i}")
+            ok += 1
+        except (OSError, RuntimeError) as exc:
+            failed += 1
+            key = type(exc).__name__ + (
+                f"({errno.errorcode.get(exc.errno, exc.errno)})"
+                if isinstance(exc, OSError) and exc.errno
+                else ""
+            )
+            errors[key] = errors.get(key, 0) + 1
+    ctrl.send(
+        (
+            "done",
+            {"ok": ok, "failed": failed, "seconds": time.monotonic() - start, "errors": errors},
+        )
+    )
+
+
+def _one_churn(host: str, port: int, dialect: Dialect, nick: str) -> None:
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(dialect.login(nick))
+        buf = b""
+        while dialect.ready not in buf:
+            data = sock.recv(65536)
+            if not data:
+                raise RuntimeError("closed before login completed")
+            buf = buf[-64:] + data
+        sock.sendall(dialect.say("hello from " + nick) + dialect.quit())
+        for _ in range(1000):  # read until the server closes (bounded)
+            if not sock.recv(65536):
+                return
+        raise RuntimeError("server did not close after quit")

@@ -1,0 +1,272 @@
+"""Turn the results dict into a markdown report, a fanout plot and profile hot spots."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+
+def _f(value: Any, digits: int = 0, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and digits == 0:
+        return f"{value:,.0f}{suffix}"
+    if isinstance(value, float | int):
+        return f"{value:,.{digits}f}{suffix}"
+    return str(value)
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def one_line(scenario: str, run: dict[str, Any]) -> str:
+    """A progress line for one measurement."""
+    if "error" in run:
+        return f"error: {run['error']}"
+    if scenario in ("fanout", "steady"):
+        return (
+            f"{_f(run['deliveries_per_s'])} deliveries/s, complete {_pct(run['completeness'])}"
+            f", p50 {_f(run['p50_ms'], 1)} ms, p99 {_f(run['p99_ms'], 1)} ms, "
+            f"cpu/1k {_f(run['cpu_s_per_1000'], 4)} s, peak {_f(run['peak_rss_mb'], 1)} MB, "
+            f"disconnects {run['disconnects']}, sent {run['messages_sent']}"
+        )
+    if scenario == "idle":
+        return (
+            f"{run['synced']}/{run['n']} idle, {_f(run['kb_per_conn'], 1)} KiB/conn, "
+            f"login {_f(run['login_seconds'], 1)} s, disconnects {run['disconnects']}"
+        )
+    return (
+        f"{_f(run['conns_per_s'])} conns/s, ok {run['ok']}, failed {run['failed']} "
+        f"{run.get('errors') or ''}"
+    )
+
+
+def _ratio(a: Any, b: Any) -> str:
+    if not isinstance(a, int | float) or not isinstance(b, int | float) or not b:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def _medians(results: dict[str, Any], scenario: str) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (e["label"], e["server"]): e["median"]
+        for e in results.get(scenario, [])
+        if e["median"] is not None
+    }
+
+
+def _labels(results: dict[str, Any], scenario: str) -> list[str]:
+    return list(dict.fromkeys(e["label"] for e in results.get(scenario, [])))
+
+
+def _ratios(results: dict[str, Any], scenario: str, metrics: list[tuple[str, str]]) -> list[str]:
+    med = _medians(results, scenario)
+    others = [s for s in ("trio-chat+db", "baseline", "ngircd") if any(k[1] == s for k in med)]
+    if not others or not any(k[1] == "trio-chat" for k in med):
+        return []
+    head = (
+        "| | "
+        + " | ".join(f"{title}: trio-chat / {o}" for title, _ in metrics for o in others)
+        + " |"
+    )
+    lines = [
+        "",
+        "Ratios (trio-chat divided by the other server's median):",
+        "",
+        head,
+        "|---" * (1 + len(metrics) * len(others)) + "|",
+    ]
+    for label in _labels(results, scenario):
+        mine = med.get((label, "trio-chat"))
+        if mine is None:
+            continue
+        cells = [
+            _ratio(mine.get(key), (med.get((label, o)) or {}).get(key))
+            for _, key in metrics
+            for o in others
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _table(results: dict[str, Any], scenario: str, columns: list[tuple[str, Any]]) -> list[str]:
+    lines = [
+        "| point | server | " + " | ".join(c for c, _ in columns) + " |",
+        "|---" * (2 + len(columns)) + "|",
+    ]
+    for entry in results.get(scenario, []):
+        med = entry["median"]
+        if med is None:
+            errors = "; ".join(r.get("error", "") for r in entry["runs"]) or "not run"
+            if not errors.startswith("skipped"):
+                errors = "failed: " + errors
+            lines.append(f"| {entry['label']} | {entry['server']} | {errors} |")
+            continue
+        cells = [fmt(med) for _, fmt in columns]
+        lines.append(f"| {entry['label']} | {entry['server']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+BROADCAST_COLUMNS: list[tuple[str, Any]] = [
+    ("deliveries/s", lambda m: _f(m["deliveries_per_s"])),
+    ("completeness", lambda m: _pct(m["completeness"])),
+    ("p50 ms", lambda m: _f(m["p50_ms"], 1)),
+    ("p99 ms", lambda m: _f(m["p99_ms"], 1)),
+    ("max ms", lambda m: _f(m["max_ms"], 1)),
+    ("server CPU-s / 1000 deliveries", lambda m: _f(m["cpu_s_per_1000"], 4)),
+    ("server peak RSS MB", lambda m: _f(m["peak_rss_mb"], 1)),
+    ("msgs sent", lambda m: _f(m["messages_sent"])),
+    ("disconnects", lambda m: _f(m["disconnects"])),
+]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    out = [
+        "# trio-chat benchmark results",
+        "",
+        f"Run {meta['started']} on {meta['machine']}, Python {meta['python']}, "
+        f"{'quick' if meta['quick'] else 'full'} run, {meta['repeats']} repeat(s) per point "
+        f"(medians shown), {meta.get('seconds', '?')} s in all. "
+        f"trio-chat: {meta.get('trio_chat', '?')}. "
+        f"ngIRCd: {meta.get('ngircd') or 'not installed'}.",
+        f"Options: `{meta['options']}`.",
+    ]
+    for server, reason in meta.get("skipped", {}).items():
+        out.append(f"\nSkipped {server}: {reason}.")
+    if "fanout" in results:
+        out += [
+            "",
+            "## fanout: N receivers, "
+            f"{meta['options']['senders']} senders at full speed "
+            f"(window {meta['options']['window']} unacknowledged msgs each)",
+            "",
+        ]
+        out += _table(results, "fanout", BROADCAST_COLUMNS)
+        out += _ratios(
+            results,
+            "fanout",
+            [
+                ("deliveries/s", "deliveries_per_s"),
+                ("CPU per delivery", "cpu_s_per_1000"),
+                ("p99", "p99_ms"),
+            ],
+        )
+    if "steady" in results:
+        out += ["", "## steady: fixed offered rate, latency", ""]
+        cols = [("offered deliveries/s", lambda m: _f(m["offered_per_s"])), *BROADCAST_COLUMNS]
+        out += _table(results, "steady", cols)
+        out += _ratios(
+            results,
+            "steady",
+            [("p50", "p50_ms"), ("p99", "p99_ms"), ("CPU per delivery", "cpu_s_per_1000")],
+        )
+    if "idle" in results:
+        out += ["", "## idle: logged-in connections that only read", ""]
+        out += _table(
+            results,
+            "idle",
+            [
+                ("connected", lambda m: _f(m["synced"])),
+                ("completeness", lambda m: _pct(m["completeness"])),
+                ("log-in time s", lambda m: _f(m["login_seconds"], 1)),
+                ("RSS before MB", lambda m: _f(m["rss_before_mb"], 1)),
+                ("RSS after MB", lambda m: _f(m["rss_after_mb"], 1)),
+                ("KiB per connection", lambda m: _f(m["kb_per_conn"], 1)),
+                ("peak RSS MB", lambda m: _f(m["peak_rss_mb"], 1)),
+                ("disconnects", lambda m: _f(m["disconnects"])),
+            ],
+        )
+        out += _ratios(
+            results, "idle", [("KiB/conn", "kb_per_conn"), ("log-in time", "login_seconds")]
+        )
+    if "churn" in results:
+        out += ["", "## churn: connect, log in, say one line, quit", ""]
+        out += _table(
+            results,
+            "churn",
+            [
+                ("connections/s", lambda m: _f(m["conns_per_s"])),
+                ("completeness", lambda m: _pct(m["completeness"])),
+                ("server CPU ms / connection", lambda m: _f(m["cpu_ms_per_conn"], 3)),
+                ("peak RSS MB", lambda m: _f(m["peak_rss_mb"], 1)),
+                ("errors", lambda m: str(m.get("errors") or "-")),
+            ],
+        )
+        out += _ratios(
+            results,
+            "churn",
+            [("connections/s", "conns_per_s"), ("CPU per connection", "cpu_ms_per_conn")],
+        )
+    prof = results.get("profile")
+    if prof and prof.get("hot_spots"):
+        out += [
+            "",
+            "## trio-chat profile (py-spy, fanout, self time)",
+            "",
+            "| share of samples | function |",
+            "|---|---|",
+        ]
+        out += [f"| {share:.1f}% | `{name}` |" for name, share in prof["hot_spots"]]
+    return "\n".join(out) + "\n"
+
+
+def hot_spots(raw_path: Path, top: int = 15) -> list[tuple[str, float]]:
+    """Self-time shares of the leaf functions in a py-spy ``--format raw`` (collapsed) file."""
+    leaves: Counter[str] = Counter()
+    total = 0
+    for line in raw_path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        leaf = stack.rsplit(";", 1)[-1]
+        # "func (path/file.py:123)" -> "func (file.py)": group by function, not line.
+        name, _, where = leaf.partition(" (")
+        where = where.rstrip(")").rsplit(":", 1)[0].rsplit("/", 1)[-1]
+        leaves[f"{name} ({where})" if where else name] += int(count)
+        total += int(count)
+    return [(name, 100 * c / total) for name, c in leaves.most_common(top)] if total else []
+
+
+def plot_fanout(results: dict[str, Any], path: Path) -> bool:
+    """Deliveries/s and p99 latency against N for each server; False if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    entries = [e for e in results.get("fanout", []) if e["median"] is not None]
+    if not entries:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for server in dict.fromkeys(e["server"] for e in entries):
+        rows = sorted((e["median"]["n"], e["median"]) for e in entries if e["server"] == server)
+        ns = [n for n, _ in rows]
+        left.plot(ns, [m["deliveries_per_s"] for _, m in rows], marker="o", label=server)
+        right.plot(ns, [m["p99_ms"] or 0 for _, m in rows], marker="o", label=server)
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="receivers N",
+        ylabel="deliveries / s (median)",
+        title="fanout throughput",
+    )
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="receivers N",
+        ylabel="p99 latency, ms",
+        title="fanout p99 latency (probe receivers)",
+    )
+    for ax in (left, right):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"4 senders at full speed, 127.0.0.1, {results['meta']['machine']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

@@ -1,0 +1,296 @@
+"""Benchmark trio-chat against a naive threaded server and ngIRCd: ``python bench/run.py``.
+
+Scenarios: ``fanout`` (N receivers, senders at full speed), ``steady`` (1000 receivers at a
+fixed offered rate), ``idle`` (memory per idle connection), ``churn`` (connect, say, quit).
+Writes ``bench/results/results.md``, ``results.json`` and ``fanout.png``. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import report
+import scenarios
+import servers as servers_mod
+from servers import (
+    SERVER_NAMES,
+    ServerStartError,
+    ServerUnavailable,
+    ngircd_available,
+    raise_nofile,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SCENARIOS = ("fanout", "steady", "idle", "churn")
+
+
+def csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        return [kind(x.strip()) for x in text.split(",") if x.strip()]
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="short run (~5 min): 1 repeat, 2 s sends, 2000 idle connections",
+    )
+    p.add_argument(
+        "--scenarios",
+        type=csv(str),
+        default=list(SCENARIOS),
+        help="comma list of " + ",".join(SCENARIOS),
+    )
+    p.add_argument(
+        "--servers",
+        type=csv(str),
+        default=list(SERVER_NAMES),
+        help="comma list of " + ",".join(SERVER_NAMES),
+    )
+    p.add_argument(
+        "--n",
+        type=csv(int),
+        default=[10, 100, 1000],
+        help="fanout receiver counts (default 10,100,1000)",
+    )
+    p.add_argument("--duration", type=float, help="seconds of sending per measurement")
+    p.add_argument("--repeats", type=int, help="measurements per point; medians are reported")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=50.0,
+        help="steady: offered messages/s, all senders together (default 50)",
+    )
+    p.add_argument("--steady-n", type=int, default=1000, help="steady: receivers")
+    p.add_argument("--idle-n", type=int, help="idle connections (2000 quick, 10000 full)")
+    p.add_argument("--senders", type=int, default=4, help="sending clients (default 4)")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=64,
+        help="fanout: unacknowledged messages per sender (default 64)",
+    )
+    p.add_argument(
+        "--ngircd-max-n",
+        type=int,
+        default=300,
+        help="skip ngircd at points with more connections than this: it accepts "
+        "only ~50 new connections/s here, so 1000 log-ins take minutes (default 300)",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile trio-chat with py-spy under fanout at the largest N",
+    )
+    p.add_argument(
+        "--ref",
+        default="HEAD",
+        help="git ref of trio-chat to run (exported to a temp dir, so edits in "
+        "progress do not leak into a run); 'worktree' runs the installed tree",
+    )
+    p.add_argument("--out", type=Path, default=RESULTS, help="output folder")
+    return p
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    unknown = set(args.scenarios) - set(SCENARIOS) or set(args.servers) - set(SERVER_NAMES)
+    if unknown:
+        print(f"run.py: unknown name(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    raise_nofile()
+    servers_mod.TRIO_CHAT_REF = None if args.ref == "worktree" else args.ref
+    opts = scenarios.Options(
+        duration=args.duration or (2.0 if args.quick else 5.0),
+        senders=args.senders,
+        window=args.window,
+        rate=args.rate,
+        steady_n=args.steady_n,
+        idle_n=args.idle_n or (2000 if args.quick else 10_000),
+    )
+    repeats = args.repeats or (1 if args.quick else 3)
+    servers = list(args.servers)
+    skipped: dict[str, str] = {}
+    if "ngircd" in servers and (reason := ngircd_available()) is not None:
+        log(f"skipping ngircd: {reason}")
+        skipped["ngircd"] = reason
+        servers.remove("ngircd")
+
+    results: dict[str, Any] = {
+        "meta": {
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "quick": args.quick,
+            "repeats": repeats,
+            "options": vars(opts),
+            "servers": servers,
+            "skipped": skipped,
+            "python": platform.python_version(),
+            "machine": f"{platform.machine()}, {_cpus()} CPUs",
+            "ngircd": _ngircd(),
+            "trio_chat": _revision(args.ref),
+        },
+    }
+    started = time.monotonic()
+
+    def measure(
+        scenario: str, label: str, fn: Callable[[str], dict[str, Any]], conns: int = 0
+    ) -> None:
+        rows: dict[str, list[dict[str, Any]]] = {s: [] for s in servers}
+        too_many = f"more than --ngircd-max-n={args.ngircd_max_n} connections"
+        for rep in range(repeats):
+            for server in servers:  # interleaved, so drift on a noisy box hits all alike
+                if server in skipped:
+                    continue
+                if server == "ngircd" and conns > args.ngircd_max_n:
+                    if rep == 0:
+                        log(f"{scenario} {label}: skipping ngircd ({too_many})")
+                        rows[server].append({"server": server, "error": "skipped: " + too_many})
+                    continue
+                log(f"{scenario} {label} {server} run {rep + 1}/{repeats}")
+                try:
+                    run = fn(server)
+                except ServerUnavailable as exc:
+                    log(f"  skipping {server}: {exc}")
+                    skipped[server] = str(exc)
+                    continue
+                except (scenarios.BenchError, ServerStartError) as exc:
+                    log(f"  FAILED: {exc}")
+                    run = {"server": server, "error": str(exc)}
+                rows[server].append(run)
+                log("  " + report.one_line(scenario, run))
+        for server, runs in rows.items():
+            good = [r for r in runs if "error" not in r]
+            entry = {
+                "server": server,
+                "label": label,
+                "runs": runs,
+                "median": scenarios.median_of(good) if good else None,
+            }
+            results.setdefault(scenario, []).append(entry)
+
+    if "fanout" in args.scenarios:
+        for n in args.n:
+            measure("fanout", f"N={n}", lambda s, n=n: scenarios.broadcast(s, n, opts, "window"), n)
+    if "steady" in args.scenarios:
+        measure(
+            "steady",
+            f"N={opts.steady_n} @ {opts.rate:g} msg/s",
+            lambda s: scenarios.broadcast(s, opts.steady_n, opts, "rate"),
+            opts.steady_n,
+        )
+    if "idle" in args.scenarios:
+        measure(
+            "idle", f"N={opts.idle_n}", lambda s: scenarios.idle(s, opts.idle_n, opts), opts.idle_n
+        )
+    if "churn" in args.scenarios:
+        measure("churn", f"{opts.churn_workers} workers", lambda s: scenarios.churn(s, opts))
+    if args.profile:
+        results["profile"] = profile(max(args.n), opts, args.out)
+
+    results["meta"]["seconds"] = round(time.monotonic() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    markdown = report.markdown(results)
+    (args.out / "results.md").write_text(markdown)
+    plot = report.plot_fanout(results, args.out / "fanout.png")
+    print()
+    print(markdown)
+    log(
+        f"wrote {args.out}/results.md, results.json"
+        + (", fanout.png" if plot else " (no plot: matplotlib missing)")
+    )
+    return 0
+
+
+def profile(n: int, opts: scenarios.Options, out: Path) -> dict[str, Any]:
+    """Run fanout at N against trio-chat twice under py-spy: a flame graph and raw stacks."""
+    import shutil
+
+    if shutil.which("py-spy") is None:
+        log("no profile: py-spy is not installed (pip install py-spy)")
+        return {"error": "py-spy not installed"}
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"flamegraph": out / "profile.svg", "raw": out / "profile.txt"}
+    for fmt, path in files.items():
+        log(f"profiling trio-chat fanout N={n} with py-spy ({fmt})")
+        procs: list[subprocess.Popen[bytes]] = []
+
+        def attach(
+            srv: Any,
+            seconds: float,
+            fmt: str = fmt,
+            path: Path = path,
+            procs: list[subprocess.Popen[bytes]] = procs,
+        ) -> None:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        "py-spy",
+                        "record",
+                        "--pid",
+                        str(srv.pid),
+                        "--duration",
+                        str(max(1, int(seconds))),
+                        "--rate",
+                        "200",
+                        "--format",
+                        fmt,
+                        "--output",
+                        str(path),
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+
+        run = scenarios.broadcast("trio-chat", n, opts, "window", on_running=attach)
+        for proc in procs:
+            proc.wait(60)
+        log("  " + report.one_line("fanout", run))
+    hot = report.hot_spots(files["raw"]) if files["raw"].exists() else []
+    return {"files": {k: str(v.name) for k, v in files.items()}, "hot_spots": hot}
+
+
+def _revision(ref: str) -> str:
+    if ref == "worktree":
+        return "installed working tree"
+    out = subprocess.run(
+        ["git", "-C", str(RESULTS.parent.parent), "rev-parse", "--short", ref],
+        capture_output=True,
+        timeout=10,
+    )
+    return f"git {ref} = {out.stdout.decode().strip() or '?'}"
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+def _ngircd() -> str | None:
+    try:
+        out = subprocess.run(["ngircd", "--version"], capture_output=True, timeout=10)
+        return out.stdout.decode(errors="replace").splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

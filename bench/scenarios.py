@@ -1,0 +1,337 @@
+"""The coordinator: one function per scenario, each measuring one server once.
+
+A measurement starts a fresh server, starts the worker processes of :mod:`loadgen`, steps
+them through their phases (ready -> sync -> go -> done) over pipes with a bounded wait at
+every step, and reads the server's CPU time and memory from /proc around the measured part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import socket
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import loadgen
+from servers import HOST, RunningServer, start_server
+
+_MP = multiprocessing.get_context("spawn")
+
+
+class BenchError(Exception):
+    """A measurement could not be completed (a worker hung or died); the text says where."""
+
+
+@dataclass
+class Options:
+    duration: float = 5.0  # seconds of sending per fanout / steady measurement
+    senders: int = 4
+    window: int = 64  # unacknowledged messages per full-speed sender
+    size: int = 64  # message text length, characters
+    max_messages: int = 200_000  # per sender, a hard cap besides the duration
+    rate: float = 50.0  # steady: messages per second offered, all senders together
+    steady_n: int = 1000
+    idle_n: int = 10_000
+    churn_workers: int = 4
+    receiver_procs: int = 3
+    probes: int = 4
+
+
+class Workers:
+    """A group of worker processes, each with a pipe to the coordinator."""
+
+    def __init__(
+        self, target: Callable[[dict[str, Any], Connection], None], cfgs: list[dict[str, Any]]
+    ) -> None:
+        self.pipes: list[Connection] = []
+        self.procs = []
+        for cfg in cfgs:
+            parent, child = _MP.Pipe()
+            proc = _MP.Process(target=target, args=(cfg, child), daemon=True)
+            proc.start()
+            child.close()
+            self.pipes.append(parent)
+            self.procs.append(proc)
+
+    def expect(self, tag: str, timeout: float) -> list[tuple[Any, ...]]:
+        """One ``tag`` message from every worker, within ``timeout`` seconds in all."""
+        deadline = time.monotonic() + timeout
+        replies: list[tuple[Any, ...]] = []
+        for pipe, proc in zip(self.pipes, self.procs, strict=True):
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BenchError(f"a worker sent no {tag!r} within {timeout:.0f} s")
+                if pipe.poll(min(left, 0.5)):
+                    try:
+                        reply = pipe.recv()
+                    except (EOFError, OSError):
+                        raise BenchError(f"a worker died before {tag!r}") from None
+                    if reply[0] == tag:
+                        replies.append(reply)
+                        break
+                elif not proc.is_alive():
+                    raise BenchError(f"a worker exited (code {proc.exitcode}) before {tag!r}")
+        return replies
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError):
+                pipe.send(message)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+        for pipe in self.pipes:
+            pipe.close()
+
+
+@contextlib.contextmanager
+def workers(
+    target: Callable[[dict[str, Any], Connection], None], cfgs: list[dict[str, Any]]
+) -> Iterator[Workers]:
+    group = Workers(target, cfgs)
+    try:
+        yield group
+    finally:
+        group.send(("stop",))
+        group.close()
+
+
+def _split(total: int, parts: int) -> list[int]:
+    parts = max(1, min(parts, total))
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def percentiles(latencies_ns: list[int]) -> dict[str, float | None]:
+    if not latencies_ns:
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    data = sorted(latencies_ns)
+
+    def at(q: float) -> float:
+        return data[min(len(data) - 1, int(q * len(data)))] / 1e6
+
+    return {"p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": data[-1] / 1e6}
+
+
+# ------------------------------------------------------------------------ fanout / steady
+
+
+def broadcast(
+    server_name: str,
+    n: int,
+    opts: Options,
+    mode: str,
+    on_running: Callable[[RunningServer, float], None] | None = None,
+) -> dict[str, Any]:
+    """N receivers and S senders in #lobby; ``mode`` is ``window`` (fanout) or ``rate``."""
+    with start_server(server_name) as srv:
+        login_timeout = 30 + n * 0.1
+        send_seconds = opts.duration
+        base = {
+            "host": HOST,
+            "port": srv.port,
+            "dialect": srv.dialect,
+            "senders": opts.senders,
+            "max_seconds": login_timeout * 2 + send_seconds + 90,
+        }
+        counts = _split(n, opts.receiver_procs if n >= 100 else 1)
+        rcfgs = [
+            {**base, "worker": w, "count": c, "probes": opts.probes if w == 0 else 0}
+            for w, c in enumerate(counts)
+        ]
+        with workers(loadgen.receiver_worker, rcfgs) as receivers:
+            ready = receivers.expect("ready", login_timeout)
+            logged_in = sum(r[1] for r in ready)
+            with workers(loadgen.sender_worker, [base]) as senders:
+                senders.expect("ready", 30)
+                senders.send(("sync",))
+                synced = sum(r[1] for r in receivers.expect("synced", login_timeout))
+                cpu0 = srv.cpu_seconds()
+                params = {
+                    "mode": mode,
+                    "duration": send_seconds,
+                    "size": opts.size,
+                    "max_messages": opts.max_messages,
+                    "window": opts.window,
+                    "rate": opts.rate,
+                }
+                senders.send(("go", params))
+                if on_running is not None:
+                    on_running(srv, send_seconds)
+                sent = senders.expect("done", send_seconds + 60)[0][1]
+                if "error" in sent:
+                    raise BenchError(sent["error"])
+                # Receivers stop by themselves once they saw every END marker; bound the
+                # wait. Nobody disconnects before all are done (leave notices would count).
+                try:
+                    done = receivers.expect("done", 30)
+                except BenchError:
+                    receivers.send(("stop",))
+                    done = receivers.expect("done", 10)
+                cpu = srv.cpu_seconds() - cpu0
+                peak_kb = srv.peak_rss_kb()
+                alive = srv.alive()
+    results = [d[1] for d in done]
+    deliveries = sum(r["deliveries"] for r in results)
+    expected = sent["sent"] * synced
+    last_rx = max(r["last_rx_ns"] for r in results)
+    seconds = max(1e-9, (last_rx - sent["start_ns"]) / 1e9) if last_rx else sent["seconds"]
+    latencies = [x for r in results for x in r["latencies_ns"]]
+    return {
+        "server": server_name,
+        "n": n,
+        "mode": mode,
+        "receivers": logged_in,
+        "synced": synced,
+        "messages_sent": sent["sent"],
+        "deliveries": deliveries,
+        "expected": expected,
+        "completeness": deliveries / expected if expected else 0.0,
+        "seconds": seconds,
+        "deliveries_per_s": deliveries / seconds,
+        "offered_per_s": opts.rate * synced if mode == "rate" else None,
+        "disconnects": sum(r["disconnected"] for r in results),
+        "sender_disconnects": sent.get("sender_disconnects", 0),
+        "login_failures": sum(r["login_failures"] for r in results),
+        **percentiles(latencies),
+        "latency_samples": len(latencies),
+        "server_cpu_s": cpu,
+        "cpu_s_per_1000": cpu / deliveries * 1000 if deliveries else None,
+        "peak_rss_mb": peak_kb / 1024,
+        "generator_cpu_s": sum(r["cpu_seconds"] for r in results) + sent["cpu_seconds"],
+        "server_alive": alive,
+        "odd_lines": [x for r in results for x in r["odd_lines"]][:10],
+        "per_receiver_min": min(x for r in results for x in r["per_receiver"]),
+        "per_receiver_max": max(x for r in results for x in r["per_receiver"]),
+    }
+
+
+# ------------------------------------------------------------------------------- idle
+
+
+def _login_one(port: int, dialect: loadgen.Dialect, nick: str, timeout: float) -> socket.socket:
+    sock = socket.create_connection((HOST, port), timeout=timeout)
+    sock.sendall(dialect.login(nick))
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while dialect.ready not in buf and time.monotonic() < deadline:
+        data = sock.recv(65536)
+        if not data:
+            break
+        buf = buf[-64:] + data
+    return sock
+
+
+def idle(server_name: str, n: int, opts: Options) -> dict[str, Any]:
+    """N idle logged-in connections in #lobby; server memory before and after."""
+    with start_server(server_name) as srv:
+        time.sleep(0.5)
+        rss0 = srv.rss_kb()
+        timeout = 60 + n * 0.05
+        cfgs = [
+            {
+                "host": HOST,
+                "port": srv.port,
+                "dialect": srv.dialect,
+                "worker": w,
+                "count": c,
+                "max_seconds": timeout * 2 + 60,
+            }
+            for w, c in enumerate(_split(n, 4))
+        ]
+        with workers(loadgen.idle_worker, cfgs) as group:
+            ready = group.expect("ready", timeout)
+            connected = sum(r[1] for r in ready)
+            login_seconds = max(r[3] for r in ready)
+            dialect = loadgen.DIALECTS[srv.dialect]
+            # One more client says SYNC: once every idle client has seen it, the join storm
+            # is over and the server holds nothing but the idle connections.
+            with _login_one(srv.port, dialect, "syncer", 30) as syncer:
+                syncer.sendall(dialect.say(loadgen.SYNC.decode()))
+                synced = sum(r[1] for r in group.expect("synced", timeout))
+                time.sleep(1.0)
+                rss1 = srv.rss_kb()
+                peak_kb = srv.peak_rss_kb()
+                cpu = srv.cpu_seconds()
+            group.send(("stop",))
+            done = group.expect("done", 30)
+    return {
+        "server": server_name,
+        "n": n,
+        "connected": connected,
+        "synced": synced,
+        "completeness": synced / n if n else 0.0,
+        "login_seconds": login_seconds,
+        "logins_per_s": connected / login_seconds,
+        "rss_before_mb": rss0 / 1024,
+        "rss_after_mb": rss1 / 1024,
+        "kb_per_conn": (rss1 - rss0) / max(1, synced),
+        "peak_rss_mb": peak_kb / 1024,
+        "server_cpu_s": cpu,
+        "disconnects": sum(d[1]["disconnected"] for d in done),
+    }
+
+
+# ------------------------------------------------------------------------------ churn
+
+
+def churn(server_name: str, opts: Options) -> dict[str, Any]:
+    """Workers loop: connect, log in, say one line, quit, wait for the close."""
+    with start_server(server_name) as srv:
+        cfgs = [
+            {
+                "host": HOST,
+                "port": srv.port,
+                "dialect": srv.dialect,
+                "worker": w,
+                "max_seconds": opts.duration + 60,
+            }
+            for w in range(opts.churn_workers)
+        ]
+        with workers(loadgen.churn_worker, cfgs) as group:
+            group.expect("ready", 30)
+            cpu0 = srv.cpu_seconds()
+            group.send(("go", {"duration": opts.duration, "max_count": 100_000}))
+            done = [d[1] for d in group.expect("done", opts.duration + 30)]
+            cpu = srv.cpu_seconds() - cpu0
+            peak_kb = srv.peak_rss_kb()
+    ok = sum(d["ok"] for d in done)
+    failed = sum(d["failed"] for d in done)
+    seconds = max(d["seconds"] for d in done) or 1e-9
+    errors: dict[str, int] = {}
+    for d in done:
+        for key, count in d.get("errors", {}).items():
+            errors[key] = errors.get(key, 0) + count
+    return {
+        "server": server_name,
+        "ok": ok,
+        "failed": failed,
+        "completeness": ok / (ok + failed) if ok + failed else 0.0,
+        "conns_per_s": ok / seconds,
+        "seconds": seconds,
+        "server_cpu_s": cpu,
+        "cpu_ms_per_conn": cpu / ok * 1000 if ok else None,
+        "peak_rss_mb": peak_kb / 1024,
+        "errors": errors,
+    }
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of every numeric field over repeated runs (other fields from the first run)."""
+    out = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            values = [r[key] for r in runs if isinstance(r.get(key), int | float)]
+            out[key] = statistics.median(values)
+        elif isinstance(value, bool):
+            out[key] = all(r[key] for r in runs)
+    return out
