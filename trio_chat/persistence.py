@@ -114,9 +114,7 @@ class Persistence:
             failed: set[int] = set()
             to_store = [p for p in batch if p.persist]
             if to_store:
-                async with trio.open_nursery() as nursery:
-                    for pending in to_store:
-                        nursery.start_soon(self._save, pending, failed)
+                await self._save_all(to_store, failed)
             for start in range(0, len(batch), self.deliver_slice):
                 if start:
                     await trio.lowlevel.checkpoint()
@@ -135,6 +133,16 @@ class Persistence:
             or self._busy
         ):
             await self._delivered.wait()
+
+    async def _save_all(self, to_store: list[Pending], failed: set[int]) -> None:
+        """Commit a batch in one transaction; if that fails, find the messages that cannot
+        be stored by saving them one by one (the others still go out)."""
+        try:
+            await self.store.append_many([stored_form(p) for p in to_store])
+        except StoreError:
+            async with trio.open_nursery() as nursery:
+                for pending in to_store:
+                    nursery.start_soon(self._save, pending, failed)
 
     async def _save(self, pending: Pending, failed: set[int]) -> None:
         record = stored_form(pending)
