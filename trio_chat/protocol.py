@@ -453,6 +453,15 @@ class Bye(ServerEvent):
     text: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Raw(ServerEvent):
+    """Bytes already encoded for one connection: the rest of a write the socket took only
+    part of. Never built from or sent as JSON; wire formats hand ``data`` on as it is."""
+
+    TYPE: ClassVar[str] = "raw"
+    data: bytes
+
+
 def encode_server_event(event: ServerEvent) -> str:
     """Encode a server event as compact JSON text (no newline)."""
     return json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .protocol import ServerEvent, encode_server_event
+from .protocol import Raw, ServerEvent, encode_server_event
 from .textmode import render_text
 
 T = TypeVar("T", bytes, str)
@@ -40,10 +40,14 @@ def encoded(event: ServerEvent, fmt: WireFormat[T]) -> T:
 
 
 def _json_line(event: ServerEvent) -> bytes:
+    if isinstance(event, Raw):
+        return event.data
     return encode_server_event(event).encode() + b"\n"
 
 
 def _text_line(event: ServerEvent) -> bytes:
+    if isinstance(event, Raw):
+        return event.data
     return render_text(event).encode() + b"\n"
 
 

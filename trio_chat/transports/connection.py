@@ -86,6 +86,8 @@ class Link(Protocol):
 
     #: Bytes an event takes on this link (one function per wire format; see wire.sizer).
     measure: Callable[[ServerEvent], int]
+    #: Write an event at once if the socket takes it (see ``Session.write_now``), or None.
+    write_now: Callable[[ServerEvent], bytes] | None
 
 
 async def ping_when_idle(
@@ -190,6 +192,7 @@ async def _handshake(
             continue
         session.extra["account"] = account
         session.measure = link.measure
+        session.write_now = link.write_now
         session.max_queued_bytes = server.config.outbox_bytes
         server.hub.send_to(
             session,

@@ -8,6 +8,7 @@ anything else, or silence, is a person on a line client, who is then asked for a
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -53,6 +54,7 @@ class TcpLink:
         self._skip_prompt = plain_text and bool(already_received)
         self.last_heard = trio.current_time()
         self.measure = sizer(self.format)
+        self.write_now = direct_writer(stream, self.format)
         self.measure = sizer(self.format)
 
     async def receive(self) -> ClientFrame | RemoteProtocolError | None:
@@ -143,6 +145,27 @@ def http_misdirected(ws_port: int | None) -> bytes:
         + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
         + body
     )
+
+
+def direct_writer(
+    stream: trio.abc.Stream, fmt: WireFormat[bytes]
+) -> Callable[[ServerEvent], bytes] | None:
+    """For a plain TCP socket: write an event without waiting (``os.write`` on the
+    non-blocking socket), returning the part the kernel did not take. TLS streams have none.
+    """
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    fd = stream.socket.fileno()
+
+    def write_now(event: ServerEvent) -> bytes:
+        data = encoded(event, fmt)
+        try:
+            written = os.write(fd, data)
+        except BlockingIOError:
+            return data
+        return data[written:] if written < len(data) else b""
+
+    return write_now
 
 
 def enable_keepalive(stream: trio.SocketStream, idle: int = 60, interval: int = 10) -> None:

@@ -53,6 +53,8 @@ class WebSocketLink:
         self.address = address
         self.max_frame_bytes = max_frame_bytes
         self.measure = sizer(WEBSOCKET_JSON)
+        # Every write goes through trio-websocket's own writer.
+        self.write_now: Callable[[ServerEvent], bytes] | None = None
 
     async def receive(self) -> ClientFrame | RemoteProtocolError | None:
         try:
