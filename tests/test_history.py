@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from trio_chat.testing import local_config, open_client, open_test_server
@@ -311,3 +313,25 @@ async def test_a_message_that_cannot_be_saved_is_not_sent_and_the_sender_is_told
             await alice.say("fine again")
             assert (await bob.expect("message")).text == "fine again"
             assert not [e for e in bob.history if "disk full" in str(e)]
+
+
+async def test_logs_hold_no_passwords_and_no_private_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        async with open_test_server() as chat:
+            async with open_client(chat) as alice, open_client(chat, "bob") as bob:
+                await alice.send(
+                    {"type": "hello", "nick": "alice", "password": "pw-SECRET-1", "register": True}
+                )
+                await alice.expect("welcome")
+                await alice.command("/password pw-SECRET-1 pw-SECRET-2")
+                await alice.expect("info")
+                await alice.command("/msg bob the-PRIVATE-text")
+                await bob.expect("private")
+                await bob.command("/login alice wrong-SECRET-3")
+                await bob.expect("error")
+    logged = caplog.text
+    assert "connect nick=alice" in logged and "disconnect nick=bob" in logged
+    for secret in ("pw-SECRET-1", "pw-SECRET-2", "wrong-SECRET-3", "the-PRIVATE-text"):
+        assert secret not in logged

@@ -515,7 +515,7 @@ class Hub:
         if session.closed:
             self.detach(session, session.close_reason or "connection closed")
             return
-        log.info("disconnecting %s (%s): send queue full", session.nick, session.address)
+        log.info("slow_consumer nick=%s addr=%s", session.nick, session.address)
         self.metrics.queue_drops_total.inc()
         session.close("slow_consumer", "too slow: your send queue was full")
         self.detach(session, "too slow to receive messages")

@@ -129,7 +129,13 @@ async def run_connection(server: ChatServer, link: Link) -> None:
             return
         if session is None:
             return
-        log.info("connect %s %s via %s", session.nick, link.address, link.transport)
+        log.info(
+            "connect nick=%s addr=%s transport=%s account=%s",
+            session.nick,
+            link.address,
+            link.transport,
+            "yes" if session.extra.get("account") else "no",
+        )
         reason = await _serve_session(server, link, session, receive_outbox)
     finally:
         open_connections.dec()
@@ -140,7 +146,7 @@ async def run_connection(server: ChatServer, link: Link) -> None:
             if session.close_reason is not None:
                 reason = session.close_reason
             server.hub.detach(session, reason)
-            log.info("disconnect %s %s: %s", session.nick, link.address, reason)
+            log.info("disconnect nick=%s addr=%s reason=%r", session.nick, link.address, reason)
         send_outbox.close()
         receive_outbox.close()
         with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_TIMEOUT):
@@ -273,7 +279,7 @@ async def _serve_session(
                 cfg.ping_timeout,
                 lambda: server.hub.send_to(session, ServerPing(token=str(next(tokens)))),
             )
-            log.info("%s (%s) went quiet: %s", session.nick, link.address, reason)
+            log.info("quiet nick=%s addr=%s reason=%r", session.nick, link.address, reason)
             nursery.cancel_scope.cancel()
 
         flood = FloodGuard(server.config.flood_rate, server.config.flood_burst)
@@ -294,7 +300,7 @@ async def _serve_session(
             if not isinstance(item, PongReply):
                 verdict = flood.check(trio.current_time())
                 if verdict is Verdict.DISCONNECT:
-                    log.info("%s (%s) kept flooding", session.nick, link.address)
+                    log.info("flooding nick=%s addr=%s", session.nick, link.address)
                     server.disconnect(session, FLOODING, flood.disconnect_text)
                     break
                 if verdict is Verdict.REFUSE:
