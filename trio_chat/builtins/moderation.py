@@ -35,10 +35,15 @@ def _operator_room(ctx: CommandContext) -> Room:
     return room
 
 
-def _member(ctx: CommandContext, room: Room) -> Session:
-    nick = ctx.args.split()[0] if ctx.args else ""
-    if not nick:
+def _nick_argument(ctx: CommandContext) -> str:
+    """The NICK the command names first, or a usage error."""
+    if not ctx.args:
         raise ctx.usage_error()
+    return ctx.args.split()[0]
+
+
+def _member(ctx: CommandContext, room: Room) -> Session:
+    nick = _nick_argument(ctx)
     target = ctx.hub.find(nick)
     if target is None or target.id not in room.members:
         raise NoSuchNick(f"{nick} is not in {room.name}")
@@ -70,9 +75,7 @@ def kick(ctx: CommandContext) -> None:
 
 def ban(ctx: CommandContext) -> None:
     room = _operator_room(ctx)
-    nick = ctx.args.split()[0] if ctx.args else ""
-    if not nick:
-        raise ctx.usage_error()
+    nick = _nick_argument(ctx)
     target = ctx.hub.find(nick)
     room.banned[name_key(nick)] = host_of(target.address) if target is not None else "?"
     if target is not None and target.id in room.members:
@@ -82,9 +85,7 @@ def ban(ctx: CommandContext) -> None:
 
 def unban(ctx: CommandContext) -> None:
     room = _operator_room(ctx)
-    nick = ctx.args.split()[0] if ctx.args else ""
-    if not nick:
-        raise ctx.usage_error()
+    nick = _nick_argument(ctx)
     if room.banned.pop(name_key(nick), None) is None:
         ctx.fail(f"{nick} is not banned from {room.name}", "not_banned")
     ctx.reply(f"{nick} may join {room.name} again")
