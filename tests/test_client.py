@@ -457,10 +457,10 @@ async def test_message_arriving_keeps_the_half_typed_line(
         )
     try:
         async with raw_client(addresses, "bob") as bob:
-            await screen_until(lambda lines: bool(lines) and lines[-1] == "tina>")
+            await screen_until(lambda lines: bool(lines) and lines[-1] == "tina #lobby>")
             await bob.expect("join", nick="tina")
             await tmux_run("send-keys", "-t", "chat", "-l", "half typed")
-            await screen_until(lambda lines: lines[-1] == "tina> half typed")
+            await screen_until(lambda lines: lines[-1] == "tina #lobby> half typed")
 
             await bob.send(type="say", text="a message while you type")
             # The message goes above the prompt, and the typed text stays on the prompt line
@@ -468,7 +468,7 @@ async def test_message_arriving_keeps_the_half_typed_line(
             lines = await screen_until(
                 lambda lines: (
                     any("<bob> a message while you type" in li for li in lines)
-                    and lines[-1] == "tina> half typed"
+                    and lines[-1] == "tina #lobby> half typed"
                 )
             )
             assert lines[-2].endswith("<bob> a message while you type"), lines

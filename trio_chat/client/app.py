@@ -90,6 +90,8 @@ class ChatClient:
         self.connection = connection
         self.terminal = terminal
         self.nick = nick
+        #: The room plain lines go to (shown in the prompt).
+        self.room: str | None = None
         self.server = server
         #: The user asked to leave (``/quit``, end of input, Ctrl-C).
         self.quitting = False
@@ -131,7 +133,8 @@ class ChatClient:
     # ------------------------------------------------------------------------- input
 
     def _prompt(self) -> str:
-        return f"{self.nick}> "
+        """``nick #room> ``: who you are and where plain lines go."""
+        return f"{self.nick} {self.room}> " if self.room else f"{self.nick}> "
 
     async def _send_lines(self) -> None:
         """Log in, then send every typed line until the user quits."""
@@ -221,6 +224,15 @@ class ChatClient:
             return True  # the answer to the opening ping
         if isinstance(event, NickChanged) and event.old == self.nick:
             self.nick = event.new
+        elif isinstance(event, Welcome):
+            self.room = event.room
+        elif (
+            isinstance(event, Info)
+            and isinstance(event.data, dict)
+            and ("topic" in event.data or "left" in event.data)
+        ):
+            # /join answers {"room", "topic"}, /part {"room", "left"}: "room" is now current.
+            self.room = str(event.data.get("room") or "") or None
         self.terminal.show(event_lines(event))
         if isinstance(event, Bye):
             self.bye = event
