@@ -221,3 +221,16 @@ async def test_abuse_while_well_behaved_clients_chat() -> None:
         f"{figures['flood_frames']}, over-long lines {figures['long_lines']}, half-open "
         f"{figures['half_open']}, stalled 5; server RSS growth {rss_growth_mib:.1f} MiB"
     )
+
+
+async def test_a_flooder_still_gets_every_reply_it_was_owed_before_its_bye() -> None:
+    config = local_config(flood_rate=5.0, flood_burst=10)
+    async with open_test_server(config=config) as chat, open_client(chat, "pinger") as pinger:
+        await pinger.send_raw(b"".join(b'{"type":"ping","token":"%d"}\n' % n for n in range(31)))
+        events = []
+        with trio.fail_after(5):
+            while not events or events[-1].TYPE != "bye":
+                events.append(await pinger.receive())
+        kinds = [e.TYPE for e in events if e.TYPE != "join"]
+        assert kinds == ["pong"] * 10 + ["error"] * 20 + ["bye"]
+        assert events[-1].code == "flooding"

@@ -320,3 +320,16 @@ async def test_a_client_that_stops_sending_still_gets_its_replies(chat_server: T
             waved = next(i for i, line in enumerate(lines) if "* carol waves" in line)
             who = next(i for i, line in enumerate(lines) if line == "-- 1 in #lobby: carol")
             assert said < waved < who  # replies come in the order the lines were typed
+
+
+async def test_blank_first_line_still_gets_the_prompt_and_blank_messages_an_error(
+    chat_server: TestServer,
+) -> None:
+    text = await open_text_client(chat_server)
+    async with text.stream:
+        await text.send_line("   ")  # pressed Enter before the prompt appeared
+        await text.read_until("nickname?")
+    async with open_client(chat_server, "alice") as alice:
+        await alice.say("   ")
+        error = await alice.expect("error")
+        assert (error.code, error.text) == ("bad_field", "a message needs some text")

@@ -209,7 +209,6 @@ class Hub:
         #: Observers, called after a session joined / left a room (for plugin hooks).
         self.on_join: list[Callable[[Session, str], None]] = []
         self.on_part: list[Callable[[Session, str, str | None], None]] = []
-        self.on_detach: list[Callable[[Session, str], None]] = []
 
     # ----------------------------------------------------------------------- sessions
 
@@ -243,8 +242,6 @@ class Hub:
         del self.sessions[session.key]
         for room_name in list(session.rooms):
             self.part(session, room_name, reason)
-        for callback in self.on_detach:
-            callback(session, reason)
 
     def find(self, nick: str) -> Session | None:
         return self.sessions.get(name_key(nick))

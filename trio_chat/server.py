@@ -71,6 +71,8 @@ class ChatServer:
         self.addresses: list[str] = []
         self._nursery: trio.Nursery | None = None
         self.persistence: Persistence | None = None
+        self._live_sessions = 0
+        self._sessions_ended = trio.Event()
         self.connections = ConnectionLimiter(
             self.config.max_connections_per_host, self.config.max_connections
         )
@@ -219,6 +221,10 @@ class ChatServer:
         """Act on one frame from a logged-in session. Never raises for bad input."""
         self.metrics.messages_in_total.inc()
         if isinstance(frame, Say):
+            if not frame.text.strip():
+                error = Error(code="bad_field", text="a message needs some text", ref=frame.ref)
+                self.hub.send_to(session, error)
+                return
             room = frame.room or session.room
             try:
                 self.post(session, room, frame.text)
@@ -439,16 +445,21 @@ class ChatServer:
         self._stopping = True
         for session in list(self.hub.sessions.values()):
             session.close("shutdown", "the server is shutting down")
-        all_gone = trio.Event()
-
-        def check(*_: object) -> None:
-            if not self.hub.sessions:
-                all_gone.set()
-
-        self.hub.on_detach.append(check)
-        check()
         with trio.move_on_after(self.config.shutdown_grace):
-            await all_gone.wait()
+            # Each session's task detaches it early but then still says goodbye: wait for
+            # the tasks, not only for the hub to empty.
+            while self._live_sessions:
+                self._sessions_ended = trio.Event()
+                await self._sessions_ended.wait()
+
+    def session_started(self) -> None:
+        """Called by a connection's task once its session is logged in."""
+        self._live_sessions += 1
+
+    def session_ended(self) -> None:
+        """Called by a connection's task when it has finished with its session, bye sent."""
+        self._live_sessions -= 1
+        self._sessions_ended.set()
 
     @property
     def stopping(self) -> bool:

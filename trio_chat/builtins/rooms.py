@@ -33,23 +33,32 @@ def target_room(ctx: CommandContext, arg: str | None) -> Room:
 async def join(ctx: CommandContext) -> None:
     if not ctx.args:
         raise ctx.usage_error()
-    already = ctx.hub.room(ctx.args.split()[0])
-    room = ctx.hub.join(ctx.session, normalize_room(ctx.args.split()[0]))
+    wanted = normalize_room(ctx.args.split()[0])
+    existing = ctx.hub.room(wanted)
+    was_member = existing is not None and ctx.session.id in existing.members
+    room = ctx.hub.join(ctx.session, wanted)
     text = f"now talking in {room.name}" + (f" (topic: {room.topic})" if room.topic else "")
     ctx.reply(text, {"room": room.name, "topic": room.topic})
-    if already is None or ctx.session.id not in already.members:
+    if not was_member:
         await ctx.server.after_join(ctx.session, room.name)
 
 
 def part(ctx: CommandContext) -> None:
-    room = target_room(ctx, ctx.args.split()[0] if ctx.args else None)
-    if ctx.session.id not in room.members:
-        ctx.fail(f"you are not in {room.name}", "not_in_room")
-    ctx.hub.part(ctx.session, room.name, "parted")
-    ctx.reply(
-        f"left {room.name}; now talking in {ctx.session.room}",
-        {"room": ctx.session.room, "left": room.name},
-    )
+    room_name = normalize_room(ctx.args.split()[0]) if ctx.args else ctx.room
+    room = ctx.hub.room(room_name)
+    if room is None or ctx.session.id not in room.members:
+        ctx.fail(f"you are not in {room_name}", "not_in_room")
+    ctx.hub.part(ctx.session, room.name, "parted", tell_self=True)
+    if ctx.session.rooms:
+        ctx.reply(
+            f"left {room.name}; now talking in {ctx.session.room}",
+            {"room": ctx.session.room, "left": room.name},
+        )
+    else:
+        ctx.reply(
+            f"left {room.name}; you are in no room now: /join one",
+            {"room": None, "left": room.name},
+        )
 
 
 def rooms(ctx: CommandContext) -> None:

@@ -136,7 +136,11 @@ async def run_connection(server: ChatServer, link: Link) -> None:
             link.transport,
             "yes" if session.extra.get("account") else "no",
         )
-        reason = await _serve_session(server, link, session, receive_outbox)
+        server.session_started()
+        try:
+            reason = await _serve_session(server, link, session, receive_outbox)
+        finally:
+            server.session_ended()
     finally:
         open_connections.dec()
         if session is not None and session.close_code is not None:
@@ -250,10 +254,6 @@ async def _serve_session(
     """Run reader and writer until one ends; return why the connection ended."""
     reason = "connection closed"
     async with trio.open_nursery() as nursery:
-        session.on_close = nursery.cancel_scope.cancel
-        if session.closed:  # closed before we could listen (e.g. kicked at join)
-            nursery.cancel_scope.cancel()
-
         writer_done = trio.Event()
 
         async def write() -> None:
@@ -285,44 +285,54 @@ async def _serve_session(
         flood = FloodGuard(server.config.flood_rate, server.config.flood_burst)
         nursery.start_soon(write)
         nursery.start_soon(watch)
-        while True:
-            item = await link.receive()
-            if item is None:
-                # The peer is gone, or only stopped sending (``printf ... | nc``): it still
-                # gets what was queued for it, within a bounded time.
-                reason = "connection lost"
-                with trio.move_on_after(GOODBYE_TIMEOUT):
-                    await server.settle()  # its own last lines come back to it too
-                    server.hub.detach(session, reason)
-                    session.outbox.close()
-                    await writer_done.wait()
-                break
-            if not isinstance(item, PongReply):
-                verdict = flood.check(trio.current_time())
-                if verdict is Verdict.DISCONNECT:
-                    log.info("flooding nick=%s addr=%s", session.nick, link.address)
-                    server.disconnect(session, FLOODING, flood.disconnect_text)
-                    break
-                if verdict is Verdict.REFUSE:
-                    # Dropped here, before the hub: nobody else waits for a flooder.
-                    server.metrics.frames_rejected_total.labels(SLOW_DOWN).inc()
-                    ref = getattr(item, "ref", None)
-                    server.hub.send_to(
-                        session, Error(code=SLOW_DOWN, text=flood.refuse_text, ref=ref)
-                    )
-                    continue
-            if isinstance(item, RemoteProtocolError):
-                server.metrics.frames_rejected_total.labels(item.code).inc()
-                server.hub.send_to(session, Error(code=item.code, text=item.message, ref=item.ref))
-                continue
-            await server.handle(session, item)
+        with trio.CancelScope() as reading:
+            # The server ends a session (quit, kick off, flooding, slow, shutdown) by
+            # stopping its reader; the writer then still delivers what is queued.
+            session.on_close = reading.cancel
+            if session.closed:  # closed before we could listen
+                reading.cancel()
+            reason = await _read_frames(server, link, session, flood)
+        if session.close_reason is not None:
+            reason = session.close_reason
+        # Whatever stopped the reading (the peer closed or only stopped sending, or the
+        # server ended it): the writer delivers what is queued, its own last lines included,
+        # then the bye, all within a bounded time.
+        with trio.move_on_after(GOODBYE_TIMEOUT):
+            await server.settle()
+            server.hub.detach(session, reason)
+            session.outbox.close()
+            await writer_done.wait()
         nursery.cancel_scope.cancel()
     if session.close_code is not None:
-        # The server ended it (quit, slow consumer, shutdown): flush what is queued and say why.
-        pending = _drain(outbox, server.config.max_batch)
+        pending = _drain(outbox, server.config.max_batch)  # what the writer had no time for
         bye = Bye(code=session.close_code, text=session.close_reason or session.close_code)
         await _goodbye(link, bye, pending)
     return reason
+
+
+async def _read_frames(server: ChatServer, link: Link, session: Session, flood: FloodGuard) -> str:
+    """Act on every frame the peer sends until it closes or stops sending; the reason."""
+    while True:
+        item = await link.receive()
+        if item is None:
+            return "connection lost"
+        if not isinstance(item, PongReply):
+            verdict = flood.check(trio.current_time())
+            if verdict is Verdict.DISCONNECT:
+                log.info("flooding nick=%s addr=%s", session.nick, link.address)
+                server.disconnect(session, FLOODING, flood.disconnect_text)
+                return flood.disconnect_text
+            if verdict is Verdict.REFUSE:
+                # Dropped here, before the hub: nobody else waits for a flooder.
+                server.metrics.frames_rejected_total.labels(SLOW_DOWN).inc()
+                ref = getattr(item, "ref", None)
+                server.hub.send_to(session, Error(code=SLOW_DOWN, text=flood.refuse_text, ref=ref))
+                continue
+        if isinstance(item, RemoteProtocolError):
+            server.metrics.frames_rejected_total.labels(item.code).inc()
+            server.hub.send_to(session, Error(code=item.code, text=item.message, ref=item.ref))
+            continue
+        await server.handle(session, item)
 
 
 async def _writer(

@@ -51,7 +51,7 @@ class TcpLink:
         if already_received:
             self._lines.feed(already_received)
         # A person who typed before any prompt has answered it: their line is the nickname.
-        self._skip_prompt = plain_text and bool(already_received)
+        self._skip_prompt = plain_text and bool(already_received.strip())
         self.last_heard = trio.current_time()
         self.measure = sizer(self.format)
         self.write_now = direct_writer(stream, self.format)
