@@ -15,7 +15,8 @@ PLUGINS = sorted(glob.glob("plugins/trio-chat-*"))
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole suite, with the example plugins installed as users install them."""
-    session.install("-e", ".[test]", *PLUGINS)
+    session.install("-e", ".[test]")
+    session.install(*PLUGINS)  # after trio-chat, which they depend on
     session.run("python", "-m", "pytest", *session.posargs)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -88,10 +89,12 @@ class StoredMessage:
         return obj
 
 
+@functools.lru_cache(maxsize=4096)  # one key per room, asked for on every stored message
 def room_conversation(room: str) -> str:
     return "r:" + name_key(room)
 
 
+@functools.lru_cache(maxsize=4096)
 def private_conversation(nick_a: str, nick_b: str) -> str:
     # Nicks cannot hold spaces (see trio_chat.names), so the pair key is unambiguous.
     a, b = sorted((name_key(nick_a), name_key(nick_b)))
