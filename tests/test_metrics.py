@@ -312,3 +312,31 @@ async def test_a_silent_scraper_is_dropped(
         async with stream:
             response = await stream.receive_some(65536)  # we never sent anything
     assert response.startswith(b"HTTP/1.1 400")
+
+
+async def test_a_running_server_counts_what_happens() -> None:
+    from trio_chat.testing import local_config, open_client, open_test_server
+
+    async def scrape(host: str, port: int) -> str:
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            await stream.send_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            with trio.fail_after(5):
+                while chunk := await stream.receive_some(65536):
+                    data += chunk
+        return data.decode()
+
+    async with open_test_server(config=local_config(metrics_port=0)) as chat:
+        metrics = next(a for a in chat.addresses if "/metrics" in a or a.startswith("http"))
+        host, port = metrics.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
+        async with open_client(chat, "alice") as alice, open_client(chat, "bob") as bob:
+            await alice.say("counted")
+            await bob.expect("message")
+            await alice.send_raw(b"{broken")
+            await alice.expect("error")
+            text = await scrape(host, int(port))
+        assert 'trio_chat_connections{transport="tcp-json"} 2' in text
+        assert "trio_chat_messages_in_total 1" in text
+        assert 'trio_chat_frames_rejected_total{code="bad_json"} 1' in text
+        assert "trio_chat_fanout_seconds_count" in text
