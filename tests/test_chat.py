@@ -333,3 +333,21 @@ async def test_blank_first_line_still_gets_the_prompt_and_blank_messages_an_erro
         await alice.say("   ")
         error = await alice.expect("error")
         assert (error.code, error.text) == ("bad_field", "a message needs some text")
+
+
+async def test_websocket_clients_may_take_several_events_per_message(
+    chat_server: TestServer,
+) -> None:
+    async with (
+        open_client(chat_server, "plain", websocket=True) as plain,
+        open_client(chat_server, "batcher", websocket=True, batch=True) as batcher,
+        open_client(chat_server, "talker") as talker,
+    ):
+        await talker.send_raw(
+            b"".join(b'{"type":"say","text":"burst %d"}\n' % n for n in range(200))
+        )
+        for client in (plain, batcher):
+            got = [(await client.expect("message")).text for _ in range(200)]
+            assert got == [f"burst {n}" for n in range(200)]  # same events, same order
+        assert batcher.batches > 0  # several events arrived per WebSocket message
+        assert plain.batches == 0  # only for clients that asked

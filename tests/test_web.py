@@ -63,7 +63,15 @@ def driver() -> Iterator[Any]:
 @pytest.fixture
 async def chat(nursery: trio.Nursery) -> AsyncIterator[Chat]:
     server = ChatServer(
-        ServerConfig(port=0, ws_port=0, entry_points=False, db=":memory:", db_sync_full=False)
+        ServerConfig(
+            port=0,
+            ws_port=0,
+            entry_points=False,
+            db=":memory:",
+            db_sync_full=False,
+            flood_rate=1000.0,  # the burst test sends 100 lines at once
+            flood_burst=1000,
+        )
     )
     with trio.fail_after(TIMEOUT):
         addresses = await nursery.start(server.serve)
@@ -304,3 +312,19 @@ async def test_history_is_shown_dimmed_on_joining(chat: Chat, page: Page) -> Non
         await page.wait_log("said live", css="#log li:not(.past)")
     finally:
         await early.aclose()
+
+
+async def test_a_burst_arrives_whole_in_the_page(chat: Chat, page: Page) -> None:
+    """The page asks for batched WebSocket messages; a burst still shows every line once."""
+    await log_in(page, "reader")
+    talker = await chat.tcp_client("talker")
+    try:
+        await talker.send_many([{"type": "say", "text": f"burst {n}"} for n in range(100)])
+        await page.wait_log("burst 99")
+        shown = await page.js(
+            "return [...document.querySelectorAll('#log li')]"
+            ".map(li => li.textContent).filter(t => t.includes('burst '))"
+        )
+        assert [t.rsplit("burst ", 1)[1] for t in shown] == [str(n) for n in range(100)]
+    finally:
+        await talker.aclose()

@@ -179,6 +179,11 @@ class JsonLineClient:
         with trio.fail_after(TIMEOUT):
             await self.stream.send_all(json.dumps(frame).encode() + b"\n")
 
+    async def send_many(self, frames: list[dict[str, Any]]) -> None:
+        """Several frames in one write (a burst)."""
+        with trio.fail_after(TIMEOUT):
+            await self.stream.send_all(b"".join(json.dumps(f).encode() + b"\n" for f in frames))
+
     async def receive(self) -> dict[str, Any]:
         with trio.fail_after(TIMEOUT):
             while b"\n" not in self._buffer:

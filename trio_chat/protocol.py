@@ -70,6 +70,8 @@ class Hello:
     password: str | None = field(default=None, repr=False)
     #: With ``password``: create the account for ``nick`` (first come, first served).
     register: bool = False
+    #: WebSocket only: the client accepts ``batch`` messages holding several events.
+    batch: bool = False
     ref: str | None = None
 
 
@@ -145,6 +147,7 @@ _CLIENT_FRAMES: dict[str, tuple[type[Any], tuple[_FieldSpec, ...]]] = {
             ("client", False, str),
             ("password", False, str),
             ("register", False, bool),
+            ("batch", False, bool),
         ),
     ),
     "say": (Say, (("text", True, str), ("room", False, str))),

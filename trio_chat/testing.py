@@ -17,6 +17,7 @@ also gives the ``chat_server`` fixture (a server with the built-in commands only
 
 from __future__ import annotations
 
+import collections
 import json
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -145,9 +146,9 @@ class ChatClient:
                 if event.TYPE == kind and (predicate is None or predicate(event)):
                     return event
 
-    async def login(self, nick: str) -> Any:
-        """Send ``hello`` and wait for ``welcome`` (raises on an error reply)."""
-        await self.send({"type": "hello", "nick": nick})
+    async def login(self, nick: str, **hello: Any) -> Any:
+        """Send ``hello`` (with any extra ``hello`` fields) and wait for ``welcome``."""
+        await self.send({"type": "hello", "nick": nick, **hello})
         while True:
             event = await self.receive()
             if event.TYPE == "welcome":
@@ -196,22 +197,33 @@ class TcpChatClient(ChatClient):
 
 
 class WebSocketChatClient(ChatClient):
-    """One JSON frame per WebSocket text message."""
+    """One JSON frame per WebSocket text message (or several in a ``batch`` message)."""
 
     def __init__(
         self, ws: trio_websocket.WebSocketConnection, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
         super().__init__(timeout)
         self.ws = ws
+        self._backlog: collections.deque[ServerEvent] = collections.deque()
+        #: How many ``batch`` messages arrived (to see that batching happened).
+        self.batches = 0
 
     async def send_raw(self, data: bytes | str) -> None:
         await self.ws.send_message(data)
 
     async def _receive_one(self) -> ServerEvent | None:
+        if self._backlog:
+            return self._backlog.popleft()
         try:
-            return decode_server_event(await self.ws.get_message())
+            message = await self.ws.get_message()
         except trio_websocket.ConnectionClosed:
             return None
+        obj = json.loads(message)
+        if isinstance(obj, dict) and obj.get("type") == "batch":
+            self.batches += 1
+            self._backlog.extend(decode_server_event(json.dumps(e)) for e in obj["events"])
+            return self._backlog.popleft()
+        return decode_server_event(message)
 
     async def aclose(self) -> None:
         await self.ws.aclose()
@@ -224,6 +236,7 @@ async def open_client(
     *,
     websocket: bool = False,
     ssl_context: ssl.SSLContext | None = None,
+    batch: bool = False,
 ) -> AsyncIterator[ChatClient]:
     """Connect to ``chat`` over TCP (or WebSocket) and, if ``nick`` is given, log in.
 
@@ -234,7 +247,7 @@ async def open_client(
         async with trio_websocket.open_websocket_url(chat.ws_url, ssl_context=ssl_context) as ws:
             client = WebSocketChatClient(ws)
             if nick is not None:
-                await client.login(nick)
+                await client.login(nick, **({"batch": True} if batch else {}))
             yield client
         return
     host, port = chat.address("tcp")

@@ -88,6 +88,8 @@ class Link(Protocol):
     measure: Callable[[ServerEvent], int]
     #: Write an event at once if the socket takes it (see ``Session.write_now``), or None.
     write_now: Callable[[ServerEvent], bytes] | None
+    #: The client asked for several events per message (``"batch": true`` in its hello).
+    batching: bool
 
 
 async def ping_when_idle(
@@ -203,6 +205,7 @@ async def _handshake(
         session.extra["account"] = account
         session.measure = link.measure
         session.write_now = link.write_now
+        link.batching = login.batch
         session.max_queued_bytes = server.config.outbox_bytes
         server.hub.send_to(
             session,
@@ -226,13 +229,14 @@ class _Login:
     password: str | None = field(default=None, repr=False)
     register: bool = False
     ref: str | None = None
+    batch: bool = False
 
 
 def _login_from(item: ClientFrame, plain_text: bool) -> _Login | None:
     """Who a not-yet-logged-in client says it is: ``hello``, ``/nick NAME``,
     ``/login NAME PASSWORD``, ``/register NAME PASSWORD``, or (text mode) a bare line."""
     if isinstance(item, Hello):
-        return _Login(item.nick, item.password, item.register, item.ref)
+        return _Login(item.nick, item.password, item.register, item.ref, item.batch)
     if isinstance(item, Command):
         words = item.args.split()
         if item.name == "nick" and len(words) == 1:

@@ -54,8 +54,12 @@ class TcpLink:
         self._skip_prompt = plain_text and bool(already_received.strip())
         self.last_heard = trio.current_time()
         self.measure = sizer(self.format)
+        # Lines are batched into one write anyway; a "batch" hello changes nothing here.
+        self.batching = False
         self.write_now = direct_writer(stream, self.format)
         self.measure = sizer(self.format)
+        # Lines are batched into one write anyway; a "batch" hello changes nothing here.
+        self.batching = False
 
     async def receive(self) -> ClientFrame | RemoteProtocolError | None:
         while True:

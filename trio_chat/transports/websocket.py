@@ -53,6 +53,7 @@ class WebSocketLink:
         self.address = address
         self.max_frame_bytes = max_frame_bytes
         self.measure = sizer(WEBSOCKET_JSON)
+        self.batching = False
         # Every write goes through trio-websocket's own writer.
         self.write_now: Callable[[ServerEvent], bytes] | None = None
 
@@ -73,6 +74,12 @@ class WebSocketLink:
 
     async def send(self, events: list[ServerEvent]) -> None:
         try:
+            if self.batching and len(events) > 1:
+                # One WebSocket message for everything queued: each event as it would be
+                # sent alone (encoded once for every receiver), in order.
+                parts = ",".join([encoded(event, WEBSOCKET_JSON) for event in events])
+                await self.ws.send_message('{"type":"batch","events":[' + parts + "]}")
+                return
             for event in events:
                 await self.ws.send_message(encoded(event, WEBSOCKET_JSON))
         except trio_websocket.ConnectionClosed as exc:
