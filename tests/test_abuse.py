@@ -234,3 +234,23 @@ async def test_a_flooder_still_gets_every_reply_it_was_owed_before_its_bye() -> 
         kinds = [e.TYPE for e in events if e.TYPE != "join"]
         assert kinds == ["pong"] * 10 + ["error"] * 20 + ["bye"]
         assert events[-1].code == "flooding"
+
+
+async def test_garbage_before_logging_in_is_flood_limited_too() -> None:
+    config = local_config(flood_rate=5.0, flood_burst=10)
+    async with open_test_server(config=config) as chat:
+        host, port = chat.address("tcp")
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            await stream.send_all(b"{nope\n" * 100)
+            received = b""
+            with trio.fail_after(5):
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+        assert received.count(b'"code":"bad_json"') == 10
+        assert b'"code":"slow_down"' in received
+        assert received.rstrip().endswith(
+            b'"code":"flooding","text":"disconnected for '
+            b"flooding (more than 20 refused messages in 10 "
+            b'seconds)"}'
+        )

@@ -164,10 +164,19 @@ async def _handshake(
 ) -> Session | None:
     """Ask for a nickname until a valid, free one arrives; ``None`` if the peer left."""
     await link.prompt_nick()
+    flood = FloodGuard(server.config.flood_rate, server.config.flood_burst)
     while True:
         item = await link.receive()
         if item is None:
             return None
+        verdict = flood.check(trio.current_time())  # garbage before a hello counts too
+        if verdict is Verdict.DISCONNECT:
+            await _goodbye(link, Bye(code=FLOODING, text=flood.disconnect_text))
+            return None
+        if verdict is Verdict.REFUSE:
+            ref = getattr(item, "ref", None)
+            await link.send([Error(code=SLOW_DOWN, text=flood.refuse_text, ref=ref)])
+            continue
         if isinstance(item, Quit):
             await _goodbye(link, Bye(code="quit", text=item.reason or "quit"))
             return None
