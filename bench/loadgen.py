@@ -5,17 +5,21 @@ the server and not a shared code path. Each worker runs in its own process, talk
 coordinator over a ``multiprocessing`` pipe, and stops by itself at its deadline.
 
 Receivers count frames cheaply: after the ``SYNC`` marker line they count newlines in the
-received bytes and the ``END`` markers the senders send last. A few *probe* receivers also
-parse the send timestamp embedded in each message text to measure latency. Message text is
+received bytes (WebSocket: occurrences of ``"type":"message"`` in the unframed payloads) and
+the ``END`` markers the senders send last. A few *probe* receivers also parse the send
+timestamp embedded in each message text to measure latency. Message text is
 ``@@<sender>:<seq>:<monotonic ns>:`` padded with ``x``; ``time.monotonic_ns`` is one clock for
 all processes on Linux.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import json
+import os
+import random
 import re
 import resource
 import selectors
@@ -44,6 +48,8 @@ class Dialect:
     ready = b""
     #: Messages acknowledged per ack (1 for echo-based, the ping interval for IRC).
     ack_every = 1
+    #: What receivers count, one per delivery, in the (decoded) bytes after the SYNC marker.
+    unit = b"\n"
 
     def login(self, nick: str) -> bytes:
         raise NotImplementedError
@@ -61,6 +67,16 @@ class Dialect:
     def ack_request(self, seq: int) -> bytes:
         """Extra bytes sent after every ``ack_every`` messages (IRC: a PING)."""
         return b""
+
+    def decode(self, conn: Conn, data: bytes) -> bytes:
+        """The received bytes as the counters see them (WebSocket: unframed)."""
+        return data
+
+    def after_marker(self, buf: bytes, at: int) -> int:
+        """Where counting starts after a marker found at ``at``: past the end of its line
+        (``-1`` if that line is not complete yet)."""
+        newline = buf.find(b"\n", at)
+        return newline + 1 if newline >= 0 else -1
 
 
 class JsonDialect(Dialect):
@@ -107,7 +123,136 @@ class IrcDialect(Dialect):
         return b"PING :%d\r\n" % seq
 
 
-DIALECTS: dict[str, Dialect] = {"json": JsonDialect(), "irc": IrcDialect()}
+def ws_frame(payload: bytes, opcode: int = 1) -> bytes:
+    """One client frame: FIN, ``opcode``, masked (RFC 6455 5.3), 7/16/64-bit length."""
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x80 | opcode, 0x80 | size))
+    elif size < 1 << 16:
+        head = bytes((0x80 | opcode, 0x80 | 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 0x80 | 127)) + size.to_bytes(8, "big")
+    mask = random.getrandbits(32).to_bytes(4, "big")
+    return head + mask + _xor(payload, mask)
+
+
+def _xor(data: bytes, mask: bytes) -> bytes:
+    if not data:
+        return data
+    size = len(data)
+    key = (mask * (size // 4 + 1))[:size]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
+
+
+class WsDialect(Dialect):
+    """trio-chat's WebSocket JSON: one JSON object per text message, the sender gets its own
+    echo. The hello asks for ``batch`` messages (several events in one message), so a
+    receiver counts ``"type":"message"`` in the payloads rather than messages. ``decode``
+    unframes what the server sent (answering pings, noting a close) and hands the counters
+    each complete text message followed by a newline, so SYNC/END handling and the probes'
+    time stamps work as for JSON lines."""
+
+    name = "ws"
+    ready = b'"type":"welcome"'
+    unit = b'"type":"message"'
+    #: Longest HTTP response head accepted before the upgrade counts as failed.
+    max_head = 16 * 1024
+
+    def login(self, nick: str) -> bytes:
+        # The hello follows once the 101 response head is in (see ``decode``).
+        key = base64.b64encode(os.urandom(16))
+        return (
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+
+    def hello(self, nick: str) -> bytes:
+        return ws_frame(json.dumps({"type": "hello", "nick": nick, "batch": True}).encode())
+
+    def say(self, text: str) -> bytes:
+        return ws_frame(b'{"type":"say","text":"' + text.encode() + b'"}')
+
+    def quit(self) -> bytes:
+        return ws_frame(b'{"type":"quit"}')
+
+    def ack_token(self, sender: int) -> bytes:
+        return b"@@%d:" % sender
+
+    def after_marker(self, buf: bytes, at: int) -> int:
+        # ``decode`` ends every message with a newline. ``type`` comes first in every event,
+        # so the marker's own "type":"message" lies before ``at``: count from the next event
+        # of the same batch message, if any, else from the next message.
+        newline = buf.find(b"\n", at)
+        event = buf.find(self.unit, at, newline)
+        return event if event >= 0 else newline + 1
+
+    def decode(self, conn: Conn, data: bytes) -> bytes:
+        buf = conn.wsbuf + data if conn.wsbuf else data
+        if not conn.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                conn.wsbuf = buf
+                if len(buf) > self.max_head:
+                    conn.closing = True
+                return b""
+            if not buf.startswith((b"HTTP/1.1 101 ", b"HTTP/1.1 101\r")):
+                conn.closing = True
+                return b""
+            conn.upgraded = True
+            conn.outbuf += self.hello(conn.nick)
+            buf = buf[end + 4 :]
+        out: list[bytes] = []
+        pos, size = 0, len(buf)
+        while size - pos >= 2:
+            first, second = buf[pos], buf[pos + 1]
+            length, head = second & 0x7F, 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            mask = b""
+            if second & 0x80:  # servers do not mask; undo it anyway if one did
+                if size - pos < head + 4:
+                    break
+                mask, head = buf[pos + head : pos + head + 4], head + 4
+            end = pos + head + length
+            if end > size:
+                break
+            payload = buf[pos + head : end]
+            if mask:
+                payload = _xor(payload, mask)
+            pos = end
+            opcode = first & 0x0F
+            if opcode < 8:  # text, binary or continuation: one message, maybe in fragments
+                if not first & 0x80:
+                    conn.fragments += payload
+                elif conn.fragments:
+                    out.append(conn.fragments + payload)
+                    conn.fragments = b""
+                else:
+                    out.append(payload)
+            elif opcode == 9:  # ping
+                conn.outbuf += ws_frame(payload, 10)
+            elif opcode == 8:  # close: answer it, then it is a disconnect
+                conn.outbuf += ws_frame(payload[:2], 8)
+                conn.closing = True
+                pos = size
+                break
+        conn.wsbuf = buf[pos:]
+        if not out:
+            return b""
+        if conn.phase == COUNTING:
+            conn.ws_messages += len(out)
+        out.append(b"")
+        return b"\n".join(out)
+
+
+DIALECTS: dict[str, Dialect] = {"json": JsonDialect(), "irc": IrcDialect(), "ws": WsDialect()}
 
 
 def message_text(sender: int, seq: int, stamp_ns: int, size: int) -> str:
@@ -138,6 +283,7 @@ class Conn:
 
     sock: socket.socket
     probe: bool = False
+    nick: str = ""
     phase: int = LOGIN
     tail: bytes = b""
     lines: int = 0
@@ -148,8 +294,19 @@ class Conn:
     outbuf: bytes = b""
     #: A sample of lines (probe receivers only) that were neither a message nor a marker.
     odd_lines: list[bytes] = field(default_factory=list)
+    #: WebSocket: the 101 response is in; bytes of an incomplete frame; an unfinished
+    #: fragmented message; the server closed (close frame, or a failed upgrade).
+    upgraded: bool = False
+    wsbuf: bytes = b""
+    fragments: bytes = b""
+    closing: bool = False
+    #: WebSocket: text messages received while counting (a batch message is one).
+    ws_messages: int = 0
 
     def feed(self, data: bytes, now: int, n_ends: int, dialect: Dialect) -> None:
+        data = dialect.decode(self, data)
+        if not data:
+            return
         if self.phase == LOGIN:
             buf = self.tail + data
             if dialect.ready not in buf:
@@ -159,16 +316,17 @@ class Conn:
         if self.phase == PRESYNC:
             buf = self.tail + data
             at = buf.find(SYNC)
-            newline = buf.find(b"\n", at) if at >= 0 else -1
-            if newline < 0:
+            start = dialect.after_marker(buf, at) if at >= 0 else -1
+            if start < 0:
                 # Keep the marker (or what may be its first part) for the next chunk.
                 self.tail = buf[at:] if at >= 0 else buf[-len(SYNC) :]
                 return
-            self.phase, self.tail, data = COUNTING, b"", buf[newline + 1 :]
+            self.phase, self.tail, data = COUNTING, b"", buf[start:]
             if not data:
                 return
         if self.phase == COUNTING:
-            self.lines += data.count(b"\n")
+            # WebSocket: ``decode`` hands over whole messages only, so no unit is split.
+            self.lines += data.count(dialect.unit)
             buf = self.tail + data
             self.ends += buf.count(END)
             self.tail = buf[-(len(END) - 1) :]
@@ -178,9 +336,9 @@ class Conn:
             if self.ends >= n_ends:
                 self.phase = DONE
                 # Lines after the last END line (leave notices...) are not deliveries.
-                newline = buf.find(b"\n", buf.rfind(END))
-                if newline >= 0:
-                    self.lines -= buf.count(b"\n", newline + 1)
+                start = dialect.after_marker(buf, buf.rfind(END))
+                if start >= 0:
+                    self.lines -= buf.count(dialect.unit, start)
 
     def _stamp(self, data: bytes, now: int) -> None:
         buf = self.partial + data
@@ -221,7 +379,7 @@ def open_conns(
                 failures += 1
                 continue
             sock.setblocking(False)
-            conn = Conn(sock, probe=i < probes)
+            conn = Conn(sock, probe=i < probes, nick=nick)
             sel.register(sock, selectors.EVENT_READ, conn)
             conns.append(conn)
         if pump_between:
@@ -245,14 +403,27 @@ def pump(sel: selectors.BaseSelector, timeout: float, n_ends: int, dialect: Dial
             continue
         except OSError:
             data = b""
-        if not data:
+        if data:
+            conn.feed(data, time.monotonic_ns(), n_ends, dialect)
+            if conn.outbuf:  # WebSocket: the hello after the 101, a pong, a close reply
+                flush(conn)
+        if not data or conn.closing:
             sel.unregister(conn.sock)
             conn.sock.close()
             conn.phase = CLOSED
             closed += 1
-            continue
-        conn.feed(data, time.monotonic_ns(), n_ends, dialect)
     return closed
+
+
+def flush(conn: Conn) -> None:
+    """Send what ``conn.outbuf`` holds as far as the socket takes it now."""
+    try:
+        sent = conn.sock.send(conn.outbuf)
+        conn.outbuf = conn.outbuf[sent:]
+    except BlockingIOError:
+        pass
+    except OSError:
+        conn.closing = True
 
 
 def wait_all(
@@ -334,6 +505,7 @@ def receiver_worker(cfg: dict[str, Any], ctrl: Connection) -> None:
         "last_rx_ns": max((c.last_rx for c in conns), default=0),
         "latencies_ns": [x for c in conns if c.probe for x in c.latencies],
         "odd_lines": [line.decode(errors="replace") for c in conns for line in c.odd_lines],
+        "ws_messages": sum(c.ws_messages for c in conns),
         "cpu_seconds": cpu,
     }
     ctrl.send(("done", result))
@@ -453,7 +625,11 @@ def _send_loop(
                 continue
             except OSError:
                 data = b""
-            if not data:
+            if data:
+                data = dialect.decode(c, data)  # WebSocket: unframed; pongs go to outbuf
+            else:
+                c.closing = True
+            if c.closing:
                 sel.unregister(c.sock)
                 state[i]["closed"] = True
                 continue

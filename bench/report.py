@@ -63,7 +63,11 @@ def _labels(results: dict[str, Any], scenario: str) -> list[str]:
 
 def _ratios(results: dict[str, Any], scenario: str, metrics: list[tuple[str, str]]) -> list[str]:
     med = _medians(results, scenario)
-    others = [s for s in ("trio-chat+db", "baseline", "ngircd") if any(k[1] == s for k in med)]
+    others = [
+        s
+        for s in ("trio-chat-ws", "trio-chat+db", "baseline", "ngircd")
+        if any(k[1] == s for k in med)
+    ]
     if not others or not any(k[1] == "trio-chat" for k in med):
         return []
     head = (
@@ -89,6 +93,33 @@ def _ratios(results: dict[str, Any], scenario: str, metrics: list[tuple[str, str
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _ws_share(results: dict[str, Any], scenario: str) -> list[str]:
+    """WebSocket fan-out as a share of TCP fan-out (the inverse of the ratio table's)."""
+    med = _medians(results, scenario)
+    lines = []
+    for label in _labels(results, scenario):
+        tcp, ws = med.get((label, "trio-chat")), med.get((label, "trio-chat-ws"))
+        if tcp and ws and tcp["deliveries_per_s"]:
+            share = ws["deliveries_per_s"] / tcp["deliveries_per_s"]
+            cells = [
+                _f(ws["deliveries_per_s"]),
+                _f(tcp["deliveries_per_s"]),
+                f"{share:.1%}",
+                _f(ws.get("events_per_ws_message"), 1),
+            ]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if not lines:
+        return []
+    return [
+        "",
+        "WebSocket fan-out as a share of TCP fan-out (trio-chat-ws / trio-chat, deliveries/s):",
+        "",
+        "| | trio-chat-ws | trio-chat | ws / tcp | events per WebSocket message |",
+        "|---|---|---|---|---|",
+        *lines,
+    ]
 
 
 def _table(results: dict[str, Any], scenario: str, columns: list[tuple[str, Any]]) -> list[str]:
@@ -154,6 +185,7 @@ def markdown(results: dict[str, Any]) -> str:
                 ("p99", "p99_ms"),
             ],
         )
+        out += _ws_share(results, "fanout")
     if "steady" in results:
         out += ["", "## steady: fixed offered rate, latency", ""]
         cols = [("offered deliveries/s", lambda m: _f(m["offered_per_s"])), *BROADCAST_COLUMNS]

@@ -21,6 +21,7 @@ import report
 import scenarios
 import servers as servers_mod
 from servers import (
+    SCENARIOS_OF,
     SERVER_NAMES,
     ServerStartError,
     ServerUnavailable,
@@ -150,10 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     def measure(
         scenario: str, label: str, fn: Callable[[str], dict[str, Any]], conns: int = 0
     ) -> None:
-        rows: dict[str, list[dict[str, Any]]] = {s: [] for s in servers}
+        here = [s for s in servers if scenario in SCENARIOS_OF.get(s, (scenario,))]
+        if len(here) < len(servers):
+            log(f"{scenario}: not measuring {', '.join(s for s in servers if s not in here)}")
+        rows: dict[str, list[dict[str, Any]]] = {s: [] for s in here}
         too_many = f"more than --ngircd-max-n={args.ngircd_max_n} connections"
         for rep in range(repeats):
-            for server in servers:  # interleaved, so drift on a noisy box hits all alike
+            for server in here:  # interleaved, so drift on a noisy box hits all alike
                 if server in skipped:
                     continue
                 if server == "ngircd" and conns > args.ngircd_max_n:

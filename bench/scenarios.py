@@ -186,6 +186,7 @@ def broadcast(
     last_rx = max(r["last_rx_ns"] for r in results)
     seconds = max(1e-9, (last_rx - sent["start_ns"]) / 1e9) if last_rx else sent["seconds"]
     latencies = [x for r in results for x in r["latencies_ns"]]
+    ws_messages = sum(r["ws_messages"] for r in results)
     return {
         "server": server_name,
         "n": n,
@@ -210,6 +211,8 @@ def broadcast(
         "generator_cpu_s": sum(r["cpu_seconds"] for r in results) + sent["cpu_seconds"],
         "server_alive": alive,
         "odd_lines": [x for r in results for x in r["odd_lines"]][:10],
+        # WebSocket: deliveries per WebSocket message (above 1 when the server batches).
+        "events_per_ws_message": deliveries / ws_messages if ws_messages else None,
         "per_receiver_min": min(x for r in results for x in r["per_receiver"]),
         "per_receiver_max": max(x for r in results for x in r["per_receiver"]),
     }

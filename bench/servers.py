@@ -24,9 +24,18 @@ from pathlib import Path
 HOST = "127.0.0.1"
 BENCH_DIR = Path(__file__).resolve().parent
 #: The servers the bench knows, in report order.
-SERVER_NAMES = ("trio-chat", "trio-chat+db", "baseline", "ngircd")
+SERVER_NAMES = ("trio-chat", "trio-chat-ws", "trio-chat+db", "baseline", "ngircd")
 #: Which wire dialect the load generator speaks to each server.
-DIALECT = {"trio-chat": "json", "trio-chat+db": "json", "baseline": "json", "ngircd": "irc"}
+DIALECT = {
+    "trio-chat": "json",
+    "trio-chat-ws": "ws",
+    "trio-chat+db": "json",
+    "baseline": "json",
+    "ngircd": "irc",
+}
+#: Servers measured in only some scenarios (the rest take part in all of them).
+#: "trio-chat-ws" is trio-chat over WebSocket, for comparing its fan-out with TCP's.
+SCENARIOS_OF = {"trio-chat-ws": ("fanout", "steady")}
 #: A benchmark is one host sending as fast as it can: lift the per-connection flood limit and
 #: the per-address connection cap (both protect a public server, and would refuse the load).
 TRIO_CHAT_LIMITS = [
@@ -36,6 +45,8 @@ TRIO_CHAT_LIMITS = [
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _READY = re.compile(rb"serving on tcp://[^\s:]+:(\d+)")
+#: trio-chat with WebSocket on prints both: ``serving on tcp://H:P  ws://H:Q``.
+_READY_WS = re.compile(rb"serving on tcp://[^\s:]+:\d+\s+ws://[^\s:]+:(\d+)")
 
 
 class ServerUnavailable(Exception):
@@ -161,14 +172,16 @@ def export_trio_chat(ref: str, dest: Path) -> None:
 
 
 def _command(name: str, port: int, workdir: Path) -> list[str]:
-    if name in ("trio-chat", "trio-chat+db"):
+    if name in ("trio-chat", "trio-chat-ws", "trio-chat+db"):
         if TRIO_CHAT_REF is not None:
             export_trio_chat(TRIO_CHAT_REF, workdir)
         # "trio-chat" keeps no history (fan-out only); "trio-chat+db" commits every message to
-        # SQLite (synchronous=FULL, the default) before fanning it out.
-        store = ["--no-db"] if name == "trio-chat" else ["--db", str(workdir / "chat.db")]
+        # SQLite (synchronous=FULL, the default) before fanning it out. "trio-chat-ws" is
+        # "trio-chat" with its WebSocket port on too (free port); the bench uses only that.
+        store = ["--db", str(workdir / "chat.db")] if name == "trio-chat+db" else ["--no-db"]
+        ws = ["--ws-port", "0"] if name == "trio-chat-ws" else ["--no-ws"]
         return [
-            sys.executable, "-m", "trio_chat.cli", "serve", "--port", str(port), "--no-ws",
+            sys.executable, "-m", "trio_chat.cli", "serve", "--port", str(port), *ws,
             "--no-entry-points", "--log-level", "warning", *store, *TRIO_CHAT_LIMITS,
         ]  # fmt: skip
     if name == "baseline":
@@ -185,7 +198,8 @@ def _command(name: str, port: int, workdir: Path) -> list[str]:
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], name: str, port: int, deadline: float) -> int:
-    """Wait for the ready line (our servers) or an accepting port (ngircd); return the port."""
+    """Wait for the ready line (our servers) or an accepting port (ngircd); return the port
+    the bench talks to (for "trio-chat-ws", the WebSocket one)."""
     if name == "ngircd":
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -196,6 +210,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], name: str, port: int, deadline: f
         raise ServerStartError(f"ngircd did not start listening on {HOST}:{port}")
     assert proc.stdout is not None
     seen = b""
+    pattern = _READY_WS if DIALECT[name] == "ws" else _READY
     while time.monotonic() < deadline and proc.poll() is None:
         ready, _, _ = select.select([proc.stdout], [], [], 0.1)
         if ready:
@@ -203,7 +218,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], name: str, port: int, deadline: f
             if not chunk:
                 break
             seen += chunk
-            match = _READY.search(seen)
+            match = pattern.search(seen)
             if match:
                 return int(match.group(1))
     raise ServerStartError(f"{name} did not print its ready line; output: {seen[-300:]!r}")
