@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         dest="plugins",
         metavar="MODULE_OR_FILE",
-        help="load a plugin module (pkg.mod) or file (path.py); repeatable",
+        help="load a plugin: a module (pkg.mod), an object in one (pkg.mod:obj) or a file "
+        "(path.py); repeatable",
     )
     serve.add_argument(
         "--no-entry-points",
