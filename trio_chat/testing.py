@@ -29,9 +29,10 @@ import trio
 import trio_websocket
 
 from .config import ServerConfig
-from .framing import EOF, NEED_DATA, LineBuffer
+from .framing import LineBuffer
 from .protocol import ServerEvent, decode_server_event
 from .server import ChatServer
+from .transports.streams import read_line
 
 #: Seconds any single wait in these helpers may take before the test fails.
 DEFAULT_TIMEOUT = 5.0
@@ -179,18 +180,11 @@ class TcpChatClient(ChatClient):
         await self.stream.send_all(raw if raw.endswith(b"\n") else raw + b"\n")
 
     async def _receive_one(self) -> ServerEvent | None:
-        while True:
-            line = self._lines.next_event()
-            if line is NEED_DATA:
-                try:
-                    self._lines.feed(await self.stream.receive_some(65536))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return None
-                continue
-            if line is EOF:
-                return None
-            assert isinstance(line, bytes)
-            return decode_server_event(line)
+        line = await read_line(self.stream, self._lines)
+        if line is None:
+            return None
+        assert isinstance(line, bytes), "the server sent an over-long line"
+        return decode_server_event(line)
 
     async def aclose(self) -> None:
         await self.stream.aclose()

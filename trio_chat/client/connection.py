@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 
-from ..framing import EOF, NEED_DATA, LineBuffer, LineTooLong
+from ..framing import LineBuffer, LineTooLong
 from ..protocol import (
     ClientFrame,
     Ping,
@@ -30,7 +30,7 @@ from ..protocol import (
     decode_server_event,
     encode_client_frame,
 )
-from ..transports.streams import TLS_REQUIRED
+from ..transports.streams import TLS_REQUIRED, read_line
 from .tls import NOT_TLS_HINT, client_ssl_context, describe_tls_error
 
 #: Seconds to wait for the TCP connection, and again for the TLS and WebSocket handshakes.
@@ -41,7 +41,6 @@ DISCONNECT_TIMEOUT = 2.0
 PROBE_TIMEOUT = 5.0
 #: Largest server line or message the client accepts; the server's own cap is far lower.
 MAX_EVENT_BYTES = 1024 * 1024
-RECEIVE_SIZE = 64 * 1024
 
 #: Sent as soon as a connection opens, before the user is asked for a nickname. The server's
 #: TCP port also serves people on ``nc``: it waits a moment for the client to speak and takes
@@ -151,15 +150,8 @@ class TcpServerConnection:
 
     async def receive(self) -> ServerEvent | RemoteProtocolError | None:
         while True:
-            event = self._lines.next_event()
-            if event is NEED_DATA:
-                try:
-                    data = await self.stream.receive_some(RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return None
-                self._lines.feed(data)
-                continue
-            if event is EOF:
+            event = await read_line(self.stream, self._lines)
+            if event is None:
                 return None
             if isinstance(event, LineTooLong):
                 return RemoteProtocolError("line_too_long", "the server sent an over-long line")

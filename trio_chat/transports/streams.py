@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 
 import trio
+
+from ..framing import EOF, NEED_DATA, LineBuffer, LineTooLong
 
 #: First byte of every TLS record that opens a handshake (ClientHello).
 TLS_HANDSHAKE_BYTE = 0x16
@@ -99,3 +102,30 @@ async def refuse(stream: trio.SocketStream, message: bytes) -> None:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
     await stream.aclose()
+
+
+#: Bytes asked of the socket per read.
+RECEIVE_SIZE = 64 * 1024
+
+
+async def read_line(
+    stream: trio.abc.Stream, lines: LineBuffer, heard: Callable[[], None] | None = None
+) -> bytes | LineTooLong | None:
+    """The next line from ``stream`` (through ``lines``), a :class:`LineTooLong`, or ``None``
+    once the peer closed or the connection broke. ``heard`` is called whenever bytes arrive.
+    """
+    while True:
+        event = lines.next_event()
+        if event is NEED_DATA:
+            try:
+                data = await stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            if heard is not None and data:
+                heard()
+            lines.feed(data)
+            continue
+        if event is EOF:
+            return None
+        assert isinstance(event, bytes | LineTooLong)
+        return event

@@ -15,19 +15,24 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..framing import EOF, NEED_DATA, LineBuffer, LineTooLong
+from ..framing import LineBuffer, LineTooLong
 from ..protocol import ClientFrame, RemoteProtocolError, ServerEvent, decode_client_frame
 from ..textmode import NICK_PROMPT, decode_text_line, parse_command_line
 from ..wire import JSON_LINES, TEXT_LINES, WireFormat, encoded, sizer
 from .connection import ping_when_idle, run_connection
-from .streams import accept_tls, listener_address, peer_address, refuse
+from .streams import (
+    RECEIVE_SIZE,
+    accept_tls,
+    listener_address,
+    peer_address,
+    read_line,
+    refuse,
+)
 
 if TYPE_CHECKING:
     from ..server import ChatServer
 
 log = logging.getLogger("trio_chat.tcp")
-
-RECEIVE_SIZE = 64 * 1024
 
 
 class TcpLink:
@@ -54,38 +59,29 @@ class TcpLink:
         self._skip_prompt = plain_text and bool(already_received.strip())
         self.last_heard = trio.current_time()
         self.measure = sizer(self.format)
-        # Lines are batched into one write anyway; a "batch" hello changes nothing here.
-        self.batching = False
         self.write_now = direct_writer(stream, self.format)
-        self.measure = sizer(self.format)
         # Lines are batched into one write anyway; a "batch" hello changes nothing here.
         self.batching = False
 
     async def receive(self) -> ClientFrame | RemoteProtocolError | None:
         while True:
-            event = self._lines.next_event()
-            if event is NEED_DATA:
-                try:
-                    data = await self.stream.receive_some(RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return None
-                self.last_heard = trio.current_time()
-                self._lines.feed(data)
-                continue
-            if event is EOF:
+            event = await read_line(self.stream, self._lines, self._heard)
+            if event is None:
                 return None
             if isinstance(event, LineTooLong):
                 return RemoteProtocolError(
                     "line_too_long",
                     f"line longer than {event.limit} bytes was dropped",
                 )
-            assert isinstance(event, bytes)
             try:
                 frame = self._parse(event)
             except RemoteProtocolError as exc:
                 return exc
             if frame is not None:
                 return frame
+
+    def _heard(self) -> None:
+        self.last_heard = trio.current_time()
 
     def _parse(self, line: bytes) -> ClientFrame | None:
         if self.plain_text:
