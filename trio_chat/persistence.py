@@ -31,6 +31,20 @@ PUBLISH_BATCH = 1024
 MAX_HISTORY_PAGE = 500
 
 
+def clamp_page(limit: int) -> int:
+    """A page holds 1 to :data:`MAX_HISTORY_PAGE` messages."""
+    return max(1, min(limit, MAX_HISTORY_PAGE))
+
+
+def cut_page(
+    messages: list[StoredMessage], limit: int, *, forward: bool
+) -> tuple[list[StoredMessage], bool]:
+    """``limit`` of ``limit + 1`` fetched messages, and whether more remain: the first ones
+    when paging forward (``after``), the last ones when paging back."""
+    more = len(messages) > limit
+    return (messages[:limit] if forward else messages[-limit:]), more
+
+
 class LoginRefused(Exception):
     """Login failed; ``code`` and the message are what the user is told."""
 
@@ -209,11 +223,13 @@ class Persistence:
         neither) pages backwards.
         """
         bound = self.room_bound(session, room)
-        limit = max(1, min(limit, MAX_HISTORY_PAGE))
+        limit = clamp_page(limit)
         before = bound if before is None else min(before, bound)
-        messages = await self.store.history(room, before=before, after=after, limit=limit + 1)
-        more = len(messages) > limit
-        messages = messages[:limit] if after is not None else messages[-limit:]
+        messages, more = cut_page(
+            await self.store.history(room, before=before, after=after, limit=limit + 1),
+            limit,
+            forward=after is not None,
+        )
         if after is None and messages:
             # Remember how far back this session has been shown, for /history.
             oldest: dict[str, int] = session.extra.setdefault("history_oldest", {})
@@ -242,12 +258,14 @@ class Persistence:
             raise LoginRefused(
                 "login_required", "private history is kept for registered users; /login first"
             )
-        limit = max(1, min(limit, MAX_HISTORY_PAGE))
-        messages = await self.store.private_history(
-            account, other, before=before, after=after, limit=limit + 1
+        limit = clamp_page(limit)
+        messages, more = cut_page(
+            await self.store.private_history(
+                account, other, before=before, after=after, limit=limit + 1
+            ),
+            limit,
+            forward=after is not None,
         )
-        more = len(messages) > limit
-        messages = messages[:limit] if after is not None else messages[-limit:]
         self.hub.send_to(
             session,
             History(with_nick=other, messages=[wire_form(m) for m in messages], more=more, ref=ref),
