@@ -47,7 +47,7 @@ log = logging.getLogger("trio_chat.hub")
 
 #: A fan-out that starts within this many seconds of the last one ends writes through the
 #: writer tasks (batched) rather than straight to the sockets (see ``Hub._fanout``).
-DIRECT_WRITE_GAP = 0.002
+DIRECT_WRITE_GAP = 0.0005
 
 
 class NickInUse(InvalidName):
