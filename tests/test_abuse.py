@@ -59,7 +59,10 @@ async def test_connections_per_host_are_capped_on_both_ports() -> None:
                 while chunk := await stream.receive_some(1024):
                     reply += chunk
         assert reply.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
-        await stack.aclose()  # the three leave; room for new ones again
+        await stack.aclose()  # the three leave; room for new ones again once they are gone
+        with trio.fail_after(5):
+            while chat.server.connections.count():  # noqa: ASYNC110 (no event to wait on)
+                await trio.sleep(0.01)
         async with open_client(chat, "later") as later:
             assert later.nick == "later"
 

@@ -1,7 +1,7 @@
 """The hub: who is connected, which rooms exist, and fan-out of events to sessions.
 
 The hub knows nothing about sockets or wire formats. Every connected user is a
-:class:`Session` owning one bounded trio memory channel (its *outbox*); a transport task
+:class:`Session` owning one bounded queue (its :class:`~trio_chat.outbox.Outbox`); a transport task
 drains the outbox and writes to the socket in whatever format it speaks. Fan-out is a plain
 synchronous loop of ``send_nowait`` calls, so:
 
@@ -29,6 +29,7 @@ import trio
 
 from .metrics import Metrics
 from .names import DEFAULT_ROOM, InvalidName, name_key, normalize_nick
+from .outbox import Outbox
 from .protocol import (
     Info,
     Joined,
@@ -78,7 +79,7 @@ class NoSuchNick(InvalidName):
 class Session:
     """One connected user, whatever the transport.
 
-    ``outbox`` is the send side of the session's bounded channel; only the hub puts events in
+    ``outbox`` is the session's bounded queue; only the hub puts events in
     it. ``disconnect`` (set by the transport) ends the connection with a reason.
     """
 
@@ -86,7 +87,7 @@ class Session:
     nick: str
     address: str
     transport: str
-    outbox: trio.MemorySendChannel[ServerEvent]
+    outbox: Outbox
     rooms: dict[str, None] = field(default_factory=dict)  # ordered set of joined rooms
     room: str = DEFAULT_ROOM  # the room plain messages go to
     closed: bool = False
@@ -215,7 +216,7 @@ class Hub:
     def attach(
         self,
         nick: str,
-        outbox: trio.MemorySendChannel[ServerEvent],
+        outbox: Outbox,
         *,
         address: str,
         transport: str,
@@ -491,7 +492,7 @@ class Hub:
                 overflowed.append(receiver)  # a lone big event always fits; a backlog not
                 continue
             try:
-                receiver.outbox.send_nowait(queue_event)
+                receiver.outbox.put_nowait(queue_event)
             except trio.WouldBlock:
                 overflowed.append(receiver)
             except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -20,6 +20,7 @@ import trio
 from ..hub import Session
 from ..limits import FLOODING, SLOW_DOWN, FloodGuard, Verdict
 from ..names import DEFAULT_ROOM, InvalidName
+from ..outbox import Outbox
 from ..persistence import LoginRefused
 from ..protocol import (
     Bye,
@@ -114,7 +115,7 @@ async def ping_when_idle(
 async def run_connection(server: ChatServer, link: Link) -> None:
     """Serve one client until it quits, vanishes, is disconnected, or the server stops."""
     cfg = server.config
-    send_outbox, receive_outbox = trio.open_memory_channel[ServerEvent](cfg.outbox_size)
+    outbox = Outbox(cfg.outbox_size)
     session: Session | None = None
     reason = "connection closed"
     end_label: str | None = None  # the disconnect metric's label, when not the session's
@@ -124,7 +125,7 @@ async def run_connection(server: ChatServer, link: Link) -> None:
     metrics.connections_total.inc()
     try:
         with trio.move_on_after(cfg.handshake_timeout) as handshake_scope:
-            session = await _handshake(server, link, send_outbox)
+            session = await _handshake(server, link, outbox)
         if handshake_scope.cancelled_caught:
             end_label = "handshake_timeout"
             await _goodbye(link, Bye(code="timeout", text="no nickname given in time"))
@@ -140,7 +141,7 @@ async def run_connection(server: ChatServer, link: Link) -> None:
         )
         server.session_started()
         try:
-            reason = await _serve_session(server, link, session, receive_outbox)
+            reason = await _serve_session(server, link, session, outbox)
         finally:
             server.session_ended()
     finally:
@@ -153,15 +154,12 @@ async def run_connection(server: ChatServer, link: Link) -> None:
                 reason = session.close_reason
             server.hub.detach(session, reason)
             log.info("disconnect nick=%s addr=%s reason=%r", session.nick, link.address, reason)
-        send_outbox.close()
-        receive_outbox.close()
+        outbox.close()
         with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_TIMEOUT):
             await link.aclose()
 
 
-async def _handshake(
-    server: ChatServer, link: Link, outbox: trio.MemorySendChannel[ServerEvent]
-) -> Session | None:
+async def _handshake(server: ChatServer, link: Link, outbox: Outbox) -> Session | None:
     """Ask for a nickname until a valid, free one arrives; ``None`` if the peer left."""
     await link.prompt_nick()
     flood = FloodGuard(server.config.flood_rate, server.config.flood_burst)
@@ -262,7 +260,7 @@ async def _serve_session(
     server: ChatServer,
     link: Link,
     session: Session,
-    outbox: trio.MemoryReceiveChannel[ServerEvent],
+    outbox: Outbox,
 ) -> str:
     """Run reader and writer until one ends; return why the connection ended."""
     reason = "connection closed"
@@ -317,7 +315,7 @@ async def _serve_session(
             await writer_done.wait()
         nursery.cancel_scope.cancel()
     if session.close_code is not None:
-        pending = _drain(outbox, server.config.max_batch)  # what the writer had no time for
+        pending = outbox.take_nowait(server.config.max_batch)  # what the writer had no time for
         bye = Bye(code=session.close_code, text=session.close_reason or session.close_code)
         await _goodbye(link, bye, pending)
     return reason
@@ -351,7 +349,7 @@ async def _read_frames(server: ChatServer, link: Link, session: Session, flood: 
 async def _writer(
     link: Link,
     session: Session,
-    outbox: trio.MemoryReceiveChannel[ServerEvent],
+    outbox: Outbox,
     max_batch: int,
     send_timeout: float,
 ) -> None:
@@ -363,11 +361,12 @@ async def _writer(
     """
     measure = session.measure
     with trio.CancelScope() as write_deadline:
-        async for first in outbox:
-            # One scheduling round for more to arrive: bigger batches, fewer writes.
-            await trio.lowlevel.checkpoint()
-            batch = [first]
-            batch += _drain(outbox, max_batch - 1)
+        while True:
+            # Waits for the first event, then one scheduling round for more to arrive:
+            # bigger batches, fewer writes. Empty once the outbox is closed and drained.
+            batch = await outbox.take(max_batch)
+            if not batch:
+                break
             write_deadline.deadline = trio.current_time() + send_timeout
             await link.send(batch)
             write_deadline.deadline = math.inf
@@ -375,16 +374,6 @@ async def _writer(
                 session.queued_bytes -= sum(map(measure, batch))
     if write_deadline.cancelled_caught:
         raise trio.TooSlowError
-
-
-def _drain(outbox: trio.MemoryReceiveChannel[ServerEvent], limit: int) -> list[ServerEvent]:
-    events: list[ServerEvent] = []
-    while len(events) < limit:
-        try:
-            events.append(outbox.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-            break
-    return events
 
 
 async def _goodbye(link: Link, bye: Bye, pending: list[ServerEvent] | None = None) -> None:
