@@ -1,0 +1,67 @@
+"""The per-session outbox: bounded, in order, taken in bulk, closed cleanly."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from trio_chat.outbox import Outbox
+from trio_chat.protocol import Info
+
+
+def events(n: int) -> list[Info]:
+    return [Info(text=str(i)) for i in range(n)]
+
+
+def test_bounded_in_order_and_taken_in_bulk() -> None:
+    box = Outbox(3)
+    a, b, c, d = events(4)
+    for event in (a, b, c):
+        box.put_nowait(event)
+    with pytest.raises(trio.WouldBlock):
+        box.put_nowait(d)
+    assert box.take_nowait(2) == [a, b]
+    assert box.take_nowait(10) == [c]
+    assert box.take_nowait(10) == []
+
+
+async def test_take_waits_for_the_first_event_then_returns_all_waiting() -> None:
+    box = Outbox(10)
+    got: list[list[Info]] = []
+
+    async def writer() -> None:
+        got.append(await box.take(10))  # type: ignore[arg-type]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        await trio.testing.wait_all_tasks_blocked()
+        first, second = events(2)
+        box.put_nowait(first)
+        box.put_nowait(second)  # arrives before the writer runs: same batch
+    assert got == [[first, second]]
+
+
+async def test_close_lets_the_writer_finish_what_is_queued() -> None:
+    box = Outbox(10)
+    (event,) = events(1)
+    box.put_nowait(event)
+    box.close()
+    with pytest.raises(trio.ClosedResourceError):
+        box.put_nowait(event)
+    assert await box.take(10) == [event]
+    assert await box.take(10) == []  # closed and empty: the writer stops
+
+
+async def test_close_wakes_a_waiting_writer() -> None:
+    box = Outbox(10)
+    with trio.fail_after(1):
+        async with trio.open_nursery() as nursery:
+            result: list[object] = []
+
+            async def writer() -> None:
+                result.append(await box.take(10))
+
+            nursery.start_soon(writer)
+            await trio.testing.wait_all_tasks_blocked()
+            box.close()
+    assert result == [[]]
