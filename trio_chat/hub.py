@@ -7,8 +7,8 @@ synchronous loop of ``send_nowait`` calls, so:
 
 * every room event gets its id and timestamp and reaches all members with no ``await``
   in between: all members see one and the same order;
-* nobody waits for a slow receiver. trio memory channels give each item to *one* receiver
-  (trio issue #987), so broadcast is one channel per session plus a slow-consumer policy:
+* nobody waits for a slow receiver. A channel gives each item to *one* receiver (trio
+  issue #987), so broadcast is one bounded outbox per session plus a slow-consumer policy:
   a session whose outbox is full is disconnected with a reason, never waited on.
 
 A future broker (Redis, several processes) or IRC gateway sits *around* the hub: it calls
