@@ -285,18 +285,10 @@ async def test_connection_refused_is_one_line() -> None:
     with socket.socket() as sock:  # a port that was just free: nothing listens there now
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with trio.fail_after(WAIT):
-        result = await trio.run_process(
-            client_command("127.0.0.1", "--port", str(port), "--nick", "x"),
-            stdin=b"",
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            cwd=ROOT,
-        )
-    assert result.returncode == 1
+    status, _, stderr = await run_client_once("127.0.0.1", "--port", str(port), "--nick", "x")
+    assert status == 1
     assert_one_error_line(
-        result.stderr.decode(), f"trio-chat: cannot connect to 127.0.0.1:{port}: connection refused"
+        stderr, f"trio-chat: cannot connect to 127.0.0.1:{port}: connection refused"
     )
 
 
@@ -311,17 +303,9 @@ async def test_connection_refused_is_one_line() -> None:
     ],
 )
 async def test_bad_url_is_one_line(host: str, message: str) -> None:
-    with trio.fail_after(WAIT):
-        result = await trio.run_process(
-            client_command(host, "--nick", "x"),
-            stdin=b"",
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            cwd=ROOT,
-        )
-    assert result.returncode == 2
-    assert_one_error_line(result.stderr.decode(), message)
+    status, _, stderr = await run_client_once(host, "--nick", "x")
+    assert status == 2
+    assert_one_error_line(stderr, message)
 
 
 async def test_server_going_away_is_one_line(nursery: trio.Nursery) -> None:
@@ -532,18 +516,10 @@ async def test_a_port_without_a_chat_server_is_one_line(nursery: trio.Nursery) -
     listeners = await nursery.start(partial(trio.serve_tcp, host="127.0.0.1"), not_a_chat_server, 0)
     listener = listeners[0]
     port = listener.socket.getsockname()[1]
-    with trio.fail_after(WAIT):
-        result = await trio.run_process(
-            client_command("127.0.0.1", "--port", str(port), "--nick", "x"),
-            stdin=b"",
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            cwd=ROOT,
-        )
-    assert result.returncode == 1
+    status, _, stderr = await run_client_once("127.0.0.1", "--port", str(port), "--nick", "x")
+    assert status == 1
     assert_one_error_line(
-        result.stderr.decode(),
+        stderr,
         f"trio-chat: 127.0.0.1:{port} does not speak the trio-chat protocol",
     )
 
