@@ -6,6 +6,7 @@ import socket
 from contextlib import AsyncExitStack
 
 import trio
+import trio.testing
 
 from trio_chat.testing import ChatClient, local_config, open_client, open_test_server
 
@@ -114,3 +115,21 @@ async def test_the_send_queue_is_bounded_in_bytes_too() -> None:
                 assert (event.nick, event.reason) == ("stalled", "too slow to receive messages")
                 # Far fewer than 10,000 events were queued: the byte bound decided.
                 assert n < 1000
+
+
+async def test_queued_bytes_return_to_zero_once_everything_is_written() -> None:
+    """The byte bound is only as good as its bookkeeping: nothing may drift."""
+    async with open_test_server() as chat:
+        async with (
+            open_client(chat, "tcp") as tcp,
+            open_client(chat, "ws", websocket=True) as ws,
+            open_client(chat, "batched", websocket=True, batch=True) as batched,
+        ):
+            await tcp.send_raw(b"".join(b'{"type":"say","text":"n %d"}\n' % n for n in range(50)))
+            for client in (tcp, ws, batched):
+                for _ in range(50):
+                    await client.expect("message")
+            await chat.server.settle()
+            await trio.testing.wait_all_tasks_blocked()
+            sessions = list(chat.server.hub.sessions.values())
+            assert [s.queued_bytes for s in sessions] == [0, 0, 0]

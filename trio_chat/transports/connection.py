@@ -69,8 +69,9 @@ class Link(Protocol):
         """The next frame, a protocol error to report, or ``None`` once the peer is gone."""
         ...
 
-    async def send(self, events: list[ServerEvent]) -> None:
-        """Write events in one go; raises ``trio.BrokenResourceError`` if the peer is gone."""
+    async def send(self, events: list[ServerEvent]) -> int:
+        """Write events in one go; return their size as ``measure`` counts it. Raises
+        ``trio.BrokenResourceError`` if the peer is gone."""
         ...
 
     async def prompt_nick(self) -> None:
@@ -368,10 +369,10 @@ async def _writer(
             if not batch:
                 break
             write_deadline.deadline = trio.current_time() + send_timeout
-            await link.send(batch)
+            sent = await link.send(batch)
             write_deadline.deadline = math.inf
             if measure is not None:
-                session.queued_bytes -= sum(map(measure, batch))
+                session.queued_bytes -= sent  # link.send sized them as measure does
     if write_deadline.cancelled_caught:
         raise trio.TooSlowError
 

@@ -90,12 +90,14 @@ class TcpLink:
             return None  # blank lines between JSON frames are allowed
         return decode_client_frame(line)
 
-    async def send(self, events: list[ServerEvent]) -> None:
+    async def send(self, events: list[ServerEvent]) -> int:
         fmt = self.format
         if len(events) == 1:
-            await self.stream.send_all(encoded(events[0], fmt))
+            data = encoded(events[0], fmt)
         else:
-            await self.stream.send_all(b"".join([encoded(e, fmt) for e in events]))
+            data = b"".join([encoded(e, fmt) for e in events])
+        await self.stream.send_all(data)
+        return len(data)
 
     async def prompt_nick(self) -> None:
         if self._skip_prompt:

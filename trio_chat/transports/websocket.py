@@ -72,18 +72,19 @@ class WebSocketLink:
         except RemoteProtocolError as exc:
             return exc
 
-    async def send(self, events: list[ServerEvent]) -> None:
+    async def send(self, events: list[ServerEvent]) -> int:
+        parts = [encoded(event, WEBSOCKET_JSON) for event in events]
         try:
-            if self.batching and len(events) > 1:
+            if self.batching and len(parts) > 1:
                 # One WebSocket message for everything queued: each event as it would be
                 # sent alone (encoded once for every receiver), in order.
-                parts = ",".join([encoded(event, WEBSOCKET_JSON) for event in events])
-                await self.ws.send_message('{"type":"batch","events":[' + parts + "]}")
-                return
-            for event in events:
-                await self.ws.send_message(encoded(event, WEBSOCKET_JSON))
+                await self.ws.send_message('{"type":"batch","events":[' + ",".join(parts) + "]}")
+            else:
+                for part in parts:
+                    await self.ws.send_message(part)
         except trio_websocket.ConnectionClosed as exc:
             raise trio.BrokenResourceError("websocket closed") from exc
+        return sum(map(len, parts))
 
     async def prompt_nick(self) -> None:
         return None
