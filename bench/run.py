@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also profile trio-chat with py-spy under fanout at the largest N",
     )
     p.add_argument(
+        "--profile-server",
+        default="trio-chat",
+        help="which trio-chat variant --profile runs (trio-chat, trio-chat+db, trio-chat-ws)",
+    )
+    p.add_argument(
         "--ref",
         default="HEAD",
         help="git ref of trio-chat to run (exported to a temp dir, so edits in "
@@ -204,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     if "churn" in args.scenarios:
         measure("churn", f"{opts.churn_workers} workers", lambda s: scenarios.churn(s, opts))
     if args.profile:
-        results["profile"] = profile(max(args.n), opts, args.out)
+        results["profile"] = profile(max(args.n), opts, args.out, args.profile_server)
 
     results["meta"]["seconds"] = round(time.monotonic() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -221,8 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def profile(n: int, opts: scenarios.Options, out: Path) -> dict[str, Any]:
-    """Run fanout at N against trio-chat twice under py-spy: a flame graph and raw stacks."""
+def profile(
+    n: int, opts: scenarios.Options, out: Path, server: str = "trio-chat"
+) -> dict[str, Any]:
+    """Run fanout at N against ``server`` twice under py-spy: a flame graph and raw stacks."""
     import shutil
 
     if shutil.which("py-spy") is None:
@@ -231,7 +238,7 @@ def profile(n: int, opts: scenarios.Options, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     files = {"flamegraph": out / "profile.svg", "raw": out / "profile.txt"}
     for fmt, path in files.items():
-        log(f"profiling trio-chat fanout N={n} with py-spy ({fmt})")
+        log(f"profiling {server} fanout N={n} with py-spy ({fmt})")
         procs: list[subprocess.Popen[bytes]] = []
 
         def attach(
@@ -263,7 +270,7 @@ def profile(n: int, opts: scenarios.Options, out: Path) -> dict[str, Any]:
                 )
             )
 
-        run = scenarios.broadcast("trio-chat", n, opts, "window", on_running=attach)
+        run = scenarios.broadcast(server, n, opts, "window", on_running=attach)
         for proc in procs:
             proc.wait(60)
         log("  " + report.one_line("fanout", run))

@@ -65,3 +65,27 @@ async def test_close_wakes_a_waiting_writer() -> None:
             await trio.testing.wait_all_tasks_blocked()
             box.close()
     assert result == [[]]
+
+
+def test_a_bundle_counts_as_the_events_in_it() -> None:
+    box = Outbox(4)
+    a, b = events(2)
+    box.put_nowait(a, 3)
+    assert len(box) == 3
+    with pytest.raises(trio.WouldBlock):
+        box.put_nowait(b, 2)  # 3 + 2 > 4
+    box.put_nowait(b, 1)
+    assert len(box) == 4
+    assert box.take_nowait(1) == [a]
+    assert len(box) == 1
+    assert box.take_nowait(5) == [b]
+    assert len(box) == 0
+
+
+def test_an_empty_outbox_takes_one_bundle_bigger_than_its_bound() -> None:
+    box = Outbox(2)
+    (a,) = events(1)
+    box.put_nowait(a, 10)  # refusing it would drop a client that is fully caught up
+    assert len(box) == 10
+    with pytest.raises(trio.WouldBlock):
+        box.put_nowait(a, 1)

@@ -11,8 +11,11 @@ synchronous loop of ``send_nowait`` calls, so:
   issue #987), so broadcast is one bounded outbox per session plus a slow-consumer policy:
   a session whose outbox is full is disconnected with a reason, never waited on.
 
-A future broker (Redis, several processes) or IRC gateway sits *around* the hub: it calls
-the same methods; nothing here changes.
+In a running server the numbered events go through the publisher task
+(:mod:`trio_chat.publisher`) before :meth:`Hub.deliver_many` fans them out, a run of lines
+to one room as one :class:`~trio_chat.protocol.Bundle` per member. A future broker (Redis,
+several processes) or IRC gateway sits *around* the hub: it calls the same methods;
+nothing here changes.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .metrics import Metrics
 from .names import DEFAULT_ROOM, InvalidName, name_key, normalize_nick
 from .outbox import Outbox
 from .protocol import (
+    Bundle,
     Info,
     Joined,
     Left,
@@ -173,6 +177,12 @@ class Room:
     def is_banned(self, session: Session) -> bool:
         host = host_of(session.address)
         return session.key in self.banned or (host != "?" and host in self.banned.values())
+
+
+def _bundles(pending: Pending) -> bool:
+    """Whether ``pending`` may share a bundle with its neighbours: a chat line to a room's
+    members and no one else (the receivers of a run must be the same for every line)."""
+    return isinstance(pending.event, Message) and pending.room is not None and not pending.extra
 
 
 def host_of(address: str) -> str:
@@ -433,6 +443,41 @@ class Hub:
         if not failed:
             self._fanout_timed(pending)
 
+    def deliver_many(self, batch: list[Pending], failed: frozenset[int] = frozenset()) -> None:
+        """:meth:`deliver` each event of ``batch`` (in id order; ``failed`` holds the ``id()``
+        of those not to send), bundling each run of chat lines to the same room.
+
+        A bundle goes into each member's outbox as one item, so a run of ``k`` lines costs
+        the fan-out loop one pass over the members instead of ``k``; every member still
+        gets every line, in the same order.
+        """
+        run: list[Pending] = []
+        for pending in batch:
+            failed_here = id(pending) in failed
+            if _bundles(pending) and not failed_here:
+                if run and run[0].room is not pending.room:
+                    self._deliver_run(run)
+                    run = []
+                run.append(pending)
+                continue
+            self._deliver_run(run)  # first: ids are released in order
+            run = []
+            self.deliver(pending, failed=failed_here)
+        self._deliver_run(run)
+
+    def _deliver_run(self, run: list[Pending]) -> None:
+        if len(run) <= 1:
+            for pending in run:
+                self.deliver(pending)
+            return
+        undelivered = self._undelivered
+        for pending in run:
+            if undelivered and undelivered[0] == pending.event.id:  # type: ignore[union-attr]
+                undelivered.popleft()
+        room = run[0].room
+        assert room is not None
+        self._fanout_timed(Pending(Bundle(events=tuple(p.event for p in run)), room))
+
     def _next_id(self) -> int:
         self._last_id += 1
         return self._last_id
@@ -465,6 +510,7 @@ class Hub:
     def _fanout(self, receivers: Iterable[Session], event: ServerEvent) -> None:
         overflowed: list[Session] = []
         delivered = 0
+        count = len(event.events) if isinstance(event, Bundle) else 1
         # Sessions on one wire format share one ``measure``: size the event once per format.
         sizes: dict[Callable[[ServerEvent], int] | None, int] = {None: 0}
         # A write straight to the socket saves waking the writer, but one syscall per event
@@ -485,14 +531,14 @@ class Hub:
                     receiver.write_now = None  # broken: the writer will find out and end it
                 else:
                     if not rest:
-                        delivered += 1
+                        delivered += count
                         continue
                     queue_event, size = Raw(data=rest), len(rest)
             elif queued and queued + size > receiver.max_queued_bytes:
                 overflowed.append(receiver)  # a lone big event always fits; a backlog not
                 continue
             try:
-                receiver.outbox.put_nowait(queue_event)
+                receiver.outbox.put_nowait(queue_event, count)
             except trio.WouldBlock:
                 overflowed.append(receiver)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -500,7 +546,7 @@ class Hub:
                 overflowed.append(receiver)
             else:
                 receiver.queued_bytes = queued + size
-                delivered += 1
+                delivered += count
         self.metrics.messages_out_total.inc(delivered)
         self._busy_until = time.monotonic() + DIRECT_WRITE_GAP
         # Handled after the loop: detaching announces a leave, which fans out again.

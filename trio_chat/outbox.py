@@ -1,9 +1,10 @@
 """A session's outbox: the bounded queue between the hub and one connection's writer.
 
-The hub fills it synchronously, one event per receiver per message, so ``put_nowait`` is on
-the hottest path of the server and does the least it can: append, and wake the writer only
-if it is asleep. The writer empties it in bulk (everything waiting, in one write), which a
-trio memory channel can only do one ``receive_nowait`` at a time. One producer side (the
+The hub fills it synchronously, one item per receiver per message (or per bundle of
+messages), so ``put_nowait`` is on the hottest path of the server and does the least it
+can: append, count, and wake the writer only if it is asleep. The writer empties it in
+bulk (everything waiting, in one write), which a trio memory channel can only do one
+``receive_nowait`` at a time. One producer side (the
 hub) and one consumer (the writer task) per outbox; both run on the trio thread.
 """
 
@@ -17,30 +18,37 @@ from .protocol import ServerEvent
 
 
 class Outbox:
-    """Bounded FIFO of server events for one session."""
+    """Bounded FIFO of server events for one session, bounded in events (a
+    :class:`~trio_chat.protocol.Bundle` counts as the events in it)."""
 
-    __slots__ = ("_closed", "_items", "_wakeup", "max_events")
+    __slots__ = ("_closed", "_counts", "_events", "_items", "_wakeup", "max_events")
 
     def __init__(self, max_events: int) -> None:
         if max_events < 1:
             raise ValueError("an outbox holds at least one event")
         self.max_events = max_events
         self._items: collections.deque[ServerEvent] = collections.deque()
+        self._counts: collections.deque[int] = collections.deque()  # events per item
+        self._events = 0
         self._closed = False
         self._wakeup: trio.Event | None = None  # set while the writer waits for events
 
     def __len__(self) -> int:
-        return len(self._items)
+        """Events queued."""
+        return self._events
 
-    def put_nowait(self, event: ServerEvent) -> None:
-        """Queue ``event``; raises ``trio.WouldBlock`` if full, ``trio.ClosedResourceError``
-        once closed (its connection is going away)."""
+    def put_nowait(self, event: ServerEvent, count: int = 1) -> None:
+        """Queue ``event`` (standing for ``count`` events); raises ``trio.WouldBlock`` if
+        that would overfill it (an empty outbox takes any one item), and
+        ``trio.ClosedResourceError`` once closed (its connection is going away)."""
         if self._closed:
             raise trio.ClosedResourceError("the outbox is closed")
-        items = self._items
-        if len(items) >= self.max_events:
+        events = self._events + count
+        if events > self.max_events and self._events:
             raise trio.WouldBlock
-        items.append(event)
+        self._events = events
+        self._items.append(event)
+        self._counts.append(count)
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
@@ -55,12 +63,16 @@ class Outbox:
             wakeup.set()
 
     def take_nowait(self, limit: int) -> list[ServerEvent]:
-        """Up to ``limit`` queued events, oldest first (empty if none)."""
+        """Up to ``limit`` queued items, oldest first (empty if none)."""
         items = self._items
+        counts = self._counts
         if len(items) <= limit:
             batch = list(items)
             items.clear()
+            counts.clear()
+            self._events = 0
             return batch
+        self._events -= sum(counts.popleft() for _ in range(limit))
         return [items.popleft() for _ in range(limit)]
 
     async def take(self, limit: int) -> list[ServerEvent]:

@@ -1,9 +1,6 @@
-"""What the server does with its store: commit before fan-out, history, and accounts.
+"""What the server does with its store besides committing messages: history and accounts.
 
-With a store, every numbered room event passes through one *publisher* task in id order:
-chat lines and private messages are committed first (many per transaction, as the store
-batches concurrent appends), then each event is handed back to the hub to fan out. So a
-message anyone saw is in the database, and everyone still sees one order.
+(Committing before fan-out is the :mod:`~trio_chat.publisher`'s job.)
 """
 
 from __future__ import annotations
@@ -15,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .hub import Pending, Session
+from .hub import Session
 from .names import name_key
-from .protocol import Error, History, Message, Private
+from .protocol import History
 from .store import AccountExists, LoginThrottle, Store, StoredMessage, StoreError
 
 if TYPE_CHECKING:
@@ -25,8 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trio_chat.store")
 
-#: Most events the publisher takes from its queue for one round of commits.
-PUBLISH_BATCH = 1024
 #: Most messages one history request returns.
 MAX_HISTORY_PAGE = 500
 
@@ -54,22 +49,6 @@ class LoginRefused(Exception):
         self.text = text
 
 
-def stored_form(pending: Pending) -> StoredMessage:
-    event = pending.event
-    if isinstance(event, Message):
-        return StoredMessage.from_message(event)
-    assert isinstance(event, Private), "only chat lines and private messages are stored"
-    return StoredMessage(
-        id=event.id,
-        ts=event.ts,
-        room=None,
-        sender=event.nick,
-        text=event.text,
-        kind="private",
-        recipient=event.to,
-    )
-
-
 def wire_form(message: StoredMessage) -> dict[str, Any]:
     """A stored message shaped like the ``message`` or ``private`` event that carried it."""
     if message.kind == "private":
@@ -95,81 +74,11 @@ def wire_form(message: StoredMessage) -> dict[str, Any]:
 class Persistence:
     """The server's use of a :class:`~trio_chat.store.Store` (history, accounts)."""
 
-    def __init__(self, store: Store, hub: Hub, *, history_on_join: int, outbox_size: int) -> None:
+    def __init__(self, store: Store, hub: Hub, *, history_on_join: int) -> None:
         self.store = store
         self.hub = hub
         self.history_on_join = history_on_join
-        # A committed batch is delivered a slice at a time, letting every writer drain its
-        # outbox in between: a client that keeps up never sees its queue fill in one burst.
-        self.deliver_slice = max(1, outbox_size // 4)
         self.throttle = LoginThrottle()
-        self._send, self._receive = trio.open_memory_channel[Pending](math.inf)
-        self._delivered = trio.Event()  # set (and replaced) after every delivered batch
-        self._busy = False  # a batch is being committed or delivered
-
-    # --------------------------------------------------------------- commit, then fan out
-
-    def attach(self) -> None:
-        """Route the hub's numbered events through :meth:`publish_forever`."""
-        self.hub.start_ids_after(self.store.last_id)
-        self.hub.publisher = self._send.send_nowait
-
-    async def publish_forever(self) -> None:
-        """Commit what needs storing, then deliver every event, in id order. Runs until
-        cancelled; the hub bounds how many messages may wait here."""
-        async for first in self._receive:
-            self._busy = True
-            batch = [first]
-            while len(batch) < PUBLISH_BATCH:
-                try:
-                    batch.append(self._receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            failed: set[int] = set()
-            to_store = [p for p in batch if p.persist]
-            if to_store:
-                await self._save_all(to_store, failed)
-            for start in range(0, len(batch), self.deliver_slice):
-                if start:
-                    await trio.lowlevel.checkpoint()
-                for pending in batch[start : start + self.deliver_slice]:
-                    self.hub.deliver(pending, failed=id(pending) in failed)
-            self._busy = False
-            self._delivered.set()
-            self._delivered = trio.Event()
-
-    async def settle(self) -> None:
-        """Return once every event numbered so far has been delivered (or failed)."""
-        target = self.hub.last_id
-        while (
-            self.hub.history_bound() <= target
-            or self._receive.statistics().current_buffer_used
-            or self._busy
-        ):
-            await self._delivered.wait()
-
-    async def _save_all(self, to_store: list[Pending], failed: set[int]) -> None:
-        """Commit a batch in one transaction; if that fails, find the messages that cannot
-        be stored by saving them one by one (the others still go out)."""
-        try:
-            await self.store.append_many([stored_form(p) for p in to_store])
-        except StoreError:
-            async with trio.open_nursery() as nursery:
-                for pending in to_store:
-                    nursery.start_soon(self._save, pending, failed)
-
-    async def _save(self, pending: Pending, failed: set[int]) -> None:
-        record = stored_form(pending)
-        try:
-            await self.store.append(record)
-        except StoreError as exc:
-            failed.add(id(pending))
-            log.error("message %d not saved: %s", record.id, exc)
-            if pending.sender is not None:
-                self.hub.send_to(
-                    pending.sender,
-                    Error(code="not_saved", text="your message could not be saved; not sent"),
-                )
 
     async def prune_forever(self, keep_days: float, every: float = 3600.0) -> None:
         """Delete messages older than ``keep_days``, now and then every ``every`` seconds."""
@@ -185,7 +94,6 @@ class Persistence:
 
     async def close(self) -> None:
         """Remember the last id given out, so numbering goes on after a restart."""
-        self.hub.publisher = None
         with trio.move_on_after(5):
             await self.store.note_last_id(self.hub.last_id)
 

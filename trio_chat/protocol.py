@@ -465,6 +465,20 @@ class Raw(ServerEvent):
     data: bytes
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bundle(ServerEvent):
+    """Several events for the same receivers, queued to each of them as one item.
+
+    Internal, like :class:`Raw`: the hub bundles a run of chat lines to one room so that
+    fanning out costs one queue operation per receiver per run, not per line, and a
+    wire format encodes the run once (the lines one after another). Clients never see a
+    bundle, only the events in it, each framed as it would be alone.
+    """
+
+    TYPE: ClassVar[str] = "bundle"
+    events: tuple[ServerEvent, ...]
+
+
 def encode_server_event(event: ServerEvent) -> str:
     """Encode a server event as compact JSON text (no newline)."""
     return json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))

@@ -36,6 +36,7 @@ from .protocol import (
     Quit,
     Say,
 )
+from .publisher import Publisher
 from .store import Store, StoreError
 from .transports.streams import server_ssl_context
 
@@ -71,6 +72,7 @@ class ChatServer:
         self.addresses: list[str] = []
         self._nursery: trio.Nursery | None = None
         self.persistence: Persistence | None = None
+        self.publisher: Publisher | None = None
         self._live_sessions = 0
         self._sessions_ended = trio.Event()
         self.connections = ConnectionLimiter(
@@ -320,9 +322,9 @@ class ChatServer:
         return self.persistence
 
     async def settle(self) -> None:
-        """Wait until everything said so far has gone out (at once without a store)."""
-        if self.persistence is not None:
-            await self.persistence.settle()
+        """Wait until everything said so far has been delivered to the outboxes."""
+        if self.publisher is not None:
+            await self.publisher.settle()
 
     async def after_join(self, session: Session, room: str) -> None:
         """What a session gets on joining a room besides the ``join``: recent history."""
@@ -374,6 +376,7 @@ class ChatServer:
         """
         self._shutdown_requested = trio.Event()
         async with contextlib.AsyncExitStack() as stack:
+            store: Store | None = None
             if self.config.db is not None:
                 store = await stack.enter_async_context(
                     Store.open(
@@ -382,27 +385,25 @@ class ChatServer:
                     )
                 )
                 self.persistence = Persistence(
-                    store,
-                    self.hub,
-                    history_on_join=self.config.history_on_join,
-                    outbox_size=self.config.outbox_size,
+                    store, self.hub, history_on_join=self.config.history_on_join
                 )
-                self.persistence.attach()
+            self.publisher = Publisher(self.hub, store=store, outbox_size=self.config.outbox_size)
+            self.publisher.attach()
             try:
-                await self._serve(task_status)
+                await self._serve(task_status, self.publisher)
             finally:
-                self.persistence = None
+                self.publisher.detach()
+                self.persistence = self.publisher = None
 
-    async def _serve(self, task_status: trio.TaskStatus[list[str]]) -> None:
+    async def _serve(self, task_status: trio.TaskStatus[list[str]], publisher: Publisher) -> None:
         from .transports.tcp import serve_tcp_chat
         from .transports.websocket import serve_websocket_chat
 
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            if self.persistence is not None:
-                nursery.start_soon(self.persistence.publish_forever)
-                if self.config.keep_days is not None:
-                    nursery.start_soon(self.persistence.prune_forever, self.config.keep_days)
+            nursery.start_soon(publisher.publish_forever)
+            if self.persistence is not None and self.config.keep_days is not None:
+                nursery.start_soon(self.persistence.prune_forever, self.config.keep_days)
             # Listeners live in their own nursery so that stopping them stops accepting
             # while the connections (spawned in ``nursery``) get to say goodbye.
             async with trio.open_nursery() as listeners:
@@ -422,6 +423,7 @@ class ChatServer:
                 await self._shutdown_requested.wait()
                 listeners.cancel_scope.cancel()
             await self._say_goodbye()
+            publisher.detach()
             if self.persistence is not None:
                 await self.persistence.close()
             nursery.cancel_scope.cancel()

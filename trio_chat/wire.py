@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .protocol import Raw, ServerEvent, encode_server_event
+from .protocol import Bundle, Raw, ServerEvent, encode_server_event
 from .textmode import render_text
 
 T = TypeVar("T", bytes, str)
@@ -30,10 +30,18 @@ class WireFormat(Generic[T]):
 
 
 def encoded(event: ServerEvent, fmt: WireFormat[T]) -> T:
-    """The event encoded in ``fmt``, computed at most once per event and format."""
+    """The event encoded in ``fmt``, computed at most once per event and format.
+
+    A :class:`~trio_chat.protocol.Bundle` encodes as its events one after another (for a
+    WebSocket format that is only its size: the transport sends each event as a message).
+    """
     cached = event.wire.get(fmt.name)
     if cached is None:
-        fresh = fmt.encode(event)
+        if isinstance(event, Bundle):
+            parts = [encoded(e, fmt) for e in event.events]
+            fresh = parts[0][:0].join(parts)  # bytes or str, as the format gives
+        else:
+            fresh = fmt.encode(event)
         event.wire[fmt.name] = fresh
         return fresh
     return cached  # type: ignore[return-value]  # same format name, same type

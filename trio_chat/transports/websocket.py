@@ -19,6 +19,7 @@ import trio
 import trio_websocket
 
 from ..protocol import (
+    Bundle,
     ClientFrame,
     RemoteProtocolError,
     ServerEvent,
@@ -73,7 +74,11 @@ class WebSocketLink:
             return exc
 
     async def send(self, events: list[ServerEvent]) -> int:
-        parts = [encoded(event, WEBSOCKET_JSON) for event in events]
+        parts = [
+            encoded(event, WEBSOCKET_JSON)
+            for item in events
+            for event in (item.events if isinstance(item, Bundle) else (item,))
+        ]
         try:
             if self.batching and len(parts) > 1:
                 # One WebSocket message for everything queued: each event as it would be

@@ -1,0 +1,99 @@
+"""The hub without sockets: numbering, delivery through a publisher, and bundled runs."""
+
+from __future__ import annotations
+
+from trio_chat.hub import Hub, Pending, Session
+from trio_chat.outbox import Outbox
+from trio_chat.protocol import Bundle, Joined, Message, ServerEvent
+from trio_chat.wire import JSON_LINES, TEXT_LINES, WEBSOCKET_JSON, encoded, sizer
+
+
+def published_hub() -> tuple[Hub, list[Pending]]:
+    """A hub whose numbered events wait in a list, as the publisher task would hold them."""
+    hub = Hub()
+    queue: list[Pending] = []
+    hub.publisher = queue.append
+    return hub, queue
+
+
+def connect(hub: Hub, nick: str) -> Session:
+    session = hub.attach(nick, Outbox(100), address="127.0.0.1:1", transport="test")
+    session.measure = sizer(JSON_LINES)
+    hub.join(session, "#lobby")
+    return session
+
+
+def received(session: Session) -> list[ServerEvent]:
+    return session.outbox.take_nowait(100)
+
+
+def flatten(items: list[ServerEvent]) -> list[ServerEvent]:
+    out: list[ServerEvent] = []
+    for item in items:
+        out.extend(item.events if isinstance(item, Bundle) else (item,))
+    return out
+
+
+def test_a_run_of_lines_to_one_room_reaches_each_member_as_one_bundle() -> None:
+    hub, queue = published_hub()
+    ann, bob = connect(hub, "ann"), connect(hub, "bob")
+    hub.deliver_many(queue)
+    queue.clear()
+    received(ann), received(bob)  # the joins
+    bob.queued_bytes = 0  # as the writer would, having written them
+
+    lines = [hub.say(ann, "#lobby", f"line {i}") for i in range(3)]
+    assert received(bob) == []  # nothing goes out before the publisher delivers
+    hub.deliver_many(queue)
+
+    for session in (ann, bob):
+        assert len(session.outbox) == 3  # bounded in events, not in queue items
+        items = received(session)
+        assert len(items) == 1 and isinstance(items[0], Bundle)
+        assert list(items[0].events) == lines
+    assert bob.queued_bytes == sum(len(encoded(m, JSON_LINES)) for m in lines)
+    assert hub.history_bound() == hub.last_id + 1  # every bundled line counts as delivered
+
+
+def test_other_events_split_runs_and_keep_their_place_in_the_order() -> None:
+    hub, queue = published_hub()
+    ann = connect(hub, "ann")
+    hub.deliver_many(queue)
+    queue.clear()
+    received(ann)
+
+    first = hub.say(ann, "#lobby", "one")
+    second = hub.say(ann, "#lobby", "two")
+    bob = hub.attach("bob", Outbox(100), address="127.0.0.1:2", transport="test")
+    hub.join(bob, "#lobby")
+    third = hub.say(ann, "#lobby", "three")
+    hub.deliver_many(queue)
+
+    got = received(ann)
+    assert isinstance(got[0], Bundle) and list(got[0].events) == [first, second]
+    assert isinstance(got[1], Joined) and got[1].nick == "bob"
+    assert got[2] == third  # a run of one is sent as itself
+    # Receivers are decided at delivery: bob, in the room by then, gets all of it live (and
+    # his joining history stops below it), in the same order as everyone.
+    assert flatten(received(bob)) == [first, second, got[1], third]
+
+
+def test_lines_that_failed_to_be_stored_are_left_out_of_the_run() -> None:
+    hub, queue = published_hub()
+    ann = connect(hub, "ann")
+    hub.deliver_many(queue)
+    queue.clear()
+    received(ann)
+
+    kept, _lost, kept_too = (hub.say(ann, "#lobby", t) for t in ("a", "b", "c"))
+    hub.deliver_many(queue, failed=frozenset({id(queue[1])}))
+    assert flatten(received(ann)) == [kept, kept_too]
+    assert hub.history_bound() == hub.last_id + 1
+
+
+def test_a_bundle_is_encoded_as_its_events_one_after_another() -> None:
+    lines = tuple(Message(id=i, ts=0.0, room="#lobby", nick="ann", text=f"hi {i}") for i in (1, 2))
+    bundle = Bundle(events=lines)
+    for fmt in (JSON_LINES, TEXT_LINES):
+        assert encoded(bundle, fmt) == b"".join(encoded(m, fmt) for m in lines)
+    assert sizer(WEBSOCKET_JSON)(bundle) == sum(len(encoded(m, WEBSOCKET_JSON)) for m in lines)

@@ -1,0 +1,129 @@
+"""The publisher: the one task every numbered room event passes through, in id order.
+
+The hub numbers an event at once but hands it here rather than fanning it out in the
+sender's task. The publisher takes everything waiting, commits what must be stored (chat
+lines and private messages, in one transaction, when the server has a store), then gives
+the batch back to the hub to deliver. So:
+
+* a message anyone saw is in the database (commit before fan-out);
+* a run of lines to one room goes out as one bundle per receiver: the fan-out cost per
+  line shrinks as load grows (see :meth:`~trio_chat.hub.Hub.deliver_many`);
+* everyone still sees one order, the id order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import trio
+
+from .hub import Pending
+from .protocol import Error, Message, Private
+from .store import Store, StoredMessage, StoreError
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+log = logging.getLogger("trio_chat.publisher")
+
+#: Most events the publisher takes from its queue for one round of commits.
+PUBLISH_BATCH = 1024
+
+
+def stored_form(pending: Pending) -> StoredMessage:
+    event = pending.event
+    if isinstance(event, Message):
+        return StoredMessage.from_message(event)
+    assert isinstance(event, Private), "only chat lines and private messages are stored"
+    return StoredMessage(
+        id=event.id,
+        ts=event.ts,
+        room=None,
+        sender=event.nick,
+        text=event.text,
+        kind="private",
+        recipient=event.to,
+    )
+
+
+class Publisher:
+    """Commit (if there is a ``store``), then deliver, every event the hub publishes."""
+
+    def __init__(self, hub: Hub, *, store: Store | None, outbox_size: int) -> None:
+        self.hub = hub
+        self.store = store
+        # A batch is delivered a slice at a time, letting every writer drain its outbox in
+        # between: a client that keeps up never sees its queue fill in one burst.
+        self.deliver_slice = max(1, outbox_size // 4)
+        self._send, self._receive = trio.open_memory_channel[Pending](math.inf)
+        self._delivered = trio.Event()  # set (and replaced) after every delivered batch
+        self._busy = False  # a batch is being committed or delivered
+
+    def attach(self) -> None:
+        """Route the hub's numbered events through :meth:`publish_forever`."""
+        if self.store is not None:
+            self.hub.start_ids_after(self.store.last_id)
+        self.hub.publisher = self._send.send_nowait
+
+    def detach(self) -> None:
+        """Back to fanning out at once (the server is stopping)."""
+        self.hub.publisher = None
+
+    async def publish_forever(self) -> None:
+        """Commit what needs storing, then deliver every event, in id order. Runs until
+        cancelled; the hub bounds how many messages may wait here."""
+        async for first in self._receive:
+            self._busy = True
+            batch = [first]
+            while len(batch) < PUBLISH_BATCH:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            failed: set[int] = set()
+            if self.store is not None:
+                to_store = [p for p in batch if p.persist]
+                if to_store:
+                    await self._save_all(self.store, to_store, failed)
+            for start in range(0, len(batch), self.deliver_slice):
+                if start:
+                    await trio.lowlevel.checkpoint()
+                self.hub.deliver_many(batch[start : start + self.deliver_slice], frozenset(failed))
+            self._busy = False
+            self._delivered.set()
+            self._delivered = trio.Event()
+
+    async def settle(self) -> None:
+        """Return once every event numbered so far has been delivered (or failed)."""
+        target = self.hub.last_id
+        while (
+            self.hub.history_bound() <= target
+            or self._receive.statistics().current_buffer_used
+            or self._busy
+        ):
+            await self._delivered.wait()
+
+    async def _save_all(self, store: Store, to_store: list[Pending], failed: set[int]) -> None:
+        """Commit a batch in one transaction; if that fails, find the messages that cannot
+        be stored by saving them one by one (the others still go out)."""
+        try:
+            await store.append_many([stored_form(p) for p in to_store])
+        except StoreError:
+            async with trio.open_nursery() as nursery:
+                for pending in to_store:
+                    nursery.start_soon(self._save, store, pending, failed)
+
+    async def _save(self, store: Store, pending: Pending, failed: set[int]) -> None:
+        record = stored_form(pending)
+        try:
+            await store.append(record)
+        except StoreError as exc:
+            failed.add(id(pending))
+            log.error("message %d not saved: %s", record.id, exc)
+            if pending.sender is not None:
+                self.hub.send_to(
+                    pending.sender,
+                    Error(code="not_saved", text="your message could not be saved; not sent"),
+                )
