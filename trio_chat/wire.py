@@ -20,10 +20,15 @@ T = TypeVar("T", bytes, str)
 
 @dataclass(frozen=True, slots=True)
 class WireFormat(Generic[T]):
-    """A named encoding of server events; the name keys the per-event cache."""
+    """A named encoding of server events; the name keys the per-event cache.
+
+    ``encodes_bundles``: ``encode`` handles a :class:`~trio_chat.protocol.Bundle` itself
+    (otherwise a bundle is its events' encodings one after another).
+    """
 
     name: str
     encode: Callable[[ServerEvent], T]
+    encodes_bundles: bool = False
 
     def __call__(self, event: ServerEvent) -> T:
         return encoded(event, self)
@@ -37,7 +42,7 @@ def encoded(event: ServerEvent, fmt: WireFormat[T]) -> T:
     """
     cached = event.wire.get(fmt.name)
     if cached is None:
-        if isinstance(event, Bundle):
+        if isinstance(event, Bundle) and not fmt.encodes_bundles:
             parts = [encoded(e, fmt) for e in event.events]
             fresh = parts[0][:0].join(parts)  # bytes or str, as the format gives
         else:
@@ -63,8 +68,44 @@ def _text_line(event: ServerEvent) -> bytes:
 JSON_LINES: WireFormat[bytes] = WireFormat("json-lines", _json_line)
 #: One human-readable line per event (``nc`` and other plain line clients).
 TEXT_LINES: WireFormat[bytes] = WireFormat("text-lines", _text_line)
-#: One JSON object per WebSocket text message.
+#: One JSON object per WebSocket text message: the message's text.
 WEBSOCKET_JSON: WireFormat[str] = WireFormat("ws-json", encode_server_event)
+
+
+def websocket_text_frame(payload: bytes) -> bytes:
+    """A whole, unmasked WebSocket text frame (RFC 6455 5.2) as a server sends it."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 1 << 16:
+        return bytes((0x81, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
+
+
+def _ws_frame(event: ServerEvent) -> bytes:
+    if isinstance(event, Raw):
+        return event.data
+    return websocket_text_frame(encoded(event, WEBSOCKET_JSON).encode())
+
+
+def batch_text(events: list[ServerEvent]) -> str:
+    """The text of one ``batch`` message holding ``events``, each as it would be sent alone."""
+    parts = [encoded(event, WEBSOCKET_JSON) for event in events]
+    return '{"type":"batch","events":[' + ",".join(parts) + "]}"
+
+
+def _ws_batch_frame(event: ServerEvent) -> bytes:
+    if isinstance(event, Bundle):
+        return websocket_text_frame(batch_text(list(event.events)).encode())
+    return encoded(event, WEBSOCKET_FRAMES)
+
+
+#: Each event as a complete WebSocket frame, ready for the socket: one message per event.
+WEBSOCKET_FRAMES: WireFormat[bytes] = WireFormat("ws-frames", _ws_frame)
+#: The same for a client that asked for ``batch`` messages: a bundle is one ``batch`` frame.
+WEBSOCKET_BATCH_FRAMES: WireFormat[bytes] = WireFormat(
+    "ws-batch-frames", _ws_batch_frame, encodes_bundles=True
+)
 
 
 _SIZERS: dict[str, Callable[[ServerEvent], int]] = {}

@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -98,7 +98,7 @@ async def ping_when_idle(
     last_heard: Callable[[], float],
     idle: float,
     answer_within: float,
-    send_ping: Callable[[], None],
+    send_ping: Callable[[], Awaitable[None]],
 ) -> str:
     """Keepalive for links that count received bytes: ping after ``idle`` seconds of silence,
     give up ``answer_within`` seconds later if still nothing arrived. Returns the reason."""
@@ -107,8 +107,9 @@ async def ping_when_idle(
         await trio.sleep_until(quiet_since + idle)
         if last_heard() != quiet_since:
             continue  # heard something meanwhile: wait a full idle period from then
-        send_ping()
-        await trio.sleep(answer_within)
+        with trio.move_on_after(answer_within):
+            await send_ping()
+        await trio.sleep_until(quiet_since + idle + answer_within)
         if last_heard() == quiet_since:
             return "ping timeout"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Callable
 
@@ -129,3 +130,23 @@ async def read_line(
             return None
         assert isinstance(event, bytes | LineTooLong)
         return event
+
+
+def socket_fd(stream: trio.abc.Stream) -> int | None:
+    """The file descriptor of a plain socket stream (``None`` for TLS and other streams),
+    for :func:`write_nowait`."""
+    return stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+
+
+def write_nowait(fd: int, data: bytes) -> bytes:
+    """Write what the kernel takes at once to a non-blocking socket; return the rest.
+
+    Only for a stream no task is writing to at the time: it bypasses trio's ``send_all``
+    (which costs a scheduling round even when the data fits), so bytes must not interleave
+    with another write in progress.
+    """
+    try:
+        written = os.write(fd, data)
+    except BlockingIOError:
+        return data
+    return data[written:] if written < len(data) else b""

@@ -8,7 +8,6 @@ anything else, or silence, is a person on a line client, who is then asked for a
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -27,6 +26,8 @@ from .streams import (
     peer_address,
     read_line,
     refuse,
+    socket_fd,
+    write_nowait,
 )
 
 if TYPE_CHECKING:
@@ -112,7 +113,11 @@ class TcpLink:
             # A person on nc cannot answer pings; TCP keepalive (set on the socket) notices a
             # vanished peer instead, and reading then fails.
             await trio.sleep_forever()
-        return await ping_when_idle(lambda: self.last_heard, idle, answer_within, send_ping)
+
+        async def ping() -> None:
+            send_ping()
+
+        return await ping_when_idle(lambda: self.last_heard, idle, answer_within, ping)
 
     async def aclose(self) -> None:
         await self.stream.aclose()
@@ -155,19 +160,10 @@ def direct_writer(
     """For a plain TCP socket: write an event without waiting (``os.write`` on the
     non-blocking socket), returning the part the kernel did not take. TLS streams have none.
     """
-    if not isinstance(stream, trio.SocketStream):
+    fd = socket_fd(stream)
+    if fd is None:
         return None
-    fd = stream.socket.fileno()
-
-    def write_now(event: ServerEvent) -> bytes:
-        data = encoded(event, fmt)
-        try:
-            written = os.write(fd, data)
-        except BlockingIOError:
-            return data
-        return data[written:] if written < len(data) else b""
-
-    return write_now
+    return lambda event: write_nowait(fd, encoded(event, fmt))
 
 
 def enable_keepalive(stream: trio.SocketStream, idle: int = 60, interval: int = 10) -> None:

@@ -1,14 +1,17 @@
 """WebSocket transport and the browser page, on one port.
 
-trio-websocket's own ``serve_websocket`` answers a plain ``GET`` with 400 and dies with the
-first handler that raises (see ``shared/LIBRARIES.md``), so this module accepts TCP itself,
-reads the HTTP request head, and then either upgrades (replaying the head into
-``trio_websocket.wrap_server_stream``) or serves the page with h11. Each connection's
-WebSocket reader task runs in that connection's own nursery.
+This module accepts TCP itself, reads the HTTP request head, and then either upgrades to a
+WebSocket or serves the page with h11. The WebSocket is wsproto (sans-IO) driven by the
+connection's own reader and writer tasks, the same two every TCP connection has: no extra
+task per connection, several frames handled per read, and outgoing frames encoded once per
+event for all receivers (trio-websocket, used by the clients, costs a task and a lock round
+per message, which capped the server's fan-out; see ``shared/LIBRARIES.md``).
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 from collections.abc import Callable
 from importlib import resources
@@ -16,18 +19,40 @@ from typing import TYPE_CHECKING
 
 import h11
 import trio
-import trio_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import AcceptConnection, CloseConnection, Ping, Request
+from wsproto.events import Message as WsMessage
+from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import RemoteProtocolError as HandshakeRefused
 
 from ..protocol import (
     Bundle,
     ClientFrame,
+    Raw,
     RemoteProtocolError,
     ServerEvent,
     decode_client_frame,
 )
-from ..wire import WEBSOCKET_JSON, encoded, sizer
-from .connection import run_connection
-from .streams import ReplayStream, accept_tls, listener_address, peer_address, refuse
+from ..wire import (
+    WEBSOCKET_BATCH_FRAMES,
+    WEBSOCKET_FRAMES,
+    WireFormat,
+    batch_text,
+    encoded,
+    sizer,
+    websocket_text_frame,
+)
+from .connection import ping_when_idle, run_connection
+from .streams import (
+    RECEIVE_SIZE,
+    accept_tls,
+    listener_address,
+    peer_address,
+    refuse,
+    socket_fd,
+    write_nowait,
+)
 
 if TYPE_CHECKING:
     from ..server import ChatServer
@@ -36,33 +61,98 @@ log = logging.getLogger("trio_chat.websocket")
 
 MAX_HEAD_BYTES = 16 * 1024
 HEAD_TIMEOUT = 10.0
-#: Hard WebSocket message cap: beyond it trio-websocket closes with 1009. Below it, a message
-#: over the frame limit only gets an error frame and the connection stays open.
+#: Hard WebSocket message cap: beyond it the server closes with 1009 (message too big).
+#: Below it, a message over the frame limit only gets an error frame; the connection stays.
 WS_HARD_LIMIT = 1024 * 1024
 
 
 class WebSocketLink:
-    """A :class:`~trio_chat.transports.connection.Link` over one WebSocket."""
+    """A :class:`~trio_chat.transports.connection.Link` over one WebSocket.
+
+    wsproto parses what arrives (the handshake, frames, pings, close); what the server
+    sends is framed by :mod:`trio_chat.wire` and cached on each event, so a message fanned
+    out to many WebSocket clients is framed once, like a JSON line, and everything queued
+    for a client goes out in one write. Several frames that arrive in one read are handled
+    in one go.
+    """
 
     transport = "websocket"
     plain_text = False
 
     def __init__(
-        self, ws: trio_websocket.WebSocketConnection, address: str, max_frame_bytes: int
+        self,
+        stream: trio.abc.Stream,
+        ws: WSConnection,
+        address: str,
+        max_frame_bytes: int,
+        already_received: bytes = b"",
     ) -> None:
+        self.stream = stream
         self.ws = ws
+        if already_received:  # frames a client sent right behind its upgrade request
+            ws.receive_data(already_received)
         self.address = address
         self.max_frame_bytes = max_frame_bytes
-        self.measure = sizer(WEBSOCKET_JSON)
+        self.measure = sizer(WEBSOCKET_FRAMES)
         self.batching = False
-        # Every write goes through trio-websocket's own writer.
-        self.write_now: Callable[[ServerEvent], bytes] | None = None
+        self.last_heard = trio.current_time()
+        self._frames: collections.deque[ClientFrame | RemoteProtocolError] = collections.deque()
+        self._message: list[str | bytes] = []  # parts of a message still arriving
+        self._message_size = 0
+        self._closed = False  # a close frame came or went: nothing more to read
+        self._unparsed = True
+        # The writer, the reader (answering pings) and the keepalive (sending them) share
+        # the stream; trio allows one send_all at a time.
+        self._send_lock = trio.Lock()
+        fd = socket_fd(stream)
+        self.write_now: Callable[[ServerEvent], bytes] | None = (
+            None if fd is None else lambda event: self._write_nowait(fd, event)
+        )
+
+    def _format(self) -> WireFormat[bytes]:
+        return WEBSOCKET_BATCH_FRAMES if self.batching else WEBSOCKET_FRAMES
 
     async def receive(self) -> ClientFrame | RemoteProtocolError | None:
-        try:
-            message = await self.ws.get_message()
-        except trio_websocket.ConnectionClosed:
-            return None
+        while not self._frames:
+            if self._unparsed:  # new bytes, or frames that came with the handshake
+                self._unparsed = False
+                await self._handle_events()
+                continue
+            if self._closed:
+                return None
+            try:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                self._closed = True
+                return None
+            self.last_heard = trio.current_time()
+            self.ws.receive_data(bytes(data))
+            self._unparsed = True
+        return self._frames.popleft()
+
+    async def _handle_events(self) -> None:
+        for event in self.ws.events():
+            if isinstance(event, WsMessage):
+                self._message.append(event.data)
+                self._message_size += len(event.data)
+                if self._message_size > WS_HARD_LIMIT:
+                    await self._close(CloseReason.MESSAGE_TOO_BIG, "message too big")
+                    return
+                if event.message_finished:
+                    self._frames.append(self._decode(self._message))
+                    self._message, self._message_size = [], 0
+            elif isinstance(event, Ping):
+                await self._write(self.ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                # The peer closes (or sent something wsproto refuses, given here as the
+                # close it calls for): answer, and read no more.
+                await self._close(event.code, event.reason or "")
+                return
+
+    def _decode(self, parts: list[str | bytes]) -> ClientFrame | RemoteProtocolError:
+        message = parts[0] if len(parts) == 1 else parts[0][:0].join(parts)  # type: ignore[arg-type]
         size = len(message.encode() if isinstance(message, str) else message)
         if size > self.max_frame_bytes:
             return RemoteProtocolError(
@@ -74,22 +164,44 @@ class WebSocketLink:
             return exc
 
     async def send(self, events: list[ServerEvent]) -> int:
-        parts = [
-            encoded(event, WEBSOCKET_JSON)
-            for item in events
-            for event in (item.events if isinstance(item, Bundle) else (item,))
-        ]
+        fmt = self._format()
+        if len(events) == 1 or not self.batching:
+            data = b"".join([encoded(item, fmt) for item in events])
+        else:
+            # Several items for a batching client: one batch message for all of their
+            # events (after the rest of a direct write, which is always first).
+            prefix = b""
+            if isinstance(events[0], Raw):
+                prefix, events = events[0].data, events[1:]
+            flat = [e for item in events for e in _events_of(item)]
+            body = encoded(flat[0], fmt) if len(flat) == 1 else batch_frame(flat)
+            data = prefix + body
+            events = [*([Raw(data=prefix)] if prefix else []), *events]
+        await self._write(data)
+        measure = self.measure
+        return sum(measure(item) for item in events)
+
+    def _write_nowait(self, fd: int, event: ServerEvent) -> bytes:
+        if self._send_lock.locked() or self._closed:
+            return encoded(event, self._format())  # another write is under way: queue it
+        return write_nowait(fd, encoded(event, self._format()))
+
+    async def _write(self, data: bytes) -> None:
         try:
-            if self.batching and len(parts) > 1:
-                # One WebSocket message for everything queued: each event as it would be
-                # sent alone (encoded once for every receiver), in order.
-                await self.ws.send_message('{"type":"batch","events":[' + ",".join(parts) + "]}")
-            else:
-                for part in parts:
-                    await self.ws.send_message(part)
-        except trio_websocket.ConnectionClosed as exc:
-            raise trio.BrokenResourceError("websocket closed") from exc
-        return sum(map(len, parts))
+            self._send_lock.acquire_nowait()  # no scheduling round when nobody else writes
+        except trio.WouldBlock:
+            await self._send_lock.acquire()
+        try:
+            await self.stream.send_all(data)
+        finally:
+            self._send_lock.release()
+
+    async def _close(self, code: int, reason: str) -> None:
+        """Send a close frame if the WebSocket is still open (best effort), then stop reading."""
+        self._closed = True
+        if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self._write(self.ws.send(CloseConnection(code=code, reason=reason)))
 
     async def prompt_nick(self) -> None:
         return None
@@ -97,19 +209,31 @@ class WebSocketLink:
     async def keepalive(
         self, idle: float, answer_within: float, send_ping: Callable[[], None]
     ) -> str:
-        """WebSocket ping frames, which every client library and browser answers by itself."""
-        while True:
-            await trio.sleep(idle)
-            with trio.move_on_after(answer_within):
-                try:
-                    await self.ws.ping()
-                except trio_websocket.ConnectionClosed:
-                    return "connection lost"
-                continue
-            return "ping timeout"
+        """WebSocket ping frames, which every client library and browser answers by itself
+        (``send_ping``, a JSON ``ping``, is for JSON-lines clients). Anything heard from
+        the peer counts as the answer."""
+
+        async def ping() -> None:
+            if self.ws.state is ConnectionState.OPEN:
+                await self._write(self.ws.send(Ping(payload=b"keepalive")))
+
+        try:
+            return await ping_when_idle(lambda: self.last_heard, idle, answer_within, ping)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return "connection lost"
 
     async def aclose(self) -> None:
-        await self.ws.aclose()
+        await self._close(CloseReason.NORMAL_CLOSURE, "")
+        await self.stream.aclose()
+
+
+def _events_of(item: ServerEvent) -> tuple[ServerEvent, ...]:
+    return item.events if isinstance(item, Bundle) else (item,)
+
+
+def batch_frame(events: list[ServerEvent]) -> bytes:
+    """One WebSocket frame holding a ``batch`` message of ``events``."""
+    return websocket_text_frame(batch_text(events).encode())
 
 
 async def read_head(stream: trio.abc.Stream) -> bytes | None:
@@ -202,12 +326,7 @@ async def handle_ws_port(server: ChatServer, stream: trio.SocketStream) -> None:
                 await refuse(stream, http_error(503, f"{refusal}\n".encode()))
                 return
             await serve_ws_port_connection(server, stream, address)
-    except (
-        trio.BrokenResourceError,
-        trio.ClosedResourceError,
-        trio_websocket.ConnectionClosed,
-        trio_websocket.HandshakeError,
-    ):
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     except Exception:
         log.exception("websocket connection from %s failed", address)
@@ -233,13 +352,30 @@ async def serve_ws_port_connection(
                 return
         if head is None:
             return
-        async with trio.open_nursery() as nursery:
-            ws_request = await trio_websocket.wrap_server_stream(
-                nursery, ReplayStream(web_stream, head), max_message_size=WS_HARD_LIMIT
-            )
-            ws = await ws_request.accept()
-            await run_connection(server, WebSocketLink(ws, address, server.config.max_frame_bytes))
-            nursery.cancel_scope.cancel()
+        end = head.index(b"\r\n\r\n") + 4
+        ws = accept_websocket(head[:end])
+        if ws is None:
+            await web_stream.send_all(http_error(400, b"bad WebSocket handshake\n"))
+            return
+        await web_stream.send_all(ws.send(AcceptConnection()))
+        link = WebSocketLink(
+            web_stream, ws, address, server.config.max_frame_bytes, already_received=head[end:]
+        )
+        await run_connection(server, link)
+
+
+def accept_websocket(head: bytes) -> WSConnection | None:
+    """A server-side WebSocket for the upgrade request ``head``, ready to accept; ``None``
+    if the request is not a valid handshake. (wsproto's server drops bytes that follow the
+    request, so the caller hands those to the link itself.)"""
+    ws = WSConnection(ConnectionType.SERVER)
+    try:
+        ws.receive_data(head)
+        if any(isinstance(event, Request) for event in ws.events()):
+            return ws
+    except HandshakeRefused:
+        pass
+    return None
 
 
 async def serve_websocket_chat(

@@ -1,0 +1,187 @@
+"""The WebSocket transport at the frame level: a client made of raw bytes and wsproto.
+
+The friendly clients (trio-websocket, browsers) never send frames in odd shapes; these tests
+do: frames pipelined with the handshake, fragments, pings, oversized and unmasked frames,
+a bad handshake, and a close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    Request,
+    TextMessage,
+)
+
+from trio_chat.testing import DEFAULT_TIMEOUT, TestServer, open_client
+
+
+class RawWebSocket:
+    """A WebSocket client that shows every event wsproto parses from the server."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.pending: list[Event] = []
+
+    async def next_event(self) -> Event | None:
+        """The next event from the server; ``None`` once the socket closed."""
+        with trio.fail_after(DEFAULT_TIMEOUT):
+            while not self.pending:
+                data = await self.stream.receive_some(65536)
+                if not data:
+                    return None
+                self.ws.receive_data(data)
+                self.pending.extend(self.ws.events())
+        return self.pending.pop(0)
+
+    async def next_frame(self) -> dict[str, Any]:
+        event = await self.next_event()
+        assert isinstance(event, TextMessage), event
+        frame: dict[str, Any] = json.loads(event.data)
+        return frame
+
+    async def frame_of_type(self, kind: str) -> dict[str, Any]:
+        while (frame := await self.next_frame())["type"] != kind:
+            pass
+        return frame
+
+    def text(self, obj: dict[str, Any]) -> bytes:
+        return self.ws.send(TextMessage(data=json.dumps(obj)))
+
+
+@asynccontextmanager
+async def raw_websocket(chat: TestServer) -> AsyncIterator[RawWebSocket]:
+    """Connect and upgrade."""
+    host, port = chat.address("ws")
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        client = RawWebSocket(stream)
+        request = client.ws.send(Request(host=f"{host}:{port}", target="/"))
+        await stream.send_all(request)
+        accepted = await client.next_event()
+        assert isinstance(accepted, AcceptConnection)
+        yield client
+
+
+def hello(nick: str) -> dict[str, str]:
+    return {"type": "hello", "nick": nick}
+
+
+async def test_frames_sent_with_the_handshake_and_in_fragments_are_all_read(
+    chat_server: TestServer,
+) -> None:
+    async with open_client(chat_server, "bob") as bob:
+        host, port = chat_server.address("ws")
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            client = RawWebSocket(stream)
+            # wsproto frames nothing before the 101, so the handshake goes alone; then
+            # everything else in one write.
+            await stream.send_all(client.ws.send(Request(host=f"{host}:{port}", target="/")))
+            assert isinstance(await client.next_event(), AcceptConnection)
+            say = json.dumps({"type": "say", "text": "in three pieces"})
+            burst = (
+                client.text(hello("wes"))
+                + client.text({"type": "say", "text": "first"})
+                + client.ws.send(TextMessage(data=say[:10], message_finished=False))
+                + client.ws.send(TextMessage(data=say[10:20], message_finished=False))
+                + client.ws.send(TextMessage(data=say[20:], message_finished=True))
+            )
+            await stream.send_all(burst)
+            assert (await client.frame_of_type("welcome"))["nick"] == "wes"
+            for text in ("first", "in three pieces"):
+                assert (await bob.expect("message", lambda e: e.nick == "wes")).text == text
+
+
+async def test_frames_in_the_same_packet_as_the_handshake_are_read(
+    chat_server: TestServer,
+) -> None:
+    host, port = chat_server.address("ws")
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        client = RawWebSocket(stream)
+        request = client.ws.send(Request(host=f"{host}:{port}", target="/"))
+        # A masked text frame written by hand: wsproto frames nothing before the 101.
+        payload = json.dumps(hello("eager")).encode()
+        mask = b"\x01\x02\x03\x04"
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        await stream.send_all(request + bytes((0x81, 0x80 | len(payload))) + mask + masked)
+        assert isinstance(await client.next_event(), AcceptConnection)
+        assert (await client.frame_of_type("welcome"))["nick"] == "eager"
+
+
+async def test_a_ping_frame_is_answered_with_its_payload(chat_server: TestServer) -> None:
+    async with raw_websocket(chat_server) as client:
+        await client.stream.send_all(client.text(hello("pinger")))
+        await client.frame_of_type("join")
+        await client.stream.send_all(client.ws.send(Ping(payload=b"are you there")))
+        while not isinstance(event := await client.next_event(), Pong):
+            assert isinstance(event, TextMessage)
+        assert event.payload == b"are you there"
+
+
+async def test_a_message_over_one_mebibyte_closes_with_1009_and_costs_nobody_else(
+    chat_server: TestServer,
+) -> None:
+    async with open_client(chat_server, "bob") as bob, raw_websocket(chat_server) as client:
+        await client.stream.send_all(client.text(hello("huge")))
+        await client.frame_of_type("join")
+        big = client.ws.send(TextMessage(data="x" * (1024 * 1024 + 10)))
+        with contextlib.suppress(trio.BrokenResourceError):  # it may close before reading all
+            await client.stream.send_all(big)
+        while not isinstance(event := await client.next_event(), CloseConnection):
+            assert event is not None, "closed without a close frame"
+        assert event.code == 1009
+        assert (await bob.expect("leave", lambda e: e.nick == "huge")).nick == "huge"
+        await bob.say("still fine")
+        assert (await bob.expect("message")).text == "still fine"
+
+
+async def test_an_unmasked_client_frame_is_a_protocol_error(chat_server: TestServer) -> None:
+    async with raw_websocket(chat_server) as client:
+        payload = json.dumps(hello("nomask")).encode()
+        await client.stream.send_all(bytes((0x81, len(payload))) + payload)
+        event = await client.next_event()
+        assert isinstance(event, CloseConnection)
+        assert event.code == 1002
+
+
+async def test_a_close_frame_is_answered_and_the_others_see_the_user_leave(
+    chat_server: TestServer,
+) -> None:
+    async with open_client(chat_server, "bob") as bob, raw_websocket(chat_server) as client:
+        await client.stream.send_all(client.text(hello("leaver")))
+        await client.frame_of_type("join")
+        await client.stream.send_all(client.ws.send(CloseConnection(code=1000, reason="bye")))
+        while not isinstance(event := await client.next_event(), CloseConnection):
+            assert event is not None, "closed without answering the close"
+        assert event.code == 1000
+        assert (await bob.expect("leave", lambda e: e.nick == "leaver")).nick == "leaver"
+
+
+async def test_an_upgrade_without_a_websocket_key_gets_http_400(chat_server: TestServer) -> None:
+    host, port = chat_server.address("ws")
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        await stream.send_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        reply = b""
+        with trio.fail_after(DEFAULT_TIMEOUT):
+            while chunk := await stream.receive_some(4096):
+                reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n")
