@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
@@ -48,6 +49,15 @@ def stored_form(pending: Pending) -> StoredMessage:
     )
 
 
+@dataclass(eq=False)
+class _Committing:
+    """A batch on its way through the store: ``done`` once committed (or failed)."""
+
+    batch: list[Pending]
+    done: trio.Event = field(default_factory=trio.Event)
+    failed: set[int] = field(default_factory=set)  # id() of the pendings not stored
+
+
 class Publisher:
     """Commit (if there is a ``store``), then deliver, every event the hub publishes."""
 
@@ -59,7 +69,7 @@ class Publisher:
         self.deliver_slice = max(1, outbox_size // 4)
         self._send, self._receive = trio.open_memory_channel[Pending](math.inf)
         self._delivered = trio.Event()  # set (and replaced) after every delivered batch
-        self._busy = False  # a batch is being committed or delivered
+        self._in_flight = 0  # batches taken from the queue and not yet delivered
 
     def attach(self) -> None:
         """Route the hub's numbered events through :meth:`publish_forever`."""
@@ -73,27 +83,57 @@ class Publisher:
 
     async def publish_forever(self) -> None:
         """Commit what needs storing, then deliver every event, in id order. Runs until
-        cancelled; the hub bounds how many messages may wait here."""
-        async for first in self._receive:
-            self._busy = True
-            batch = [first]
-            while len(batch) < PUBLISH_BATCH:
-                try:
-                    batch.append(self._receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            failed: set[int] = set()
-            if self.store is not None:
+        cancelled; the hub bounds how many messages may wait here.
+
+        With a store this is a two-stage pipeline: while one batch is being committed, the
+        next is already taken and sent to the store, and a second task delivers each batch
+        once its own commit is done, in the order the batches were taken. So the loop
+        thread goes on reading and fanning out while the disk works, and the store's writer
+        always has the next batch waiting.
+        """
+        if self.store is None:
+            async for first in self._receive:
+                self._in_flight += 1
+                await self._deliver(self._take_batch(first), frozenset())
+            return
+        store = self.store
+        async with trio.open_nursery() as nursery:
+            committed_send, committed_receive = trio.open_memory_channel[_Committing](math.inf)
+            nursery.start_soon(self._deliver_committed, committed_receive)
+            async for first in self._receive:
+                self._in_flight += 1
+                batch = self._take_batch(first)
+                commit = _Committing(batch)
                 to_store = [p for p in batch if p.persist]
                 if to_store:
-                    await self._save_all(self.store, to_store, failed)
-            for start in range(0, len(batch), self.deliver_slice):
-                if start:
-                    await trio.lowlevel.checkpoint()
-                self.hub.deliver_many(batch[start : start + self.deliver_slice], frozenset(failed))
-            self._busy = False
-            self._delivered.set()
-            self._delivered = trio.Event()
+                    nursery.start_soon(self._save_all, store, to_store, commit)
+                else:
+                    commit.done.set()
+                committed_send.send_nowait(commit)
+
+    def _take_batch(self, first: Pending) -> list[Pending]:
+        batch = [first]
+        while len(batch) < PUBLISH_BATCH:
+            try:
+                batch.append(self._receive.receive_nowait())
+            except trio.WouldBlock:
+                break
+        return batch
+
+    async def _deliver_committed(self, commits: trio.MemoryReceiveChannel[_Committing]) -> None:
+        async for commit in commits:
+            await commit.done.wait()
+            await self._deliver(commit.batch, frozenset(commit.failed))
+
+    async def _deliver(self, batch: list[Pending], failed: frozenset[int]) -> None:
+        """Hand ``batch`` to the hub a slice at a time (see ``deliver_slice``)."""
+        for start in range(0, len(batch), self.deliver_slice):
+            if start:
+                await trio.lowlevel.checkpoint()
+            self.hub.deliver_many(batch[start : start + self.deliver_slice], failed)
+        self._in_flight -= 1
+        self._delivered.set()
+        self._delivered = trio.Event()
 
     async def settle(self) -> None:
         """Return once every event numbered so far has been delivered (or failed)."""
@@ -101,11 +141,11 @@ class Publisher:
         while (
             self.hub.history_bound() <= target
             or self._receive.statistics().current_buffer_used
-            or self._busy
+            or self._in_flight
         ):
             await self._delivered.wait()
 
-    async def _save_all(self, store: Store, to_store: list[Pending], failed: set[int]) -> None:
+    async def _save_all(self, store: Store, to_store: list[Pending], commit: _Committing) -> None:
         """Commit a batch in one transaction; if that fails, find the messages that cannot
         be stored by saving them one by one (the others still go out)."""
         try:
@@ -113,7 +153,9 @@ class Publisher:
         except StoreError:
             async with trio.open_nursery() as nursery:
                 for pending in to_store:
-                    nursery.start_soon(self._save, store, pending, failed)
+                    nursery.start_soon(self._save, store, pending, commit.failed)
+        finally:
+            commit.done.set()
 
     async def _save(self, store: Store, pending: Pending, failed: set[int]) -> None:
         record = stored_form(pending)

@@ -25,7 +25,7 @@ class AccountExists(Exception):
     """An account with this name key is already registered."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: that makes __init__ twice as slow, once per message
 class StoredMessage:
     """One chat line as stored.
 
