@@ -25,7 +25,16 @@ from wsproto.events import (
     TextMessage,
 )
 
+from trio_chat.protocol import Bundle, Message, Raw
 from trio_chat.testing import DEFAULT_TIMEOUT, TestServer, open_client
+from trio_chat.transports.websocket import _batched
+from trio_chat.wire import (
+    WEBSOCKET_BATCH_FRAMES,
+    WEBSOCKET_FRAMES,
+    WEBSOCKET_KEEPALIVE_PING,
+    batch_text,
+    encoded,
+)
 
 
 class RawWebSocket:
@@ -185,3 +194,14 @@ async def test_an_upgrade_without_a_websocket_key_gets_http_400(chat_server: Tes
             while chunk := await stream.receive_some(4096):
                 reply += chunk
     assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+def test_a_batching_websocket_client_gets_runs_as_batches_and_raw_bytes_in_place() -> None:
+    one, two, three = (
+        Message(id=i, ts=0.0, room="#lobby", nick="ann", text=str(i)) for i in (1, 2, 3)
+    )
+    ping = Raw(data=WEBSOCKET_KEEPALIVE_PING)
+    frames = _batched([Bundle(events=(one, two)), ping, three])
+    assert frames[0] == encoded(Bundle(events=(one, two)), WEBSOCKET_BATCH_FRAMES)
+    assert batch_text([one, two]).encode() in frames[0]
+    assert frames[1:] == [WEBSOCKET_KEEPALIVE_PING, encoded(three, WEBSOCKET_FRAMES)]

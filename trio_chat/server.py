@@ -18,6 +18,7 @@ import trio
 from .commands import CommandContext, CommandError, CommandRegistry, run_command
 from .config import ServerConfig
 from .hub import Hub, NotInRoom, Session, host_of
+from .keepalive import Keepalive
 from .limits import ConnectionLimiter
 from .metrics import Metrics, serve_metrics
 from .names import InvalidName, normalize_nick
@@ -66,6 +67,11 @@ class ChatServer:
         #: Counters for Prometheus; ``self.metrics.render()`` answers a scrape.
         self.metrics = Metrics()
         self.hub = Hub(metrics=self.metrics)
+        self.keepalive = Keepalive(
+            self.hub.send_to,
+            idle=self.config.idle_timeout,
+            answer_within=self.config.ping_timeout,
+        )
         self.hub.quiet_room_size = self.config.quiet_room_size
         self.commands = CommandRegistry()
         self.pm: pluggy.PluginManager = new_plugin_manager()
@@ -402,6 +408,7 @@ class ChatServer:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(publisher.publish_forever)
+            nursery.start_soon(self.keepalive.run)
             if self.persistence is not None and self.config.keep_days is not None:
                 nursery.start_soon(self.persistence.prune_forever, self.config.keep_days)
             # Listeners live in their own nursery so that stopping them stops accepting

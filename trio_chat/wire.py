@@ -82,6 +82,10 @@ def websocket_text_frame(payload: bytes) -> bytes:
     return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
 
 
+#: The ping frame the server's keepalive sends (opcode 9, payload "keepalive").
+WEBSOCKET_KEEPALIVE_PING = bytes((0x89, 9)) + b"keepalive"
+
+
 def _ws_frame(event: ServerEvent) -> bytes:
     if isinstance(event, Raw):
         return event.data

@@ -8,10 +8,9 @@ nursery (the writer beside the reader), so a failure here ends this connection o
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -35,7 +34,6 @@ from ..protocol import (
     RemoteProtocolError,
     Say,
     ServerEvent,
-    ServerPing,
     Welcome,
 )
 
@@ -78,12 +76,6 @@ class Link(Protocol):
         """Ask for a nickname (text mode prints a prompt; JSON waits for ``hello``)."""
         ...
 
-    async def keepalive(
-        self, idle: float, answer_within: float, send_ping: Callable[[], None]
-    ) -> str:
-        """Return (with the reason) once the peer has gone quiet and did not answer a ping."""
-        ...
-
     async def aclose(self) -> None: ...
 
     #: Bytes an event takes on this link (one function per wire format; see wire.sizer).
@@ -92,26 +84,11 @@ class Link(Protocol):
     write_now: Callable[[ServerEvent], bytes] | None
     #: The client asked for several events per message (``"batch": true`` in its hello).
     batching: bool
-
-
-async def ping_when_idle(
-    last_heard: Callable[[], float],
-    idle: float,
-    answer_within: float,
-    send_ping: Callable[[], Awaitable[None]],
-) -> str:
-    """Keepalive for links that count received bytes: ping after ``idle`` seconds of silence,
-    give up ``answer_within`` seconds later if still nothing arrived. Returns the reason."""
-    while True:
-        quiet_since = last_heard()
-        await trio.sleep_until(quiet_since + idle)
-        if last_heard() != quiet_since:
-            continue  # heard something meanwhile: wait a full idle period from then
-        with trio.move_on_after(answer_within):
-            await send_ping()
-        await trio.sleep_until(quiet_since + idle + answer_within)
-        if last_heard() == quiet_since:
-            return "ping timeout"
+    #: ``trio.current_time()`` when the peer last sent anything (the keepalive reads it).
+    last_heard: float
+    #: A new keepalive ping in this link's form, or None for peers that cannot answer
+    #: (a person on ``nc``; TCP keepalive on the socket notices those vanishing).
+    keepalive_ping: Callable[[], ServerEvent] | None
 
 
 async def run_connection(server: ChatServer, link: Link) -> None:
@@ -152,6 +129,7 @@ async def run_connection(server: ChatServer, link: Link) -> None:
             end_label = session.close_code  # quit, slow_consumer, shutdown, ...
         metrics.disconnects_total.labels(end_label or _REASON_CODES.get(reason, "other")).inc()
         if session is not None:
+            server.keepalive.forget(session)
             if session.close_reason is not None:
                 reason = session.close_reason
             server.hub.detach(session, reason)
@@ -283,21 +261,10 @@ async def _serve_session(
                 writer_done.set()
             nursery.cancel_scope.cancel()
 
-        async def watch() -> None:
-            nonlocal reason
-            cfg = server.config
-            tokens = itertools.count(1)
-            reason = await link.keepalive(
-                cfg.idle_timeout,
-                cfg.ping_timeout,
-                lambda: server.hub.send_to(session, ServerPing(token=str(next(tokens)))),
-            )
-            log.info("quiet nick=%s addr=%s reason=%r", session.nick, link.address, reason)
-            nursery.cancel_scope.cancel()
-
         flood = FloodGuard(server.config.flood_rate, server.config.flood_burst)
         nursery.start_soon(write)
-        nursery.start_soon(watch)
+        if link.keepalive_ping is not None:
+            server.keepalive.watch(session, lambda: link.last_heard, link.keepalive_ping)
         with trio.CancelScope() as reading:
             # The server ends a session (quit, kick off, flooding, slow, shutdown) by
             # stopping its reader; the writer then still delivers what is queued.

@@ -7,6 +7,7 @@ anything else, or silence, is a person on a line client, who is then asked for a
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 from collections.abc import Callable
@@ -15,10 +16,16 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..framing import LineBuffer, LineTooLong
-from ..protocol import ClientFrame, RemoteProtocolError, ServerEvent, decode_client_frame
+from ..protocol import (
+    ClientFrame,
+    RemoteProtocolError,
+    ServerEvent,
+    ServerPing,
+    decode_client_frame,
+)
 from ..textmode import NICK_PROMPT, decode_text_line, parse_command_line
 from ..wire import JSON_LINES, TEXT_LINES, WireFormat, encoded, sizer
-from .connection import ping_when_idle, run_connection
+from .connection import run_connection
 from .streams import (
     RECEIVE_SIZE,
     accept_tls,
@@ -34,6 +41,8 @@ if TYPE_CHECKING:
     from ..server import ChatServer
 
 log = logging.getLogger("trio_chat.tcp")
+
+_PING_TOKENS = itertools.count(1)
 
 
 class TcpLink:
@@ -63,6 +72,11 @@ class TcpLink:
         self.write_now = direct_writer(stream, self.format)
         # Lines are batched into one write anyway; a "batch" hello changes nothing here.
         self.batching = False
+        # A person on nc cannot answer pings; TCP keepalive (set on the socket) notices a
+        # vanished peer instead, and reading then fails.
+        self.keepalive_ping: Callable[[], ServerEvent] | None = (
+            None if plain_text else lambda: ServerPing(token=str(next(_PING_TOKENS)))
+        )
 
     async def receive(self) -> ClientFrame | RemoteProtocolError | None:
         while True:
@@ -105,19 +119,6 @@ class TcpLink:
             self._skip_prompt = False
         elif self.plain_text:
             await self.stream.send_all(NICK_PROMPT.encode() + b"\n")
-
-    async def keepalive(
-        self, idle: float, answer_within: float, send_ping: Callable[[], None]
-    ) -> str:
-        if self.plain_text:
-            # A person on nc cannot answer pings; TCP keepalive (set on the socket) notices a
-            # vanished peer instead, and reading then fails.
-            await trio.sleep_forever()
-
-        async def ping() -> None:
-            send_ping()
-
-        return await ping_when_idle(lambda: self.last_heard, idle, answer_within, ping)
 
     async def aclose(self) -> None:
         await self.stream.aclose()

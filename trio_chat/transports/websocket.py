@@ -37,13 +37,14 @@ from ..protocol import (
 from ..wire import (
     WEBSOCKET_BATCH_FRAMES,
     WEBSOCKET_FRAMES,
+    WEBSOCKET_KEEPALIVE_PING,
     WireFormat,
     batch_text,
     encoded,
     sizer,
     websocket_text_frame,
 )
-from .connection import ping_when_idle, run_connection
+from .connection import run_connection
 from .streams import (
     RECEIVE_SIZE,
     accept_tls,
@@ -101,9 +102,14 @@ class WebSocketLink:
         self._message_size = 0
         self._closed = False  # a close frame came or went: nothing more to read
         self._unparsed = True
-        # The writer, the reader (answering pings) and the keepalive (sending them) share
-        # the stream; trio allows one send_all at a time.
+        # The writer and the reader (answering pings) share the stream; trio allows one
+        # send_all at a time.
         self._send_lock = trio.Lock()
+        # Keepalive pings are WebSocket ping frames, which every client library and browser
+        # answers by itself; they go through the writer like everything else.
+        self.keepalive_ping: Callable[[], ServerEvent] | None = lambda: Raw(
+            data=WEBSOCKET_KEEPALIVE_PING
+        )
         fd = socket_fd(stream)
         self.write_now: Callable[[ServerEvent], bytes] | None = (
             None if fd is None else lambda event: self._write_nowait(fd, event)
@@ -168,15 +174,7 @@ class WebSocketLink:
         if len(events) == 1 or not self.batching:
             data = b"".join([encoded(item, fmt) for item in events])
         else:
-            # Several items for a batching client: one batch message for all of their
-            # events (after the rest of a direct write, which is always first).
-            prefix = b""
-            if isinstance(events[0], Raw):
-                prefix, events = events[0].data, events[1:]
-            flat = [e for item in events for e in _events_of(item)]
-            body = encoded(flat[0], fmt) if len(flat) == 1 else batch_frame(flat)
-            data = prefix + body
-            events = [*([Raw(data=prefix)] if prefix else []), *events]
+            data = b"".join(_batched(events))
         await self._write(data)
         measure = self.measure
         return sum(measure(item) for item in events)
@@ -206,29 +204,29 @@ class WebSocketLink:
     async def prompt_nick(self) -> None:
         return None
 
-    async def keepalive(
-        self, idle: float, answer_within: float, send_ping: Callable[[], None]
-    ) -> str:
-        """WebSocket ping frames, which every client library and browser answers by itself
-        (``send_ping``, a JSON ``ping``, is for JSON-lines clients). Anything heard from
-        the peer counts as the answer."""
-
-        async def ping() -> None:
-            if self.ws.state is ConnectionState.OPEN:
-                await self._write(self.ws.send(Ping(payload=b"keepalive")))
-
-        try:
-            return await ping_when_idle(lambda: self.last_heard, idle, answer_within, ping)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return "connection lost"
-
     async def aclose(self) -> None:
         await self._close(CloseReason.NORMAL_CLOSURE, "")
         await self.stream.aclose()
 
 
-def _events_of(item: ServerEvent) -> tuple[ServerEvent, ...]:
-    return item.events if isinstance(item, Bundle) else (item,)
+def _batched(items: list[ServerEvent]) -> list[bytes]:
+    """Frames for a batching client: each run of events as one ``batch`` message (a lone
+    event as itself); bytes already framed (``Raw``: a ping, the rest of a direct write)
+    go out as they are, in their place."""
+    frames: list[bytes] = []
+    run: list[ServerEvent] = []
+    for item in [*items, None]:
+        if item is not None and not isinstance(item, Raw):
+            run.extend(item.events if isinstance(item, Bundle) else (item,))
+            continue
+        if len(run) == 1:
+            frames.append(encoded(run[0], WEBSOCKET_FRAMES))
+        elif run:
+            frames.append(batch_frame(run))
+        run = []
+        if item is not None:
+            frames.append(item.data)
+    return frames
 
 
 def batch_frame(events: list[ServerEvent]) -> bytes:
