@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from trio_chat.hub import Hub, Pending, Session
 from trio_chat.outbox import Outbox
-from trio_chat.protocol import Bundle, Joined, Message, ServerEvent
+from trio_chat.protocol import Bundle, Joined, Message, Raw, ServerEvent
 from trio_chat.wire import JSON_LINES, TEXT_LINES, WEBSOCKET_JSON, encoded, sizer
 
 
@@ -97,3 +99,37 @@ def test_a_bundle_is_encoded_as_its_events_one_after_another() -> None:
     for fmt in (JSON_LINES, TEXT_LINES):
         assert encoded(bundle, fmt) == b"".join(encoded(m, fmt) for m in lines)
     assert sizer(WEBSOCKET_JSON)(bundle) == sum(len(encoded(m, WEBSOCKET_JSON)) for m in lines)
+
+
+def test_fan_out_writes_straight_to_each_receiver_with_nothing_queued() -> None:
+    """However close together events come (no busy-hub window): waking a writer for a
+    receiver that has nothing queued costs task steps and milliseconds of latency."""
+    hub, queue = published_hub()
+    ann, bob = connect(hub, "ann"), connect(hub, "bob")
+    hub.deliver_many(queue)
+    queue.clear()
+    received(ann), received(bob)
+    ann.queued_bytes = bob.queued_bytes = 0
+    wire: dict[str, list[bytes]] = {"ann": [], "bob": []}
+
+    def socket_of(nick: str, takes: int | None = None) -> Callable[[ServerEvent], bytes]:
+        def write_now(event: ServerEvent) -> bytes:
+            data = encoded(event, JSON_LINES)
+            cut = len(data) if takes is None else takes
+            wire[nick].append(data[:cut])
+            return data[cut:]
+
+        return write_now
+
+    ann.write_now, bob.write_now = socket_of("ann"), socket_of("bob", takes=5)
+    first = hub.say(ann, "#lobby", "one")
+    hub.deliver_many(queue)
+    queue.clear()
+    second = hub.say(ann, "#lobby", "two")  # right after: still written directly to ann
+    hub.deliver_many(queue)
+
+    assert wire["ann"] == [encoded(first, JSON_LINES), encoded(second, JSON_LINES)]
+    assert received(ann) == [] and ann.queued_bytes == 0
+    # bob's socket took 5 bytes of the first line; the rest and the second line wait, in order.
+    assert wire["bob"] == [encoded(first, JSON_LINES)[:5]]
+    assert received(bob) == [Raw(data=encoded(first, JSON_LINES)[5:]), second]
