@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 import trio
+
+from trio_chat.server import FULL_GC_EVERY, quiet_gc
 
 CLI = [sys.executable, "-m", "trio_chat.cli"]
 
@@ -147,3 +150,15 @@ async def test_config_file_then_environment_then_flags(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(10):
             await process.wait()
+
+
+def test_quiet_gc_freezes_start_up_objects_and_spaces_full_collections() -> None:
+    """The CLI's server process, once listening (see ``run_until_signal``)."""
+    threshold = gc.get_threshold()
+    try:
+        quiet_gc()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (*threshold[:2], FULL_GC_EVERY)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
