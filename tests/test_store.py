@@ -620,3 +620,18 @@ async def append_expecting_error(store: Store, record: StoredMessage, outcome: l
         outcome.append("ok")
     except StoreError:
         outcome.append("StoreError")
+
+
+async def test_batches_queued_without_waiting_commit_in_order_and_fail_alone(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with Store.open(tmp_path / "chat.db") as store:
+            first = store.append_many_nowait([msg(1), msg(2)])
+            clash = store.append_many_nowait([msg(3), msg(2, text="again")])
+            last = store.append_many_nowait([msg(4)])
+            await first.wait()
+            with pytest.raises(StoreError, match="UNIQUE"):
+                await clash.wait()  # one transaction: neither of its two is stored
+            await last.wait()
+            assert ids(await store.history("#lobby")) == [1, 2, 4]

@@ -13,9 +13,10 @@ the batch back to the hub to deliver. So:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
@@ -23,6 +24,7 @@ import trio
 from .hub import Pending
 from .protocol import Error, Message, Private
 from .store import Store, StoredMessage, StoreError
+from .store.db import Commit
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -49,13 +51,13 @@ def stored_form(pending: Pending) -> StoredMessage:
     )
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Committing:
-    """A batch on its way through the store: ``done`` once committed (or failed)."""
+    """A batch on its way through the store."""
 
     batch: list[Pending]
-    done: trio.Event = field(default_factory=trio.Event)
-    failed: set[int] = field(default_factory=set)  # id() of the pendings not stored
+    to_store: list[Pending]  # the chat lines and private messages in it
+    commit: Commit | None  # None if it could not be queued in one piece
 
 
 class Publisher:
@@ -99,17 +101,16 @@ class Publisher:
         store = self.store
         async with trio.open_nursery() as nursery:
             committed_send, committed_receive = trio.open_memory_channel[_Committing](math.inf)
-            nursery.start_soon(self._deliver_committed, committed_receive)
+            nursery.start_soon(self._deliver_committed, store, committed_receive)
             async for first in self._receive:
                 self._in_flight += 1
                 batch = self._take_batch(first)
-                commit = _Committing(batch)
                 to_store = [p for p in batch if p.persist]
+                commit = None
                 if to_store:
-                    nursery.start_soon(self._save_all, store, to_store, commit)
-                else:
-                    commit.done.set()
-                committed_send.send_nowait(commit)
+                    with contextlib.suppress(trio.WouldBlock, StoreError):
+                        commit = store.append_many_nowait([stored_form(p) for p in to_store])
+                committed_send.send_nowait(_Committing(batch, to_store, commit))
 
     def _take_batch(self, first: Pending) -> list[Pending]:
         batch = [first]
@@ -120,10 +121,21 @@ class Publisher:
                 break
         return batch
 
-    async def _deliver_committed(self, commits: trio.MemoryReceiveChannel[_Committing]) -> None:
-        async for commit in commits:
-            await commit.done.wait()
-            await self._deliver(commit.batch, frozenset(commit.failed))
+    async def _deliver_committed(
+        self, store: Store, commits: trio.MemoryReceiveChannel[_Committing]
+    ) -> None:
+        """Deliver each batch once its commit is done, in the order they were taken."""
+        async for batch in commits:
+            failed: set[int] = set()
+            if batch.to_store:
+                try:
+                    if batch.commit is not None:
+                        await batch.commit.wait()
+                    else:  # the store's queue was full: wait for room
+                        await store.append_many([stored_form(p) for p in batch.to_store])
+                except StoreError:
+                    await self._save_one_by_one(store, batch.to_store, failed)
+            await self._deliver(batch.batch, frozenset(failed))
 
     async def _deliver(self, batch: list[Pending], failed: frozenset[int]) -> None:
         """Hand ``batch`` to the hub a slice at a time (see ``deliver_slice``)."""
@@ -145,17 +157,14 @@ class Publisher:
         ):
             await self._delivered.wait()
 
-    async def _save_all(self, store: Store, to_store: list[Pending], commit: _Committing) -> None:
-        """Commit a batch in one transaction; if that fails, find the messages that cannot
-        be stored by saving them one by one (the others still go out)."""
-        try:
-            await store.append_many([stored_form(p) for p in to_store])
-        except StoreError:
-            async with trio.open_nursery() as nursery:
-                for pending in to_store:
-                    nursery.start_soon(self._save, store, pending, commit.failed)
-        finally:
-            commit.done.set()
+    async def _save_one_by_one(
+        self, store: Store, to_store: list[Pending], failed: set[int]
+    ) -> None:
+        """The batch could not be committed (or queued) as one: save each message alone,
+        so that only the ones that cannot be stored fail (the others still go out)."""
+        async with trio.open_nursery() as nursery:
+            for pending in to_store:
+                nursery.start_soon(self._save, store, pending, failed)
 
     async def _save(self, store: Store, pending: Pending, failed: set[int]) -> None:
         record = stored_form(pending)

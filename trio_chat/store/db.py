@@ -77,8 +77,9 @@ def _belongs_to_one_message(exc: Exception) -> bool:
     """Whether a failed batch should be retried message by message.
 
     A duplicate id, a message too big for the space left, or a value SQLite cannot bind or
-    store (no SQLite error code; a datatype mismatch) is one message's fault: retrying one by one saves its
-    neighbours. A lock or I/O error is the database's: retrying would only wait again.
+    store (no SQLite error code; a datatype mismatch) is one message's fault: retrying one
+    by one saves its neighbours. A lock or I/O error is the database's: retrying would only
+    wait again.
     """
     name = getattr(exc, "sqlite_errorname", None)
     return name is None or str(name).startswith(_PER_MESSAGE_ERRORS)
@@ -109,6 +110,22 @@ class _Pending:
     error: BaseException | None = None
     #: Set by the writer thread once it has recorded a result or an error.
     finished: bool = False
+
+
+class Commit:
+    """Messages handed to the writer by :meth:`Store.append_many_nowait`."""
+
+    __slots__ = ("_item",)
+
+    def __init__(self, item: _Pending) -> None:
+        self._item = item
+
+    async def wait(self) -> None:
+        """Return once the messages are committed; raise :class:`StoreError` if they were
+        not (all of them: one transaction)."""
+        await self._item.done.wait()
+        if self._item.error is not None:
+            raise self._item.error
 
 
 def _connect(path: str | os.PathLike[str], busy_timeout: float) -> sqlite3.Connection:
@@ -394,6 +411,24 @@ class Store:
         """Store several messages in one transaction: all are committed, or none."""
         if records:
             await self._submit(_Pending(records=tuple(records)))
+
+    def append_many_nowait(self, records: Sequence[StoredMessage]) -> Commit:
+        """Queue several messages for one transaction and return at once; the result's
+        ``wait()`` returns when they are committed.
+
+        For a caller that keeps working while the disk does (the publisher takes the next
+        batch meanwhile), with no scheduling round spent on handing the batch over. Raises
+        ``trio.WouldBlock`` when the writer's queue is full (then :meth:`append_many`
+        waits for room), and :class:`StoreError` once the store is closed.
+        """
+        item = _Pending(records=tuple(records))
+        if self._closed:
+            raise StoreError(f"store {os.fspath(self.path)} is closed")
+        try:
+            self._send.send_nowait(item)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise StoreError(f"store {os.fspath(self.path)} is closed") from None
+        return Commit(item)
 
     async def history(
         self,
