@@ -55,16 +55,13 @@ T = TypeVar("T")
 MAX_HISTORY_LIMIT = 10_000
 
 _COLUMNS = "id, ts, room, sender, text, kind, recipient"
-_INSERT = (
-    "INSERT INTO messages (id, ts, room, sender, text, kind, recipient, conv)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-#: The same for many rows in one statement, passed as one JSON array of row arrays. Not for
-#: speed inside SQLite (parsing JSON costs a little more) but for the event loop: sqlite3
-#: lets go of the GIL around each statement it steps, and ``executemany`` steps once per
-#: row, so the writer thread took the GIL back hundreds of times per batch and the loop
-#: thread waited for it each time. Measured: a loop thread doing socket calls kept ~40%
-#: of its speed with executemany beside it, ~85% with this (and more rows got written).
+#: Many rows in one statement, passed as one JSON array of row arrays (encoded by the
+#: caller, on the event loop thread: see :func:`_message_item`). Not for speed inside SQLite
+#: (parsing JSON costs a little more) but for the event loop: sqlite3 lets go of the GIL
+#: around each statement it steps, and ``executemany`` steps once per row, so the writer
+#: thread took the GIL back hundreds of times per batch, and the loop thread waited for it
+#: each time. Measured: a loop thread doing socket calls kept ~40% of its speed with
+#: executemany beside it, ~85% with this (and more rows got written).
 _INSERT_JSON = (
     "INSERT INTO messages (id, ts, room, sender, text, kind, recipient, conv)"
     " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,"
@@ -104,12 +101,30 @@ class _Pending:
     """One item on the writer's channel: messages to insert, or a job to run."""
 
     records: Sequence[StoredMessage] = ()
+    rows: str = ""  # the records as the JSON _INSERT_JSON takes
     job: Callable[[sqlite3.Connection], object] | None = None
     done: trio.Event = field(default_factory=trio.Event)
     result: object = None
     error: BaseException | None = None
     #: Set by the writer thread once it has recorded a result or an error.
     finished: bool = False
+
+
+def _message_item(records: Sequence[StoredMessage]) -> _Pending:
+    """A writer item for ``records``, their rows encoded here, by the caller.
+
+    On the event loop thread on purpose: the writer thread then holds the GIL only to pass
+    one string to SQLite, instead of building rows while the loop thread waits for the GIL.
+    """
+    rows = [
+        (r.id, r.ts, r.room, r.sender, r.text, r.kind, r.recipient, r.conversation) for r in records
+    ]
+    try:
+        encoded = json.dumps(rows, ensure_ascii=False, allow_nan=False)
+    except (ValueError, TypeError) as exc:  # a NaN time, say: this append fails alone
+        ids = ", ".join(str(r.id) for r in records)
+        raise StoreError(f"could not save message {ids}: {exc}") from None
+    return _Pending(records=tuple(records), rows=encoded)
 
 
 class Commit:
@@ -335,14 +350,8 @@ class Store:
         records = [record for item in items for record in item.records]
         try:
             conn.execute("BEGIN IMMEDIATE")
-            rows = [
-                (r.id, r.ts, r.room, r.sender, r.text, r.kind, r.recipient, r.conversation)
-                for r in records
-            ]
-            if len(rows) == 1:
-                conn.execute(_INSERT, rows[0])
-            else:
-                conn.execute(_INSERT_JSON, (json.dumps(rows, ensure_ascii=False, allow_nan=False),))
+            for item in items:  # one statement per item: the rows were encoded by its caller
+                conn.execute(_INSERT_JSON, (item.rows,))
             top = max(r.id for r in records)
             conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_id'", (top,))
             conn.execute("COMMIT")
@@ -405,12 +414,12 @@ class Store:
         Raises :class:`StoreError` if this message could not be written (disk full, I/O
         error, duplicate id); the store goes on working for later messages.
         """
-        await self._submit(_Pending(records=(record,)))
+        await self._submit(_message_item((record,)))
 
     async def append_many(self, records: Sequence[StoredMessage]) -> None:
         """Store several messages in one transaction: all are committed, or none."""
         if records:
-            await self._submit(_Pending(records=tuple(records)))
+            await self._submit(_message_item(records))
 
     def append_many_nowait(self, records: Sequence[StoredMessage]) -> Commit:
         """Queue several messages for one transaction and return at once; the result's
@@ -421,7 +430,7 @@ class Store:
         ``trio.WouldBlock`` when the writer's queue is full (then :meth:`append_many`
         waits for room), and :class:`StoreError` once the store is closed.
         """
-        item = _Pending(records=tuple(records))
+        item = _message_item(records)
         if self._closed:
             raise StoreError(f"store {os.fspath(self.path)} is closed")
         try:
