@@ -635,3 +635,13 @@ async def test_batches_queued_without_waiting_commit_in_order_and_fail_alone(
                 await clash.wait()  # one transaction: neither of its two is stored
             await last.wait()
             assert ids(await store.history("#lobby")) == [1, 2, 4]
+
+
+def test_a_batch_is_inserted_in_a_few_statements_of_power_of_two_rows() -> None:
+    from trio_chat.store.db import ROWS_PER_INSERT, _insert_statements
+
+    statements = _insert_statements([msg(i) for i in range(1, 101)])
+    assert [len(params) // 8 for _, params in statements] == [ROWS_PER_INSERT, 32, 4]
+    assert [sql.count("(?,") for sql, _ in statements] == [64, 32, 4]
+    flat = [value for _, params in statements for value in params]
+    assert flat[::8] == list(range(1, 101))  # every row once, in order
