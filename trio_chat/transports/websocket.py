@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import h11
 import trio
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection as WsConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request
 from wsproto.events import Message as WsMessage
@@ -83,7 +84,7 @@ class WebSocketLink:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        ws: WSConnection,
+        ws: WsConnection,
         address: str,
         max_frame_bytes: int,
         already_received: bytes = b"",
@@ -355,9 +356,19 @@ async def serve_ws_port_connection(
         if ws is None:
             await web_stream.send_all(http_error(400, b"bad WebSocket handshake\n"))
             return
-        await web_stream.send_all(ws.send(AcceptConnection()))
+        accept = ws.send(AcceptConnection())
+        # From here on only the frame-level connection is needed: keeping it alone lets the
+        # handshake's HTTP parser go (a few KiB per idle WebSocket).
+        assert ws.connection is not None
+        connection = ws.connection
+        del ws
+        await web_stream.send_all(accept)
         link = WebSocketLink(
-            web_stream, ws, address, server.config.max_frame_bytes, already_received=head[end:]
+            web_stream,
+            connection,
+            address,
+            server.config.max_frame_bytes,
+            already_received=head[end:],
         )
         await run_connection(server, link)
 
