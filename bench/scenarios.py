@@ -226,6 +226,13 @@ def _login_one(port: int, dialect: loadgen.Dialect, nick: str, timeout: float) -
     sock.sendall(dialect.login(nick))
     buf = b""
     deadline = time.monotonic() + timeout
+    if isinstance(dialect, loadgen.WsDialect):  # the hello follows the upgrade's response
+        while b"\r\n\r\n" not in buf and time.monotonic() < deadline:
+            data = sock.recv(65536)
+            if not data:
+                break
+            buf += data
+        sock.sendall(dialect.hello(nick))
     while dialect.ready not in buf and time.monotonic() < deadline:
         data = sock.recv(65536)
         if not data:

@@ -35,7 +35,7 @@ DIALECT = {
 }
 #: Servers measured in only some scenarios (the rest take part in all of them).
 #: "trio-chat-ws" is trio-chat over WebSocket, for comparing its fan-out with TCP's.
-SCENARIOS_OF = {"trio-chat-ws": ("fanout", "steady")}
+SCENARIOS_OF = {"trio-chat-ws": ("fanout", "steady", "idle")}
 #: A benchmark is one host sending as fast as it can: lift the per-connection flood limit and
 #: the per-address connection cap (both protect a public server, and would refuse the load).
 TRIO_CHAT_LIMITS = [
