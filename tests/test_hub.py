@@ -18,6 +18,18 @@ def published_hub() -> tuple[Hub, list[Pending]]:
     return hub, queue
 
 
+def lobby_with(*nicks: str) -> tuple[Hub, list[Pending], list[Session]]:
+    """A published hub with ``nicks`` in #lobby, their joins delivered and taken."""
+    hub, queue = published_hub()
+    sessions = [connect(hub, nick) for nick in nicks]
+    hub.deliver_many(queue)
+    queue.clear()
+    for session in sessions:
+        received(session)
+        session.queued_bytes = 0  # as the writer would, having written them
+    return hub, queue, sessions
+
+
 def connect(hub: Hub, nick: str) -> Session:
     session = hub.attach(nick, Outbox(100), address="127.0.0.1:1", transport="test")
     session.measure = sizer(JSON_LINES)
@@ -37,13 +49,7 @@ def flatten(items: list[ServerEvent]) -> list[ServerEvent]:
 
 
 def test_a_run_of_lines_to_one_room_reaches_each_member_as_one_bundle() -> None:
-    hub, queue = published_hub()
-    ann, bob = connect(hub, "ann"), connect(hub, "bob")
-    hub.deliver_many(queue)
-    queue.clear()
-    received(ann), received(bob)  # the joins
-    bob.queued_bytes = 0  # as the writer would, having written them
-
+    hub, queue, (ann, bob) = lobby_with("ann", "bob")
     lines = [hub.say(ann, "#lobby", f"line {i}") for i in range(3)]
     assert received(bob) == []  # nothing goes out before the publisher delivers
     hub.deliver_many(queue)
@@ -58,12 +64,7 @@ def test_a_run_of_lines_to_one_room_reaches_each_member_as_one_bundle() -> None:
 
 
 def test_other_events_split_runs_and_keep_their_place_in_the_order() -> None:
-    hub, queue = published_hub()
-    ann = connect(hub, "ann")
-    hub.deliver_many(queue)
-    queue.clear()
-    received(ann)
-
+    hub, queue, (ann,) = lobby_with("ann")
     first = hub.say(ann, "#lobby", "one")
     second = hub.say(ann, "#lobby", "two")
     bob = hub.attach("bob", Outbox(100), address="127.0.0.1:2", transport="test")
@@ -81,12 +82,7 @@ def test_other_events_split_runs_and_keep_their_place_in_the_order() -> None:
 
 
 def test_lines_that_failed_to_be_stored_are_left_out_of_the_run() -> None:
-    hub, queue = published_hub()
-    ann = connect(hub, "ann")
-    hub.deliver_many(queue)
-    queue.clear()
-    received(ann)
-
+    hub, queue, (ann,) = lobby_with("ann")
     kept, _lost, kept_too = (hub.say(ann, "#lobby", t) for t in ("a", "b", "c"))
     hub.deliver_many(queue, failed=frozenset({id(queue[1])}))
     assert flatten(received(ann)) == [kept, kept_too]
@@ -104,12 +100,7 @@ def test_a_bundle_is_encoded_as_its_events_one_after_another() -> None:
 def test_fan_out_writes_straight_to_each_receiver_with_nothing_queued() -> None:
     """However close together events come (no busy-hub window): waking a writer for a
     receiver that has nothing queued costs task steps and milliseconds of latency."""
-    hub, queue = published_hub()
-    ann, bob = connect(hub, "ann"), connect(hub, "bob")
-    hub.deliver_many(queue)
-    queue.clear()
-    received(ann), received(bob)
-    ann.queued_bytes = bob.queued_bytes = 0
+    hub, queue, (ann, bob) = lobby_with("ann", "bob")
     wire: dict[str, list[bytes]] = {"ann": [], "bob": []}
 
     def socket_of(nick: str, takes: int | None = None) -> Callable[[ServerEvent], bytes]:

@@ -56,6 +56,12 @@ class RawWebSocket:
                 self.pending.extend(self.ws.events())
         return self.pending.pop(0)
 
+    async def close_frame(self) -> CloseConnection:
+        """Skip to the server's close frame (failing if the socket just closed)."""
+        while not isinstance(event := await self.next_event(), CloseConnection):
+            assert event is not None, "closed without a close frame"
+        return event
+
     async def next_frame(self) -> dict[str, Any]:
         event = await self.next_event()
         assert isinstance(event, TextMessage), event
@@ -66,6 +72,10 @@ class RawWebSocket:
         while (frame := await self.next_frame())["type"] != kind:
             pass
         return frame
+
+    async def login(self, nick: str) -> None:
+        await self.stream.send_all(self.text(hello(nick)))
+        await self.frame_of_type("join")
 
     def text(self, obj: dict[str, Any]) -> bytes:
         return self.ws.send(TextMessage(data=json.dumps(obj)))
@@ -134,8 +144,7 @@ async def test_frames_in_the_same_packet_as_the_handshake_are_read(
 
 async def test_a_ping_frame_is_answered_with_its_payload(chat_server: TestServer) -> None:
     async with raw_websocket(chat_server) as client:
-        await client.stream.send_all(client.text(hello("pinger")))
-        await client.frame_of_type("join")
+        await client.login("pinger")
         await client.stream.send_all(client.ws.send(Ping(payload=b"are you there")))
         while not isinstance(event := await client.next_event(), Pong):
             assert isinstance(event, TextMessage)
@@ -146,14 +155,11 @@ async def test_a_message_over_one_mebibyte_closes_with_1009_and_costs_nobody_els
     chat_server: TestServer,
 ) -> None:
     async with open_client(chat_server, "bob") as bob, raw_websocket(chat_server) as client:
-        await client.stream.send_all(client.text(hello("huge")))
-        await client.frame_of_type("join")
+        await client.login("huge")
         big = client.ws.send(TextMessage(data="x" * (1024 * 1024 + 10)))
         with contextlib.suppress(trio.BrokenResourceError):  # it may close before reading all
             await client.stream.send_all(big)
-        while not isinstance(event := await client.next_event(), CloseConnection):
-            assert event is not None, "closed without a close frame"
-        assert event.code == 1009
+        assert (await client.close_frame()).code == 1009
         assert (await bob.expect("leave", lambda e: e.nick == "huge")).nick == "huge"
         await bob.say("still fine")
         assert (await bob.expect("message")).text == "still fine"
@@ -172,12 +178,9 @@ async def test_a_close_frame_is_answered_and_the_others_see_the_user_leave(
     chat_server: TestServer,
 ) -> None:
     async with open_client(chat_server, "bob") as bob, raw_websocket(chat_server) as client:
-        await client.stream.send_all(client.text(hello("leaver")))
-        await client.frame_of_type("join")
+        await client.login("leaver")
         await client.stream.send_all(client.ws.send(CloseConnection(code=1000, reason="bye")))
-        while not isinstance(event := await client.next_event(), CloseConnection):
-            assert event is not None, "closed without answering the close"
-        assert event.code == 1000
+        assert (await client.close_frame()).code == 1000  # answered
         assert (await bob.expect("leave", lambda e: e.nick == "leaver")).nick == "leaver"
 
 
