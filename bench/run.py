@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma list of " + ",".join(SERVER_NAMES),
     )
     p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="also run plain trio-chat from git REF as server 'trio-chat@REF' (repeatable), "
+        "to measure a change against the code before it in the same run",
+    )
+    p.add_argument(
         "--n",
         type=csv(int),
         default=[10, 100, 1000],
@@ -115,7 +123,9 @@ def log(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    unknown = set(args.scenarios) - set(SCENARIOS) or set(args.servers) - set(SERVER_NAMES)
+    args.servers += [servers_mod.compare_with(ref) for ref in args.compare]
+    known = {*SERVER_NAMES, *servers_mod.COMPARE_REFS}
+    unknown = set(args.scenarios) - set(SCENARIOS) or set(args.servers) - known
     if unknown:
         print(f"run.py: unknown name(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2

@@ -160,6 +160,17 @@ PAM = no
 #: Git ref of trio-chat to benchmark (exported into the server's temp dir, which is its cwd
 #: and so comes first on its sys.path), or ``None`` for the installed working tree.
 TRIO_CHAT_REF: str | None = "HEAD"
+#: Extra servers "trio-chat@REF": plain "trio-chat" run from another git ref, so a change
+#: can be measured against the code before it in the same run (``run.py --compare REF``).
+COMPARE_REFS: dict[str, str] = {}
+
+
+def compare_with(ref: str) -> str:
+    """Add "trio-chat@REF" to the servers the bench knows; return its name."""
+    name = f"trio-chat@{ref}"
+    COMPARE_REFS[name] = ref
+    DIALECT[name] = "json"
+    return name
 
 
 def export_trio_chat(ref: str, dest: Path) -> None:
@@ -177,9 +188,12 @@ def export_trio_chat(ref: str, dest: Path) -> None:
 
 
 def _command(name: str, port: int, workdir: Path) -> list[str]:
+    if name in COMPARE_REFS:
+        export_trio_chat(COMPARE_REFS[name], workdir)
+        name = "trio-chat"
+    elif name in ("trio-chat", "trio-chat-ws", "trio-chat+db") and TRIO_CHAT_REF is not None:
+        export_trio_chat(TRIO_CHAT_REF, workdir)
     if name in ("trio-chat", "trio-chat-ws", "trio-chat+db"):
-        if TRIO_CHAT_REF is not None:
-            export_trio_chat(TRIO_CHAT_REF, workdir)
         # "trio-chat" keeps no history (fan-out only); "trio-chat+db" commits every message to
         # SQLite (synchronous=FULL, the default) before fanning it out. "trio-chat-ws" is
         # "trio-chat" with its WebSocket port on too (free port); the bench uses only that.
