@@ -6,7 +6,7 @@ import pytest
 import trio
 
 from trio_chat.outbox import Outbox
-from trio_chat.protocol import Info
+from trio_chat.protocol import Bundle, Info, Raw
 
 
 def events(n: int) -> list[Info]:
@@ -69,23 +69,25 @@ async def test_close_wakes_a_waiting_writer() -> None:
 
 def test_a_bundle_counts_as_the_events_in_it() -> None:
     box = Outbox(4)
-    a, b = events(2)
-    box.put_nowait(a, 3)
+    three = Bundle(events=tuple(events(3)))
+    rest_of_two = Raw(data=b"...", events=2)  # the unwritten end of a two-event bundle
+    (one,) = events(1)
+    box.put_nowait(three)
     assert len(box) == 3
     with pytest.raises(trio.WouldBlock):
-        box.put_nowait(b, 2)  # 3 + 2 > 4
-    box.put_nowait(b, 1)
+        box.put_nowait(rest_of_two)  # 3 + 2 > 4
+    box.put_nowait(one)
     assert len(box) == 4
-    assert box.take_nowait(1) == [a]
+    assert box.take_nowait(1) == [three]
     assert len(box) == 1
-    assert box.take_nowait(5) == [b]
-    assert len(box) == 0
+    assert box.take_nowait(5) == [one]
+    box.put_nowait(rest_of_two)
+    assert len(box) == 2
 
 
 def test_an_empty_outbox_takes_one_bundle_bigger_than_its_bound() -> None:
     box = Outbox(2)
-    (a,) = events(1)
-    box.put_nowait(a, 10)  # refusing it would drop a client that is fully caught up
-    assert len(box) == 10
+    box.put_nowait(Bundle(events=tuple(events(10))))  # refusing it would drop a client
+    assert len(box) == 10  # that is fully caught up
     with pytest.raises(trio.WouldBlock):
-        box.put_nowait(a, 1)
+        box.put_nowait(Info(text="one more"))

@@ -528,12 +528,12 @@ class Hub:
                     if not rest:
                         delivered += count
                         continue
-                    queue_event, size = Raw(data=rest), len(rest)
+                    queue_event, size = Raw(data=rest, events=count), len(rest)
             elif queued and queued + size > receiver.max_queued_bytes:
                 overflowed.append(receiver)  # a lone big event always fits; a backlog not
                 continue
             try:
-                receiver.outbox.put_nowait(queue_event, count)
+                receiver.outbox.put_nowait(queue_event)
             except trio.WouldBlock:
                 overflowed.append(receiver)
             except (trio.BrokenResourceError, trio.ClosedResourceError):

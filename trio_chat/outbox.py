@@ -14,21 +14,30 @@ import collections
 
 import trio
 
-from .protocol import ServerEvent
+from .protocol import Bundle, Raw, ServerEvent
+
+
+def events_in(item: ServerEvent) -> int:
+    """How many events a queued item stands for: a bundle its events, the rest of a
+    direct write those it finishes, anything else one."""
+    if isinstance(item, Bundle):
+        return len(item.events)
+    if isinstance(item, Raw):
+        return item.events
+    return 1
 
 
 class Outbox:
     """Bounded FIFO of server events for one session, bounded in events (a
     :class:`~trio_chat.protocol.Bundle` counts as the events in it)."""
 
-    __slots__ = ("_closed", "_counts", "_events", "_items", "_wakeup", "max_events")
+    __slots__ = ("_closed", "_events", "_items", "_wakeup", "max_events")
 
     def __init__(self, max_events: int) -> None:
         if max_events < 1:
             raise ValueError("an outbox holds at least one event")
         self.max_events = max_events
         self._items: collections.deque[ServerEvent] = collections.deque()
-        self._counts: collections.deque[int] = collections.deque()  # events per item
         self._events = 0
         self._closed = False
         self._wakeup: trio.Event | None = None  # set while the writer waits for events
@@ -37,18 +46,17 @@ class Outbox:
         """Events queued."""
         return self._events
 
-    def put_nowait(self, event: ServerEvent, count: int = 1) -> None:
-        """Queue ``event`` (standing for ``count`` events); raises ``trio.WouldBlock`` if
-        that would overfill it (an empty outbox takes any one item), and
+    def put_nowait(self, event: ServerEvent) -> None:
+        """Queue ``event`` (counted as :func:`events_in` says); raises ``trio.WouldBlock`` if
+        that would overfill the outbox (an empty one takes any one item), and
         ``trio.ClosedResourceError`` once closed (its connection is going away)."""
         if self._closed:
             raise trio.ClosedResourceError("the outbox is closed")
-        events = self._events + count
+        events = self._events + events_in(event)
         if events > self.max_events and self._events:
             raise trio.WouldBlock
         self._events = events
         self._items.append(event)
-        self._counts.append(count)
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
@@ -65,15 +73,14 @@ class Outbox:
     def take_nowait(self, limit: int) -> list[ServerEvent]:
         """Up to ``limit`` queued items, oldest first (empty if none)."""
         items = self._items
-        counts = self._counts
         if len(items) <= limit:
             batch = list(items)
             items.clear()
-            counts.clear()
             self._events = 0
             return batch
-        self._events -= sum(counts.popleft() for _ in range(limit))
-        return [items.popleft() for _ in range(limit)]
+        batch = [items.popleft() for _ in range(limit)]
+        self._events -= sum(map(events_in, batch))
+        return batch
 
     async def take(self, limit: int) -> list[ServerEvent]:
         """Wait for events and return up to ``limit`` of them; ``[]`` once closed and empty."""

@@ -463,6 +463,8 @@ class Raw(ServerEvent):
 
     TYPE: ClassVar[str] = "raw"
     data: bytes
+    #: How many events these bytes finish (the rest of a bundle finishes all of its events).
+    events: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

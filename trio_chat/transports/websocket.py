@@ -150,7 +150,7 @@ class WebSocketLink:
                 if event.message_finished:
                     self._frames.append(self._decode(self._message))
                     self._message, self._message_size = [], 0
-            elif isinstance(event, Ping):
+            elif isinstance(event, Ping) and self.ws.state is ConnectionState.OPEN:
                 await self._write(self.ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 # The peer closes (or sent something wsproto refuses, given here as the
