@@ -95,6 +95,14 @@ async def raw_websocket(chat: TestServer) -> AsyncIterator[RawWebSocket]:
         yield client
 
 
+def masked_text_frame(payload: bytes) -> bytes:
+    """A client text frame written by hand (wsproto refuses to frame invalid UTF-8, and
+    frames nothing before the handshake is answered)."""
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes((0x81, 0x80 | len(payload))) + mask + masked
+
+
 def hello(nick: str) -> dict[str, str]:
     return {"type": "hello", "nick": nick}
 
@@ -133,11 +141,7 @@ async def test_frames_in_the_same_packet_as_the_handshake_are_read(
     async with stream:
         client = RawWebSocket(stream)
         request = client.ws.send(Request(host=f"{host}:{port}", target="/"))
-        # A masked text frame written by hand: wsproto frames nothing before the 101.
-        payload = json.dumps(hello("eager")).encode()
-        mask = b"\x01\x02\x03\x04"
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        await stream.send_all(request + bytes((0x81, 0x80 | len(payload))) + mask + masked)
+        await stream.send_all(request + masked_text_frame(json.dumps(hello("eager")).encode()))
         assert isinstance(await client.next_event(), AcceptConnection)
         assert (await client.frame_of_type("welcome"))["nick"] == "eager"
 
@@ -208,3 +212,11 @@ def test_a_batching_websocket_client_gets_runs_as_batches_and_raw_bytes_in_place
     assert frames[0] == encoded(Bundle(events=(one, two)), WEBSOCKET_BATCH_FRAMES)
     assert batch_text([one, two]).encode() in frames[0]
     assert frames[1:] == [WEBSOCKET_KEEPALIVE_PING, encoded(three, WEBSOCKET_FRAMES)]
+
+
+async def test_a_text_message_that_is_not_utf8_closes_with_1007(chat_server: TestServer) -> None:
+    async with open_client(chat_server, "bob") as bob, raw_websocket(chat_server) as client:
+        await client.login("badtext")
+        await client.stream.send_all(masked_text_frame(b'{"type":"say","text":"\xff\xfe"}'))
+        assert (await client.close_frame()).code == 1007
+        assert (await bob.expect("leave", lambda e: e.nick == "badtext")).nick == "badtext"
