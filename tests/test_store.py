@@ -418,6 +418,7 @@ async def test_version_1_database_is_migrated_and_keeps_its_data(tmp_path: Path)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert "messages_room" not in indexes and "messages_conv" in indexes
+        assert "messages_ts" not in indexes  # v3: pruning walks ids, not times
     finally:
         conn.close()
 

@@ -367,8 +367,9 @@ class Store:
             for item in items:  # the statements were made by the item's caller
                 for sql, params in item.statements:
                     conn.execute(sql, params)
-            top = max(r.id for r in records)
-            conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_id'", (top,))
+            # meta.last_id is not raised here: at open, the last id is the larger of it and
+            # the largest stored id; pruning raises it before deleting (one statement less
+            # per commit).
             conn.execute("COMMIT")
         except Exception as exc:
             _rollback(conn)
@@ -385,7 +386,7 @@ class Store:
                 item.finished = True
             self.stats.failed += len(records)
             return
-        self._last_id = max(self._last_id, top)
+        self._last_id = max(self._last_id, max(r.id for r in records))
         self.stats.messages += len(records)
         self.stats.batches += 1
         self.stats.largest_batch = max(self.stats.largest_batch, len(records))
@@ -505,15 +506,23 @@ class Store:
     async def prune(self, older_than: float, *, chunk: int = 5000) -> int:
         """Delete messages with ``ts < older_than`` (seconds since the epoch); return how many.
 
-        Deletes ``chunk`` rows per transaction so appends are not held up behind a big
-        deletion. Ids keep rising afterwards (see :attr:`last_id`).
+        Walks the oldest ids, ``chunk`` rows per transaction (so appends are not held up
+        behind a big deletion), and stops at the first chunk that is not all old: ids are
+        given in time order, so what follows is newer. (A message stamped earlier than one
+        before it, after the clock was set back, may wait for a later prune.) Ids keep
+        rising afterwards (see :attr:`last_id`).
         """
 
         def delete(conn: sqlite3.Connection) -> int:
+            # The high-water mark first: the newest messages may be among those deleted.
+            conn.execute(
+                "UPDATE meta SET value = max(value, (SELECT coalesce(max(id), 0) FROM messages))"
+                " WHERE key = 'last_id'"
+            )
             cursor = conn.execute(
-                "DELETE FROM messages WHERE id IN"
-                " (SELECT id FROM messages WHERE ts < ? ORDER BY ts LIMIT ?)",
-                (older_than, chunk),
+                "DELETE FROM messages WHERE id IN (SELECT id FROM"
+                " (SELECT id, ts FROM messages ORDER BY id LIMIT ?) WHERE ts < ?)",
+                (chunk, older_than),
             )
             return cursor.rowcount
 
