@@ -623,14 +623,26 @@ async def append_expecting_error(store: Store, record: StoredMessage, outcome: l
         outcome.append("StoreError")
 
 
+def test_a_row_made_from_an_event_is_the_row_of_its_stored_message() -> None:
+    from trio_chat.hub import Pending
+    from trio_chat.protocol import Message, Private
+    from trio_chat.publisher import stored_form
+    from trio_chat.store.records import message_row
+
+    line = Message(id=7, ts=1.5, room="#Lobby", nick="Ann", text="hi", kind="action")
+    private = Private(id=8, ts=2.5, nick="Ann", to="Bob", text="psst")
+    for event in (line, private):
+        assert message_row(event) == stored_form(Pending(event, None)).row()
+
+
 async def test_batches_queued_without_waiting_commit_in_order_and_fail_alone(
     tmp_path: Path,
 ) -> None:
     with trio.fail_after(TIMEOUT):
         async with Store.open(tmp_path / "chat.db") as store:
-            first = store.append_many_nowait([msg(1), msg(2)])
-            clash = store.append_many_nowait([msg(3), msg(2, text="again")])
-            last = store.append_many_nowait([msg(4)])
+            first = store.append_rows_nowait([msg(1).row(), msg(2).row()])
+            clash = store.append_rows_nowait([msg(3).row(), msg(2, text="again").row()])
+            last = store.append_rows_nowait([msg(4).row()])
             await first.wait()
             with pytest.raises(StoreError, match="UNIQUE"):
                 await clash.wait()  # one transaction: neither of its two is stored
@@ -641,7 +653,7 @@ async def test_batches_queued_without_waiting_commit_in_order_and_fail_alone(
 def test_a_batch_is_inserted_in_a_few_statements_of_power_of_two_rows() -> None:
     from trio_chat.store.db import ROWS_PER_INSERT, _insert_statements
 
-    statements = _insert_statements([msg(i) for i in range(1, 101)])
+    statements = _insert_statements([msg(i).row() for i in range(1, 101)])
     assert [len(params) // 8 for _, params in statements] == [ROWS_PER_INSERT, 32, 4]
     assert [sql.count("(?,") for sql, _ in statements] == [64, 32, 4]
     flat = [value for _, params in statements for value in params]

@@ -25,6 +25,7 @@ from .hub import Pending
 from .protocol import Error, Message, Private
 from .store import Store, StoredMessage, StoreError
 from .store.db import Commit
+from .store.records import Row, message_row
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -49,6 +50,13 @@ def stored_form(pending: Pending) -> StoredMessage:
         kind="private",
         recipient=event.to,
     )
+
+
+def stored_row(pending: Pending) -> Row:
+    """The table row of a chat line or private message (see :func:`stored_form`)."""
+    event = pending.event
+    assert isinstance(event, Message | Private), "only chat lines and private messages are stored"
+    return message_row(event)
 
 
 @dataclass(eq=False, slots=True)
@@ -108,8 +116,9 @@ class Publisher:
                 to_store = [p for p in batch if p.persist]
                 commit = None
                 if to_store:
+                    rows = [stored_row(p) for p in to_store]
                     with contextlib.suppress(trio.WouldBlock, StoreError):
-                        commit = store.append_many_nowait([stored_form(p) for p in to_store])
+                        commit = store.append_rows_nowait(rows)
                 committed_send.send_nowait(_Committing(batch, to_store, commit))
 
     def _take_batch(self, first: Pending) -> list[Pending]:

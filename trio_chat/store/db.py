@@ -38,6 +38,7 @@ from . import schema
 from .accounts import check_password, dummy_hash, hash_password
 from .records import (
     AccountExists,
+    Row,
     StoredKind,
     StoredMessage,
     StoreError,
@@ -75,15 +76,15 @@ def _insert_sql(rows: int) -> str:
 _INSERT_SQL = {1 << k: _insert_sql(1 << k) for k in range(ROWS_PER_INSERT.bit_length())}
 
 
-def _insert_statements(records: Sequence[StoredMessage]) -> list[tuple[str, list[object]]]:
-    """The INSERT statements (SQL and flat parameters) that store ``records``."""
+def _insert_statements(rows: Sequence[Row]) -> list[tuple[str, list[object]]]:
+    """The INSERT statements (SQL and flat parameters) that store ``rows``."""
     statements: list[tuple[str, list[object]]] = []
     start = 0
-    while start < len(records):
-        size = min(ROWS_PER_INSERT, 1 << ((len(records) - start).bit_length() - 1))
+    while start < len(rows):
+        size = min(ROWS_PER_INSERT, 1 << ((len(rows) - start).bit_length() - 1))
         params: list[object] = []
-        for r in records[start : start + size]:
-            params += (r.id, r.ts, r.room, r.sender, r.text, r.kind, r.recipient, r.conversation)
+        for row in rows[start : start + size]:
+            params += row
         statements.append((_INSERT_SQL[size], params))
         start += size
     return statements
@@ -122,7 +123,7 @@ class StoreStats:
 class _Pending:
     """One item on the writer's channel: messages to insert, or a job to run."""
 
-    records: Sequence[StoredMessage] = ()
+    ids: tuple[int, ...] = ()  # of the messages to insert
     statements: list[tuple[str, list[object]]] = field(default_factory=list)  # inserting them
     job: Callable[[sqlite3.Connection], object] | None = None
     done: trio.Event = field(default_factory=trio.Event)
@@ -132,13 +133,13 @@ class _Pending:
     finished: bool = False
 
 
-def _message_item(records: Sequence[StoredMessage]) -> _Pending:
-    """A writer item for ``records``, its INSERT statements made here, by the caller.
+def _message_item(rows: Sequence[Row]) -> _Pending:
+    """A writer item for ``rows``, its INSERT statements made here, by the caller.
 
     On the event loop thread on purpose: the writer thread then holds the GIL only to hand
     a few statements to SQLite, instead of building rows while the loop thread waits.
     """
-    return _Pending(records=tuple(records), statements=_insert_statements(records))
+    return _Pending(ids=tuple(row[0] for row in rows), statements=_insert_statements(rows))
 
 
 class Commit:
@@ -361,7 +362,7 @@ class Store:
         if not items:
             return
         conn = self._writer
-        records = [record for item in items for record in item.records]
+        ids = [message_id for item in items for message_id in item.ids]
         try:
             conn.execute("BEGIN IMMEDIATE")
             for item in items:  # the statements were made by the item's caller
@@ -378,18 +379,18 @@ class Store:
                     self._commit_messages([item])
                 return
             for item in items:
-                doing = "could not save message " + ", ".join(str(r.id) for r in item.records)
+                doing = "could not save message " + ", ".join(map(str, item.ids))
                 if isinstance(exc, sqlite3.Error):
                     item.error = store_error(exc, self.path, doing)
                 else:
                     item.error = StoreError(f"{doing}: {exc}")
                 item.finished = True
-            self.stats.failed += len(records)
+            self.stats.failed += len(ids)
             return
-        self._last_id = max(self._last_id, max(r.id for r in records))
-        self.stats.messages += len(records)
+        self._last_id = max(self._last_id, *ids)
+        self.stats.messages += len(ids)
         self.stats.batches += 1
-        self.stats.largest_batch = max(self.stats.largest_batch, len(records))
+        self.stats.largest_batch = max(self.stats.largest_batch, len(ids))
         for item in items:
             item.finished = True
 
@@ -430,23 +431,24 @@ class Store:
         Raises :class:`StoreError` if this message could not be written (disk full, I/O
         error, duplicate id); the store goes on working for later messages.
         """
-        await self._submit(_message_item((record,)))
+        await self._submit(_message_item((record.row(),)))
 
     async def append_many(self, records: Sequence[StoredMessage]) -> None:
         """Store several messages in one transaction: all are committed, or none."""
         if records:
-            await self._submit(_message_item(records))
+            await self._submit(_message_item([r.row() for r in records]))
 
-    def append_many_nowait(self, records: Sequence[StoredMessage]) -> Commit:
-        """Queue several messages for one transaction and return at once; the result's
-        ``wait()`` returns when they are committed.
+    def append_rows_nowait(self, rows: Sequence[Row]) -> Commit:
+        """Queue several messages, as rows (see :func:`~trio_chat.store.records.message_row`),
+        for one transaction and return at once; the result's ``wait()`` returns when they
+        are committed.
 
         For a caller that keeps working while the disk does (the publisher takes the next
         batch meanwhile), with no scheduling round spent on handing the batch over. Raises
         ``trio.WouldBlock`` when the writer's queue is full (then :meth:`append_many`
         waits for room), and :class:`StoreError` once the store is closed.
         """
-        item = _message_item(records)
+        item = _message_item(rows)
         if self._closed:
             raise StoreError(f"store {os.fspath(self.path)} is closed")
         try:

@@ -9,9 +9,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 from ..names import name_key
-from ..protocol import Message
+from ..protocol import Message, Private
 
 StoredKind: TypeAlias = Literal["say", "action", "private"]
+#: A message as the ``messages`` table stores it:
+#: ``(id, ts, room, sender, text, kind, recipient, conversation)``.
+Row: TypeAlias = tuple[int, float, str | None, str, str, str, str | None, str]
 _KINDS = ("say", "action", "private")
 
 
@@ -65,6 +68,11 @@ class StoredMessage:
             kind=message.kind,
         )
 
+    def row(self) -> Row:
+        """This message as a table row."""
+        r = self
+        return (r.id, r.ts, r.room, r.sender, r.text, r.kind, r.recipient, r.conversation)
+
     @property
     def conversation(self) -> str:
         """The key history is kept under: ``r:<room key>`` or ``p:<key> <key>`` (sorted)."""
@@ -87,6 +95,35 @@ class StoredMessage:
         if self.recipient is not None:
             obj["recipient"] = self.recipient
         return obj
+
+
+def message_row(event: Message | Private) -> Row:
+    """The row that stores a chat line or private message event.
+
+    The same as ``StoredMessage`` of it would give, without building one: the publisher
+    makes a row for every message, and events are valid by construction.
+    """
+    if isinstance(event, Message):
+        return (
+            event.id,
+            event.ts,
+            event.room,
+            event.nick,
+            event.text,
+            event.kind,
+            None,
+            room_conversation(event.room),
+        )
+    return (
+        event.id,
+        event.ts,
+        None,
+        event.nick,
+        event.text,
+        "private",
+        event.to,
+        private_conversation(event.nick, event.to),
+    )
 
 
 @functools.lru_cache(maxsize=4096)  # one key per room, asked for on every stored message
