@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--window",
         type=int,
-        default=64,
-        help="fanout: unacknowledged messages per sender (default 64)",
+        default=256,
+        help="fanout: unacknowledged messages per sender (default 256)",
     )
     p.add_argument(
         "--ngircd-max-n",

@@ -31,7 +31,7 @@ class BenchError(Exception):
 class Options:
     duration: float = 5.0  # seconds of sending per fanout / steady measurement
     senders: int = 4
-    window: int = 64  # unacknowledged messages per full-speed sender
+    window: int = 256  # unacknowledged messages per full-speed sender (see README)
     size: int = 64  # message text length, characters
     max_messages: int = 200_000  # per sender, a hard cap besides the duration
     rate: float = 50.0  # steady: messages per second offered, all senders together
