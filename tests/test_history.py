@@ -231,6 +231,12 @@ async def test_every_message_anyone_saw_survives_sigkill(tmp_path: Path) -> None
             with trio.fail_after(15):
                 while seen.count(b'"type":"message"') < 200:
                     seen += await stream.receive_some(65536)
+                # Events that are numbered but not stored come after the last message.
+                carol = await trio.open_tcp_stream("127.0.0.1", port)
+                await carol.send_all(b'{"type":"hello","nick":"carol"}\n')
+                while b'"nick":"carol"' not in seen:
+                    seen += await stream.receive_some(65536)
+            ids_seen = [json.loads(x).get("id", 0) for x in seen.splitlines() if x.strip()]
             process.send_signal(signal.SIGKILL)  # no goodbye, no flush
             await process.wait()
     finally:
@@ -250,6 +256,10 @@ async def test_every_message_anyone_saw_survives_sigkill(tmp_path: Path) -> None
         pages = [json.loads(x) for x in got.splitlines() if b'"type":"history"' in x]
         texts = [m["text"] for m in pages[1]["messages"]]
         assert texts == [f"msg {n}" for n in range(200)]
+        # Numbering goes on above every id anyone saw, joins included: a client asking for
+        # what came "after" the last id it saw misses nothing.
+        bob_joined = next(json.loads(x) for x in got.splitlines() if b'"type":"join"' in x)
+        assert bob_joined["id"] > max(ids_seen)
     finally:
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(10):

@@ -34,6 +34,10 @@ log = logging.getLogger("trio_chat.publisher")
 
 #: Most events the publisher takes from its queue for one round of commits.
 PUBLISH_BATCH = 1024
+#: Ids reserved in the store ahead of those given out (see :meth:`Publisher.reserve_ids`).
+ID_RESERVE = 100_000
+#: Seconds between checks that the reservation is still well ahead.
+ID_RESERVE_CHECK = 1.0
 
 
 def stored_form(pending: Pending) -> StoredMessage:
@@ -80,12 +84,37 @@ class Publisher:
         self._send, self._receive = trio.open_memory_channel[Pending](math.inf)
         self._delivered = trio.Event()  # set (and replaced) after every delivered batch
         self._in_flight = 0  # batches taken from the queue and not yet delivered
+        self._reserved = 0  # ids up to this one are reserved in the store
 
     def attach(self) -> None:
         """Route the hub's numbered events through :meth:`publish_forever`."""
         if self.store is not None:
             self.hub.start_ids_after(self.store.last_id)
         self.hub.publisher = self._send.send_nowait
+
+    async def reserve_ids(self) -> None:
+        """Write down, before any is given out, an id well above the next ones.
+
+        Joins, leaves and other events are numbered too but not stored, so the largest
+        stored id alone may be below ids that clients saw; after a crash (no clean
+        shutdown to note the last id), numbering would then repeat those ids, and a client
+        asking for everything after one of them would miss messages. So ids are reserved
+        ``ID_RESERVE`` at a time, like a database sequence's cache: a restart continues above
+        the reservation (skipping at most that many ids, which only need to rise).
+        """
+        if self.store is not None:
+            self._reserved = self.hub.last_id + ID_RESERVE
+            await self.store.note_last_id(self._reserved)
+
+    async def _keep_ids_reserved(self, store: Store) -> None:
+        while True:
+            await trio.sleep(ID_RESERVE_CHECK)
+            if self.hub.last_id > self._reserved - ID_RESERVE // 2:
+                self._reserved = self.hub.last_id + ID_RESERVE
+                try:
+                    await store.note_last_id(self._reserved)
+                except StoreError as exc:
+                    log.error("could not reserve ids: %s", exc)
 
     def detach(self) -> None:
         """Back to fanning out at once (the server is stopping)."""
@@ -110,6 +139,7 @@ class Publisher:
         async with trio.open_nursery() as nursery:
             committed_send, committed_receive = trio.open_memory_channel[_Committing](math.inf)
             nursery.start_soon(self._deliver_committed, store, committed_receive)
+            nursery.start_soon(self._keep_ids_reserved, store)
             async for first in self._receive:
                 self._in_flight += 1
                 batch = self._take_batch(first)

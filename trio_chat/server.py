@@ -396,6 +396,7 @@ class ChatServer:
                 )
             self.publisher = Publisher(self.hub, store=store, outbox_size=self.config.outbox_size)
             self.publisher.attach()
+            await self.publisher.reserve_ids()
             try:
                 await self._serve(task_status, self.publisher)
             finally:
