@@ -61,8 +61,9 @@ _COLUMNS = "id, ts, room, sender, text, kind, recipient"
 #: statement: sqlite3 lets go of the GIL around each statement it steps, and
 #: ``executemany`` steps once per row, so the writer thread took the GIL back hundreds of
 #: times per batch while the loop thread waited for it each time. Measured beside a loop
-#: thread doing socket calls: it kept ~40% of its speed with executemany, ~85% with
-#: one statement per batch; and SQLite spends less CPU per row this way, not more.
+#: thread doing socket calls: it kept ~40% of its speed with executemany, ~85% with one
+#: statement per batch (see shared/LIBRARIES.md); and SQLite spends less CPU per row
+#: this way, not more.
 ROWS_PER_INSERT = 64
 
 
@@ -143,7 +144,7 @@ def _message_item(rows: Sequence[Row]) -> _Pending:
 
 
 class Commit:
-    """Messages handed to the writer by :meth:`Store.append_many_nowait`."""
+    """Messages handed to the writer by :meth:`Store.append_rows_nowait`."""
 
     __slots__ = ("_item",)
 
