@@ -553,6 +553,10 @@ def sender_worker(cfg: dict[str, Any], ctrl: Connection) -> None:
     close_all(conns)
 
 
+#: Rate mode: the last seconds before a scheduled send are slept, not waited in select.
+PRECISE_WAIT = 0.002
+
+
 def _send_loop(
     conns: list[Conn], dialect: Dialect, params: dict[str, Any], hard_deadline: float
 ) -> dict[str, Any]:
@@ -614,7 +618,15 @@ def _send_loop(
             break
         timeout = 0.05
         if mode == "rate":
-            timeout = max(0.0, min(min(st["next"] for st in state) - time.monotonic(), 0.05))
+            wait = min(st["next"] for st in state) - time.monotonic()
+            if wait <= PRECISE_WAIT:
+                # selectors round a timeout up to whole milliseconds, which made messages up
+                # to 1 ms late, lateness then counted as latency: sleep the last part exactly.
+                if wait > 0:
+                    time.sleep(wait)
+                timeout = 0.0
+            else:
+                timeout = min(wait - PRECISE_WAIT, 0.05)
         for key, mask in sel.select(timeout):
             i, c = key.data
             if not mask & selectors.EVENT_READ:
