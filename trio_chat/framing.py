@@ -67,6 +67,10 @@ class LineBuffer:
         """How many bytes are held right now (never much more than ``max_line_bytes``)."""
         return len(self._buf)
 
+    def has_line(self) -> bool:
+        """Whether :meth:`next_event` can answer without more data (a line, or the end)."""
+        return self._eof or self._buf.find(b"\n", self._scan_from) >= 0
+
     def next_event(self) -> LineEvent:
         """Return the next line (without its ending), a :class:`LineTooLong`, or a sentinel."""
         newline = self._buf.find(b"\n", self._scan_from)

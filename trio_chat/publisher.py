@@ -84,13 +84,42 @@ class Publisher:
         self._send, self._receive = trio.open_memory_channel[Pending](math.inf)
         self._delivered = trio.Event()  # set (and replaced) after every delivered batch
         self._in_flight = 0  # batches taken from the queue and not yet delivered
+        # Without a store: events wait here, for the publisher task's next round or for a
+        # reader's flush, whichever comes first.
+        self._buffer: list[Pending] = []
+        self._wakeup = trio.Event()
         self._reserved = 0  # ids up to this one are reserved in the store
 
     def attach(self) -> None:
         """Route the hub's numbered events through :meth:`publish_forever`."""
         if self.store is not None:
             self.hub.start_ids_after(self.store.last_id)
-        self.hub.publisher = self._send.send_nowait
+            self.hub.publisher = self._send.send_nowait
+        else:
+            self.hub.publisher = self._buffer_event
+
+    def _buffer_event(self, pending: Pending) -> None:
+        self._buffer.append(pending)
+        self._wakeup.set()
+
+    def flush(self) -> None:
+        """Deliver what waits, now, in this task: called by a reader once it has handled all
+        the input it had, so a lone line goes out without waiting a scheduling round for
+        the publisher task (at low load that round was most of the latency), and a burst
+        still goes out as one bundle.
+
+        Only without a store (with one, lines wait for their commit), only between the
+        publisher's own batches (order), and only for up to ``deliver_slice`` events (a
+        bigger backlog is delivered a slice at a time by the publisher task).
+        """
+        if self.store is not None or self._in_flight or not self._buffer:
+            return
+        if len(self._buffer) > self.deliver_slice:
+            return
+        batch, self._buffer = self._buffer, []
+        self.hub.deliver_many(batch)
+        self._delivered.set()
+        self._delivered = trio.Event()
 
     async def reserve_ids(self) -> None:
         """Write down, before any is given out, an id well above the next ones.
@@ -117,8 +146,11 @@ class Publisher:
                     log.error("could not reserve ids: %s", exc)
 
     def detach(self) -> None:
-        """Back to fanning out at once (the server is stopping)."""
+        """Back to fanning out at once (the server is stopping); what waits goes out first."""
         self.hub.publisher = None
+        if self._buffer and not self._in_flight:
+            batch, self._buffer = self._buffer, []
+            self.hub.deliver_many(batch)
 
     async def publish_forever(self) -> None:
         """Commit what needs storing, then deliver every event, in id order. Runs until
@@ -131,10 +163,13 @@ class Publisher:
         always has the next batch waiting.
         """
         if self.store is None:
-            async for first in self._receive:
-                self._in_flight += 1
-                await self._deliver(self._take_batch(first), frozenset())
-            return
+            while True:
+                await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                if self._buffer:  # not flushed by a reader meanwhile
+                    batch, self._buffer = self._buffer, []
+                    self._in_flight += 1
+                    await self._deliver(batch, frozenset())
         store = self.store
         async with trio.open_nursery() as nursery:
             committed_send, committed_receive = trio.open_memory_channel[_Committing](math.inf)
@@ -192,6 +227,7 @@ class Publisher:
         while (
             self.hub.history_bound() <= target
             or self._receive.statistics().current_buffer_used
+            or self._buffer
             or self._in_flight
         ):
             await self._delivered.wait()

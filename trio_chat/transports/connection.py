@@ -72,6 +72,10 @@ class Link(Protocol):
         ``trio.BrokenResourceError`` if the peer is gone."""
         ...
 
+    def input_waiting(self) -> bool:
+        """Whether :meth:`receive` has a frame (or the end) without reading the socket."""
+        ...
+
     async def prompt_nick(self) -> None:
         """Ask for a nickname (text mode prints a prompt; JSON waits for ``hello``)."""
         ...
@@ -293,6 +297,9 @@ async def _serve_session(
 async def _read_frames(server: ChatServer, link: Link, session: Session, flood: FloodGuard) -> str:
     """Act on every frame the peer sends until it closes or stops sending; the reason."""
     while True:
+        if not link.input_waiting():
+            # All that arrived is handled: let what it said go out now, in one bundle.
+            server.flush()
         item = await link.receive()
         if item is None:
             return "connection lost"

@@ -95,6 +95,9 @@ class TcpLink:
             if frame is not None:
                 return frame
 
+    def input_waiting(self) -> bool:
+        return self._lines.has_line()
+
     def _heard(self) -> None:
         self.last_heard = trio.current_time()
 

@@ -116,6 +116,9 @@ class WebSocketLink:
             None if fd is None else lambda event: self._write_nowait(fd, event)
         )
 
+    def input_waiting(self) -> bool:
+        return bool(self._frames) or self._unparsed
+
     def _format(self) -> WireFormat[bytes]:
         return WEBSOCKET_BATCH_FRAMES if self.batching else WEBSOCKET_FRAMES
 

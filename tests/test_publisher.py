@@ -1,0 +1,61 @@
+"""The publisher without a store: a reader's flush delivers at once, in order, in bundles."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from trio_chat.hub import Hub, Session
+from trio_chat.outbox import Outbox
+from trio_chat.protocol import Bundle, Message, ServerEvent
+from trio_chat.publisher import Publisher
+
+
+def lobby(publisher_outbox: int = 1024) -> tuple[Hub, Publisher, Session]:
+    hub = Hub()
+    publisher = Publisher(hub, store=None, outbox_size=publisher_outbox)
+    publisher.attach()
+    ann = hub.attach("ann", Outbox(10_000), address="127.0.0.1:1", transport="test")
+    hub.join(ann, "#lobby")
+    publisher.flush()
+    ann.outbox.take_nowait(100)  # the join
+    return hub, publisher, ann
+
+
+def lines_of(items: list[ServerEvent]) -> list[str]:
+    out: list[str] = []
+    for item in items:
+        for event in item.events if isinstance(item, Bundle) else (item,):
+            assert isinstance(event, Message)
+            out.append(event.text)
+    return out
+
+
+def test_a_flush_delivers_what_a_reader_said_at_once_as_one_bundle() -> None:
+    hub, publisher, ann = lobby()
+    for text in ("one", "two", "three"):
+        hub.say(ann, "#lobby", text)
+    assert len(ann.outbox) == 0  # waiting for the flush (or the publisher task)
+    publisher.flush()
+    items = ann.outbox.take_nowait(100)
+    assert len(items) == 1 and lines_of(items) == ["one", "two", "three"]
+
+
+def test_a_backlog_over_one_slice_is_left_to_the_publisher_task() -> None:
+    hub, publisher, ann = lobby(publisher_outbox=8)  # slices of 2
+    for text in ("a", "b", "c"):
+        hub.say(ann, "#lobby", text)
+    publisher.flush()
+    assert len(ann.outbox) == 0
+
+
+async def test_without_a_flush_the_publisher_task_delivers_in_order() -> None:
+    hub, publisher, ann = lobby(publisher_outbox=8)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher.publish_forever)
+        for text in ("a", "b", "c", "d", "e"):
+            hub.say(ann, "#lobby", text)
+        with trio.fail_after(5):
+            await publisher.settle()
+        nursery.cancel_scope.cancel()
+    assert lines_of(ann.outbox.take_nowait(100)) == ["a", "b", "c", "d", "e"]
