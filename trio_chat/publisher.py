@@ -34,6 +34,10 @@ log = logging.getLogger("trio_chat.publisher")
 
 #: Most events the publisher takes from its queue for one round of commits.
 PUBLISH_BATCH = 1024
+#: Most events a reader's flush delivers itself: a few lines go out at once; a bigger
+#: burst is load, and waits for the publisher task, where it joins the other readers'
+#: lines in fewer, bigger bundles and is delivered a slice at a time.
+FLUSH_AT_MOST = 16
 #: Ids reserved in the store ahead of those given out (see :meth:`Publisher.reserve_ids`).
 ID_RESERVE = 100_000
 #: Seconds between checks that the reservation is still well ahead.
@@ -105,16 +109,14 @@ class Publisher:
     def flush(self) -> None:
         """Deliver what waits, now, in this task: called by a reader once it has handled all
         the input it had, so a lone line goes out without waiting a scheduling round for
-        the publisher task (at low load that round was most of the latency), and a burst
-        still goes out as one bundle.
+        the publisher task (at low load that round was most of the latency).
 
         Only without a store (with one, lines wait for their commit), only between the
-        publisher's own batches (order), and only for up to ``deliver_slice`` events (a
-        bigger backlog is delivered a slice at a time by the publisher task).
+        publisher's own batches (order), and only for up to :data:`FLUSH_AT_MOST` events.
         """
         if self.store is not None or self._in_flight or not self._buffer:
             return
-        if len(self._buffer) > self.deliver_slice:
+        if len(self._buffer) > FLUSH_AT_MOST:
             return
         batch, self._buffer = self._buffer, []
         self.hub.deliver_many(batch)
