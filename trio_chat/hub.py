@@ -32,7 +32,7 @@ import trio
 
 from .metrics import Metrics
 from .names import DEFAULT_ROOM, InvalidName, name_key, normalize_nick
-from .outbox import Outbox
+from .outbox import Outbox, events_in
 from .protocol import (
     Bundle,
     Info,
@@ -432,8 +432,7 @@ class Hub:
         if event_id is None:  # a reply that waited its turn (see send_to)
             self._fanout(pending.receivers(), pending.event)
             return
-        if self._undelivered and self._undelivered[0] == event_id:
-            self._undelivered.popleft()
+        self._release(event_id)
         if not failed:
             self._fanout_timed(pending)
 
@@ -464,13 +463,16 @@ class Hub:
             for pending in run:
                 self.deliver(pending)
             return
-        undelivered = self._undelivered
         for pending in run:
-            if undelivered and undelivered[0] == pending.event.id:  # type: ignore[union-attr]
-                undelivered.popleft()
+            self._release(pending.event.id)  # type: ignore[union-attr]
         room = run[0].room
         assert room is not None
         self._fanout_timed(Pending(Bundle(events=tuple(p.event for p in run)), room))
+
+    def _release(self, event_id: int) -> None:
+        """``event_id`` is being delivered (or dropped): history may now reach past it."""
+        if self._undelivered and self._undelivered[0] == event_id:
+            self._undelivered.popleft()
 
     def _next_id(self) -> int:
         self._last_id += 1
@@ -504,7 +506,7 @@ class Hub:
     def _fanout(self, receivers: Iterable[Session], event: ServerEvent) -> None:
         overflowed: list[Session] = []
         delivered = 0
-        count = len(event.events) if isinstance(event, Bundle) else 1
+        count = events_in(event)
         # Sessions on one wire format share one ``measure``: size the event once per format.
         sizes: dict[Callable[[ServerEvent], int] | None, int] = {None: 0}
         # A receiver with nothing queued gets the event straight on its socket: one syscall,

@@ -85,11 +85,10 @@ class Publisher:
         # A batch is delivered a slice at a time, letting every writer drain its outbox in
         # between: a client that keeps up never sees its queue fill in one burst.
         self.deliver_slice = max(1, outbox_size // 4)
-        self._send, self._receive = trio.open_memory_channel[Pending](math.inf)
         self._delivered = trio.Event()  # set (and replaced) after every delivered batch
         self._in_flight = 0  # batches taken from the queue and not yet delivered
-        # Without a store: events wait here, for the publisher task's next round or for a
-        # reader's flush, whichever comes first.
+        # Published events wait here for the publisher task (or, without a store, for a
+        # reader's flush, whichever comes first); _wakeup is set while any wait.
         self._buffer: list[Pending] = []
         self._wakeup = trio.Event()
         self._reserved = 0  # ids up to this one are reserved in the store
@@ -98,9 +97,7 @@ class Publisher:
         """Route the hub's numbered events through :meth:`publish_forever`."""
         if self.store is not None:
             self.hub.start_ids_after(self.store.last_id)
-            self.hub.publisher = self._send.send_nowait
-        else:
-            self.hub.publisher = self._buffer_event
+        self.hub.publisher = self._buffer_event
 
     def _buffer_event(self, pending: Pending) -> None:
         self._buffer.append(pending)
@@ -120,6 +117,9 @@ class Publisher:
             return
         batch, self._buffer = self._buffer, []
         self.hub.deliver_many(batch)
+        self._signal_delivered()
+
+    def _signal_delivered(self) -> None:
         self._delivered.set()
         self._delivered = trio.Event()
 
@@ -166,20 +166,15 @@ class Publisher:
         """
         if self.store is None:
             while True:
-                await self._wakeup.wait()
-                self._wakeup = trio.Event()
-                if self._buffer:  # not flushed by a reader meanwhile
-                    batch, self._buffer = self._buffer, []
-                    self._in_flight += 1
-                    await self._deliver(batch, frozenset())
+                batch = await self._next_batch()
+                await self._deliver(batch, frozenset())
         store = self.store
         async with trio.open_nursery() as nursery:
             committed_send, committed_receive = trio.open_memory_channel[_Committing](math.inf)
             nursery.start_soon(self._deliver_committed, store, committed_receive)
             nursery.start_soon(self._keep_ids_reserved, store)
-            async for first in self._receive:
-                self._in_flight += 1
-                batch = self._take_batch(first)
+            while True:
+                batch = await self._next_batch()
                 to_store = [p for p in batch if p.persist]
                 commit = None
                 if to_store:
@@ -188,13 +183,22 @@ class Publisher:
                         commit = store.append_rows_nowait(rows)
                 committed_send.send_nowait(_Committing(batch, to_store, commit))
 
-    def _take_batch(self, first: Pending) -> list[Pending]:
-        batch = [first]
-        while len(batch) < PUBLISH_BATCH:
-            try:
-                batch.append(self._receive.receive_nowait())
-            except trio.WouldBlock:
+    async def _next_batch(self) -> list[Pending]:
+        """Up to :data:`PUBLISH_BATCH` waiting events, oldest first, counted in flight.
+
+        Always after a scheduling round, even when events already wait: the round lets
+        more in, so batches (and bundles) grow with the load.
+        """
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            if self._buffer:  # not flushed by a reader meanwhile
                 break
+        batch = self._buffer[:PUBLISH_BATCH]
+        del self._buffer[:PUBLISH_BATCH]
+        if self._buffer:
+            self._wakeup.set()
+        self._in_flight += 1
         return batch
 
     async def _deliver_committed(
@@ -220,18 +224,12 @@ class Publisher:
                 await trio.lowlevel.checkpoint()
             self.hub.deliver_many(batch[start : start + self.deliver_slice], failed)
         self._in_flight -= 1
-        self._delivered.set()
-        self._delivered = trio.Event()
+        self._signal_delivered()
 
     async def settle(self) -> None:
         """Return once every event numbered so far has been delivered (or failed)."""
         target = self.hub.last_id
-        while (
-            self.hub.history_bound() <= target
-            or self._receive.statistics().current_buffer_used
-            or self._buffer
-            or self._in_flight
-        ):
+        while self.hub.history_bound() <= target or self._buffer or self._in_flight:
             await self._delivered.wait()
 
     async def _save_one_by_one(
