@@ -631,8 +631,15 @@ def test_a_row_made_from_an_event_is_the_row_of_its_stored_message() -> None:
 
     line = Message(id=7, ts=1.5, room="#Lobby", nick="Ann", text="hi", kind="action")
     private = Private(id=8, ts=2.5, nick="Ann", to="Bob", text="psst")
-    for event in (line, private):
-        assert message_row(event) == stored_form(Pending(event, None)).row()
+    expected = {
+        line: StoredMessage.from_message(line),
+        private: StoredMessage(
+            id=8, ts=2.5, room=None, sender="Ann", text="psst", kind="private", recipient="Bob"
+        ),
+    }
+    for event, stored in expected.items():
+        assert message_row(event) == stored.row()
+        assert stored_form(Pending(event, None)) == stored
 
 
 async def test_batches_queued_without_waiting_commit_in_order_and_fail_alone(

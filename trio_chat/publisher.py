@@ -45,23 +45,14 @@ ID_RESERVE_CHECK = 1.0
 
 
 def stored_form(pending: Pending) -> StoredMessage:
-    event = pending.event
-    if isinstance(event, Message):
-        return StoredMessage.from_message(event)
-    assert isinstance(event, Private), "only chat lines and private messages are stored"
-    return StoredMessage(
-        id=event.id,
-        ts=event.ts,
-        room=None,
-        sender=event.nick,
-        text=event.text,
-        kind="private",
-        recipient=event.to,
-    )
+    """The stored message of a chat line or private message: its row without the
+    conversation key (which the store derives again)."""
+    row = stored_row(pending)
+    return StoredMessage(*row[:7])  # type: ignore[arg-type]
 
 
 def stored_row(pending: Pending) -> Row:
-    """The table row of a chat line or private message (see :func:`stored_form`)."""
+    """The table row of a chat line or private message."""
     event = pending.event
     assert isinstance(event, Message | Private), "only chat lines and private messages are stored"
     return message_row(event)
