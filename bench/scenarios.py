@@ -242,6 +242,12 @@ def _login_one(port: int, dialect: loadgen.Dialect, nick: str, timeout: float) -
     return sock
 
 
+#: Quiet seconds before an idle server's memory is read: the SYNC line is the last thing
+#: every connection did, and trio-chat parks a connection after ``park_after`` (2 s) of
+#: quiet (see README, "How it works"). Other servers have nothing to settle.
+IDLE_SETTLE_SECONDS = 3.0
+
+
 def idle(server_name: str, n: int, opts: Options) -> dict[str, Any]:
     """N idle logged-in connections in #lobby; server memory before and after."""
     with start_server(server_name) as srv:
@@ -269,7 +275,7 @@ def idle(server_name: str, n: int, opts: Options) -> dict[str, Any]:
             with _login_one(srv.port, dialect, "syncer", 30) as syncer:
                 syncer.sendall(dialect.say(loadgen.SYNC.decode()))
                 synced = sum(r[1] for r in group.expect("synced", timeout))
-                time.sleep(1.0)
+                time.sleep(IDLE_SETTLE_SECONDS)
                 rss1 = srv.rss_kb()
                 peak_kb = srv.peak_rss_kb()
                 cpu = srv.cpu_seconds()

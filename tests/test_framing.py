@@ -62,3 +62,16 @@ def test_last_line_without_newline_is_delivered_at_eof() -> None:
     assert buf.next_event() == b"two"
     assert buf.next_event() is EOF
     assert buf.next_event() is EOF
+
+
+def test_has_line_is_true_once_an_unfinished_line_is_already_too_long() -> None:
+    # A reader that waits for has_line() before parsing must still hear of an over-long
+    # line, or it would buffer a newline-less stream without bound.
+    buf = LineBuffer(max_line_bytes=8)
+    buf.feed(b"123456789")  # nine bytes: may still be eight and a CR
+    assert not buf.has_line()
+    buf.feed(b"0")
+    assert buf.has_line()
+    assert isinstance(buf.next_event(), LineTooLong)
+    buf.feed(b"tail\nok\n")
+    assert buf.next_event() == b"ok"

@@ -237,6 +237,7 @@ def test_trio_chat_metrics_render_and_parse() -> None:
     types, samples = parse(metrics.render())
     assert types == {
         "trio_chat_connections": "gauge",
+        "trio_chat_parked_connections": "gauge",
         "trio_chat_connections_total": "counter",
         "trio_chat_messages_in_total": "counter",
         "trio_chat_messages_out_total": "counter",

@@ -91,3 +91,29 @@ def test_an_empty_outbox_takes_one_bundle_bigger_than_its_bound() -> None:
     assert len(box) == 10  # that is fully caught up
     with pytest.raises(trio.WouldBlock):
         box.put_nowait(Info(text="one more"))
+
+
+def test_a_parked_connection_is_called_once_at_the_next_put_or_close() -> None:
+    box = Outbox(10)
+    calls: list[str] = []
+    box.call_on_put(lambda: calls.append("woken"))
+    assert box.writer_waiting  # the callback stands in for a waiting writer
+    (event,) = events(1)
+    box.put_nowait(event)
+    box.put_nowait(event)
+    assert calls == ["woken"]  # once: whoever resumes takes over
+    assert not box.writer_waiting
+    box.take_nowait(10)
+    box.call_on_put(lambda: calls.append("closed"))
+    box.close()
+    assert calls == ["woken", "closed"]
+
+
+async def test_a_writer_cancelled_while_waiting_leaves_no_stale_wakeup() -> None:
+    box = Outbox(10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(box.take, 10)
+        await trio.testing.wait_all_tasks_blocked()
+        assert box.writer_waiting
+        nursery.cancel_scope.cancel()
+    assert not box.writer_waiting

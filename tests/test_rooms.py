@@ -79,7 +79,8 @@ async def test_private_messages_reach_only_the_two(chat_server: TestServer) -> N
 
 async def test_topic(chat_server: TestServer) -> None:
     async with open_client(chat_server, "alice") as alice, open_client(chat_server, "bob") as bob:
-        await alice.command("/join #dev")
+        await alice.command("/join #dev")  # first in: the operator
+        await alice.expect("info", lambda e: e.data and e.data.get("room") == "#dev")
         await bob.command("/join #dev")
         await alice.expect("join", lambda e: e.nick == "bob")
         await bob.command("/topic hijack")
@@ -102,6 +103,7 @@ async def test_moderation_allowed_for_operators_refused_for_others(
         open_client(chat_server, "carol", websocket=True) as carol,
     ):
         await owner.command("/join #club")  # the creator is the operator
+        await owner.expect("info", lambda e: e.data and e.data.get("room") == "#club")
         for client in (bob, carol):
             await client.command("/join #club")
             await client.expect("info", lambda e: e.data and e.data.get("room") == "#club")

@@ -46,6 +46,11 @@ class ServerConfig:
     idle_timeout: float = 60.0
     #: Seconds a pinged client has to answer before it is disconnected.
     ping_timeout: float = 30.0
+    #: Seconds of quiet (nothing received, nothing waiting to be sent) after which a
+    #: connection gives up its tasks and parks until it has something to do: idle users
+    #: then cost a few KiB each. Messages still reach them at once. Plain TCP and
+    #: WebSocket on Linux; TLS connections keep their tasks.
+    park_after: float = 2.0
     #: Seconds to wait for a first byte before treating a TCP client as a text client.
     sniff_delay: float = 0.3
     #: Frames per second a connection may send on average, and at once after a quiet spell;

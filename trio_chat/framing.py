@@ -68,8 +68,15 @@ class LineBuffer:
         return len(self._buf)
 
     def has_line(self) -> bool:
-        """Whether :meth:`next_event` can answer without more data (a line, or the end)."""
-        return self._eof or self._buf.find(b"\n", self._scan_from) >= 0
+        """Whether :meth:`next_event` can answer without more data: a line, the end, or a
+        :class:`LineTooLong` (so a reader that waits for lines never buffers without bound).
+        """
+        buf = self._buf
+        return (
+            self._eof
+            or buf.find(b"\n", self._scan_from) >= 0
+            or len(buf) > self.max_line_bytes + 1  # too long even if it ends in a CR
+        )
 
     def next_event(self) -> LineEvent:
         """Return the next line (without its ending), a :class:`LineTooLong`, or a sentinel."""

@@ -263,6 +263,10 @@ class Metrics:
         )
         for transport in TRANSPORTS:
             self.connections.labels(transport)
+        self.parked: Gauge = r.gauge(
+            "trio_chat_parked_connections",
+            "Idle connections parked: held without tasks until they have something to do.",
+        )
         self.connections_total: Counter = r.counter(
             "trio_chat_connections_total", "Chat connections accepted since the server started."
         )

@@ -6,11 +6,15 @@ can: append, count, and wake the writer only if it is asleep. The writer empties
 bulk (everything waiting, in one write), which a trio memory channel can only do one
 ``receive_nowait`` at a time. One producer side (the
 hub) and one consumer (the writer task) per outbox; both run on the trio thread.
+
+The consumer may also be absent: a parked connection (see
+:mod:`trio_chat.transports.parking`) has no writer task, and asks to be called back
+(:meth:`Outbox.call_on_put`) when there is something to write.
 """
 
 from __future__ import annotations
 
-import collections
+from collections.abc import Callable
 
 import trio
 
@@ -37,10 +41,14 @@ class Outbox:
         if max_events < 1:
             raise ValueError("an outbox holds at least one event")
         self.max_events = max_events
-        self._items: collections.deque[ServerEvent] = collections.deque()
+        # A list, not a deque: the writer nearly always takes everything, and then takes
+        # the list itself; an idle connection's empty list is 56 bytes, a deque's 600.
+        self._items: list[ServerEvent] = []
         self._events = 0
         self._closed = False
-        self._wakeup: trio.Event | None = None  # set while the writer waits for events
+        #: Called once at the next put or close: the waiting writer's wake-up, or a parked
+        #: connection's resume. ``None`` while the writer is busy.
+        self._wakeup: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         """Events queued."""
@@ -60,7 +68,7 @@ class Outbox:
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
-            wakeup.set()
+            wakeup()
 
     def close(self) -> None:
         """No more events; the writer still gets what is queued, then an empty batch."""
@@ -68,17 +76,32 @@ class Outbox:
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
-            wakeup.set()
+            wakeup()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def writer_waiting(self) -> bool:
+        """Whether a writer waits in :meth:`take` (and so is not in the middle of a write)."""
+        return self._wakeup is not None
+
+    def call_on_put(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` once, at the next :meth:`put_nowait` or :meth:`close` (or
+        cancel a callback with ``None``). For a connection with no writer task: it must not
+        be waiting in :meth:`take` meanwhile, and the outbox must be empty and open."""
+        self._wakeup = callback
 
     def take_nowait(self, limit: int) -> list[ServerEvent]:
         """Up to ``limit`` queued items, oldest first (empty if none)."""
         items = self._items
         if len(items) <= limit:
-            batch = list(items)
-            items.clear()
+            self._items = []
             self._events = 0
-            return batch
-        batch = [items.popleft() for _ in range(limit)]
+            return items
+        batch = items[:limit]
+        del items[:limit]
         self._events -= sum(map(events_in, batch))
         return batch
 
@@ -88,8 +111,13 @@ class Outbox:
             if self._closed:
                 await trio.lowlevel.checkpoint()
                 return []
-            self._wakeup = trio.Event()
-            await self._wakeup.wait()
+            wakeup = trio.Event()
+            self._wakeup = wakeup.set
+            try:
+                await wakeup.wait()
+            finally:
+                if self._wakeup == wakeup.set:
+                    self._wakeup = None  # cancelled while waiting: nobody to wake
         # A full checkpoint even when events were waiting: the scheduling round it costs
         # lets more events in, so the caller writes bigger batches.
         await trio.lowlevel.checkpoint()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import inspect
 import logging
@@ -40,6 +41,7 @@ from .protocol import (
 )
 from .publisher import Publisher
 from .store import Store, StoreError
+from .transports.parking import ParkingLot
 from .transports.streams import server_ssl_context
 
 log = logging.getLogger("trio_chat.server")
@@ -47,6 +49,29 @@ log = logging.getLogger("trio_chat.server")
 
 class ServerSetupError(Exception):
     """The server cannot start as configured; the message is one line for the operator."""
+
+
+class ConnectionSlot:
+    """A connection's place in the connection limits (see :meth:`ChatServer.connection_slot`)."""
+
+    __slots__ = ("_release", "refusal")
+
+    def __init__(self, refusal: str | None, release: Callable[[], None] | None) -> None:
+        self.refusal = refusal
+        self._release = release
+
+    def hand_over(self) -> Callable[[], None]:
+        """Give the slot to the connection, which calls the result once when it ends."""
+        release, self._release = self._release, None
+        if release is None:
+            raise RuntimeError("this slot was refused or handed over already")
+        return release
+
+    def give_back(self) -> None:
+        """Free the slot now, unless it was refused or handed over."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
 
 class ChatServer:
@@ -78,6 +103,8 @@ class ChatServer:
         self.pm: pluggy.PluginManager = new_plugin_manager()
         self.addresses: list[str] = []
         self._nursery: trio.Nursery | None = None
+        #: Where idle connections wait without tasks (see transports.parking).
+        self.parking = ParkingLot()
         self.persistence: Persistence | None = None
         self.publisher: Publisher | None = None
         self._live_sessions = 0
@@ -140,16 +167,19 @@ class ChatServer:
         return name
 
     @contextlib.contextmanager
-    def connection_slot(self, address: str) -> Iterator[str | None]:
-        """Count a new connection from ``address`` for the block; yields ``None`` when it
-        may stay, or the reason it may not (too many from that host, server full)."""
+    def connection_slot(self, address: str) -> Iterator[ConnectionSlot]:
+        """Count a new connection from ``address`` for the block. The slot's ``refusal`` is
+        ``None`` when it may stay, or the reason it may not (too many from that host,
+        server full); a connection that outlives the block takes the slot with it
+        (:meth:`ConnectionSlot.hand_over`)."""
         host = host_of(address)
         refusal = self.connections.acquire(host)
+        release = None if refusal is not None else functools.partial(self.connections.release, host)
+        slot = ConnectionSlot(refusal, release)
         try:
-            yield refusal
+            yield slot
         finally:
-            if refusal is None:
-                self.connections.release(host)
+            slot.give_back()
 
     def plugin_settings(self, name: str) -> dict[str, Any]:
         """The settings of plugin ``name`` from the config file (empty if it has none)."""
@@ -417,6 +447,7 @@ class ChatServer:
             self._nursery = nursery
             nursery.start_soon(publisher.publish_forever)
             nursery.start_soon(self.keepalive.run)
+            nursery.start_soon(self.parking.run)
             if self.persistence is not None and self.config.keep_days is not None:
                 nursery.start_soon(self.persistence.prune_forever, self.config.keep_days)
             # Listeners live in their own nursery so that stopping them stops accepting
@@ -468,6 +499,12 @@ class ChatServer:
             while self._live_sessions:
                 self._sessions_ended = trio.Event()
                 await self._sessions_ended.wait()
+
+    def start_connection_task(self, run: Callable[[], Awaitable[None]]) -> None:
+        """Serve a resumed connection in a task of its own, beside the others."""
+        if self._nursery is None:
+            raise RuntimeError("the server is not serving")
+        self._nursery.start_soon(run)
 
     def session_started(self) -> None:
         """Called by a connection's task once its session is logged in."""

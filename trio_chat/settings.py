@@ -102,6 +102,7 @@ CHECKS: dict[str, Check] = {
     "handshake_timeout": positive,
     "idle_timeout": positive,
     "ping_timeout": positive,
+    "park_after": positive,
     "sniff_delay": non_negative,
     "keep_days": positive,
     "history_on_join": non_negative,

@@ -2,7 +2,8 @@
 
 A transport provides a :class:`Link` (receive one frame, send a batch of events, close);
 :func:`run_connection` does the rest. Each connection runs in its own task with its own
-nursery (the writer beside the reader), so a failure here ends this connection only.
+nursery (the writer beside the reader), so a failure here ends this connection only; an
+idle one gives up its tasks and parks until it has something to do (:class:`Resident`).
 """
 
 from __future__ import annotations
@@ -64,7 +65,14 @@ class Link(Protocol):
     plain_text: bool
 
     async def receive(self) -> ClientFrame | RemoteProtocolError | None:
-        """The next frame, a protocol error to report, or ``None`` once the peer is gone."""
+        """The next frame, a protocol error to report, or ``None`` once the peer is gone.
+        Reads the socket (with :meth:`fill`) as long as it needs to."""
+        ...
+
+    async def fill(self) -> None:
+        """Read once from the socket into the link's parser (the end of the stream counts
+        as input too). Cancelling it loses nothing: it is the one place a logged-in
+        connection waits for its peer, and what a parking connection cancels."""
         ...
 
     async def send(self, events: list[ServerEvent]) -> int:
@@ -82,6 +90,14 @@ class Link(Protocol):
 
     async def aclose(self) -> None: ...
 
+    def abort(self) -> None:
+        """Close the socket at once, without a word (a parked connection the server left)."""
+        ...
+
+    #: The socket's file descriptor if the connection may park while idle (plain sockets,
+    #: whose readiness means input; not TLS, which buffers records of its own), else None.
+    park_fd: int | None
+
     #: Bytes an event takes on this link (one function per wire format; see wire.sizer).
     measure: Callable[[ServerEvent], int]
     #: Write an event at once if the socket takes it (see ``Session.write_now``), or None.
@@ -95,52 +111,217 @@ class Link(Protocol):
     keepalive_ping: Callable[[], ServerEvent] | None
 
 
-async def run_connection(server: ChatServer, link: Link) -> None:
-    """Serve one client until it quits, vanishes, is disconnected, or the server stops."""
-    cfg = server.config
-    outbox = Outbox(cfg.outbox_size)
-    session: Session | None = None
-    reason = "connection closed"
-    end_label: str | None = None  # the disconnect metric's label, when not the session's
+async def run_connection(server: ChatServer, link: Link, release: Callable[[], None]) -> None:
+    """Serve one client until it quits, vanishes, is disconnected, or the server stops.
+
+    Owns ``link`` (closes it) and ``release`` (calls it once the connection is over) from
+    its first line on, even if it raises. Once the client has logged in, the connection
+    may outlive this call: an idle one parks, and resumes later in a task of its own
+    (see :class:`Resident`).
+    """
     metrics = server.metrics
-    open_connections = metrics.connections.labels(link.transport)
-    open_connections.inc()
+    metrics.connections.labels(link.transport).inc()
     metrics.connections_total.inc()
+    session: Session | None = None
+    end_label = "closed"
     try:
-        with trio.move_on_after(cfg.handshake_timeout) as handshake_scope:
-            session = await _handshake(server, link, outbox)
+        with trio.move_on_after(server.config.handshake_timeout) as handshake_scope:
+            session = await _handshake(server, link, Outbox(server.config.outbox_size))
         if handshake_scope.cancelled_caught:
             end_label = "handshake_timeout"
             await _goodbye(link, Bye(code="timeout", text="no nickname given in time"))
-            return
-        if session is None:
-            return
-        log.info(
-            "connect nick=%s addr=%s transport=%s account=%s",
-            session.nick,
-            link.address,
-            link.transport,
-            "yes" if session.extra.get("account") else "no",
-        )
-        server.session_started()
-        try:
-            reason = await _serve_session(server, link, session, outbox)
-        finally:
-            server.session_ended()
     finally:
-        open_connections.dec()
-        if session is not None and session.close_code is not None:
-            end_label = session.close_code  # quit, slow_consumer, shutdown, ...
-        metrics.disconnects_total.labels(end_label or _REASON_CODES.get(reason, "other")).inc()
-        if session is not None:
-            server.keepalive.forget(session)
-            if session.close_reason is not None:
-                reason = session.close_reason
-            server.hub.detach(session, reason)
-            log.info("disconnect nick=%s addr=%s reason=%r", session.nick, link.address, reason)
-        outbox.close()
+        if session is None:
+            metrics.disconnects_total.labels(end_label).inc()
+            await _close(server, link, release)
+    if session is None:
+        return
+    log.info(
+        "connect nick=%s addr=%s transport=%s account=%s",
+        session.nick,
+        link.address,
+        link.transport,
+        "yes" if session.extra.get("account") else "no",
+    )
+    server.session_started()
+    if link.keepalive_ping is not None:
+        server.keepalive.watch(session, lambda: link.last_heard, link.keepalive_ping)
+    await Resident(server, link, session, release).start()
+
+
+async def _close(server: ChatServer, link: Link, release: Callable[[], None]) -> None:
+    """The last of every connection: close the link (bounded, even when cancelled)."""
+    try:
         with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_TIMEOUT):
             await link.aclose()
+    finally:
+        _closed(server, link, release)
+
+
+def _closed(server: ChatServer, link: Link, release: Callable[[], None]) -> None:
+    """A connection is closed: count it out, and give back its place in the limits."""
+    server.metrics.connections.labels(link.transport).dec()
+    release()
+
+
+class Resident:
+    """A logged-in connection: what lives as long as it does, whichever task serves it.
+
+    It is served in *spells*. A spell runs the reader and the writer; it ends when the
+    connection ends (and then says goodbye and cleans up), or when the connection has
+    been idle for ``config.park_after`` seconds: then the spell's tasks end and the
+    connection parks (see :mod:`trio_chat.transports.parking`) until its socket has
+    input, its outbox has something its socket would not take, or its session is closed;
+    then :meth:`resume` starts the next spell in a new task.
+    """
+
+    __slots__ = ("flood", "link", "release", "server", "session")
+
+    def __init__(
+        self, server: ChatServer, link: Link, session: Session, release: Callable[[], None]
+    ) -> None:
+        self.server = server
+        self.link = link
+        self.session = session
+        self.release = release
+        # Kept across spells: a flooder's strikes are not forgiven by a pause.
+        self.flood = FloodGuard(server.config.flood_rate, server.config.flood_burst)
+
+    async def start(self) -> None:
+        """Serve the connection from its log-in on. One that has said nothing more parks at
+        once: a crowd logging in then never holds two tasks per user, which would leave
+        the server's memory at that peak (freed task memory is reused, not returned)."""
+        if not self._park():
+            await self.run()
+
+    async def run(self) -> None:
+        """Serve spells until the connection ends or parks; clean up if it ended."""
+        parked = False
+        reason: str | None = "connection closed"
+        try:
+            while True:
+                reason = await self._spell()
+                if reason is not None:
+                    break
+                if self._park():
+                    parked = True
+                    return
+        finally:
+            if not parked:
+                await self._end(reason or "connection closed")
+
+    def resume(self) -> None:
+        """Start the next spell (called once, by whatever woke the parked connection)."""
+        self._unpark()
+        try:
+            self.server.start_connection_task(self.run)
+        except RuntimeError:  # the server has stopped serving: nobody to run it
+            self._drop()
+
+    def abandon(self) -> None:
+        """The server is gone while this connection was parked: close it without a word."""
+        self._unpark()
+        self._drop()
+
+    def _drop(self) -> None:
+        self.link.abort()
+        self._forget(self.session.close_reason or "server stopped")
+        _closed(self.server, self.link, self.release)
+
+    def _unpark(self) -> None:
+        """Take back every way of being woken (whichever woke it used its own already)."""
+        assert self.link.park_fd is not None
+        self.server.parking.unpark(self.link.park_fd)
+        self.session.outbox.call_on_put(None)
+        self.session.on_close = None
+        self.server.metrics.parked.dec()
+
+    def _park(self) -> bool:
+        """Hand the connection over to the parking lot if it is still idle; whether it did."""
+        session, outbox, fd = self.session, self.session.outbox, self.link.park_fd
+        if fd is None or not self.server.parking.available:
+            return False
+        if session.closed or self.server.stopping:
+            return False
+        if len(outbox) or outbox.closed or self.link.input_waiting():
+            return False  # woken while its writer stopped: serve on
+        outbox.call_on_put(self.resume)
+        session.on_close = self.resume
+        self.server.parking.park(fd, self)
+        self.server.metrics.parked.inc()
+        return True
+
+    async def _spell(self) -> str | None:
+        """Run reader and writer until one ends or the connection idles; why it ended
+        (``None`` if it only idles: the caller parks it)."""
+        server, link, session = self.server, self.link, self.session
+        outbox = session.outbox
+        reason = "connection closed"
+        async with trio.open_nursery() as nursery:
+            writer_done = trio.Event()
+
+            async def write() -> None:
+                nonlocal reason
+                try:
+                    await _writer(
+                        link, session, outbox, server.config.max_batch, server.config.send_timeout
+                    )
+                except trio.TooSlowError:
+                    reason = "write timed out"
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    reason = "connection lost"
+                finally:
+                    writer_done.set()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(write)
+            ended: str | None = reason
+            with trio.CancelScope() as reading:
+                # The server ends a session (quit, kick off, flooding, slow, shutdown) by
+                # stopping its reader; the writer then still delivers what is queued.
+                session.on_close = reading.cancel
+                if session.closed:  # closed before we could listen
+                    reading.cancel()
+                ended = await _read_frames(server, link, session, self.flood, outbox)
+            if ended is None:
+                session.on_close = None
+                nursery.cancel_scope.cancel()  # the writer waits for events: stop it too
+                return None
+            reason = ended
+            if session.close_reason is not None:
+                reason = session.close_reason
+            # Whatever stopped the reading (the peer closed or only stopped sending, or the
+            # server ended it): the writer delivers what is queued, its own last lines
+            # included, then the bye, all within a bounded time.
+            with trio.move_on_after(GOODBYE_TIMEOUT):
+                await server.settle()
+                server.hub.detach(session, reason)
+                outbox.close()
+                await writer_done.wait()
+            nursery.cancel_scope.cancel()
+        if session.close_code is not None:
+            pending = outbox.take_nowait(server.config.max_batch)  # what the writer had no time for
+            bye = Bye(code=session.close_code, text=session.close_reason or session.close_code)
+            await _goodbye(link, bye, pending)
+        return reason
+
+    async def _end(self, reason: str) -> None:
+        session = self.session
+        if session.close_reason is not None:
+            reason = session.close_reason
+        self._forget(reason)
+        await _close(self.server, self.link, self.release)
+
+    def _forget(self, reason: str) -> None:
+        """Take the ended session out of the server's books (the hub, counters, logs)."""
+        server, session = self.server, self.session
+        server.session_ended()
+        label = session.close_code or _REASON_CODES.get(reason, "other")
+        server.metrics.disconnects_total.labels(label).inc()
+        server.keepalive.forget(session)
+        server.hub.detach(session, reason)
+        log.info("disconnect nick=%s addr=%s reason=%r", session.nick, self.link.address, reason)
+        session.outbox.close()
 
 
 async def _handshake(server: ChatServer, link: Link, outbox: Outbox) -> Session | None:
@@ -240,66 +421,51 @@ def _login_from(item: ClientFrame, plain_text: bool) -> _Login | None:
     return None
 
 
-async def _serve_session(
+async def _read_frames(
+    server: ChatServer, link: Link, session: Session, flood: FloodGuard, outbox: Outbox
+) -> str | None:
+    """Act on every frame the peer sends until it closes or stops sending; the reason.
+    ``None`` once the connection idles and may park: nothing came for ``park_after``
+    seconds and its writer waits with nothing to send."""
+    park_after = server.config.park_after if link.park_fd is not None else None
+    if park_after is not None and not server.parking.available:
+        park_after = None
+    while True:
+        # One scope per idle spell, its deadline moved around each socket read only:
+        # cancelling a read loses nothing, cancelling a command half-way would.
+        reason: str | None = None
+        with trio.CancelScope() as idle:
+            reason = await _read_until_idle(server, link, session, flood, idle, park_after)
+        if reason is not None:
+            return reason
+        if idle.cancelled_caught and not len(outbox) and outbox.writer_waiting:
+            return None
+        # Busy writing, or input came just as the deadline passed: go on, in a new scope.
+
+
+async def _read_until_idle(
     server: ChatServer,
     link: Link,
     session: Session,
-    outbox: Outbox,
-) -> str:
-    """Run reader and writer until one ends; return why the connection ended."""
-    reason = "connection closed"
-    async with trio.open_nursery() as nursery:
-        writer_done = trio.Event()
-
-        async def write() -> None:
-            nonlocal reason
-            try:
-                await _writer(
-                    link, session, outbox, server.config.max_batch, server.config.send_timeout
-                )
-            except trio.TooSlowError:
-                reason = "write timed out"
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                reason = "connection lost"
-            finally:
-                writer_done.set()
-            nursery.cancel_scope.cancel()
-
-        flood = FloodGuard(server.config.flood_rate, server.config.flood_burst)
-        nursery.start_soon(write)
-        if link.keepalive_ping is not None:
-            server.keepalive.watch(session, lambda: link.last_heard, link.keepalive_ping)
-        with trio.CancelScope() as reading:
-            # The server ends a session (quit, kick off, flooding, slow, shutdown) by
-            # stopping its reader; the writer then still delivers what is queued.
-            session.on_close = reading.cancel
-            if session.closed:  # closed before we could listen
-                reading.cancel()
-            reason = await _read_frames(server, link, session, flood)
-        if session.close_reason is not None:
-            reason = session.close_reason
-        # Whatever stopped the reading (the peer closed or only stopped sending, or the
-        # server ended it): the writer delivers what is queued, its own last lines included,
-        # then the bye, all within a bounded time.
-        with trio.move_on_after(GOODBYE_TIMEOUT):
-            await server.settle()
-            server.hub.detach(session, reason)
-            session.outbox.close()
-            await writer_done.wait()
-        nursery.cancel_scope.cancel()
-    if session.close_code is not None:
-        pending = outbox.take_nowait(server.config.max_batch)  # what the writer had no time for
-        bye = Bye(code=session.close_code, text=session.close_reason or session.close_code)
-        await _goodbye(link, bye, pending)
-    return reason
-
-
-async def _read_frames(server: ChatServer, link: Link, session: Session, flood: FloodGuard) -> str:
-    """Act on every frame the peer sends until it closes or stops sending; the reason."""
+    flood: FloodGuard,
+    idle: trio.CancelScope,
+    park_after: float | None,
+) -> str | None:
+    """:func:`_read_frames` within one ``idle`` scope (see there); returns when the
+    scope's deadline passed while a read was coming in (the caller then starts anew)."""
     while True:
         if not link.input_waiting():
             # All that arrived is handled: let what it said go out now, in one bundle.
             server.flush()
+            if park_after is None:
+                await link.fill()
+            else:
+                idle.deadline = trio.current_time() + park_after
+                await link.fill()
+                idle.deadline = math.inf
+                if idle.cancel_called:
+                    return None
+            continue
         item = await link.receive()
         if item is None:
             return "connection lost"

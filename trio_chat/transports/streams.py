@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from ..framing import EOF, NEED_DATA, LineBuffer, LineTooLong
+
+log = logging.getLogger("trio_chat.accept")
 
 #: First byte of every TLS record that opens a handshake (ClientHello).
 TLS_HANDSHAKE_BYTE = 0x16
@@ -84,6 +88,51 @@ async def accept_tls(stream: trio.abc.Stream, context: ssl.SSLContext) -> trio.a
     return tls
 
 
+#: ``accept()`` errors that mean the machine is out of something (file descriptors, memory):
+#: wait a little and accept again, as ``trio.serve_listeners`` does.
+ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+ACCEPT_RETRY_SECONDS = 0.1
+
+
+async def accept_forever(
+    listeners: list[trio.SocketListener],
+    handler: Callable[[trio.SocketStream], Awaitable[object]],
+    handler_nursery: trio.Nursery,
+) -> None:
+    """Accept connections on ``listeners`` and run ``handler(stream)`` for each in
+    ``handler_nursery``, until cancelled.
+
+    ``trio.serve_listeners`` with one difference: the handler owns the stream and must
+    close it (or hand it on). trio's closes it when the handler returns, but a parked
+    connection outlives the task that accepted it.
+    """
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(_accept_on, listener, handler, handler_nursery)
+
+
+async def _accept_on(
+    listener: trio.SocketListener,
+    handler: Callable[[trio.SocketStream], Awaitable[object]],
+    handler_nursery: trio.Nursery,
+) -> None:
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                log.error(
+                    "accept failed: %s; retrying in %s s",
+                    os.strerror(exc.errno),
+                    ACCEPT_RETRY_SECONDS,
+                )
+                await trio.sleep(ACCEPT_RETRY_SECONDS)
+            else:
+                handler_nursery.start_soon(handler, stream)
+
+
 def listener_address(scheme: str, listener: trio.SocketListener) -> str:
     """``scheme://host:port`` of what a listener bound (IPv6 hosts in brackets)."""
     host, port, *_ = listener.socket.getsockname()
@@ -109,6 +158,14 @@ async def refuse(stream: trio.SocketStream, message: bytes) -> None:
 RECEIVE_SIZE = 64 * 1024
 
 
+async def receive_or_end(stream: trio.abc.Stream) -> bytes | bytearray:
+    """What arrives next on ``stream``; ``b""`` once the peer closed or the connection broke."""
+    try:
+        return await stream.receive_some(RECEIVE_SIZE)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return b""
+
+
 async def read_line(
     stream: trio.abc.Stream, lines: LineBuffer, heard: Callable[[], None] | None = None
 ) -> bytes | LineTooLong | None:
@@ -118,10 +175,7 @@ async def read_line(
     while True:
         event = lines.next_event()
         if event is NEED_DATA:
-            try:
-                data = await stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return None
+            data = await receive_or_end(stream)
             if heard is not None and data:
                 heard()
             lines.feed(data)
@@ -130,6 +184,13 @@ async def read_line(
             return None
         assert isinstance(event, bytes | LineTooLong)
         return event
+
+
+def close_now(stream: trio.abc.Stream) -> None:
+    """Close a socket stream's socket without waiting (nothing is sent; other streams are
+    left alone: only plain sockets park, see :mod:`trio_chat.transports.parking`)."""
+    if isinstance(stream, trio.SocketStream):
+        stream.socket.close()
 
 
 def socket_fd(stream: trio.abc.Stream) -> int | None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..framing import LineBuffer, LineTooLong
+from ..framing import EOF, NEED_DATA, LineBuffer, LineTooLong
 from ..protocol import (
     ClientFrame,
     RemoteProtocolError,
@@ -28,10 +28,12 @@ from ..wire import JSON_LINES, TEXT_LINES, WireFormat, encoded, sizer
 from .connection import run_connection
 from .streams import (
     RECEIVE_SIZE,
+    accept_forever,
     accept_tls,
+    close_now,
     listener_address,
     peer_address,
-    read_line,
+    receive_or_end,
     refuse,
     socket_fd,
     write_nowait,
@@ -69,7 +71,8 @@ class TcpLink:
         self._skip_prompt = plain_text and bool(already_received.strip())
         self.last_heard = trio.current_time()
         self.measure = sizer(self.format)
-        self.write_now = direct_writer(stream, self.format)
+        self.park_fd = socket_fd(stream)
+        self.write_now = direct_writer(self.park_fd, self.format)
         # Lines are batched into one write anyway; a "batch" hello changes nothing here.
         self.batching = False
         # A person on nc cannot answer pings; TCP keepalive (set on the socket) notices a
@@ -80,14 +83,18 @@ class TcpLink:
 
     async def receive(self) -> ClientFrame | RemoteProtocolError | None:
         while True:
-            event = await read_line(self.stream, self._lines, self._heard)
-            if event is None:
+            event = self._lines.next_event()
+            if event is NEED_DATA:
+                await self.fill()
+                continue
+            if event is EOF:
                 return None
             if isinstance(event, LineTooLong):
                 return RemoteProtocolError(
                     "line_too_long",
                     f"line longer than {event.limit} bytes was dropped",
                 )
+            assert isinstance(event, bytes)
             try:
                 frame = self._parse(event)
             except RemoteProtocolError as exc:
@@ -95,11 +102,14 @@ class TcpLink:
             if frame is not None:
                 return frame
 
+    async def fill(self) -> None:
+        data = await receive_or_end(self.stream)
+        if data:
+            self.last_heard = trio.current_time()
+        self._lines.feed(data)
+
     def input_waiting(self) -> bool:
         return self._lines.has_line()
-
-    def _heard(self) -> None:
-        self.last_heard = trio.current_time()
 
     def _parse(self, line: bytes) -> ClientFrame | None:
         if self.plain_text:
@@ -125,6 +135,9 @@ class TcpLink:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+    def abort(self) -> None:
+        close_now(self.stream)
 
 
 async def sniff(stream: trio.abc.Stream, delay: float) -> tuple[bytes, bool] | None:
@@ -158,13 +171,11 @@ def http_misdirected(ws_port: int | None) -> bytes:
     )
 
 
-def direct_writer(
-    stream: trio.abc.Stream, fmt: WireFormat[bytes]
-) -> Callable[[ServerEvent], bytes] | None:
+def direct_writer(fd: int | None, fmt: WireFormat[bytes]) -> Callable[[ServerEvent], bytes] | None:
     """For a plain TCP socket: write an event without waiting (``os.write`` on the
-    non-blocking socket), returning the part the kernel did not take. TLS streams have none.
+    non-blocking socket), returning the part the kernel did not take. TLS streams (no
+    ``fd``) have none.
     """
-    fd = socket_fd(stream)
     if fd is None:
         return None
     return lambda event: write_nowait(fd, encoded(event, fmt))
@@ -187,44 +198,51 @@ async def handle_tcp(server: ChatServer, stream: trio.SocketStream) -> None:
     """Serve one TCP connection; nothing it does can take down the listener."""
     address = peer_address(stream)
     enable_keepalive(stream)
+    link: TcpLink | None = None
     try:
-        with server.connection_slot(address) as refusal:
-            if refusal is not None:
-                await refuse(stream, f"!! connection refused: {refusal}\n".encode())
+        with server.connection_slot(address) as slot:
+            if slot.refusal is not None:
+                await refuse(stream, f"!! connection refused: {slot.refusal}\n".encode())
                 return
-            await serve_tcp_connection(server, stream, address)
+            link = await open_tcp_link(server, stream, address)
+            if link is not None:
+                await run_connection(server, link, slot.hand_over())
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     except Exception:
         log.exception("connection from %s failed", address)
+    finally:
+        if link is None:  # not handed over to run_connection, which closes it
+            await trio.aclose_forcefully(stream)
 
 
-async def serve_tcp_connection(server: ChatServer, stream: trio.SocketStream, address: str) -> None:
-    """TLS (if on), then JSON or text, then the chat itself."""
-    async with stream:
-        chat_stream: trio.abc.Stream = stream
-        if server.ssl_context is not None:
-            tls = None
-            with trio.move_on_after(server.config.handshake_timeout):
-                tls = await accept_tls(stream, server.ssl_context)
-            if tls is None:
-                return
-            chat_stream = tls
-        sniffed = await sniff(chat_stream, server.config.sniff_delay)
-        if sniffed is None:
-            return
-        first, plain_text = sniffed
-        if first.startswith(HTTP_METHODS):
-            await chat_stream.send_all(http_misdirected(server.ws_port))
-            return
-        link = TcpLink(
-            chat_stream,
-            address,
-            plain_text=plain_text,
-            max_line_bytes=server.config.max_frame_bytes,
-            already_received=first,
-        )
-        await run_connection(server, link)
+async def open_tcp_link(
+    server: ChatServer, stream: trio.SocketStream, address: str
+) -> TcpLink | None:
+    """TLS (if on), then JSON or text: the link to chat over, or ``None`` if the peer came for
+    something else or left (the caller closes the stream)."""
+    chat_stream: trio.abc.Stream = stream
+    if server.ssl_context is not None:
+        tls = None
+        with trio.move_on_after(server.config.handshake_timeout):
+            tls = await accept_tls(stream, server.ssl_context)
+        if tls is None:
+            return None
+        chat_stream = tls
+    sniffed = await sniff(chat_stream, server.config.sniff_delay)
+    if sniffed is None:
+        return None
+    first, plain_text = sniffed
+    if first.startswith(HTTP_METHODS):
+        await chat_stream.send_all(http_misdirected(server.ws_port))
+        return None
+    return TcpLink(
+        chat_stream,
+        address,
+        plain_text=plain_text,
+        max_line_bytes=server.config.max_frame_bytes,
+        already_received=first,
+    )
 
 
 async def serve_tcp_chat(
@@ -243,4 +261,4 @@ async def serve_tcp_chat(
     scheme = "tcp" if server.ssl_context is None else "tls"
     addresses = [listener_address(scheme, listener) for listener in listeners]
     task_status.started(addresses)
-    await trio.serve_listeners(handler, listeners, handler_nursery=handler_nursery)
+    await accept_forever(listeners, handler, handler_nursery)

@@ -47,10 +47,12 @@ from ..wire import (
 )
 from .connection import run_connection
 from .streams import (
-    RECEIVE_SIZE,
+    accept_forever,
     accept_tls,
+    close_now,
     listener_address,
     peer_address,
+    receive_or_end,
     refuse,
     socket_fd,
     write_nowait,
@@ -111,13 +113,13 @@ class WebSocketLink:
         self.keepalive_ping: Callable[[], ServerEvent] | None = lambda: Raw(
             data=WEBSOCKET_KEEPALIVE_PING
         )
-        fd = socket_fd(stream)
+        fd = self.park_fd = socket_fd(stream)
         self.write_now: Callable[[ServerEvent], bytes] | None = (
             None if fd is None else lambda event: self._write_nowait(fd, event)
         )
 
     def input_waiting(self) -> bool:
-        return bool(self._frames) or self._unparsed
+        return bool(self._frames) or self._unparsed or self._closed
 
     def _format(self) -> WireFormat[bytes]:
         return WEBSOCKET_BATCH_FRAMES if self.batching else WEBSOCKET_FRAMES
@@ -130,17 +132,19 @@ class WebSocketLink:
                 continue
             if self._closed:
                 return None
-            try:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            if not data:
-                self._closed = True
-                return None
-            self.last_heard = trio.current_time()
-            self.ws.receive_data(bytes(data))
-            self._unparsed = True
+            await self.fill()
         return self._frames.popleft()
+
+    async def fill(self) -> None:
+        if self._closed:
+            return
+        data = await receive_or_end(self.stream)
+        if not data:
+            self._closed = True
+            return
+        self.last_heard = trio.current_time()
+        self.ws.receive_data(bytes(data))
+        self._unparsed = True
 
     async def _handle_events(self) -> None:
         for event in self.ws.events():
@@ -211,6 +215,9 @@ class WebSocketLink:
     async def aclose(self) -> None:
         await self._close(CloseReason.NORMAL_CLOSURE, "")
         await self.stream.aclose()
+
+    def abort(self) -> None:
+        close_now(self.stream)
 
 
 def _batched(items: list[ServerEvent]) -> list[bytes]:
@@ -322,58 +329,63 @@ def _head(status: int, content_type: bytes, length: int) -> bytes:
 async def handle_ws_port(server: ChatServer, stream: trio.SocketStream) -> None:
     """One connection to the WebSocket port: upgrade to chat, or serve the page."""
     address = peer_address(stream)
+    link: WebSocketLink | None = None
     try:
-        with server.connection_slot(address) as refusal:
-            if refusal is not None:
-                await refuse(stream, http_error(503, f"{refusal}\n".encode()))
+        with server.connection_slot(address) as slot:
+            if slot.refusal is not None:
+                await refuse(stream, http_error(503, f"{slot.refusal}\n".encode()))
                 return
-            await serve_ws_port_connection(server, stream, address)
+            link = await open_ws_link(server, stream, address)
+            if link is not None:
+                await run_connection(server, link, slot.hand_over())
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     except Exception:
         log.exception("websocket connection from %s failed", address)
+    finally:
+        if link is None:  # not handed over to run_connection, which closes it
+            await trio.aclose_forcefully(stream)
 
 
-async def serve_ws_port_connection(
+async def open_ws_link(
     server: ChatServer, stream: trio.SocketStream, address: str
-) -> None:
-    """TLS (if on), the HTTP request head, then the page or the WebSocket chat."""
-    async with stream:
-        web_stream: trio.abc.Stream = stream
-        head: bytes | None = None
-        with trio.move_on_after(HEAD_TIMEOUT):
-            if server.ssl_context is not None:
-                tls = await accept_tls(stream, server.ssl_context)
-                if tls is None:
-                    return
-                web_stream = tls
-            head = await read_head(web_stream)
-            request = parse_request(head) if head else None
-            if request is None or not is_websocket_upgrade(request):
-                await web_stream.send_all(http_response(request))
-                return
-        if head is None:
-            return
-        end = head.index(b"\r\n\r\n") + 4
-        ws = accept_websocket(head[:end])
-        if ws is None:
-            await web_stream.send_all(http_error(400, b"bad WebSocket handshake\n"))
-            return
-        accept = ws.send(AcceptConnection())
-        # From here on only the frame-level connection is needed: keeping it alone lets the
-        # handshake's HTTP parser go (a few KiB per idle WebSocket).
-        assert ws.connection is not None
-        connection = ws.connection
-        del ws
-        await web_stream.send_all(accept)
-        link = WebSocketLink(
-            web_stream,
-            connection,
-            address,
-            server.config.max_frame_bytes,
-            already_received=head[end:],
-        )
-        await run_connection(server, link)
+) -> WebSocketLink | None:
+    """TLS (if on), the HTTP request head, then the page (``None``: done; the caller
+    closes the stream) or the upgraded WebSocket to chat over."""
+    web_stream: trio.abc.Stream = stream
+    head: bytes | None = None
+    with trio.move_on_after(HEAD_TIMEOUT):
+        if server.ssl_context is not None:
+            tls = await accept_tls(stream, server.ssl_context)
+            if tls is None:
+                return None
+            web_stream = tls
+        head = await read_head(web_stream)
+        request = parse_request(head) if head else None
+        if request is None or not is_websocket_upgrade(request):
+            await web_stream.send_all(http_response(request))
+            return None
+    if head is None:
+        return None
+    end = head.index(b"\r\n\r\n") + 4
+    ws = accept_websocket(head[:end])
+    if ws is None:
+        await web_stream.send_all(http_error(400, b"bad WebSocket handshake\n"))
+        return None
+    accept = ws.send(AcceptConnection())
+    # From here on only the frame-level connection is needed: keeping it alone lets the
+    # handshake's HTTP parser go (a few KiB per idle WebSocket).
+    assert ws.connection is not None
+    connection = ws.connection
+    del ws
+    await web_stream.send_all(accept)
+    return WebSocketLink(
+        web_stream,
+        connection,
+        address,
+        server.config.max_frame_bytes,
+        already_received=head[end:],
+    )
 
 
 def accept_websocket(head: bytes) -> WSConnection | None:
@@ -407,4 +419,4 @@ async def serve_websocket_chat(
     scheme = "ws" if server.ssl_context is None else "wss"
     addresses = [listener_address(scheme, listener) for listener in listeners]
     task_status.started(addresses)
-    await trio.serve_listeners(handler, listeners, handler_nursery=handler_nursery)
+    await accept_forever(listeners, handler, handler_nursery)

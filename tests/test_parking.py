@@ -1,0 +1,242 @@
+"""Parking: idle connections give up their tasks and come back when they have work.
+
+The lot on its own over a socket pair, then real clients over real sockets with a short
+``park_after``: parked, they still get every message, in order, and they come back for
+their own input, a full socket, a close by the server, a hang-up and a keepalive ping.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+import trustme
+
+from trio_chat.server import ChatServer
+from trio_chat.testing import local_config, open_client, open_test_server
+from trio_chat.transports.parking import ParkingLot
+
+PARK_AFTER = 0.05
+
+
+class Recorder:
+    """A parked connection stand-in that notes what the lot did with it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.resumed = trio.Event()
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+        self.resumed.set()
+
+    def abandon(self) -> None:
+        self.calls.append("abandon")
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+async def test_lot_resumes_a_socket_once_when_it_has_input(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = pair
+    lot, parked = ParkingLot(), Recorder()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lot.run)
+        await trio.testing.wait_all_tasks_blocked()
+        lot.park(ours.fileno(), parked)
+        await trio.testing.wait_all_tasks_blocked()
+        assert parked.calls == [] and len(lot) == 1  # nothing to read: still parked
+        peer.send(b"hi")
+        with trio.fail_after(2):
+            await parked.resumed.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert parked.calls == ["resume"]  # once, though the byte is still unread
+        assert ours.fileno() not in lot and len(lot) == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_lot_forgets_an_unparked_socket_and_abandons_the_rest_when_it_stops(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = pair
+    other, other_peer = socket.socketpair()
+    with other, other_peer:
+        lot, first, second = ParkingLot(), Recorder(), Recorder()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lot.run)
+            await trio.testing.wait_all_tasks_blocked()
+            lot.park(ours.fileno(), first)
+            lot.park(other.fileno(), second)
+            lot.unpark(ours.fileno())  # it resumed for another reason
+            peer.send(b"late")
+            await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+        assert first.calls == []
+        assert second.calls == ["abandon"]
+        assert not lot.available
+
+
+async def test_lot_refuses_to_park_while_not_running(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    with pytest.raises(RuntimeError, match="not running"):
+        ParkingLot().park(pair[0].fileno(), Recorder())
+
+
+async def wait_parked(server: ChatServer, count: int) -> None:
+    """Until ``count`` connections are parked (the server's state, polled)."""
+    with trio.fail_after(5):
+        while len(server.parking) != count:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+
+
+def parked_gauge(server: ChatServer) -> float:
+    return server.metrics.parked.value
+
+
+async def test_parked_clients_get_every_message_in_order_and_come_back_to_speak() -> None:
+    async with open_test_server(config=local_config(park_after=PARK_AFTER)) as chat:
+        async with (
+            open_client(chat, "alice") as alice,
+            open_client(chat, "bob") as bob,
+            open_client(chat, "carol", websocket=True) as carol,
+        ):
+            await alice.expect("join", lambda e: e.nick == "carol")
+            await wait_parked(chat.server, 3)
+            assert parked_gauge(chat.server) == 3
+            # Sent to while parked: written straight to their sockets, no task woken.
+            for n in range(3):
+                await trio.sleep(PARK_AFTER * 2)
+                await wait_parked(chat.server, 3)
+                sender = (alice, bob, carol)[n]
+                await sender.say(f"line {n}")  # wakes the sender only
+                for client in (alice, bob, carol):
+                    event = await client.expect("message")
+                    assert event.text == f"line {n}"
+            for client in (alice, bob, carol):
+                texts = [e.text for e in client.history if e.TYPE == "message"]
+                assert texts == ["line 0", "line 1", "line 2"]
+            await wait_parked(chat.server, 3)
+
+
+async def test_a_parked_client_whose_socket_fills_is_resumed_and_gets_everything() -> None:
+    total, text = 300, "z" * 2000  # 600 KB: far more than the socket buffers hold
+    async with open_test_server(config=local_config(park_after=PARK_AFTER)) as chat:
+        host, port = chat.address("tcp")
+        with socket.socket() as slow:
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            slow.connect((host, port))
+            slow.sendall(b'{"type":"hello","nick":"slow"}\n')
+            async with open_client(chat, "alice") as alice:
+                await alice.expect("join", lambda e: e.nick == "alice")
+                await wait_parked(chat.server, 2)
+                for n in range(total):  # slow reads nothing meanwhile
+                    await alice.say(f"{n} {text}")
+                    await alice.expect("message")
+                # Its socket filled, the rest was queued: it had to wake up to write it.
+                assert len(chat.server.parking) < 2
+                assert chat.server.hub.find("slow") is not None
+                slow.setblocking(False)
+                got = await read_messages(slow, total)
+                assert got == [f"{n} {text}" for n in range(total)]
+                await wait_parked(chat.server, 2)  # all written: parks again
+
+
+async def read_messages(sock: socket.socket, count: int) -> list[str]:
+    """Read JSON lines from a raw non-blocking socket until ``count`` messages came."""
+    buffer, texts = b"", []
+    with trio.fail_after(10):
+        while len(texts) < count:
+            await trio.lowlevel.wait_readable(sock)
+            data = sock.recv(65536)
+            assert data, "the server closed the connection"
+            buffer += data
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                event = json.loads(line)
+                if event["type"] == "message":
+                    texts.append(event["text"])
+    return texts
+
+
+async def test_the_server_can_close_a_parked_connection() -> None:
+    async with open_test_server(config=local_config(park_after=PARK_AFTER)) as chat:
+        async with open_client(chat, "op") as op, open_client(chat, "quiet") as quiet:
+            await op.command("/join #room")
+            await op.expect("info", lambda e: e.data and e.data.get("room") == "#room")
+            await quiet.command("/join #room")
+            await op.expect("join", lambda e: e.nick == "quiet")
+            await wait_parked(chat.server, 2)
+            await op.command("/kick quiet being idle")
+            assert (await op.expect("leave", lambda e: e.nick == "quiet")).reason.startswith(
+                "kicked by op"
+            )
+            # The kick only took quiet out of #room; shutdown closes the connection itself.
+            await wait_parked(chat.server, 2)
+            chat.server.shutdown()
+            bye = await quiet.expect("bye")
+            assert bye.code == "shutdown"
+
+
+async def test_a_parked_client_that_hangs_up_is_seen_to_leave() -> None:
+    async with open_test_server(config=local_config(park_after=PARK_AFTER)) as chat:
+        async with open_client(chat, "stays") as stays:
+            async with open_client(chat, "goes"):
+                await wait_parked(chat.server, 2)
+            event = await stays.expect("leave", lambda e: e.nick == "goes")
+            assert event.reason == "connection lost"
+            assert chat.server.hub.find("goes") is None
+            await wait_parked(chat.server, 1)
+            assert parked_gauge(chat.server) == 1
+
+
+async def test_a_parked_client_is_pinged_and_its_answer_keeps_it() -> None:
+    config = local_config(park_after=PARK_AFTER, idle_timeout=0.3, ping_timeout=0.5)
+    async with open_test_server(config=config) as chat:
+        async with open_client(chat, "answers") as answers:
+            await wait_parked(chat.server, 1)
+            ping = await answers.expect("ping")
+            await answers.send({"type": "pong", "token": ping.token})
+            await wait_parked(chat.server, 1)  # woke for the pong, parked again
+            await trio.sleep(config.ping_timeout)
+            assert chat.server.hub.find("answers") is not None
+        async with open_client(chat, "silent") as silent:
+            await silent.expect("ping")  # and never answers
+            assert (await silent.expect("bye")).code == "ping_timeout"
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[trustme.CA, str, str]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    return ca, str(cert_path), str(key_path)
+
+
+async def test_tls_connections_keep_their_tasks(tls_files: tuple[trustme.CA, str, str]) -> None:
+    ca, cert, key = tls_files
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    config = local_config(park_after=PARK_AFTER, tls_cert=cert, tls_key=key)
+    async with open_test_server(config=config) as chat:
+        async with open_client(chat, "secure", ssl_context=context) as secure:
+            await trio.sleep(PARK_AFTER * 4)
+            assert len(chat.server.parking) == 0
+            await secure.say("still served")
+            assert (await secure.expect("message")).text == "still served"
