@@ -18,6 +18,7 @@ import trio
 import trio.testing
 import trustme
 
+from trio_chat.metrics import TRANSPORTS
 from trio_chat.server import ChatServer
 from trio_chat.testing import local_config, open_client, open_test_server
 from trio_chat.transports.parking import ParkingLot
@@ -240,3 +241,31 @@ async def test_tls_connections_keep_their_tasks(tls_files: tuple[trustme.CA, str
             assert len(chat.server.parking) == 0
             await secure.say("still served")
             assert (await secure.expect("message")).text == "still served"
+
+
+async def test_a_server_cancelled_outright_closes_parked_connections_and_counts_them_out() -> None:
+    # No graceful shutdown: the lot abandons whoever is parked, and each abandoned user's
+    # leave reaches others who may be parked too (and wake, or are abandoned next).
+    server = ChatServer(local_config(park_after=PARK_AFTER))
+    async with trio.open_nursery() as nursery:
+        addresses = await nursery.start(server.serve)
+        port = int(addresses[0].rsplit(":", 1)[1])
+        socks = []
+        for n in range(5):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b'{"type":"hello","nick":"u%d"}\n' % n)
+            socks.append(sock)
+        await wait_parked(server, 5)
+        nursery.cancel_scope.cancel()
+    try:
+        assert len(server.parking) == 0 and parked_gauge(server) == 0
+        assert server.connections.count() == 0
+        open_now = [server.metrics.connections.labels(t).value for t in TRANSPORTS]
+        assert open_now == [0] * len(TRANSPORTS)
+        for sock in socks:
+            sock.settimeout(5)
+            while sock.recv(65536):  # the server closed it: the end comes after what was sent
+                pass
+    finally:
+        for sock in socks:
+            sock.close()

@@ -175,7 +175,7 @@ class Resident:
     then :meth:`resume` starts the next spell in a new task.
     """
 
-    __slots__ = ("flood", "link", "release", "server", "session")
+    __slots__ = ("_parked", "flood", "link", "release", "server", "session")
 
     def __init__(
         self, server: ChatServer, link: Link, session: Session, release: Callable[[], None]
@@ -186,6 +186,7 @@ class Resident:
         self.release = release
         # Kept across spells: a flooder's strikes are not forgiven by a pause.
         self.flood = FloodGuard(server.config.flood_rate, server.config.flood_burst)
+        self._parked = False
 
     async def start(self) -> None:
         """Serve the connection from its log-in on. One that has said nothing more parks at
@@ -211,8 +212,10 @@ class Resident:
                 await self._end(reason or "connection closed")
 
     def resume(self) -> None:
-        """Start the next spell (called once, by whatever woke the parked connection)."""
-        self._unpark()
+        """Start the next spell (whatever woke the parked connection first calls this;
+        later calls find it unparked and do nothing)."""
+        if not self._unpark():
+            return
         try:
             self.server.start_connection_task(self.run)
         except RuntimeError:  # the server has stopped serving: nobody to run it
@@ -220,21 +223,26 @@ class Resident:
 
     def abandon(self) -> None:
         """The server is gone while this connection was parked: close it without a word."""
-        self._unpark()
-        self._drop()
+        if self._unpark():
+            self._drop()
 
     def _drop(self) -> None:
         self.link.abort()
         self._forget(self.session.close_reason or "server stopped")
         _closed(self.server, self.link, self.release)
 
-    def _unpark(self) -> None:
-        """Take back every way of being woken (whichever woke it used its own already)."""
+    def _unpark(self) -> bool:
+        """Take back every way of being woken (whichever woke it used its own already);
+        whether it was parked."""
+        if not self._parked:
+            return False
+        self._parked = False
         assert self.link.park_fd is not None
         self.server.parking.unpark(self.link.park_fd)
         self.session.outbox.call_on_put(None)
         self.session.on_close = None
         self.server.metrics.parked.dec()
+        return True
 
     def _park(self) -> bool:
         """Hand the connection over to the parking lot if it is still idle; whether it did."""
@@ -248,6 +256,7 @@ class Resident:
         outbox.call_on_put(self.resume)
         session.on_close = self.resume
         self.server.parking.park(fd, self)
+        self._parked = True
         self.server.metrics.parked.inc()
         return True
 
