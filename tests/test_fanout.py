@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import socket
 from contextlib import AsyncExitStack
 
 import trio
 import trio.testing
 
-from trio_chat.testing import ChatClient, local_config, open_client, open_test_server
+from trio_chat.testing import (
+    ChatClient,
+    local_config,
+    open_client,
+    open_test_server,
+    stalled_client,
+)
 
 CLIENTS = 50
 MESSAGES_EACH = 20
@@ -59,13 +64,7 @@ async def test_a_client_that_stops_reading_is_disconnected_and_others_get_everyt
     total = 1000
     text = "x" * 10_000
     async with open_test_server(config=config) as chat:
-        host, port = chat.address("tcp")
-        stalled = socket.socket()
-        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.connect((host, port))
-        try:
-            stalled.sendall(b'{"type":"hello","nick":"stalled"}\n')
-            # ``stalled`` never reads again.
+        with stalled_client(chat, "stalled"):
             async with open_client(chat, "alice") as alice, open_client(chat, "bob") as bob:
                 await bob.expect("join", lambda e: e.nick == "bob")
                 assert chat.server.hub.find("stalled") is not None
@@ -90,19 +89,13 @@ async def test_a_client_that_stops_reading_is_disconnected_and_others_get_everyt
                     ("stalled", "too slow to receive messages")
                 ]
                 assert chat.server.hub.find("stalled") is None
-        finally:
-            stalled.close()
 
 
 async def test_the_send_queue_is_bounded_in_bytes_too() -> None:
     # Room for 10,000 events, but only 64 KiB: big messages fill the bytes first.
     config = local_config(outbox_size=10_000, outbox_bytes=64 * 1024)
     async with open_test_server(config=config) as chat:
-        host, port = chat.address("tcp")
-        with socket.socket() as stalled:
-            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            stalled.connect((host, port))
-            stalled.sendall(b'{"type":"hello","nick":"stalled"}\n')
+        with stalled_client(chat, "stalled"):
             async with open_client(chat, "alice") as alice:
                 await alice.expect("join", lambda e: e.nick == "alice")
                 with trio.fail_after(20):

@@ -20,7 +20,7 @@ import trustme
 
 from trio_chat.metrics import TRANSPORTS
 from trio_chat.server import ChatServer
-from trio_chat.testing import local_config, open_client, open_test_server
+from trio_chat.testing import local_config, open_client, open_test_server, stalled_client
 from trio_chat.transports.parking import ParkingLot
 
 PARK_AFTER = 0.05
@@ -137,11 +137,7 @@ async def test_parked_clients_get_every_message_in_order_and_come_back_to_speak(
 async def test_a_parked_client_whose_socket_fills_is_resumed_and_gets_everything() -> None:
     total, text = 300, "z" * 2000  # 600 KB: far more than the socket buffers hold
     async with open_test_server(config=local_config(park_after=PARK_AFTER)) as chat:
-        host, port = chat.address("tcp")
-        with socket.socket() as slow:
-            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            slow.connect((host, port))
-            slow.sendall(b'{"type":"hello","nick":"slow"}\n')
+        with stalled_client(chat, "slow") as slow:
             async with open_client(chat, "alice") as alice:
                 await alice.expect("join", lambda e: e.nick == "alice")
                 await wait_parked(chat.server, 2)

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import collections
 import json
+import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -221,6 +222,18 @@ class WebSocketChatClient(ChatClient):
 
     async def aclose(self) -> None:
         await self.ws.aclose()
+
+
+@contextmanager
+def stalled_client(chat: TestServer, nick: str) -> Iterator[socket.socket]:
+    """A raw TCP client that logs in as ``nick`` and then reads nothing (its receive buffer
+    made small), for tests of what the server does when a receiver falls behind. The
+    caller may read from it later (it is a blocking socket until told otherwise)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(chat.address("tcp"))
+        sock.sendall(json.dumps({"type": "hello", "nick": nick}).encode() + b"\n")
+        yield sock
 
 
 @asynccontextmanager

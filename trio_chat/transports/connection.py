@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -37,6 +37,7 @@ from ..protocol import (
     ServerEvent,
     Welcome,
 )
+from .streams import peer_address, refuse
 
 if TYPE_CHECKING:
     from ..server import ChatServer
@@ -109,6 +110,38 @@ class Link(Protocol):
     #: A new keepalive ping in this link's form, or None for peers that cannot answer
     #: (a person on ``nc``; TCP keepalive on the socket notices those vanishing).
     keepalive_ping: Callable[[], ServerEvent] | None
+
+
+async def serve_accepted(
+    server: ChatServer,
+    stream: trio.SocketStream,
+    open_link: Callable[[ChatServer, trio.SocketStream, str], Awaitable[Link | None]],
+    refusal: Callable[[str], bytes],
+) -> None:
+    """One accepted connection, whatever the transport: its place in the connection limits
+    (or ``refusal(reason)`` sent back), the transport's opening (``open_link``: TLS, sniffing
+    or the HTTP upgrade; ``None`` if the peer is not here to chat), then the chat.
+
+    Owns ``stream``: closes it unless :func:`run_connection` took it over. Nothing a
+    connection does gets past this function, so nothing takes down the listener.
+    """
+    address = peer_address(stream)
+    link: Link | None = None
+    try:
+        with server.connection_slot(address) as slot:
+            if slot.refusal is not None:
+                await refuse(stream, refusal(slot.refusal))
+                return
+            link = await open_link(server, stream, address)
+            if link is not None:
+                await run_connection(server, link, slot.hand_over())
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    except Exception:
+        log.exception("connection from %s failed", address)
+    finally:
+        if link is None:  # not handed over to run_connection, which closes it
+            await trio.aclose_forcefully(stream)
 
 
 async def run_connection(server: ChatServer, link: Link, release: Callable[[], None]) -> None:

@@ -25,16 +25,14 @@ from ..protocol import (
 )
 from ..textmode import NICK_PROMPT, decode_text_line, parse_command_line
 from ..wire import JSON_LINES, TEXT_LINES, WireFormat, encoded, sizer
-from .connection import run_connection
+from .connection import serve_accepted
 from .streams import (
     RECEIVE_SIZE,
     accept_forever,
     accept_tls,
     close_now,
     listener_address,
-    peer_address,
     receive_or_end,
-    refuse,
     socket_fd,
     write_nowait,
 )
@@ -195,25 +193,13 @@ def enable_keepalive(stream: trio.SocketStream, idle: int = 60, interval: int = 
 
 
 async def handle_tcp(server: ChatServer, stream: trio.SocketStream) -> None:
-    """Serve one TCP connection; nothing it does can take down the listener."""
-    address = peer_address(stream)
+    """Serve one TCP connection (see :func:`serve_accepted`)."""
     enable_keepalive(stream)
-    link: TcpLink | None = None
-    try:
-        with server.connection_slot(address) as slot:
-            if slot.refusal is not None:
-                await refuse(stream, f"!! connection refused: {slot.refusal}\n".encode())
-                return
-            link = await open_tcp_link(server, stream, address)
-            if link is not None:
-                await run_connection(server, link, slot.hand_over())
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-    except Exception:
-        log.exception("connection from %s failed", address)
-    finally:
-        if link is None:  # not handed over to run_connection, which closes it
-            await trio.aclose_forcefully(stream)
+    await serve_accepted(server, stream, open_tcp_link, refused_line)
+
+
+def refused_line(reason: str) -> bytes:
+    return f"!! connection refused: {reason}\n".encode()
 
 
 async def open_tcp_link(

@@ -45,15 +45,13 @@ from ..wire import (
     sizer,
     websocket_text_frame,
 )
-from .connection import run_connection
+from .connection import serve_accepted
 from .streams import (
     accept_forever,
     accept_tls,
     close_now,
     listener_address,
-    peer_address,
     receive_or_end,
-    refuse,
     socket_fd,
     write_nowait,
 )
@@ -327,24 +325,13 @@ def _head(status: int, content_type: bytes, length: int) -> bytes:
 
 
 async def handle_ws_port(server: ChatServer, stream: trio.SocketStream) -> None:
-    """One connection to the WebSocket port: upgrade to chat, or serve the page."""
-    address = peer_address(stream)
-    link: WebSocketLink | None = None
-    try:
-        with server.connection_slot(address) as slot:
-            if slot.refusal is not None:
-                await refuse(stream, http_error(503, f"{slot.refusal}\n".encode()))
-                return
-            link = await open_ws_link(server, stream, address)
-            if link is not None:
-                await run_connection(server, link, slot.hand_over())
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-    except Exception:
-        log.exception("websocket connection from %s failed", address)
-    finally:
-        if link is None:  # not handed over to run_connection, which closes it
-            await trio.aclose_forcefully(stream)
+    """One connection to the WebSocket port: upgrade to chat, or serve the page (see
+    :func:`serve_accepted`)."""
+    await serve_accepted(server, stream, open_ws_link, refused_response)
+
+
+def refused_response(reason: str) -> bytes:
+    return http_error(503, f"{reason}\n".encode())
 
 
 async def open_ws_link(
