@@ -93,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ngircd-max-n",
         type=int,
-        default=300,
-        help="skip ngircd at points with more connections than this: it accepts "
-        "only ~50 new connections/s here, so 1000 log-ins take minutes (default 300)",
+        default=1000,
+        help="skip ngircd at points with more connections than this: 10,000 users "
+        "joining one channel is 50 million join notices for it (default 1000)",
     )
     p.add_argument(
         "--profile",

@@ -135,7 +135,7 @@ def broadcast(
     """N receivers and S senders in #lobby; ``mode`` is ``window`` (fanout) or ``rate``."""
     with start_server(server_name) as srv:
         # ngIRCd accepts a few dozen connections a second here (see README): give it time.
-        login_timeout = 30 + n * (0.5 if server_name == "ngircd" else 0.1)
+        login_timeout = 30 + n * 0.1
         send_seconds = opts.duration
         base = {
             "host": HOST,
@@ -224,21 +224,7 @@ def broadcast(
 
 def _login_one(port: int, dialect: loadgen.Dialect, nick: str, timeout: float) -> socket.socket:
     sock = socket.create_connection((HOST, port), timeout=timeout)
-    sock.sendall(dialect.login(nick))
-    buf = b""
-    deadline = time.monotonic() + timeout
-    if isinstance(dialect, loadgen.WsDialect):  # the hello follows the upgrade's response
-        while b"\r\n\r\n" not in buf and time.monotonic() < deadline:
-            data = sock.recv(65536)
-            if not data:
-                break
-            buf += data
-        sock.sendall(dialect.hello(nick))
-    while dialect.ready not in buf and time.monotonic() < deadline:
-        data = sock.recv(65536)
-        if not data:
-            break
-        buf = buf[-64:] + data
+    loadgen.log_in(sock, dialect, nick)
     return sock
 
 

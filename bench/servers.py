@@ -258,7 +258,10 @@ def start_server(name: str, *, startup_timeout: float = 20.0) -> Iterator[Runnin
             try:
                 proc = subprocess.Popen(
                     _command(name, port, workdir),
-                    stdout=subprocess.PIPE,
+                    # Our servers print their address on stdout. ngIRCd (found by its port)
+                    # logs every connection there when not a daemon: into a pipe nobody
+                    # reads it blocked after ~64 KiB of log, i.e. a few hundred log-ins.
+                    stdout=log if name == "ngircd" else subprocess.PIPE,
                     stderr=log,
                     stdin=subprocess.DEVNULL,
                     cwd=workdir,
