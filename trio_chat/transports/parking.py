@@ -1,8 +1,8 @@
 """Parking: idle connections held without a task of their own.
 
 A logged-in connection normally has two tasks, a reader and a writer. Their coroutine
-frames, nursery and cancel scopes are most of what an idle connection costs (about 12 of
-its 17 KiB), and a chat server's connections are idle nearly all the time. So a connection
+frames, nursery and cancel scopes are most of what an idle connection costs (about 14 of
+its 17.7 KiB), and a chat server's connections are idle nearly all the time. So a connection
 that has been quiet for a while (nothing read, nothing its writer had to send) ends both
 tasks and *parks*: its socket is handed to the :class:`ParkingLot`, one task that waits
 on an epoll set of every parked socket, and its outbox and session are told whom to call.
