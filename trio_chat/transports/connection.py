@@ -324,7 +324,7 @@ class Resident:
                 session.on_close = reading.cancel
                 if session.closed:  # closed before we could listen
                     reading.cancel()
-                ended = await _read_frames(server, link, session, self.flood, outbox)
+                ended = await _read_frames(server, link, session, self.flood)
             if ended is None:
                 session.on_close = None
                 nursery.cancel_scope.cancel()  # the writer waits for events: stop it too
@@ -464,7 +464,7 @@ def _login_from(item: ClientFrame, plain_text: bool) -> _Login | None:
 
 
 async def _read_frames(
-    server: ChatServer, link: Link, session: Session, flood: FloodGuard, outbox: Outbox
+    server: ChatServer, link: Link, session: Session, flood: FloodGuard
 ) -> str | None:
     """Act on every frame the peer sends until it closes or stops sending; the reason.
     ``None`` once the connection idles and may park: nothing came for ``park_after``
@@ -480,6 +480,7 @@ async def _read_frames(
             reason = await _read_until_idle(server, link, session, flood, idle, park_after)
         if reason is not None:
             return reason
+        outbox = session.outbox
         if idle.cancelled_caught and not len(outbox) and outbox.writer_waiting:
             return None
         # Busy writing, or input came just as the deadline passed: go on, in a new scope.

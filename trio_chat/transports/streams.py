@@ -111,6 +111,22 @@ async def accept_forever(
             nursery.start_soon(_accept_on, listener, handler, handler_nursery)
 
 
+async def serve_port(
+    host: str,
+    port: int,
+    scheme: str,
+    handler: Callable[[trio.SocketStream], Awaitable[object]],
+    handler_nursery: trio.Nursery,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on ``host:port``, report the bound addresses (``scheme://host:port``, see
+    :func:`listener_address`) through ``task_status``, then :func:`accept_forever`."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    task_status.started([listener_address(scheme, listener) for listener in listeners])
+    await accept_forever(listeners, handler, handler_nursery)
+
+
 async def _accept_on(
     listener: trio.SocketListener,
     handler: Callable[[trio.SocketStream], Awaitable[object]],

@@ -7,6 +7,7 @@ anything else, or silence, is a person on a line client, who is then asked for a
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import socket
@@ -28,11 +29,10 @@ from ..wire import JSON_LINES, TEXT_LINES, WireFormat, encoded, sizer
 from .connection import serve_accepted
 from .streams import (
     RECEIVE_SIZE,
-    accept_forever,
     accept_tls,
     close_now,
-    listener_address,
     receive_or_end,
+    serve_port,
     socket_fd,
     write_nowait,
 )
@@ -238,13 +238,12 @@ async def serve_tcp_chat(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept TCP connections forever, each served in ``handler_nursery``."""
-    cfg = server.config
-
-    async def handler(stream: trio.SocketStream) -> None:
-        await handle_tcp(server, stream)
-
-    listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
     scheme = "tcp" if server.ssl_context is None else "tls"
-    addresses = [listener_address(scheme, listener) for listener in listeners]
-    task_status.started(addresses)
-    await accept_forever(listeners, handler, handler_nursery)
+    await serve_port(
+        server.config.host,
+        server.config.port,
+        scheme,
+        functools.partial(handle_tcp, server),
+        handler_nursery,
+        task_status=task_status,
+    )

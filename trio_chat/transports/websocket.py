@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from importlib import resources
@@ -47,11 +48,10 @@ from ..wire import (
 )
 from .connection import serve_accepted
 from .streams import (
-    accept_forever,
     accept_tls,
     close_now,
-    listener_address,
     receive_or_end,
+    serve_port,
     socket_fd,
     write_nowait,
 )
@@ -396,14 +396,13 @@ async def serve_websocket_chat(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept connections on the WebSocket/HTTP port forever."""
-    cfg = server.config
-    assert cfg.ws_port is not None
-
-    async def handler(stream: trio.SocketStream) -> None:
-        await handle_ws_port(server, stream)
-
-    listeners = await trio.open_tcp_listeners(cfg.ws_port, host=cfg.host)
+    assert server.config.ws_port is not None
     scheme = "ws" if server.ssl_context is None else "wss"
-    addresses = [listener_address(scheme, listener) for listener in listeners]
-    task_status.started(addresses)
-    await accept_forever(listeners, handler, handler_nursery)
+    await serve_port(
+        server.config.host,
+        server.config.ws_port,
+        scheme,
+        functools.partial(handle_ws_port, server),
+        handler_nursery,
+        task_status=task_status,
+    )
