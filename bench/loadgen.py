@@ -384,14 +384,13 @@ def open_conns(
     sel: selectors.BaseSelector,
     deadline: float,
     *,
-    probes: int = 0,
     pump_between: bool = True,
 ) -> tuple[list[Conn], int]:
     """Connect and log in every nick (in batches, draining in between); return conns, failures."""
     conns: list[Conn] = []
     failures = 0
     for start in range(0, len(nicks), CONNECT_BATCH):
-        for i, nick in enumerate(nicks[start : start + CONNECT_BATCH], start):
+        for nick in nicks[start : start + CONNECT_BATCH]:
             if time.monotonic() > deadline:
                 failures += 1
                 continue
@@ -409,7 +408,7 @@ def open_conns(
                 failures += 1
                 continue
             sock.setblocking(False)
-            conn = Conn(sock, probe=is_probe(i, len(nicks), probes), nick=nick)
+            conn = Conn(sock, nick=nick)
             sel.register(sock, selectors.EVENT_READ, conn)
             conns.append(conn)
         if pump_between:
@@ -420,18 +419,6 @@ def open_conns(
                     break
                 pump(sel, 0.0, 0, dialect)
     return conns, failures
-
-
-def is_probe(i: int, count: int, probes: int) -> bool:
-    """Whether connection ``i`` of ``count`` is one of the ``probes`` that time messages:
-    spread evenly over the worker's connections (so over the room's join order). A server
-    writes a message to its receivers one after another, so the first ones to join hear
-    it sooner at N=1000: the first ``probes`` alone made p50 swing from 0.7 to 6 ms
-    between runs, with where they happened to land among the other workers' clients."""
-    if probes <= 0:
-        return False
-    step = max(1, count // probes)
-    return i % step == step // 2 and i // step < probes
 
 
 def pump(sel: selectors.BaseSelector, timeout: float, n_ends: int, dialect: Dialect) -> int:
@@ -509,16 +496,35 @@ def close_all(conns: list[Conn]) -> None:
 
 
 def receiver_worker(cfg: dict[str, Any], ctrl: Connection) -> None:
-    """N receivers in #lobby: log in, report ready, count frames between SYNC and END."""
+    """N receivers in #lobby: log in, report ready, count frames between SYNC and END.
+
+    They log in in rounds, one chunk (``cfg["chunks"]``) at each ``("login", k)`` from
+    the coordinator, answered by ``("logged", k)`` once the chunk's joins are confirmed:
+    so the coordinator decides where each worker's connections fall in the room's join
+    order (see ``scenarios.login_rounds``). A ``cfg["probe"]`` worker's connections all
+    time the messages they receive.
+    """
     raise_nofile()
     dialect = DIALECTS[cfg["dialect"]]
     hard_deadline = time.monotonic() + cfg["max_seconds"]
     sel = selectors.DefaultSelector()
-    nicks = [f"r{cfg['worker']}x{i}" for i in range(cfg["count"])]
-    conns, failures = open_conns(
-        cfg["host"], cfg["port"], nicks, dialect, sel, hard_deadline, probes=cfg["probes"]
-    )
-    wait_all(sel, conns, PRESYNC, hard_deadline, dialect)
+    conns: list[Conn] = []
+    failures = 0
+    first = 0
+    for k, size in enumerate(cfg["chunks"]):
+        command = wait_command(ctrl, sel, dialect, hard_deadline)
+        if command != ("login", k):
+            close_all(conns)
+            return
+        nicks = [f"r{cfg['worker']}x{i}" for i in range(first, first + size)]
+        first += size
+        chunk, failed = open_conns(cfg["host"], cfg["port"], nicks, dialect, sel, hard_deadline)
+        for conn in chunk:
+            conn.probe = cfg["probe"]
+        wait_all(sel, chunk, PRESYNC, hard_deadline, dialect)
+        conns += chunk
+        failures += failed
+        ctrl.send(("logged", k))
     n_ends = cfg["senders"]
     ctrl.send(("ready", sum(c.phase >= PRESYNC for c in conns), failures))
     wait_all(sel, conns, COUNTING, hard_deadline, dialect, n_ends)
@@ -623,6 +629,7 @@ def _send_loop(
                 "finished": False,
                 "next": start + i * interval / n,
                 "closed": False,
+                "late_ns": [],
             }
         )
     cpu0 = cpu_seconds()
@@ -696,6 +703,7 @@ def _send_loop(
         "sender_disconnects": sum(st["closed"] for st in state),
         "seconds": time.monotonic() - start,
         "start_ns": int(start * 1e9),
+        "late_ns": [x for st in state for x in st["late_ns"]],
         "cpu_seconds": cpu_seconds() - cpu0,
     }
 
@@ -718,10 +726,15 @@ def _produce(
             out.append(dialect.say(message_text(i, st["sent"], time.monotonic_ns(), size)))
             out.append(dialect.ack_request(st["sent"]))
     else:
-        # Open loop: the stamp is the *scheduled* time, so a late send shows as latency.
+        # Open loop: sends keep to the schedule whatever the server does. The stamp is the
+        # time the message is written (a message the socket does not take at once waits in
+        # outbuf, and that wait counts as latency); how late the generator itself woke for
+        # it is noted apart, as ``late_ns`` (see bench/README.md, "steady").
         while st["next"] <= now:
             st["sent"] += 1
-            out.append(dialect.say(message_text(i, st["sent"], int(st["next"] * 1e9), size)))
+            stamp = time.monotonic_ns()
+            st["late_ns"].append(stamp - int(st["next"] * 1e9))
+            out.append(dialect.say(message_text(i, st["sent"], stamp, size)))
             st["next"] += interval
     return b"".join(out)
 

@@ -153,6 +153,13 @@ BROADCAST_COLUMNS: list[tuple[str, Any]] = [
 ]
 
 
+def _late(m: dict[str, Any]) -> str:
+    """How late the sender process woke for its scheduled sends (not part of the latency)."""
+    if m.get("sender_late_p99_ms") is None:
+        return "-"
+    return f"{_f(m['sender_late_p50_ms'], 2)} / {_f(m['sender_late_p99_ms'], 2)}"
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     out = [
@@ -188,7 +195,11 @@ def markdown(results: dict[str, Any]) -> str:
         out += _ws_share(results, "fanout")
     if "steady" in results:
         out += ["", "## steady: fixed offered rate, latency", ""]
-        cols = [("offered deliveries/s", lambda m: _f(m["offered_per_s"])), *BROADCAST_COLUMNS]
+        cols = [
+            ("offered deliveries/s", lambda m: _f(m["offered_per_s"])),
+            *BROADCAST_COLUMNS,
+            ("generator late p50 / p99 ms", _late),
+        ]
         out += _table(results, "steady", cols)
         out += _ratios(
             results,
