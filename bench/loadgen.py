@@ -505,6 +505,8 @@ def receiver_worker(cfg: dict[str, Any], ctrl: Connection) -> None:
     time the messages they receive.
     """
     raise_nofile()
+    if cfg["nice"]:
+        os.nice(cfg["nice"])
     dialect = DIALECTS[cfg["dialect"]]
     hard_deadline = time.monotonic() + cfg["max_seconds"]
     sel = selectors.DefaultSelector()

@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         "joining one channel is 50 million join notices for it (default 1000)",
     )
     p.add_argument(
+        "--receiver-nice",
+        type=int,
+        default=scenarios.Options.receiver_nice,
+        help="steady: nice value of the receiver processes other than the probes' (default "
+        "%(default)s), so they do not preempt the server they measure (see bench/README.md)",
+    )
+    p.add_argument(
         "--profile",
         action="store_true",
         help="also profile trio-chat with py-spy under fanout at the largest N",
@@ -137,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         window=args.window,
         rate=args.rate,
         steady_n=args.steady_n,
+        receiver_nice=args.receiver_nice,
         idle_n=args.idle_n or (2000 if args.quick else 10_000),
     )
     repeats = args.repeats or (1 if args.quick else 3)
