@@ -232,7 +232,7 @@ def broadcast(
     last_rx = max(r["last_rx_ns"] for r in results)
     seconds = max(1e-9, (last_rx - sent["start_ns"]) / 1e9) if last_rx else sent["seconds"]
     latencies = [x for r in results for x in r["latencies_ns"]]
-    late = percentiles(sent["late_ns"]) if sent.get("late_ns") else percentiles([])
+    late = percentiles(sent.get("late_ns", []))
     ws_messages = sum(r["ws_messages"] for r in results)
     return {
         "server": server_name,
