@@ -21,6 +21,7 @@ from trio_chat.protocol import (
     decode_server_event,
     encode_client_frame,
     encode_server_event,
+    encode_server_line,
 )
 
 
@@ -61,6 +62,9 @@ def test_numeric_ref_is_echoed_as_string() -> None:
         (b'{"type":"say","text":"a\\u0000b"}', "bad_field"),
         (b'{"type":"say","text":"x","ref":{}}', "bad_field"),
         (b"[" * 100_000, "bad_json"),
+        (b'{"type":"say","text":"x","ref":NaN}', "bad_json"),
+        (b'{"type":"say","text":"\\ud800"}', "bad_json"),  # a lone surrogate
+        (b'{"type":"say","text":"\xff"}', "bad_utf8"),
     ],
 )
 def test_bad_frames_raise_remote_protocol_error(data: bytes, code: str) -> None:
@@ -91,6 +95,19 @@ def test_server_events_encode_compactly_without_none_fields() -> None:
         "kind": "say",
     }
     assert "ünï" in encode_server_event(msg)  # UTF-8, not \\u escapes
+
+
+def test_a_server_line_is_the_documented_json_line() -> None:
+    """Compact, UTF-8 left as it is, control characters escaped, one newline at the end;
+    the same text as the WebSocket message of the event."""
+    msg = Message(id=7, ts=2.25, room="#lobby", nick="zoë", text='a "b"\tc\x01 \u2028 é')
+    line = encode_server_line(msg)
+    assert line == (
+        b'{"type":"message","id":7,"ts":2.25,"room":"#lobby","nick":"zo\xc3\xab",'
+        b'"text":"a \\"b\\"\\tc\\u0001 \xe2\x80\xa8 \xc3\xa9","kind":"say"}\n'
+    )
+    assert line == encode_server_event(msg).encode() + b"\n"
+    assert json.loads(line) == msg.to_dict()
 
 
 def test_server_events_round_trip() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .protocol import Bundle, Raw, ServerEvent, encode_server_event
+from .protocol import Bundle, Raw, ServerEvent, encode_server_event, encode_server_line
 from .textmode import render_text
 
 T = TypeVar("T", bytes, str)
@@ -55,7 +55,7 @@ def encoded(event: ServerEvent, fmt: WireFormat[T]) -> T:
 def _json_line(event: ServerEvent) -> bytes:
     if isinstance(event, Raw):
         return event.data
-    return encode_server_event(event).encode() + b"\n"
+    return encode_server_line(event)
 
 
 def _text_line(event: ServerEvent) -> bytes:
