@@ -289,13 +289,23 @@ class ServerEvent:
     def to_dict(self) -> dict[str, Any]:
         """The JSON object for this event: ``type`` first, ``None`` fields left out."""
         obj: dict[str, Any] = {"type": self.TYPE}
-        for f in fields(self):
-            if f.name == "wire":
-                continue
-            value = getattr(self, f.name)
+        for name in _wire_fields(type(self)):
+            value = getattr(self, name)
             if value is not None:
-                obj[f.name] = value
+                obj[name] = value
         return obj
+
+
+_WIRE_FIELDS: dict[type[ServerEvent], tuple[str, ...]] = {}
+
+
+def _wire_fields(cls: type[ServerEvent]) -> tuple[str, ...]:
+    """The fields of an event class that go on the wire, in order (``fields()`` is slow
+    enough to show on every message's path, so they are looked up once per class)."""
+    names = _WIRE_FIELDS.get(cls)
+    if names is None:
+        names = _WIRE_FIELDS[cls] = tuple(f.name for f in fields(cls) if f.name != "wire")
+    return names
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
