@@ -251,9 +251,10 @@ def test_decoded_string_fields_survive_the_trip_back_to_bytes(kind: str, text: s
 
 
 def test_lone_surrogate_is_refused_before_it_reaches_the_wire() -> None:
-    # json.loads turns the escape "\ud800" into an unpaired surrogate; decode_client_frame lets
-    # it through (it is no control character), and the first encode to UTF-8 fails: every
-    # wire format raises UnicodeEncodeError for the Message fanned out from this Say.
+    # The escape "\ud800" decodes to an unpaired surrogate, which no wire format can encode
+    # to UTF-8: the standard library's json.loads let it through (then every fan-out of the
+    # Message raised UnicodeEncodeError); decode_client_frame refuses it as bad_json. Were it
+    # ever let through, every wire format must still encode the Message.
     data = b'{"type":"say","text":"hi \\ud800"}'
     try:
         frame = decode_client_frame(data)
