@@ -9,7 +9,14 @@ from contextlib import AsyncExitStack
 import trio
 import trio.lowlevel
 
-from trio_chat.testing import ChatClient, local_config, open_client, open_test_server
+from trio_chat.testing import (
+    ChatClient,
+    TcpChatClient,
+    TestServer,
+    local_config,
+    open_client,
+    open_test_server,
+)
 
 
 async def test_flood_is_refused_then_disconnected_and_others_see_no_delay() -> None:
@@ -257,3 +264,61 @@ async def test_garbage_before_logging_in_is_flood_limited_too() -> None:
             b"flooding (more than 20 refused messages in 10 "
             b'seconds)"}'
         )
+
+
+async def _register(chat: TestServer, nick: str, password: str) -> None:
+    async with open_client(chat, nick) as owner:
+        await owner.command(f"/register {password}")
+        await owner.expect("info")
+
+
+async def _hello_from(
+    chat: TestServer, source: str, nick: str, password: str
+) -> tuple[str, str] | None:
+    """Log in as ``nick`` from the loopback address ``source``: ``None`` if welcomed, else
+    the error's (code, text)."""
+    host, port = chat.address("tcp")
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(host, port, local_address=source)
+        async with stream:
+            client = TcpChatClient(stream)
+            await client.send({"type": "hello", "nick": nick, "password": password})
+            reply = await client.receive()
+    return None if reply.TYPE == "welcome" else (reply.code, reply.text)
+
+
+async def test_parallel_password_guesses_are_throttled_and_cost_others_nothing() -> None:
+    async with open_test_server() as chat:
+        await _register(chat, "alice", "the-real-one")
+        async with open_client(chat, "calm") as calm:
+            replies: list[tuple[str, str] | None] = []
+
+            async def guess(n: int) -> None:
+                replies.append(await _hello_from(chat, "127.0.0.2", "alice", f"guess{n}"))
+
+            async with trio.open_nursery() as nursery:
+                for n in range(20):
+                    nursery.start_soon(guess, n)
+                # A member chatting meanwhile hears itself at once.
+                with trio.fail_after(2):
+                    await calm.say("still here")
+                    await calm.expect("message", lambda e: e.text == "still here")
+        codes = [reply[0] for reply in replies if reply is not None]
+        assert len(codes) == 20
+        # Counted before the password check: while one guess is checked, the rest wait.
+        # (Not exactly one: a guess handled a second or more after the first may be
+        # checked too on a loaded machine; before the fix all twenty were.)
+        assert 1 <= codes.count("login_failed") <= 3
+        assert codes.count("login_throttled") >= 17
+
+
+async def test_failed_guesses_from_one_address_do_not_lock_the_owner_out() -> None:
+    async with open_test_server() as chat:
+        await _register(chat, "alice", "the-real-one")
+        for n in range(5):
+            refusal = await _hello_from(chat, "127.0.0.2", "alice", f"guess{n}")
+            assert refusal is not None and refusal[0] in ("login_failed", "login_throttled")
+        refusal = await _hello_from(chat, "127.0.0.2", "alice", "the-real-one")
+        assert refusal is not None and refusal[0] == "login_throttled"
+        # The owner, from another address, gets in at once.
+        assert await _hello_from(chat, "127.0.0.1", "alice", "the-real-one") is None

@@ -80,64 +80,105 @@ def test_delay_doubles_from_one_second_up_to_a_minute() -> None:
     assert failure_delay(10**9) == 60
 
 
+def _wait(throttle: LoginThrottle, account: str, address: str, now: float) -> float:
+    refused = throttle.check(account, address, now)
+    return 0.0 if refused is None else refused.wait
+
+
 def test_each_failure_makes_the_next_attempt_wait_longer() -> None:
     throttle = LoginThrottle()
     now = 1000.0
-    assert throttle.check("alice", "10.0.0.1", now) == 0
+    assert throttle.check("alice", "10.0.0.1", now) is None
     for k in range(1, 10):
-        throttle.failed("alice", "10.0.0.1", now)
-        wait = throttle.check("alice", "10.0.0.1", now)
+        assert throttle.begin("alice", "10.0.0.1", now) is None  # then the check fails
+        wait = _wait(throttle, "alice", "10.0.0.1", now)
         assert wait == min(2 ** (k - 1), 60)
-        assert throttle.check("alice", "10.0.0.1", now + wait / 2) == wait / 2
+        assert _wait(throttle, "alice", "10.0.0.1", now + wait / 2) == wait / 2
         now += wait
-        assert throttle.check("alice", "10.0.0.1", now) == 0
 
 
-def test_account_is_throttled_from_every_address() -> None:
+def test_an_attempt_counts_before_its_check_so_parallel_guesses_wait() -> None:
     throttle = LoginThrottle()
-    for n in range(4):
-        throttle.failed("alice", f"10.0.0.{n}", 0.0)
-    assert throttle.check("alice", "192.168.1.1", 0.0) == 8
-    assert throttle.check("bob", "192.168.1.1", 0.0) == 0
+    assert throttle.begin("alice", "10.0.0.1", 0.0) is None
+    # The first guess is still being checked: twenty more at the same moment all wait.
+    refusals = [throttle.begin("alice", "10.0.0.1", 0.0) for _ in range(20)]
+    assert all(r is not None and r.wait == 1 and not r.account_wide for r in refusals)
+    # A refused attempt is not counted: the wait did not grow.
+    assert _wait(throttle, "alice", "10.0.0.1", 0.0) == 1
 
 
-def test_address_is_throttled_for_every_account() -> None:
+def test_a_right_password_takes_its_attempt_back() -> None:
     throttle = LoginThrottle()
+    for _ in range(5):  # a person reconnecting often from one address
+        assert throttle.begin("alice", "10.0.0.1", 0.0) is None
+        throttle.succeeded("alice", "10.0.0.1", 0.0)
+    assert len(throttle) == 0
+    assert throttle.check("alice", "10.0.0.1", 0.0) is None
+
+
+def test_failures_from_one_address_do_not_lock_the_owner_out_elsewhere() -> None:
+    throttle = LoginThrottle()
+    now = 0.0
+    for _ in range(6):
+        now += _wait(throttle, "alice", "10.6.6.6", now)
+        assert throttle.begin("alice", "10.6.6.6", now) is None
+    assert _wait(throttle, "alice", "10.6.6.6", now) == 32
+    assert throttle.begin("alice", "192.168.1.1", now) is None
+
+
+def test_an_address_guessing_many_accounts_waits_after_a_few() -> None:
+    throttle = LoginThrottle(address_allowance=3)
     for name in ("alice", "bob", "carol"):
-        throttle.failed(name, "10.6.6.6", 0.0)
-    assert throttle.check("dave", "10.6.6.6", 0.0) == 4
-    assert throttle.check("dave", "10.0.0.1", 0.0) == 0
+        assert throttle.begin(name, "10.6.6.6", 0.0) is None  # room for a NAT's typos
+    assert throttle.begin("dave", "10.6.6.6", 0.0) is None
+    assert _wait(throttle, "erin", "10.6.6.6", 0.0) == 1
+    assert _wait(throttle, "erin", "10.0.0.1", 0.0) == 0
 
 
-def test_success_clears_the_account_but_not_the_address() -> None:
-    throttle = LoginThrottle()
-    for _ in range(3):
-        throttle.failed("alice", "10.0.0.1", 0.0)
-    throttle.succeeded("alice", "10.0.0.1", 4.0)
-    assert throttle.check("alice", "10.0.0.2", 4.0) == 0
-    # The address's count stays: the next failure from it costs 8 s, not 1 s.
-    throttle.failed("alice", "10.0.0.1", 5.0)
-    assert throttle.check("bob", "10.0.0.1", 5.0) == 8
-    assert throttle.check("alice", "10.0.0.2", 5.0) == 1
+def test_guesses_from_many_addresses_meet_the_accounts_cap_but_not_its_owner() -> None:
+    throttle = LoginThrottle(account_burst=10, account_rate=0.1)
+    assert throttle.begin("alice", "home", 0.0) is None
+    throttle.succeeded("alice", "home", 0.0)
+    for n in range(10):  # a botnet: one guess from each of ten addresses
+        assert throttle.begin("alice", f"10.0.0.{n}", 100.0) is None
+    refused = throttle.begin("alice", "10.0.1.1", 100.0)
+    assert refused is not None and refused.account_wide and refused.wait == 10
+    assert "try again in 10 s" in refused.text
+    # The owner, from where they logged in before, is not held back by the cap...
+    assert throttle.begin("alice", "home", 100.0) is None
+    # ...and other accounts are not touched at all.
+    assert throttle.begin("bob", "10.0.1.1", 100.0) is None
+
+
+def test_success_clears_the_account_at_that_address_but_not_the_address() -> None:
+    throttle = LoginThrottle(address_allowance=0)
+    assert throttle.begin("mallory", "10.0.0.1", 0.0) is None
+    assert throttle.begin("alice", "10.0.0.1", 10.0) is None
+    throttle.succeeded("alice", "10.0.0.1", 10.0)
+    # Logging into an account of one's own does not wipe the guesses made at others:
+    # mallory's failure still counts (from the address's last attempt).
+    assert _wait(throttle, "bob", "10.0.0.1", 10.0) == 1
+    assert throttle.begin("bob", "10.0.0.1", 11.0) is None
+    assert _wait(throttle, "carol", "10.0.0.1", 11.0) == 2
 
 
 def test_quiet_entries_are_forgotten() -> None:
     throttle = LoginThrottle(forget_after=600.0)
-    for _ in range(5):
-        throttle.failed("alice", "10.0.0.1", 0.0)
+    for n in range(5):
+        throttle.begin("alice", "10.0.0.1", float(n * 100))
     assert len(throttle) == 2
-    throttle.failed("bob", "10.0.0.2", 600.0)  # any later call sweeps what went quiet
+    throttle.begin("bob", "10.0.0.2", 1100.0)  # any later call sweeps what went quiet
     assert len(throttle) == 2
-    assert throttle.check("alice", "10.0.0.1", 600.0) == 0
+    assert throttle.check("alice", "10.0.0.1", 1100.0) is None
 
 
 def test_memory_is_capped_dropping_the_stalest_entries() -> None:
     throttle = LoginThrottle(max_entries=100)
     for n in range(1000):
-        throttle.failed(f"user{n}", f"10.0.{n // 256}.{n % 256}", float(n))
+        throttle.begin(f"user{n}", f"10.0.{n // 256}.{n % 256}", float(n))
     assert len(throttle) == 200
-    assert throttle.check("user999", "elsewhere", 999.0) == 1
-    assert throttle.check("user0", "elsewhere", 999.0) == 0  # dropped: oldest
+    assert _wait(throttle, "user999", "10.0.3.231", 999.0) == 1
+    assert _wait(throttle, "user0", "10.0.0.0", 999.0) == 0  # dropped: oldest
 
 
 # --------------------------------------------------------------------- in the store

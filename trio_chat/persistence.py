@@ -6,13 +6,12 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .hub import Session
+from .hub import Session, host_of
 from .names import name_key
 from .protocol import History
 from .store import AccountExists, LoginThrottle, Store, StoredMessage, StoreError
@@ -182,21 +181,20 @@ class Persistence:
     # ------------------------------------------------------------------------ accounts
 
     async def check_login(self, nick: str, password: str, address: str) -> str:
-        """Verify a password (throttled per account and per address); return the account key.
+        """Verify a password (throttled; see :class:`~trio_chat.store.LoginThrottle`) and
+        return the account key. The attempt is counted before the slow check, so guesses
+        sent in parallel are throttled like guesses sent one by one.
 
         The refusal never says whether the nick is registered.
         """
         key = name_key(nick)
-        host = address.rpartition(":")[0] or address
-        wait = self.throttle.check(key, host, time.monotonic())
-        if wait > 0:
-            raise LoginRefused(
-                "login_throttled", f"too many failed logins; try again in {math.ceil(wait)} s"
-            )
+        host = host_of(address)
+        refused = self.throttle.begin(key, host, time.monotonic())
+        if refused is not None:
+            raise LoginRefused("login_throttled", refused.text)
         if await self.store.verify_password(key, password):
             self.throttle.succeeded(key, host, time.monotonic())
             return key
-        self.throttle.failed(key, host, time.monotonic())
         raise LoginRefused("login_failed", "wrong nickname or password")
 
     async def register(self, nick: str, password: str) -> str:

@@ -1,4 +1,4 @@
-"""Passwords and login throttling, without any I/O (pure functions and one pure class).
+"""Passwords and login throttling, without any I/O (pure functions and pure classes).
 
 Hashing is scrypt from the standard library. It is slow on purpose (about 16 MiB and tens of
 milliseconds per call), so async callers run it in a worker thread with a small limiter; see
@@ -14,10 +14,13 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import os
 import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
+
+from ..limits import TokenBucket
 
 #: scrypt cost parameters for new hashes (n=2**14, r=8, p=1: 16 MiB of memory per hash).
 SCRYPT_N = 2**14
@@ -131,13 +134,20 @@ class _Failures:
 
 
 class _FailureTable:
-    """Failure counts by key, oldest-touched first, with a size cap and a forget horizon."""
+    """Failure counts by key, oldest-touched first, with a size cap and a forget horizon.
 
-    def __init__(self, max_entries: int, forget_after: float, max_delay: float) -> None:
+    The first ``allowance`` failures of a key cost no wait; after that the delay doubles
+    as :func:`failure_delay` says.
+    """
+
+    def __init__(
+        self, max_entries: int, forget_after: float, max_delay: float, allowance: int = 0
+    ) -> None:
         self._entries: OrderedDict[str, _Failures] = OrderedDict()
         self._max_entries = max_entries
         self._forget_after = forget_after
         self._max_delay = max_delay
+        self._allowance = allowance
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -146,7 +156,8 @@ class _FailureTable:
         entry = self._entries.get(key)
         if entry is None:
             return 0.0
-        return max(0.0, entry.last + failure_delay(entry.count, max_delay=self._max_delay) - now)
+        delay = failure_delay(entry.count - self._allowance, max_delay=self._max_delay)
+        return max(0.0, entry.last + delay - now)
 
     def failed(self, key: str, now: float) -> None:
         self.expire(now)
@@ -160,6 +171,15 @@ class _FailureTable:
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
 
+    def take_back(self, key: str) -> None:
+        """Undo one :meth:`failed` (an attempt counted in advance that turned out right)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return
+        entry.count -= 1
+        if entry.count <= 0:
+            del self._entries[key]
+
     def forget(self, key: str) -> None:
         self._entries.pop(key, None)
 
@@ -171,21 +191,58 @@ class _FailureTable:
             self._entries.popitem(last=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Throttled:
+    """Why a login attempt may not be checked now, and for how long."""
+
+    #: Seconds until an attempt from this address may be checked.
+    wait: float
+    #: True when the account's own cap is the reason (guesses from many addresses), not
+    #: this address's failures.
+    account_wide: bool
+
+    @property
+    def text(self) -> str:
+        """What the user is told (``login_throttled``)."""
+        seconds = math.ceil(self.wait)
+        if self.account_wide:
+            return (
+                f"too many failed logins for this nickname; try again in {seconds} s "
+                "(or from where you logged in before)"
+            )
+        return f"too many failed logins; try again in {seconds} s"
+
+
 class LoginThrottle:
-    """Exponential delay between failed logins, per account and per address.
+    """Limits password guesses, the way mature servers do, without locking the owner out.
 
-    After ``k`` consecutive failures for an account (or from an address), the next attempt
-    must wait ``min(2**(k-1), max_delay)`` seconds after the last failure. :meth:`check`
-    returns the longer of the two waits. ``now`` is any monotonic clock in seconds
-    (``trio.current_time()``), passed in so the rules are testable with plain numbers.
+    An attempt is counted when it *starts* (:meth:`begin`), as a failure, before the slow
+    password check; :meth:`succeeded` takes it back. So guesses sent in parallel are
+    throttled like guesses sent one after another: while one is being checked, the next
+    from the same place already has to wait.
 
-    A success clears the account's count but not the address's: otherwise one attacker
-    could reset their address's count by logging into their own account between guesses
-    at others. An address's count only matters right after its failures, and is
-    forgotten after ``forget_after`` quiet seconds.
+    Three limits, each with its own purpose:
 
-    Memory is bounded: each table keeps at most ``max_entries`` keys (the stalest are
-    dropped first), and entries quiet for ``forget_after`` seconds are dropped.
+    * **Per account and address**: after ``k`` failures for one account from one address,
+      the next attempt there waits ``min(2**(k-1), max_delay)`` seconds after the last.
+      This is the one a guesser meets first, and it locks out nobody else: the owner
+      logging in from another address is not slowed by it.
+    * **Per address**, over all accounts: after ``address_allowance`` free failures, the
+      same doubling delay. It stops one address from trying one password on many
+      accounts, and leaves room for a few people behind one NAT mistyping at once.
+    * **Per account**, over all addresses (the global cap): at most ``account_burst``
+      attempts at once from addresses the account has not logged in from, then
+      ``account_rate`` per second. Guesses spread over many addresses (a botnet) meet
+      this one. Addresses the account logged in from recently are exempt, so even under
+      such an attack the owner gets in from home.
+
+    A success clears the account's count at that address but keeps the address's other
+    failures: otherwise one attacker could reset their address's count by logging into
+    their own account between guesses at others.
+
+    ``now`` is any monotonic clock in seconds, passed in so the rules are testable with
+    plain numbers. Memory is bounded: each table keeps at most ``max_entries`` keys (the
+    stalest are dropped first), and entries quiet for ``forget_after`` seconds are dropped.
     """
 
     def __init__(
@@ -194,27 +251,82 @@ class LoginThrottle:
         max_delay: float = 60.0,
         forget_after: float = 3600.0,
         max_entries: int = 10_000,
+        address_allowance: int = 3,
+        account_burst: int = 10,
+        account_rate: float = 10 / 60,
+        known_per_account: int = 8,
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
-        self._accounts = _FailureTable(max_entries, forget_after, max_delay)
-        self._addresses = _FailureTable(max_entries, forget_after, max_delay)
+        self._pairs = _FailureTable(max_entries, forget_after, max_delay)
+        self._addresses = _FailureTable(max_entries, forget_after, max_delay, address_allowance)
+        self._max_entries = max_entries
+        self._account_burst = account_burst
+        self._account_rate = account_rate
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._known: OrderedDict[str, list[str]] = OrderedDict()
+        self._known_per_account = known_per_account
 
-    def check(self, account: str, address: str, now: float) -> float:
-        """Seconds the caller must wait before trying this login (0.0: go ahead)."""
-        return max(self._accounts.wait(account, now), self._addresses.wait(address, now))
+    @staticmethod
+    def _pair(account: str, address: str) -> str:
+        return f"{account}\0{address}"
 
-    def failed(self, account: str, address: str, now: float) -> None:
-        """Record a failed login (wrong password, or an account that does not exist)."""
-        self._accounts.failed(account, now)
+    def check(self, account: str, address: str, now: float) -> Throttled | None:
+        """Whether an attempt for ``account`` from ``address`` must wait (counts nothing)."""
+        wait = max(
+            self._pairs.wait(self._pair(account, address), now),
+            self._addresses.wait(address, now),
+        )
+        if wait > 0:
+            return Throttled(wait, account_wide=False)
+        if not self._is_known(account, address):
+            bucket = self._buckets.get(account)
+            if bucket is not None:
+                wait = bucket.retry_after(now)
+                if wait > 0:
+                    return Throttled(wait, account_wide=True)
+        return None
+
+    def begin(self, account: str, address: str, now: float) -> Throttled | None:
+        """Start an attempt: ``None`` if it may be checked now (and it is counted as a
+        failure until :meth:`succeeded`), else why and how long it must wait (nothing is
+        counted for a refused attempt)."""
+        refused = self.check(account, address, now)
+        if refused is not None:
+            return refused
+        self._pairs.failed(self._pair(account, address), now)
         self._addresses.failed(address, now)
+        if not self._is_known(account, address):
+            self._bucket(account).take(now)
+        return None
 
     def succeeded(self, account: str, address: str, now: float) -> None:
-        """Record a successful login: the account's failure count starts again at zero."""
-        self._accounts.forget(account)
-        self._accounts.expire(now)
+        """The attempt begun for ``account`` from ``address`` was right: take it back, and
+        remember the address as one the owner uses (exempt from the account's cap)."""
+        self._pairs.forget(self._pair(account, address))
+        self._addresses.take_back(address)
+        self._pairs.expire(now)
         self._addresses.expire(now)
+        known = self._known.pop(account, [])
+        if address in known:
+            known.remove(address)
+        known.append(address)
+        self._known[account] = known[-self._known_per_account :]
+        while len(self._known) > self._max_entries:
+            self._known.popitem(last=False)
+
+    def _is_known(self, account: str, address: str) -> bool:
+        return address in self._known.get(account, ())
+
+    def _bucket(self, account: str) -> TokenBucket:
+        bucket = self._buckets.pop(account, None)
+        if bucket is None:
+            bucket = TokenBucket(self._account_rate, self._account_burst)
+        self._buckets[account] = bucket  # most recently used last
+        while len(self._buckets) > self._max_entries:
+            self._buckets.popitem(last=False)
+        return bucket
 
     def __len__(self) -> int:
-        """Number of remembered entries (accounts plus addresses); for tests and metrics."""
-        return len(self._accounts) + len(self._addresses)
+        """Number of remembered failure entries (account-address pairs plus addresses)."""
+        return len(self._pairs) + len(self._addresses)
