@@ -29,12 +29,22 @@ def test_port_in_use_is_one_clear_line() -> None:
         port = busy.getsockname()[1]
         result = run_cli("serve", "--port", str(port), "--ws-port", "0", "--no-entry-points")
     assert result.returncode == 2
-    assert (
-        result.stderr.strip()
-        .splitlines()[-1]
-        .startswith("trio-chat: error: address already in use")
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"trio-chat: error: address already in use: 127.0.0.1:{port} "
+        "(is another server running there?)"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_the_port_in_use_is_named_even_when_another_port_is_0() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("serve", "--port", "0", "--ws-port", str(port), "--no-entry-points")
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"127.0.0.1:{port}" in last and "port 0" not in last
 
 
 def test_bad_arguments_are_refused_clearly() -> None:

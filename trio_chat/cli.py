@@ -7,7 +7,6 @@ refused) end with one clear line on stderr and a non-zero exit, never a tracebac
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from .plugins import PluginLoadError
 from .server import ChatServer, ServerSetupError, run_until_signal
 from .settings import ConfigError, load_config, overrides_from_args, render_example_config
 from .store import Store, StoreError
+from .transports.streams import ListenError
 
 E = TypeVar("E", bound=BaseException)
 
@@ -321,11 +321,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         error = first_error(exc, OSError)
         if error is None:
             raise
-        if error.errno == errno.EADDRINUSE:
-            return fail(
-                f"address already in use (is another server on port {config.port} "
-                f"or {config.ws_port}?)"
-            )
+        if isinstance(error, ListenError):
+            return fail(str(error))
         return fail(f"cannot listen on {config.host}: {error.strerror or error}")
     print("trio-chat stopped.", flush=True)
     return 0

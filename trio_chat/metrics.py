@@ -35,6 +35,8 @@ from typing import ClassVar, Generic, TypeVar
 
 import trio
 
+from .transports.streams import open_listeners
+
 log = logging.getLogger("trio_chat.metrics")
 
 #: The ``Content-Type`` of :meth:`Registry.render`'s text.
@@ -321,7 +323,7 @@ async def serve_metrics(
     ``task_status.started`` gets the bound ``http://host:port/metrics`` addresses, so
     ``await nursery.start(serve_metrics, metrics.render, host, port)`` returns them.
     """
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    listeners = await open_listeners(host, port)
     addresses = []
     for listener in listeners:
         bound_host, bound_port, *_ = listener.socket.getsockname()

@@ -122,9 +122,34 @@ async def serve_port(
 ) -> None:
     """Listen on ``host:port``, report the bound addresses (``scheme://host:port``, see
     :func:`listener_address`) through ``task_status``, then :func:`accept_forever`."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    listeners = await open_listeners(host, port)
     task_status.started([listener_address(scheme, listener) for listener in listeners])
     await accept_forever(listeners, handler, handler_nursery)
+
+
+class ListenError(OSError):
+    """A port could not be opened; says which (``host``, ``port``) and why, in one line."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.host = host
+        self.port = port
+
+    def __str__(self) -> str:
+        where = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        reason = self.strerror or "error"
+        if self.errno == errno.EADDRINUSE:
+            return f"address already in use: {where} (is another server running there?)"
+        return f"cannot listen on {where}: {reason[:1].lower()}{reason[1:]}"
+
+
+async def open_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """``trio.open_tcp_listeners``, raising :class:`ListenError` (which names the port it
+    was asked for) when the port cannot be opened."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise ListenError(host, port, exc) from None
 
 
 async def _accept_on(
