@@ -245,6 +245,7 @@ def test_trio_chat_metrics_render_and_parse() -> None:
         "trio_chat_disconnects_total": "counter",
         "trio_chat_fanout_seconds": "histogram",
         "trio_chat_frames_rejected_total": "counter",
+        "trio_chat_tls_cert_not_after_seconds": "gauge",
     }
     assert samples[("trio_chat_connections", (("transport", "websocket"),))] == 1
     assert samples[("trio_chat_connections", (("transport", "tcp-json"),))] == 0

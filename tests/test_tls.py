@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,13 +75,22 @@ async def test_tls_and_wss_clients_chat_and_plain_clients_are_told(
             )
 
 
-async def test_expired_certificate_is_refused_by_clients(ca: trustme.CA, tmp_path: Path) -> None:
+async def test_expired_certificate_is_refused_by_clients_and_warned_about(
+    ca: trustme.CA, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     past = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
     cert = ca.issue_cert("127.0.0.1", not_before=past, not_after=past + datetime.timedelta(1))
     cert_path, key_path = tmp_path / "c.pem", tmp_path / "k.pem"
     cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
     cert.private_key_pem.write_to_path(str(key_path))
     config = local_config(tls_cert=str(cert_path), tls_key=str(key_path))
+    with caplog.at_level(logging.WARNING, logger="trio_chat.server"):
+        server = ChatServer(config)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the TLS certificate {cert_path} expired on 2020-01-02 00:00 UTC: "
+        "clients will refuse to connect"
+    ]
+    assert "trio_chat_tls_cert_not_after_seconds 1577923200" in server.metrics.render()
     async with open_test_server(config=config) as chat:
         for scheme in ("tcp", "ws"):  # the TLS port and the wss:// port
             host, port = chat.address(scheme)
@@ -91,6 +101,27 @@ async def test_expired_certificate_is_refused_by_clients(ca: trustme.CA, tmp_pat
                 async with stream:
                     await stream.do_handshake()
             assert "certificate has expired" in str(info.value.__cause__)
+
+
+def test_a_certificate_expiring_soon_is_warned_about_and_a_fresh_one_is_not(
+    ca: trustme.CA, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    for days, warned in ((3, True), (90, False)):
+        cert = ca.issue_cert("127.0.0.1", not_after=now + datetime.timedelta(days))
+        cert_path, key_path = tmp_path / f"c{days}.pem", tmp_path / f"k{days}.pem"
+        cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+        cert.private_key_pem.write_to_path(str(key_path))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="trio_chat.server"):
+            ChatServer(local_config(tls_cert=str(cert_path), tls_key=str(key_path)))
+        messages = [r.getMessage() for r in caplog.records]
+        if warned:
+            assert len(messages) == 1
+            assert messages[0].startswith(f"the TLS certificate {cert_path} expires on ")
+            assert messages[0].endswith(f", in {days} days")
+        else:
+            assert messages == []
 
 
 def test_missing_or_partial_tls_settings_are_clear_errors(

@@ -300,6 +300,11 @@ class Metrics:
             Counter,
         )
 
+        self.tls_cert_not_after: Gauge = r.gauge(
+            "trio_chat_tls_cert_not_after_seconds",
+            "Unix time at which the server's TLS certificate expires (0 without TLS).",
+        )
+
     def render(self) -> str:
         return self.registry.render()
 

@@ -7,9 +7,11 @@ import functools
 import gc
 import inspect
 import logging
+import math
 import os
 import signal
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import ModuleType
 from typing import Any
@@ -42,9 +44,13 @@ from .protocol import (
 from .publisher import Publisher
 from .store import Store, StoreError
 from .transports.parking import ParkingLot
-from .transports.streams import server_ssl_context
+from .transports.streams import certificate_not_after, server_ssl_context
 
 log = logging.getLogger("trio_chat.server")
+
+
+#: A certificate expiring within this many days is warned about at start.
+CERT_EXPIRY_WARNING_DAYS = 14
 
 
 class ServerSetupError(Exception):
@@ -92,6 +98,7 @@ class ChatServer:
         self.ssl_context = self._load_tls()
         #: Counters for Prometheus; ``self.metrics.render()`` answers a scrape.
         self.metrics = Metrics()
+        self._note_certificate_expiry()
         self.hub = Hub(metrics=self.metrics)
         self.keepalive = Keepalive(
             self.hub.send_to,
@@ -142,6 +149,30 @@ class ChatServer:
             raise ServerSetupError(
                 f"cannot load TLS certificate {cert} / key {key}: {exc}"
             ) from None
+
+    def _note_certificate_expiry(self) -> None:
+        """Say in the log (and in /metrics) when the certificate has expired or soon will:
+        clients refuse an expired one, and the server would otherwise start without a word."""
+        cert = self.config.tls_cert
+        if self.ssl_context is None or cert is None:
+            return
+        not_after = certificate_not_after(cert)
+        if not_after is None:
+            return
+        self.metrics.tls_cert_not_after.set(not_after)
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(not_after))
+        left = not_after - time.time()
+        if left <= 0:
+            log.warning(
+                "the TLS certificate %s expired on %s: clients will refuse to connect", cert, when
+            )
+        elif left < CERT_EXPIRY_WARNING_DAYS * 86400:
+            log.warning(
+                "the TLS certificate %s expires on %s, in %d days",
+                cert,
+                when,
+                math.ceil(left / 86400),
+            )
 
     # ------------------------------------------------------------------------- plugins
 

@@ -67,6 +67,20 @@ def server_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     return context
 
 
+def certificate_not_after(cert_file: str) -> float | None:
+    """When the first certificate in a PEM file expires (Unix time), or ``None`` if that
+    cannot be read. Uses the ``ssl`` module's own decoder (a private function, the only
+    way the standard library reads a certificate file; absent, expiry goes unreported)."""
+    decode = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)
+    if decode is None:
+        return None
+    try:
+        not_after = decode(cert_file)["notAfter"]
+        return float(ssl.cert_time_to_seconds(not_after))
+    except (OSError, ssl.SSLError, KeyError, ValueError, TypeError):
+        return None
+
+
 async def accept_tls(stream: trio.abc.Stream, context: ssl.SSLContext) -> trio.abc.Stream | None:
     """Complete a server-side TLS handshake, or explain and give up.
 
