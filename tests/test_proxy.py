@@ -45,6 +45,7 @@ from trio_chat.testing import (
     open_test_server,
 )
 from trio_chat.transports.streams import read_line
+from trio_chat.transports.tcp import PROXY_HEADER_REQUIRED, UNTRUSTED_PROXY_HEADER, refused_line
 
 
 @pytest.fixture(scope="module")
@@ -568,3 +569,9 @@ def test_a_bad_trusted_proxy_is_one_clear_line(tmp_path: Path) -> None:
     )
     with pytest.raises(ServerSetupError, match=r"trusted_proxies: '10\.0\.0\.0/40' is not"):
         ChatServer(local_config(trusted_proxies=["10.0.0.0/40"]))
+
+
+def test_the_refusal_lines_are_the_documented_ones() -> None:
+    documented = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    for reason in (UNTRUSTED_PROXY_HEADER, PROXY_HEADER_REQUIRED):
+        assert f"`{refused_line(reason).decode().strip()}`" in documented
