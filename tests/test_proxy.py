@@ -413,6 +413,17 @@ async def test_trusted_proxy_must_send_a_valid_proxy_header() -> None:
             assert address_of(chat, "unknown").startswith("127.0.0.1:")
 
 
+async def test_a_trusted_proxy_on_ipv6() -> None:
+    config = local_config(host="::1", trusted_proxies=["::1/128"], max_connections_per_host=1)
+    async with open_test_server(config=config) as chat:
+        async with via_proxy(chat, v1("2001:db8::42", 4242), "six"):
+            assert address_of(chat, "six") == "[2001:db8::42]:4242"
+            refused = await reply_to(chat, v2(family=0x21, source="2001:db8::42", port=1))
+            assert refused == REFUSED + b"too many connections from 2001:db8::42 (limit 1)\n"
+        async with ws_client(chat, "web6", [(b"X-Forwarded-For", b"2001:db8::43")]):
+            assert address_of(chat, "web6") == "[2001:db8::43]:0"
+
+
 async def test_trusted_proxy_header_then_a_text_client() -> None:
     async with open_test_server(config=PROXIED) as chat:
         assert await text_login(chat, v1("192.0.2.44", 5555) + b"textuser\n", "textuser") == (
@@ -533,8 +544,9 @@ async def test_loopback_is_exempt_from_the_per_host_limit_by_default() -> None:
 async def ws_client(
     chat: TestServer, nick: str, extra_headers: list[tuple[bytes, bytes]]
 ) -> AsyncIterator[ChatClient]:
-    async with trio_websocket.open_websocket_url(
-        chat.ws_url, extra_headers=extra_headers, connect_timeout=DEFAULT_TIMEOUT
+    host, port = chat.address("ws")
+    async with trio_websocket.open_websocket(
+        host, port, "/", use_ssl=False, extra_headers=extra_headers, connect_timeout=DEFAULT_TIMEOUT
     ) as ws:
         client = WebSocketChatClient(ws)
         await client.login(nick)
