@@ -482,8 +482,10 @@ async def test_proxy_header_comes_before_tls(ca: trustme.CA, tmp_path: Path) -> 
     cert.private_key_pem.write_to_path(str(key_path))
     context = ssl.create_default_context()
     ca.configure_trust(context)
-    tls = {"tls_cert": str(cert_path), "tls_key": str(key_path)}
-    async with open_test_server(config=replace(PROXIED, **tls)) as chat:
+    cert_file, key_file = str(cert_path), str(key_path)
+    async with open_test_server(
+        config=replace(PROXIED, tls_cert=cert_file, tls_key=key_file)
+    ) as chat:
         with trio.fail_after(DEFAULT_TIMEOUT):
             raw = await trio.open_tcp_stream(*chat.address("tcp"))
             await raw.send_all(v2(source="203.0.113.77", port=7777))
@@ -494,7 +496,7 @@ async def test_proxy_header_comes_before_tls(ca: trustme.CA, tmp_path: Path) -> 
             await client.login("secure")
             assert address_of(chat, "secure") == "203.0.113.77:7777"
     # From an untrusted peer, a PROXY header before TLS gets the same refusal.
-    async with open_test_server(config=local_config(**tls)) as chat:
+    async with open_test_server(config=local_config(tls_cert=cert_file, tls_key=key_file)) as chat:
         reply = await reply_to(chat, v1("203.0.113.2", 1))
         assert reply.startswith(b"!! connection refused: a PROXY protocol header is accepted")
 
