@@ -424,6 +424,22 @@ async def test_a_trusted_proxy_on_ipv6() -> None:
             assert address_of(chat, "web6") == "[2001:db8::43]:0"
 
 
+async def test_reading_the_proxy_header_is_bounded_by_the_handshake_timeout() -> None:
+    config = replace(PROXIED, handshake_timeout=0.5)
+    async with open_test_server(config=config) as chat:
+        async with via_proxy(chat, v1("192.0.2.5", 5), "good") as good:
+            for stalled in (b"", b"PROXY TCP4 192.0.2.6 ", v2()[:20]):  # silent, half a header
+                with trio.fail_after(DEFAULT_TIMEOUT):
+                    stream = await trio.open_tcp_stream(*chat.address("tcp"))
+                async with stream:
+                    await stream.send_all(stalled)
+                    assert chat.server.connections.count() == 1  # no slot while it waits
+                    reply = await read_all(stream)
+                assert reply == REFUSED + b"no PROXY protocol header within 0.5 s\n"
+            await good.say("still here")  # the others never noticed
+            assert (await good.expect("message")).text == "still here"
+
+
 async def test_trusted_proxy_header_then_a_text_client() -> None:
     async with open_test_server(config=PROXIED) as chat:
         assert await text_login(chat, v1("192.0.2.44", 5555) + b"textuser\n", "textuser") == (
