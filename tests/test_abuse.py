@@ -45,7 +45,7 @@ async def test_flood_is_refused_then_disconnected_and_others_see_no_delay() -> N
 
 
 async def test_connections_per_host_are_capped_on_both_ports() -> None:
-    config = local_config(max_connections_per_host=3)
+    config = local_config(max_connections_per_host=3, limit_loopback=True)
     async with open_test_server(config=config) as chat, AsyncExitStack() as stack:
         for n in range(3):
             await stack.enter_async_context(open_client(chat, f"u{n}"))

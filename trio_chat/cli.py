@@ -178,6 +178,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="open connections from one address (default 20)",
     )
     serve.add_argument(
+        "--limit-loopback",
+        action="store_true",
+        help="hold loopback clients (127.x, ::1) to --max-connections-per-host too "
+        "(by default they are exempt)",
+    )
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        dest="trusted_proxies",
+        metavar="ADDR_OR_CIDR",
+        help="a reverse proxy whose word is taken for the client's address: PROXY protocol "
+        "on the TCP port (required from it), X-Forwarded-For/Forwarded on the WebSocket "
+        "port; repeatable (see docs/protocol.md, 'Behind a reverse proxy')",
+    )
+    serve.add_argument(
         "--metrics-port",
         type=port_number,
         metavar="PORT",

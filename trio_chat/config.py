@@ -60,6 +60,13 @@ class ServerConfig:
     #: Open connections allowed from one host, and to the whole server.
     max_connections_per_host: int = DEFAULT_MAX_CONNECTIONS_PER_HOST
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: Hold loopback clients (127.0.0.0/8, ::1) to ``max_connections_per_host`` too. By
+    #: default they are exempt, as in ergo: local tools and tests, or a proxy on this machine.
+    limit_loopback: bool = False
+    #: Reverse proxies (IP addresses or CIDR networks, IPv4 or IPv6) whose word is taken for
+    #: the client's address: from them the TCP port requires a PROXY protocol header (v1 or
+    #: v2) and the WebSocket port reads X-Forwarded-For or Forwarded. Empty: nobody's.
+    trusted_proxies: list[str] = field(default_factory=list)
     #: Rooms with more members than this tell only the user concerned about joins and leaves
     #: (announcing every join to everyone grows with the square of the room size).
     quiet_room_size: int = 50

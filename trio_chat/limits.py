@@ -191,26 +191,35 @@ class ConnectionLimiter:
 
     ``host`` is whatever the caller groups connections by (the peer's IP address; note that
     an IPv6 client usually owns a whole /64, so a strict server may pass that prefix).
+
+    With ``exempt_loopback`` (the server's default, config ``limit_loopback = false``, as
+    ergo does), loopback hosts (``127.0.0.0/8``, ``::1``) are not held to ``per_host``: they
+    are local tools, tests, or a reverse proxy on the same machine. They are still counted,
+    and still count towards ``total``.
     """
 
-    __slots__ = ("_by_host", "_total", "per_host", "total")
+    __slots__ = ("_by_host", "_total", "exempt_loopback", "per_host", "total")
 
     def __init__(
         self,
         per_host: int = DEFAULT_MAX_CONNECTIONS_PER_HOST,
         total: int = DEFAULT_MAX_CONNECTIONS,
+        *,
+        exempt_loopback: bool = False,
     ) -> None:
         if per_host < 1 or total < 1:
             raise ValueError("connection limits must be at least 1")
         self.per_host = per_host
         self.total = total
+        self.exempt_loopback = exempt_loopback
         self._by_host: dict[str, int] = {}
         self._total = 0
 
     def acquire(self, host: str) -> str | None:
         """Take a slot for a connection from ``host``: ``None`` if granted, else why not."""
         held = self._by_host.get(host, 0)
-        if held >= self.per_host:
+        # The loopback test only runs for a host at its limit: the usual path pays nothing.
+        if held >= self.per_host and not (self.exempt_loopback and self.is_loopback(host)):
             return f"too many connections from {host} (limit {self.per_host})"
         if self._total >= self.total:
             return f"server full (limit {self.total} connections)"
@@ -241,3 +250,16 @@ class ConnectionLimiter:
     def hosts(self) -> int:
         """How many hosts hold at least one connection (the size of the table)."""
         return len(self._by_host)
+
+    @staticmethod
+    def is_loopback(host: str) -> bool:
+        """Whether ``host`` is a loopback address (an IPv4-mapped one included)."""
+        import ipaddress  # only asked about hosts at their limit
+
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            return address.ipv4_mapped.is_loopback
+        return address.is_loopback

@@ -41,6 +41,7 @@ from .protocol import (
     Quit,
     Say,
 )
+from .proxyproto import ProxyTrust
 from .publisher import Publisher
 from .store import Store, StoreError
 from .transports.parking import ParkingLot
@@ -117,8 +118,12 @@ class ChatServer:
         self._live_sessions = 0
         self._sessions_ended = trio.Event()
         self.connections = ConnectionLimiter(
-            self.config.max_connections_per_host, self.config.max_connections
+            self.config.max_connections_per_host,
+            self.config.max_connections,
+            exempt_loopback=not self.config.limit_loopback,
         )
+        #: The ``trusted_proxies``: whose word is taken for a connection's real address.
+        self.proxy_trust = self._load_proxy_trust()
         self._stopping = False
         self._shutdown_requested = trio.Event()
         self.hub.on_join.append(self._joined)
@@ -133,6 +138,12 @@ class ChatServer:
                     self._collect_commands(plugin, name)
         for plugin in plugins:
             self.add_plugin(plugin)
+
+    def _load_proxy_trust(self) -> ProxyTrust:
+        try:
+            return ProxyTrust(self.config.trusted_proxies)
+        except ValueError as exc:
+            raise ServerSetupError(f"trusted_proxies: {exc}") from None
 
     def _load_tls(self) -> ssl.SSLContext | None:
         cert, key = self.config.tls_cert, self.config.tls_key
@@ -199,7 +210,8 @@ class ChatServer:
 
     @contextlib.contextmanager
     def connection_slot(self, address: str) -> Iterator[ConnectionSlot]:
-        """Count a new connection from ``address`` for the block. The slot's ``refusal`` is
+        """Count a new connection from ``address`` (the client's ``host:port``: behind a
+        trusted proxy, the one the proxy reported) for the block. The slot's ``refusal`` is
         ``None`` when it may stay, or the reason it may not (too many from that host,
         server full); a connection that outlives the block takes the slot with it
         (:meth:`ConnectionSlot.hand_over`)."""

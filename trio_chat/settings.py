@@ -87,6 +87,18 @@ def not_empty(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
 
 
+def networks(value: list[str]) -> str | None:
+    """Every entry an IP address or CIDR network (``trusted_proxies``)."""
+    from .proxyproto import parse_network
+
+    for entry in value:
+        try:
+            parse_network(entry)
+        except ValueError as exc:
+            return f"{exc} (e.g. 127.0.0.1, 10.0.0.0/8, ::1)"
+    return None
+
+
 #: Checks beyond the type, by field name; a field not listed only has its type checked.
 #: Names not (yet) in ``ServerConfig`` are allowed, so announced fields are covered on arrival.
 CHECKS: dict[str, Check] = {
@@ -112,6 +124,7 @@ CHECKS: dict[str, Check] = {
     "flood_burst": positive,
     "max_connections": positive,
     "max_connections_per_host": positive,
+    "trusted_proxies": networks,
 }
 
 

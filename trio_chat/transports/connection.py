@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from ..hub import Session
+from ..hub import Session, host_of
 from ..limits import FLOODING, SLOW_DOWN, FloodGuard, Verdict
 from ..names import DEFAULT_ROOM, InvalidName
 from ..outbox import Outbox
@@ -40,7 +40,7 @@ from ..protocol import (
 from .streams import peer_address, refuse
 
 if TYPE_CHECKING:
-    from ..server import ChatServer
+    from ..server import ChatServer, ConnectionSlot
 
 log = logging.getLogger("trio_chat.connection")
 
@@ -112,33 +112,92 @@ class Link(Protocol):
     keepalive_ping: Callable[[], ServerEvent] | None
 
 
+class Arrival:
+    """A new connection on its way in: who it comes from, and its place in the limits.
+
+    From most peers the place is taken at once, keyed by the peer's address, before the
+    transport reads a byte (as cheap as it can be). A peer in ``trusted_proxies``
+    (``proxied``) is a reverse proxy speaking for someone else: its transport first learns
+    the real client's address (a PROXY header on TCP, ``X-Forwarded-For`` on the WebSocket
+    port, within the handshake's time) and then calls :meth:`admit` with it, so the limits,
+    bans, login throttling and logs all see the client, never the proxy.
+    """
+
+    __slots__ = ("_refusal", "_server", "_slots", "_stream", "address", "peer", "proxied", "slot")
+
+    def __init__(
+        self,
+        server: ChatServer,
+        stream: trio.SocketStream,
+        peer: str,
+        refusal: Callable[[str], bytes],
+        slots: contextlib.ExitStack[bool | None],
+    ) -> None:
+        self._server = server
+        self._stream = stream
+        self._refusal = refusal
+        self._slots = slots
+        #: ``host:port`` of the socket's peer (the proxy, when ``proxied``).
+        self.peer = peer
+        #: ``host:port`` of the client, as far as it is known yet (see :meth:`admit`).
+        self.address = peer
+        trust = server.proxy_trust
+        self.proxied = bool(trust) and trust.trusts(host_of(peer))
+        self.slot: ConnectionSlot | None = None
+
+    async def admit(self, address: str, reply_to: trio.abc.Stream | None = None) -> bool:
+        """Take the connection's place in the limits as coming from ``address`` (once).
+        If it may not stay, say why on ``reply_to`` (default: the socket, in the
+        transport's own words), close it, and return ``False``."""
+        assert self.slot is None, "a connection is admitted once"
+        self.address = address
+        if self.proxied:
+            log.debug("connection from %s via proxy %s", address, self.peer)
+        self.slot = slot = self._slots.enter_context(self._server.connection_slot(address))
+        if slot.refusal is not None:
+            await refuse(reply_to or self._stream, self._refusal(slot.refusal))
+            return False
+        return True
+
+
+#: A transport's opening (see :func:`serve_accepted`).
+OpenLink = Callable[["ChatServer", trio.SocketStream, Arrival], Awaitable["Link | None"]]
+
+
 async def serve_accepted(
     server: ChatServer,
     stream: trio.SocketStream,
-    open_link: Callable[[ChatServer, trio.SocketStream, str], Awaitable[Link | None]],
+    open_link: OpenLink,
     refusal: Callable[[str], bytes],
 ) -> None:
     """One accepted connection, whatever the transport: its place in the connection limits
-    (or ``refusal(reason)`` sent back), the transport's opening (``open_link``: TLS, sniffing
-    or the HTTP upgrade; ``None`` if the peer is not here to chat), then the chat.
+    (or ``refusal(reason)`` sent back), the transport's opening (``open_link``: a PROXY
+    header, TLS, sniffing or the HTTP upgrade; ``None`` if the peer is not here to chat),
+    then the chat.
+
+    The place is taken here, by the peer's address, unless the peer is a trusted proxy:
+    then ``open_link`` takes it with :meth:`Arrival.admit` once it knows the client. A link
+    comes back only from an admitted connection.
 
     Owns ``stream``: closes it unless :func:`run_connection` took it over. Nothing a
     connection does gets past this function, so nothing takes down the listener.
     """
-    address = peer_address(stream)
+    peer = peer_address(stream)
+    arrival: Arrival | None = None
     link: Link | None = None
     try:
-        with server.connection_slot(address) as slot:
-            if slot.refusal is not None:
-                await refuse(stream, refusal(slot.refusal))
+        with contextlib.ExitStack() as slots:
+            arrival = Arrival(server, stream, peer, refusal, slots)
+            if not arrival.proxied and not await arrival.admit(peer):
                 return
-            link = await open_link(server, stream, address)
+            link = await open_link(server, stream, arrival)
             if link is not None:
-                await run_connection(server, link, slot.hand_over())
+                assert arrival.slot is not None, "open_link returned a link it did not admit"
+                await run_connection(server, link, arrival.slot.hand_over())
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     except Exception:
-        log.exception("connection from %s failed", address)
+        log.exception("connection from %s failed", peer if arrival is None else arrival.address)
     finally:
         if link is None:  # not handed over to run_connection, which closes it
             await trio.aclose_forcefully(stream)

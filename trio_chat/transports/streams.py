@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ..framing import EOF, NEED_DATA, LineBuffer, LineTooLong
+from ..proxyproto import ProxyHeader, parse_proxy_header
 
 log = logging.getLogger("trio_chat.accept")
 
@@ -81,16 +82,21 @@ def certificate_not_after(cert_file: str) -> float | None:
         return None
 
 
-async def accept_tls(stream: trio.abc.Stream, context: ssl.SSLContext) -> trio.abc.Stream | None:
+async def accept_tls(
+    stream: trio.abc.Stream, context: ssl.SSLContext, first: bytes = b""
+) -> trio.abc.Stream | None:
     """Complete a server-side TLS handshake, or explain and give up.
 
     A client that opens with anything but a TLS ClientHello (someone with ``nc`` on a TLS
     port) gets one plain line saying so; a failed handshake (bad or expired certificate on
-    the client's side, garbage) returns ``None``. Bound the call with a timeout.
+    the client's side, garbage) returns ``None``. ``first`` is what the caller already read
+    from ``stream`` (the bytes after a PROXY header, or a first read it looked at). Bound
+    the call with a timeout.
     """
-    first = await stream.receive_some(4096)
     if not first:
-        return None
+        first = bytes(await stream.receive_some(4096))
+        if not first:
+            return None
     if first[0] != TLS_HANDSHAKE_BYTE:
         await stream.send_all(TLS_REQUIRED)
         return None
@@ -194,19 +200,20 @@ def listener_address(scheme: str, listener: trio.SocketListener) -> str:
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-async def refuse(stream: trio.SocketStream, message: bytes) -> None:
-    """Say why a connection is refused and close it so the reason arrives: shut our side,
-    then discard what the peer already sent (closing on unread data would reset the
-    connection and lose the message). Bounded to one second."""
+async def refuse(stream: trio.abc.Stream, message: bytes) -> None:
+    """Say why a connection is refused and close it so the reason arrives: shut our side
+    (where the stream can: not TLS), then discard what the peer already sent (closing on
+    unread data would reset the connection and lose the message). Bounded to one second."""
     with trio.move_on_after(1):
         try:
             await stream.send_all(message)
-            await stream.send_eof()
+            if isinstance(stream, trio.abc.HalfCloseableStream):
+                await stream.send_eof()
             while await stream.receive_some(4096):
                 pass
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
-    await stream.aclose()
+    await trio.aclose_forcefully(stream)
 
 
 #: Bytes asked of the socket per read.
@@ -239,6 +246,25 @@ async def read_line(
             return None
         assert isinstance(event, bytes | LineTooLong)
         return event
+
+
+async def read_proxy_header(stream: trio.abc.Stream) -> tuple[ProxyHeader, bytes] | None:
+    """Read a PROXY protocol header (v1 or v2) from the start of ``stream``: the header and
+    the bytes that came after it (the client's), or ``None`` if the peer left first.
+
+    Raises :class:`~trio_chat.proxyproto.ProxyProtocolError` for anything but a valid header
+    (the parser refuses as soon as the bytes cannot become one, and bounds their size).
+    Bound the call with a timeout.
+    """
+    data = b""
+    while True:
+        chunk = await receive_or_end(stream)
+        if not chunk:
+            return None
+        data += chunk
+        header = parse_proxy_header(data)
+        if isinstance(header, ProxyHeader):
+            return header, data[header.length :]
 
 
 def close_now(stream: trio.abc.Stream) -> None:

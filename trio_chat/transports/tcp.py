@@ -24,14 +24,17 @@ from ..protocol import (
     ServerPing,
     decode_client_frame,
 )
+from ..proxyproto import NO_PROXY_HEADER, ProxyProtocolError, looks_like_proxy_header
 from ..textmode import NICK_PROMPT, decode_text_line, parse_command_line
 from ..wire import JSON_LINES, TEXT_LINES, WireFormat, encoded, sizer
-from .connection import serve_accepted
+from .connection import Arrival, serve_accepted
 from .streams import (
     RECEIVE_SIZE,
     accept_tls,
     close_now,
+    read_proxy_header,
     receive_or_end,
+    refuse,
     serve_port,
     socket_fd,
     write_nowait,
@@ -138,16 +141,19 @@ class TcpLink:
         close_now(self.stream)
 
 
-async def sniff(stream: trio.abc.Stream, delay: float) -> tuple[bytes, bool] | None:
-    """Wait up to ``delay`` seconds for the first bytes; decide JSON or text.
+async def sniff(
+    stream: trio.abc.Stream, delay: float, first: bytes = b""
+) -> tuple[bytes, bool] | None:
+    """Wait up to ``delay`` seconds for the first bytes (unless ``first`` already holds
+    some); decide JSON or text.
 
     Returns ``(bytes already read, plain_text)``, or ``None`` if the peer closed at once.
     """
-    first = b""
-    with trio.move_on_after(delay):
-        first = bytes(await stream.receive_some(RECEIVE_SIZE))
-        if not first:
-            return None
+    if not first:
+        with trio.move_on_after(delay):
+            first = bytes(await stream.receive_some(RECEIVE_SIZE))
+            if not first:
+                return None
     return first, not first.lstrip().startswith(b"{")
 
 
@@ -213,33 +219,101 @@ def refused_line(reason: str) -> bytes:
     return f"!! connection refused: {reason}\n".encode()
 
 
+#: Why a PROXY header from a peer that is not a trusted proxy is refused.
+UNTRUSTED_PROXY_HEADER = (
+    "a PROXY protocol header is accepted only from a trusted proxy (setting trusted_proxies)"
+)
+#: Why a connection from a trusted proxy without a PROXY header is refused.
+PROXY_HEADER_REQUIRED = (
+    "connections from a trusted proxy must start with a PROXY protocol header "
+    "(nginx: proxy_protocol on;)"
+)
+
+
 async def open_tcp_link(
-    server: ChatServer, stream: trio.SocketStream, address: str
+    server: ChatServer, stream: trio.SocketStream, arrival: Arrival
 ) -> TcpLink | None:
-    """TLS (if on), then JSON or text: the link to chat over, or ``None`` if the peer came for
-    something else or left (the caller closes the stream)."""
+    """The PROXY header (from a trusted proxy, which must send one), TLS (if on), then JSON
+    or text: the link to chat over, or ``None`` if the peer came for something else, was
+    refused or left (the caller closes the stream)."""
+    config = server.config
+    received = b""
+    if arrival.proxied:
+        # Before TLS, as proxies send it; bounded like the rest of the handshake.
+        with trio.move_on_after(config.handshake_timeout) as waited:
+            try:
+                got = await read_proxy_header(stream)
+            except ProxyProtocolError as exc:
+                problem = str(exc)
+                if problem == NO_PROXY_HEADER:
+                    problem = PROXY_HEADER_REQUIRED
+                await refuse(stream, refused_line(problem))
+                return None
+        if waited.cancelled_caught:
+            await refuse(
+                stream,
+                refused_line(f"no PROXY protocol header within {config.handshake_timeout:g} s"),
+            )
+            return None
+        if got is None:
+            return None
+        header, received = got
+        if not await arrival.admit(header.client_address or arrival.peer):
+            return None
     chat_stream: trio.abc.Stream = stream
     if server.ssl_context is not None:
         tls = None
-        with trio.move_on_after(server.config.handshake_timeout):
-            tls = await accept_tls(stream, server.ssl_context)
+        with trio.move_on_after(config.handshake_timeout):
+            if not received:
+                received = bytes(await stream.receive_some(RECEIVE_SIZE))
+                if not received:
+                    return None
+                if not arrival.proxied and looks_like_proxy_header(received) is True:
+                    await refuse(stream, refused_line(UNTRUSTED_PROXY_HEADER))
+                    return None
+            tls = await accept_tls(stream, server.ssl_context, received)
         if tls is None:
             return None
-        chat_stream = tls
-    sniffed = await sniff(chat_stream, server.config.sniff_delay)
+        chat_stream, received = tls, b""
+    sniffed = await sniff(chat_stream, config.sniff_delay, received)
     if sniffed is None:
         return None
     first, plain_text = sniffed
+    if not arrival.proxied and server.ssl_context is None:
+        proxy_header, first = await _proxy_header_sent(chat_stream, first, config.sniff_delay)
+        if proxy_header:
+            await refuse(stream, refused_line(UNTRUSTED_PROXY_HEADER))
+            return None
     if first.startswith(HTTP_METHODS):
         await chat_stream.send_all(http_misdirected(server.ws_port))
         return None
     return TcpLink(
         chat_stream,
-        address,
+        arrival.address,
         plain_text=plain_text,
-        max_line_bytes=server.config.max_frame_bytes,
+        max_line_bytes=config.max_frame_bytes,
         already_received=first,
     )
+
+
+async def _proxy_header_sent(
+    stream: trio.abc.Stream, first: bytes, delay: float
+) -> tuple[bool, bytes]:
+    """Whether ``first`` starts with a PROXY header (from a peer that is not a trusted
+    proxy: refused, never read as a nickname), and the bytes read so far. Only bytes that
+    are a strict beginning of a PROXY signature (``PROX``, a bare ``\\r\\n``) wait for more,
+    up to ``delay`` seconds; everyone else costs one comparison."""
+    if not first:  # silence: a person at a prompt
+        return False, first
+    verdict = looks_like_proxy_header(first)
+    with trio.move_on_after(delay):
+        while verdict is NEED_DATA:
+            more = await receive_or_end(stream)
+            if not more:
+                break
+            first += more
+            verdict = looks_like_proxy_header(first)
+    return verdict is True, first
 
 
 async def serve_tcp_chat(

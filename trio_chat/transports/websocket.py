@@ -36,6 +36,7 @@ from ..protocol import (
     ServerEvent,
     decode_client_frame,
 )
+from ..proxyproto import ProxyTrust, client_from_headers, format_address
 from ..wire import (
     WEBSOCKET_BATCH_FRAMES,
     WEBSOCKET_FRAMES,
@@ -46,7 +47,7 @@ from ..wire import (
     sizer,
     websocket_text_frame,
 )
-from .connection import serve_accepted
+from .connection import Arrival, serve_accepted
 from .streams import (
     accept_tls,
     close_now,
@@ -335,10 +336,12 @@ def refused_response(reason: str) -> bytes:
 
 
 async def open_ws_link(
-    server: ChatServer, stream: trio.SocketStream, address: str
+    server: ChatServer, stream: trio.SocketStream, arrival: Arrival
 ) -> WebSocketLink | None:
     """TLS (if on), the HTTP request head, then the page (``None``: done; the caller
-    closes the stream) or the upgraded WebSocket to chat over."""
+    closes the stream) or the upgraded WebSocket to chat over. From a trusted proxy the
+    client's address comes from the head (:func:`forwarded_address`), and the connection
+    is admitted to the limits with it before anything is served."""
     web_stream: trio.abc.Stream = stream
     head: bytes | None = None
     with trio.move_on_after(HEAD_TIMEOUT):
@@ -349,6 +352,10 @@ async def open_ws_link(
             web_stream = tls
         head = await read_head(web_stream)
         request = parse_request(head) if head else None
+        if arrival.proxied:
+            address = forwarded_address(request, arrival.peer, server.proxy_trust)
+            if not await arrival.admit(address, web_stream):
+                return None
         if request is None or not is_websocket_upgrade(request):
             await web_stream.send_all(http_response(request))
             return None
@@ -369,10 +376,18 @@ async def open_ws_link(
     return WebSocketLink(
         web_stream,
         connection,
-        address,
+        arrival.address,
         server.config.max_frame_bytes,
         already_received=head[end:],
     )
+
+
+def forwarded_address(request: h11.Request | None, peer: str, trust: ProxyTrust) -> str:
+    """The client's ``host:port`` as the trusted proxy ``peer`` reports it in
+    ``X-Forwarded-For`` or ``Forwarded`` (see :func:`~trio_chat.proxyproto.client_from_headers`;
+    the port is 0 when the header has none), or ``peer`` itself when it reports nobody."""
+    client = None if request is None else client_from_headers(request.headers, trust)
+    return peer if client is None else format_address(*client)
 
 
 def accept_websocket(head: bytes) -> WSConnection | None:
