@@ -103,6 +103,29 @@ async def test_expired_certificate_is_refused_by_clients_and_warned_about(
             assert "certificate has expired" in str(info.value.__cause__)
 
 
+async def test_a_refusal_on_a_tls_port_closes_instead_of_writing_into_the_handshake(
+    ca: trustme.CA, cert_files: tuple[str, str]
+) -> None:
+    cert, key = cert_files
+    config = local_config(
+        tls_cert=cert, tls_key=key, max_connections_per_host=1, limit_loopback=True
+    )
+    async with open_test_server(config=config) as chat:
+        async with open_client(chat, "alice", ssl_context=client_context(ca)):
+            for scheme in ("tcp", "ws"):
+                host, port = chat.address(scheme)
+                stream = await trio.open_tcp_stream(host, port)
+                async with stream:
+                    with trio.fail_after(5):
+                        assert await stream.receive_some(4096) == b""  # not a plain line
+                with pytest.raises(trio.BrokenResourceError), trio.fail_after(5):
+                    tls = await trio.open_ssl_over_tcp_stream(
+                        host, port, ssl_context=client_context(ca)
+                    )
+                    async with tls:
+                        await tls.do_handshake()
+
+
 def test_a_certificate_expiring_soon_is_warned_about_and_a_fresh_one_is_not(
     ca: trustme.CA, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

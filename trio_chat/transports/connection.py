@@ -155,7 +155,13 @@ class Arrival:
             log.debug("connection from %s via proxy %s", address, self.peer)
         self.slot = slot = self._slots.enter_context(self._server.connection_slot(address))
         if slot.refusal is not None:
-            await refuse(reply_to or self._stream, self._refusal(slot.refusal))
+            if reply_to is None and self._server.ssl_context is not None:
+                # A TLS client expects a handshake: plain words would only reach it as a
+                # broken record. It is closed instead (the log says why).
+                log.info("refused %s: %s", address, slot.refusal)
+                await refuse(self._stream, b"")
+            else:
+                await refuse(reply_to or self._stream, self._refusal(slot.refusal))
             return False
         return True
 
