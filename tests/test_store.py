@@ -12,11 +12,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from trio_chat.store import SCHEMA_VERSION, Store, StoredMessage, StoreError
 from trio_chat.store import schema as schema_module
@@ -369,27 +371,57 @@ async def test_acknowledged_messages_survive_sigkill(tmp_path: Path) -> None:
 
 
 async def test_cancelled_block_still_flushes_queued_appends(tmp_path: Path) -> None:
+    from trio_chat.store.db import _Pending
+
     path = tmp_path / "chat.db"
     acked: list[int] = []
     counter = itertools.count(1)
+    gate = threading.Event()  # holds the writer thread inside a batch until set
+    writing = trio.Event()
+    cancelled = trio.Event()
+
+    def blocker(conn: sqlite3.Connection) -> None:
+        trio.from_thread.run_sync(writing.set)
+        gate.wait(TIMEOUT)
+
+    async def open_gate_once_everything_waits() -> None:
+        await cancelled.wait()
+        # The block has unwound as far as it can: the close is waiting for the writer.
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+
+    # Counted, not timed: the same amount is written however fast the machine is today.
     with trio.fail_after(TIMEOUT):
-        with trio.move_on_after(0.2):
-            async with Store.open(path) as store:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(open_gate_once_everything_waits)
+            with trio.CancelScope() as cancel:
+                async with Store.open(path) as store:
 
-                async def sender() -> None:
-                    while True:
-                        i = next(counter)
-                        await store.append(msg(i))
-                        acked.append(i)
+                    async def sender() -> None:
+                        while len(acked) < 200:
+                            i = next(counter)
+                            await store.append(msg(i))
+                            acked.append(i)
 
-                async with trio.open_nursery() as nursery:
-                    for _ in range(20):
-                        nursery.start_soon(sender)
+                    async with trio.open_nursery() as nursery:
+                        for _ in range(20):
+                            nursery.start_soon(sender)
+                    # The writer busy with one batch; these wait on its queue meanwhile.
+                    store._send.send_nowait(_Pending(job=blocker))
+                    await writing.wait()
+                    queued = [next(counter) for _ in range(50)]
+                    for i in queued:
+                        store.append_rows_nowait([msg(i).row()])
+                    cancelled.set()
+                    cancel.cancel()
+                    await trio.sleep_forever()
+            assert cancel.cancelled_caught
         async with Store.open(path) as store:
-            stored = ids(await store.history("#lobby", limit=10_000))
-            assert acked and set(acked) <= set(stored)
-            # Appends queued when the cancel came were written by the shielded final flush.
-            assert len(stored) >= len(acked)
+            stored = {m.id async for m in store.export_room("#lobby")}  # all, however many
+        assert set(acked) <= stored
+        # Queued when the cancel came: written by the shielded final flush.
+        assert set(queued) <= stored
+        assert stored == set(acked) | set(queued)
         with pytest.raises(StoreError, match="closed"):
             await store.append(msg(10**9))
 
