@@ -132,6 +132,49 @@ async def test_private_history_is_for_the_two_logged_in_users_only() -> None:
             ]
 
 
+async def test_private_history_does_not_go_to_whoever_takes_the_nick_later() -> None:
+    async with open_test_server() as chat:
+        async with open_client(chat) as alice:
+            await alice.login("alice", password="pw-a", register=True)
+            async with open_client(chat, "dave") as dave:  # a guest
+                await alice.command("/msg dave my bank PIN is 4242")
+                assert (await dave.expect("private")).text == "my bank PIN is 4242"
+            await alice.expect("leave", lambda e: e.nick == "dave")
+            async with open_client(chat) as thief:
+                await thief.send(
+                    {"type": "hello", "nick": "dave", "password": "x", "register": True}
+                )
+                assert (await thief.expect("welcome")).account is True
+                await thief.send({"type": "history", "with": "alice", "ref": "pm"})
+                page = await thief.expect("history", lambda e: e.ref == "pm")
+                assert page.messages == []
+            # Nor does alice's own history keep it: a guest's messages end with the session.
+            await alice.send({"type": "history", "with": "dave", "ref": "mine"})
+            assert (await alice.expect("history", lambda e: e.ref == "mine")).messages == []
+
+
+async def test_private_history_follows_the_accounts_at_send_time() -> None:
+    async with open_test_server() as chat:
+        async with open_client(chat) as alice, open_client(chat, "erin") as erin:
+            await alice.login("alice", password="pw-a", register=True)
+            await alice.command("/msg erin while you are a guest")
+            await erin.expect("private")
+            await erin.command("/register pw-e")  # an account from now on
+            await erin.expect("info")
+            await alice.command("/msg erin now you have an account")
+            await erin.expect("private", lambda e: e.text == "now you have an account")
+            await alice.command("/nick alicia")  # the account, not the nick, counts
+            await alice.expect("nick")
+            await erin.command("/msg alicia renamed")
+            await alice.expect("private", lambda e: e.text == "renamed")
+            await erin.send({"type": "history", "with": "alice", "ref": "pm"})
+            page = await erin.expect("history", lambda e: e.ref == "pm")
+            assert [(m["nick"], m["to"], m["text"]) for m in page.messages] == [
+                ("alice", "erin", "now you have an account"),
+                ("erin", "alicia", "renamed"),
+            ]
+
+
 async def test_accounts_register_login_taken_nick_wrong_password_and_throttling() -> None:
     async with open_test_server() as chat:
         async with open_client(chat, "alice") as alice:

@@ -145,6 +145,9 @@ class Pending:
     persist: bool = False
     #: Told if storing it failed.
     sender: Session | None = None
+    #: A private message's sender and recipient account keys at the time it was sent (set
+    #: by the publisher; it is stored only between two accounts).
+    accounts: tuple[str, str] | None = None
 
     def receivers(self) -> Iterable[Session]:
         if self.room is None:

@@ -160,7 +160,12 @@ class Persistence:
         limit: int = 50,
         ref: str | None = None,
     ) -> None:
-        """Private history between the logged-in ``session`` and ``other`` only."""
+        """Private history between the account ``session`` is logged in to and the
+        account ``other`` (a nick, taken as the account of that name) only.
+
+        By account keys alone: a guest's private messages are never stored, so nobody who
+        registers a nick later can read what was said to whoever used it before.
+        """
         account = session.extra.get("account")
         if account is None:
             raise LoginRefused(
@@ -169,7 +174,7 @@ class Persistence:
         limit = clamp_page(limit)
         messages, more = cut_page(
             await self.store.private_history(
-                account, other, before=before, after=after, limit=limit + 1
+                account, name_key(other), before=before, after=after, limit=limit + 1
             ),
             limit,
             forward=after is not None,

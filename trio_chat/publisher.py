@@ -14,6 +14,7 @@ the batch back to the hub to deliver. So:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -48,14 +49,31 @@ def stored_form(pending: Pending) -> StoredMessage:
     """The stored message of a chat line or private message: its row without the
     conversation key (which the store derives again)."""
     row = stored_row(pending)
-    return StoredMessage(*row[:7])  # type: ignore[arg-type]
+    return StoredMessage(*row[:7], sender_account=row[8], recipient_account=row[9])  # type: ignore[arg-type]
 
 
 def stored_row(pending: Pending) -> Row:
-    """The table row of a chat line or private message."""
+    """The table row of a chat line or private message (with its accounts)."""
     event = pending.event
     assert isinstance(event, Message | Private), "only chat lines and private messages are stored"
-    return message_row(event)
+    return message_row(event, pending.accounts)
+
+
+def private_accounts(pending: Pending) -> tuple[str, str] | None:
+    """The account keys of a private message's sender and recipient, as they are now;
+    ``None`` if either is a guest (its message is then delivered but not stored).
+
+    Called as the message is numbered, so a ``/login`` or ``/register`` a moment later
+    does not change whose it is. The hub sends a private message to ``(target, sender)``.
+    """
+    sender = pending.sender
+    if sender is None or not pending.extra:
+        return None
+    sender_account = sender.extra.get("account")
+    recipient_account = pending.extra[0].extra.get("account")
+    if not sender_account or not recipient_account:
+        return None
+    return (sender_account, recipient_account)
 
 
 @dataclass(eq=False, slots=True)
@@ -91,6 +109,13 @@ class Publisher:
         self.hub.publisher = self._buffer_event
 
     def _buffer_event(self, pending: Pending) -> None:
+        if pending.persist and type(pending.event) is Private:
+            # Stored only between two accounts, known now (see private_accounts).
+            accounts = private_accounts(pending)
+            if accounts is None:
+                pending = dataclasses.replace(pending, persist=False)
+            else:
+                pending = dataclasses.replace(pending, accounts=accounts)
         self._buffer.append(pending)
         self._wakeup.set()
 

@@ -54,7 +54,7 @@ T = TypeVar("T")
 #: Largest ``limit`` one history query accepts.
 MAX_HISTORY_LIMIT = 10_000
 
-_COLUMNS = "id, ts, room, sender, text, kind, recipient"
+_COLUMNS = "id, ts, room, sender, text, kind, recipient, sender_account, recipient_account"
 #: Rows per INSERT statement, at most: each statement is ``INSERT ... VALUES (...), (...)``
 #: with this many row groups, or a smaller power of two for the rest of a batch (so only a
 #: few distinct statements exist, all in sqlite3's statement cache). Why several rows per
@@ -69,8 +69,9 @@ ROWS_PER_INSERT = 64
 
 def _insert_sql(rows: int) -> str:
     return (
-        "INSERT INTO messages (id, ts, room, sender, text, kind, recipient, conv) VALUES "
-        + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+        "INSERT INTO messages (id, ts, room, sender, text, kind, recipient, conv,"
+        " sender_account, recipient_account) VALUES "
+        + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
     )
 
 
@@ -169,7 +170,7 @@ def _connect(path: str | os.PathLike[str], busy_timeout: float) -> sqlite3.Conne
 
 
 def _row_to_message(
-    row: tuple[int, float, str | None, str, str, StoredKind, str | None],
+    row: tuple[int, float, str | None, str, str, StoredKind, str | None, str | None, str | None],
 ) -> StoredMessage:
     return StoredMessage(*row)
 
@@ -478,18 +479,21 @@ class Store:
 
     async def private_history(
         self,
-        nick_a: str,
-        nick_b: str,
+        account_a: str,
+        account_b: str,
         *,
         before: int | None = None,
         after: int | None = None,
         limit: int = 50,
     ) -> list[StoredMessage]:
-        """Private messages between two users, either direction; bounds as :meth:`history`.
+        """Private messages between two accounts, either direction; bounds as
+        :meth:`history`. An account is named by its key or its registered name.
 
-        Nicks are compared by name key, so display nicks and keys both work.
+        By account, not by nick: the nicks shown in the messages are whatever the two
+        used at the time, and a nick says nothing about who holds it today.
         """
-        return await self._conversation(private_conversation(nick_a, nick_b), before, after, limit)
+        conv = private_conversation(name_key(account_a), name_key(account_b))
+        return await self._conversation(conv, before, after, limit)
 
     async def export_room(self, room: str, *, chunk: int = 1000) -> AsyncIterator[StoredMessage]:
         """Every message of a room, oldest first, read ``chunk`` at a time.
