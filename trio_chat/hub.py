@@ -493,6 +493,7 @@ class Hub:
 
     def _check_message_id(self) -> None:
         if self._last_id >= self.message_id_limit:
+            self.metrics.messages_not_saved_total.inc()
             raise NotSaved("your message could not be saved; not sent")
 
     def _next_id(self) -> int:

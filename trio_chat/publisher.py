@@ -323,6 +323,7 @@ class Publisher:
             await store.append(record)
         except StoreError as exc:
             failed.add(id(pending))
+            self.hub.metrics.messages_not_saved_total.inc()
             left_out = self._not_saved_log.hit(trio.current_time())
             if left_out is not None:  # one line per run of failures, not one per message
                 log.error(
