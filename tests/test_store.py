@@ -572,7 +572,20 @@ async def test_corrupt_database_is_refused_untouched(tmp_path: Path) -> None:
     data = bytearray(await trio.Path(path).read_bytes())
     data[100:4096] = b"\xa5" * (4096 - 100)  # page 1 after the header: the schema table
     await trio.Path(path).write_bytes(bytes(data))
-    await expect_refusal(path, "is corrupt")
+    await expect_refusal(path, r"is damaged \(database disk image is malformed\); restore it")
+
+
+async def test_damaged_data_page_is_refused_at_start_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    async with Store.open(path) as store:
+        await store.append_many([msg(i, text="x" * 300) for i in range(1, 201)])
+    data = bytearray(await trio.Path(path).read_bytes())
+    pages = len(data) // 4096
+    assert pages > 10  # the schema on page 1 stays readable; a page of messages does not
+    middle = pages // 2 * 4096
+    data[middle : middle + 4096] = b"\xa5" * 4096
+    await trio.Path(path).write_bytes(bytes(data))
+    await expect_refusal(path, r"is damaged \(.+\); restore it from a backup, or recover")
 
 
 async def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:

@@ -798,6 +798,33 @@ def _close_all(conns: list[sqlite3.Connection]) -> None:
             log.exception("closing the database failed")
 
 
+def _refuse_if_damaged(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> None:
+    """Raise :class:`StoreError` if ``PRAGMA quick_check`` finds the file damaged.
+
+    SQLite reads a page only when a query needs it, so a damaged data page went unnoticed
+    at start and failed some history query (or some write) much later. ``quick_check``
+    reads every page once (about a second per GB) and changes nothing. Starting on a
+    damaged file risks damaging it further, so it is refused, with one line that says
+    what to do; the file is left as it was.
+    """
+    try:
+        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
+    except sqlite3.DatabaseError as exc:
+        # Damage bad enough that the check itself stops on it; other errors (locked, not
+        # a database) are reported as they are by the caller.
+        if not str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_CORRUPT"):
+            raise
+        problems = [str(exc)]
+    if problems == ["ok"]:
+        return
+    where = os.fspath(path)
+    detail = " ".join(" ".join(problems).split())  # one line, whatever SQLite wrote
+    raise StoreError(
+        f"database {where} is damaged ({detail}); restore it from a backup, "
+        f"or recover what is left with: sqlite3 {where} .recover"
+    )
+
+
 def _open_sync(
     path: str | os.PathLike[str],
     memory: bool,
@@ -811,6 +838,8 @@ def _open_sync(
     try:
         writer = _connect(path, busy_timeout)
         conns.append(writer)
+        if not memory:
+            _refuse_if_damaged(writer, path)
         # Check and migrate first: nothing below writes to a file that is not ours.
         schema.prepare(writer, path)
         if not memory:
