@@ -200,9 +200,11 @@ class Publisher:
                 left_out = self._reserve_log.hit(trio.current_time())
                 if left_out is not None:
                     log.error(
-                        "could not reserve ids (new messages are refused after id %d until "
-                        "this works): %s%s",
-                        self.hub.message_id_limit,
+                        "could not reserve ids (last id %d, reserved up to %d; new messages "
+                        "are refused from id %d on until this works): %s%s",
+                        self.hub.last_id,
+                        self._reserved,
+                        self.hub.message_id_limit + 1,
                         exc,
                         self._reserve_log.more_text(left_out),
                     )
