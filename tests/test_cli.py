@@ -172,3 +172,28 @@ def test_quiet_gc_freezes_start_up_objects_and_spaces_full_collections() -> None
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+def test_db_in_a_missing_folder_is_one_line_naming_it_and_creates_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "no" / "such" / "chat.db"
+    result = run_cli("serve", "--port", "0", "--no-ws", "--no-entry-points", "--db", str(db))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"trio-chat: error: the database folder {db.parent} does not exist "
+        "(create it, or choose another --db)"
+    )
+    assert not (tmp_path / "no").exists()
+
+
+def test_only_the_default_database_folder_is_created(tmp_path: Path) -> None:
+    from trio_chat.cli import check_db_folder
+
+    default = tmp_path / "xdg" / "trio-chat" / "chat.db"
+    assert check_db_folder(str(default), default=str(default)) is None
+    assert default.parent.is_dir()  # the program's own place: made on first use
+    chosen = tmp_path / "typo" / "chat.db"
+    error = check_db_folder(str(chosen), default=str(default))
+    assert error is not None and str(chosen.parent) in error
+    assert not chosen.parent.exists()
+    assert check_db_folder(str(tmp_path / "chat.db"), default=str(default)) is None
+    assert check_db_folder(":memory:", default=str(default)) is None

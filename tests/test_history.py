@@ -132,6 +132,49 @@ async def test_private_history_is_for_the_two_logged_in_users_only() -> None:
             ]
 
 
+async def test_private_history_does_not_go_to_whoever_takes_the_nick_later() -> None:
+    async with open_test_server() as chat:
+        async with open_client(chat) as alice:
+            await alice.login("alice", password="pw-a", register=True)
+            async with open_client(chat, "dave") as dave:  # a guest
+                await alice.command("/msg dave my bank PIN is 4242")
+                assert (await dave.expect("private")).text == "my bank PIN is 4242"
+            await alice.expect("leave", lambda e: e.nick == "dave")
+            async with open_client(chat) as thief:
+                await thief.send(
+                    {"type": "hello", "nick": "dave", "password": "x", "register": True}
+                )
+                assert (await thief.expect("welcome")).account is True
+                await thief.send({"type": "history", "with": "alice", "ref": "pm"})
+                page = await thief.expect("history", lambda e: e.ref == "pm")
+                assert page.messages == []
+            # Nor does alice's own history keep it: a guest's messages end with the session.
+            await alice.send({"type": "history", "with": "dave", "ref": "mine"})
+            assert (await alice.expect("history", lambda e: e.ref == "mine")).messages == []
+
+
+async def test_private_history_follows_the_accounts_at_send_time() -> None:
+    async with open_test_server() as chat:
+        async with open_client(chat) as alice, open_client(chat, "erin") as erin:
+            await alice.login("alice", password="pw-a", register=True)
+            await alice.command("/msg erin while you are a guest")
+            await erin.expect("private")
+            await erin.command("/register pw-e")  # an account from now on
+            await erin.expect("info")
+            await alice.command("/msg erin now you have an account")
+            await erin.expect("private", lambda e: e.text == "now you have an account")
+            await alice.command("/nick alicia")  # the account, not the nick, counts
+            await alice.expect("nick")
+            await erin.command("/msg alicia renamed")
+            await alice.expect("private", lambda e: e.text == "renamed")
+            await erin.send({"type": "history", "with": "alice", "ref": "pm"})
+            page = await erin.expect("history", lambda e: e.ref == "pm")
+            assert [(m["nick"], m["to"], m["text"]) for m in page.messages] == [
+                ("alice", "erin", "now you have an account"),
+                ("erin", "alicia", "renamed"),
+            ]
+
+
 async def test_accounts_register_login_taken_nick_wrong_password_and_throttling() -> None:
     async with open_test_server() as chat:
         async with open_client(chat, "alice") as alice:
@@ -315,6 +358,55 @@ async def test_a_message_that_cannot_be_saved_is_not_sent_and_the_sender_is_told
             await alice.say("fine again")
             assert (await bob.expect("message")).text == "fine again"
             assert not [e for e in bob.history if "disk full" in str(e)]
+
+
+async def test_ids_stop_rather_than_pass_a_reservation_that_cannot_be_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import trio_chat.publisher
+
+    monkeypatch.setattr(trio_chat.publisher, "ID_RESERVE", 40)  # so a few lines reach it
+    monkeypatch.setattr(trio_chat.publisher, "ID_RESERVE_RETRY", 0.05)
+    async with open_test_server() as chat:
+        store = chat.server.persistence.store  # type: ignore[union-attr]
+        hub = chat.server.hub
+        assert store.last_id == 40  # the reservation written at start: ids up to 40
+        async with open_client(chat, "alice") as alice:
+            # The reservation can no longer be written, as on a full disk; messages can.
+            store._writer.execute(
+                "CREATE TEMP TRIGGER refuse_reservation BEFORE UPDATE ON meta"
+                " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+            )
+            seen: list[int] = []
+            for n in range(100):
+                await alice.say(f"line {n}")
+                event = await alice.receive()
+                while event.TYPE not in ("message", "error"):
+                    event = await alice.receive()
+                if event.TYPE == "error":
+                    break
+                seen.append(event.id)
+            assert event.TYPE == "error", f"ids went on to {seen[-1]}, past the reservation"
+            assert (event.code, event.text) == (
+                "not_saved",
+                "your message could not be saved; not sent",
+            )
+            # Nothing numbered beyond what a restart after a crash would continue above.
+            assert store.last_id == 40
+            assert max(seen) <= hub.last_id <= 40
+            async with open_client(chat, "bob") as bob:  # joins still work, below the bound
+                await bob.expect("join", lambda e: e.nick == "bob")
+                assert hub.last_id <= 40
+                store._writer.execute("DROP TRIGGER temp.refuse_reservation")
+                # Numbering resumes once a reservation is written again (retried meanwhile).
+                publisher = chat.server.publisher
+                assert publisher is not None
+                with trio.fail_after(5):
+                    await publisher.wait_reserved_beyond(40)
+                await alice.say("back")
+                event = await alice.expect("message")
+                assert event.id > max(seen) and store.last_id > 40
+                assert (await bob.expect("message", lambda e: e.text == "back")).id == event.id
 
 
 async def test_logs_hold_no_passwords_and_no_private_text(

@@ -124,3 +124,43 @@ def test_fan_out_writes_straight_to_each_receiver_with_nothing_queued() -> None:
     # bob's socket took 5 bytes of the first line; the rest and the second line wait, in order.
     assert wire["bob"] == [encoded(first, JSON_LINES)[:5]]
     assert received(bob) == [Raw(data=encoded(first, JSON_LINES)[5:]), second]
+
+
+def test_messages_are_not_numbered_past_the_message_id_limit() -> None:
+    import pytest
+
+    from trio_chat.hub import NotSaved
+
+    hub, _, (alice, bob) = lobby_with("alice", "bob")
+    hub.message_id_limit = hub.last_id + 2
+    hub.say(alice, "#lobby", "one")
+    hub.private(alice, "bob", "two")
+    limit = hub.last_id
+    for refused in (
+        lambda: hub.say(alice, "#lobby", "three"),
+        lambda: hub.private(bob, "alice", "x"),
+    ):
+        with pytest.raises(NotSaved) as info:
+            refused()
+        assert info.value.code == "not_saved"
+    assert hub.last_id == limit  # refused before numbering: no id used up
+    hub.join(connect(hub, "carol"), "#lobby")  # a join cannot be refused: numbered past it
+    assert hub.last_id == limit + 1
+    assert hub.metrics.messages_not_saved_total.value == 2
+
+
+def test_a_private_message_is_stored_only_between_two_accounts() -> None:
+    from trio_chat.publisher import Publisher
+
+    hub, _, (alice, bob, guest) = lobby_with("alice", "bob", "guest")
+    alice.extra["account"], bob.extra["account"] = "allce", "bob"
+    guest.extra["account"] = None
+    publisher = Publisher(hub, store=None, outbox_size=100)
+    publisher.attach()
+    hub.private(alice, "bob", "kept")
+    hub.private(alice, "guest", "not kept")
+    hub.private(guest, "alice", "nor this")
+    alice.extra["account"] = None  # logged out later: the message stays theirs
+    kept, *not_kept = publisher._buffer
+    assert (kept.persist, kept.accounts) == (True, ("allce", "bob"))
+    assert [(p.persist, p.accounts) for p in not_kept] == [(False, None), (False, None)]

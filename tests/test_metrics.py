@@ -246,6 +246,11 @@ def test_trio_chat_metrics_render_and_parse() -> None:
         "trio_chat_fanout_seconds": "histogram",
         "trio_chat_frames_rejected_total": "counter",
         "trio_chat_tls_cert_not_after_seconds": "gauge",
+        "trio_chat_store_healthy": "gauge",
+        "trio_chat_store_write_failures_total": "counter",
+        "trio_chat_messages_not_saved_total": "counter",
+        "trio_chat_store_checkpoint_failures_total": "counter",
+        "trio_chat_store_wal_frames": "gauge",
     }
     assert samples[("trio_chat_connections", (("transport", "websocket"),))] == 1
     assert samples[("trio_chat_connections", (("transport", "tcp-json"),))] == 0

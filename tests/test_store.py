@@ -12,12 +12,15 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
+from trio_chat.names import name_key
 from trio_chat.store import SCHEMA_VERSION, Store, StoredMessage, StoreError
 from trio_chat.store import schema as schema_module
 
@@ -40,9 +43,10 @@ def msg(
 
 
 def pm(id: int, sender: str, recipient: str, text: str = "psst") -> StoredMessage:
+    """A private message between the accounts named like the two nicks."""
     return StoredMessage(
         id=id, ts=1_700_000_000.0 + id, room=None, sender=sender, text=text, kind="private",
-        recipient=recipient,
+        recipient=recipient, sender_account=name_key(sender), recipient_account=name_key(recipient),
     )  # fmt: skip
 
 
@@ -189,6 +193,8 @@ def test_stored_message_refuses_inconsistent_records() -> None:
         StoredMessage(id=1, ts=0.0, room=None, sender="a", text="x")
     with pytest.raises(ValueError, match="positive"):
         msg(0)
+    with pytest.raises(ValueError, match="between two accounts"):
+        StoredMessage(id=1, ts=0.0, room=None, sender="a", text="x", kind="private", recipient="b")
 
 
 async def test_memory_database_works_and_is_private(tmp_path: Path) -> None:
@@ -369,27 +375,57 @@ async def test_acknowledged_messages_survive_sigkill(tmp_path: Path) -> None:
 
 
 async def test_cancelled_block_still_flushes_queued_appends(tmp_path: Path) -> None:
+    from trio_chat.store.db import _Pending
+
     path = tmp_path / "chat.db"
     acked: list[int] = []
     counter = itertools.count(1)
+    gate = threading.Event()  # holds the writer thread inside a batch until set
+    writing = trio.Event()
+    cancelled = trio.Event()
+
+    def blocker(conn: sqlite3.Connection) -> None:
+        trio.from_thread.run_sync(writing.set)
+        gate.wait(TIMEOUT)
+
+    async def open_gate_once_everything_waits() -> None:
+        await cancelled.wait()
+        # The block has unwound as far as it can: the close is waiting for the writer.
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+
+    # Counted, not timed: the same amount is written however fast the machine is today.
     with trio.fail_after(TIMEOUT):
-        with trio.move_on_after(0.2):
-            async with Store.open(path) as store:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(open_gate_once_everything_waits)
+            with trio.CancelScope() as cancel:
+                async with Store.open(path) as store:
 
-                async def sender() -> None:
-                    while True:
-                        i = next(counter)
-                        await store.append(msg(i))
-                        acked.append(i)
+                    async def sender() -> None:
+                        while len(acked) < 200:
+                            i = next(counter)
+                            await store.append(msg(i))
+                            acked.append(i)
 
-                async with trio.open_nursery() as nursery:
-                    for _ in range(20):
-                        nursery.start_soon(sender)
+                    async with trio.open_nursery() as nursery:
+                        for _ in range(20):
+                            nursery.start_soon(sender)
+                    # The writer busy with one batch; these wait on its queue meanwhile.
+                    store._send.send_nowait(_Pending(job=blocker))
+                    await writing.wait()
+                    queued = [next(counter) for _ in range(50)]
+                    for i in queued:
+                        store.append_rows_nowait([msg(i).row()])
+                    cancelled.set()
+                    cancel.cancel()
+                    await trio.sleep_forever()
+            assert cancel.cancelled_caught
         async with Store.open(path) as store:
-            stored = ids(await store.history("#lobby", limit=10_000))
-            assert acked and set(acked) <= set(stored)
-            # Appends queued when the cancel came were written by the shielded final flush.
-            assert len(stored) >= len(acked)
+            stored = {m.id async for m in store.export_room("#lobby")}  # all, however many
+        assert set(acked) <= stored
+        # Queued when the cancel came: written by the shielded final flush.
+        assert set(queued) <= stored
+        assert stored == set(acked) | set(queued)
         with pytest.raises(StoreError, match="closed"):
             await store.append(msg(10**9))
 
@@ -407,7 +443,8 @@ async def test_version_1_database_is_migrated_and_keeps_its_data(tmp_path: Path)
                 (1, "Alice", "say"),
                 (2, "bob", "action"),
             ]
-            assert [m.text for m in await store.private_history("bob", "alice")] == ["secret"]
+            # Private messages kept by nick cannot be given to accounts: version 4 drops them.
+            assert await store.private_history("bob", "alice") == []
             assert ids(await store.history("#other")) == [4]
             assert store.last_id == 4
             await store.append(msg(5))
@@ -419,6 +456,45 @@ async def test_version_1_database_is_migrated_and_keeps_its_data(tmp_path: Path)
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert "messages_room" not in indexes and "messages_conv" in indexes
         assert "messages_ts" not in indexes  # v3: pruning walks ids, not times
+    finally:
+        conn.close()
+
+
+async def test_version_3_private_rows_are_deleted_and_ids_keep_rising(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for migration in schema_module.MIGRATIONS[:3]:  # never edited: version 3 as released
+        migration(conn)
+    conn.execute("PRAGMA user_version = 3")
+    conn.executemany(
+        "INSERT INTO messages (id, ts, room, sender, text, kind, recipient, conv)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (5, 5.0, "#lobby", "alice", "public", "say", None, "r:#lobby"),
+            (6, 6.0, None, "alice", "my PIN is 4242", "private", "dave", "p:alice dave"),
+            (7, 7.0, None, "alice", "to bob", "private", "bob", "p:alice bob"),
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO accounts VALUES (?, 'hash', 1.0, 1.0)", [("alice",), ("bob",), ("dave",)]
+    )
+    conn.execute("UPDATE meta SET value = 5 WHERE key = 'last_id'")  # behind the newest row
+    conn.close()
+    with trio.fail_after(TIMEOUT):
+        async with Store.open(path) as store:
+            assert store.last_id == 7
+            assert await store.private_history("alice", "dave") == []
+            assert await store.private_history("alice", "bob") == []
+            assert [m.text for m in await store.history("#lobby")] == ["public"]
+            assert await store.account_exists("dave")  # accounts are kept
+            await store.append(pm(8, "alice", "bob", "new"))
+            assert [m.text for m in await store.private_history("bob", "alice")] == ["new"]
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT count(*) FROM messages WHERE kind = 'private'").fetchone() == (
+            1,
+        )
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     finally:
         conn.close()
 
@@ -496,7 +572,20 @@ async def test_corrupt_database_is_refused_untouched(tmp_path: Path) -> None:
     data = bytearray(await trio.Path(path).read_bytes())
     data[100:4096] = b"\xa5" * (4096 - 100)  # page 1 after the header: the schema table
     await trio.Path(path).write_bytes(bytes(data))
-    await expect_refusal(path, "is corrupt")
+    await expect_refusal(path, r"is damaged \(database disk image is malformed\); restore it")
+
+
+async def test_damaged_data_page_is_refused_at_start_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    async with Store.open(path) as store:
+        await store.append_many([msg(i, text="x" * 300) for i in range(1, 201)])
+    data = bytearray(await trio.Path(path).read_bytes())
+    pages = len(data) // 4096
+    assert pages > 10  # the schema on page 1 stays readable; a page of messages does not
+    middle = pages // 2 * 4096
+    data[middle : middle + 4096] = b"\xa5" * 4096
+    await trio.Path(path).write_bytes(bytes(data))
+    await expect_refusal(path, r"is damaged \(.+\); restore it from a backup, or recover")
 
 
 async def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
@@ -630,16 +719,29 @@ def test_a_row_made_from_an_event_is_the_row_of_its_stored_message() -> None:
     from trio_chat.store.records import message_row
 
     line = Message(id=7, ts=1.5, room="#Lobby", nick="Ann", text="hi", kind="action")
-    private = Private(id=8, ts=2.5, nick="Ann", to="Bob", text="psst")
+    private = Private(id=8, ts=2.5, nick="Ann2", to="Bob", text="psst")
+    accounts = ("ann", "bob")
     expected = {
         line: StoredMessage.from_message(line),
         private: StoredMessage(
-            id=8, ts=2.5, room=None, sender="Ann", text="psst", kind="private", recipient="Bob"
+            id=8,
+            ts=2.5,
+            room=None,
+            sender="Ann2",
+            text="psst",
+            kind="private",
+            recipient="Bob",
+            sender_account="ann",
+            recipient_account="bob",
         ),
     }
     for event, stored in expected.items():
-        assert message_row(event) == stored.row()
-        assert stored_form(Pending(event, None)) == stored
+        found = None if isinstance(event, Message) else accounts
+        assert message_row(event, found) == stored.row()
+        assert stored_form(Pending(event, None, accounts=found)) == stored
+    assert stored.conversation == "p:ann bob"  # the accounts', whatever the nicks
+    with pytest.raises(ValueError, match="between two accounts"):
+        message_row(private)  # a guest's: never stored
 
 
 async def test_batches_queued_without_waiting_commit_in_order_and_fail_alone(
@@ -661,7 +763,7 @@ def test_a_batch_is_inserted_in_a_few_statements_of_power_of_two_rows() -> None:
     from trio_chat.store.db import ROWS_PER_INSERT, _insert_statements
 
     statements = _insert_statements([msg(i).row() for i in range(1, 101)])
-    assert [len(params) // 8 for _, params in statements] == [ROWS_PER_INSERT, 32, 4]
+    assert [len(params) // 10 for _, params in statements] == [ROWS_PER_INSERT, 32, 4]
     assert [sql.count("(?,") for sql, _ in statements] == [64, 32, 4]
     flat = [value for _, params in statements for value in params]
-    assert flat[::8] == list(range(1, 101))  # every row once, in order
+    assert flat[::10] == list(range(1, 101))  # every row once, in order

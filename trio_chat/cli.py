@@ -276,6 +276,29 @@ def default_db_path() -> str:
     return os.path.join(base, "trio-chat", "chat.db")
 
 
+def check_db_folder(db: str, *, default: str) -> str | None:
+    """Make the folder of the default database if need be; for any other database, say
+    (one line) if its folder is missing. ``None`` when the database can be opened there.
+
+    The default location (``~/.local/share/trio-chat``) is the program's own and is made
+    on first use. A path someone chose (``--db``, the config file, the environment) in a
+    folder that does not exist is more likely a typo than a wish for new folders: making
+    them silently put the history somewhere nobody would look.
+    """
+    if db == ":memory:":
+        return None
+    folder = os.path.dirname(os.path.abspath(db))
+    if os.path.abspath(db) == os.path.abspath(default):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            return f"cannot create the database folder {folder}: {exc.strerror}"
+        return None
+    if not os.path.isdir(folder):
+        return f"the database folder {folder} does not exist (create it, or choose another --db)"
+    return None
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     if args.db != ":memory:" and not os.path.exists(args.db):
         return fail(f"no database at {args.db}")
@@ -317,11 +340,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = ChatServer(config)
     except (PluginLoadError, ServerSetupError) as exc:
         return fail(str(exc))
-    if config.db not in (None, ":memory:"):
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(config.db)), exist_ok=True)
-        except OSError as exc:
-            return fail(f"cannot create the database folder for {config.db}: {exc.strerror}")
+    if config.db is not None:
+        db_error = check_db_folder(config.db, default=default_db_path())
+        if db_error is not None:
+            return fail(db_error)
 
     def announce(addresses: list[str]) -> None:
         print("trio-chat serving on " + "  ".join(addresses), flush=True)

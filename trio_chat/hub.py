@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -124,6 +125,13 @@ class Session:
             self.on_close()
 
 
+class NotSaved(InvalidName):
+    """The message could not be numbered: ids cannot be reserved in the store right now
+    (see :attr:`Hub.message_id_limit`), and ids must never go backwards."""
+
+    code = "not_saved"
+
+
 class ServerBusy(InvalidName):
     """Too many messages wait for the store; this one was refused, not queued."""
 
@@ -145,6 +153,9 @@ class Pending:
     persist: bool = False
     #: Told if storing it failed.
     sender: Session | None = None
+    #: A private message's sender and recipient account keys at the time it was sent (set
+    #: by the publisher; it is stored only between two accounts).
+    accounts: tuple[str, str] | None = None
 
     def receivers(self) -> Iterable[Session]:
         if self.room is None:
@@ -209,6 +220,10 @@ class Hub:
         self.quiet_room_size = 50
         #: Most messages that may wait for the store before new ones are refused as busy.
         self.max_undelivered = 10_000
+        #: Chat lines and private messages are numbered only while the last id is below
+        #: this (set by the publisher from the ids reserved in the store); past it they are
+        #: refused with :class:`NotSaved`. Other events are not refused (a leave cannot be).
+        self.message_id_limit: float = math.inf
         self.sessions: dict[str, Session] = {}  # by nick key
         self.rooms: dict[str, Room] = {}  # by room key
         #: Observers, called after a session joined / left a room (for plugin hooks).
@@ -361,6 +376,7 @@ class Hub:
             raise NotInRoom(f"you are not in {room_name}")
         if session.id in room.muted:
             raise NotAllowed(f"you are muted in {room.name}")
+        self._check_message_id()
         message = Message(
             id=self._next_id(),
             ts=self._clock(),
@@ -377,6 +393,7 @@ class Hub:
         target = self.find(target_nick)
         if target is None:
             raise NoSuchNick(f"no one called {target_nick!r} is online")
+        self._check_message_id()
         event = Private(
             id=self._next_id(), ts=self._clock(), nick=sender.nick, to=target.nick, text=text
         )
@@ -473,6 +490,11 @@ class Hub:
         """``event_id`` is being delivered (or dropped): history may now reach past it."""
         if self._undelivered and self._undelivered[0] == event_id:
             self._undelivered.popleft()
+
+    def _check_message_id(self) -> None:
+        if self._last_id >= self.message_id_limit:
+            self.metrics.messages_not_saved_total.inc()
+            raise NotSaved("your message could not be saved; not sent")
 
     def _next_id(self) -> int:
         self._last_id += 1

@@ -299,6 +299,42 @@ class Metrics:
             ("code",),
             Counter,
         )
+        # The store's: families without labels whose one sample exists only once a
+        # database is attached (a server without one shows no store samples at all).
+        self.store_healthy: Family[Gauge] = r.family(
+            "trio_chat_store_healthy",
+            "1 while the database takes writes; 0 after a write failed for the database's "
+            "sake (disk full, I/O error, locked), until a write succeeds again.",
+            (),
+            Gauge,
+        )
+        self.store_write_failures_total: Family[Counter] = r.family(
+            "trio_chat_store_write_failures_total",
+            "Writes the database refused, counted per message and per other write (id "
+            "reservation, account); a message retried alone after its batch failed counts "
+            "twice.",
+            (),
+            Counter,
+        )
+        self.messages_not_saved_total: Counter = r.counter(
+            "trio_chat_messages_not_saved_total",
+            "Chat lines and private messages refused with not_saved (the database could "
+            "not store them), each counted once.",
+        )
+        self.store_checkpoint_failures_total: Family[Counter] = r.family(
+            "trio_chat_store_checkpoint_failures_total",
+            "WAL checkpoints that failed (the write-ahead log then keeps growing).",
+            (),
+            Counter,
+        )
+        self.store_wal_frames: Family[Gauge] = r.family(
+            "trio_chat_store_wal_frames",
+            "Frames left in the write-ahead log after the last checkpoint (0: caught up).",
+            (),
+            Gauge,
+        )
+        #: Called before each render, to copy in values kept elsewhere (the store's stats).
+        self.collectors: list[Callable[[], None]] = []
 
         self.tls_cert_not_after: Gauge = r.gauge(
             "trio_chat_tls_cert_not_after_seconds",
@@ -306,6 +342,8 @@ class Metrics:
         )
 
     def render(self) -> str:
+        for collect in self.collectors:
+            collect()
         return self.registry.render()
 
 

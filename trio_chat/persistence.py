@@ -15,6 +15,7 @@ from .hub import Session, host_of
 from .names import name_key
 from .protocol import History
 from .store import AccountExists, LoginThrottle, Store, StoredMessage, StoreError
+from .store.health import LogLimiter
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -23,6 +24,8 @@ log = logging.getLogger("trio_chat.store")
 
 #: Most messages one history request returns.
 MAX_HISTORY_PAGE = 500
+#: What a user is told when an account cannot be written (full disk, I/O error).
+CANNOT_SAVE_ACCOUNTS = "the server cannot save accounts right now"
 
 
 def clamp_page(limit: int) -> int:
@@ -78,6 +81,24 @@ class Persistence:
         self.hub = hub
         self.history_on_join = history_on_join
         self.throttle = LoginThrottle()
+        self._account_log = LogLimiter()
+        hub.metrics.collectors.append(self._collect_metrics)
+
+    def _collect_metrics(self) -> None:
+        """Copy the store's health into the server's metrics (called on each scrape)."""
+        stats, metrics = self.store.stats, self.hub.metrics
+        metrics.store_healthy.labels().set(1 if stats.healthy else 0)
+        metrics.store_write_failures_total.labels().value = stats.write_failures
+        metrics.store_checkpoint_failures_total.labels().value = stats.checkpoint_failures
+        metrics.store_wal_frames.labels().set(stats.wal_frames)
+
+    def _cannot_save_accounts(self, exc: StoreError) -> LoginRefused:
+        """Log a failed account write (one line, no traceback; repeats rate-limited) and
+        say what the user is told: the store's error is for the operator, not for them."""
+        left_out = self._account_log.hit(time.monotonic())
+        if left_out is not None:
+            log.error("could not save an account: %s%s", exc, self._account_log.more_text(left_out))
+        return LoginRefused("store_error", CANNOT_SAVE_ACCOUNTS)
 
     async def prune_forever(self, keep_days: float, every: float = 3600.0) -> None:
         """Delete messages older than ``keep_days``, now and then every ``every`` seconds."""
@@ -159,7 +180,12 @@ class Persistence:
         limit: int = 50,
         ref: str | None = None,
     ) -> None:
-        """Private history between the logged-in ``session`` and ``other`` only."""
+        """Private history between the account ``session`` is logged in to and the
+        account ``other`` (a nick, taken as the account of that name) only.
+
+        By account keys alone: a guest's private messages are never stored, so nobody who
+        registers a nick later can read what was said to whoever used it before.
+        """
         account = session.extra.get("account")
         if account is None:
             raise LoginRefused(
@@ -168,7 +194,7 @@ class Persistence:
         limit = clamp_page(limit)
         messages, more = cut_page(
             await self.store.private_history(
-                account, other, before=before, after=after, limit=limit + 1
+                account, name_key(other), before=before, after=after, limit=limit + 1
             ),
             limit,
             forward=after is not None,
@@ -208,7 +234,20 @@ class Persistence:
             ) from None
         except ValueError as exc:
             raise LoginRefused("bad_password", str(exc)) from None
+        except StoreError as exc:
+            raise self._cannot_save_accounts(exc) from None
         return key
+
+    async def change_password(self, account: str, old: str, new: str) -> bool:
+        """Replace ``account``'s password if ``old`` is right; False if it is not.
+
+        Raises :class:`LoginRefused` (``store_error``) when the change cannot be saved, and
+        :class:`ValueError` for an empty or overlong ``new``.
+        """
+        try:
+            return await self.store.change_password(account, old, new)
+        except StoreError as exc:
+            raise self._cannot_save_accounts(exc) from None
 
     async def is_registered(self, nick: str) -> bool:
         return await self.store.account_exists(name_key(nick))

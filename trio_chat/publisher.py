@@ -14,6 +14,7 @@ the batch back to the hub to deliver. So:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .hub import Pending
 from .protocol import Error, Message, Private
 from .store import Store, StoredMessage, StoreError
 from .store.db import Commit
+from .store.health import LogLimiter
 from .store.records import Row, message_row
 
 if TYPE_CHECKING:
@@ -40,22 +42,39 @@ PUBLISH_BATCH = 1024
 FLUSH_AT_MOST = 16
 #: Ids reserved in the store ahead of those given out (see :meth:`Publisher.reserve_ids`).
 ID_RESERVE = 100_000
-#: Seconds between checks that the reservation is still well ahead.
-ID_RESERVE_CHECK = 1.0
+#: Seconds between attempts to write a reservation while writing it fails.
+ID_RESERVE_RETRY = 1.0
 
 
 def stored_form(pending: Pending) -> StoredMessage:
     """The stored message of a chat line or private message: its row without the
     conversation key (which the store derives again)."""
     row = stored_row(pending)
-    return StoredMessage(*row[:7])  # type: ignore[arg-type]
+    return StoredMessage(*row[:7], sender_account=row[8], recipient_account=row[9])  # type: ignore[arg-type]
 
 
 def stored_row(pending: Pending) -> Row:
-    """The table row of a chat line or private message."""
+    """The table row of a chat line or private message (with its accounts)."""
     event = pending.event
     assert isinstance(event, Message | Private), "only chat lines and private messages are stored"
-    return message_row(event)
+    return message_row(event, pending.accounts)
+
+
+def private_accounts(pending: Pending) -> tuple[str, str] | None:
+    """The account keys of a private message's sender and recipient, as they are now;
+    ``None`` if either is a guest (its message is then delivered but not stored).
+
+    Called as the message is numbered, so a ``/login`` or ``/register`` a moment later
+    does not change whose it is. The hub sends a private message to ``(target, sender)``.
+    """
+    sender = pending.sender
+    if sender is None or not pending.extra:
+        return None
+    sender_account = sender.extra.get("account")
+    recipient_account = pending.extra[0].extra.get("account")
+    if not sender_account or not recipient_account:
+        return None
+    return (sender_account, recipient_account)
 
 
 @dataclass(eq=False, slots=True)
@@ -82,7 +101,15 @@ class Publisher:
         # reader's flush, whichever comes first); _wakeup is set while any wait.
         self._buffer: list[Pending] = []
         self._wakeup = trio.Event()
-        self._reserved = 0  # ids up to this one are reserved in the store
+        # Ids up to _reserved are reserved in the store (written down); from _renew_at on,
+        # the keeper writes the next reservation (woken through _renew).
+        self._id_reserve = ID_RESERVE
+        self._reserved = 0
+        self._renew_at = math.inf
+        self._renew = trio.Event()
+        self._reserved_changed = trio.Event()
+        self._not_saved_log = LogLimiter()
+        self._reserve_log = LogLimiter()
 
     def attach(self) -> None:
         """Route the hub's numbered events through :meth:`publish_forever`."""
@@ -91,8 +118,17 @@ class Publisher:
         self.hub.publisher = self._buffer_event
 
     def _buffer_event(self, pending: Pending) -> None:
+        if pending.persist and type(pending.event) is Private:
+            # Stored only between two accounts, known now (see private_accounts).
+            accounts = private_accounts(pending)
+            if accounts is None:
+                pending = dataclasses.replace(pending, persist=False)
+            else:
+                pending = dataclasses.replace(pending, accounts=accounts)
         self._buffer.append(pending)
         self._wakeup.set()
+        if self.hub.last_id >= self._renew_at:
+            self._renew.set()
 
     def flush(self) -> None:
         """Deliver what waits, now, in this task: called by a reader once it has handled all
@@ -123,20 +159,65 @@ class Publisher:
         asking for everything after one of them would miss messages. So ids are reserved
         ``ID_RESERVE`` at a time, like a database sequence's cache: a restart continues above
         the reservation (skipping at most that many ids, which only need to rise).
+
+        Ids are never given out past what is written down: when the next reservation
+        cannot be written (a full disk), chat lines and private messages are refused with
+        ``not_saved`` before they would pass it (see :attr:`Hub.message_id_limit`), and a
+        tenth of the reservation is kept for joins, leaves and other events that cannot be
+        refused. The write is retried every ``ID_RESERVE_RETRY`` seconds; numbering
+        resumes once it succeeds. Raises :class:`StoreError` if the first one fails.
         """
+        self._id_reserve = ID_RESERVE
         if self.store is not None:
-            self._reserved = self.hub.last_id + ID_RESERVE
-            await self.store.note_last_id(self._reserved)
+            reserved = self.hub.last_id + self._id_reserve
+            await self.store.note_last_id(reserved)
+            self._now_reserved(reserved)
+
+    def _now_reserved(self, reserved: int) -> None:
+        """``reserved`` is written down: number messages up to near it, renew at half-way."""
+        self._reserved = reserved
+        self._renew_at = reserved - self._id_reserve // 2
+        self.hub.message_id_limit = reserved - max(1, self._id_reserve // 10)
+        self._reserved_changed.set()
+        self._reserved_changed = trio.Event()
+
+    async def wait_reserved_beyond(self, last_id: int) -> None:
+        """Return once ids above ``last_id`` are reserved in the store (for tests)."""
+        while self._reserved <= last_id:
+            await self._reserved_changed.wait()
 
     async def _keep_ids_reserved(self, store: Store) -> None:
+        """Write the next reservation whenever numbering passes half of the current one."""
         while True:
-            await trio.sleep(ID_RESERVE_CHECK)
-            if self.hub.last_id > self._reserved - ID_RESERVE // 2:
-                self._reserved = self.hub.last_id + ID_RESERVE
-                try:
-                    await store.note_last_id(self._reserved)
-                except StoreError as exc:
-                    log.error("could not reserve ids: %s", exc)
+            await self._renew.wait()
+            self._renew = trio.Event()
+            if self.hub.last_id < self._renew_at:
+                continue
+            reserved = self.hub.last_id + self._id_reserve
+            try:
+                await store.note_last_id(reserved)
+            except StoreError as exc:
+                left_out = self._reserve_log.hit(trio.current_time())
+                if left_out is not None:
+                    log.error(
+                        "could not reserve ids (last id %d, reserved up to %d; new messages "
+                        "are refused from id %d on until this works): %s%s",
+                        self.hub.last_id,
+                        self._reserved,
+                        self.hub.message_id_limit + 1,
+                        exc,
+                        self._reserve_log.more_text(left_out),
+                    )
+                await trio.sleep(ID_RESERVE_RETRY)
+                self._renew.set()
+                continue
+            if self._reserve_log.failing:
+                log.warning(
+                    "ids reserved again, up to %d (%d more failures not logged)",
+                    reserved,
+                    self._reserve_log.recovered(),
+                )
+            self._now_reserved(reserved)
 
     def detach(self) -> None:
         """Back to fanning out at once (the server is stopping); what waits goes out first."""
@@ -206,6 +287,12 @@ class Publisher:
                         await store.append_many([stored_form(p) for p in batch.to_store])
                 except StoreError:
                     await self._save_one_by_one(store, batch.to_store, failed)
+                else:
+                    if self._not_saved_log.failing:
+                        log.warning(
+                            "messages are saved again (%d more failures not logged)",
+                            self._not_saved_log.recovered(),
+                        )
             await self._deliver(batch.batch, frozenset(failed))
 
     async def _deliver(self, batch: list[Pending], failed: frozenset[int]) -> None:
@@ -238,7 +325,15 @@ class Publisher:
             await store.append(record)
         except StoreError as exc:
             failed.add(id(pending))
-            log.error("message %d not saved: %s", record.id, exc)
+            self.hub.metrics.messages_not_saved_total.inc()
+            left_out = self._not_saved_log.hit(trio.current_time())
+            if left_out is not None:  # one line per run of failures, not one per message
+                log.error(
+                    "message %d not saved: %s%s",
+                    record.id,
+                    exc,
+                    self._not_saved_log.more_text(left_out),
+                )
             if pending.sender is not None:
                 self.hub.send_to(
                     pending.sender,

@@ -76,7 +76,14 @@ async def password(ctx: CommandContext) -> None:
     if account is None:
         ctx.fail("log in (or /register) first", "login_required")
         return
-    if not await store.store.change_password(account, words[0], words[1]):
+    try:
+        changed = await store.change_password(account, words[0], words[1])
+    except LoginRefused as exc:
+        _refused(ctx, exc)
+        return
+    except ValueError as exc:  # an empty or overlong new password
+        ctx.fail(str(exc), "bad_password")
+    if not changed:
         ctx.fail("wrong password; nothing changed", "login_failed")
     ctx.reply("password changed")
 

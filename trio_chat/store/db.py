@@ -36,6 +36,7 @@ import trio
 from ..names import name_key
 from . import schema
 from .accounts import check_password, dummy_hash, hash_password
+from .health import LogLimiter
 from .records import (
     AccountExists,
     Row,
@@ -54,7 +55,7 @@ T = TypeVar("T")
 #: Largest ``limit`` one history query accepts.
 MAX_HISTORY_LIMIT = 10_000
 
-_COLUMNS = "id, ts, room, sender, text, kind, recipient"
+_COLUMNS = "id, ts, room, sender, text, kind, recipient, sender_account, recipient_account"
 #: Rows per INSERT statement, at most: each statement is ``INSERT ... VALUES (...), (...)``
 #: with this many row groups, or a smaller power of two for the rest of a batch (so only a
 #: few distinct statements exist, all in sqlite3's statement cache). Why several rows per
@@ -69,8 +70,9 @@ ROWS_PER_INSERT = 64
 
 def _insert_sql(rows: int) -> str:
     return (
-        "INSERT INTO messages (id, ts, room, sender, text, kind, recipient, conv) VALUES "
-        + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+        "INSERT INTO messages (id, ts, room, sender, text, kind, recipient, conv,"
+        " sender_account, recipient_account) VALUES "
+        + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
     )
 
 
@@ -106,6 +108,19 @@ def _belongs_to_one_message(exc: Exception) -> bool:
     return name is None or str(name).startswith(_PER_MESSAGE_ERRORS)
 
 
+_NOT_THE_DATABASES_FAULT = ("SQLITE_CONSTRAINT", "SQLITE_TOOBIG", "SQLITE_MISMATCH")
+
+
+def _is_database_fault(exc: BaseException) -> bool:
+    """Whether a failed write says the database cannot take writes (disk full, I/O error,
+    locked, read-only, corrupt), rather than that this one value was refused (a duplicate
+    id, a value too big or of the wrong type, a refusal in Python such as a taken name)."""
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    return not name.startswith(_NOT_THE_DATABASES_FAULT)
+
+
 @dataclass(slots=True)
 class StoreStats:
     """Counters for tests and metrics."""
@@ -118,6 +133,17 @@ class StoreStats:
     failed: int = 0
     #: Most messages committed in one transaction.
     largest_batch: int = 0
+    #: Writes that failed in SQLite: one per message not saved, one per other write (an
+    #: id reservation, an account) that raised an SQLite error.
+    write_failures: int = 0
+    #: False once a write failed for the database's sake (see ``_is_database_fault``: disk
+    #: full, I/O error, ...), True again after the next write that succeeds.
+    healthy: bool = True
+    #: WAL checkpoints (:meth:`Store.checkpoint`) that failed.
+    checkpoint_failures: int = 0
+    #: Frames left in the WAL, not copied into the database, after the last checkpoint
+    #: (grows when checkpoints cannot complete).
+    wal_frames: int = 0
 
 
 @dataclass(eq=False, slots=True)
@@ -127,6 +153,8 @@ class _Pending:
     ids: tuple[int, ...] = ()  # of the messages to insert
     statements: list[tuple[str, list[object]]] = field(default_factory=list)  # inserting them
     job: Callable[[sqlite3.Connection], object] | None = None
+    #: Whether the job runs in a transaction of its own (a checkpoint cannot).
+    transaction: bool = True
     done: trio.Event = field(default_factory=trio.Event)
     result: object = None
     error: BaseException | None = None
@@ -169,7 +197,7 @@ def _connect(path: str | os.PathLike[str], busy_timeout: float) -> sqlite3.Conne
 
 
 def _row_to_message(
-    row: tuple[int, float, str | None, str, str, StoredKind, str | None],
+    row: tuple[int, float, str | None, str, str, StoredKind, str | None, str | None, str | None],
 ) -> StoredMessage:
     return StoredMessage(*row)
 
@@ -225,6 +253,7 @@ class Store:
         close_timeout: float = 10.0,
         readers: int = 2,
         max_size: int | None = None,
+        checkpoint_every: float | None = 60.0,
     ) -> AsyncIterator[Store]:
         """Open (creating or upgrading) the database at ``path`` for the block's duration.
 
@@ -238,6 +267,8 @@ class Store:
         ``busy_timeout`` bounds how long any statement waits for another process's lock.
         ``max_size`` caps the file (bytes): appends beyond it fail until :meth:`prune`.
         ``readers`` is the number of read connections (concurrent history queries).
+        ``checkpoint_every`` (seconds; ``None``: never) runs :meth:`checkpoint` in the
+        background, so a write-ahead log that cannot be checkpointed is logged and counted.
         On exit, queued writes are flushed for at most ``close_timeout`` seconds (plus up
         to ``busy_timeout`` for a batch already waiting on another process's lock); their
         callers get :class:`StoreError` after that.
@@ -267,9 +298,18 @@ class Store:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(store._run_writer)
+                checkpoints = trio.CancelScope()
+                if checkpoint_every is not None and not memory:
+
+                    async def checkpoint_forever() -> None:
+                        with checkpoints:
+                            await store._checkpoint_forever(checkpoint_every)
+
+                    nursery.start_soon(checkpoint_forever)
                 try:
                     yield store
                 finally:
+                    checkpoints.cancel()
                     await store._stop_writer()
         finally:
             store._closed = True
@@ -387,7 +427,11 @@ class Store:
                     item.error = StoreError(f"{doing}: {exc}")
                 item.finished = True
             self.stats.failed += len(ids)
+            self.stats.write_failures += len(ids)
+            if _is_database_fault(exc):
+                self.stats.healthy = False
             return
+        self.stats.healthy = True
         self._last_id = max(self._last_id, *ids)
         self.stats.messages += len(ids)
         self.stats.batches += 1
@@ -399,15 +443,24 @@ class Store:
         assert item.job is not None
         conn = self._writer
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            if item.transaction:
+                conn.execute("BEGIN IMMEDIATE")
             item.result = item.job(conn)
-            conn.execute("COMMIT")
+            if item.transaction:
+                conn.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(conn)
             item.error = store_error(exc, self.path)
+            if item.transaction:  # a checkpoint has counters of its own
+                self.stats.write_failures += 1
+                if _is_database_fault(exc):
+                    self.stats.healthy = False
         except Exception as exc:
             _rollback(conn)
             item.error = exc
+        else:
+            if item.transaction:
+                self.stats.healthy = True
         item.finished = True
 
     async def _submit(self, item: _Pending) -> object:
@@ -478,18 +531,21 @@ class Store:
 
     async def private_history(
         self,
-        nick_a: str,
-        nick_b: str,
+        account_a: str,
+        account_b: str,
         *,
         before: int | None = None,
         after: int | None = None,
         limit: int = 50,
     ) -> list[StoredMessage]:
-        """Private messages between two users, either direction; bounds as :meth:`history`.
+        """Private messages between two accounts, either direction; bounds as
+        :meth:`history`. An account is named by its key or its registered name.
 
-        Nicks are compared by name key, so display nicks and keys both work.
+        By account, not by nick: the nicks shown in the messages are whatever the two
+        used at the time, and a nick says nothing about who holds it today.
         """
-        return await self._conversation(private_conversation(nick_a, nick_b), before, after, limit)
+        conv = private_conversation(name_key(account_a), name_key(account_b))
+        return await self._conversation(conv, before, after, limit)
 
     async def export_room(self, room: str, *, chunk: int = 1000) -> AsyncIterator[StoredMessage]:
         """Every message of a room, oldest first, read ``chunk`` at a time.
@@ -536,6 +592,59 @@ class Store:
             total += deleted
             if deleted < chunk:
                 return total
+
+    async def checkpoint(self) -> int:
+        """Copy what the write-ahead log holds into the database (a passive checkpoint: it
+        never waits for readers); return the frames left in the log (0 when it caught up).
+
+        SQLite also checkpoints by itself as commits go, but says nothing when that fails
+        (a full disk) or cannot finish: the log then grows without bound, unseen. This
+        makes it seen: the result is kept in :attr:`stats` (``wal_frames``), and a failure
+        counts in ``checkpoint_failures`` and raises :class:`StoreError`.
+        """
+
+        def run(conn: sqlite3.Connection) -> tuple[int, int, int]:
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return int(busy), int(frames), int(copied)
+
+        try:
+            result = await self._submit(_Pending(job=run, transaction=False))
+        except StoreError:
+            self.stats.checkpoint_failures += 1
+            raise
+        assert isinstance(result, tuple)
+        _, frames, copied = result
+        self.stats.wal_frames = max(0, frames - copied)  # -1, -1 when not in WAL mode
+        return self.stats.wal_frames
+
+    async def _checkpoint_forever(self, every: float) -> None:
+        """Every ``every`` seconds, :meth:`checkpoint` and say how it went."""
+        limiter = LogLimiter(window=max(every, 10.0))
+        while True:
+            await trio.sleep(every)
+            await self._checkpoint_and_report(limiter)
+
+    async def _checkpoint_and_report(self, limiter: LogLimiter) -> None:
+        """One :meth:`checkpoint`; a failure is logged once per run (``limiter``), and the
+        first success after one says that it works again."""
+        try:
+            await self.checkpoint()
+        except StoreError as exc:
+            left_out = limiter.hit(trio.current_time())
+            if left_out is not None:
+                log.error(
+                    "WAL checkpoint failed; the write-ahead log of %s keeps growing: %s%s",
+                    os.fspath(self.path),
+                    exc,
+                    limiter.more_text(left_out),
+                )
+        else:
+            if limiter.failing:
+                log.warning(
+                    "WAL checkpoint of %s works again (%d more failures not logged)",
+                    os.fspath(self.path),
+                    limiter.recovered(),
+                )
 
     async def _conversation(
         self, conv: str, before: int | None, after: int | None, limit: int
@@ -689,6 +798,33 @@ def _close_all(conns: list[sqlite3.Connection]) -> None:
             log.exception("closing the database failed")
 
 
+def _refuse_if_damaged(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> None:
+    """Raise :class:`StoreError` if ``PRAGMA quick_check`` finds the file damaged.
+
+    SQLite reads a page only when a query needs it, so a damaged data page went unnoticed
+    at start and failed some history query (or some write) much later. ``quick_check``
+    reads every page once (about a second per GB) and changes nothing. Starting on a
+    damaged file risks damaging it further, so it is refused, with one line that says
+    what to do; the file is left as it was.
+    """
+    try:
+        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
+    except sqlite3.DatabaseError as exc:
+        # Damage bad enough that the check itself stops on it; other errors (locked, not
+        # a database) are reported as they are by the caller.
+        if not str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_CORRUPT"):
+            raise
+        problems = [str(exc)]
+    if problems == ["ok"]:
+        return
+    where = os.fspath(path)
+    detail = " ".join(" ".join(problems).split())  # one line, whatever SQLite wrote
+    raise StoreError(
+        f"database {where} is damaged ({detail}); restore it from a backup, "
+        f"or recover what is left with: sqlite3 {where} .recover"
+    )
+
+
 def _open_sync(
     path: str | os.PathLike[str],
     memory: bool,
@@ -702,6 +838,8 @@ def _open_sync(
     try:
         writer = _connect(path, busy_timeout)
         conns.append(writer)
+        if not memory:
+            _refuse_if_damaged(writer, path)
         # Check and migrate first: nothing below writes to a file that is not ours.
         schema.prepare(writer, path)
         if not memory:

@@ -12,9 +12,11 @@ from ..names import name_key
 from ..protocol import Message, Private
 
 StoredKind: TypeAlias = Literal["say", "action", "private"]
-#: A message as the ``messages`` table stores it:
-#: ``(id, ts, room, sender, text, kind, recipient, conversation)``.
-Row: TypeAlias = tuple[int, float, str | None, str, str, str, str | None, str]
+#: A message as the ``messages`` table stores it: ``(id, ts, room, sender, text, kind,
+#: recipient, conversation, sender_account, recipient_account)``.
+Row: TypeAlias = tuple[
+    int, float, str | None, str, str, str, str | None, str, str | None, str | None
+]
 _KINDS = ("say", "action", "private")
 
 
@@ -34,7 +36,12 @@ class StoredMessage:
 
     Room lines have ``room`` set and ``recipient`` None; private lines (``kind="private"``)
     have ``recipient`` set and ``room`` None. ``sender`` and ``recipient`` are nicks as
-    displayed; the store compares them by :func:`trio_chat.names.name_key`.
+    displayed; the store compares rooms by :func:`trio_chat.names.name_key`.
+
+    A private line also names the two accounts (keys) that sender and recipient were
+    logged in to when it was sent: private history belongs to accounts, never to nicks
+    (a nick a guest used can be registered by someone else later). A private message
+    with a guest on either side is not stored at all, so a private record always has both.
     """
 
     id: int
@@ -44,6 +51,8 @@ class StoredMessage:
     text: str
     kind: StoredKind = "say"
     recipient: str | None = None
+    sender_account: str | None = None
+    recipient_account: str | None = None
 
     def __post_init__(self) -> None:
         if self.id < 1:
@@ -53,8 +62,12 @@ class StoredMessage:
         if self.kind == "private":
             if self.recipient is None or self.room is not None:
                 raise ValueError("a private message has a recipient and no room")
+            if not self.sender_account or not self.recipient_account:
+                raise ValueError("a private message is stored only between two accounts")
         elif self.room is None or self.recipient is not None:
             raise ValueError("a room message has a room and no recipient")
+        elif self.sender_account is not None or self.recipient_account is not None:
+            raise ValueError("a room message names no accounts")
 
     @classmethod
     def from_message(cls, message: Message) -> StoredMessage:
@@ -71,15 +84,27 @@ class StoredMessage:
     def row(self) -> Row:
         """This message as a table row."""
         r = self
-        return (r.id, r.ts, r.room, r.sender, r.text, r.kind, r.recipient, r.conversation)
+        return (
+            r.id,
+            r.ts,
+            r.room,
+            r.sender,
+            r.text,
+            r.kind,
+            r.recipient,
+            r.conversation,
+            r.sender_account,
+            r.recipient_account,
+        )
 
     @property
     def conversation(self) -> str:
-        """The key history is kept under: ``r:<room key>`` or ``p:<key> <key>`` (sorted)."""
+        """The key history is kept under: ``r:<room key>``, or ``p:<account> <account>``
+        (sorted) for a private message."""
         if self.room is not None:
             return room_conversation(self.room)
-        assert self.recipient is not None
-        return private_conversation(self.sender, self.recipient)
+        assert self.sender_account is not None and self.recipient_account is not None
+        return private_conversation(self.sender_account, self.recipient_account)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready object (for ``history export``), ``None`` fields left out."""
@@ -97,11 +122,12 @@ class StoredMessage:
         return obj
 
 
-def message_row(event: Message | Private) -> Row:
+def message_row(event: Message | Private, accounts: tuple[str, str] | None = None) -> Row:
     """The row that stores a chat line or private message event.
 
-    The same as ``StoredMessage`` of it would give, without building one: the publisher
-    makes a row for every message, and events are valid by construction.
+    A private message needs ``accounts``: the account keys of its sender and recipient
+    when it was sent. The same as ``StoredMessage`` of it would give, without building
+    one: the publisher makes a row for every message, and events are valid by construction.
     """
     if isinstance(event, Message):
         return (
@@ -113,7 +139,11 @@ def message_row(event: Message | Private) -> Row:
             event.kind,
             None,
             room_conversation(event.room),
+            None,
+            None,
         )
+    if accounts is None:
+        raise ValueError("a private message is stored only between two accounts")
     return (
         event.id,
         event.ts,
@@ -122,7 +152,9 @@ def message_row(event: Message | Private) -> Row:
         event.text,
         "private",
         event.to,
-        private_conversation(event.nick, event.to),
+        private_conversation(*accounts),
+        accounts[0],
+        accounts[1],
     )
 
 
@@ -132,9 +164,11 @@ def room_conversation(room: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def private_conversation(nick_a: str, nick_b: str) -> str:
-    # Nicks cannot hold spaces (see trio_chat.names), so the pair key is unambiguous.
-    a, b = sorted((name_key(nick_a), name_key(nick_b)))
+def private_conversation(account_a: str, account_b: str) -> str:
+    """The conversation of two accounts, by their keys (taken as they are: an account key
+    is already a name key). Keys cannot hold spaces (nor can nicks, see
+    trio_chat.names), so the pair key is unambiguous."""
+    a, b = sorted((account_a, account_b))
     return f"p:{a} {b}"
 
 

@@ -16,7 +16,8 @@ import os
 import sqlite3
 from collections.abc import Callable
 
-from .records import StoreError, private_conversation, room_conversation
+from ..names import name_key
+from .records import StoreError, room_conversation
 
 #: "tcht": marks the file as a trio-chat database (``PRAGMA application_id``).
 APPLICATION_ID = 0x74636874
@@ -44,7 +45,9 @@ def _v1(conn: sqlite3.Connection) -> None:
 def _conversation(room: str | None, sender: str, recipient: str | None) -> str:
     if room is not None:
         return room_conversation(room)
-    return private_conversation(sender, recipient or "")
+    # As version 2 keyed private messages: by the two nicks (version 4 drops those rows).
+    a, b = sorted((name_key(sender), name_key(recipient or "")))
+    return f"p:{a} {b}"
 
 
 def _v2(conn: sqlite3.Connection) -> None:
@@ -87,8 +90,34 @@ def _v3(conn: sqlite3.Connection) -> None:
     conn.execute("DROP INDEX IF EXISTS messages_ts")
 
 
+def _v4(conn: sqlite3.Connection) -> None:
+    """Version 4: private messages belong to accounts; the old ones are deleted.
+
+    Until now a private message was kept under its two nicks, so whoever registered a nick
+    a guest had used could read that guest's private history. From now on a private
+    message is stored only between two accounts, under their keys (``sender_account``,
+    ``recipient_account``; the conversation key is ``p:<account> <account>``), and a
+    guest's private messages are not kept past the session.
+
+    The private rows already stored name nicks only, and nothing proves which account (if
+    any) was behind a nick when a row was written. Keeping rows whose two nicks had
+    accounts created before the message looks safe but is not: an account could be
+    registered under a nick while a guest still held it (connected), and that guest's
+    later messages would then go to the new account. So the safe choice is taken: every
+    old private row is deleted. Room messages are kept as they are. The id high-water mark
+    is raised first, so ids keep rising even if the newest rows were private ones.
+    """
+    conn.execute("ALTER TABLE messages ADD COLUMN sender_account TEXT")
+    conn.execute("ALTER TABLE messages ADD COLUMN recipient_account TEXT")
+    conn.execute(
+        "UPDATE meta SET value = max(value, (SELECT coalesce(max(id), 0) FROM messages))"
+        " WHERE key = 'last_id'"
+    )
+    conn.execute("DELETE FROM messages WHERE kind = 'private'")
+
+
 #: MIGRATIONS[v] turns a version-v database into version v + 1. Append, never edit.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1,0 +1,57 @@
+"""Saying that the database is failing once, not once per refused message (pure, no I/O).
+
+On a full disk every message is refused; logging each refusal wrote 302,708 lines (47 MB)
+in 30 s, which helps nobody and fills the next disk. :class:`LogLimiter` lets the first
+failure of a run through at once, then at most one line per window, each saying how many
+were left out since the one before.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class LogLimiter:
+    """Decide which of a run of repeated failures is logged; the caller passes ``now``.
+
+    ::
+
+        left_out = limiter.hit(time.monotonic())
+        if left_out is not None:
+            log.error("message %d not saved: %s%s", id, exc, more_text(left_out, window))
+    """
+
+    __slots__ = ("_quiet_until", "_suppressed", "window")
+
+    def __init__(self, window: float = 10.0) -> None:
+        self.window = window
+        self._quiet_until = -math.inf
+        self._suppressed = 0
+
+    def hit(self, now: float) -> int | None:
+        """One more failure at ``now``. ``None``: stay quiet about it. Otherwise log it,
+        with the returned number of failures left out since the last line logged (0: none)."""
+        if now < self._quiet_until:
+            self._suppressed += 1
+            return None
+        left_out, self._suppressed = self._suppressed, 0
+        self._quiet_until = now + self.window
+        return left_out
+
+    @property
+    def failing(self) -> bool:
+        """Whether a failure was seen since the last :meth:`recovered`."""
+        return self._quiet_until != -math.inf
+
+    def recovered(self) -> int:
+        """The failures stopped: return how many were left out and not yet reported, and
+        start afresh (the next failure is logged at once)."""
+        left_out, self._suppressed = self._suppressed, 0
+        self._quiet_until = -math.inf
+        return left_out
+
+    def more_text(self, left_out: int) -> str:
+        """`` (and N more like it in the last W s)`` for a line :meth:`hit` let through."""
+        if not left_out:
+            return ""
+        return f" (and {left_out} more like it in the last {self.window:g} s)"
