@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from contextlib import AsyncExitStack
@@ -9,32 +10,84 @@ from contextlib import AsyncExitStack
 import trio
 import trio.lowlevel
 
+from trio_chat.limits import DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_MAX_LAG, DEFAULT_FLOOD_RATE
 from trio_chat.testing import ChatClient, local_config, open_client, open_test_server
 
+#: The default flood policy ten times faster (5/s, bursts of 10, 10 s of lag, scaled to
+#: 50/s and 1 s), so a test of what happens after the lag runs out takes one second.
+FAST_FLOOD = {"flood_rate": 50.0, "flood_burst": 10, "flood_max_lag": 1.0}
 
-async def test_flood_is_refused_then_disconnected_and_others_see_no_delay() -> None:
-    config = local_config(flood_rate=5.0, flood_burst=10)
+
+async def test_flood_is_delayed_then_refused_then_disconnected_and_others_see_no_delay() -> None:
+    config = local_config(**FAST_FLOOD)
     async with open_test_server(config=config) as chat:
         async with open_client(chat, "calm") as calm, open_client(chat, "flood") as flood:
-            for n in range(15):  # 10 fit the burst, 5 do not
-                await flood.say(f"f{n}")
-            refused = [await flood.expect("error") for _ in range(5)]
-            assert {e.code for e in refused} == {"slow_down"}
-            assert "at most 5 messages per second" in refused[0].text
-            # calm's own line goes through at once, in the middle of the flood.
+            # 15 at once: 10 fit the burst, 5 are held back a little; none is lost.
+            await flood.send_raw(b"".join(b'{"type":"say","text":"f%d"}\n' % n for n in range(15)))
+            for n in range(15):
+                assert (await calm.expect("message", lambda e: e.nick == "flood")).text == f"f{n}"
+            # Far more than 1 s worth at once: 10 go, 50 are held back for up to a second,
+            # the rest are refused, and after 20 refusals the flooder is dropped.
+            await flood.send_raw(
+                b"".join(b'{"type":"say","text":"more %d"}\n' % n for n in range(200))
+            )
+            # calm's own line goes through at once, while the flooder is held back.
             with trio.fail_after(1):
                 await calm.say("still here")
                 await calm.expect("message", lambda e: e.text == "still here")
-            seen = [e.text for e in calm.history if e.TYPE == "message" and e.nick == "flood"]
-            assert seen == [f"f{n}" for n in range(10)]
-            try:
-                for n in range(40):  # keeps at it: dropped
-                    await flood.say(f"more {n}")
-                    await trio.sleep(0.001)
-            except trio.BrokenResourceError:
-                pass  # the server hung up, as it should
             event = await calm.expect("leave", lambda e: e.nick == "flood")
             assert event.reason.startswith("disconnected for flooding")
+            seen = [e.text for e in calm.history if e.TYPE == "message" and e.nick == "flood"]
+            assert seen[15:] == [f"more {n}" for n in range(len(seen) - 15)]  # in order
+            assert 50 <= len(seen) - 15 <= 60  # what is left of the burst, and 1 s worth
+            refused = []
+            with contextlib.suppress(ConnectionError, trio.BrokenResourceError):
+                while True:
+                    event = await flood.receive()
+                    if event.TYPE == "error":
+                        refused.append(event)
+            assert len(refused) == 20 and {e.code for e in refused} == {"slow_down"}
+            assert "at most 50 messages per second" in refused[0].text
+            assert any(e.TYPE == "bye" and e.code == "flooding" for e in flood.history)
+
+
+async def test_a_30_line_paste_on_nc_arrives_whole_and_in_order() -> None:
+    """Issue 12, item 6: with the default limits a person on nc who pasted 30 lines got 10
+    delivered and 20 ``!! slow down``. Now the lines over the rate wait (fakelag) and all
+    arrive, in order: 10 at once, then 5 a second."""
+    config = local_config(flood_rate=DEFAULT_FLOOD_RATE, flood_burst=DEFAULT_FLOOD_BURST)
+    assert config.flood_max_lag == DEFAULT_FLOOD_MAX_LAG
+    async with open_test_server(config=config) as chat, open_client(chat, "reader") as reader:
+        reader.timeout = 20
+        host, port = chat.address("tcp")
+        async with await trio.open_tcp_stream(host, port) as stream:
+            seen = b""
+
+            async def read_until(needle: bytes) -> None:
+                nonlocal seen
+                with trio.fail_after(20):
+                    while needle not in seen:
+                        data = await stream.receive_some(65536)
+                        assert data, f"closed; got {seen!r}"
+                        seen += data
+
+            await stream.send_all(b"paster\n")
+            await read_until(b"paster joined #lobby")
+            lines = [f"line {n} of the paste" for n in range(30)]
+            start = trio.current_time()
+            await stream.send_all("".join(f"{line}\n" for line in lines).encode())
+            got = [
+                (await reader.expect("message", lambda e: e.nick == "paster")).text for _ in lines
+            ]
+            elapsed = trio.current_time() - start
+            assert got == lines
+            assert elapsed >= 3.9  # held back: the last 20 at 5 a second
+            await read_until(b"line 29 of the paste")
+            assert b"!!" not in seen  # no "slow down", no error of any kind
+            await stream.send_all(b"still here\n")  # and still connected
+            assert (await reader.expect("message", lambda e: e.nick == "paster")).text == (
+                "still here"
+            )
 
 
 async def test_connections_per_host_are_capped_on_both_ports() -> None:
@@ -115,6 +168,7 @@ async def test_abuse_while_well_behaved_clients_chat() -> None:
     config = local_config(
         flood_rate=50.0,
         flood_burst=50,
+        flood_max_lag=1.0,  # flooders are held back for a second, then refused and dropped
         handshake_timeout=2.0,
         outbox_size=256,
         max_connections_per_host=10_000,
@@ -227,20 +281,22 @@ async def test_abuse_while_well_behaved_clients_chat() -> None:
 
 
 async def test_a_flooder_still_gets_every_reply_it_was_owed_before_its_bye() -> None:
-    config = local_config(flood_rate=5.0, flood_burst=10)
+    config = local_config(**FAST_FLOOD)
     async with open_test_server(config=config) as chat, open_client(chat, "pinger") as pinger:
-        await pinger.send_raw(b"".join(b'{"type":"ping","token":"%d"}\n' % n for n in range(31)))
+        # 100 at once: 10 go, 50 wait up to a second, then 20 refusals and the bye.
+        await pinger.send_raw(b"".join(b'{"type":"ping","token":"%d"}\n' % n for n in range(100)))
         events = []
         with trio.fail_after(5):
             while not events or events[-1].TYPE != "bye":
                 events.append(await pinger.receive())
         kinds = [e.TYPE for e in events if e.TYPE != "join"]
-        assert kinds == ["pong"] * 10 + ["error"] * 20 + ["bye"]
+        assert kinds == ["pong"] * 60 + ["error"] * 20 + ["bye"]
+        assert [e.token for e in events if e.TYPE == "pong"] == [str(n) for n in range(60)]
         assert events[-1].code == "flooding"
 
 
 async def test_garbage_before_logging_in_is_flood_limited_too() -> None:
-    config = local_config(flood_rate=5.0, flood_burst=10)
+    config = local_config(**FAST_FLOOD)
     async with open_test_server(config=config) as chat:
         host, port = chat.address("tcp")
         stream = await trio.open_tcp_stream(host, port)
@@ -250,8 +306,8 @@ async def test_garbage_before_logging_in_is_flood_limited_too() -> None:
             with trio.fail_after(5):
                 while chunk := await stream.receive_some(65536):
                     received += chunk
-        assert received.count(b'"code":"bad_json"') == 10
-        assert b'"code":"slow_down"' in received
+        assert received.count(b'"code":"bad_json"') == 60  # 10 at once, 50 held back
+        assert received.count(b'"code":"slow_down"') == 20
         assert received.rstrip().endswith(
             b'"code":"flooding","text":"disconnected for '
             b"flooding (more than 20 refused messages in 10 "
