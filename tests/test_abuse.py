@@ -9,6 +9,8 @@ from contextlib import AsyncExitStack
 
 import trio
 import trio.lowlevel
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
 
 from trio_chat.limits import DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_MAX_LAG, DEFAULT_FLOOD_RATE
 from trio_chat.testing import ChatClient, local_config, open_client, open_test_server
@@ -313,3 +315,133 @@ async def test_garbage_before_logging_in_is_flood_limited_too() -> None:
             b"flooding (more than 20 refused messages in 10 "
             b'seconds)"}'
         )
+
+
+def latency_summary(latencies: list[float]) -> tuple[float, float]:
+    ordered = sorted(latencies)
+    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)]
+
+
+#: A masked, empty client ping frame and continuation frame (mask 0: the payload is empty).
+_PING_FRAME = b"\x89\x80\x00\x00\x00\x00"
+_EMPTY_CONTINUATION = b"\x00\x80\x00\x00\x00\x00"
+
+
+async def test_free_floods_are_cut_off_while_good_clients_lose_nothing() -> None:
+    """Issue 12, items 2 and 7: bare newlines (TCP), WebSocket ping frames and endless empty
+    continuation frames cost nothing and were never cut off (two newline flooders took a
+    core: good clients' p99 890 ms; five fragment flooders: p50 4.8 s). Every frame now
+    costs budget and a message has at most 128 fragments: each flooder is cut off within
+    a few seconds, and the good clients, chatting all the while, lose nothing and wait
+    little."""
+    config = local_config(**FAST_FLOOD)
+    good_count, each = 6, 40
+    async with open_test_server(config=config) as chat:
+        host, port = chat.address("tcp")
+        ws_host, ws_port = chat.address("ws")
+        cut_off: dict[str, float] = {}
+        attack_start = trio.current_time()
+        attacking = trio.Event()
+
+        async def flood(name: str, stream: trio.abc.Stream, chunk: bytes) -> None:
+            """Send ``chunk`` over and over, reading (and dropping) what comes back, until
+            the server hangs up."""
+
+            async def drain() -> None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    while await stream.receive_some(65536):
+                        pass
+
+            async with stream, trio.open_nursery() as nursery:
+                nursery.start_soon(drain)
+                attacking.set()
+                try:
+                    with trio.move_on_after(15):
+                        while True:
+                            await stream.send_all(chunk)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    cut_off[name] = trio.current_time() - attack_start
+                nursery.cancel_scope.cancel()
+
+        async def tcp_attacker(name: str, chunk: bytes) -> None:
+            stream = await trio.open_tcp_stream(host, port)
+            await stream.send_all(b'{"type":"hello","nick":"%s"}\n' % name.encode())
+            await flood(name, stream, chunk)
+
+        async def ws_attacker(name: str, opening: bytes, chunk: bytes) -> None:
+            stream = await trio.open_tcp_stream(ws_host, ws_port)
+            ws = WSConnection(ConnectionType.CLIENT)
+            await stream.send_all(ws.send(Request(host=f"{ws_host}:{ws_port}", target="/")))
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive_some(4096)
+            ws.receive_data(head)
+            assert any(isinstance(e, AcceptConnection) for e in ws.events())
+            hello = ws.send(TextMessage(data=f'{{"type":"hello","nick":"{name}"}}'))
+            await stream.send_all(hello + opening)
+            await flood(name, stream, chunk)
+
+        async with AsyncExitStack() as stack:
+            good = [
+                await stack.enter_async_context(open_client(chat, f"good{n}", websocket=n % 2 == 1))
+                for n in range(good_count)
+            ]
+            received: dict[int, list[str]] = {}
+            latencies: list[float] = []
+
+            echoes = {index: [trio.Event() for _ in range(each)] for index in range(good_count)}
+
+            async def listen(index: int, client: ChatClient) -> None:
+                got: list[str] = []
+                own = 0
+                while len(got) < good_count * each:
+                    event = await client.receive()
+                    if event.TYPE == "message" and event.nick.startswith("good"):  # type: ignore[attr-defined]
+                        got.append(event.text)  # type: ignore[attr-defined]
+                        if event.nick == f"good{index}":  # type: ignore[attr-defined]
+                            echoes[index][own].set()  # its own line is back: the round trip
+                            own += 1
+                received[index] = got
+
+            async def chatter(index: int, client: ChatClient) -> None:
+                for i in range(each):
+                    sent = trio.current_time()
+                    await client.say(f"{index}:{i}")
+                    await echoes[index][i].wait()
+                    latencies.append(trio.current_time() - sent)
+                    await trio.sleep(0.02)  # 40 lines a second or less, under the limit
+
+            with trio.fail_after(40):
+                async with trio.open_nursery() as nursery:
+                    for n in range(2):
+                        nursery.start_soon(tcp_attacker, f"newlines{n}", b"\n" * 65536)
+                        nursery.start_soon(ws_attacker, f"pinger{n}", b"", _PING_FRAME * 10_000)
+                        nursery.start_soon(
+                            ws_attacker,
+                            f"fragments{n}",
+                            b"\x01\x80\x00\x00\x00\x00",  # a text frame, FIN=0, empty
+                            _EMPTY_CONTINUATION * 10_000,
+                        )
+                    await attacking.wait()
+                    for index, client in enumerate(good):
+                        client.timeout = 30
+                        nursery.start_soon(listen, index, client)
+                        nursery.start_soon(chatter, index, client)
+            reference = received[0]
+            expected = {f"{i}:{n}" for i in range(good_count) for n in range(each)}
+            assert set(reference) == expected and len(reference) == len(expected)  # no loss
+            for index in range(good_count):
+                assert received[index] == reference  # one order for everyone
+            for i in range(good_count):  # each sender's lines in the order sent
+                mine = [t for t in reference if t.startswith(f"{i}:")]
+                assert mine == [f"{i}:{n}" for n in range(each)]
+    p50, p99 = latency_summary(latencies)
+    print(
+        f"\nfree floods: cut off after {cut_off} s; good clients' p50 {p50 * 1000:.0f} ms, "
+        f"p99 {p99 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
+    )
+    assert sorted(cut_off) == sorted(
+        [f"{kind}{n}" for kind in ("newlines", "pinger", "fragments") for n in range(2)]
+    ), f"not cut off: {cut_off}"
+    assert max(cut_off.values()) < 10
+    assert p99 < 1.0, f"good clients' p99 latency {p99 * 1000:.0f} ms while flooded"
