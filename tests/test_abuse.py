@@ -92,6 +92,37 @@ async def test_a_30_line_paste_on_nc_arrives_whole_and_in_order() -> None:
             )
 
 
+async def test_a_connection_held_back_still_receives_never_parks_and_stops_at_once() -> None:
+    """Fakelag holds a connection's reader, not the connection: its writer delivers what
+    others say meanwhile, the wait is not idleness (it would park after ``park_after``),
+    and closing the session (here: shutdown) ends the wait at once."""
+    config = local_config(
+        flood_rate=2.0, flood_burst=1, flood_max_lag=60.0, park_after=0.05, shutdown_grace=10.0
+    )
+    async with open_test_server(config=config) as chat:
+        server = chat.server
+        async with open_client(chat, "other") as other, open_client(chat, "held") as held:
+            # 40 lines at once: one goes, the rest at 2 a second (about 20 s in all).
+            await held.send_raw(b"".join(b'{"type":"say","text":"h%d"}\n' % n for n in range(40)))
+            for n in range(3):
+                assert (await other.expect("message", lambda e: e.nick == "held")).text == f"h{n}"
+            await other.say("to you while you wait")
+            event = await held.expect("message", lambda e: e.nick == "other")
+            assert event.text == "to you while you wait"
+            assert not any(e.TYPE == "message" and e.text == "h39" for e in held.history)
+            # Held back between lines for 0.5 s each, ten times park_after: never parked.
+            assert (await other.expect("message", lambda e: e.nick == "held")).text == "h3"
+            parked = server.parking._parked.values()
+            assert "held" not in {p.session.nick for p in parked}  # type: ignore[attr-defined]
+            start = trio.current_time()
+            server.shutdown()
+            bye = await held.expect("bye")
+            assert bye.code == "shutdown"
+            assert trio.current_time() - start < 5  # not after the 18 s the lines had left
+            seen = [e.text for e in other.history if e.TYPE == "message" and e.nick == "held"]
+            assert seen == [f"h{n}" for n in range(len(seen))] and len(seen) < 40
+
+
 async def test_connections_per_host_are_capped_on_both_ports() -> None:
     config = local_config(max_connections_per_host=3)
     async with open_test_server(config=config) as chat, AsyncExitStack() as stack:
