@@ -6,14 +6,19 @@ import contextlib
 import os
 import socket
 from contextlib import AsyncExitStack
+from typing import Any
 
+import pytest
 import trio
 import trio.lowlevel
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
+from wsproto.frame_protocol import FrameDecoder
 
+from trio_chat.framing import LineBuffer
 from trio_chat.limits import DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_MAX_LAG, DEFAULT_FLOOD_RATE
 from trio_chat.testing import ChatClient, local_config, open_client, open_test_server
+from trio_chat.transports.connection import FRAMES_PER_STEP
 
 #: The default flood policy ten times faster (5/s, bursts of 10, 10 s of lag, scaled to
 #: 50/s and 1 s), so a test of what happens after the lag runs out takes one second.
@@ -121,6 +126,68 @@ async def test_a_connection_held_back_still_receives_never_parks_and_stops_at_on
             assert trio.current_time() - start < 5  # not after the 18 s the lines had left
             seen = [e.text for e in other.history if e.TYPE == "message" and e.nick == "held"]
             assert seen == [f"h{n}" for n in range(len(seen))] and len(seen) < 40
+
+
+class FramesPerStep(trio.abc.Instrument):
+    """Counts frames parsed (``count``, bumped by the patched parsers) in each task step,
+    and keeps the most any one step parsed."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.most = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.count = 0
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.most = max(self.most, self.count)
+
+
+async def test_a_read_of_thousands_of_tiny_frames_is_handled_a_few_dozen_per_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 12, items 2 and 7: one 64 KiB read of bare newlines (65,536 lines) or of empty
+    WebSocket pings (10,922 frames) was handled in one task step, holding every other
+    connection for that long. With a flood budget too large to slow it down, the reader
+    still lets others run every FRAMES_PER_STEP frames."""
+    steps = FramesPerStep()
+
+    def counting(parse: Any) -> Any:
+        def parse_counted(self: Any) -> Any:
+            steps.count += 1
+            return parse(self)
+
+        return parse_counted
+
+    monkeypatch.setattr(LineBuffer, "next_event", counting(LineBuffer.next_event))
+    monkeypatch.setattr(FrameDecoder, "process_buffer", counting(FrameDecoder.process_buffer))
+    config = local_config(flood_rate=1e9, flood_burst=10**9)
+    async with open_test_server(config=config) as chat, open_client(chat, "watch") as watch:
+        host, port = chat.address("tcp")
+        ws_host, ws_port = chat.address("ws")
+        trio.lowlevel.add_instrument(steps)
+        try:
+            async with await trio.open_tcp_stream(host, port) as stream:
+                await stream.send_all(b'{"type":"hello","nick":"newlines"}\n')
+                await stream.send_all(b"\n" * 65535 + b'{"type":"say","text":"end"}\n')
+                await watch.expect("message", lambda e: e.text == "end")
+            async with await trio.open_tcp_stream(ws_host, ws_port) as stream:
+                ws = WSConnection(ConnectionType.CLIENT)
+                await stream.send_all(ws.send(Request(host=f"{ws_host}:{ws_port}", target="/")))
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += await stream.receive_some(4096)
+                ws.receive_data(head)
+                assert any(isinstance(e, AcceptConnection) for e in ws.events())
+                await stream.send_all(ws.send(TextMessage(data='{"type":"hello","nick":"pings"}')))
+                await watch.expect("join", lambda e: e.nick == "pings")
+                end = ws.send(TextMessage(data='{"type":"say","text":"end2"}'))
+                await stream.send_all(_PING_FRAME * 10_900 + end)
+                await watch.expect("message", lambda e: e.text == "end2")
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+    print(f"\nat most {steps.most} frames parsed in one task step")
+    assert steps.most <= 2 * FRAMES_PER_STEP, f"{steps.most} frames parsed in one task step"
 
 
 async def test_connections_per_host_are_capped_on_both_ports() -> None:
