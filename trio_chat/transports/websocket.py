@@ -67,9 +67,9 @@ HEAD_TIMEOUT = 10.0
 #: Below it, a message over the frame limit only gets an error frame; the connection stays.
 WS_HARD_LIMIT = 1024 * 1024
 #: Most frames one message may come in: beyond, the server closes with 1008 (policy
-#: violation). Browsers never fragment; libraries that do use pieces of kilobytes, so 128
-#: covers any message the server would accept, while an endless stream of empty
-#: continuation frames is cut off at once.
+#: violation). Browsers never fragment, and libraries that do cut pieces of kilobytes; 128
+#: frames carry a message of the default 16 KiB limit even in 128-byte pieces, while an
+#: endless stream of empty continuation frames is cut off at once.
 WS_MAX_FRAGMENTS = 128
 
 #: What the link reports for each frame that carries nothing for the chat (see Overhead).
@@ -153,7 +153,7 @@ class WebSocketLink:
     @property
     def buffered_bytes(self) -> int:
         """Bytes held for a message still arriving in fragments (at most
-        ``max_frame_bytes + 1``, however the message is cut up)."""
+        ``max_frame_bytes``, however the message is cut up)."""
         return len(self._message)
 
     def _format(self) -> WireFormat[bytes]:
