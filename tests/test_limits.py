@@ -7,10 +7,15 @@ import math
 import pytest
 
 from trio_chat.limits import (
+    BLANK_LINE,
     DEFAULT_FLOOD_BURST,
+    DEFAULT_FLOOD_MAX_LAG,
     DEFAULT_FLOOD_RATE,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_HOST,
+    FRAGMENT_COST,
+    FRAME_COST,
+    PONG_COST,
     ConnectionLimiter,
     FloodGuard,
     TokenBucket,
@@ -19,10 +24,10 @@ from trio_chat.limits import (
 
 
 def test_defaults_match_the_documented_config() -> None:
-    assert (DEFAULT_FLOOD_RATE, DEFAULT_FLOOD_BURST) == (5.0, 10)
+    assert (DEFAULT_FLOOD_RATE, DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_MAX_LAG) == (5.0, 10, 10.0)
     assert (DEFAULT_MAX_CONNECTIONS_PER_HOST, DEFAULT_MAX_CONNECTIONS) == (20, 5000)
     guard = FloodGuard()
-    assert (guard.bucket.rate, guard.bucket.burst) == (5.0, 10)
+    assert (guard.bucket.rate, guard.bucket.burst, guard.max_lag) == (5.0, 10, 10.0)
     limiter = ConnectionLimiter()
     assert (limiter.per_host, limiter.total) == (20, 5000)
 
@@ -89,56 +94,130 @@ def test_bucket_refuses_nonsense(rate: float, burst: int) -> None:
 
 # ------------------------------------------------------------------------------ FloodGuard
 
-
-def test_flood_guard_ok_then_refuse() -> None:
-    guard = FloodGuard(rate=5, burst=10)
-    assert [guard.check(0.0) for _ in range(11)] == [Verdict.OK] * 10 + [Verdict.REFUSE]
-    assert guard.check(0.2) is Verdict.OK  # a token came back
-    assert "slow down" in guard.refuse_text
+OK, WAIT, REFUSE, DISCONNECT = Verdict.OK, Verdict.WAIT, Verdict.REFUSE, Verdict.DISCONNECT
 
 
-def test_a_typing_human_is_never_refused() -> None:
+def verdicts(guard: FloodGuard, now: float, count: int, cost: float = 1.0) -> list[Verdict]:
+    return [guard.check(now, cost).verdict for _ in range(count)]
+
+
+def test_take_on_credit_goes_into_debt_up_to_the_credit() -> None:
+    bucket = TokenBucket(rate=5, burst=10)
+    assert bucket.take_on_credit(0.0, 10, credit=2) == 0.0
+    assert bucket.take_on_credit(0.0, 1, credit=2) == pytest.approx(0.2)
+    assert bucket.take_on_credit(0.0, 1, credit=2) == pytest.approx(0.4)
+    assert bucket.take_on_credit(0.0, 1, credit=2) is None  # 3 in debt: over the credit
+    assert bucket.tokens(0.0) == pytest.approx(-2)  # the refusal took nothing
+    assert not bucket.take(0.3)  # in debt: nothing goes until it is paid
+    assert bucket.tokens(0.4) == pytest.approx(0)
+    assert bucket.take_on_credit(0.6, 1, credit=0) == 0.0
+
+
+def test_flood_guard_delays_what_is_over_the_burst() -> None:
+    guard = FloodGuard(rate=5, burst=10, max_lag=10)
+    assert verdicts(guard, 0.0, 10) == [OK] * 10
+    waits = [guard.check(0.0) for _ in range(5)]
+    assert [d.verdict for d in waits] == [WAIT] * 5
+    assert [d.delay for d in waits] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    # More frames that arrived at 0, checked later (the reader waited for those before):
+    # each waits only for what is left of its own delay.
+    late = guard.check(1.1, arrived=0.0)  # due at 1.2
+    assert late.verdict is WAIT and late.delay == pytest.approx(0.1)
+    assert guard.check(1.6, arrived=0.0).verdict is OK  # due at 1.4: late already
+
+
+def test_a_pasted_block_of_30_lines_all_goes_through_in_order_at_the_rate() -> None:
+    guard = FloodGuard()  # the defaults: 5/s, bursts of 10, 10 s of lag
+    now, sent = 0.0, []
+    for n in range(30):  # all arrived in one read at 0; the reader waits as told
+        decision = guard.check(now, arrived=0.0)
+        assert decision.verdict in (OK, WAIT)
+        now += decision.delay
+        sent.append((n, now))
+    assert [n for n, _ in sent] == list(range(30))
+    assert sent[9][1] == 0.0  # the first ten at once
+    assert sent[-1][1] == pytest.approx(4.0)  # the last 20 at 5 a second
+
+
+def test_a_typing_human_is_never_held_back() -> None:
     guard = FloodGuard()
     # Ten lines pasted at once, then two lines a second for ten minutes.
-    assert all(guard.check(0.0) is Verdict.OK for _ in range(10))
-    assert all(guard.check(0.5 * i) is Verdict.OK for i in range(1, 1200))
+    assert verdicts(guard, 0.0, 10) == [OK] * 10
+    assert all(guard.check(0.5 * i).verdict is OK for i in range(1, 1200))
 
 
-def test_persistent_flooder_is_disconnected_after_more_than_n_strikes() -> None:
-    guard = FloodGuard(rate=5, burst=10, strikes_to_disconnect=20, strike_window=10.0)
-    verdicts = [guard.check(0.0) for _ in range(10 + 21)]
-    assert verdicts[:10] == [Verdict.OK] * 10
-    assert verdicts[10:30] == [Verdict.REFUSE] * 20  # 20 strikes are tolerated
-    assert verdicts[30] is Verdict.DISCONNECT  # the 21st is not
+def test_frames_beyond_the_max_lag_are_refused_and_a_persistent_flooder_disconnected() -> None:
+    guard = FloodGuard(rate=5, burst=10, max_lag=10, strikes_to_disconnect=20)
+    # 200 frames arrive at once: 10 go, 50 wait (up to 10 s), the rest would be later.
+    got = verdicts(guard, 0.0, 200)
+    assert got[:10] == [OK] * 10
+    assert got[10:60] == [WAIT] * 50
+    assert got[60:80] == [REFUSE] * 20  # 20 strikes are tolerated
+    assert got[80] is DISCONNECT  # the 21st is not
     # The verdict sticks: the connection is going away.
-    assert guard.check(1000.0) is Verdict.DISCONNECT
+    assert guard.check(1000.0).verdict is DISCONNECT
     assert "flooding" in guard.disconnect_text
+    assert "at most 10 s behind" in guard.refuse_text
+
+
+def test_a_refused_frame_takes_nothing_so_the_next_one_in_time_waits_again() -> None:
+    guard = FloodGuard(rate=5, burst=10, max_lag=1)
+    assert verdicts(guard, 0.0, 15) == [OK] * 10 + [WAIT] * 5
+    assert guard.check(0.0).verdict is REFUSE  # 1.2 s late
+    assert guard.check(0.2).verdict is WAIT  # a token came back: 1.0 s late again
+
+
+def test_no_max_lag_refuses_at_once_as_before_fakelag() -> None:
+    guard = FloodGuard(rate=5, burst=10, max_lag=0)
+    assert verdicts(guard, 0.0, 11) == [OK] * 10 + [REFUSE]
+    assert guard.check(0.2).verdict is OK  # a token came back
 
 
 def test_strikes_expire_after_the_window() -> None:
-    guard = FloodGuard(rate=1, burst=1, strikes_to_disconnect=3, strike_window=10.0)
-    assert guard.check(0.0) is Verdict.OK
-    assert [guard.check(0.1) for _ in range(3)] == [Verdict.REFUSE] * 3
+    guard = FloodGuard(rate=1, burst=1, max_lag=0, strikes_to_disconnect=3, strike_window=10.0)
+    assert guard.check(0.0).verdict is OK
+    assert verdicts(guard, 0.1, 3) == [REFUSE] * 3
     # Ten seconds later the old strikes are forgotten (and a token is back).
-    assert guard.check(10.1) is Verdict.OK
-    assert [guard.check(10.2) for _ in range(3)] == [Verdict.REFUSE] * 3
-    assert guard.check(10.3) is Verdict.DISCONNECT
+    assert guard.check(10.1).verdict is OK
+    assert verdicts(guard, 10.2, 3) == [REFUSE] * 3
+    assert guard.check(10.3).verdict is DISCONNECT
 
 
-def test_slightly_too_fast_client_is_refused_but_kept() -> None:
-    guard = FloodGuard()  # 5/s; strikes: more than 20 in 10 s
-    # Six frames a second: one refusal a second, ten per window: never disconnected.
-    verdicts = [guard.check(i / 6) for i in range(6 * 120)]
-    assert Verdict.REFUSE in verdicts
-    assert Verdict.DISCONNECT not in verdicts
+def test_slightly_too_fast_client_is_held_back_then_refused_but_kept() -> None:
+    guard = FloodGuard()  # 5/s, 10 s of lag; strikes: more than 20 in 10 s
+    # Six frames a second arriving, for two minutes: after the burst (55 frames) the lag
+    # grows by 1/30 s a frame until it reaches 10 s (300 frames later), then about one
+    # frame a second is refused: never disconnected.
+    got = [guard.check(i / 6).verdict for i in range(6 * 120)]
+    assert got[:55] == [OK] * 55
+    assert WAIT in got[55:350] and REFUSE not in got[:350]
+    assert REFUSE in got
+    assert DISCONNECT not in got
+
+
+def test_every_frame_costs_something_and_cheaper_ones_cost_less() -> None:
+    guard = FloodGuard(rate=5, burst=10, max_lag=0)
+    assert verdicts(guard, 0.0, 80, cost=FRAGMENT_COST) == [OK] * 80  # 80 * 1/8 = 10
+    assert guard.check(0.0, FRAGMENT_COST).verdict is REFUSE
+    guard = FloodGuard(rate=5, burst=10, max_lag=0)
+    assert verdicts(guard, 0.0, 20, cost=PONG_COST) == [OK] * 20
+    assert guard.check(0.0, PONG_COST).verdict is REFUSE
+    assert BLANK_LINE.cost == FRAME_COST > PONG_COST > FRAGMENT_COST > 0
 
 
 def test_strike_memory_is_bounded() -> None:
-    guard = FloodGuard(rate=1, burst=1, strikes_to_disconnect=5, strike_window=1.0)
+    guard = FloodGuard(rate=1, burst=1, max_lag=0, strikes_to_disconnect=5, strike_window=1.0)
     for i in range(10_000):
-        verdict = guard.check(i * 0.3)  # about one strike per window: never disconnected
-        assert verdict is not Verdict.DISCONNECT
+        verdict = guard.check(i * 0.3).verdict  # about one strike per window: never disconnected
+        assert verdict is not DISCONNECT
         assert len(guard._strikes or ()) <= 6
+
+
+def test_flood_guard_refuses_nonsense() -> None:
+    with pytest.raises(ValueError):
+        FloodGuard(max_lag=-1)
+    with pytest.raises(ValueError):
+        TokenBucket(1, 1).take_on_credit(0.0, -1, 0)
 
 
 # ------------------------------------------------------------------------ ConnectionLimiter

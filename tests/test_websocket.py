@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
+import trio.testing
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection
 from wsproto.events import (
     AcceptConnection,
     CloseConnection,
@@ -25,9 +28,10 @@ from wsproto.events import (
     TextMessage,
 )
 
-from trio_chat.protocol import Bundle, Message, Raw
+from trio_chat.limits import FRAGMENT_COST, FRAME_COST, PONG_COST, Overhead
+from trio_chat.protocol import Bundle, Message, Raw, RemoteProtocolError, Say
 from trio_chat.testing import DEFAULT_TIMEOUT, TestServer, open_client
-from trio_chat.transports.websocket import _batched
+from trio_chat.transports.websocket import WS_MAX_FRAGMENTS, WebSocketLink, _batched
 from trio_chat.wire import (
     WEBSOCKET_BATCH_FRAMES,
     WEBSOCKET_FRAMES,
@@ -220,3 +224,137 @@ async def test_a_text_message_that_is_not_utf8_closes_with_1007(chat_server: Tes
         await client.stream.send_all(masked_text_frame(b'{"type":"say","text":"\xff\xfe"}'))
         assert (await client.close_frame()).code == 1007
         assert (await bob.expect("leave", lambda e: e.nick == "badtext")).nick == "badtext"
+
+
+# ------------------------------------------------------------- fragments, without a socket
+
+
+class LinkUnderTest:
+    """A server-side :class:`WebSocketLink` on an in-memory stream, and a wsproto client
+    that writes frames to it (frames as a client library would frame them)."""
+
+    def __init__(self, max_frame_bytes: int = 16 * 1024) -> None:
+        self.peer, server_side = trio.testing.memory_stream_pair()
+        self.link = WebSocketLink(
+            server_side, Connection(ConnectionType.SERVER), "test", max_frame_bytes
+        )
+        self.client = Connection(ConnectionType.CLIENT)
+
+    def fragments(self, text: str, size: int) -> list[bytes]:
+        """``text`` as one message in frames of ``size`` characters."""
+        pieces = [text[i : i + size] for i in range(0, len(text), size)]
+        return [
+            self.client.send(TextMessage(data=piece, message_finished=n == len(pieces) - 1))
+            for n, piece in enumerate(pieces)
+        ]
+
+    async def close_code(self) -> int | None:
+        """The code of the close frame the link sent, if it sent one."""
+        self.client.receive_data(await self.peer.receive_some())
+        for event in self.client.events():
+            if isinstance(event, CloseConnection):
+                return event.code
+        return None
+
+
+async def test_each_fragment_is_reported_and_the_message_joined_at_the_end() -> None:
+    under = LinkUnderTest()
+    text = json.dumps({"type": "say", "text": "in many small pieces"})
+    frames = under.fragments(text, 3)
+    await under.peer.send_all(b"".join(frames))
+    with trio.fail_after(DEFAULT_TIMEOUT):
+        items = [await under.link.receive() for _ in frames]
+    assert items[:-1] == [Overhead(FRAGMENT_COST)] * (len(frames) - 1)
+    assert items[-1] == Say(text="in many small pieces")
+    assert under.link.buffered_bytes == 0
+    assert not under.link.input_waiting()  # all handled: the reader may wait (or park)
+
+
+async def test_pings_and_pongs_are_reported_so_they_cost_budget() -> None:
+    under = LinkUnderTest()
+    await under.peer.send_all(
+        under.client.send(Ping(payload=b"p")) + under.client.send(Pong(payload=b"q"))
+    )
+    with trio.fail_after(DEFAULT_TIMEOUT):
+        assert await under.link.receive() == Overhead(FRAME_COST)
+        assert await under.link.receive() == Overhead(PONG_COST)
+        under.client.receive_data(await under.peer.receive_some())
+    assert [type(e) for e in under.client.events()] == [Pong]  # the ping was answered
+
+
+async def test_endless_empty_fragments_are_cut_off_with_1008_in_bounded_memory() -> None:
+    under = LinkUnderTest()
+    start = under.client.send(TextMessage(data='{"type":"say","text":"', message_finished=False))
+    empty = under.client.send(TextMessage(data="", message_finished=False))
+    await under.peer.send_all(start + empty * (2 * WS_MAX_FRAGMENTS))
+    reported = 0
+    with trio.fail_after(DEFAULT_TIMEOUT):
+        while (item := await under.link.receive()) is not None:
+            assert item == Overhead(FRAGMENT_COST)
+            reported += 1
+        assert await under.close_code() == 1008
+    assert reported == WS_MAX_FRAGMENTS - 1  # the one over the cap closes instead
+    assert under.link.buffered_bytes == 0
+
+
+async def test_a_mebibyte_in_two_byte_fragments_never_costs_megabytes() -> None:
+    """Issue 12, item 2: 2-byte fragments up to the 1 MiB cap cost ~37 MB each (a list of
+    tiny str objects). Now the cap on fragments ends it long before, and what is held is
+    one buffer of the message's bytes."""
+    under = LinkUnderTest()
+    text = json.dumps({"type": "say", "text": "x" * (1024 * 1024)})
+    frames = under.fragments(text, 2)
+    chunks = [b"".join(frames[i : i + 8192]) for i in range(0, len(frames), 8192)]
+    del frames
+    tracemalloc.start()
+    try:
+        with trio.fail_after(30):
+            for chunk in chunks:  # what one read brings, then all the link makes of it
+                await under.peer.send_all(chunk)
+                item = await under.link.receive()
+                while item is not None and under.link.input_waiting():
+                    item = await under.link.receive()
+                if item is None:  # closed
+                    break
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024, f"peak {peak / 1e6:.1f} MB while reading 2-byte fragments"
+    with trio.fail_after(DEFAULT_TIMEOUT):
+        assert await under.close_code() == 1008
+
+
+async def test_a_large_message_in_fragments_keeps_at_most_the_frame_limit() -> None:
+    under = LinkUnderTest(max_frame_bytes=16 * 1024)
+    text = json.dumps({"type": "say", "text": "y" * (900 * 1024)})  # under the 1 MiB cap
+    frames = under.fragments(text, 8 * 1024)  # 113 frames, under the fragment cap
+    held = 0
+    tracemalloc.start()
+    try:
+        with trio.fail_after(DEFAULT_TIMEOUT):
+            for frame in frames:
+                await under.peer.send_all(frame)
+                item = await under.link.receive()
+                held = max(held, under.link.buffered_bytes)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(item, RemoteProtocolError) and item.code == "frame_too_large"
+    assert str(len(text)) in item.message
+    assert held <= 16 * 1024
+    assert peak < 300 * 1024, f"peak {peak / 1e6:.2f} MB for a refused 900 KiB message"
+
+
+async def test_endless_empty_continuation_frames_close_with_1008_and_cost_nobody_else(
+    chat_server: TestServer,
+) -> None:
+    async with open_client(chat_server, "bob") as bob, raw_websocket(chat_server) as client:
+        await client.login("frag")
+        start = client.ws.send(TextMessage(data='{"type":"say","text":"', message_finished=False))
+        empty = client.ws.send(TextMessage(data="", message_finished=False))
+        await client.stream.send_all(start + empty * (WS_MAX_FRAGMENTS + 10))
+        close = await client.close_frame()
+        assert (close.code, close.reason) == (1008, "message in more than 128 fragments")
+        assert (await bob.expect("leave", lambda e: e.nick == "frag")).nick == "frag"
+        await bob.say("still fine")
+        assert (await bob.expect("message")).text == "still fine"

@@ -166,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="messages one connection may send at once after a quiet spell (default 10)",
     )
     serve.add_argument(
+        "--flood-max-lag",
+        type=float,
+        metavar="SECONDS",
+        help="how late flood control may make a message before refusing it (default 10)",
+    )
+    serve.add_argument(
         "--max-connections",
         type=positive_int,
         metavar="N",

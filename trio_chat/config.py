@@ -7,6 +7,7 @@ from typing import Any
 
 from .limits import (
     DEFAULT_FLOOD_BURST,
+    DEFAULT_FLOOD_MAX_LAG,
     DEFAULT_FLOOD_RATE,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_HOST,
@@ -54,9 +55,14 @@ class ServerConfig:
     #: Seconds to wait for a first byte before treating a TCP client as a text client.
     sniff_delay: float = 0.3
     #: Frames per second a connection may send on average, and at once after a quiet spell;
-    #: beyond, frames are refused (``slow_down``), and a client that keeps at it is dropped.
+    #: beyond, frames are delayed (the connection is read at that rate), and refused
+    #: (``slow_down``) once they would be more than ``flood_max_lag`` seconds late; a client
+    #: that keeps at it is dropped.
     flood_rate: float = DEFAULT_FLOOD_RATE
     flood_burst: int = DEFAULT_FLOOD_BURST
+    #: Seconds a frame may be held back by flood control before it is refused instead
+    #: (0 refuses every frame over the rate at once).
+    flood_max_lag: float = DEFAULT_FLOOD_MAX_LAG
     #: Open connections allowed from one host, and to the whole server.
     max_connections_per_host: int = DEFAULT_MAX_CONNECTIONS_PER_HOST
     max_connections: int = DEFAULT_MAX_CONNECTIONS

@@ -5,9 +5,9 @@ Nothing here sleeps or reads the time: every method that depends on time takes `
 clock in and the tests pass plain numbers.
 
 * :class:`TokenBucket`: the classic rate limiter, ``rate`` tokens per second up to ``burst``.
-* :class:`FloodGuard`: one per connection; says whether a received frame goes on
-  (:attr:`Verdict.OK`), is refused (:attr:`Verdict.REFUSE`) or ends the connection
-  (:attr:`Verdict.DISCONNECT`).
+* :class:`FloodGuard`: one per connection; says whether a received frame goes on now
+  (:attr:`Verdict.OK`), after a delay (:attr:`Verdict.WAIT`), is refused
+  (:attr:`Verdict.REFUSE`) or ends the connection (:attr:`Verdict.DISCONNECT`).
 * :class:`ConnectionLimiter`: one per server; counts open connections per host and in all.
 """
 
@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import collections
 import enum
+from dataclasses import dataclass
 
 #: Config ``flood_rate``: frames per second a connection may send, on average.
 DEFAULT_FLOOD_RATE = 5.0
 #: Config ``flood_burst``: frames a connection may send at once after being quiet.
 DEFAULT_FLOOD_BURST = 10
+#: Config ``flood_max_lag``: seconds a connection's frames may be held back (fakelag) before
+#: further ones are refused.
+DEFAULT_FLOOD_MAX_LAG = 10.0
 #: Config ``max_connections_per_host``: open connections from one host.
 DEFAULT_MAX_CONNECTIONS_PER_HOST = 20
 #: Config ``max_connections``: open connections to the whole server.
@@ -87,46 +91,122 @@ class TokenBucket:
         missing = cost - self.tokens(now)
         return 0.0 if missing <= _EPSILON else missing / self.rate
 
+    def take_on_credit(self, now: float, cost: float, credit: float) -> float | None:
+        """Take ``cost`` tokens even if that leaves the bucket up to ``credit`` tokens in
+        debt; return the seconds from ``now`` until the debt is paid (0 if there is none).
+        If the debt would go beyond ``credit``, take nothing and return ``None``.
+
+        While in debt, :meth:`tokens` is negative and :meth:`take` refuses: a client that
+        was let through on credit pays it back before anything else goes.
+        """
+        if cost < 0:
+            raise ValueError(f"cost cannot be negative, not {cost!r}")
+        left = self.tokens(now) - cost
+        if left < -credit - _EPSILON:
+            return None
+        self._tokens = left
+        return 0.0 if left >= -_EPSILON else -left / self.rate
+
 
 class Verdict(enum.Enum):
     """What the server does with a frame, as decided by :meth:`FloodGuard.check`."""
 
-    #: Handle the frame.
+    #: Handle the frame now.
     OK = "ok"
+    #: Handle the frame after :attr:`Decision.delay` seconds, reading nothing meanwhile
+    #: ("fakelag": the frames behind it wait in the socket, and TCP slows the sender down).
+    WAIT = "wait"
     #: Drop the frame and tell the sender ``slow down`` (code :data:`SLOW_DOWN`).
     REFUSE = "refuse"
     #: The sender kept flooding: send ``Bye`` (code :data:`FLOODING`) and close.
     DISCONNECT = "disconnect"
 
 
-class FloodGuard:
-    """Per-connection flood control: call :meth:`check` once per received frame.
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """:meth:`FloodGuard.check`'s answer: the verdict, and for :attr:`Verdict.WAIT` how many
+    seconds from ``now`` to wait before handling the frame."""
 
-    Config keys: ``flood_rate`` (default 5 frames/s) and ``flood_burst`` (default 10).
+    verdict: Verdict
+    delay: float = 0.0
+
+
+_GO = Decision(Verdict.OK)
+_REFUSED = Decision(Verdict.REFUSE)
+_DISCONNECTED = Decision(Verdict.DISCONNECT)
+
+
+@dataclass(frozen=True, slots=True)
+class Overhead:
+    """A frame read that carries nothing for the chat (a blank line; a WebSocket ping, pong
+    or unfinished fragment) and so reaches no handler, but still costs ``cost`` of the
+    flood budget: otherwise a flood of them would be free (issue 12, item 7)."""
+
+    cost: float
+
+
+#: Flood cost of a frame that is handled (a message, command, ping, anything with a
+#: reply), of a blank line and of a WebSocket ping: one token.
+FRAME_COST = 1.0
+#: Flood cost of a pong (JSON ``pong`` or WebSocket pong frame): less, since the server asks
+#: for them, but not nothing, since a client can send them unasked.
+PONG_COST = 0.5
+#: Flood cost of each unfinished fragment of a WebSocket message (the frame that finishes
+#: it costs :data:`FRAME_COST` as the message): a message in 9 fragments costs 2.
+FRAGMENT_COST = 0.125
+
+#: A blank line (TCP), as the link reports it.
+BLANK_LINE = Overhead(FRAME_COST)
+
+
+class FloodGuard:
+    """Per-connection flood control ("fakelag", as IRC servers have it): call :meth:`check`
+    once per frame read, *before* handling it, and do what it says.
+
+    Config keys: ``flood_rate`` (default 5 frames/s), ``flood_burst`` (default 10) and
+    ``flood_max_lag`` (default 10 s).
 
     The policy:
 
-    * Each frame takes one token from a :class:`TokenBucket` of ``rate`` and ``burst``.
-      A person typing never notices it; a script pasting a file does.
-    * A frame over the limit is *refused*: the server drops it and answers the sender alone
-      with an error (code :data:`SLOW_DOWN`). Nobody else sees any delay, because the check
-      happens in the sender's own receive task, before the frame reaches the hub and any
-      fan-out: a flooder costs the others nothing but the bytes it is refused for. (Delaying
-      the sender instead would also be fair to the others, but refusing tells the user at
-      once why their lines did not arrive.)
-    * A client that ignores the errors and keeps going gets *disconnected*: more than
-      ``strikes_to_disconnect`` refusals within any ``strike_window`` seconds, and
-      :meth:`check` returns :attr:`Verdict.DISCONNECT` (and keeps returning it).
+    * Each frame costs tokens from a :class:`TokenBucket` of ``rate`` and ``burst``
+      (:data:`FRAME_COST`, or less for pongs and fragments; see :class:`Overhead`). A
+      person typing never notices it.
+    * A frame over the limit is *delayed*, not dropped: the bucket goes into debt and
+      :meth:`check` says :attr:`Verdict.WAIT` with the seconds until the debt is paid. The
+      reader waits that long before handling it, reading nothing meanwhile, so what the
+      client sent next waits in the socket and TCP makes the client wait too. A pasted
+      block of lines arrives whole, in order, at ``rate`` lines a second after the first
+      ``burst``. Nobody else waits: the delay is in the sender's own reader, before the
+      hub.
+    * The debt is bounded: a frame that would go out more than ``max_lag`` seconds after it
+      arrived is *refused* (dropped, error :data:`SLOW_DOWN`; it takes no tokens). Lag is
+      counted from the frame's *arrival* (``arrived``: when the read that brought it
+      returned), so a client that sent far more than it may at once (everything one read
+      brings counts as arrived together) is refused at once for the excess, while the
+      reader waits for each frame in turn.
+    * A client that keeps going gets *disconnected*: more than ``strikes_to_disconnect``
+      refusals within any ``strike_window`` seconds, and :meth:`check` returns
+      :attr:`Verdict.DISCONNECT` (and keeps returning it).
+
+    ``max_lag=0`` delays nothing: frames over the rate are refused at once.
 
     Memory is bounded: at most ``strikes_to_disconnect + 1`` refusal times are kept.
     """
 
-    __slots__ = ("_disconnected", "_strikes", "bucket", "strike_window", "strikes_to_disconnect")
+    __slots__ = (
+        "_disconnected",
+        "_strikes",
+        "bucket",
+        "max_lag",
+        "strike_window",
+        "strikes_to_disconnect",
+    )
 
     def __init__(
         self,
         rate: float = DEFAULT_FLOOD_RATE,
         burst: int = DEFAULT_FLOOD_BURST,
+        max_lag: float = DEFAULT_FLOOD_MAX_LAG,
         strikes_to_disconnect: int = 20,
         strike_window: float = 10.0,
     ) -> None:
@@ -134,7 +214,10 @@ class FloodGuard:
             raise ValueError("strikes_to_disconnect cannot be negative")
         if not strike_window > 0:
             raise ValueError("strike_window must be positive")
+        if not max_lag >= 0:
+            raise ValueError(f"max_lag cannot be negative, not {max_lag!r}")
         self.bucket = TokenBucket(rate, burst)
+        self.max_lag = float(max_lag)
         self.strikes_to_disconnect = strikes_to_disconnect
         self.strike_window = float(strike_window)
         # Made on the first refusal: most connections never have one, and an empty deque is
@@ -142,12 +225,16 @@ class FloodGuard:
         self._strikes: collections.deque[float] | None = None
         self._disconnected = False
 
-    def check(self, now: float) -> Verdict:
-        """Account for one received frame at ``now`` and say what to do with it."""
+    def check(self, now: float, cost: float = FRAME_COST, arrived: float | None = None) -> Decision:
+        """Account for one frame read, ``cost`` tokens, that arrived at ``arrived`` (default
+        ``now``), and say what to do with it at ``now``."""
         if self._disconnected:
-            return Verdict.DISCONNECT
-        if self.bucket.take(now):
-            return Verdict.OK
+            return _DISCONNECTED
+        arrived = now if arrived is None or arrived > now else arrived
+        wait = self.bucket.take_on_credit(arrived, cost, self.max_lag * self.bucket.rate)
+        if wait is not None:
+            delay = arrived + wait - now
+            return _GO if delay <= _EPSILON else Decision(Verdict.WAIT, delay)
         strikes = self._strikes
         if strikes is None:
             strikes = self._strikes = collections.deque()
@@ -157,15 +244,16 @@ class FloodGuard:
         if len(strikes) > self.strikes_to_disconnect:
             self._disconnected = True
             strikes.clear()
-            return Verdict.DISCONNECT
-        return Verdict.REFUSE
+            return _DISCONNECTED
+        return _REFUSED
 
     @property
     def refuse_text(self) -> str:
         """The error text sent with a refused frame."""
         return (
             f"slow down: at most {self.bucket.rate:g} messages per second "
-            f"(bursts of {self.bucket.burst}); that one was not sent"
+            f"(bursts of {self.bucket.burst}, at most {self.max_lag:g} s behind); "
+            "that one was not sent"
         )
 
     @property

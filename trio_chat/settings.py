@@ -122,6 +122,7 @@ CHECKS: dict[str, Check] = {
     "shutdown_grace": non_negative,
     "flood_rate": positive,
     "flood_burst": positive,
+    "flood_max_lag": non_negative,
     "max_connections": positive,
     "max_connections_per_host": positive,
     "trusted_proxies": networks,

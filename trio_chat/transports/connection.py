@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from ..hub import Session, host_of
-from ..limits import FLOODING, SLOW_DOWN, FloodGuard, Verdict
+from ..limits import (
+    FLOODING,
+    FRAME_COST,
+    PONG_COST,
+    SLOW_DOWN,
+    FloodGuard,
+    Overhead,
+    Verdict,
+)
 from ..names import DEFAULT_ROOM, InvalidName
 from ..outbox import Outbox
 from ..persistence import LoginRefused
@@ -56,6 +64,12 @@ _REASON_CODES = {
 #: Seconds a goodbye (``bye`` frame and close) may take before the socket is just dropped.
 GOODBYE_TIMEOUT = 1.0
 
+#: Frames a reader handles in a row before it lets other tasks run. One read may bring
+#: thousands of tiny frames (a 64 KiB read holds 10,000 empty WebSocket frames), and
+#: handling a frame need not yield; with a flood budget as large as the tests' that would
+#: let one connection hold the whole server for the length of its read.
+FRAMES_PER_STEP = 64
+
 
 class Link(Protocol):
     """What a transport offers the connection runner."""
@@ -65,8 +79,10 @@ class Link(Protocol):
     #: True when plain lines are chat text (a text-mode client types its nick as a line).
     plain_text: bool
 
-    async def receive(self) -> ClientFrame | RemoteProtocolError | None:
-        """The next frame, a protocol error to report, or ``None`` once the peer is gone.
+    async def receive(self) -> ClientFrame | RemoteProtocolError | Overhead | None:
+        """The next frame, a protocol error to report, an :class:`Overhead` for a frame
+        that carries nothing for the chat (blank line, WebSocket ping, pong or fragment:
+        one per such frame, so flood control sees each), or ``None`` once the peer is gone.
         Reads the socket (with :meth:`fill`) as long as it needs to."""
         ...
 
@@ -283,7 +299,7 @@ class Resident:
         self.session = session
         self.release = release
         # Kept across spells: a flooder's strikes are not forgiven by a pause.
-        self.flood = FloodGuard(server.config.flood_rate, server.config.flood_burst)
+        self.flood = _flood_guard(server)
         self._parked = False
 
     async def start(self) -> None:
@@ -434,18 +450,26 @@ class Resident:
 async def _handshake(server: ChatServer, link: Link, outbox: Outbox) -> Session | None:
     """Ask for a nickname until a valid, free one arrives; ``None`` if the peer left."""
     await link.prompt_nick()
-    flood = FloodGuard(server.config.flood_rate, server.config.flood_burst)
+    flood = _flood_guard(server)
     while True:
         item = await link.receive()
         if item is None:
             return None
-        verdict = flood.check(trio.current_time())  # garbage before a hello counts too
-        if verdict is Verdict.DISCONNECT:
+        # Garbage before a hello counts too; a wait here is bounded by the handshake timeout.
+        decision = flood.check(trio.current_time(), _cost(item), link.last_heard)
+        verdict = decision.verdict
+        if verdict is Verdict.WAIT:
+            await trio.sleep(decision.delay)
+        elif verdict is Verdict.DISCONNECT:
             await _goodbye(link, Bye(code=FLOODING, text=flood.disconnect_text))
             return None
-        if verdict is Verdict.REFUSE:
-            ref = getattr(item, "ref", None)
-            await link.send([Error(code=SLOW_DOWN, text=flood.refuse_text, ref=ref)])
+        elif verdict is Verdict.REFUSE:
+            if not isinstance(item, Overhead):
+                ref = getattr(item, "ref", None)
+                await link.send([Error(code=SLOW_DOWN, text=flood.refuse_text, ref=ref)])
+            continue
+        if isinstance(item, Overhead):
+            await trio.lowlevel.checkpoint()  # a flood of them must not hold the loop
             continue
         if isinstance(item, Quit):
             await _goodbye(link, Bye(code="quit", text=item.reason or "quit"))
@@ -500,6 +524,18 @@ async def _handshake(server: ChatServer, link: Link, outbox: Outbox) -> Session 
         server.hub.join(session, DEFAULT_ROOM)
         await server.after_join(session, DEFAULT_ROOM)
         return session
+
+
+def _flood_guard(server: ChatServer) -> FloodGuard:
+    config = server.config
+    return FloodGuard(config.flood_rate, config.flood_burst, config.flood_max_lag)
+
+
+def _cost(item: ClientFrame | RemoteProtocolError | Overhead) -> float:
+    """What a frame read costs of the flood budget (every frame costs something)."""
+    if isinstance(item, Overhead):
+        return item.cost
+    return PONG_COST if isinstance(item, PongReply) else FRAME_COST
 
 
 @dataclass(frozen=True, slots=True)
@@ -560,11 +596,18 @@ async def _read_until_idle(
     park_after: float | None,
 ) -> str | None:
     """:func:`_read_frames` within one ``idle`` scope (see there); returns when the
-    scope's deadline passed while a read was coming in (the caller then starts anew)."""
+    scope's deadline passed while a read was coming in (the caller then starts anew).
+
+    Flood control happens here, in the sender's own task and before the hub, so nobody
+    else waits for a flooder: a frame over the rate waits (fakelag) before it is handled,
+    and nothing more is read meanwhile. The wait has no idle deadline, so a connection
+    held back does not park; its writer runs on; closing the session cancels the wait."""
+    handled = 0  # frames since this task last let others run
     while True:
         if not link.input_waiting():
             # All that arrived is handled: let what it said go out now, in one bundle.
             server.flush()
+            handled = 0
             if park_after is None:
                 await link.fill()
             else:
@@ -577,18 +620,28 @@ async def _read_until_idle(
         item = await link.receive()
         if item is None:
             return "connection lost"
-        if not isinstance(item, PongReply):
-            verdict = flood.check(trio.current_time())
-            if verdict is Verdict.DISCONNECT:
-                log.info("flooding nick=%s addr=%s", session.nick, link.address)
-                server.disconnect(session, FLOODING, flood.disconnect_text)
-                return flood.disconnect_text
-            if verdict is Verdict.REFUSE:
-                # Dropped here, before the hub: nobody else waits for a flooder.
+        handled += 1
+        if handled >= FRAMES_PER_STEP:
+            handled = 0
+            await trio.lowlevel.checkpoint()
+        decision = flood.check(trio.current_time(), _cost(item), link.last_heard)
+        verdict = decision.verdict
+        if verdict is Verdict.WAIT:
+            server.flush()  # what the frames before it said goes out first
+            await trio.sleep(decision.delay)
+            handled = 0
+        elif verdict is Verdict.DISCONNECT:
+            log.info("flooding nick=%s addr=%s", session.nick, link.address)
+            server.disconnect(session, FLOODING, flood.disconnect_text)
+            return flood.disconnect_text
+        elif verdict is Verdict.REFUSE:
+            if not isinstance(item, Overhead):  # (nothing to drop: it only counts)
                 server.metrics.frames_rejected_total.labels(SLOW_DOWN).inc()
                 ref = getattr(item, "ref", None)
                 server.hub.send_to(session, Error(code=SLOW_DOWN, text=flood.refuse_text, ref=ref))
-                continue
+            continue
+        if isinstance(item, Overhead):
+            continue
         if isinstance(item, RemoteProtocolError):
             server.metrics.frames_rejected_total.labels(item.code).inc()
             server.hub.send_to(session, Error(code=item.code, text=item.message, ref=item.ref))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..framing import EOF, NEED_DATA, LineBuffer, LineTooLong
+from ..limits import BLANK_LINE, Overhead
 from ..protocol import (
     ClientFrame,
     RemoteProtocolError,
@@ -82,7 +83,7 @@ class TcpLink:
             None if plain_text else lambda: ServerPing(token=str(next(_PING_TOKENS)))
         )
 
-    async def receive(self) -> ClientFrame | RemoteProtocolError | None:
+    async def receive(self) -> ClientFrame | RemoteProtocolError | Overhead | None:
         while True:
             event = self._lines.next_event()
             if event is NEED_DATA:
@@ -100,8 +101,9 @@ class TcpLink:
                 frame = self._parse(event)
             except RemoteProtocolError as exc:
                 return exc
-            if frame is not None:
-                return frame
+            # A blank line is nothing to do, but reading it was not free: flood control
+            # counts it like any line.
+            return BLANK_LINE if frame is None else frame
 
     async def fill(self) -> None:
         data = await receive_or_end(self.stream)

@@ -10,11 +10,10 @@ per message, which capped the server's fan-out; see ``shared/LIBRARIES.md``).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -23,11 +22,12 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection as WsConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import AcceptConnection, CloseConnection, Ping, Request
+from wsproto.events import AcceptConnection, CloseConnection, Event, Ping, Pong, Request
 from wsproto.events import Message as WsMessage
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import RemoteProtocolError as HandshakeRefused
 
+from ..limits import FRAGMENT_COST, FRAME_COST, PONG_COST, Overhead
 from ..protocol import (
     Bundle,
     ClientFrame,
@@ -67,6 +67,16 @@ HEAD_TIMEOUT = 10.0
 #: Hard WebSocket message cap: beyond it the server closes with 1009 (message too big).
 #: Below it, a message over the frame limit only gets an error frame; the connection stays.
 WS_HARD_LIMIT = 1024 * 1024
+#: Most frames one message may come in: beyond, the server closes with 1008 (policy
+#: violation). Browsers never fragment, and libraries that do cut pieces of kilobytes; 128
+#: frames carry a message of the default 16 KiB limit even in 128-byte pieces, while an
+#: endless stream of empty continuation frames is cut off at once.
+WS_MAX_FRAGMENTS = 128
+
+#: What the link reports for each frame that carries nothing for the chat (see Overhead).
+_PING = Overhead(FRAME_COST)
+_PONG = Overhead(PONG_COST)
+_FRAGMENT = Overhead(FRAGMENT_COST)
 
 
 class WebSocketLink:
@@ -75,8 +85,14 @@ class WebSocketLink:
     wsproto parses what arrives (the handshake, frames, pings, close); what the server
     sends is framed by :mod:`trio_chat.wire` and cached on each event, so a message fanned
     out to many WebSocket clients is framed once, like a JSON line, and everything queued
-    for a client goes out in one write. Several frames that arrive in one read are handled
-    in one go.
+    for a client goes out in one write.
+
+    What arrives is parsed one frame at a time, as the reader asks for it, and every frame
+    is reported (pings, pongs and unfinished fragments as :class:`Overhead`), so flood
+    control and the reader's turn-taking see each frame, however many one read brought. A
+    message in fragments is joined as they arrive into one buffer, which keeps at most
+    ``max_frame_bytes`` (beyond that the message will be refused anyway, so only its size
+    is counted), in at most :data:`WS_MAX_FRAGMENTS` frames.
     """
 
     transport = "websocket"
@@ -99,11 +115,18 @@ class WebSocketLink:
         self.measure = sizer(WEBSOCKET_FRAMES)
         self.batching = False
         self.last_heard = trio.current_time()
-        self._frames: collections.deque[ClientFrame | RemoteProtocolError] = collections.deque()
-        self._message: list[str | bytes] = []  # parts of a message still arriving
+        # wsproto's events for the bytes received so far, parsed as they are asked for
+        # (None once they are all handled: then the socket is read again), and the next
+        # one, parsed ahead to know whether there is one.
+        self._events: Iterator[Event] | None = ws.events()
+        self._ahead: Event | None = None
+        # The message arriving in fragments: its bytes (up to max_frame_bytes), its size
+        # (all of it), whether it is text, and how many of its frames have come.
+        self._message = bytearray()
         self._message_size = 0
+        self._message_text = False
+        self._fragments = 0
         self._closed = False  # a close frame came or went: nothing more to read
-        self._unparsed = True
         # The writer and the reader (answering pings) share the stream; trio allows one
         # send_all at a time.
         self._send_lock = trio.Lock()
@@ -118,21 +141,37 @@ class WebSocketLink:
         )
 
     def input_waiting(self) -> bool:
-        return bool(self._frames) or self._unparsed or self._closed
+        return self._closed or self._peek() is not None
+
+    def _peek(self) -> Event | None:
+        """The next event of what was received (parsing one frame), or ``None``."""
+        if self._ahead is None and self._events is not None:
+            self._ahead = next(self._events, None)
+            if self._ahead is None:
+                self._events = None
+        return self._ahead
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held for a message still arriving in fragments (at most
+        ``max_frame_bytes``, however the message is cut up)."""
+        return len(self._message)
 
     def _format(self) -> WireFormat[bytes]:
         return WEBSOCKET_BATCH_FRAMES if self.batching else WEBSOCKET_FRAMES
 
-    async def receive(self) -> ClientFrame | RemoteProtocolError | None:
-        while not self._frames:
-            if self._unparsed:  # new bytes, or frames that came with the handshake
-                self._unparsed = False
-                await self._handle_events()
+    async def receive(self) -> ClientFrame | RemoteProtocolError | Overhead | None:
+        while True:
+            event = self._peek()
+            if event is None:
+                if self._closed:
+                    return None
+                await self.fill()
                 continue
-            if self._closed:
-                return None
-            await self.fill()
-        return self._frames.popleft()
+            self._ahead = None
+            item = await self._on_event(event)
+            if item is not None:
+                return item
 
     async def fill(self) -> None:
         if self._closed:
@@ -143,34 +182,68 @@ class WebSocketLink:
             return
         self.last_heard = trio.current_time()
         self.ws.receive_data(bytes(data))
-        self._unparsed = True
+        self._events = self.ws.events()
 
-    async def _handle_events(self) -> None:
-        for event in self.ws.events():
-            if isinstance(event, WsMessage):
-                self._message.append(event.data)
-                self._message_size += len(event.data)
-                if self._message_size > WS_HARD_LIMIT:
-                    await self._close(CloseReason.MESSAGE_TOO_BIG, "message too big")
-                    return
-                if event.message_finished:
-                    self._frames.append(self._decode(self._message))
-                    self._message, self._message_size = [], 0
-            elif isinstance(event, Ping) and self.ws.state is ConnectionState.OPEN:
+    async def _on_event(self, event: Event) -> ClientFrame | RemoteProtocolError | Overhead | None:
+        """What one wsproto event means for the reader (``None``: nothing yet, read on)."""
+        if isinstance(event, WsMessage):
+            data = event.data
+            if event.message_finished and not self._fragments and not self._message_size:
+                return self._decode(data)  # a whole message in one frame: the usual case
+            return await self._fragment(data, event.frame_finished, event.message_finished)
+        if isinstance(event, Ping):
+            if self.ws.state is ConnectionState.OPEN:
                 await self._write(self.ws.send(event.response()))
-            elif isinstance(event, CloseConnection):
-                # The peer closes (or sent something wsproto refuses, given here as the
-                # close it calls for): answer, and read no more.
-                await self._close(event.code, event.reason or "")
-                return
+            return _PING
+        if isinstance(event, Pong):
+            return _PONG
+        if isinstance(event, CloseConnection):
+            # The peer closes (or sent something wsproto refuses, given here as the close
+            # it calls for): answer, and read no more.
+            await self._close(event.code, event.reason or "")
+        return None
 
-    def _decode(self, parts: list[str | bytes]) -> ClientFrame | RemoteProtocolError:
-        message = parts[0] if len(parts) == 1 else parts[0][:0].join(parts)  # type: ignore[arg-type]
+    async def _fragment(
+        self, data: str | bytes, frame_finished: bool, message_finished: bool
+    ) -> ClientFrame | RemoteProtocolError | Overhead | None:
+        """Add a piece of a message that comes in several frames, or in several reads."""
+        if not self._message_size and not self._fragments:
+            self._message_text = isinstance(data, str)
+        chunk = data.encode() if isinstance(data, str) else data
+        self._message_size += len(chunk)
+        if self._message_size > WS_HARD_LIMIT:
+            await self._close(CloseReason.MESSAGE_TOO_BIG, "message too big")
+            return None
+        if self._message_size <= self.max_frame_bytes:
+            self._message += chunk
+        elif self._message:  # it will be refused: keep counting, stop keeping
+            self._message = bytearray()
+        if message_finished:
+            size, message = self._message_size, bytes(self._message)
+            self._message, self._message_size, self._fragments = bytearray(), 0, 0
+            if size > self.max_frame_bytes:
+                return self._too_large(size)
+            return self._decode(message.decode() if self._message_text else message)
+        if not frame_finished:
+            return None  # the rest of this frame is still on its way
+        self._fragments += 1
+        if self._fragments >= WS_MAX_FRAGMENTS:  # and this one did not finish the message
+            await self._close(
+                CloseReason.POLICY_VIOLATION,
+                f"message in more than {WS_MAX_FRAGMENTS} fragments",
+            )
+            return None
+        return _FRAGMENT
+
+    def _too_large(self, size: int) -> RemoteProtocolError:
+        return RemoteProtocolError(
+            "frame_too_large", f"message of {size} bytes is over {self.max_frame_bytes}"
+        )
+
+    def _decode(self, message: str | bytes) -> ClientFrame | RemoteProtocolError:
         size = len(message.encode() if isinstance(message, str) else message)
         if size > self.max_frame_bytes:
-            return RemoteProtocolError(
-                "frame_too_large", f"message of {size} bytes is over {self.max_frame_bytes}"
-            )
+            return self._too_large(size)
         try:
             return decode_client_frame(message)
         except RemoteProtocolError as exc:
@@ -204,6 +277,8 @@ class WebSocketLink:
     async def _close(self, code: int, reason: str) -> None:
         """Send a close frame if the WebSocket is still open (best effort), then stop reading."""
         self._closed = True
+        self._events = self._ahead = None
+        self._message = bytearray()
         if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await self._write(self.ws.send(CloseConnection(code=code, reason=reason)))
