@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 from trio_chat.testing import (
     DEFAULT_TIMEOUT,
@@ -351,3 +352,27 @@ async def test_websocket_clients_may_take_several_events_per_message(
             assert got == [f"burst {n}" for n in range(200)]  # same events, same order
         assert batcher.batches > 0  # several events arrived per WebSocket message
         assert plain.batches == 0  # only for clients that asked
+
+
+async def test_a_shutdown_during_the_history_on_join_still_says_goodbye() -> None:
+    history_started, release = trio.Event(), trio.Event()
+    async with open_test_server() as chat:
+        server = chat.server
+        send_history = server.after_join
+
+        async def slow_history(session: object, room: str) -> None:
+            history_started.set()  # a slow history read, as on a busy database
+            await release.wait()
+            await send_history(session, room)  # type: ignore[arg-type]
+
+        server.after_join = slow_history  # type: ignore[method-assign]
+        async with open_client(chat) as alice:
+            await alice.send({"type": "hello", "nick": "alice"})
+            await alice.expect("join")
+            with trio.fail_after(DEFAULT_TIMEOUT):
+                await history_started.wait()
+            server.shutdown()  # Ctrl-C, while the history is being read
+            await trio.testing.wait_all_tasks_blocked()
+            release.set()
+            bye = await alice.expect("bye")
+            assert (bye.code, bye.text) == ("shutdown", "the server is shutting down")

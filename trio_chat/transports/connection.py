@@ -260,7 +260,14 @@ async def run_connection(server: ChatServer, link: Link, release: Callable[[], N
     server.session_started()
     if link.keepalive_ping is not None:
         server.keepalive.watch(session, lambda: link.last_heard, link.keepalive_ping)
-    await Resident(server, link, session, release).start()
+    resident = Resident(server, link, session, release)
+    # The history of the room it joined comes once the session counts as live: a shutdown
+    # from here on waits for it and says goodbye (one that came during the history read
+    # used to find no live session and cancel this task, bye unsent), and a handshake
+    # timeout can no longer cut in after the hub has the session.
+    with trio.move_on_after(server.config.handshake_timeout):
+        await server.after_join(session, DEFAULT_ROOM)
+    await resident.start()
 
 
 async def _close(server: ChatServer, link: Link, release: Callable[[], None]) -> None:
@@ -522,7 +529,6 @@ async def _handshake(server: ChatServer, link: Link, outbox: Outbox) -> Session 
             ),
         )
         server.hub.join(session, DEFAULT_ROOM)
-        await server.after_join(session, DEFAULT_ROOM)
         return session
 
 
