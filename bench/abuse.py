@@ -185,7 +185,7 @@ async def drain(stream: trio.SocketStream) -> None:
     try:
         while await stream.receive_some(65536):
             pass
-    except trio.BrokenResourceError:
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
 
 
@@ -226,7 +226,7 @@ async def attack(kind: str, server: Server, k: int, end: float, stats: dict[str,
                     await stream.send_all(chunk)
                     stats["attack_bytes"] = stats.get("attack_bytes", 0) + len(chunk)
             nursery.cancel_scope.cancel()
-    except (trio.BrokenResourceError, OSError):
+    except* (trio.BrokenResourceError, OSError):
         stats["attackers_cut_off"] = stats.get("attackers_cut_off", 0) + 1
 
 
