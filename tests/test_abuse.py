@@ -608,3 +608,43 @@ async def test_free_floods_are_cut_off_while_good_clients_lose_nothing() -> None
     ), f"not cut off: {cut_off}"
     assert max(cut_off.values()) < 10
     assert p99 < 1.0, f"good clients' p99 latency {p99 * 1000:.0f} ms while flooded"
+
+
+async def test_a_connection_flood_behind_a_proxy_is_capped_per_real_host_not_for_all() -> None:
+    """Behind a trusted reverse proxy every connection comes from the proxy's address; the
+    per-host limit must hold the attacker's real host, and nobody else behind the proxy."""
+    config = local_config(trusted_proxies=["127.0.0.1"], max_connections_per_host=3)
+    host, port = "127.0.0.1", 0
+
+    def proxy_line(source: str, source_port: int) -> bytes:
+        return f"PROXY TCP4 {source} 127.0.0.1 {source_port} {port}\r\n".encode()
+
+    async with open_test_server(config=config) as chat, AsyncExitStack() as stack:
+        host, port = chat.address("tcp")
+        good: list[ChatClient] = []
+        for n in range(5):
+            stream = await stack.enter_async_context(await trio.open_tcp_stream(host, port))
+            await stream.send_all(proxy_line(f"198.51.100.{n + 1}", 40000 + n))
+            client = TcpChatClient(stream)
+            await client.login(f"good{n}")
+            good.append(client)
+        refused = 0
+        for n in range(30):  # one real host, thirty connections through the proxy
+            with trio.fail_after(10):
+                stream = await stack.enter_async_context(await trio.open_tcp_stream(host, port))
+                await stream.send_all(proxy_line("203.0.113.66", 50000 + n))
+                reply = await stream.receive_some(4096)
+            if reply.startswith(b"!! connection refused: too many connections from 203.0.113.66"):
+                refused += 1
+        assert refused == 27
+        assert chat.server.connections.count("203.0.113.66") == 3
+        # The good clients behind the same proxy chat on: every line to everyone, in one
+        # order, promptly.
+        orders = []
+        with trio.fail_after(2):
+            for n, client in enumerate(good):
+                await client.say(f"line {n}")
+            for client in good:
+                orders.append([(await client.expect("message")).text for _ in range(5)])
+        assert sorted(orders[0]) == [f"line {n}" for n in range(5)]
+        assert all(order == orders[0] for order in orders)
