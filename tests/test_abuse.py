@@ -32,6 +32,34 @@ from trio_chat.transports.connection import FRAMES_PER_STEP
 FAST_FLOOD = {"flood_rate": 50.0, "flood_burst": 10, "flood_max_lag": 1.0}
 
 
+def assert_all_delivered_in_one_order(
+    received: dict[int, list[str]], senders: int, each: int
+) -> None:
+    """Every good client got every line ``"SENDER:N"`` (no loss), all in one and the same
+    order, and each sender's lines in the order it sent them."""
+    reference = received[0]
+    expected = {f"{i}:{n}" for i in range(senders) for n in range(each)}
+    assert set(reference) == expected and len(reference) == len(expected)  # no loss
+    for index in range(senders):
+        assert received[index] == reference  # one order for everyone
+    for i in range(senders):
+        assert [t for t in reference if t.startswith(f"{i}:")] == [f"{i}:{n}" for n in range(each)]
+
+
+async def open_raw_websocket(host: str, port: int) -> tuple[trio.SocketStream, WSConnection]:
+    """A WebSocket opened by hand (wsproto over a plain stream), for sending frames that no
+    client library would: floods of pings, fragments without end."""
+    stream = await trio.open_tcp_stream(host, port)
+    ws = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(ws.send(Request(host=f"{host}:{port}", target="/")))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await stream.receive_some(4096)
+    ws.receive_data(head)
+    assert any(isinstance(e, AcceptConnection) for e in ws.events())
+    return stream, ws
+
+
 async def test_flood_is_delayed_then_refused_then_disconnected_and_others_see_no_delay() -> None:
     config = local_config(**FAST_FLOOD)
     async with open_test_server(config=config) as chat:
@@ -178,14 +206,8 @@ async def test_a_read_of_thousands_of_tiny_frames_is_handled_a_few_dozen_per_ste
                 await stream.send_all(b'{"type":"hello","nick":"newlines"}\n')
                 await stream.send_all(b"\n" * 65535 + b'{"type":"say","text":"end"}\n')
                 await watch.expect("message", lambda e: e.text == "end")
-            async with await trio.open_tcp_stream(ws_host, ws_port) as stream:
-                ws = WSConnection(ConnectionType.CLIENT)
-                await stream.send_all(ws.send(Request(host=f"{ws_host}:{ws_port}", target="/")))
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    head += await stream.receive_some(4096)
-                ws.receive_data(head)
-                assert any(isinstance(e, AcceptConnection) for e in ws.events())
+            stream, ws = await open_raw_websocket(ws_host, ws_port)
+            async with stream:
                 await stream.send_all(ws.send(TextMessage(data='{"type":"hello","nick":"pings"}')))
                 await watch.expect("join", lambda e: e.nick == "pings")
                 end = ws.send(TextMessage(data='{"type":"say","text":"end2"}'))
@@ -371,16 +393,10 @@ async def test_abuse_while_well_behaved_clients_chat() -> None:
                 sock.close()
         rss_growth_mib = (rss_kib() - rss_before) / 1024
 
-    reference = received[0]
-    expected = {f"{i}:{n}" for i in range(good_count) for n in range(each)}
-    assert set(reference) == expected and len(reference) == len(expected)  # no loss
-    for index in range(good_count):
-        assert received[index] == reference  # one order for everyone
-    for i in range(good_count):  # each sender's lines in the order sent
-        assert [t for t in reference if t.startswith(f"{i}:")] == [f"{i}:{n}" for n in range(each)]
+    assert_all_delivered_in_one_order(received, good_count, each)
     assert rss_growth_mib < 100
     print(
-        f"\nabuse: {good_count} good clients, {len(expected)} messages each delivered to all, "
+        f"\nabuse: {good_count} good clients, {good_count * each} messages each delivered to all, "
         f"lost 0; garbage frames {figures['garbage_frames']}, flood frames sent "
         f"{figures['flood_frames']}, over-long lines {figures['long_lines']}, half-open "
         f"{figures['half_open']}, stalled 5; server RSS growth {rss_growth_mib:.1f} MiB"
@@ -532,14 +548,7 @@ async def test_free_floods_are_cut_off_while_good_clients_lose_nothing() -> None
             await flood(name, stream, chunk)
 
         async def ws_attacker(name: str, opening: bytes, chunk: bytes) -> None:
-            stream = await trio.open_tcp_stream(ws_host, ws_port)
-            ws = WSConnection(ConnectionType.CLIENT)
-            await stream.send_all(ws.send(Request(host=f"{ws_host}:{ws_port}", target="/")))
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += await stream.receive_some(4096)
-            ws.receive_data(head)
-            assert any(isinstance(e, AcceptConnection) for e in ws.events())
+            stream, ws = await open_raw_websocket(ws_host, ws_port)
             hello = ws.send(TextMessage(data=f'{{"type":"hello","nick":"{name}"}}'))
             await stream.send_all(hello + opening)
             await flood(name, stream, chunk)
@@ -590,14 +599,7 @@ async def test_free_floods_are_cut_off_while_good_clients_lose_nothing() -> None
                         client.timeout = 30
                         nursery.start_soon(listen, index, client)
                         nursery.start_soon(chatter, index, client)
-            reference = received[0]
-            expected = {f"{i}:{n}" for i in range(good_count) for n in range(each)}
-            assert set(reference) == expected and len(reference) == len(expected)  # no loss
-            for index in range(good_count):
-                assert received[index] == reference  # one order for everyone
-            for i in range(good_count):  # each sender's lines in the order sent
-                mine = [t for t in reference if t.startswith(f"{i}:")]
-                assert mine == [f"{i}:{n}" for n in range(each)]
+            assert_all_delivered_in_one_order(received, good_count, each)
     p50, p99 = latency_summary(latencies)
     print(
         f"\nfree floods: cut off after {cut_off} s; good clients' p50 {p50 * 1000:.0f} ms, "

@@ -23,6 +23,7 @@ from typing import NoReturn
 import pytest
 import trio
 import trio_websocket
+from test_proxy import address_of, join
 
 from trio_chat.hub import host_of
 from trio_chat.testing import (
@@ -193,17 +194,6 @@ async def ws_client(source: str, port: int, nick: str) -> AsyncIterator[ChatClie
             yield client
         finally:
             await ws.aclose()
-
-
-def address_of(chat: TestServer, nick: str) -> str:
-    session = chat.server.hub.find(nick)
-    assert session is not None, nick
-    return session.address
-
-
-async def join(client: ChatClient, room: str) -> None:
-    await client.command(f"/join {room}")
-    await client.expect("info", lambda e: e.data and e.data.get("room") == room)
 
 
 async def test_the_example_nginx_config_passes_real_addresses(
