@@ -32,6 +32,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class Server:
 
     def __init__(self, src: Path, extra: list[str]) -> None:
         env = dict(os.environ, PYTHONPATH=str(src))
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         command = [sys.executable, "-m", "trio_chat.cli", "serve", "--port", "0"]
         command += ["--ws-port", "0", "--no-db", "--no-entry-points", "--log-level", "error"]
         # cwd too: ``python -m`` puts the working directory ahead of PYTHONPATH.
@@ -57,7 +59,7 @@ class Server:
             env=env,
             cwd=src,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self.log,
         )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 20
@@ -68,8 +70,14 @@ class Server:
         self.tcp_port, self.ws_port = int(found[b"tcp"]), int(found[b"ws"])
 
     def rss_kib(self) -> int:
+        """The server's resident memory (0 once it has exited)."""
         text = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
+        found = re.search(r"VmRSS:\s+(\d+)", text)
+        return int(found.group(1)) if found else 0
+
+    def log_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-2000:].decode(errors="replace")
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -81,6 +89,7 @@ class Server:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self.log.close()
 
 
 # ------------------------------------------------------------------------ good clients
@@ -222,6 +231,7 @@ async def attack(kind: str, server: Server, k: int, end: float, stats: dict[str,
             nursery.start_soon(drain, stream)
             while trio.current_time() < end:
                 if kind == "paste":  # once: at 5 lines/s it takes a few seconds
+                    await trio.sleep(1)  # the good clients are in the room by then
                     lines = "".join(f"paste-{k}-{n}\n" for n in range(30))
                     await stream.send_all(lines.encode())
                     stats["paste_lines_sent"] = stats.get("paste_lines_sent", 0) + 30
@@ -264,6 +274,9 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
         result.update(stats)
         if args.attack == "paste":
             result["paste_lines_seen_per_good_client"] = good.paste_lines_seen / args.good
+        if server.proc.poll() is not None:
+            result["server_exited"] = True
+            print(server.log_tail(), file=sys.stderr)
         result["server_cpu_s"] = server.cpu_seconds() - cpu_before
         result["rss_growth_mib"] = (server.rss_kib() - rss_before) / 1024
         result["rss_peak_growth_mib"] = (peak[0] - rss_before) / 1024
