@@ -760,9 +760,9 @@ async def test_batches_queued_without_waiting_commit_in_order_and_fail_alone(
 
 
 def test_a_batch_is_inserted_in_a_few_statements_of_power_of_two_rows() -> None:
-    from trio_chat.store.db import ROWS_PER_INSERT, _insert_statements
+    from trio_chat.store.sqlite import ROWS_PER_INSERT, insert_statements
 
-    statements = _insert_statements([msg(i).row() for i in range(1, 101)])
+    statements = insert_statements([msg(i).row() for i in range(1, 101)])
     assert [len(params) // 10 for _, params in statements] == [ROWS_PER_INSERT, 32, 4]
     assert [sql.count("(?,") for sql, _ in statements] == [64, 32, 4]
     flat = [value for _, params in statements for value in params]

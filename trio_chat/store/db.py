@@ -1,6 +1,6 @@
 """The trio-facing store: one writer task, batched commits, reads in worker threads.
 
-How the pieces fit (see ``/work/shared/LIBRARIES.md`` for the measurements behind it):
+How the pieces fit (SQLite itself, in worker threads, is :mod:`.sqlite`):
 
 * Every write (messages, accounts, pruning) is an item on one bounded memory channel.
   A single writer task takes everything waiting (up to ``batch_max`` items), writes it in
@@ -34,18 +34,26 @@ from typing import Literal, TypeVar
 import trio
 
 from ..names import name_key
-from . import schema
 from .accounts import check_password, dummy_hash, hash_password
 from .health import LogLimiter
 from .records import (
     AccountExists,
     Row,
-    StoredKind,
     StoredMessage,
     StoreError,
     private_conversation,
     room_conversation,
     store_error,
+)
+from .sqlite import (
+    COLUMNS,
+    belongs_to_one_message,
+    close_all,
+    insert_statements,
+    is_database_fault,
+    open_connections,
+    rollback,
+    row_to_message,
 )
 
 log = logging.getLogger("trio_chat.store")
@@ -54,71 +62,6 @@ T = TypeVar("T")
 
 #: Largest ``limit`` one history query accepts.
 MAX_HISTORY_LIMIT = 10_000
-
-_COLUMNS = "id, ts, room, sender, text, kind, recipient, sender_account, recipient_account"
-#: Rows per INSERT statement, at most: each statement is ``INSERT ... VALUES (...), (...)``
-#: with this many row groups, or a smaller power of two for the rest of a batch (so only a
-#: few distinct statements exist, all in sqlite3's statement cache). Why several rows per
-#: statement: sqlite3 lets go of the GIL around each statement it steps, and
-#: ``executemany`` steps once per row, so the writer thread took the GIL back hundreds of
-#: times per batch while the loop thread waited for it each time. Measured beside a loop
-#: thread doing socket calls: it kept ~40% of its speed with executemany, ~85% with one
-#: statement per batch (see shared/LIBRARIES.md); and SQLite spends less CPU per row
-#: this way, not more.
-ROWS_PER_INSERT = 64
-
-
-def _insert_sql(rows: int) -> str:
-    return (
-        "INSERT INTO messages (id, ts, room, sender, text, kind, recipient, conv,"
-        " sender_account, recipient_account) VALUES "
-        + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
-    )
-
-
-_INSERT_SQL = {1 << k: _insert_sql(1 << k) for k in range(ROWS_PER_INSERT.bit_length())}
-
-
-def _insert_statements(rows: Sequence[Row]) -> list[tuple[str, list[object]]]:
-    """The INSERT statements (SQL and flat parameters) that store ``rows``."""
-    statements: list[tuple[str, list[object]]] = []
-    start = 0
-    while start < len(rows):
-        size = min(ROWS_PER_INSERT, 1 << ((len(rows) - start).bit_length() - 1))
-        params: list[object] = []
-        for row in rows[start : start + size]:
-            params += row
-        statements.append((_INSERT_SQL[size], params))
-        start += size
-    return statements
-
-
-_PER_MESSAGE_ERRORS = ("SQLITE_CONSTRAINT", "SQLITE_FULL", "SQLITE_TOOBIG", "SQLITE_MISMATCH")
-
-
-def _belongs_to_one_message(exc: Exception) -> bool:
-    """Whether a failed batch should be retried message by message.
-
-    A duplicate id, a message too big for the space left, or a value SQLite cannot bind or
-    store (no SQLite error code; a datatype mismatch) is one message's fault: retrying one
-    by one saves its neighbours. A lock or I/O error is the database's: retrying would only
-    wait again.
-    """
-    name = getattr(exc, "sqlite_errorname", None)
-    return name is None or str(name).startswith(_PER_MESSAGE_ERRORS)
-
-
-_NOT_THE_DATABASES_FAULT = ("SQLITE_CONSTRAINT", "SQLITE_TOOBIG", "SQLITE_MISMATCH")
-
-
-def _is_database_fault(exc: BaseException) -> bool:
-    """Whether a failed write says the database cannot take writes (disk full, I/O error,
-    locked, read-only, corrupt), rather than that this one value was refused (a duplicate
-    id, a value too big or of the wrong type, a refusal in Python such as a taken name)."""
-    if not isinstance(exc, sqlite3.Error):
-        return False
-    name = str(getattr(exc, "sqlite_errorname", "") or "")
-    return not name.startswith(_NOT_THE_DATABASES_FAULT)
 
 
 @dataclass(slots=True)
@@ -136,7 +79,7 @@ class StoreStats:
     #: Writes that failed in SQLite: one per message not saved, one per other write (an
     #: id reservation, an account) that raised an SQLite error.
     write_failures: int = 0
-    #: False once a write failed for the database's sake (see ``_is_database_fault``: disk
+    #: False once a write failed for the database's sake (see ``is_database_fault``: disk
     #: full, I/O error, ...), True again after the next write that succeeds.
     healthy: bool = True
     #: WAL checkpoints (:meth:`Store.checkpoint`) that failed.
@@ -168,7 +111,7 @@ def _message_item(rows: Sequence[Row]) -> _Pending:
     On the event loop thread on purpose: the writer thread then holds the GIL only to hand
     a few statements to SQLite, instead of building rows while the loop thread waits.
     """
-    return _Pending(ids=tuple(row[0] for row in rows), statements=_insert_statements(rows))
+    return _Pending(ids=tuple(row[0] for row in rows), statements=insert_statements(rows))
 
 
 class Commit:
@@ -185,21 +128,6 @@ class Commit:
         await self._item.done.wait()
         if self._item.error is not None:
             raise self._item.error
-
-
-def _connect(path: str | os.PathLike[str], busy_timeout: float) -> sqlite3.Connection:
-    # isolation_level=None: autocommit; every transaction here is an explicit BEGIN.
-    # check_same_thread=False: trio's worker threads come from a cache, not one fixed thread;
-    # the limiters make sure one connection is never used by two threads at once.
-    return sqlite3.connect(
-        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-    )
-
-
-def _row_to_message(
-    row: tuple[int, float, str | None, str, str, StoredKind, str | None, str | None, str | None],
-) -> StoredMessage:
-    return StoredMessage(*row)
 
 
 class Store:
@@ -279,7 +207,7 @@ class Store:
             raise ValueError("synchronous must be 'normal' or 'full'")
         memory = os.fspath(path) == ":memory:"
         writer, reader_conns, last_id = await trio.to_thread.run_sync(
-            _open_sync,
+            open_connections,
             path,
             memory,
             busy_timeout,
@@ -320,7 +248,7 @@ class Store:
                 for _ in range(store._reader_count):
                     await store._read_slots.acquire()
                 # The writer last: the last connection to close checkpoints and removes the WAL.
-                await trio.to_thread.run_sync(_close_all, [*reader_conns, writer])
+                await trio.to_thread.run_sync(close_all, [*reader_conns, writer])
 
     @property
     def last_id(self) -> int:
@@ -414,8 +342,8 @@ class Store:
             # per commit).
             conn.execute("COMMIT")
         except Exception as exc:
-            _rollback(conn)
-            if len(items) > 1 and _belongs_to_one_message(exc):
+            rollback(conn)
+            if len(items) > 1 and belongs_to_one_message(exc):
                 for item in items:
                     self._commit_messages([item])
                 return
@@ -428,7 +356,7 @@ class Store:
                 item.finished = True
             self.stats.failed += len(ids)
             self.stats.write_failures += len(ids)
-            if _is_database_fault(exc):
+            if is_database_fault(exc):
                 self.stats.healthy = False
             return
         self.stats.healthy = True
@@ -449,14 +377,14 @@ class Store:
             if item.transaction:
                 conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            _rollback(conn)
+            rollback(conn)
             item.error = store_error(exc, self.path)
             if item.transaction:  # a checkpoint has counters of its own
                 self.stats.write_failures += 1
-                if _is_database_fault(exc):
+                if is_database_fault(exc):
                     self.stats.healthy = False
         except Exception as exc:
-            _rollback(conn)
+            rollback(conn)
             item.error = exc
         else:
             if item.transaction:
@@ -661,16 +589,16 @@ class Store:
             params.append(before)
         params.append(limit)
         if after is not None:
-            sql = f"SELECT {_COLUMNS} FROM messages WHERE {where} ORDER BY id LIMIT ?"
+            sql = f"SELECT {COLUMNS} FROM messages WHERE {where} ORDER BY id LIMIT ?"
         else:
             # Newest `limit` first (walking the index backwards), then put back in order.
             sql = (
-                f"SELECT * FROM (SELECT {_COLUMNS} FROM messages WHERE {where}"
+                f"SELECT * FROM (SELECT {COLUMNS} FROM messages WHERE {where}"
                 " ORDER BY id DESC LIMIT ?) ORDER BY id"
             )
 
         def query(conn: sqlite3.Connection) -> list[StoredMessage]:
-            return [_row_to_message(row) for row in conn.execute(sql, params)]
+            return [row_to_message(row) for row in conn.execute(sql, params)]
 
         return await self._read(query)
 
@@ -777,93 +705,3 @@ class Store:
             return matches and stored is not None
 
         return await trio.to_thread.run_sync(check, limiter=self._hash_limiter)
-
-
-# ---------------------------------------------------------------------------- helpers
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            log.exception("rollback failed")
-
-
-def _close_all(conns: list[sqlite3.Connection]) -> None:
-    for conn in conns:
-        try:
-            conn.close()
-        except sqlite3.Error:
-            log.exception("closing the database failed")
-
-
-def _refuse_if_damaged(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> None:
-    """Raise :class:`StoreError` if ``PRAGMA quick_check`` finds the file damaged.
-
-    SQLite reads a page only when a query needs it, so a damaged data page went unnoticed
-    at start and failed some history query (or some write) much later. ``quick_check``
-    reads every page once (about a second per GB) and changes nothing. Starting on a
-    damaged file risks damaging it further, so it is refused, with one line that says
-    what to do; the file is left as it was.
-    """
-    try:
-        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
-    except sqlite3.DatabaseError as exc:
-        # Damage bad enough that the check itself stops on it; other errors (locked, not
-        # a database) are reported as they are by the caller.
-        if not str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_CORRUPT"):
-            raise
-        problems = [str(exc)]
-    if problems == ["ok"]:
-        return
-    where = os.fspath(path)
-    detail = " ".join(" ".join(problems).split())  # one line, whatever SQLite wrote
-    raise StoreError(
-        f"database {where} is damaged ({detail}); restore it from a backup, "
-        f"or recover what is left with: sqlite3 {where} .recover"
-    )
-
-
-def _open_sync(
-    path: str | os.PathLike[str],
-    memory: bool,
-    busy_timeout: float,
-    synchronous: str,
-    readers: int,
-    max_size: int | None,
-) -> tuple[sqlite3.Connection, list[sqlite3.Connection], int]:
-    """In a worker thread: connect, check, migrate, configure; the writer, readers, last id."""
-    conns: list[sqlite3.Connection] = []
-    try:
-        writer = _connect(path, busy_timeout)
-        conns.append(writer)
-        if not memory:
-            _refuse_if_damaged(writer, path)
-        # Check and migrate first: nothing below writes to a file that is not ours.
-        schema.prepare(writer, path)
-        if not memory:
-            mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                log.warning("%s: WAL mode unavailable (journal_mode=%s)", os.fspath(path), mode)
-        writer.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-        if max_size is not None:
-            page_size = writer.execute("PRAGMA page_size").fetchone()[0]
-            writer.execute(f"PRAGMA max_page_count = {max(1, max_size // page_size)}")
-        last_id = writer.execute(
-            "SELECT max((SELECT coalesce(max(id), 0) FROM messages),"
-            " (SELECT value FROM meta WHERE key = 'last_id'))"
-        ).fetchone()[0]
-        reader_conns: list[sqlite3.Connection] = []
-        for _ in range(readers):
-            reader = _connect(path, busy_timeout)
-            conns.append(reader)
-            reader.execute("PRAGMA query_only = ON")
-            reader_conns.append(reader)
-        return writer, reader_conns, int(last_id)
-    except sqlite3.Error as exc:
-        _close_all(conns)
-        raise store_error(exc, path) from exc
-    except BaseException:
-        _close_all(conns)
-        raise

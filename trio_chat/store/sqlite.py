@@ -1,0 +1,185 @@
+"""SQLite itself, without trio: opening and checking a file, the statements that store
+messages, and what an SQLite error means for the messages it failed.
+
+Everything here runs in a worker thread (or is a pure function); :mod:`.db` is the
+trio-facing store that schedules it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Sequence
+
+from . import schema
+from .records import Row, StoredKind, StoredMessage, StoreError, store_error
+
+log = logging.getLogger("trio_chat.store")
+
+COLUMNS = "id, ts, room, sender, text, kind, recipient, sender_account, recipient_account"
+#: Rows per INSERT statement, at most: each statement is ``INSERT ... VALUES (...), (...)``
+#: with this many row groups, or a smaller power of two for the rest of a batch (so only a
+#: few distinct statements exist, all in sqlite3's statement cache). Why several rows per
+#: statement: sqlite3 lets go of the GIL around each statement it steps, and
+#: ``executemany`` steps once per row, so the writer thread took the GIL back hundreds of
+#: times per batch while the loop thread waited for it each time. Measured beside a loop
+#: thread doing socket calls: it kept ~40% of its speed with executemany, ~85% with one
+#: statement per batch; and SQLite spends less CPU per row
+#: this way, not more.
+ROWS_PER_INSERT = 64
+
+
+def _insert_sql(rows: int) -> str:
+    return (
+        "INSERT INTO messages (id, ts, room, sender, text, kind, recipient, conv,"
+        " sender_account, recipient_account) VALUES "
+        + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    )
+
+
+_INSERT_SQL = {1 << k: _insert_sql(1 << k) for k in range(ROWS_PER_INSERT.bit_length())}
+
+
+def insert_statements(rows: Sequence[Row]) -> list[tuple[str, list[object]]]:
+    """The INSERT statements (SQL and flat parameters) that store ``rows``."""
+    statements: list[tuple[str, list[object]]] = []
+    start = 0
+    while start < len(rows):
+        size = min(ROWS_PER_INSERT, 1 << ((len(rows) - start).bit_length() - 1))
+        params: list[object] = []
+        for row in rows[start : start + size]:
+            params += row
+        statements.append((_INSERT_SQL[size], params))
+        start += size
+    return statements
+
+
+_PER_MESSAGE_ERRORS = ("SQLITE_CONSTRAINT", "SQLITE_FULL", "SQLITE_TOOBIG", "SQLITE_MISMATCH")
+
+
+def belongs_to_one_message(exc: Exception) -> bool:
+    """Whether a failed batch should be retried message by message.
+
+    A duplicate id, a message too big for the space left, or a value SQLite cannot bind or
+    store (no SQLite error code; a datatype mismatch) is one message's fault: retrying one
+    by one saves its neighbours. A lock or I/O error is the database's: retrying would only
+    wait again.
+    """
+    name = getattr(exc, "sqlite_errorname", None)
+    return name is None or str(name).startswith(_PER_MESSAGE_ERRORS)
+
+
+_NOT_THE_DATABASES_FAULT = ("SQLITE_CONSTRAINT", "SQLITE_TOOBIG", "SQLITE_MISMATCH")
+
+
+def is_database_fault(exc: BaseException) -> bool:
+    """Whether a failed write says the database cannot take writes (disk full, I/O error,
+    locked, read-only, corrupt), rather than that this one value was refused (a duplicate
+    id, a value too big or of the wrong type, a refusal in Python such as a taken name)."""
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    return not name.startswith(_NOT_THE_DATABASES_FAULT)
+
+
+def connect(path: str | os.PathLike[str], busy_timeout: float) -> sqlite3.Connection:
+    # isolation_level=None: autocommit; every transaction here is an explicit BEGIN.
+    # check_same_thread=False: trio's worker threads come from a cache, not one fixed thread;
+    # the limiters make sure one connection is never used by two threads at once.
+    return sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+
+
+def row_to_message(
+    row: tuple[int, float, str | None, str, str, StoredKind, str | None, str | None, str | None],
+) -> StoredMessage:
+    return StoredMessage(*row)
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("rollback failed")
+
+
+def close_all(conns: list[sqlite3.Connection]) -> None:
+    for conn in conns:
+        try:
+            conn.close()
+        except sqlite3.Error:
+            log.exception("closing the database failed")
+
+
+def refuse_if_damaged(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> None:
+    """Raise :class:`StoreError` if ``PRAGMA quick_check`` finds the file damaged.
+
+    SQLite reads a page only when a query needs it, so a damaged data page went unnoticed
+    at start and failed some history query (or some write) much later. ``quick_check``
+    reads every page once (about a second per GB) and changes nothing. Starting on a
+    damaged file risks damaging it further, so it is refused, with one line that says
+    what to do; the file is left as it was.
+    """
+    try:
+        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
+    except sqlite3.DatabaseError as exc:
+        # Damage bad enough that the check itself stops on it; other errors (locked, not
+        # a database) are reported as they are by the caller.
+        if not str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_CORRUPT"):
+            raise
+        problems = [str(exc)]
+    if problems == ["ok"]:
+        return
+    where = os.fspath(path)
+    detail = " ".join(" ".join(problems).split())  # one line, whatever SQLite wrote
+    raise StoreError(
+        f"database {where} is damaged ({detail}); restore it from a backup, "
+        f"or recover what is left with: sqlite3 {where} .recover"
+    )
+
+
+def open_connections(
+    path: str | os.PathLike[str],
+    memory: bool,
+    busy_timeout: float,
+    synchronous: str,
+    readers: int,
+    max_size: int | None,
+) -> tuple[sqlite3.Connection, list[sqlite3.Connection], int]:
+    """In a worker thread: connect, check, migrate, configure; the writer, readers, last id."""
+    conns: list[sqlite3.Connection] = []
+    try:
+        writer = connect(path, busy_timeout)
+        conns.append(writer)
+        if not memory:
+            refuse_if_damaged(writer, path)
+        # Check and migrate first: nothing below writes to a file that is not ours.
+        schema.prepare(writer, path)
+        if not memory:
+            mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("%s: WAL mode unavailable (journal_mode=%s)", os.fspath(path), mode)
+        writer.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        if max_size is not None:
+            page_size = writer.execute("PRAGMA page_size").fetchone()[0]
+            writer.execute(f"PRAGMA max_page_count = {max(1, max_size // page_size)}")
+        last_id = writer.execute(
+            "SELECT max((SELECT coalesce(max(id), 0) FROM messages),"
+            " (SELECT value FROM meta WHERE key = 'last_id'))"
+        ).fetchone()[0]
+        reader_conns: list[sqlite3.Connection] = []
+        for _ in range(readers):
+            reader = connect(path, busy_timeout)
+            conns.append(reader)
+            reader.execute("PRAGMA query_only = ON")
+            reader_conns.append(reader)
+        return writer, reader_conns, int(last_id)
+    except sqlite3.Error as exc:
+        close_all(conns)
+        raise store_error(exc, path) from exc
+    except BaseException:
+        close_all(conns)
+        raise
