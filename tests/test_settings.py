@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from trio_chat import settings
+from trio_chat import config_loading
 from trio_chat.config import ServerConfig
-from trio_chat.settings import (
+from trio_chat.config_loading import (
     CHECKS,
     ConfigError,
     field_specs,
@@ -311,7 +311,7 @@ def test_every_field_type_is_supported() -> None:
 
 def test_unsupported_field_types_are_a_programming_error() -> None:
     with pytest.raises(TypeError, match=r"ServerConfig\.x: settings cannot read"):
-        settings._spec("x", dict[str, int])
+        config_loading._spec("x", dict[str, int])
 
 
 def test_defaults_pass_their_own_checks() -> None:
@@ -381,7 +381,7 @@ def test_example_config_round_trips_odd_values(in_tmp: Path) -> None:
         "send_timeout": float("inf"),
         "ws_port": None,
     }
-    text = "\n".join(f"{k} = {settings.toml_value(v)}" for k, v in odd.items()) + "\n"
+    text = "\n".join(f"{k} = {config_loading.toml_value(v)}" for k, v in odd.items()) + "\n"
     name = write(in_tmp / "odd.toml", text)
     config = load_config(config_file=name)
     assert {k: getattr(config, k) for k in odd} == odd

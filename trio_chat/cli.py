@@ -18,9 +18,9 @@ import trio
 
 from . import __version__
 from .config import DEFAULT_PORT, DEFAULT_WS_PORT, ServerConfig
+from .config_loading import ConfigError, load_config, overrides_from_args, render_example_config
 from .plugins import PluginLoadError
 from .server import ChatServer, ServerSetupError, run_until_signal
-from .settings import ConfigError, load_config, overrides_from_args, render_example_config
 from .store import Store, StoreError
 from .transports.streams import ListenError
 
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "for nc) and WebSocket plus the browser page on a second port. Settings come from "
         "--config FILE (TOML), then TRIO_CHAT_<SETTING> environment variables, then flags.",
         # A flag the user did not give leaves no attribute, so it cannot hide a setting
-        # from the config file or the environment (see settings.overrides_from_args).
+        # from the config file or the environment (see config_loading.overrides_from_args).
         argument_default=argparse.SUPPRESS,
     )
     serve.add_argument(

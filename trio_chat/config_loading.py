@@ -1,4 +1,4 @@
-"""Server settings from defaults, a TOML file, the environment and command-line flags.
+"""Loading the settings: defaults, a TOML file, the environment and command-line flags.
 
 Later sources win: the :class:`~trio_chat.config.ServerConfig` defaults, then the file given
 with ``--config FILE``, then ``TRIO_CHAT_<FIELD>`` environment variables, then the flags the
