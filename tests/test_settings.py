@@ -563,3 +563,20 @@ def test_a_field_must_be_declared_with_setting() -> None:
 def test_mutable_defaults_are_copied_per_config() -> None:
     assert ServerConfig().admins is not ServerConfig().admins
     assert ServerConfig().plugin_settings is not ServerConfig().plugin_settings
+
+
+def test_the_flags_the_docs_name_exist() -> None:
+    root = Path(__file__).resolve().parent.parent
+    docs = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    quoted = re.findall(r"`[^`]*`", "\n".join(p.read_text() for p in docs))
+    named = {flag for q in quoted for flag in re.findall(r"--[a-z][a-z-]*", q)}
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    real = set(flag_actions(parser))
+    for command in commands.choices.values():
+        real |= set(flag_actions(command))
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for inner in action.choices.values():
+                    real |= set(flag_actions(inner))
+    assert named and named <= real, sorted(named - real)

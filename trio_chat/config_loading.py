@@ -29,6 +29,12 @@ is an empty list); ``TRIO_CHAT_ENTRY_POINTS=false`` (true/false, yes/no, on/off,
 ``TRIO_CHAT_WS_PORT=none`` or empty unsets an optional field (only empty, for optional
 strings). Other ``TRIO_CHAT_*`` variables are left alone: plugins and tests use some.
 
+Command-line flags are those each setting declares (:func:`add_setting_flags`): ``--port
+12000``; ``--admin root --admin alice`` (a list's flag takes one item per use); ``--no-ws``
+(a flag that sets one value). Their values get the setting's type and check, and their
+``--help`` the setting's help and the default. The ``[plugin.NAME]`` tables of the file fill
+``plugin_settings`` (a field declared with ``table=``), and nothing else does.
+
 Every mistake is a :class:`ConfigError` whose message is one line naming the source and the
 key, e.g. ``config file chat.toml: key 'port': expected an integer, got "abc"``.
 """
