@@ -1,15 +1,17 @@
 """Every server setting, declared once: its type, default, help, check and flags.
 
-A setting is a field of :class:`ServerConfig` made with :func:`setting`. That one line is all
-there is: :mod:`trio_chat.config_loading` reads it from the TOML file (the field name as key)
-and from ``TRIO_CHAT_<NAME>`` (the field name in capitals), checks it with its ``check``,
-writes it into ``trio-chat example-config`` under its ``help``, and ``trio-chat serve`` gets
-a flag for each of its :class:`Flag` s, whose ``--help`` is the same ``help`` with the real
-default. So a setting added here appears everywhere, and no help text or default is written
-twice to drift apart.
+A setting is a field of :class:`ServerConfig` made with :func:`setting`, and that is all
+there is to add one: :mod:`trio_chat.config_loading` reads it from the TOML file (the field
+name as key) and from ``TRIO_CHAT_<NAME>`` (the name in capitals), checks it with its
+``check``, writes it into ``trio-chat example-config`` under its ``help``, and gives
+``trio-chat serve`` each :class:`Flag` it declares, whose ``--help`` is the same ``help``
+with the real default. Nothing is written twice, so nothing can drift: cli.py used to
+declare every flag again with defaults typed into its help texts.
 
 Help texts are one sentence, in Markdown-ish backticks, and say `None` where the setting is
-unset (the example file turns that into ``""`` or ``"none"``, ``--help`` into "none").
+unset (the example file turns that into ``""`` or ``"none"``, ``--help`` into "none"). Some
+settings have no flag on purpose: tuning knobs, and the ``/oper`` password, which does not
+belong in a process list.
 """
 
 from __future__ import annotations
