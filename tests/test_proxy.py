@@ -18,6 +18,12 @@ import trustme
 
 from trio_chat.cli import build_parser
 from trio_chat.config import ServerConfig
+from trio_chat.config_loading import (
+    ConfigError,
+    load_config,
+    overrides_from_args,
+    render_example_config,
+)
 from trio_chat.framing import LineBuffer
 from trio_chat.hub import host_of
 from trio_chat.limits import ConnectionLimiter
@@ -33,7 +39,6 @@ from trio_chat.proxyproto import (
     parse_proxy_header,
 )
 from trio_chat.server import ChatServer, ServerSetupError
-from trio_chat.settings import ConfigError, load_config, overrides_from_args, render_example_config
 from trio_chat.testing import (
     DEFAULT_TIMEOUT,
     ChatClient,

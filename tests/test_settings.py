@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from trio_chat import settings
-from trio_chat.config import ServerConfig
-from trio_chat.settings import (
-    CHECKS,
+from trio_chat import config_loading
+from trio_chat.cli import build_parser, default_db_path, program_defaults
+from trio_chat.config import Flag, ServerConfig, Setting, declaration, non_negative, setting
+from trio_chat.config_loading import (
     ConfigError,
     field_specs,
     load_config,
@@ -311,26 +315,14 @@ def test_every_field_type_is_supported() -> None:
 
 def test_unsupported_field_types_are_a_programming_error() -> None:
     with pytest.raises(TypeError, match=r"ServerConfig\.x: settings cannot read"):
-        settings._spec("x", dict[str, int])
+        config_loading._spec("x", dict[str, int], Setting("A test."))
 
 
 def test_defaults_pass_their_own_checks() -> None:
     defaults = ServerConfig()
-    for name, check in CHECKS.items():
-        if name in field_specs():
-            value = getattr(defaults, name)
-            assert value is None or check(value) is None, name
-
-
-def test_checks_name_fields_or_announced_fields() -> None:
-    announced = {
-        "metrics_port",
-        "flood_rate",
-        "flood_burst",
-        "max_connections",
-        "max_connections_per_host",
-    }
-    assert set(CHECKS) - set(field_specs()) <= announced
+    for name, spec in field_specs().items():
+        check, value = spec.setting.check, getattr(defaults, name)
+        assert check is None or value is None or check(value) is None, name
 
 
 # ---------------------------------------------------------------------------- the example
@@ -381,7 +373,7 @@ def test_example_config_round_trips_odd_values(in_tmp: Path) -> None:
         "send_timeout": float("inf"),
         "ws_port": None,
     }
-    text = "\n".join(f"{k} = {settings.toml_value(v)}" for k, v in odd.items()) + "\n"
+    text = "\n".join(f"{k} = {config_loading.toml_value(v)}" for k, v in odd.items()) + "\n"
     name = write(in_tmp / "odd.toml", text)
     config = load_config(config_file=name)
     assert {k: getattr(config, k) for k in odd} == odd
@@ -397,3 +389,194 @@ def test_plugin_tables_become_plugin_settings(in_tmp: Path) -> None:
     (in_tmp / "bad.toml").write_text("[plugin]\nroll = 3\n")
     with pytest.raises(ConfigError, match=r"\[plugin\] holds one table per plugin"):
         load_config(config_file="bad.toml")
+
+
+# ------------------------------------------------------------- one declaration, every place
+
+
+def serve_parser(defaults: dict[str, object] | None = None) -> argparse.ArgumentParser:
+    """A ``serve`` parser with the setting flags only, as cli.py builds it."""
+    parser = argparse.ArgumentParser(
+        prog="serve", argument_default=argparse.SUPPRESS, add_help=False
+    )
+    config_loading.add_setting_flags(parser, defaults)
+    return parser
+
+
+def flag_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {s: a for a in parser._actions for s in a.option_strings if s.startswith("--")}
+
+
+def test_every_setting_has_one_sentence_of_help_in_the_example() -> None:
+    text = render_example_config()
+    flat = " ".join(line[2:] for line in text.splitlines() if line.startswith("# "))
+    for field in dataclasses.fields(ServerConfig):
+        help_text = declaration(field).help
+        assert help_text.endswith((".", ":")) and "\n" not in help_text, field.name
+        assert help_text[0].isupper(), field.name
+        shown = help_text.replace("`None`", '`""`' if "str" in str(field.type) else '`"none"`')
+        assert shown in flat, field.name
+    lines = text.splitlines()
+    for name in field_specs():
+        assert sum(line.startswith(f"{name} = ") for line in lines) == 1, name
+    assert "# [plugin.roll]" in lines  # plugin_settings: its table
+
+
+def test_example_config_needs_no_source_code() -> None:
+    """Help lives in the declaration, not in comments only ``inspect.getsource`` could read
+    (no source in a zipapp; the old reader then gave a file without a single comment)."""
+    command = [sys.executable, "-OO", "-m", "trio_chat.cli", "example-config"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True)
+    assert result.stdout == render_example_config(program_defaults())
+    assert "# Largest frame (JSON line, text line or WebSocket message) accepted, in bytes." in (
+        result.stdout.splitlines()
+    )
+
+
+#: Every flag of ``serve`` that sets a setting, as users have it in scripts: its spelling,
+#: the field it sets, its metavar (None: takes no value) and what it sets then.
+FLAGS = {
+    "--host": ("host", "HOST"),
+    "--port": ("port", "PORT"),
+    "--ws-port": ("ws_port", "WS_PORT"),
+    "--no-ws": ("ws_port", None, None),
+    "--name": ("server_name", "NAME"),
+    "--tls-cert": ("tls_cert", "PEM"),
+    "--tls-key": ("tls_key", "PEM"),
+    "--admin": ("admins", "NICK"),
+    "--plugin": ("plugins", "MODULE_OR_FILE"),
+    "--no-entry-points": ("entry_points", None, False),
+    "--db": ("db", "PATH"),
+    "--no-db": ("db", None, None),
+    "--history": ("history_on_join", "N"),
+    "--keep-days": ("keep_days", "DAYS"),
+    "--require-accounts": ("require_accounts", None, True),
+    "--max-frame-bytes": ("max_frame_bytes", "BYTES"),
+    "--flood-rate": ("flood_rate", "PER_S"),
+    "--flood-burst": ("flood_burst", "N"),
+    "--flood-max-lag": ("flood_max_lag", "SECONDS"),
+    "--max-connections": ("max_connections", "N"),
+    "--max-connections-per-host": ("max_connections_per_host", "N"),
+    "--limit-loopback": ("limit_loopback", None, True),
+    "--trusted-proxy": ("trusted_proxies", "ADDR_OR_CIDR"),
+    "--metrics-port": ("metrics_port", "PORT"),
+}
+
+
+def test_every_flag_keeps_its_spelling() -> None:
+    found = flag_actions(serve_parser())
+    assert set(found) == set(FLAGS)
+    for flag, (dest, metavar, *sets) in FLAGS.items():
+        action = found[flag]
+        assert action.dest == dest, flag
+        if metavar is None:
+            assert action.nargs == 0 and action.const == sets[0], flag
+        else:
+            assert action.metavar == metavar or action.dest.upper() == metavar, flag
+            repeatable = isinstance(getattr(ServerConfig(), dest), list)
+            assert isinstance(action, argparse._AppendAction) is repeatable, flag
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    serve = flag_actions(commands.choices["serve"])
+    assert set(serve) == set(FLAGS) | {"--config", "--log-level", "--help"}
+
+
+def test_every_flag_shows_the_default_the_server_uses() -> None:
+    defaults = ServerConfig()
+    for flag, action in flag_actions(serve_parser()).items():
+        if action.nargs == 0:
+            continue  # a switch says what it does, it has no value to default
+        help_text = action.help or ""
+        match = re.search(r"\(default ([^)]*)\)$", help_text)
+        assert match is not None, (flag, help_text)
+        shown, value = match.group(1), getattr(defaults, action.dest)
+        if value is None or value == []:
+            assert shown == "none", flag
+        else:
+            assert type(value)(shown) == value, (flag, shown, value)
+    db_help = flag_actions(serve_parser(program_defaults()))["--db"].help or ""
+    assert db_help.endswith(f"(default {default_db_path()})")
+
+
+def test_flag_values_get_the_settings_own_check(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = serve_parser()
+    for argv, message in [
+        (["--flood-rate", "0"], "argument --flood-rate: must be greater than 0, got 0.0"),
+        (["--port", "x"], "argument --port: expected an integer, got 'x'"),
+        (["--metrics-port", "none"], "argument --metrics-port: expected an integer, got 'none'"),
+        (["--host", " "], "argument --host: must not be empty, got ' '"),
+    ]:
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        assert capsys.readouterr().err.splitlines()[-1] == f"serve: error: {message}"
+    given = overrides_from_args(parser.parse_args(["--db", "", "--keep-days", "1", "--no-ws"]))
+    assert load_config(overrides=given).db is None  # "" unsets a string, as everywhere
+    assert given == {"db": "", "keep_days": 1.0, "ws_port": None}
+
+
+def test_a_setting_declared_in_the_dataclass_alone_is_everywhere(
+    monkeypatch: pytest.MonkeyPatch, in_tmp: Path
+) -> None:
+    @dataclasses.dataclass
+    class Grown(ServerConfig):
+        motd_lines: int = setting(
+            3,
+            help="Lines of the message of the day shown on joining.",
+            check=non_negative,
+            flags=[Flag("--motd-lines", metavar="N")],
+        )
+        motd_colour: bool = setting(False, help="Paint the message of the day.")
+
+    monkeypatch.setattr(config_loading, "ServerConfig", Grown)
+    assert load_config() == Grown()
+    name = write(in_tmp / "chat.toml", "motd-lines = 7\nmotd_colour = true\n")
+    config: Any = load_config(config_file=name)
+    assert (config.motd_lines, config.motd_colour) == (7, True)
+    config = load_config(environ={"TRIO_CHAT_MOTD_LINES": "9", "TRIO_CHAT_MOTD_COLOUR": "yes"})
+    assert (config.motd_lines, config.motd_colour) == (9, True)
+    assert error_of(environ={"TRIO_CHAT_MOTD_LINES": "-1"}) == (
+        "environment TRIO_CHAT_MOTD_LINES: must be 0 or more, got -1"
+    )
+    lines = render_example_config().splitlines()
+    assert lines[lines.index("motd_lines = 3") - 1] == (
+        "# Lines of the message of the day shown on joining."
+    )
+    assert "motd_colour = false" in lines
+    found = flag_actions(serve_parser())
+    assert "--motd-colour" not in found and "--motd-colour" not in str(found)
+    assert found["--motd-lines"].help == (
+        "lines of the message of the day shown on joining (default 3)"
+    )
+    given = overrides_from_args(serve_parser().parse_args(["--motd-lines", "4"]))
+    config = load_config(overrides=given)
+    assert config.motd_lines == 4
+
+
+def test_a_field_must_be_declared_with_setting() -> None:
+    @dataclasses.dataclass
+    class Bare(ServerConfig):
+        extra: int = 1
+
+    with pytest.raises(TypeError, match=r"ServerConfig\.extra is not declared with"):
+        config_loading._specs_of(Bare)
+
+
+def test_mutable_defaults_are_copied_per_config() -> None:
+    assert ServerConfig().admins is not ServerConfig().admins
+    assert ServerConfig().plugin_settings is not ServerConfig().plugin_settings
+
+
+def test_the_flags_the_docs_name_exist() -> None:
+    root = Path(__file__).resolve().parent.parent
+    docs = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    quoted = re.findall(r"`[^`]*`", "\n".join(p.read_text() for p in docs))
+    named = {flag for q in quoted for flag in re.findall(r"--[a-z][a-z-]*", q)}
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    real = set(flag_actions(parser))
+    for command in commands.choices.values():
+        real |= set(flag_actions(command))
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for inner in action.choices.values():
+                    real |= set(flag_actions(inner))
+    assert named and named <= real, sorted(named - real)

@@ -17,34 +17,21 @@ from typing import TypeVar
 import trio
 
 from . import __version__
-from .config import DEFAULT_PORT, DEFAULT_WS_PORT, ServerConfig
+from .config import DEFAULT_PORT, ServerConfig
+from .config_loading import (
+    ConfigError,
+    add_setting_flags,
+    flag_type,
+    load_config,
+    overrides_from_args,
+    render_example_config,
+)
 from .plugins import PluginLoadError
 from .server import ChatServer, ServerSetupError, run_until_signal
-from .settings import ConfigError, load_config, overrides_from_args, render_example_config
 from .store import Store, StoreError
 from .transports.streams import ListenError
 
 E = TypeVar("E", bound=BaseException)
-
-
-def port_number(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {port}")
-    return port
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "for nc) and WebSocket plus the browser page on a second port. Settings come from "
         "--config FILE (TOML), then TRIO_CHAT_<SETTING> environment variables, then flags.",
         # A flag the user did not give leaves no attribute, so it cannot hide a setting
-        # from the config file or the environment (see settings.overrides_from_args).
+        # from the config file or the environment (see config_loading.overrides_from_args).
         argument_default=argparse.SUPPRESS,
     )
     serve.add_argument(
@@ -70,145 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="TOML settings file (trio-chat example-config prints one with every setting)",
     )
-    serve.add_argument(
-        "--host",
-        help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)",
-    )
-    serve.add_argument(
-        "--port",
-        type=port_number,
-        help=f"TCP port, 0 picks a free one (default {DEFAULT_PORT})",
-    )
-    serve.add_argument(
-        "--ws-port",
-        type=port_number,
-        help=f"WebSocket and browser page port, 0 picks a free one (default {DEFAULT_WS_PORT})",
-    )
-    serve.add_argument(
-        "--no-ws", action="store_const", const=None, dest="ws_port", help="serve TCP only"
-    )
-    serve.add_argument(
-        "--name", dest="server_name", metavar="NAME", help="server name shown to users"
-    )
-    serve.add_argument("--tls-cert", metavar="PEM", help="TLS certificate chain (with --tls-key)")
-    serve.add_argument(
-        "--tls-key", metavar="PEM", help="TLS private key: TCP then speaks TLS and WebSocket wss://"
-    )
-    serve.add_argument(
-        "--admin",
-        action="append",
-        dest="admins",
-        metavar="NICK",
-        help="a nick that may become administrator with /oper PASSWORD; the password comes "
-        "from the TRIO_CHAT_ADMIN_PASSWORD environment variable (repeatable)",
-    )
-    serve.add_argument(
-        "--plugin",
-        action="append",
-        dest="plugins",
-        metavar="MODULE_OR_FILE",
-        help="load a plugin: a module (pkg.mod), an object in one (pkg.mod:obj) or a file "
-        "(path.py); repeatable",
-    )
-    serve.add_argument(
-        "--no-entry-points",
-        action="store_false",
-        dest="entry_points",
-        help="do not load plugins installed in the 'trio_chat' entry-point group",
-    )
-    serve.add_argument(
-        "--db",
-        metavar="PATH",
-        help=f"SQLite database for history and accounts (default {default_db_path()}; "
-        "':memory:' for a throwaway one)",
-    )
-    serve.add_argument(
-        "--no-db",
-        action="store_const",
-        const=None,
-        dest="db",
-        help="keep no history and no accounts (no database)",
-    )
-    serve.add_argument(
-        "--history",
-        type=int,
-        dest="history_on_join",
-        metavar="N",
-        help="messages shown from a room's history on joining it (default 50)",
-    )
-    serve.add_argument(
-        "--keep-days",
-        type=float,
-        metavar="DAYS",
-        help="delete messages older than this many days (default: keep everything)",
-    )
-    serve.add_argument(
-        "--require-accounts",
-        action="store_true",
-        help="only registered users may chat (no guests)",
-    )
-    serve.add_argument(
-        "--max-frame-bytes",
-        type=positive_int,
-        metavar="BYTES",
-        help="largest line or WebSocket message accepted (default 16384)",
-    )
-    serve.add_argument(
-        "--flood-rate",
-        type=float,
-        metavar="PER_S",
-        help="messages per second one connection may send on average (default 5)",
-    )
-    serve.add_argument(
-        "--flood-burst",
-        type=positive_int,
-        metavar="N",
-        help="messages one connection may send at once after a quiet spell (default 10)",
-    )
-    serve.add_argument(
-        "--flood-max-lag",
-        type=float,
-        metavar="SECONDS",
-        help="how late flood control may make a message before refusing it (default 10)",
-    )
-    serve.add_argument(
-        "--max-connections",
-        type=positive_int,
-        metavar="N",
-        help="open connections to the whole server (default 5000)",
-    )
-    serve.add_argument(
-        "--max-connections-per-host",
-        type=positive_int,
-        metavar="N",
-        help="open connections from one address (default 20)",
-    )
-    serve.add_argument(
-        "--limit-loopback",
-        action="store_true",
-        help="hold loopback clients (127.x, ::1) to --max-connections-per-host too "
-        "(by default they are exempt)",
-    )
-    serve.add_argument(
-        "--trusted-proxy",
-        action="append",
-        dest="trusted_proxies",
-        metavar="ADDR_OR_CIDR",
-        help="a reverse proxy whose word is taken for the client's address: PROXY protocol "
-        "on the TCP port (required from it), X-Forwarded-For/Forwarded on the WebSocket "
-        "port; repeatable (see docs/protocol.md, 'Behind a reverse proxy')",
-    )
-    serve.add_argument(
-        "--metrics-port",
-        type=port_number,
-        metavar="PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
-    )
+    # Every setting's flags, help and checks come from its declaration in config.py.
+    add_setting_flags(serve, program_defaults())
     serve.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
-        help="default info",
+        help="default %(default)s",
     )
 
     connect = sub.add_parser(
@@ -224,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="server host, tls://host:port, or ws:// or wss:// URL (default localhost)",
     )
     connect.add_argument(
-        "--port", type=port_number, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})"
+        "--port",
+        type=flag_type("port"),  # a port number, checked as serve's --port
+        default=DEFAULT_PORT,
+        help="TCP port (default %(default)s)",
     )
     connect.add_argument("--nick", help="nickname (asked for if not given)")
     connect.add_argument("--tls", action="store_true", help="connect to the TCP port with TLS")
@@ -280,6 +138,12 @@ def default_db_path() -> str:
         os.path.expanduser("~"), ".local", "share"
     )
     return os.path.join(base, "trio-chat", "chat.db")
+
+
+def program_defaults() -> dict[str, object]:
+    """Defaults of the ``trio-chat`` program that the dataclass cannot know: a database in
+    the user's data folder (a library user gets none unless asked)."""
+    return {"db": default_db_path()}
 
 
 def check_db_folder(db: str, *, default: str) -> str | None:
@@ -338,7 +202,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             config_file=args.config,
             environ=os.environ,
             overrides=overrides_from_args(args),
-            defaults={"db": default_db_path()},
+            defaults=program_defaults(),
         )
     except ConfigError as exc:
         return fail(str(exc))
@@ -405,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "history":
             return cmd_history(args)
         if args.command == "example-config":
-            sys.stdout.write(render_example_config({"db": default_db_path()}))
+            sys.stdout.write(render_example_config(program_defaults()))
             return 0
         return cmd_connect(args)
     except KeyboardInterrupt:

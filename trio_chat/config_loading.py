@@ -1,11 +1,11 @@
-"""Server settings from defaults, a TOML file, the environment and command-line flags.
+"""Loading the settings: defaults, a TOML file, the environment and command-line flags.
 
 Later sources win: the :class:`~trio_chat.config.ServerConfig` defaults, then the file given
 with ``--config FILE``, then ``TRIO_CHAT_<FIELD>`` environment variables, then the flags the
-user actually typed. Everything here follows the dataclass's fields and their annotations
-(``int``, ``float``, ``str``, ``bool``, ``Path``, ``list[str]``, and any of them ``| None``),
-so a field added to ``config.py`` can be set from all three places with no change here. A
-field with a natural domain (ports, sizes, timeouts) gets a range check from :data:`CHECKS`.
+user actually typed. Everything here follows the dataclass's fields: their annotations
+(``int``, ``float``, ``str``, ``bool``, ``Path``, ``list[str]``, and any of them ``| None``)
+and what each declares with :func:`~trio_chat.config.setting` (help, check, flags), so a
+setting added to ``config.py`` can be set from all four places with no change here.
 
 The file is flat TOML, one top-level key per field; dashes may stand for underscores::
 
@@ -29,6 +29,12 @@ is an empty list); ``TRIO_CHAT_ENTRY_POINTS=false`` (true/false, yes/no, on/off,
 ``TRIO_CHAT_WS_PORT=none`` or empty unsets an optional field (only empty, for optional
 strings). Other ``TRIO_CHAT_*`` variables are left alone: plugins and tests use some.
 
+Command-line flags are those each setting declares (:func:`add_setting_flags`): ``--port
+12000``; ``--admin root --admin alice`` (a list's flag takes one item per use); ``--no-ws``
+(a flag that sets one value). Their values get the setting's type and check, and their
+``--help`` the setting's help and the default. The ``[plugin.NAME]`` tables of the file fill
+``plugin_settings`` (a field declared with ``table=``), and nothing else does.
+
 Every mistake is a :class:`ConfigError` whose message is one line naming the source and the
 key, e.g. ``config file chat.toml: key 'port': expected an integer, got "abc"``.
 """
@@ -39,10 +45,9 @@ import argparse
 import dataclasses
 import difflib
 import functools
-import inspect
 import math
 import os
-import re
+import textwrap
 import tomllib
 import types
 import typing
@@ -50,7 +55,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
-from .config import ServerConfig
+from .config import ServerConfig, Setting, declaration
 
 ENV_PREFIX = "TRIO_CHAT_"
 
@@ -60,85 +65,18 @@ class ConfigError(Exception):
     operator, naming where the setting came from."""
 
 
-# ---------------------------------------------------------------------------- range checks
-
-#: A range check returns what is wrong with a (well-typed, not ``None``) value, or ``None``.
-Check = Callable[[Any], str | None]
-
-
-#: The field filled from ``[plugin.NAME]`` tables rather than from a key of its own.
-PLUGIN_SETTINGS = "plugin_settings"
-PLUGINS_TABLE = "plugin"
-
-
-def port_number(value: int) -> str | None:
-    return None if 0 <= value <= 65535 else "must be a port number from 0 to 65535"
-
-
-def positive(value: float) -> str | None:
-    return None if value > 0 else "must be greater than 0"  # also refuses nan
-
-
-def non_negative(value: float) -> str | None:
-    return None if value >= 0 else "must be 0 or more"
-
-
-def not_empty(value: str) -> str | None:
-    return None if value.strip() else "must not be empty"
-
-
-def networks(value: list[str]) -> str | None:
-    """Every entry an IP address or CIDR network (``trusted_proxies``)."""
-    from .proxyproto import parse_network
-
-    for entry in value:
-        try:
-            parse_network(entry)
-        except ValueError as exc:
-            return f"{exc} (e.g. 127.0.0.1, 10.0.0.0/8, ::1)"
-    return None
-
-
-#: Checks beyond the type, by field name; a field not listed only has its type checked.
-#: Names not (yet) in ``ServerConfig`` are allowed, so announced fields are covered on arrival.
-CHECKS: dict[str, Check] = {
-    "host": not_empty,
-    "port": port_number,
-    "ws_port": port_number,
-    "metrics_port": port_number,
-    "max_frame_bytes": positive,
-    "outbox_size": positive,
-    "outbox_bytes": positive,
-    "max_batch": positive,
-    "send_timeout": positive,
-    "handshake_timeout": positive,
-    "idle_timeout": positive,
-    "ping_timeout": positive,
-    "park_after": positive,
-    "sniff_delay": non_negative,
-    "keep_days": positive,
-    "history_on_join": non_negative,
-    "plugin_timeout": positive,
-    "shutdown_grace": non_negative,
-    "flood_rate": positive,
-    "flood_burst": positive,
-    "flood_max_lag": non_negative,
-    "max_connections": positive,
-    "max_connections_per_host": positive,
-    "trusted_proxies": networks,
-}
-
-
 # ---------------------------------------------------------------------------- field types
 
 
 @dataclasses.dataclass(frozen=True)
 class FieldSpec:
-    """How one ``ServerConfig`` field is read: its base type and whether it may be unset."""
+    """How one ``ServerConfig`` field is read: its base type, whether it may be unset, and
+    what it declares (help, check, flags)."""
 
     name: str
     base: type  # int, float, str, bool, Path, or list (of str)
     optional: bool
+    setting: Setting
 
     @property
     def env_var(self) -> str:
@@ -166,7 +104,7 @@ _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
 
 
-def _spec(name: str, hint: Any) -> FieldSpec:
+def _spec(name: str, hint: Any, setting: Setting) -> FieldSpec:
     optional = False
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         members = typing.get_args(hint)
@@ -174,23 +112,43 @@ def _spec(name: str, hint: Any) -> FieldSpec:
         if len(members) == 2 and len(others) == 1:
             optional, hint = True, others[0]
     if hint in _EXPECTED and hint is not list:
-        return FieldSpec(name, hint, optional)
+        return FieldSpec(name, hint, optional, setting)
     if typing.get_origin(hint) is list and typing.get_args(hint) == (str,):
-        return FieldSpec(name, list, optional)
+        return FieldSpec(name, list, optional, setting)
     raise TypeError(
         f"ServerConfig.{name}: settings cannot read {hint!r} "
         "(supported: int, float, str, bool, Path, list[str], and each of them | None)"
     )
 
 
-@functools.cache
 def field_specs() -> dict[str, FieldSpec]:
-    """Every settable ``ServerConfig`` field, in declaration order."""
-    hints = typing.get_type_hints(ServerConfig)
+    """Every ``ServerConfig`` field with a key of its own, in declaration order."""
+    return _specs_of(ServerConfig)
+
+
+def table_fields() -> dict[str, str]:
+    """The fields filled from ``[TABLE.NAME]`` tables, by table (``plugin``: plugin settings)."""
+    return _tables_of(ServerConfig)
+
+
+@functools.cache
+def _specs_of(config_class: type) -> dict[str, FieldSpec]:
+    # Looked up when called, not imported once, so that a test can add a field.
+    hints = typing.get_type_hints(config_class)
+    specs: dict[str, FieldSpec] = {}
+    for f in dataclasses.fields(config_class):
+        setting = declaration(f)
+        if f.init and setting.table is None:
+            specs[f.name] = _spec(f.name, hints[f.name], setting)
+    return specs
+
+
+@functools.cache
+def _tables_of(config_class: type) -> dict[str, str]:
     return {
-        f.name: _spec(f.name, hints[f.name])
-        for f in dataclasses.fields(ServerConfig)
-        if f.init and f.name != PLUGIN_SETTINGS
+        table: f.name
+        for f in dataclasses.fields(config_class)
+        if (table := declaration(f).table) is not None
     }
 
 
@@ -228,6 +186,11 @@ def _from_text(spec: FieldSpec, text: str) -> object:
     """Parse an environment variable's value."""
     if spec.optional and _means_unset(spec, text):
         return None
+    return _checked(spec, _parse_text(spec, text, spec.expected()), repr)
+
+
+def _parse_text(spec: FieldSpec, text: str, expected: str) -> object:
+    """Text as a value of the field's base type, unchecked; ``expected`` says what fits."""
     base = spec.base
     value: object
     if base is str:
@@ -245,8 +208,8 @@ def _from_text(spec: FieldSpec, text: str) -> object:
         try:
             value = base(text.strip())
         except ValueError:
-            raise _Invalid(f"expected {spec.expected()}, got {text!r}") from None
-    return _checked(spec, value, repr)
+            raise _Invalid(f"expected {expected}, got {text!r}") from None
+    return value
 
 
 def _means_unset(spec: FieldSpec, text: str) -> bool:
@@ -255,7 +218,7 @@ def _means_unset(spec: FieldSpec, text: str) -> bool:
 
 
 def _checked(spec: FieldSpec, value: object, show: Callable[[object], str]) -> object:
-    check = CHECKS.get(spec.name)
+    check = spec.setting.check
     if check is not None and value is not None:
         problem = check(value)
         if problem is not None:
@@ -310,12 +273,12 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, object]:
 
 def settings_from_mapping(data: Mapping[str, object], source: str) -> dict[str, object]:
     """Check parsed TOML (``source`` names it in errors), accepting ``ws-port`` for ``ws_port``."""
-    specs = field_specs()
+    specs, tables = field_specs(), table_fields()
     values: dict[str, object] = {}
     spelled: dict[str, str] = {}
     for key, value in data.items():
-        if key == PLUGINS_TABLE:
-            values[PLUGIN_SETTINGS] = _plugin_tables(value, source)
+        if key in tables:
+            values[tables[key]] = _tables(key, value, source)
             continue
         name = key.replace("-", "_")
         spec = specs.get(name)
@@ -331,12 +294,10 @@ def settings_from_mapping(data: Mapping[str, object], source: str) -> dict[str, 
     return values
 
 
-def _plugin_tables(value: object, source: str) -> dict[str, dict[str, Any]]:
+def _tables(key: str, value: object, source: str) -> dict[str, dict[str, Any]]:
     """``[plugin.NAME]`` tables: each plugin's own settings, passed on as they are."""
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-        raise ConfigError(
-            f"{source}: [{PLUGINS_TABLE}] holds one table per plugin, e.g. [plugin.roll]"
-        )
+        raise ConfigError(f"{source}: [{key}] holds one table per {key}, e.g. [{key}.roll]")
     return {str(name): dict(table) for name, table in value.items()}
 
 
@@ -391,17 +352,109 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, object]:
     return {name: value for name, value in vars(args).items() if name in specs}
 
 
+# ---------------------------------------------------------------------------- flags
+
+
+def add_setting_flags(
+    parser: argparse.ArgumentParser, defaults: Mapping[str, object] | None = None
+) -> None:
+    """Add every :class:`~trio_chat.config.Flag` the settings declare to ``parser``.
+
+    A flag the user does not give leaves no attribute (``default=SUPPRESS``), so that it
+    cannot hide the file's or the environment's value (see :func:`overrides_from_args`). Its
+    ``--help`` is the setting's help and its default: ``defaults`` as in :func:`load_config`,
+    so the help shows what the server would really use.
+    """
+    config = load_config(defaults=defaults)
+    for name, spec in field_specs().items():
+        for flag in spec.setting.flags:
+            if not flag.takes_value:
+                text = flag.help or plain_help(spec.setting.help)
+                parser.add_argument(
+                    flag.name,
+                    dest=name,
+                    action="store_const",
+                    const=flag.sets,
+                    default=argparse.SUPPRESS,
+                    help=_escaped(text),
+                )
+                continue
+            text = plain_help(spec.setting.help)
+            if spec.base is list:
+                text += "; repeatable"
+            text += f" (default {shown_default(getattr(config, name))})"
+            parser.add_argument(
+                flag.name,
+                dest=name,
+                metavar=flag.metavar,
+                type=flag_type(name),
+                action="append" if spec.base is list else "store",
+                default=argparse.SUPPRESS,
+                help=_escaped(text),
+            )
+
+
+def flag_type(name: str) -> Callable[[str], object]:
+    """The argparse ``type`` of setting ``name``'s value flags: its type and its check.
+
+    A list setting's flag takes one item per use, checked with the whole list later. An
+    optional setting's flag does not take ``none`` (``--no-ws`` and ``--no-db`` say it), but
+    a string's ``""`` unsets it, as in the file and the environment.
+    """
+    spec = field_specs()[name]
+
+    def parse(text: str) -> object:
+        if spec.base is list:
+            return text
+        try:
+            return _checked(spec, _parse_text(spec, text, _EXPECTED[spec.base]), repr)
+        except _Invalid as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = name  # argparse names the type in some of its messages
+    return parse
+
+
+def plain_help(text: str) -> str:
+    """A setting's help as ``--help`` shows it, in argparse's style: no backticks, ``None``
+    as "none", a lowercase start (but "TCP", "WebSocket" as they are), no full stop."""
+    text = text.replace("`None`", "none").replace("`", "").rstrip(".")
+    first = text.split(" ", 1)[0]
+    if first[1:].islower():
+        text = text[0].lower() + text[1:]
+    return text
+
+
+def shown_default(value: object) -> str:
+    """A default as ``--help`` shows it: ``5`` rather than ``5.0``, "none" for ``None``."""
+    if value is None or value == []:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    return str(value)
+
+
+def _escaped(text: str) -> str:
+    return text.replace("%", "%%")  # argparse %-formats help texts
+
+
 # ---------------------------------------------------------------------------- example file
+
+#: Lines showing a table-filled setting in the example file, by table.
+_TABLE_EXAMPLES = {"plugin": ("[plugin.roll]", "max_dice = 20")}
 
 
 def render_example_config(defaults: Mapping[str, object] | None = None) -> str:
-    """A TOML file setting every field to its default, each under its ``#:`` comment.
+    """A TOML file setting every field to its default, each under its help as a comment.
 
     ``defaults`` are shown instead of the dataclass's, as in :func:`load_config`; loading
     the file gives the defaults back.
     """
     config = load_config(defaults=defaults)
-    comments = _field_comments()
     lines = [
         "# trio-chat server settings: trio-chat serve --config FILE",
         "#",
@@ -410,41 +463,25 @@ def render_example_config(defaults: Mapping[str, object] | None = None) -> str:
         '# override both. Optional settings are unset with "" (or "none" for numbers).',
     ]
     for name, spec in field_specs().items():
-        lines.append("")
         unset = '`""`' if spec.textual else '`"none"`'  # how TOML says None
-        lines += [f"# {line.replace('`None`', unset)}".rstrip() for line in comments.get(name, ())]
+        lines += ["", *_comment(spec.setting.help.replace("`None`", unset))]
         value = getattr(config, name)
         if value is None and not spec.textual:
             value = "none"
         lines.append(f"{name} = {toml_value(value)}")
-    lines += [
-        "",
-        "# Plugins read their own settings from a table named after the plugin:",
-        "# [plugin.roll]",
-        "# max_dice = 20",
-    ]
+    for table, name in table_fields().items():
+        help_text = declaration(_field(name)).help
+        example = _TABLE_EXAMPLES.get(table, (f"[{table}.NAME]", "key = value"))
+        lines += ["", *_comment(help_text), *(f"# {line}" for line in example)]
     return "\n".join(lines) + "\n"
 
 
-@functools.cache
-def _field_comments() -> dict[str, tuple[str, ...]]:
-    """The ``#:`` comment lines above each field in ``config.py``, without the markers."""
-    try:
-        source = inspect.getsource(ServerConfig)
-    except (OSError, TypeError):
-        return {}
-    comments: dict[str, tuple[str, ...]] = {}
-    pending: list[str] = []
-    for line in source.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#:"):
-            pending.append(stripped[2:].strip().replace("``", "`"))
-            continue
-        match = re.match(r"(\w+)\s*:", stripped)
-        if match and pending:
-            comments[match.group(1)] = tuple(pending)
-        pending = []
-    return comments
+def _comment(text: str) -> list[str]:
+    return [f"# {line}" for line in textwrap.wrap(text, width=88, break_on_hyphens=False)]
+
+
+def _field(name: str) -> dataclasses.Field[Any]:
+    return next(f for f in dataclasses.fields(ServerConfig) if f.name == name)
 
 
 def toml_value(value: object) -> str:
@@ -484,16 +521,18 @@ def _toml_string(text: str) -> str:
 
 
 __all__ = [
-    "CHECKS",
     "ENV_PREFIX",
     "ConfigError",
     "FieldSpec",
+    "add_setting_flags",
     "check_overrides",
     "field_specs",
+    "flag_type",
     "load_config",
     "overrides_from_args",
     "read_config_file",
     "read_environ",
     "render_example_config",
     "settings_from_mapping",
+    "table_fields",
 ]
