@@ -110,7 +110,7 @@ async def test_the_send_queue_is_bounded_in_bytes_too() -> None:
                 assert n < 1000
 
 
-async def test_queued_bytes_return_to_zero_once_everything_is_written() -> None:
+async def test_unsent_bytes_return_to_zero_once_everything_is_written() -> None:
     """The byte bound is only as good as its bookkeeping: nothing may drift."""
     async with open_test_server() as chat:
         async with (
@@ -125,4 +125,4 @@ async def test_queued_bytes_return_to_zero_once_everything_is_written() -> None:
             await chat.server.settle()
             await trio.testing.wait_all_tasks_blocked()
             sessions = list(chat.server.hub.sessions.values())
-            assert [s.queued_bytes for s in sessions] == [0, 0, 0]
+            assert [s.mailbox.unsent_bytes for s in sessions] == [0, 0, 0]

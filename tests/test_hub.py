@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from trio_chat.hub import Hub, Pending, Session
-from trio_chat.outbox import Outbox
+from trio_chat.mailbox import Mailbox
 from trio_chat.protocol import Bundle, Joined, Message, Raw, ServerEvent
 from trio_chat.wire import JSON_LINES, TEXT_LINES, WEBSOCKET_JSON, encoded, sizer
 
@@ -18,27 +19,41 @@ def published_hub() -> tuple[Hub, list[Pending]]:
     return hub, queue
 
 
-def lobby_with(*nicks: str) -> tuple[Hub, list[Pending], list[Session]]:
-    """A published hub with ``nicks`` in #lobby, their joins delivered and taken."""
+@dataclass
+class Wire:
+    """A JSON-lines connection's wire as its mailbox sees it (see ``DirectWrite``)."""
+
+    measure: Callable[[ServerEvent], int] = field(default_factory=lambda: sizer(JSON_LINES))
+    write_now: Callable[[ServerEvent], bytes] | None = None
+
+
+def lobby_with(
+    *nicks: str, sockets: dict[str, Callable[[ServerEvent], bytes]] | None = None
+) -> tuple[Hub, list[Pending], list[Session]]:
+    """A published hub with ``nicks`` in #lobby, their joins delivered and taken;
+    ``sockets`` gives some of them a direct write."""
     hub, queue = published_hub()
-    sessions = [connect(hub, nick) for nick in nicks]
+    sockets = sockets or {}
+    sessions = [connect(hub, nick, sockets.get(nick)) for nick in nicks]
     hub.deliver_many(queue)
     queue.clear()
     for session in sessions:
         received(session)
-        session.queued_bytes = 0  # as the writer would, having written them
+        session.mailbox.sent(session.mailbox.unsent_bytes)  # as the writer would
     return hub, queue, sessions
 
 
-def connect(hub: Hub, nick: str) -> Session:
-    session = hub.attach(nick, Outbox(100), address="127.0.0.1:1", transport="test")
-    session.measure = sizer(JSON_LINES)
+def connect(
+    hub: Hub, nick: str, write_now: Callable[[ServerEvent], bytes] | None = None
+) -> Session:
+    mailbox = Mailbox(100, wire=Wire(write_now=write_now))
+    session = hub.attach(nick, mailbox, address="127.0.0.1:1", transport="test")
     hub.join(session, "#lobby")
     return session
 
 
 def received(session: Session) -> list[ServerEvent]:
-    return session.outbox.take_nowait(100)
+    return session.mailbox.take_nowait(100)
 
 
 def flatten(items: list[ServerEvent]) -> list[ServerEvent]:
@@ -55,11 +70,11 @@ def test_a_run_of_lines_to_one_room_reaches_each_member_as_one_bundle() -> None:
     hub.deliver_many(queue)
 
     for session in (ann, bob):
-        assert len(session.outbox) == 3  # bounded in events, not in queue items
+        assert len(session.mailbox) == 3  # bounded in events, not in queue items
         items = received(session)
         assert len(items) == 1 and isinstance(items[0], Bundle)
         assert list(items[0].events) == lines
-    assert bob.queued_bytes == sum(len(encoded(m, JSON_LINES)) for m in lines)
+    assert bob.mailbox.unsent_bytes == sum(len(encoded(m, JSON_LINES)) for m in lines)
     assert hub.history_bound() == hub.last_id + 1  # every bundled line counts as delivered
 
 
@@ -67,7 +82,7 @@ def test_other_events_split_runs_and_keep_their_place_in_the_order() -> None:
     hub, queue, (ann,) = lobby_with("ann")
     first = hub.say(ann, "#lobby", "one")
     second = hub.say(ann, "#lobby", "two")
-    bob = hub.attach("bob", Outbox(100), address="127.0.0.1:2", transport="test")
+    bob = hub.attach("bob", Mailbox(100), address="127.0.0.1:2", transport="test")
     hub.join(bob, "#lobby")
     third = hub.say(ann, "#lobby", "three")
     hub.deliver_many(queue)
@@ -100,7 +115,6 @@ def test_a_bundle_is_encoded_as_its_events_one_after_another() -> None:
 def test_fan_out_writes_straight_to_each_receiver_with_nothing_queued() -> None:
     """However close together events come (no busy-hub window): waking a writer for a
     receiver that has nothing queued costs task steps and milliseconds of latency."""
-    hub, queue, (ann, bob) = lobby_with("ann", "bob")
     wire: dict[str, list[bytes]] = {"ann": [], "bob": []}
 
     def socket_of(nick: str, takes: int | None = None) -> Callable[[ServerEvent], bytes]:
@@ -112,7 +126,10 @@ def test_fan_out_writes_straight_to_each_receiver_with_nothing_queued() -> None:
 
         return write_now
 
-    ann.write_now, bob.write_now = socket_of("ann"), socket_of("bob", takes=5)
+    sockets = {"ann": socket_of("ann"), "bob": socket_of("bob", takes=5)}
+    hub, queue, (ann, bob) = lobby_with("ann", "bob", sockets=sockets)
+    wire["ann"].clear()  # the joins
+    wire["bob"].clear()
     first = hub.say(ann, "#lobby", "one")
     hub.deliver_many(queue)
     queue.clear()
@@ -120,7 +137,7 @@ def test_fan_out_writes_straight_to_each_receiver_with_nothing_queued() -> None:
     hub.deliver_many(queue)
 
     assert wire["ann"] == [encoded(first, JSON_LINES), encoded(second, JSON_LINES)]
-    assert received(ann) == [] and ann.queued_bytes == 0
+    assert received(ann) == [] and ann.mailbox.unsent_bytes == 0
     # bob's socket took 5 bytes of the first line; the rest and the second line wait, in order.
     assert wire["bob"] == [encoded(first, JSON_LINES)[:5]]
     assert received(bob) == [Raw(data=encoded(first, JSON_LINES)[5:]), second]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from trio_chat.hub import Session
 from trio_chat.keepalive import PING_TIMEOUT, Keepalive
-from trio_chat.outbox import Outbox
+from trio_chat.mailbox import Mailbox
 from trio_chat.protocol import ServerEvent, ServerPing
 
 
@@ -14,7 +14,7 @@ class Peer:
     def __init__(self, sid: int, heard: float = 0.0) -> None:
         self.heard = heard
         self.session = Session(
-            id=sid, nick=f"n{sid}", address="127.0.0.1:1", transport="test", outbox=Outbox(8)
+            id=sid, nick=f"n{sid}", address="127.0.0.1:1", transport="test", mailbox=Mailbox(8)
         )
 
 

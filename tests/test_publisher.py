@@ -6,7 +6,7 @@ import trio
 import trio.testing
 
 from trio_chat.hub import Hub, Session
-from trio_chat.outbox import Outbox
+from trio_chat.mailbox import Mailbox
 from trio_chat.protocol import Bundle, Message, ServerEvent
 from trio_chat.publisher import FLUSH_AT_MOST, Publisher
 
@@ -15,10 +15,10 @@ def lobby(publisher_outbox: int = 1024) -> tuple[Hub, Publisher, Session]:
     hub = Hub()
     publisher = Publisher(hub, store=None, outbox_size=publisher_outbox)
     publisher.attach()
-    ann = hub.attach("ann", Outbox(10_000), address="127.0.0.1:1", transport="test")
+    ann = hub.attach("ann", Mailbox(10_000), address="127.0.0.1:1", transport="test")
     hub.join(ann, "#lobby")
     publisher.flush()
-    ann.outbox.take_nowait(100)  # the join
+    ann.mailbox.take_nowait(100)  # the join
     return hub, publisher, ann
 
 
@@ -35,9 +35,9 @@ def test_a_flush_delivers_what_a_reader_said_at_once_as_one_bundle() -> None:
     hub, publisher, ann = lobby()
     for text in ("one", "two", "three"):
         hub.say(ann, "#lobby", text)
-    assert len(ann.outbox) == 0  # waiting for the flush (or the publisher task)
+    assert len(ann.mailbox) == 0  # waiting for the flush (or the publisher task)
     publisher.flush()
-    items = ann.outbox.take_nowait(100)
+    items = ann.mailbox.take_nowait(100)
     assert len(items) == 1 and lines_of(items) == ["one", "two", "three"]
 
 
@@ -46,7 +46,7 @@ def test_a_burst_is_left_to_the_publisher_task() -> None:
     for n in range(FLUSH_AT_MOST + 1):
         hub.say(ann, "#lobby", str(n))
     publisher.flush()
-    assert len(ann.outbox) == 0
+    assert len(ann.mailbox) == 0
 
 
 async def test_without_a_flush_the_publisher_task_delivers_in_order() -> None:
@@ -58,4 +58,4 @@ async def test_without_a_flush_the_publisher_task_delivers_in_order() -> None:
         with trio.fail_after(5):
             await publisher.settle()
         nursery.cancel_scope.cancel()
-    assert lines_of(ann.outbox.take_nowait(100)) == ["a", "b", "c", "d", "e"]
+    assert lines_of(ann.mailbox.take_nowait(100)) == ["a", "b", "c", "d", "e"]

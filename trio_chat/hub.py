@@ -1,15 +1,15 @@
 """The hub: who is connected, which rooms exist, and fan-out of events to sessions.
 
 The hub knows nothing about sockets or wire formats. Every connected user is a
-:class:`Session` owning one bounded queue (its :class:`~trio_chat.outbox.Outbox`); a transport task
-drains the outbox and writes to the socket in whatever format it speaks. Fan-out is a plain
-synchronous loop of ``send_nowait`` calls, so:
+:class:`Session` with one :class:`~trio_chat.mailbox.Mailbox`, which owns delivery to it (a
+bounded queue, a direct write to its socket, waking its writer). Fan-out is a plain
+synchronous loop of :meth:`~trio_chat.mailbox.Mailbox.offer` calls, so:
 
 * every room event gets its id and timestamp and reaches all members with no ``await``
   in between: all members see one and the same order;
 * nobody waits for a slow receiver. A channel gives each item to *one* receiver (trio
-  issue #987), so broadcast is one bounded outbox per session plus a slow-consumer policy:
-  a session whose outbox is full is disconnected with a reason, never waited on.
+  issue #987), so broadcast is one bounded mailbox per session plus a slow-consumer policy:
+  a session whose mailbox refuses an event is disconnected with a reason, never waited on.
 
 In a running server the numbered events go through the publisher task
 (:mod:`trio_chat.publisher`) before :meth:`Hub.deliver_many` fans them out, a run of lines
@@ -29,11 +29,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import trio
-
+from .mailbox import Mailbox, events_in
 from .metrics import Metrics
 from .names import DEFAULT_ROOM, InvalidName, name_key, normalize_nick
-from .outbox import Outbox, events_in
 from .protocol import (
     Bundle,
     Info,
@@ -43,7 +41,6 @@ from .protocol import (
     MessageKind,
     NickChanged,
     Private,
-    Raw,
     ServerEvent,
     Topic,
 )
@@ -79,30 +76,21 @@ class NoSuchNick(InvalidName):
 class Session:
     """One connected user, whatever the transport.
 
-    ``outbox`` is the session's bounded queue; only the hub puts events in
-    it. ``disconnect`` (set by the transport) ends the connection with a reason.
+    ``mailbox`` delivers events to it; only the hub offers events to it. ``on_close``
+    (set by the transport) ends the connection with a reason.
     """
 
     id: int
     nick: str
     address: str
     transport: str
-    outbox: Outbox
+    mailbox: Mailbox
     rooms: dict[str, None] = field(default_factory=dict)  # ordered set of joined rooms
     room: str = DEFAULT_ROOM  # the room plain messages go to
     closed: bool = False
     close_code: str | None = None
     close_reason: str | None = None
     on_close: Callable[[], None] | None = None
-    #: The size in bytes an event takes on this session's wire (set by the transport), so
-    #: the send queue is bounded in bytes as well as in events.
-    measure: Callable[[ServerEvent], int] | None = None
-    queued_bytes: int = 0
-    max_queued_bytes: int = 1 << 20
-    #: Set by transports that can write without blocking (plain TCP): try to write an event
-    #: straight to the socket, returning what did not fit (``b""`` if all did). Used only
-    #: while nothing is queued, so order is kept; saves waking the writer task.
-    write_now: Callable[[ServerEvent], bytes] | None = None
     #: Away message, or ``None`` when present.
     away: str | None = None
     #: Server administrator: operator in every room.
@@ -235,7 +223,7 @@ class Hub:
     def attach(
         self,
         nick: str,
-        outbox: Outbox,
+        mailbox: Mailbox,
         *,
         address: str,
         transport: str,
@@ -250,7 +238,7 @@ class Hub:
             nick=nick,
             address=address,
             transport=transport,
-            outbox=outbox,
+            mailbox=mailbox,
         )
         self.sessions[key] = session
         return session
@@ -457,7 +445,7 @@ class Hub:
         """:meth:`deliver` each event of ``batch`` (in id order; ``failed`` holds the ``id()``
         of those not to send), bundling each run of chat lines to the same room.
 
-        A bundle goes into each member's outbox as one item, so a run of ``k`` lines costs
+        A bundle goes into each member's mailbox as one item, so a run of ``k`` lines costs
         the fan-out loop one pass over the members instead of ``k``; every member still
         gets every line, in the same order.
         """
@@ -528,45 +516,12 @@ class Hub:
     def _fanout(self, receivers: Iterable[Session], event: ServerEvent) -> None:
         overflowed: list[Session] = []
         delivered = 0
-        count = events_in(event)
-        # Sessions on one wire format share one ``measure``: size the event once per format.
-        sizes: dict[Callable[[ServerEvent], int] | None, int] = {None: 0}
-        # A receiver with nothing queued gets the event straight on its socket: one syscall,
-        # where waking its writer costs three task steps and two more scheduling rounds (at
-        # N=100 the last writer woken writes milliseconds later). Events that come fast still
-        # go out one write per burst: the publisher bundles what arrived in one round, and a
-        # receiver whose socket is full has a backlog, which its writer drains in bulk.
         for receiver in receivers:
-            measure = receiver.measure
-            size = sizes.get(measure)
-            if size is None:
-                size = sizes[measure] = measure(event)  # type: ignore[misc]
-            queued = receiver.queued_bytes
-            queue_event = event
-            if not queued and receiver.write_now is not None:
-                try:
-                    rest = receiver.write_now(event)
-                except OSError:
-                    receiver.write_now = None  # broken: the writer will find out and end it
-                else:
-                    if not rest:
-                        delivered += count
-                        continue
-                    queue_event, size = Raw(data=rest, events=count), len(rest)
-            elif queued and queued + size > receiver.max_queued_bytes:
-                overflowed.append(receiver)  # a lone big event always fits; a backlog not
-                continue
-            try:
-                receiver.outbox.put_nowait(queue_event)
-            except trio.WouldBlock:
-                overflowed.append(receiver)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                # Its writer is gone; the transport's cleanup will detach it.
-                overflowed.append(receiver)
+            if receiver.mailbox.offer(event):
+                delivered += 1
             else:
-                receiver.queued_bytes = queued + size
-                delivered += count
-        self.metrics.messages_out_total.inc(delivered)
+                overflowed.append(receiver)  # too slow, or its connection is going away
+        self.metrics.messages_out_total.inc(delivered * events_in(event))
         # Handled after the loop: detaching announces a leave, which fans out again.
         for receiver in overflowed:
             self._drop_slow(receiver)

@@ -92,7 +92,7 @@ class Publisher:
     def __init__(self, hub: Hub, *, store: Store | None, outbox_size: int) -> None:
         self.hub = hub
         self.store = store
-        # A batch is delivered a slice at a time, letting every writer drain its outbox in
+        # A batch is delivered a slice at a time, letting every writer drain its mailbox in
         # between: a client that keeps up never sees its queue fill in one burst.
         self.deliver_slice = max(1, outbox_size // 4)
         self._delivered = trio.Event()  # set (and replaced) after every delivered batch

@@ -408,7 +408,7 @@ class ChatServer:
             self.publisher.flush()
 
     async def settle(self) -> None:
-        """Wait until everything said so far has been delivered to the outboxes."""
+        """Wait until everything said so far has been delivered to the mailboxes."""
         if self.publisher is not None:
             await self.publisher.settle()
 

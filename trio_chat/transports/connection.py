@@ -27,8 +27,8 @@ from ..limits import (
     Overhead,
     Verdict,
 )
+from ..mailbox import Mailbox
 from ..names import DEFAULT_ROOM, InvalidName
-from ..outbox import Outbox
 from ..persistence import LoginRefused
 from ..protocol import (
     Bye,
@@ -117,7 +117,8 @@ class Link(Protocol):
 
     #: Bytes an event takes on this link (one function per wire format; see wire.sizer).
     measure: Callable[[ServerEvent], int]
-    #: Write an event at once if the socket takes it (see ``Session.write_now``), or None.
+    #: Write an event at once if the socket takes it, or None (see
+    #: :class:`~trio_chat.mailbox.DirectWrite`, which the link is for its mailbox).
     write_now: Callable[[ServerEvent], bytes] | None
     #: The client asked for several events per message (``"batch": true`` in its hello).
     batching: bool
@@ -240,7 +241,8 @@ async def run_connection(server: ChatServer, link: Link, release: Callable[[], N
     end_label = "closed"
     try:
         with trio.move_on_after(server.config.handshake_timeout) as handshake_scope:
-            session = await _handshake(server, link, Outbox(server.config.outbox_size))
+            mailbox = Mailbox(server.config.outbox_size, server.config.outbox_bytes, link)
+            session = await _handshake(server, link, mailbox)
         if handshake_scope.cancelled_caught:
             end_label = "handshake_timeout"
             await _goodbye(link, Bye(code="timeout", text="no nickname given in time"))
@@ -292,7 +294,7 @@ class Resident:
     connection ends (and then says goodbye and cleans up), or when the connection has
     been idle for ``config.park_after`` seconds: then the spell's tasks end and the
     connection parks (see :mod:`trio_chat.transports.parking`) until its socket has
-    input, its outbox has something its socket would not take, or its session is closed;
+    input, its mailbox has something its socket would not take, or its session is closed;
     then :meth:`resume` starts the next spell in a new task.
     """
 
@@ -360,21 +362,21 @@ class Resident:
         self._parked = False
         assert self.link.park_fd is not None
         self.server.parking.unpark(self.link.park_fd)
-        self.session.outbox.call_on_put(None)
+        self.session.mailbox.call_on_offer(None)
         self.session.on_close = None
         self.server.metrics.parked.dec()
         return True
 
     def _park(self) -> bool:
         """Hand the connection over to the parking lot if it is still idle; whether it did."""
-        session, outbox, fd = self.session, self.session.outbox, self.link.park_fd
+        session, mailbox, fd = self.session, self.session.mailbox, self.link.park_fd
         if fd is None or not self.server.parking.available:
             return False
         if session.closed or self.server.stopping:
             return False
-        if len(outbox) or outbox.closed or self.link.input_waiting():
+        if len(mailbox) or mailbox.closed or self.link.input_waiting():
             return False  # woken while its writer stopped: serve on
-        outbox.call_on_put(self.resume)
+        mailbox.call_on_offer(self.resume)
         session.on_close = self.resume
         self.server.parking.park(fd, self)
         self._parked = True
@@ -385,7 +387,7 @@ class Resident:
         """Run reader and writer until one ends or the connection idles; why it ended
         (``None`` if it only idles: the caller parks it)."""
         server, link, session = self.server, self.link, self.session
-        outbox = session.outbox
+        mailbox = session.mailbox
         reason = "connection closed"
         async with trio.open_nursery() as nursery:
             writer_done = trio.Event()
@@ -394,7 +396,7 @@ class Resident:
                 nonlocal reason
                 try:
                     await _writer(
-                        link, session, outbox, server.config.max_batch, server.config.send_timeout
+                        link, mailbox, server.config.max_batch, server.config.send_timeout
                     )
                 except trio.TooSlowError:
                     reason = "write timed out"
@@ -426,11 +428,12 @@ class Resident:
             with trio.move_on_after(GOODBYE_TIMEOUT):
                 await server.settle()
                 server.hub.detach(session, reason)
-                outbox.close()
+                mailbox.close()
                 await writer_done.wait()
             nursery.cancel_scope.cancel()
         if session.close_code is not None:
-            pending = outbox.take_nowait(server.config.max_batch)  # what the writer had no time for
+            # What the writer had no time for:
+            pending = mailbox.take_nowait(server.config.max_batch)
             bye = Bye(code=session.close_code, text=session.close_reason or session.close_code)
             await _goodbye(link, bye, pending)
         return reason
@@ -451,10 +454,10 @@ class Resident:
         server.keepalive.forget(session)
         server.hub.detach(session, reason)
         log.info("disconnect nick=%s addr=%s reason=%r", session.nick, self.link.address, reason)
-        session.outbox.close()
+        session.mailbox.close()
 
 
-async def _handshake(server: ChatServer, link: Link, outbox: Outbox) -> Session | None:
+async def _handshake(server: ChatServer, link: Link, mailbox: Mailbox) -> Session | None:
     """Ask for a nickname until a valid, free one arrives; ``None`` if the peer left."""
     await link.prompt_nick()
     flood = _flood_guard(server)
@@ -506,17 +509,14 @@ async def _handshake(server: ChatServer, link: Link, outbox: Outbox) -> Session 
         try:
             account = await server.admit(login.nick, login.password, login.register, link.address)
             session = server.hub.attach(
-                login.nick, outbox, address=link.address, transport=link.transport
+                login.nick, mailbox, address=link.address, transport=link.transport
             )
         except (InvalidName, LoginRefused) as exc:
             await link.send([Error(code=exc.code, text=str(exc), ref=login.ref)])
             await link.prompt_nick()
             continue
         session.extra["account"] = account
-        session.measure = link.measure
-        session.write_now = link.write_now
         link.batching = login.batch
-        session.max_queued_bytes = server.config.outbox_bytes
         server.hub.send_to(
             session,
             Welcome(
@@ -587,8 +587,8 @@ async def _read_frames(
             reason = await _read_until_idle(server, link, session, flood, idle, park_after)
         if reason is not None:
             return reason
-        outbox = session.outbox
-        if idle.cancelled_caught and not len(outbox) and outbox.writer_waiting:
+        mailbox = session.mailbox
+        if idle.cancelled_caught and not len(mailbox) and mailbox.writer_waiting:
             return None
         # Busy writing, or input came just as the deadline passed: go on, in a new scope.
 
@@ -657,30 +657,27 @@ async def _read_until_idle(
 
 async def _writer(
     link: Link,
-    session: Session,
-    outbox: Outbox,
+    mailbox: Mailbox,
     max_batch: int,
     send_timeout: float,
 ) -> None:
-    """Send everything waiting in the outbox, as many events per write as are queued.
+    """Send everything waiting in the mailbox, as many events per write as are queued.
 
     Raises ``trio.TooSlowError`` if one write takes longer than ``send_timeout``. (One cancel
     scope whose deadline moves, rather than a new ``fail_after`` per write: this loop runs
     once per delivery burst for every connection.)
     """
-    measure = session.measure
     with trio.CancelScope() as write_deadline:
         while True:
             # Waits for the first event, then one scheduling round for more to arrive:
-            # bigger batches, fewer writes. Empty once the outbox is closed and drained.
-            batch = await outbox.take(max_batch)
+            # bigger batches, fewer writes. Empty once the mailbox is closed and drained.
+            batch = await mailbox.take(max_batch)
             if not batch:
                 break
             write_deadline.deadline = trio.current_time() + send_timeout
             sent = await link.send(batch)
             write_deadline.deadline = math.inf
-            if measure is not None:
-                session.queued_bytes -= sent  # link.send sized them as measure does
+            mailbox.sent(sent)  # link.send sized them as its measure does
     if write_deadline.cancelled_caught:
         raise trio.TooSlowError
 

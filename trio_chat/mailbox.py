@@ -1,0 +1,220 @@
+"""A receiver's mailbox: all of delivering events to one connection, behind one call.
+
+The hub hands every event to each receiver's mailbox with :meth:`Mailbox.offer` and drops
+the receivers that refuse (too slow, or going away); it needs to know nothing else. The
+mailbox owns what a receiver's delivery takes, in one place:
+
+* the bounded queue between the hub and the connection's writer task, bounded in events
+  (a :class:`~trio_chat.protocol.Bundle` counts as the events in it) and in bytes (as the
+  receiver's wire format sizes them: a few huge messages fill a socket as surely as many
+  small ones);
+* the direct write: while nothing of the receiver's is queued or being written, an
+  event goes straight to its socket (one syscall, where waking the writer costs three
+  task steps and two more scheduling rounds: at N=100 the last writer woken wrote
+  milliseconds later). What the socket does not take is queued, in order;
+* the wake-up hook: the waiting writer's, or a parked connection's (see
+  :mod:`trio_chat.transports.parking`), called at the next offer or close.
+
+The transport says how its wire sizes and writes events (:class:`DirectWrite`); the
+encodings themselves are cached per wire format on the event (:func:`trio_chat.wire.encoded`),
+so a fanned-out message is encoded once per format, and measuring it is one dict lookup.
+
+``offer`` is on the hottest path of the server (once per receiver of every message, or of
+every bundle of messages), so it does the least it can: a receiver that can be written to
+directly is not even measured unless its socket leaves something over. One producer (the
+hub) and one consumer (the writer task, absent while parked) per mailbox, both on the trio
+thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+from .protocol import Bundle, Raw, ServerEvent
+
+__all__ = ["DirectWrite", "Mailbox", "events_in"]
+
+
+def events_in(item: ServerEvent) -> int:
+    """How many events a queued item stands for: a bundle its events, the rest of a
+    direct write those it finishes, anything else one."""
+    if isinstance(item, Bundle):
+        return len(item.events)
+    if isinstance(item, Raw):
+        return item.events
+    return 1
+
+
+class DirectWrite(Protocol):
+    """What a transport tells the mailbox of its connection about its wire."""
+
+    @property
+    def measure(self) -> Callable[[ServerEvent], int]:
+        """Bytes an event takes on this wire; one function shared by every connection of a
+        wire format (see :func:`trio_chat.wire.sizer`). The writer's ``sent`` counts alike."""
+        ...
+
+    @property
+    def write_now(self) -> Callable[[ServerEvent], bytes] | None:
+        """Write an event to the socket without waiting, returning what it did not take
+        (``b""`` if all); ``OSError`` if the socket is broken. ``None`` where the
+        transport cannot (TLS). Called only while nothing is queued or being written."""
+        ...
+
+
+class Mailbox:
+    """One receiver's delivery: a bounded queue (in events and in bytes), the direct
+    write to its socket, and whom to wake when there is something to write."""
+
+    __slots__ = (
+        "_closed",
+        "_events",
+        "_items",
+        "_measure",
+        "_unsent",
+        "_wakeup",
+        "_write_now",
+        "max_bytes",
+        "max_events",
+    )
+
+    def __init__(
+        self, max_events: int, max_bytes: int = 1 << 20, wire: DirectWrite | None = None
+    ) -> None:
+        if max_events < 1:
+            raise ValueError("a mailbox holds at least one event")
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        # A list, not a deque: the writer nearly always takes everything, and then takes
+        # the list itself; an idle connection's empty list is 56 bytes, a deque's 600.
+        self._items: list[ServerEvent] = []
+        self._events = 0
+        #: Bytes offered and not yet written: queued, or in a write under way. Without a
+        #: ``wire`` nothing is measured (and so only the event bound holds).
+        self._unsent = 0
+        self._closed = False
+        self._measure = None if wire is None else wire.measure
+        self._write_now = None if wire is None else wire.write_now
+        #: Called once at the next offer or close: the waiting writer's wake-up, or a
+        #: parked connection's resume. ``None`` while the writer is busy.
+        self._wakeup: Callable[[], None] | None = None
+
+    def __len__(self) -> int:
+        """Events queued."""
+        return self._events
+
+    def offer(self, event: ServerEvent) -> bool:
+        """Deliver ``event``: write it to the socket now, or queue it for the writer.
+
+        ``False`` if the receiver cannot take it: queued bytes or events would go over
+        their bound (a lone event always fits, however big: only a backlog is too
+        slow), or the mailbox is closed (its connection is going away). The hub then
+        drops the receiver; an event refused is not queued.
+        """
+        if self._closed:
+            return False
+        unsent = self._unsent
+        if not unsent:
+            write_now = self._write_now
+            if write_now is not None:
+                try:
+                    rest = write_now(event)
+                except OSError:
+                    self._write_now = None  # broken: the writer will find out and end it
+                else:
+                    if not rest:
+                        return True
+                    self._put(Raw(data=rest, events=events_in(event)))
+                    self._unsent = len(rest)
+                    return True
+        measure = self._measure
+        size = 0 if measure is None else measure(event)
+        if unsent and unsent + size > self.max_bytes:
+            return False
+        events = self._events + events_in(event)
+        if events > self.max_events and self._events:
+            return False
+        self._events = events
+        self._unsent = unsent + size
+        self._items.append(event)
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup()
+        return True
+
+    def _put(self, item: Raw) -> None:
+        """Queue the rest of a direct write (the mailbox was empty: it always fits)."""
+        self._events += item.events
+        self._items.append(item)
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup()
+
+    def sent(self, size: int) -> None:
+        """The writer wrote ``size`` bytes (as ``measure`` counts them) of what it took."""
+        self._unsent -= size
+
+    @property
+    def unsent_bytes(self) -> int:
+        """Bytes offered and not yet written (queued, or being written)."""
+        return self._unsent
+
+    def close(self) -> None:
+        """No more events; the writer still gets what is queued, then an empty batch."""
+        self._closed = True
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def writer_waiting(self) -> bool:
+        """Whether a writer waits in :meth:`take` (and so is not in the middle of a write)."""
+        return self._wakeup is not None
+
+    def call_on_offer(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` once, when something is next queued (an offer the socket did
+        not take at once) or at :meth:`close` (or cancel a callback with ``None``). For a
+        connection with no writer task: it must not be waiting in :meth:`take`
+        meanwhile, and the mailbox must be empty and open."""
+        self._wakeup = callback
+
+    def take_nowait(self, limit: int) -> list[ServerEvent]:
+        """Up to ``limit`` queued items, oldest first (empty if none)."""
+        items = self._items
+        if len(items) <= limit:
+            self._items = []
+            self._events = 0
+            return items
+        batch = items[:limit]
+        del items[:limit]
+        self._events -= sum(map(events_in, batch))
+        return batch
+
+    async def take(self, limit: int) -> list[ServerEvent]:
+        """Wait for events and return up to ``limit`` of them; ``[]`` once closed and empty.
+        Once written, the writer reports their size with :meth:`sent`."""
+        while not self._items:
+            if self._closed:
+                await trio.lowlevel.checkpoint()
+                return []
+            wakeup = trio.Event()
+            self._wakeup = wakeup.set
+            try:
+                await wakeup.wait()
+            finally:
+                if self._wakeup == wakeup.set:
+                    self._wakeup = None  # cancelled while waiting: nobody to wake
+        # A full checkpoint even when events were waiting: the scheduling round it costs
+        # lets more events in, so the caller writes bigger batches.
+        await trio.lowlevel.checkpoint()
+        return self.take_nowait(limit)
