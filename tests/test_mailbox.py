@@ -92,20 +92,41 @@ def test_an_empty_mailbox_takes_one_bundle_bigger_than_its_bound() -> None:
     assert not box.offer(Info(text="one more"))
 
 
-def test_a_parked_connection_is_called_once_at_the_next_offer_or_close() -> None:
+def test_a_parked_connection_is_resumed_once_at_the_next_queued_event_or_close() -> None:
     box = Mailbox(10)
     calls: list[str] = []
-    box.call_on_offer(lambda: calls.append("woken"))
+    assert box.park(lambda: calls.append("woken"))
     assert box.writer_waiting  # the callback stands in for a waiting writer
     (event,) = events(1)
     assert box.offer(event)
     assert box.offer(event)
     assert calls == ["woken"]  # once: whoever resumes takes over
     assert not box.writer_waiting
+    assert not box.park(lambda: calls.append("no"))  # something is queued: serve on
     box.take_nowait(10)
-    box.call_on_offer(lambda: calls.append("closed"))
+    assert box.park(lambda: calls.append("closed"))
     box.close()
     assert calls == ["woken", "closed"]
+    assert not box.park(lambda: calls.append("no"))  # closed: nothing to park for
+
+
+def test_a_hang_up_reaches_the_reader_or_the_parked_connection() -> None:
+    box = Mailbox(10)
+    calls: list[str] = []
+    box.call_on_hang_up(lambda: calls.append("reader"))
+    box.hang_up()
+    box.call_on_hang_up(None)
+    box.hang_up()  # nobody listens
+    assert box.park(lambda: calls.append("resumed"))
+    box.unpark()  # resumed for another reason: neither hook is left behind
+    (event,) = events(1)
+    assert box.offer(event)
+    box.hang_up()
+    assert box.park(lambda: calls.append("resumed")) is False  # one event queued
+    box.take_nowait(10)
+    assert box.park(lambda: calls.append("resumed"))
+    box.hang_up()
+    assert calls == ["reader", "resumed"]
 
 
 async def test_a_writer_cancelled_while_waiting_leaves_no_stale_wakeup() -> None:

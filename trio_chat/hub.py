@@ -76,8 +76,8 @@ class NoSuchNick(InvalidName):
 class Session:
     """One connected user, whatever the transport.
 
-    ``mailbox`` delivers events to it; only the hub offers events to it. ``on_close``
-    (set by the transport) ends the connection with a reason.
+    ``mailbox`` delivers events to it; only the hub offers events to it. :meth:`close`
+    ends the connection with a reason (through the mailbox, which tells the transport).
     """
 
     id: int
@@ -90,7 +90,6 @@ class Session:
     closed: bool = False
     close_code: str | None = None
     close_reason: str | None = None
-    on_close: Callable[[], None] | None = None
     #: Away message, or ``None`` when present.
     away: str | None = None
     #: Server administrator: operator in every room.
@@ -109,8 +108,7 @@ class Session:
         self.closed = True
         self.close_code = code
         self.close_reason = reason
-        if self.on_close is not None:
-            self.on_close()
+        self.mailbox.hang_up()
 
 
 class NotSaved(InvalidName):

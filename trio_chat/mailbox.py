@@ -12,8 +12,10 @@ mailbox owns what a receiver's delivery takes, in one place:
   event goes straight to its socket (one syscall, where waking the writer costs three
   task steps and two more scheduling rounds: at N=100 the last writer woken wrote
   milliseconds later). What the socket does not take is queued, in order;
-* the wake-up hook: the waiting writer's, or a parked connection's (see
-  :mod:`trio_chat.transports.parking`), called at the next offer or close.
+* the wake-up hooks: the waiting writer's, called at the next event queued or at close;
+  the reader's, called when the server hangs up (:meth:`Mailbox.hang_up`, from
+  ``Session.close``); and while the connection is parked with no task at all (see
+  :mod:`trio_chat.transports.parking`), its resume in place of both.
 
 The transport says how its wire sizes and writes events (:class:`DirectWrite`); the
 encodings themselves are cached per wire format on the event (:func:`trio_chat.wire.encoded`),
@@ -74,6 +76,7 @@ class Mailbox:
         "_events",
         "_items",
         "_measure",
+        "_on_hang_up",
         "_unsent",
         "_wakeup",
         "_write_now",
@@ -101,6 +104,8 @@ class Mailbox:
         #: Called once at the next offer or close: the waiting writer's wake-up, or a
         #: parked connection's resume. ``None`` while the writer is busy.
         self._wakeup: Callable[[], None] | None = None
+        #: Called at :meth:`hang_up`: the reader's cancel, or a parked connection's resume.
+        self._on_hang_up: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         """Events queued."""
@@ -181,12 +186,31 @@ class Mailbox:
         """Whether a writer waits in :meth:`take` (and so is not in the middle of a write)."""
         return self._wakeup is not None
 
-    def call_on_offer(self, callback: Callable[[], None] | None) -> None:
-        """Call ``callback`` once, when something is next queued (an offer the socket did
-        not take at once) or at :meth:`close` (or cancel a callback with ``None``). For a
-        connection with no writer task: it must not be waiting in :meth:`take`
-        meanwhile, and the mailbox must be empty and open."""
-        self._wakeup = callback
+    def call_on_hang_up(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` at :meth:`hang_up` (the reader's cancel; ``None``: nobody)."""
+        self._on_hang_up = callback
+
+    def hang_up(self) -> None:
+        """The server ends this receiver's connection (``Session.close``): stop reading.
+        The writer still delivers what is queued; the transport then closes the mailbox."""
+        callback = self._on_hang_up
+        if callback is not None:
+            callback()
+
+    def park(self, resume: Callable[[], None]) -> bool:
+        """Let ``resume`` stand in for the connection's reader and writer while it has no
+        task: it is called once something is queued (an offer the socket did not take
+        whole), at :meth:`close` or at :meth:`hang_up`. Refused (``False``) if something is
+        queued or the mailbox is closed: the connection has work, and serves on. Only
+        while no writer waits in :meth:`take`."""
+        if self._events or self._closed:
+            return False
+        self._wakeup = self._on_hang_up = resume
+        return True
+
+    def unpark(self) -> None:
+        """Take back what :meth:`park` gave (whichever woke it has used its own already)."""
+        self._wakeup = self._on_hang_up = None
 
     def take_nowait(self, limit: int) -> list[ServerEvent]:
         """Up to ``limit`` queued items, oldest first (empty if none)."""

@@ -362,8 +362,7 @@ class Resident:
         self._parked = False
         assert self.link.park_fd is not None
         self.server.parking.unpark(self.link.park_fd)
-        self.session.mailbox.call_on_offer(None)
-        self.session.on_close = None
+        self.session.mailbox.unpark()
         self.server.metrics.parked.dec()
         return True
 
@@ -374,10 +373,8 @@ class Resident:
             return False
         if session.closed or self.server.stopping:
             return False
-        if len(mailbox) or mailbox.closed or self.link.input_waiting():
+        if self.link.input_waiting() or not mailbox.park(self.resume):
             return False  # woken while its writer stopped: serve on
-        mailbox.call_on_offer(self.resume)
-        session.on_close = self.resume
         self.server.parking.park(fd, self)
         self._parked = True
         self.server.metrics.parked.inc()
@@ -411,12 +408,12 @@ class Resident:
             with trio.CancelScope() as reading:
                 # The server ends a session (quit, kick off, flooding, slow, shutdown) by
                 # stopping its reader; the writer then still delivers what is queued.
-                session.on_close = reading.cancel
+                mailbox.call_on_hang_up(reading.cancel)
                 if session.closed:  # closed before we could listen
                     reading.cancel()
                 ended = await _read_frames(server, link, session, self.flood)
             if ended is None:
-                session.on_close = None
+                mailbox.call_on_hang_up(None)
                 nursery.cancel_scope.cancel()  # the writer waits for events: stop it too
                 return None
             reason = ended

@@ -5,7 +5,7 @@ frames, nursery and cancel scopes are most of what an idle connection costs (abo
 its 17.7 KiB), and a chat server's connections are idle nearly all the time. So a connection
 that has been quiet for a while (nothing read, nothing its writer had to send) ends both
 tasks and *parks*: its socket is handed to the :class:`ParkingLot`, one task that waits
-on an epoll set of every parked socket, and its mailbox and session are told whom to call.
+on an epoll set of every parked socket, and its mailbox is told whom to call.
 Messages still reach a parked connection without any task: the hub writes them straight
 to the socket when nothing is queued (see :mod:`trio_chat.mailbox`). The connection resumes,
 in a new task, as soon as any of these happens:
