@@ -50,6 +50,10 @@ def events_in(item: ServerEvent) -> int:
     return 1
 
 
+#: The kinds of queued item that stand for other than one event (see :func:`events_in`).
+_COUNTED = frozenset({Bundle, Raw})
+
+
 class DirectWrite(Protocol):
     """What a transport tells the mailbox of its connection about its wire."""
 
@@ -139,7 +143,10 @@ class Mailbox:
         size = 0 if measure is None else measure(event)
         if unsent and unsent + size > self.max_bytes:
             return False
-        events = self._events + events_in(event)
+        # events_in(event) without a call for the one-event kinds (nearly all offers): a
+        # queued offer already pays one call to measure, which the hub's old table of
+        # sizes per fan-out saved; this pays it back (A/B of the loop: ~10% under it).
+        events = self._events + (1 if type(event) not in _COUNTED else events_in(event))
         if events > self.max_events and self._events:
             return False
         self._events = events
