@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import trio
 
-from trio_chat.mailbox import Mailbox
+from trio_chat.mailbox import Mailbox, Parcel
 from trio_chat.protocol import Bundle, Info, Raw, ServerEvent
 from trio_chat.wire import JSON_LINES, encoded
 
@@ -20,8 +20,8 @@ def test_bounded_in_order_and_taken_in_bulk() -> None:
     box = Mailbox(3)
     a, b, c, d = events(4)
     for event in (a, b, c):
-        assert box.offer(event)
-    assert not box.offer(d)
+        assert box.offer(Parcel(event))
+    assert not box.offer(Parcel(d))
     assert box.take_nowait(2) == [a, b]
     assert box.take_nowait(10) == [c]
     assert box.take_nowait(10) == []
@@ -38,17 +38,17 @@ async def test_take_waits_for_the_first_event_then_returns_all_waiting() -> None
         nursery.start_soon(writer)
         await trio.testing.wait_all_tasks_blocked()
         first, second = events(2)
-        assert box.offer(first)
-        assert box.offer(second)  # arrives before the writer runs: same batch
+        assert box.offer(Parcel(first))
+        assert box.offer(Parcel(second))  # arrives before the writer runs: same batch
     assert got == [[first, second]]
 
 
 async def test_close_lets_the_writer_finish_what_is_queued() -> None:
     box = Mailbox(10)
     (event,) = events(1)
-    assert box.offer(event)
+    assert box.offer(Parcel(event))
     box.close()
-    assert not box.offer(event)
+    assert not box.offer(Parcel(event))
     assert await box.take(10) == [event]
     assert await box.take(10) == []  # closed and empty: the writer stops
 
@@ -73,23 +73,23 @@ def test_a_bundle_counts_as_the_events_in_it() -> None:
     three = Bundle(events=tuple(events(3)))
     rest_of_two = Raw(data=b"...", events=2)  # the unwritten end of a two-event bundle
     (one,) = events(1)
-    assert box.offer(three)
+    assert box.offer(Parcel(three))
     assert len(box) == 3
-    assert not box.offer(rest_of_two)  # 3 + 2 > 4
-    assert box.offer(one)
+    assert not box.offer(Parcel(rest_of_two))  # 3 + 2 > 4
+    assert box.offer(Parcel(one))
     assert len(box) == 4
     assert box.take_nowait(1) == [three]
     assert len(box) == 1
     assert box.take_nowait(5) == [one]
-    assert box.offer(rest_of_two)
+    assert box.offer(Parcel(rest_of_two))
     assert len(box) == 2
 
 
 def test_an_empty_mailbox_takes_one_bundle_bigger_than_its_bound() -> None:
     box = Mailbox(2)
-    assert box.offer(Bundle(events=tuple(events(10))))  # refusing it would drop a client
+    assert box.offer(Parcel(Bundle(events=tuple(events(10)))))  # refusing it would drop a client
     assert len(box) == 10  # that is fully caught up
-    assert not box.offer(Info(text="one more"))
+    assert not box.offer(Parcel(Info(text="one more")))
 
 
 def test_a_parked_connection_is_resumed_once_at_the_next_queued_event_or_close() -> None:
@@ -98,8 +98,8 @@ def test_a_parked_connection_is_resumed_once_at_the_next_queued_event_or_close()
     assert box.park(lambda: calls.append("woken"))
     assert box.writer_waiting  # the callback stands in for a waiting writer
     (event,) = events(1)
-    assert box.offer(event)
-    assert box.offer(event)
+    assert box.offer(Parcel(event))
+    assert box.offer(Parcel(event))
     assert calls == ["woken"]  # once: whoever resumes takes over
     assert not box.writer_waiting
     assert not box.park(lambda: calls.append("no"))  # something is queued: serve on
@@ -120,7 +120,7 @@ def test_a_hang_up_reaches_the_reader_or_the_parked_connection() -> None:
     assert box.park(lambda: calls.append("resumed"))
     box.unpark()  # resumed for another reason: neither hook is left behind
     (event,) = events(1)
-    assert box.offer(event)
+    assert box.offer(Parcel(event))
     box.hang_up()
     assert box.park(lambda: calls.append("resumed")) is False  # one event queued
     box.take_nowait(10)
@@ -169,7 +169,7 @@ def test_with_nothing_unsent_an_event_goes_straight_to_the_socket() -> None:
     wire = Wire()
     box = Mailbox(10, wire=wire)
     (event,) = events(1)
-    assert box.offer(event)
+    assert box.offer(Parcel(event))
     assert wire.written == encoded(event, JSON_LINES)
     assert len(box) == 0 and box.unsent_bytes == 0
 
@@ -178,25 +178,25 @@ def test_what_the_socket_leaves_is_queued_and_what_follows_waits_behind_it() -> 
     a, b = events(2)
     wire = Wire(room=3)
     box = Mailbox(10, wire=wire)
-    assert box.offer(a)
-    assert box.offer(b)  # something is unsent: queued, never written past the rest of a
+    assert box.offer(Parcel(a))
+    assert box.offer(Parcel(b))  # something is unsent: queued, never written past the rest of a
     rest = encoded(a, JSON_LINES)[3:]
     assert box.take_nowait(10) == [Raw(data=rest, events=1), b]
     assert box.unsent_bytes == len(rest) + len(encoded(b, JSON_LINES))
     wire.room = None
     (c,) = events(1)
-    assert box.offer(c)  # being written: still queued
+    assert box.offer(Parcel(c))  # being written: still queued
     assert wire.written == encoded(a, JSON_LINES)[:3]
     box.sent(box.unsent_bytes)  # the writer wrote it all
-    assert box.offer(c)
+    assert box.offer(Parcel(c))
     assert wire.written == encoded(a, JSON_LINES)[:3] + encoded(c, JSON_LINES)
 
 
 def test_a_backlog_is_bounded_in_bytes_but_a_lone_big_event_fits() -> None:
     big, small = Info(text="x" * 100), Info(text="y")
     box = Mailbox(10, max_bytes=50, wire=Wire(room=0))
-    assert box.offer(big)  # however big: the receiver is caught up
-    assert not box.offer(small)
+    assert box.offer(Parcel(big))  # however big: the receiver is caught up
+    assert not box.offer(Parcel(small))
     assert box.take_nowait(10) == [Raw(data=encoded(big, JSON_LINES), events=1)]
 
 
@@ -204,11 +204,11 @@ def test_a_broken_socket_is_not_written_to_again() -> None:
     wire = Wire(broken=True)
     box = Mailbox(10, wire=wire)
     a, b = events(2)
-    assert box.offer(a)  # queued: the writer will find the socket broken and end it
+    assert box.offer(Parcel(a))  # queued: the writer will find the socket broken and end it
     wire.broken = False
     box.take_nowait(10)
     box.sent(box.unsent_bytes)
-    assert box.offer(b)
+    assert box.offer(Parcel(b))
     assert wire.written == b"" and box.take_nowait(10) == [b]
 
 
@@ -216,5 +216,5 @@ def test_a_closed_mailbox_refuses_even_a_direct_write() -> None:
     wire = Wire()
     box = Mailbox(10, wire=wire)
     box.close()
-    assert not box.offer(Info(text="late"))
+    assert not box.offer(Parcel(Info(text="late")))
     assert wire.written == b""

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .mailbox import Mailbox, events_in
+from .mailbox import Mailbox, Parcel
 from .metrics import Metrics
 from .names import DEFAULT_ROOM, InvalidName, name_key, normalize_nick
 from .protocol import (
@@ -514,12 +514,13 @@ class Hub:
     def _fanout(self, receivers: Iterable[Session], event: ServerEvent) -> None:
         overflowed: list[Session] = []
         delivered = 0
+        parcel = Parcel(event)
         for receiver in receivers:
-            if receiver.mailbox.offer(event):
+            if receiver.mailbox.offer(parcel):
                 delivered += 1
             else:
                 overflowed.append(receiver)  # too slow, or its connection is going away
-        self.metrics.messages_out_total.inc(delivered * events_in(event))
+        self.metrics.messages_out_total.inc(delivered * parcel.events)
         # Handled after the loop: detaching announces a leave, which fans out again.
         for receiver in overflowed:
             self._drop_slow(receiver)
