@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 import trio
 
 from .names import InvalidName
+from .plugins import calling_plugin
 from .protocol import Error, Info
 
 if TYPE_CHECKING:
@@ -62,13 +63,12 @@ class CommandRegistry:
     def __init__(self) -> None:
         self._commands: dict[str, CommandSpec] = {}
 
-    def register_for(self, plugin: str) -> RegisterCommand:
-        """A ``register`` callable that records ``plugin`` as the owner of what it adds."""
-
-        def register(name: str, handler: Handler, *, help: str, usage: str = "") -> None:
-            self.add(CommandSpec(name.lower(), handler, help.strip(), usage.strip(), plugin))
-
-        return register
+    def register(self, name: str, handler: Handler, *, help: str, usage: str = "") -> None:
+        """The ``register`` callable of the ``register_commands`` hook: the command belongs
+        to the plugin whose hook implementation is calling (see
+        :func:`~trio_chat.plugins.calling_plugin`)."""
+        owner = calling_plugin() or "(unknown plugin)"
+        self.add(CommandSpec(name.lower(), handler, help.strip(), usage.strip(), owner))
 
     def add(self, spec: CommandSpec) -> None:
         if not COMMAND_NAME.match(spec.name):
