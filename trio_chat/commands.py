@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import trio
 
-from .names import InvalidName
+from .errors import ChatError
+from .errors import CommandError as CommandError
 from .plugins import calling_plugin
-from .protocol import Error, Info
+from .protocol import Error, Info, error_reply
 
 if TYPE_CHECKING:
     from .hub import Hub, Session
@@ -24,18 +25,6 @@ log = logging.getLogger("trio_chat.commands")
 COMMAND_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 Handler = Callable[["CommandContext"], "str | Awaitable[str | None] | None"]
-
-
-class CommandError(Exception):
-    """Raise from a command handler (or message filter) to refuse with a message for the user.
-
-    ``code`` is the error code the client sees (default ``command_failed``).
-    """
-
-    def __init__(self, text: str, code: str = "command_failed") -> None:
-        super().__init__(text)
-        self.text = text
-        self.code = code
 
 
 class RegisterCommand(Protocol):
@@ -181,10 +170,8 @@ async def run_command(ctx: CommandContext) -> None:
             _internal_error(ctx)
             return
         ctx.reply(result)
-    except CommandError as exc:
-        hub.send_to(ctx.session, Error(code=exc.code, text=exc.text, ref=ctx.ref))
-    except InvalidName as exc:
-        hub.send_to(ctx.session, Error(code=exc.code, text=str(exc), ref=ctx.ref))
+    except ChatError as exc:
+        hub.send_to(ctx.session, error_reply(exc, ctx.ref))
     except Exception:
         log.exception("plugin %r: /%s raised", spec.plugin, spec.name)
         _internal_error(ctx)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .errors import LoginRefused as LoginRefused
 from .hub import Session, host_of
 from .names import name_key
 from .protocol import History
@@ -40,15 +41,6 @@ def cut_page(
     when paging forward (``after``), the last ones when paging back."""
     more = len(messages) > limit
     return (messages[:limit] if forward else messages[-limit:]), more
-
-
-class LoginRefused(Exception):
-    """Login failed; ``code`` and the message are what the user is told."""
-
-    def __init__(self, code: str, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.text = text
 
 
 def wire_form(message: StoredMessage) -> dict[str, Any]:

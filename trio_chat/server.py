@@ -17,14 +17,15 @@ from typing import Any
 
 import trio
 
-from .commands import CommandContext, CommandError, CommandRegistry, run_command
+from .commands import CommandContext, CommandRegistry, run_command
 from .config import ServerConfig
+from .errors import ChatError, CommandError, LoginRefused
 from .hub import Hub, NotInRoom, Session, host_of
 from .keepalive import Keepalive
 from .limits import ConnectionLimiter
 from .metrics import Metrics, serve_metrics
-from .names import InvalidName, normalize_nick
-from .persistence import LoginRefused, Persistence
+from .names import normalize_nick
+from .persistence import Persistence
 from .plugins import (
     ENTRY_POINT_GROUP,
     ChatPluginManager,
@@ -45,6 +46,7 @@ from .protocol import (
     PongReply,
     Quit,
     Say,
+    error_reply,
 )
 from .proxyproto import ProxyTrust
 from .publisher import Publisher
@@ -290,10 +292,8 @@ class ChatServer:
             room = frame.room or session.room
             try:
                 self.post(session, room, frame.text)
-            except CommandError as exc:
-                self.hub.send_to(session, Error(code=exc.code, text=exc.text, ref=frame.ref))
-            except InvalidName as exc:
-                self.hub.send_to(session, Error(code=exc.code, text=str(exc), ref=frame.ref))
+            except ChatError as exc:
+                self.hub.send_to(session, error_reply(exc, frame.ref))
             except Exception:
                 log.exception("message filter raised")
                 self.hub.send_to(
@@ -364,10 +364,8 @@ class ChatServer:
                 limit=limit,
                 ref=request.ref,
             )
-        except (LoginRefused, CommandError) as exc:
-            self.hub.send_to(session, Error(code=exc.code, text=exc.text, ref=request.ref))
-        except InvalidName as exc:
-            self.hub.send_to(session, Error(code=exc.code, text=str(exc), ref=request.ref))
+        except ChatError as exc:
+            self.hub.send_to(session, error_reply(exc, request.ref))
         except StoreError as exc:
             log.error("history for %s failed: %s", session.nick, exc)
             self.hub.send_to(
@@ -404,7 +402,8 @@ class ChatServer:
         self, nick: str, password: str | None, register: bool, address: str
     ) -> str | None:
         """Decide whether a connection may log in as ``nick``; return its account key
-        (``None`` for a guest). Raises :class:`LoginRefused` or :class:`InvalidName`."""
+        (``None`` for a guest). Raises :class:`~trio_chat.errors.ChatError` (a bad nick, a
+        refused login)."""
         nick = normalize_nick(nick)
         if self.persistence is None:
             if password is not None:
