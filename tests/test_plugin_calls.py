@@ -177,3 +177,26 @@ def test_register_commands_is_historic_for_plugins_added_later() -> None:
     assert server.commands.get("late") is None
     # Every built-in command still belongs to the built-in that registered it.
     assert server.commands.get("who").plugin == "trio_chat.builtins.rooms"  # type: ignore[union-attr]
+
+
+class Garbage:
+    @hookimpl
+    def filter_message(self, text: str) -> object:
+        return 42 if "garbage" in text else None
+
+
+async def test_a_filter_returning_garbage_refuses_the_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with open_test_server(Garbage(), Masker()) as chat:
+        async with open_client(chat, "alice") as alice:
+            with caplog.at_level(logging.ERROR, logger="trio_chat"):
+                await alice.say("garbage in")
+                error = await alice.expect("error")
+            assert (error.code, error.text) == (
+                "plugin_error",
+                "message refused by a filter (internal error)",
+            )
+            await alice.say("fine")
+            assert (await alice.expect("message")).text == "fine"
+    assert "Garbage" in caplog.text and "not a string" in caplog.text

@@ -26,6 +26,7 @@ import pluggy
 import trio
 
 from . import hookspecs
+from .errors import ChatError
 
 log = logging.getLogger("trio_chat.plugins")
 
@@ -48,6 +49,9 @@ class PluginLoadError(Exception):
 #: The hooks whose implementations are contained one by one: an exception is logged with
 #: the plugin's name and counts as ``None``, and the other implementations still run.
 CONTAINED_HOOKS = frozenset({"register_commands", "server_started", "user_joined", "user_left"})
+
+#: What the sender of a message is told when a filter failed (the log says how).
+FILTER_FAILED = "message refused by a filter (internal error)"
 
 #: The name of the plugin whose hook implementation is running (``""`` outside one): lets
 #: the ``register`` callable of ``register_commands`` know who adds a command.
@@ -142,15 +146,11 @@ def _chained(impl: pluggy.HookImpl, state: dict[str, object]) -> pluggy.HookImpl
                     impl.plugin_name,
                     type(result).__name__,
                 )
-                raise FilterFailed(impl.plugin_name)
+                raise ChatError("plugin_error", FILTER_FAILED)
             state["text"] = result
         return result
 
     return _with_function(impl, chained)
-
-
-class FilterFailed(Exception):
-    """A message filter returned something that is not text (the message is refused)."""
 
 
 def _with_function(impl: pluggy.HookImpl, function: Callable[..., object]) -> pluggy.HookImpl:

@@ -28,8 +28,8 @@ from .names import normalize_nick
 from .persistence import Persistence
 from .plugins import (
     ENTRY_POINT_GROUP,
+    FILTER_FAILED,
     ChatPluginManager,
-    FilterFailed,
     collect_plugins,
     new_plugin_manager,
     run_soon,
@@ -264,19 +264,14 @@ class ChatServer:
 
     def post(self, session: Session, room: str, text: str, kind: MessageKind = "say") -> None:
         """Say ``text`` in ``room`` as ``session``, after every message filter agreed."""
-        try:
-            texts = self.pm.hook.filter_message(session=session, room=room, text=text)
-        except FilterFailed:
-            raise CommandError(
-                "message refused by a filter (internal error)", "plugin_error"
-            ) from None
+        texts = self.pm.hook.filter_message(session=session, room=room, text=text)
         if texts:
             # Each filter saw the text the one before returned: the last is the final one
             # (a wrapper may have appended its own).
             text = texts[-1]
             if not isinstance(text, str):
                 log.error("a wrapper of filter_message gave %s, not text", type(text).__name__)
-                raise CommandError("message refused by a filter (internal error)", "plugin_error")
+                raise ChatError("plugin_error", FILTER_FAILED)
         if not text:
             return
         self.hub.say(session, room, text, kind)
