@@ -19,6 +19,7 @@ from .protocol import Error, Info, error_reply
 if TYPE_CHECKING:
     from .hub import Hub, Session
     from .server import ChatServer
+    from .store import StoredMessage
 
 log = logging.getLogger("trio_chat.commands")
 
@@ -116,6 +117,32 @@ class CommandContext:
     @property
     def hub(self) -> Hub:
         return self.server.hub
+
+    @property
+    def account(self) -> str | None:
+        """The key of the account the caller is logged in to; ``None`` for a guest."""
+        return self.session.account
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """This plugin's own dict on the caller's session: kept for the connection's life,
+        seen by no other plugin (it is ``session.extra[plugin name]``)."""
+        state: dict[str, Any] = self.session.extra.setdefault(self.spec.plugin, {})
+        return state
+
+    async def history(
+        self,
+        room: str | None = None,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> list[StoredMessage]:
+        """Stored messages of ``room`` (default: :attr:`room`), oldest first; see
+        :meth:`ChatServer.history <trio_chat.api.ServerAPI.history>`."""
+        return await self.server.history(
+            self.room if room is None else room, before=before, after=after, limit=limit
+        )
 
     def reply(self, text: str, data: dict[str, Any] | None = None) -> None:
         """Send ``text`` (and optional structured ``data``) to the caller only."""

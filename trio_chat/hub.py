@@ -108,7 +108,17 @@ class Session:
     away: str | None = None
     #: Server administrator: operator in every room.
     admin: bool = False
-    #: Free space for plugins, keyed by plugin name.
+    #: The key of the account this session logged in to (or registered), ``None`` for a
+    #: guest. Private messages are stored only between two accounts.
+    account: str | None = None
+    #: Per room key: the first id this session got live on joining; history stops below it,
+    #: so history and live delivery never overlap.
+    history_bound: dict[str, int] = field(default_factory=dict)
+    #: Per room key: the oldest message id this session was shown, where ``/history`` goes
+    #: on paging back from.
+    history_oldest: dict[str, int] = field(default_factory=dict)
+    #: Free space for plugins, one entry per plugin name (``ctx.state`` is that entry);
+    #: the server's own data lives in the fields above, never here.
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

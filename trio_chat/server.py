@@ -17,9 +17,10 @@ from typing import Any
 
 import trio
 
+from .api import ServerAPI
 from .commands import CommandContext, CommandRegistry, run_command
 from .config import ServerConfig
-from .errors import ChatError, CommandError, LoginRefused
+from .errors import ChatError, LoginRefused
 from .hub import Hub, NotInRoom, Session, host_of
 from .keepalive import Keepalive
 from .limits import ConnectionLimiter
@@ -88,7 +89,7 @@ class ConnectionSlot:
             release()
 
 
-class ChatServer:
+class ChatServer(ServerAPI):
     """Owns the hub and the plugins, and turns client frames into hub calls.
 
     Transports (TCP, WebSocket, later IRC) call :meth:`handle` with frames they decoded;
@@ -336,7 +337,7 @@ class ChatServer:
     async def answer_history(self, session: Session, request: HistoryRequest) -> None:
         """Answer a ``history`` frame with one page, or an error saying why not."""
         try:
-            store = self.require_store("history")
+            store = self._store_for("history")
             limit = request.limit or 50
             if request.with_nick is not None:
                 await store.send_private_page(
@@ -366,13 +367,6 @@ class ChatServer:
             self.hub.send_to(
                 session, Error(code="store_error", text="history is unavailable", ref=request.ref)
             )
-
-    def require_store(self, what: str) -> Persistence:
-        if self.persistence is None:
-            raise CommandError(
-                f"this server keeps no {what} (it runs without a database)", "no_store"
-            )
-        return self.persistence
 
     def flush(self) -> None:
         """A reader has handled everything it received: deliver what that published at once

@@ -256,7 +256,7 @@ async def run_connection(server: ChatServer, link: Link, release: Callable[[], N
         session.nick,
         link.address,
         link.transport,
-        "yes" if session.extra.get("account") else "no",
+        "yes" if session.account else "no",
     )
     server.session_started()
     if link.keepalive_ping is not None:
@@ -513,7 +513,7 @@ async def _handshake(server: ChatServer, link: Link, outbox: Outbox) -> Session 
             await link.send([error_reply(exc, login.ref)])
             await link.prompt_nick()
             continue
-        session.extra["account"] = account
+        session.account = account
         session.measure = link.measure
         session.write_now = link.write_now
         link.batching = login.batch
