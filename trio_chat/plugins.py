@@ -91,6 +91,12 @@ class ChatPluginManager(pluggy.PluginManager):
         super().__init__(project_name)
         #: Longest an awaitable result of an event hook may take (the plugin timeout).
         self.timeout = 10.0
+        # The copy made of each implementation, made once (a copy per call would cost
+        # microseconds on every message); dropped when its plugin is unregistered.
+        self._twins: dict[pluggy.HookImpl, pluggy.HookImpl] = {}
+        # The text of each filter_message call in progress (a stack: a filter may cause a
+        # message of its own), where each filter reads the text the one before left.
+        self._texts: list[str] = []
 
     def _hookexec(
         self,
@@ -102,17 +108,42 @@ class ChatPluginManager(pluggy.PluginManager):
         # The one place every call of every hook passes (HookCaller.__call__, call_historic,
         # the history replayed to a plugin registered later): a pluggy internal, overridden
         # because it is the only point that sees each implementation before it runs.
+        if hook_name == "filter_message":
+            if not methods:
+                return []
+            methods = [self._twin(hook_name, impl) for impl in methods]
+            self._texts.append(str(kwargs["text"]))
+            try:
+                return super()._hookexec(hook_name, methods, kwargs, firstresult)
+            finally:
+                self._texts.pop()
         if hook_name in CONTAINED_HOOKS:
-            methods = [self._contained(hook_name, impl) for impl in methods]
-        elif hook_name == "filter_message":
-            state = dict(kwargs)
-            methods = [_chained(impl, state) for impl in methods]
+            methods = [self._twin(hook_name, impl) for impl in methods]
         return super()._hookexec(hook_name, methods, kwargs, firstresult)
 
-    def _contained(self, hook_name: str, impl: pluggy.HookImpl) -> pluggy.HookImpl:
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
+        removed = super().unregister(plugin, name)
+        self._twins = {
+            impl: twin for impl, twin in self._twins.items() if impl.plugin is not removed
+        }
+        return removed
+
+    def _twin(self, hook_name: str, impl: pluggy.HookImpl) -> pluggy.HookImpl:
+        """``impl`` as this manager calls it: a wrapper as it is, else contained (event
+        hooks) or chained (filters)."""
         if impl.wrapper or impl.hookwrapper:
             return impl
-        function, plugin, timeout = impl.function, impl.plugin_name, self.timeout
+        twin = self._twins.get(impl)
+        if twin is None:
+            if hook_name == "filter_message":
+                twin = _with_function(impl, self._chained(impl))
+            else:
+                twin = _with_function(impl, self._contained(hook_name, impl))
+            self._twins[impl] = twin
+        return twin
+
+    def _contained(self, hook_name: str, impl: pluggy.HookImpl) -> Callable[..., object]:
+        function, plugin = impl.function, impl.plugin_name
 
         def contained(*args: object) -> object:
             token = _calling_plugin.set(plugin)
@@ -124,39 +155,39 @@ class ChatPluginManager(pluggy.PluginManager):
             finally:
                 _calling_plugin.reset(token)
             if inspect.isawaitable(result):
-                return _guarded(result, plugin, hook_name, timeout)
+                return _guarded(result, plugin, hook_name, self.timeout)
             return result
 
-        return _with_function(impl, contained)
+        return contained
 
+    def _chained(self, impl: pluggy.HookImpl) -> Callable[..., object]:
+        """A filter called with the text the filter before it left (pluggy would give every
+        filter the caller's original text), leaving its own for the next."""
+        function, texts = impl.function, self._texts
+        at = impl.argnames.index("text") if "text" in impl.argnames else None
 
-def _chained(impl: pluggy.HookImpl, state: dict[str, object]) -> pluggy.HookImpl:
-    """A filter that reads its arguments from ``state`` and leaves its text there for the
-    next filter (pluggy would give every filter the caller's original text)."""
-    if impl.wrapper or impl.hookwrapper:
-        return impl
-    function, argnames = impl.function, impl.argnames
+        def chained(*args: object) -> object:
+            if at is not None:
+                args = (*args[:at], texts[-1], *args[at + 1 :])
+            result = function(*args)
+            if result is not None:
+                if not isinstance(result, str):
+                    log.error(
+                        "plugin %r: filter_message returned %s, not a string or None",
+                        impl.plugin_name,
+                        type(result).__name__,
+                    )
+                    raise ChatError("plugin_error", FILTER_FAILED)
+                texts[-1] = result
+            return result
 
-    def chained(*_args: object) -> object:
-        result = function(*[state[name] for name in argnames])
-        if result is not None:
-            if not isinstance(result, str):
-                log.error(
-                    "plugin %r: filter_message returned %s, not a string or None",
-                    impl.plugin_name,
-                    type(result).__name__,
-                )
-                raise ChatError("plugin_error", FILTER_FAILED)
-            state["text"] = result
-        return result
-
-    return _with_function(impl, chained)
+        return chained
 
 
 def _with_function(impl: pluggy.HookImpl, function: Callable[..., object]) -> pluggy.HookImpl:
     """A copy of ``impl`` that calls ``function`` with the same arguments."""
     twin = copy.copy(impl)
-    # ``function`` is Final for pluggy's users; a copy made for one call is ours to set.
+    # ``function`` is Final for pluggy's users; this copy is ours, made before its first use.
     object.__setattr__(twin, "function", function)
     return twin
 

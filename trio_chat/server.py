@@ -265,7 +265,9 @@ class ChatServer(ServerAPI):
 
     def post(self, session: Session, room: str, text: str, kind: MessageKind = "say") -> None:
         """Say ``text`` in ``room`` as ``session``, after every message filter agreed."""
-        texts = self.pm.hook.filter_message(session=session, room=room, text=text)
+        hook = self.pm.hook.filter_message
+        # No filters (the usual case): skip pluggy's call, ~2 us on the path of every line.
+        texts = hook(session=session, room=room, text=text) if hook.get_hookimpls() else None
         if texts:
             # Each filter saw the text the one before returned: the last is the final one
             # (a wrapper may have appended its own).
