@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Generator
 
+import pluggy
 import pytest
 import trio
 import trio.lowlevel
@@ -200,3 +201,14 @@ async def test_a_filter_returning_garbage_refuses_the_message(
             await alice.say("fine")
             assert (await alice.expect("message")).text == "fine"
     assert "Garbage" in caplog.text and "not a string" in caplog.text
+
+
+def test_register_commands_takes_no_wrapper_being_historic() -> None:
+    class Wrapping:
+        @hookimpl(wrapper=True)
+        def register_commands(self) -> Generator[None, None, None]:
+            return (yield)
+
+    server = ChatServer(local_config())
+    with pytest.raises(pluggy.PluginValidationError, match="historic"):
+        server.add_plugin(Wrapping())
