@@ -153,14 +153,14 @@ def test_a_private_message_is_stored_only_between_two_accounts() -> None:
     from trio_chat.publisher import Publisher
 
     hub, _, (alice, bob, guest) = lobby_with("alice", "bob", "guest")
-    alice.extra["account"], bob.extra["account"] = "allce", "bob"
-    guest.extra["account"] = None
+    alice.account, bob.account = "allce", "bob"
+    guest.account = None
     publisher = Publisher(hub, store=None, outbox_size=100)
     publisher.attach()
     hub.private(alice, "bob", "kept")
     hub.private(alice, "guest", "not kept")
     hub.private(guest, "alice", "nor this")
-    alice.extra["account"] = None  # logged out later: the message stays theirs
+    alice.account = None  # logged out later: the message stays theirs
     kept, *not_kept = publisher._buffer
     assert (kept.persist, kept.accounts) == (True, ("allce", "bob"))
     assert [(p.persist, p.accounts) for p in not_kept] == [(False, None), (False, None)]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .errors import LoginRefused as LoginRefused
 from .hub import Session, host_of
 from .names import name_key
 from .protocol import History
@@ -40,15 +41,6 @@ def cut_page(
     when paging forward (``after``), the last ones when paging back."""
     more = len(messages) > limit
     return (messages[:limit] if forward else messages[-limit:]), more
-
-
-class LoginRefused(Exception):
-    """Login failed; ``code`` and the message are what the user is told."""
-
-    def __init__(self, code: str, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.text = text
 
 
 def wire_form(message: StoredMessage) -> dict[str, Any]:
@@ -122,7 +114,7 @@ class Persistence:
     async def send_recent(self, session: Session, room: str) -> None:
         """Right after ``session`` joined ``room``: the latest messages before it arrived."""
         bound = self.hub.history_bound()
-        session.extra.setdefault("history_bound", {})[name_key(room)] = bound
+        session.history_bound[name_key(room)] = bound
         if self.history_on_join <= 0:
             return
         await self.send_room_page(
@@ -131,8 +123,7 @@ class Persistence:
 
     def room_bound(self, session: Session, room: str) -> int:
         """Where live delivery began for ``session`` in ``room``: history stops below it."""
-        bounds: dict[str, int] = session.extra.get("history_bound", {})
-        return bounds.get(name_key(room), self.hub.history_bound())
+        return session.history_bound.get(name_key(room), self.hub.history_bound())
 
     async def send_room_page(
         self,
@@ -160,7 +151,7 @@ class Persistence:
         )
         if after is None and messages:
             # Remember how far back this session has been shown, for /history.
-            oldest: dict[str, int] = session.extra.setdefault("history_oldest", {})
+            oldest = session.history_oldest
             key = name_key(room)
             oldest[key] = min(oldest.get(key, bound), messages[0].id)
         if messages or not skip_empty:
@@ -169,6 +160,12 @@ class Persistence:
                 History(room=room, messages=[wire_form(m) for m in messages], more=more, ref=ref),
             )
         return messages
+
+    async def room_history(
+        self, room: str, *, before: int | None = None, after: int | None = None, limit: int = 50
+    ) -> list[StoredMessage]:
+        """A page of ``room``'s stored messages, oldest first (see ``ChatServer.history``)."""
+        return await self.store.history(room, before=before, after=after, limit=clamp_page(limit))
 
     async def send_private_page(
         self,
@@ -186,7 +183,7 @@ class Persistence:
         By account keys alone: a guest's private messages are never stored, so nobody who
         registers a nick later can read what was said to whoever used it before.
         """
-        account = session.extra.get("account")
+        account = session.account
         if account is None:
             raise LoginRefused(
                 "login_required", "private history is kept for registered users; /login first"
