@@ -651,7 +651,7 @@ async def _read_until_idle(
             continue
         if isinstance(item, RemoteProtocolError):
             server.metrics.frames_rejected_total.labels(item.code).inc()
-            server.hub.send_to(session, Error(code=item.code, text=item.message, ref=item.ref))
+            server.hub.send_to(session, error_reply(item))
             continue
         await server.handle(session, item)
 
