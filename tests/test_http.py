@@ -6,6 +6,7 @@ from __future__ import annotations
 import h11
 import pytest
 
+from trio_chat.metrics import CONTENT_TYPE, scrape_response
 from trio_chat.transports.http import CONNECTION_CLOSE, PLAIN_TEXT, response
 from trio_chat.transports.tcp import http_misdirected
 from trio_chat.transports.websocket import (
@@ -132,3 +133,28 @@ def test_the_chat_port_answers_http_clients_with_where_to_go() -> None:
     head, body = read_as_client(http_misdirected(6001))
     assert (head.status_code, head.reason) == (400, b"Bad Request")
     assert body.endswith(b"For WebSocket and the browser page use port 6001.\n")
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status", "has_body"),
+    [
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 200, True),
+        (b"GET /metrics?x=1 HTTP/1.0\r\n\r\n", 200, True),
+        (b"HEAD /metrics HTTP/1.1\r\n\r\n", 200, False),
+        (b"GET / HTTP/1.1\r\n\r\n", 404, True),
+        (b"HEAD / HTTP/1.1\r\n\r\n", 404, False),
+        (b"POST /metrics HTTP/1.1\r\n\r\n", 405, True),
+        (b"nonsense\r\n\r\n", 400, True),
+        (b"", 400, True),  # nothing came in time
+    ],
+)
+def test_scrape_answers(request_head: bytes, status: int, has_body: bool) -> None:
+    data = scrape_response(lambda: "x_total 1.0\n", request_head)
+    method = b"HEAD" if request_head.startswith(b"HEAD") else b"GET"
+    head, body = read_as_client(data, method=method)
+    assert head.status_code == status
+    assert dict(head.headers)[b"connection"] == b"close"
+    assert bool(body) == has_body
+    if status == 200:
+        assert dict(head.headers)[b"content-type"] == CONTENT_TYPE.encode()
+        assert data.endswith(b"\r\n\r\nx_total 1.0\n") == has_body
