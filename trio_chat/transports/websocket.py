@@ -6,8 +6,7 @@ is written by h11 in :mod:`trio_chat.transports.http`. The WebSocket is wsproto 
 driven by the connection's own reader and writer tasks, the same two every TCP connection
 has: no extra task per connection, several frames handled per read, and outgoing frames
 encoded once per event for all receivers (trio-websocket, used by the clients, costs a task
-and a lock round per message, which capped the server's fan-out; see
-``shared/LIBRARIES.md``).
+and a lock round per message, which capped the server's fan-out).
 """
 
 from __future__ import annotations
