@@ -146,7 +146,7 @@ def test_messages_are_not_numbered_past_the_message_id_limit() -> None:
     assert hub.last_id == limit  # refused before numbering: no id used up
     hub.join(connect(hub, "carol"), "#lobby")  # a join cannot be refused: numbered past it
     assert hub.last_id == limit + 1
-    assert hub.metrics.messages_not_saved_total.value == 2
+    assert hub.metrics.value("trio_chat_messages_not_saved_total") == 2
 
 
 def test_a_private_message_is_stored_only_between_two_accounts() -> None:

@@ -74,15 +74,7 @@ class Persistence:
         self.history_on_join = history_on_join
         self.throttle = LoginThrottle()
         self._account_log = LogLimiter()
-        hub.metrics.collectors.append(self._collect_metrics)
-
-    def _collect_metrics(self) -> None:
-        """Copy the store's health into the server's metrics (called on each scrape)."""
-        stats, metrics = self.store.stats, self.hub.metrics
-        metrics.store_healthy.labels().set(1 if stats.healthy else 0)
-        metrics.store_write_failures_total.labels().value = stats.write_failures
-        metrics.store_checkpoint_failures_total.labels().value = stats.checkpoint_failures
-        metrics.store_wal_frames.labels().set(stats.wal_frames)
+        hub.metrics.watch_store(lambda: self.store.stats)
 
     def _cannot_save_accounts(self, exc: StoreError) -> LoginRefused:
         """Log a failed account write (one line, no traceback; repeats rate-limited) and
