@@ -18,11 +18,13 @@ from trio_chat.testing import local_config, open_client, open_test_server
 ROOT = Path(__file__).resolve().parent.parent
 
 #: What a plugin (built-in or not) and the plugin docs must never do: reach into the store
-#: or the history service, or into another object's private fields (``self._x`` is a
+#: or the history and login services, or into another object's private fields (``self._x`` is a
 #: plugin's own; ``trio_chat._plugin_docs`` is a module name in the docs).
 FORBIDDEN = {
     "the store": re.compile(r"\bstore\.|^\s*(?:from|import)\s+\S*\bstore\b", re.MULTILINE),
-    "the history service": re.compile(r"persistence", re.IGNORECASE),
+    "the history or login service": re.compile(
+        r"persistence|history_service|HistoryService|\.logins\b|\bLogins\b"
+    ),
     "a private field": re.compile(r"(?<!\bself)(?<!\btrio_chat)\._[A-Za-z]"),
 }
 
@@ -50,6 +52,8 @@ def test_builtins_plugins_and_docs_use_only_the_public_api() -> None:
     "line",
     [
         "store = ctx.server.persistence",
+        "await ctx.server.history_service.send_room_page(ctx.session, ctx.room)",
+        "await ctx.server.logins.check_login(nick, password, address)",
         "await store.store.history(ctx.room)",
         "from trio_chat.store import Store",
         "ctx.server._nursery.start_soon(f)",

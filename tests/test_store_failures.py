@@ -39,8 +39,8 @@ def refusing(conn: sqlite3.Connection, action: int, target: str) -> Iterator[Non
 
 
 def writer(chat: TestServer) -> sqlite3.Connection:
-    assert chat.server.persistence is not None
-    return chat.server.persistence.store._writer
+    assert chat.server.history_service is not None
+    return chat.server.history_service.store._writer
 
 
 def error_lines(caplog: pytest.LogCaptureFixture, logger: str) -> list[str]:

@@ -21,10 +21,15 @@ from .store import StoredMessage, StoreError
 
 if TYPE_CHECKING:
     from .commands import CommandRegistry, CommandSpec
+    from .history import HistoryService
     from .hub import Hub, Session
-    from .persistence import Persistence
+    from .logins import Logins
 
 log = logging.getLogger("trio_chat.server")
+
+
+def _no_store(what: str) -> CommandError:
+    return CommandError(f"this server keeps no {what} (it runs without a database)", "no_store")
 
 
 class RoomsView(Mapping[str, Room]):
@@ -54,7 +59,8 @@ class ServerAPI:
 
     hub: Hub
     commands: CommandRegistry
-    persistence: Persistence | None
+    history_service: HistoryService | None
+    logins: Logins | None
 
     # --------------------------------------------------------------------------- rooms
 
@@ -101,18 +107,21 @@ class ServerAPI:
     def keeps_history(self) -> bool:
         """Whether the server has a database (history and accounts); else those calls
         refuse with ``no_store``."""
-        return self.persistence is not None
+        return self.history_service is not None
 
     def require_store(self, what: str) -> None:
         """Refuse (``no_store``, naming ``what``) unless the server has a database."""
-        self._store_for(what)
+        self._history_for(what)
 
-    def _store_for(self, what: str) -> Persistence:
-        if self.persistence is None:
-            raise CommandError(
-                f"this server keeps no {what} (it runs without a database)", "no_store"
-            )
-        return self.persistence
+    def _history_for(self, what: str) -> HistoryService:
+        if self.history_service is None:
+            raise _no_store(what)
+        return self.history_service
+
+    def _logins_for(self, what: str) -> Logins:
+        if self.logins is None:
+            raise _no_store(what)
+        return self.logins
 
     async def history(
         self,
@@ -128,9 +137,9 @@ class ServerAPI:
         Read in a thread: it never blocks the server. Refuses (``no_store``,
         ``store_error``) without a database or when it cannot be read.
         """
-        store = self._store_for("history")
+        service = self._history_for("history")
         try:
-            return await store.room_history(room, before=before, after=after, limit=limit)
+            return await service.room_history(room, before=before, after=after, limit=limit)
         except StoreError as exc:
             log.error("history of %s for a plugin failed: %s", room, exc)
             raise ChatError("store_error", "history is unavailable") from None
@@ -140,34 +149,34 @@ class ServerAPI:
     ) -> None:
         """Send ``session`` a ``history`` page of ``room`` older than anything it was shown
         (what ``/history`` does)."""
-        store = self._store_for("history")
+        service = self._history_for("history")
         before = session.history_oldest.get(name_key(room))
-        await store.send_room_page(session, room, before=before, limit=limit, ref=ref)
+        await service.send_room_page(session, room, before=before, limit=limit, ref=ref)
 
     # ------------------------------------------------------------------------ accounts
 
     async def is_registered(self, nick: str) -> bool:
         """Whether ``nick`` is a registered account (never, without a database)."""
-        if self.persistence is None:
+        if self.logins is None:
             return False
-        return await self.persistence.is_registered(nick)
+        return await self.logins.is_registered(nick)
 
     async def register_account(self, session: Session, password: str) -> None:
         """Register ``session``'s nick with ``password`` and log the session in to it."""
-        store = self._store_for("accounts")
+        logins = self._logins_for("accounts")
         if session.account == session.key:
             raise LoginRefused(
                 "nick_registered", f"{session.nick} is already your registered nickname"
             )
-        session.account = await store.register(session.nick, password)
+        session.account = await logins.register(session.nick, password)
 
     async def log_in(self, session: Session, nick: str, password: str) -> str:
         """Log ``session`` in to the account ``nick`` and take that nick; returns it as
         normalised. Refused for a wrong password (throttled) or when the nick is in use on
         another connection."""
-        store = self._store_for("accounts")
+        logins = self._logins_for("accounts")
         nick = normalize_nick(nick)
-        account = await store.check_login(nick, password, session.address)
+        account = await logins.check_login(nick, password, session.address)
         holder = self.hub.find(nick)
         if holder is not None and holder is not session:
             raise NickInUse(f"{nick} is logged in on another connection")
@@ -177,11 +186,11 @@ class ServerAPI:
 
     async def change_password(self, session: Session, old: str, new: str) -> None:
         """Change the password of the account ``session`` is logged in to."""
-        store = self._store_for("accounts")
+        logins = self._logins_for("accounts")
         if session.account is None:
             raise LoginRefused("login_required", "log in (or /register) first")
         try:
-            changed = await store.change_password(session.account, old, new)
+            changed = await logins.change_password(session.account, old, new)
         except ValueError as exc:  # an empty or overlong new password
             raise LoginRefused("bad_password", str(exc)) from None
         if not changed:

@@ -21,12 +21,13 @@ from .api import ServerAPI
 from .commands import CommandContext, CommandRegistry, run_command
 from .config import ServerConfig
 from .errors import ChatError, LoginRefused
+from .history import HistoryService
 from .hub import Hub, NotInRoom, Session, host_of
 from .keepalive import Keepalive
 from .limits import ConnectionLimiter
+from .logins import Logins
 from .metrics import Metrics, serve_metrics
 from .names import normalize_nick
-from .persistence import Persistence
 from .plugins import (
     ENTRY_POINT_GROUP,
     FILTER_FAILED,
@@ -125,7 +126,9 @@ class ChatServer(ServerAPI):
         self._nursery: trio.Nursery | None = None
         #: Where idle connections wait without tasks (see transports.parking).
         self.parking = ParkingLot()
-        self.persistence: Persistence | None = None
+        #: History and accounts: set while serving with a database, else None.
+        self.history_service: HistoryService | None = None
+        self.logins: Logins | None = None
         self.publisher: Publisher | None = None
         self._live_sessions = 0
         self._sessions_ended = trio.Event()
@@ -339,10 +342,10 @@ class ChatServer(ServerAPI):
     async def answer_history(self, session: Session, request: HistoryRequest) -> None:
         """Answer a ``history`` frame with one page, or an error saying why not."""
         try:
-            store = self._store_for("history")
+            service = self._history_for("history")
             limit = request.limit or 50
             if request.with_nick is not None:
-                await store.send_private_page(
+                await service.send_private_page(
                     session,
                     request.with_nick,
                     before=request.before,
@@ -354,7 +357,7 @@ class ChatServer(ServerAPI):
             room = self.hub.room(request.room or session.room)
             if room is None or session.id not in room.members:
                 raise NotInRoom(f"you are not in {request.room or session.room}")
-            await store.send_room_page(
+            await service.send_room_page(
                 session,
                 room.name,
                 before=request.before,
@@ -383,9 +386,9 @@ class ChatServer(ServerAPI):
 
     async def after_join(self, session: Session, room: str) -> None:
         """What a session gets on joining a room besides the ``join``: recent history."""
-        if self.persistence is not None:
+        if self.history_service is not None:
             try:
-                await self.persistence.send_recent(session, room)
+                await self.history_service.send_recent(session, room)
             except StoreError as exc:
                 log.error("history of %s for %s failed: %s", room, session.nick, exc)
 
@@ -396,21 +399,21 @@ class ChatServer(ServerAPI):
         (``None`` for a guest). Raises :class:`~trio_chat.errors.ChatError` (a bad nick, a
         refused login)."""
         nick = normalize_nick(nick)
-        if self.persistence is None:
+        if self.logins is None:
             if password is not None:
                 raise LoginRefused("no_store", "this server keeps no accounts; log in without")
             return None
         if password is not None:
             if register:
-                return await self.persistence.register(nick, password)
-            return await self.persistence.check_login(nick, password, address)
+                return await self.logins.register(nick, password)
+            return await self.logins.check_login(nick, password, address)
         if self.config.require_accounts:
             raise LoginRefused(
                 "account_required",
                 "this server is for registered users: log in with your password "
                 "(or register an account)",
             )
-        if await self.persistence.is_registered(nick):
+        if await self.logins.is_registered(nick):
             raise LoginRefused(
                 "nick_registered", f"the nickname {nick} is registered; log in with its password"
             )
@@ -440,9 +443,11 @@ class ChatServer(ServerAPI):
                         synchronous="full" if self.config.db_sync_full else "normal",
                     )
                 )
-                self.persistence = Persistence(
+                self.history_service = HistoryService(
                     store, self.hub, history_on_join=self.config.history_on_join
                 )
+                self.logins = Logins(store)
+                self.metrics.watch_store(lambda: store.stats)
             self.publisher = Publisher(self.hub, store=store, outbox_size=self.config.outbox_size)
             self.publisher.attach()
             await self.publisher.reserve_ids()
@@ -450,7 +455,7 @@ class ChatServer(ServerAPI):
                 await self._serve(task_status, self.publisher)
             finally:
                 self.publisher.detach()
-                self.persistence = self.publisher = None
+                self.history_service = self.logins = self.publisher = None
 
     async def _serve(self, task_status: trio.TaskStatus[list[str]], publisher: Publisher) -> None:
         from .transports.tcp import serve_tcp_chat
@@ -461,8 +466,8 @@ class ChatServer(ServerAPI):
             nursery.start_soon(publisher.publish_forever)
             nursery.start_soon(self.keepalive.run)
             nursery.start_soon(self.parking.run)
-            if self.persistence is not None and self.config.keep_days is not None:
-                nursery.start_soon(self.persistence.prune_forever, self.config.keep_days)
+            if self.history_service is not None and self.config.keep_days is not None:
+                nursery.start_soon(self.history_service.prune_forever, self.config.keep_days)
             # Listeners live in their own nursery so that stopping them stops accepting
             # while the connections (spawned in ``nursery``) get to say goodbye.
             async with trio.open_nursery() as listeners:
@@ -483,8 +488,8 @@ class ChatServer(ServerAPI):
                 listeners.cancel_scope.cancel()
             await self._say_goodbye()
             publisher.detach()
-            if self.persistence is not None:
-                await self.persistence.close()
+            if self.history_service is not None:
+                await self.history_service.close()
             nursery.cancel_scope.cancel()
         self._nursery = None
 

@@ -1,6 +1,8 @@
-"""What the server does with its store besides committing messages: history and accounts.
+"""The history service: pages of a room's or a conversation's stored messages for a
+session, never overlapping what it receives live, and the pruning of old ones.
 
-(Committing before fan-out is the :mod:`~trio_chat.publisher`'s job.)
+(Committing messages before fan-out is the :mod:`~trio_chat.publisher`'s job; accounts and
+logins are :mod:`~trio_chat.logins`'.)
 """
 
 from __future__ import annotations
@@ -11,12 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .errors import LoginRefused as LoginRefused
-from .hub import Session, host_of
+from .errors import LoginRefused
+from .hub import Session
 from .names import name_key
 from .protocol import History
-from .store import AccountExists, LoginThrottle, Store, StoredMessage, StoreError
-from .store.health import LogLimiter
+from .store import Store, StoredMessage, StoreError
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -25,8 +26,6 @@ log = logging.getLogger("trio_chat.store")
 
 #: Most messages one history request returns.
 MAX_HISTORY_PAGE = 500
-#: What a user is told when an account cannot be written (full disk, I/O error).
-CANNOT_SAVE_ACCOUNTS = "the server cannot save accounts right now"
 
 
 def clamp_page(limit: int) -> int:
@@ -65,24 +64,13 @@ def wire_form(message: StoredMessage) -> dict[str, Any]:
     }
 
 
-class Persistence:
-    """The server's use of a :class:`~trio_chat.store.Store` (history, accounts)."""
+class HistoryService:
+    """The server's history, read from a :class:`~trio_chat.store.Store` for sessions."""
 
     def __init__(self, store: Store, hub: Hub, *, history_on_join: int) -> None:
         self.store = store
         self.hub = hub
         self.history_on_join = history_on_join
-        self.throttle = LoginThrottle()
-        self._account_log = LogLimiter()
-        hub.metrics.watch_store(lambda: self.store.stats)
-
-    def _cannot_save_accounts(self, exc: StoreError) -> LoginRefused:
-        """Log a failed account write (one line, no traceback; repeats rate-limited) and
-        say what the user is told: the store's error is for the operator, not for them."""
-        left_out = self._account_log.hit(time.monotonic())
-        if left_out is not None:
-            log.error("could not save an account: %s%s", exc, self._account_log.more_text(left_out))
-        return LoginRefused("store_error", CANNOT_SAVE_ACCOUNTS)
 
     async def prune_forever(self, keep_days: float, every: float = 3600.0) -> None:
         """Delete messages older than ``keep_days``, now and then every ``every`` seconds."""
@@ -100,8 +88,6 @@ class Persistence:
         """Remember the last id given out, so numbering goes on after a restart."""
         with trio.move_on_after(5):
             await self.store.note_last_id(self.hub.last_id)
-
-    # ------------------------------------------------------------------------- history
 
     async def send_recent(self, session: Session, room: str) -> None:
         """Right after ``session`` joined ``room``: the latest messages before it arrived."""
@@ -192,51 +178,3 @@ class Persistence:
             session,
             History(with_nick=other, messages=[wire_form(m) for m in messages], more=more, ref=ref),
         )
-
-    # ------------------------------------------------------------------------ accounts
-
-    async def check_login(self, nick: str, password: str, address: str) -> str:
-        """Verify a password (throttled; see :class:`~trio_chat.store.LoginThrottle`) and
-        return the account key. The attempt is counted before the slow check, so guesses
-        sent in parallel are throttled like guesses sent one by one.
-
-        The refusal never says whether the nick is registered.
-        """
-        key = name_key(nick)
-        host = host_of(address)
-        refused = self.throttle.begin(key, host, time.monotonic())
-        if refused is not None:
-            raise LoginRefused("login_throttled", refused.text)
-        if await self.store.verify_password(key, password):
-            self.throttle.succeeded(key, host, time.monotonic())
-            return key
-        raise LoginRefused("login_failed", "wrong nickname or password")
-
-    async def register(self, nick: str, password: str) -> str:
-        """Create the account ``nick`` (first come, first served); return its key."""
-        key = name_key(nick)
-        try:
-            await self.store.create_account(key, password)
-        except AccountExists:
-            raise LoginRefused(
-                "nick_registered", f"the nickname {nick} is already registered"
-            ) from None
-        except ValueError as exc:
-            raise LoginRefused("bad_password", str(exc)) from None
-        except StoreError as exc:
-            raise self._cannot_save_accounts(exc) from None
-        return key
-
-    async def change_password(self, account: str, old: str, new: str) -> bool:
-        """Replace ``account``'s password if ``old`` is right; False if it is not.
-
-        Raises :class:`LoginRefused` (``store_error``) when the change cannot be saved, and
-        :class:`ValueError` for an empty or overlong ``new``.
-        """
-        try:
-            return await self.store.change_password(account, old, new)
-        except StoreError as exc:
-            raise self._cannot_save_accounts(exc) from None
-
-    async def is_registered(self, nick: str) -> bool:
-        return await self.store.account_exists(name_key(nick))
