@@ -13,7 +13,7 @@ from pathlib import Path
 
 import trio
 
-from trio_chat.server import FULL_GC_EVERY, quiet_gc
+from trio_chat.program import FULL_GC_EVERY, quiet_gc
 
 CLI = [sys.executable, "-m", "trio_chat.cli"]
 

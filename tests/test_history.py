@@ -340,7 +340,7 @@ def test_bad_database_files_are_one_clear_line_and_untouched(tmp_path: Path) -> 
 
 async def test_a_message_that_cannot_be_saved_is_not_sent_and_the_sender_is_told() -> None:
     async with open_test_server() as chat:
-        store = chat.server.persistence.store  # type: ignore[union-attr]
+        store = chat.server.history_service.store  # type: ignore[union-attr]
         # SQLite itself refuses the line, as a full disk would: every path a message takes
         # into the database (batched, or retried alone) meets the same refusal.
         store._writer.execute(
@@ -368,7 +368,7 @@ async def test_ids_stop_rather_than_pass_a_reservation_that_cannot_be_written(
     monkeypatch.setattr(trio_chat.publisher, "ID_RESERVE", 40)  # so a few lines reach it
     monkeypatch.setattr(trio_chat.publisher, "ID_RESERVE_RETRY", 0.05)
     async with open_test_server() as chat:
-        store = chat.server.persistence.store  # type: ignore[union-attr]
+        store = chat.server.history_service.store  # type: ignore[union-attr]
         hub = chat.server.hub
         assert store.last_id == 40  # the reservation written at start: ids up to 40
         async with open_client(chat, "alice") as alice:

@@ -163,21 +163,21 @@ def test_messages_are_not_numbered_past_the_message_id_limit() -> None:
     assert hub.last_id == limit  # refused before numbering: no id used up
     hub.join(connect(hub, "carol"), "#lobby")  # a join cannot be refused: numbered past it
     assert hub.last_id == limit + 1
-    assert hub.metrics.messages_not_saved_total.value == 2
+    assert hub.metrics.value("trio_chat_messages_not_saved_total") == 2
 
 
 def test_a_private_message_is_stored_only_between_two_accounts() -> None:
     from trio_chat.publisher import Publisher
 
     hub, _, (alice, bob, guest) = lobby_with("alice", "bob", "guest")
-    alice.extra["account"], bob.extra["account"] = "allce", "bob"
-    guest.extra["account"] = None
+    alice.account, bob.account = "allce", "bob"
+    guest.account = None
     publisher = Publisher(hub, store=None, outbox_size=100)
     publisher.attach()
     hub.private(alice, "bob", "kept")
     hub.private(alice, "guest", "not kept")
     hub.private(guest, "alice", "nor this")
-    alice.extra["account"] = None  # logged out later: the message stays theirs
+    alice.account = None  # logged out later: the message stays theirs
     kept, *not_kept = publisher._buffer
     assert (kept.persist, kept.accounts) == (True, ("allce", "bob"))
     assert [(p.persist, p.accounts) for p in not_kept] == [(False, None), (False, None)]

@@ -1,21 +1,17 @@
-"""Prometheus text exposition (0.0.4): exact output, escaping, histogram buckets."""
+"""/metrics: our metrics in the Prometheus text format (0.0.4) through prometheus-client,
+with its process and GC metrics, served over HTTP."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 import trio
+from prometheus_client import REGISTRY, generate_latest
 
-from trio_chat.metrics import (
-    CONTENT_TYPE,
-    Counter,
-    Gauge,
-    Histogram,
-    Metrics,
-    Registry,
-    serve_metrics,
-)
+from trio_chat.metrics import CONTENT_TYPE, LATENCY_BUCKETS, Metrics, serve_metrics
+from trio_chat.store import StoreStats
 
 # A small parser for the text format, as a scraper reads it.
 SAMPLE = re.compile(r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)\Z")
@@ -67,158 +63,31 @@ def parse(text: str) -> tuple[dict[str, str], dict[tuple[str, Labels], float]]:
     return types, samples
 
 
-# ---------------------------------------------------------------------------- exact output
-
-
-def test_render_exact_text() -> None:
-    registry = Registry()
-    hits = registry.counter("hits_total", "Requests served.")
-    temperature = registry.gauge("temperature", "Degrees.")
-    by_code = registry.family("errors_total", "Errors, by code.", ("code", "where"), Counter)
-    latency = registry.histogram("latency_seconds", "Latency.", buckets=(0.1, 1.0))
-    hits.inc()
-    hits.inc(2)
-    temperature.set(21.5)
-    temperature.dec(0.5)
-    by_code.labels("bad_json", "tcp").inc()
-    by_code.labels("bad_field", "ws").inc(3)
-    latency.observe(0.05)
-    latency.observe(0.5)
-    latency.observe(7.0)
-    assert registry.render() == (
-        "# HELP hits_total Requests served.\n"
-        "# TYPE hits_total counter\n"
-        "hits_total 3\n"
-        "# HELP temperature Degrees.\n"
-        "# TYPE temperature gauge\n"
-        "temperature 21.0\n"
-        "# HELP errors_total Errors, by code.\n"
-        "# TYPE errors_total counter\n"
-        'errors_total{code="bad_field",where="ws"} 3\n'
-        'errors_total{code="bad_json",where="tcp"} 1\n'
-        "# HELP latency_seconds Latency.\n"
-        "# TYPE latency_seconds histogram\n"
-        'latency_seconds_bucket{le="0.1"} 1\n'
-        'latency_seconds_bucket{le="1.0"} 2\n'
-        'latency_seconds_bucket{le="+Inf"} 3\n'
-        "latency_seconds_sum 7.55\n"
-        "latency_seconds_count 3\n"
-    )
-
-
-def test_labelled_histogram_puts_le_last() -> None:
-    registry = Registry()
-    family = registry.family("h", "H.", ("room",), lambda: Histogram((1.0,)))
-    family.labels("#a").observe(2.0)
-    assert registry.render().splitlines()[2:] == [
-        'h_bucket{room="#a",le="1.0"} 0',
-        'h_bucket{room="#a",le="+Inf"} 1',
-        'h_sum{room="#a"} 2.0',
-        'h_count{room="#a"} 1',
-    ]
-
-
-def test_empty_family_has_help_and_type_only() -> None:
-    registry = Registry()
-    registry.family("x_total", "X.", ("reason",), Counter)
-    assert registry.render() == "# HELP x_total X.\n# TYPE x_total counter\n"
-    assert Registry().render() == ""
-
-
-def test_content_type_is_version_0_0_4() -> None:
-    assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
-
-
-# -------------------------------------------------------------------------------- escaping
-
-
-def test_label_values_are_escaped() -> None:
-    registry = Registry()
-    family = registry.family("x_total", "X.", ("reason",), Counter)
-    nasty = 'back\\slash "quoted"\nnext line'
-    family.labels(nasty).inc()
-    assert registry.render().splitlines()[-1] == (
-        'x_total{reason="back\\\\slash \\"quoted\\"\\nnext line"} 1'
-    )
-    _, samples = parse(registry.render())
-    assert samples == {("x_total", (("reason", nasty),)): 1.0}
-
-
-def test_help_text_is_escaped() -> None:
-    registry = Registry()
-    registry.counter("x_total", 'a \\ b\nc "d"')
-    assert registry.render().splitlines()[0] == '# HELP x_total a \\\\ b\\nc "d"'
-
-
-# ------------------------------------------------------------------------------ histograms
-
-
-def test_histogram_buckets_are_cumulative_and_inf_is_the_count() -> None:
-    registry = Registry()
-    histogram = registry.histogram("h_seconds", "H.", buckets=(0.001, 0.01, 0.1))
-    values = [0.0, 0.001, 0.0010001, 0.005, 0.01, 0.05, 0.1, 0.2, 3.0]
-    for value in values:
-        histogram.observe(value)
-    _, samples = parse(registry.render())
-    buckets = {labels[0][1]: count for (name, labels), count in samples.items() if "bucket" in name}
-    # "le" means less than or equal: a value on a bound is in that bound's bucket.
-    assert buckets == {"0.001": 2, "0.01": 5, "0.1": 7, "+Inf": 9}
-    assert samples[("h_seconds_count", ())] == len(values) == buckets["+Inf"]
-    assert samples[("h_seconds_sum", ())] == pytest.approx(sum(values))
-
-
-def test_histogram_bounds_must_increase() -> None:
-    with pytest.raises(ValueError, match="increase"):
-        Histogram((0.1, 0.1))
-    with pytest.raises(ValueError, match="increase"):
-        Histogram((1.0, 0.5))
-    assert Histogram((0.5, float("inf"))).bounds == (0.5,)  # +Inf is always there
-
-
-def test_timer_observes_elapsed_seconds() -> None:
-    histogram = Histogram()
-    with histogram.time():
-        pass
-    assert histogram.count == 1
-    assert 0 <= histogram.sum < 1
-
-
-# ---------------------------------------------------------------------------- registration
-
-
-def test_labels_are_cached_and_counted() -> None:
-    registry = Registry()
-    family = registry.family("g", "G.", ("transport",), Gauge)
-    assert family.labels("tcp") is family.labels("tcp")
-    with pytest.raises(ValueError, match="labels"):
-        family.labels("tcp", "extra")
-
-
-@pytest.mark.parametrize(
-    ("name", "labels"),
-    [
-        ("1bad", ()),
-        ("bad-name", ()),
-        ("ok", ("bad-label",)),
-        ("ok", ("__reserved",)),
-        ("ok", ("a", "a")),
-    ],
-)
-def test_bad_names_are_refused(name: str, labels: tuple[str, ...]) -> None:
-    with pytest.raises(ValueError):
-        Registry().family(name, "X.", labels, Counter)
-
-
-def test_le_is_reserved_for_histograms_and_names_are_unique() -> None:
-    registry = Registry()
-    with pytest.raises(ValueError):
-        registry.family("h", "H.", ("le",), Histogram)
-    registry.family("c_total", "C.", ("le",), Counter)  # fine on a counter
-    with pytest.raises(ValueError, match="already"):
-        registry.counter("c_total", "again")
-
-
 # ------------------------------------------------------------------------ the trio-chat set
+
+#: Every metric of ours, by its type: names, types and help texts are what Prometheus
+#: dashboards and alerts are written against, so they only ever change on purpose.
+OUR_TYPES = {
+    "trio_chat_connections": "gauge",
+    "trio_chat_parked_connections": "gauge",
+    "trio_chat_connections_total": "counter",
+    "trio_chat_messages_in_total": "counter",
+    "trio_chat_messages_out_total": "counter",
+    "trio_chat_queue_drops_total": "counter",
+    "trio_chat_disconnects_total": "counter",
+    "trio_chat_fanout_seconds": "histogram",
+    "trio_chat_frames_rejected_total": "counter",
+    "trio_chat_tls_cert_not_after_seconds": "gauge",
+    "trio_chat_store_healthy": "gauge",
+    "trio_chat_store_write_failures_total": "counter",
+    "trio_chat_messages_not_saved_total": "counter",
+    "trio_chat_store_checkpoint_failures_total": "counter",
+    "trio_chat_store_wal_frames": "gauge",
+}
+
+
+def ours(types: dict[str, str]) -> dict[str, str]:
+    return {name: kind for name, kind in types.items() if name.startswith("trio_chat_")}
 
 
 def test_trio_chat_metrics_render_and_parse() -> None:
@@ -235,23 +104,7 @@ def test_trio_chat_metrics_render_and_parse() -> None:
     metrics.frames_rejected_total.labels("bad_json").inc()
     metrics.fanout_seconds.observe(0.0002)
     types, samples = parse(metrics.render())
-    assert types == {
-        "trio_chat_connections": "gauge",
-        "trio_chat_parked_connections": "gauge",
-        "trio_chat_connections_total": "counter",
-        "trio_chat_messages_in_total": "counter",
-        "trio_chat_messages_out_total": "counter",
-        "trio_chat_queue_drops_total": "counter",
-        "trio_chat_disconnects_total": "counter",
-        "trio_chat_fanout_seconds": "histogram",
-        "trio_chat_frames_rejected_total": "counter",
-        "trio_chat_tls_cert_not_after_seconds": "gauge",
-        "trio_chat_store_healthy": "gauge",
-        "trio_chat_store_write_failures_total": "counter",
-        "trio_chat_messages_not_saved_total": "counter",
-        "trio_chat_store_checkpoint_failures_total": "counter",
-        "trio_chat_store_wal_frames": "gauge",
-    }
+    assert ours(types) == OUR_TYPES
     assert samples[("trio_chat_connections", (("transport", "websocket"),))] == 1
     assert samples[("trio_chat_connections", (("transport", "tcp-json"),))] == 0
     assert samples[("trio_chat_connections", (("transport", "tcp-text"),))] == 0  # pre-made
@@ -265,10 +118,101 @@ def test_trio_chat_metrics_render_and_parse() -> None:
     assert samples[("trio_chat_fanout_seconds_count", ())] == 1
 
 
+def test_help_texts_are_kept() -> None:
+    """A few help lines, exactly (escaping included: one has an apostrophe)."""
+    lines = Metrics().render().splitlines()
+    for line in (
+        "# HELP trio_chat_connections Chat connections open now, by transport.",
+        "# HELP trio_chat_connections_total Chat connections accepted since the server started.",
+        "# HELP trio_chat_fanout_seconds Seconds taken to queue one room event for every member.",
+        "# HELP trio_chat_tls_cert_not_after_seconds Unix time at which the server's TLS "
+        "certificate expires (0 without TLS).",
+    ):
+        assert line in lines
+
+
+def test_process_and_gc_metrics_come_with_ours() -> None:
+    types, samples = parse(Metrics().render())
+    assert types["process_resident_memory_bytes"] == "gauge"
+    assert types["process_cpu_seconds_total"] == "counter"
+    assert types["process_open_fds"] == "gauge"
+    assert types["process_start_time_seconds"] == "gauge"
+    assert types["python_gc_collections_total"] == "counter"
+    assert samples[("process_resident_memory_bytes", ())] > 0
+    assert samples[("process_open_fds", ())] >= 3
+
+
+def test_no_created_series_and_the_library_default_is_untouched() -> None:
+    """prometheus-client's ``_created`` samples are left out of our text only: turning
+    them off with ``disable_created_metrics()`` would do it for the whole process."""
+    metrics = Metrics()
+    metrics.connections_total.inc()
+    metrics.disconnects_total.labels("quit").inc()
+    metrics.fanout_seconds.observe(0.1)
+    text = metrics.render()
+    assert "_created" not in text
+    if "PROMETHEUS_DISABLE_CREATED_SERIES" not in os.environ:  # the library's own switch
+        assert metrics.registry.get_sample_value("trio_chat_connections_created") is not None
+    assert "trio_chat_connections_total 1.0\n" in text
+
+
+def test_histogram_buckets_are_cumulative_and_inf_is_the_count() -> None:
+    metrics = Metrics()
+    values = [0.0, 0.0001, 0.00010001, 0.0003, 0.001, 0.05, 1.0, 3.0]
+    for value in values:
+        metrics.fanout_seconds.observe(value)
+    _, samples = parse(metrics.render())
+    buckets = {
+        labels[0][1]: count
+        for (name, labels), count in samples.items()
+        if name == "trio_chat_fanout_seconds_bucket"
+    }
+    # "le" means less than or equal: a value on a bound is in that bound's bucket.
+    assert buckets["0.0001"] == 2
+    assert buckets["0.00025"] == 3
+    assert buckets["0.0005"] == 4
+    assert buckets["0.001"] == 5
+    assert buckets["0.05"] == 6
+    assert buckets["1.0"] == 7
+    assert buckets["+Inf"] == len(values)
+    assert samples[("trio_chat_fanout_seconds_count", ())] == len(values)
+    assert samples[("trio_chat_fanout_seconds_sum", ())] == pytest.approx(sum(values))
+    assert list(buckets) == [*(format(b, "") for b in LATENCY_BUCKETS), "+Inf"]
+
+
+def test_the_store_is_read_when_scraped() -> None:
+    """Without a database the store's metrics have help and type but no sample; with one,
+    each scrape reads its current stats."""
+    metrics = Metrics()
+    types, samples = parse(metrics.render())
+    assert types["trio_chat_store_healthy"] == "gauge"
+    assert not [key for key in samples if key[0].startswith("trio_chat_store_")]
+
+    stats = StoreStats()
+    metrics.watch_store(lambda: stats)
+    stats.healthy, stats.write_failures, stats.checkpoint_failures = False, 4, 2
+    stats.wal_frames = 17
+    _, samples = parse(metrics.render())
+    assert samples[("trio_chat_store_healthy", ())] == 0
+    assert samples[("trio_chat_store_write_failures_total", ())] == 4
+    assert samples[("trio_chat_store_checkpoint_failures_total", ())] == 2
+    assert samples[("trio_chat_store_wal_frames", ())] == 17
+    stats.healthy = True
+    assert metrics.value("trio_chat_store_healthy") == 1
+
+
 def test_each_server_has_its_own_metrics() -> None:
-    first, second = Metrics(), Metrics()
+    first, second = Metrics(), Metrics()  # the same names twice: no clash
     first.connections_total.inc()
-    assert second.connections_total.value == 0
+    assert first.value("trio_chat_connections_total") == 1
+    assert second.value("trio_chat_connections_total") == 0
+    assert "trio_chat" not in generate_latest(REGISTRY).decode()  # not the library's global
+    with pytest.raises(KeyError):
+        first.value("trio_chat_disconnects_total", reason="never")
+
+
+def test_content_type_is_version_0_0_4() -> None:
+    assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
 
 
 # ------------------------------------------------------------------------------- scraping
@@ -298,8 +242,8 @@ async def test_serve_metrics_answers_get_metrics(nursery: trio.Nursery) -> None:
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     assert f"Content-Type: {CONTENT_TYPE}".encode() in head
     assert f"Content-Length: {len(body)}".encode() in head
-    assert body.decode() == metrics.render()
-    _, samples = parse(body.decode())
+    types, samples = parse(body.decode())
+    assert ours(types) == OUR_TYPES
     assert samples[("trio_chat_connections_total", ())] == 1
 
     head_only = await scrape(port, b"HEAD /metrics HTTP/1.1\r\n\r\n")
@@ -343,7 +287,16 @@ async def test_a_running_server_counts_what_happens() -> None:
             await alice.send_raw(b"{broken")
             await alice.expect("error")
             text = await scrape(host, int(port))
-        assert 'trio_chat_connections{transport="tcp-json"} 2' in text
-        assert "trio_chat_messages_in_total 1" in text
-        assert 'trio_chat_frames_rejected_total{code="bad_json"} 1' in text
-        assert "trio_chat_fanout_seconds_count" in text
+        head, _, body = text.partition("\r\n\r\n")
+        assert head.startswith("HTTP/1.1 200 OK\r\n")
+        types, samples = parse(body)
+        assert samples[("trio_chat_connections", (("transport", "tcp-json"),))] == 2
+        assert samples[("trio_chat_messages_in_total", ())] == 1
+        assert samples[("trio_chat_frames_rejected_total", (("code", "bad_json"),))] == 1
+        assert samples[("trio_chat_fanout_seconds_count", ())] >= 1
+        assert samples[("trio_chat_store_healthy", ())] == 1  # the test server has a database
+        # The library's process metrics, of this very process (the server runs in it).
+        assert types["process_resident_memory_bytes"] == "gauge"
+        assert samples[("process_resident_memory_bytes", ())] > 0
+        assert samples[("process_open_fds", ())] >= 4  # at least the three sockets here
+        assert ("python_gc_collections_total", (("generation", "0"),)) in samples

@@ -106,7 +106,7 @@ async def wait_parked(server: ChatServer, count: int) -> None:
 
 
 def parked_gauge(server: ChatServer) -> float:
-    return server.metrics.parked.value
+    return server.metrics.value("trio_chat_parked_connections")
 
 
 async def test_parked_clients_get_every_message_in_order_and_come_back_to_speak() -> None:
@@ -256,7 +256,7 @@ async def test_a_server_cancelled_outright_closes_parked_connections_and_counts_
     try:
         assert len(server.parking) == 0 and parked_gauge(server) == 0
         assert server.connections.count() == 0
-        open_now = [server.metrics.connections.labels(t).value for t in TRANSPORTS]
+        open_now = [server.metrics.value("trio_chat_connections", transport=t) for t in TRANSPORTS]
         assert open_now == [0] * len(TRANSPORTS)
         for sock in socks:
             sock.settimeout(5)

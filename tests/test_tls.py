@@ -90,7 +90,7 @@ async def test_expired_certificate_is_refused_by_clients_and_warned_about(
         f"the TLS certificate {cert_path} expired on 2020-01-02 00:00 UTC: "
         "clients will refuse to connect"
     ]
-    assert "trio_chat_tls_cert_not_after_seconds 1577923200" in server.metrics.render()
+    assert server.metrics.value("trio_chat_tls_cert_not_after_seconds") == 1577923200
     async with open_test_server(config=config) as chat:
         for scheme in ("tcp", "ws"):  # the TLS port and the wss:// port
             host, port = chat.address(scheme)

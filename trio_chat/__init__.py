@@ -7,10 +7,12 @@ __version__ = "0.1.0"
 from .commands import CommandContext as CommandContext
 from .commands import CommandError as CommandError
 from .config import ServerConfig as ServerConfig
+from .errors import ChatError as ChatError
 from .hookspecs import hookimpl as hookimpl
 from .server import ChatServer as ChatServer
 
 __all__ = [
+    "ChatError",
     "ChatServer",
     "CommandContext",
     "CommandError",

@@ -27,7 +27,8 @@ from .config_loading import (
     render_example_config,
 )
 from .plugins import PluginLoadError
-from .server import ChatServer, ServerSetupError, run_until_signal
+from .program import run_until_signal
+from .server import ChatServer, ServerSetupError
 from .store import Store, StoreError
 from .transports.streams import ListenError
 

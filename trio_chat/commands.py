@@ -11,30 +11,21 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import trio
 
-from .names import InvalidName
-from .protocol import Error, Info
+from .errors import ChatError
+from .errors import CommandError as CommandError
+from .plugins import calling_plugin
+from .protocol import Error, Info, error_reply
 
 if TYPE_CHECKING:
     from .hub import Hub, Session
     from .server import ChatServer
+    from .store import StoredMessage
 
 log = logging.getLogger("trio_chat.commands")
 
 COMMAND_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 Handler = Callable[["CommandContext"], "str | Awaitable[str | None] | None"]
-
-
-class CommandError(Exception):
-    """Raise from a command handler (or message filter) to refuse with a message for the user.
-
-    ``code`` is the error code the client sees (default ``command_failed``).
-    """
-
-    def __init__(self, text: str, code: str = "command_failed") -> None:
-        super().__init__(text)
-        self.text = text
-        self.code = code
 
 
 class RegisterCommand(Protocol):
@@ -62,13 +53,12 @@ class CommandRegistry:
     def __init__(self) -> None:
         self._commands: dict[str, CommandSpec] = {}
 
-    def register_for(self, plugin: str) -> RegisterCommand:
-        """A ``register`` callable that records ``plugin`` as the owner of what it adds."""
-
-        def register(name: str, handler: Handler, *, help: str, usage: str = "") -> None:
-            self.add(CommandSpec(name.lower(), handler, help.strip(), usage.strip(), plugin))
-
-        return register
+    def register(self, name: str, handler: Handler, *, help: str, usage: str = "") -> None:
+        """The ``register`` callable of the ``register_commands`` hook: the command belongs
+        to the plugin whose hook implementation is calling (see
+        :func:`~trio_chat.plugins.calling_plugin`)."""
+        owner = calling_plugin() or "(unknown plugin)"
+        self.add(CommandSpec(name.lower(), handler, help.strip(), usage.strip(), owner))
 
     def add(self, spec: CommandSpec) -> None:
         if not COMMAND_NAME.match(spec.name):
@@ -128,6 +118,32 @@ class CommandContext:
     def hub(self) -> Hub:
         return self.server.hub
 
+    @property
+    def account(self) -> str | None:
+        """The key of the account the caller is logged in to; ``None`` for a guest."""
+        return self.session.account
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """This plugin's own dict on the caller's session: kept for the connection's life,
+        seen by no other plugin (it is ``session.extra[plugin name]``)."""
+        state: dict[str, Any] = self.session.extra.setdefault(self.spec.plugin, {})
+        return state
+
+    async def history(
+        self,
+        room: str | None = None,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> list[StoredMessage]:
+        """Stored messages of ``room`` (default: :attr:`room`), oldest first; see
+        :meth:`ChatServer.history <trio_chat.api.ServerAPI.history>`."""
+        return await self.server.history(
+            self.room if room is None else room, before=before, after=after, limit=limit
+        )
+
     def reply(self, text: str, data: dict[str, Any] | None = None) -> None:
         """Send ``text`` (and optional structured ``data``) to the caller only."""
         self.server.hub.send_to(self.session, Info(text=text, data=data, ref=self.ref))
@@ -181,10 +197,8 @@ async def run_command(ctx: CommandContext) -> None:
             _internal_error(ctx)
             return
         ctx.reply(result)
-    except CommandError as exc:
-        hub.send_to(ctx.session, Error(code=exc.code, text=exc.text, ref=ctx.ref))
-    except InvalidName as exc:
-        hub.send_to(ctx.session, Error(code=exc.code, text=str(exc), ref=ctx.ref))
+    except ChatError as exc:
+        hub.send_to(ctx.session, error_reply(exc, ctx.ref))
     except Exception:
         log.exception("plugin %r: /%s raised", spec.plugin, spec.name)
         _internal_error(ctx)

@@ -9,9 +9,23 @@ Plugins are found three ways: installed packages with an entry point in the ``tr
 group, ``trio-chat serve --plugin module.name`` (or a path to a ``.py`` file), and
 ``ChatServer.add_plugin(obj)`` at run time.
 
+Every hook is called through pluggy's caller (``pm.hook.NAME(...)``), so the markers pluggy
+documents work: ``@hookimpl(tryfirst=True)``, ``trylast`` and ``wrapper=True`` (a generator
+that runs around the other implementations: ``result = yield`` gives their results, and
+what it returns replaces them). ``register_commands`` is historic, so it takes no wrappers.
+
 Hooks are called synchronously. Where a hook's docs say so, an implementation may instead be
 ``async def`` (or return an awaitable): the server then awaits it, bounded by the server's
 plugin timeout, without holding up other users.
+
+How errors are contained. pluggy stops a hook call at the first exception; one broken
+plugin must not silence the others, nor stop the server, so the plugin manager (see
+:class:`trio_chat.plugins.ChatPluginManager`) calls each plain implementation of
+``register_commands``, ``server_started``, ``user_joined`` and ``user_left`` on its own
+terms: whatever it raises is logged with the plugin's name and counts as ``None``, and the
+others still run. An exception from a ``wrapper=True`` implementation of those hooks is
+logged too. ``filter_message`` is the exception to the rule: a filter that raises refuses
+the message (a broken filter fails closed, never lets through what it should have stopped).
 """
 
 from __future__ import annotations
@@ -32,7 +46,7 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
-@hookspec
+@hookspec(historic=True)
 def register_commands(register: RegisterCommand) -> None:
     """Add slash-commands.
 
@@ -47,8 +61,9 @@ def register_commands(register: RegisterCommand) -> None:
     error for the caller alone, and the server log names the plugin.
 
     Registering a name that another plugin already took is refused with a logged error, so
-    two plugins can never silently shadow each other. Called once per plugin, when the plugin
-    is added.
+    two plugins can never silently shadow each other. Historic (pluggy's ``call_historic``):
+    called once per plugin, when the plugin is added, whether before the server starts or
+    while it runs; so it cannot have a ``wrapper=True`` implementation.
     """
 
 
@@ -61,6 +76,11 @@ def filter_message(session: Session, room: str, text: str) -> str | None:
     :class:`trio_chat.commands.CommandError` to refuse it: the sender gets that error and
     nobody sees the line. Filters run in order (last registered first), each seeing the text
     the previous one returned. Must be synchronous: it is on the path of every message.
+
+    A ``wrapper=True`` filter gets the text before the others run and, from ``yield``, the
+    list of texts they returned (the final text last; empty if none changed it); it returns
+    that list, or one with another text appended to change the message. Any other exception
+    than ``CommandError`` refuses the message too, with ``plugin_error``, and is logged.
     """
 
 
@@ -83,4 +103,7 @@ def user_left(server: ChatServer, session: Session, room: str, reason: str | Non
 
 @hookspec
 def server_started(server: ChatServer, addresses: list[str]) -> None:
-    """Called once the server listens, with the addresses it bound (``tcp://``, ``ws://``)."""
+    """Called once the server listens, with the addresses it bound (``tcp://``, ``ws://``).
+
+    Errors are logged, not raised: a plugin cannot stop the server from serving.
+    """

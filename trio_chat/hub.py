@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import FixedCodeError
 from .mailbox import Mailbox, Parcel
 from .metrics import Metrics
 from .names import DEFAULT_ROOM, InvalidName, name_key, normalize_nick
@@ -54,19 +55,19 @@ class NickInUse(InvalidName):
     code = "nick_taken"
 
 
-class NotInRoom(InvalidName):
+class NotInRoom(FixedCodeError):
     """The session tried to speak in a room it has not joined."""
 
     code = "not_in_room"
 
 
-class NotAllowed(InvalidName):
+class NotAllowed(FixedCodeError):
     """A room or server rule forbids it (banned, muted, not an operator)."""
 
     code = "not_allowed"
 
 
-class NoSuchNick(InvalidName):
+class NoSuchNick(FixedCodeError):
     """Nobody by that nickname is connected."""
 
     code = "no_such_nick"
@@ -94,7 +95,17 @@ class Session:
     away: str | None = None
     #: Server administrator: operator in every room.
     admin: bool = False
-    #: Free space for plugins, keyed by plugin name.
+    #: The key of the account this session logged in to (or registered), ``None`` for a
+    #: guest. Private messages are stored only between two accounts.
+    account: str | None = None
+    #: Per room key: the first id this session got live on joining; history stops below it,
+    #: so history and live delivery never overlap.
+    history_bound: dict[str, int] = field(default_factory=dict)
+    #: Per room key: the oldest message id this session was shown, where ``/history`` goes
+    #: on paging back from.
+    history_oldest: dict[str, int] = field(default_factory=dict)
+    #: Free space for plugins, one entry per plugin name (``ctx.state`` is that entry);
+    #: the server's own data lives in the fields above, never here.
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -111,14 +122,14 @@ class Session:
         self.mailbox.hang_up()
 
 
-class NotSaved(InvalidName):
+class NotSaved(FixedCodeError):
     """The message could not be numbered: ids cannot be reserved in the store right now
     (see :attr:`Hub.message_id_limit`), and ids must never go backwards."""
 
     code = "not_saved"
 
 
-class ServerBusy(InvalidName):
+class ServerBusy(FixedCodeError):
     """Too many messages wait for the store; this one was refused, not queued."""
 
     code = "busy"

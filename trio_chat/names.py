@@ -13,6 +13,7 @@ import functools
 import unicodedata
 
 from .confusables import is_mixed_script, letter_scripts, skeleton
+from .errors import FixedCodeError
 
 MAX_NICK_LENGTH = 24
 MAX_ROOM_LENGTH = 32
@@ -22,8 +23,8 @@ ROOM_PUNCTUATION = "_-."
 DEFAULT_ROOM = "#lobby"
 
 
-class InvalidName(ValueError):
-    """A nick or room name breaks the rules; the message says which one, for the user.
+class InvalidName(FixedCodeError, ValueError):
+    """A nick or room name breaks the rules; the text says which one, for the user.
 
     ``code`` is the protocol error code the user gets (``bad_nick``, ``bad_room``, ...).
     """

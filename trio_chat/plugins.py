@@ -1,22 +1,32 @@
 """Finding and loading plugins: built-ins, installed entry points, modules and files.
 
 Built-ins go in through the same door as third-party plugins (as in pytest and llm): each is
-a module registered on one :class:`pluggy.PluginManager` that the server owns. There is no
+a module registered on one :class:`ChatPluginManager` that the server owns. There is no
 global plugin manager, so every test and every server builds its own.
+
+Every hook is called through pluggy's own caller (``pm.hook.NAME(...)``), so ``tryfirst``,
+``wrapper=True`` and ``historic`` work as pluggy documents them. What the manager adds is
+how one plugin's failure is kept from the others (see :class:`ChatPluginManager`).
 """
 
 from __future__ import annotations
 
+import contextvars
+import copy
 import importlib
 import importlib.util
+import inspect
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pluggy
+import trio
 
 from . import hookspecs
+from .errors import ChatError
 
 log = logging.getLogger("trio_chat.plugins")
 
@@ -36,9 +46,189 @@ class PluginLoadError(Exception):
     """A plugin named on the command line could not be imported or registered."""
 
 
-def new_plugin_manager() -> pluggy.PluginManager:
+#: The hooks whose implementations are contained one by one: an exception is logged with
+#: the plugin's name and counts as ``None``, and the other implementations still run.
+CONTAINED_HOOKS = frozenset({"register_commands", "server_started", "user_joined", "user_left"})
+
+#: What the sender of a message is told when a filter failed (the log says how).
+FILTER_FAILED = "message refused by a filter (internal error)"
+
+#: The name of the plugin whose hook implementation is running (``""`` outside one): lets
+#: the ``register`` callable of ``register_commands`` know who adds a command.
+_calling_plugin: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "trio_chat_calling_plugin", default=""
+)
+
+
+def calling_plugin() -> str:
+    """The name of the plugin whose hook implementation is running now (``""`` if none)."""
+    return _calling_plugin.get()
+
+
+class ChatPluginManager(pluggy.PluginManager):
+    """pluggy's manager, with each plugin's errors kept from the other plugins.
+
+    pluggy runs a hook's implementations in one loop and stops at the first exception (it
+    is thrown into the wrappers, then out of ``pm.hook.NAME(...)``). A wrapper of ours
+    cannot resume the loop, and catching around the call would silence every plugin after
+    the broken one. So, as pytest subclasses the manager for its own rules, this one hands
+    pluggy's loop a contained copy of each plain implementation (never of a
+    ``wrapper=True`` one, whose generator pluggy drives itself):
+
+    * for the :data:`CONTAINED_HOOKS`, an exception is logged with the plugin's name and
+      the implementation counts as having returned ``None``; an awaitable result comes back
+      as a guarded coroutine that logs its own failure, bounded by :attr:`timeout`, for the
+      caller to run in the background (:func:`run_soon`);
+    * for ``filter_message``, each filter is called with the text the previous one
+      returned (the chain the hook promises); an exception is not contained: it refuses the
+      message, so a broken filter fails closed.
+
+    An exception from a wrapper still leaves ``pm.hook.NAME(...)``: callers of the event
+    hooks catch and log it (see ``ChatServer.call_hook``).
+    """
+
+    def __init__(self, project_name: str = hookspecs.PROJECT_NAME) -> None:
+        super().__init__(project_name)
+        #: Longest an awaitable result of an event hook may take (the plugin timeout).
+        self.timeout = 10.0
+        # The copy made of each implementation, made once (a copy per call would cost
+        # microseconds on every message); dropped when its plugin is unregistered.
+        self._twins: dict[pluggy.HookImpl, pluggy.HookImpl] = {}
+        # The text of each filter_message call in progress (a stack: a filter may cause a
+        # message of its own), where each filter reads the text the one before left.
+        self._texts: list[str] = []
+
+    def _hookexec(
+        self,
+        hook_name: str,
+        methods: Sequence[pluggy.HookImpl],
+        kwargs: Mapping[str, object],
+        firstresult: bool,
+    ) -> object | list[object]:
+        # The one place every call of every hook passes (HookCaller.__call__, call_historic,
+        # the history replayed to a plugin registered later): a pluggy internal, overridden
+        # because it is the only point that sees each implementation before it runs.
+        if hook_name == "filter_message":
+            if not methods:
+                return []
+            methods = [self._twin(hook_name, impl) for impl in methods]
+            self._texts.append(str(kwargs["text"]))
+            try:
+                return super()._hookexec(hook_name, methods, kwargs, firstresult)
+            finally:
+                self._texts.pop()
+        if hook_name in CONTAINED_HOOKS:
+            methods = [self._twin(hook_name, impl) for impl in methods]
+        return super()._hookexec(hook_name, methods, kwargs, firstresult)
+
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
+        removed = super().unregister(plugin, name)
+        self._twins = {
+            impl: twin for impl, twin in self._twins.items() if impl.plugin is not removed
+        }
+        return removed
+
+    def _twin(self, hook_name: str, impl: pluggy.HookImpl) -> pluggy.HookImpl:
+        """``impl`` as this manager calls it: a wrapper as it is, else contained (event
+        hooks) or chained (filters)."""
+        if impl.wrapper or impl.hookwrapper:
+            return impl
+        twin = self._twins.get(impl)
+        if twin is None:
+            if hook_name == "filter_message":
+                twin = _with_function(impl, self._chained(impl))
+            else:
+                twin = _with_function(impl, self._contained(hook_name, impl))
+            self._twins[impl] = twin
+        return twin
+
+    def _contained(self, hook_name: str, impl: pluggy.HookImpl) -> Callable[..., object]:
+        function, plugin = impl.function, impl.plugin_name
+
+        def contained(*args: object) -> object:
+            token = _calling_plugin.set(plugin)
+            try:
+                result = function(*args)
+            except Exception:
+                log.exception("plugin %r: %s raised", plugin, hook_name)
+                return None
+            finally:
+                _calling_plugin.reset(token)
+            if inspect.isawaitable(result):
+                return _guarded(result, plugin, hook_name, self.timeout)
+            return result
+
+        return contained
+
+    def _chained(self, impl: pluggy.HookImpl) -> Callable[..., object]:
+        """A filter called with the text the filter before it left (pluggy would give every
+        filter the caller's original text), leaving its own for the next."""
+        function, texts = impl.function, self._texts
+        at = impl.argnames.index("text") if "text" in impl.argnames else None
+
+        def chained(*args: object) -> object:
+            if at is not None:
+                args = (*args[:at], texts[-1], *args[at + 1 :])
+            result = function(*args)
+            if result is not None:
+                if not isinstance(result, str):
+                    log.error(
+                        "plugin %r: filter_message returned %s, not a string or None",
+                        impl.plugin_name,
+                        type(result).__name__,
+                    )
+                    raise ChatError("plugin_error", FILTER_FAILED)
+                texts[-1] = result
+            return result
+
+        return chained
+
+
+def _with_function(impl: pluggy.HookImpl, function: Callable[..., object]) -> pluggy.HookImpl:
+    """A copy of ``impl`` that calls ``function`` with the same arguments."""
+    twin = copy.copy(impl)
+    # ``function`` is Final for pluggy's users; this copy is ours, made before its first use.
+    object.__setattr__(twin, "function", function)
+    return twin
+
+
+async def _guarded(result: Awaitable[Any], plugin: str, hook_name: str, limit: float) -> None:
+    """Await an async hook implementation's result: within ``limit`` seconds, its failure
+    logged."""
+    try:
+        with trio.move_on_after(limit) as scope:
+            await result
+        if scope.cancelled_caught:
+            log.error("plugin %r: %s took longer than %ss", plugin, hook_name, limit)
+    except Exception:
+        log.exception("plugin %r: %s raised", plugin, hook_name)
+
+
+def run_soon(results: object, nursery: trio.Nursery | None, hook_name: str) -> None:
+    """Start the awaitable results of an event hook in ``nursery`` (the background).
+
+    The one helper for ``async def`` implementations (datasette's ``await_me_maybe``, made
+    to not wait): each is already guarded by :class:`ChatPluginManager`. Outside a running
+    server there is nowhere to run them; they are closed and logged.
+    """
+    for result in results if isinstance(results, list) else ():
+        if not inspect.isawaitable(result):
+            continue
+        if nursery is None:
+            log.error("%s: an async implementation was called outside a running server", hook_name)
+            if inspect.iscoroutine(result):
+                result.close()
+            continue
+        nursery.start_soon(_await, result)
+
+
+async def _await(awaitable: Awaitable[Any]) -> None:
+    await awaitable
+
+
+def new_plugin_manager() -> ChatPluginManager:
     """A plugin manager that knows trio-chat's hooks and nothing else yet."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm = ChatPluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     return pm
 

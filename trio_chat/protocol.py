@@ -17,6 +17,8 @@ from typing import Any, ClassVar, Literal, TypeAlias
 
 import orjson
 
+from .errors import ChatError
+
 #: Protocol version announced in the ``welcome`` frame. Bump on incompatible changes.
 PROTOCOL_VERSION = 1
 
@@ -41,19 +43,21 @@ def find_control_character(text: str) -> str | None:
     return match.group() if match else None
 
 
-class RemoteProtocolError(Exception):
+class RemoteProtocolError(ChatError):
     """The peer sent something that breaks the protocol.
 
     ``code`` is a stable machine-readable token (documented in ``docs/protocol.md``);
-    ``message`` is one human-readable line. ``ref`` echoes the offending frame's ``ref``
-    when it could be read, so the client can match the error to its request.
+    ``message`` (the same as ``text``) is one human-readable line. ``ref`` echoes the
+    offending frame's ``ref`` when it could be read, so the client can match the error to
+    its request.
     """
 
     def __init__(self, code: str, message: str, *, ref: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.ref = ref
+        super().__init__(code, message, ref=ref)
+
+    @property
+    def message(self) -> str:
+        return self.text
 
 
 # --------------------------------------------------------------------------------------
@@ -437,6 +441,13 @@ class Error(ServerEvent):
     code: str
     text: str
     ref: str | None = None
+
+
+def error_reply(exc: ChatError, ref: str | None = None) -> Error:
+    """The ``error`` event that tells the user about ``exc``: the one place a
+    :class:`~trio_chat.errors.ChatError` becomes a reply. ``ref`` is the refused frame's
+    (else the error's own)."""
+    return Error(code=exc.code, text=exc.text, ref=exc.ref if ref is None else ref)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -70,8 +70,8 @@ def private_accounts(pending: Pending) -> tuple[str, str] | None:
     sender = pending.sender
     if sender is None or not pending.extra:
         return None
-    sender_account = sender.extra.get("account")
-    recipient_account = pending.extra[0].extra.get("account")
+    sender_account = sender.account
+    recipient_account = pending.extra[0].account
     if not sender_account or not recipient_account:
         return None
     return (sender_account, recipient_account)

@@ -24,16 +24,15 @@ def register_commands(register: RegisterCommand) -> None:
 
 
 def help_(ctx: CommandContext) -> None:
-    registry = ctx.server.commands
     wanted = ctx.args.strip().lstrip("/").lower()
     if wanted:
-        spec = registry.get(wanted)
+        spec = ctx.server.command(wanted)
         if spec is None:
             ctx.fail(f"no such command: /{wanted}", "unknown_command")
             return
         ctx.reply(f"{spec.synopsis} - {spec.help}")
         return
-    specs = list(registry)
+    specs = ctx.server.command_list()
     width = max(len(s.synopsis) for s in specs)
     lines = ["Commands:"] + [f"  {s.synopsis:<{width}}  {s.help}" for s in specs]
     ctx.reply(
@@ -46,12 +45,7 @@ async def nick(ctx: CommandContext) -> None:
     if not ctx.args:
         raise ctx.usage_error()
     new = normalize_nick(ctx.args)
-    store = ctx.server.persistence
-    if (
-        store is not None
-        and name_key(new) != ctx.session.extra.get("account")
-        and await store.is_registered(new)
-    ):
+    if name_key(new) != ctx.account and await ctx.server.is_registered(new):
         ctx.fail(f"the nickname {new} is registered; /login {new} PASSWORD", "nick_registered")
     ctx.hub.rename(ctx.session, new)
 

@@ -53,7 +53,7 @@ def _member(ctx: CommandContext, room: Room) -> Session:
 def op(ctx: CommandContext) -> None:
     room = _operator_room(ctx)
     target = _member(ctx, room)
-    room.operators.add(target.id)
+    ctx.server.set_operator(room, target, True)
     ctx.reply(f"{target.nick} is now an operator of {room.name}")
     ctx.hub.send_to_info(target, f"{ctx.nick} made you an operator of {room.name}")
 
@@ -61,7 +61,7 @@ def op(ctx: CommandContext) -> None:
 def deop(ctx: CommandContext) -> None:
     room = _operator_room(ctx)
     target = _member(ctx, room)
-    room.operators.discard(target.id)
+    ctx.server.set_operator(room, target, False)
     ctx.reply(f"{target.nick} is no longer an operator of {room.name}")
 
 
@@ -77,7 +77,7 @@ def ban(ctx: CommandContext) -> None:
     room = _operator_room(ctx)
     nick = _nick_argument(ctx)
     target = ctx.hub.find(nick)
-    room.banned[name_key(nick)] = host_of(target.address) if target is not None else "?"
+    ctx.server.ban(room, nick, host_of(target.address) if target is not None else "?")
     if target is not None and target.id in room.members:
         ctx.hub.part(target, room.name, f"banned by {ctx.nick}", tell_self=True)
     ctx.reply(f"{nick} is banned from {room.name}")
@@ -86,7 +86,7 @@ def ban(ctx: CommandContext) -> None:
 def unban(ctx: CommandContext) -> None:
     room = _operator_room(ctx)
     nick = _nick_argument(ctx)
-    if room.banned.pop(name_key(nick), None) is None:
+    if not ctx.server.unban(room, nick):
         ctx.fail(f"{nick} is not banned from {room.name}", "not_banned")
     ctx.reply(f"{nick} may join {room.name} again")
 
@@ -94,7 +94,7 @@ def unban(ctx: CommandContext) -> None:
 def mute(ctx: CommandContext) -> None:
     room = _operator_room(ctx)
     target = _member(ctx, room)
-    room.muted.add(target.id)
+    ctx.server.set_muted(room, target, True)
     ctx.reply(f"{target.nick} is muted in {room.name}")
     ctx.hub.send_to_info(target, f"{ctx.nick} muted you in {room.name}")
 
@@ -102,7 +102,7 @@ def mute(ctx: CommandContext) -> None:
 def unmute(ctx: CommandContext) -> None:
     room = _operator_room(ctx)
     target = _member(ctx, room)
-    room.muted.discard(target.id)
+    ctx.server.set_muted(room, target, False)
     ctx.reply(f"{target.nick} may speak in {room.name} again")
     ctx.hub.send_to_info(target, f"{ctx.nick} unmuted you in {room.name}")
 

@@ -24,7 +24,7 @@ def register_commands(register: RegisterCommand) -> None:
 def target_room(ctx: CommandContext, arg: str | None) -> Room:
     """The room named in ``arg`` (or the current one); fails unless it exists."""
     room_name = normalize_room(arg) if arg else ctx.room
-    room = ctx.hub.room(room_name)
+    room = ctx.server.rooms.get(room_name)
     if room is None:
         ctx.fail(f"no such room: {room_name}", "no_such_room")
     return room
@@ -34,7 +34,7 @@ async def join(ctx: CommandContext) -> None:
     if not ctx.args:
         raise ctx.usage_error()
     wanted = normalize_room(ctx.args.split()[0])
-    existing = ctx.hub.room(wanted)
+    existing = ctx.server.rooms.get(wanted)
     was_member = existing is not None and ctx.session.id in existing.members
     room = ctx.hub.join(ctx.session, wanted)
     text = f"now talking in {room.name}" + (f" (topic: {room.topic})" if room.topic else "")
@@ -45,7 +45,7 @@ async def join(ctx: CommandContext) -> None:
 
 def part(ctx: CommandContext) -> None:
     room_name = normalize_room(ctx.args.split()[0]) if ctx.args else ctx.room
-    room = ctx.hub.room(room_name)
+    room = ctx.server.rooms.get(room_name)
     if room is None or ctx.session.id not in room.members:
         ctx.fail(f"you are not in {room_name}", "not_in_room")
     ctx.hub.part(ctx.session, room.name, "parted", tell_self=True)
@@ -62,7 +62,7 @@ def part(ctx: CommandContext) -> None:
 
 
 def rooms(ctx: CommandContext) -> None:
-    listing = sorted(ctx.hub.rooms.values(), key=lambda r: r.name)
+    listing = sorted(ctx.server.rooms.values(), key=lambda r: r.name)
     lines = [f"{r.name} ({len(r.members)})" + (f": {r.topic}" if r.topic else "") for r in listing]
     ctx.reply(
         "Rooms: " + (", ".join(lines) if lines else "none"),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
+from ..errors import ChatError
 from ..hub import Session, host_of
 from ..limits import (
     FLOODING,
@@ -28,8 +29,7 @@ from ..limits import (
     Verdict,
 )
 from ..mailbox import Mailbox
-from ..names import DEFAULT_ROOM, InvalidName
-from ..persistence import LoginRefused
+from ..names import DEFAULT_ROOM
 from ..protocol import (
     Bye,
     ClientFrame,
@@ -44,6 +44,7 @@ from ..protocol import (
     Say,
     ServerEvent,
     Welcome,
+    error_reply,
 )
 from .streams import peer_address, refuse
 
@@ -257,7 +258,7 @@ async def run_connection(server: ChatServer, link: Link, release: Callable[[], N
         session.nick,
         link.address,
         link.transport,
-        "yes" if session.extra.get("account") else "no",
+        "yes" if session.account else "no",
     )
     server.session_started()
     if link.keepalive_ping is not None:
@@ -483,7 +484,7 @@ async def _handshake(server: ChatServer, link: Link, mailbox: Mailbox) -> Sessio
             return None
         if isinstance(item, RemoteProtocolError):
             server.metrics.frames_rejected_total.labels(item.code).inc()
-            await link.send([Error(code=item.code, text=item.message, ref=item.ref)])
+            await link.send([error_reply(item)])
             continue
         if isinstance(item, Ping):
             await link.send([Pong(token=item.token, ref=item.ref)])
@@ -508,11 +509,11 @@ async def _handshake(server: ChatServer, link: Link, mailbox: Mailbox) -> Sessio
             session = server.hub.attach(
                 login.nick, mailbox, address=link.address, transport=link.transport
             )
-        except (InvalidName, LoginRefused) as exc:
-            await link.send([Error(code=exc.code, text=str(exc), ref=login.ref)])
+        except ChatError as exc:
+            await link.send([error_reply(exc, login.ref)])
             await link.prompt_nick()
             continue
-        session.extra["account"] = account
+        session.account = account
         link.batching = login.batch
         server.hub.send_to(
             session,
@@ -647,7 +648,7 @@ async def _read_until_idle(
             continue
         if isinstance(item, RemoteProtocolError):
             server.metrics.frames_rejected_total.labels(item.code).inc()
-            server.hub.send_to(session, Error(code=item.code, text=item.message, ref=item.ref))
+            server.hub.send_to(session, error_reply(item))
             continue
         await server.handle(session, item)
 

@@ -29,6 +29,7 @@ from ..proxyproto import NO_PROXY_HEADER, ProxyProtocolError, looks_like_proxy_h
 from ..textmode import NICK_PROMPT, decode_text_line, parse_command_line
 from ..wire import JSON_LINES, TEXT_LINES, WireFormat, encoded, sizer
 from .connection import Arrival, serve_accepted
+from .http import response
 from .streams import (
     RECEIVE_SIZE,
     accept_tls,
@@ -170,11 +171,7 @@ def http_misdirected(ws_port: int | None) -> bytes:
         f"This is the trio-chat TCP port (JSON lines or plain text). "
         f"For WebSocket and the browser page use {where}.\n"
     ).encode()
-    return (
-        b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-        + body
-    )
+    return response(400, body)
 
 
 def direct_writer(fd: int | None, fmt: WireFormat[bytes]) -> Callable[[ServerEvent], bytes] | None:

@@ -1,11 +1,12 @@
 """WebSocket transport and the browser page, on one port.
 
-This module accepts TCP itself, reads the HTTP request head, and then either upgrades to a
-WebSocket or serves the page with h11. The WebSocket is wsproto (sans-IO) driven by the
-connection's own reader and writer tasks, the same two every TCP connection has: no extra
-task per connection, several frames handled per read, and outgoing frames encoded once per
-event for all receivers (trio-websocket, used by the clients, costs a task and a lock round
-per message, which capped the server's fan-out; see ``shared/LIBRARIES.md``).
+This module accepts TCP itself, reads the HTTP request head (parsed by h11), and then either
+upgrades to a WebSocket or serves the page; every HTTP answer, the page's and the errors',
+is written by h11 in :mod:`trio_chat.transports.http`. The WebSocket is wsproto (sans-IO)
+driven by the connection's own reader and writer tasks, the same two every TCP connection
+has: no extra task per connection, several frames handled per read, and outgoing frames
+encoded once per event for all receivers (trio-websocket, used by the clients, costs a task
+and a lock round per message, which capped the server's fan-out).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from ..wire import (
     websocket_text_frame,
 )
 from .connection import Arrival, serve_accepted
+from .http import CONNECTION_CLOSE, Header, response
 from .streams import (
     accept_tls,
     close_now,
@@ -352,22 +354,18 @@ def page() -> bytes:
 
 
 #: The page loads nothing from elsewhere and talks only to its own server.
-SECURITY_HEADERS = (
-    b"X-Content-Type-Options: nosniff\r\n"
-    b"X-Frame-Options: DENY\r\n"
-    b"Referrer-Policy: no-referrer\r\n"
-    b"Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
-    b"style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:\r\n"
+SECURITY_HEADERS: tuple[Header, ...] = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src 'self' data:",
+    ),
 )
-
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    503: "Service Unavailable",
-}
-_TEXT = b"text/plain; charset=utf-8"
+#: The headers of every answer on this port, after Content-Type and Content-Length.
+_HEADERS: tuple[Header, ...] = (("Cache-Control", "no-cache"), CONNECTION_CLOSE, *SECURITY_HEADERS)
 
 
 def http_response(request: h11.Request | None) -> bytes:
@@ -378,26 +376,18 @@ def http_response(request: h11.Request | None) -> bytes:
         return http_error(405, b"method not allowed\n")
     if request.target.split(b"?")[0] not in (b"/", b"/index.html"):
         return http_error(404, b"not found\n")
-    body = page()
-    head = _head(200, b"text/html; charset=utf-8", len(body))
-    return head if request.method == b"HEAD" else head + body
+    return response(
+        200,
+        page(),
+        content_type="text/html; charset=utf-8",
+        headers=_HEADERS,
+        head_only=request.method == b"HEAD",
+    )
 
 
 def http_error(status: int, body: bytes) -> bytes:
-    """A complete plain-text HTTP response with ``status``."""
-    return _head(status, _TEXT, len(body)) + body
-
-
-def _head(status: int, content_type: bytes, length: int) -> bytes:
-    return (
-        f"HTTP/1.1 {status} {_REASONS[status]}\r\n".encode()
-        + b"Content-Type: "
-        + content_type
-        + f"\r\nContent-Length: {length}\r\n".encode()
-        + b"Cache-Control: no-cache\r\nConnection: close\r\n"
-        + SECURITY_HEADERS
-        + b"\r\n"
-    )
+    """A complete plain-text HTTP response with ``status`` (and its body, even to a HEAD)."""
+    return response(status, body, headers=_HEADERS)
 
 
 async def handle_ws_port(server: ChatServer, stream: trio.SocketStream) -> None:

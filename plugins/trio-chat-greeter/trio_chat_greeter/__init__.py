@@ -71,7 +71,7 @@ class Greeter:
 
     def greeting_command(self, ctx: CommandContext) -> None:
         # ctx.room is whatever room the command frame named: only its members may touch it.
-        room = ctx.hub.room(ctx.room)
+        room = ctx.server.rooms.get(ctx.room)
         if room is None or ctx.session.id not in room.members:
             raise CommandError(f"you are not in {ctx.room}", "not_in_room")
         template = ctx.args.strip()
@@ -99,7 +99,7 @@ class Greeter:
         # an HTTP call) and shows why the checks below come after it.
         await trio.lowlevel.checkpoint()
         # By now the newcomer may have left again, or disconnected: greet only a member.
-        current = server.hub.room(room)
+        current = server.rooms.get(room)
         if session.closed or current is None or session.id not in current.members:
             return
         text = render(

@@ -1,6 +1,8 @@
-"""What the server does with its store besides committing messages: history and accounts.
+"""The history service: pages of a room's or a conversation's stored messages for a
+session, never overlapping what it receives live, and the pruning of old ones.
 
-(Committing before fan-out is the :mod:`~trio_chat.publisher`'s job.)
+(Committing messages before fan-out is the :mod:`~trio_chat.publisher`'s job; accounts and
+logins are :mod:`~trio_chat.logins`'.)
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .hub import Session, host_of
+from .errors import LoginRefused
+from .hub import Session
 from .names import name_key
 from .protocol import History
-from .store import AccountExists, LoginThrottle, Store, StoredMessage, StoreError
-from .store.health import LogLimiter
+from .store import Store, StoredMessage, StoreError
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -24,8 +26,6 @@ log = logging.getLogger("trio_chat.store")
 
 #: Most messages one history request returns.
 MAX_HISTORY_PAGE = 500
-#: What a user is told when an account cannot be written (full disk, I/O error).
-CANNOT_SAVE_ACCOUNTS = "the server cannot save accounts right now"
 
 
 def clamp_page(limit: int) -> int:
@@ -40,15 +40,6 @@ def cut_page(
     when paging forward (``after``), the last ones when paging back."""
     more = len(messages) > limit
     return (messages[:limit] if forward else messages[-limit:]), more
-
-
-class LoginRefused(Exception):
-    """Login failed; ``code`` and the message are what the user is told."""
-
-    def __init__(self, code: str, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.text = text
 
 
 def wire_form(message: StoredMessage) -> dict[str, Any]:
@@ -73,32 +64,13 @@ def wire_form(message: StoredMessage) -> dict[str, Any]:
     }
 
 
-class Persistence:
-    """The server's use of a :class:`~trio_chat.store.Store` (history, accounts)."""
+class HistoryService:
+    """The server's history, read from a :class:`~trio_chat.store.Store` for sessions."""
 
     def __init__(self, store: Store, hub: Hub, *, history_on_join: int) -> None:
         self.store = store
         self.hub = hub
         self.history_on_join = history_on_join
-        self.throttle = LoginThrottle()
-        self._account_log = LogLimiter()
-        hub.metrics.collectors.append(self._collect_metrics)
-
-    def _collect_metrics(self) -> None:
-        """Copy the store's health into the server's metrics (called on each scrape)."""
-        stats, metrics = self.store.stats, self.hub.metrics
-        metrics.store_healthy.labels().set(1 if stats.healthy else 0)
-        metrics.store_write_failures_total.labels().value = stats.write_failures
-        metrics.store_checkpoint_failures_total.labels().value = stats.checkpoint_failures
-        metrics.store_wal_frames.labels().set(stats.wal_frames)
-
-    def _cannot_save_accounts(self, exc: StoreError) -> LoginRefused:
-        """Log a failed account write (one line, no traceback; repeats rate-limited) and
-        say what the user is told: the store's error is for the operator, not for them."""
-        left_out = self._account_log.hit(time.monotonic())
-        if left_out is not None:
-            log.error("could not save an account: %s%s", exc, self._account_log.more_text(left_out))
-        return LoginRefused("store_error", CANNOT_SAVE_ACCOUNTS)
 
     async def prune_forever(self, keep_days: float, every: float = 3600.0) -> None:
         """Delete messages older than ``keep_days``, now and then every ``every`` seconds."""
@@ -117,12 +89,10 @@ class Persistence:
         with trio.move_on_after(5):
             await self.store.note_last_id(self.hub.last_id)
 
-    # ------------------------------------------------------------------------- history
-
     async def send_recent(self, session: Session, room: str) -> None:
         """Right after ``session`` joined ``room``: the latest messages before it arrived."""
         bound = self.hub.history_bound()
-        session.extra.setdefault("history_bound", {})[name_key(room)] = bound
+        session.history_bound[name_key(room)] = bound
         if self.history_on_join <= 0:
             return
         await self.send_room_page(
@@ -131,8 +101,7 @@ class Persistence:
 
     def room_bound(self, session: Session, room: str) -> int:
         """Where live delivery began for ``session`` in ``room``: history stops below it."""
-        bounds: dict[str, int] = session.extra.get("history_bound", {})
-        return bounds.get(name_key(room), self.hub.history_bound())
+        return session.history_bound.get(name_key(room), self.hub.history_bound())
 
     async def send_room_page(
         self,
@@ -160,7 +129,7 @@ class Persistence:
         )
         if after is None and messages:
             # Remember how far back this session has been shown, for /history.
-            oldest: dict[str, int] = session.extra.setdefault("history_oldest", {})
+            oldest = session.history_oldest
             key = name_key(room)
             oldest[key] = min(oldest.get(key, bound), messages[0].id)
         if messages or not skip_empty:
@@ -169,6 +138,12 @@ class Persistence:
                 History(room=room, messages=[wire_form(m) for m in messages], more=more, ref=ref),
             )
         return messages
+
+    async def room_history(
+        self, room: str, *, before: int | None = None, after: int | None = None, limit: int = 50
+    ) -> list[StoredMessage]:
+        """A page of ``room``'s stored messages, oldest first (see ``ChatServer.history``)."""
+        return await self.store.history(room, before=before, after=after, limit=clamp_page(limit))
 
     async def send_private_page(
         self,
@@ -186,7 +161,7 @@ class Persistence:
         By account keys alone: a guest's private messages are never stored, so nobody who
         registers a nick later can read what was said to whoever used it before.
         """
-        account = session.extra.get("account")
+        account = session.account
         if account is None:
             raise LoginRefused(
                 "login_required", "private history is kept for registered users; /login first"
@@ -203,51 +178,3 @@ class Persistence:
             session,
             History(with_nick=other, messages=[wire_form(m) for m in messages], more=more, ref=ref),
         )
-
-    # ------------------------------------------------------------------------ accounts
-
-    async def check_login(self, nick: str, password: str, address: str) -> str:
-        """Verify a password (throttled; see :class:`~trio_chat.store.LoginThrottle`) and
-        return the account key. The attempt is counted before the slow check, so guesses
-        sent in parallel are throttled like guesses sent one by one.
-
-        The refusal never says whether the nick is registered.
-        """
-        key = name_key(nick)
-        host = host_of(address)
-        refused = self.throttle.begin(key, host, time.monotonic())
-        if refused is not None:
-            raise LoginRefused("login_throttled", refused.text)
-        if await self.store.verify_password(key, password):
-            self.throttle.succeeded(key, host, time.monotonic())
-            return key
-        raise LoginRefused("login_failed", "wrong nickname or password")
-
-    async def register(self, nick: str, password: str) -> str:
-        """Create the account ``nick`` (first come, first served); return its key."""
-        key = name_key(nick)
-        try:
-            await self.store.create_account(key, password)
-        except AccountExists:
-            raise LoginRefused(
-                "nick_registered", f"the nickname {nick} is already registered"
-            ) from None
-        except ValueError as exc:
-            raise LoginRefused("bad_password", str(exc)) from None
-        except StoreError as exc:
-            raise self._cannot_save_accounts(exc) from None
-        return key
-
-    async def change_password(self, account: str, old: str, new: str) -> bool:
-        """Replace ``account``'s password if ``old`` is right; False if it is not.
-
-        Raises :class:`LoginRefused` (``store_error``) when the change cannot be saved, and
-        :class:`ValueError` for an empty or overlong ``new``.
-        """
-        try:
-            return await self.store.change_password(account, old, new)
-        except StoreError as exc:
-            raise self._cannot_save_accounts(exc) from None
-
-    async def is_registered(self, nick: str) -> bool:
-        return await self.store.account_exists(name_key(nick))
