@@ -25,7 +25,7 @@ from trio_chat.testing import (
     open_client,
     open_test_server,
 )
-from trio_chat.transports.connection import FRAMES_PER_STEP
+from trio_chat.transports.resident import FRAMES_PER_STEP
 
 #: The default flood policy ten times faster (5/s, bursts of 10, 10 s of lag, scaled to
 #: 50/s and 1 s), so a test of what happens after the lag runs out takes one second.

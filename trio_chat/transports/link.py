@@ -1,0 +1,104 @@
+"""What a transport gives the connection runner (a :class:`Link`), and how a link ends:
+the goodbye (what was queued, then a ``bye``) and the close, both bounded in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from ..limits import Overhead
+from ..protocol import Bye, ClientFrame, RemoteProtocolError, ServerEvent
+
+if TYPE_CHECKING:
+    from ..server import ChatServer
+
+
+class Link(Protocol):
+    """What a transport offers the connection runner."""
+
+    transport: str  # "tcp-json", "tcp-text", "websocket"
+    address: str  # the peer, for logs
+    #: True when plain lines are chat text (a text-mode client types its nick as a line).
+    plain_text: bool
+
+    async def receive(self) -> ClientFrame | RemoteProtocolError | Overhead | None:
+        """The next frame, a protocol error to report, an :class:`Overhead` for a frame
+        that carries nothing for the chat (blank line, WebSocket ping, pong or fragment:
+        one per such frame, so flood control sees each), or ``None`` once the peer is gone.
+        Reads the socket (with :meth:`fill`) as long as it needs to."""
+        ...
+
+    async def fill(self) -> None:
+        """Read once from the socket into the link's parser (the end of the stream counts
+        as input too). Cancelling it loses nothing: it is the one place a logged-in
+        connection waits for its peer, and what a parking connection cancels."""
+        ...
+
+    async def send(self, events: list[ServerEvent]) -> int:
+        """Write events in one go; return their size as ``measure`` counts it. Raises
+        ``trio.BrokenResourceError`` if the peer is gone."""
+        ...
+
+    def input_waiting(self) -> bool:
+        """Whether :meth:`receive` has a frame (or the end) without reading the socket."""
+        ...
+
+    async def prompt_nick(self) -> None:
+        """Ask for a nickname (text mode prints a prompt; JSON waits for ``hello``)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+    def abort(self) -> None:
+        """Close the socket at once, without a word (a parked connection the server left)."""
+        ...
+
+    #: The socket's file descriptor if the connection may park while idle (plain sockets,
+    #: whose readiness means input; not TLS, which buffers records of its own), else None.
+    park_fd: int | None
+
+    #: Bytes an event takes on this link (one function per wire format; see wire.sizer).
+    measure: Callable[[ServerEvent], int]
+    #: Write an event at once if the socket takes it, or None (see
+    #: :class:`~trio_chat.mailbox.DirectWrite`, which the link is for its mailbox).
+    write_now: Callable[[ServerEvent], bytes] | None
+    #: The client asked for several events per message (``"batch": true`` in its hello).
+    batching: bool
+    #: ``trio.current_time()`` when the peer last sent anything (the keepalive reads it).
+    last_heard: float
+    #: A new keepalive ping in this link's form, or None for peers that cannot answer
+    #: (a person on ``nc``; TCP keepalive on the socket notices those vanishing).
+    keepalive_ping: Callable[[], ServerEvent] | None
+
+
+#: Seconds a goodbye (``bye`` frame and close) may take before the socket is just dropped.
+GOODBYE_TIMEOUT = 1.0
+
+
+async def say_goodbye(link: Link, bye: Bye, pending: list[ServerEvent] | None = None) -> None:
+    """Best effort: send what was queued and a ``bye``, within a short bounded time."""
+    with (
+        trio.CancelScope(shield=True),
+        trio.move_on_after(GOODBYE_TIMEOUT),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await link.send([*(pending or []), bye])
+
+
+async def close_link(server: ChatServer, link: Link, release: Callable[[], None]) -> None:
+    """The last of every connection: close the link (bounded, even when cancelled)."""
+    try:
+        with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_TIMEOUT):
+            await link.aclose()
+    finally:
+        count_out(server, link, release)
+
+
+def count_out(server: ChatServer, link: Link, release: Callable[[], None]) -> None:
+    """A connection is closed: count it out, and give back its place in the limits."""
+    server.metrics.connections.labels(link.transport).dec()
+    release()

@@ -1,0 +1,334 @@
+"""A logged-in connection: its reader (flood control, one frame at a time), its writer, and
+its spells between parkings (:class:`Resident`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..hub import Session
+from ..limits import (
+    FLOODING,
+    SLOW_DOWN,
+    FloodGuard,
+    Overhead,
+    Verdict,
+)
+from ..mailbox import Mailbox
+from ..protocol import (
+    Bye,
+    Error,
+    RemoteProtocolError,
+    error_reply,
+)
+from .handshake import flood_guard, frame_cost
+from .link import GOODBYE_TIMEOUT, Link, close_link, count_out, say_goodbye
+
+if TYPE_CHECKING:
+    from ..server import ChatServer
+
+log = logging.getLogger("trio_chat.connection")
+
+
+#: Label values of ``trio_chat_disconnects_total`` for the ends the connection noticed itself
+#: (free-text reasons must never be labels: each distinct value is a time series).
+_REASON_CODES = {
+    "connection closed": "closed",
+    "connection lost": "connection_lost",
+    "write timed out": "write_timeout",
+    "ping timeout": "ping_timeout",
+}
+
+
+#: Frames a reader handles in a row before it lets other tasks run. One read may bring
+#: thousands of tiny frames (a 64 KiB read holds 10,000 empty WebSocket frames), and
+#: handling a frame need not yield; with a flood budget as large as the tests' that would
+#: let one connection hold the whole server for the length of its read. (Under the default
+#: flood limits a flooder soon waits or is refused anyway.) Not fewer: a yield in the middle
+#: of a read lets the publisher take a partial batch, and at 64 frames the bench's fan-out
+#: at N=100 lost 12-15% of its deliveries per second (reads of up to ~1,000 frames there).
+FRAMES_PER_STEP = 1024
+
+
+class Resident:
+    """A logged-in connection: what lives as long as it does, whichever task serves it.
+
+    It is served in *spells*. A spell runs the reader and the writer; it ends when the
+    connection ends (and then says goodbye and cleans up), or when the connection has
+    been idle for ``config.park_after`` seconds: then the spell's tasks end and the
+    connection parks (see :mod:`trio_chat.transports.parking`) until its socket has
+    input, its mailbox has something its socket would not take, or its session is closed;
+    then :meth:`resume` starts the next spell in a new task.
+    """
+
+    __slots__ = ("_parked", "flood", "link", "release", "server", "session")
+
+    def __init__(
+        self, server: ChatServer, link: Link, session: Session, release: Callable[[], None]
+    ) -> None:
+        self.server = server
+        self.link = link
+        self.session = session
+        self.release = release
+        # Kept across spells: a flooder's strikes are not forgiven by a pause.
+        self.flood = flood_guard(server)
+        self._parked = False
+
+    async def start(self) -> None:
+        """Serve the connection from its log-in on. One that has said nothing more parks at
+        once: a crowd logging in then never holds two tasks per user, which would leave
+        the server's memory at that peak (freed task memory is reused, not returned)."""
+        if not self._park():
+            await self.run()
+
+    async def run(self) -> None:
+        """Serve spells until the connection ends or parks; clean up if it ended."""
+        parked = False
+        reason: str | None = "connection closed"
+        try:
+            while True:
+                reason = await self._spell()
+                if reason is not None:
+                    break
+                if self._park():
+                    parked = True
+                    return
+        finally:
+            if not parked:
+                await self._end(reason or "connection closed")
+
+    def resume(self) -> None:
+        """Start the next spell (whatever woke the parked connection first calls this;
+        later calls find it unparked and do nothing)."""
+        if not self._unpark():
+            return
+        try:
+            self.server.start_connection_task(self.run)
+        except RuntimeError:  # the server has stopped serving: nobody to run it
+            self._drop()
+
+    def abandon(self) -> None:
+        """The server is gone while this connection was parked: close it without a word."""
+        if self._unpark():
+            self._drop()
+
+    def _drop(self) -> None:
+        self.link.abort()
+        self._forget(self.session.close_reason or "server stopped")
+        count_out(self.server, self.link, self.release)
+
+    def _unpark(self) -> bool:
+        """Take back every way of being woken (whichever woke it used its own already);
+        whether it was parked."""
+        if not self._parked:
+            return False
+        self._parked = False
+        assert self.link.park_fd is not None
+        self.server.parking.unpark(self.link.park_fd)
+        self.session.mailbox.unpark()
+        self.server.metrics.parked.dec()
+        return True
+
+    def _park(self) -> bool:
+        """Hand the connection over to the parking lot if it is still idle; whether it did."""
+        session, mailbox, fd = self.session, self.session.mailbox, self.link.park_fd
+        if fd is None or not self.server.parking.available:
+            return False
+        if session.closed or self.server.stopping:
+            return False
+        if self.link.input_waiting() or not mailbox.park(self.resume):
+            return False  # woken while its writer stopped: serve on
+        self.server.parking.park(fd, self)
+        self._parked = True
+        self.server.metrics.parked.inc()
+        return True
+
+    async def _spell(self) -> str | None:
+        """Run reader and writer until one ends or the connection idles; why it ended
+        (``None`` if it only idles: the caller parks it)."""
+        server, link, session = self.server, self.link, self.session
+        mailbox = session.mailbox
+        reason = "connection closed"
+        async with trio.open_nursery() as nursery:
+            writer_done = trio.Event()
+
+            async def write() -> None:
+                nonlocal reason
+                try:
+                    await _writer(
+                        link, mailbox, server.config.max_batch, server.config.send_timeout
+                    )
+                except trio.TooSlowError:
+                    reason = "write timed out"
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    reason = "connection lost"
+                finally:
+                    writer_done.set()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(write)
+            ended: str | None = reason
+            with trio.CancelScope() as reading:
+                # The server ends a session (quit, kick off, flooding, slow, shutdown) by
+                # stopping its reader; the writer then still delivers what is queued.
+                mailbox.call_on_hang_up(reading.cancel)
+                if session.closed:  # closed before we could listen
+                    reading.cancel()
+                ended = await _read_frames(server, link, session, self.flood)
+            if ended is None:
+                mailbox.call_on_hang_up(None)
+                nursery.cancel_scope.cancel()  # the writer waits for events: stop it too
+                return None
+            reason = ended
+            if session.close_reason is not None:
+                reason = session.close_reason
+            # Whatever stopped the reading (the peer closed or only stopped sending, or the
+            # server ended it): the writer delivers what is queued, its own last lines
+            # included, then the bye, all within a bounded time.
+            with trio.move_on_after(GOODBYE_TIMEOUT):
+                await server.settle()
+                server.hub.detach(session, reason)
+                mailbox.close()
+                await writer_done.wait()
+            nursery.cancel_scope.cancel()
+        if session.close_code is not None:
+            # What the writer had no time for:
+            pending = mailbox.take_nowait(server.config.max_batch)
+            bye = Bye(code=session.close_code, text=session.close_reason or session.close_code)
+            await say_goodbye(link, bye, pending)
+        return reason
+
+    async def _end(self, reason: str) -> None:
+        session = self.session
+        if session.close_reason is not None:
+            reason = session.close_reason
+        self._forget(reason)
+        await close_link(self.server, self.link, self.release)
+
+    def _forget(self, reason: str) -> None:
+        """Take the ended session out of the server's books (the hub, counters, logs)."""
+        server, session = self.server, self.session
+        server.session_ended()
+        label = session.close_code or _REASON_CODES.get(reason, "other")
+        server.metrics.disconnects_total.labels(label).inc()
+        server.keepalive.forget(session)
+        server.hub.detach(session, reason)
+        log.info("disconnect nick=%s addr=%s reason=%r", session.nick, self.link.address, reason)
+        session.mailbox.close()
+
+
+async def _read_frames(
+    server: ChatServer, link: Link, session: Session, flood: FloodGuard
+) -> str | None:
+    """Act on every frame the peer sends until it closes or stops sending; the reason.
+    ``None`` once the connection idles and may park: nothing came for ``park_after``
+    seconds and its writer waits with nothing to send."""
+    park_after = server.config.park_after if link.park_fd is not None else None
+    if park_after is not None and not server.parking.available:
+        park_after = None
+    while True:
+        # One scope per idle spell, its deadline moved around each socket read only:
+        # cancelling a read loses nothing, cancelling a command half-way would.
+        reason: str | None = None
+        with trio.CancelScope() as idle:
+            reason = await _read_until_idle(server, link, session, flood, idle, park_after)
+        if reason is not None:
+            return reason
+        mailbox = session.mailbox
+        if idle.cancelled_caught and not len(mailbox) and mailbox.writer_waiting:
+            return None
+        # Busy writing, or input came just as the deadline passed: go on, in a new scope.
+
+
+async def _read_until_idle(
+    server: ChatServer,
+    link: Link,
+    session: Session,
+    flood: FloodGuard,
+    idle: trio.CancelScope,
+    park_after: float | None,
+) -> str | None:
+    """:func:`_read_frames` within one ``idle`` scope (see there); returns when the
+    scope's deadline passed while a read was coming in (the caller then starts anew).
+
+    Flood control happens here, in the sender's own task and before the hub, so nobody
+    else waits for a flooder: a frame over the rate waits (fakelag) before it is handled,
+    and nothing more is read meanwhile. The wait has no idle deadline, so a connection
+    held back does not park; its writer runs on; closing the session cancels the wait."""
+    handled = 0  # frames since this task last let others run
+    while True:
+        if not link.input_waiting():
+            # All that arrived is handled: let what it said go out now, in one bundle.
+            server.flush()
+            handled = 0
+            if park_after is None:
+                await link.fill()
+            else:
+                idle.deadline = trio.current_time() + park_after
+                await link.fill()
+                idle.deadline = math.inf
+                if idle.cancel_called:
+                    return None
+            continue
+        item = await link.receive()
+        if item is None:
+            return "connection lost"
+        handled += 1
+        if handled >= FRAMES_PER_STEP:
+            handled = 0
+            await trio.lowlevel.checkpoint()
+        decision = flood.check(trio.current_time(), frame_cost(item), link.last_heard)
+        verdict = decision.verdict
+        if verdict is Verdict.WAIT:
+            server.flush()  # what the frames before it said goes out first
+            await trio.sleep(decision.delay)
+            handled = 0
+        elif verdict is Verdict.DISCONNECT:
+            log.info("flooding nick=%s addr=%s", session.nick, link.address)
+            server.disconnect(session, FLOODING, flood.disconnect_text)
+            return flood.disconnect_text
+        elif verdict is Verdict.REFUSE:
+            if not isinstance(item, Overhead):  # (nothing to drop: it only counts)
+                server.metrics.frames_rejected_total.labels(SLOW_DOWN).inc()
+                ref = getattr(item, "ref", None)
+                server.hub.send_to(session, Error(code=SLOW_DOWN, text=flood.refuse_text, ref=ref))
+            continue
+        if isinstance(item, Overhead):
+            continue
+        if isinstance(item, RemoteProtocolError):
+            server.metrics.frames_rejected_total.labels(item.code).inc()
+            server.hub.send_to(session, error_reply(item))
+            continue
+        await server.handle(session, item)
+
+
+async def _writer(
+    link: Link,
+    mailbox: Mailbox,
+    max_batch: int,
+    send_timeout: float,
+) -> None:
+    """Send everything waiting in the mailbox, as many events per write as are queued.
+
+    Raises ``trio.TooSlowError`` if one write takes longer than ``send_timeout``. (One cancel
+    scope whose deadline moves, rather than a new ``fail_after`` per write: this loop runs
+    once per delivery burst for every connection.)
+    """
+    with trio.CancelScope() as write_deadline:
+        while True:
+            # Waits for the first event, then one scheduling round for more to arrive:
+            # bigger batches, fewer writes. Empty once the mailbox is closed and drained.
+            batch = await mailbox.take(max_batch)
+            if not batch:
+                break
+            write_deadline.deadline = trio.current_time() + send_timeout
+            sent = await link.send(batch)
+            write_deadline.deadline = math.inf
+            mailbox.sent(sent)  # link.send sized them as its measure does
+    if write_deadline.cancelled_caught:
+        raise trio.TooSlowError
