@@ -180,6 +180,11 @@ class Mailbox:
         """Queue the rest of a direct write (the mailbox was empty: it always fits)."""
         self._events += item.events
         self._items.append(item)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Call the one-shot wake-up, if any (:meth:`offer` does the same inline: it is the
+        hottest path of the server)."""
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
@@ -197,10 +202,7 @@ class Mailbox:
     def close(self) -> None:
         """No more events; the writer still gets what is queued, then an empty batch."""
         self._closed = True
-        wakeup = self._wakeup
-        if wakeup is not None:
-            self._wakeup = None
-            wakeup()
+        self._wake()
 
     @property
     def closed(self) -> bool:

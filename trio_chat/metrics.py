@@ -69,7 +69,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.utils import floatToGoString
 
 from .transports.http import response
-from .transports.streams import open_listeners
+from .transports.streams import listener_address, open_listeners
 
 log = logging.getLogger("trio_chat.metrics")
 
@@ -353,12 +353,7 @@ async def serve_metrics(
     ``await nursery.start(serve_metrics, metrics.render, host, port)`` returns them.
     """
     listeners = await open_listeners(host, port)
-    addresses = []
-    for listener in listeners:
-        bound_host, bound_port, *_ = listener.socket.getsockname()
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        addresses.append(f"http://{shown}:{bound_port}/metrics")
-    task_status.started(addresses)
+    task_status.started([listener_address("http", listener) + "/metrics" for listener in listeners])
 
     async def handler(stream: trio.SocketStream) -> None:
         await answer_scrape(render, stream)

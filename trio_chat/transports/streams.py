@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ..framing import EOF, NEED_DATA, LineBuffer, LineTooLong
-from ..proxyproto import ProxyHeader, parse_proxy_header
+from ..proxyproto import ProxyHeader, format_address, parse_proxy_header
 
 log = logging.getLogger("trio_chat.accept")
 
@@ -57,7 +57,7 @@ def peer_address(stream: trio.abc.Stream) -> str:
         host, port, *_ = inner.socket.getpeername()  # type: ignore[attr-defined]
     except (AttributeError, OSError, ValueError):
         return "?"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_address(host, port)
 
 
 def server_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
@@ -156,7 +156,7 @@ class ListenError(OSError):
         self.port = port
 
     def __str__(self) -> str:
-        where = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        where = format_address(self.host, self.port)
         reason = self.strerror or "error"
         if self.errno == errno.EADDRINUSE:
             return f"address already in use: {where} (is another server running there?)"
@@ -197,7 +197,7 @@ async def _accept_on(
 def listener_address(scheme: str, listener: trio.SocketListener) -> str:
     """``scheme://host:port`` of what a listener bound (IPv6 hosts in brackets)."""
     host, port, *_ = listener.socket.getsockname()
-    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+    return f"{scheme}://{format_address(host, port)}"
 
 
 async def refuse(stream: trio.abc.Stream, message: bytes) -> None:
