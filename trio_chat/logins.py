@@ -33,9 +33,7 @@ class Logins:
     def _cannot_save_accounts(self, exc: StoreError) -> LoginRefused:
         """Log a failed account write (one line, no traceback; repeats rate-limited) and
         say what the user is told: the store's error is for the operator, not for them."""
-        left_out = self._account_log.hit(time.monotonic())
-        if left_out is not None:
-            log.error("could not save an account: %s%s", exc, self._account_log.more_text(left_out))
+        self._account_log.error(log, time.monotonic(), "could not save an account: %s", exc)
         return LoginRefused("store_error", CANNOT_SAVE_ACCOUNTS)
 
     async def check_login(self, nick: str, password: str, address: str) -> str:

@@ -197,26 +197,20 @@ class Publisher:
             try:
                 await store.note_last_id(reserved)
             except StoreError as exc:
-                left_out = self._reserve_log.hit(trio.current_time())
-                if left_out is not None:
-                    log.error(
-                        "could not reserve ids (last id %d, reserved up to %d; new messages "
-                        "are refused from id %d on until this works): %s%s",
-                        self.hub.last_id,
-                        self._reserved,
-                        self.hub.message_id_limit + 1,
-                        exc,
-                        self._reserve_log.more_text(left_out),
-                    )
+                self._reserve_log.error(
+                    log,
+                    trio.current_time(),
+                    "could not reserve ids (last id %d, reserved up to %d; new messages "
+                    "are refused from id %d on until this works): %s",
+                    self.hub.last_id,
+                    self._reserved,
+                    self.hub.message_id_limit + 1,
+                    exc,
+                )
                 await trio.sleep(ID_RESERVE_RETRY)
                 self._renew.set()
                 continue
-            if self._reserve_log.failing:
-                log.warning(
-                    "ids reserved again, up to %d (%d more failures not logged)",
-                    reserved,
-                    self._reserve_log.recovered(),
-                )
+            self._reserve_log.recovery(log, "ids reserved again, up to %d", reserved)
             self._now_reserved(reserved)
 
     def detach(self) -> None:
@@ -288,11 +282,7 @@ class Publisher:
                 except StoreError:
                     await self._save_one_by_one(store, batch.to_store, failed)
                 else:
-                    if self._not_saved_log.failing:
-                        log.warning(
-                            "messages are saved again (%d more failures not logged)",
-                            self._not_saved_log.recovered(),
-                        )
+                    self._not_saved_log.recovery(log, "messages are saved again")
             await self._deliver(batch.batch, frozenset(failed))
 
     async def _deliver(self, batch: list[Pending], failed: frozenset[int]) -> None:
@@ -326,14 +316,10 @@ class Publisher:
         except StoreError as exc:
             failed.add(id(pending))
             self.hub.metrics.messages_not_saved_total.inc()
-            left_out = self._not_saved_log.hit(trio.current_time())
-            if left_out is not None:  # one line per run of failures, not one per message
-                log.error(
-                    "message %d not saved: %s%s",
-                    record.id,
-                    exc,
-                    self._not_saved_log.more_text(left_out),
-                )
+            # One line per run of failures, not one per message.
+            self._not_saved_log.error(
+                log, trio.current_time(), "message %d not saved: %s", record.id, exc
+            )
             if pending.sender is not None:
                 self.hub.send_to(
                     pending.sender,

@@ -558,21 +558,15 @@ class Store:
         try:
             await self.checkpoint()
         except StoreError as exc:
-            left_out = limiter.hit(trio.current_time())
-            if left_out is not None:
-                log.error(
-                    "WAL checkpoint failed; the write-ahead log of %s keeps growing: %s%s",
-                    os.fspath(self.path),
-                    exc,
-                    limiter.more_text(left_out),
-                )
+            limiter.error(
+                log,
+                trio.current_time(),
+                "WAL checkpoint failed; the write-ahead log of %s keeps growing: %s",
+                os.fspath(self.path),
+                exc,
+            )
         else:
-            if limiter.failing:
-                log.warning(
-                    "WAL checkpoint of %s works again (%d more failures not logged)",
-                    os.fspath(self.path),
-                    limiter.recovered(),
-                )
+            limiter.recovery(log, "WAL checkpoint of %s works again", os.fspath(self.path))
 
     async def _conversation(
         self, conv: str, before: int | None, after: int | None, limit: int

@@ -1,4 +1,4 @@
-"""Saying that the database is failing once, not once per refused message (pure, no I/O).
+"""Saying that the database is failing once, not once per refused message.
 
 On a full disk every message is refused; logging each refusal wrote 302,708 lines (47 MB)
 in 30 s, which helps nobody and fills the next disk. :class:`LogLimiter` lets the first
@@ -8,6 +8,7 @@ were left out since the one before.
 
 from __future__ import annotations
 
+import logging
 import math
 
 
@@ -16,9 +17,9 @@ class LogLimiter:
 
     ::
 
-        left_out = limiter.hit(time.monotonic())
-        if left_out is not None:
-            log.error("message %d not saved: %s%s", id, exc, more_text(left_out, window))
+        limiter.error(log, trio.current_time(), "message %d not saved: %s", id, exc)
+        ...
+        limiter.recovery(log, "messages are saved again")  # once it works again
     """
 
     __slots__ = ("_quiet_until", "_suppressed", "window")
@@ -55,3 +56,16 @@ class LogLimiter:
         if not left_out:
             return ""
         return f" (and {left_out} more like it in the last {self.window:g} s)"
+
+    def error(self, log: logging.Logger, now: float, msg: str, *args: object) -> None:
+        """Log ``msg % args`` as an error if :meth:`hit` lets it through, with how many
+        like it were left out since the last line."""
+        left_out = self.hit(now)
+        if left_out is not None:
+            log.error(msg + "%s", *args, self.more_text(left_out))
+
+    def recovery(self, log: logging.Logger, msg: str, *args: object) -> None:
+        """After a success: if failures were seen, log ``msg % args`` as a warning with how
+        many were not logged, and start afresh (see :meth:`recovered`)."""
+        if self.failing:
+            log.warning(msg + " (%d more failures not logged)", *args, self.recovered())
