@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from trio_chat.broker import LocalBroker
 from trio_chat.hub import Hub, Pending, Session
 from trio_chat.mailbox import Mailbox
 from trio_chat.protocol import Bundle, Joined, Message, Raw, ServerEvent
@@ -15,7 +16,7 @@ def published_hub() -> tuple[Hub, list[Pending]]:
     """A hub whose numbered events wait in a list, as the publisher task would hold them."""
     hub = Hub()
     queue: list[Pending] = []
-    hub.publisher = queue.append
+    hub.broker = LocalBroker(queue.append)
     return hub, queue
 
 
@@ -167,17 +168,13 @@ def test_messages_are_not_numbered_past_the_message_id_limit() -> None:
 
 
 def test_a_private_message_is_stored_only_between_two_accounts() -> None:
-    from trio_chat.publisher import Publisher
-
-    hub, _, (alice, bob, guest) = lobby_with("alice", "bob", "guest")
+    hub, queue, (alice, bob, guest) = lobby_with("alice", "bob", "guest")
     alice.account, bob.account = "allce", "bob"
     guest.account = None
-    publisher = Publisher(hub, store=None, outbox_size=100)
-    publisher.attach()
     hub.private(alice, "bob", "kept")
     hub.private(alice, "guest", "not kept")
     hub.private(guest, "alice", "nor this")
     alice.account = None  # logged out later: the message stays theirs
-    kept, *not_kept = publisher._buffer
+    kept, *not_kept = queue
     assert (kept.persist, kept.accounts) == (True, ("allce", "bob"))
     assert [(p.persist, p.accounts) for p in not_kept] == [(False, None), (False, None)]

@@ -11,11 +11,11 @@ synchronous loop of :meth:`~trio_chat.mailbox.Mailbox.offer` calls, so:
   issue #987), so broadcast is one bounded mailbox per session plus a slow-consumer policy:
   a session whose mailbox refuses an event is disconnected with a reason, never waited on.
 
-In a running server the numbered events go through the publisher task
-(:mod:`trio_chat.publisher`) before :meth:`Hub.deliver_many` fans them out, a run of lines
-to one room as one :class:`~trio_chat.protocol.Bundle` per member. A future broker (Redis,
-several processes) or IRC gateway sits *around* the hub: it calls the same methods;
-nothing here changes.
+In a running server the hub hands each numbered event to its broker
+(:mod:`trio_chat.broker`: in this process, or through Redis to several), which passes it
+to the publisher task (:mod:`trio_chat.publisher`: commit first) before
+:meth:`Hub.deliver_many` fans it out to this process's members, a run of lines to one room
+as one :class:`~trio_chat.protocol.Bundle` per member.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .broker import Broker
 from .errors import FixedCodeError
 from .mailbox import Mailbox, Parcel
 from .metrics import Metrics
@@ -150,8 +151,8 @@ class Pending:
     persist: bool = False
     #: Told if storing it failed.
     sender: Session | None = None
-    #: A private message's sender and recipient account keys at the time it was sent (set
-    #: by the publisher; it is stored only between two accounts).
+    #: A private message's sender and recipient account keys at the time it was numbered
+    #: (it is stored only between two accounts; see :meth:`Hub.private`).
     accounts: tuple[str, str] | None = None
 
     def receivers(self) -> Iterable[Session]:
@@ -209,9 +210,10 @@ class Hub:
         self.metrics = metrics if metrics is not None else Metrics()
         self._last_id = 0
         self._session_ids = itertools.count(1)
-        #: Set by the server when a store is on: room events then pass through it (to be
-        #: committed, in order) and come back through :meth:`deliver`.
-        self.publisher: Callable[[Pending], None] | None = None
+        #: Set by the server while it serves: numbered events (and replies behind them) go
+        #: to the broker, and come back through :meth:`deliver_many` once they may go out.
+        #: Without one (a hub on its own, in tests) they are fanned out at once.
+        self.broker: Broker | None = None
         self._undelivered: collections.deque[int] = collections.deque()
         #: Rooms with more members than this announce joins and leaves to no one else.
         self.quiet_room_size = 50
@@ -394,7 +396,16 @@ class Hub:
         event = Private(
             id=self._next_id(), ts=self._clock(), nick=sender.nick, to=target.nick, text=text
         )
-        self._publish(event, extra=(target, sender), persist=True, sender=sender)
+        # Stored only between two accounts, as they are now: a /login or /register a
+        # moment later does not change whose message it is.
+        accounts = (sender.account, target.account) if sender.account and target.account else None
+        self._publish(
+            event,
+            extra=(target, sender),
+            persist=accounts is not None,
+            sender=sender,
+            accounts=accounts,
+        )
         return event
 
     def set_topic(self, session: Session, room: Room, topic: str) -> Topic:
@@ -411,8 +422,8 @@ class Hub:
         While room events wait for the store, a reply waits behind them, so a user sees the
         answer to ``/who`` after the line they typed before it.
         """
-        if self.publisher is not None and self._undelivered:
-            self.publisher(Pending(event, None, (session,)))
+        if self.broker is not None and self._undelivered:
+            self.broker.publish(Pending(event, None, (session,)))
         else:
             self._fanout((session,), event)
 
@@ -441,7 +452,7 @@ class Hub:
         return self._undelivered[0] if self._undelivered else self._last_id + 1
 
     def deliver(self, pending: Pending, *, failed: bool = False) -> None:
-        """Called by the publisher, in id order, once a published event may go out."""
+        """Called (through :meth:`deliver_many`) in id order, once a published event may go out."""
         event_id = getattr(pending.event, "id", None)
         if event_id is None:  # a reply that waited its turn (see send_to)
             self._fanout(pending.receivers(), pending.event)
@@ -505,16 +516,17 @@ class Hub:
         extra: tuple[Session, ...] = (),
         persist: bool = False,
         sender: Session | None = None,
+        accounts: tuple[str, str] | None = None,
     ) -> None:
-        """Fan out an event with an id: at once, or after the store committed it."""
-        pending = Pending(event, room, extra, persist, sender)
-        if self.publisher is None:
+        """Fan out an event with an id: at once, or through the broker."""
+        pending = Pending(event, room, extra, persist, sender, accounts)
+        if self.broker is None:
             self._fanout_timed(pending)
             return
         if persist and len(self._undelivered) >= self.max_undelivered:
             raise ServerBusy("the server is busy saving messages; try again in a moment")
         self._undelivered.append(event.id)
-        self.publisher(pending)
+        self.broker.publish(pending)
 
     def _fanout_timed(self, pending: Pending) -> None:
         """Fan out a numbered event, timed for ``trio_chat_fanout_seconds``."""

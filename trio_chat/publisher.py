@@ -14,7 +14,6 @@ the batch back to the hub to deliver. So:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .broker import Broker, LocalBroker
 from .hub import Pending
 from .protocol import Error, Message, Private
 from .store import Store, StoredMessage, StoreError
@@ -60,23 +60,6 @@ def stored_row(pending: Pending) -> Row:
     return message_row(event, pending.accounts)
 
 
-def private_accounts(pending: Pending) -> tuple[str, str] | None:
-    """The account keys of a private message's sender and recipient, as they are now;
-    ``None`` if either is a guest (its message is then delivered but not stored).
-
-    Called as the message is numbered, so a ``/login`` or ``/register`` a moment later
-    does not change whose it is. The hub sends a private message to ``(target, sender)``.
-    """
-    sender = pending.sender
-    if sender is None or not pending.extra:
-        return None
-    sender_account = sender.account
-    recipient_account = pending.extra[0].account
-    if not sender_account or not recipient_account:
-        return None
-    return (sender_account, recipient_account)
-
-
 @dataclass(eq=False, slots=True)
 class _Committing:
     """A batch on its way through the store."""
@@ -111,20 +94,16 @@ class Publisher:
         self._not_saved_log = LogLimiter()
         self._reserve_log = LogLimiter()
 
-    def attach(self) -> None:
-        """Route the hub's numbered events through :meth:`publish_forever`."""
+    def attach(self, broker: Broker | None = None) -> None:
+        """Route the hub's numbered events through ``broker`` to :meth:`accept` (straight
+        there, with a :class:`~trio_chat.broker.LocalBroker`, by default)."""
         if self.store is not None:
             self.hub.start_ids_after(self.store.last_id)
-        self.hub.publisher = self._buffer_event
+        self.hub.broker = broker if broker is not None else LocalBroker(self.accept)
 
-    def _buffer_event(self, pending: Pending) -> None:
-        if pending.persist and type(pending.event) is Private:
-            # Stored only between two accounts, known now (see private_accounts).
-            accounts = private_accounts(pending)
-            if accounts is None:
-                pending = dataclasses.replace(pending, persist=False)
-            else:
-                pending = dataclasses.replace(pending, accounts=accounts)
+    def accept(self, pending: Pending) -> None:
+        """Take an event from the broker, in the order every member is to see: it is
+        committed (if stored) and delivered by :meth:`publish_forever` or a :meth:`flush`."""
         self._buffer.append(pending)
         self._wakeup.set()
         if self.hub.last_id >= self._renew_at:
@@ -215,7 +194,7 @@ class Publisher:
 
     def detach(self) -> None:
         """Back to fanning out at once (the server is stopping); what waits goes out first."""
-        self.hub.publisher = None
+        self.hub.broker = None
         if self._buffer and not self._in_flight:
             batch, self._buffer = self._buffer, []
             self.hub.deliver_many(batch)

@@ -1,0 +1,45 @@
+"""Brokers: the seam between "the hub published an event" and "deliver it here".
+
+The hub numbers room events and decides who gets them; it hands each one to its broker
+and never fans out a published event itself. A broker passes events on to the publisher
+(:mod:`trio_chat.publisher`: commit to the store, then deliver to this process's members)
+in one order that every member shares. Two implementations:
+
+* :class:`LocalBroker` (the default): one process is the whole chat, so the order the hub
+  numbered in is the order; events go straight on.
+* :class:`~trio_chat.broker.redis.RedisBroker` (``--broker redis://...``): several
+  processes share one chat through a Redis stream, the one log every node reads in the
+  same order (see that module).
+
+The hub does not know which it has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..hub import Pending
+
+__all__ = ["Broker", "LocalBroker"]
+
+
+class Broker(Protocol):
+    """Where the hub puts what it publishes."""
+
+    def publish(self, pending: Pending) -> None:
+        """Take one published event, without waiting (the hub is in the middle of a
+        synchronous change). ``pending.event`` is a room event with an id, or a reply
+        without one that must reach its receiver after the events published before it."""
+        ...
+
+
+class LocalBroker:
+    """One process, one chat: every event goes straight to ``deliver`` (the publisher)."""
+
+    __slots__ = ("publish",)
+
+    def __init__(self, deliver: Callable[[Pending], None]) -> None:
+        #: Bound once: publishing is one call, on the path of every message.
+        self.publish = deliver
