@@ -375,7 +375,7 @@ async def test_acknowledged_messages_survive_sigkill(tmp_path: Path) -> None:
 
 
 async def test_cancelled_block_still_flushes_queued_appends(tmp_path: Path) -> None:
-    from trio_chat.store.db import _Pending
+    from trio_chat.store.writer import WriteItem
 
     path = tmp_path / "chat.db"
     acked: list[int] = []
@@ -411,7 +411,7 @@ async def test_cancelled_block_still_flushes_queued_appends(tmp_path: Path) -> N
                         for _ in range(20):
                             nursery.start_soon(sender)
                     # The writer busy with one batch; these wait on its queue meanwhile.
-                    store._send.send_nowait(_Pending(job=blocker))
+                    store._writes.submit_nowait(WriteItem(job=blocker))
                     await writing.wait()
                     queued = [next(counter) for _ in range(50)]
                     for i in queued:

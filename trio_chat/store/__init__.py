@@ -8,10 +8,11 @@
         recent = await store.history("#lobby", after=last_seen_id)
 
 :mod:`.schema` holds the versioned schema and migrations, :mod:`.db` the trio-facing
-:class:`Store`, :mod:`.sqlite` the SQLite work its worker threads do (opening and checking
-a file, insert statements, what an error means), :mod:`.records` the stored values,
-:mod:`.health` rate-limited failure logs, :mod:`.accounts` password hashing and login
-throttling (pure).
+:class:`Store` (open and close, appends, history queries, accounts), :mod:`.writer` its
+single writer task (batched commits, backpressure, the flush on close), :mod:`.sqlite` the
+SQLite work its worker threads do (opening and checking a file, insert statements, what an
+error means), :mod:`.records` the stored values, :mod:`.health` the counters and
+rate-limited failure logs, :mod:`.accounts` password hashing and login throttling (pure).
 """
 
 from .accounts import LoginThrottle as LoginThrottle

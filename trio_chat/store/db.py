@@ -1,23 +1,18 @@
-"""The trio-facing store: one writer task, batched commits, reads in worker threads.
+"""The trio-facing store: what callers ask of the database, and its open and close.
 
-How the pieces fit (SQLite itself, in worker threads, is :mod:`.sqlite`):
+Why a facade over two parts: every write goes through one writer task (:mod:`.writer`:
+batched commits, backpressure, the flush on close), every read through a few read
+connections, and callers should see neither, only "append, then it is committed" and
+"history, without stalling the loop". What SQLite does in the worker threads is
+:mod:`.sqlite`.
 
-* Every write (messages, accounts, pruning) is an item on one bounded memory channel.
-  A single writer task takes everything waiting (up to ``batch_max`` items), writes it in
-  one transaction in a worker thread (``trio.to_thread.run_sync`` with a
-  ``CapacityLimiter(1)``, so there is never more than one writing thread), and then wakes
-  each waiting caller. :meth:`Store.append` returns only once its message is committed, so
-  a server that appends first and fans out second never shows a message it could lose on
-  a crash.
-* The channel is bounded: when the disk falls behind, :meth:`Store.append` waits
-  (backpressure) instead of letting memory grow.
+* :meth:`Store.append` returns only once its message is committed, so a server that
+  appends first and fans out second never shows a message it could lose on a crash.
 * Reads run in worker threads on their own connections (WAL lets readers and the writer
   proceed at once), so neither a long history query nor a slow commit stalls the loop.
-* On exit the queued writes are flushed, shielded from cancellation but bounded by
-  ``close_timeout``; callers still waiting after that get :class:`StoreError`.
-
-Worker threads are never abandoned on cancellation: a commit that has started finishes
-(or fails) and its callers are told which.
+* Accounts are rows like messages: created and changed through the writer, looked up
+  through the readers; password hashing (:mod:`.accounts`) runs in a few threads of its
+  own.
 """
 
 from __future__ import annotations
@@ -28,14 +23,13 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 import trio
 
 from ..names import name_key
 from .accounts import check_password, dummy_hash, hash_password
-from .health import LogLimiter
+from .health import LogLimiter, StoreStats
 from .records import (
     AccountExists,
     Row,
@@ -45,16 +39,11 @@ from .records import (
     room_conversation,
     store_error,
 )
-from .sqlite import (
-    COLUMNS,
-    belongs_to_one_message,
-    close_all,
-    insert_statements,
-    is_database_fault,
-    open_connections,
-    rollback,
-    row_to_message,
-)
+from .sqlite import COLUMNS, close_all, open_connections, row_to_message
+from .writer import Commit, WriteItem, Writer, message_item
+
+# Commit and StoreStats are defined beside the writer and the counters, and importable here.
+__all__ = ["MAX_HISTORY_LIMIT", "Commit", "Store", "StoreStats"]
 
 log = logging.getLogger("trio_chat.store")
 
@@ -62,72 +51,6 @@ T = TypeVar("T")
 
 #: Largest ``limit`` one history query accepts.
 MAX_HISTORY_LIMIT = 10_000
-
-
-@dataclass(slots=True)
-class StoreStats:
-    """Counters for tests and metrics."""
-
-    #: Messages committed.
-    messages: int = 0
-    #: Transactions that committed messages (fewer than ``messages`` when batching works).
-    batches: int = 0
-    #: Messages refused with :class:`StoreError`.
-    failed: int = 0
-    #: Most messages committed in one transaction.
-    largest_batch: int = 0
-    #: Writes that failed in SQLite: one per message not saved, one per other write (an
-    #: id reservation, an account) that raised an SQLite error.
-    write_failures: int = 0
-    #: False once a write failed for the database's sake (see ``is_database_fault``: disk
-    #: full, I/O error, ...), True again after the next write that succeeds.
-    healthy: bool = True
-    #: WAL checkpoints (:meth:`Store.checkpoint`) that failed.
-    checkpoint_failures: int = 0
-    #: Frames left in the WAL, not copied into the database, after the last checkpoint
-    #: (grows when checkpoints cannot complete).
-    wal_frames: int = 0
-
-
-@dataclass(eq=False, slots=True)
-class _Pending:
-    """One item on the writer's channel: messages to insert, or a job to run."""
-
-    ids: tuple[int, ...] = ()  # of the messages to insert
-    statements: list[tuple[str, list[object]]] = field(default_factory=list)  # inserting them
-    job: Callable[[sqlite3.Connection], object] | None = None
-    #: Whether the job runs in a transaction of its own (a checkpoint cannot).
-    transaction: bool = True
-    done: trio.Event = field(default_factory=trio.Event)
-    result: object = None
-    error: BaseException | None = None
-    #: Set by the writer thread once it has recorded a result or an error.
-    finished: bool = False
-
-
-def _message_item(rows: Sequence[Row]) -> _Pending:
-    """A writer item for ``rows``, its INSERT statements made here, by the caller.
-
-    On the event loop thread on purpose: the writer thread then holds the GIL only to hand
-    a few statements to SQLite, instead of building rows while the loop thread waits.
-    """
-    return _Pending(ids=tuple(row[0] for row in rows), statements=insert_statements(rows))
-
-
-class Commit:
-    """Messages handed to the writer by :meth:`Store.append_rows_nowait`."""
-
-    __slots__ = ("_item",)
-
-    def __init__(self, item: _Pending) -> None:
-        self._item = item
-
-    async def wait(self) -> None:
-        """Return once the messages are committed; raise :class:`StoreError` if they were
-        not (all of them: one transaction)."""
-        await self._item.done.wait()
-        if self._item.error is not None:
-            raise self._item.error
 
 
 class Store:
@@ -145,14 +68,16 @@ class Store:
     ) -> None:
         self.path = path
         self.stats = StoreStats()
-        self._last_id = last_id
+        #: The connection every write goes through (only ever from the writer's thread).
         self._writer = writer
-        self._batch_max = batch_max
-        self._close_timeout = close_timeout
-        self._write_limiter = trio.CapacityLimiter(1)
-        self._send, self._receive = trio.open_memory_channel[_Pending](batch_max)
-        self._writer_scope = trio.CancelScope(shield=True)
-        self._writer_done = trio.Event()
+        self._writes = Writer(
+            path,
+            writer,
+            self.stats,
+            last_id=last_id,
+            batch_max=batch_max,
+            close_timeout=close_timeout,
+        )
         if readers:
             self._readers = readers
             self._read_limiter = trio.CapacityLimiter(len(readers))
@@ -160,12 +85,11 @@ class Store:
             # ":memory:": one connection for everything; reads share the writer's limiter so
             # they run between transactions, never inside one.
             self._readers = [writer]
-            self._read_limiter = self._write_limiter
+            self._read_limiter = self._writes.limiter
         self._reader_count = len(self._readers)
         self._read_slots = trio.Semaphore(self._reader_count)
         # scrypt takes 16 MiB per call: a few at a time, not one per connected client.
         self._hash_limiter = trio.CapacityLimiter(2)
-        self._closed = False
 
     # ------------------------------------------------------------------------ lifetime
 
@@ -225,7 +149,7 @@ class Store:
         )
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(store._run_writer)
+                nursery.start_soon(store._writes.run)
                 checkpoints = trio.CancelScope()
                 if checkpoint_every is not None and not memory:
 
@@ -238,10 +162,9 @@ class Store:
                     yield store
                 finally:
                     checkpoints.cancel()
-                    await store._stop_writer()
+                    await store._writes.stop()
         finally:
-            store._closed = True
-            store._fail_unwritten()
+            store._writes.close()
             with trio.CancelScope(shield=True):
                 # Reads still running (tasks outside the block) finish before their
                 # connection closes; each is one short query.
@@ -256,154 +179,11 @@ class Store:
 
         Survives restarts and pruning. Kept up to date as messages are committed.
         """
-        return self._last_id
+        return self._writes.last_id
 
-    async def _stop_writer(self) -> None:
-        # No new writes; the writer drains what is queued and then sees the end of channel.
-        self._send.close()
-        with trio.move_on_after(self._close_timeout, shield=True):
-            await self._writer_done.wait()
-        if not self._writer_done.is_set():
-            log.error(
-                "%s: could not flush queued writes within %.1f s; giving up",
-                os.fspath(self.path),
-                self._close_timeout,
-            )
-            # Stops a long-running statement. A wait for another process's lock is not
-            # interruptible: a batch stuck on one still ends within busy_timeout.
-            self._writer.interrupt()
-            self._writer_scope.cancel()
-
-    def _fail_unwritten(self) -> None:
-        while True:
-            try:
-                item = self._receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
-            item.error = StoreError(f"store {os.fspath(self.path)} closed before the write")
-            item.done.set()
-
-    # -------------------------------------------------------------------------- writer
-
-    async def _run_writer(self) -> None:
-        # Shielded: cancelling the server must not drop queued messages. The flush is
-        # bounded by _stop_writer, which cancels this scope after close_timeout.
-        try:
-            with self._writer_scope:
-                while True:
-                    try:
-                        first = await self._receive.receive()
-                    except trio.EndOfChannel:
-                        return
-                    batch = [first]
-                    while len(batch) < self._batch_max:
-                        try:
-                            batch.append(self._receive.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    try:
-                        await trio.to_thread.run_sync(
-                            self._write_batch, batch, limiter=self._write_limiter
-                        )
-                    finally:
-                        for item in batch:
-                            if not item.finished:
-                                item.error = StoreError(
-                                    f"store {os.fspath(self.path)}: write interrupted"
-                                )
-                            item.done.set()
-        finally:
-            self._writer_done.set()
-
-    def _write_batch(self, batch: list[_Pending]) -> None:
-        """In the writer thread: consecutive message items share one transaction."""
-        run: list[_Pending] = []
-        for item in batch:
-            if item.job is None:
-                run.append(item)
-                continue
-            self._commit_messages(run)
-            run = []
-            self._run_job(item)
-        self._commit_messages(run)
-
-    def _commit_messages(self, items: list[_Pending]) -> None:
-        if not items:
-            return
-        conn = self._writer
-        ids = [message_id for item in items for message_id in item.ids]
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for item in items:  # the statements were made by the item's caller
-                for sql, params in item.statements:
-                    conn.execute(sql, params)
-            # meta.last_id is not raised here: at open, the last id is the larger of it and
-            # the largest stored id; pruning raises it before deleting (one statement less
-            # per commit).
-            conn.execute("COMMIT")
-        except Exception as exc:
-            rollback(conn)
-            if len(items) > 1 and belongs_to_one_message(exc):
-                for item in items:
-                    self._commit_messages([item])
-                return
-            for item in items:
-                doing = "could not save message " + ", ".join(map(str, item.ids))
-                if isinstance(exc, sqlite3.Error):
-                    item.error = store_error(exc, self.path, doing)
-                else:
-                    item.error = StoreError(f"{doing}: {exc}")
-                item.finished = True
-            self.stats.failed += len(ids)
-            self.stats.write_failures += len(ids)
-            if is_database_fault(exc):
-                self.stats.healthy = False
-            return
-        self.stats.healthy = True
-        self._last_id = max(self._last_id, *ids)
-        self.stats.messages += len(ids)
-        self.stats.batches += 1
-        self.stats.largest_batch = max(self.stats.largest_batch, len(ids))
-        for item in items:
-            item.finished = True
-
-    def _run_job(self, item: _Pending) -> None:
-        assert item.job is not None
-        conn = self._writer
-        try:
-            if item.transaction:
-                conn.execute("BEGIN IMMEDIATE")
-            item.result = item.job(conn)
-            if item.transaction:
-                conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            rollback(conn)
-            item.error = store_error(exc, self.path)
-            if item.transaction:  # a checkpoint has counters of its own
-                self.stats.write_failures += 1
-                if is_database_fault(exc):
-                    self.stats.healthy = False
-        except Exception as exc:
-            rollback(conn)
-            item.error = exc
-        else:
-            if item.transaction:
-                self.stats.healthy = True
-        item.finished = True
-
-    async def _submit(self, item: _Pending) -> object:
-        if self._closed:
-            raise StoreError(f"store {os.fspath(self.path)} is closed")
-        try:
-            await self._send.send(item)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise StoreError(f"store {os.fspath(self.path)} is closed") from None
-        # If the caller is cancelled here, the item stays queued and may still be committed:
-        # an append that did not return is "maybe stored", never "acknowledged and lost".
-        await item.done.wait()
-        if item.error is not None:
-            raise item.error
-        return item.result
+    @property
+    def _closed(self) -> bool:
+        return self._writes.closed
 
     # ------------------------------------------------------------------------ messages
 
@@ -413,12 +193,12 @@ class Store:
         Raises :class:`StoreError` if this message could not be written (disk full, I/O
         error, duplicate id); the store goes on working for later messages.
         """
-        await self._submit(_message_item((record.row(),)))
+        await self._writes.submit(message_item((record.row(),)))
 
     async def append_many(self, records: Sequence[StoredMessage]) -> None:
         """Store several messages in one transaction: all are committed, or none."""
         if records:
-            await self._submit(_message_item([r.row() for r in records]))
+            await self._writes.submit(message_item([r.row() for r in records]))
 
     def append_rows_nowait(self, rows: Sequence[Row]) -> Commit:
         """Queue several messages, as rows (see :func:`~trio_chat.store.records.message_row`),
@@ -430,14 +210,7 @@ class Store:
         ``trio.WouldBlock`` when the writer's queue is full (then :meth:`append_many`
         waits for room), and :class:`StoreError` once the store is closed.
         """
-        item = _message_item(rows)
-        if self._closed:
-            raise StoreError(f"store {os.fspath(self.path)} is closed")
-        try:
-            self._send.send_nowait(item)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise StoreError(f"store {os.fspath(self.path)} is closed") from None
-        return Commit(item)
+        return self._writes.submit_nowait(message_item(rows))
 
     async def history(
         self,
@@ -515,7 +288,7 @@ class Store:
 
         total = 0
         while True:
-            deleted = await self._submit(_Pending(job=delete))
+            deleted = await self._writes.submit(WriteItem(job=delete))
             assert isinstance(deleted, int)
             total += deleted
             if deleted < chunk:
@@ -536,7 +309,7 @@ class Store:
             return int(busy), int(frames), int(copied)
 
         try:
-            result = await self._submit(_Pending(job=run, transaction=False))
+            result = await self._writes.submit(WriteItem(job=run, transaction=False))
         except StoreError:
             self.stats.checkpoint_failures += 1
             raise
@@ -633,7 +406,7 @@ class Store:
             except sqlite3.IntegrityError:
                 raise AccountExists(f"the name {nick_key!r} is already registered") from None
 
-        await self._submit(_Pending(job=insert))
+        await self._writes.submit(WriteItem(job=insert))
 
     async def note_last_id(self, last_id: int) -> None:
         """Raise the stored id high-water mark to ``last_id``.
@@ -645,8 +418,8 @@ class Store:
         def update(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_id'", (last_id,))
 
-        await self._submit(_Pending(job=update))
-        self._last_id = max(self._last_id, last_id)
+        await self._writes.submit(WriteItem(job=update))
+        self._writes.last_id = max(self._writes.last_id, last_id)
 
     async def account_exists(self, nick_key: str) -> bool:
         return await self._password_hash(name_key(nick_key)) is not None
@@ -682,7 +455,7 @@ class Store:
             )
             return cursor.rowcount == 1
 
-        return bool(await self._submit(_Pending(job=update)))
+        return bool(await self._writes.submit(WriteItem(job=update)))
 
     async def _password_hash(self, key: str) -> str | None:
         def query(conn: sqlite3.Connection) -> str | None:

@@ -1,4 +1,8 @@
-"""Saying that the database is failing once, not once per refused message.
+"""How the store says how it is doing: counters for /metrics (:class:`StoreStats`), and
+failure logs that say the database is failing once, not once per refused message.
+
+Both live apart from the store so that its writer (:mod:`.writer`) and its facade
+(:mod:`.db`) count and log the same way.
 
 On a full disk every message is refused; logging each refusal wrote 302,708 lines (47 MB)
 in 30 s, which helps nobody and fills the next disk. :class:`LogLimiter` lets the first
@@ -10,6 +14,33 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """Counters for tests and metrics."""
+
+    #: Messages committed.
+    messages: int = 0
+    #: Transactions that committed messages (fewer than ``messages`` when batching works).
+    batches: int = 0
+    #: Messages refused with :class:`~trio_chat.store.StoreError`.
+    failed: int = 0
+    #: Most messages committed in one transaction.
+    largest_batch: int = 0
+    #: Writes that failed in SQLite: one per message not saved, one per other write (an
+    #: id reservation, an account) that raised an SQLite error.
+    write_failures: int = 0
+    #: False once a write failed for the database's sake (see ``is_database_fault``: disk
+    #: full, I/O error, ...), True again after the next write that succeeds.
+    healthy: bool = True
+    #: WAL checkpoints (:meth:`Store.checkpoint <trio_chat.store.Store.checkpoint>`) that
+    #: failed.
+    checkpoint_failures: int = 0
+    #: Frames left in the WAL, not copied into the database, after the last checkpoint
+    #: (grows when checkpoints cannot complete).
+    wal_frames: int = 0
 
 
 class LogLimiter:

@@ -1,8 +1,8 @@
 """SQLite itself, without trio: opening and checking a file, the statements that store
 messages, and what an SQLite error means for the messages it failed.
 
-Everything here runs in a worker thread (or is a pure function); :mod:`.db` is the
-trio-facing store that schedules it.
+Everything here runs in a worker thread (or is a pure function); :mod:`.db` (reads, and
+opening and closing) and :mod:`.writer` (every write) schedule it from trio.
 """
 
 from __future__ import annotations

@@ -1,0 +1,284 @@
+"""The store's single writer: one task, one thread at a time, batched commits.
+
+Why one writer: SQLite takes one write transaction at a time anyway, and a message is only
+acknowledged once it is committed, so the fastest safe way is to commit whatever is waiting
+together. Here is everything about that, apart from what is written (the store builds
+the items) and when (the store's open and close call :meth:`Writer.run`, :meth:`Writer.stop`
+and :meth:`Writer.close`):
+
+* Every write (messages, accounts, pruning) is a :class:`WriteItem` on one bounded memory
+  channel. :meth:`Writer.run` takes everything waiting (up to ``batch_max`` items), writes
+  it in one transaction in a worker thread (``trio.to_thread.run_sync`` with a
+  ``CapacityLimiter(1)``, so there is never more than one writing thread), and then wakes
+  each waiting caller.
+* The channel is bounded: when the disk falls behind, :meth:`Writer.submit` waits
+  (backpressure) instead of letting memory grow.
+* On close the queued writes are flushed, shielded from cancellation but bounded by
+  ``close_timeout``; callers still waiting after that get :class:`StoreError`.
+
+A commit that has started in its worker thread is never abandoned on cancellation: it
+finishes (or fails) and its callers are told which.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from .health import StoreStats
+from .records import Row, StoreError, store_error
+from .sqlite import belongs_to_one_message, insert_statements, is_database_fault, rollback
+
+log = logging.getLogger("trio_chat.store")
+
+
+@dataclass(eq=False, slots=True)
+class WriteItem:
+    """One item on the writer's channel: messages to insert, or a job to run."""
+
+    ids: tuple[int, ...] = ()  # of the messages to insert
+    statements: list[tuple[str, list[object]]] = field(default_factory=list)  # inserting them
+    job: Callable[[sqlite3.Connection], object] | None = None
+    #: Whether the job runs in a transaction of its own (a checkpoint cannot).
+    transaction: bool = True
+    done: trio.Event = field(default_factory=trio.Event)
+    result: object = None
+    error: BaseException | None = None
+    #: Set by the writer thread once it has recorded a result or an error.
+    finished: bool = False
+
+
+def message_item(rows: Sequence[Row]) -> WriteItem:
+    """A writer item for ``rows``, its INSERT statements made here, by the caller.
+
+    On the event loop thread on purpose: the writer thread then holds the GIL only to hand
+    a few statements to SQLite, instead of building rows while the loop thread waits.
+    """
+    return WriteItem(ids=tuple(row[0] for row in rows), statements=insert_statements(rows))
+
+
+class Commit:
+    """Messages handed to the writer by :meth:`Store.append_rows_nowait
+    <trio_chat.store.Store.append_rows_nowait>`."""
+
+    __slots__ = ("_item",)
+
+    def __init__(self, item: WriteItem) -> None:
+        self._item = item
+
+    async def wait(self) -> None:
+        """Return once the messages are committed; raise :class:`StoreError` if they were
+        not (all of them: one transaction)."""
+        await self._item.done.wait()
+        if self._item.error is not None:
+            raise self._item.error
+
+
+class Writer:
+    """Runs :class:`WriteItem` s on ``conn``, in batches, one transaction at a time.
+
+    Counts what it commits and fails in ``stats``, and keeps :attr:`last_id`, the highest
+    message id committed (or noted by the store), up to date.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        conn: sqlite3.Connection,
+        stats: StoreStats,
+        *,
+        last_id: int,
+        batch_max: int,
+        close_timeout: float,
+    ) -> None:
+        self.path = path
+        self.stats = stats
+        self.last_id = last_id
+        #: One writing thread at most; an in-memory store's reads share it too (they run
+        #: on the same connection, between transactions).
+        self.limiter = trio.CapacityLimiter(1)
+        #: Set by :meth:`close`: no more writes.
+        self.closed = False
+        self._conn = conn
+        self._batch_max = batch_max
+        self._close_timeout = close_timeout
+        self._send, self._receive = trio.open_memory_channel[WriteItem](batch_max)
+        self._scope = trio.CancelScope(shield=True)
+        self._done = trio.Event()
+
+    # ------------------------------------------------------------------------ callers
+
+    async def submit(self, item: WriteItem) -> object:
+        """Queue ``item`` (waiting for room) and return its result once it is written;
+        raise its error, or :class:`StoreError` once the writer is closed."""
+        if self.closed:
+            raise self._closed_error()
+        try:
+            await self._send.send(item)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise self._closed_error() from None
+        # If the caller is cancelled here, the item stays queued and may still be committed:
+        # an append that did not return is "maybe stored", never "acknowledged and lost".
+        await item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def submit_nowait(self, item: WriteItem) -> Commit:
+        """Queue ``item`` and return at once. Raises ``trio.WouldBlock`` when the queue is
+        full, :class:`StoreError` once the writer is closed."""
+        if self.closed:
+            raise self._closed_error()
+        try:
+            self._send.send_nowait(item)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise self._closed_error() from None
+        return Commit(item)
+
+    def _closed_error(self) -> StoreError:
+        return StoreError(f"store {os.fspath(self.path)} is closed")
+
+    # ---------------------------------------------------------------------- lifetime
+
+    async def run(self) -> None:
+        """The writer task: write what is queued, batch by batch, until :meth:`stop`."""
+        # Shielded: cancelling the server must not drop queued messages. The flush is
+        # bounded by stop(), which cancels this scope after close_timeout.
+        try:
+            with self._scope:
+                while True:
+                    try:
+                        first = await self._receive.receive()
+                    except trio.EndOfChannel:
+                        return
+                    batch = [first]
+                    while len(batch) < self._batch_max:
+                        try:
+                            batch.append(self._receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    try:
+                        await trio.to_thread.run_sync(
+                            self._write_batch, batch, limiter=self.limiter
+                        )
+                    finally:
+                        for item in batch:
+                            if not item.finished:
+                                item.error = StoreError(
+                                    f"store {os.fspath(self.path)}: write interrupted"
+                                )
+                            item.done.set()
+        finally:
+            self._done.set()
+
+    async def stop(self) -> None:
+        """Take no new writes; wait (at most ``close_timeout``) for :meth:`run` to flush
+        what is queued, then stop it."""
+        # No new writes; the writer drains what is queued and then sees the end of channel.
+        self._send.close()
+        with trio.move_on_after(self._close_timeout, shield=True):
+            await self._done.wait()
+        if not self._done.is_set():
+            log.error(
+                "%s: could not flush queued writes within %.1f s; giving up",
+                os.fspath(self.path),
+                self._close_timeout,
+            )
+            # Stops a long-running statement. A wait for another process's lock is not
+            # interruptible: a batch stuck on one still ends within busy_timeout.
+            self._conn.interrupt()
+            self._scope.cancel()
+
+    def close(self) -> None:
+        """Refuse new writes, and fail the callers of writes still queued."""
+        self.closed = True
+        while True:
+            try:
+                item = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            item.error = StoreError(f"store {os.fspath(self.path)} closed before the write")
+            item.done.set()
+
+    # ------------------------------------------------------------ in the writer thread
+
+    def _write_batch(self, batch: list[WriteItem]) -> None:
+        """In the writer thread: consecutive message items share one transaction."""
+        run: list[WriteItem] = []
+        for item in batch:
+            if item.job is None:
+                run.append(item)
+                continue
+            self._commit_messages(run)
+            run = []
+            self._run_job(item)
+        self._commit_messages(run)
+
+    def _commit_messages(self, items: list[WriteItem]) -> None:
+        if not items:
+            return
+        conn = self._conn
+        ids = [message_id for item in items for message_id in item.ids]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for item in items:  # the statements were made by the item's caller
+                for sql, params in item.statements:
+                    conn.execute(sql, params)
+            # meta.last_id is not raised here: at open, the last id is the larger of it and
+            # the largest stored id; pruning raises it before deleting (one statement less
+            # per commit).
+            conn.execute("COMMIT")
+        except Exception as exc:
+            rollback(conn)
+            if len(items) > 1 and belongs_to_one_message(exc):
+                for item in items:
+                    self._commit_messages([item])
+                return
+            for item in items:
+                doing = "could not save message " + ", ".join(map(str, item.ids))
+                if isinstance(exc, sqlite3.Error):
+                    item.error = store_error(exc, self.path, doing)
+                else:
+                    item.error = StoreError(f"{doing}: {exc}")
+                item.finished = True
+            self.stats.failed += len(ids)
+            self.stats.write_failures += len(ids)
+            if is_database_fault(exc):
+                self.stats.healthy = False
+            return
+        self.stats.healthy = True
+        self.last_id = max(self.last_id, *ids)
+        self.stats.messages += len(ids)
+        self.stats.batches += 1
+        self.stats.largest_batch = max(self.stats.largest_batch, len(ids))
+        for item in items:
+            item.finished = True
+
+    def _run_job(self, item: WriteItem) -> None:
+        assert item.job is not None
+        conn = self._conn
+        try:
+            if item.transaction:
+                conn.execute("BEGIN IMMEDIATE")
+            item.result = item.job(conn)
+            if item.transaction:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            rollback(conn)
+            item.error = store_error(exc, self.path)
+            if item.transaction:  # a checkpoint has counters of its own
+                self.stats.write_failures += 1
+                if is_database_fault(exc):
+                    self.stats.healthy = False
+        except Exception as exc:
+            rollback(conn)
+            item.error = exc
+        else:
+            if item.transaction:
+                self.stats.healthy = True
+        item.finished = True
