@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import subprocess
 import sys
@@ -14,7 +15,15 @@ import pytest
 
 from trio_chat import config_loading
 from trio_chat.cli import build_parser, default_db_path, program_defaults
-from trio_chat.config import Flag, ServerConfig, Setting, declaration, non_negative, setting
+from trio_chat.config import (
+    Flag,
+    ServerConfig,
+    Setting,
+    declaration,
+    non_negative,
+    resolve_workers,
+    setting,
+)
 from trio_chat.config_loading import (
     ConfigError,
     field_specs,
@@ -288,6 +297,41 @@ def test_environment_values_are_checked(var: str, text: str, message: str | None
         assert error_of(environ=environ) == f"environment TRIO_CHAT_{var}: {message}"
 
 
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0", "redis://redis", "rediss://u:p@h:6380/1", "unix:///r.sock"]
+)
+def test_broker_takes_redis_urls(url: str) -> None:
+    assert load_config(environ={"TRIO_CHAT_BROKER": url}).broker == url
+
+
+@pytest.mark.parametrize(
+    "url", ["http://h:6379", "redis://", "redis://h:port", "h:6379", "unix://"]
+)
+def test_broker_refuses_what_is_not_a_redis_url(url: str) -> None:
+    assert error_of(overrides={"broker": url}) == (
+        "command line setting 'broker': must be a redis://, rediss:// or unix:// URL "
+        f"(e.g. redis://127.0.0.1:6379/0), got {url!r}"
+    )
+
+
+def test_workers_are_a_number_or_auto_and_several_need_a_broker() -> None:
+    broker = {"broker": "redis://127.0.0.1:6379/0"}
+    assert load_config(overrides={"workers": "3", **broker}).workers == "3"
+    assert resolve_workers("auto") == max(1, os.cpu_count() or 1)
+    assert resolve_workers(" 2 ") == 2
+    assert load_config(environ={"TRIO_CHAT_WORKERS": "1"}).broker is None
+    for bad in ("0", "-1", "two", "1.5", ""):
+        assert error_of(overrides={"workers": bad, **broker}) == (
+            "command line setting 'workers': must be a number of processes from 1, "
+            f"or auto (one per CPU core), got {bad!r}"
+        )
+    assert error_of(overrides={"workers": "2"}) == (
+        "several workers need a broker (--broker redis://...) to share rooms, users and ids"
+    )
+    if (os.cpu_count() or 1) > 1:
+        assert "need a broker" in error_of(environ={"TRIO_CHAT_WORKERS": "auto"})
+
+
 def test_flag_values_are_checked() -> None:
     assert error_of(overrides={"port": -1}) == (
         "command line setting 'port': must be a port number from 0 to 65535, got -1"
@@ -460,6 +504,8 @@ FLAGS = {
     "--limit-loopback": ("limit_loopback", None, True),
     "--trusted-proxy": ("trusted_proxies", "ADDR_OR_CIDR"),
     "--metrics-port": ("metrics_port", "PORT"),
+    "--broker": ("broker", "URL"),
+    "--workers": ("workers", "N"),
 }
 
 

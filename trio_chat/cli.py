@@ -11,13 +11,13 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import trio
 
 from . import __version__
-from .config import DEFAULT_PORT, ServerConfig
+from .config import DEFAULT_PORT, ServerConfig, resolve_workers
 from .config_loading import (
     ConfigError,
     add_setting_flags,
@@ -30,7 +30,17 @@ from .plugins import PluginLoadError
 from .program import run_until_signal
 from .server import ChatServer, ServerSetupError
 from .store import Store, StoreError
-from .transports.streams import ListenError
+from .transports.streams import SHARE_PORTS, ListenError
+from .workers import (
+    STOP_MARGIN,
+    GaveUp,
+    Supervisor,
+    reserve_port,
+    worker_command,
+    worker_config,
+    worker_db_path,
+    worker_number,
+)
 
 E = TypeVar("E", bound=BaseException)
 
@@ -194,7 +204,9 @@ def fail(message: str) -> int:
     return 2
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``trio-chat serve``: one server; the supervisor of ``--workers N``; or one of its
+    workers (``TRIO_CHAT_WORKER`` set, see :mod:`trio_chat.workers`)."""
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -207,21 +219,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except ConfigError as exc:
         return fail(str(exc))
+    number = worker_number(os.environ)
+    default_db = default_db_path()
+    if number is not None:
+        config = worker_config(config, number)
+        default_db = worker_db_path(default_db, number)
+        SHARE_PORTS.set(True)  # the ports are shared with the other workers
     try:
         server = ChatServer(config)
     except (PluginLoadError, ServerSetupError) as exc:
         return fail(str(exc))
     if config.db is not None:
-        db_error = check_db_folder(config.db, default=default_db_path())
+        db_error = check_db_folder(config.db, default=default_db)
         if db_error is not None:
             return fail(db_error)
+    count = resolve_workers(config.workers)
+    if number is None and count > 1:
+        return supervise(config, count, argv)
 
     def announce(addresses: list[str]) -> None:
         print("trio-chat serving on " + "  ".join(addresses), flush=True)
         print("Stop with Ctrl-C.", flush=True)
 
     try:
-        trio.run(run_until_signal, server, announce)
+        if number is None:
+            trio.run(run_until_signal, server, announce)
+        else:
+            trio.run(run_worker, server, announce)
     except (OSError, StoreError, BaseExceptionGroup) as exc:
         store_error = first_error(exc, StoreError)
         if store_error is not None:
@@ -232,6 +256,67 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if isinstance(error, ListenError):
             return fail(str(error))
         return fail(f"cannot listen on {config.host}: {error.strerror or error}")
+    print("trio-chat stopped.", flush=True)
+    return 0
+
+
+async def run_worker(server: ChatServer, announce: Callable[[list[str]], None]) -> None:
+    """:func:`run_until_signal` for a ``--workers`` worker, which also stops when its
+    standard input (a pipe from the supervising parent) ends: when the parent is gone."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_when_parent_goes, server)
+        await run_until_signal(server, announce)
+        nursery.cancel_scope.cancel()
+
+
+async def stop_when_parent_goes(server: ChatServer) -> None:
+    try:
+        stream = trio.lowlevel.FdStream(os.dup(0))
+    except OSError:
+        return  # no standard input to watch
+    async with stream:
+        try:
+            while await stream.receive_some(4096):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    logging.getLogger("trio_chat.workers").warning("the supervising process is gone; shutting down")
+    server.shutdown()
+
+
+def supervise(config: ServerConfig, count: int, argv: Sequence[str]) -> int:
+    """Run ``count`` workers of this command line on shared ports (``--workers``)."""
+    reserved = []
+    try:
+        try:
+            reserved.append(reserve_port(config.host, config.port))
+            if config.ws_port is not None:
+                reserved.append(reserve_port(config.host, config.ws_port))
+        except ListenError as exc:
+            return fail(str(exc))
+        ports = {"--port": reserved[0].getsockname()[1]}
+        if config.ws_port is not None:
+            ports["--ws-port"] = reserved[1].getsockname()[1]
+
+        def announce(addresses: list[str]) -> None:
+            print("trio-chat serving on " + "  ".join(addresses), flush=True)
+            print(f"{count} workers. Stop with Ctrl-C.", flush=True)
+
+        supervisor = Supervisor(
+            worker_command(argv, ports),
+            count,
+            environ=os.environ,
+            stop_timeout=config.shutdown_grace + STOP_MARGIN,
+            announce=announce,
+        )
+        try:
+            trio.run(supervisor.run)
+        except GaveUp as exc:
+            print(f"trio-chat: error: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        for sock in reserved:
+            sock.close()
     print("trio-chat stopped.", flush=True)
     return 0
 
@@ -261,10 +346,11 @@ def cmd_connect(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
-            return cmd_serve(args)
+            return cmd_serve(args, argv)
         if args.command == "plugins":
             return cmd_plugins(args)
         if args.command == "history":

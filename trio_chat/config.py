@@ -59,6 +59,54 @@ def not_empty(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
 
 
+#: The URL schemes ``broker`` accepts: Redis over TCP, over TLS, over a Unix socket.
+BROKER_SCHEMES = ("redis", "rediss", "unix")
+
+
+def broker_url(value: str) -> str | None:
+    """A Redis URL: ``redis://HOST[:PORT][/DB]``, ``rediss://...`` or ``unix:///PATH``."""
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(value.strip())
+        url.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError:
+        url = None
+    where = None if url is None else url.path if url.scheme == "unix" else url.hostname
+    if url is not None and url.scheme in BROKER_SCHEMES and where:
+        return None
+    return "must be a redis://, rediss:// or unix:// URL (e.g. redis://127.0.0.1:6379/0)"
+
+
+def workers_count(value: str) -> str | None:
+    """``auto`` or a whole number from 1 (``workers``)."""
+    text = value.strip().lower()
+    if text == "auto" or (text.isdigit() and int(text) >= 1):
+        return None
+    return "must be a number of processes from 1, or auto (one per CPU core)"
+
+
+def resolve_workers(value: str) -> int:
+    """The number of worker processes ``workers`` asks for (``auto``: one per CPU core)."""
+    import os
+
+    text = value.strip().lower()
+    return max(1, os.cpu_count() or 1) if text == "auto" else int(text)
+
+
+#: Why ``workers`` above 1 needs ``broker`` (a one-line error).
+WORKERS_NEED_A_BROKER = (
+    "several workers need a broker (--broker redis://...) to share rooms, users and ids"
+)
+
+
+def config_problem(config: ServerConfig) -> str | None:
+    """What is wrong with a combination of settings that are each fine alone, or ``None``."""
+    if config.broker is None and resolve_workers(config.workers) > 1:
+        return WORKERS_NEED_A_BROKER
+    return None
+
+
 def networks(value: list[str]) -> str | None:
     """Every entry an IP address or CIDR network (``trusted_proxies``)."""
     from .proxyproto import parse_network
@@ -347,6 +395,21 @@ class ServerConfig:
         help="Port answering Prometheus's `GET /metrics` (on `host`); `None` serves no metrics.",
         check=port_number,
         flags=[Flag("--metrics-port", metavar="PORT")],
+    )
+    broker: str | None = setting(
+        None,
+        help="Redis that several processes (workers, or servers on other machines) use to "
+        "share one chat: `redis://HOST:6379/0`, `rediss://` for TLS or `unix:///PATH`; "
+        "`None`: this process alone holds the chat.",
+        check=broker_url,
+        flags=[Flag("--broker", metavar="URL")],
+    )
+    workers: str = setting(
+        "1",
+        help="Server processes to run on this machine, sharing the TCP and WebSocket ports: "
+        "a number, or `auto` for one per CPU core; more than 1 needs `broker`.",
+        check=workers_count,
+        flags=[Flag("--workers", metavar="N")],
     )
     plugins: list[str] = setting(
         [],

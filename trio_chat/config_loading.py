@@ -55,7 +55,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
-from .config import ServerConfig, Setting, declaration
+from .config import ServerConfig, Setting, config_problem, declaration
 
 ENV_PREFIX = "TRIO_CHAT_"
 
@@ -249,7 +249,11 @@ def load_config(
         values.update(read_config_file(config_file))
     values.update(read_environ(environ or {}))
     values.update(check_overrides(overrides or {}))
-    return ServerConfig(**values)
+    config = ServerConfig(**values)
+    problem = config_problem(config)
+    if problem is not None:
+        raise ConfigError(problem)
+    return config
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, object]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import logging
 import os
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -138,11 +140,16 @@ async def serve_port(
     handler: Callable[[trio.SocketStream], Awaitable[object]],
     handler_nursery: trio.Nursery,
     *,
+    reuse_port: bool | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port``, report the bound addresses (``scheme://host:port``, see
-    :func:`listener_address`) through ``task_status``, then :func:`accept_forever`."""
-    listeners = await open_listeners(host, port)
+    :func:`listener_address`) through ``task_status``, then :func:`accept_forever`.
+
+    ``reuse_port``: see :func:`open_listeners`; ``None`` takes :data:`SHARE_PORTS`."""
+    if reuse_port is None:
+        reuse_port = SHARE_PORTS.get()
+    listeners = await open_listeners(host, port, reuse_port=reuse_port)
     task_status.started([listener_address(scheme, listener) for listener in listeners])
     await accept_forever(listeners, handler, handler_nursery)
 
@@ -163,13 +170,58 @@ class ListenError(OSError):
         return f"cannot listen on {where}: {reason[:1].lower()}{reason[1:]}"
 
 
-async def open_listeners(host: str, port: int) -> list[trio.SocketListener]:
+#: Whether the chat ports (TCP, WebSocket) of this process are opened with ``SO_REUSEPORT``:
+#: set by a ``--workers`` worker (:mod:`trio_chat.workers`) before it starts its server, so
+#: that the workers share the ports and the kernel spreads new connections among them.
+SHARE_PORTS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "trio_chat_share_ports", default=False
+)
+
+
+async def open_listeners(
+    host: str, port: int, *, reuse_port: bool = False
+) -> list[trio.SocketListener]:
     """``trio.open_tcp_listeners``, raising :class:`ListenError` (which names the port it
-    was asked for) when the port cannot be opened."""
+    was asked for) when the port cannot be opened.
+
+    With ``reuse_port`` the sockets are opened with ``SO_REUSEPORT`` (Linux, BSDs), so that
+    several processes of one user may listen on the same port at once.
+    """
     try:
+        if reuse_port:
+            return await _open_shared_listeners(host, port)
         return await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
         raise ListenError(host, port, exc) from None
+
+
+async def _open_shared_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """``trio.open_tcp_listeners`` with ``SO_REUSEPORT`` on every socket."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError(errno.EOPNOTSUPP, "SO_REUSEPORT is not available on this system")
+    addresses = await trio.socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners: list[trio.SocketListener] = []
+    try:
+        for family, type_, proto, _, sockaddr in addresses:
+            sock = trio.socket.socket(family, type_, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                await sock.bind(sockaddr)
+                sock.listen(0xFFFF)  # as trio's: the system's maximum
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners
 
 
 async def _accept_on(
