@@ -143,6 +143,10 @@ class ServerAPI:
         """End a session's connection with a reason it will be told in a ``bye`` frame."""
         session.close(code, reason)
 
+    def plugin_settings(self, name: str) -> dict[str, Any]:
+        """The settings of plugin ``name`` from the config file (empty if it has none)."""
+        return dict(self.config.plugin_settings.get(name, {}))
+
     # --------------------------------------------------------------------------- rooms
 
     @property

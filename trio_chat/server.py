@@ -214,10 +214,6 @@ class ChatServer(ServerAPI):
         finally:
             slot.give_back()
 
-    def plugin_settings(self, name: str) -> dict[str, Any]:
-        """The settings of plugin ``name`` from the config file (empty if it has none)."""
-        return dict(self.config.plugin_settings.get(name, {}))
-
     def remove_plugin(self, name: str) -> None:
         self.pm.unregister(name=name)
         self.commands.remove_plugin(name)
