@@ -24,7 +24,7 @@ from .hub import Hub, NotInRoom, Session, host_of
 from .keepalive import Keepalive
 from .limits import ConnectionLimiter
 from .logins import Logins
-from .metrics import Metrics, serve_metrics
+from .metrics import Metrics
 from .names import normalize_nick
 from .plugins import (
     ENTRY_POINT_GROUP,
@@ -54,6 +54,7 @@ from .publisher import Publisher
 from .store import Store, StoreError
 from .transports.host import ConnectionSlot
 from .transports.parking import ParkingLot
+from .transports.scrape import serve_metrics
 from .transports.streams import certificate_not_after, server_ssl_context
 
 if TYPE_CHECKING:
