@@ -6,8 +6,9 @@ from __future__ import annotations
 import h11
 import pytest
 
-from trio_chat.metrics import CONTENT_TYPE, scrape_response
+from trio_chat.metrics import CONTENT_TYPE
 from trio_chat.transports.http import CONNECTION_CLOSE, PLAIN_TEXT, response
+from trio_chat.transports.scrape import scrape_response
 from trio_chat.transports.tcp import http_misdirected
 from trio_chat.transports.websocket import (
     SECURITY_HEADERS,

@@ -10,8 +10,9 @@ import pytest
 import trio
 from prometheus_client import REGISTRY, generate_latest
 
-from trio_chat.metrics import CONTENT_TYPE, LATENCY_BUCKETS, Metrics, serve_metrics
+from trio_chat.metrics import CONTENT_TYPE, LATENCY_BUCKETS, Metrics
 from trio_chat.store import StoreStats
+from trio_chat.transports.scrape import serve_metrics
 
 # A small parser for the text format, as a scraper reads it.
 SAMPLE = re.compile(r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)\Z")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__ as __version__
 from .commands import CommandContext as CommandContext
 from .commands import CommandError as CommandError
 from .config import ServerConfig as ServerConfig

@@ -4,26 +4,35 @@ Built-ins use exactly this, as third-party plugins do (``ctx.server.rooms``,
 ``ctx.server.history(...)``, the account calls): neither reaches into the store, the
 history service or private fields, so what a plugin can do is written down here, and the
 insides can change without breaking them. :class:`ChatServer` gets these methods from
-:class:`ServerAPI`; :class:`~trio_chat.commands.CommandContext` adds the per-call shortcuts
+:class:`ServerAPI`; :class:`CommandContext` (``ctx``) adds the per-call shortcuts
 (``ctx.account``, ``ctx.history``, ``ctx.state``).
+
+The slash-command registry and the context a handler gets live here, beside
+:class:`ServerAPI`, because each refers to the other (``ctx.server``,
+``server.command(name)``); :mod:`trio_chat.commands` runs handlers and re-exports them.
+Nothing here imports the server, the plugin manager or the transports: they import this.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
+import re
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import ChatError, CommandError, LoginRefused
 from .hub import NickInUse, Room
 from .names import name_key, normalize_nick
+from .protocol import Info
 from .store import StoredMessage, StoreError
 
 if TYPE_CHECKING:
-    from .commands import CommandRegistry, CommandSpec
+    from .config import ServerConfig
     from .history import HistoryService
     from .hub import Hub, Session
     from .logins import Logins
+    from .protocol import MessageKind
 
 log = logging.getLogger("trio_chat.server")
 
@@ -54,13 +63,89 @@ class RoomsView(Mapping[str, Room]):
         return len(self._rooms)
 
 
+COMMAND_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+Handler = Callable[["CommandContext"], "str | Awaitable[str | None] | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    name: str
+    handler: Handler
+    help: str
+    usage: str
+    plugin: str
+
+    @property
+    def synopsis(self) -> str:
+        return f"/{self.name} {self.usage}".rstrip()
+
+
+class CommandRegistry:
+    """All commands by name; refuses duplicates and bad names, remembering who added what."""
+
+    def __init__(self, owner: Callable[[], str] = lambda: "") -> None:
+        #: Names the plugin whose hook implementation is calling (``""`` outside one): the
+        #: server passes :func:`~trio_chat.plugins.calling_plugin`.
+        self._owner = owner
+        self._commands: dict[str, CommandSpec] = {}
+
+    def register(self, name: str, handler: Handler, *, help: str, usage: str = "") -> None:
+        """The ``register`` callable of the ``register_commands`` hook: the command belongs
+        to the plugin whose hook implementation is calling (as the registry's ``owner``
+        says: :func:`~trio_chat.plugins.calling_plugin`)."""
+        owner = self._owner() or "(unknown plugin)"
+        self.add(CommandSpec(name.lower(), handler, help.strip(), usage.strip(), owner))
+
+    def add(self, spec: CommandSpec) -> None:
+        if not COMMAND_NAME.match(spec.name):
+            raise ValueError(f"plugin {spec.plugin!r}: invalid command name {spec.name!r}")
+        if not callable(spec.handler):
+            raise ValueError(f"plugin {spec.plugin!r}: handler of /{spec.name} is not callable")
+        taken = self._commands.get(spec.name)
+        if taken is not None:
+            raise ValueError(
+                f"plugin {spec.plugin!r}: /{spec.name} is already registered by {taken.plugin!r}"
+            )
+        self._commands[spec.name] = spec
+
+    def remove_plugin(self, plugin: str) -> None:
+        for name in [n for n, s in self._commands.items() if s.plugin == plugin]:
+            del self._commands[name]
+
+    def get(self, name: str) -> CommandSpec | None:
+        return self._commands.get(name.lower())
+
+    def __iter__(self) -> Any:
+        return iter(sorted(self._commands.values(), key=lambda s: s.name))
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+
 class ServerAPI:
     """The server's methods for plugins: rooms, commands, history, accounts, moderation."""
 
+    config: ServerConfig
     hub: Hub
     commands: CommandRegistry
     history_service: HistoryService | None
     logins: Logins | None
+
+    # ------------------------------------------------------------------------ messages
+
+    def post(self, session: Session, room: str, text: str, kind: MessageKind = "say") -> None:
+        """Say ``text`` in ``room`` as ``session``, after every message filter agreed (what
+        ``ctx.say`` and ``ctx.action`` do). The server provides it: it runs the filters."""
+        raise NotImplementedError
+
+    def disconnect(self, session: Session, code: str, reason: str) -> None:
+        """End a session's connection with a reason it will be told in a ``bye`` frame."""
+        session.close(code, reason)
+
+    def plugin_settings(self, name: str) -> dict[str, Any]:
+        """The settings of plugin ``name`` from the config file (empty if it has none)."""
+        return dict(self.config.plugin_settings.get(name, {}))
 
     # --------------------------------------------------------------------------- rooms
 
@@ -144,6 +229,14 @@ class ServerAPI:
             log.error("history of %s for a plugin failed: %s", room, exc)
             raise ChatError("store_error", "history is unavailable") from None
 
+    async def after_join(self, session: Session, room: str) -> None:
+        """What a session gets on joining a room besides the ``join``: recent history."""
+        if self.history_service is not None:
+            try:
+                await self.history_service.send_recent(session, room)
+            except StoreError as exc:
+                log.error("history of %s for %s failed: %s", room, session.nick, exc)
+
     async def show_older_history(
         self, session: Session, room: str, *, limit: int, ref: str | None = None
     ) -> None:
@@ -195,3 +288,81 @@ class ServerAPI:
             raise LoginRefused("bad_password", str(exc)) from None
         if not changed:
             raise LoginRefused("login_failed", "wrong password; nothing changed")
+
+
+class CommandContext:
+    """What a command handler gets: who called, with what, and ways to answer.
+
+    ``reply`` answers the caller alone; ``say``/``action`` speak in the room as the caller
+    (through message filters, like any chat line); ``fail`` refuses with an error.
+    """
+
+    def __init__(
+        self,
+        server: ServerAPI,
+        session: Session,
+        spec: CommandSpec,
+        args: str,
+        room: str,
+        ref: str | None,
+    ) -> None:
+        self.server = server
+        self.session = session
+        self.spec = spec
+        self.name = spec.name
+        self.args = args
+        self.room = room
+        self.ref = ref
+
+    @property
+    def nick(self) -> str:
+        return self.session.nick
+
+    @property
+    def hub(self) -> Hub:
+        return self.server.hub
+
+    @property
+    def account(self) -> str | None:
+        """The key of the account the caller is logged in to; ``None`` for a guest."""
+        return self.session.account
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """This plugin's own dict on the caller's session: kept for the connection's life,
+        seen by no other plugin (it is ``session.extra[plugin name]``)."""
+        state: dict[str, Any] = self.session.extra.setdefault(self.spec.plugin, {})
+        return state
+
+    async def history(
+        self,
+        room: str | None = None,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> list[StoredMessage]:
+        """Stored messages of ``room`` (default: :attr:`room`), oldest first; see
+        :meth:`ChatServer.history <trio_chat.api.ServerAPI.history>`."""
+        return await self.server.history(
+            self.room if room is None else room, before=before, after=after, limit=limit
+        )
+
+    def reply(self, text: str, data: dict[str, Any] | None = None) -> None:
+        """Send ``text`` (and optional structured ``data``) to the caller only."""
+        self.server.hub.send_to(self.session, Info(text=text, data=data, ref=self.ref))
+
+    def say(self, text: str) -> None:
+        """Say ``text`` in the room as the caller."""
+        self.server.post(self.session, self.room, text, "say")
+
+    def action(self, text: str) -> None:
+        """Emote ``text`` in the room as the caller (shown as ``* nick text``)."""
+        self.server.post(self.session, self.room, text, "action")
+
+    def fail(self, text: str, code: str = "command_failed") -> NoReturn:
+        """Refuse: raises :class:`CommandError`, so nothing after this call runs."""
+        raise CommandError(text, code)
+
+    def usage_error(self) -> CommandError:
+        return CommandError(f"usage: {self.spec.synopsis}", "bad_arguments")

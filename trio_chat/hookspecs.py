@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from .api import ServerAPI
     from .commands import RegisterCommand
     from .hub import Session
-    from .server import ChatServer
 
 #: The project name pluggy uses to match hook implementations to these specs.
 PROJECT_NAME = "trio_chat"
@@ -85,7 +85,7 @@ def filter_message(session: Session, room: str, text: str) -> str | None:
 
 
 @hookspec
-def user_joined(server: ChatServer, session: Session, room: str) -> Any:
+def user_joined(server: ServerAPI, session: Session, room: str) -> Any:
     """Called after ``session`` joined ``room`` and the room was told.
 
     For greeters, logs and bots. May be ``async def``; it then runs in the background, bounded
@@ -94,7 +94,7 @@ def user_joined(server: ChatServer, session: Session, room: str) -> Any:
 
 
 @hookspec
-def user_left(server: ChatServer, session: Session, room: str, reason: str | None) -> Any:
+def user_left(server: ServerAPI, session: Session, room: str, reason: str | None) -> Any:
     """Called after ``session`` left ``room`` (parted, quit, was disconnected or vanished).
 
     Same rules as :func:`user_joined`.
@@ -102,7 +102,7 @@ def user_left(server: ChatServer, session: Session, room: str, reason: str | Non
 
 
 @hookspec
-def server_started(server: ChatServer, addresses: list[str]) -> None:
+def server_started(server: ServerAPI, addresses: list[str]) -> None:
     """Called once the server listens, with the addresses it bound (``tcp://``, ``ws://``).
 
     Errors are logged, not raised: a plugin cannot stop the server from serving.

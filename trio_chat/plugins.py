@@ -26,6 +26,7 @@ import pluggy
 import trio
 
 from . import hookspecs
+from ._version import __version__
 from .errors import ChatError
 
 log = logging.getLogger("trio_chat.plugins")
@@ -288,6 +289,4 @@ def plugin_version(pm: pluggy.PluginManager, plugin: object) -> str:
     for p, dist in pm.list_plugin_distinfo():
         if p is plugin:
             return str(dist.version)
-    from . import __version__
-
     return __version__

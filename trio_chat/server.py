@@ -11,7 +11,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -24,12 +24,13 @@ from .hub import Hub, NotInRoom, Session, host_of
 from .keepalive import Keepalive
 from .limits import ConnectionLimiter
 from .logins import Logins
-from .metrics import Metrics, serve_metrics
+from .metrics import Metrics
 from .names import normalize_nick
 from .plugins import (
     ENTRY_POINT_GROUP,
     FILTER_FAILED,
     ChatPluginManager,
+    calling_plugin,
     collect_plugins,
     new_plugin_manager,
     run_soon,
@@ -51,8 +52,13 @@ from .protocol import (
 from .proxyproto import ProxyTrust
 from .publisher import Publisher
 from .store import Store, StoreError
+from .transports.host import ConnectionSlot
 from .transports.parking import ParkingLot
+from .transports.scrape import serve_metrics
 from .transports.streams import certificate_not_after, server_ssl_context
+
+if TYPE_CHECKING:
+    from .transports.host import ChatHost
 
 log = logging.getLogger("trio_chat.server")
 
@@ -63,29 +69,6 @@ CERT_EXPIRY_WARNING_DAYS = 14
 
 class ServerSetupError(Exception):
     """The server cannot start as configured; the message is one line for the operator."""
-
-
-class ConnectionSlot:
-    """A connection's place in the connection limits (see :meth:`ChatServer.connection_slot`)."""
-
-    __slots__ = ("_release", "refusal")
-
-    def __init__(self, refusal: str | None, release: Callable[[], None] | None) -> None:
-        self.refusal = refusal
-        self._release = release
-
-    def hand_over(self) -> Callable[[], None]:
-        """Give the slot to the connection, which calls the result once when it ends."""
-        release, self._release = self._release, None
-        if release is None:
-            raise RuntimeError("this slot was refused or handed over already")
-        return release
-
-    def give_back(self) -> None:
-        """Free the slot now, unless it was refused or handed over."""
-        release, self._release = self._release, None
-        if release is not None:
-            release()
 
 
 class ChatServer(ServerAPI):
@@ -114,7 +97,7 @@ class ChatServer(ServerAPI):
             answer_within=self.config.ping_timeout,
         )
         self.hub.quiet_room_size = self.config.quiet_room_size
-        self.commands = CommandRegistry()
+        self.commands = CommandRegistry(calling_plugin)
         self.pm: ChatPluginManager = new_plugin_manager()
         self.pm.timeout = self.config.plugin_timeout
         # Historic: every plugin registered from now on (built-ins, entry points, plugins
@@ -231,10 +214,6 @@ class ChatServer(ServerAPI):
             yield slot
         finally:
             slot.give_back()
-
-    def plugin_settings(self, name: str) -> dict[str, Any]:
-        """The settings of plugin ``name`` from the config file (empty if it has none)."""
-        return dict(self.config.plugin_settings.get(name, {}))
 
     def remove_plugin(self, name: str) -> None:
         self.pm.unregister(name=name)
@@ -382,14 +361,6 @@ class ChatServer(ServerAPI):
         if self.publisher is not None:
             await self.publisher.settle()
 
-    async def after_join(self, session: Session, room: str) -> None:
-        """What a session gets on joining a room besides the ``join``: recent history."""
-        if self.history_service is not None:
-            try:
-                await self.history_service.send_recent(session, room)
-            except StoreError as exc:
-                log.error("history of %s for %s failed: %s", room, session.nick, exc)
-
     async def admit(
         self, nick: str, password: str | None, register: bool, address: str
     ) -> str | None:
@@ -416,10 +387,6 @@ class ChatServer(ServerAPI):
                 "nick_registered", f"the nickname {nick} is registered; log in with its password"
             )
         return None
-
-    def disconnect(self, session: Session, code: str, reason: str) -> None:
-        """End a session's connection with a reason it will be told in a ``bye`` frame."""
-        session.close(code, reason)
 
     # ------------------------------------------------------------------------- serving
 
@@ -534,6 +501,13 @@ class ChatServer(ServerAPI):
     @property
     def stopping(self) -> bool:
         return self._stopping
+
+
+if TYPE_CHECKING:
+
+    def _hosts_transports(server: ChatServer) -> ChatHost:
+        """mypy checks here that the server is what its transports take it for."""
+        return server
 
 
 __all__ = ["ChatServer"]

@@ -29,7 +29,7 @@ from .resident import Resident
 from .streams import peer_address, refuse
 
 if TYPE_CHECKING:
-    from ..server import ChatServer, ConnectionSlot
+    from .host import ChatHost, ConnectionSlot
 
 log = logging.getLogger("trio_chat.connection")
 
@@ -49,7 +49,7 @@ class Arrival:
 
     def __init__(
         self,
-        server: ChatServer,
+        server: ChatHost,
         stream: trio.SocketStream,
         peer: str,
         refusal: Callable[[str], bytes],
@@ -89,11 +89,11 @@ class Arrival:
 
 
 #: A transport's opening (see :func:`serve_accepted`).
-OpenLink = Callable[["ChatServer", trio.SocketStream, Arrival], Awaitable["Link | None"]]
+OpenLink = Callable[["ChatHost", trio.SocketStream, Arrival], Awaitable["Link | None"]]
 
 
 async def serve_accepted(
-    server: ChatServer,
+    server: ChatHost,
     stream: trio.SocketStream,
     open_link: OpenLink,
     refusal: Callable[[str], bytes],
@@ -131,7 +131,7 @@ async def serve_accepted(
             await trio.aclose_forcefully(stream)
 
 
-async def run_connection(server: ChatServer, link: Link, release: Callable[[], None]) -> None:
+async def run_connection(server: ChatHost, link: Link, release: Callable[[], None]) -> None:
     """Serve one client until it quits, vanishes, is disconnected, or the server stops.
 
     Owns ``link`` (closes it) and ``release`` (calls it once the connection is over) from

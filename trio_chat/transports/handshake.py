@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .._version import __version__
 from ..errors import ChatError
 from ..hub import Session
 from ..limits import (
@@ -40,10 +41,10 @@ from ..protocol import (
 from .link import Link, say_goodbye
 
 if TYPE_CHECKING:
-    from ..server import ChatServer
+    from .host import ChatHost
 
 
-def flood_guard(server: ChatServer) -> FloodGuard:
+def flood_guard(server: ChatHost) -> FloodGuard:
     config = server.config
     return FloodGuard(config.flood_rate, config.flood_burst, config.flood_max_lag)
 
@@ -55,7 +56,7 @@ def frame_cost(item: ClientFrame | RemoteProtocolError | Overhead) -> float:
     return PONG_COST if isinstance(item, PongReply) else FRAME_COST
 
 
-async def handshake(server: ChatServer, link: Link, mailbox: Mailbox) -> Session | None:
+async def handshake(server: ChatHost, link: Link, mailbox: Mailbox) -> Session | None:
     """Ask for a nickname until a valid, free one arrives; ``None`` if the peer left."""
     await link.prompt_nick()
     flood = flood_guard(server)
@@ -157,6 +158,4 @@ def _login_from(item: ClientFrame, plain_text: bool) -> _Login | None:
 
 
 def _version() -> str:
-    from .. import __version__
-
     return __version__

@@ -14,7 +14,7 @@ from ..limits import Overhead
 from ..protocol import Bye, ClientFrame, RemoteProtocolError, ServerEvent
 
 if TYPE_CHECKING:
-    from ..server import ChatServer
+    from .host import ChatHost
 
 
 class Link(Protocol):
@@ -89,7 +89,7 @@ async def say_goodbye(link: Link, bye: Bye, pending: list[ServerEvent] | None = 
         await link.send([*(pending or []), bye])
 
 
-async def close_link(server: ChatServer, link: Link, release: Callable[[], None]) -> None:
+async def close_link(server: ChatHost, link: Link, release: Callable[[], None]) -> None:
     """The last of every connection: close the link (bounded, even when cancelled)."""
     try:
         with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_TIMEOUT):
@@ -98,7 +98,7 @@ async def close_link(server: ChatServer, link: Link, release: Callable[[], None]
         count_out(server, link, release)
 
 
-def count_out(server: ChatServer, link: Link, release: Callable[[], None]) -> None:
+def count_out(server: ChatHost, link: Link, release: Callable[[], None]) -> None:
     """A connection is closed: count it out, and give back its place in the limits."""
     server.metrics.connections.labels(link.transport).dec()
     release()

@@ -30,7 +30,7 @@ from .handshake import flood_guard, frame_cost
 from .link import GOODBYE_TIMEOUT, Link, close_link, count_out, say_goodbye
 
 if TYPE_CHECKING:
-    from ..server import ChatServer
+    from .host import ChatHost
 
 log = logging.getLogger("trio_chat.connection")
 
@@ -69,7 +69,7 @@ class Resident:
     __slots__ = ("_parked", "flood", "link", "release", "server", "session")
 
     def __init__(
-        self, server: ChatServer, link: Link, session: Session, release: Callable[[], None]
+        self, server: ChatHost, link: Link, session: Session, release: Callable[[], None]
     ) -> None:
         self.server = server
         self.link = link
@@ -223,7 +223,7 @@ class Resident:
 
 
 async def _read_frames(
-    server: ChatServer, link: Link, session: Session, flood: FloodGuard
+    server: ChatHost, link: Link, session: Session, flood: FloodGuard
 ) -> str | None:
     """Act on every frame the peer sends until it closes or stops sending; the reason.
     ``None`` once the connection idles and may park: nothing came for ``park_after``
@@ -246,7 +246,7 @@ async def _read_frames(
 
 
 async def _read_until_idle(
-    server: ChatServer,
+    server: ChatHost,
     link: Link,
     session: Session,
     flood: FloodGuard,

@@ -43,7 +43,7 @@ from .streams import (
 )
 
 if TYPE_CHECKING:
-    from ..server import ChatServer
+    from .host import ChatHost
 
 log = logging.getLogger("trio_chat.tcp")
 
@@ -208,7 +208,7 @@ def enable_keepalive(stream: trio.SocketStream, idle: int = 60, interval: int = 
         pass
 
 
-async def handle_tcp(server: ChatServer, stream: trio.SocketStream) -> None:
+async def handle_tcp(server: ChatHost, stream: trio.SocketStream) -> None:
     """Serve one TCP connection (see :func:`serve_accepted`)."""
     enable_keepalive(stream)
     await serve_accepted(server, stream, open_tcp_link, refused_line)
@@ -230,7 +230,7 @@ PROXY_HEADER_REQUIRED = (
 
 
 async def open_tcp_link(
-    server: ChatServer, stream: trio.SocketStream, arrival: Arrival
+    server: ChatHost, stream: trio.SocketStream, arrival: Arrival
 ) -> TcpLink | None:
     """The PROXY header (from a trusted proxy, which must send one), TLS (if on), then JSON
     or text: the link to chat over, or ``None`` if the peer came for something else, was
@@ -316,7 +316,7 @@ async def _proxy_header_sent(
 
 
 async def serve_tcp_chat(
-    server: ChatServer,
+    server: ChatHost,
     handler_nursery: trio.Nursery,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,

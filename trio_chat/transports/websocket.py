@@ -60,7 +60,7 @@ from .streams import (
 )
 
 if TYPE_CHECKING:
-    from ..server import ChatServer
+    from .host import ChatHost
 
 log = logging.getLogger("trio_chat.websocket")
 
@@ -390,7 +390,7 @@ def http_error(status: int, body: bytes) -> bytes:
     return response(status, body, headers=_HEADERS)
 
 
-async def handle_ws_port(server: ChatServer, stream: trio.SocketStream) -> None:
+async def handle_ws_port(server: ChatHost, stream: trio.SocketStream) -> None:
     """One connection to the WebSocket port: upgrade to chat, or serve the page (see
     :func:`serve_accepted`)."""
     await serve_accepted(server, stream, open_ws_link, refused_response)
@@ -401,7 +401,7 @@ def refused_response(reason: str) -> bytes:
 
 
 async def open_ws_link(
-    server: ChatServer, stream: trio.SocketStream, arrival: Arrival
+    server: ChatHost, stream: trio.SocketStream, arrival: Arrival
 ) -> WebSocketLink | None:
     """TLS (if on), the HTTP request head, then the page (``None``: done; the caller
     closes the stream) or the upgraded WebSocket to chat over. From a trusted proxy the
@@ -470,7 +470,7 @@ def accept_websocket(head: bytes) -> WSConnection | None:
 
 
 async def serve_websocket_chat(
-    server: ChatServer,
+    server: ChatHost,
     handler_nursery: trio.Nursery,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,

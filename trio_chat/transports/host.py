@@ -1,0 +1,151 @@
+"""What a transport may ask of the server that runs it: the :class:`ChatHost` interface.
+
+The server hands itself to its listeners (``serve_tcp_chat(server, ...)``) as a
+:class:`ChatHost`; transports see only the members below, never
+:class:`~trio_chat.server.ChatServer` itself, so they never import ``server.py`` (which
+imports them to start them). :class:`ChatServer` satisfies the interface structurally
+(mypy checks it: ``server.py`` assigns a server to a ``ChatHost``).
+
+Every member is here because a transport uses it today; one that none uses any more
+should go.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..config import ServerConfig
+    from ..hub import Hub, Session
+    from ..keepalive import Keepalive
+    from ..metrics import Metrics
+    from ..protocol import ClientFrame
+    from ..proxyproto import ProxyTrust
+    from .parking import ParkingLot
+
+
+class ConnectionSlot:
+    """A connection's place in the connection limits (see :meth:`ChatHost.connection_slot`)."""
+
+    __slots__ = ("_release", "refusal")
+
+    def __init__(self, refusal: str | None, release: Callable[[], None] | None) -> None:
+        self.refusal = refusal
+        self._release = release
+
+    def hand_over(self) -> Callable[[], None]:
+        """Give the slot to the connection, which calls the result once when it ends."""
+        release, self._release = self._release, None
+        if release is None:
+            raise RuntimeError("this slot was refused or handed over already")
+        return release
+
+    def give_back(self) -> None:
+        """Free the slot now, unless it was refused or handed over."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
+class ChatHost(Protocol):
+    """The server as its transports see it."""
+
+    # ------------------------------------------------------------------ configuration
+
+    @property
+    def config(self) -> ServerConfig:
+        """Ports, limits and timeouts: the listeners bind from it, connections read their
+        limits (line and frame sizes, flood and login budgets, timeouts) from it."""
+        ...
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context to wrap accepted sockets in (``None``: plain TCP); also picks
+        the ``tcp://``/``tls://`` and ``ws://``/``wss://`` schemes of the addresses."""
+        ...
+
+    @property
+    def proxy_trust(self) -> ProxyTrust:
+        """Whose PROXY header or ``X-Forwarded-For`` is believed about a client's address."""
+        ...
+
+    @property
+    def ws_port(self) -> int | None:
+        """The WebSocket port, for the TCP port's answer to a browser that knocked there."""
+        ...
+
+    # ---------------------------------------------------------- shared state and helpers
+
+    @property
+    def hub(self) -> Hub:
+        """Rooms and sessions: a connection attaches its session here once logged in."""
+        ...
+
+    @property
+    def metrics(self) -> Metrics:
+        """Counters a connection bumps (bytes, frames, refusals, live connections)."""
+        ...
+
+    @property
+    def keepalive(self) -> Keepalive:
+        """Pings idle sessions: a connection registers its session and reports traffic."""
+        ...
+
+    @property
+    def parking(self) -> ParkingLot:
+        """Where an idle connection waits without a task until its socket is readable."""
+        ...
+
+    @property
+    def stopping(self) -> bool:
+        """True once the server shuts down: refuse new logins, do not park or resume."""
+        ...
+
+    # ----------------------------------------------------------------- the connection's life
+
+    def connection_slot(self, address: str) -> AbstractContextManager[ConnectionSlot]:
+        """Count a new connection from ``address`` against the connection limits; the slot
+        says whether it may stay (``refusal``) and is handed over to a connection that does."""
+        ...
+
+    async def admit(
+        self, nick: str, password: str | None, register: bool, address: str
+    ) -> str | None:
+        """Decide whether a ``hello`` may log in (accounts, required logins); returns the
+        account key or ``None`` for a guest, raises :class:`~trio_chat.errors.ChatError`."""
+        ...
+
+    def session_started(self) -> None:
+        """A connection's task logged its session in: the shutdown waits for it to end."""
+        ...
+
+    async def after_join(self, session: Session, room: str) -> None:
+        """What a session gets on joining its first room besides the ``join`` (history)."""
+        ...
+
+    async def handle(self, session: Session, frame: ClientFrame) -> None:
+        """Act on one frame a logged-in session sent (say, commands, history, quit...)."""
+        ...
+
+    def flush(self) -> None:
+        """A reader handled everything it received: deliver what that published now."""
+        ...
+
+    async def settle(self) -> None:
+        """Wait until everything said so far reached the mailboxes (before parking)."""
+        ...
+
+    def disconnect(self, session: Session, code: str, reason: str) -> None:
+        """End a session with a ``bye`` (flooding, a line too long, idle too long...)."""
+        ...
+
+    def start_connection_task(self, run: Callable[[], Awaitable[None]]) -> None:
+        """Serve a parked connection that woke up in a task of its own again."""
+        ...
+
+    def session_ended(self) -> None:
+        """A connection's task is done with its session, ``bye`` sent."""
+        ...
