@@ -100,6 +100,24 @@ def redis_answers(port: int) -> bool:
         return False
 
 
+def flushed_database(url: str, db: int) -> str:
+    """``url`` pointed at database ``db``, emptied (tests that share the session's Redis
+    each start from nothing)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 5) as sock:
+        sock.sendall(f"SELECT {db}\r\nFLUSHDB\r\n".encode())
+        answer = b""
+        while answer.count(b"\r\n") < 2:
+            chunk = sock.recv(64)
+            if not chunk:
+                break
+            answer += chunk
+        assert answer == b"+OK\r\n+OK\r\n", answer
+    return f"{parts.scheme}://{parts.netloc}/{db}"
+
+
 def need_redis_server() -> None:
     """Skip without ``redis-server``; fail in CI, which must have it (``.ci/run``)."""
     if REDIS_SERVER is None:

@@ -85,7 +85,10 @@ class HistoryService:
             await trio.sleep(every)
 
     async def close(self) -> None:
-        """Remember the last id given out, so numbering goes on after a restart."""
+        """Remember the last id given out, so numbering goes on after a restart (with a
+        broker the shared log numbers, and this store's last id says how far it read)."""
+        if self.hub.numbered_by_log:
+            return
         with trio.move_on_after(5):
             await self.store.note_last_id(self.hub.last_id)
 

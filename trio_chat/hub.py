@@ -27,9 +27,8 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from .broker import Broker
 from .errors import FixedCodeError
 from .mailbox import Mailbox, Parcel
 from .metrics import Metrics
@@ -163,6 +162,16 @@ class Pending:
         return {**{s: None for s in self.room.members.values()}, **dict.fromkeys(self.extra)}
 
 
+class Broker(Protocol):
+    """Where the hub puts what it publishes (see :mod:`trio_chat.broker`)."""
+
+    def publish(self, pending: Pending) -> None:
+        """Take one published event, without waiting (the hub is in the middle of a
+        synchronous change). ``pending.event`` is a room event with an id, or a reply
+        without one that must reach its receiver after the events published before it."""
+        ...
+
+
 @dataclass(eq=False)
 class Room:
     """A room and its rules. Operators are sessions (by id); bans outlive connections."""
@@ -225,9 +234,16 @@ class Hub:
         self.message_id_limit: float = math.inf
         self.sessions: dict[str, Session] = {}  # by nick key
         self.rooms: dict[str, Room] = {}  # by room key
+        #: Set by a broker whose shared log gives events their ids and order (Redis): the
+        #: ids this hub gives are then only provisional, and the broker tells the hub which
+        #: real ids are on their way to :meth:`deliver_many` (see :meth:`expect`).
+        self.numbered_by_log = False
         #: Observers, called after a session joined / left a room (for plugin hooks).
         self.on_join: list[Callable[[Session, str], None]] = []
         self.on_part: list[Callable[[Session, str, str | None], None]] = []
+        #: Observers, called after a session was attached / detached (for brokers).
+        self.on_attach: list[Callable[[Session], None]] = []
+        self.on_detach: list[Callable[[Session], None]] = []
 
     # ----------------------------------------------------------------------- sessions
 
@@ -252,6 +268,8 @@ class Hub:
             mailbox=mailbox,
         )
         self.sessions[key] = session
+        for callback in self.on_attach:
+            callback(session)
         return session
 
     def detach(self, session: Session, reason: str) -> None:
@@ -261,6 +279,8 @@ class Hub:
         del self.sessions[session.key]
         for room_name in list(session.rooms):
             self.part(session, room_name, reason)
+        for callback in self.on_detach:
+            callback(session)
 
     def find(self, nick: str) -> Session | None:
         return self.sessions.get(name_key(nick))
@@ -422,7 +442,7 @@ class Hub:
         While room events wait for the store, a reply waits behind them, so a user sees the
         answer to ``/who`` after the line they typed before it.
         """
-        if self.broker is not None and self._undelivered:
+        if self.broker is not None and (self._undelivered or self.numbered_by_log):
             self.broker.publish(Pending(event, None, (session,)))
         else:
             self._fanout((session,), event)
@@ -494,6 +514,12 @@ class Hub:
         assert room is not None
         self._fanout_timed(Pending(Bundle(events=tuple(p.event for p in run)), room))
 
+    def expect(self, event_id: int) -> None:
+        """Event ``event_id`` (numbered by the broker's log, in rising order) is on its way
+        to :meth:`deliver_many`: history stops below it until then."""
+        self._last_id = max(self._last_id, event_id)
+        self._undelivered.append(event_id)
+
     def _release(self, event_id: int) -> None:
         """``event_id`` is being delivered (or dropped): history may now reach past it."""
         if self._undelivered and self._undelivered[0] == event_id:
@@ -522,6 +548,9 @@ class Hub:
         pending = Pending(event, room, extra, persist, sender, accounts)
         if self.broker is None:
             self._fanout_timed(pending)
+            return
+        if self.numbered_by_log:  # the broker's log numbers and orders it
+            self.broker.publish(pending)
             return
         if persist and len(self._undelivered) >= self.max_undelivered:
             raise ServerBusy("the server is busy saving messages; try again in a moment")

@@ -147,7 +147,7 @@ class Publisher:
         resumes once it succeeds. Raises :class:`StoreError` if the first one fails.
         """
         self._id_reserve = ID_RESERVE
-        if self.store is not None:
+        if self.store is not None and not self.hub.numbered_by_log:
             reserved = self.hub.last_id + self._id_reserve
             await self.store.note_last_id(reserved)
             self._now_reserved(reserved)
@@ -217,7 +217,8 @@ class Publisher:
         async with trio.open_nursery() as nursery:
             committed_send, committed_receive = trio.open_memory_channel[_Committing](math.inf)
             nursery.start_soon(self._deliver_committed, store, committed_receive)
-            nursery.start_soon(self._keep_ids_reserved, store)
+            if not self.hub.numbered_by_log:  # else the broker's log gives the ids
+                nursery.start_soon(self._keep_ids_reserved, store)
             while True:
                 batch = await self._next_batch()
                 to_store = [p for p in batch if p.persist]

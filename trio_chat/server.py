@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .api import ServerAPI
+from .broker.redis import RedisBroker
 from .commands import CommandContext, CommandRegistry, run_command
 from .config import ServerConfig
 from .errors import ChatError, LoginRefused
@@ -111,6 +112,8 @@ class ChatServer(ServerAPI):
         self.history_service: HistoryService | None = None
         self.logins: Logins | None = None
         self.publisher: Publisher | None = None
+        #: The Redis broker while serving with ``--broker`` (else events stay in-process).
+        self.broker: RedisBroker | None = None
         self._live_sessions = 0
         self._sessions_ended = trio.Event()
         self.connections = ConnectionLimiter(
@@ -414,13 +417,26 @@ class ChatServer(ServerAPI):
                 self.logins = Logins(store)
                 self.metrics.watch_store(lambda: store.stats)
             self.publisher = Publisher(self.hub, store=store, outbox_size=self.config.outbox_size)
-            self.publisher.attach()
-            await self.publisher.reserve_ids()
+            self.broker = None
+            if self.config.broker is not None:
+                self.broker = RedisBroker(
+                    self.config.broker,
+                    self.hub,
+                    self.publisher.accept,
+                    start_after=store.last_id if store is not None else 0,
+                )
+            self.publisher.attach(self.broker)
+            if self.broker is not None:
+                self.broker.attach()
+            else:
+                await self.publisher.reserve_ids()
             try:
                 await self._serve(task_status, self.publisher)
             finally:
                 self.publisher.detach()
-                self.history_service = self.logins = self.publisher = None
+                if self.broker is not None:
+                    self.broker.detach()
+                self.history_service = self.logins = self.publisher = self.broker = None
 
     async def _serve(self, task_status: trio.TaskStatus[list[str]], publisher: Publisher) -> None:
         from .transports.tcp import serve_tcp_chat
@@ -429,6 +445,8 @@ class ChatServer(ServerAPI):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(publisher.publish_forever)
+            if self.broker is not None:
+                await nursery.start(self.broker.run)
             nursery.start_soon(self.keepalive.run)
             nursery.start_soon(self.parking.run)
             if self.history_service is not None and self.config.keep_days is not None:
@@ -452,6 +470,8 @@ class ChatServer(ServerAPI):
                 await self._shutdown_requested.wait()
                 listeners.cancel_scope.cancel()
             await self._say_goodbye()
+            if self.broker is not None:
+                await self.broker.aclose()
             publisher.detach()
             if self.history_service is not None:
                 await self.history_service.close()

@@ -17,22 +17,10 @@ The hub does not know which it has.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
 
-if TYPE_CHECKING:
-    from ..hub import Pending
+from ..hub import Broker, Pending
 
 __all__ = ["Broker", "LocalBroker"]
-
-
-class Broker(Protocol):
-    """Where the hub puts what it publishes."""
-
-    def publish(self, pending: Pending) -> None:
-        """Take one published event, without waiting (the hub is in the middle of a
-        synchronous change). ``pending.event`` is a room event with an id, or a reply
-        without one that must reach its receiver after the events published before it."""
-        ...
 
 
 class LocalBroker:

@@ -1,0 +1,181 @@
+"""Several nodes, one chat, through a real Redis: rooms, private messages, /who, nicks,
+one order with the same ids, gap-fill from another node, Redis restarted mid-chat."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+from conftest import RedisServer, flushed_database
+
+from trio_chat.broker.log import BadEntry, decode_entry, encode_entry
+from trio_chat.protocol import Message
+from trio_chat.testing import ChatClient, TestServer, local_config, open_client, open_test_server
+
+# ------------------------------------------------------------------ the log, sans-IO
+
+
+def test_an_event_entry_round_trips_with_the_id_the_log_gives() -> None:
+    event = Message(id=999, ts=1.5, room="#lobby", nick="alice", text="hi", kind="say")
+    payload = encode_entry("event", "node-a", 7, event=event, room="#lobby", persist=True)
+    entry = decode_entry("42-0", payload)
+    assert entry.kind == "event" and entry.node == "node-a" and entry.seq == 7
+    assert entry.event == Message(id=42, ts=1.5, room="#lobby", nick="alice", text="hi")
+    assert (entry.room, entry.to, entry.persist, entry.accounts) == ("#lobby", (), True, None)
+
+
+def test_a_private_entry_keeps_its_receivers_and_accounts() -> None:
+    payload = encode_entry(
+        "hello", "n", 1, data={"nick": "Bob", "account": "bob"}
+    )  # a control entry
+    assert decode_entry("5-1", payload).data == {"nick": "Bob", "account": "bob"}
+
+
+@pytest.mark.parametrize(
+    "payload", [b"not json", b"[]", b'{"k":"event","n":"x","s":1}', b'{"k":"boom","n":"x","s":1}']
+)
+def test_an_entry_that_is_not_ours_is_refused(payload: bytes) -> None:
+    with pytest.raises(BadEntry):
+        decode_entry("1-0", payload)
+
+
+# ------------------------------------------------------------------ nodes, for real
+
+
+@pytest.fixture
+def broker_url(redis_url: str) -> str:
+    """The session's Redis, database 1, emptied for this test."""
+    return flushed_database(redis_url, db=1)
+
+
+@contextlib.asynccontextmanager
+async def nodes(url: str, count: int, **config: Any) -> AsyncIterator[list[TestServer]]:
+    async with contextlib.AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(
+                open_test_server(config=local_config(broker=url, **config))
+            )
+            for _ in range(count)
+        ]
+
+
+async def test_two_nodes_share_a_room_in_one_order_with_the_same_ids(broker_url: str) -> None:
+    async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
+        alice = await stack.enter_async_context(open_client(a, "alice"))
+        bob = await stack.enter_async_context(open_client(b, "bob", websocket=True))
+        carol = await stack.enter_async_context(open_client(b, "carol"))
+        await alice.expect("join", lambda e: e.nick == "carol")
+        await bob.expect("join", lambda e: e.nick == "carol")
+        senders = [alice, bob, carol]
+
+        async def say_lines(client: ChatClient, name: str) -> None:
+            for i in range(20):
+                await client.say(f"{name} {i}")
+
+        async with trio.open_nursery() as nursery:
+            for client, name in zip(senders, ["alice", "bob", "carol"], strict=True):
+                nursery.start_soon(say_lines, client, name)
+        seen = []
+        for client in senders:
+            got = [await client.expect("message") for _ in range(60)]
+            seen.append([(m.id, m.nick, m.text) for m in got])
+        assert seen[0] == seen[1] == seen[2]  # one order, the same ids, on both nodes
+        ids = [item[0] for item in seen[0]]
+        assert ids == sorted(ids) and len(set(ids)) == 60
+        for name in ("alice", "bob", "carol"):  # each sender's lines in the order sent
+            mine = [text for _, nick, text in seen[0] if nick == name]
+            assert mine == [f"{name} {i}" for i in range(20)]
+
+
+async def test_who_private_messages_and_nicks_span_the_nodes(broker_url: str) -> None:
+    async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
+        alice = await stack.enter_async_context(open_client(a, "alice"))
+        bob = await stack.enter_async_context(open_client(b, "bob"))
+        await alice.expect("join", lambda e: e.nick == "bob")
+        await bob.command("/who")
+        who = await bob.expect("info", lambda e: e.data and "users" in e.data)
+        assert who.data["users"] == ["alice", "bob"]
+        await bob.command("/msg alice psst")
+        private = await alice.expect("private")
+        assert (private.nick, private.to, private.text) == ("bob", "alice", "psst")
+        echo = await bob.expect("private")
+        assert echo.id == private.id
+        # The nick (and a look-alike of it) is taken on the other node too.
+        for nick in ("Alice", "a1ice"):
+            async with open_client(b) as thief:
+                await thief.send({"type": "hello", "nick": nick})
+                refused = await thief.expect("error")
+                assert refused.code == "nick_taken"
+        # A rename is seen across nodes, and frees the old nick there.
+        await alice.command("/nick alicia")
+        changed = await bob.expect("nick")
+        assert (changed.old, changed.new) == ("alice", "alicia")
+        async with open_client(b, "alice") as newcomer:
+            await newcomer.command("/msg alicia hello again")
+            assert (await alice.expect("private")).text == "hello again"
+
+
+async def test_joins_leaves_rooms_and_topics_cross_nodes(broker_url: str) -> None:
+    async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
+        alice = await stack.enter_async_context(open_client(a, "alice"))
+        bob = await stack.enter_async_context(open_client(b, "bob"))
+        await alice.expect("join", lambda e: e.nick == "bob")
+        await alice.command("/join #dev")
+        await alice.command("/topic shipping friday")
+        await alice.expect("topic")
+        await bob.command("/join #dev")
+        await alice.expect("join", lambda e: e.nick == "bob" and e.room == "#dev")
+        await bob.command("/rooms")
+        rooms = await bob.expect("info", lambda e: e.data and "rooms" in e.data)
+        listed = {r["name"]: r for r in rooms.data["rooms"]}
+        assert listed["#dev"]["members"] == 2 and listed["#dev"]["topic"] == "shipping friday"
+        await bob.say("in dev", room="#dev")
+        assert (await alice.expect("message")).text == "in dev"
+        await bob.command("/part #dev")
+        left = await alice.expect("leave", lambda e: e.room == "#dev")
+        assert left.nick == "bob"
+
+
+async def test_gap_fill_after_reconnecting_to_another_node(broker_url: str) -> None:
+    async with nodes(broker_url, 2) as (a, b):
+        async with open_client(b, "bob") as bob:
+            async with open_client(a, "alice") as alice:
+                await alice.say("before")
+                last_seen = (await alice.expect("message")).id
+            for i in range(5):
+                await bob.say(f"missed {i}")
+            await bob.expect("message", lambda m: m.text == "missed 4")
+            gap = {"type": "history", "room": "#lobby", "after": last_seen, "ref": "gap"}
+            async with open_client(b, "alice") as alice:  # back, on the other node
+                await alice.send(gap)
+                page = await alice.expect("history", lambda e: e.ref == "gap")
+                assert [m["text"] for m in page.messages] == [f"missed {i}" for i in range(5)]
+                assert all(m["id"] > last_seen for m in page.messages)
+            async with open_client(a, "alice") as alice:  # and node A answers the same
+                await alice.send(gap)
+                again = await alice.expect("history", lambda e: e.ref == "gap")
+                assert again.messages == page.messages
+
+
+async def test_redis_restarted_mid_chat_loses_and_repeats_nothing(
+    redis_server: RedisServer,
+) -> None:
+    async with nodes(redis_server.url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
+        alice = await stack.enter_async_context(open_client(a, "alice"))
+        bob = await stack.enter_async_context(open_client(b, "bob"))
+        await alice.expect("join", lambda e: e.nick == "bob")
+        await alice.say("one")
+        first = await bob.expect("message")
+        await trio.to_thread.run_sync(redis_server.stop)
+        await alice.say("two")  # waits for Redis, is not lost
+        paused = await alice.expect("info", lambda e: "paused" in e.text)
+        assert "cross-node delivery paused" in paused.text
+        await trio.to_thread.run_sync(redis_server.start)
+        await alice.expect("info", lambda e: "resumed" in e.text)
+        await alice.say("three")
+        got = [await bob.expect("message") for _ in range(2)]
+        assert [m.text for m in got] == ["two", "three"]
+        assert first.id < got[0].id < got[1].id

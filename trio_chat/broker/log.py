@@ -1,0 +1,127 @@
+"""The shared log's entries, without I/O: what a node writes to the Redis stream and reads.
+
+Every node appends to one stream and reads all of it in the same order, so the stream is
+the chat's one order. Two kinds of entry:
+
+* an **event** (a chat line, a private message, a join, a leave, a nick change, a topic):
+  its stream id is ``<event id>-0``, given by the append script from one counter, so ids
+  rise with the stream and ``after=ID`` gap-fill reads the same on every node. The entry
+  says who gets it besides a room's members (``to``: nick keys), whether it is stored, and
+  a private message's two accounts;
+* a **control** entry (``hello``/``bye`` of a user, a ``sync`` request from a node that
+  starts, the ``snapshot`` each node answers with, ``gone`` when a node died): stream id
+  ``<last event id>-<n>``, never seen by clients.
+
+Each entry names the node that wrote it and that node's running number (``seq``), which
+makes appending idempotent: the script skips a number it has already appended, so a node
+that lost its connection mid-append simply sends the batch again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from ..protocol import RemoteProtocolError, ServerEvent, decode_server_event
+
+__all__ = ["BadEntry", "Entry", "EntryKind", "decode_entry", "encode_entry"]
+
+
+class BadEntry(ValueError):
+    """A stream entry that is not one of ours (another program shares the Redis)."""
+
+
+EntryKind = Literal["event", "hello", "bye", "sync", "snapshot", "gone"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One entry of the shared log, as read back."""
+
+    kind: EntryKind
+    node: str
+    seq: int
+    #: The stream id (``"12-0"``): an event's id is its first part.
+    stream_id: str = ""
+    #: For ``event``: the numbered event.
+    event: ServerEvent | None = None
+    #: For ``event``: the room whose members get it (``None``: only ``to``).
+    room: str | None = None
+    #: For ``event``: nick keys that get it too (private messages, replies to the actor).
+    to: tuple[str, ...] = ()
+    persist: bool = False
+    accounts: tuple[str, str] | None = None
+    #: For control entries: what they carry (``nick``, ``account``, ``users``, ...).
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def encode_entry(
+    kind: EntryKind,
+    node: str,
+    seq: int,
+    *,
+    event: ServerEvent | None = None,
+    room: str | None = None,
+    to: tuple[str, ...] = (),
+    persist: bool = False,
+    accounts: tuple[str, str] | None = None,
+    data: dict[str, Any] | None = None,
+) -> bytes:
+    """The payload appended for one entry (the script adds the stream id)."""
+    obj: dict[str, Any] = {"k": kind, "n": node, "s": seq}
+    if event is not None:
+        body = event.to_dict()
+        body.pop("id", None)  # the log numbers it
+        obj["e"] = body
+        if room is not None:
+            obj["r"] = room
+        if to:
+            obj["t"] = list(to)
+        if persist:
+            obj["p"] = 1
+        if accounts is not None:
+            obj["a"] = list(accounts)
+    if data:
+        obj["d"] = data
+    return orjson.dumps(obj)
+
+
+def decode_entry(stream_id: str, payload: bytes) -> Entry:
+    """An entry read from the stream; :class:`BadEntry` if it is not one of ours (a node
+    never trusts the log blindly: another program may share the Redis)."""
+    try:
+        obj = orjson.loads(payload)
+        kind = obj["k"]
+        node = str(obj["n"])
+        seq = int(obj["s"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise BadEntry(f"log entry {stream_id} is not ours") from None
+    if kind not in ("event", "hello", "bye", "sync", "snapshot", "gone"):
+        raise BadEntry(f"log entry {stream_id} has kind {kind!r}")
+    data = obj.get("d") or {}
+    if kind != "event":
+        return Entry(kind, node, seq, stream_id, data=data)
+    body = obj.get("e")
+    if not isinstance(body, dict):
+        raise BadEntry(f"log entry {stream_id} has no event")
+    event_id, _, _ = stream_id.partition("-")
+    body["id"] = int(event_id)
+    try:
+        event = decode_server_event(orjson.dumps(body))
+    except RemoteProtocolError as exc:
+        raise BadEntry(f"log entry {stream_id}: {exc.text}") from None
+    accounts = obj.get("a")
+    return Entry(
+        "event",
+        node,
+        seq,
+        stream_id,
+        event=event,
+        room=obj.get("r"),
+        to=tuple(obj.get("t") or ()),
+        persist=bool(obj.get("p")),
+        accounts=(str(accounts[0]), str(accounts[1])) if accounts else None,
+        data=data,
+    )

@@ -1,0 +1,536 @@
+"""Several processes, one chat: the broker that shares it through a Redis stream.
+
+Every node appends what its hub publishes to one stream and reads the whole stream back,
+in the stream's order, before it delivers anything — its own users' lines included. So
+every member of a room, on whichever node, sees one order with the same ids.
+
+Why a stream and not pub/sub: a node that loses Redis for a second misses whatever was
+published meanwhile with pub/sub (at most once), and has nothing to replay from. A stream
+keeps the entries (``XADD ... MAXLEN ~``): a node reads on from the last id it saw after
+any outage, without holes or duplicates, and a node that was down fills its history from
+it. One small Lua script appends a batch: it gives each event the next id from one counter
+(the stream id is ``<id>-0``, so ids rise with the stream), and skips entries the node
+already appended (each carries the node's running number), so a batch whose answer was
+lost is simply sent again.
+
+What each node keeps: every remote user as a member it never delivers to
+(:mod:`~trio_chat.broker.replica`), rebuilt from the ``snapshot`` entries the other nodes
+write when one starts (``sync``), and kept current by the joins, leaves and renames in
+the stream. Its own SQLite store keeps history and stores every chat line of the stream,
+so any node answers ``history`` and ``after=ID`` alike. Nodes refresh a key with a time
+to live; when one stops refreshing, the first node to notice announces its users' leaves.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..hub import Pending, ServerBusy, Session
+from ..protocol import Info, Joined, Left, NickChanged, Topic
+from . import replica
+from .log import BadEntry, Entry, EntryKind, decode_entry, encode_entry
+
+if TYPE_CHECKING:
+    import coredis
+
+    from ..hub import Hub
+
+log = logging.getLogger("trio_chat.broker")
+
+#: Entries the stream keeps (about; Redis trims whole blocks). A node that was away for
+#: longer than this many entries finds a hole in its history (said in its log).
+LOG_CAP = 1_000_000
+#: Most entries appended in one script call.
+APPEND_BATCH = 512
+#: Most entries read in one call.
+READ_BATCH = 1024
+#: A node's key lives this long unless refreshed; refreshed every HEARTBEAT seconds.
+NODE_TTL = 10
+HEARTBEAT = 3.0
+#: Back-off between attempts while Redis cannot be reached, doubling up to the last.
+RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+#: Seconds a stopping node waits for what it still has to append.
+CLOSE_WAIT = 3.0
+#: Most of this node's messages that may wait for Redis before new ones are refused.
+MAX_WAITING = 10_000
+
+_APPEND = """
+local last_seq = tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0')
+for i = 3, #ARGV, 3 do
+  local seq = tonumber(ARGV[i])
+  if seq > last_seq then
+    local sid
+    if ARGV[i + 1] == 'e' then
+      sid = redis.call('INCR', KEYS[1]) .. '-0'
+    else
+      sid = (redis.call('GET', KEYS[1]) or '0') .. '-*'
+    end
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], sid, 'x', ARGV[i + 2])
+    last_seq = seq
+  end
+end
+redis.call('HSET', KEYS[3], ARGV[2], last_seq)
+return last_seq
+"""
+
+#: Ids never go back, even if Redis lost its data: each node raises the counter to the
+#: largest id it has seen before appending.
+_FLOOR = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return redis.call('GET', KEYS[1])
+"""
+
+
+def _keys(prefix: str) -> dict[str, str]:
+    return {
+        "counter": f"{prefix}:last-id",
+        "log": f"{prefix}:log",
+        "seqs": f"{prefix}:node-seq",
+        "nodes": f"{prefix}:nodes",
+    }
+
+
+def new_node_name() -> str:
+    """A name for this process's run: unique, and readable in logs."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class RedisBroker:
+    """Publish to, and deliver from, one Redis stream shared by every node."""
+
+    def __init__(
+        self,
+        url: str,
+        hub: Hub,
+        deliver: Callable[[Pending], None],
+        *,
+        start_after: int = 0,
+        prefix: str = "trio-chat",
+        node: str | None = None,
+    ) -> None:
+        self.url = url
+        self.hub = hub
+        self._deliver = deliver
+        self.node = node or new_node_name()
+        self._keys = _keys(prefix)
+        #: Largest event id this node has seen in the log (or stored before it started).
+        self.last_event_id = start_after
+        self._position = "0-0"  # the last stream id read
+        self._seq = 0
+        self._outgoing: collections.deque[tuple[int, str, bytes]] = collections.deque()
+        self._wake_writer = trio.Event()
+        self._mine: dict[int, Pending] = {}  # own events on their way through the log
+        self._replies: collections.deque[tuple[int, Pending]] = collections.deque()
+        self._unconfirmed: dict[str, int] = {}  # own users' nick keys whose hello is out
+        self._paused: set[str] = set()  # "writing", "reading" while Redis fails them
+        self._sent_all = trio.Event()
+
+    # ------------------------------------------------------------ the hub's side
+
+    def attach(self) -> None:
+        """Become the hub's broker: ids and order now come from the log."""
+        self.hub.broker = self
+        self.hub.numbered_by_log = True
+        self.hub.on_attach.append(self._user_arrived)
+        self.hub.on_detach.append(self._user_left)
+
+    def detach(self) -> None:
+        self.hub.numbered_by_log = False
+        self.hub.on_attach.remove(self._user_arrived)
+        self.hub.on_detach.remove(self._user_left)
+
+    def publish(self, pending: Pending) -> None:
+        event = pending.event
+        if getattr(event, "id", None) is None:  # a reply: after this node's earlier events
+            if self._mine:
+                self._replies.append((self._seq, pending))
+            else:
+                self._deliver(pending)
+            return
+        if pending.persist and len(self._mine) >= MAX_WAITING:
+            raise ServerBusy("the server is busy sharing messages; try again in a moment")
+        room = pending.room.name if pending.room is not None else None
+        seq = self._append(
+            "event",
+            event=event,
+            room=room,
+            to=tuple(s.key for s in pending.extra),
+            persist=pending.persist,
+            accounts=pending.accounts,
+        )
+        self._mine[seq] = pending
+
+    def _append(self, kind: EntryKind, **fields: Any) -> int:
+        self._seq += 1
+        payload = encode_entry(kind, self.node, self._seq, **fields)
+        self._outgoing.append((self._seq, "e" if kind == "event" else "c", payload))
+        self._wake_writer.set()
+        return self._seq
+
+    def _user_arrived(self, session: Session) -> None:
+        if replica.node_of(session) is None:
+            self._unconfirmed[session.key] = session.id
+            self._append("hello", data={"nick": session.nick, "account": session.account})
+
+    def _user_left(self, session: Session) -> None:
+        if replica.node_of(session) is None:
+            self._unconfirmed.pop(session.key, None)
+            self._append("bye", data={"nick": session.nick})
+
+    # --------------------------------------------------------------------- running
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, fill this node's history from the log, ask the others who is where,
+        then append, read, and keep this node alive, until cancelled."""
+        import coredis  # only with a broker: the dependency is optional
+
+        writer_client = coredis.Redis.from_url(self.url)
+        reader_client = coredis.Redis.from_url(self.url)
+        async with writer_client, reader_client:
+            await self._start(writer_client)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_forever, writer_client)
+                nursery.start_soon(self._read_forever, reader_client)
+                nursery.start_soon(self._keep_alive_forever, writer_client)
+                task_status.started()
+
+    async def _start(self, client: coredis.Redis[bytes]) -> None:
+        delay = iter(RETRY_DELAYS)
+        while True:
+            try:
+                await self._raise_floor(client)
+                last = await client.xrevrange(self._keys["log"], count=1)
+                self._position = _text(last[0].identifier) if last else "0-0"
+                await self._catch_up(client)
+                break
+            except (OSError, self._redis_errors()) as exc:
+                wait = next(delay, RETRY_DELAYS[-1])
+                log.warning(
+                    "cannot reach the broker at %s (%s); retrying in %gs", self.url, exc, wait
+                )
+                await trio.sleep(wait)
+        self._append("sync")
+        log.info("broker: node %s joined the chat at %s", self.node, self.url)
+
+    @staticmethod
+    def _redis_errors() -> type[Exception]:
+        import coredis.exceptions
+
+        return coredis.exceptions.RedisError
+
+    async def _raise_floor(self, client: coredis.Redis[bytes]) -> None:
+        await client.eval(_FLOOR, keys=[self._keys["counter"]], args=[self.last_event_id])
+
+    async def _catch_up(self, client: coredis.Redis[bytes]) -> None:
+        """Store the chat lines appended while this node was away (history only: nobody
+        here was there to see them live, and who was where then no longer matters)."""
+        if self._position == "0-0":
+            return
+        start = f"{self.last_event_id + 1}-0"
+        first = await client.xrange(self._keys["log"], count=1)
+        if first:
+            first_id = int(_text(first[0].identifier).partition("-")[0])
+            if first_id > self.last_event_id + 1 and self.last_event_id:
+                log.warning(
+                    "broker: the log no longer holds ids %d to %d: this node's history "
+                    "misses what was said then",
+                    self.last_event_id + 1,
+                    first_id - 1,
+                )
+        while True:
+            page = await client.xrange(self._keys["log"], start, self._position, count=READ_BATCH)
+            for item in page:
+                entry = self._decode(_text(item.identifier), item.field_values)
+                if entry is not None and entry.kind == "event" and entry.persist:
+                    self._deliver_remote(entry, state=False)
+            if len(page) < READ_BATCH:
+                break
+            start = "(" + _text(page[-1].identifier)
+
+    async def _write_forever(self, client: coredis.Redis[bytes]) -> None:
+        script = client.register_script(_APPEND)
+        keys = [self._keys["counter"], self._keys["log"], self._keys["seqs"]]
+        delay = iter(RETRY_DELAYS)
+        while True:
+            if not self._outgoing:
+                self._sent_all.set()
+                await self._wake_writer.wait()
+                self._wake_writer = trio.Event()
+                self._sent_all = trio.Event()
+                continue
+            batch = list(self._outgoing)[:APPEND_BATCH]
+            args: list[Any] = [LOG_CAP, self.node]
+            for seq, flag, payload in batch:
+                args += [seq, flag, payload]
+            try:
+                with trio.fail_after(5):
+                    await script(keys=keys, args=args)
+            except (OSError, trio.TooSlowError, self._redis_errors()) as exc:
+                wait = next(delay, RETRY_DELAYS[-1])
+                self._pause("writing", exc)
+                await trio.sleep(wait)
+                try:
+                    await self._raise_floor(client)
+                except (OSError, self._redis_errors()):
+                    pass
+                continue
+            delay = iter(RETRY_DELAYS)
+            self._resume("writing")
+            for _ in batch:
+                self._outgoing.popleft()
+
+    async def _read_forever(self, client: coredis.Redis[bytes]) -> None:
+        delay = iter(RETRY_DELAYS)
+        while True:
+            try:
+                with trio.fail_after(5):
+                    got = await client.xread(
+                        {self._keys["log"]: self._position}, count=READ_BATCH, block=1000
+                    )
+            except (OSError, trio.TooSlowError, self._redis_errors()) as exc:
+                wait = next(delay, RETRY_DELAYS[-1])
+                self._pause("reading", exc)
+                await trio.sleep(wait)
+                continue
+            delay = iter(RETRY_DELAYS)
+            self._resume("reading")
+            for items in (got or {}).values():
+                for item in items:
+                    stream_id = _text(item.identifier)
+                    self._position = stream_id
+                    entry = self._decode(stream_id, item.field_values)
+                    if entry is not None:
+                        self._handle(entry)
+            await trio.lowlevel.checkpoint()
+
+    async def _keep_alive_forever(self, client: coredis.Redis[bytes]) -> None:
+        """Refresh this node's key; notice nodes whose key expired, and announce them gone."""
+        mine = f"{self._keys['nodes']}:{self.node}"
+        while True:
+            try:
+                with trio.fail_after(5):
+                    await client.set(mine, b"1", ex=NODE_TTL)
+                    await client.sadd(self._keys["nodes"], [self.node])
+                    for raw in await client.smembers(self._keys["nodes"]):
+                        other = raw.decode()
+                        if other == self.node:
+                            continue
+                        # Whoever removes an expired node first announces it, once.
+                        if not await client.exists(
+                            [f"{self._keys['nodes']}:{other}"]
+                        ) and await client.srem(self._keys["nodes"], [other]):
+                            self._node_gone(other)
+            except (OSError, trio.TooSlowError, self._redis_errors()):
+                pass  # the reader and writer say so
+            await trio.sleep(HEARTBEAT)
+
+    async def aclose(self) -> None:
+        """Send what waits (this node's users' leaves, for up to :data:`CLOSE_WAIT`
+        seconds), and leave the chat at once rather than after the key expires."""
+        import coredis
+
+        with trio.move_on_after(CLOSE_WAIT):
+            while self._outgoing:
+                await self._sent_all.wait()
+        with trio.move_on_after(1):
+            async with coredis.Redis.from_url(self.url) as client:
+                await client.delete([f"{self._keys['nodes']}:{self.node}"])
+                await client.srem(self._keys["nodes"], [self.node])
+
+    # ------------------------------------------------------------ entries read back
+
+    def _decode(self, stream_id: str, fields: Any) -> Entry | None:
+        payload = fields.get(b"x")
+        try:
+            if payload is None:
+                raise BadEntry(f"log entry {stream_id} has no payload")
+            return decode_entry(stream_id, payload)
+        except BadEntry as exc:
+            log.warning("broker: skipped an entry: %s", exc)
+            return None
+
+    def _handle(self, entry: Entry) -> None:
+        if entry.kind == "event":
+            if entry.node == self.node:
+                self._deliver_own(entry)
+            else:
+                self._deliver_remote(entry, state=True)
+            return
+        if entry.node == self.node:
+            if entry.kind == "hello":
+                self._unconfirmed.pop(_key(entry.data), None)
+            elif entry.kind == "sync":
+                self._append("snapshot", data={"for": self.node, **self._snapshot()})
+            self._release_replies(entry.seq)
+            return
+        handler = getattr(self, f"_on_{entry.kind}")
+        handler(entry)
+
+    def _deliver_own(self, entry: Entry) -> None:
+        event = entry.event
+        assert event is not None
+        pending = self._mine.pop(entry.seq, None)
+        event_id: int = event.id  # type: ignore[attr-defined]
+        self.last_event_id = max(self.last_event_id, event_id)
+        if pending is not None:
+            self.hub.expect(event_id)
+            self._deliver(dataclasses.replace(pending, event=event))
+        self._release_replies(entry.seq)
+
+    def _release_replies(self, seq: int) -> None:
+        while self._replies and self._replies[0][0] <= seq:
+            self._deliver(self._replies.popleft()[1])
+
+    def _deliver_remote(self, entry: Entry, *, state: bool) -> None:
+        event = entry.event
+        assert event is not None
+        if state:
+            self._apply(entry.node, event)
+        event_id: int = event.id  # type: ignore[attr-defined]
+        self.last_event_id = max(self.last_event_id, event_id)
+        room = self.hub.room(entry.room) if entry.room is not None else None
+        local = tuple(
+            s
+            for key in entry.to
+            if (s := self.hub.sessions.get(key)) is not None and replica.node_of(s) is None
+        )
+        self.hub.expect(event_id)
+        self._deliver(Pending(event, room, local, entry.persist, None, entry.accounts))
+
+    def _apply(self, node: str, event: object) -> None:
+        """Replay another node's change to who is where."""
+        hub = self.hub
+        if isinstance(event, Joined):
+            joiner = hub.find(event.nick) or replica.add_user(hub, event.nick, node, None)
+            replica.join(hub, joiner, event.room)
+        elif isinstance(event, Left):
+            leaver = hub.find(event.nick)
+            if leaver is not None:
+                replica.leave(hub, leaver, event.room)
+        elif isinstance(event, NickChanged):
+            renamed = hub.find(event.old)
+            taken = hub.find(event.new)
+            if taken is not None and taken is not renamed:
+                self._lost_race(taken, node)
+            if renamed is not None:
+                replica.rename(hub, renamed, event.new)
+        elif isinstance(event, Topic):
+            room = hub.room(event.room)
+            if room is not None:
+                room.topic = event.topic
+
+    def _lost_race(self, session: Session, node: str) -> None:
+        """Another node's claim on this nick came first in the log: it wins."""
+        if replica.node_of(session) is not None:
+            replica.remove_user(self.hub, session)
+            return
+        log.info("nick %s was taken on node %s at the same moment", session.nick, node)
+        session.close("nick_taken", f"the nickname {session.nick!r} was taken at the same moment")
+        self.hub.detach(session, "nickname taken elsewhere")
+
+    def _on_hello(self, entry: Entry) -> None:
+        nick = str(entry.data.get("nick", ""))
+        holder = self.hub.find(nick)
+        if holder is not None:
+            mine = replica.node_of(holder) is None
+            if not (mine and self._unconfirmed.get(holder.key) == holder.id):
+                return  # an earlier claim holds: the newcomer's node will drop it
+            self._lost_race(holder, entry.node)
+        account = entry.data.get("account")
+        replica.add_user(self.hub, nick, entry.node, str(account) if account else None)
+
+    def _on_bye(self, entry: Entry) -> None:
+        holder = self.hub.find(str(entry.data.get("nick", "")))
+        if holder is not None and replica.node_of(holder) == entry.node:
+            replica.remove_user(self.hub, holder)
+
+    def _on_sync(self, entry: Entry) -> None:
+        self._append("snapshot", data={"for": entry.node, **self._snapshot()})
+
+    def _snapshot(self) -> dict[str, Any]:
+        users = [
+            {"nick": s.nick, "account": s.account, "rooms": list(s.rooms)}
+            for s in self.hub.sessions.values()
+            if replica.node_of(s) is None
+        ]
+        topics = {room.name: room.topic for room in self.hub.rooms.values() if room.topic}
+        return {"users": users, "topics": topics}
+
+    def _on_snapshot(self, entry: Entry) -> None:
+        if entry.data.get("for") != self.node:
+            return
+        hub = self.hub
+        for user in entry.data.get("users", ()):
+            nick = str(user.get("nick", ""))
+            found = hub.find(nick)
+            if found is None:
+                account = user.get("account")
+                found = replica.add_user(hub, nick, entry.node, str(account) if account else None)
+            elif replica.node_of(found) != entry.node:
+                continue
+            for room_name in user.get("rooms", ()):
+                replica.join(hub, found, str(room_name))
+        for room_name, topic in dict(entry.data.get("topics", {})).items():
+            room = hub.room(room_name)
+            if room is not None and not room.topic:
+                room.topic = str(topic)
+
+    def _on_gone(self, entry: Entry) -> None:
+        gone = str(entry.data.get("node", ""))
+        for session in list(self.hub.sessions.values()):
+            if replica.node_of(session) == gone:
+                replica.remove_user(self.hub, session)
+
+    def _node_gone(self, node: str) -> None:
+        """``node`` stopped refreshing its key: tell everyone its users left."""
+        log.warning("broker: node %s is gone; its users are shown as gone", node)
+        for session in list(self.hub.sessions.values()):
+            if replica.node_of(session) == node:
+                self.hub.detach(session, "connection lost (their server went away)")
+        self._append("gone", data={"node": node})
+        self._on_gone(Entry("gone", self.node, 0, data={"node": node}))
+
+    # ------------------------------------------------------------------ outages
+
+    def _pause(self, what: str, exc: BaseException) -> None:
+        if what in self._paused:
+            return
+        first = not self._paused
+        self._paused.add(what)
+        log.warning("broker: %s the log failed (%s); cross-node delivery paused", what, exc)
+        if first:
+            self._tell_local("cross-node delivery paused: the server lost its broker; retrying")
+
+    def _resume(self, what: str) -> None:
+        if what not in self._paused:
+            return
+        self._paused.discard(what)
+        if not self._paused:
+            log.warning("broker: reconnected to %s; cross-node delivery resumed", self.url)
+            self._tell_local("cross-node delivery resumed")
+
+    def _tell_local(self, text: str) -> None:
+        local = tuple(s for s in self.hub.sessions.values() if replica.node_of(s) is None)
+        if local:
+            self._deliver(Pending(Info(text=text), None, local))
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _key(data: dict[str, Any]) -> str:
+    from ..names import name_key
+
+    return name_key(str(data.get("nick", "")))
