@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
@@ -166,3 +166,71 @@ def test_each_worker_has_its_own_database_and_metrics_port() -> None:
     assert (config.db, config.metrics_port) == (None, 0)
     assert worker_number({"TRIO_CHAT_WORKER": "2"}) == 2
     assert worker_number({}) is None
+
+
+class LineClient:
+    """A JSON-lines client of a worker pool, reading what it is sent."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    async def send(self, frame: dict[str, object]) -> None:
+        await self.stream.send_all(json.dumps(frame).encode() + b"\n")
+
+    async def expect(self, predicate: Callable[[dict[str, object]], bool]) -> dict[str, object]:
+        while True:
+            while b"\n" in self.buffer:
+                line, self.buffer = self.buffer.split(b"\n", 1)
+                event = json.loads(line)
+                if predicate(event):
+                    return event
+            data = await self.stream.receive_some(65536)
+            assert data, "the server closed the connection"
+            self.buffer += data
+
+
+async def test_users_of_two_workers_chat_and_a_killed_workers_users_are_shown_gone(
+    redis_url: str, tmp_path: Path
+) -> None:
+    from conftest import flushed_database
+
+    url = flushed_database(redis_url, db=2)
+    async with workers("--workers", "2", "--broker", url, "--no-db", cwd=tmp_path) as parent:
+        await parent.wait_for(r"Stop with Ctrl-C\.", "stdout")
+        port = tcp_port(parent)
+        clients: dict[int, tuple[str, LineClient]] = {}  # one user per worker
+        async with trio.open_nursery() as nursery:
+            for i in range(60):
+                if len(clients) == 2:
+                    break
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+                client = LineClient(stream)
+                nick = f"w{i}"
+                await client.send({"type": "hello", "nick": nick})
+                with trio.fail_after(10):
+                    await client.expect(lambda e: e["type"] == "welcome")
+                match = await parent.wait_for(rf"\[worker (\d+)\] .*connect nick={nick} ")
+                number = int(match.group(1))
+                if number in clients:
+                    await stream.aclose()
+                else:
+                    clients[number] = (nick, client)
+            assert set(clients) == {1, 2}
+            first, (two, second) = clients[1][1], clients[2]
+            with trio.fail_after(10):
+                # first's own line coming back means its join is in the shared log.
+                await first.send({"type": "say", "text": "from worker one"})
+                await first.expect(lambda e: e["type"] == "message")
+                await second.send({"type": "say", "text": "from worker two"})
+                said = await first.expect(lambda e: e["type"] == "message")
+                echo = await second.expect(lambda e: e.get("text") == "from worker two")
+            assert said == echo and said["nick"] == two
+            os.kill(parent.pids()[2], signal.SIGKILL)
+            with trio.fail_after(30):  # documented: within 30 s (a 10 s key, checked every 3 s)
+                gone = await first.expect(lambda e: e["type"] == "leave" and e["nick"] == two)
+            assert "went away" in str(gone.get("reason")), parent.stderr
+            await first.stream.aclose()
+            nursery.cancel_scope.cancel()
+        parent.process.send_signal(signal.SIGTERM)
+    assert parent.process.returncode == 0

@@ -135,6 +135,7 @@ class RedisBroker:
         self._unconfirmed: dict[str, int] = {}  # own users' nick keys whose hello is out
         self._paused: set[str] = set()  # "writing", "reading" while Redis fails them
         self._sent_all = trio.Event()
+        self._expired: dict[str, float] = {}  # nodes whose key expired, and since when
 
     # ------------------------------------------------------------ the hub's side
 
@@ -326,10 +327,17 @@ class RedisBroker:
                         other = raw.decode()
                         if other == self.node:
                             continue
-                        # Whoever removes an expired node first announces it, once.
-                        if not await client.exists(
-                            [f"{self._keys['nodes']}:{other}"]
+                        if await client.exists([f"{self._keys['nodes']}:{other}"]):
+                            continue
+                        # Whoever removes an expired node first announces it, once; a node
+                        # that knows none of its users (it started after they came) leaves
+                        # that to one that does, for a while.
+                        noticed = self._expired.setdefault(other, trio.current_time())
+                        knows = any(replica.node_of(s) == other for s in self.hub.sessions.values())
+                        if (
+                            knows or trio.current_time() - noticed > NODE_TTL
                         ) and await client.srem(self._keys["nodes"], [other]):
+                            self._expired.pop(other, None)
                             self._node_gone(other)
             except (OSError, trio.TooSlowError, self._redis_errors()):
                 pass  # the reader and writer say so
