@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from trio_chat.broker import LocalBroker
 from trio_chat.hub import Hub, Pending, Session
 from trio_chat.mailbox import Mailbox
-from trio_chat.protocol import Bundle, Joined, Message, Raw, ServerEvent
+from trio_chat.parcels import Bundle, Item, Parcel, Payload, Raw
+from trio_chat.protocol import Joined, Message, ServerEvent
 from trio_chat.wire import JSON_LINES, TEXT_LINES, WEBSOCKET_JSON, encoded, sizer
 
 
@@ -24,12 +25,12 @@ def published_hub() -> tuple[Hub, list[Pending]]:
 class Wire:
     """A JSON-lines connection's wire as its mailbox sees it (see ``DirectWrite``)."""
 
-    measure: Callable[[ServerEvent], int] = field(default_factory=lambda: sizer(JSON_LINES))
-    write_now: Callable[[ServerEvent], bytes] | None = None
+    measure: Callable[[Item], int] = field(default_factory=lambda: sizer(JSON_LINES))
+    write_now: Callable[[Parcel], bytes] | None = None
 
 
 def lobby_with(
-    *nicks: str, sockets: dict[str, Callable[[ServerEvent], bytes]] | None = None
+    *nicks: str, sockets: dict[str, Callable[[Parcel], bytes]] | None = None
 ) -> tuple[Hub, list[Pending], list[Session]]:
     """A published hub with ``nicks`` in #lobby, their joins delivered and taken;
     ``sockets`` gives some of them a direct write."""
@@ -44,20 +45,20 @@ def lobby_with(
     return hub, queue, sessions
 
 
-def connect(
-    hub: Hub, nick: str, write_now: Callable[[ServerEvent], bytes] | None = None
-) -> Session:
+def connect(hub: Hub, nick: str, write_now: Callable[[Parcel], bytes] | None = None) -> Session:
     mailbox = Mailbox(100, wire=Wire(write_now=write_now))
     session = hub.attach(nick, mailbox, address="127.0.0.1:1", transport="test")
     hub.join(session, "#lobby")
     return session
 
 
-def received(session: Session) -> list[ServerEvent]:
-    return session.mailbox.take_nowait(100)
+def received(session: Session) -> list[Payload]:
+    """What the session's mailbox holds (the hub's parcels, unwrapped)."""
+    items = session.mailbox.take_nowait(100)
+    return [item.event if isinstance(item, Parcel) else item for item in items]
 
 
-def flatten(items: list[ServerEvent]) -> list[ServerEvent]:
+def flatten(items: list[Payload]) -> list[ServerEvent]:
     out: list[ServerEvent] = []
     for item in items:
         out.extend(item.events if isinstance(item, Bundle) else (item,))
@@ -118,9 +119,9 @@ def test_fan_out_writes_straight_to_each_receiver_with_nothing_queued() -> None:
     receiver that has nothing queued costs task steps and milliseconds of latency."""
     wire: dict[str, list[bytes]] = {"ann": [], "bob": []}
 
-    def socket_of(nick: str, takes: int | None = None) -> Callable[[ServerEvent], bytes]:
-        def write_now(event: ServerEvent) -> bytes:
-            data = encoded(event, JSON_LINES)
+    def socket_of(nick: str, takes: int | None = None) -> Callable[[Parcel], bytes]:
+        def write_now(parcel: Parcel) -> bytes:
+            data = encoded(parcel, JSON_LINES)
             cut = len(data) if takes is None else takes
             wire[nick].append(data[:cut])
             return data[cut:]
@@ -142,6 +143,35 @@ def test_fan_out_writes_straight_to_each_receiver_with_nothing_queued() -> None:
     # bob's socket took 5 bytes of the first line; the rest and the second line wait, in order.
     assert wire["bob"] == [encoded(first, JSON_LINES)[:5]]
     assert received(bob) == [Raw(data=encoded(first, JSON_LINES)[5:]), second]
+
+
+def test_a_fan_out_is_encoded_once_and_every_socket_gets_the_same_bytes() -> None:
+    written: list[bytes] = []
+
+    def write_now(parcel: Parcel) -> bytes:
+        written.append(encoded(parcel, JSON_LINES))
+        return b""
+
+    nicks = ("ann", "bob", "cat")
+    hub, queue, (ann, *_) = lobby_with(*nicks, sockets=dict.fromkeys(nicks, write_now))
+    written.clear()
+    hub.say(ann, "#lobby", "hi")
+    hub.deliver_many(queue)
+    assert len(written) == 3 and written[0] is written[1] is written[2]
+
+
+def test_a_queued_bundle_is_one_parcel_for_all_its_receivers_encoded_once() -> None:
+    hub, queue, (ann, bob) = lobby_with("ann", "bob")
+    for text in ("one", "two"):
+        hub.say(ann, "#lobby", text)
+    hub.deliver_many(queue)
+    (for_ann,) = ann.mailbox.take_nowait(100)
+    (for_bob,) = bob.mailbox.take_nowait(100)
+    assert for_ann is for_bob and isinstance(for_ann, Parcel)
+    assert isinstance(for_ann.event, Bundle)
+    # Sized for the mailboxes (JSON lines), so already encoded: the same bytes for both.
+    assert encoded(for_ann, JSON_LINES) is encoded(for_bob, JSON_LINES)
+    assert encoded(for_ann, TEXT_LINES) is encoded(for_bob, TEXT_LINES)
 
 
 def test_messages_are_not_numbered_past_the_message_id_limit() -> None:

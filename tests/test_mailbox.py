@@ -3,17 +3,23 @@ cleanly, and written straight to the socket while nothing waits."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 
 from trio_chat.mailbox import Mailbox, Parcel
-from trio_chat.protocol import Bundle, Info, Raw, ServerEvent
+from trio_chat.parcels import Bundle, Item, Payload, Raw
+from trio_chat.protocol import Info
 from trio_chat.wire import JSON_LINES, encoded
 
 
 def events(n: int) -> list[Info]:
     return [Info(text=str(i)) for i in range(n)]
+
+
+def payloads(items: Sequence[Item]) -> list[Payload]:
+    """What queued items carry (a mailbox queues the hub's parcels as they are)."""
+    return [item.event if isinstance(item, Parcel) else item for item in items]
 
 
 def test_bounded_in_order_and_taken_in_bulk() -> None:
@@ -22,17 +28,17 @@ def test_bounded_in_order_and_taken_in_bulk() -> None:
     for event in (a, b, c):
         assert box.offer(Parcel(event))
     assert not box.offer(Parcel(d))
-    assert box.take_nowait(2) == [a, b]
-    assert box.take_nowait(10) == [c]
+    assert payloads(box.take_nowait(2)) == [a, b]
+    assert payloads(box.take_nowait(10)) == [c]
     assert box.take_nowait(10) == []
 
 
 async def test_take_waits_for_the_first_event_then_returns_all_waiting() -> None:
     box = Mailbox(10)
-    got: list[list[Info]] = []
+    got: list[list[Payload]] = []
 
     async def writer() -> None:
-        got.append(await box.take(10))  # type: ignore[arg-type]
+        got.append(payloads(await box.take(10)))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(writer)
@@ -49,7 +55,7 @@ async def test_close_lets_the_writer_finish_what_is_queued() -> None:
     assert box.offer(Parcel(event))
     box.close()
     assert not box.offer(Parcel(event))
-    assert await box.take(10) == [event]
+    assert payloads(await box.take(10)) == [event]
     assert await box.take(10) == []  # closed and empty: the writer stops
 
 
@@ -78,9 +84,9 @@ def test_a_bundle_counts_as_the_events_in_it() -> None:
     assert not box.offer(Parcel(rest_of_two))  # 3 + 2 > 4
     assert box.offer(Parcel(one))
     assert len(box) == 4
-    assert box.take_nowait(1) == [three]
+    assert payloads(box.take_nowait(1)) == [three]
     assert len(box) == 1
-    assert box.take_nowait(5) == [one]
+    assert payloads(box.take_nowait(5)) == [one]
     assert box.offer(Parcel(rest_of_two))
     assert len(box) == 2
 
@@ -147,13 +153,13 @@ class Wire:
         self.broken = broken
         self.written = b""
 
-    def measure(self, event: ServerEvent) -> int:
-        return len(encoded(event, JSON_LINES))
+    def measure(self, item: Item) -> int:
+        return len(encoded(item, JSON_LINES))
 
-    def write(self, event: ServerEvent) -> bytes:
+    def write(self, parcel: Parcel) -> bytes:
         if self.broken:
             raise BrokenPipeError
-        data = encoded(event, JSON_LINES)
+        data = encoded(parcel, JSON_LINES)
         cut = len(data) if self.room is None else min(self.room, len(data))
         if self.room is not None:
             self.room -= cut
@@ -161,7 +167,7 @@ class Wire:
         return data[cut:]
 
     @property
-    def write_now(self) -> Callable[[ServerEvent], bytes]:
+    def write_now(self) -> Callable[[Parcel], bytes]:
         return self.write
 
 
@@ -181,7 +187,7 @@ def test_what_the_socket_leaves_is_queued_and_what_follows_waits_behind_it() -> 
     assert box.offer(Parcel(a))
     assert box.offer(Parcel(b))  # something is unsent: queued, never written past the rest of a
     rest = encoded(a, JSON_LINES)[3:]
-    assert box.take_nowait(10) == [Raw(data=rest, events=1), b]
+    assert payloads(box.take_nowait(10)) == [Raw(data=rest, events=1), b]
     assert box.unsent_bytes == len(rest) + len(encoded(b, JSON_LINES))
     wire.room = None
     (c,) = events(1)
@@ -209,7 +215,7 @@ def test_a_broken_socket_is_not_written_to_again() -> None:
     box.take_nowait(10)
     box.sent(box.unsent_bytes)
     assert box.offer(Parcel(b))
-    assert wire.written == b"" and box.take_nowait(10) == [b]
+    assert wire.written == b"" and payloads(box.take_nowait(10)) == [b]
 
 
 def test_a_closed_mailbox_refuses_even_a_direct_write() -> None:

@@ -7,7 +7,8 @@ import trio.testing
 
 from trio_chat.hub import Hub, Session
 from trio_chat.mailbox import Mailbox
-from trio_chat.protocol import Bundle, Message, ServerEvent
+from trio_chat.parcels import Bundle, Item, Parcel
+from trio_chat.protocol import Message
 from trio_chat.publisher import FLUSH_AT_MOST, Publisher
 
 
@@ -22,10 +23,11 @@ def lobby(publisher_outbox: int = 1024) -> tuple[Hub, Publisher, Session]:
     return hub, publisher, ann
 
 
-def lines_of(items: list[ServerEvent]) -> list[str]:
+def lines_of(items: list[Item]) -> list[str]:
     out: list[str] = []
     for item in items:
-        for event in item.events if isinstance(item, Bundle) else (item,):
+        payload = item.event if isinstance(item, Parcel) else item
+        for event in payload.events if isinstance(payload, Bundle) else (payload,):
             assert isinstance(event, Message)
             out.append(event.text)
     return out

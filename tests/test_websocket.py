@@ -29,7 +29,8 @@ from wsproto.events import (
 )
 
 from trio_chat.limits import FRAGMENT_COST, FRAME_COST, PONG_COST, Overhead
-from trio_chat.protocol import Bundle, Message, Raw, RemoteProtocolError, Say
+from trio_chat.parcels import Bundle, Raw
+from trio_chat.protocol import Message, RemoteProtocolError, Say
 from trio_chat.testing import DEFAULT_TIMEOUT, TestServer, open_client
 from trio_chat.transports.websocket import WS_MAX_FRAGMENTS, WebSocketLink, _batched
 from trio_chat.wire import (

@@ -15,7 +15,7 @@ In a running server the hub hands each numbered event to its broker
 (:mod:`trio_chat.broker`: in this process, or through Redis to several), which passes it
 to the publisher task (:mod:`trio_chat.publisher`: commit first) before
 :meth:`Hub.deliver_many` fans it out to this process's members, a run of lines to one room
-as one :class:`~trio_chat.protocol.Bundle` per member.
+as one :class:`~trio_chat.parcels.Bundle` per member.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from .errors import FixedCodeError
 from .mailbox import Mailbox, Parcel
 from .metrics import Metrics
 from .names import DEFAULT_ROOM, InvalidName, name_key, normalize_nick
+from .parcels import Bundle, Payload
 from .protocol import (
-    Bundle,
     Info,
     Joined,
     Left,
@@ -512,7 +512,10 @@ class Hub:
             self._release(pending.event.id)  # type: ignore[union-attr]
         room = run[0].room
         assert room is not None
-        self._fanout_timed(Pending(Bundle(events=tuple(p.event for p in run)), room))
+        # As _fanout_timed does for a Pending to the room's members and no one else.
+        start = time.perf_counter()
+        self._fanout(room.members.values(), Bundle(tuple(p.event for p in run)))
+        self.metrics.fanout_seconds.observe(time.perf_counter() - start)
 
     def expect(self, event_id: int) -> None:
         """Event ``event_id`` (numbered by the broker's log, in rising order) is on its way
@@ -563,7 +566,7 @@ class Hub:
         self._fanout(pending.receivers(), pending.event)
         self.metrics.fanout_seconds.observe(time.perf_counter() - start)
 
-    def _fanout(self, receivers: Iterable[Session], event: ServerEvent) -> None:
+    def _fanout(self, receivers: Iterable[Session], event: Payload) -> None:
         overflowed: list[Session] = []
         delivered = 0
         parcel = Parcel(event)

@@ -5,7 +5,7 @@ The hub wraps an event in a :class:`Parcel`, hands it to each receiver's mailbox
 needs to know nothing else. The mailbox owns what a receiver's delivery takes, in one place:
 
 * the bounded queue between the hub and the connection's writer task, bounded in events
-  (a :class:`~trio_chat.protocol.Bundle` counts as the events in it) and in bytes (as the
+  (a :class:`~trio_chat.parcels.Bundle` counts as the events in it) and in bytes (as the
   receiver's wire format sizes them: a few huge messages fill a socket as surely as many
   small ones);
 * the direct write: while nothing of the receiver's is queued or being written, an
@@ -17,11 +17,11 @@ needs to know nothing else. The mailbox owns what a receiver's delivery takes, i
   ``Session.close``); and while the connection is parked with no task at all (see
   :mod:`trio_chat.transports.parking`), its resume in place of both.
 
-The transport says how its wire sizes and writes events (:class:`DirectWrite`); the
-encodings themselves are cached per wire format on the event (:func:`trio_chat.wire.encoded`),
-so a fanned-out message is encoded once per format. What every receiver of one fan-out
-shares (how many events it stands for, its size on each wire) is worked out once, in its
-:class:`Parcel`, not once per receiver.
+The transport says how its wire sizes and writes events (:class:`DirectWrite`). What every
+receiver of one fan-out shares (how many events it stands for, its size on each wire, its
+encoding in each wire format: :func:`trio_chat.wire.encoded`) is worked out once, in its
+:class:`~trio_chat.parcels.Parcel`, not once per receiver: every mailbox queues that same
+parcel, so a fanned-out message is encoded once per format.
 
 ``offer`` is on the hottest path of the server (once per receiver of every message, or of
 every bundle of messages), so it does the least it can: a receiver that can be written to
@@ -37,48 +37,23 @@ from typing import Protocol
 
 import trio
 
-from .protocol import Bundle, Raw, ServerEvent
+from .parcels import Item, Parcel, Raw, events_in
 
 __all__ = ["DirectWrite", "Mailbox", "Parcel", "events_in"]
-
-
-def events_in(item: ServerEvent) -> int:
-    """How many events a queued item stands for: a bundle its events, the rest of a
-    direct write those it finishes, anything else one."""
-    if isinstance(item, Bundle):
-        return len(item.events)
-    if isinstance(item, Raw):
-        return item.events
-    return 1
-
-
-class Parcel:
-    """An event on its way to the mailboxes of one fan-out, with what they share about it:
-    how many events it stands for, and its size on each wire (by ``measure``, worked out
-    by the first mailbox that needs it). Sizing it per receiver instead costs a call each
-    (a queued bundle took 1.3 times as long to offer); one parcel per fan-out, made by the
-    hub, saves that."""
-
-    __slots__ = ("event", "events", "sizes")
-
-    def __init__(self, event: ServerEvent) -> None:
-        self.event = event
-        self.events = events_in(event)
-        self.sizes: dict[Callable[[ServerEvent], int], int] = {}
 
 
 class DirectWrite(Protocol):
     """What a transport tells the mailbox of its connection about its wire."""
 
     @property
-    def measure(self) -> Callable[[ServerEvent], int]:
-        """Bytes an event takes on this wire; one function shared by every connection of a
+    def measure(self) -> Callable[[Item], int]:
+        """Bytes an item takes on this wire; one function shared by every connection of a
         wire format (see :func:`trio_chat.wire.sizer`). The writer's ``sent`` counts alike."""
         ...
 
     @property
-    def write_now(self) -> Callable[[ServerEvent], bytes] | None:
-        """Write an event to the socket without waiting, returning what it did not take
+    def write_now(self) -> Callable[[Parcel], bytes] | None:
+        """Write a parcel's payload to the socket without waiting, returning what it did not take
         (``b""`` if all); ``OSError`` if the socket is broken. ``None`` where the
         transport cannot (TLS). Called only while nothing is queued or being written."""
         ...
@@ -110,7 +85,9 @@ class Mailbox:
         self.max_bytes = max_bytes
         # A list, not a deque: the writer nearly always takes everything, and then takes
         # the list itself; an idle connection's empty list is 56 bytes, a deque's 600.
-        self._items: list[ServerEvent] = []
+        # Parcels as the hub made them (shared by all receivers of a fan-out), and the rest
+        # of a direct write.
+        self._items: list[Item] = []
         self._events = 0
         #: Bytes offered and not yet written: queued, or in a write under way. Without a
         #: ``wire`` nothing is measured (and so only the event bound holds).
@@ -129,7 +106,7 @@ class Mailbox:
         return self._events
 
     def offer(self, parcel: Parcel) -> bool:
-        """Deliver the parcel's event: write it to the socket now, or queue it for the
+        """Deliver the parcel: write it to the socket now, or queue it for the
         writer.
 
         ``False`` if the receiver cannot take it: queued bytes or events would go over
@@ -139,13 +116,12 @@ class Mailbox:
         """
         if self._closed:
             return False
-        event = parcel.event
         unsent = self._unsent
         if not unsent:
             write_now = self._write_now
             if write_now is not None:
                 try:
-                    rest = write_now(event)
+                    rest = write_now(parcel)
                 except OSError:
                     self._write_now = None  # broken: the writer will find out and end it
                 else:
@@ -160,7 +136,7 @@ class Mailbox:
         else:
             known = parcel.sizes.get(measure)
             if known is None:
-                known = parcel.sizes[measure] = measure(event)
+                known = parcel.sizes[measure] = measure(parcel)
             size = known
         if unsent and unsent + size > self.max_bytes:
             return False
@@ -169,7 +145,7 @@ class Mailbox:
             return False
         self._events = events
         self._unsent = unsent + size
-        self._items.append(event)
+        self._items.append(parcel)
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
@@ -239,7 +215,7 @@ class Mailbox:
         """Take back what :meth:`park` gave (whichever woke it has used its own already)."""
         self._wakeup = self._on_hang_up = None
 
-    def take_nowait(self, limit: int) -> list[ServerEvent]:
+    def take_nowait(self, limit: int) -> list[Item]:
         """Up to ``limit`` queued items, oldest first (empty if none)."""
         items = self._items
         if len(items) <= limit:
@@ -251,7 +227,7 @@ class Mailbox:
         self._events -= sum(map(events_in, batch))
         return batch
 
-    async def take(self, limit: int) -> list[ServerEvent]:
+    async def take(self, limit: int) -> list[Item]:
         """Wait for events and return up to ``limit`` of them; ``[]`` once closed and empty.
         Once written, the writer reports their size with :meth:`sent`."""
         while not self._items:

@@ -279,16 +279,10 @@ _CLIENT_TYPE_NAMES: dict[type[Any], str] = {cls: name for name, (cls, _) in _CLI
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerEvent:
-    """Base of everything the server sends.
-
-    ``wire`` caches the encoded form per wire format, so a message fanned out to a
-    thousand receivers is encoded once per format rather than once per receiver.
-    """
+    """Base of everything the server sends: a plain frozen value (the encodings a fan-out
+    shares are kept by its :class:`~trio_chat.parcels.Parcel`, not here)."""
 
     TYPE: ClassVar[str] = ""
-    wire: dict[str, bytes | str] = field(
-        default_factory=dict, compare=False, repr=False, hash=False
-    )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object for this event: ``type`` first, ``None`` fields left out."""
@@ -308,7 +302,7 @@ def _wire_fields(cls: type[ServerEvent]) -> tuple[str, ...]:
     enough to show on every message's path, so they are looked up once per class)."""
     names = _WIRE_FIELDS.get(cls)
     if names is None:
-        names = _WIRE_FIELDS[cls] = tuple(f.name for f in fields(cls) if f.name != "wire")
+        names = _WIRE_FIELDS[cls] = tuple(f.name for f in fields(cls))
     return names
 
 
@@ -476,31 +470,6 @@ class Bye(ServerEvent):
     text: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Raw(ServerEvent):
-    """Bytes already encoded for one connection: the rest of a write the socket took only
-    part of. Never built from or sent as JSON; wire formats hand ``data`` on as it is."""
-
-    TYPE: ClassVar[str] = "raw"
-    data: bytes
-    #: How many events these bytes finish (the rest of a bundle finishes all of its events).
-    events: int = 1
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Bundle(ServerEvent):
-    """Several events for the same receivers, queued to each of them as one item.
-
-    Internal, like :class:`Raw`: the hub bundles a run of chat lines to one room so that
-    fanning out costs one queue operation per receiver per run, not per line, and a
-    wire format encodes the run once (the lines one after another). Clients never see a
-    bundle, only the events in it, each framed as it would be alone.
-    """
-
-    TYPE: ClassVar[str] = "bundle"
-    events: tuple[ServerEvent, ...]
-
-
 def encode_server_event(event: ServerEvent) -> str:
     """Encode a server event as compact JSON text (no newline)."""
     return orjson.dumps(event.to_dict()).decode()
@@ -550,7 +519,7 @@ def decode_server_event(data: bytes | str) -> ServerEvent:
     cls = _SERVER_EVENTS.get(str(obj.get("type")))
     if cls is None:
         raise RemoteProtocolError("unknown_type", f"unknown server frame {obj.get('type')!r}")
-    names = {f.name for f in fields(cls)} - {"wire"}
+    names = {f.name for f in fields(cls)}
     try:
         return cls(**{k: v for k, v in obj.items() if k in names})
     except TypeError as exc:

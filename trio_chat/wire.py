@@ -1,18 +1,20 @@
 """Wire formats: how a server event becomes bytes (or text) for one kind of connection.
 
 A :class:`WireFormat` is chosen per connection (JSON lines, plain text, WebSocket JSON).
-:func:`encoded` caches the result on the event itself, so however many receivers share a
-format, a fanned-out message is encoded once per format and the same bytes object is
-written to every socket.
+:func:`encoded` caches the result on the hub's :class:`~trio_chat.parcels.Parcel` (one per
+fan-out, queued as it is by every receiver), so however many receivers share a format, a
+fanned-out message is encoded once per format and the same bytes object is written to
+every socket. The events themselves stay plain values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .protocol import Bundle, Raw, ServerEvent, encode_server_event, encode_server_line
+from .parcels import Bundle, Item, Parcel, Payload, Raw
+from .protocol import ServerEvent, encode_server_event, encode_server_line
 from .textmode import render_text
 
 T = TypeVar("T", bytes, str)
@@ -20,36 +22,46 @@ T = TypeVar("T", bytes, str)
 
 @dataclass(frozen=True, slots=True)
 class WireFormat(Generic[T]):
-    """A named encoding of server events; the name keys the per-event cache.
+    """A named encoding of server events; the name keys a parcel's cache.
 
-    ``encodes_bundles``: ``encode`` handles a :class:`~trio_chat.protocol.Bundle` itself
-    (otherwise a bundle is its events' encodings one after another).
+    ``encode_bundle`` encodes a :class:`~trio_chat.parcels.Bundle` as a whole; without it
+    a bundle is its events' encodings one after another.
     """
 
     name: str
     encode: Callable[[ServerEvent], T]
-    encodes_bundles: bool = False
+    encode_bundle: Callable[[Bundle], T] | None = None
 
-    def __call__(self, event: ServerEvent) -> T:
-        return encoded(event, self)
+    def __call__(self, item: Item) -> T:
+        return encoded(item, self)
 
 
-def encoded(event: ServerEvent, fmt: WireFormat[T]) -> T:
-    """The event encoded in ``fmt``, computed at most once per event and format.
+def encoded(item: Item, fmt: WireFormat[T]) -> T:
+    """The item encoded in ``fmt``: for a :class:`~trio_chat.parcels.Parcel`, computed at
+    most once per format and kept on the parcel; anything else (an event for one
+    connection alone) is encoded as it comes.
 
-    A :class:`~trio_chat.protocol.Bundle` encodes as its events one after another (for a
-    WebSocket format that is only its size: the transport sends each event as a message).
+    A bundle encodes as its events one after another (for a WebSocket format that is only
+    its size: the transport sends each event as a message), unless the format says
+    otherwise.
     """
-    cached = event.wire.get(fmt.name)
-    if cached is None:
-        if isinstance(event, Bundle) and not fmt.encodes_bundles:
-            parts = [encoded(e, fmt) for e in event.events]
-            fresh = parts[0][:0].join(parts)  # bytes or str, as the format gives
-        else:
-            fresh = fmt.encode(event)
-        event.wire[fmt.name] = fresh
-        return fresh
-    return cached  # type: ignore[return-value]  # same format name, same type
+    if isinstance(item, Parcel):
+        cache = item.wire
+        cached = cache.get(fmt.name)
+        if cached is None:
+            fresh = cache[fmt.name] = _encode(item.event, fmt)
+            return fresh
+        return cached  # type: ignore[return-value]  # same format name, same type
+    return _encode(item, fmt)
+
+
+def _encode(payload: Payload, fmt: WireFormat[T]) -> T:
+    if isinstance(payload, Bundle):
+        if fmt.encode_bundle is not None:
+            return fmt.encode_bundle(payload)
+        parts = [fmt.encode(event) for event in payload.events]
+        return parts[0][:0].join(parts)  # bytes or str, as the format gives
+    return fmt.encode(payload)
 
 
 def _json_line(event: ServerEvent) -> bytes:
@@ -89,37 +101,49 @@ WEBSOCKET_KEEPALIVE_PING = bytes((0x89, 9)) + b"keepalive"
 def _ws_frame(event: ServerEvent) -> bytes:
     if isinstance(event, Raw):
         return event.data
-    return websocket_text_frame(encoded(event, WEBSOCKET_JSON).encode())
+    return websocket_text_frame(encode_server_event(event).encode())
 
 
-def batch_text(events: list[ServerEvent]) -> str:
-    """The text of one ``batch`` message holding ``events``, each as it would be sent alone."""
-    parts = [encoded(event, WEBSOCKET_JSON) for event in events]
+def _batch_elements(bundle: Bundle) -> str:
+    return ",".join([encode_server_event(event) for event in bundle.events])
+
+
+#: The events of an item as the elements of a ``batch`` message's list, comma-separated
+#: (only a step to :func:`batch_text`: kept per parcel, so a backlog of several parcels
+#: is joined into one ``batch`` without encoding any event again).
+_BATCH_ELEMENTS: WireFormat[str] = WireFormat(
+    "ws-batch-elements", encode_server_event, _batch_elements
+)
+
+
+def batch_text(items: Sequence[Item]) -> str:
+    """The text of one ``batch`` message holding the events of ``items``, each as it would
+    be sent alone."""
+    parts = [encoded(item, _BATCH_ELEMENTS) for item in items]
     return '{"type":"batch","events":[' + ",".join(parts) + "]}"
 
 
-def _ws_batch_frame(event: ServerEvent) -> bytes:
-    if isinstance(event, Bundle):
-        return websocket_text_frame(batch_text(list(event.events)).encode())
-    return encoded(event, WEBSOCKET_FRAMES)
+def _ws_batch_bundle(bundle: Bundle) -> bytes:
+    return websocket_text_frame(batch_text([bundle]).encode())
 
 
 #: Each event as a complete WebSocket frame, ready for the socket: one message per event.
 WEBSOCKET_FRAMES: WireFormat[bytes] = WireFormat("ws-frames", _ws_frame)
 #: The same for a client that asked for ``batch`` messages: a bundle is one ``batch`` frame.
 WEBSOCKET_BATCH_FRAMES: WireFormat[bytes] = WireFormat(
-    "ws-batch-frames", _ws_batch_frame, encodes_bundles=True
+    "ws-batch-frames", _ws_frame, _ws_batch_bundle
 )
 
 
-_SIZERS: dict[str, Callable[[ServerEvent], int]] = {}
+_SIZERS: dict[str, Callable[[Item], int]] = {}
 
 
-def sizer(fmt: WireFormat[T]) -> Callable[[ServerEvent], int]:
-    """The one function giving an event's encoded size in ``fmt`` (encoding it, cached).
+def sizer(fmt: WireFormat[T]) -> Callable[[Item], int]:
+    """The one function giving an item's encoded size in ``fmt`` (encoding it, cached on
+    a parcel).
 
-    Every connection of a format shares it, so the hub can size an event once per format
-    rather than once per receiver.
+    Every connection of a format shares it, so a :class:`~trio_chat.parcels.Parcel` keeps
+    an item's size once per format rather than once per receiver.
     """
     known = _SIZERS.get(fmt.name)
     if known is not None:
@@ -127,11 +151,14 @@ def sizer(fmt: WireFormat[T]) -> Callable[[ServerEvent], int]:
 
     name = fmt.name
 
-    def size(event: ServerEvent) -> int:
-        # len(encoded(event, fmt)) with the cache lookup inlined: a mailbox with a backlog
-        # measures every event offered to it, and all but the first find it cached.
-        data = event.wire.get(name)
-        return len(encoded(event, fmt) if data is None else data)
+    def size(item: Item) -> int:
+        # len(encoded(item, fmt)) with the cache lookup inlined: the writer measures
+        # what it wrote, and a parcel's encoding is nearly always there already.
+        if isinstance(item, Parcel):
+            data = item.wire.get(name)
+            if data is not None:
+                return len(data)
+        return len(encoded(item, fmt))
 
     _SIZERS[fmt.name] = size
     return size

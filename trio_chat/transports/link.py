@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from ..limits import Overhead
+from ..parcels import Item, Parcel
 from ..protocol import Bye, ClientFrame, RemoteProtocolError, ServerEvent
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class Link(Protocol):
         connection waits for its peer, and what a parking connection cancels."""
         ...
 
-    async def send(self, events: list[ServerEvent]) -> int:
+    async def send(self, events: list[Item]) -> int:
         """Write events in one go; return their size as ``measure`` counts it. Raises
         ``trio.BrokenResourceError`` if the peer is gone."""
         ...
@@ -62,10 +63,10 @@ class Link(Protocol):
     park_fd: int | None
 
     #: Bytes an event takes on this link (one function per wire format; see wire.sizer).
-    measure: Callable[[ServerEvent], int]
+    measure: Callable[[Item], int]
     #: Write an event at once if the socket takes it, or None (see
     #: :class:`~trio_chat.mailbox.DirectWrite`, which the link is for its mailbox).
-    write_now: Callable[[ServerEvent], bytes] | None
+    write_now: Callable[[Parcel], bytes] | None
     #: The client asked for several events per message (``"batch": true`` in its hello).
     batching: bool
     #: ``trio.current_time()`` when the peer last sent anything (the keepalive reads it).
@@ -79,7 +80,7 @@ class Link(Protocol):
 GOODBYE_TIMEOUT = 1.0
 
 
-async def say_goodbye(link: Link, bye: Bye, pending: list[ServerEvent] | None = None) -> None:
+async def say_goodbye(link: Link, bye: Bye, pending: list[Item] | None = None) -> None:
     """Best effort: send what was queued and a ``bye``, within a short bounded time."""
     with (
         trio.CancelScope(shield=True),

@@ -18,6 +18,7 @@ import trio
 
 from ..framing import EOF, NEED_DATA, LineBuffer, LineTooLong
 from ..limits import BLANK_LINE, Overhead
+from ..parcels import Item, Parcel
 from ..protocol import (
     ClientFrame,
     RemoteProtocolError,
@@ -122,7 +123,7 @@ class TcpLink:
             return None  # blank lines between JSON frames are allowed
         return decode_client_frame(line)
 
-    async def send(self, events: list[ServerEvent]) -> int:
+    async def send(self, events: list[Item]) -> int:
         fmt = self.format
         if len(events) == 1:
             data = encoded(events[0], fmt)
@@ -174,8 +175,8 @@ def http_misdirected(ws_port: int | None) -> bytes:
     return response(400, body)
 
 
-def direct_writer(fd: int | None, fmt: WireFormat[bytes]) -> Callable[[ServerEvent], bytes] | None:
-    """For a plain TCP socket: write an event without waiting (``os.write`` on the
+def direct_writer(fd: int | None, fmt: WireFormat[bytes]) -> Callable[[Parcel], bytes] | None:
+    """For a plain TCP socket: write a parcel without waiting (``os.write`` on the
     non-blocking socket), returning the part the kernel did not take. TLS streams (no
     ``fd``) have none.
     """
@@ -183,13 +184,13 @@ def direct_writer(fd: int | None, fmt: WireFormat[bytes]) -> Callable[[ServerEve
         return None
     name = fmt.name
 
-    def write(event: ServerEvent) -> bytes:
-        # write_nowait(fd, encoded(event, fmt)) with the cache lookup inlined: the hub calls
-        # this once per receiver of every message, and the encoding is cached for all but
-        # the first.
-        data = event.wire.get(name)
+    def write(parcel: Parcel) -> bytes:
+        # write_nowait(fd, encoded(parcel, fmt)) with the cache lookup inlined: the hub
+        # calls this once per receiver of every message, and the encoding is cached for all
+        # but the first.
+        data = parcel.wire.get(name)
         if not isinstance(data, bytes):
-            data = encoded(event, fmt)
+            data = encoded(parcel, fmt)
         return write_nowait(fd, data)
 
     return write

@@ -29,10 +29,9 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import RemoteProtocolError as HandshakeRefused
 
 from ..limits import FRAGMENT_COST, FRAME_COST, PONG_COST, Overhead
+from ..parcels import Item, Parcel, Raw
 from ..protocol import (
-    Bundle,
     ClientFrame,
-    Raw,
     RemoteProtocolError,
     ServerEvent,
     decode_client_frame,
@@ -85,7 +84,7 @@ class WebSocketLink:
     """A :class:`~trio_chat.transports.connection.Link` over one WebSocket.
 
     wsproto parses what arrives (the handshake, frames, pings, close); what the server
-    sends is framed by :mod:`trio_chat.wire` and cached on each event, so a message fanned
+    sends is framed by :mod:`trio_chat.wire` and cached on each parcel, so a message fanned
     out to many WebSocket clients is framed once, like a JSON line, and everything queued
     for a client goes out in one write.
 
@@ -138,7 +137,7 @@ class WebSocketLink:
             data=WEBSOCKET_KEEPALIVE_PING
         )
         fd = self.park_fd = socket_fd(stream)
-        self.write_now: Callable[[ServerEvent], bytes] | None = (
+        self.write_now: Callable[[Parcel], bytes] | None = (
             None if fd is None else lambda event: self._write_nowait(fd, event)
         )
 
@@ -251,7 +250,7 @@ class WebSocketLink:
         except RemoteProtocolError as exc:
             return exc
 
-    async def send(self, events: list[ServerEvent]) -> int:
+    async def send(self, events: list[Item]) -> int:
         fmt = self._format()
         if len(events) == 1 or not self.batching:
             data = b"".join([encoded(item, fmt) for item in events])
@@ -261,10 +260,10 @@ class WebSocketLink:
         measure = self.measure
         return sum(measure(item) for item in events)
 
-    def _write_nowait(self, fd: int, event: ServerEvent) -> bytes:
+    def _write_nowait(self, fd: int, parcel: Parcel) -> bytes:
         if self._send_lock.locked() or self._closed:
-            return encoded(event, self._format())  # another write is under way: queue it
-        return write_nowait(fd, encoded(event, self._format()))
+            return encoded(parcel, self._format())  # another write is under way: queue it
+        return write_nowait(fd, encoded(parcel, self._format()))
 
     async def _write(self, data: bytes) -> None:
         try:
@@ -296,29 +295,30 @@ class WebSocketLink:
         close_now(self.stream)
 
 
-def _batched(items: list[ServerEvent]) -> list[bytes]:
+def _batched(items: list[Item]) -> list[bytes]:
     """Frames for a batching client: each run of events as one ``batch`` message (a lone
     event as itself); bytes already framed (``Raw``: a ping, the rest of a direct write)
     go out as they are, in their place."""
     frames: list[bytes] = []
-    run: list[ServerEvent] = []
+    run: list[Item] = []
     for item in [*items, None]:
-        if item is not None and not isinstance(item, Raw):
-            run.extend(item.events if isinstance(item, Bundle) else (item,))
+        payload = item.event if isinstance(item, Parcel) else item
+        if item is not None and not isinstance(payload, Raw):
+            run.append(item)
             continue
         if len(run) == 1:
-            frames.append(encoded(run[0], WEBSOCKET_FRAMES))
+            frames.append(encoded(run[0], WEBSOCKET_BATCH_FRAMES))
         elif run:
             frames.append(batch_frame(run))
         run = []
-        if item is not None:
-            frames.append(item.data)
+        if isinstance(payload, Raw):
+            frames.append(payload.data)
     return frames
 
 
-def batch_frame(events: list[ServerEvent]) -> bytes:
-    """One WebSocket frame holding a ``batch`` message of ``events``."""
-    return websocket_text_frame(batch_text(events).encode())
+def batch_frame(items: list[Item]) -> bytes:
+    """One WebSocket frame holding a ``batch`` message of the events of ``items``."""
+    return websocket_text_frame(batch_text(items).encode())
 
 
 async def read_head(stream: trio.abc.Stream) -> bytes | None:
