@@ -154,3 +154,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def broker_url(redis_url: str) -> str:
+    """The session's Redis, database 1, emptied for this test (nodes of a test share it)."""
+    return flushed_database(redis_url, db=1)

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
-from conftest import RedisServer, flushed_database
 
 from trio_chat.broker.log import BadEntry, decode_entry, encode_entry
 from trio_chat.protocol import Message
 from trio_chat.testing import ChatClient, TestServer, local_config, open_client, open_test_server
+
+if TYPE_CHECKING:
+    from conftest import RedisServer
 
 # ------------------------------------------------------------------ the log, sans-IO
 
@@ -43,12 +45,6 @@ def test_an_entry_that_is_not_ours_is_refused(payload: bytes) -> None:
 
 
 # ------------------------------------------------------------------ nodes, for real
-
-
-@pytest.fixture
-def broker_url(redis_url: str) -> str:
-    """The session's Redis, database 1, emptied for this test."""
-    return flushed_database(redis_url, db=1)
 
 
 @contextlib.asynccontextmanager
@@ -179,3 +175,15 @@ async def test_redis_restarted_mid_chat_loses_and_repeats_nothing(
         got = [await bob.expect("message") for _ in range(2)]
         assert [m.text for m in got] == ["two", "three"]
         assert first.id < got[0].id < got[1].id
+
+
+async def test_accounts_are_off_with_a_broker_and_say_why(broker_url: str) -> None:
+    async with nodes(broker_url, 1) as (a,), open_client(a, "alice") as alice:
+        await alice.command("/register hunter22hunter")
+        refused = await alice.expect("error")
+        assert refused.code == "no_store"
+        assert "not shared between the processes" in refused.text
+        async with open_client(a) as bob:
+            await bob.send({"type": "hello", "nick": "bob", "password": "hunter22hunter"})
+            login = await bob.expect("error")
+            assert login.code == "no_store" and "not shared" in login.text

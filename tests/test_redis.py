@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 import trio
-from conftest import RedisServer
+
+if TYPE_CHECKING:
+    from conftest import RedisServer
 
 
 def client(url: str):  # type: ignore[no-untyped-def]

@@ -191,12 +191,9 @@ class LineClient:
 
 
 async def test_users_of_two_workers_chat_and_a_killed_workers_users_are_shown_gone(
-    redis_url: str, tmp_path: Path
+    broker_url: str, tmp_path: Path
 ) -> None:
-    from conftest import flushed_database
-
-    url = flushed_database(redis_url, db=2)
-    async with workers("--workers", "2", "--broker", url, "--no-db", cwd=tmp_path) as parent:
+    async with workers("--workers", "2", "--broker", broker_url, "--no-db", cwd=tmp_path) as parent:
         await parent.wait_for(r"Stop with Ctrl-C\.", "stdout")
         port = tcp_port(parent)
         clients: dict[int, tuple[str, LineClient]] = {}  # one user per worker

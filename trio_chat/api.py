@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("trio_chat.server")
 
 
-def _no_store(what: str) -> CommandError:
-    return CommandError(f"this server keeps no {what} (it runs without a database)", "no_store")
+def _no_store(what: str, because: str = "it runs without a database") -> CommandError:
+    return CommandError(f"this server keeps no {what} ({because})", "no_store")
 
 
 class RoomsView(Mapping[str, Room]):
@@ -203,9 +203,16 @@ class ServerAPI:
             raise _no_store(what)
         return self.history_service
 
+    @property
+    def no_accounts_because(self) -> str:
+        """Why there are no accounts, when there are none (said in the refusals)."""
+        if self.history_service is not None:  # a database, but a broker: not shared yet
+            return "accounts are not shared between the processes of this chat yet"
+        return "it runs without a database"
+
     def _logins_for(self, what: str) -> Logins:
         if self.logins is None:
-            raise _no_store(what)
+            raise _no_store(what, self.no_accounts_because)
         return self.logins
 
     async def history(

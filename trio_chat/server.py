@@ -373,7 +373,10 @@ class ChatServer(ServerAPI):
         nick = normalize_nick(nick)
         if self.logins is None:
             if password is not None:
-                raise LoginRefused("no_store", "this server keeps no accounts; log in without")
+                raise LoginRefused(
+                    "no_store",
+                    f"this server keeps no accounts ({self.no_accounts_because}); log in without",
+                )
             return None
         if password is not None:
             if register:
@@ -414,7 +417,11 @@ class ChatServer(ServerAPI):
                 self.history_service = HistoryService(
                     store, self.hub, history_on_join=self.config.history_on_join
                 )
-                self.logins = Logins(store)
+                if self.config.broker is None:
+                    # Accounts live in each node's own database, and are not (yet) shared
+                    # through the broker: a nick registered on one node would be free on the
+                    # others. So with a broker there are no accounts, rather than unsafe ones.
+                    self.logins = Logins(store)
                 self.metrics.watch_store(lambda: store.stats)
             self.publisher = Publisher(self.hub, store=store, outbox_size=self.config.outbox_size)
             self.broker = None
