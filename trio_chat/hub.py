@@ -184,6 +184,17 @@ class Room:
     #: Banned nick keys, each with the host it was last seen from (also refused).
     banned: dict[str, str] = field(default_factory=dict)
 
+    def remove(self, session: Session) -> bool:
+        """Take ``session`` out (with its roles here); ``False`` if it was not a member."""
+        if self.members.pop(session.id, None) is None:
+            return False
+        self.operators.discard(session.id)
+        self.muted.discard(session.id)
+        session.rooms.pop(self.name, None)
+        if session.room == self.name:
+            session.room = next(iter(session.rooms), DEFAULT_ROOM)
+        return True
+
     def is_operator(self, session: Session) -> bool:
         return session.admin or session.id in self.operators
 
@@ -355,13 +366,8 @@ class Hub:
         """
         key = name_key(room_name)
         room = self.rooms.get(key)
-        if room is None or room.members.pop(session.id, None) is None:
+        if room is None or not room.remove(session):
             return
-        room.operators.discard(session.id)
-        room.muted.discard(session.id)
-        session.rooms.pop(room.name, None)
-        if session.room == room.name:
-            session.room = next(iter(session.rooms), DEFAULT_ROOM)
         event = Left(
             id=self._next_id(), ts=self._clock(), room=room.name, nick=session.nick, reason=reason
         )

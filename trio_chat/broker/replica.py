@@ -75,13 +75,8 @@ def leave(hub: Hub, session: Session, room_name: str) -> None:
     """``session`` left ``room_name`` (an empty room vanishes, as :meth:`Hub.part` does)."""
     key = name_key(room_name)
     room = hub.rooms.get(key)
-    if room is None or room.members.pop(session.id, None) is None:
+    if room is None or not room.remove(session):
         return
-    room.operators.discard(session.id)
-    room.muted.discard(session.id)
-    session.rooms.pop(room.name, None)
-    if session.room == room.name:
-        session.room = next(iter(session.rooms), DEFAULT_ROOM)
     if not room.members and room.name != DEFAULT_ROOM:
         del hub.rooms[key]
 
