@@ -1,9 +1,10 @@
 """The publisher: the one task every numbered room event passes through, in id order.
 
-The hub numbers an event at once but hands it here rather than fanning it out in the
-sender's task. The publisher takes everything waiting, commits what must be stored (chat
-lines and private messages, in one transaction, when the server has a store), then gives
-the batch back to the hub to deliver. So:
+The hub numbers an event at once but, rather than fanning it out in the sender's task,
+hands it to its broker, which passes it here (at once in one process; once read back from
+the shared log with several, see :mod:`trio_chat.broker`). The publisher takes everything
+waiting, commits what must be stored (chat lines and private messages, in one transaction,
+when the server has a store), then gives the batch back to the hub to deliver. So:
 
 * a message anyone saw is in the database (commit before fan-out);
 * a run of lines to one room goes out as one bundle per receiver: the fan-out cost per

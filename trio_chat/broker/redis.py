@@ -378,8 +378,6 @@ class RedisBroker:
         if entry.node == self.node:
             if entry.kind == "hello":
                 self._unconfirmed.pop(_key(entry.data), None)
-            elif entry.kind == "sync":
-                self._append("snapshot", data={"for": self.node, **self._snapshot()})
             self._release_replies(entry.seq)
             return
         handler = getattr(self, f"_on_{entry.kind}")
