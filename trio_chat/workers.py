@@ -20,7 +20,6 @@ watches its standard input, a pipe from the parent: if the parent dies, they sto
 from __future__ import annotations
 
 import dataclasses
-import errno
 import logging
 import os
 import signal
@@ -33,7 +32,7 @@ from typing import TextIO
 import trio
 
 from .config import ServerConfig
-from .transports.streams import ListenError
+from .transports.streams import ListenError, share_port
 
 log = logging.getLogger("trio_chat.workers")
 
@@ -92,12 +91,7 @@ def reserve_port(host: str, port: int) -> socket.socket:
     except OSError as exc:
         raise ListenError(host, port, exc) from None
     try:
-        if not hasattr(socket, "SO_REUSEPORT"):
-            raise OSError(errno.EOPNOTSUPP, "SO_REUSEPORT is not available on this system")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        share_port(sock, family)
         sock.bind(address)
     except OSError as exc:
         sock.close()

@@ -195,10 +195,19 @@ async def open_listeners(
         raise ListenError(host, port, exc) from None
 
 
-async def _open_shared_listeners(host: str, port: int) -> list[trio.SocketListener]:
-    """``trio.open_tcp_listeners`` with ``SO_REUSEPORT`` on every socket."""
+def share_port(sock: socket.socket | trio.socket.SocketType, family: int) -> None:
+    """Set ``SO_REUSEPORT`` (and what goes with it) on a socket not yet bound, so that
+    several sockets of this user may bind one port; ``OSError`` where the system cannot."""
     if not hasattr(socket, "SO_REUSEPORT"):
         raise OSError(errno.EOPNOTSUPP, "SO_REUSEPORT is not available on this system")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+
+
+async def _open_shared_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """``trio.open_tcp_listeners`` with ``SO_REUSEPORT`` on every socket."""
     addresses = await trio.socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )
@@ -207,10 +216,7 @@ async def _open_shared_listeners(host: str, port: int) -> list[trio.SocketListen
         for family, type_, proto, _, sockaddr in addresses:
             sock = trio.socket.socket(family, type_, proto)
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                share_port(sock, family)
                 await sock.bind(sockaddr)
                 sock.listen(0xFFFF)  # as trio's: the system's maximum
             except BaseException:
