@@ -58,6 +58,16 @@ async def nodes(url: str, count: int, **config: Any) -> AsyncIterator[list[TestS
         ]
 
 
+async def alice_on_a_bob_on_b(
+    stack: contextlib.AsyncExitStack, a: TestServer, b: TestServer
+) -> tuple[ChatClient, ChatClient]:
+    """alice logged in on node ``a``, bob on ``b``, once alice has seen bob arrive."""
+    alice = await stack.enter_async_context(open_client(a, "alice"))
+    bob = await stack.enter_async_context(open_client(b, "bob"))
+    await alice.expect("join", lambda e: e.nick == "bob")
+    return alice, bob
+
+
 async def test_two_nodes_share_a_room_in_one_order_with_the_same_ids(broker_url: str) -> None:
     async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
         alice = await stack.enter_async_context(open_client(a, "alice"))
@@ -88,9 +98,7 @@ async def test_two_nodes_share_a_room_in_one_order_with_the_same_ids(broker_url:
 
 async def test_who_private_messages_and_nicks_span_the_nodes(broker_url: str) -> None:
     async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
-        alice = await stack.enter_async_context(open_client(a, "alice"))
-        bob = await stack.enter_async_context(open_client(b, "bob"))
-        await alice.expect("join", lambda e: e.nick == "bob")
+        alice, bob = await alice_on_a_bob_on_b(stack, a, b)
         await bob.command("/who")
         who = await bob.expect("info", lambda e: e.data and "users" in e.data)
         assert who.data["users"] == ["alice", "bob"]
@@ -116,9 +124,7 @@ async def test_who_private_messages_and_nicks_span_the_nodes(broker_url: str) ->
 
 async def test_joins_leaves_rooms_and_topics_cross_nodes(broker_url: str) -> None:
     async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
-        alice = await stack.enter_async_context(open_client(a, "alice"))
-        bob = await stack.enter_async_context(open_client(b, "bob"))
-        await alice.expect("join", lambda e: e.nick == "bob")
+        alice, bob = await alice_on_a_bob_on_b(stack, a, b)
         await alice.command("/join #dev")
         await alice.command("/topic shipping friday")
         await alice.expect("topic")
@@ -136,33 +142,37 @@ async def test_joins_leaves_rooms_and_topics_cross_nodes(broker_url: str) -> Non
 
 
 async def test_gap_fill_after_reconnecting_to_another_node(broker_url: str) -> None:
-    async with nodes(broker_url, 2) as (a, b):
-        async with open_client(b, "bob") as bob:
-            async with open_client(a, "alice") as alice:
-                await alice.say("before")
-                last_seen = (await alice.expect("message")).id
-            for i in range(5):
-                await bob.say(f"missed {i}")
-            await bob.expect("message", lambda m: m.text == "missed 4")
-            gap = {"type": "history", "room": "#lobby", "after": last_seen, "ref": "gap"}
-            async with open_client(b, "alice") as alice:  # back, on the other node
-                await alice.send(gap)
-                page = await alice.expect("history", lambda e: e.ref == "gap")
-                assert [m["text"] for m in page.messages] == [f"missed {i}" for i in range(5)]
-                assert all(m["id"] > last_seen for m in page.messages)
-            async with open_client(a, "alice") as alice:  # and node A answers the same
-                await alice.send(gap)
-                again = await alice.expect("history", lambda e: e.ref == "gap")
-                assert again.messages == page.messages
+    async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
+        bob = await stack.enter_async_context(open_client(b, "bob"))  # one user on each node
+        carol = await stack.enter_async_context(open_client(a, "carol"))
+        await bob.expect("join", lambda e: e.nick == "carol")
+        async with open_client(a, "alice") as alice:
+            await alice.say("before")
+            last_seen = (await alice.expect("message")).id
+        # Seeing alice leave on B means B has freed her nick (the bye comes first).
+        await bob.expect("leave", lambda e: e.nick == "alice")
+        await carol.expect("leave", lambda e: e.nick == "alice")  # this leave, not the next
+        for i in range(5):
+            await bob.say(f"missed {i}")
+        await bob.expect("message", lambda m: m.text == "missed 4")
+        gap = {"type": "history", "room": "#lobby", "after": last_seen, "ref": "gap"}
+        async with open_client(b, "alice") as alice:  # back, on the other node
+            await alice.send(gap)
+            page = await alice.expect("history", lambda e: e.ref == "gap")
+            assert [m["text"] for m in page.messages] == [f"missed {i}" for i in range(5)]
+            assert all(m["id"] > last_seen for m in page.messages)
+        await carol.expect("leave", lambda e: e.nick == "alice")
+        async with open_client(a, "alice") as alice:  # and node A answers the same
+            await alice.send(gap)
+            again = await alice.expect("history", lambda e: e.ref == "gap")
+            assert again.messages == page.messages
 
 
 async def test_redis_restarted_mid_chat_loses_and_repeats_nothing(
     redis_server: RedisServer,
 ) -> None:
     async with nodes(redis_server.url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
-        alice = await stack.enter_async_context(open_client(a, "alice"))
-        bob = await stack.enter_async_context(open_client(b, "bob"))
-        await alice.expect("join", lambda e: e.nick == "bob")
+        alice, bob = await alice_on_a_bob_on_b(stack, a, b)
         await alice.say("one")
         first = await bob.expect("message")
         await trio.to_thread.run_sync(redis_server.stop)

@@ -252,7 +252,7 @@ class Hub:
         #: Observers, called after a session joined / left a room (for plugin hooks).
         self.on_join: list[Callable[[Session, str], None]] = []
         self.on_part: list[Callable[[Session, str, str | None], None]] = []
-        #: Observers, called after a session was attached / detached (for brokers).
+        #: Observers, called once a session is attached / detached (for brokers).
         self.on_attach: list[Callable[[Session], None]] = []
         self.on_detach: list[Callable[[Session], None]] = []
 
@@ -284,14 +284,18 @@ class Hub:
         return session
 
     def detach(self, session: Session, reason: str) -> None:
-        """Remove a session and tell its rooms it left. Safe to call more than once."""
+        """Remove a session and tell its rooms it left. Safe to call more than once.
+
+        The ``on_detach`` observers hear of it before the leaves are announced, so a broker
+        frees the nick on other nodes before anyone there sees the ``leave``.
+        """
         if self.sessions.get(session.key) is not session:
             return
         del self.sessions[session.key]
-        for room_name in list(session.rooms):
-            self.part(session, room_name, reason)
         for callback in self.on_detach:
             callback(session)
+        for room_name in list(session.rooms):
+            self.part(session, room_name, reason)
 
     def find(self, nick: str) -> Session | None:
         return self.sessions.get(name_key(nick))

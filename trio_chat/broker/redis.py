@@ -24,6 +24,7 @@ to live; when one stops refreshing, the first node to notice announces its users
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..hub import Pending, ServerBusy, Session
+from ..names import name_key
 from ..protocol import Info, Joined, Left, NickChanged, Topic
 from . import replica
 from .log import BadEntry, Entry, EntryKind, decode_entry, encode_entry
@@ -92,6 +94,27 @@ return redis.call('GET', KEYS[1])
 """
 
 
+class _Backoff:
+    """The waits between attempts while Redis fails: :data:`RETRY_DELAYS`, then its last."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._delays = iter(RETRY_DELAYS)
+
+    def next_wait(self) -> float:
+        return next(self._delays, RETRY_DELAYS[-1])
+
+
+def _failures() -> tuple[type[BaseException], ...]:
+    """What talking to Redis raises when it cannot: the network, a timeout, Redis itself
+    (coredis is imported only with a broker: the dependency is optional)."""
+    import coredis.exceptions
+
+    return (OSError, trio.TooSlowError, coredis.exceptions.RedisError)
+
+
 def _keys(prefix: str) -> dict[str, str]:
     return {
         "counter": f"{prefix}:last-id",
@@ -140,8 +163,8 @@ class RedisBroker:
     # ------------------------------------------------------------ the hub's side
 
     def attach(self) -> None:
-        """Become the hub's broker: ids and order now come from the log."""
-        self.hub.broker = self
+        """Take the numbering from the hub (the publisher makes this its broker): ids and
+        order now come from the log, and users' arrivals and departures go into it."""
         self.hub.numbered_by_log = True
         self.hub.on_attach.append(self._user_arrived)
         self.hub.on_detach.append(self._user_left)
@@ -207,7 +230,7 @@ class RedisBroker:
                 task_status.started()
 
     async def _start(self, client: coredis.Redis[bytes]) -> None:
-        delay = iter(RETRY_DELAYS)
+        backoff = _Backoff()
         while True:
             try:
                 await self._raise_floor(client)
@@ -215,20 +238,14 @@ class RedisBroker:
                 self._position = _text(last[0].identifier) if last else "0-0"
                 await self._catch_up(client)
                 break
-            except (OSError, self._redis_errors()) as exc:
-                wait = next(delay, RETRY_DELAYS[-1])
+            except _failures() as exc:
+                wait = backoff.next_wait()
                 log.warning(
                     "cannot reach the broker at %s (%s); retrying in %gs", self.url, exc, wait
                 )
                 await trio.sleep(wait)
         self._append("sync")
         log.info("broker: node %s joined the chat at %s", self.node, self.url)
-
-    @staticmethod
-    def _redis_errors() -> type[Exception]:
-        import coredis.exceptions
-
-        return coredis.exceptions.RedisError
 
     async def _raise_floor(self, client: coredis.Redis[bytes]) -> None:
         await client.eval(_FLOOR, keys=[self._keys["counter"]], args=[self.last_event_id])
@@ -262,7 +279,7 @@ class RedisBroker:
     async def _write_forever(self, client: coredis.Redis[bytes]) -> None:
         script = client.register_script(_APPEND)
         keys = [self._keys["counter"], self._keys["log"], self._keys["seqs"]]
-        delay = iter(RETRY_DELAYS)
+        backoff = _Backoff()
         while True:
             if not self._outgoing:
                 self._sent_all.set()
@@ -277,34 +294,30 @@ class RedisBroker:
             try:
                 with trio.fail_after(5):
                     await script(keys=keys, args=args)
-            except (OSError, trio.TooSlowError, self._redis_errors()) as exc:
-                wait = next(delay, RETRY_DELAYS[-1])
+            except _failures() as exc:
                 self._pause("writing", exc)
-                await trio.sleep(wait)
-                try:
+                await trio.sleep(backoff.next_wait())
+                with contextlib.suppress(*_failures()):
                     await self._raise_floor(client)
-                except (OSError, self._redis_errors()):
-                    pass
                 continue
-            delay = iter(RETRY_DELAYS)
+            backoff.reset()
             self._resume("writing")
             for _ in batch:
                 self._outgoing.popleft()
 
     async def _read_forever(self, client: coredis.Redis[bytes]) -> None:
-        delay = iter(RETRY_DELAYS)
+        backoff = _Backoff()
         while True:
             try:
                 with trio.fail_after(5):
                     got = await client.xread(
                         {self._keys["log"]: self._position}, count=READ_BATCH, block=1000
                     )
-            except (OSError, trio.TooSlowError, self._redis_errors()) as exc:
-                wait = next(delay, RETRY_DELAYS[-1])
+            except _failures() as exc:
                 self._pause("reading", exc)
-                await trio.sleep(wait)
+                await trio.sleep(backoff.next_wait())
                 continue
-            delay = iter(RETRY_DELAYS)
+            backoff.reset()
             self._resume("reading")
             for items in (got or {}).values():
                 for item in items:
@@ -339,7 +352,7 @@ class RedisBroker:
                         ) and await client.srem(self._keys["nodes"], [other]):
                             self._expired.pop(other, None)
                             self._node_gone(other)
-            except (OSError, trio.TooSlowError, self._redis_errors()):
+            except _failures():
                 pass  # the reader and writer say so
             await trio.sleep(HEARTBEAT)
 
@@ -377,22 +390,24 @@ class RedisBroker:
             return
         if entry.node == self.node:
             if entry.kind == "hello":
-                self._unconfirmed.pop(_key(entry.data), None)
+                self._unconfirmed.pop(name_key(str(entry.data.get("nick", ""))), None)
             self._release_replies(entry.seq)
             return
         handler = getattr(self, f"_on_{entry.kind}")
         handler(entry)
 
     def _deliver_own(self, entry: Entry) -> None:
-        event = entry.event
-        assert event is not None
         pending = self._mine.pop(entry.seq, None)
-        event_id: int = event.id  # type: ignore[attr-defined]
-        self.last_event_id = max(self.last_event_id, event_id)
-        if pending is not None:
-            self.hub.expect(event_id)
-            self._deliver(dataclasses.replace(pending, event=event))
+        if pending is not None and entry.event is not None:  # now with its id from the log
+            self._hand_on(dataclasses.replace(pending, event=entry.event))
         self._release_replies(entry.seq)
+
+    def _hand_on(self, pending: Pending) -> None:
+        """Pass a numbered event read from the log on to the publisher, in log order."""
+        event_id: int = pending.event.id  # type: ignore[union-attr]
+        self.last_event_id = max(self.last_event_id, event_id)
+        self.hub.expect(event_id)
+        self._deliver(pending)
 
     def _release_replies(self, seq: int) -> None:
         while self._replies and self._replies[0][0] <= seq:
@@ -403,16 +418,13 @@ class RedisBroker:
         assert event is not None
         if state:
             self._apply(entry.node, event)
-        event_id: int = event.id  # type: ignore[attr-defined]
-        self.last_event_id = max(self.last_event_id, event_id)
         room = self.hub.room(entry.room) if entry.room is not None else None
         local = tuple(
             s
             for key in entry.to
             if (s := self.hub.sessions.get(key)) is not None and replica.node_of(s) is None
         )
-        self.hub.expect(event_id)
-        self._deliver(Pending(event, room, local, entry.persist, None, entry.accounts))
+        self._hand_on(Pending(event, room, local, entry.persist, None, entry.accounts))
 
     def _apply(self, node: str, event: object) -> None:
         """Replay another node's change to who is where."""
@@ -421,8 +433,9 @@ class RedisBroker:
             joiner = hub.find(event.nick) or replica.add_user(hub, event.nick, node, None)
             replica.join(hub, joiner, event.room)
         elif isinstance(event, Left):
+            # Usually gone already (its node sent the bye first); a kick of a user here.
             leaver = hub.find(event.nick)
-            if leaver is not None:
+            if leaver is not None and replica.node_of(leaver) in (None, node):
                 replica.leave(hub, leaver, event.room)
         elif isinstance(event, NickChanged):
             renamed = hub.find(event.old)
@@ -534,9 +547,3 @@ class RedisBroker:
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _key(data: dict[str, Any]) -> str:
-    from ..names import name_key
-
-    return name_key(str(data.get("nick", "")))
