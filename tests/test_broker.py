@@ -122,6 +122,24 @@ async def test_who_private_messages_and_nicks_span_the_nodes(broker_url: str) ->
             assert (await alice.expect("private")).text == "hello again"
 
 
+async def test_a_node_delivers_only_to_its_own_users(broker_url: str) -> None:
+    """Each node's fan-out passes over the users of other nodes (their node delivers), so
+    a line in a room of one user here and one there is one delivery on each node."""
+    async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
+        alice, bob = await alice_on_a_bob_on_b(stack, a, b)
+        for client in (alice, bob):  # a reply comes after the events before it (own join)
+            await client.command("/who")
+            await client.expect("info", lambda e: e.data and "users" in e.data)
+        counters = [node.server.metrics.messages_out_total for node in (a, b)]
+        before = [counter.value for counter in counters]
+        await alice.say("one line")
+        assert (await alice.expect("message")).text == "one line"
+        assert (await bob.expect("message")).text == "one line"
+        assert [c.value - was for c, was in zip(counters, before, strict=True)] == [1, 1]
+        lobby = a.server.hub.rooms["#lobby"]
+        assert set(lobby.members) > set(lobby.here) == {a.server.hub.find("alice").id}  # type: ignore[union-attr]
+
+
 async def test_joins_leaves_rooms_and_topics_cross_nodes(broker_url: str) -> None:
     async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
         alice, bob = await alice_on_a_bob_on_b(stack, a, b)

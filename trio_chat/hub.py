@@ -158,8 +158,8 @@ class Pending:
         if self.room is None:
             return dict.fromkeys(self.extra)
         if not self.extra:
-            return self.room.members.values()
-        return {**{s: None for s in self.room.members.values()}, **dict.fromkeys(self.extra)}
+            return self.room.here.values()
+        return {**{s: None for s in self.room.here.values()}, **dict.fromkeys(self.extra)}
 
 
 class Broker(Protocol):
@@ -177,7 +177,11 @@ class Room:
     """A room and its rules. Operators are sessions (by id); bans outlive connections."""
 
     name: str
+    #: Everyone in the room, by session id: with a broker, users of other nodes too.
     members: dict[int, Session] = field(default_factory=dict)
+    #: The members whose connections are in this process: the ones a fan-out offers
+    #: events to (the rest get them from their own node).
+    here: dict[int, Session] = field(default_factory=dict)
     topic: str = ""
     operators: set[int] = field(default_factory=set)
     muted: set[int] = field(default_factory=set)
@@ -188,6 +192,7 @@ class Room:
         """Take ``session`` out (with its roles here); ``False`` if it was not a member."""
         if self.members.pop(session.id, None) is None:
             return False
+        self.here.pop(session.id, None)
         self.operators.discard(session.id)
         self.muted.discard(session.id)
         session.rooms.pop(self.name, None)
@@ -345,6 +350,8 @@ class Hub:
             if room.is_banned(session):
                 raise NotAllowed(f"you are banned from {room.name}")
             room.members[session.id] = session
+            if session.mailbox.delivers_here:
+                room.here[session.id] = session
             session.rooms[room.name] = None
             joined = Joined(id=self._next_id(), ts=self._clock(), room=room.name, nick=session.nick)
             if self._quiet(room):
@@ -524,7 +531,7 @@ class Hub:
         assert room is not None
         # As _fanout_timed does for a Pending to the room's members and no one else.
         start = time.perf_counter()
-        self._fanout(room.members.values(), Bundle(tuple(p.event for p in run)))
+        self._fanout(room.here.values(), Bundle(tuple(p.event for p in run)))
         self.metrics.fanout_seconds.observe(time.perf_counter() - start)
 
     def expect(self, event_id: int) -> None:

@@ -33,7 +33,7 @@ thread.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import trio
 
@@ -75,6 +75,10 @@ class Mailbox:
         "max_bytes",
         "max_events",
     )
+
+    #: Whether offers reach a connection of this process (a user of another node's
+    #: mailbox takes offers and drops them: its own node delivers; see trio_chat.broker).
+    delivers_here: ClassVar[bool] = True
 
     def __init__(
         self, max_events: int, max_bytes: int = 1 << 20, wire: DirectWrite | None = None

@@ -31,6 +31,8 @@ _remote_ids = itertools.count(-1, -1)
 class RemoteMailbox(Mailbox):
     """The mailbox of a user on another node: takes everything, delivers nothing here."""
 
+    delivers_here = False
+
     def __init__(self, node: str) -> None:  # no queue, no wire: nothing is ever kept
         self.node = node
 
