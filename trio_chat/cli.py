@@ -40,6 +40,7 @@ from .workers import (
     worker_config,
     worker_db_path,
     worker_number,
+    worker_slot,
 )
 
 E = TypeVar("E", bound=BaseException)
@@ -226,7 +227,9 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         default_db = worker_db_path(default_db, number)
         SHARE_PORTS.set(True)  # the ports are shared with the other workers
     try:
-        server = ChatServer(config)
+        server = ChatServer(
+            config, broker_slot=None if number is None else worker_slot(os.environ, number)
+        )
     except (PluginLoadError, ServerSetupError) as exc:
         return fail(str(exc))
     if config.db is not None:

@@ -85,8 +85,12 @@ class ChatServer(ServerAPI):
         *,
         plugins: Iterable[object] = (),
         builtins: bool = True,
+        broker_slot: str | None = None,
     ) -> None:
+        """``broker_slot``: for a ``--workers`` worker, the part of its name in the broker's
+        log that the worker replacing it will share (see :func:`trio_chat.workers.worker_slot`)."""
         self.config = config or ServerConfig()
+        self.broker_slot = broker_slot
         self.ssl_context = self._load_tls()
         #: Counters for Prometheus; ``self.metrics.render()`` answers a scrape.
         self.metrics = Metrics()
@@ -431,6 +435,7 @@ class ChatServer(ServerAPI):
                     self.hub,
                     self.publisher.accept,
                     start_after=store.last_id if store is not None else 0,
+                    slot=self.broker_slot,
                 )
             self.publisher.attach(self.broker)
             if self.broker is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -38,6 +39,8 @@ log = logging.getLogger("trio_chat.workers")
 
 #: The environment variable that makes ``trio-chat serve`` a worker, and says which (1..N).
 WORKER_ENV = "TRIO_CHAT_WORKER"
+#: Names the supervisor's run (host, pid, a random part) for its workers' broker names.
+RUN_ENV = "TRIO_CHAT_WORKERS_RUN"
 
 #: Delay before restarting a worker that exited, doubled for each failure in a row.
 RESTART_DELAY = 0.5
@@ -57,6 +60,15 @@ def worker_number(environ: Mapping[str, str]) -> int | None:
     """This process's worker number, or ``None`` when it is not a ``--workers`` worker."""
     text = environ.get(WORKER_ENV, "").strip()
     return int(text) if text.isdigit() and int(text) >= 1 else None
+
+
+def worker_slot(environ: Mapping[str, str], number: int) -> str | None:
+    """The stable part of worker ``number``'s name in the broker's log: the same for the
+    worker and for the one that replaces it after it died, and for no other process. A
+    new worker retires the nodes of its slot at once (see ``RedisBroker``): its users are
+    shown leaving within seconds rather than when the dead one's key expires."""
+    run = environ.get(RUN_ENV, "").strip()
+    return f"{run}-w{number}" if run else None
 
 
 def worker_db_path(db: str, number: int) -> str:
@@ -127,7 +139,10 @@ class Supervisor:
     ) -> None:
         self.command = list(command)
         self.count = count
-        self.environ = dict(environ)
+        self.environ = {
+            **environ,
+            RUN_ENV: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}",
+        }
         self.stop_timeout = stop_timeout
         self.announce = announce
         self.stdout = stdout if stdout is not None else sys.stdout

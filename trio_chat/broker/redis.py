@@ -124,8 +124,11 @@ def _keys(prefix: str) -> dict[str, str]:
     }
 
 
-def new_node_name() -> str:
-    """A name for this process's run: unique, and readable in logs."""
+def new_node_name(slot: str | None = None) -> str:
+    """A name for this process's run: unique, and readable in logs. A ``--workers``
+    worker's starts with its ``slot`` (see :func:`trio_chat.workers.worker_slot`)."""
+    if slot is not None:
+        return f"{slot}-{os.getpid()}-{secrets.token_hex(2)}"
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
@@ -141,11 +144,15 @@ class RedisBroker:
         start_after: int = 0,
         prefix: str = "trio-chat",
         node: str | None = None,
+        slot: str | None = None,
     ) -> None:
         self.url = url
         self.hub = hub
         self._deliver = deliver
-        self.node = node or new_node_name()
+        self.node = node or new_node_name(slot)
+        #: The worker slot this node took over: earlier nodes of it are dead (the
+        #: supervisor starts a worker only once the one before it exited).
+        self._slot = slot
         self._keys = _keys(prefix)
         #: Largest event id this node has seen in the log (or stored before it started).
         self.last_event_id = start_after
@@ -234,6 +241,7 @@ class RedisBroker:
         while True:
             try:
                 await self._raise_floor(client)
+                await self._retire_predecessors(client)
                 last = await client.xrevrange(self._keys["log"], count=1)
                 self._position = _text(last[0].identifier) if last else "0-0"
                 await self._catch_up(client)
@@ -246,6 +254,18 @@ class RedisBroker:
                 await trio.sleep(wait)
         self._append("sync")
         log.info("broker: node %s joined the chat at %s", self.node, self.url)
+
+    async def _retire_predecessors(self, client: coredis.Redis[bytes]) -> None:
+        """Expire the key of the dead worker this one replaces, so that the nodes that
+        know its users show them leaving at their next check (within :data:`HEARTBEAT`)
+        rather than :data:`NODE_TTL` after it died, and their nicks are free again."""
+        if self._slot is None:
+            return
+        for raw in await client.smembers(self._keys["nodes"]):
+            other = _text(raw)
+            if other.startswith(f"{self._slot}-") and other != self.node:
+                log.info("broker: node %s, the worker this one replaces, is gone", other)
+                await client.delete([f"{self._keys['nodes']}:{other}"])
 
     async def _raise_floor(self, client: coredis.Redis[bytes]) -> None:
         await client.eval(_FLOOR, keys=[self._keys["counter"]], args=[self.last_event_id])
