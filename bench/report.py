@@ -131,11 +131,11 @@ def _ws_share(results: dict[str, Any], scenario: str) -> list[str]:
     ]
 
 
-def _with_broker(m: dict[str, Any], key: str, per: str) -> float | None:
-    """The server's CPU per delivery (or per connection) plus its redis-server's."""
-    if m.get(key) is None or m.get(per) is None:
+def _cpu_with_redis(m: dict[str, Any]) -> float | None:
+    """The server's CPU per 1000 deliveries plus its redis-server's."""
+    if m.get("cpu_s_per_1000") is None or m.get("broker_cpu_s_per_1000") is None:
         return None
-    return float(m[key]) + float(m[per])
+    return float(m["cpu_s_per_1000"]) + float(m["broker_cpu_s_per_1000"])
 
 
 def _broker_vs_one(results: dict[str, Any], scenario: str) -> list[str]:
@@ -159,11 +159,10 @@ def _broker_vs_one(results: dict[str, Any], scenario: str) -> list[str]:
             cells = [
                 _ratio(m["deliveries_per_s"], one["deliveries_per_s"]),
                 _ratio(m["cpu_s_per_1000"], one["cpu_s_per_1000"]),
-                _ratio(_with_broker(m, "cpu_s_per_1000", "broker_cpu_s_per_1000"),
-                       one["cpu_s_per_1000"]),
+                _ratio(_cpu_with_redis(m), one["cpu_s_per_1000"]),
                 p50 or "-",
-                "-" if m.get("server_pids_steady", True) else "a worker restarted",
-            ]  # fmt: skip
+                "-" if m.get("server_pids_steady", True) else "a worker exited meanwhile",
+            ]
             lines.append(f"| {label} | {kind} | " + " | ".join(cells) + " |")
     if not lines:
         return []
