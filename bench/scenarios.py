@@ -229,7 +229,9 @@ def broadcast(
                 broker = _broker_cpu(srv, broker0)
                 peak_kb = srv.peak_rss_kb()
                 broker_peak_kb = srv.broker_peak_rss_kb()
+                sockets = srv.sockets_by_process()
                 alive = srv.alive()
+                log_tail = srv.log_tail()
                 pids_steady = set(srv.pids()) == set(cpu0)
     results = [d[1] for d in done]
     deliveries = sum(r["deliveries"] for r in results)
@@ -263,6 +265,7 @@ def broadcast(
         "server_cpu_s": cpu,
         # Per process (with --workers: the supervisor, then the workers), first run only.
         "server_cpu_s_by_process": cpu_each,
+        "server_sockets_by_process": sockets,
         "cpu_s_per_1000": cpu / deliveries * 1000 if deliveries else None,
         "peak_rss_mb": peak_kb / 1024,
         # The broker kinds' redis-server, apart from the server's own (None without one).
@@ -275,6 +278,8 @@ def broadcast(
         "server_pids_steady": pids_steady,
         "generator_cpu_s": sum(r["cpu_seconds"] for r in results) + sent["cpu_seconds"],
         "server_alive": alive,
+        # What the server logged last (warnings and up; a --workers server's workers' too).
+        "server_log_tail": log_tail,
         "odd_lines": [x for r in results for x in r["odd_lines"]][:10],
         # WebSocket: deliveries per WebSocket message (above 1 when the server batches).
         "events_per_ws_message": deliveries / ws_messages if ws_messages else None,
@@ -337,6 +342,8 @@ def idle(server_name: str, n: int, opts: Options) -> dict[str, Any]:
                 cpu = srv.cpu_seconds()
                 broker_cpu = srv.broker_cpu_seconds()
                 broker_peak_kb = srv.broker_peak_rss_kb()
+                sockets = srv.sockets_by_process()
+            log_tail = srv.log_tail()
             group.send(("stop",))
             done = group.expect("done", 30)
     return {
@@ -354,7 +361,10 @@ def idle(server_name: str, n: int, opts: Options) -> dict[str, Any]:
         "server_cpu_s": cpu,
         "broker_cpu_s": broker_cpu,
         "broker_peak_rss_mb": None if broker_peak_kb is None else broker_peak_kb / 1024,
+        # Open sockets per server process (supervisor first), first run only.
+        "server_sockets_by_process": sockets,
         "disconnects": sum(d[1]["disconnected"] for d in done),
+        "server_log_tail": log_tail,
     }
 
 

@@ -167,6 +167,19 @@ class RunningServer:
             for pid in sorted(now, key=lambda p: (p != self.pid, p))
         ]
 
+    def sockets_by_process(self) -> list[int]:
+        """Open sockets of each of the server's processes, in ``cpu_by_process`` order: with
+        ``--workers``, how the kernel spread the connections over the workers."""
+        counts = []
+        for pid in sorted(self.pids(), key=lambda p: (p != self.pid, p)):
+            count = 0
+            with contextlib.suppress(OSError):
+                for fd in os.scandir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        count += os.readlink(fd.path).startswith("socket:")
+            counts.append(count)
+        return counts
+
     def cpu_seconds(self) -> float:
         """User + system CPU seconds the server's processes have used so far."""
         return sum(self.cpu_snapshot().values())
