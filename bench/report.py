@@ -216,9 +216,7 @@ BROKER_COLUMNS: list[tuple[str, Any]] = [
 
 
 def _has_broker(results: dict[str, Any], scenario: str) -> bool:
-    return any(
-        m.get("broker_peak_rss_mb") is not None for m in _medians(results, scenario).values()
-    )
+    return any(m.get("broker_cpu_s") is not None for m in _medians(results, scenario).values())
 
 
 def _late(m: dict[str, Any]) -> str:
@@ -309,6 +307,16 @@ def markdown(results: dict[str, Any]) -> str:
                 ("server CPU ms / connection", lambda m: _f(m["cpu_ms_per_conn"], 3)),
                 ("peak RSS MB", lambda m: _f(m["peak_rss_mb"], 1)),
                 ("errors", lambda m: str(m.get("errors") or "-")),
+                *(
+                    [
+                        (
+                            "redis CPU ms / connection",
+                            lambda m: _f(m.get("broker_cpu_ms_per_conn"), 3),
+                        )
+                    ]
+                    if _has_broker(results, "churn")
+                    else []
+                ),
             ],
         )
         out += _ratios(
