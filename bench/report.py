@@ -31,16 +31,25 @@ def one_line(scenario: str, run: dict[str, Any]) -> str:
             f", p50 {_f(run['p50_ms'], 1)} ms, p99 {_f(run['p99_ms'], 1)} ms, "
             f"cpu/1k {_f(run['cpu_s_per_1000'], 4)} s, peak {_f(run['peak_rss_mb'], 1)} MB, "
             f"disconnects {run['disconnects']}, sent {run['messages_sent']}"
+            + _redis_note(run, "broker_cpu_s_per_1000", "cpu/1k", 4)
         )
     if scenario == "idle":
         return (
             f"{run['synced']}/{run['n']} idle, {_f(run['kb_per_conn'], 1)} KiB/conn, "
             f"login {_f(run['login_seconds'], 1)} s, disconnects {run['disconnects']}"
+            + _redis_note(run, "broker_peak_rss_mb", "peak MB", 1)
         )
     return (
         f"{_f(run['conns_per_s'])} conns/s, ok {run['ok']}, failed {run['failed']} "
         f"{run.get('errors') or ''}"
     )
+
+
+def _redis_note(run: dict[str, Any], key: str, what: str, digits: int) -> str:
+    """The broker kinds' redis-server figure for a progress line ("" for other servers)."""
+    if run.get(key) is None:
+        return ""
+    return f"; redis {what} {_f(run[key], digits)}"
 
 
 def _ratio(a: Any, b: Any) -> str:
@@ -122,6 +131,52 @@ def _ws_share(results: dict[str, Any], scenario: str) -> list[str]:
     ]
 
 
+def _cpu_with_redis(m: dict[str, Any]) -> float | None:
+    """The server's CPU per 1000 deliveries plus its redis-server's."""
+    if m.get("cpu_s_per_1000") is None or m.get("broker_cpu_s_per_1000") is None:
+        return None
+    return float(m["cpu_s_per_1000"]) + float(m["broker_cpu_s_per_1000"])
+
+
+def _broker_vs_one(results: dict[str, Any], scenario: str) -> list[str]:
+    """The broker kinds beside one plain process (trio-chat) at each point: throughput and
+    CPU per delivery as ratios (kind / trio-chat, the inverse of the ratio table's), CPU
+    with and without the redis-server, and the median latency as a difference in ms."""
+    med = _medians(results, scenario)
+    kinds = [k for k in ("trio-chat-workers2", "trio-chat-broker1") if any(s == k for _, s in med)]
+    lines = []
+    for label in _labels(results, scenario):
+        one = med.get((label, "trio-chat"))
+        if one is None:
+            continue
+        for kind in kinds:
+            m = med.get((label, kind))
+            if m is None:
+                continue
+            p50 = None
+            if m.get("p50_ms") is not None and one.get("p50_ms") is not None:
+                p50 = f"{m['p50_ms'] - one['p50_ms']:+.2f}"
+            cells = [
+                _ratio(m["deliveries_per_s"], one["deliveries_per_s"]),
+                _ratio(m["cpu_s_per_1000"], one["cpu_s_per_1000"]),
+                _ratio(_cpu_with_redis(m), one["cpu_s_per_1000"]),
+                p50 or "-",
+                "-" if m.get("server_pids_steady", True) else "a worker exited meanwhile",
+            ]
+            lines.append(f"| {label} | {kind} | " + " | ".join(cells) + " |")
+    if not lines:
+        return []
+    return [
+        "",
+        "Broker kinds against one plain process (kind / trio-chat; p50 as kind - trio-chat):",
+        "",
+        "| | kind | deliveries/s | CPU per delivery | CPU per delivery with redis "
+        "| p50 ms added | note |",
+        "|---|---|---|---|---|---|---|",
+        *lines,
+    ]
+
+
 def _table(results: dict[str, Any], scenario: str, columns: list[tuple[str, Any]]) -> list[str]:
     lines = [
         "| point | server | " + " | ".join(c for c, _ in columns) + " |",
@@ -153,6 +208,17 @@ BROADCAST_COLUMNS: list[tuple[str, Any]] = [
 ]
 
 
+#: For runs with a broker kind: its redis-server's share ("-" for the other servers).
+BROKER_COLUMNS: list[tuple[str, Any]] = [
+    ("redis CPU-s / 1000 deliveries", lambda m: _f(m.get("broker_cpu_s_per_1000"), 4)),
+    ("redis peak RSS MB", lambda m: _f(m.get("broker_peak_rss_mb"), 1)),
+]
+
+
+def _has_broker(results: dict[str, Any], scenario: str) -> bool:
+    return any(m.get("broker_cpu_s") is not None for m in _medians(results, scenario).values())
+
+
 def _late(m: dict[str, Any]) -> str:
     """How late the sender process woke for its scheduled sends (not part of the latency)."""
     if m.get("sender_late_p99_ms") is None:
@@ -182,7 +248,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"(window {meta['options']['window']} unacknowledged msgs each)",
             "",
         ]
-        out += _table(results, "fanout", BROADCAST_COLUMNS)
+        broker = BROKER_COLUMNS if _has_broker(results, "fanout") else []
+        out += _table(results, "fanout", [*BROADCAST_COLUMNS, *broker])
         out += _ratios(
             results,
             "fanout",
@@ -193,11 +260,13 @@ def markdown(results: dict[str, Any]) -> str:
             ],
         )
         out += _ws_share(results, "fanout")
+        out += _broker_vs_one(results, "fanout")
     if "steady" in results:
         out += ["", "## steady: fixed offered rate, latency", ""]
         cols = [
             ("offered deliveries/s", lambda m: _f(m["offered_per_s"])),
             *BROADCAST_COLUMNS,
+            *(BROKER_COLUMNS if _has_broker(results, "steady") else []),
             ("generator late p50 / p99 ms", _late),
         ]
         out += _table(results, "steady", cols)
@@ -206,6 +275,7 @@ def markdown(results: dict[str, Any]) -> str:
             "steady",
             [("p50", "p50_ms"), ("p99", "p99_ms"), ("CPU per delivery", "cpu_s_per_1000")],
         )
+        out += _broker_vs_one(results, "steady")
     if "idle" in results:
         out += ["", "## idle: logged-in connections that only read", ""]
         out += _table(
@@ -220,6 +290,7 @@ def markdown(results: dict[str, Any]) -> str:
                 ("KiB per connection", lambda m: _f(m["kb_per_conn"], 1)),
                 ("peak RSS MB", lambda m: _f(m["peak_rss_mb"], 1)),
                 ("disconnects", lambda m: _f(m["disconnects"])),
+                *(BROKER_COLUMNS[1:] if _has_broker(results, "idle") else []),
             ],
         )
         out += _ratios(
@@ -236,6 +307,16 @@ def markdown(results: dict[str, Any]) -> str:
                 ("server CPU ms / connection", lambda m: _f(m["cpu_ms_per_conn"], 3)),
                 ("peak RSS MB", lambda m: _f(m["peak_rss_mb"], 1)),
                 ("errors", lambda m: str(m.get("errors") or "-")),
+                *(
+                    [
+                        (
+                            "redis CPU ms / connection",
+                            lambda m: _f(m.get("broker_cpu_ms_per_conn"), 3),
+                        )
+                    ]
+                    if _has_broker(results, "churn")
+                    else []
+                ),
             ],
         )
         out += _ratios(

@@ -21,12 +21,13 @@ import report
 import scenarios
 import servers as servers_mod
 from servers import (
+    BROKER_WORKERS,
     SCENARIOS_OF,
     SERVER_NAMES,
     ServerStartError,
     ServerUnavailable,
-    ngircd_available,
     raise_nofile,
+    unavailable,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -112,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile-server",
         default="trio-chat",
-        help="which trio-chat variant --profile runs (trio-chat, trio-chat+db, trio-chat-ws)",
+        help="which trio-chat variant --profile runs (trio-chat, trio-chat+db, trio-chat-ws, "
+        "trio-chat-workers2, ...)",
     )
     p.add_argument(
         "--ref",
@@ -150,10 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (1 if args.quick else 3)
     servers = list(args.servers)
     skipped: dict[str, str] = {}
-    if "ngircd" in servers and (reason := ngircd_available()) is not None:
-        log(f"skipping ngircd: {reason}")
-        skipped["ngircd"] = reason
-        servers.remove("ngircd")
+    for server in list(servers):  # ngircd; redis-server for the broker kinds
+        if (reason := unavailable(server)) is not None:
+            log(f"skipping {server}: {reason}")
+            skipped[server] = reason
+            servers.remove(server)
 
     results: dict[str, Any] = {
         "meta": {
@@ -166,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "machine": f"{platform.machine()}, {_cpus()} CPUs",
             "ngircd": _ngircd(),
+            "redis": _redis() if any(s in BROKER_WORKERS for s in servers) else None,
             "trio_chat": _revision(args.ref),
         },
     }
@@ -282,6 +286,7 @@ def profile(
                         "--output",
                         str(path),
                         "--nonblocking",
+                        "--subprocesses",  # --workers: the workers are the supervisor's
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -318,6 +323,14 @@ def _ngircd() -> str | None:
         out = subprocess.run(["ngircd", "--version"], capture_output=True, timeout=10)
         return out.stdout.decode(errors="replace").splitlines()[0]
     except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def _redis() -> str | None:
+    try:
+        out = subprocess.run(["redis-server", "--version"], capture_output=True, timeout=10)
+        return out.stdout.decode(errors="replace").split(" sha=")[0].strip() or None
+    except (OSError, subprocess.SubprocessError):
         return None
 
 

@@ -2,7 +2,8 @@
 
 A measurement starts a fresh server, starts the worker processes of :mod:`loadgen`, steps
 them through their phases (ready -> sync -> go -> done) over pipes with a bounded wait at
-every step, and reads the server's CPU time and memory from /proc around the measured part.
+every step, and reads the server's CPU time and memory from /proc around the measured part
+(of all its processes, with ``--workers``; and the CPU time of its redis-server apart).
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ def broadcast(
                 senders.expect("ready", 30)
                 senders.send(("sync",))
                 synced = sum(r[1] for r in receivers.expect("synced", login_timeout))
-                cpu0 = srv.cpu_seconds()
+                cpu0, broker0 = srv.cpu_snapshot(), srv.broker_cpu_seconds()
                 params = {
                     "mode": mode,
                     "duration": send_seconds,
@@ -223,9 +224,15 @@ def broadcast(
                 except BenchError:
                     receivers.send(("stop",))
                     done = receivers.expect("done", 10)
-                cpu = srv.cpu_seconds() - cpu0
+                cpu_each = srv.cpu_by_process(cpu0)
+                cpu = sum(cpu_each)
+                broker = _broker_cpu(srv, broker0)
                 peak_kb = srv.peak_rss_kb()
+                broker_peak_kb = srv.broker_peak_rss_kb()
+                sockets = srv.sockets_by_process()
                 alive = srv.alive()
+                log_tail = srv.log_tail()
+                pids_steady = set(srv.pids()) == set(cpu0)
     results = [d[1] for d in done]
     deliveries = sum(r["deliveries"] for r in results)
     expected = sent["sent"] * synced
@@ -256,16 +263,35 @@ def broadcast(
         "sender_late_p50_ms": late["p50_ms"],
         "sender_late_p99_ms": late["p99_ms"],
         "server_cpu_s": cpu,
+        # Per process (with --workers: the supervisor, then the workers), first run only.
+        "server_cpu_s_by_process": cpu_each,
+        "server_sockets_by_process": sockets,
         "cpu_s_per_1000": cpu / deliveries * 1000 if deliveries else None,
         "peak_rss_mb": peak_kb / 1024,
+        # The broker kinds' redis-server, apart from the server's own (None without one).
+        "broker_cpu_s": broker,
+        "broker_cpu_s_per_1000": broker / deliveries * 1000
+        if broker is not None and deliveries
+        else None,
+        "broker_peak_rss_mb": None if broker_peak_kb is None else broker_peak_kb / 1024,
+        # False if a worker exited or was restarted during the measurement (CPU time off).
+        "server_pids_steady": pids_steady,
         "generator_cpu_s": sum(r["cpu_seconds"] for r in results) + sent["cpu_seconds"],
         "server_alive": alive,
+        # What the server logged last (warnings and up; a --workers server's workers' too).
+        "server_log_tail": log_tail,
         "odd_lines": [x for r in results for x in r["odd_lines"]][:10],
         # WebSocket: deliveries per WebSocket message (above 1 when the server batches).
         "events_per_ws_message": deliveries / ws_messages if ws_messages else None,
         "per_receiver_min": min(x for r in results for x in r["per_receiver"]),
         "per_receiver_max": max(x for r in results for x in r["per_receiver"]),
     }
+
+
+def _broker_cpu(srv: RunningServer, before: float | None) -> float | None:
+    """CPU seconds the server's redis-server used since ``before`` (``None`` without one)."""
+    now = srv.broker_cpu_seconds()
+    return None if now is None or before is None else now - before
 
 
 # ------------------------------------------------------------------------------- idle
@@ -314,6 +340,10 @@ def idle(server_name: str, n: int, opts: Options) -> dict[str, Any]:
                 rss1 = srv.rss_kb()
                 peak_kb = srv.peak_rss_kb()
                 cpu = srv.cpu_seconds()
+                broker_cpu = srv.broker_cpu_seconds()
+                broker_peak_kb = srv.broker_peak_rss_kb()
+                sockets = srv.sockets_by_process()
+            log_tail = srv.log_tail()
             group.send(("stop",))
             done = group.expect("done", 30)
     return {
@@ -329,7 +359,12 @@ def idle(server_name: str, n: int, opts: Options) -> dict[str, Any]:
         "kb_per_conn": (rss1 - rss0) / max(1, synced),
         "peak_rss_mb": peak_kb / 1024,
         "server_cpu_s": cpu,
+        "broker_cpu_s": broker_cpu,
+        "broker_peak_rss_mb": None if broker_peak_kb is None else broker_peak_kb / 1024,
+        # Open sockets per server process (supervisor first), first run only.
+        "server_sockets_by_process": sockets,
         "disconnects": sum(d[1]["disconnected"] for d in done),
+        "server_log_tail": log_tail,
     }
 
 
@@ -351,10 +386,11 @@ def churn(server_name: str, opts: Options) -> dict[str, Any]:
         ]
         with workers(loadgen.churn_worker, cfgs) as group:
             group.expect("ready", 30)
-            cpu0 = srv.cpu_seconds()
+            cpu0, broker0 = srv.cpu_snapshot(), srv.broker_cpu_seconds()
             group.send(("go", {"duration": opts.duration, "max_count": 100_000}))
             done = [d[1] for d in group.expect("done", opts.duration + 30)]
-            cpu = srv.cpu_seconds() - cpu0
+            cpu = srv.cpu_since(cpu0)
+            broker = _broker_cpu(srv, broker0)
             peak_kb = srv.peak_rss_kb()
     ok = sum(d["ok"] for d in done)
     failed = sum(d["failed"] for d in done)
@@ -372,6 +408,8 @@ def churn(server_name: str, opts: Options) -> dict[str, Any]:
         "seconds": seconds,
         "server_cpu_s": cpu,
         "cpu_ms_per_conn": cpu / ok * 1000 if ok else None,
+        "broker_cpu_s": broker,
+        "broker_cpu_ms_per_conn": broker / ok * 1000 if broker is not None and ok else None,
         "peak_rss_mb": peak_kb / 1024,
         "errors": errors,
     }

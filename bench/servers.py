@@ -2,11 +2,17 @@
 
 Each measurement gets a fresh server process, so ``VmHWM`` (peak resident memory) belongs
 to that measurement alone. Everything listens on 127.0.0.1 only.
+
+A server may be several processes: ``trio-chat serve --workers 2`` is a supervising parent
+and two children that serve. Its CPU time and memory are those of the parent and of every
+child alive when they are read; the Redis server its workers share the chat through is
+started with it, and its CPU time is read apart (it is part of the cost, but not Python's).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 import select
@@ -24,18 +30,30 @@ from pathlib import Path
 HOST = "127.0.0.1"
 BENCH_DIR = Path(__file__).resolve().parent
 #: The servers the bench knows, in report order.
-SERVER_NAMES = ("trio-chat", "trio-chat-ws", "trio-chat+db", "baseline", "ngircd")
+SERVER_NAMES = (
+    "trio-chat", "trio-chat-ws", "trio-chat+db", "trio-chat-workers2", "trio-chat-broker1",
+    "baseline", "ngircd",
+)  # fmt: skip
 #: Which wire dialect the load generator speaks to each server.
 DIALECT = {
     "trio-chat": "json",
     "trio-chat-ws": "ws",
     "trio-chat+db": "json",
+    "trio-chat-workers2": "json",
+    "trio-chat-broker1": "json",
     "baseline": "json",
     "ngircd": "irc",
 }
 #: Servers measured in only some scenarios (the rest take part in all of them).
 #: "trio-chat-ws" is trio-chat over WebSocket, for comparing its fan-out with TCP's.
 SCENARIOS_OF = {"trio-chat-ws": ("fanout", "steady", "idle")}
+#: trio-chat sharing its chat through a Redis broker (a redis-server of its own, started
+#: with it), and how many processes serve: "trio-chat-workers2" is ``--workers 2`` (a
+#: supervisor and two workers on one port), "trio-chat-broker1" one process with
+#: ``--broker``, so the broker's cost can be told from the second process's gain.
+BROKER_WORKERS = {"trio-chat-workers2": 2, "trio-chat-broker1": 1}
+#: The trio-chat kinds run from the exported tree (``TRIO_CHAT_REF``).
+TRIO_CHAT_KINDS = ("trio-chat", "trio-chat-ws", "trio-chat+db", *BROKER_WORKERS)
 #: A benchmark is one host sending as fast as it can: lift the per-connection flood limit and
 #: the per-address connection cap (both protect a public server, and would refuse the load).
 TRIO_CHAT_LIMITS = [
@@ -62,6 +80,49 @@ class ServerStartError(Exception):
     """The server did not come up this time; the text holds the end of its log."""
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (which may hold spaces):
+    ``[0]`` is the state, ``[1]`` the parent's pid, ``[11]``/``[12]`` utime/stime,
+    ``[19]`` the start time."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (its own, not its
+    children's: a child's time is read from the child while it runs)."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def _status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    """The living children of ``pid``, theirs, and so on, found by walking ``/proc`` for
+    parent pids (``/proc/PID/task/*/children`` needs a kernel option this host lacks)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = _stat_fields(int(entry.name))
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if fields[0] != "Z":  # a zombie uses no more CPU and holds no memory
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
 @dataclass
 class RunningServer:
     name: str
@@ -69,30 +130,83 @@ class RunningServer:
     port: int
     proc: subprocess.Popen[bytes]
     log_path: Path
+    #: The redis-server the workers share the chat through (broker kinds only).
+    redis: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU seconds the server process has used so far."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    def pids(self) -> list[int]:
+        """The server's processes: the one the bench started and its living descendants
+        (with ``--workers``, the supervisor and the workers)."""
+        return [self.pid, *descendants(self.pid)]
 
-    def _status_kb(self, key: str) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-        return 0
+    def cpu_snapshot(self) -> dict[int, float]:
+        """CPU seconds used so far by each of the server's processes, by pid."""
+        snapshot = {self.pid: _cpu_of(self.pid)}
+        for pid in descendants(self.pid):
+            with contextlib.suppress(OSError, IndexError):  # exited meanwhile
+                snapshot[pid] = _cpu_of(pid)
+        return snapshot
+
+    def cpu_since(self, before: dict[int, float]) -> float:
+        """CPU seconds the server's processes used since ``before`` (a ``cpu_snapshot``).
+
+        Summed per process, so a worker started in between counts from zero; one that
+        exited in between takes its time with it (``pids_changed`` tells)."""
+        now = self.cpu_snapshot()
+        return sum(cpu - before.get(pid, 0.0) for pid, cpu in now.items())
+
+    def cpu_by_process(self, before: dict[int, float]) -> list[float]:
+        """What ``cpu_since`` sums, per process: the one started first (with ``--workers``,
+        the supervisor), then the others in pid order; to see how the load was spread."""
+        now = self.cpu_snapshot()
+        return [
+            round(now[pid] - before.get(pid, 0.0), 3)
+            for pid in sorted(now, key=lambda p: (p != self.pid, p))
+        ]
+
+    def sockets_by_process(self) -> list[int]:
+        """Open sockets of each of the server's processes, in ``cpu_by_process`` order: with
+        ``--workers``, how the kernel spread the connections over the workers."""
+        counts = []
+        for pid in sorted(self.pids(), key=lambda p: (p != self.pid, p)):
+            count = 0
+            with contextlib.suppress(OSError):
+                for fd in os.scandir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        count += os.readlink(fd.path).startswith("socket:")
+            counts.append(count)
+        return counts
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the server's processes have used so far."""
+        return sum(self.cpu_snapshot().values())
+
+    def _sum_kb(self, key: str) -> int:
+        total = _status_kb(self.pid, key)
+        for pid in descendants(self.pid):
+            with contextlib.suppress(OSError, ValueError):
+                total += _status_kb(pid, key)
+        return total
 
     def rss_kb(self) -> int:
-        """Resident memory now (VmRSS), in KiB."""
-        return self._status_kb("VmRSS")
+        """Resident memory now (VmRSS), in KiB, summed over the server's processes."""
+        return self._sum_kb("VmRSS")
 
     def peak_rss_kb(self) -> int:
-        """Peak resident memory since the process started (VmHWM), in KiB."""
-        return self._status_kb("VmHWM")
+        """Peak resident memory (VmHWM), in KiB: each process's since it started, summed
+        over the server's processes (the peaks need not have been at the same time)."""
+        return self._sum_kb("VmHWM")
+
+    def broker_cpu_seconds(self) -> float | None:
+        """CPU seconds the redis-server has used so far; ``None`` without one."""
+        return None if self.redis is None else _cpu_of(self.redis.pid)
+
+    def broker_peak_rss_kb(self) -> int | None:
+        """The redis-server's VmHWM in KiB (its stream keeps the messages); ``None``."""
+        return None if self.redis is None else _status_kb(self.redis.pid, "VmHWM")
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -124,6 +238,25 @@ def ngircd_available() -> str | None:
     """``None`` if ngircd can be run, else the reason it cannot."""
     if shutil.which("ngircd") is None:
         return "ngircd is not installed (apt-get install -y ngircd)"
+    return None
+
+
+def redis_available() -> str | None:
+    """``None`` if the broker kinds can be run (redis-server, and coredis for trio-chat's
+    broker), else the reason they cannot."""
+    if shutil.which("redis-server") is None:
+        return "redis-server is not installed (apt-get install -y redis-server)"
+    if importlib.util.find_spec("coredis") is None:
+        return "coredis is not installed (pip install -e '.[redis]')"
+    return None
+
+
+def unavailable(name: str) -> str | None:
+    """Why server ``name`` cannot be run here at all, or ``None``."""
+    if name == "ngircd":
+        return ngircd_available()
+    if name in BROKER_WORKERS:
+        return redis_available()
     return None
 
 
@@ -187,24 +320,35 @@ def export_trio_chat(ref: str, dest: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True, timeout=60)
 
 
-def _command(name: str, port: int, workdir: Path) -> list[str]:
+def _command(name: str, port: int, workdir: Path, redis_port: int | None) -> list[str]:
     if name in COMPARE_REFS:
         export_trio_chat(COMPARE_REFS[name], workdir)
         name = "trio-chat"
-    elif name in ("trio-chat", "trio-chat-ws", "trio-chat+db") and TRIO_CHAT_REF is not None:
+    elif name in TRIO_CHAT_KINDS and TRIO_CHAT_REF is not None:
         export_trio_chat(TRIO_CHAT_REF, workdir)
-    if name in ("trio-chat", "trio-chat-ws", "trio-chat+db"):
+        if name in BROKER_WORKERS and not (workdir / "trio_chat/broker/redis.py").exists():
+            # Older code has no broker: say so once, rather than fail at every point.
+            raise ServerUnavailable(
+                f"trio_chat at {TRIO_CHAT_REF} has no Redis broker (--broker, --workers)"
+            )
+    if name in TRIO_CHAT_KINDS:
         # "trio-chat" keeps no history (fan-out only); "trio-chat+db" commits every message to
         # SQLite (synchronous=FULL, the default) before fanning it out. "trio-chat-ws" is
         # "trio-chat" with its WebSocket port on too (free port); the bench uses only that.
+        # The broker kinds are "trio-chat" sharing the chat through their own redis-server.
         store = ["--db", str(workdir / "chat.db")] if name == "trio-chat+db" else ["--no-db"]
         ws = ["--ws-port", "0"] if name == "trio-chat-ws" else ["--no-ws"]
+        broker = []
+        if name in BROKER_WORKERS:
+            assert redis_port is not None
+            broker = ["--broker", f"redis://{HOST}:{redis_port}/0"]
+            broker += ["--workers", str(BROKER_WORKERS[name])]
         config = workdir / "trio-chat.toml"
         config.write_text(TRIO_CHAT_CONFIG)
         return [
             sys.executable, "-m", "trio_chat.cli", "serve", "--port", str(port), *ws,
             "--config", str(config), "--no-entry-points", "--log-level", "warning", *store,
-            *TRIO_CHAT_LIMITS,
+            *broker, *TRIO_CHAT_LIMITS,
         ]  # fmt: skip
     if name == "baseline":
         return [sys.executable, str(BENCH_DIR / "baseline_threaded.py"), "--port", str(port)]
@@ -233,6 +377,12 @@ def _wait_ready(proc: subprocess.Popen[bytes], name: str, port: int, deadline: f
     assert proc.stdout is not None
     seen = b""
     pattern = _READY_WS if DIALECT[name] == "ws" else _READY
+    workers = BROKER_WORKERS.get(name, 1)
+    if workers > 1:
+        # The supervisor prints the address once every worker printed its own (a worker
+        # does once its broker is up and it listens), then "N workers. Stop with Ctrl-C.":
+        # wait for both, so the load never starts against part of the server.
+        pattern = re.compile(pattern.pattern + rb".*\n%d workers\." % workers)
     while time.monotonic() < deadline and proc.poll() is None:
         ready, _, _ = select.select([proc.stdout], [], [], 0.1)
         if ready:
@@ -242,22 +392,73 @@ def _wait_ready(proc: subprocess.Popen[bytes], name: str, port: int, deadline: f
             seen += chunk
             match = pattern.search(seen)
             if match:
+                serving = len(descendants(proc.pid))
+                if serving != workers and workers > 1:
+                    raise ServerStartError(f"{name}: {serving} worker processes, not {workers}")
                 return int(match.group(1))
     raise ServerStartError(f"{name} did not print its ready line; output: {seen[-300:]!r}")
 
 
+def _ping(port: int) -> bool:
+    """Whether a Redis server answers ``PING`` on ``127.0.0.1:port`` (within 0.5 s)."""
+    with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.5) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64).startswith(b"+PONG")
+    return False
+
+
+@contextlib.contextmanager
+def redis_server(
+    workdir: Path, port: int, *, timeout: float = 10.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A redis-server of one measurement's own on ``127.0.0.1:port``, nothing saved to disk
+    (its files, were there any, go to ``workdir``); stopped when the block ends, however."""
+    with open(workdir / "redis.log", "wb") as log:
+        try:
+            proc = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", HOST, "--save", "",
+                 "--appendonly", "no", "--dir", str(workdir)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        except OSError as exc:
+            raise ServerUnavailable(f"cannot start redis-server: {exc}") from None
+        try:
+            deadline = time.monotonic() + timeout
+            while not _ping(port):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    tail = (workdir / "redis.log").read_text(errors="replace").splitlines()
+                    raise ServerStartError(
+                        f"redis-server on port {port} did not answer PING; log: "
+                        + " | ".join(tail[-3:])
+                    )
+                time.sleep(0.05)
+            yield proc
+        finally:
+            _stop(proc)
+
+
 @contextlib.contextmanager
 def start_server(name: str, *, startup_timeout: float = 20.0) -> Iterator[RunningServer]:
-    """Run one server on a free 127.0.0.1 port for the duration of the ``with`` block."""
+    """Run one server on a free 127.0.0.1 port for the duration of the ``with`` block
+    (the broker kinds with a redis-server of their own, started first, stopped last)."""
     raise_nofile()
-    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
         workdir = Path(tmp)
         port = free_port() if name == "ngircd" else 0
+        redis_port = free_port() if name in BROKER_WORKERS else None
+        command = _command(name, port, workdir, redis_port)
+        redis = None
+        if redis_port is not None:
+            redis = stack.enter_context(redis_server(workdir, redis_port))
         log_path = workdir / "server.log"
         with open(log_path, "wb") as log:
             try:
                 proc = subprocess.Popen(
-                    _command(name, port, workdir),
+                    command,
                     # Our servers print their address on stdout. ngIRCd (found by its port)
                     # logs every connection there when not a daemon: into a pipe nobody
                     # reads it blocked after ~64 KiB of log, i.e. a few hundred log-ins.
@@ -275,18 +476,41 @@ def start_server(name: str, *, startup_timeout: float = 20.0) -> Iterator[Runnin
                     log.flush()
                     tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
                     raise ServerStartError(f"{exc}; log: {' | '.join(tail)}") from None
-                yield RunningServer(name, DIALECT[name], port, proc, log_path)
+                yield RunningServer(name, DIALECT[name], port, proc, log_path, redis)
             finally:
                 _stop(proc)
 
 
+#: Seconds a stopping server gets before it is killed. A supervisor stops its workers
+#: (each says goodbye to its connections and hands the broker what it still has), so it
+#: gets longer; a worker still there after it is killed by its pid.
+STOP_TIMEOUT = 5.0
+STOP_TIMEOUT_SUPERVISOR = 15.0
+
+
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (in clock ticks since boot), or ``None`` if it is gone:
+    with its pid, it names one process even after the pid is reused."""
+    try:
+        return _stat_fields(pid)[19]
+    except (OSError, IndexError):
+        return None
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
+    children: dict[int, str | None] = {}
+    if proc.poll() is None:
+        children = {pid: _started(pid) for pid in descendants(proc.pid)}
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT if proc.args[0] == sys.executable else signal.SIGTERM)
         try:
-            proc.wait(5)
+            proc.wait(STOP_TIMEOUT_SUPERVISOR if children else STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+    for pid, started in children.items():  # normally stopped by the supervisor
+        if started is not None and _started(pid) == started:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
     if proc.stdout is not None:
         proc.stdout.close()
