@@ -208,8 +208,6 @@ class ServerAPI:
     @property
     def no_accounts_because(self) -> str:
         """Why there are no accounts, when there are none (said in the refusals)."""
-        if self.history_service is not None:  # a database, but a broker: not shared yet
-            return "accounts are not shared between the processes of this chat yet"
         return "it runs without a database"
 
     def _logins_for(self, what: str) -> Logins:
