@@ -41,13 +41,36 @@ async def answer(client: ChatClient) -> Any:
             return event
 
 
-async def try_hello(chat: TestServer, nick: str, password: str, *, register: bool = False) -> Any:
-    """Log in (or register) on ``chat`` with a password, then leave; how it was answered."""
-    async with open_client(chat) as client:
-        await client.send(
-            {"type": "hello", "nick": nick, "password": password, "register": register}
-        )
-        return await answer(client)
+class Visits:
+    """Log in (or register) with a password, see the answer, leave.
+
+    After a ``welcome`` it waits until a watcher on every node has seen the visitor leave,
+    so that the nick is free everywhere for the next visit (a node frees a nick before it
+    shows the leave): waiting on events, not on time.
+    """
+
+    def __init__(self, watchers: list[ChatClient]) -> None:
+        self.watchers = watchers
+
+    async def hello(self, chat: TestServer, nick: str, password: str, **hello: Any) -> Any:
+        """How ``chat`` answered the ``hello``: the ``welcome`` or the ``error``."""
+        async with open_client(chat) as client:
+            await client.send({"type": "hello", "nick": nick, "password": password, **hello})
+            reply = await answer(client)
+        if reply.TYPE == "welcome":
+            for watcher in self.watchers:
+                await watcher.expect("leave", lambda e: e.nick == reply.nick)
+        return reply
+
+
+async def visits(stack: contextlib.AsyncExitStack, chats: list[TestServer]) -> Visits:
+    """A watching guest on each of ``chats`` (``watcher0``, ``watcher1``, ...)."""
+    return Visits(
+        [
+            await stack.enter_async_context(open_client(chat, f"watcher{i}"))
+            for i, chat in enumerate(chats)
+        ]
+    )
 
 
 async def logged_in(
@@ -63,25 +86,28 @@ async def logged_in(
 
 
 async def test_registered_on_one_node_logs_in_on_another(broker_url: str) -> None:
-    async with nodes(broker_url, 2) as (a, b):
-        registered = await try_hello(a, "alice", "pw-alice", register=True)
+    async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
+        visit = (await visits(stack, [a, b])).hello
+        registered = await visit(a, "alice", "pw-alice", register=True)
         assert registered.TYPE == "welcome" and registered.account is True
-        right = await try_hello(b, "Alice", "pw-alice")
-        assert right.TYPE == "welcome" and right.nick == "Alice"
-        wrong = await try_hello(b, "alice", "not her password")
+        right = await visit(b, "Alice", "pw-alice")
+        assert right.TYPE == "welcome" and right.nick == "Alice" and right.account is True
+        wrong = await visit(b, "alice", "not her password")
         assert (wrong.TYPE, wrong.code) == ("error", "login_failed")
         assert wrong.text == "wrong nickname or password"
         # Registering it again, on either node, is refused.
-        again = await try_hello(b, "ALICE", "pw-other", register=True)
-        assert (again.TYPE, again.code) == ("error", "nick_registered")
+        for chat in (a, b):
+            again = await visit(chat, "ALICE", "pw-other", register=True)
+            assert (again.TYPE, again.code) == ("error", "nick_registered")
 
 
 async def test_a_guest_is_refused_a_nick_registered_on_another_node(broker_url: str) -> None:
     async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
-        bob = await stack.enter_async_context(open_client(a, "bob"))
-        await bob.command("/register pw-bob")
-        await bob.expect("info", lambda e: "registered" in e.text)
-        await bob.aclose()
+        watcher = await stack.enter_async_context(open_client(b, "watcher"))
+        async with open_client(a, "bob") as bob:
+            await bob.command("/register pw-bob")
+            await bob.expect("info", lambda e: "registered" in e.text)
+        await watcher.expect("leave", lambda e: e.nick == "bob")  # bob is free on B
         async with open_client(b) as guest:
             await guest.send({"type": "hello", "nick": "bob"})
             refused = await answer(guest)
@@ -92,11 +118,12 @@ async def test_a_guest_is_refused_a_nick_registered_on_another_node(broker_url: 
 
 
 async def test_one_name_registered_on_two_nodes_at_once_has_one_owner(broker_url: str) -> None:
-    async with nodes(broker_url, 2) as (a, b):
+    async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
+        visit = (await visits(stack, [a, b])).hello
         answers: dict[str, Any] = {}
 
         async def register(chat: TestServer, name: str) -> None:
-            answers[name] = await try_hello(chat, "carol", f"pw-{name}", register=True)
+            answers[name] = await visit(chat, "carol", f"pw-{name}", register=True)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(register, a, "a")
@@ -108,22 +135,23 @@ async def test_one_name_registered_on_two_nodes_at_once_has_one_owner(broker_url
         (winner,) = won
         loser = "b" if winner == "a" else "a"
         for chat in (a, b):  # the winner's password, on both nodes; never the loser's
-            assert (await try_hello(chat, "carol", f"pw-{winner}")).TYPE == "welcome"
-            assert (await try_hello(chat, "carol", f"pw-{loser}")).code == "login_failed"
+            assert (await visit(chat, "carol", f"pw-{winner}")).TYPE == "welcome"
+            assert (await visit(chat, "carol", f"pw-{loser}")).code == "login_failed"
 
 
 async def test_a_password_changed_on_one_node_is_changed_on_all(broker_url: str) -> None:
     async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
-        assert (await try_hello(a, "dave", "old-pw", register=True)).TYPE == "welcome"
-        watcher = await stack.enter_async_context(open_client(a, "watcher"))
+        visiting = await visits(stack, [a, b])
+        assert (await visiting.hello(a, "dave", "old-pw", register=True)).TYPE == "welcome"
         async with open_client(b) as dave:
             await dave.login("dave", password="old-pw")
             await dave.command("/password old-pw new-pw")
             await dave.expect("info", lambda e: e.text == "password changed")
-        await watcher.expect("leave", lambda e: e.nick == "dave")  # the nick is free on A
-        assert (await try_hello(a, "dave", "new-pw")).TYPE == "welcome"
+        for watcher in visiting.watchers:  # dave is free on both nodes
+            await watcher.expect("leave", lambda e: e.nick == "dave")
+        assert (await visiting.hello(a, "dave", "new-pw")).TYPE == "welcome"
         # (After the right one: a failure makes this address wait before the next try.)
-        old = await try_hello(a, "dave", "old-pw")
+        old = await visiting.hello(a, "dave", "old-pw")
         assert (old.TYPE, old.code) == ("error", "login_failed")
 
 
@@ -135,7 +163,13 @@ async def test_private_talk_between_accounts_on_two_nodes_is_in_both_histories(
         bob = await stack.enter_async_context(open_client(b, "bob"))  # a guest at first:
         await bob.command("/register pw-b")  # node A must hear of the account later
         await bob.expect("info", lambda e: "registered" in e.text)
-        await alice.expect("join", lambda e: e.nick == "bob")
+        # A node hears of a login a moment after the user does; anything the user says
+        # afterwards comes after it. So each waits for a word from the other: from then on
+        # both nodes know both accounts.
+        await bob.say("registered now")
+        await alice.expect("message", lambda e: e.text == "registered now")
+        await alice.say("me too")
+        await bob.expect("message", lambda e: e.text == "me too")
         await alice.command("/msg bob from a to b")
         await bob.expect("private", lambda e: e.text == "from a to b")
         await bob.command("/msg alice from b to a")
@@ -152,12 +186,13 @@ async def test_private_talk_between_accounts_on_two_nodes_is_in_both_histories(
 
 async def test_a_login_after_arriving_is_known_on_the_other_node(broker_url: str) -> None:
     async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
-        assert (await try_hello(b, "rose", "pw-r", register=True)).TYPE == "welcome"
+        visit = (await visits(stack, [a, b])).hello
+        assert (await visit(b, "rose", "pw-r", register=True)).TYPE == "welcome"
         alice = await logged_in(stack, a, "alice", "pw-a", register=True)
         visitor = await stack.enter_async_context(open_client(b, "visitor"))
         await alice.expect("join", lambda e: e.nick == "visitor")
         await visitor.command("/login rose pw-r")
-        await alice.expect("nick", lambda e: e.new == "rose")
+        await alice.expect("nick", lambda e: e.new == "rose")  # the account came before
         await alice.command("/msg rose kept")
         await visitor.expect("private", lambda e: e.text == "kept")
         await alice.send({"type": "history", "with": "rose", "ref": "pm"})
@@ -168,23 +203,23 @@ async def test_a_login_after_arriving_is_known_on_the_other_node(broker_url: str
 async def test_redis_down_refuses_account_work_and_comes_back(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with nodes(redis_server.url, 2) as (a, b):
-        assert (await try_hello(a, "erin", "pw-e", register=True)).TYPE == "welcome"
+    async with nodes(redis_server.url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
+        visit = (await visits(stack, [a, b])).hello
+        assert (await visit(a, "erin", "pw-e", register=True)).TYPE == "welcome"
         await trio.to_thread.run_sync(redis_server.stop)
         with caplog.at_level(logging.ERROR, logger="trio_chat.store"):
-            login = await try_hello(b, "erin", "pw-e")
+            login = await visit(b, "erin", "pw-e")
             assert (login.code, login.text) == ("store_error", CANNOT_CHECK_ACCOUNTS)
-            new = await try_hello(b, "frank", "pw-f", register=True)
+            new = await visit(b, "frank", "pw-f", register=True)
             assert (new.code, new.text) == ("store_error", CANNOT_SAVE_ACCOUNTS)
             async with open_client(b) as guest:  # not let in unchecked
                 await guest.send({"type": "hello", "nick": "erin"})
                 assert (await answer(guest)).code == "store_error"
         lines = [r.getMessage() for r in caplog.records if r.name == "trio_chat.store"]
-        assert lines and all("Redis" in line for line in lines)
+        assert len(lines) == 1 and "Redis" in lines[0]  # one line for the run of failures
         assert not any(r.exc_info for r in caplog.records)
-        assert len(lines) == 1  # one line for the run of failures
         await trio.to_thread.run_sync(redis_server.start)
-        back = await try_hello(b, "erin", "pw-e")  # not throttled by the refused try
+        back = await visit(b, "erin", "pw-e")  # not throttled by the refused try
         assert back.TYPE == "welcome", back
 
 
@@ -194,17 +229,22 @@ async def test_accounts_a_node_had_before_the_broker_come_with_it(
     db = tmp_path / "alone.db"
     async with open_test_server(config=local_config(db=str(db))) as alone:  # no broker yet
         for nick, password in (("gina", "pw-gina"), ("hank", "old-hank")):
-            assert (await try_hello(alone, nick, password, register=True)).TYPE == "welcome"
-    async with nodes(broker_url, 1) as (b,):
+            async with open_client(alone) as client:
+                welcome = await client.login(nick, password=password, register=True)
+                assert welcome.account is True
+    async with nodes(broker_url, 1) as (b,), contextlib.AsyncExitStack() as stack:
         # Meanwhile someone else registered hank through the broker: theirs stays.
-        assert (await try_hello(b, "hank", "new-hank", register=True)).TYPE == "welcome"
+        assert (await Visits([]).hello(b, "hank", "new-hank", register=True)).TYPE == "welcome"
         with caplog.at_level(logging.INFO, logger="trio_chat.broker"):
-            async with nodes(broker_url, 1, db=str(db)) as (a,):
-                assert "1 of this node's 2 accounts copied" in caplog.text
-                for chat in (a, b):
-                    assert (await try_hello(chat, "gina", "pw-gina")).TYPE == "welcome"
-                    assert (await try_hello(chat, "hank", "new-hank")).TYPE == "welcome"
-                assert (await try_hello(b, "hank", "old-hank")).code == "login_failed"
+            a = await stack.enter_async_context(
+                open_test_server(config=local_config(broker=broker_url, db=str(db)))
+            )
+        assert "1 of this node's 2 accounts copied" in caplog.text
+        visit = (await visits(stack, [a, b])).hello
+        for chat in (a, b):
+            assert (await visit(chat, "gina", "pw-gina")).TYPE == "welcome"
+            assert (await visit(chat, "hank", "new-hank")).TYPE == "welcome"
+        assert (await visit(b, "hank", "old-hank")).code == "login_failed"
 
 
 # ------------------------------------------------------------- RedisAccounts alone

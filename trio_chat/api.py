@@ -280,8 +280,9 @@ class ServerAPI:
         holder = self.hub.find(nick)
         if holder is not None and holder is not session:
             raise NickInUse(f"{nick} is logged in on another connection")
-        self.hub.rename(session, nick)
+        # The account first: the other nodes hear of it before they see the new nick.
         self.set_account(session, account)
+        self.hub.rename(session, nick)
         return nick
 
     def set_account(self, session: Session, account: str | None) -> None:
