@@ -256,7 +256,8 @@ class ServerAPI:
     # ------------------------------------------------------------------------ accounts
 
     async def is_registered(self, nick: str) -> bool:
-        """Whether ``nick`` is a registered account (never, without a database)."""
+        """Whether ``nick`` is a registered account (never, without a database). Refuses
+        (``store_error``) when the accounts cannot be read (with a broker: Redis down)."""
         if self.logins is None:
             return False
         return await self.logins.is_registered(nick)
