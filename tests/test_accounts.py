@@ -116,6 +116,15 @@ def test_a_right_password_takes_its_attempt_back() -> None:
     assert throttle.check("alice", "10.0.0.1", 0.0) is None
 
 
+def test_an_attempt_that_could_not_be_checked_is_taken_back() -> None:
+    throttle = LoginThrottle()
+    for second in range(10):  # the accounts unreachable: nothing was learnt, nothing counts
+        assert throttle.begin("alice", "10.0.0.1", float(second)) is None
+        throttle.not_checked("alice", "10.0.0.1")
+    assert len(throttle) == 0
+    assert throttle.check("alice", "10.0.0.1", 10.0) is None
+
+
 def test_failures_from_one_address_do_not_lock_the_owner_out_elsewhere() -> None:
     throttle = LoginThrottle()
     now = 0.0

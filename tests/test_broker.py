@@ -203,15 +203,3 @@ async def test_redis_restarted_mid_chat_loses_and_repeats_nothing(
         got = [await bob.expect("message") for _ in range(2)]
         assert [m.text for m in got] == ["two", "three"]
         assert first.id < got[0].id < got[1].id
-
-
-async def test_accounts_are_off_with_a_broker_and_say_why(broker_url: str) -> None:
-    async with nodes(broker_url, 1) as (a,), open_client(a, "alice") as alice:
-        await alice.command("/register hunter22hunter")
-        refused = await alice.expect("error")
-        assert refused.code == "no_store"
-        assert "not shared between the processes" in refused.text
-        async with open_client(a) as bob:
-            await bob.send({"type": "hello", "nick": "bob", "password": "hunter22hunter"})
-            login = await bob.expect("error")
-            assert login.code == "no_store" and "not shared" in login.text

@@ -28,6 +28,7 @@ from .protocol import Info
 from .store import StoredMessage, StoreError
 
 if TYPE_CHECKING:
+    from .broker.redis import RedisBroker
     from .config import ServerConfig
     from .history import HistoryService
     from .hub import Hub, Session
@@ -131,6 +132,7 @@ class ServerAPI:
     commands: CommandRegistry
     history_service: HistoryService | None
     logins: Logins | None
+    broker: RedisBroker | None
 
     # ------------------------------------------------------------------------ messages
 
@@ -206,8 +208,6 @@ class ServerAPI:
     @property
     def no_accounts_because(self) -> str:
         """Why there are no accounts, when there are none (said in the refusals)."""
-        if self.history_service is not None:  # a database, but a broker: not shared yet
-            return "accounts are not shared between the processes of this chat yet"
         return "it runs without a database"
 
     def _logins_for(self, what: str) -> Logins:
@@ -256,7 +256,8 @@ class ServerAPI:
     # ------------------------------------------------------------------------ accounts
 
     async def is_registered(self, nick: str) -> bool:
-        """Whether ``nick`` is a registered account (never, without a database)."""
+        """Whether ``nick`` is a registered account (never, without a database). Refuses
+        (``store_error``) when the accounts cannot be read (with a broker: Redis down)."""
         if self.logins is None:
             return False
         return await self.logins.is_registered(nick)
@@ -268,7 +269,7 @@ class ServerAPI:
             raise LoginRefused(
                 "nick_registered", f"{session.nick} is already your registered nickname"
             )
-        session.account = await logins.register(session.nick, password)
+        self.set_account(session, await logins.register(session.nick, password))
 
     async def log_in(self, session: Session, nick: str, password: str) -> str:
         """Log ``session`` in to the account ``nick`` and take that nick; returns it as
@@ -280,9 +281,19 @@ class ServerAPI:
         holder = self.hub.find(nick)
         if holder is not None and holder is not session:
             raise NickInUse(f"{nick} is logged in on another connection")
-        session.account = account
+        # The account first: the other nodes hear of it before they see the new nick.
+        self.set_account(session, account)
         self.hub.rename(session, nick)
         return nick
+
+    def set_account(self, session: Session, account: str | None) -> None:
+        """``session`` is logged in to ``account`` from now on (``None``: a guest).
+
+        The other nodes are told too: they store a private message only between two
+        accounts, so theirs must know this user's."""
+        session.account = account
+        if self.broker is not None:
+            self.broker.account_changed(session)
 
     async def change_password(self, session: Session, old: str, new: str) -> None:
         """Change the password of the account ``session`` is logged in to."""

@@ -399,7 +399,8 @@ class ServerConfig:
     broker: str | None = setting(
         None,
         help="Redis that several processes (workers, or servers on other machines) use to "
-        "share one chat: `redis://HOST:6379/0`, `rediss://` for TLS or `unix:///PATH`; "
+        "share one chat and its accounts (each keeps its own history in `db`): "
+        "`redis://HOST:6379/0`, `rediss://` for TLS or `unix:///PATH`; "
         "`None`: this process alone holds the chat.",
         check=broker_url,
         flags=[Flag("--broker", metavar="URL")],

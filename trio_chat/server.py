@@ -24,7 +24,7 @@ from .history import HistoryService
 from .hub import Hub, NotInRoom, Session, host_of
 from .keepalive import Keepalive
 from .limits import ConnectionLimiter
-from .logins import Logins
+from .logins import AccountBook, Logins
 from .metrics import Metrics
 from .names import normalize_nick
 from .plugins import (
@@ -421,11 +421,7 @@ class ChatServer(ServerAPI):
                 self.history_service = HistoryService(
                     store, self.hub, history_on_join=self.config.history_on_join
                 )
-                if self.config.broker is None:
-                    # Accounts live in each node's own database, and are not (yet) shared
-                    # through the broker: a nick registered on one node would be free on the
-                    # others. So with a broker there are no accounts, rather than unsafe ones.
-                    self.logins = Logins(store)
+                self.logins = Logins(await self._account_book(stack, store))
                 self.metrics.watch_store(lambda: store.stats)
             self.publisher = Publisher(self.hub, store=store, outbox_size=self.config.outbox_size)
             self.broker = None
@@ -449,6 +445,18 @@ class ChatServer(ServerAPI):
                 if self.broker is not None:
                     self.broker.detach()
                 self.history_service = self.logins = self.publisher = self.broker = None
+
+    async def _account_book(self, stack: contextlib.AsyncExitStack, store: Store) -> AccountBook:
+        """Where accounts are kept: this node's database when it serves alone; with a
+        broker, the Redis hash every node shares (an account in one node's database only
+        would leave its nick free on the others), with this node's own accounts copied in."""
+        if self.config.broker is None:
+            return store
+        from .broker.accounts import RedisAccounts, move_in
+
+        accounts = await stack.enter_async_context(RedisAccounts.open(self.config.broker))
+        await move_in(store, accounts)
+        return accounts
 
     async def _serve(self, task_status: trio.TaskStatus[list[str]], publisher: Publisher) -> None:
         from .transports.tcp import serve_tcp_chat

@@ -11,7 +11,8 @@ in one order that every member shares. Two implementations:
   processes share one chat through a Redis stream, the one log every node reads in the
   same order (see that module).
 
-The hub does not know which it has.
+The hub does not know which it has. With Redis, the nodes share their accounts there too
+(:mod:`~trio_chat.broker.accounts`), each keeping its own history.
 """
 
 from __future__ import annotations

@@ -214,6 +214,12 @@ class RedisBroker:
             self._unconfirmed[session.key] = session.id
             self._append("hello", data={"nick": session.nick, "account": session.account})
 
+    def account_changed(self, session: Session) -> None:
+        """This node's user logged in to an account (or registered one) after arriving:
+        say it again as a ``hello``, which the other nodes take as news of the account."""
+        if replica.node_of(session) is None and session.account is not None:
+            self._append("hello", data={"nick": session.nick, "account": session.account})
+
     def _user_left(self, session: Session) -> None:
         if replica.node_of(session) is None:
             self._unconfirmed.pop(session.key, None)
@@ -480,13 +486,16 @@ class RedisBroker:
 
     def _on_hello(self, entry: Entry) -> None:
         nick = str(entry.data.get("nick", ""))
+        account = entry.data.get("account")
         holder = self.hub.find(nick)
+        if holder is not None and replica.node_of(holder) == entry.node:
+            holder.account = str(account) if account else None  # logged in since it came
+            return
         if holder is not None:
             mine = replica.node_of(holder) is None
             if not (mine and self._unconfirmed.get(holder.key) == holder.id):
                 return  # an earlier claim holds: the newcomer's node will drop it
             self._lost_race(holder, entry.node)
-        account = entry.data.get("account")
         replica.add_user(self.hub, nick, entry.node, str(account) if account else None)
 
     def _on_bye(self, entry: Entry) -> None:

@@ -315,6 +315,13 @@ class LoginThrottle:
         while len(self._known) > self._max_entries:
             self._known.popitem(last=False)
 
+    def not_checked(self, account: str, address: str) -> None:
+        """The attempt begun for ``account`` from ``address`` could not be checked (the
+        accounts could not be read): take it back, as it says nothing about the password.
+        Otherwise an outage would leave everyone who tried meanwhile waiting afterwards."""
+        self._pairs.take_back(self._pair(account, address))
+        self._addresses.take_back(address)
+
     def _is_known(self, account: str, address: str) -> bool:
         return address in self._known.get(account, ())
 

@@ -457,6 +457,19 @@ class Store:
 
         return bool(await self._writes.submit(WriteItem(job=update)))
 
+    async def all_accounts(self) -> list[tuple[str, str, float, float]]:
+        """Every account as ``(name key, password hash, created, changed)``, by key: what a
+        node hands over when its accounts move to the broker (see
+        :meth:`~trio_chat.broker.accounts.RedisAccounts.copy_in`)."""
+
+        def query(conn: sqlite3.Connection) -> list[tuple[str, str, float, float]]:
+            rows = conn.execute(
+                "SELECT nick_key, password_hash, created, changed FROM accounts ORDER BY nick_key"
+            )
+            return [(str(k), str(h), float(c), float(d)) for k, h, c, d in rows]
+
+        return await self._read(query)
+
     async def _password_hash(self, key: str) -> str | None:
         def query(conn: sqlite3.Connection) -> str | None:
             row = conn.execute(

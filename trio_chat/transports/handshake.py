@@ -114,7 +114,7 @@ async def handshake(server: ChatHost, link: Link, mailbox: Mailbox) -> Session |
             await link.send([error_reply(exc, login.ref)])
             await link.prompt_nick()
             continue
-        session.account = account
+        server.set_account(session, account)
         link.batching = login.batch
         server.hub.send_to(
             session,

@@ -118,6 +118,10 @@ class ChatHost(Protocol):
         account key or ``None`` for a guest, raises :class:`~trio_chat.errors.ChatError`."""
         ...
 
+    def set_account(self, session: Session, account: str | None) -> None:
+        """A session admitted with ``account`` (or as a guest) is logged in to it."""
+        ...
+
     def session_started(self) -> None:
         """A connection's task logged its session in: the shutdown waits for it to end."""
         ...
