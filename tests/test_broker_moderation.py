@@ -10,6 +10,7 @@ from test_broker import alice_on_a_bob_on_b, nodes
 from test_rooms import roster
 
 from trio_chat.broker.log import BadEntry, decode_entry, encode_entry
+from trio_chat.broker.redis import RedisBroker
 from trio_chat.hub import Hub, RuleChange
 from trio_chat.mailbox import Mailbox
 from trio_chat.testing import ChatClient, local_config, open_client, open_test_server
@@ -59,6 +60,37 @@ def test_the_hub_tells_its_observers_of_each_rule_that_changed() -> None:
         RuleChange("#dev", "banned", "bob", False),
     ]
     assert bob.id in room.muted and not room.banned
+
+
+def test_rules_read_while_a_node_starts_win_over_an_older_snapshot() -> None:
+    """Node C starts; A lifts a ban and takes bob's operator status before B, which answers
+    C's sync, has read that: B's snapshot is older than A's changes, which C read first."""
+    hub = Hub()
+    broker = RedisBroker("redis://unused", hub, lambda pending: None, node="c")
+    broker._awaiting = {"b"}  # as _start finds it: B is alive
+    entries = [
+        encode_entry("rule", "a", 1, rule=RuleChange("#club", "banned", "mallory", False)),
+        encode_entry("rule", "a", 2, rule=RuleChange("#club", "operator", "bob", False)),
+        encode_entry(
+            "snapshot",
+            "b",
+            1,
+            data={
+                "for": "c",
+                "users": [
+                    {"nick": "bob", "address": "10.0.0.7:5", "rooms": ["#club"], "op": ["#club"]}
+                ],
+                "bans": {"#club": {"mallory": "10.0.0.9"}},
+            },
+        ),
+    ]
+    for n, payload in enumerate(entries, 1):
+        broker._handle(decode_entry(f"5-{n}", payload))
+    room = hub.rooms["#club"]
+    bob = hub.find("bob")
+    assert bob is not None and bob.address == "10.0.0.7:5"
+    assert bob.id in room.members and not room.is_operator(bob)
+    assert room.banned == {}
 
 
 # ------------------------------------------------------------------ nodes, for real

@@ -161,6 +161,11 @@ class RedisBroker:
         self._paused: set[str] = set()  # "writing", "reading" while Redis fails them
         self._sent_all = trio.Event()
         self._expired: dict[str, float] = {}  # nodes whose key expired, and since when
+        #: The nodes whose snapshot this node still waits for (those alive as it started),
+        #: and the rule changes it read meanwhile: a snapshot may be older than they are
+        #: (its node answered before reading them), so they are applied again over it.
+        self._awaiting: set[str] = set()
+        self._rules_read: collections.deque[RuleChange] = collections.deque(maxlen=MAX_WAITING)
 
     # ------------------------------------------------------------ the hub's side
 
@@ -255,6 +260,8 @@ class RedisBroker:
                 last = await client.xrevrange(self._keys["log"], count=1)
                 self._position = _text(last[0].identifier) if last else "0-0"
                 await self._catch_up(client)
+                alive = await client.smembers(self._keys["nodes"])
+                self._awaiting = {_text(n) for n in alive} - {self.node}
                 break
             except _failures() as exc:
                 wait = backoff.next_wait()
@@ -497,6 +504,8 @@ class RedisBroker:
     def _on_rule(self, entry: Entry) -> None:
         assert entry.rule is not None  # decode_entry checked it
         replica.apply_rule(self.hub, entry.rule)
+        if self._awaiting:
+            self._rules_read.append(entry.rule)
 
     def _on_sync(self, entry: Entry) -> None:
         self._append("snapshot", data={"for": entry.node, **self._snapshot()})
@@ -541,9 +550,19 @@ class RedisBroker:
             if room is not None and not room.topic:
                 room.topic = str(topic)
         replica.learn_bans(hub, dict(entry.data.get("bans", {})))
+        for change in self._rules_read:  # newer than the snapshot, or as new
+            replica.apply_rule(hub, change)
+        self._answered(entry.node)
+
+    def _answered(self, node: str) -> None:
+        """``node`` sent its snapshot, or is gone: one fewer to wait for."""
+        self._awaiting.discard(node)
+        if not self._awaiting:
+            self._rules_read.clear()
 
     def _on_gone(self, entry: Entry) -> None:
         gone = str(entry.data.get("node", ""))
+        self._answered(gone)
         for session in list(self.hub.sessions.values()):
             if replica.node_of(session) == gone:
                 replica.remove_user(self.hub, session)
