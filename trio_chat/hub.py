@@ -83,6 +83,8 @@ class Session:
 
     id: int
     nick: str
+    #: ``host:port`` it connected from; for a user of another node (a broker's), as that
+    #: node said (``"?"`` if it did not): bans by host use it, connection limits do not.
     address: str
     transport: str
     mailbox: Mailbox
