@@ -157,26 +157,21 @@ class ServerAPI:
         return RoomsView(self.hub.rooms)
 
     def set_operator(self, room: Room, session: Session, operator: bool) -> None:
-        """Make ``session`` an operator of ``room``, or no longer one."""
-        if operator:
-            room.operators.add(session.id)
-        else:
-            room.operators.discard(session.id)
+        """Make ``session`` an operator of ``room``, or no longer one (on every node)."""
+        self.hub.set_rule(room, "operator", session, operator)
 
     def set_muted(self, room: Room, session: Session, muted: bool) -> None:
-        """Stop ``session`` speaking in ``room``, or let it speak again."""
-        if muted:
-            room.muted.add(session.id)
-        else:
-            room.muted.discard(session.id)
+        """Stop ``session`` speaking in ``room``, or let it speak again (on every node)."""
+        self.hub.set_rule(room, "muted", session, muted)
 
     def ban(self, room: Room, nick: str, host: str) -> None:
-        """Keep ``nick`` (and whoever comes from ``host``; ``"?"`` for none) out of ``room``."""
-        room.banned[name_key(nick)] = host
+        """Keep ``nick`` (and whoever comes from ``host``; ``"?"`` for none) out of ``room``
+        (on every node)."""
+        self.hub.set_rule(room, "banned", nick, True, host=host)
 
     def unban(self, room: Room, nick: str) -> bool:
         """Let ``nick`` join ``room`` again; False if it was not banned."""
-        return room.banned.pop(name_key(nick), None) is not None
+        return self.hub.set_rule(room, "banned", nick, False)
 
     # ------------------------------------------------------------------------ commands
 

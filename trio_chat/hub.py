@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from .errors import FixedCodeError
 from .mailbox import Mailbox, Parcel
@@ -83,6 +83,8 @@ class Session:
 
     id: int
     nick: str
+    #: ``host:port`` it connected from; for a user of another node (a broker's), as that
+    #: node said (``"?"`` if it did not): bans by host use it, connection limits do not.
     address: str
     transport: str
     mailbox: Mailbox
@@ -172,9 +174,32 @@ class Broker(Protocol):
         ...
 
 
+#: The rules a room keeps about a user: operator, muted, banned (by nick and host).
+Rule = Literal["operator", "muted", "banned"]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleChange:
+    """One change to a room's rules, as :attr:`Hub.on_rule` observers hear of it.
+
+    By nick, not by session: that is what another node can look up (a broker shares it).
+    """
+
+    room: str
+    rule: Rule
+    nick: str
+    on: bool
+    #: For a ban: the host refused with the nick (``"?"``: none).
+    host: str = "?"
+
+
 @dataclass(eq=False)
 class Room:
-    """A room and its rules. Operators are sessions (by id); bans outlive connections."""
+    """A room and its rules. Operators are sessions (by id); bans outlive connections.
+
+    Change the rules through :meth:`Hub.set_rule`, which tells the observers (a broker
+    shares them with other nodes); :meth:`apply` alone changes them silently.
+    """
 
     name: str
     #: Everyone in the room, by session id: with a broker, users of other nodes too.
@@ -198,6 +223,29 @@ class Room:
         session.rooms.pop(self.name, None)
         if session.room == self.name:
             session.room = next(iter(session.rooms), DEFAULT_ROOM)
+        return True
+
+    def apply(self, change: RuleChange, session: Session | None) -> bool:
+        """Make ``change`` here, silently; ``session`` is whoever ``change.nick`` names now
+        (operators and mutes are by session, so without one only a ban applies). ``False``
+        if nothing changed."""
+        if change.rule == "banned":
+            key = name_key(change.nick)
+            if not change.on:
+                return self.banned.pop(key, None) is not None
+            if self.banned.get(key) == change.host:
+                return False
+            self.banned[key] = change.host
+            return True
+        if session is None:
+            return False
+        holders = self.operators if change.rule == "operator" else self.muted
+        if (session.id in holders) == change.on:
+            return False
+        if change.on:
+            holders.add(session.id)
+        else:
+            holders.discard(session.id)
         return True
 
     def is_operator(self, session: Session) -> bool:
@@ -260,6 +308,10 @@ class Hub:
         #: Observers, called once a session is attached / detached (for brokers).
         self.on_attach: list[Callable[[Session], None]] = []
         self.on_detach: list[Callable[[Session], None]] = []
+        #: Observers, called after a room's rules changed through :meth:`set_rule` (for
+        #: brokers). A room's creator becoming its operator is not one of these: that goes
+        #: with the join.
+        self.on_rule: list[Callable[[RuleChange], None]] = []
 
     # ----------------------------------------------------------------------- sessions
 
@@ -391,6 +443,22 @@ class Hub:
             del self.rooms[key]
         for callback in self.on_part:
             callback(session, room.name, reason)
+
+    def set_rule(
+        self, room: Room, rule: Rule, who: Session | str, on: bool, *, host: str = "?"
+    ) -> bool:
+        """Make ``who`` (a session, or a nick) an operator of ``room``, muted in it or banned
+        from it (with ``host``; ``"?"`` for none), or no longer; then tell the ``on_rule``
+        observers. ``False`` if nothing changed (nobody is told): an operator or mute needs
+        someone connected by that nick."""
+        session = who if isinstance(who, Session) else self.find(who)
+        nick = who.nick if isinstance(who, Session) else who
+        change = RuleChange(room.name, rule, nick, on, host if rule == "banned" and on else "?")
+        if not room.apply(change, session):
+            return False
+        for callback in self.on_rule:
+            callback(change)
+        return True
 
     def _quiet(self, room: Room, *, leaving: bool = False) -> bool:
         """Whether joins and leaves in ``room`` go only to the user concerned: in a big room,

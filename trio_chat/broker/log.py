@@ -9,8 +9,9 @@ the chat's one order. Two kinds of entry:
   says who gets it besides a room's members (``to``: nick keys), whether it is stored, and
   a private message's two accounts;
 * a **control** entry (``hello``/``bye`` of a user, a ``sync`` request from a node that
-  starts, the ``snapshot`` each node answers with, ``gone`` when a node died): stream id
-  ``<last event id>-<n>``, never seen by clients.
+  starts, the ``snapshot`` each node answers with, ``gone`` when a node died, a ``rule``
+  of a room given or taken: operator, mute, ban): stream id ``<last event id>-<n>``, never
+  seen by clients.
 
 Each entry names the node that wrote it and that node's running number (``seq``), which
 makes appending idempotent: the script skips a number it has already appended, so a node
@@ -20,10 +21,11 @@ that lost its connection mid-append simply sends the batch again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import orjson
 
+from ..hub import Rule, RuleChange
 from ..protocol import RemoteProtocolError, ServerEvent, decode_server_event
 
 __all__ = ["BadEntry", "Entry", "EntryKind", "decode_entry", "encode_entry"]
@@ -33,7 +35,9 @@ class BadEntry(ValueError):
     """A stream entry that is not one of ours (another program shares the Redis)."""
 
 
-EntryKind = Literal["event", "hello", "bye", "sync", "snapshot", "gone"]
+EntryKind = Literal["event", "hello", "bye", "sync", "snapshot", "gone", "rule"]
+_KINDS = frozenset(get_args(EntryKind))
+_RULES = frozenset(get_args(Rule))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,8 @@ class Entry:
     to: tuple[str, ...] = ()
     persist: bool = False
     accounts: tuple[str, str] | None = None
+    #: For ``rule``: the change, checked when read.
+    rule: RuleChange | None = None
     #: For control entries: what they carry (``nick``, ``account``, ``users``, ...).
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -67,10 +73,14 @@ def encode_entry(
     to: tuple[str, ...] = (),
     persist: bool = False,
     accounts: tuple[str, str] | None = None,
+    rule: RuleChange | None = None,
     data: dict[str, Any] | None = None,
 ) -> bytes:
     """The payload appended for one entry (the script adds the stream id)."""
     obj: dict[str, Any] = {"k": kind, "n": node, "s": seq}
+    if rule is not None:
+        data = {**(data or {}), "room": rule.room, "rule": rule.rule, "nick": rule.nick}
+        data.update({"on": rule.on, "host": rule.host})
     if event is not None:
         body = event.to_dict()
         body.pop("id", None)  # the log numbers it
@@ -98,9 +108,11 @@ def decode_entry(stream_id: str, payload: bytes) -> Entry:
         seq = int(obj["s"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         raise BadEntry(f"log entry {stream_id} is not ours") from None
-    if kind not in ("event", "hello", "bye", "sync", "snapshot", "gone"):
+    if kind not in _KINDS:
         raise BadEntry(f"log entry {stream_id} has kind {kind!r}")
     data = obj.get("d") or {}
+    if kind == "rule":
+        return Entry(kind, node, seq, stream_id, rule=_rule(stream_id, data), data=data)
     if kind != "event":
         return Entry(kind, node, seq, stream_id, data=data)
     body = obj.get("e")
@@ -125,3 +137,16 @@ def decode_entry(stream_id: str, payload: bytes) -> Entry:
         accounts=(str(accounts[0]), str(accounts[1])) if accounts else None,
         data=data,
     )
+
+
+def _rule(stream_id: str, data: Any) -> RuleChange:
+    """The change a ``rule`` entry carries, every field checked (it is applied as is)."""
+    try:
+        room, rule, nick, on, host = (data[k] for k in ("room", "rule", "nick", "on", "host"))
+    except (KeyError, TypeError):
+        raise BadEntry(f"log entry {stream_id} is a rule without its fields") from None
+    if not (all(isinstance(v, str) for v in (room, nick, host)) and isinstance(on, bool)):
+        raise BadEntry(f"log entry {stream_id} is a rule of the wrong types")
+    if rule not in _RULES:
+        raise BadEntry(f"log entry {stream_id} has rule {rule!r}")
+    return RuleChange(room, rule, nick, on, host)

@@ -16,9 +16,11 @@ lost is simply sent again.
 What each node keeps: every remote user as a member it never delivers to
 (:mod:`~trio_chat.broker.replica`), rebuilt from the ``snapshot`` entries the other nodes
 write when one starts (``sync``), and kept current by the joins, leaves and renames in
-the stream. Its own SQLite store keeps history and stores every chat line of the stream,
-so any node answers ``history`` and ``after=ID`` alike. Nodes refresh a key with a time
-to live; when one stops refreshing, the first node to notice announces its users' leaves.
+the stream; the rooms' rules too (operators, mutes, bans: ``rule`` entries, and the
+snapshots), so a ban given on one node holds on all of them from that entry on. Its own
+SQLite store keeps history and stores every chat line of the stream, so any node answers
+``history`` and ``after=ID`` alike. Nodes refresh a key with a time to live; when one
+stops refreshing, the first node to notice announces its users' leaves.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..hub import Pending, ServerBusy, Session
+from ..hub import Pending, RuleChange, ServerBusy, Session
 from ..names import name_key
 from ..protocol import Info, Joined, Left, NickChanged, Topic
 from . import replica
@@ -166,6 +168,11 @@ class RedisBroker:
         self._paused: set[str] = set()  # "writing", "reading" while Redis fails them
         self._sent_all = trio.Event()
         self._expired: dict[str, float] = {}  # nodes whose key expired, and since when
+        #: The nodes whose snapshot this node still waits for (those alive as it started),
+        #: and the rule changes it read meanwhile: a snapshot may be older than they are
+        #: (its node answered before reading them), so they are applied again over it.
+        self._awaiting: set[str] = set()
+        self._rules_read: collections.deque[RuleChange] = collections.deque(maxlen=MAX_WAITING)
 
     # ------------------------------------------------------------ the hub's side
 
@@ -175,11 +182,13 @@ class RedisBroker:
         self.hub.numbered_by_log = True
         self.hub.on_attach.append(self._user_arrived)
         self.hub.on_detach.append(self._user_left)
+        self.hub.on_rule.append(self._rule_changed)
 
     def detach(self) -> None:
         self.hub.numbered_by_log = False
         self.hub.on_attach.remove(self._user_arrived)
         self.hub.on_detach.remove(self._user_left)
+        self.hub.on_rule.remove(self._rule_changed)
 
     def publish(self, pending: Pending) -> None:
         event = pending.event
@@ -199,8 +208,17 @@ class RedisBroker:
             to=tuple(s.key for s in pending.extra),
             persist=pending.persist,
             accounts=pending.accounts,
+            data={"op": True} if self._made_operator(event) else None,
         )
         self._mine[seq] = pending
+
+    def _made_operator(self, event: object) -> bool:
+        """Whether ``event`` is a join whose joiner is the room's operator as it joins (it
+        created the room here): the other nodes make it one too (see :meth:`_apply`)."""
+        if not isinstance(event, Joined):
+            return False
+        room, joiner = self.hub.room(event.room), self.hub.find(event.nick)
+        return room is not None and joiner is not None and joiner.id in room.operators
 
     def _append(self, kind: EntryKind, **fields: Any) -> int:
         self._seq += 1
@@ -212,7 +230,9 @@ class RedisBroker:
     def _user_arrived(self, session: Session) -> None:
         if replica.node_of(session) is None:
             self._unconfirmed[session.key] = session.id
-            self._append("hello", data={"nick": session.nick, "account": session.account})
+            # The address, so that a ban given on another node refuses its host too.
+            data = {"nick": session.nick, "account": session.account, "address": session.address}
+            self._append("hello", data=data)
 
     def account_changed(self, session: Session) -> None:
         """This node's user logged in to an account (or registered one) after arriving:
@@ -224,6 +244,9 @@ class RedisBroker:
         if replica.node_of(session) is None:
             self._unconfirmed.pop(session.key, None)
             self._append("bye", data={"nick": session.nick})
+
+    def _rule_changed(self, change: RuleChange) -> None:
+        self._append("rule", rule=change)
 
     # --------------------------------------------------------------------- running
 
@@ -251,6 +274,8 @@ class RedisBroker:
                 last = await client.xrevrange(self._keys["log"], count=1)
                 self._position = _text(last[0].identifier) if last else "0-0"
                 await self._catch_up(client)
+                alive = await client.smembers(self._keys["nodes"])
+                self._awaiting = {_text(n) for n in alive} - {self.node}
                 break
             except _failures() as exc:
                 wait = backoff.next_wait()
@@ -443,7 +468,7 @@ class RedisBroker:
         event = entry.event
         assert event is not None
         if state:
-            self._apply(entry.node, event)
+            self._apply(entry.node, event, entry.data)
         room = self.hub.room(entry.room) if entry.room is not None else None
         local = tuple(
             s
@@ -452,12 +477,12 @@ class RedisBroker:
         )
         self._hand_on(Pending(event, room, local, entry.persist, None, entry.accounts))
 
-    def _apply(self, node: str, event: object) -> None:
+    def _apply(self, node: str, event: object, data: dict[str, Any]) -> None:
         """Replay another node's change to who is where."""
         hub = self.hub
         if isinstance(event, Joined):
             joiner = hub.find(event.nick) or replica.add_user(hub, event.nick, node, None)
-            replica.join(hub, joiner, event.room)
+            replica.join(hub, joiner, event.room, operator=data.get("op") is True)
         elif isinstance(event, Left):
             # Usually gone already (its node sent the bye first); a kick of a user here.
             leaver = hub.find(event.nick)
@@ -496,24 +521,41 @@ class RedisBroker:
             if not (mine and self._unconfirmed.get(holder.key) == holder.id):
                 return  # an earlier claim holds: the newcomer's node will drop it
             self._lost_race(holder, entry.node)
-        replica.add_user(self.hub, nick, entry.node, str(account) if account else None)
+        address = entry.data.get("address")
+        replica.add_user(
+            self.hub, nick, entry.node, str(account) if account else None, str(address or "?")
+        )
 
     def _on_bye(self, entry: Entry) -> None:
         holder = self.hub.find(str(entry.data.get("nick", "")))
         if holder is not None and replica.node_of(holder) == entry.node:
             replica.remove_user(self.hub, holder)
 
+    def _on_rule(self, entry: Entry) -> None:
+        assert entry.rule is not None  # decode_entry checked it
+        replica.apply_rule(self.hub, entry.rule)
+        if self._awaiting:
+            self._rules_read.append(entry.rule)
+
     def _on_sync(self, entry: Entry) -> None:
         self._append("snapshot", data={"for": entry.node, **self._snapshot()})
 
     def _snapshot(self) -> dict[str, Any]:
+        """What this node holds: its own users (where they are, and their roles there),
+        every room's topic and bans (each node has them all)."""
         users = [
-            {"nick": s.nick, "account": s.account, "rooms": list(s.rooms)}
+            {
+                "nick": s.nick,
+                "account": s.account,
+                "address": s.address,
+                "rooms": list(s.rooms),
+                **replica.roles(self.hub, s),
+            }
             for s in self.hub.sessions.values()
             if replica.node_of(s) is None
         ]
         topics = {room.name: room.topic for room in self.hub.rooms.values() if room.topic}
-        return {"users": users, "topics": topics}
+        return {"users": users, "topics": topics, "bans": replica.bans(self.hub)}
 
     def _on_snapshot(self, entry: Entry) -> None:
         if entry.data.get("for") != self.node:
@@ -527,15 +569,30 @@ class RedisBroker:
                 found = replica.add_user(hub, nick, entry.node, str(account) if account else None)
             elif replica.node_of(found) != entry.node:
                 continue
+            found.address = str(user.get("address") or found.address)
+            ops, muted = user.get("op", ()), user.get("muted", ())
             for room_name in user.get("rooms", ()):
-                replica.join(hub, found, str(room_name))
+                there = replica.join(hub, found, str(room_name), operator=room_name in ops)
+                if room_name in muted:
+                    there.muted.add(found.id)
         for room_name, topic in dict(entry.data.get("topics", {})).items():
             room = hub.room(room_name)
             if room is not None and not room.topic:
                 room.topic = str(topic)
+        replica.learn_bans(hub, dict(entry.data.get("bans", {})))
+        for change in self._rules_read:  # newer than the snapshot, or as new
+            replica.apply_rule(hub, change)
+        self._answered(entry.node)
+
+    def _answered(self, node: str) -> None:
+        """``node`` sent its snapshot, or is gone: one fewer to wait for."""
+        self._awaiting.discard(node)
+        if not self._awaiting:
+            self._rules_read.clear()
 
     def _on_gone(self, entry: Entry) -> None:
         gone = str(entry.data.get("node", ""))
+        self._answered(gone)
         for session in list(self.hub.sessions.values()):
             if replica.node_of(session) == gone:
                 replica.remove_user(self.hub, session)

@@ -3,6 +3,11 @@
 Every rule is checked here, on the server: a non-operator gets ``not_allowed`` and nothing
 happens. Whoever creates a room is its first operator; server administrators (``--admin``
 nicks who proved themselves with ``/oper PASSWORD``) are operators everywhere.
+
+Rules change through ``ctx.server`` (``set_operator``, ``ban``, ...), which goes through
+:meth:`Hub.set_rule <trio_chat.hub.Hub.set_rule>`: with several nodes, the broker shares
+each change, so a ban given here holds on every node. Administrator status is this
+connection's alone: its commands run on its own node, where it is known.
 """
 
 from __future__ import annotations
