@@ -39,7 +39,7 @@ import trio
 
 from .parcels import Item, Parcel, Raw, events_in
 
-__all__ = ["DirectWrite", "Mailbox", "Parcel", "events_in"]
+__all__ = ["DirectWrite", "Fanout", "Mailbox", "Parcel", "events_in"]
 
 
 class DirectWrite(Protocol):
@@ -249,3 +249,53 @@ class Mailbox:
         # lets more events in, so the caller writes bigger batches.
         await trio.lowlevel.checkpoint()
         return self.take_nowait(limit)
+
+
+class Fanout:
+    """The mailboxes of one user's several connections, as one mailbox for the hub.
+
+    A session with one connection offers to that connection's :class:`Mailbox` itself; only
+    while a user is connected more than once does the hub put one of these in its place
+    (and the single mailbox back when one connection remains), so the fan-out of a user
+    with one connection costs what it always did.
+
+    Each connection keeps its own bounds: one that refuses an offer (too slow, or going
+    away) is handed to ``refused`` after the others got the parcel, and the others go on.
+    Only when every one refuses does :meth:`offer` refuse, and the hub drop the user.
+    """
+
+    __slots__ = ("_refused", "mailboxes")
+
+    delivers_here: ClassVar[bool] = True
+
+    def __init__(self, mailboxes: list[Mailbox], refused: Callable[[list[Mailbox]], None]) -> None:
+        #: One per connection, in the order they logged in. Not changed here: the hub
+        #: makes a new fan-out (or goes back to the single mailbox) as connections come
+        #: and go.
+        self.mailboxes = mailboxes
+        self._refused = refused
+
+    def __len__(self) -> int:
+        """Events queued for the slowest connection."""
+        return max(map(len, self.mailboxes))
+
+    def offer(self, parcel: Parcel) -> bool:
+        """Offer the parcel to every connection; ``False`` only if all of them refused
+        (a connection that refused alone is given to ``refused``, after the loop)."""
+        refused: list[Mailbox] | None = None
+        for mailbox in self.mailboxes:
+            if not mailbox.offer(parcel):
+                if refused is None:
+                    refused = []
+                refused.append(mailbox)
+        if refused is None:
+            return True
+        if len(refused) == len(self.mailboxes):
+            return False
+        self._refused(refused)
+        return True
+
+    def hang_up(self) -> None:
+        """The server ends the user: every connection stops reading."""
+        for mailbox in self.mailboxes:
+            mailbox.hang_up()
