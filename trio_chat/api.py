@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .broker.redis import RedisBroker
     from .config import ServerConfig
     from .history import HistoryService
-    from .hub import Hub, Session
+    from .hub import Device, Hub, Session
     from .logins import Logins
     from .protocol import MessageKind
 
@@ -142,8 +142,16 @@ class ServerAPI:
         raise NotImplementedError
 
     def disconnect(self, session: Session, code: str, reason: str) -> None:
-        """End a session's connection with a reason it will be told in a ``bye`` frame."""
+        """End a session (every connection of a user logged in more than once) with a
+        reason it will be told in a ``bye`` frame."""
         session.close(code, reason)
+
+    def end_connection(self, session: Session, code: str, reason: str) -> None:
+        """End the connection whose frame is being handled (what ``quit`` does): for a user
+        logged in more than once, that one alone; the user leaves the rooms, with
+        ``reason``, when its last connection ends. Outside a frame's handling, the whole
+        session."""
+        self.hub.connection_of(session).close(code, reason)
 
     def plugin_settings(self, name: str) -> dict[str, Any]:
         """The settings of plugin ``name`` from the config file (empty if it has none)."""
@@ -239,6 +247,18 @@ class ServerAPI:
             except StoreError as exc:
                 log.error("history of %s for %s failed: %s", room, session.nick, exc)
 
+    async def after_attach(self, device: Device) -> None:
+        """What one more connection of a user gets after its welcome: each of the user's
+        rooms' recent history, up to where its live stream began (to it alone)."""
+        if self.history_service is None:
+            return
+        session = device.session
+        for room in list(session.rooms):
+            try:
+                await self.history_service.send_recent(session, room, device=device)
+            except StoreError as exc:
+                log.error("history of %s for %s failed: %s", room, session.nick, exc)
+
     async def show_older_history(
         self, session: Session, room: str, *, limit: int, ref: str | None = None
     ) -> None:
@@ -275,7 +295,13 @@ class ServerAPI:
         account = await logins.check_login(nick, password, session.address)
         holder = self.hub.find(nick)
         if holder is not None and holder is not session:
-            raise NickInUse(f"{nick} is logged in on another connection")
+            if not holder.mailbox.delivers_here:
+                raise NickInUse(f"{nick} is logged in on another server of this chat")
+            # Joining a connected user mid-session is left for later: say how to do it.
+            raise NickInUse(
+                f"{nick} is logged in on another connection; to use this one too, "
+                "log in when connecting (hello with the password)"
+            )
         # The account first: the other nodes hear of it before they see the new nick.
         self.set_account(session, account)
         self.hub.rename(session, nick)

@@ -320,6 +320,13 @@ class ServerConfig:
         check=positive,
         flags=[Flag("--max-connections", metavar="N")],
     )
+    max_connections_per_account: int = setting(
+        10,
+        help="Connections one account may be logged in on at once (devices, tabs); one more "
+        "is refused with `too_many_connections`.",
+        check=positive,
+        flags=[Flag("--max-connections-per-account", metavar="N")],
+    )
     limit_loopback: bool = setting(
         False,
         help="Hold loopback clients (127.0.0.0/8, ::1) to `max_connections_per_host` too; by "

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .errors import LoginRefused
-from .hub import Session
+from .hub import Device, Session, serving
 from .names import name_key
 from .protocol import History
 from .store import Store, StoredMessage, StoreError
@@ -92,10 +92,14 @@ class HistoryService:
         with trio.move_on_after(5):
             await self.store.note_last_id(self.hub.last_id)
 
-    async def send_recent(self, session: Session, room: str) -> None:
-        """Right after ``session`` joined ``room``: the latest messages before it arrived."""
+    async def send_recent(
+        self, session: Session, room: str, *, device: Device | None = None
+    ) -> None:
+        """Right after ``session`` joined ``room``: the latest messages before it arrived.
+        With ``device``: right after that connection joined its user, already in ``room``
+        (live delivery began for it now, not when its user joined)."""
         bound = self.hub.history_bound()
-        session.history_bound[name_key(room)] = bound
+        (session if device is None else device).history_bound[name_key(room)] = bound
         if self.history_on_join <= 0:
             return
         await self.send_room_page(
@@ -103,8 +107,15 @@ class HistoryService:
         )
 
     def room_bound(self, session: Session, room: str) -> int:
-        """Where live delivery began for ``session`` in ``room``: history stops below it."""
-        return session.history_bound.get(name_key(room), self.hub.history_bound())
+        """Where live delivery began for ``session`` in ``room``: history stops below it.
+        For a connection that joined its user later (the one asking: :data:`serving`),
+        where it began for that connection, if later."""
+        key = name_key(room)
+        bound = session.history_bound.get(key, self.hub.history_bound())
+        device = serving.get()
+        if device is not None and device.session is session:
+            bound = max(bound, device.history_bound.get(key, bound))
+        return bound
 
     async def send_room_page(
         self,

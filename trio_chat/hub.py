@@ -1,9 +1,12 @@
 """The hub: who is connected, which rooms exist, and fan-out of events to sessions.
 
 The hub knows nothing about sockets or wire formats. Every connected user is a
-:class:`Session` with one :class:`~trio_chat.mailbox.Mailbox`, which owns delivery to it (a
-bounded queue, a direct write to its socket, waking its writer). Fan-out is a plain
-synchronous loop of :meth:`~trio_chat.mailbox.Mailbox.offer` calls, so:
+:class:`Session` (the identity: nick, account, rooms, roles) with one or more connections
+(:class:`Device`), each with its own :class:`~trio_chat.mailbox.Mailbox`, which owns
+delivery to it (a bounded queue, a direct write to its socket, waking its writer). The
+session's ``mailbox`` is its one connection's, or, while it has several, a
+:class:`~trio_chat.mailbox.Fanout` over theirs. Fan-out is a plain synchronous loop of
+``offer`` calls, so:
 
 * every room event gets its id and timestamp and reaches all members with no ``await``
   in between: all members see one and the same order;
@@ -21,6 +24,8 @@ as one :class:`~trio_chat.parcels.Bundle` per member.
 from __future__ import annotations
 
 import collections
+import contextvars
+import functools
 import itertools
 import logging
 import math
@@ -30,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from .errors import FixedCodeError
-from .mailbox import Mailbox, Parcel
+from .mailbox import Fanout, Mailbox, Parcel
 from .metrics import Metrics
 from .names import DEFAULT_ROOM, InvalidName, name_key, normalize_nick
 from .parcels import Bundle, Payload
@@ -73,12 +78,21 @@ class NoSuchNick(FixedCodeError):
     code = "no_such_nick"
 
 
+class TooManyConnections(FixedCodeError):
+    """The account is logged in on as many connections as a user may have."""
+
+    code = "too_many_connections"
+
+
 @dataclass(eq=False)
 class Session:
-    """One connected user, whatever the transport.
+    """One connected user, whatever the transport: one identity in rooms and ``/who``,
+    over one or more connections (``devices``, the first one's ``address`` and
+    ``transport`` kept here).
 
-    ``mailbox`` delivers events to it; only the hub offers events to it. :meth:`close`
-    ends the connection with a reason (through the mailbox, which tells the transport).
+    ``mailbox`` delivers events to it (to each of its connections); only the hub offers
+    events to it. :meth:`close` ends every connection with a reason (through the
+    mailboxes, which tell the transports).
     """
 
     id: int
@@ -87,7 +101,9 @@ class Session:
     #: node said (``"?"`` if it did not): bans by host use it, connection limits do not.
     address: str
     transport: str
-    mailbox: Mailbox
+    #: The one connection's mailbox, or a :class:`~trio_chat.mailbox.Fanout` over every
+    #: connection's while there are several (the hub swaps them: :meth:`Hub.add_device`).
+    mailbox: Mailbox | Fanout
     rooms: dict[str, None] = field(default_factory=dict)  # ordered set of joined rooms
     room: str = DEFAULT_ROOM  # the room plain messages go to
     closed: bool = False
@@ -109,19 +125,80 @@ class Session:
     #: Free space for plugins, one entry per plugin name (``ctx.state`` is that entry);
     #: the server's own data lives in the fields above, never here.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: This node's connections of the user, in the order they logged in (none for a user
+    #: of another node). The user leaves its rooms when the last one ends.
+    devices: list[Device] = field(default_factory=list)
 
     @property
     def key(self) -> str:
         return name_key(self.nick)
 
     def close(self, code: str, reason: str) -> None:
-        """Ask the transport to end this connection with ``reason`` (idempotent)."""
+        """Ask the transports to end every connection of this user with ``reason``
+        (idempotent)."""
         if self.closed:
             return
         self.closed = True
         self.close_code = code
         self.close_reason = reason
         self.mailbox.hang_up()
+
+
+@dataclass(eq=False, slots=True)
+class Device:
+    """One connection of a session (a phone, a browser tab, a terminal): its own mailbox,
+    with its own bounds, keepalive and parking; closed alone (too slow, silent, flooding,
+    quit) while the user stays as long as another connection does."""
+
+    session: Session
+    mailbox: Mailbox
+    address: str
+    transport: str
+    close_code: str | None = None
+    close_reason: str | None = None
+    #: Per room key: the first id this connection got live, for rooms the user was in
+    #: before it logged in (history stops below it, as for ``Session.history_bound``).
+    history_bound: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def nick(self) -> str:
+        return self.session.nick
+
+    @property
+    def key(self) -> str:
+        return self.session.key
+
+    @property
+    def closed(self) -> bool:
+        """Whether this connection is ending (closed alone, or with the whole session)."""
+        return self.close_code is not None or self.session.closed
+
+    @property
+    def ending(self) -> tuple[str | None, str | None]:
+        """Why it ends, as ``(code, reason)``: its own close, else its session's."""
+        if self.close_code is not None:
+            return self.close_code, self.close_reason
+        return self.session.close_code, self.session.close_reason
+
+    def close(self, code: str, reason: str) -> None:
+        """Ask the transport to end this connection alone with ``reason`` (idempotent).
+        The user's only connection closes the whole session, as it always did."""
+        if self.closed:
+            return
+        if self.session.devices == [self]:
+            self.session.close(code, reason)
+            return
+        self.close_code = code
+        self.close_reason = reason
+        self.mailbox.hang_up()
+
+
+#: Whom an event is for: a user (every connection of it), or one connection.
+Receiver = Session | Device
+
+#: The connection whose frame the current task is handling (set by the task serving it).
+#: A reply to its user (:meth:`Hub.send_to`) goes to that connection alone.
+serving: contextvars.ContextVar[Device | None] = contextvars.ContextVar("serving", default=None)
 
 
 class NotSaved(FixedCodeError):
@@ -147,7 +224,8 @@ class Pending:
 
     event: RoomEvent | ServerEvent
     room: Room | None
-    extra: tuple[Session, ...] = ()
+    #: Receivers besides the room's: users, or (for a reply) one connection.
+    extra: tuple[Receiver, ...] = ()
     #: Stored before delivery (chat lines and private messages).
     persist: bool = False
     #: Told if storing it failed.
@@ -156,7 +234,7 @@ class Pending:
     #: (it is stored only between two accounts; see :meth:`Hub.private`).
     accounts: tuple[str, str] | None = None
 
-    def receivers(self) -> Iterable[Session]:
+    def receivers(self) -> Iterable[Receiver]:
         if self.room is None:
             return dict.fromkeys(self.extra)
         if not self.extra:
@@ -335,10 +413,68 @@ class Hub:
             transport=transport,
             mailbox=mailbox,
         )
+        session.devices.append(Device(session, mailbox, address, transport))
         self.sessions[key] = session
         for callback in self.on_attach:
             callback(session)
         return session
+
+    def add_device(
+        self,
+        session: Session,
+        mailbox: Mailbox,
+        *,
+        address: str,
+        transport: str,
+        first: ServerEvent | None = None,
+    ) -> Device:
+        """Give a user of this node another connection: from now on it gets every event
+        the user gets. ``first`` (its welcome) is offered to it alone before anything else.
+        The caller checked that it may (the same account, a connection to spare)."""
+        if not session.devices or not session.mailbox.delivers_here:
+            raise ValueError("only a user of this node gets more connections")
+        device = Device(session, mailbox, address, transport)
+        if first is not None:
+            mailbox.offer(Parcel(first))
+        session.devices.append(device)
+        self._refit(session)
+        return device
+
+    def detach_device(self, device: Device, reason: str) -> None:
+        """A connection ended: forget it; if it was the user's last, :meth:`detach` the
+        user with ``reason``. Safe to call more than once."""
+        session = device.session
+        if device not in session.devices:
+            return
+        session.devices.remove(device)
+        if not session.devices:
+            self.detach(session, reason)
+        else:
+            self._refit(session)
+
+    def _refit(self, session: Session) -> None:
+        """Point the session's mailbox at its connections' (see :class:`Fanout`)."""
+        devices = session.devices
+        if len(devices) == 1:
+            session.mailbox = devices[0].mailbox
+        elif devices:
+            mailboxes = [device.mailbox for device in devices]
+            session.mailbox = Fanout(mailboxes, functools.partial(self._drop_devices, session))
+
+    def _drop_devices(self, session: Session, refused: list[Mailbox]) -> None:
+        """Some of a user's connections refused an event the others took: each is closed
+        alone, as too slow (a closed one is already on its way out)."""
+        for device in [d for d in session.devices if d.mailbox in refused]:
+            self._drop_device(device)
+
+    def _drop_device(self, device: Device) -> None:
+        session = device.session
+        if not device.closed:
+            log.info("slow_consumer nick=%s addr=%s", session.nick, device.address)
+            self.metrics.queue_drops_total.inc()
+            device.close("slow_consumer", "too slow: your send queue was full")
+        session.devices.remove(device)
+        self._refit(session)
 
     def detach(self, session: Session, reason: str) -> None:
         """Remove a session and tell its rooms it left. Safe to call more than once.
@@ -521,16 +657,33 @@ class Hub:
         self._publish(event, room=room)
         return event
 
-    def send_to(self, session: Session, event: ServerEvent) -> None:
+    def send_to(self, session: Receiver, event: ServerEvent) -> None:
         """Queue an event for one session (replies, errors), under the same slow policy.
 
         While room events wait for the store, a reply waits behind them, so a user sees the
         answer to ``/who`` after the line they typed before it.
+
+        A user connected more than once gets it on every connection, except from the task
+        handling one of its connections' frames (:data:`serving`): a reply goes to the
+        connection that asked. A :class:`Device` gets it alone.
         """
+        receiver: Receiver = session
+        if type(session.mailbox) is Fanout:
+            device = serving.get()
+            if device is not None and device.session is session:
+                receiver = device
         if self.broker is not None and (self._undelivered or self.numbered_by_log):
-            self.broker.publish(Pending(event, None, (session,)))
+            self.broker.publish(Pending(event, None, (receiver,)))
         else:
-            self._fanout((session,), event)
+            self._fanout((receiver,), event)
+
+    def connection_of(self, session: Session) -> Receiver:
+        """The connection of ``session`` whose frame the current task handles
+        (:data:`serving`), or the whole session from anywhere else."""
+        device = serving.get()
+        if device is not None and device.session is session:
+            return device
+        return session
 
     def send_to_info(self, session: Session, text: str) -> None:
         """Tell one session something (an ``info`` event)."""
@@ -651,8 +804,8 @@ class Hub:
         self._fanout(pending.receivers(), pending.event)
         self.metrics.fanout_seconds.observe(time.perf_counter() - start)
 
-    def _fanout(self, receivers: Iterable[Session], event: Payload) -> None:
-        overflowed: list[Session] = []
+    def _fanout(self, receivers: Iterable[Receiver], event: Payload) -> None:
+        overflowed: list[Receiver] = []
         delivered = 0
         parcel = Parcel(event)
         for receiver in receivers:
@@ -665,7 +818,16 @@ class Hub:
         for receiver in overflowed:
             self._drop_slow(receiver)
 
-    def _drop_slow(self, session: Session) -> None:
+    def _drop_slow(self, receiver: Receiver) -> None:
+        if isinstance(receiver, Device):  # a reply to one connection
+            devices = receiver.session.devices
+            if receiver not in devices:
+                return  # already gone
+            if len(devices) > 1:
+                self._drop_device(receiver)
+                return
+            receiver = receiver.session
+        session = receiver
         if self.sessions.get(session.key) is not session:
             return  # already gone (a reply that came after it left)
         if session.closed:

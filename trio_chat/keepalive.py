@@ -6,6 +6,8 @@ them every few seconds instead, so an idle connection costs no task of its own (
 what 10,000 idle users are made of). A connection quiet for ``idle`` seconds is sent a
 ping (what its transport uses: a JSON ``ping`` frame, a WebSocket ping frame); if nothing
 at all arrives within ``answer_within`` seconds more, it is closed as ``ping timeout``.
+It watches connections, not users: each connection of a user logged in more than once is
+pinged, and closed, on its own.
 
 :meth:`Keepalive.sweep` is the whole decision, a plain function of the clock, tested
 without sockets; :meth:`Keepalive.run` only calls it now and then.
@@ -23,7 +25,7 @@ import trio
 from .protocol import ServerEvent
 
 if TYPE_CHECKING:
-    from .hub import Session
+    from .hub import Receiver
 
 log = logging.getLogger("trio_chat.keepalive")
 
@@ -38,7 +40,7 @@ PING_TIMEOUT = "ping timeout"
 class Watched:
     """One watched connection: when it was last heard from, and the ping it owes."""
 
-    session: Session
+    connection: Receiver  # a Device (or, in tests, a Session: anything with close())
     last_heard: Callable[[], float]  # the transport's clock reading of its latest bytes
     ping: Callable[[], ServerEvent]  # a fresh ping in the transport's own form
     pinged_at: float | None = None
@@ -50,7 +52,7 @@ class Keepalive:
 
     def __init__(
         self,
-        send: Callable[[Session, ServerEvent], None],
+        send: Callable[[Receiver, ServerEvent], None],
         *,
         idle: float,
         answer_within: float,
@@ -61,21 +63,21 @@ class Keepalive:
         #: How often to sweep: often enough that a ping goes out at most a quarter of
         #: ``idle`` late, and a silent peer is closed at most a quarter of the wait late.
         self.interval = min(idle, answer_within) / 4
-        self._watched: dict[int, Watched] = {}  # by session id
+        self._watched: dict[Receiver, Watched] = {}
 
     def __len__(self) -> int:
         return len(self._watched)
 
     def watch(
         self,
-        session: Session,
+        connection: Receiver,
         last_heard: Callable[[], float],
         ping: Callable[[], ServerEvent],
     ) -> None:
-        self._watched[session.id] = Watched(session, last_heard, ping)
+        self._watched[connection] = Watched(connection, last_heard, ping)
 
-    def forget(self, session: Session) -> None:
-        self._watched.pop(session.id, None)
+    def forget(self, connection: Receiver) -> None:
+        self._watched.pop(connection, None)
 
     def sweep(self, now: float, watched: list[Watched] | None = None) -> None:
         """Ping whoever has been quiet for ``idle``; close whoever did not answer."""
@@ -85,14 +87,14 @@ class Keepalive:
                 if heard != entry.heard_before_ping:
                     entry.pinged_at = None  # answered (anything counts)
                 elif now - entry.pinged_at >= self.answer_within:
-                    session = entry.session
-                    log.info("quiet nick=%s addr=%s", session.nick, session.address)
-                    session.close("ping_timeout", PING_TIMEOUT)
+                    connection = entry.connection
+                    log.info("quiet nick=%s addr=%s", connection.nick, connection.address)
+                    connection.close("ping_timeout", PING_TIMEOUT)
                     continue
             if entry.pinged_at is None and now - heard >= self.idle:
                 entry.pinged_at = now
                 entry.heard_before_ping = heard
-                self._send(entry.session, entry.ping())
+                self._send(entry.connection, entry.ping())
 
     async def run(self) -> None:
         """Sweep forever, a slice at a time so a big server never stalls for it."""

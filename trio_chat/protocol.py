@@ -318,6 +318,11 @@ class Welcome(ServerEvent):
     protocol: int = PROTOCOL_VERSION
     #: True when logged in to a registered account, false for a guest.
     account: bool = False
+    #: Only for a connection that joined its account's user, already connected elsewhere:
+    #: the rooms it is in (``room`` is the current one), and its connections, this one
+    #: included. Left out for a new session (which is in ``room`` alone).
+    rooms: list[str] | None = None
+    connections: int | None = None
     ref: str | None = None
 
 

@@ -225,14 +225,15 @@ class WebSocketChatClient(ChatClient):
 
 
 @contextmanager
-def stalled_client(chat: TestServer, nick: str) -> Iterator[socket.socket]:
-    """A raw TCP client that logs in as ``nick`` and then reads nothing (its receive buffer
-    made small), for tests of what the server does when a receiver falls behind. The
-    caller may read from it later (it is a blocking socket until told otherwise)."""
+def stalled_client(chat: TestServer, nick: str, **hello: Any) -> Iterator[socket.socket]:
+    """A raw TCP client that logs in as ``nick`` (with any extra ``hello`` fields, e.g. a
+    ``password``) and then reads nothing (its receive buffer made small), for tests of what
+    the server does when a receiver falls behind. The caller may read from it later (it is
+    a blocking socket until told otherwise)."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(chat.address("tcp"))
-        sock.sendall(json.dumps({"type": "hello", "nick": nick}).encode() + b"\n")
+        sock.sendall(json.dumps({"type": "hello", "nick": nick, **hello}).encode() + b"\n")
         yield sock
 
 

@@ -111,6 +111,12 @@ def render_text(event: ServerEvent) -> str:
     if isinstance(event, Error):
         return f"!! {event.text}"
     if isinstance(event, Welcome):
+        if event.connections is not None:  # joined the user, connected elsewhere too
+            rooms = ", ".join(event.rooms or [event.room])
+            return (
+                f"-- Hello {event.nick}, you are in {rooms} on {event.server}, now on "
+                f"{event.connections} connections. Type /help for commands."
+            )
         return (
             f"-- Hello {event.nick}, you are in {event.room} on {event.server}. "
             "Type /help for commands."

@@ -58,7 +58,7 @@ def me(ctx: CommandContext) -> None:
 
 def quit_(ctx: CommandContext) -> None:
     reason = ctx.args or "quit"
-    ctx.server.disconnect(ctx.session, "quit", reason)
+    ctx.server.end_connection(ctx.session, "quit", reason)
 
 
 def msg(ctx: CommandContext) -> None:

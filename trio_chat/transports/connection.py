@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..hub import Session, host_of
+from ..hub import Device, host_of, serving
 from ..mailbox import Mailbox
 from ..names import DEFAULT_ROOM
 from ..protocol import (
@@ -142,36 +142,44 @@ async def run_connection(server: ChatHost, link: Link, release: Callable[[], Non
     metrics = server.metrics
     metrics.connections.labels(link.transport).inc()
     metrics.connections_total.inc()
-    session: Session | None = None
+    device: Device | None = None
     end_label = "closed"
     try:
         with trio.move_on_after(server.config.handshake_timeout) as handshake_scope:
             mailbox = Mailbox(server.config.outbox_size, server.config.outbox_bytes, link)
-            session = await handshake(server, link, mailbox)
+            device = await handshake(server, link, mailbox)
         if handshake_scope.cancelled_caught:
             end_label = "handshake_timeout"
             await say_goodbye(link, Bye(code="timeout", text="no nickname given in time"))
     finally:
-        if session is None:
+        if device is None:
             metrics.disconnects_total.labels(end_label).inc()
             await close_link(server, link, release)
-    if session is None:
+    if device is None:
         return
+    session = device.session
+    joined = session.devices[0] is not device  # one more connection of a user here already
+    # Replies to what this task handles go to this connection alone.
+    serving.set(device)
     log.info(
-        "connect nick=%s addr=%s transport=%s account=%s",
+        "connect nick=%s addr=%s transport=%s account=%s connections=%d",
         session.nick,
         link.address,
         link.transport,
         "yes" if session.account else "no",
+        len(session.devices),
     )
     server.session_started()
     if link.keepalive_ping is not None:
-        server.keepalive.watch(session, lambda: link.last_heard, link.keepalive_ping)
-    resident = Resident(server, link, session, release)
+        server.keepalive.watch(device, lambda: link.last_heard, link.keepalive_ping)
+    resident = Resident(server, link, device, release)
     # The history of the room it joined comes once the session counts as live: a shutdown
     # from here on waits for it and says goodbye (one that came during the history read
     # used to find no live session and cancel this task, bye unsent), and a handshake
     # timeout can no longer cut in after the hub has the session.
     with trio.move_on_after(server.config.handshake_timeout):
-        await server.after_join(session, DEFAULT_ROOM)
+        if joined:
+            await server.after_attach(device)
+        else:
+            await server.after_join(session, DEFAULT_ROOM)
     await resident.start()

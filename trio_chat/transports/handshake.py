@@ -1,5 +1,6 @@
 """Logging in: asking for a nickname until a valid, free one arrives (``hello``, ``/nick``,
-``/login``, ``/register``, or a bare line in text mode), then the welcome and the join.
+``/login``, ``/register``, or a bare line in text mode), then the welcome and the join; or,
+for an account whose user is connected already, the welcome of one more connection.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import trio
 
 from .._version import __version__
 from ..errors import ChatError
-from ..hub import Session
+from ..hub import Device
 from ..limits import (
     FLOODING,
     FRAME_COST,
@@ -56,8 +57,11 @@ def frame_cost(item: ClientFrame | RemoteProtocolError | Overhead) -> float:
     return PONG_COST if isinstance(item, PongReply) else FRAME_COST
 
 
-async def handshake(server: ChatHost, link: Link, mailbox: Mailbox) -> Session | None:
-    """Ask for a nickname until a valid, free one arrives; ``None`` if the peer left."""
+async def handshake(server: ChatHost, link: Link, mailbox: Mailbox) -> Device | None:
+    """Ask for a nickname until a valid, free one arrives; ``None`` if the peer left.
+
+    A login to an account whose user is connected to this node already joins that user
+    as one more connection (see :meth:`ChatHost.session_to_join`) instead."""
     await link.prompt_nick()
     flood = flood_guard(server)
     while True:
@@ -107,15 +111,31 @@ async def handshake(server: ChatHost, link: Link, mailbox: Mailbox) -> Session |
             return None
         try:
             account = await server.admit(login.nick, login.password, login.register, link.address)
-            session = server.hub.attach(
-                login.nick, mailbox, address=link.address, transport=link.transport
-            )
+            joining = server.session_to_join(login.nick, account)
+            if joining is None:
+                session = server.hub.attach(
+                    login.nick, mailbox, address=link.address, transport=link.transport
+                )
         except ChatError as exc:
             await link.send([error_reply(exc, login.ref)])
             await link.prompt_nick()
             continue
-        server.set_account(session, account)
         link.batching = login.batch
+        if joining is not None:
+            welcome = Welcome(
+                nick=joining.nick,
+                room=joining.room,
+                server=server.config.server_name,
+                version=_version(),
+                account=True,
+                rooms=list(joining.rooms),
+                connections=len(joining.devices) + 1,
+                ref=login.ref,
+            )
+            return server.hub.add_device(
+                joining, mailbox, address=link.address, transport=link.transport, first=welcome
+            )
+        server.set_account(session, account)
         server.hub.send_to(
             session,
             Welcome(
@@ -128,7 +148,7 @@ async def handshake(server: ChatHost, link: Link, mailbox: Mailbox) -> Session |
             ),
         )
         server.hub.join(session, DEFAULT_ROOM)
-        return session
+        return session.devices[0]
 
 
 @dataclass(frozen=True, slots=True)

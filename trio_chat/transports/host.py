@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ..config import ServerConfig
-    from ..hub import Hub, Session
+    from ..hub import Device, Hub, Session
     from ..keepalive import Keepalive
     from ..metrics import Metrics
     from ..protocol import ClientFrame
@@ -118,6 +118,13 @@ class ChatHost(Protocol):
         account key or ``None`` for a guest, raises :class:`~trio_chat.errors.ChatError`."""
         ...
 
+    def session_to_join(self, nick: str, account: str | None) -> Session | None:
+        """The user of this node a login to ``account`` as ``nick`` adds a connection to,
+        or ``None`` for a new session; raises :class:`~trio_chat.errors.ChatError` when the
+        user is connected but may not get another connection here (on another node, at
+        the per-account limit)."""
+        ...
+
     def set_account(self, session: Session, account: str | None) -> None:
         """A session admitted with ``account`` (or as a guest) is logged in to it."""
         ...
@@ -130,6 +137,10 @@ class ChatHost(Protocol):
         """What a session gets on joining its first room besides the ``join`` (history)."""
         ...
 
+    async def after_attach(self, device: Device) -> None:
+        """What one more connection of a user gets after its welcome (each room's history)."""
+        ...
+
     async def handle(self, session: Session, frame: ClientFrame) -> None:
         """Act on one frame a logged-in session sent (say, commands, history, quit...)."""
         ...
@@ -140,10 +151,6 @@ class ChatHost(Protocol):
 
     async def settle(self) -> None:
         """Wait until everything said so far reached the mailboxes (before parking)."""
-        ...
-
-    def disconnect(self, session: Session, code: str, reason: str) -> None:
-        """End a session with a ``bye`` (flooding, a line too long, idle too long...)."""
         ...
 
     def start_connection_task(self, run: Callable[[], Awaitable[None]]) -> None:

@@ -1,5 +1,8 @@
 """A logged-in connection: its reader (flood control, one frame at a time), its writer, and
 its spells between parkings (:class:`Resident`).
+
+A connection is one :class:`~trio_chat.hub.Device` of its user's session: it parks, is
+pinged and is closed on its own; its user leaves the rooms when its last connection ends.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..hub import Session
+from ..hub import Device, serving
 from ..limits import (
     FLOODING,
     SLOW_DOWN,
@@ -66,14 +69,14 @@ class Resident:
     then :meth:`resume` starts the next spell in a new task.
     """
 
-    __slots__ = ("_parked", "flood", "link", "release", "server", "session")
+    __slots__ = ("_parked", "device", "flood", "link", "release", "server")
 
     def __init__(
-        self, server: ChatHost, link: Link, session: Session, release: Callable[[], None]
+        self, server: ChatHost, link: Link, device: Device, release: Callable[[], None]
     ) -> None:
         self.server = server
         self.link = link
-        self.session = session
+        self.device = device
         self.release = release
         # Kept across spells: a flooder's strikes are not forgiven by a pause.
         self.flood = flood_guard(server)
@@ -90,6 +93,8 @@ class Resident:
         """Serve spells until the connection ends or parks; clean up if it ended."""
         parked = False
         reason: str | None = "connection closed"
+        # A resumed spell's task was started by whoever woke it: replies go to this one.
+        serving.set(self.device)
         try:
             while True:
                 reason = await self._spell()
@@ -119,7 +124,7 @@ class Resident:
 
     def _drop(self) -> None:
         self.link.abort()
-        self._forget(self.session.close_reason or "server stopped")
+        self._forget(self.device.ending[1] or "server stopped")
         count_out(self.server, self.link, self.release)
 
     def _unpark(self) -> bool:
@@ -130,16 +135,16 @@ class Resident:
         self._parked = False
         assert self.link.park_fd is not None
         self.server.parking.unpark(self.link.park_fd)
-        self.session.mailbox.unpark()
+        self.device.mailbox.unpark()
         self.server.metrics.parked.dec()
         return True
 
     def _park(self) -> bool:
         """Hand the connection over to the parking lot if it is still idle; whether it did."""
-        session, mailbox, fd = self.session, self.session.mailbox, self.link.park_fd
+        device, mailbox, fd = self.device, self.device.mailbox, self.link.park_fd
         if fd is None or not self.server.parking.available:
             return False
-        if session.closed or self.server.stopping:
+        if device.closed or self.server.stopping:
             return False
         if self.link.input_waiting() or not mailbox.park(self.resume):
             return False  # woken while its writer stopped: serve on
@@ -151,8 +156,8 @@ class Resident:
     async def _spell(self) -> str | None:
         """Run reader and writer until one ends or the connection idles; why it ended
         (``None`` if it only idles: the caller parks it)."""
-        server, link, session = self.server, self.link, self.session
-        mailbox = session.mailbox
+        server, link, device = self.server, self.link, self.device
+        mailbox = device.mailbox
         reason = "connection closed"
         async with trio.open_nursery() as nursery:
             writer_done = trio.Event()
@@ -177,53 +182,56 @@ class Resident:
                 # The server ends a session (quit, kick off, flooding, slow, shutdown) by
                 # stopping its reader; the writer then still delivers what is queued.
                 mailbox.call_on_hang_up(reading.cancel)
-                if session.closed:  # closed before we could listen
+                if device.closed:  # closed before we could listen
                     reading.cancel()
-                ended = await _read_frames(server, link, session, self.flood)
+                ended = await _read_frames(server, link, device, self.flood)
             if ended is None:
                 mailbox.call_on_hang_up(None)
                 nursery.cancel_scope.cancel()  # the writer waits for events: stop it too
                 return None
             reason = ended
-            if session.close_reason is not None:
-                reason = session.close_reason
+            close_reason = device.ending[1]
+            if close_reason is not None:
+                reason = close_reason
             # Whatever stopped the reading (the peer closed or only stopped sending, or the
             # server ended it): the writer delivers what is queued, its own last lines
             # included, then the bye, all within a bounded time.
             with trio.move_on_after(GOODBYE_TIMEOUT):
                 await server.settle()
-                server.hub.detach(session, reason)
+                server.hub.detach_device(device, reason)
                 mailbox.close()
                 await writer_done.wait()
             nursery.cancel_scope.cancel()
-        if session.close_code is not None:
+        close_code, close_reason = device.ending
+        if close_code is not None:
             # What the writer had no time for:
             pending = mailbox.take_nowait(server.config.max_batch)
-            bye = Bye(code=session.close_code, text=session.close_reason or session.close_code)
+            bye = Bye(code=close_code, text=close_reason or close_code)
             await say_goodbye(link, bye, pending)
         return reason
 
     async def _end(self, reason: str) -> None:
-        session = self.session
-        if session.close_reason is not None:
-            reason = session.close_reason
+        close_reason = self.device.ending[1]
+        if close_reason is not None:
+            reason = close_reason
         self._forget(reason)
         await close_link(self.server, self.link, self.release)
 
     def _forget(self, reason: str) -> None:
-        """Take the ended session out of the server's books (the hub, counters, logs)."""
-        server, session = self.server, self.session
+        """Take the ended connection out of the server's books (the hub, counters, logs);
+        its user leaves with ``reason`` if it was the last."""
+        server, device = self.server, self.device
         server.session_ended()
-        label = session.close_code or _REASON_CODES.get(reason, "other")
+        label = device.ending[0] or _REASON_CODES.get(reason, "other")
         server.metrics.disconnects_total.labels(label).inc()
-        server.keepalive.forget(session)
-        server.hub.detach(session, reason)
-        log.info("disconnect nick=%s addr=%s reason=%r", session.nick, self.link.address, reason)
-        session.mailbox.close()
+        server.keepalive.forget(device)
+        server.hub.detach_device(device, reason)
+        log.info("disconnect nick=%s addr=%s reason=%r", device.nick, self.link.address, reason)
+        device.mailbox.close()
 
 
 async def _read_frames(
-    server: ChatHost, link: Link, session: Session, flood: FloodGuard
+    server: ChatHost, link: Link, device: Device, flood: FloodGuard
 ) -> str | None:
     """Act on every frame the peer sends until it closes or stops sending; the reason.
     ``None`` once the connection idles and may park: nothing came for ``park_after``
@@ -236,10 +244,10 @@ async def _read_frames(
         # cancelling a read loses nothing, cancelling a command half-way would.
         reason: str | None = None
         with trio.CancelScope() as idle:
-            reason = await _read_until_idle(server, link, session, flood, idle, park_after)
+            reason = await _read_until_idle(server, link, device, flood, idle, park_after)
         if reason is not None:
             return reason
-        mailbox = session.mailbox
+        mailbox = device.mailbox
         if idle.cancelled_caught and not len(mailbox) and mailbox.writer_waiting:
             return None
         # Busy writing, or input came just as the deadline passed: go on, in a new scope.
@@ -248,7 +256,7 @@ async def _read_frames(
 async def _read_until_idle(
     server: ChatHost,
     link: Link,
-    session: Session,
+    device: Device,
     flood: FloodGuard,
     idle: trio.CancelScope,
     park_after: float | None,
@@ -289,22 +297,22 @@ async def _read_until_idle(
             await trio.sleep(decision.delay)
             handled = 0
         elif verdict is Verdict.DISCONNECT:
-            log.info("flooding nick=%s addr=%s", session.nick, link.address)
-            server.disconnect(session, FLOODING, flood.disconnect_text)
+            log.info("flooding nick=%s addr=%s", device.nick, link.address)
+            device.close(FLOODING, flood.disconnect_text)
             return flood.disconnect_text
         elif verdict is Verdict.REFUSE:
             if not isinstance(item, Overhead):  # (nothing to drop: it only counts)
                 server.metrics.frames_rejected_total.labels(SLOW_DOWN).inc()
                 ref = getattr(item, "ref", None)
-                server.hub.send_to(session, Error(code=SLOW_DOWN, text=flood.refuse_text, ref=ref))
+                server.hub.send_to(device, Error(code=SLOW_DOWN, text=flood.refuse_text, ref=ref))
             continue
         if isinstance(item, Overhead):
             continue
         if isinstance(item, RemoteProtocolError):
             server.metrics.frames_rejected_total.labels(item.code).inc()
-            server.hub.send_to(session, error_reply(item))
+            server.hub.send_to(device, error_reply(item))
             continue
-        await server.handle(session, item)
+        await server.handle(device.session, item)
 
 
 async def _writer(
