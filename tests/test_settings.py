@@ -501,6 +501,7 @@ FLAGS = {
     "--flood-max-lag": ("flood_max_lag", "SECONDS"),
     "--max-connections": ("max_connections", "N"),
     "--max-connections-per-host": ("max_connections_per_host", "N"),
+    "--max-connections-per-account": ("max_connections_per_account", "N"),
     "--limit-loopback": ("limit_loopback", None, True),
     "--trusted-proxy": ("trusted_proxies", "ADDR_OR_CIDR"),
     "--metrics-port": ("metrics_port", "PORT"),

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..hub import Device, serving
+from ..hub import Device, Session, serving
 from ..limits import (
     FLOODING,
     SLOW_DOWN,
@@ -81,6 +81,11 @@ class Resident:
         # Kept across spells: a flooder's strikes are not forgiven by a pause.
         self.flood = flood_guard(server)
         self._parked = False
+
+    @property
+    def session(self) -> Session:
+        """The user this connection is one of."""
+        return self.device.session
 
     async def start(self) -> None:
         """Serve the connection from its log-in on. One that has said nothing more parks at
