@@ -14,9 +14,10 @@ from typing import Any
 import trio
 
 from trio_chat.hub import Device, Hub, Session, serving
+from trio_chat.keepalive import PING_TIMEOUT, Keepalive
 from trio_chat.mailbox import Fanout, Mailbox
 from trio_chat.parcels import Item, Parcel, Payload
-from trio_chat.protocol import Info, Left, Welcome
+from trio_chat.protocol import Info, Left, ServerPing, Welcome
 from trio_chat.testing import (
     ChatClient,
     TestServer,
@@ -151,6 +152,21 @@ def test_closing_the_only_device_closes_the_session() -> None:
     assert alice.devices[0].ending == ("ping_timeout", "ping timeout")
 
 
+def test_the_keepalive_closes_a_silent_device_alone() -> None:
+    _hub, alice, first, second, _bob = two_devices()
+    heard = {first: 0.0, second: 0.0}
+    sent: list[Device | Session] = []
+    keepalive = Keepalive(lambda to, event: sent.append(to), idle=60, answer_within=30)
+    for connection in (first, second):
+        keepalive.watch(connection, lambda c=connection: heard[c], lambda: ServerPing(token="t"))
+    keepalive.sweep(60.0)
+    assert sent == [first, second]  # each pinged on its own connection
+    heard[first] = 70.0
+    keepalive.sweep(90.0)
+    assert (first.closed, second.closed, alice.closed) == (False, True, False)
+    assert second.ending == ("ping_timeout", PING_TIMEOUT)
+
+
 # ------------------------------------------------------------------ real connections
 
 
@@ -239,6 +255,32 @@ async def test_closing_one_connection_leaves_nothing_and_the_last_one_leaves() -
         assert leave.nick == "alice"
 
 
+async def test_each_connection_parks_and_is_pinged_and_closed_on_its_own() -> None:
+    config = local_config(park_after=0.05, idle_timeout=0.3, ping_timeout=0.5)
+    async with open_test_server(config=config) as chat, contextlib.AsyncExitStack() as stack:
+        answers = await stack.enter_async_context(device(chat, register=True))
+        silent = await stack.enter_async_context(device(chat))
+        with trio.fail_after(5):
+            while len(chat.server.parking) != 2:  # noqa: ASYNC110 (the server's state)
+                await trio.sleep(0.01)
+
+        async def keep_answering() -> None:
+            while True:
+                ping = await answers.expect("ping")
+                await answers.send({"type": "pong", "token": ping.token})
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep_answering)
+            await silent.expect("ping")  # and never answers
+            assert (await silent.expect("bye")).code == "ping_timeout"
+            nursery.cancel_scope.cancel()
+        session = chat.server.hub.find("alice")
+        assert session is not None and len(session.devices) == 1 and not session.closed
+        await answers.say("still here")
+        await answers.expect("message", lambda e: e.text == "still here")
+        assert [e for e in answers.history if e.TYPE == "leave"] == []
+
+
 async def test_a_private_message_reaches_every_connection() -> None:
     async with open_test_server() as chat, contextlib.AsyncExitStack() as stack:
         tcp = await stack.enter_async_context(device(chat, register=True))
@@ -251,6 +293,35 @@ async def test_a_private_message_reaches_every_connection() -> None:
         await ws.command("/msg carol back")
         for client in (tcp, ws, carol):
             await client.expect("private", lambda e: e.text == "back")
+
+
+async def test_login_from_a_guest_connection_joins_the_connected_user() -> None:
+    async with open_test_server() as chat, contextlib.AsyncExitStack() as stack:
+        laptop = await stack.enter_async_context(device(chat, register=True))
+        await laptop.command("/join #dev")
+        carol = await stack.enter_async_context(open_client(chat, "carol"))
+        phone = await stack.enter_async_context(open_client(chat, "phone"))
+        await carol.expect("join", lambda e: e.nick == "phone")
+        await phone.send({"type": "command", "name": "login", "args": f"alice {PASSWORD}"})
+        welcome = await phone.expect("welcome")
+        assert (welcome.nick, welcome.rooms, welcome.connections) == (
+            "alice",
+            ["#lobby", "#dev"],
+            2,
+        )
+        assert (await phone.expect("info")).text == "logged in as alice"
+        leave = await carol.expect("leave")
+        assert (leave.nick, leave.reason) == ("phone", "logged in as alice")
+        await carol.say("hello both")
+        for client in (laptop, phone):
+            await client.expect("message", lambda e: e.text == "hello both")
+        await phone.send({"type": "command", "name": "who", "args": "#lobby", "ref": "w"})
+        assert (await phone.expect("info", lambda e: e.ref == "w")).data["users"] == [
+            "alice",
+            "carol",
+        ]
+        await phone.say("from the phone", room="#dev")
+        await laptop.expect("message", lambda e: e.text == "from the phone")
 
 
 async def test_a_guest_nick_cannot_be_shared() -> None:

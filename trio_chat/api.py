@@ -21,17 +21,18 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ._version import __version__
 from .errors import ChatError, CommandError, LoginRefused
-from .hub import NickInUse, Room
+from .hub import Device, NickInUse, Room, TooManyConnections
 from .names import name_key, normalize_nick
-from .protocol import Info
+from .protocol import Info, Welcome
 from .store import StoredMessage, StoreError
 
 if TYPE_CHECKING:
     from .broker.redis import RedisBroker
     from .config import ServerConfig
     from .history import HistoryService
-    from .hub import Device, Hub, Session
+    from .hub import Hub, Session
     from .logins import Logins
     from .protocol import MessageKind
 
@@ -288,24 +289,68 @@ class ServerAPI:
 
     async def log_in(self, session: Session, nick: str, password: str) -> str:
         """Log ``session`` in to the account ``nick`` and take that nick; returns it as
-        normalised. Refused for a wrong password (throttled) or when the nick is in use on
-        another connection."""
+        normalised. Refused for a wrong password (throttled) or when the nick is in use by
+        someone else.
+
+        If that account's user is connected already, the connection whose frame is being
+        handled leaves ``session`` (which leaves its rooms, if this was its only
+        connection) and joins that user instead, with a ``welcome`` as if it had logged in
+        to it when connecting (see :meth:`session_to_join`)."""
         logins = self._logins_for("accounts")
         nick = normalize_nick(nick)
         account = await logins.check_login(nick, password, session.address)
         holder = self.hub.find(nick)
         if holder is not None and holder is not session:
-            if not holder.mailbox.delivers_here:
-                raise NickInUse(f"{nick} is logged in on another server of this chat")
-            # Joining a connected user mid-session is left for later: say how to do it.
-            raise NickInUse(
-                f"{nick} is logged in on another connection; to use this one too, "
-                "log in when connecting (hello with the password)"
-            )
+            joining = self.session_to_join(nick, account)
+            device = self.hub.connection_of(session)
+            if joining is None or not isinstance(device, Device):
+                raise NickInUse(f"{nick} is logged in on another connection")
+            welcome = self.welcome_to(joining, ref=None, joined=True)
+            self.hub.move_device(device, joining, f"logged in as {joining.nick}", first=welcome)
+            await self.after_attach(device)
+            return joining.nick
         # The account first: the other nodes hear of it before they see the new nick.
         self.set_account(session, account)
         self.hub.rename(session, nick)
         return nick
+
+    def session_to_join(self, nick: str, account: str | None) -> Session | None:
+        """The user a login to ``account`` as ``nick`` adds a connection to: the one of this
+        node connected to that account under that nick; ``None`` for a new session (a
+        guest, a nick nobody holds; someone else holding it is refused as ever when the
+        hub attaches). Refused for a user of another node, one on its way out, or one at
+        ``max_connections_per_account``."""
+        if account is None:
+            return None
+        holder = self.hub.find(nick)
+        if holder is None or holder.account != account:
+            return None
+        if not holder.mailbox.delivers_here:
+            raise NickInUse(f"{holder.nick} is logged in on another server of this chat")
+        if holder.closed:
+            raise NickInUse(f"{holder.nick} is logging out; try again in a moment")
+        limit = self.config.max_connections_per_account
+        if len(holder.devices) >= limit:
+            raise TooManyConnections(
+                f"{holder.nick} is logged in on {len(holder.devices)} connections already "
+                f"(limit {limit})"
+            )
+        return holder
+
+    def welcome_to(self, session: Session, *, ref: str | None, joined: bool = False) -> Welcome:
+        """The ``welcome`` of a connection logged in to ``session``: a new one, or one that
+        ``joined`` it, connected elsewhere already (then with its rooms and connections,
+        this one counted)."""
+        return Welcome(
+            nick=session.nick,
+            room=session.room,
+            server=self.config.server_name,
+            version=__version__,
+            account=session.account is not None,
+            rooms=list(session.rooms) if joined else None,
+            connections=len(session.devices) + 1 if joined else None,
+            ref=ref,
+        )
 
     def set_account(self, session: Session, account: str | None) -> None:
         """``session`` is logged in to ``account`` from now on (``None``: a guest).

@@ -440,6 +440,29 @@ class Hub:
         self._refit(session)
         return device
 
+    def move_device(
+        self, device: Device, to: Session, reason: str, *, first: ServerEvent | None = None
+    ) -> None:
+        """A connection of one user becomes one of ``to`` (a ``/login`` to the account of a
+        user connected elsewhere): it leaves its user (who leaves its rooms with
+        ``reason`` if this was its only connection), and then gets what ``to`` gets,
+        ``first`` before anything else."""
+        old = device.session
+        if old is to:
+            return
+        if device in old.devices:
+            old.devices.remove(device)
+            if old.devices:
+                self._refit(old)
+            else:
+                self.detach(old, reason)
+        device.session = to
+        device.history_bound.clear()
+        if first is not None:
+            device.mailbox.offer(Parcel(first))
+        to.devices.append(device)
+        self._refit(to)
+
     def detach_device(self, device: Device, reason: str) -> None:
         """A connection ended: forget it; if it was the user's last, :meth:`detach` the
         user with ``reason``. Safe to call more than once."""

@@ -21,7 +21,7 @@ from .commands import CommandContext, CommandRegistry, run_command
 from .config import ServerConfig
 from .errors import ChatError, LoginRefused
 from .history import HistoryService
-from .hub import Hub, NickInUse, NotInRoom, Session, TooManyConnections, host_of
+from .hub import Hub, NotInRoom, Session, host_of
 from .keepalive import Keepalive
 from .limits import ConnectionLimiter
 from .logins import AccountBook, Logins
@@ -397,29 +397,6 @@ class ChatServer(ServerAPI):
                 "nick_registered", f"the nickname {nick} is registered; log in with its password"
             )
         return None
-
-    def session_to_join(self, nick: str, account: str | None) -> Session | None:
-        """The user a login to ``account`` as ``nick`` adds a connection to: the one of this
-        node connected to that account under that nick; ``None`` for a new session (a
-        guest, a nick nobody holds; someone else holding it is refused as ever when the
-        hub attaches). Refused for a user of another node, one on its way out, or one at
-        ``max_connections_per_account``."""
-        if account is None:
-            return None
-        holder = self.hub.find(nick)
-        if holder is None or holder.account != account:
-            return None
-        if not holder.mailbox.delivers_here:
-            raise NickInUse(f"{holder.nick} is logged in on another server of this chat")
-        if holder.closed:
-            raise NickInUse(f"{holder.nick} is logging out; try again in a moment")
-        limit = self.config.max_connections_per_account
-        if len(holder.devices) >= limit:
-            raise TooManyConnections(
-                f"{holder.nick} is logged in on {len(holder.devices)} connections already "
-                f"(limit {limit})"
-            )
-        return holder
 
     # ------------------------------------------------------------------------- serving
 

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._version import __version__
 from ..errors import ChatError
 from ..hub import Device
 from ..limits import (
@@ -36,7 +35,6 @@ from ..protocol import (
     Quit,
     RemoteProtocolError,
     Say,
-    Welcome,
     error_reply,
 )
 from .link import Link, say_goodbye
@@ -122,31 +120,12 @@ async def handshake(server: ChatHost, link: Link, mailbox: Mailbox) -> Device | 
             continue
         link.batching = login.batch
         if joining is not None:
-            welcome = Welcome(
-                nick=joining.nick,
-                room=joining.room,
-                server=server.config.server_name,
-                version=_version(),
-                account=True,
-                rooms=list(joining.rooms),
-                connections=len(joining.devices) + 1,
-                ref=login.ref,
-            )
+            welcome = server.welcome_to(joining, ref=login.ref, joined=True)
             return server.hub.add_device(
                 joining, mailbox, address=link.address, transport=link.transport, first=welcome
             )
         server.set_account(session, account)
-        server.hub.send_to(
-            session,
-            Welcome(
-                nick=session.nick,
-                room=DEFAULT_ROOM,
-                server=server.config.server_name,
-                version=_version(),
-                account=account is not None,
-                ref=login.ref,
-            ),
-        )
+        server.hub.send_to(session, server.welcome_to(session, ref=login.ref))
         server.hub.join(session, DEFAULT_ROOM)
         return session.devices[0]
 
@@ -175,7 +154,3 @@ def _login_from(item: ClientFrame, plain_text: bool) -> _Login | None:
     if isinstance(item, Say) and plain_text:
         return _Login(item.text, ref=item.ref)
     return None
-
-
-def _version() -> str:
-    return __version__

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..hub import Device, Hub, Session
     from ..keepalive import Keepalive
     from ..metrics import Metrics
-    from ..protocol import ClientFrame
+    from ..protocol import ClientFrame, Welcome
     from ..proxyproto import ProxyTrust
     from .parking import ParkingLot
 
@@ -123,6 +123,10 @@ class ChatHost(Protocol):
         or ``None`` for a new session; raises :class:`~trio_chat.errors.ChatError` when the
         user is connected but may not get another connection here (on another node, at
         the per-account limit)."""
+        ...
+
+    def welcome_to(self, session: Session, *, ref: str | None, joined: bool = False) -> Welcome:
+        """The ``welcome`` of a connection that ``joined`` a user connected elsewhere."""
         ...
 
     def set_account(self, session: Session, account: str | None) -> None:
