@@ -324,6 +324,22 @@ async def test_login_from_a_guest_connection_joins_the_connected_user() -> None:
         await laptop.expect("message", lambda e: e.text == "from the phone")
 
 
+async def test_login_moves_one_connection_of_a_user_with_two() -> None:
+    async with open_test_server() as chat, contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(device(chat, register=True))
+        bob_laptop = await stack.enter_async_context(device(chat, "bob", register=True))
+        bob_phone = await stack.enter_async_context(device(chat, "bob", websocket=True))
+        await bob_phone.send({"type": "command", "name": "login", "args": f"alice {PASSWORD}"})
+        assert (await bob_phone.expect("welcome")).nick == "alice"
+        assert (await bob_phone.expect("info")).text == "logged in as alice"
+        await bob_laptop.say("bob stays")
+        await bob_phone.expect("message", lambda e: e.text == "bob stays")
+        # The reply went to the connection that logged in, not to bob's other one.
+        assert [e for e in bob_laptop.history if e.TYPE in ("info", "leave")] == []
+        bob = chat.server.hub.find("bob")
+        assert bob is not None and len(bob.devices) == 1
+
+
 async def test_a_guest_nick_cannot_be_shared() -> None:
     async with open_test_server() as chat, open_client(chat, "gus"), open_client(chat) as other:
         await other.send({"type": "hello", "nick": "gus"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..commands import CommandContext, RegisterCommand
 from ..hookspecs import hookimpl
+from ..protocol import Info
 
 DEFAULT_PAGE = 20
 
@@ -39,8 +40,11 @@ async def login(ctx: CommandContext) -> None:
     words = ctx.args.split()
     if len(words) != 2:
         raise ctx.usage_error()
+    # This connection, wherever the login takes it (it may join the account's user,
+    # connected elsewhere: ctx.session is then the user it was).
+    connection = ctx.hub.connection_of(ctx.session)
     nick = await ctx.server.log_in(ctx.session, words[0], words[1])
-    ctx.reply(f"logged in as {nick}")
+    ctx.hub.send_to(connection, Info(text=f"logged in as {nick}", ref=ctx.ref))
 
 
 async def password(ctx: CommandContext) -> None:
