@@ -400,15 +400,22 @@ async def test_a_login_to_a_user_of_another_node_is_refused(broker_url: str) -> 
         contextlib.AsyncExitStack() as stack,
     ):
         bob = await stack.enter_async_context(open_client(b, "bob"))
-        await stack.enter_async_context(device(a, register=True))
+        laptop = await stack.enter_async_context(device(a, register=True))
         await bob.expect("join", lambda e: e.nick == "alice")
         other = await stack.enter_async_context(open_client(b))
         await other.send({"type": "hello", "nick": "alice", "password": PASSWORD})
         error = await other.expect("error")
         assert error.code == "nick_taken"
         assert error.text == "alice is logged in on another server of this chat"
-        # On alice's own node the same login joins her.
-        await stack.enter_async_context(device(a, websocket=True))
+        # On alice's own node the same login joins her, and works through the shared log.
+        phone = await stack.enter_async_context(device(a, websocket=True))
+        await phone.send({"type": "command", "name": "who", "ref": "w"})
+        reply = await phone.expect("info", lambda e: e.ref == "w")
+        assert reply.data["users"] == ["alice", "bob"]
+        await bob.say("to both of you")
+        for client in (laptop, phone):
+            await client.expect("message", lambda e: e.text == "to both of you")
+        assert [e for e in laptop.history if getattr(e, "ref", None) == "w"] == []
 
 
 async def test_text_mode_welcome_names_the_rooms_and_the_connections() -> None:
