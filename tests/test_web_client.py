@@ -32,7 +32,10 @@ CHAT_VISIBLE = (
 )
 CONNECTED = "return document.getElementById('status').textContent === 'connected'"
 CURRENT = "return document.getElementById('room-name').textContent"
-LINES = "return [...document.querySelectorAll('#log li.say, #log li.action')].map(li => li.textContent.slice(5))"
+LINES = (
+    "return [...document.querySelectorAll('#log li.say, #log li.action')]"
+    ".map(li => li.textContent.slice(5))"  # without the HH:MM
+)
 
 
 def badge(conv: str, kind: str = "unread") -> str:
@@ -130,7 +133,7 @@ async def lines(page: Page) -> list[str]:
 
 async def screenshot(page: Page, name: str) -> None:
     if SCREENSHOT_DIR:
-        Path(SCREENSHOT_DIR).mkdir(parents=True, exist_ok=True)
+        await trio.Path(SCREENSHOT_DIR).mkdir(parents=True, exist_ok=True)
         await page.screenshot(str(Path(SCREENSHOT_DIR) / name))
 
 
@@ -192,9 +195,7 @@ async def test_two_pages_and_a_tcp_client_in_rooms_and_a_private_talk(
     await carol.aclose()
 
 
-async def test_restart_gap_filled_exactly_in_two_rooms(
-    drivers: list[Any], tmp_path: Path
-) -> None:
+async def test_restart_gap_filled_exactly_in_two_rooms(drivers: list[Any], tmp_path: Path) -> None:
     """The server stops; while the page is away the TCP client says 60 lines in #lobby
     (more than a history page) and 3 in #dev; the page comes back by itself, logs in,
     rejoins both rooms and shows every line once, in order, with the half-typed line kept."""
@@ -235,15 +236,20 @@ async def test_restart_gap_filled_exactly_in_two_rooms(
     async with running(config(db, ws_port=ws_port)) as second:
         await page.wait_js(CONNECTED, what="reconnected by itself")
         await page.wait_log("carol dev gap 2")
-        assert await lines(page) == ["carol before 1", "carol dev gap 0", "carol dev gap 1",
-                                     "carol dev gap 2"]
+        assert await lines(page) == [
+            "carol before 1",
+            "carol dev gap 0",
+            "carol dev gap 1",
+            "carol dev gap 2",
+        ]
         await page.wait_js(badge("#lobby") + " === 61", what="61 unread in #lobby")
         await switch(page, "#lobby")
         await page.wait_log("carol gap 59")
         assert await lines(page) == ["carol before 2"] + [f"carol gap {n}" for n in range(60)]
         assert await page.js("return document.getElementById('line').value") == "half-typed"
-        rooms = await page.js("return [...document.querySelectorAll('#rooms .room')]"
-                              ".map(b => b.dataset.room)")
+        rooms = await page.js(
+            "return [...document.querySelectorAll('#rooms .room')].map(b => b.dataset.room)"
+        )
         assert rooms == ["#lobby", "#dev"]
         # Both rooms were rejoined on the server, and new lines arrive live.
         dave = await second.tcp_client("dave")
@@ -282,18 +288,24 @@ async def test_phone_viewport_keeps_the_input_visible(chat: Chat, drivers: list[
             )
             assert last <= top + 1
             # The conversation list is a drawer behind the menu button.
-            assert await page.js("return getComputedStyle(document.getElementById('sidebar'))"
-                                 ".visibility") == "hidden"
+            assert (
+                await page.js(
+                    "return getComputedStyle(document.getElementById('sidebar')).visibility"
+                )
+                == "hidden"
+            )
             await page.click("#menu")
             await page.wait_js(
                 "return getComputedStyle(document.getElementById('sidebar')).visibility"
-                " === 'visible'", what="the drawer open"
+                " === 'visible'",
+                what="the drawer open",
             )
             await page.keys("#line", ESCAPE)
             await page.js("document.getElementById('line').value = 'hi from a phone'")
             await page.wait_js(
                 "return getComputedStyle(document.getElementById('sidebar')).visibility"
-                " === 'hidden'", what="the drawer closed by Escape"
+                " === 'hidden'",
+                what="the drawer closed by Escape",
             )
             await screenshot(page, "web-phone.png")
         await talker.aclose()
@@ -350,7 +362,7 @@ async def test_links_are_safe_and_clickable(chat: Chat, drivers: list[Any]) -> N
         evil = (
             "go https://example.org/a_(b)?q=1&r=2, javascript:alert(1) "
             '<a href="javascript:alert(2)">x</a> jAvAsCrIpT:window.pwned=1 '
-            "data:text/html,<b>x</b> http://example.net/\"onmouseover=\"window.pwned=1"
+            'data:text/html,<b>x</b> http://example.net/"onmouseover="window.pwned=1'
         )
         await talker.send({"type": "say", "text": evil})
         await page.wait_log("talker go")
@@ -359,18 +371,31 @@ async def test_links_are_safe_and_clickable(chat: Chat, drivers: list[Any]) -> N
             " a.target, a.rel])"
         )
         assert links == [
-            ["https://example.org/a_(b)?q=1&r=2", "https://example.org/a_(b)?q=1&r=2", "_blank",
-             "noopener noreferrer nofollow"],
-            ["http://example.net/", "http://example.net/", "_blank",
-             "noopener noreferrer nofollow"],
+            [
+                "https://example.org/a_(b)?q=1&r=2",
+                "https://example.org/a_(b)?q=1&r=2",
+                "_blank",
+                "noopener noreferrer nofollow",
+            ],
+            [
+                "http://example.net/",
+                "http://example.net/",
+                "_blank",
+                "noopener noreferrer nofollow",
+            ],
         ]
-        assert await page.js(
-            "return [...document.querySelectorAll('#log [href], #log [onmouseover], #log b')]"
-            ".filter(e => !e.href?.startsWith('http')).length"
-        ) == 0
+        assert (
+            await page.js(
+                "return [...document.querySelectorAll('#log [href], #log [onmouseover], #log b')]"
+                ".filter(e => !e.href?.startsWith('http')).length"
+            )
+            == 0
+        )
         assert await page.js("return window.pwned === undefined") is True
-        shown = await page.js("return [...document.querySelectorAll('#log li.say')].pop()"
-                              ".querySelector('.body').textContent")
+        shown = await page.js(
+            "return [...document.querySelectorAll('#log li.say')].pop()"
+            ".querySelector('.body').textContent"
+        )
         assert shown == "talker " + evil  # all of it shown, as text
     await talker.aclose()
 
