@@ -65,9 +65,17 @@ export function infoLine(message) {
   return li;
 }
 
-function badge(cls, count, label) {
-  const b = el("span", cls, String(count));
-  b.setAttribute("aria-label", `${count} ${label}`);
+/** The unread count, marked (and with `data-mentions`) when some are for the user. */
+function unreadBadge(conv) {
+  const b = el("span", "unread", String(conv.unread));
+  let label = `${conv.unread} unread`;
+  if (conv.mentions) {
+    b.classList.add("mentioned");
+    b.dataset.mentions = String(conv.mentions);
+    label += `, ${conv.mentions} for you`;
+  }
+  b.setAttribute("aria-label", label);
+  b.title = label;
   return b;
 }
 
@@ -80,8 +88,7 @@ export function renderConversations(ui, convs, current, actions) {
     if (conv.kind === "room") button.dataset.room = conv.name;
     button.setAttribute("aria-current", conv === current ? "true" : "false");
     button.append(el("span", "name", conv.name));
-    if (conv.mentions) button.append(badge("mentions", conv.mentions, "mentions"));
-    if (conv.unread) button.append(badge("unread", conv.unread, "unread"));
+    if (conv.unread) button.append(unreadBadge(conv));
     if (conv.kind === "room" && !conv.joined) button.classList.add("left");
     button.addEventListener("click", () => actions.show(conv));
     const close = el("button", "part", "×");
