@@ -24,7 +24,8 @@ from trio_chat.config import ServerConfig
 from trio_chat.server import ChatServer
 
 SCREENSHOT_DIR = os.environ.get("TRIO_CHAT_SCREENSHOT_DIR")
-TAB, UP, DOWN, ESCAPE = "\ue004", "\ue013", "\ue015", "\ue00c"  # selenium's key codes
+# Selenium's key codes (a second ALT releases the first).
+TAB, UP, DOWN, ESCAPE, ALT = "\ue004", "\ue013", "\ue015", "\ue00c", "\ue00a"
 
 CHAT_VISIBLE = (
     "return !document.getElementById('chat-view').hidden"
@@ -310,9 +311,28 @@ async def test_phone_viewport_keeps_the_input_visible(chat: Chat, drivers: list[
                 what="the drawer closed by Escape",
             )
             await screenshot(page, "web-phone.png")
+
+            # Dark, when the system says so; and what waits in other rooms shows on the
+            # menu button.
+            light = await page.js("return getComputedStyle(document.body).backgroundColor")
+            driver.execute_cdp_cmd(
+                "Emulation.setEmulatedMedia",
+                {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+            )
+            dark = await page.js("return getComputedStyle(document.body).backgroundColor")
+            assert (light, dark) == ("rgb(246, 247, 249)", "rgb(22, 24, 29)")
+            await page.type("#line", "/join #side")
+            await page.wait_js(f"{CURRENT} === '#side'", what="#side shown")
+            await talker.send({"type": "say", "room": "#lobby", "text": "phone: look"})
+            await page.wait_js(
+                "const m = document.getElementById('menu');"
+                " return m.dataset.unread === '1' && m.classList.contains('mentioned')",
+                what="the menu button's badge",
+            )
         await talker.aclose()
     finally:
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
 
 
 async def test_tab_completion_and_input_history(chat: Chat, drivers: list[Any]) -> None:
@@ -353,6 +373,15 @@ async def test_tab_completion_and_input_history(chat: Chat, drivers: list[Any]) 
         assert await page.js("return document.getElementById('line').value") == "first line"
         await page.keys("#line", DOWN + DOWN)
         assert await page.js("return document.getElementById('line').value") == "half typed"
+
+        # Keyboard only: Alt+Down goes to the next conversation, keeping the typed line.
+        await page.type("#line", "/join #dev")
+        await page.wait_js(f"{CURRENT} === '#dev'", what="#dev shown")
+        await page.type("#line", "draft", enter=False)
+        await page.keys("#line", ALT + DOWN + ALT)
+        await page.wait_js(f"{CURRENT} === '#lobby'", what="#lobby after Alt+Down")
+        assert await page.js("return document.activeElement.id") == "line"
+        assert await page.js("return document.getElementById('line').value") == "draft"
     await tcpuser.aclose()
     await other.aclose()
 
@@ -461,3 +490,30 @@ async def test_nick_and_rooms_remembered_password_only_in_memory(
             ".join() === '#lobby,#dev'",
             what="#dev rejoined after the reload",
         )
+
+
+async def test_an_account_logs_in_again_by_itself_after_a_restart(
+    drivers: list[Any], tmp_path: Path
+) -> None:
+    db = str(tmp_path / "chat.db")
+    async with running(config(db)) as first:
+        assert first.ws is not None
+        ws_port = first.ws[1]
+        page = Page(drivers[0])
+        await page.open(first.url)
+        await log_in(page, "member")
+        await page.type("#line", "/register hunter22")
+        await page.wait_log("member is now registered", "#log li.info")
+    async with running(config(db, ws_port=ws_port)) as second:
+        await page.wait_js(CONNECTED, what="reconnected by itself")
+        state = await page.js("return window.trioChat.state")
+        assert (state["me"], state["account"]) == ("member", True)
+        assert await page.js("return document.getElementById('login-view').hidden") is True
+        # A guest cannot take the nick meanwhile: it is registered.
+        guest = await JsonLineClient.connect(*second.tcp)
+        await guest.send({"type": "hello", "nick": "member"})
+        assert (await guest.expect("error"))["code"] in ("nick_taken", "nick_registered")
+        await guest.aclose()
+        stored = await page.js("return JSON.stringify(localStorage)")
+        assert "hunter22" not in stored
+        await page.open("about:blank")

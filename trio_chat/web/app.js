@@ -149,6 +149,11 @@ function render() {
     renderConversations(ui, conversations(), state.current,
       {show: (conv) => { show(conv); ui.line.focus(); }, close: closeConversation});
     document.title = pageTitle(conversations());
+    // On a phone the list is folded away: the menu button shows what waits elsewhere.
+    const elsewhere = conversations().filter((c) => c !== state.current);
+    const waiting = elsewhere.reduce((n, c) => n + c.unread, 0);
+    ui.menu.dataset.unread = waiting ? String(waiting) : "";
+    ui.menu.classList.toggle("mentioned", elsewhere.some((c) => c.mentions));
     if (state.stick) ui.log.scrollTop = ui.log.scrollHeight;
     const conv = state.current;
     if (conv && ui.log.scrollHeight <= ui.log.clientHeight) loadOlder(conv);
@@ -328,7 +333,7 @@ async function loadOlder(conv) {
   const messages = reply.type === "history" && Array.isArray(reply.messages) ? reply.messages : [];
   const fromBottom = ui.log.scrollHeight - ui.log.scrollTop;
   const stick = state.stick;
-  for (const m of messages) showMessage(m, "past");
+  for (const m of messages) showMessage(m, historyKind(conv, m.id));
   if (reply.type !== "history" || !reply.more || !messages.length) conv.olderDone = true;
   if (conv === state.current && !stick) ui.log.scrollTop = ui.log.scrollHeight - fromBottom;
 }
@@ -702,6 +707,13 @@ ui.menu.addEventListener("click", () => {
   const open = document.body.classList.toggle("sidebar-open");
   ui.menu.setAttribute("aria-expanded", String(open));
   if (open) ui.sidebar.querySelector("button")?.focus();
+});
+
+// A tap beside the open drawer closes it.
+ui.main.addEventListener("click", () => {
+  if (!document.body.classList.contains("sidebar-open")) return;
+  document.body.classList.remove("sidebar-open");
+  ui.menu.setAttribute("aria-expanded", "false");
 });
 
 ui.reconnect.addEventListener("click", () => {

@@ -12,7 +12,7 @@ export function findElements() {
     "chat-view", "me-line", "me-nick", "room-name", "topic", "status", "menu", "sidebar",
     "rooms", "privates", "privates-section", "members", "members-count", "members-section",
     "notify", "banner", "banner-text", "retry-text", "reconnect", "log", "send", "line",
-    "send-button",
+    "send-button", "main",
   ];
   const ui = {};
   for (const id of ids) ui[id.replace(/-(.)/g, (_, c) => c.toUpperCase())] = $(id);
