@@ -517,3 +517,56 @@ async def test_an_account_logs_in_again_by_itself_after_a_restart(
         stored = await page.js("return JSON.stringify(localStorage)")
         assert "hunter22" not in stored
         await page.open("about:blank")
+
+
+FAKE_NOTIFICATIONS = """
+window.shown = []; window.asked = 0;
+window.Notification = class {
+  static permission = "default";
+  static async requestPermission() {
+    window.asked += 1; this.permission = "granted"; return "granted";
+  }
+  constructor(title, options) { window.shown.push([title, options.body]); }
+  close() {}
+};
+"""
+
+
+async def test_desktop_notifications_only_once_asked_for(chat: Chat, drivers: list[Any]) -> None:
+    """The page never asks by itself; once the user allowed them, mentions and private
+    messages not in view are notified, other lines are not."""
+    driver = drivers[1]
+    script = driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": FAKE_NOTIFICATIONS}
+    )
+    try:
+        talker = await chat.tcp_client("talker")
+        await talker.send({"type": "command", "name": "join", "args": "#dev"})
+        async with opened(driver, chat.url) as page:
+            await log_in(page, "nora")
+            await talker.send({"type": "say", "room": "#lobby", "text": "nora: before"})
+            await page.wait_log("talker nora: before")
+            assert await page.js("return window.asked") == 0
+            assert await page.js("return document.getElementById('notify').hidden") is False
+            await page.click("#notify")
+            await page.wait_js(
+                "return document.getElementById('notify').hidden", what="the button gone"
+            )
+            assert await page.js("return window.asked") == 1
+            await page.type("#line", "/join #dev")
+            await page.wait_js(f"{CURRENT} === '#dev'", what="#dev shown")
+            await talker.send({"type": "say", "room": "#lobby", "text": "no mention"})
+            await talker.send({"type": "say", "room": "#lobby", "text": "hey nora, look"})
+            await talker.send({"type": "say", "room": "#dev", "text": "nora: in view"})
+            await talker.send({"type": "command", "name": "msg", "args": "nora a secret"})
+            await page.wait_js(badge("talker") + " === 1", what="the private message")
+            shown = await page.js("return window.shown")
+            assert shown == [
+                ["talker in #lobby", "hey nora, look"],
+                ["talker (private)", "a secret"],
+            ]
+        await talker.aclose()
+    finally:
+        driver.execute_cdp_cmd(
+            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]}
+        )

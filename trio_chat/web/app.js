@@ -245,7 +245,7 @@ function onFrame(f, meta) {
     case "leave": return onLeave(f);
     case "nick": return onNick(f);
     case "topic": return onTopic(f);
-    case "history": return onHistory(f);
+    case "history": return onHistory(f, meta);
     case "info": return onInfo(f, meta);
     case "error": return onError(f, meta);
     case "bye":
@@ -341,14 +341,14 @@ async function loadOlder(conv) {
 /** A message or private event: live, from a history page of older lines ("past"), or
  * from history but never seen ("fresh": said while the page was away). */
 function showMessage(f, how) {
-  if (typeof f.nick !== "string") return;
+  if (typeof f.nick !== "string") return false;
   const mine = key(f.nick) === key(state.me);
   let conv;
   if (f.type === "private") conv = ensurePrivate(mine ? String(f.to) : f.nick);
   else if (typeof f.room === "string") conv = ensureRoom(f.room);
-  else return;
+  else return false;
   const li = messageLine(f, state.me || "");
-  if (!conv.insert(li, f.id, f.ts)) return;
+  if (!conv.insert(li, f.id, f.ts)) return false;
   conv.spoke(f.nick);
   const mention = !mine && (f.type === "private" || mentions(String(f.text), state.me));
   if (mention) li.classList.add("mention");
@@ -356,18 +356,21 @@ function showMessage(f, how) {
   else if (!mine && !isViewing(conv)) conv.countUnread(li, mention);
   if (how === "live" && mention) notify(conv, f);
   render();
+  return true;
 }
 
 function historyKind(conv, id) {
   return conv.resumeAfter && id > conv.resumeAfter ? "fresh" : "past";
 }
 
-function onHistory(f) {
+function onHistory(f, meta) {
   const messages = Array.isArray(f.messages) ? f.messages : [];
   const conv = typeof f.room === "string" ? ensureRoom(f.room)
     : typeof f.with === "string" ? ensurePrivate(f.with) : null;
   if (!conv) return;
-  for (const m of messages) showMessage(m, historyKind(conv, m.id));
+  let added = 0;
+  for (const m of messages) if (showMessage(m, historyKind(conv, m.id))) added += 1;
+  if (meta && !added) note(`no earlier messages in ${conv.name} than those shown`, "notice", conv);
   if (!f.more && (!conv.firstId || messages.some((m) => m.id === conv.firstId))) {
     conv.olderDone = true;
   }
