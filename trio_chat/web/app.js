@@ -2,7 +2,7 @@
 // docs/protocol.md is the contract; this file is the only one that knows the page's state.
 
 import {Connection, backoff, serverUrl} from "./connection.js";
-import {Conversation, privateId, roomId} from "./conversations.js";
+import {Conversation, MAX_ENTRIES, privateId, roomId} from "./conversations.js";
 import {key, mentions, roomName} from "./format.js";
 import {Completer, InputHistory} from "./input.js";
 import * as saved from "./storage.js";
@@ -322,6 +322,7 @@ async function fillGap(conv, after) {
 
 async function loadOlder(conv) {
   if (conv.olderDone || conv.loadingOlder || !state.loggedIn) return;
+  if (conv.entries.length >= MAX_ENTRIES) return; // a full scrollback keeps its newest lines
   if (conv.kind === "room" ? !conv.joined : !state.account) return;
   conv.loadingOlder = true;
   const where = conv.kind === "room" ? {room: conv.name} : {with: conv.name};
@@ -418,6 +419,16 @@ function onNick(f) {
     conv.members = conv.members.map((n) => (key(n) === key(f.old) ? f.new : n));
     put(conv, noticeLine(`${f.old} is now known as ${f.new}`, "notice", f.ts), f.id, f.ts);
     membersChanged(conv);
+  }
+  // A private talk follows the other's new nick (unless one with that nick is open).
+  const talk = state.convs.get(privateId(f.old));
+  if (talk && !state.convs.has(privateId(f.new))) {
+    state.convs.delete(talk.id);
+    talk.name = talk.list.dataset.conv = String(f.new);
+    talk.id = privateId(f.new);
+    state.convs.set(talk.id, talk);
+    if (talk === state.current) ui.roomName.textContent = talk.name;
+    render();
   }
   if (me) {
     state.me = state.wantedNick = String(f.new);
