@@ -193,6 +193,14 @@ async def test_two_pages_and_a_tcp_client_in_rooms_and_a_private_talk(
             "carol alice: review please",
         ]
         assert await alice.js("return document.title") == "(1, 1 for you) trio-chat"
+        await alice.type("#line", "/topic Release on Friday")
+        await alice.wait_js(
+            "return document.getElementById('topic').textContent === '— Release on Friday'",
+            what="the topic in the header",
+        )
+        await alice.js("document.getElementById('line').value = 'typing a reply…'")
+        await screenshot(alice, "web.png")
+
         # The talk with carol follows her new nick.
         await carol.send({"type": "command", "name": "nick", "args": "carol2"})
         await alice.wait_js(badge("carol2") + " === 1", what="the talk renamed")
@@ -200,9 +208,6 @@ async def test_two_pages_and_a_tcp_client_in_rooms_and_a_private_talk(
         await alice.wait_log("carol is now known as carol2")
         await alice.type("#line", "got it")
         assert (await carol.expect("private", nick="alice"))["text"] == "got it"
-        await switch(alice, "#dev")
-        await alice.js("document.getElementById('line').value = 'typing a reply…'")
-        await screenshot(alice, "web.png")
     await carol.aclose()
 
 
