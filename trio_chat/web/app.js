@@ -274,6 +274,7 @@ function onWelcome(f) {
   ui.loginButton.disabled = false;
   ui.loginView.hidden = true;
   ui.chatView.hidden = false;
+  ui.menu.hidden = false;
   ui.banner.hidden = true;
   ui.sendButton.disabled = false;
   ui.meLine.hidden = false;
@@ -462,14 +463,16 @@ function onInfo(f, meta = {}) {
     const names = data.commands.map((c) => c && c.name).filter((n) => typeof n === "string");
     state.commands = [...new Set([...names, "query"])].sort();
   }
-  if (meta.name === "join" && typeof data.room === "string" && !meta.rejoin) {
-    const conv = ensureRoom(data.room);
-    conv.joined = true;
-    show(conv);
+  let target = meta.conv && state.convs.has(meta.conv.id) ? meta.conv : state.current;
+  if (meta.name === "join" && typeof data.room === "string") {
+    target = ensureRoom(data.room); // "now talking in #room" goes to that room
+    if (!meta.rejoin) {
+      target.joined = true;
+      show(target);
+    }
   }
   rememberPassword(meta);
   if (meta.silent) return;
-  const target = meta.conv && state.convs.has(meta.conv.id) ? meta.conv : state.current;
   if (target) put(target, infoLine(f.text));
 }
 
@@ -598,6 +601,7 @@ function showLoginError(message) {
 
 function showLoginView() {
   ui.chatView.hidden = true;
+  ui.menu.hidden = true;
   ui.loginView.hidden = false;
   ui.banner.hidden = true;
   clearTimeout(state.retryTimer);
