@@ -759,6 +759,7 @@ window.trioChat = {
   get state() {
     return {
       loggedIn: state.loggedIn, me: state.me, account: state.account,
+      attempt: state.attempt, retryIn: state.retryTimer ? (state.retryAt - Date.now()) / 1000 : null,
       current: state.current ? state.current.name : null, rooms: [...state.rooms],
       conversations: conversations().map((c) => ({
         name: c.name, kind: c.kind, joined: c.joined, unread: c.unread, mentions: c.mentions,
