@@ -129,7 +129,7 @@ async def test_page_is_served_on_the_websocket_port(chat: Chat) -> None:
         for external in ("http://", "https://", "@import", "<script>", "innerHTML"):
             assert external not in text, (name, external)
     app = (await http_get(chat, "/app.js"))[1].decode()
-    assert "new Connection(" in app and 'from "./connection.js"' in app
+    assert 'from "./chat.js"' in app and 'from "./frames.js"' in app
 
 
 @pytest.mark.parametrize(

@@ -360,6 +360,8 @@ WEB_FILES: dict[bytes, tuple[str, str]] = {
         f"/{name}".encode(): (name, "text/javascript; charset=utf-8")
         for name in (
             "app.js",
+            "chat.js",
+            "frames.js",
             "connection.js",
             "conversations.js",
             "view.js",
