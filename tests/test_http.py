@@ -159,3 +159,28 @@ def test_scrape_answers(request_head: bytes, status: int, has_body: bool) -> Non
     if status == 200:
         assert dict(head.headers)[b"content-type"] == CONTENT_TYPE.encode()
         assert data.endswith(b"\r\n\r\nx_total 1.0\n") == has_body
+
+
+def test_the_allow_list_is_the_pages_files() -> None:
+    """Every stylesheet and module in trio_chat/web is served (and nothing else is), and
+    every module the page imports is one of them."""
+    import re
+    from importlib import resources
+
+    from trio_chat.transports.websocket import WEB_FILES
+
+    package = resources.files("trio_chat.web")
+    shipped = {p.name for p in package.iterdir() if p.name.endswith((".html", ".css", ".js"))}
+    assert {name for name, _ in WEB_FILES.values()} == shipped
+    for name in shipped:
+        text = package.joinpath(name).read_text()
+        for imported in re.findall(r'from "\./([^"]+)"', text):
+            assert f"/{imported}".encode() in WEB_FILES, (name, imported)
+    for target, (name, content_type) in WEB_FILES.items():
+        head, body = read_as_client(
+            http_response(parse_request(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n"))
+        )
+        assert (
+            head.status_code == 200 and dict(head.headers)[b"content-type"] == content_type.encode()
+        )
+        assert body == package.joinpath(name).read_bytes()

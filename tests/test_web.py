@@ -19,6 +19,7 @@ from web_helpers import TIMEOUT, JsonLineClient, Page, chromium_driver, split_ad
 
 from trio_chat.config import ServerConfig
 from trio_chat.server import ChatServer
+from trio_chat.transports.websocket import WEB_FILES
 
 SCREENSHOT = os.environ.get("TRIO_CHAT_SCREENSHOT", "/tmp/trio-chat-web.png")
 
@@ -94,24 +95,61 @@ async def log_in(page: Page, nick: str) -> None:
     await page.wait_js(CHAT_VISIBLE, what=f"the chat view after logging in as {nick}")
 
 
-async def test_page_is_served_on_the_websocket_port(chat: Chat) -> None:
-    """No browser needed: GET / on the WebSocket port answers with the self-contained page."""
+async def http_get(chat: Chat, target: str) -> tuple[bytes, bytes]:
+    """The head and body of the WebSocket port's answer to ``GET target``."""
     with trio.fail_after(TIMEOUT):
         stream = await trio.open_tcp_stream(*chat.ws)
         async with stream:
-            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            await stream.send_all(
+                f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+            )
             response = b""
             while data := await stream.receive_some(65536):
                 response += data
     head, _, body = response.partition(b"\r\n\r\n")
+    return head, body
+
+
+async def test_page_is_served_on_the_websocket_port(chat: Chat) -> None:
+    """No browser needed: GET / on the WebSocket port answers with the page, which loads
+    its stylesheet and modules from the same server and nothing from elsewhere."""
+    head, body = await http_get(chat, "/")
     assert head.startswith(b"HTTP/1.1 200")
     assert b"text/html" in head
     html = body.decode()
     assert html.lstrip().lower().startswith("<!doctype html>")
-    assert "<script>" in html and "new WebSocket(" in html
-    # Self-contained: nothing loaded from elsewhere.
-    for external in ("<script src", "<link ", "@import", "http://", "https://"):
-        assert external not in html
+    assert '<script type="module" src="app.js">' in html
+    assert '<link rel="stylesheet" href="style.css">' in html
+    for name, (_, content_type) in WEB_FILES.items():
+        head, body = await http_get(chat, name.decode())
+        assert head.startswith(b"HTTP/1.1 200"), name
+        assert f"Content-Type: {content_type}".encode() in head, name
+        text = body.decode()
+        # Self-contained: nothing loaded from elsewhere, no inline script for the CSP.
+        for external in ("http://", "https://", "@import", "<script>", "innerHTML"):
+            assert external not in text, (name, external)
+    app = (await http_get(chat, "/app.js"))[1].decode()
+    assert 'from "./chat.js"' in app and 'from "./frames.js"' in app
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/../pyproject.toml",
+        "/%2e%2e/%2e%2e/pyproject.toml",
+        "/..%2fapp.js",
+        "/__init__.py",
+        "/web/app.js",
+        "/app.js/",
+        "/APP.JS",
+        "/nosuch.js",
+        "//app.js",
+    ],
+)
+async def test_only_the_pages_files_are_served(chat: Chat, target: str) -> None:
+    head, body = await http_get(chat, target)
+    assert head.startswith(b"HTTP/1.1 404"), (target, head)
+    assert body == b"not found\n"
 
 
 async def test_taken_and_bad_nick_show_inline_errors_then_retry_works(
@@ -229,25 +267,27 @@ async def test_rooms_then_quit_and_reconnect(chat: Chat, page: Page) -> None:
         assert await page.js(f"return {ROOMS}") == ["#lobby", "#dev"]
         await page.wait_js(f"return {MEMBERS}.join() === 'webby'", what="members of #dev")
 
-        # Plain lines go to the current room; other rooms' messages carry their tag.
+        # Plain lines go to the current room; each room has its own scrollback, and a line
+        # said in another room only counts as unread there.
         await page.type("#line", "in dev")
-        await page.wait_log("webby in dev", "#log li.say[data-room='#dev']")
+        await page.wait_log("webby in dev", "#log li.say")
         await tcp.send({"type": "say", "text": "lobby chatter"})
-        await page.wait_log("#lobbytcpuser lobby chatter", "#log li.say")
-        tag_shown = await page.js(
-            "const li = [...document.querySelectorAll('#log li.say')].pop();"
-            " return !li.querySelector('.tag').hidden"
-        )
-        assert tag_shown is True
         await page.wait_js(
-            "return document.querySelector('#rooms .unread')?.textContent === '1'",
+            "return document.querySelector(\"#rooms .room[data-room='#lobby'] .unread\")"
+            "?.textContent === '1'",
             what="an unread badge on #lobby",
         )
+        assert "lobby chatter" not in await page.log_text()
+        assert await page.js("return document.title") == "(1) trio-chat"
 
         # Switch back with the room list: the lobby members show again.
         await page.click("#rooms .room[data-room='#lobby']")
         await page.wait_js(f"return {MEMBERS}.join() === 'tcpuser,webby'", what="lobby members")
         assert await page.js(CURRENT_ROOM) == "#lobby"
+        await page.wait_log("tcpuser lobby chatter", "#log li.say")
+        assert "webby in dev" not in await page.log_text()
+        assert await page.js("return document.title") == "trio-chat"
+        assert await page.js("return document.querySelector('#log li.unread-marker')") is not None
         await page.type("#line", "back in lobby")
         message = await tcp.expect("message", nick="webby")
         assert (message["room"], message["text"]) == ("#lobby", "back in lobby")
@@ -306,7 +346,6 @@ async def test_history_is_shown_dimmed_on_joining(chat: Chat, page: Page) -> Non
         await early.send({"type": "say", "text": "said before you came"})
         await early.expect("message", text="said before you came")
         await log_in(page, "latecomer")
-        await page.wait_log("earlier in #lobby:")
         await page.wait_log("said before you came", css="#log li.past")
         await early.send({"type": "say", "text": "said live"})
         await page.wait_log("said live", css="#log li:not(.past)")

@@ -137,6 +137,12 @@ class Page:
 
         await self.run(type_)
 
+    async def keys(self, css: str, keys: str) -> None:
+        """Press keys in an element, keeping what it holds (unlike :meth:`type`)."""
+        from selenium.webdriver.common.by import By
+
+        await self.run(lambda: self.driver.find_element(By.CSS_SELECTOR, css).send_keys(keys))
+
     async def click(self, css: str) -> None:
         from selenium.webdriver.common.by import By
 

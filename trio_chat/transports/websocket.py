@@ -349,8 +349,36 @@ def is_websocket_upgrade(request: h11.Request) -> bool:
     return headers.get(b"upgrade") == b"websocket"
 
 
+#: The browser page's files, the only ones served: request path -> (file in the
+#: ``trio_chat.web`` package, Content-Type). Anything else is a 404, so no request path is
+#: ever joined to a file name (no traversal, no dotfiles, no Python source).
+WEB_FILES: dict[bytes, tuple[str, str]] = {
+    b"/": ("index.html", "text/html; charset=utf-8"),
+    b"/index.html": ("index.html", "text/html; charset=utf-8"),
+    b"/style.css": ("style.css", "text/css; charset=utf-8"),
+    **{
+        f"/{name}".encode(): (name, "text/javascript; charset=utf-8")
+        for name in (
+            "app.js",
+            "chat.js",
+            "frames.js",
+            "connection.js",
+            "conversations.js",
+            "view.js",
+            "input.js",
+            "format.js",
+            "storage.js",
+        )
+    },
+}
+
+
+def web_file(name: str) -> bytes:
+    return resources.files("trio_chat.web").joinpath(name).read_bytes()
+
+
 def page() -> bytes:
-    return resources.files("trio_chat.web").joinpath("index.html").read_bytes()
+    return web_file("index.html")
 
 
 #: The page loads nothing from elsewhere and talks only to its own server.
@@ -360,7 +388,7 @@ SECURITY_HEADERS: tuple[Header, ...] = (
     ("Referrer-Policy", "no-referrer"),
     (
         "Content-Security-Policy",
-        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "default-src 'none'; script-src 'self'; style-src 'self'; "
         "connect-src 'self'; img-src 'self' data:",
     ),
 )
@@ -369,17 +397,20 @@ _HEADERS: tuple[Header, ...] = (("Cache-Control", "no-cache"), CONNECTION_CLOSE,
 
 
 def http_response(request: h11.Request | None) -> bytes:
-    """The whole HTTP/1.1 response for a non-WebSocket request: the page for ``GET /``."""
+    """The whole HTTP/1.1 response for a non-WebSocket request: the page for ``GET /``,
+    and its files (:data:`WEB_FILES`)."""
     if request is None:
         return http_error(400, b"bad request\n")
     if request.method not in (b"GET", b"HEAD"):
         return http_error(405, b"method not allowed\n")
-    if request.target.split(b"?")[0] not in (b"/", b"/index.html"):
+    found = WEB_FILES.get(request.target.split(b"?")[0])
+    if found is None:
         return http_error(404, b"not found\n")
+    name, content_type = found
     return response(
         200,
-        page(),
-        content_type="text/html; charset=utf-8",
+        web_file(name),
+        content_type=content_type,
         headers=_HEADERS,
         head_only=request.method == b"HEAD",
     )
