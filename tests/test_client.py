@@ -318,7 +318,7 @@ async def test_server_going_away_is_one_line(nursery: trio.Nursery) -> None:
 
     (address,) = await nursery.start(serve)
     async with running_client(
-        "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--nick", "erin"
+        "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--nick", "erin", "--no-reconnect"
     ) as erin:
         await erin.expect("-- Hello erin")
         server_scope.cancel()  # every socket closes, without a goodbye
@@ -329,7 +329,7 @@ async def test_server_going_away_is_one_line(nursery: trio.Nursery) -> None:
 
 async def test_server_shutdown_bye_is_shown(server: tuple[ChatServer, dict[str, str]]) -> None:
     chat, addresses = server
-    async with running_client(addresses["ws"], "--nick", "fred") as fred:
+    async with running_client(addresses["ws"], "--nick", "fred", "--no-reconnect") as fred:
         await fred.expect("-- Hello fred")
         chat.shutdown()
         await fred.expect("-- Disconnected: the server is shutting down")
@@ -520,7 +520,8 @@ async def test_a_port_without_a_chat_server_is_one_line(nursery: trio.Nursery) -
     assert status == 1
     assert_one_error_line(
         stderr,
-        f"trio-chat: 127.0.0.1:{port} does not speak the trio-chat protocol",
+        f"trio-chat: 127.0.0.1:{port} is not a trio-chat server: it answers HTTP "
+        f"(the WebSocket port? use ws://127.0.0.1:{port}/)",
     )
 
 
