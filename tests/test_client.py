@@ -137,7 +137,15 @@ class ClientProcess:
                         return line
                 data = await self.process.stdout.receive_some(65536)
                 if not data:
-                    raise AssertionError(f"client ended before printing {text!r}: {self.output}")
+                    stderr = b""
+                    assert self.process.stderr is not None
+                    with trio.move_on_after(1):
+                        while more := await self.process.stderr.receive_some(65536):
+                            stderr += more
+                    raise AssertionError(
+                        f"client ended before printing {text!r}: {self.output}, "
+                        f"stderr {stderr.decode(errors='replace')!r}"
+                    )
                 self._buffer += data
 
     async def finish(self, close_stdin: bool = True) -> tuple[int, str]:

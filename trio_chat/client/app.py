@@ -103,8 +103,10 @@ NICK_ERRORS = frozenset({"nick_taken", "bad_nick"})
 PASSWORD_ERRORS = frozenset({"login_failed", "login_throttled", "bad_password"})
 #: Seconds the server has to answer the opening ping before we give up on it.
 ANSWER_TIMEOUT = 10.0
-#: Seconds of silence from the server before we ping it, and then for its answer.
-IDLE_TIMEOUT = 90.0
+#: Seconds of silence from the server before we ping it (as the server pings us), and then
+#: for its answer: a connection whose other end vanished without closing it is noticed.
+IDLE_TIMEOUT = 60.0
+PING_TIMEOUT = 30.0
 #: Seconds events are held back waiting for a rejoin's history before they are shown anyway.
 HOLD_TIMEOUT = 15.0
 #: Reconnect delays: the first, and the longest (doubling in between).
@@ -663,7 +665,8 @@ class ChatClient:
                 return
             pinged = False
             while True:
-                wait_until = min(trio.current_time() + IDLE_TIMEOUT, self._hold_deadline)
+                quiet = PING_TIMEOUT if pinged else IDLE_TIMEOUT
+                wait_until = min(trio.current_time() + quiet, self._hold_deadline)
                 with trio.move_on_at(wait_until):
                     event = await connection.receive()
                     pinged = False
