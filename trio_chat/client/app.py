@@ -366,6 +366,8 @@ class ChatClient:
                 else:
                     self.nick = answer.strip()
             elif password is None and self._asking_password:
+                if not self.terminal.interactive and not self.json_mode:
+                    self.terminal.show(f"Password for {self.nick} (empty line: another nick):")
                 answer = await self.terminal.read_line(
                     lambda: f"Password for {self.nick} (empty: another nick): ", secret=True
                 )
@@ -537,6 +539,11 @@ class ChatClient:
         if isinstance(frame, Say) and frame.room is None and not self.online:
             frame = dataclasses.replace(frame, room=self.room)
         await self._send(frame)
+
+    def older_history(self) -> None:
+        """PageUp: show the current room's older lines (``/history``), above the prompt."""
+        if self.online and self.room and self._nursery is not None:
+            self._nursery.start_soon(self._send, Command(name="history", room=self.room))
 
     def _next_ref(self, kind: str) -> str:
         self._refs += 1
@@ -886,7 +893,11 @@ async def connect_and_chat(
     def complete(text: str) -> tuple[int, list[str]]:
         return completions(client, text) if client is not None else (len(text), [])
 
-    async with open_terminal(interactive and not json_mode, complete) as terminal:
+    def page_up() -> None:
+        if client is not None:
+            client.older_history()
+
+    async with open_terminal(interactive and not json_mode, complete, page_up) as terminal:
         client = ChatClient(
             target,
             terminal,

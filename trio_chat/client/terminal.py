@@ -145,8 +145,20 @@ class PromptTerminal:
         self,
         session: PromptSession[str] | None = None,
         complete: Completions | None = None,
+        page_up: Callable[[], None] | None = None,
     ) -> None:
         from prompt_toolkit import PromptSession
+        from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+
+        bindings = KeyBindings()
+        self._token: trio.lowlevel.TrioToken | None = None
+
+        @bindings.add("pageup")
+        def _(event: KeyPressEvent) -> None:
+            # In the prompt's thread: hand it to trio; the line being typed stays.
+            if page_up is not None and self._token is not None:
+                with contextlib.suppress(trio.RunFinishedError):
+                    trio.from_thread.run_sync(page_up, trio_token=self._token)
 
         #: Tests pass a session on a pipe input and a dummy output.
         self.session: PromptSession[str] = session or PromptSession(
@@ -155,6 +167,7 @@ class PromptTerminal:
             completer=_Completer(complete) if complete is not None else None,
             complete_while_typing=False,  # Tab completes; typing stays quiet
             reserve_space_for_menu=0,
+            key_bindings=bindings,
         )
         self._lock = threading.Lock()
         self._stopped = False  # once set, no prompt runs any more
@@ -163,6 +176,7 @@ class PromptTerminal:
     async def read_line(self, prompt: Callable[[], str], *, secret: bool = False) -> str | InputEnd:
         if self._stopped:
             return InputEnd.EOF
+        self._token = trio.lowlevel.current_trio_token()
         finished = False
 
         async def stop_when_cancelled() -> None:
@@ -257,16 +271,19 @@ def _Completer(complete: Completions) -> Completer:
 
 @asynccontextmanager
 async def open_terminal(
-    interactive: bool, complete: Completions | None = None
+    interactive: bool,
+    complete: Completions | None = None,
+    page_up: Callable[[], None] | None = None,
 ) -> AsyncIterator[Terminal]:
     """The prompt (``interactive``) or a stdin line reader, torn down when the block ends.
 
-    ``complete`` gives the prompt's Tab completions.
+    ``complete`` gives the prompt's Tab completions; ``page_up`` is called (in trio) when
+    PageUp is pressed.
     """
     if interactive:
         from prompt_toolkit.patch_stdout import patch_stdout
 
-        terminal = PromptTerminal(complete=complete)
+        terminal = PromptTerminal(complete=complete, page_up=page_up)
         try:
             with patch_stdout(raw=True):
                 yield terminal
