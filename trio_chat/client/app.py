@@ -612,33 +612,68 @@ class ChatClient:
         self._holds.add(name)
         self._hold_deadline = trio.current_time() + HOLD_TIMEOUT
 
+    def _holding(self, event: ServerEvent) -> bool:
+        """Whether ``event`` waits: during a resync every room's lines do (they are shown in
+        one run, in order); after a typed ``/join``, that room's."""
+        if not self._holds or not (isinstance(event, Numbered) or _is_join_history(event)):
+            return False
+        if self._resyncing:
+            return True
+        room = _room_of(event)
+        return room is not None and f"sync:{name_key(room)}" in self._holds
+
     def _release(self, name: str) -> None:
         self._holds.discard(name)
         if not self._holds:
             self._flush()
+        elif not self._resyncing:
+            ready = [event for event in self._held if not self._holding(event)]
+            if ready:
+                self._held = [event for event in self._held if self._holding(event)]
+                self._show_held(ready)
 
     def _flush(self) -> None:
-        """Show what was held back: history blocks, then every event once, by id."""
+        """Show everything held back, and end any resync."""
         held, self._held = self._held, []
         self._holds.clear()
         self._hold_deadline = float("inf")
+        self._show_held(held)
+        self._floors.clear()
+        self._rejoining.clear()
+        if self._resyncing:
+            self._resyncing = False
+            rooms = ", ".join(state.name for state in self.rooms.values()) or "no room"
+            missed = f"; {self._missed} new messages" if self._missed else ""
+            self._notice(f"back in {rooms}{missed}")
+
+    def _show_held(self, held: list[ServerEvent]) -> None:
+        """Show held events once each, by id; a join's history block just after the join."""
         events: list[ServerEvent] = []
         for event in held:
-            if isinstance(event, History):
-                key = name_key(event.room) if event.room else None
-                if key is not None and key in self._floors:
-                    # A rejoin's join-time history overlaps the gap: only its new lines.
-                    events += _history_events(event)
-                else:
-                    for item in _history_events(event):
-                        if isinstance(item, Numbered):
-                            self._seen.add(item.id)
-                    self._display(event)
+            key = name_key(event.room) if isinstance(event, History) and event.room else None
+            if key is not None and key in self._floors:
+                # A rejoin's join-time history overlaps the gap: only its new lines count.
+                assert isinstance(event, History)
+                events += _history_events(event)
             else:
                 events.append(event)
-        events.sort(key=lambda e: e.id if isinstance(e, Numbered) else 0)
+        # The server sends a join, then the room's history: keep that order.
+        joins = {
+            name_key(e.room): e.id for e in events if isinstance(e, Joined) and e.nick == self.nick
+        }
+
+        def order(event: ServerEvent) -> float:
+            if isinstance(event, History) and event.room and name_key(event.room) in joins:
+                return joins[name_key(event.room)] + 0.5
+            return _order(event)
+
+        events.sort(key=order)
         for event in events:
-            if isinstance(event, Numbered):
+            if isinstance(event, History):
+                for item in _history_events(event):
+                    if isinstance(item, Numbered):
+                        self._seen.add(item.id)
+            elif isinstance(event, Numbered):
                 room = _room_of(event)
                 floor = self._floors.get(name_key(room)) if room else None
                 if floor is not None and event.id <= floor:
@@ -648,13 +683,6 @@ class ChatClient:
                 if self._resyncing and isinstance(event, Message):
                     self._missed += 1
             self._display(event)
-        self._floors.clear()
-        self._rejoining.clear()
-        if self._resyncing:
-            self._resyncing = False
-            rooms = ", ".join(state.name for state in self.rooms.values()) or "no room"
-            missed = f"; {self._missed} new messages" if self._missed else ""
-            self._notice(f"back in {rooms}{missed}")
 
     # ----------------------------------------------------------------------- receiving
 
@@ -774,7 +802,7 @@ class ChatClient:
             and name_key(event.room) in self._rejoining
         ):
             return True  # our own rejoin, or leaving #lobby again
-        if self._holds and (isinstance(event, Numbered) or _is_join_history(event)):
+        if self._holding(event):
             self._held.append(event)
             return True
         if isinstance(event, Numbered) and not self._seen.add(event.id):
@@ -869,6 +897,16 @@ def _history_events(event: History) -> list[ServerEvent]:
         except (RemoteProtocolError, TypeError):
             continue
     return out
+
+
+def _order(event: ServerEvent) -> float:
+    """Where a held event goes: by id; a history block just after its newest message."""
+    if isinstance(event, Numbered):
+        return float(event.id)
+    if isinstance(event, History):
+        ids = [m.get("id") for m in event.messages]
+        return max((float(i) for i in ids if isinstance(i, int)), default=0.0) + 0.5
+    return 0.0
 
 
 def _is_join_history(event: ServerEvent) -> bool:
