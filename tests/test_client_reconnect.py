@@ -205,11 +205,14 @@ class Tmux:
 
 
 @asynccontextmanager
-async def client_in_tmux(tmp_path: Path, port: int, nick: str, **env: str) -> AsyncIterator[Tmux]:
+async def client_in_tmux(
+    tmp_path: Path, port: int, nick: str | None, **env: str
+) -> AsyncIterator[Tmux]:
     """``trio-chat connect`` in a 120x30 tmux pane, as a person would run it."""
     assert tmux is not None
     pane = Tmux(str(tmp_path / "tmux.sock"))
-    command = " ".join(client_command("127.0.0.1", "--port", str(port), "--nick", nick))
+    nick_args = ("--nick", nick) if nick is not None else ()
+    command = " ".join(client_command("127.0.0.1", "--port", str(port), *nick_args))
     # A fresh tmux server per test, started with this environment, passes it on.
     environment = {**os.environ, "TERM": "xterm-256color", **env}
     if "NO_COLOR" not in env:
@@ -336,3 +339,16 @@ async def test_no_colour_with_no_color(nursery: trio.Nursery, tmp_path: Path) ->
         await pane.until(lambda lines: any("no colours here" in li for li in lines))
         coloured = await pane.screen(colours=True)
         assert not any(ESC in li for li in coloured if "no colours here" in li), coloured
+
+
+@needs_tmux
+async def test_the_nickname_prompt_once(nursery: trio.Nursery, tmp_path: Path) -> None:
+    server = RestartableServer(nursery, tmp_path / "chat.db")
+    await server.start()
+    async with client_in_tmux(tmp_path, server.port, None) as pane:
+        lines = await pane.until(lambda lines: lines == ["Nickname:"])
+        await pane.keys("nina", literal=True)
+        await pane.keys("Enter")
+        lines = await pane.until(lambda lines: bool(lines) and lines[-1] == "nina #lobby>")
+        assert not any("Nickname" in line for line in lines), lines
+        assert lines[0].startswith("-- Hello nina"), lines

@@ -867,6 +867,7 @@ class ChatClient:
             if isinstance(event, History):
                 self._held += _history_events(event)
                 if event.more and event.messages:
+                    self._hold_deadline = trio.current_time() + HOLD_TIMEOUT  # progress
                     last = max(int(m.get("id", 0)) for m in event.messages)
                     with contextlib.suppress(ConnectionLost):
                         await connection.send(
