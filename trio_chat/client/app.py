@@ -434,7 +434,7 @@ class ChatClient:
         else:
             await self._resync(connection)
         await connection.send(Command(name="help", ref=OWN + "help"))
-        for key, state in self.rooms.items():
+        for key, state in list(self.rooms.items()):  # (it changes while we send)
             await connection.send(Command(name="who", args=state.name, ref=f"{OWN}who:{key}"))
         while self._queued and self.online:
             await self._send(self._queued.popleft())
