@@ -12,24 +12,36 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import random
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import trustme
 
 from trio_chat.client import connection as client_connection
-from trio_chat.client.app import INSECURE_WARNING, event_lines, run_client
+from trio_chat.client.app import (
+    INSECURE_WARNING,
+    ChatClient,
+    RoomState,
+    backoff_delay,
+    completions,
+    event_lines,
+    run_client,
+)
 from trio_chat.client.connection import (
     BadTarget,
     ConnectError,
@@ -38,12 +50,14 @@ from trio_chat.client.connection import (
     open_connection,
     parse_target,
 )
-from trio_chat.client.terminal import InputEnd, PromptTerminal, printable
+from trio_chat.client.render import PALETTE, Renderer, colour_wanted, mentions, name_colour
+from trio_chat.client.terminal import InputEnd, PipeTerminal, PromptTerminal, printable
 from trio_chat.client.tls import client_ssl_context
 from trio_chat.config import ServerConfig
+from trio_chat.names import name_key
 from trio_chat.protocol import Info, Message
 from trio_chat.server import ChatServer
-from trio_chat.testing import local_config
+from trio_chat.testing import local_config, open_client, open_test_server
 from trio_chat.textmode import NICK_PROMPT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,7 +151,15 @@ class ClientProcess:
                         return line
                 data = await self.process.stdout.receive_some(65536)
                 if not data:
-                    raise AssertionError(f"client ended before printing {text!r}: {self.output}")
+                    stderr = b""
+                    assert self.process.stderr is not None
+                    with trio.move_on_after(1):
+                        while more := await self.process.stderr.receive_some(65536):
+                            stderr += more
+                    raise AssertionError(
+                        f"client ended before printing {text!r}: {self.output}, "
+                        f"stderr {stderr.decode(errors='replace')!r}"
+                    )
                 self._buffer += data
 
     async def finish(self, close_stdin: bool = True) -> tuple[int, str]:
@@ -318,7 +340,7 @@ async def test_server_going_away_is_one_line(nursery: trio.Nursery) -> None:
 
     (address,) = await nursery.start(serve)
     async with running_client(
-        "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--nick", "erin"
+        "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--nick", "erin", "--no-reconnect"
     ) as erin:
         await erin.expect("-- Hello erin")
         server_scope.cancel()  # every socket closes, without a goodbye
@@ -329,7 +351,7 @@ async def test_server_going_away_is_one_line(nursery: trio.Nursery) -> None:
 
 async def test_server_shutdown_bye_is_shown(server: tuple[ChatServer, dict[str, str]]) -> None:
     chat, addresses = server
-    async with running_client(addresses["ws"], "--nick", "fred") as fred:
+    async with running_client(addresses["ws"], "--nick", "fred", "--no-reconnect") as fred:
         await fred.expect("-- Hello fred")
         chat.shutdown()
         await fred.expect("-- Disconnected: the server is shutting down")
@@ -520,7 +542,8 @@ async def test_a_port_without_a_chat_server_is_one_line(nursery: trio.Nursery) -
     assert status == 1
     assert_one_error_line(
         stderr,
-        f"trio-chat: 127.0.0.1:{port} does not speak the trio-chat protocol",
+        f"trio-chat: 127.0.0.1:{port} is not a trio-chat server: it answers HTTP "
+        f"(the WebSocket port? use ws://127.0.0.1:{port}/)",
     )
 
 
@@ -734,3 +757,187 @@ def test_parse_target_with_tls() -> None:
     for bad in ["tls://chat.example/path", "tls://chat.example?x=1"]:
         with pytest.raises(BadTarget):
             parse_target(bad, 1)
+
+
+# ------------------------------------------------------------ rooms, --json, wrong ports
+
+
+async def test_piped_lines_name_other_rooms_and_carry_no_escape_codes(
+    server: tuple[ChatServer, dict[str, str]],
+) -> None:
+    _, addresses = server
+    async with (
+        raw_client(addresses, "bob") as bob,
+        running_client("127.0.0.1", "--port", tcp_port(addresses), "--nick", "alice") as alice,
+    ):
+        await alice.expect("-- Hello alice")
+        await alice.send_line("/join #dev")
+        await alice.expect("now talking in #dev")
+        await bob.send(type="command", name="join", args="#dev")
+        await bob.send(type="say", room="#lobby", text="alice: in the lobby")
+        await bob.send(type="say", room="#dev", text="in dev")
+        assert (await alice.expect("in the lobby")).endswith("] #lobby <bob> alice: in the lobby")
+        assert (await alice.expect("in dev")).endswith("] <bob> in dev")
+        await alice.send_line("mine")
+        await bob.expect("message", nick="alice", text="mine")
+        await alice.expect("<alice> mine")
+        status, stderr = await alice.finish()
+    assert (status, stderr) == (0, "")
+    assert sum("mine" in line for line in alice.output) == 1
+    assert not any("\x1b" in line or "\a" in line for line in alice.output), alice.output
+
+
+async def test_json_prints_the_servers_events_one_per_line(
+    server: tuple[ChatServer, dict[str, str]],
+) -> None:
+    _, addresses = server
+    async with (
+        raw_client(addresses, "bob") as bob,
+        running_client(
+            "127.0.0.1", "--port", tcp_port(addresses), "--nick", "jay", "--json"
+        ) as jay,
+    ):
+        welcome = json.loads(await jay.expect('"type":"welcome"'))
+        assert welcome["nick"] == "jay"
+        await bob.send(type="say", text="for the script")
+        message = json.loads(await jay.expect("for the script"))
+        assert {k: message[k] for k in ("type", "nick", "room")} == {
+            "type": "message",
+            "nick": "bob",
+            "room": "#lobby",
+        }
+        # A typed line starting with { is sent as a frame, as it is.
+        await jay.send_line('{"type":"command","name":"who","ref":"w1"}')
+        reply = json.loads(await jay.expect('"ref":"w1"'))
+        assert reply["type"] == "info" and "bob" in reply["data"]["users"]
+        await jay.send_line("plain lines still work")
+        await bob.expect("message", nick="jay", text="plain lines still work")
+        status, stderr = await jay.finish()
+    assert (status, stderr) == (0, "")
+    events = [json.loads(line) for line in jay.output]  # every line is one JSON object
+    assert events[-1]["type"] == "bye"
+    assert not any(e["type"] == "pong" for e in events)  # the client's own pings stay out
+
+
+def test_json_needs_a_nick(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_client("localhost", 1, None, json_mode=True) == 2
+    assert capsys.readouterr().err == "trio-chat: --json needs --nick\n"
+
+
+async def test_the_websocket_port_over_tcp_is_not_a_chat_server(
+    server: tuple[ChatServer, dict[str, str]],
+) -> None:
+    _, addresses = server
+    port = addresses["ws"].rsplit(":", 1)[1]
+    with trio.fail_after(WAIT):
+        status, _, stderr = await run_client_once("127.0.0.1", "--port", port, "--nick", "x")
+    assert status == 1
+    assert_one_error_line(
+        stderr,
+        f"trio-chat: 127.0.0.1:{port} is not a trio-chat server: it answers HTTP "
+        f"(the WebSocket port? use ws://127.0.0.1:{port}/)",
+    )
+
+
+async def test_a_full_server_is_one_line() -> None:
+    config = local_config(ws_port=None, max_connections_per_host=1, limit_loopback=True)
+    async with open_test_server(config=config) as chat:
+        host, port = chat.address("tcp")
+        async with open_client(chat, "first"):
+            status, _, stderr = await run_client_once(host, "--port", str(port), "--nick", "x")
+    assert status == 1
+    assert_one_error_line(
+        stderr,
+        f"trio-chat: 127.0.0.1:{port}: connection refused: too many connections from "
+        "127.0.0.1 (limit 1)",
+    )
+
+
+async def test_an_account_logs_back_in_after_a_reconnect(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    config = local_config(ws_port=None, db=str(tmp_path / "chat.db"))
+    first = ChatServer(config)
+    first_done = trio.Event()
+
+    async def serve_first(task_status: trio.TaskStatus[list[str]]) -> None:
+        try:
+            await first.serve(task_status=task_status)
+        finally:
+            first_done.set()
+
+    (address,) = await nursery.start(serve_first)
+    port = address.rsplit(":", 1)[1]
+    async with running_client("127.0.0.1", "--port", port, "--nick", "ann") as ann:
+        await ann.expect("-- Hello ann")
+        await ann.send_line("/register s3cret-pass")
+        await ann.expect("is now registered to you")
+        first.shutdown()
+        with trio.fail_after(WAIT):
+            await first_done.wait()
+        second = ChatServer(replace(config, port=int(port)))
+        await nursery.start(second.serve)
+        await ann.expect("-- back in #lobby")
+        # Logged in to the account again: only then may the password be changed.
+        await ann.send_line("/password s3cret-pass n3w-pass")
+        await ann.expect("-- password changed")
+        status, stderr = await ann.finish()
+        second.shutdown()
+    assert (status, stderr) == (0, "")
+
+
+# ---------------------------------------------------------- rendering and completion
+
+
+def test_colours_marks_and_mentions() -> None:
+    plain = Renderer(colour=False)
+    plain.nick, plain.room = "alice", "#dev"
+    mention = Message(id=1, ts=0.0, room="#lobby", nick="bob", text="hi Alice!")
+    assert plain.line(mention).endswith("] #lobby <bob> hi Alice!")
+    assert "\x1b" not in plain.line(mention) and "\a" not in plain.line(mention)
+
+    tty = Renderer(colour=True)
+    tty.nick, tty.room = "alice", "#dev"
+    line = tty.line(mention)
+    assert line.endswith("\a")  # a mention rings the bell
+    assert f"\x1b[{name_colour('bob')}mbob" in line
+    assert "\x1b[30;43mhi Alice!" in line  # highlighted
+    own = tty.line(Message(id=2, ts=0.0, room="#dev", nick="alice", text="hi bob"))
+    assert "\x1b[1;7malice" in own and "\a" not in own and "#dev" not in own
+    # The same nick has the same colour in every session; others may differ.
+    assert name_colour("bob") == name_colour("Bob") == PALETTE[zlib.crc32(b"bob") % 12]
+    assert len({name_colour(n) for n in ("ann", "bob", "carl", "dora", "eve", "fay")}) > 1
+    assert not mentions("alicex and malice", "alice")
+    assert mentions("@alice: look", "alice")
+
+
+def test_colour_only_on_a_terminal_without_no_color() -> None:
+    assert colour_wanted(True, {"TERM": "xterm"})
+    assert not colour_wanted(False, {"TERM": "xterm"})
+    assert not colour_wanted(True, {"TERM": "xterm", "NO_COLOR": "1"})
+    assert not colour_wanted(True, {"TERM": "dumb"})
+
+
+def test_tab_completion() -> None:
+    client = ChatClient(
+        Target("tcp", "localhost", 1), PipeTerminal(trio.testing.MemoryReceiveStream()), "alice"
+    )
+    client.room = "#dev"
+    client.rooms = {
+        "lobby": RoomState("#lobby", members={"alice", "bert"}),
+        name_key("#dev"): RoomState("#dev", members={"alice", "bob", "Bobby"}),
+    }
+    assert completions(client, "/jo") == (0, ["/join "])
+    assert completions(client, "bo") == (0, ["Bobby: ", "bob: "])
+    assert completions(client, "hi b") == (3, ["Bobby ", "bob ", "bert "])
+    assert completions(client, "/join #d") == (6, ["#dev "])
+    assert completions(client, "al") == (0, [])  # not yourself
+
+
+def test_reconnect_delays_double_with_jitter() -> None:
+    rand = random.Random(1)
+    delays = [backoff_delay(attempt, rand) for attempt in range(10)]
+    for attempt, delay in enumerate(delays):
+        step = min(60.0, 2.0**attempt)
+        assert step / 2 <= delay <= step
+    assert delays[-1] <= 60.0

@@ -98,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     connect.add_argument("--nick", help="nickname (asked for if not given)")
     connect.add_argument("--tls", action="store_true", help="connect to the TCP port with TLS")
+    connect.add_argument(
+        "--json",
+        action="store_true",
+        help="for scripts: print the server's events as JSON, one object per line (a typed "
+        "line starting with { is sent as a JSON frame); needs --nick",
+    )
+    connect.add_argument(
+        "--no-reconnect",
+        dest="reconnect",
+        action="store_false",
+        help="exit when the connection is lost (by default the client reconnects, rejoins "
+        "its rooms and shows what was said meanwhile)",
+    )
     trust = connect.add_mutually_exclusive_group()
     trust.add_argument(
         "--ca", metavar="FILE", help="also trust this CA certificate (PEM), e.g. a private CA"
@@ -344,7 +357,14 @@ def cmd_connect(args: argparse.Namespace) -> int:
     from .client.app import run_client
 
     return run_client(
-        args.host, args.port, args.nick, tls=args.tls, ca_file=args.ca, insecure=args.insecure
+        args.host,
+        args.port,
+        args.nick,
+        tls=args.tls,
+        ca_file=args.ca,
+        insecure=args.insecure,
+        json_mode=args.json,
+        reconnect=args.reconnect,
     )
 
 

@@ -47,6 +47,14 @@ MAX_EVENT_BYTES = 1024 * 1024
 #: silence for a person typing, so a JSON client must speak at once. The ``pong`` it earns
 #: also tells the client that a chat server is listening (on either transport).
 OPENING_PING = Ping(token="trio-chat-client")
+#: Over TCP the opening ping is followed by a blank line, which a chat server ignores but
+#: which ends an HTTP request: pointed at an HTTP port (the chat's WebSocket port, say), the
+#: client gets an HTTP answer at once instead of waiting for the server to give up on it.
+OPENING_BYTES = encode_client_frame(OPENING_PING).rstrip(b"\n") + b"\r\n\r\n"
+#: Codes of the :class:`RemoteProtocolError` a connection returns for a line that is not
+#: JSON: an HTTP answer, or a plain-text ``!! ...`` line (its text without the ``!!``).
+NOT_CHAT_HTTP = "client_http_answer"
+SERVER_TEXT = "client_server_text"
 
 
 class ConnectError(Exception):
@@ -142,9 +150,12 @@ class TcpServerConnection:
         self._send_lock = trio.Lock()
 
     async def send(self, frame: ClientFrame) -> None:
+        await self.send_bytes(encode_client_frame(frame))
+
+    async def send_bytes(self, data: bytes) -> None:
         async with self._send_lock:
             try:
-                await self.stream.send_all(encode_client_frame(frame))
+                await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise ConnectionLost(str(exc)) from None
 
@@ -161,6 +172,12 @@ class TcpServerConnection:
             if event.strip() == TLS_REQUIRED.strip():
                 # A TLS port says so in plain text to a client that opened without TLS.
                 return RemoteProtocolError("tls_required", "the server speaks TLS")
+            if event.startswith(b"HTTP/"):
+                # An HTTP server (the chat's WebSocket port, say) answering our opening line.
+                return RemoteProtocolError(NOT_CHAT_HTTP, event.decode("utf-8", "replace"))
+            if event.startswith(b"!! "):
+                # A plain-text line: the server refusing the connection (too many, ...).
+                return RemoteProtocolError(SERVER_TEXT, event[3:].decode("utf-8", "replace"))
             try:
                 return decode_server_event(event)
             except RemoteProtocolError as exc:
@@ -240,7 +257,7 @@ async def open_connection(
         stream = await _open_tcp(target) if context is None else await _open_tls(target, context)
         try:
             connection = TcpServerConnection(stream)
-            await connection.send(OPENING_PING)
+            await connection.send_bytes(OPENING_BYTES)
             yield connection
         finally:
             # Bounded: a TLS stream sends its close_notify first. Cancelled, it still closes.
@@ -272,6 +289,11 @@ async def open_connection(
     except trio_websocket.ConnectionRejected as exc:
         if connected:
             raise
+        body = (exc.body or b"").decode("utf-8", "replace").strip()
+        if exc.status_code == 503 and body:
+            # The server is full, or this address has too many connections: it says which.
+            refused = body.splitlines()[0].removeprefix("!! ")[:200]
+            raise ConnectError(f"cannot connect to {target.display}: {refused}") from None
         raise ConnectError(
             f"cannot connect to {target.display}: the server refused the WebSocket "
             f"(HTTP {exc.status_code}); is this the WebSocket port?"

@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import unicodedata
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,6 +25,8 @@ from ..framing import EOF, NEED_DATA, LineBuffer, LineTooLong
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
+    from prompt_toolkit.completion import CompleteEvent, Completer
+    from prompt_toolkit.document import Document
 
 #: Longest line read from piped stdin; longer lines are dropped with a notice.
 MAX_INPUT_BYTES = 64 * 1024
@@ -45,8 +47,9 @@ class Terminal(Protocol):
     #: True for a person at a prompt; False for piped input.
     interactive: bool
 
-    async def read_line(self, prompt: Callable[[], str]) -> str | InputEnd:
-        """The next typed line (without newline), or why there is none."""
+    async def read_line(self, prompt: Callable[[], str], *, secret: bool = False) -> str | InputEnd:
+        """The next typed line (without newline), or why there is none; ``secret`` hides
+        what is typed (a password)."""
         ...
 
     def show(self, text: str) -> None:
@@ -89,7 +92,7 @@ class PipeTerminal:
         self._lines = LineBuffer(MAX_INPUT_BYTES)
         self._output_closed = False
 
-    async def read_line(self, prompt: Callable[[], str]) -> str | InputEnd:
+    async def read_line(self, prompt: Callable[[], str], *, secret: bool = False) -> str | InputEnd:
         while True:
             event = self._lines.next_event()
             if event is NEED_DATA:
@@ -138,18 +141,42 @@ class PromptTerminal:
 
     interactive = True
 
-    def __init__(self, session: PromptSession[str] | None = None) -> None:
+    def __init__(
+        self,
+        session: PromptSession[str] | None = None,
+        complete: Completions | None = None,
+        page_up: Callable[[], None] | None = None,
+    ) -> None:
         from prompt_toolkit import PromptSession
+        from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+
+        bindings = KeyBindings()
+        self._token: trio.lowlevel.TrioToken | None = None
+
+        @bindings.add("pageup")
+        def _(event: KeyPressEvent) -> None:
+            # In the prompt's thread: hand it to trio; the line being typed stays.
+            if page_up is not None and self._token is not None:
+                with contextlib.suppress(trio.RunFinishedError):
+                    trio.from_thread.run_sync(page_up, trio_token=self._token)
 
         #: Tests pass a session on a pipe input and a dummy output.
-        self.session: PromptSession[str] = session or PromptSession()
+        self.session: PromptSession[str] = session or PromptSession(
+            # The line goes away on Enter: the server's echo shows it, once.
+            erase_when_done=True,
+            completer=_Completer(complete) if complete is not None else None,
+            complete_while_typing=False,  # Tab completes; typing stays quiet
+            reserve_space_for_menu=0,
+            key_bindings=bindings,
+        )
         self._lock = threading.Lock()
         self._stopped = False  # once set, no prompt runs any more
         self._running = False  # a prompt's application is running in the worker thread
 
-    async def read_line(self, prompt: Callable[[], str]) -> str | InputEnd:
+    async def read_line(self, prompt: Callable[[], str], *, secret: bool = False) -> str | InputEnd:
         if self._stopped:
             return InputEnd.EOF
+        self._token = trio.lowlevel.current_trio_token()
         finished = False
 
         async def stop_when_cancelled() -> None:
@@ -164,13 +191,13 @@ class PromptTerminal:
             # Not abandon_on_cancel: a cancelled read waits for the prompt to exit (which
             # stop_when_cancelled makes it do at once), so no thread outlives trio.run.
             result = await trio.to_thread.run_sync(
-                self._prompt_in_thread, prompt, thread_name="trio-chat prompt"
+                self._prompt_in_thread, prompt, secret, thread_name="trio-chat prompt"
             )
             finished = True
             nursery.cancel_scope.cancel()
         return result
 
-    def _prompt_in_thread(self, prompt: Callable[[], str]) -> str | InputEnd:
+    def _prompt_in_thread(self, prompt: Callable[[], str], secret: bool) -> str | InputEnd:
         def pre_run() -> None:
             with self._lock:
                 self._running = True
@@ -178,7 +205,7 @@ class PromptTerminal:
                     self._exit_app()
 
         try:
-            return self.session.prompt(prompt, pre_run=pre_run)
+            return self.session.prompt(prompt, pre_run=pre_run, is_password=secret)
         except EOFError:
             return InputEnd.EOF
         except KeyboardInterrupt:
@@ -221,13 +248,42 @@ def stdin_is_terminal() -> bool:
         return False
 
 
+#: Tab completion: given the text before the cursor, where the word being completed starts
+#: and what it may become.
+Completions = Callable[[str], tuple[int, list[str]]]
+
+
+def _Completer(complete: Completions) -> Completer:
+    """A prompt_toolkit completer that asks ``complete`` (from the prompt's thread)."""
+    from prompt_toolkit.completion import Completer, Completion
+
+    class ChatCompleter(Completer):
+        def get_completions(
+            self, document: Document, complete_event: CompleteEvent
+        ) -> Iterator[Completion]:
+            before = document.text_before_cursor
+            start, words = complete(before)
+            for word in words:
+                yield Completion(word, start_position=start - len(before))
+
+    return ChatCompleter()
+
+
 @asynccontextmanager
-async def open_terminal(interactive: bool) -> AsyncIterator[Terminal]:
-    """The prompt (``interactive``) or a stdin line reader, torn down when the block ends."""
+async def open_terminal(
+    interactive: bool,
+    complete: Completions | None = None,
+    page_up: Callable[[], None] | None = None,
+) -> AsyncIterator[Terminal]:
+    """The prompt (``interactive``) or a stdin line reader, torn down when the block ends.
+
+    ``complete`` gives the prompt's Tab completions; ``page_up`` is called (in trio) when
+    PageUp is pressed.
+    """
     if interactive:
         from prompt_toolkit.patch_stdout import patch_stdout
 
-        terminal = PromptTerminal()
+        terminal = PromptTerminal(complete=complete, page_up=page_up)
         try:
             with patch_stdout(raw=True):
                 yield terminal
