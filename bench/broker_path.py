@@ -62,11 +62,13 @@ class Counter:
 
     def __init__(self) -> None:
         self.offered = 0
+        self.offers = 0  # parcels: a bundle of lines is one
         self.target = 0
         self.done = trio.Event()
 
     def add(self, events: int) -> None:
         self.offered += events
+        self.offers += 1
         if self.target and self.offered >= self.target:
             self.done.set()
 
@@ -111,6 +113,7 @@ async def measure(args: argparse.Namespace, url: str | None) -> dict[str, float]
         await trio.sleep(0.2)  # the joins' fan-out is done
         for counter in counters:
             counter.target = counter.offered + args.lines * args.members
+        offers = sum(c.offers for c in counters)
         sender = local[0][0]
         text = "x" * 64
         profile = cProfile.Profile() if args.profile else None
@@ -130,7 +133,12 @@ async def measure(args: argparse.Namespace, url: str | None) -> dict[str, float]
         if profile is not None:
             profile.disable()
             pstats.Stats(profile).sort_stats("tottime").print_stats(args.profile)
-        return {"cpu_us_per_line": cpu / args.lines * 1e6, "wall_s": wall}
+        offers = sum(c.offers for c in counters) - offers
+        return {
+            "cpu_us_per_line": cpu / args.lines * 1e6,
+            "wall_s": wall,
+            "lines_per_offer": args.lines * args.members * count / offers,
+        }
 
 
 def main() -> None:
@@ -155,7 +163,10 @@ def main() -> None:
         for _ in range(args.repeats):
             result: dict[str, Any] = trio.run(measure, args, url)
             results.append(result)
-            print(f"  {result['cpu_us_per_line']:.1f} us CPU per line, {result['wall_s']:.2f} s")
+            print(
+                f"  {result['cpu_us_per_line']:.1f} us CPU per line, {result['wall_s']:.2f} s, "
+                f"{result['lines_per_offer']:.1f} lines per offer (bundles)"
+            )
     cpu = sorted(r["cpu_us_per_line"] for r in results)[len(results) // 2]
     print(f"nodes={args.nodes} members/node={args.members}: median {cpu:.1f} us CPU per line")
 

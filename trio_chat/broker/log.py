@@ -26,7 +26,15 @@ import orjson
 
 from ..protocol import RemoteProtocolError, ServerEvent, server_event_from_dict
 
-__all__ = ["BadEntry", "Entry", "EntryKind", "decode_entry", "encode_entry", "own_event_seq"]
+__all__ = [
+    "BadEntry",
+    "Entry",
+    "EntryKind",
+    "decode_entry",
+    "encode_entry",
+    "own_event_prefix",
+    "own_event_seq",
+]
 
 
 class BadEntry(ValueError):
