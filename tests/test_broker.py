@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-from trio_chat.broker.log import BadEntry, decode_entry, encode_entry
+from trio_chat.broker.log import (
+    BadEntry,
+    decode_entry,
+    encode_entry,
+    own_event_prefix,
+    own_event_seq,
+)
 from trio_chat.protocol import Message
 from trio_chat.testing import ChatClient, TestServer, local_config, open_client, open_test_server
 
@@ -42,6 +48,49 @@ def test_a_private_entry_keeps_its_receivers_and_accounts() -> None:
 def test_an_entry_that_is_not_ours_is_refused(payload: bytes) -> None:
     with pytest.raises(BadEntry):
         decode_entry("1-0", payload)
+
+
+def test_a_node_knows_its_own_events_by_their_start() -> None:
+    event = Message(id=1, ts=1.5, room="#lobby", nick="alice", text='a "line"\nand more')
+    prefix = own_event_prefix('node-"a"')
+    own = encode_entry("event", 'node-"a"', 12, event=event, room="#lobby")
+    assert own_event_seq(own, prefix) == 12
+    hello = encode_entry("hello", 'node-"a"', 13, data={"nick": "alice"})
+    longer = encode_entry("event", 'node-"a"2', 12, event=event, room="#lobby")
+    for other in (hello, longer, b"not json", prefix, prefix + b"x,"):
+        assert own_event_seq(other, prefix) is None
+
+
+async def test_the_append_script_numbers_a_batch_and_skips_what_it_already_has(
+    broker_url: str,
+) -> None:
+    import coredis
+
+    from trio_chat.broker.redis import _APPEND, _keys
+
+    keys = _keys("t")
+    line = Message(id=1, ts=1.5, room="#lobby", nick="alice", text="two\nlines")
+    payloads = [
+        encode_entry("event", "n", 1, event=line, room="#lobby"),
+        encode_entry("hello", "n", 2, data={"nick": "alice"}),
+        encode_entry("event", "n", 3, event=line, room="#lobby"),
+        encode_entry("bye", "n", 4, data={"nick": "alice"}),
+    ]
+    client = coredis.Redis.from_url(broker_url)
+    async with client:
+        script = client.register_script(_APPEND)
+        run = [keys["counter"], keys["log"], keys["seqs"]]
+        args: list[object] = [1000, "n", 1, "ece", b"\n".join([*payloads[:3], b""])]
+        assert await script(keys=run, args=args) == 3
+        # The answer was lost: the node sends 2 and 3 again, with 4.
+        args = [1000, "n", 2, "cec", b"\n".join([*payloads[1:], b""])]
+        assert await script(keys=run, args=args) == 4
+        got = await client.xrange(keys["log"])
+    assert [item.identifier for item in got] == [b"1-0", b"1-1", b"2-0", b"2-1"]
+    assert [item.field_values[b"x"] for item in got] == payloads
+    assert decode_entry("2-0", payloads[2]).event == Message(
+        id=2, ts=1.5, room="#lobby", nick="alice", text="two\nlines"
+    )
 
 
 # ------------------------------------------------------------------ nodes, for real

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Literal, TypeAlias
+from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
 
 import orjson
 
@@ -510,6 +510,18 @@ _SERVER_EVENTS: dict[str, type[ServerEvent]] = {
 }
 
 
+_Event = TypeVar("_Event", bound=ServerEvent)
+
+
+def renumbered(event: _Event, event_id: int) -> _Event:
+    """``event`` with id ``event_id`` (what ``dataclasses.replace`` does, in half the time:
+    a broker's node does it for each of its own events read back from the shared log)."""
+    cls = type(event)
+    values = {name: getattr(event, name) for name in _wire_fields(cls)}
+    values["id"] = event_id
+    return cls(**values)
+
+
 def decode_server_event(data: bytes | str) -> ServerEvent:
     """Parse a server event (for clients and tests). Unknown fields are ignored.
 
@@ -521,10 +533,17 @@ def decode_server_event(data: bytes | str) -> ServerEvent:
         raise RemoteProtocolError("bad_json", f"server sent invalid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise RemoteProtocolError("bad_frame", "server frame is not an object")
+    return server_event_from_dict(obj)
+
+
+def server_event_from_dict(obj: dict[str, Any]) -> ServerEvent:
+    """The server event a decoded JSON object stands for (what :func:`decode_server_event`
+    does once the JSON is parsed; a broker's log holds its events as objects). Unknown
+    fields are ignored. Raises :class:`RemoteProtocolError` if it is not a known event."""
     cls = _SERVER_EVENTS.get(str(obj.get("type")))
     if cls is None:
         raise RemoteProtocolError("unknown_type", f"unknown server frame {obj.get('type')!r}")
-    names = {f.name for f in fields(cls)}
+    names = _wire_fields(cls)
     try:
         return cls(**{k: v for k, v in obj.items() if k in names})
     except TypeError as exc:

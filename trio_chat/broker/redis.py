@@ -28,20 +28,29 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import secrets
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
 from ..hub import Pending, RuleChange, ServerBusy, Session
 from ..names import name_key
-from ..protocol import Info, Joined, Left, NickChanged, Topic
+from ..protocol import Info, Joined, Left, NickChanged, Topic, renumbered
 from . import replica
-from .log import BadEntry, Entry, EntryKind, decode_entry, encode_entry
+from .log import (
+    BadEntry,
+    Entry,
+    EntryKind,
+    decode_entry,
+    encode_entry,
+    own_event_prefix,
+    own_event_seq,
+)
 
 if TYPE_CHECKING:
     import coredis
@@ -67,20 +76,31 @@ CLOSE_WAIT = 3.0
 #: Most of this node's messages that may wait for Redis before new ones are refused.
 MAX_WAITING = 10_000
 
+#: ARGV: the cap, the node, the running number of the batch's first entry (the others
+#: follow it one by one), each entry's kind ('e' for an event, 'c' for control: one letter
+#: each), and the payloads, each ended by a newline (JSON from orjson has none inside).
+#: Four arguments for a whole batch: the client's cost per argument showed per line.
 _APPEND = """
 local last_seq = tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0')
-for i = 3, #ARGV, 3 do
-  local seq = tonumber(ARGV[i])
+local seq = tonumber(ARGV[3]) - 1
+local flags = ARGV[4]
+local payloads = ARGV[5]
+local start = 1
+for i = 1, #flags do
+  local stop = string.find(payloads, '\\n', start, true)
+  seq = seq + 1
   if seq > last_seq then
     local sid
-    if ARGV[i + 1] == 'e' then
+    if string.byte(flags, i) == 101 then -- 'e'
       sid = redis.call('INCR', KEYS[1]) .. '-0'
     else
       sid = (redis.call('GET', KEYS[1]) or '0') .. '-*'
     end
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], sid, 'x', ARGV[i + 2])
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], sid, 'x',
+      string.sub(payloads, start, stop - 1))
     last_seq = seq
   end
+  start = stop + 1
 end
 redis.call('HSET', KEYS[3], ARGV[2], last_seq)
 return last_seq
@@ -320,7 +340,8 @@ class RedisBroker:
         while True:
             page = await client.xrange(self._keys["log"], start, self._position, count=READ_BATCH)
             for item in page:
-                entry = self._decode(_text(item.identifier), item.field_values)
+                payload = cast("bytes | None", item.field_values.get(b"x"))
+                entry = self._decode(_text(item.identifier), payload)
                 if entry is not None and entry.kind == "event" and entry.persist:
                     self._deliver_remote(entry, state=False)
             if len(page) < READ_BATCH:
@@ -338,10 +359,15 @@ class RedisBroker:
                 self._wake_writer = trio.Event()
                 self._sent_all = trio.Event()
                 continue
-            batch = list(self._outgoing)[:APPEND_BATCH]
-            args: list[Any] = [LOG_CAP, self.node]
-            for seq, flag, payload in batch:
-                args += [seq, flag, payload]
+            batch = list(itertools.islice(self._outgoing, APPEND_BATCH))
+            # Running numbers follow each other in _outgoing (one per _append, in order).
+            args: list[Any] = [
+                LOG_CAP,
+                self.node,
+                batch[0][0],
+                "".join([flag for _, flag, _ in batch]),
+                b"\n".join([*(payload for _, _, payload in batch), b""]),
+            ]
             try:
                 with trio.fail_after(5):
                     await script(keys=keys, args=args)
@@ -357,12 +383,31 @@ class RedisBroker:
                 self._outgoing.popleft()
 
     async def _read_forever(self, client: coredis.Redis[bytes]) -> None:
+        from coredis.commands.constants import CommandName
+        from coredis.response._callbacks import NoopCallback
+        from coredis.tokens import PrefixToken
+        from coredis.typing import Key
+
         backoff = _Backoff()
+        log_key = Key(self._keys["log"])
+        own = own_event_prefix(self.node)
+        raw: NoopCallback[Any] = NoopCallback()
         while True:
             try:
                 with trio.fail_after(5):
-                    got = await client.xread(
-                        {self._keys["log"]: self._position}, count=READ_BATCH, block=1000
+                    # XREAD as Redis answers it (RESP3: {stream: [[id, [field, value, ...]],
+                    # ...]} or None), without coredis's StreamEntry and dict per entry,
+                    # which cost more than the rest of reading an entry.
+                    got = await client.create_request(
+                        CommandName.XREAD,
+                        PrefixToken.BLOCK,
+                        1000,
+                        PrefixToken.COUNT,
+                        READ_BATCH,
+                        PrefixToken.STREAMS,
+                        log_key,
+                        self._position,
+                        callback=raw,
                     )
             except _failures() as exc:
                 self._pause("reading", exc)
@@ -371,10 +416,15 @@ class RedisBroker:
             backoff.reset()
             self._resume("reading")
             for items in (got or {}).values():
-                for item in items:
-                    stream_id = _text(item.identifier)
+                for raw_id, fields in items:
+                    stream_id = _text(raw_id)
                     self._position = stream_id
-                    entry = self._decode(stream_id, item.field_values)
+                    payload = _field(fields, b"x")
+                    seq = own_event_seq(payload, own) if payload is not None else None
+                    if seq is not None:  # this node's own event: it holds it already
+                        self._read_own(seq, stream_id)
+                        continue
+                    entry = self._decode(stream_id, payload)
                     if entry is not None:
                         self._handle(entry)
             await trio.lowlevel.checkpoint()
@@ -422,8 +472,7 @@ class RedisBroker:
 
     # ------------------------------------------------------------ entries read back
 
-    def _decode(self, stream_id: str, fields: Any) -> Entry | None:
-        payload = fields.get(b"x")
+    def _decode(self, stream_id: str, payload: bytes | None) -> Entry | None:
         try:
             if payload is None:
                 raise BadEntry(f"log entry {stream_id} has no payload")
@@ -452,6 +501,15 @@ class RedisBroker:
         if pending is not None and entry.event is not None:  # now with its id from the log
             self._hand_on(dataclasses.replace(pending, event=entry.event))
         self._release_replies(entry.seq)
+
+    def _read_own(self, seq: int, stream_id: str) -> None:
+        """This node's own event number ``seq`` read back: what :meth:`_deliver_own` does
+        with the decoded entry, from the event it holds (the entry has the same one)."""
+        pending = self._mine.pop(seq, None)
+        if pending is not None:
+            event_id = int(stream_id.partition("-")[0])
+            self._hand_on(pending.with_event(renumbered(pending.event, event_id)))
+        self._release_replies(seq)
 
     def _hand_on(self, pending: Pending) -> None:
         """Pass a numbered event read from the log on to the publisher, in log order."""
@@ -633,3 +691,10 @@ class RedisBroker:
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _field(fields: list[bytes], name: bytes) -> bytes | None:
+    """The value of field ``name`` in a stream entry's flat ``[field, value, ...]`` list."""
+    if len(fields) == 2 and fields[0] == name:  # ours: just the payload
+        return fields[1]
+    return dict(zip(fields[::2], fields[1::2], strict=False)).get(name)

@@ -1,0 +1,175 @@
+"""The broker's own cost per chat line, without clients: ``python bench/broker_path.py``.
+
+The fan-out bench (``run.py``) measures whole servers, with sockets to hundreds of
+clients, a load generator and a redis-server sharing the machine's cores: its CPU per
+delivery moves by tens of percent from run to run here. This measures only the path a
+line takes through the broker, in one process: ``--nodes`` in-process servers
+(:func:`trio_chat.testing.open_test_server`, no database) share a chat through a private
+redis-server, each with ``--members`` users in one room whose mailboxes only count what
+they are offered; one user on the first node says ``--lines`` lines, ``--burst`` at a
+time, and the run ends once every member of every node was offered every line. Printed:
+the process's CPU per line (all nodes together, as the workers of ``--workers`` would
+spend it, without the sockets), and the same with no broker (``--nodes 0``: one plain
+server) for reference. ``--profile`` adds the top of a cProfile.
+
+Runs the ``trio_chat`` it imports (``PYTHONPATH=DIR`` runs another tree, e.g. an older
+commit's ``git archive``), so two versions are compared by running it twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from servers import free_port, redis_server
+
+from trio_chat.hub import Hub, Session
+from trio_chat.mailbox import Mailbox, Parcel
+from trio_chat.testing import local_config, open_test_server
+
+ROOM = "#bench"
+
+
+class CountingMailbox(Mailbox):
+    """A member of this node that takes every offer and only counts its events."""
+
+    def __init__(self, node: Counter) -> None:  # no queue, no wire: nothing is kept
+        self.node = node
+
+    def offer(self, parcel: Parcel) -> bool:
+        self.node.add(parcel.events)
+        return True
+
+    def hang_up(self) -> None:
+        pass
+
+
+class Counter:
+    """What one node's members were offered; ``done`` is set once it reaches ``target``."""
+
+    def __init__(self) -> None:
+        self.offered = 0
+        self.offers = 0  # parcels: a bundle of lines is one
+        self.target = 0
+        self.done = trio.Event()
+
+    def add(self, events: int) -> None:
+        self.offered += events
+        self.offers += 1
+        if self.target and self.offered >= self.target:
+            self.done.set()
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    while not predicate():  # noqa: ASYNC110 (the hubs have no event for it)
+        await trio.sleep(0.01)
+
+
+def members(hub: Hub, node: Counter, count: int, prefix: str) -> list[Session]:
+    sessions = []
+    for i in range(count):
+        session = hub.attach(
+            f"{prefix}{i}", CountingMailbox(node), address="127.0.0.1:1", transport="bench"
+        )
+        hub.join(session, ROOM)
+        sessions.append(session)
+    return sessions
+
+
+async def measure(args: argparse.Namespace, url: str | None) -> dict[str, float]:
+    count = max(1, args.nodes)
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [
+            await stack.enter_async_context(
+                open_test_server(
+                    config=local_config(db=None, broker=url, ws_port=None), builtins=False
+                )
+            )
+            for _ in range(count)
+        ]
+        hubs = [s.server.hub for s in servers]
+        counters = [Counter() for _ in hubs]
+        local = [
+            members(h, c, args.members, f"n{i}u")
+            for i, (h, c) in enumerate(zip(hubs, counters, strict=True))
+        ]
+        # Every node must know every member before the lines start.
+        expected = args.members * count
+        with trio.fail_after(20):
+            await until(lambda: all(len(h.rooms[ROOM].members) == expected for h in hubs))
+        await trio.sleep(0.2)  # the joins' fan-out is done
+        for counter in counters:
+            counter.target = counter.offered + args.lines * args.members
+        offers = sum(c.offers for c in counters)
+        sender = local[0][0]
+        text = "x" * 64
+        profile = cProfile.Profile() if args.profile else None
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        if profile is not None:
+            profile.enable()
+        sent = 0
+        with trio.fail_after(120):
+            while sent < args.lines:
+                for _ in range(min(args.burst, args.lines - sent)):
+                    hubs[0].say(sender, ROOM, text)
+                    sent += 1
+                await trio.lowlevel.checkpoint()
+            for counter in counters:
+                await counter.done.wait()
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        if profile is not None:
+            profile.disable()
+            pstats.Stats(profile).sort_stats("tottime").print_stats(args.profile)
+        offers = sum(c.offers for c in counters) - offers
+        return {
+            "cpu_us_per_line": cpu / args.lines * 1e6,
+            "wall_s": wall,
+            "lines_per_offer": args.lines * args.members * count / offers,
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=2, help="0: one server, no broker")
+    parser.add_argument("--members", type=int, default=50, help="room members per node")
+    parser.add_argument("--lines", type=int, default=20_000)
+    parser.add_argument("--burst", type=int, default=64, help="lines said per scheduling round")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", type=int, default=0, help="print this many cProfile rows")
+    args = parser.parse_args()
+    results: list[dict[str, float]] = []
+    with contextlib.ExitStack() as stack:
+        url = None
+        if args.nodes:
+            if shutil.which("redis-server") is None:
+                sys.exit("redis-server is not installed")
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            port = free_port()
+            stack.enter_context(redis_server(workdir, port))
+            url = f"redis://127.0.0.1:{port}/0"
+        for _ in range(args.repeats):
+            result: dict[str, Any] = trio.run(measure, args, url)
+            results.append(result)
+            print(
+                f"  {result['cpu_us_per_line']:.1f} us CPU per line, {result['wall_s']:.2f} s, "
+                f"{result['lines_per_offer']:.1f} lines per offer (bundles)"
+            )
+    cpu = sorted(r["cpu_us_per_line"] for r in results)[len(results) // 2]
+    print(f"nodes={args.nodes} members/node={args.members}: median {cpu:.1f} us CPU per line")
+
+
+if __name__ == "__main__":
+    main()
