@@ -168,6 +168,8 @@ async def test_a_mute_and_an_operator_given_on_one_node_hold_on_the_other(
 
         await alice.command("/mute bob")
         await alice.expect("info", lambda e: "is muted" in e.text)
+        told = await bob.expect("info", lambda e: "muted you" in e.text)  # by his own node
+        assert told.text == "alice muted you in #club"
         await seen(alice, "hush", "#club", bob)
         await bob.say("can I talk?", room="#club")
         error = await bob.expect("error")
@@ -177,6 +179,8 @@ async def test_a_mute_and_an_operator_given_on_one_node_hold_on_the_other(
         await seen(bob, "thanks", "#club", alice, carol)
 
         await alice.command("/op bob")
+        told = await bob.expect("info", lambda e: "operator" in e.text)
+        assert told.text == "alice made you an operator of #club"
         await seen(alice, "bob helps now", "#club", bob)
         assert (await roster(bob, "#club"))["bob"]["op"] is True
         await bob.command("/kick carol spamming")  # bob on B, carol on A

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
-from ..hub import Pending, RuleChange, ServerBusy, Session
+from ..hub import Pending, Receiver, RuleChange, ServerBusy, Session
 from ..names import name_key
 from ..protocol import Info, Joined, Left, NickChanged, Topic, renumbered
 from . import replica
@@ -213,6 +213,8 @@ class RedisBroker:
     def publish(self, pending: Pending) -> None:
         event = pending.event
         if getattr(event, "id", None) is None:  # a reply: after this node's earlier events
+            if isinstance(event, Info):
+                self._tell_remote(pending.extra, event)
             if self._mine:
                 self._replies.append((self._seq, pending))
             else:
@@ -231,6 +233,13 @@ class RedisBroker:
             data={"op": True} if self._made_operator(event) else None,
         )
         self._mine[seq] = pending
+
+    def _tell_remote(self, receivers: tuple[Receiver, ...], event: Info) -> None:
+        """A notice to users of other nodes ("alice made you an operator of #dev"): their
+        node tells them (what this node offers them is dropped)."""
+        for receiver in receivers:
+            if isinstance(receiver, Session) and replica.node_of(receiver) is not None:
+                self._append("tell", data={"nick": receiver.nick, "text": event.text})
 
     def _made_operator(self, event: object) -> bool:
         """Whether ``event`` is a join whose joiner is the room's operator as it joins (it
@@ -583,6 +592,13 @@ class RedisBroker:
         replica.add_user(
             self.hub, nick, entry.node, str(account) if account else None, str(address or "?")
         )
+
+    def _on_tell(self, entry: Entry) -> None:
+        """Another node's notice to a user of this one (see :meth:`_tell_remote`)."""
+        holder = self.hub.find(str(entry.data.get("nick", "")))
+        text = entry.data.get("text")
+        if holder is not None and replica.node_of(holder) is None and isinstance(text, str):
+            self._deliver(Pending(Info(text=text), None, (holder,)))
 
     def _on_bye(self, entry: Entry) -> None:
         holder = self.hub.find(str(entry.data.get("nick", "")))
