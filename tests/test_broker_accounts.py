@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+from test_broker import nodes
 
 from trio_chat.broker.accounts import RedisAccounts, move_in, without_credentials
 from trio_chat.logins import CANNOT_CHECK_ACCOUNTS, CANNOT_SAVE_ACCOUNTS
@@ -20,17 +20,6 @@ from trio_chat.testing import ChatClient, TestServer, local_config, open_client,
 
 if TYPE_CHECKING:
     from conftest import RedisServer
-
-
-@contextlib.asynccontextmanager
-async def nodes(url: str, count: int, **config: Any) -> AsyncIterator[list[TestServer]]:
-    async with contextlib.AsyncExitStack() as stack:
-        yield [
-            await stack.enter_async_context(
-                open_test_server(config=local_config(broker=url, **config))
-            )
-            for _ in range(count)
-        ]
 
 
 async def answer(client: ChatClient) -> Any:
