@@ -17,6 +17,7 @@ from .errors import LoginRefused
 from .hub import Device, Session, serving
 from .names import name_key
 from .protocol import History
+from .recent import RecentLines
 from .store import Store, StoredMessage, StoreError
 
 if TYPE_CHECKING:
@@ -71,6 +72,70 @@ class HistoryService:
         self.store = store
         self.hub = hub
         self.history_on_join = history_on_join
+        # Per room key: set once the task reading that room's latest lines is done.
+        self._warming: dict[str, trio.Event] = {}
+        if history_on_join > 0:
+            hub.join_history = self.join_page
+
+    async def warm(self, room: str) -> None:
+        """Have ``room``'s latest lines in memory (:attr:`Hub.recent`), so that a user who
+        joins it gets its history with the ``join`` (:meth:`join_page`), without waiting.
+
+        Read from the store once while the room exists: before the read, the room's
+        lines start being collected as they are delivered; the read takes those stored
+        before (below :meth:`Hub.history_bound`), so the two meet with nothing missing
+        or twice. Call :meth:`Hub.join` right after, with no ``await`` between (a room
+        that vanishes drops its lines). Raises :class:`StoreError`.
+        """
+        if self.history_on_join <= 0:
+            return
+        key = name_key(room)
+        recent = self.hub.recent
+        while True:
+            lines = recent.get(key)
+            if lines is not None and lines.ready:
+                return
+            warming = self._warming.get(key)
+            if warming is not None:  # another join is reading them: wait for it
+                await warming.wait()
+                continue
+            lines = recent[key] = RecentLines(self.history_on_join + 1)
+            warming = self._warming[key] = trio.Event()
+            try:
+                stored = await self.store.history(
+                    room, before=self.hub.history_bound(), limit=self.history_on_join + 1
+                )
+            except BaseException:
+                if recent.get(key) is lines:
+                    del recent[key]
+                raise
+            finally:
+                del self._warming[key]
+                warming.set()
+            if recent.get(key) is lines:
+                lines.prime([wire_form(m) for m in stored])
+                return
+
+    def forget_unused(self, room: str) -> None:
+        """A join after :meth:`warm` failed: drop the lines of a room that does not exist."""
+        key = name_key(room)
+        lines = self.hub.recent.get(key)
+        if key not in self.hub.rooms and lines is not None and lines.ready:
+            del self.hub.recent[key]
+
+    def join_page(self, session: Session, room: str) -> History | None:
+        """The history ``session`` gets right after its ``join`` of ``room`` (called by
+        the hub as it delivers the ``join``): the latest lines before it, ``None`` if none."""
+        lines = self.hub.recent.get(name_key(room))
+        if lines is None or not lines.ready or not lines.lines:
+            return None
+        messages = lines.page()
+        more = len(messages) > self.history_on_join
+        messages = messages[-self.history_on_join :]
+        oldest = session.history_oldest
+        key = name_key(room)
+        oldest[key] = min(oldest.get(key, messages[0]["id"]), messages[0]["id"])
+        return History(room=room, messages=messages, more=more)
 
     async def prune_forever(self, keep_days: float, every: float = 3600.0) -> None:
         """Delete messages older than ``keep_days``, now and then every ``every`` seconds."""
@@ -92,14 +157,11 @@ class HistoryService:
         with trio.move_on_after(5):
             await self.store.note_last_id(self.hub.last_id)
 
-    async def send_recent(
-        self, session: Session, room: str, *, device: Device | None = None
-    ) -> None:
-        """Right after ``session`` joined ``room``: the latest messages before it arrived.
-        With ``device``: right after that connection joined its user, already in ``room``
-        (live delivery began for it now, not when its user joined)."""
+    async def send_recent(self, session: Session, room: str, *, device: Device) -> None:
+        """Right after ``device`` joined its user, already in ``room`` (live delivery began
+        for it now, not when its user joined): the latest messages before that."""
         bound = self.hub.history_bound()
-        (session if device is None else device).history_bound[name_key(room)] = bound
+        device.history_bound[name_key(room)] = bound
         if self.history_on_join <= 0:
             return
         await self.send_room_page(
