@@ -279,7 +279,9 @@ class ServerAPI:
         """Send ``session`` a ``history`` page of ``room`` older than anything it was shown
         (what ``/history`` does)."""
         service = self._history_for("history")
-        before = session.history_oldest.get(name_key(room))
+        # Nothing shown yet (the room had no history when it joined): the latest lines,
+        # those it saw live included.
+        before = session.history_oldest.get(name_key(room), self.hub.history_bound())
         await service.send_room_page(session, room, before=before, limit=limit, ref=ref)
 
     # ------------------------------------------------------------------------ accounts

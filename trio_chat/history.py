@@ -1,5 +1,7 @@
 """The history service: pages of a room's or a conversation's stored messages for a
-session, never overlapping what it receives live, and the pruning of old ones.
+session (the one with its ``join`` and a gap-fill ``after`` an id never overlap what it
+receives live), the room's latest lines read into memory for joiners
+(:mod:`~trio_chat.recent`), and the pruning of old ones.
 
 (Committing messages before fan-out is the :mod:`~trio_chat.publisher`'s job; accounts and
 logins are :mod:`~trio_chat.logins`'.)
@@ -190,14 +192,19 @@ class HistoryService:
         ref: str | None = None,
         skip_empty: bool = False,
     ) -> list[StoredMessage]:
-        """One page of a room's history for ``session``, never overlapping what it gets live.
+        """One page of a room's history for ``session``.
 
-        ``after`` gives exactly the gap after the last id a client saw; ``before`` (or
-        neither) pages backwards.
+        ``after`` gives exactly the gap after the last id a client saw, up to where its
+        live stream began (never overlapping it); neither pages back from there; ``before``
+        pages back from any id: the messages before it that have been delivered (a member
+        who saw them live gets them again, as asked).
         """
         bound = self.room_bound(session, room)
         limit = clamp_page(limit)
-        before = bound if before is None else min(before, bound)
+        if before is None or after is not None:
+            before = bound if before is None else min(before, bound)
+        else:
+            before = min(before, self.hub.history_bound())
         messages, more = cut_page(
             await self.store.history(room, before=before, after=after, limit=limit + 1),
             limit,
@@ -207,7 +214,7 @@ class HistoryService:
             # Remember how far back this session has been shown, for /history.
             oldest = session.history_oldest
             key = name_key(room)
-            oldest[key] = min(oldest.get(key, bound), messages[0].id)
+            oldest[key] = min(oldest.get(key, messages[0].id), messages[0].id)
         if messages or not skip_empty:
             self.hub.send_to(
                 session,
