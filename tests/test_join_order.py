@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 from test_broker import nodes
+from test_devices import device
 from test_hub import connect, published_hub, received
 
 from trio_chat.hub import Hub
@@ -321,3 +322,40 @@ async def test_no_history_frame_without_a_database() -> None:
             await bob.say("mark")
             await bob.expect("message", lambda e: e.text == "mark")
             assert not [e for e in bob.history if isinstance(e, History)]
+
+
+async def test_a_second_connection_gets_each_rooms_history_before_anything_live() -> None:
+    async with open_test_server() as chat, contextlib.AsyncExitStack() as stack:
+        laptop = await stack.enter_async_context(device(chat, register=True))
+        await laptop.say("in the lobby")
+        await laptop.command(f"/join {ROOM}")
+        await laptop.expect("join", lambda e: e.nick == "alice" and e.room == ROOM)
+        talkers = [
+            await stack.enter_async_context(open_client(chat, name)) for name in ("ann", "bea")
+        ]
+        for client in talkers:
+            await client.command(f"/join {ROOM}")
+            await client.expect("join", lambda e, n=client.nick: e.nick == n and e.room == ROOM)
+        stop = trio.Event()
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for client in talkers:
+                    nursery.start_soon(drain, client)
+                    nursery.start_soon(chatter, client, client.nick, stop)
+                await wait_for(laptop, ON_JOIN + 20, lambda e: isinstance(e, Message))
+                nursery.start_soon(drain, laptop)
+                async with device(chat, websocket=True) as phone:
+                    await wait_for(phone, 30, lambda e: isinstance(e, Message) and e.room == ROOM)
+                    stop.set()
+                    await wait_for(phone, 2, is_end)
+                nursery.cancel_scope.cancel()
+            await wait_for(laptop, 2, is_end)
+        kinds = [e.TYPE for e in phone.history]
+        assert kinds[:3] == ["welcome", "history", "history"]
+        lobby, busy = phone.history[1:3]
+        assert (lobby.room, [m["text"] for m in lobby.messages]) == ("#lobby", ["in the lobby"])
+        said = [e.id for e in laptop.history if isinstance(e, Message) and e.room == ROOM]
+        live = [e.id for e in phone.history[3:] if isinstance(e, Message) and e.room == ROOM]
+        shown = [m["id"] for m in busy.messages]
+        assert len(shown) == ON_JOIN and len(live) >= 30
+        assert shown + live == [i for i in said if i >= shown[0]]  # each once, no hole

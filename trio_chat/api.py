@@ -263,11 +263,15 @@ class ServerAPI:
 
     async def after_attach(self, device: Device) -> None:
         """What one more connection of a user gets after its welcome: each of the user's
-        rooms' recent history, up to where its live stream began (to it alone)."""
+        rooms' recent history, up to where its live stream began (to it alone). The hub
+        gave it those whose latest lines it had at hand (all, as a rule) with the welcome;
+        the others are read from the store now."""
         if self.history_service is None:
             return
         session = device.session
         for room in list(session.rooms):
+            if name_key(room) in device.history_bound:
+                continue
             try:
                 await self.history_service.send_recent(session, room, device=device)
             except StoreError as exc:

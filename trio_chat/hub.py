@@ -460,6 +460,7 @@ class Hub:
         device = Device(session, mailbox, address, transport)
         if first is not None:
             mailbox.offer(Parcel(first))
+        self._offer_rooms_history(device)
         session.devices.append(device)
         self._refit(session)
         return device
@@ -484,8 +485,29 @@ class Hub:
         device.history_bound.clear()
         if first is not None:
             device.mailbox.offer(Parcel(first))
+        self._offer_rooms_history(device)
         to.devices.append(device)
         self._refit(to)
+
+    def _offer_rooms_history(self, device: Device) -> None:
+        """A connection joining its user gets the history of each of the user's rooms
+        whose latest lines are at hand (:attr:`recent`), before anything live: what was
+        delivered so far (below :meth:`history_bound`, from where its live stream
+        begins). Marked in ``device.history_bound``; the other rooms' history is read
+        from the store later (``ServerAPI.after_attach``)."""
+        if self.join_history is None:
+            return
+        bound = self.history_bound()
+        session = device.session
+        for room in session.rooms:
+            key = name_key(room)
+            recent = self.recent.get(key)
+            if recent is None or not recent.ready:
+                continue
+            device.history_bound[key] = bound
+            history = self.join_history(session, room)
+            if history is not None:
+                device.mailbox.offer(Parcel(history))
 
     def detach_device(self, device: Device, reason: str) -> None:
         """A connection ended: forget it; if it was the user's last, :meth:`detach` the
