@@ -40,6 +40,11 @@ def test_recent_lines_put_the_stored_page_under_the_lines_collected_meanwhile() 
     lines.prime([line(n).to_dict() for n in (5, 6, 7, 8)])
     assert lines.ready
     assert [m["id"] for m in lines.page()] == [6, 7, 8, 10]  # the last 4, oldest dropped
+    both = RecentLines(4)
+    both.add(line(8))  # committed before the read, delivered after it began: kept once
+    both.add(line(9))
+    both.prime([line(n).to_dict() for n in (6, 7, 8)])
+    assert [m["id"] for m in both.page()] == [6, 7, 8, 9]
     lines.extend([line(11), line(12)])
     assert [m["id"] for m in lines.page()] == [8, 10, 11, 12]
     assert lines.page()[-1] == line(12).to_dict()  # shaped like the message event

@@ -39,12 +39,14 @@ class RecentLines:
         self.lines.extend(lines)
 
     def prime(self, stored: list[dict[str, Any]]) -> None:
-        """``stored``: the room's latest stored lines (wire form, oldest first) as read
-        before the first line :meth:`add` got, so every one older than those."""
-        collected = list(self.lines)
+        """``stored``: the room's latest stored lines (wire form, oldest first), read
+        while :meth:`add` collected the lines delivered meanwhile. Merged by id: the read
+        stops below the first line delivered after it began, but a line both read and
+        collected (committed, and delivered only after the read began) is kept once."""
+        by_id: dict[int, Message | dict[str, Any]] = {line["id"]: line for line in stored}
+        by_id.update((line.id, line) for line in self.lines if isinstance(line, Message))
         self.lines.clear()
-        self.lines.extend(stored)
-        self.lines.extend(collected)
+        self.lines.extend(by_id[key] for key in sorted(by_id))
         self.ready = True
 
     def page(self) -> list[dict[str, Any]]:
