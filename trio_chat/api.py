@@ -240,21 +240,38 @@ class ServerAPI:
             log.error("history of %s for a plugin failed: %s", room, exc)
             raise ChatError("store_error", "history is unavailable") from None
 
-    async def after_join(self, session: Session, room: str) -> None:
-        """What a session gets on joining a room besides the ``join``: recent history."""
+    async def warm_history(self, room: str) -> None:
+        """Have ``room``'s latest lines at hand (read from the database if they are not),
+        so that whoever joins it next gets them with the ``join``: call :meth:`Hub.join`
+        right after, with no ``await`` between. Without a database, nothing to do; if it
+        cannot be read, the join will come without history (logged)."""
         if self.history_service is not None:
             try:
-                await self.history_service.send_recent(session, room)
+                await self.history_service.warm(room)
             except StoreError as exc:
-                log.error("history of %s for %s failed: %s", room, session.nick, exc)
+                log.error("history of %s failed: %s", room, exc)
+
+    async def join_room(self, session: Session, room: str) -> Room:
+        """Put ``session`` in ``room`` (see :meth:`Hub.join`): it receives the ``join``,
+        then the room's ``history`` (if any), then the room's live events."""
+        await self.warm_history(room)
+        try:
+            return self.hub.join(session, room)
+        finally:
+            if self.history_service is not None:
+                self.history_service.forget_unused(room)
 
     async def after_attach(self, device: Device) -> None:
         """What one more connection of a user gets after its welcome: each of the user's
-        rooms' recent history, up to where its live stream began (to it alone)."""
+        rooms' recent history, up to where its live stream began (to it alone). The hub
+        gave it those whose latest lines it had at hand (all, as a rule) with the welcome;
+        the others are read from the store now."""
         if self.history_service is None:
             return
         session = device.session
         for room in list(session.rooms):
+            if name_key(room) in device.history_bound:
+                continue
             try:
                 await self.history_service.send_recent(session, room, device=device)
             except StoreError as exc:
@@ -266,7 +283,9 @@ class ServerAPI:
         """Send ``session`` a ``history`` page of ``room`` older than anything it was shown
         (what ``/history`` does)."""
         service = self._history_for("history")
-        before = session.history_oldest.get(name_key(room))
+        # Nothing shown yet (the room had no history when it joined): the latest lines,
+        # those it saw live included.
+        before = session.history_oldest.get(name_key(room), self.hub.history_bound())
         await service.send_room_page(session, room, before=before, limit=limit, ref=ref)
 
     # ------------------------------------------------------------------------ accounts

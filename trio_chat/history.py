@@ -1,5 +1,7 @@
 """The history service: pages of a room's or a conversation's stored messages for a
-session, never overlapping what it receives live, and the pruning of old ones.
+session (the one with its ``join`` and a gap-fill ``after`` an id never overlap what it
+receives live), the room's latest lines read into memory for joiners
+(:mod:`~trio_chat.recent`), and the pruning of old ones.
 
 (Committing messages before fan-out is the :mod:`~trio_chat.publisher`'s job; accounts and
 logins are :mod:`~trio_chat.logins`'.)
@@ -17,6 +19,7 @@ from .errors import LoginRefused
 from .hub import Device, Session, serving
 from .names import name_key
 from .protocol import History
+from .recent import RecentLines
 from .store import Store, StoredMessage, StoreError
 
 if TYPE_CHECKING:
@@ -71,6 +74,70 @@ class HistoryService:
         self.store = store
         self.hub = hub
         self.history_on_join = history_on_join
+        # Per room key: set once the task reading that room's latest lines is done.
+        self._warming: dict[str, trio.Event] = {}
+        if history_on_join > 0:
+            hub.join_history = self.join_page
+
+    async def warm(self, room: str) -> None:
+        """Have ``room``'s latest lines in memory (:attr:`Hub.recent`), so that a user who
+        joins it gets its history with the ``join`` (:meth:`join_page`), without waiting.
+
+        Read from the store once while the room exists: before the read, the room's
+        lines start being collected as they are delivered; the read takes those stored
+        before (below :meth:`Hub.history_bound`), so the two meet with nothing missing
+        or twice. Call :meth:`Hub.join` right after, with no ``await`` between (a room
+        that vanishes drops its lines). Raises :class:`StoreError`.
+        """
+        if self.history_on_join <= 0:
+            return
+        key = name_key(room)
+        recent = self.hub.recent
+        while True:
+            lines = recent.get(key)
+            if lines is not None and lines.ready:
+                return
+            warming = self._warming.get(key)
+            if warming is not None:  # another join is reading them: wait for it
+                await warming.wait()
+                continue
+            lines = recent[key] = RecentLines(self.history_on_join + 1)
+            warming = self._warming[key] = trio.Event()
+            try:
+                stored = await self.store.history(
+                    room, before=self.hub.history_bound(), limit=self.history_on_join + 1
+                )
+            except BaseException:
+                if recent.get(key) is lines:
+                    del recent[key]
+                raise
+            finally:
+                del self._warming[key]
+                warming.set()
+            if recent.get(key) is lines:
+                lines.prime([wire_form(m) for m in stored])
+                return
+
+    def forget_unused(self, room: str) -> None:
+        """A join after :meth:`warm` failed: drop the lines of a room that does not exist."""
+        key = name_key(room)
+        lines = self.hub.recent.get(key)
+        if key not in self.hub.rooms and lines is not None and lines.ready:
+            del self.hub.recent[key]
+
+    def join_page(self, session: Session, room: str) -> History | None:
+        """The history ``session`` gets right after its ``join`` of ``room`` (called by
+        the hub as it delivers the ``join``): the latest lines before it, ``None`` if none."""
+        lines = self.hub.recent.get(name_key(room))
+        if lines is None or not lines.ready or not lines.lines:
+            return None
+        messages = lines.page()
+        more = len(messages) > self.history_on_join
+        messages = messages[-self.history_on_join :]
+        oldest = session.history_oldest
+        key = name_key(room)
+        oldest[key] = min(oldest.get(key, messages[0]["id"]), messages[0]["id"])
+        return History(room=room, messages=messages, more=more)
 
     async def prune_forever(self, keep_days: float, every: float = 3600.0) -> None:
         """Delete messages older than ``keep_days``, now and then every ``every`` seconds."""
@@ -92,14 +159,11 @@ class HistoryService:
         with trio.move_on_after(5):
             await self.store.note_last_id(self.hub.last_id)
 
-    async def send_recent(
-        self, session: Session, room: str, *, device: Device | None = None
-    ) -> None:
-        """Right after ``session`` joined ``room``: the latest messages before it arrived.
-        With ``device``: right after that connection joined its user, already in ``room``
-        (live delivery began for it now, not when its user joined)."""
+    async def send_recent(self, session: Session, room: str, *, device: Device) -> None:
+        """Right after ``device`` joined its user, already in ``room`` (live delivery began
+        for it now, not when its user joined): the latest messages before that."""
         bound = self.hub.history_bound()
-        (session if device is None else device).history_bound[name_key(room)] = bound
+        device.history_bound[name_key(room)] = bound
         if self.history_on_join <= 0:
             return
         await self.send_room_page(
@@ -128,14 +192,19 @@ class HistoryService:
         ref: str | None = None,
         skip_empty: bool = False,
     ) -> list[StoredMessage]:
-        """One page of a room's history for ``session``, never overlapping what it gets live.
+        """One page of a room's history for ``session``.
 
-        ``after`` gives exactly the gap after the last id a client saw; ``before`` (or
-        neither) pages backwards.
+        ``after`` gives exactly the gap after the last id a client saw, up to where its
+        live stream began (never overlapping it); neither pages back from there; ``before``
+        pages back from any id: the messages before it that have been delivered (a member
+        who saw them live gets them again, as asked).
         """
         bound = self.room_bound(session, room)
         limit = clamp_page(limit)
-        before = bound if before is None else min(before, bound)
+        if before is None or after is not None:
+            before = bound if before is None else min(before, bound)
+        else:
+            before = min(before, self.hub.history_bound())
         messages, more = cut_page(
             await self.store.history(room, before=before, after=after, limit=limit + 1),
             limit,
@@ -145,7 +214,7 @@ class HistoryService:
             # Remember how far back this session has been shown, for /history.
             oldest = session.history_oldest
             key = name_key(room)
-            oldest[key] = min(oldest.get(key, bound), messages[0].id)
+            oldest[key] = min(oldest.get(key, messages[0].id), messages[0].id)
         if messages or not skip_empty:
             self.hub.send_to(
                 session,

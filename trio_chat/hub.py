@@ -40,6 +40,7 @@ from .metrics import Metrics
 from .names import DEFAULT_ROOM, InvalidName, name_key, normalize_nick
 from .parcels import Bundle, Payload
 from .protocol import (
+    History,
     Info,
     Joined,
     Left,
@@ -50,6 +51,7 @@ from .protocol import (
     ServerEvent,
     Topic,
 )
+from .recent import RecentLines
 
 log = logging.getLogger("trio_chat.hub")
 
@@ -116,8 +118,9 @@ class Session:
     #: The key of the account this session logged in to (or registered), ``None`` for a
     #: guest. Private messages are stored only between two accounts.
     account: str | None = None
-    #: Per room key: the first id this session got live on joining; history stops below it,
-    #: so history and live delivery never overlap.
+    #: Per room key: the first id this session got live on joining (its ``join``'s, set as
+    #: that is delivered); history after an id stops below it, so it never overlaps live
+    #: delivery.
     history_bound: dict[str, int] = field(default_factory=dict)
     #: Per room key: the oldest message id this session was shown, where ``/history`` goes
     #: on paging back from.
@@ -218,6 +221,17 @@ RoomEvent = Joined | Left | Message | NickChanged | Private | Topic
 
 
 @dataclass(frozen=True, slots=True)
+class Arrival:
+    """A user joining a room: from its ``join`` on (as that is delivered) it gets the
+    room's events live, and ``to`` gets the room's history right after the ``join``."""
+
+    session: Session
+    room: Room
+    #: Who gets the history: the connection that asked (or the user).
+    to: Receiver
+
+
+@dataclass(frozen=True, slots=True)
 class Pending:
     """A numbered event on its way out: who gets it is decided when it is delivered, so a
     member who joined meanwhile gets it live (and not in their joining history)."""
@@ -233,6 +247,8 @@ class Pending:
     #: A private message's sender and recipient account keys at the time it was numbered
     #: (it is stored only between two accounts; see :meth:`Hub.private`).
     accounts: tuple[str, str] | None = None
+    #: For a ``join``: the user who starts getting the room's events with it.
+    arrival: Arrival | None = None
 
     def with_event(self, event: RoomEvent | ServerEvent) -> Pending:
         """The same, carrying ``event`` (``dataclasses.replace``, in a fraction of the time:
@@ -395,6 +411,14 @@ class Hub:
         #: brokers). A room's creator becoming its operator is not one of these: that goes
         #: with the join.
         self.on_rule: list[Callable[[RuleChange], None]] = []
+        #: Per room key, the room's latest lines, for the history a joiner gets with its
+        #: ``join`` (filled by the history service: :mod:`trio_chat.recent`); fed with
+        #: each line delivered, dropped when the room vanishes.
+        self.recent: dict[str, RecentLines] = {}
+        #: The history frame a user who joins a room gets right after its ``join`` (or
+        #: ``None``: none), called as the ``join`` is delivered. Set by the server when it
+        #: keeps history; without it a join comes with no history.
+        self.join_history: Callable[[Session, str], History | None] | None = None
 
     # ----------------------------------------------------------------------- sessions
 
@@ -441,6 +465,7 @@ class Hub:
         device = Device(session, mailbox, address, transport)
         if first is not None:
             mailbox.offer(Parcel(first))
+        self._offer_rooms_history(device)
         session.devices.append(device)
         self._refit(session)
         return device
@@ -465,8 +490,29 @@ class Hub:
         device.history_bound.clear()
         if first is not None:
             device.mailbox.offer(Parcel(first))
+        self._offer_rooms_history(device)
         to.devices.append(device)
         self._refit(to)
+
+    def _offer_rooms_history(self, device: Device) -> None:
+        """A connection joining its user gets the history of each of the user's rooms
+        whose latest lines are at hand (:attr:`recent`), before anything live: what was
+        delivered so far (below :meth:`history_bound`, from where its live stream
+        begins). Marked in ``device.history_bound``; the other rooms' history is read
+        from the store later (``ServerAPI.after_attach``)."""
+        if self.join_history is None:
+            return
+        bound = self.history_bound()
+        session = device.session
+        for room in session.rooms:
+            key = name_key(room)
+            recent = self.recent.get(key)
+            if recent is None or not recent.ready:
+                continue
+            device.history_bound[key] = bound
+            history = self.join_history(session, room)
+            if history is not None:
+                device.mailbox.offer(Parcel(history))
 
     def detach_device(self, device: Device, reason: str) -> None:
         """A connection ended: forget it; if it was the user's last, :meth:`detach` the
@@ -555,6 +601,10 @@ class Hub:
         """Put a session in a room (created on demand) and announce it to the room.
 
         Whoever creates a room is its first operator; a banned session is refused.
+
+        The session is a member at once (``/who``), but gets the room's events only from
+        its ``join`` on, as that is delivered: then, before any later event, the room's
+        history (:attr:`join_history`) goes to the connection that asked.
         """
         key = name_key(room_name)
         room = self.rooms.get(key)
@@ -566,14 +616,14 @@ class Hub:
             if room.is_banned(session):
                 raise NotAllowed(f"you are banned from {room.name}")
             room.members[session.id] = session
-            if session.mailbox.delivers_here:
-                room.here[session.id] = session
             session.rooms[room.name] = None
+            session.history_bound.pop(key, None)
+            arrival = Arrival(session, room, self.connection_of(session))
             joined = Joined(id=self._next_id(), ts=self._clock(), room=room.name, nick=session.nick)
             if self._quiet(room):
-                self._publish(joined, extra=(session,))
+                self._publish(joined, extra=(session,), arrival=arrival)
             else:
-                self._publish(joined, room=room)
+                self._publish(joined, room=room, arrival=arrival)
             for callback in self.on_join:
                 callback(session, room.name)
         session.room = room.name
@@ -604,9 +654,17 @@ class Hub:
         else:
             self._publish(event, room=room, extra=told)
         if not room.members and room.name != DEFAULT_ROOM:
-            del self.rooms[key]
+            self.drop_room(key)
         for callback in self.on_part:
             callback(session, room.name, reason)
+
+    def drop_room(self, key: str) -> None:
+        """The room of ``key`` is empty: it vanishes, with its latest lines (unless a
+        join is reading them from the store: that one is still filling)."""
+        del self.rooms[key]
+        recent = self.recent.get(key)
+        if recent is not None and recent.ready:
+            del self.recent[key]
 
     def set_rule(
         self, room: Room, rule: Rule, who: Session | str, on: bool, *, host: str = "?"
@@ -780,7 +838,12 @@ class Hub:
         assert room is not None
         # As _fanout_timed does for a Pending to the room's members and no one else.
         start = time.perf_counter()
-        self._fanout(room.here.values(), Bundle(tuple(p.event for p in run)))
+        lines = tuple(p.event for p in run)
+        self._fanout(room.here.values(), Bundle(lines))
+        if self.recent:
+            recent = self.recent.get(name_key(room.name))
+            if recent is not None:
+                recent.extend(lines)  # type: ignore[arg-type]
         self.metrics.fanout_seconds.observe(time.perf_counter() - start)
 
     def expect(self, event_id: int) -> None:
@@ -812,9 +875,10 @@ class Hub:
         persist: bool = False,
         sender: Session | None = None,
         accounts: tuple[str, str] | None = None,
+        arrival: Arrival | None = None,
     ) -> None:
         """Fan out an event with an id: at once, or through the broker."""
-        pending = Pending(event, room, extra, persist, sender, accounts)
+        pending = Pending(event, room, extra, persist, sender, accounts, arrival)
         if self.broker is None:
             self._fanout_timed(pending)
             return
@@ -829,8 +893,31 @@ class Hub:
     def _fanout_timed(self, pending: Pending) -> None:
         """Fan out a numbered event, timed for ``trio_chat_fanout_seconds``."""
         start = time.perf_counter()
-        self._fanout(pending.receivers(), pending.event)
+        arrival = pending.arrival
+        if arrival is not None and not self._arrive(arrival, pending.event.id):  # type: ignore[union-attr]
+            arrival = None
+        event = pending.event
+        self._fanout(pending.receivers(), event)
+        if type(event) is Message and self.recent:
+            recent = self.recent.get(name_key(event.room))
+            if recent is not None:
+                recent.add(event)
+        if arrival is not None and self.join_history is not None:
+            history = self.join_history(arrival.session, arrival.room.name)
+            if history is not None:
+                self._fanout((arrival.to,), history)
         self.metrics.fanout_seconds.observe(time.perf_counter() - start)
+
+    def _arrive(self, arrival: Arrival, joined_id: int) -> bool:
+        """The ``join`` ``joined_id`` of ``arrival`` is being delivered: the user gets the
+        room's events from it on. ``False`` if it left (or the room vanished) meanwhile."""
+        session, room = arrival.session, arrival.room
+        if room.members.get(session.id) is not session or session.closed:
+            return False
+        if session.mailbox.delivers_here:
+            room.here[session.id] = session
+        session.history_bound[name_key(room.name)] = joined_id
+        return True
 
     def _fanout(self, receivers: Iterable[Receiver], event: Payload) -> None:
         overflowed: list[Receiver] = []

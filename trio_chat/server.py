@@ -26,7 +26,7 @@ from .keepalive import Keepalive
 from .limits import ConnectionLimiter
 from .logins import AccountBook, Logins
 from .metrics import Metrics
-from .names import normalize_nick
+from .names import DEFAULT_ROOM, normalize_nick
 from .plugins import (
     ENTRY_POINT_GROUP,
     FILTER_FAILED,
@@ -438,6 +438,9 @@ class ChatServer(ServerAPI):
                 self.broker.attach()
             else:
                 await self.publisher.reserve_ids()
+            # #lobby's latest lines, for the history that comes with every login's join
+            # (read once: #lobby never vanishes; other rooms on their first join).
+            await self.warm_history(DEFAULT_ROOM)
             try:
                 await self._serve(task_status, self.publisher)
             finally:
@@ -445,6 +448,8 @@ class ChatServer(ServerAPI):
                 if self.broker is not None:
                     self.broker.detach()
                 self.history_service = self.logins = self.publisher = self.broker = None
+                self.hub.join_history = None
+                self.hub.recent.clear()
 
     async def _account_book(self, stack: contextlib.AsyncExitStack, store: Store) -> AccountBook:
         """Where accounts are kept: this node's database when it serves alone; with a

@@ -105,7 +105,7 @@ def leave(hub: Hub, session: Session, room_name: str) -> None:
     if room is None or not room.remove(session):
         return
     if not room.members and room.name != DEFAULT_ROOM:
-        del hub.rooms[key]
+        hub.drop_room(key)
 
 
 def rename(hub: Hub, session: Session, new_nick: str) -> None:

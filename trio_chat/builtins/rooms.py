@@ -34,13 +34,10 @@ async def join(ctx: CommandContext) -> None:
     if not ctx.args:
         raise ctx.usage_error()
     wanted = normalize_room(ctx.args.split()[0])
-    existing = ctx.server.rooms.get(wanted)
-    was_member = existing is not None and ctx.session.id in existing.members
-    room = ctx.hub.join(ctx.session, wanted)
+    # The join, then the room's history, then its live events (see ServerAPI.join_room).
+    room = await ctx.server.join_room(ctx.session, wanted)
     text = f"now talking in {room.name}" + (f" (topic: {room.topic})" if room.topic else "")
     ctx.reply(text, {"room": room.name, "topic": room.topic})
-    if not was_member:
-        await ctx.server.after_join(ctx.session, room.name)
 
 
 def part(ctx: CommandContext) -> None:

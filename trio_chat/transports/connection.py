@@ -19,7 +19,6 @@ import trio
 
 from ..hub import Device, host_of, serving
 from ..mailbox import Mailbox
-from ..names import DEFAULT_ROOM
 from ..protocol import (
     Bye,
 )
@@ -173,13 +172,12 @@ async def run_connection(server: ChatHost, link: Link, release: Callable[[], Non
     if link.keepalive_ping is not None:
         server.keepalive.watch(device, lambda: link.last_heard, link.keepalive_ping)
     resident = Resident(server, link, device, release)
-    # The history of the room it joined comes once the session counts as live: a shutdown
-    # from here on waits for it and says goodbye (one that came during the history read
-    # used to find no live session and cancel this task, bye unsent), and a handshake
-    # timeout can no longer cut in after the hub has the session.
-    with trio.move_on_after(server.config.handshake_timeout):
-        if joined:
+    # The history of the rooms a connection joining its user is in comes once the session
+    # counts as live: a shutdown from here on waits for it and says goodbye (one that came
+    # during the history read used to find no live session and cancel this task, bye
+    # unsent), and a handshake timeout can no longer cut in after the hub has the session.
+    # (A new user's #lobby history came with its join, read before: see handshake.py.)
+    if joined:
+        with trio.move_on_after(server.config.handshake_timeout):
             await server.after_attach(device)
-        else:
-            await server.after_join(session, DEFAULT_ROOM)
     await resident.start()

@@ -104,6 +104,9 @@ async def handshake(server: ChatHost, link: Link, mailbox: Mailbox) -> Device | 
                 ]
             )
             continue
+        # #lobby's latest lines, for the history that comes with the join below: read as
+        # the server started (nothing to do here), unless that failed.
+        await server.warm_history(DEFAULT_ROOM)
         if server.stopping:
             await say_goodbye(link, Bye(code="shutdown", text="the server is shutting down"))
             return None

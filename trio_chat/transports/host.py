@@ -137,8 +137,9 @@ class ChatHost(Protocol):
         """A connection's task logged its session in: the shutdown waits for it to end."""
         ...
 
-    async def after_join(self, session: Session, room: str) -> None:
-        """What a session gets on joining its first room besides the ``join`` (history)."""
+    async def warm_history(self, room: str) -> None:
+        """Have ``room``'s latest lines at hand, for the history a joiner gets with its
+        ``join`` (call :meth:`Hub.join` right after, with no ``await`` between)."""
         ...
 
     async def after_attach(self, device: Device) -> None:
