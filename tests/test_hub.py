@@ -208,3 +208,17 @@ def test_a_private_message_is_stored_only_between_two_accounts() -> None:
     kept, *not_kept = queue
     assert (kept.persist, kept.accounts) == (True, ("allce", "bob"))
     assert [(p.persist, p.accounts) for p in not_kept] == [(False, None), (False, None)]
+
+
+def test_pending_with_event_keeps_every_other_field() -> None:
+    """A broker swaps in the event with the log's id by ``with_event``; a field it forgot
+    (a join's arrival, once) silently changed who got what."""
+    import dataclasses
+
+    values = {f.name: object() for f in dataclasses.fields(Pending)}
+    pending = Pending(**values)  # type: ignore[arg-type]
+    event = object()
+    swapped = pending.with_event(event)  # type: ignore[arg-type]
+    assert swapped.event is event
+    for name in values.keys() - {"event"}:
+        assert getattr(swapped, name) is values[name], name

@@ -253,7 +253,9 @@ class Pending:
     def with_event(self, event: RoomEvent | ServerEvent) -> Pending:
         """The same, carrying ``event`` (``dataclasses.replace``, in a fraction of the time:
         a broker does it for every event of its own it reads back)."""
-        return Pending(event, self.room, self.extra, self.persist, self.sender, self.accounts)
+        return Pending(
+            event, self.room, self.extra, self.persist, self.sender, self.accounts, self.arrival
+        )
 
     def receivers(self) -> Iterable[Receiver]:
         if self.room is None:
