@@ -119,11 +119,6 @@ def test_rejoins_go_current_last_and_leave_the_lobby_if_we_had() -> None:
     assert resume.rejoins(rooms) == (True, [name_key("#ops"), DEV])
     resume.start(rooms_with(lobby=1, dev=2), "#lobby", now=0.0)
     assert resume.rejoins(rooms_with(lobby=1, dev=2)) == (False, [DEV, LOBBY])
-    # Another connection of ours kept the user in its rooms: nothing to join or leave.
-    rooms = rooms_with(dev=1, ops=2)
-    resume.start(rooms, "#dev", now=0.0)
-    already = frozenset({LOBBY, DEV})
-    assert resume.rejoins(rooms, already) == (False, [name_key("#ops")])
 
 
 def test_own_rejoin_lines_are_not_news_and_reset_forgets_the_holds() -> None:

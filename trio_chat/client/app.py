@@ -24,6 +24,11 @@ Lines typed while disconnected are sent once back in. A user-typed ``/join`` is 
 same way until the server has answered it (a ping after the join), so that the room's
 history comes before its live lines whatever order the server sends them in.
 
+**Another connection of the same account.** Logged in beside it (a phone, a browser tab),
+the client is told in the welcome every room the user is in (``rooms``; no ``join`` comes
+for them) and takes them as its own: the prompt, completion, ``/part`` and the rejoin after a
+reconnect know them, and the welcome line says ``now on 2 connections``.
+
 **Ending.** ``/quit``, Ctrl-D or the end of stdin: a quit is sent and the client waits
 (bounded) for the server's ``bye``, then exits 0; Ctrl-C exits 130, quietly. With
 ``--no-reconnect`` a lost connection ends the client (``trio-chat: connection to server
@@ -166,8 +171,6 @@ class ChatClient:
         self.resume = Resume()
         #: Typed frames tagged with our refs, or waiting to be sent once back.
         self.outbox = Outbox()
-        #: The rooms the last welcome said we are in (another connection of ours kept them).
-        self._welcome_rooms: frozenset[str] = frozenset()
 
     # ---------------------------------------------------------------------- the session
 
@@ -303,7 +306,7 @@ class ChatClient:
     async def _resync(self, connection: ServerConnection) -> None:
         """Join every room again, the current one last, and ask for each room's gap."""
         self._notice(f"reconnected to {self.server}")
-        leave_lobby, joins = self.resume.rejoins(self.rooms, self._welcome_rooms)
+        leave_lobby, joins = self.resume.rejoins(self.rooms)
         if leave_lobby:
             await connection.send(Command(name="part", args="#lobby", ref=OWN + "part"))
         for key in joins:
@@ -564,6 +567,10 @@ class ChatClient:
             self.nick = event.nick
             if not self.welcomed_once:
                 self.room = event.room
+            # Logged in beside another connection of ours: the user is in these rooms
+            # already, and no join comes for them.
+            for name in event.rooms or ():
+                self.rooms.setdefault(name_key(name), RoomState(name))
         elif isinstance(event, NickChanged):
             if event.old == self.nick:
                 self.nick = event.new

@@ -174,17 +174,16 @@ class Resume:
         self.missed = 0
         self.hold("sync:resync", now)
 
-    def rejoins(
-        self, rooms: Mapping[str, RoomState], already: frozenset[str] = frozenset()
-    ) -> tuple[bool, list[str]]:
+    def rejoins(self, rooms: Mapping[str, RoomState]) -> tuple[bool, list[str]]:
         """After :meth:`start`: whether to leave #lobby (we were not in it), and the rooms
-        (keys) to join again, the current one last so that it stays current. ``already``:
-        rooms the welcome says the user is in (another connection of ours kept them)."""
+        (keys) to join again, the current one last so that it stays current. (A room the
+        user is still in, through another connection of ours, is joined again all the same:
+        that only makes it current.)"""
         current = self._current_before
         keys = [k for k in self._rooms_before if k in rooms or k == LOBBY]
-        leave_lobby = LOBBY not in keys and LOBBY not in already
+        leave_lobby = LOBBY not in keys
         order = [k for k in keys if k != current] + ([current] if current in keys else [])
-        joins = [k for k in order if (k != LOBBY or len(keys) > 1) and k not in already]
+        joins = [k for k in order if k != LOBBY or len(keys) > 1]
         return leave_lobby, joins
 
     def gaps(self, rooms: Mapping[str, RoomState], now: float) -> list[tuple[str, int]]:
