@@ -78,13 +78,12 @@ from ..protocol import (
 )
 from .completion import BASE_COMMANDS
 from .connection import (
-    NOT_CHAT_HTTP,
     OPENING_PING,
-    SERVER_TEXT,
     ConnectError,
     ConnectionLost,
     ServerConnection,
     Target,
+    not_a_chat_server,
     open_connection,
 )
 from .login import CLIENT_NAME, HELLO_ERRORS, log_in
@@ -455,7 +454,7 @@ class ChatClient:
                 self._fail(f"no answer from {self.server} (is it a trio-chat server?)")
                 return
             if not isinstance(event, Pong) or event.token != OPENING_PING.token:
-                self._fail(self._not_a_chat_server(event))
+                self._fail(not_a_chat_server(self.target, event))
                 return
             pinged = False
             while True:
@@ -486,24 +485,6 @@ class ChatClient:
             self._problem(message)
         else:
             self.error = message
-
-    def _not_a_chat_server(self, event: ServerEvent | RemoteProtocolError | None) -> str:
-        server = self.server
-        if event is None:
-            return f"{server} closed the connection without a word: not a trio-chat server?"
-        if isinstance(event, RemoteProtocolError):
-            if event.code == "tls_required":
-                return f"{server} speaks TLS: connect with --tls"
-            if event.code == NOT_CHAT_HTTP:
-                hint = ""
-                if self.target.scheme in ("tcp", "tls"):
-                    scheme = "wss" if self.target.secure else "ws"
-                    host = f"[{self.target.host}]" if ":" in self.target.host else self.target.host
-                    hint = f" (the WebSocket port? use {scheme}://{host}:{self.target.port}/)"
-                return f"{server} is not a trio-chat server: it answers HTTP{hint}"
-            if event.code == SERVER_TEXT:
-                return f"{server}: {printable(event.message)}"
-        return f"{server} is not a trio-chat server (it does not speak the protocol)"
 
     async def _handle(
         self, event: ServerEvent | RemoteProtocolError | None, connection: ServerConnection
