@@ -177,9 +177,18 @@ async def run_connection(server: ChatHost, link: Link, release: Callable[[], Non
     # from here on waits for it and says goodbye (one that came during the history read
     # used to find no live session and cancel this task, bye unsent), and a handshake
     # timeout can no longer cut in after the hub has the session.
-    with trio.move_on_after(server.config.handshake_timeout):
-        if joined:
-            await server.after_attach(device)
-        else:
-            await server.after_join(session, DEFAULT_ROOM)
+    handed_over = False
+    try:
+        with trio.move_on_after(server.config.handshake_timeout):
+            if joined:
+                await server.after_attach(device)
+            else:
+                await server.after_join(session, DEFAULT_ROOM)
+        handed_over = True
+    finally:
+        if not handed_over:
+            # Cancelled (the server stopping without a shutdown) while the history was
+            # read: nobody else would close the socket, and the client would learn of it
+            # only through its keepalive.
+            await resident.end("server stopped")
     await resident.start()
