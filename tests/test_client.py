@@ -33,15 +33,8 @@ import trio.testing
 import trustme
 
 from trio_chat.client import connection as client_connection
-from trio_chat.client.app import (
-    INSECURE_WARNING,
-    ChatClient,
-    RoomState,
-    backoff_delay,
-    completions,
-    event_lines,
-    run_client,
-)
+from trio_chat.client.app import ChatClient
+from trio_chat.client.completion import completions
 from trio_chat.client.connection import (
     BadTarget,
     ConnectError,
@@ -50,7 +43,16 @@ from trio_chat.client.connection import (
     open_connection,
     parse_target,
 )
-from trio_chat.client.render import PALETTE, Renderer, colour_wanted, mentions, name_colour
+from trio_chat.client.main import INSECURE_WARNING, run_client
+from trio_chat.client.render import (
+    PALETTE,
+    Renderer,
+    colour_wanted,
+    event_lines,
+    mentions,
+    name_colour,
+)
+from trio_chat.client.resume import RoomState, backoff_delay
 from trio_chat.client.terminal import InputEnd, PipeTerminal, PromptTerminal, printable
 from trio_chat.client.tls import client_ssl_context
 from trio_chat.config import ServerConfig

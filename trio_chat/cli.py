@@ -354,7 +354,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
-    from .client.app import run_client
+    from .client.main import run_client
 
     return run_client(
         args.host,

@@ -1,7 +1,12 @@
-"""``trio-chat connect``: chat from a terminal, or from a script through stdin and stdout.
+"""``trio-chat connect``'s session: the chat that outlives its connections, and what ties
+the client's parts together.
 
-:func:`run_client` opens the user's end (:mod:`.terminal`) once, then :class:`ChatClient`
-keeps a connection (:mod:`.connection`) to the server for as long as the user wants one.
+:func:`~.main.run_client` opens the user's end (:mod:`.terminal`) once, then
+:class:`ChatClient` keeps a connection (:mod:`.connection`) to the server for as long as
+the user wants one. The parts it orchestrates live apart, each testable on its own:
+logging in (:mod:`.login`), reconnecting and filling gaps without I/O (:mod:`.resume`),
+what a typed line becomes and what waits while offline (:mod:`.outbox`), Tab completion
+(:mod:`.completion`) and the lines shown (:mod:`.render`).
 Two tasks run side by side in one nursery: the connection loop (connect, log in, show every
 server event; when the connection is lost, reconnect) and, once logged in, the input loop
 (send every typed line). The prompt belongs to the input loop, so the line being typed
@@ -19,6 +24,11 @@ Lines typed while disconnected are sent once back in. A user-typed ``/join`` is 
 same way until the server has answered it (a ping after the join), so that the room's
 history comes before its live lines whatever order the server sends them in.
 
+**Another connection of the same account.** Logged in beside it (a phone, a browser tab),
+the client is told in the welcome every room the user is in (``rooms``; no ``join`` comes
+for them) and takes them as its own: the prompt, completion, ``/part`` and the rejoin after a
+reconnect know them, and the welcome line says ``now on 2 connections``.
+
 **Ending.** ``/quit``, Ctrl-D or the end of stdin: a quit is sent and the client waits
 (bounded) for the server's ``bye``, then exits 0; Ctrl-C exits 130, quietly. With
 ``--no-reconnect`` a lost connection ends the client (``trio-chat: connection to server
@@ -35,21 +45,13 @@ to stderr.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
-import random
-import signal
 import ssl
-import sys
-import threading
-from collections.abc import AsyncIterator, Iterator
 
-import orjson
 import trio
 
-from .. import __version__
-from ..names import InvalidName, name_key, normalize_room
+from ..names import name_key
 from ..protocol import (
     Bye,
     ClientFrame,
@@ -66,122 +68,50 @@ from ..protocol import (
     Ping,
     Pong,
     PongReply,
-    Private,
     Quit,
     RemoteProtocolError,
     Say,
     ServerEvent,
     ServerPing,
-    Topic,
     Welcome,
-    decode_client_frame,
-    decode_server_event,
     encode_server_event,
 )
-from ..textmode import NICK_PROMPT, parse_command_line, render_text
+from .completion import BASE_COMMANDS
 from .connection import (
-    NOT_CHAT_HTTP,
     OPENING_PING,
-    SERVER_TEXT,
-    BadTarget,
     ConnectError,
     ConnectionLost,
     ServerConnection,
     Target,
+    not_a_chat_server,
     open_connection,
-    parse_target,
 )
-from .render import Renderer, colour_wanted
-from .terminal import InputEnd, Terminal, open_terminal, printable, stdin_is_terminal
-from .tls import TlsSetupError, client_ssl_context
+from .login import CLIENT_NAME, HELLO_ERRORS, log_in
+from .outbox import OWN, Outbox, is_quit, new_room, parse_typed
+from .render import Renderer
+from .resume import (
+    GAP_PAGE,
+    Numbered,
+    Resume,
+    RoomState,
+    backoff_delay,
+    history_events,
+    room_of,
+)
+from .terminal import InputEnd, Terminal, print_error, printable
 
 #: Seconds to wait for the server's ``bye`` after we said we quit.
 QUIT_TIMEOUT = 3.0
-#: Error codes that refuse a nickname: the user is asked for another one.
-NICK_ERRORS = frozenset({"nick_taken", "bad_nick"})
-#: Error codes that refuse a password: the user is asked for it again.
-PASSWORD_ERRORS = frozenset({"login_failed", "login_throttled", "bad_password"})
 #: Seconds the server has to answer the opening ping before we give up on it.
 ANSWER_TIMEOUT = 10.0
 #: Seconds of silence from the server before we ping it (as the server pings us), and then
 #: for its answer: a connection whose other end vanished without closing it is noticed.
 IDLE_TIMEOUT = 60.0
 PING_TIMEOUT = 30.0
-#: Seconds events are held back waiting for a rejoin's history before they are shown anyway.
-HOLD_TIMEOUT = 15.0
-#: Reconnect delays: the first, and the longest (doubling in between).
-BACKOFF_FIRST = 1.0
-BACKOFF_MAX = 60.0
-#: Messages per gap-filling ``history`` page (the protocol's largest).
-GAP_PAGE = 500
-#: Lines typed while disconnected that are kept to send once back.
-MAX_QUEUED = 100
-#: Message ids remembered to show each message once.
-SEEN_IDS = 20_000
 LOST = "connection to server lost"
-INSECURE_WARNING = "warning: --insecure: the server's certificate is not checked"
 #: Exit status after Ctrl-C, as a shell reports a process killed by SIGINT.
 EXIT_INTERRUPTED = 130
-#: Refs and tokens of the frames the client sends on its own behalf start with this.
-OWN = "tc:"
 KEEPALIVE_TOKEN = OWN + "alive"
-#: Commands known before the server lists its own (``/help``), for Tab completion.
-BASE_COMMANDS = ("help", "join", "part", "who", "rooms", "msg", "me", "nick", "topic", "quit")
-
-#: Events that carry an ``id``: the ones held back and shown once.
-Numbered = Message | Joined | Left | NickChanged | Private | Topic
-
-
-def event_lines(event: ServerEvent) -> str:
-    """What to print for a server event: ``render_text``, made safe for a terminal."""
-    text = render_text(event)
-    if isinstance(event, Info | History):
-        # render_text puts one line of the reply (or of the history) per line; anything else
-        # is one line, and a newline inside it came from another user: show it, not obey it.
-        return "\n".join(printable(line) for line in text.split("\n"))
-    return printable(text)
-
-
-def backoff_delay(attempt: int, rand: random.Random | None = None) -> float:
-    """Seconds before reconnect attempt ``attempt`` (0 first): doubling, capped, jittered
-    (between half the step and the whole of it)."""
-    step = min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** min(attempt, 16))
-    fraction: float = (rand or random).random()
-    return step * (0.5 + 0.5 * fraction)
-
-
-def _room_of(event: ServerEvent) -> str | None:
-    room = getattr(event, "room", None)
-    return room if isinstance(room, str) else None
-
-
-@dataclasses.dataclass
-class RoomState:
-    """A room the user is in, as the client remembers it across reconnects."""
-
-    name: str
-    #: The highest id shown of this room: where its gap starts after a reconnect.
-    last_id: int | None = None
-    members: set[str] = dataclasses.field(default_factory=set)
-
-
-class SeenIds:
-    """The ids of the last :data:`SEEN_IDS` events shown, to show each one once."""
-
-    def __init__(self, size: int = SEEN_IDS) -> None:
-        self._ids: set[int] = set()
-        self._order: collections.deque[int] = collections.deque()
-        self._size = size
-
-    def add(self, event_id: int) -> bool:
-        """Remember ``event_id``; ``False`` if it was seen already."""
-        if event_id in self._ids:
-            return False
-        self._ids.add(event_id)
-        self._order.append(event_id)
-        if len(self._order) > self._size:
-            self._ids.discard(self._order.popleft())
-        return True
 
 
 class _Retry(Exception):
@@ -236,21 +166,10 @@ class ChatClient:
         self._nursery: trio.Nursery | None = None
         self._session_over = trio.Event()
         self._answers_in, self._answers_out = trio.open_memory_channel[ServerEvent](8)
-        self._queued: collections.deque[ClientFrame] = collections.deque()
-        self._seen = SeenIds()
-        #: While not empty, numbered events wait in ``_held`` (a rejoin, a /join).
-        self._holds: set[str] = set()
-        self._held: list[ServerEvent] = []
-        self._hold_deadline = float("inf")
-        #: During a resync: per room, the last id shown before (older ids are not new).
-        self._floors: dict[str, int] = {}
-        #: Rooms being joined again, whose own join and leave lines are not shown.
-        self._rejoining: set[str] = set()
-        self._resyncing = False
-        self._missed = 0
-        #: Account commands waiting for their answer, by ref: (nick, password).
-        self._pending_accounts: dict[str, tuple[str | None, str]] = {}
-        self._refs = 0
+        #: What is held back for a rejoin or a /join, and what was shown already.
+        self.resume = Resume()
+        #: Typed frames tagged with our refs, or waiting to be sent once back.
+        self.outbox = Outbox()
 
     # ---------------------------------------------------------------------- the session
 
@@ -301,12 +220,7 @@ class ChatClient:
         """The connection is gone: forget what only it knew."""
         self.connection = None
         self.online = False
-        self._holds.clear()
-        self._held.clear()
-        self._floors.clear()
-        self._rejoining.clear()
-        self._resyncing = False
-        self._hold_deadline = float("inf")
+        self.resume.reset()
         self._session_over.set()
 
     async def _session(self, connection: ServerConnection) -> None:
@@ -346,72 +260,21 @@ class ChatClient:
     async def _log_in(self, connection: ServerConnection) -> bool:
         """Ask for a nick (and password) until the server welcomes us; ``False`` if the
         user gave up."""
-        password: str | None = None
-        register = False
-        while True:
-            if self.nick is None:
-                if not self.terminal.interactive and not self.json_mode:
-                    self.terminal.show(NICK_PROMPT)
-                answer = await self.terminal.read_line(lambda: "Nickname: ")
-                if isinstance(answer, InputEnd):
-                    await self._quit(answer, connection)
-                    return False
-                words = answer.split()
-                if len(words) == 3 and words[0].lower() in ("/login", "/register"):
-                    # As at the text-mode prompt: log in to (or create) an account.
-                    register = words[0].lower() == "/register"
-                    self.nick, password = words[1], words[2]
-                elif not answer.strip():
-                    continue
-                else:
-                    self.nick = answer.strip()
-            elif password is None and self._asking_password:
-                if not self.terminal.interactive and not self.json_mode:
-                    self.terminal.show(f"Password for {self.nick} (empty line: another nick):")
-                answer = await self.terminal.read_line(
-                    lambda: f"Password for {self.nick} (empty: another nick): ", secret=True
-                )
-                if isinstance(answer, InputEnd):
-                    await self._quit(answer, connection)
-                    return False
-                if not answer:
-                    self.nick = None
-                    self._asking_password = False
-                    continue
-                password = answer
-            await connection.send(
-                Hello(
-                    nick=self.nick,
-                    password=password,
-                    register=register,
-                    client=f"trio-chat/{__version__}",
-                )
-            )
-            reply = await self._answers_out.receive()
-            if isinstance(reply, Welcome):
-                self.password = password if reply.account else None
-                self._asking_password = False
-                await self._welcomed(connection, first=True)
-                return True
-            assert isinstance(reply, Error)
-            register = False
-            if reply.code == "nick_registered" or (
-                reply.code in PASSWORD_ERRORS and password is not None
-            ):
-                self._asking_password = True  # the nick is right: ask for its password
-            else:
-                self.nick = None
-                self._asking_password = False
-            password = None
-
-    _asking_password = False
+        show_questions = not self.terminal.interactive and not self.json_mode
+        result = await log_in(
+            self.terminal, connection, self._answers_out, self.nick, show_questions=show_questions
+        )
+        if isinstance(result, InputEnd):
+            await self._quit(result, connection)
+            return False
+        self.password = result.password
+        await self._welcomed(connection, first=True)
+        return True
 
     async def _log_back_in(self, connection: ServerConnection) -> None:
         """After a reconnect: the same nick, and the same account."""
         assert self.nick is not None
-        await connection.send(
-            Hello(nick=self.nick, password=self.password, client=f"trio-chat/{__version__}")
-        )
+        await connection.send(Hello(nick=self.nick, password=self.password, client=CLIENT_NAME))
         reply = await self._answers_out.receive()
         if isinstance(reply, Welcome):
             await self._welcomed(connection, first=False)
@@ -436,43 +299,19 @@ class ChatClient:
         await connection.send(Command(name="help", ref=OWN + "help"))
         for key, state in list(self.rooms.items()):  # (it changes while we send)
             await connection.send(Command(name="who", args=state.name, ref=f"{OWN}who:{key}"))
-        while self._queued and self.online:
-            await self._send(self._queued.popleft())
-
-    def _prepare_resync(self) -> None:
-        """Welcomed back: from now on, hold every room's lines until the gaps are filled.
-
-        Called as the welcome arrives, before the events that follow it (our join of
-        #lobby, its history) are taken in.
-        """
-        self._resync_rooms = list(self.rooms)
-        self._resync_current = name_key(self.room) if self.room else None
-        self._rejoining = {*self.rooms, name_key("#lobby")}
-        self._floors = {k: s.last_id for k, s in self.rooms.items() if s.last_id is not None}
-        self._resyncing = True
-        self._missed = 0
-        self._hold("sync:resync")
-
-    _resync_rooms: list[str] = []
-    _resync_current: str | None = None
+        while self.outbox.queued and self.online:
+            await self._send(self.outbox.queued.popleft())
 
     async def _resync(self, connection: ServerConnection) -> None:
         """Join every room again, the current one last, and ask for each room's gap."""
         self._notice(f"reconnected to {self.server}")
-        lobby = name_key("#lobby")
-        current = self._resync_current
-        keys = [k for k in self._resync_rooms if k in self.rooms or k == lobby]
-        if lobby not in keys:
+        leave_lobby, joins = self.resume.rejoins(self.rooms)
+        if leave_lobby:
             await connection.send(Command(name="part", args="#lobby", ref=OWN + "part"))
-        order = [k for k in keys if k != current] + ([current] if current in keys else [])
-        for key in order:
-            if key != lobby or len(keys) > 1:
-                name = self.rooms[key].name
-                await connection.send(Command(name="join", args=name, ref=f"{OWN}join:{key}"))
-        for key, floor in list(self._floors.items()):
-            if key not in self.rooms:
-                continue
-            self._hold(f"gap:{key}")
+        for key in joins:
+            name = self.rooms[key].name
+            await connection.send(Command(name="join", args=name, ref=f"{OWN}join:{key}"))
+        for key, floor in self.resume.gaps(self.rooms, trio.current_time()):
             await connection.send(
                 HistoryRequest(
                     room=self.rooms[key].name, after=floor, limit=GAP_PAGE, ref=f"{OWN}gap:{key}"
@@ -497,18 +336,13 @@ class ChatClient:
                 await self._quit(line, self.connection)
                 return
             try:
-                if self.json_mode and line.lstrip().startswith("{"):
-                    frame: ClientFrame | None = decode_client_frame(line)
-                else:
-                    frame = parse_command_line(line)
+                frame = parse_typed(line, self.json_mode)
             except RemoteProtocolError as exc:
                 self._problem(exc.message)
                 continue
             if frame is None:
                 continue
-            if isinstance(frame, Command | Quit) and (
-                isinstance(frame, Quit) or frame.name == "quit"
-            ):
+            if is_quit(frame):
                 self.quitting = True
                 if self.online:
                     await self._send(frame)
@@ -518,24 +352,14 @@ class ChatClient:
 
     async def _submit(self, frame: ClientFrame) -> None:
         """Send a typed frame, with what the client needs to follow it."""
-        if isinstance(frame, Command) and frame.ref is None:
-            words = frame.args.split()
-            if frame.name in ("login", "register", "password") and words:
-                ref = self._next_ref("acct")
-                nick = words[0] if frame.name == "login" and len(words) == 2 else None
-                self._pending_accounts[ref] = (nick, words[-1])
-                frame = dataclasses.replace(frame, ref=ref)
-            elif frame.name == "join" and words and self.online:
-                try:
-                    key = name_key(normalize_room(words[0]))
-                except InvalidName:
-                    key = None
-                if key is not None and key not in self.rooms:
-                    # Hold the room's lines until the server has answered the join.
-                    self._hold(f"sync:{key}")
-                    await self._send(frame)
-                    await self._send(Ping(token=f"{OWN}sync:{key}"))
-                    return
+        frame = self.outbox.tag(frame)
+        key = new_room(frame, self.rooms) if self.online else None
+        if key is not None:
+            # Hold the room's lines until the server has answered the join.
+            self.resume.hold(f"sync:{key}", trio.current_time())
+            await self._send(frame)
+            await self._send(Ping(token=f"{OWN}sync:{key}"))
+            return
         if isinstance(frame, Say) and frame.room is None and not self.online:
             frame = dataclasses.replace(frame, room=self.room)
         await self._send(frame)
@@ -545,10 +369,6 @@ class ChatClient:
         if self.online and self.room and self._nursery is not None:
             self._nursery.start_soon(self._send, Command(name="history", room=self.room))
 
-    def _next_ref(self, kind: str) -> str:
-        self._refs += 1
-        return f"{OWN}{kind}:{self._refs}"
-
     async def _send(self, frame: ClientFrame) -> None:
         """Send now, or keep for when we are back."""
         connection = self.connection
@@ -556,13 +376,11 @@ class ChatClient:
             with contextlib.suppress(ConnectionLost):
                 await connection.send(frame)
                 return
-        if isinstance(frame, Ping | PongReply):
-            return
-        if len(self._queued) >= MAX_QUEUED:
+        kept = self.outbox.keep(frame)
+        if kept == "full":
             self._problem("not connected: line dropped (too many waiting)")
-            return
-        self._queued.append(frame)
-        self._notice("not connected: it will be sent once reconnected")
+        elif kept == "kept":
+            self._notice("not connected: it will be sent once reconnected")
 
     async def _quit(self, why: InputEnd, connection: ServerConnection | None) -> None:
         self.quitting = True
@@ -584,19 +402,19 @@ class ChatClient:
 
     def _notice(self, text: str) -> None:
         if self.json_mode:
-            _print_error(text)
+            print_error(text)
         else:
             self.terminal.show(self.renderer.notice(text))
 
     def _problem(self, text: str) -> None:
         if self.json_mode:
-            _print_error(text)
+            print_error(text)
         else:
             self.terminal.show(self.renderer.problem(text))
 
     def _display(self, event: ServerEvent) -> None:
         """Show one event (after any hold), and remember it as shown."""
-        room = _room_of(event)
+        room = room_of(event)
         if isinstance(event, Numbered) and room is not None:
             state = self.rooms.get(name_key(room))
             if state is not None:
@@ -608,81 +426,21 @@ class ChatClient:
         self.renderer.room = self.room
         self.terminal.show(self.renderer.line(event))
 
-    def _hold(self, name: str) -> None:
-        self._holds.add(name)
-        self._hold_deadline = trio.current_time() + HOLD_TIMEOUT
-
-    def _holding(self, event: ServerEvent) -> bool:
-        """Whether ``event`` waits: during a resync every room's lines do (they are shown in
-        one run, in order); after a typed ``/join``, that room's."""
-        if not self._holds or not (isinstance(event, Numbered) or _is_join_history(event)):
-            return False
-        if self._resyncing:
-            return True
-        room = _room_of(event)
-        return room is not None and f"sync:{name_key(room)}" in self._holds
-
     def _release(self, name: str) -> None:
-        self._holds.discard(name)
-        if not self._holds:
-            self._flush()
-        elif not self._resyncing:
-            ready = [event for event in self._held if not self._holding(event)]
-            if ready:
-                self._held = [event for event in self._held if self._holding(event)]
-                self._show_held(ready)
+        """Hold ``name`` is over: show what it held back."""
+        self._show(*self.resume.release(name, self.nick))
 
     def _flush(self) -> None:
         """Show everything held back, and end any resync."""
-        held, self._held = self._held, []
-        self._holds.clear()
-        self._hold_deadline = float("inf")
-        self._show_held(held)
-        self._floors.clear()
-        self._rejoining.clear()
-        if self._resyncing:
-            self._resyncing = False
-            rooms = ", ".join(state.name for state in self.rooms.values()) or "no room"
-            missed = f"; {self._missed} new messages" if self._missed else ""
-            self._notice(f"back in {rooms}{missed}")
+        self._show(*self.resume.flush(self.nick))
 
-    def _show_held(self, held: list[ServerEvent]) -> None:
-        """Show held events once each, by id; a join's history block just after the join."""
-        events: list[ServerEvent] = []
-        for event in held:
-            key = name_key(event.room) if isinstance(event, History) and event.room else None
-            if key is not None and key in self._floors:
-                # A rejoin's join-time history overlaps the gap: only its new lines count.
-                assert isinstance(event, History)
-                events += _history_events(event)
-            else:
-                events.append(event)
-        # The server sends a join, then the room's history: keep that order.
-        joins = {
-            name_key(e.room): e.id for e in events if isinstance(e, Joined) and e.nick == self.nick
-        }
-
-        def order(event: ServerEvent) -> float:
-            if isinstance(event, History) and event.room and name_key(event.room) in joins:
-                return joins[name_key(event.room)] + 0.5
-            return _order(event)
-
-        events.sort(key=order)
+    def _show(self, events: list[ServerEvent], resync_ended: bool) -> None:
         for event in events:
-            if isinstance(event, History):
-                for item in _history_events(event):
-                    if isinstance(item, Numbered):
-                        self._seen.add(item.id)
-            elif isinstance(event, Numbered):
-                room = _room_of(event)
-                floor = self._floors.get(name_key(room)) if room else None
-                if floor is not None and event.id <= floor:
-                    continue
-                if not self._seen.add(event.id):
-                    continue
-                if self._resyncing and isinstance(event, Message):
-                    self._missed += 1
             self._display(event)
+        if resync_ended:
+            rooms = ", ".join(state.name for state in self.rooms.values()) or "no room"
+            missed = f"; {self.resume.missed} new messages" if self.resume.missed else ""
+            self._notice(f"back in {rooms}{missed}")
 
     # ----------------------------------------------------------------------- receiving
 
@@ -696,19 +454,19 @@ class ChatClient:
                 self._fail(f"no answer from {self.server} (is it a trio-chat server?)")
                 return
             if not isinstance(event, Pong) or event.token != OPENING_PING.token:
-                self._fail(self._not_a_chat_server(event))
+                self._fail(not_a_chat_server(self.target, event))
                 return
             pinged = False
             while True:
                 quiet = PING_TIMEOUT if pinged else IDLE_TIMEOUT
-                wait_until = min(trio.current_time() + quiet, self._hold_deadline)
+                wait_until = min(trio.current_time() + quiet, self.resume.deadline)
                 with trio.move_on_at(wait_until):
                     event = await connection.receive()
                     pinged = False
                     if not await self._handle(event, connection):
                         return
                     continue
-                if trio.current_time() >= self._hold_deadline:
+                if trio.current_time() >= self.resume.deadline:
                     self._notice("the server did not answer the rejoin in time")
                     self._flush()
                 elif pinged:
@@ -727,24 +485,6 @@ class ChatClient:
             self._problem(message)
         else:
             self.error = message
-
-    def _not_a_chat_server(self, event: ServerEvent | RemoteProtocolError | None) -> str:
-        server = self.server
-        if event is None:
-            return f"{server} closed the connection without a word: not a trio-chat server?"
-        if isinstance(event, RemoteProtocolError):
-            if event.code == "tls_required":
-                return f"{server} speaks TLS: connect with --tls"
-            if event.code == NOT_CHAT_HTTP:
-                hint = ""
-                if self.target.scheme in ("tcp", "tls"):
-                    scheme = "wss" if self.target.secure else "ws"
-                    host = f"[{self.target.host}]" if ":" in self.target.host else self.target.host
-                    hint = f" (the WebSocket port? use {scheme}://{host}:{self.target.port}/)"
-                return f"{server} is not a trio-chat server: it answers HTTP{hint}"
-            if event.code == SERVER_TEXT:
-                return f"{server}: {printable(event.message)}"
-        return f"{server} is not a trio-chat server (it does not speak the protocol)"
 
     async def _handle(
         self, event: ServerEvent | RemoteProtocolError | None, connection: ServerConnection
@@ -779,16 +519,12 @@ class ChatClient:
         self._follow(event)
         if isinstance(event, Welcome | Error) and not self.online:
             if isinstance(event, Welcome) and self.welcomed_once:
-                self._prepare_resync()
+                self.resume.start(self.rooms, self.room, trio.current_time())
                 if self.json_mode:
                     self._display(event)
             else:
                 self._display(event)
-            if isinstance(event, Welcome) or event.code in NICK_ERRORS | PASSWORD_ERRORS | {
-                "nick_registered",
-                "account_required",
-                "store_error",
-            }:
+            if isinstance(event, Welcome) or event.code in HELLO_ERRORS:
                 with contextlib.suppress(trio.WouldBlock):  # only a broken server floods
                     self._answers_in.send_nowait(event)
             return True
@@ -796,16 +532,12 @@ class ChatClient:
             self.bye = event
             self._display(event)
             return False
-        if (
-            isinstance(event, Joined | Left)
-            and event.nick == self.nick
-            and name_key(event.room) in self._rejoining
-        ):
+        if self.resume.is_own_rejoin(event, self.nick):
             return True  # our own rejoin, or leaving #lobby again
-        if self._holding(event):
-            self._held.append(event)
+        if self.resume.holding(event):
+            self.resume.held.append(event)
             return True
-        if isinstance(event, Numbered) and not self._seen.add(event.id):
+        if isinstance(event, Numbered) and not self.resume.seen.add(event.id):
             return True  # shown already (the server sent it twice)
         self._display(event)
         return True
@@ -816,6 +548,10 @@ class ChatClient:
             self.nick = event.nick
             if not self.welcomed_once:
                 self.room = event.room
+            # Logged in beside another connection of ours: the user is in these rooms
+            # already, and no join comes for them.
+            for name in event.rooms or ():
+                self.rooms.setdefault(name_key(name), RoomState(name))
         elif isinstance(event, NickChanged):
             if event.old == self.nick:
                 self.nick = event.new
@@ -865,9 +601,9 @@ class ChatClient:
             self._problem(f"cannot join {name} again: {event.text}")
         elif kind == "gap":
             if isinstance(event, History):
-                self._held += _history_events(event)
+                self.resume.held += history_events(event)
                 if event.more and event.messages:
-                    self._hold_deadline = trio.current_time() + HOLD_TIMEOUT  # progress
+                    self.resume.progress(trio.current_time())
                     last = max(int(m.get("id", 0)) for m in event.messages)
                     with contextlib.suppress(ConnectionLost):
                         await connection.send(
@@ -878,7 +614,7 @@ class ChatClient:
                 self._notice("the server keeps no history: what was said meanwhile is lost")
             self._release(f"gap:{key}")
         elif kind == "acct":
-            nick, password = self._pending_accounts.pop(ref, (None, ""))
+            nick, password = self.outbox.pending_accounts.pop(ref, (None, ""))
             if isinstance(event, Info):
                 if nick is not None:
                     self.nick = nick  # /login NICK: the server may have changed our nick
@@ -887,186 +623,3 @@ class ChatClient:
             self._display(event)
 
     # The server's replies to what the user typed with a ref of ours are shown as usual.
-
-
-def _history_events(event: History) -> list[ServerEvent]:
-    """The messages of a history page as events."""
-    out: list[ServerEvent] = []
-    for item in event.messages:
-        try:
-            out.append(decode_server_event(orjson.dumps(item)))
-        except (RemoteProtocolError, TypeError):
-            continue
-    return out
-
-
-def _order(event: ServerEvent) -> float:
-    """Where a held event goes: by id; a history block just after its newest message."""
-    if isinstance(event, Numbered):
-        return float(event.id)
-    if isinstance(event, History):
-        ids = [m.get("id") for m in event.messages]
-        return max((float(i) for i in ids if isinstance(i, int)), default=0.0) + 0.5
-    return 0.0
-
-
-def _is_join_history(event: ServerEvent) -> bool:
-    """The history a server sends by itself on a join (not an answer to a request)."""
-    return isinstance(event, History) and event.ref is None and event.room is not None
-
-
-async def connect_and_chat(
-    target: Target,
-    nick: str | None,
-    interactive: bool,
-    ssl_context: ssl.SSLContext | None = None,
-    *,
-    json_mode: bool = False,
-    reconnect: bool = True,
-) -> int:
-    """Chat (reconnecting as needed); print any error as one line on stderr. Return exit
-    status."""
-    colour = colour_wanted(_stdout_is_terminal())
-    client: ChatClient | None = None
-
-    def complete(text: str) -> tuple[int, list[str]]:
-        return completions(client, text) if client is not None else (len(text), [])
-
-    def page_up() -> None:
-        if client is not None:
-            client.older_history()
-
-    async with open_terminal(interactive and not json_mode, complete, page_up) as terminal:
-        client = ChatClient(
-            target,
-            terminal,
-            nick,
-            ssl_context=ssl_context,
-            json_mode=json_mode,
-            reconnect=reconnect,
-            colour=colour,
-        )
-        code = await client.run()
-    # Printed only now, after the prompt is gone, so it lands on the real stderr.
-    if client.error is not None:
-        _print_error(client.error)
-    return code
-
-
-def completions(client: ChatClient, text: str) -> tuple[int, list[str]]:
-    """Tab completion of ``text`` (what is before the cursor): a command after a leading
-    ``/``, a room after ``#``, a nick otherwise (``nick: `` at the start of a line).
-
-    Returns where the completed word starts and what it may become. Runs in the prompt's
-    thread: it only reads, and copies before it iterates.
-    """
-    start = max(text.rfind(" "), text.rfind("\t")) + 1
-    word = text[start:]
-    if start == 0 and word.startswith("/") and not word.startswith("//"):
-        prefix = word[1:].lower()
-        return start, [f"/{c} " for c in list(client.commands) if c.startswith(prefix)]
-    if word.startswith("#"):
-        rooms = [state.name for state in list(client.rooms.values())]
-        return start, [r + " " for r in rooms if r.casefold().startswith(word.casefold())]
-    if not word:
-        return start, []
-    current: RoomState | None = None
-    if client.room:
-        current = client.rooms.get(name_key(client.room))
-    nicks: list[str] = sorted(current.members) if current else []
-    for state in list(client.rooms.values()):
-        nicks += sorted(set(state.members) - set(nicks))
-    suffix = ": " if start == 0 else " "
-    found = [n for n in nicks if n.casefold().startswith(word.casefold()) and n != client.nick]
-    return start, [n + suffix for n in dict.fromkeys(found)]
-
-
-def _stdout_is_terminal() -> bool:
-    try:
-        return sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def _print_error(message: str) -> None:
-    print(f"trio-chat: {message}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def _sigint_receiver() -> Iterator[AsyncIterator[int] | None]:
-    # Trio can only listen for signals from the main thread; elsewhere leave SIGINT alone.
-    if threading.current_thread() is not threading.main_thread():
-        yield None
-        return
-    with trio.open_signal_receiver(signal.SIGINT) as signals:
-        yield signals
-
-
-async def _main(
-    target: Target,
-    nick: str | None,
-    interactive: bool,
-    ssl_context: ssl.SSLContext | None,
-    json_mode: bool,
-    reconnect: bool,
-) -> int:
-    code = EXIT_INTERRUPTED
-    with _sigint_receiver() as signals:
-        async with trio.open_nursery() as nursery:
-            if signals is not None:
-                # Ctrl-C while no prompt owns the terminal (connecting, piped input) arrives
-                # as SIGINT: cancel everything, which closes the connection and the prompt.
-                async def cancel_on_sigint() -> None:
-                    async for _ in signals:
-                        nursery.cancel_scope.cancel()
-                        return
-
-                nursery.start_soon(cancel_on_sigint)
-            code = await connect_and_chat(
-                target, nick, interactive, ssl_context, json_mode=json_mode, reconnect=reconnect
-            )
-            nursery.cancel_scope.cancel()
-    return code
-
-
-def run_client(
-    host: str,
-    port: int,
-    nick: str | None,
-    *,
-    tls: bool = False,
-    ca_file: str | None = None,
-    insecure: bool = False,
-    json_mode: bool = False,
-    reconnect: bool = True,
-) -> int:
-    """Run the terminal client (``trio-chat connect HOST --port PORT --nick NICK``).
-
-    ``host`` is a host name (TCP, JSON lines on ``port``; over TLS if ``tls``), a
-    ``tls://host:port`` URL, or a ``ws://``/``wss://`` URL. TLS certificates are checked
-    against the system's CAs plus ``ca_file``; ``insecure`` checks nothing (with a warning).
-    ``nick`` ``None`` means: ask. ``json_mode`` prints the server's events as JSON lines;
-    ``reconnect`` ``False`` ends the client with its connection. Returns the exit status.
-    """
-    try:
-        target = parse_target(host, port, tls=tls)
-        if (ca_file is not None or insecure) and not target.secure:
-            option = "--insecure" if insecure else "--ca"
-            raise BadTarget(f"{option} is for TLS: add --tls (or use tls:// or wss://)")
-        if json_mode and nick is None:
-            raise BadTarget("--json needs --nick")
-        context = client_ssl_context(ca_file, insecure) if target.secure else None
-    except (BadTarget, TlsSetupError) as exc:
-        _print_error(str(exc))
-        return 2
-    if insecure:
-        _print_error(INSECURE_WARNING)
-    try:
-        return trio.run(_main, target, nick, stdin_is_terminal(), context, json_mode, reconnect)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except BaseExceptionGroup as group:
-        _, rest = group.split(KeyboardInterrupt)
-        if rest is None:
-            return EXIT_INTERRUPTED
-        raise

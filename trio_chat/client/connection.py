@@ -31,6 +31,7 @@ from ..protocol import (
     encode_client_frame,
 )
 from ..transports.streams import TLS_REQUIRED, read_line
+from .terminal import printable
 from .tls import NOT_TLS_HINT, client_ssl_context, describe_tls_error
 
 #: Seconds to wait for the TCP connection, and again for the TLS and WebSocket handshakes.
@@ -371,3 +372,24 @@ async def _tls_failure(target: Target, context: ssl.SSLContext) -> str | None:
             await trio.aclose_forcefully(stream)
         return reason
     return f"no TLS handshake in time{NOT_TLS_HINT}"
+
+
+def not_a_chat_server(target: Target, event: ServerEvent | RemoteProtocolError | None) -> str:
+    """Why the first thing the server at ``target`` said (``None``: it closed at once) is
+    not the answer of a trio-chat server: one line for the user, with a hint if one helps."""
+    server = target.display
+    if event is None:
+        return f"{server} closed the connection without a word: not a trio-chat server?"
+    if isinstance(event, RemoteProtocolError):
+        if event.code == "tls_required":
+            return f"{server} speaks TLS: connect with --tls"
+        if event.code == NOT_CHAT_HTTP:
+            hint = ""
+            if target.scheme in ("tcp", "tls"):
+                scheme = "wss" if target.secure else "ws"
+                host = f"[{target.host}]" if ":" in target.host else target.host
+                hint = f" (the WebSocket port? use {scheme}://{host}:{target.port}/)"
+            return f"{server} is not a trio-chat server: it answers HTTP{hint}"
+        if event.code == SERVER_TEXT:
+            return f"{server}: {printable(event.message)}"
+    return f"{server} is not a trio-chat server (it does not speak the protocol)"

@@ -67,6 +67,16 @@ def mentions(text: str, nick: str | None) -> bool:
     return re.search(rf"(?<![\w-]){re.escape(nick)}(?![\w-])", text, re.IGNORECASE) is not None
 
 
+def event_lines(event: ServerEvent) -> str:
+    """What to print for a server event: ``render_text``, made safe for a terminal."""
+    text = render_text(event)
+    if isinstance(event, Info | History):
+        # render_text puts one line of the reply (or of the history) per line; anything else
+        # is one line, and a newline inside it came from another user: show it, not obey it.
+        return "\n".join(printable(line) for line in text.split("\n"))
+    return printable(text)
+
+
 class Renderer:
     """Lines for events, for one user; ``colour`` adds escape codes and the bell."""
 

@@ -248,6 +248,19 @@ def stdin_is_terminal() -> bool:
         return False
 
 
+def stdout_is_terminal() -> bool:
+    """Whether stdout is a terminal (colour is for terminals only)."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def print_error(message: str) -> None:
+    """One line of the program's own on stderr, ``trio-chat: ...``."""
+    print(f"trio-chat: {message}", file=sys.stderr, flush=True)
+
+
 #: Tab completion: given the text before the cursor, where the word being completed starts
 #: and what it may become.
 Completions = Callable[[str], tuple[int, list[str]]]

@@ -177,7 +177,16 @@ async def run_connection(server: ChatHost, link: Link, release: Callable[[], Non
     # during the history read used to find no live session and cancel this task, bye
     # unsent), and a handshake timeout can no longer cut in after the hub has the session.
     # (A new user's #lobby history came with its join, read before: see handshake.py.)
-    if joined:
-        with trio.move_on_after(server.config.handshake_timeout):
-            await server.after_attach(device)
+    handed_over = False
+    try:
+        if joined:
+            with trio.move_on_after(server.config.handshake_timeout):
+                await server.after_attach(device)
+        handed_over = True
+    finally:
+        if not handed_over:
+            # Cancelled (the server stopping without a shutdown) while the history was
+            # read: nobody else would close the socket, and the client would learn of it
+            # only through its keepalive.
+            await resident.end("server stopped")
     await resident.start()

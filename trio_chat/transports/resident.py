@@ -110,7 +110,7 @@ class Resident:
                     return
         finally:
             if not parked:
-                await self._end(reason or "connection closed")
+                await self.end(reason or "connection closed")
 
     def resume(self) -> None:
         """Start the next spell (whatever woke the parked connection first calls this;
@@ -215,7 +215,10 @@ class Resident:
             await say_goodbye(link, bye, pending)
         return reason
 
-    async def _end(self, reason: str) -> None:
+    async def end(self, reason: str) -> None:
+        """The connection is over: out of the server's books, its link closed (bounded,
+        even when cancelled). :meth:`run` calls it; so does whoever is cancelled before
+        it could call :meth:`start`."""
         close_reason = self.device.ending[1]
         if close_reason is not None:
             reason = close_reason
