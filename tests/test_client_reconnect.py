@@ -57,11 +57,7 @@ class RestartableServer:
 
     async def stop(self) -> None:
         """Stop as ``trio-chat serve`` does on SIGTERM: everyone gets ``bye`` (shutdown).
-
-        (Not by cancelling it, as in a crash: a server cancelled just after a login can
-        leave that connection's socket open, and the client would see the loss only by
-        its keepalive, a minute later.)
-        """
+        (A cancelled server closes every socket too: tests/test_server_cancelled.py.)"""
         assert self._chat is not None
         self._chat.shutdown()
         with trio.fail_after(WAIT):
