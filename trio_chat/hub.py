@@ -24,21 +24,18 @@ as one :class:`~trio_chat.parcels.Bundle` per member.
 from __future__ import annotations
 
 import collections
-import contextvars
 import functools
 import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from collections.abc import Callable
 
+from .delivery import Arrival, Broker, Delivery, Pending, RoomEvent
 from .errors import FixedCodeError
 from .mailbox import Fanout, Mailbox, Parcel
 from .metrics import Metrics
-from .names import DEFAULT_ROOM, InvalidName, name_key, normalize_nick
-from .parcels import Bundle, Payload
+from .names import DEFAULT_ROOM, name_key, normalize_nick
 from .protocol import (
     History,
     Info,
@@ -52,156 +49,45 @@ from .protocol import (
     Topic,
 )
 from .recent import RecentLines
+from .rooms import NotAllowed, NotInRoom, Room, Rule, RuleChange, reason_is_public
+from .users import (
+    Device,
+    NickInUse,
+    NoSuchNick,
+    Receiver,
+    Session,
+    TooManyConnections,
+    host_of,
+    serving,
+)
+
+#: Besides its own, the hub's module gives the names of :mod:`trio_chat.users` and
+#: :mod:`trio_chat.rooms` that plugins and tests have always imported from here.
+__all__ = [
+    "Arrival",
+    "Broker",
+    "Device",
+    "Hub",
+    "NickInUse",
+    "NoSuchNick",
+    "NotAllowed",
+    "NotInRoom",
+    "NotSaved",
+    "Pending",
+    "Receiver",
+    "Room",
+    "RoomEvent",
+    "Rule",
+    "RuleChange",
+    "ServerBusy",
+    "Session",
+    "TooManyConnections",
+    "host_of",
+    "reason_is_public",
+    "serving",
+]
 
 log = logging.getLogger("trio_chat.hub")
-
-
-class NickInUse(InvalidName):
-    """The nickname (compared case-insensitively) belongs to someone connected."""
-
-    code = "nick_taken"
-
-
-class NotInRoom(FixedCodeError):
-    """The session tried to speak in a room it has not joined."""
-
-    code = "not_in_room"
-
-
-class NotAllowed(FixedCodeError):
-    """A room or server rule forbids it (banned, muted, not an operator)."""
-
-    code = "not_allowed"
-
-
-class NoSuchNick(FixedCodeError):
-    """Nobody by that nickname is connected."""
-
-    code = "no_such_nick"
-
-
-class TooManyConnections(FixedCodeError):
-    """The account is logged in on as many connections as a user may have."""
-
-    code = "too_many_connections"
-
-
-@dataclass(eq=False)
-class Session:
-    """One connected user, whatever the transport: one identity in rooms and ``/who``,
-    over one or more connections (``devices``, the first one's ``address`` and
-    ``transport`` kept here).
-
-    ``mailbox`` delivers events to it (to each of its connections); only the hub offers
-    events to it. :meth:`close` ends every connection with a reason (through the
-    mailboxes, which tell the transports).
-    """
-
-    id: int
-    nick: str
-    #: ``host:port`` it connected from; for a user of another node (a broker's), as that
-    #: node said (``"?"`` if it did not): bans by host use it, connection limits do not.
-    address: str
-    transport: str
-    #: The one connection's mailbox, or a :class:`~trio_chat.mailbox.Fanout` over every
-    #: connection's while there are several (the hub swaps them: :meth:`Hub.add_device`).
-    mailbox: Mailbox | Fanout
-    rooms: dict[str, None] = field(default_factory=dict)  # ordered set of joined rooms
-    room: str = DEFAULT_ROOM  # the room plain messages go to
-    closed: bool = False
-    close_code: str | None = None
-    close_reason: str | None = None
-    #: Away message, or ``None`` when present.
-    away: str | None = None
-    #: Server administrator: operator in every room.
-    admin: bool = False
-    #: The key of the account this session logged in to (or registered), ``None`` for a
-    #: guest. Private messages are stored only between two accounts.
-    account: str | None = None
-    #: Per room key: the first id this session got live on joining (its ``join``'s, set as
-    #: that is delivered); history after an id stops below it, so it never overlaps live
-    #: delivery.
-    history_bound: dict[str, int] = field(default_factory=dict)
-    #: Per room key: the oldest message id this session was shown, where ``/history`` goes
-    #: on paging back from.
-    history_oldest: dict[str, int] = field(default_factory=dict)
-    #: Free space for plugins, one entry per plugin name (``ctx.state`` is that entry);
-    #: the server's own data lives in the fields above, never here.
-    extra: dict[str, Any] = field(default_factory=dict)
-    #: This node's connections of the user, in the order they logged in (none for a user
-    #: of another node). The user leaves its rooms when the last one ends.
-    devices: list[Device] = field(default_factory=list)
-
-    @property
-    def key(self) -> str:
-        return name_key(self.nick)
-
-    def close(self, code: str, reason: str) -> None:
-        """Ask the transports to end every connection of this user with ``reason``
-        (idempotent)."""
-        if self.closed:
-            return
-        self.closed = True
-        self.close_code = code
-        self.close_reason = reason
-        self.mailbox.hang_up()
-
-
-@dataclass(eq=False, slots=True)
-class Device:
-    """One connection of a session (a phone, a browser tab, a terminal): its own mailbox,
-    with its own bounds, keepalive and parking; closed alone (too slow, silent, flooding,
-    quit) while the user stays as long as another connection does."""
-
-    session: Session
-    mailbox: Mailbox
-    address: str
-    transport: str
-    close_code: str | None = None
-    close_reason: str | None = None
-    #: Per room key: the first id this connection got live, for rooms the user was in
-    #: before it logged in (history stops below it, as for ``Session.history_bound``).
-    history_bound: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def nick(self) -> str:
-        return self.session.nick
-
-    @property
-    def key(self) -> str:
-        return self.session.key
-
-    @property
-    def closed(self) -> bool:
-        """Whether this connection is ending (closed alone, or with the whole session)."""
-        return self.close_code is not None or self.session.closed
-
-    @property
-    def ending(self) -> tuple[str | None, str | None]:
-        """Why it ends, as ``(code, reason)``: its own close, else its session's."""
-        if self.close_code is not None:
-            return self.close_code, self.close_reason
-        return self.session.close_code, self.session.close_reason
-
-    def close(self, code: str, reason: str) -> None:
-        """Ask the transport to end this connection alone with ``reason`` (idempotent).
-        The user's only connection closes the whole session, as it always did."""
-        if self.closed:
-            return
-        if self.session.devices == [self]:
-            self.session.close(code, reason)
-            return
-        self.close_code = code
-        self.close_reason = reason
-        self.mailbox.hang_up()
-
-
-#: Whom an event is for: a user (every connection of it), or one connection.
-Receiver = Session | Device
-
-#: The connection whose frame the current task is handling (set by the task serving it).
-#: A reply to its user (:meth:`Hub.send_to`) goes to that connection alone.
-serving: contextvars.ContextVar[Device | None] = contextvars.ContextVar("serving", default=None)
 
 
 class NotSaved(FixedCodeError):
@@ -217,164 +103,7 @@ class ServerBusy(FixedCodeError):
     code = "busy"
 
 
-RoomEvent = Joined | Left | Message | NickChanged | Private | Topic
-
-
-@dataclass(frozen=True, slots=True)
-class Arrival:
-    """A user joining a room: from its ``join`` on (as that is delivered) it gets the
-    room's events live, and ``to`` gets the room's history right after the ``join``."""
-
-    session: Session
-    room: Room
-    #: Who gets the history: the connection that asked (or the user).
-    to: Receiver
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A numbered event on its way out: who gets it is decided when it is delivered, so a
-    member who joined meanwhile gets it live (and not in their joining history)."""
-
-    event: RoomEvent | ServerEvent
-    room: Room | None
-    #: Receivers besides the room's: users, or (for a reply) one connection.
-    extra: tuple[Receiver, ...] = ()
-    #: Stored before delivery (chat lines and private messages).
-    persist: bool = False
-    #: Told if storing it failed.
-    sender: Session | None = None
-    #: A private message's sender and recipient account keys at the time it was numbered
-    #: (it is stored only between two accounts; see :meth:`Hub.private`).
-    accounts: tuple[str, str] | None = None
-    #: For a ``join``: the user who starts getting the room's events with it.
-    arrival: Arrival | None = None
-
-    def with_event(self, event: RoomEvent | ServerEvent) -> Pending:
-        """The same, carrying ``event`` (``dataclasses.replace``, in a fraction of the time:
-        a broker does it for every event of its own it reads back)."""
-        return Pending(
-            event, self.room, self.extra, self.persist, self.sender, self.accounts, self.arrival
-        )
-
-    def receivers(self) -> Iterable[Receiver]:
-        if self.room is None:
-            return dict.fromkeys(self.extra)
-        if not self.extra:
-            return self.room.here.values()
-        return {**{s: None for s in self.room.here.values()}, **dict.fromkeys(self.extra)}
-
-
-class Broker(Protocol):
-    """Where the hub puts what it publishes (see :mod:`trio_chat.broker`)."""
-
-    def publish(self, pending: Pending) -> None:
-        """Take one published event, without waiting (the hub is in the middle of a
-        synchronous change). ``pending.event`` is a room event with an id, or a reply
-        without one that must reach its receiver after the events published before it."""
-        ...
-
-
-#: The rules a room keeps about a user: operator, muted, banned (by nick and host).
-Rule = Literal["operator", "muted", "banned"]
-
-
-@dataclass(frozen=True, slots=True)
-class RuleChange:
-    """One change to a room's rules, as :attr:`Hub.on_rule` observers hear of it.
-
-    By nick, not by session: that is what another node can look up (a broker shares it).
-    """
-
-    room: str
-    rule: Rule
-    nick: str
-    on: bool
-    #: For a ban: the host refused with the nick (``"?"``: none).
-    host: str = "?"
-
-
-@dataclass(eq=False)
-class Room:
-    """A room and its rules. Operators are sessions (by id); bans outlive connections.
-
-    Change the rules through :meth:`Hub.set_rule`, which tells the observers (a broker
-    shares them with other nodes); :meth:`apply` alone changes them silently.
-    """
-
-    name: str
-    #: Everyone in the room, by session id: with a broker, users of other nodes too.
-    members: dict[int, Session] = field(default_factory=dict)
-    #: The members whose connections are in this process: the ones a fan-out offers
-    #: events to (the rest get them from their own node).
-    here: dict[int, Session] = field(default_factory=dict)
-    topic: str = ""
-    operators: set[int] = field(default_factory=set)
-    muted: set[int] = field(default_factory=set)
-    #: Banned nick keys, each with the host it was last seen from (also refused).
-    banned: dict[str, str] = field(default_factory=dict)
-
-    def remove(self, session: Session) -> bool:
-        """Take ``session`` out (with its roles here); ``False`` if it was not a member."""
-        if self.members.pop(session.id, None) is None:
-            return False
-        self.here.pop(session.id, None)
-        self.operators.discard(session.id)
-        self.muted.discard(session.id)
-        session.rooms.pop(self.name, None)
-        if session.room == self.name:
-            session.room = next(iter(session.rooms), DEFAULT_ROOM)
-        return True
-
-    def apply(self, change: RuleChange, session: Session | None) -> bool:
-        """Make ``change`` here, silently; ``session`` is whoever ``change.nick`` names now
-        (operators and mutes are by session, so without one only a ban applies). ``False``
-        if nothing changed."""
-        if change.rule == "banned":
-            key = name_key(change.nick)
-            if not change.on:
-                return self.banned.pop(key, None) is not None
-            if self.banned.get(key) == change.host:
-                return False
-            self.banned[key] = change.host
-            return True
-        if session is None:
-            return False
-        holders = self.operators if change.rule == "operator" else self.muted
-        if (session.id in holders) == change.on:
-            return False
-        if change.on:
-            holders.add(session.id)
-        else:
-            holders.discard(session.id)
-        return True
-
-    def is_operator(self, session: Session) -> bool:
-        return session.admin or session.id in self.operators
-
-    def is_banned(self, session: Session) -> bool:
-        host = host_of(session.address)
-        return session.key in self.banned or (host != "?" and host in self.banned.values())
-
-
-def _bundles(pending: Pending) -> bool:
-    """Whether ``pending`` may share a bundle with its neighbours: a chat line to a room's
-    members and no one else (the receivers of a run must be the same for every line)."""
-    return isinstance(pending.event, Message) and pending.room is not None and not pending.extra
-
-
-def host_of(address: str) -> str:
-    """The host part of ``host:port`` or ``[v6]:port``."""
-    host = address.rpartition(":")[0] if ":" in address else address
-    return host.strip("[]") or "?"
-
-
-def reason_is_public(reason: str | None) -> bool:
-    """Kicks and bans are announced even in a quiet room: moderation is done in the open."""
-    return reason is not None and reason.startswith(("kicked by ", "banned by "))
-
-
-class Hub:
+class Hub(Delivery):
     """Registry of sessions and rooms, and the one place events are numbered and fanned out."""
 
     def __init__(
@@ -788,77 +517,6 @@ class Hub:
         """Continue numbering after ``last_id`` (the store's high-water mark at start-up)."""
         self._last_id = max(self._last_id, last_id)
 
-    def history_bound(self) -> int:
-        """Every event with a smaller id has been delivered (so, if stored, committed);
-        every event from this id on is still to be delivered to the rooms' members then.
-
-        History read with ``before=history_bound()`` right after joining, plus what arrives
-        live, is each message exactly once.
-        """
-        return self._undelivered[0] if self._undelivered else self._last_id + 1
-
-    def deliver(self, pending: Pending, *, failed: bool = False) -> None:
-        """Called (through :meth:`deliver_many`) in id order, once a published event may go out."""
-        event_id = getattr(pending.event, "id", None)
-        if event_id is None:  # a reply that waited its turn (see send_to)
-            self._fanout(pending.receivers(), pending.event)
-            return
-        self._release(event_id)
-        if not failed:
-            self._fanout_timed(pending)
-
-    def deliver_many(self, batch: list[Pending], failed: frozenset[int] = frozenset()) -> None:
-        """:meth:`deliver` each event of ``batch`` (in id order; ``failed`` holds the ``id()``
-        of those not to send), bundling each run of chat lines to the same room.
-
-        A bundle goes into each member's mailbox as one item, so a run of ``k`` lines costs
-        the fan-out loop one pass over the members instead of ``k``; every member still
-        gets every line, in the same order.
-        """
-        run: list[Pending] = []
-        for pending in batch:
-            failed_here = id(pending) in failed
-            if _bundles(pending) and not failed_here:
-                if run and run[0].room is not pending.room:
-                    self._deliver_run(run)
-                    run = []
-                run.append(pending)
-                continue
-            self._deliver_run(run)  # first: ids are released in order
-            run = []
-            self.deliver(pending, failed=failed_here)
-        self._deliver_run(run)
-
-    def _deliver_run(self, run: list[Pending]) -> None:
-        if len(run) <= 1:
-            for pending in run:
-                self.deliver(pending)
-            return
-        for pending in run:
-            self._release(pending.event.id)  # type: ignore[union-attr]
-        room = run[0].room
-        assert room is not None
-        # As _fanout_timed does for a Pending to the room's members and no one else.
-        start = time.perf_counter()
-        lines = tuple(p.event for p in run)
-        self._fanout(room.here.values(), Bundle(lines))
-        if self.recent:
-            recent = self.recent.get(name_key(room.name))
-            if recent is not None:
-                recent.extend(lines)  # type: ignore[arg-type]
-        self.metrics.fanout_seconds.observe(time.perf_counter() - start)
-
-    def expect(self, event_id: int) -> None:
-        """Event ``event_id`` (numbered by the broker's log, in rising order) is on its way
-        to :meth:`deliver_many`: history stops below it until then."""
-        self._last_id = max(self._last_id, event_id)
-        self._undelivered.append(event_id)
-
-    def _release(self, event_id: int) -> None:
-        """``event_id`` is being delivered (or dropped): history may now reach past it."""
-        if self._undelivered and self._undelivered[0] == event_id:
-            self._undelivered.popleft()
-
     def _check_message_id(self) -> None:
         if self._last_id >= self.message_id_limit:
             self.metrics.messages_not_saved_total.inc()
@@ -891,66 +549,3 @@ class Hub:
             raise ServerBusy("the server is busy saving messages; try again in a moment")
         self._undelivered.append(event.id)
         self.broker.publish(pending)
-
-    def _fanout_timed(self, pending: Pending) -> None:
-        """Fan out a numbered event, timed for ``trio_chat_fanout_seconds``."""
-        start = time.perf_counter()
-        arrival = pending.arrival
-        if arrival is not None and not self._arrive(arrival, pending.event.id):  # type: ignore[union-attr]
-            arrival = None
-        event = pending.event
-        self._fanout(pending.receivers(), event)
-        if type(event) is Message and self.recent:
-            recent = self.recent.get(name_key(event.room))
-            if recent is not None:
-                recent.add(event)
-        if arrival is not None and self.join_history is not None:
-            history = self.join_history(arrival.session, arrival.room.name)
-            if history is not None:
-                self._fanout((arrival.to,), history)
-        self.metrics.fanout_seconds.observe(time.perf_counter() - start)
-
-    def _arrive(self, arrival: Arrival, joined_id: int) -> bool:
-        """The ``join`` ``joined_id`` of ``arrival`` is being delivered: the user gets the
-        room's events from it on. ``False`` if it left (or the room vanished) meanwhile."""
-        session, room = arrival.session, arrival.room
-        if room.members.get(session.id) is not session or session.closed:
-            return False
-        if session.mailbox.delivers_here:
-            room.here[session.id] = session
-        session.history_bound[name_key(room.name)] = joined_id
-        return True
-
-    def _fanout(self, receivers: Iterable[Receiver], event: Payload) -> None:
-        overflowed: list[Receiver] = []
-        delivered = 0
-        parcel = Parcel(event)
-        for receiver in receivers:
-            if receiver.mailbox.offer(parcel):
-                delivered += 1
-            else:
-                overflowed.append(receiver)  # too slow, or its connection is going away
-        self.metrics.messages_out_total.inc(delivered * parcel.events)
-        # Handled after the loop: detaching announces a leave, which fans out again.
-        for receiver in overflowed:
-            self._drop_slow(receiver)
-
-    def _drop_slow(self, receiver: Receiver) -> None:
-        if isinstance(receiver, Device):  # a reply to one connection
-            devices = receiver.session.devices
-            if receiver not in devices:
-                return  # already gone
-            if len(devices) > 1:
-                self._drop_device(receiver)
-                return
-            receiver = receiver.session
-        session = receiver
-        if self.sessions.get(session.key) is not session:
-            return  # already gone (a reply that came after it left)
-        if session.closed:
-            self.detach(session, session.close_reason or "connection closed")
-            return
-        log.info("slow_consumer nick=%s addr=%s", session.nick, session.address)
-        self.metrics.queue_drops_total.inc()
-        session.close("slow_consumer", "too slow: your send queue was full")
-        self.detach(session, "too slow to receive messages")

@@ -1,0 +1,259 @@
+"""Delivery: the half of the hub that hands numbered events to this process's members.
+
+A published event is a :class:`Pending` (who gets it is decided when it is delivered, not
+when it is numbered). The hub gives each to its :class:`Broker`, which passes it, in id
+order, to the publisher task, which calls :meth:`Delivery.deliver_many`: a plain
+synchronous loop of ``mailbox.offer`` calls, a run of lines to one room offered as one
+:class:`~trio_chat.parcels.Bundle` per member, and a receiver that refuses dropped as too
+slow. :class:`~trio_chat.hub.Hub` is a :class:`Delivery`; the split keeps numbering and
+the registry of users and rooms (hub.py) apart from the hot path (here).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from .mailbox import Parcel
+from .names import name_key
+from .parcels import Bundle, Payload
+from .protocol import (
+    History,
+    Joined,
+    Left,
+    Message,
+    NickChanged,
+    Private,
+    ServerEvent,
+    Topic,
+)
+from .rooms import Room
+from .users import Device, Receiver, Session
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+    from .recent import RecentLines
+
+__all__ = ["Arrival", "Broker", "Delivery", "Pending", "RoomEvent", "bundles"]
+
+log = logging.getLogger("trio_chat.hub")
+
+
+RoomEvent = Joined | Left | Message | NickChanged | Private | Topic
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """A user joining a room: from its ``join`` on (as that is delivered) it gets the
+    room's events live, and ``to`` gets the room's history right after the ``join``."""
+
+    session: Session
+    room: Room
+    #: Who gets the history: the connection that asked (or the user).
+    to: Receiver
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A numbered event on its way out: who gets it is decided when it is delivered, so a
+    member who joined meanwhile gets it live (and not in their joining history)."""
+
+    event: RoomEvent | ServerEvent
+    room: Room | None
+    #: Receivers besides the room's: users, or (for a reply) one connection.
+    extra: tuple[Receiver, ...] = ()
+    #: Stored before delivery (chat lines and private messages).
+    persist: bool = False
+    #: Told if storing it failed.
+    sender: Session | None = None
+    #: A private message's sender and recipient account keys at the time it was numbered
+    #: (it is stored only between two accounts; see :meth:`Hub.private`).
+    accounts: tuple[str, str] | None = None
+    #: For a ``join``: the user who starts getting the room's events with it.
+    arrival: Arrival | None = None
+
+    def with_event(self, event: RoomEvent | ServerEvent) -> Pending:
+        """The same, carrying ``event`` (``dataclasses.replace``, in a fraction of the time:
+        a broker does it for every event of its own it reads back)."""
+        return Pending(
+            event, self.room, self.extra, self.persist, self.sender, self.accounts, self.arrival
+        )
+
+    def receivers(self) -> Iterable[Receiver]:
+        if self.room is None:
+            return dict.fromkeys(self.extra)
+        if not self.extra:
+            return self.room.here.values()
+        return {**{s: None for s in self.room.here.values()}, **dict.fromkeys(self.extra)}
+
+
+class Broker(Protocol):
+    """Where the hub puts what it publishes (see :mod:`trio_chat.broker`)."""
+
+    def publish(self, pending: Pending) -> None:
+        """Take one published event, without waiting (the hub is in the middle of a
+        synchronous change). ``pending.event`` is a room event with an id, or a reply
+        without one that must reach its receiver after the events published before it."""
+        ...
+
+
+def bundles(pending: Pending) -> bool:
+    """Whether ``pending`` may share a bundle with its neighbours: a chat line to a room's
+    members and no one else (the receivers of a run must be the same for every line)."""
+    return isinstance(pending.event, Message) and pending.room is not None and not pending.extra
+
+
+class Delivery:
+    """Fan-out of numbered events in id order (see the module's doc); the hub's base."""
+
+    # Set up by Hub.__init__ (declared here for the methods below).
+    metrics: Metrics
+    sessions: dict[str, Session]
+    recent: dict[str, RecentLines]
+    join_history: Callable[[Session, str], History | None] | None
+    _last_id: int
+    _undelivered: collections.deque[int]
+
+    def detach(self, session: Session, reason: str) -> None:
+        raise NotImplementedError  # the hub's
+
+    def _drop_device(self, device: Device) -> None:
+        raise NotImplementedError  # the hub's
+
+    def history_bound(self) -> int:
+        """Every event with a smaller id has been delivered (so, if stored, committed);
+        every event from this id on is still to be delivered to the rooms' members then.
+
+        History read with ``before=history_bound()`` right after joining, plus what arrives
+        live, is each message exactly once.
+        """
+        return self._undelivered[0] if self._undelivered else self._last_id + 1
+
+    def deliver(self, pending: Pending, *, failed: bool = False) -> None:
+        """Called (through :meth:`deliver_many`) in id order, once a published event may go out."""
+        event_id = getattr(pending.event, "id", None)
+        if event_id is None:  # a reply that waited its turn (see send_to)
+            self._fanout(pending.receivers(), pending.event)
+            return
+        self._release(event_id)
+        if not failed:
+            self._fanout_timed(pending)
+
+    def deliver_many(self, batch: list[Pending], failed: frozenset[int] = frozenset()) -> None:
+        """:meth:`deliver` each event of ``batch`` (in id order; ``failed`` holds the ``id()``
+        of those not to send), bundling each run of chat lines to the same room.
+
+        A bundle goes into each member's mailbox as one item, so a run of ``k`` lines costs
+        the fan-out loop one pass over the members instead of ``k``; every member still
+        gets every line, in the same order.
+        """
+        run: list[Pending] = []
+        for pending in batch:
+            failed_here = id(pending) in failed
+            if bundles(pending) and not failed_here:
+                if run and run[0].room is not pending.room:
+                    self._deliver_run(run)
+                    run = []
+                run.append(pending)
+                continue
+            self._deliver_run(run)  # first: ids are released in order
+            run = []
+            self.deliver(pending, failed=failed_here)
+        self._deliver_run(run)
+
+    def _deliver_run(self, run: list[Pending]) -> None:
+        if len(run) <= 1:
+            for pending in run:
+                self.deliver(pending)
+            return
+        for pending in run:
+            self._release(pending.event.id)  # type: ignore[union-attr]
+        room = run[0].room
+        assert room is not None
+        # As _fanout_timed does for a Pending to the room's members and no one else.
+        start = time.perf_counter()
+        lines = tuple(p.event for p in run)
+        self._fanout(room.here.values(), Bundle(lines))
+        if self.recent:
+            recent = self.recent.get(name_key(room.name))
+            if recent is not None:
+                recent.extend(lines)  # type: ignore[arg-type]
+        self.metrics.fanout_seconds.observe(time.perf_counter() - start)
+
+    def expect(self, event_id: int) -> None:
+        """Event ``event_id`` (numbered by the broker's log, in rising order) is on its way
+        to :meth:`deliver_many`: history stops below it until then."""
+        self._last_id = max(self._last_id, event_id)
+        self._undelivered.append(event_id)
+
+    def _release(self, event_id: int) -> None:
+        """``event_id`` is being delivered (or dropped): history may now reach past it."""
+        if self._undelivered and self._undelivered[0] == event_id:
+            self._undelivered.popleft()
+
+    def _fanout_timed(self, pending: Pending) -> None:
+        """Fan out a numbered event, timed for ``trio_chat_fanout_seconds``."""
+        start = time.perf_counter()
+        arrival = pending.arrival
+        if arrival is not None and not self._arrive(arrival, pending.event.id):  # type: ignore[union-attr]
+            arrival = None
+        event = pending.event
+        self._fanout(pending.receivers(), event)
+        if type(event) is Message and self.recent:
+            recent = self.recent.get(name_key(event.room))
+            if recent is not None:
+                recent.add(event)
+        if arrival is not None and self.join_history is not None:
+            history = self.join_history(arrival.session, arrival.room.name)
+            if history is not None:
+                self._fanout((arrival.to,), history)
+        self.metrics.fanout_seconds.observe(time.perf_counter() - start)
+
+    def _arrive(self, arrival: Arrival, joined_id: int) -> bool:
+        """The ``join`` ``joined_id`` of ``arrival`` is being delivered: the user gets the
+        room's events from it on. ``False`` if it left (or the room vanished) meanwhile."""
+        session, room = arrival.session, arrival.room
+        if room.members.get(session.id) is not session or session.closed:
+            return False
+        if session.mailbox.delivers_here:
+            room.here[session.id] = session
+        session.history_bound[name_key(room.name)] = joined_id
+        return True
+
+    def _fanout(self, receivers: Iterable[Receiver], event: Payload) -> None:
+        overflowed: list[Receiver] = []
+        delivered = 0
+        parcel = Parcel(event)
+        for receiver in receivers:
+            if receiver.mailbox.offer(parcel):
+                delivered += 1
+            else:
+                overflowed.append(receiver)  # too slow, or its connection is going away
+        self.metrics.messages_out_total.inc(delivered * parcel.events)
+        # Handled after the loop: detaching announces a leave, which fans out again.
+        for receiver in overflowed:
+            self._drop_slow(receiver)
+
+    def _drop_slow(self, receiver: Receiver) -> None:
+        if isinstance(receiver, Device):  # a reply to one connection
+            devices = receiver.session.devices
+            if receiver not in devices:
+                return  # already gone
+            if len(devices) > 1:
+                self._drop_device(receiver)
+                return
+            receiver = receiver.session
+        session = receiver
+        if self.sessions.get(session.key) is not session:
+            return  # already gone (a reply that came after it left)
+        if session.closed:
+            self.detach(session, session.close_reason or "connection closed")
+            return
+        log.info("slow_consumer nick=%s addr=%s", session.nick, session.address)
+        self.metrics.queue_drops_total.inc()
+        session.close("slow_consumer", "too slow: your send queue was full")
+        self.detach(session, "too slow to receive messages")
