@@ -380,3 +380,31 @@ async def test_read_stream_against_redis(redis_url: str) -> None:
             assert await conn.read_stream(*command, "6-0") == []  # timed out
             with pytest.raises(CommandError):
                 await conn.read_stream(*command, "bad-id")
+
+
+def test_a_long_xread_reply_in_pieces_is_read_once_by_the_fast_path() -> None:
+    payload = b'{"k":"event","text":"' + b"z" * 150 + b'"}'
+    entries = [(b"%d-0" % i, payload) for i in range(1, 1001)]
+    body = b"".join(
+        b"*2\r\n$%d\r\n%s\r\n*2\r\n$1\r\nx\r\n$%d\r\n%s\r\n" % (len(i), i, len(p), p)
+        for i, p in entries
+    )
+    wire = b"*1\r\n*2\r\n$3\r\nlog\r\n*1000\r\n" + body
+    for piece in (1000, 4096, 65536):
+        parser = ReplyParser()
+        general = 0
+        parse = parser._parse
+
+        def counting(buffer: bytes, parse: object = parse) -> object:
+            nonlocal general
+            general += 1
+            return parse(buffer)  # type: ignore[operator]
+
+        parser._parse = counting  # type: ignore[method-assign]
+        got: list[object] = []
+        for i in range(0, len(wire), piece):
+            parser.feed(wire[i : i + piece])
+            if (reply := parser.next_entries()) is not NEED_DATA:
+                got.append(reply)
+        assert got == [entries]
+        assert general == 0, piece

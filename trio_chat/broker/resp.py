@@ -72,9 +72,27 @@ Reply = object
 
 #: One stream entry whose only field is ``x`` (the broker's): id, and the payload's length.
 _ENTRY = re.compile(rb"\*2\r\n\$(\d{1,2})\r\n(\d+-\d+)\r\n\*2\r\n\$1\r\nx\r\n\$(\d{1,10})\r\n")
+#: Longer than any head _ENTRY matches (fewer bytes left may be a head cut short).
+_ENTRY_HEAD_MAX = 128
 #: The start of an XREAD reply for one stream: the key's length.
 _XREAD_HEAD = re.compile(rb"\*1\r\n\*2\r\n\$(\d{1,10})\r\n")
 _COUNT = re.compile(rb"\*(\d{1,10})\r\n")
+
+#: The lines of an _ENTRY head, each on its own.
+_HEAD_LINES = tuple(
+    re.compile(line)
+    for line in (rb"\*2", rb"\$\d{1,2}", rb"\d+-\d+", rb"\*2", rb"\$1", rb"x", rb"\$\d{1,10}")
+)
+
+
+def _head_cut_short(rest: bytes) -> bool:
+    """Whether ``rest`` may be the start of an _ENTRY head (the end of what came so
+    far), rather than something else (left to the general parser)."""
+    lines = rest.split(b"\r\n")[:-1]  # the last is cut short, or empty
+    if len(lines) >= len(_HEAD_LINES):
+        return False
+    return all(pattern.fullmatch(line) for pattern, line in zip(_HEAD_LINES, lines, strict=False))
+
 
 #: A stream entry as :meth:`ReplyParser.next_entries` gives it: its id, and the value of
 #: its ``x`` field (None if it has none).
@@ -138,6 +156,9 @@ class ReplyParser:
         self._max_depth = max_depth
         self._max_line = max_line
         self._broken: RemoteProtocolError | None = None
+        #: An XREAD reply read in part by the fast path: its entries so far, where the
+        #: next starts, how many there are.
+        self._partial: tuple[list[StreamEntry], int, int] | None = None
 
     def feed(self, data: bytes | bytearray) -> None:
         """Add bytes received from the peer."""
@@ -199,38 +220,50 @@ class ReplyParser:
             raise self._broken from None
         return entries
 
-    def _fast_entries(self) -> list[StreamEntry] | None:
-        """The entries of a whole XREAD reply at the start of the buffer if every one of
-        them is shaped as the broker's; otherwise None (and nothing consumed)."""
+    def _fast_entries(self) -> list[StreamEntry] | _NeedData | None:
+        """The entries of an XREAD reply at the start of the buffer while every one of
+        them is shaped as the broker's: all of them once the reply is whole, else
+        :data:`NEED_DATA` (what was read so far is kept: a reply arriving in pieces is
+        read once); None (and nothing consumed) for anything else."""
         buffer = self._buffer
         if self._broken is not None or len(buffer) < self._need:
             return None
-        head = _XREAD_HEAD.match(buffer)
-        if head is None:
-            return None
-        pos = head.end() + int(head[1]) + 2
-        counted = _COUNT.match(buffer, pos)
-        if counted is None or buffer[pos - 2 : pos] != b"\r\n":
-            return None
-        count = int(counted[1])
-        if count > self._max_array:
-            return None
-        pos = counted.end()
         size = len(buffer)
-        entries: list[StreamEntry] = []
+        if self._partial is None:
+            head = _XREAD_HEAD.match(buffer)
+            if head is None:
+                return None
+            pos = head.end() + int(head[1]) + 2
+            counted = _COUNT.match(buffer, pos)
+            if counted is None or buffer[pos - 2 : pos] != b"\r\n":
+                return None
+            count = int(counted[1])
+            if count > self._max_array:
+                return None
+            entries: list[StreamEntry] = []
+            pos = counted.end()
+        else:
+            entries, pos, count = self._partial
+            self._partial = None
         append = entries.append
         match = _ENTRY.match
-        for _ in range(count):
+        while len(entries) < count:
             entry = match(buffer, pos)
             if entry is None:
+                if size - pos < _ENTRY_HEAD_MAX and _head_cut_short(buffer[pos:]):
+                    self._partial = (entries, pos, count)
+                    self._need = size + 1
+                    return NEED_DATA
                 return None
             start = entry.end()
             stop = start + int(entry[3])
-            if (
-                stop + 2 > size
-                or buffer[stop : stop + 2] != b"\r\n"
-                or entry.end(2) - entry.start(2) != int(entry[1])
-            ):
+            if entry.end(2) - entry.start(2) != int(entry[1]) or stop > self._max_bulk + start:
+                return None
+            if stop + 2 > size:
+                self._partial = (entries, pos, count)
+                self._need = stop + 2
+                return NEED_DATA
+            if buffer[stop : stop + 2] != b"\r\n":
                 return None
             append((entry[2], buffer[start:stop]))
             pos = stop + 2
