@@ -236,13 +236,24 @@ async def test_gap_fill_after_reconnecting_to_another_node(broker_url: str) -> N
 
 
 async def test_redis_restarted_mid_chat_loses_and_repeats_nothing(
-    redis_server: RedisServer,
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from trio_chat.broker.connection import RedisConnection
+
+    commands: list[object] = []
+    call = RedisConnection.call
+
+    async def spy(self: RedisConnection, *args: object) -> object:
+        commands.append(args[0])
+        return await call(self, *args)
+
+    monkeypatch.setattr(RedisConnection, "call", spy)
     async with nodes(redis_server.url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
         alice, bob = await alice_on_a_bob_on_b(stack, a, b)
         await alice.say("one")
         first = await bob.expect("message")
         await trio.to_thread.run_sync(redis_server.stop)
+        commands.clear()
         await alice.say("two")  # waits for Redis, is not lost
         paused = await alice.expect("info", lambda e: "paused" in e.text)
         assert "cross-node delivery paused" in paused.text
@@ -252,3 +263,5 @@ async def test_redis_restarted_mid_chat_loses_and_repeats_nothing(
         got = [await bob.expect("message") for _ in range(2)]
         assert [m.text for m in got] == ["two", "three"]
         assert first.id < got[0].id < got[1].id
+    # The restarted Redis had forgotten the append script: it was sent again (EVAL).
+    assert commands.count(b"EVALSHA") >= 1 and commands.count(b"EVAL") >= 1

@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import itertools
 import logging
 import os
@@ -42,6 +43,7 @@ from ..hub import Pending, Receiver, RuleChange, ServerBusy, Session
 from ..names import name_key
 from ..protocol import Info, Joined, Left, NickChanged, Topic, renumbered
 from . import replica
+from .connection import CommandError, RedisConnection, RedisError, open_redis_connection
 from .log import (
     BadEntry,
     Entry,
@@ -106,6 +108,8 @@ redis.call('HSET', KEYS[3], ARGV[2], last_seq)
 return last_seq
 """
 
+_APPEND_SHA = hashlib.sha1(_APPEND.encode()).hexdigest()
+
 #: Ids never go back, even if Redis lost its data: each node raises the counter to the
 #: largest id it has seen before appending.
 _FLOOR = """
@@ -130,11 +134,17 @@ class _Backoff:
 
 
 def _failures() -> tuple[type[BaseException], ...]:
-    """What talking to Redis raises when it cannot: the network, a timeout, Redis itself
-    (coredis is imported only with a broker: the dependency is optional)."""
+    """What talking to Redis raises when it cannot: the network, a timeout, Redis itself,
+    through coredis or :mod:`.connection` (coredis is imported only with a broker: the
+    dependency is optional)."""
     import coredis.exceptions
 
-    return (OSError, trio.TooSlowError, coredis.exceptions.RedisError)
+    return (
+        OSError,
+        trio.TooSlowError,
+        coredis.exceptions.RedisError,
+        RedisError,  # ours (see .connection), for the hot path
+    )
 
 
 def _keys(prefix: str) -> dict[str, str]:
@@ -284,13 +294,11 @@ class RedisBroker:
         then append, read, and keep this node alive, until cancelled."""
         import coredis  # only with a broker: the dependency is optional
 
-        writer_client = coredis.Redis.from_url(self.url)
-        reader_client = coredis.Redis.from_url(self.url)
-        async with writer_client, reader_client:
+        async with coredis.Redis.from_url(self.url) as writer_client:
             await self._start(writer_client)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_forever, writer_client)
-                nursery.start_soon(self._read_forever, reader_client)
+                nursery.start_soon(self._read_forever)
                 nursery.start_soon(self._keep_alive_forever, writer_client)
                 task_status.started()
 
@@ -358,77 +366,80 @@ class RedisBroker:
             start = "(" + _text(page[-1].identifier)
 
     async def _write_forever(self, client: coredis.Redis[bytes]) -> None:
-        script = client.register_script(_APPEND)
-        keys = [self._keys["counter"], self._keys["log"], self._keys["seqs"]]
+        """Append what waits, a batch at a time, through a connection of our own (see
+        :mod:`.connection`: a tenth of coredis's CPU per call); ``client`` (coredis)
+        raises the floor after a failure."""
+        keys = (self._keys["counter"], self._keys["log"], self._keys["seqs"])
         backoff = _Backoff()
-        while True:
-            if not self._outgoing:
-                self._sent_all.set()
-                await self._wake_writer.wait()
-                self._wake_writer = trio.Event()
-                self._sent_all = trio.Event()
-                continue
-            batch = list(itertools.islice(self._outgoing, APPEND_BATCH))
-            # Running numbers follow each other in _outgoing (one per _append, in order).
-            args: list[Any] = [
-                LOG_CAP,
-                self.node,
-                batch[0][0],
-                "".join([flag for _, flag, _ in batch]),
-                b"\n".join([*(payload for _, _, payload in batch), b""]),
-            ]
-            try:
-                with trio.fail_after(5):
-                    await script(keys=keys, args=args)
-            except _failures() as exc:
-                self._pause("writing", exc)
-                await trio.sleep(backoff.next_wait())
-                with contextlib.suppress(*_failures()):
-                    await self._raise_floor(client)
-                continue
-            backoff.reset()
-            self._resume("writing")
-            for _ in batch:
-                self._outgoing.popleft()
+        connection: RedisConnection | None = None
+        try:
+            while True:
+                if not self._outgoing:
+                    self._sent_all.set()
+                    await self._wake_writer.wait()
+                    self._wake_writer = trio.Event()
+                    self._sent_all = trio.Event()
+                    continue
+                batch = list(itertools.islice(self._outgoing, APPEND_BATCH))
+                # Running numbers follow each other in _outgoing (one per _append, in order).
+                args = (
+                    LOG_CAP,
+                    self.node,
+                    batch[0][0],
+                    "".join([flag for _, flag, _ in batch]),
+                    b"\n".join([*(payload for _, _, payload in batch), b""]),
+                )
+                try:
+                    with trio.fail_after(5):
+                        if connection is None:
+                            connection = await open_redis_connection(self.url)
+                        await _run_script(connection, _APPEND, _APPEND_SHA, keys, args)
+                except _failures() as exc:
+                    if connection is not None:
+                        await connection.aclose()
+                        connection = None
+                    self._pause("writing", exc)
+                    await trio.sleep(backoff.next_wait())
+                    with contextlib.suppress(*_failures()):
+                        await self._raise_floor(client)
+                    continue
+                backoff.reset()
+                self._resume("writing")
+                for _ in batch:
+                    self._outgoing.popleft()
+        finally:
+            if connection is not None:
+                await connection.aclose()
 
-    async def _read_forever(self, client: coredis.Redis[bytes]) -> None:
-        from coredis.commands.constants import CommandName
-        from coredis.response._callbacks import NoopCallback
-        from coredis.tokens import PrefixToken
-        from coredis.typing import Key
-
+    async def _read_forever(self) -> None:
+        """Read the log on from :attr:`_position`, blocking in Redis until there is more,
+        through a connection of our own (see :mod:`.connection`)."""
         backoff = _Backoff()
-        log_key = Key(self._keys["log"])
+        log_key = self._keys["log"]
         own = own_event_prefix(self.node)
-        raw: NoopCallback[Any] = NoopCallback()
-        while True:
-            try:
-                with trio.fail_after(5):
-                    # XREAD as Redis answers it (RESP3: {stream: [[id, [field, value, ...]],
-                    # ...]} or None), without coredis's StreamEntry and dict per entry,
-                    # which cost more than the rest of reading an entry.
-                    got = await client.create_request(
-                        CommandName.XREAD,
-                        PrefixToken.BLOCK,
-                        1000,
-                        PrefixToken.COUNT,
-                        READ_BATCH,
-                        PrefixToken.STREAMS,
-                        log_key,
-                        self._position,
-                        callback=raw,
-                    )
-            except _failures() as exc:
-                self._pause("reading", exc)
-                await trio.sleep(backoff.next_wait())
-                continue
-            backoff.reset()
-            self._resume("reading")
-            for items in (got or {}).values():
-                for raw_id, fields in items:
-                    stream_id = _text(raw_id)
+        connection: RedisConnection | None = None
+        try:
+            while True:
+                try:
+                    with trio.fail_after(5):
+                        if connection is None:
+                            connection = await open_redis_connection(self.url)
+                        entries = await connection.read_stream(
+                            b"XREAD", b"COUNT", READ_BATCH, b"BLOCK", 1000,
+                            b"STREAMS", log_key, self._position,
+                        )  # fmt: skip
+                except _failures() as exc:
+                    if connection is not None:
+                        await connection.aclose()
+                        connection = None
+                    self._pause("reading", exc)
+                    await trio.sleep(backoff.next_wait())
+                    continue
+                backoff.reset()
+                self._resume("reading")
+                for raw_id, payload in entries:
+                    stream_id = raw_id.decode()
                     self._position = stream_id
-                    payload = _field(fields, b"x")
                     seq = own_event_seq(payload, own) if payload is not None else None
                     if seq is not None:  # this node's own event: it holds it already
                         self._read_own(seq, stream_id)
@@ -436,7 +447,10 @@ class RedisBroker:
                     entry = self._decode(stream_id, payload)
                     if entry is not None:
                         self._handle(entry)
-            await trio.lowlevel.checkpoint()
+                await trio.lowlevel.checkpoint()
+        finally:
+            if connection is not None:
+                await connection.aclose()
 
     async def _keep_alive_forever(self, client: coredis.Redis[bytes]) -> None:
         """Refresh this node's key; notice nodes whose key expired, and announce them gone."""
@@ -705,12 +719,18 @@ class RedisBroker:
             self._deliver(Pending(Info(text=text), None, local))
 
 
+async def _run_script(
+    connection: RedisConnection, script: str, sha: str, keys: tuple[str, ...], args: tuple[Any, ...]
+) -> object:
+    """``EVALSHA``, or ``EVAL`` (which caches the script again) when Redis does not know
+    the script: it restarted, or its script cache was flushed."""
+    try:
+        return await connection.call(b"EVALSHA", sha, len(keys), *keys, *args)
+    except CommandError as exc:
+        if exc.code != "NOSCRIPT":
+            raise
+    return await connection.call(b"EVAL", script, len(keys), *keys, *args)
+
+
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _field(fields: list[bytes], name: bytes) -> bytes | None:
-    """The value of field ``name`` in a stream entry's flat ``[field, value, ...]`` list."""
-    if len(fields) == 2 and fields[0] == name:  # ours: just the payload
-        return fields[1]
-    return dict(zip(fields[::2], fields[1::2], strict=False)).get(name)
