@@ -41,7 +41,7 @@ import trio
 
 from ..hub import Pending, Receiver, RuleChange, ServerBusy, Session
 from ..names import name_key
-from ..protocol import Info, Joined, Left, NickChanged, Topic, renumbered
+from ..protocol import Info, Joined, renumbered
 from . import replica
 from .connection import CommandError, RedisConnection, RedisError, open_redis_connection
 from .log import (
@@ -53,6 +53,7 @@ from .log import (
     own_event_prefix,
     own_event_seq,
 )
+from .presence import Presence
 
 if TYPE_CHECKING:
     import coredis
@@ -164,7 +165,7 @@ def new_node_name(slot: str | None = None) -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-class RedisBroker:
+class RedisBroker(Presence):
     """Publish to, and deliver from, one Redis stream shared by every node."""
 
     def __init__(
@@ -557,142 +558,6 @@ class RedisBroker:
             if (s := self.hub.sessions.get(key)) is not None and replica.node_of(s) is None
         )
         self._hand_on(Pending(event, room, local, entry.persist, None, entry.accounts))
-
-    def _apply(self, node: str, event: object, data: dict[str, Any]) -> None:
-        """Replay another node's change to who is where."""
-        hub = self.hub
-        if isinstance(event, Joined):
-            joiner = hub.find(event.nick) or replica.add_user(hub, event.nick, node, None)
-            replica.join(hub, joiner, event.room, operator=data.get("op") is True)
-        elif isinstance(event, Left):
-            # Usually gone already (its node sent the bye first); a kick of a user here.
-            leaver = hub.find(event.nick)
-            if leaver is not None and replica.node_of(leaver) in (None, node):
-                replica.leave(hub, leaver, event.room)
-        elif isinstance(event, NickChanged):
-            renamed = hub.find(event.old)
-            taken = hub.find(event.new)
-            if taken is not None and taken is not renamed:
-                self._lost_race(taken, node)
-            if renamed is not None:
-                replica.rename(hub, renamed, event.new)
-        elif isinstance(event, Topic):
-            room = hub.room(event.room)
-            if room is not None:
-                room.topic = event.topic
-
-    def _lost_race(self, session: Session, node: str) -> None:
-        """Another node's claim on this nick came first in the log: it wins."""
-        if replica.node_of(session) is not None:
-            replica.remove_user(self.hub, session)
-            return
-        log.info("nick %s was taken on node %s at the same moment", session.nick, node)
-        session.close("nick_taken", f"the nickname {session.nick!r} was taken at the same moment")
-        self.hub.detach(session, "nickname taken elsewhere")
-
-    def _on_hello(self, entry: Entry) -> None:
-        nick = str(entry.data.get("nick", ""))
-        account = entry.data.get("account")
-        holder = self.hub.find(nick)
-        if holder is not None and replica.node_of(holder) == entry.node:
-            holder.account = str(account) if account else None  # logged in since it came
-            return
-        if holder is not None:
-            mine = replica.node_of(holder) is None
-            if not (mine and self._unconfirmed.get(holder.key) == holder.id):
-                return  # an earlier claim holds: the newcomer's node will drop it
-            self._lost_race(holder, entry.node)
-        address = entry.data.get("address")
-        replica.add_user(
-            self.hub, nick, entry.node, str(account) if account else None, str(address or "?")
-        )
-
-    def _on_tell(self, entry: Entry) -> None:
-        """Another node's notice to a user of this one (see :meth:`_tell_remote`)."""
-        holder = self.hub.find(str(entry.data.get("nick", "")))
-        text = entry.data.get("text")
-        if holder is not None and replica.node_of(holder) is None and isinstance(text, str):
-            self._deliver(Pending(Info(text=text), None, (holder,)))
-
-    def _on_bye(self, entry: Entry) -> None:
-        holder = self.hub.find(str(entry.data.get("nick", "")))
-        if holder is not None and replica.node_of(holder) == entry.node:
-            replica.remove_user(self.hub, holder)
-
-    def _on_rule(self, entry: Entry) -> None:
-        assert entry.rule is not None  # decode_entry checked it
-        replica.apply_rule(self.hub, entry.rule)
-        if self._awaiting:
-            self._rules_read.append(entry.rule)
-
-    def _on_sync(self, entry: Entry) -> None:
-        self._append("snapshot", data={"for": entry.node, **self._snapshot()})
-
-    def _snapshot(self) -> dict[str, Any]:
-        """What this node holds: its own users (where they are, and their roles there),
-        every room's topic and bans (each node has them all)."""
-        users = [
-            {
-                "nick": s.nick,
-                "account": s.account,
-                "address": s.address,
-                "rooms": list(s.rooms),
-                **replica.roles(self.hub, s),
-            }
-            for s in self.hub.sessions.values()
-            if replica.node_of(s) is None
-        ]
-        topics = {room.name: room.topic for room in self.hub.rooms.values() if room.topic}
-        return {"users": users, "topics": topics, "bans": replica.bans(self.hub)}
-
-    def _on_snapshot(self, entry: Entry) -> None:
-        if entry.data.get("for") != self.node:
-            return
-        hub = self.hub
-        for user in entry.data.get("users", ()):
-            nick = str(user.get("nick", ""))
-            found = hub.find(nick)
-            if found is None:
-                account = user.get("account")
-                found = replica.add_user(hub, nick, entry.node, str(account) if account else None)
-            elif replica.node_of(found) != entry.node:
-                continue
-            found.address = str(user.get("address") or found.address)
-            ops, muted = user.get("op", ()), user.get("muted", ())
-            for room_name in user.get("rooms", ()):
-                there = replica.join(hub, found, str(room_name), operator=room_name in ops)
-                if room_name in muted:
-                    there.muted.add(found.id)
-        for room_name, topic in dict(entry.data.get("topics", {})).items():
-            room = hub.room(room_name)
-            if room is not None and not room.topic:
-                room.topic = str(topic)
-        replica.learn_bans(hub, dict(entry.data.get("bans", {})))
-        for change in self._rules_read:  # newer than the snapshot, or as new
-            replica.apply_rule(hub, change)
-        self._answered(entry.node)
-
-    def _answered(self, node: str) -> None:
-        """``node`` sent its snapshot, or is gone: one fewer to wait for."""
-        self._awaiting.discard(node)
-        if not self._awaiting:
-            self._rules_read.clear()
-
-    def _on_gone(self, entry: Entry) -> None:
-        gone = str(entry.data.get("node", ""))
-        self._answered(gone)
-        for session in list(self.hub.sessions.values()):
-            if replica.node_of(session) == gone:
-                replica.remove_user(self.hub, session)
-
-    def _node_gone(self, node: str) -> None:
-        """``node`` stopped refreshing its key: tell everyone its users left."""
-        log.warning("broker: node %s is gone; its users are shown as gone", node)
-        for session in list(self.hub.sessions.values()):
-            if replica.node_of(session) == node:
-                self.hub.detach(session, "connection lost (their server went away)")
-        self._append("gone", data={"node": node})
-        self._on_gone(Entry("gone", self.node, 0, data={"node": node}))
 
     # ------------------------------------------------------------------ outages
 
