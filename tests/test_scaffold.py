@@ -4,6 +4,7 @@ loads, and its own test passes as created; bad names and existing folders are re
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -224,3 +225,13 @@ def test_the_package_installs_and_passes_its_own_test(tmp_path: Path) -> None:
     )
     assert listed.returncode == 0, listed.stderr
     assert "scaffold-demo 0.1.0: /scaffold-demo" in listed.stdout.splitlines()
+
+
+def test_the_docs_show_what_the_command_prints(tmp_path: Path) -> None:
+    docs = (Path(CHECKOUT) / "docs" / "plugins.md").read_text()
+    section = docs.split("## Starting a package: `trio-chat new-plugin`", 1)[1].split("\n## ")[0]
+    sessions = re.findall(r"```console\n\$ trio-chat new-plugin (\S+)\n(.*?)```", section, re.S)
+    assert [name for name, _ in sessions] == ["weather", "who"]
+    for name, shown in sessions:
+        result = new_plugin(name, tmp_path)
+        assert result.stdout + result.stderr == shown
