@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+import community as community_plan
+import community_load
 import loadgen
 from servers import HOST, RunningServer, start_server
 
@@ -425,3 +427,142 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
         elif isinstance(value, bool):
             out[key] = all(r[key] for r in runs)
     return out
+
+
+# -------------------------------------------------------------------------- community
+
+
+@dataclass
+class CommunityOptions:
+    """How the community load is generated (the community itself is a ``CommunityShape``)."""
+
+    #: Generator processes, each with an equal share of the users.
+    procs: int = 4
+    #: trio-chat: every other user of a process on WebSocket, the rest on TCP JSON lines
+    #: (False: all on the server's own dialect).
+    mixed: bool = True
+    size: int = 64  # message text length, characters
+    #: Seconds to wait, after the last send, for deliveries still on their way.
+    drain: float = 15.0
+
+
+def community_transports(dialect: str, users: list[int], procs: int, mixed: bool) -> list[str]:
+    """Each user's wire dialect: IRC for ngIRCd; for trio-chat, with ``mixed``, every other
+    user of each generator process on WebSocket (by ``user // procs``, so each process has
+    both), the others on JSON lines."""
+    if dialect != "json" or not mixed:
+        return [dialect for _ in users]
+    return ["ws" if (u // max(1, procs)) % 2 else "json" for u in users]
+
+
+def community(
+    server_name: str, shape: community_plan.CommunityShape, copts: CommunityOptions
+) -> dict[str, Any]:
+    """Many Zipf-sized rooms, Zipf-active senders at an open-loop rate (bench/README.md)."""
+    the_plan = community_plan.plan(shape)
+    users = list(range(the_plan.users))
+    with start_server(server_name, ws=copts.mixed) as srv:
+        time.sleep(0.3)
+        rss0 = srv.rss_kb()
+        transports = community_transports(srv.dialect, users, copts.procs, copts.mixed)
+        login_timeout = 60 + the_plan.users * (0.01 if srv.dialect == "irc" else 0.005)
+        room_names = [the_plan.room_name(r) for r in range(len(the_plan.members))]
+        cfgs = []
+        for w in range(copts.procs):
+            mine = users[w :: copts.procs]
+            mine_set = set(mine)
+            cfgs.append(
+                {
+                    "host": HOST,
+                    "port": srv.port,
+                    "ws_port": srv.ws_port,
+                    "users": [
+                        {
+                            "user": u,
+                            "transport": transports[u],
+                            "rooms": [room_names[r] for r in the_plan.rooms_of[u]],
+                        }
+                        for u in mine
+                    ],
+                    "schedule": [s for s in the_plan.schedule if s[1] in mine_set],
+                    "room_names": room_names,
+                    "size": copts.size,
+                    "big_room": the_plan.big,
+                    "login_timeout": login_timeout,
+                    "max_seconds": login_timeout + shape.duration + copts.drain + 120,
+                }
+            )
+        with workers(community_load.community_worker, cfgs) as group:
+            t_login = time.monotonic()
+            group.send(("login",))
+            ready = [r[1] for r in group.expect("ready", login_timeout + 30)]
+            login_seconds = time.monotonic() - t_login
+            time.sleep(1.0)  # the last join notices settle
+            rss_ready = srv.rss_kb()
+            cpu0 = srv.cpu_snapshot()
+            start = time.monotonic() + 0.5
+            group.send(("go", {"start": start}))
+            reports = [r[1] for r in group.expect("sent", shape.duration + 60)]
+            sent = [t for r in reports for t in r["sent"]]
+            expected = community_plan.expected_per_user(the_plan, sent, echo=srv.dialect != "irc")
+            group.send(("expect", {"expected": expected, "drain": copts.drain}))
+            done = [d[1] for d in group.expect("done", copts.drain + 60)]
+            end = time.monotonic()
+            cpu = srv.cpu_since(cpu0)
+            rss_busy = srv.rss_kb()
+            peak_kb = srv.peak_rss_kb()
+            alive = srv.alive()
+            log_tail = srv.log_tail()
+    received = sum(d["received"] for d in done)
+    want = sum(d["expected"] for d in done)
+    small = [x for d in done for x in d["small_ns"]]
+    big = [x for d in done for x in d["big_ns"]]
+    connections = sum(r["ready"] for r in ready)
+    lat = community_plan.latency_summary(small + big)
+    small_lat = community_plan.latency_summary(small)
+    ws_users = sum(t == "ws" for t in transports)
+    messages = sum(n for _, _, n in sent)
+    seconds = max(1e-9, end - start)
+    late50 = [r["late_p50_ns"] for r in reports if r["late_p50_ns"] is not None]
+    late99 = [r["late_p99_ns"] for r in reports if r["late_p99_ns"] is not None]
+    sizes = sorted((len(m) for m in the_plan.members[: shape.rooms]), reverse=True)
+    return {
+        "server": server_name,
+        "users": the_plan.users,
+        "rooms": len(the_plan.members),
+        "largest_rooms": sizes[:3],
+        "memberships": sum(len(m) for m in the_plan.members),
+        "ws_users": ws_users,
+        "connections": connections,
+        "login_failures": sum(r["failures"] for r in ready),
+        "login_seconds": login_seconds,
+        "messages_sent": messages,
+        "not_sent": sum(r["not_sent"] for r in reports),
+        "deliveries": received,
+        "expected": want,
+        "missing": sum(max(0, n) for d in done for n in d["short"].values()),
+        "extra": sum(max(0, -n) for d in done for n in d["short"].values()),
+        "completeness": received / want if want else 0.0,
+        "disconnects": sum(d["disconnected"] for d in done),
+        # From the start of the schedule to the end of the drain: a rate of the whole run.
+        "deliveries_per_s": received / seconds,
+        **lat,
+        "small_p50_ms": small_lat["p50_ms"],
+        "small_p99_ms": small_lat["p99_ms"],
+        "small_p999_ms": small_lat["p999_ms"],
+        "big_room": the_plan.big is not None,
+        "latency_samples": len(small) + len(big),
+        "sender_late_p50_ms": statistics.median(late50) / 1e6 if late50 else None,
+        "sender_late_p99_ms": max(late99) / 1e6 if late99 else None,
+        "server_cpu_s": cpu,
+        "cpu_us_per_delivery": cpu / received * 1e6 if received else None,
+        "rss_before_mb": rss0 / 1024,
+        "rss_ready_mb": rss_ready / 1024,
+        "rss_busy_mb": rss_busy / 1024,
+        "kib_per_conn_idle": (rss_ready - rss0) / max(1, connections),
+        "kib_per_conn_busy": (rss_busy - rss0) / max(1, connections),
+        "peak_rss_mb": peak_kb / 1024,
+        "generator_cpu_s": sum(d["cpu_seconds"] for d in done),
+        "server_alive": alive,
+        "server_log_tail": log_tail,
+    }
