@@ -340,6 +340,30 @@ def markdown(results: dict[str, Any]) -> str:
             [("connections/s", "conns_per_s"), ("CPU per connection", "cpu_ms_per_conn")],
         )
     out += _community_sections(results)
+    cprof = results.get("community_profile")
+    if cprof and cprof.get("hot_spots"):
+        out += [
+            "",
+            "## trio-chat profile (py-spy, community, self time)",
+            "",
+            "| share of samples | function |",
+            "|---|---|",
+        ]
+        out += [f"| {share:.1f}% | `{name}` |" for name, share in cprof["hot_spots"]]
+    if cprof and cprof.get("syscalls"):
+        out += [
+            "",
+            f"Syscalls (strace -c -f, {cprof['strace_seconds']} s of the community run; "
+            "per delivery at the run's delivery rate):",
+            "",
+            "| syscall | calls | per delivery |",
+            "|---|---|---|",
+        ]
+        per = cprof.get("syscalls_per_delivery", {})
+        out += [
+            f"| {name} | {count:,} | {per.get(name, 0):.2f} |"
+            for name, count in cprof["syscalls"].items()
+        ]
     prof = results.get("profile")
     if prof and prof.get("hot_spots"):
         out += [
@@ -453,6 +477,17 @@ def _community_sections(results: dict[str, Any]) -> list[str]:
             [("all back s", "seconds"), ("CPU per login", "cpu_ms_per_login")],
         )
     return out
+
+
+def strace_summary(path: Path, top: int = 12) -> dict[str, int]:
+    """Calls per syscall from an ``strace -c`` summary table, the most called first."""
+    calls: dict[str, int] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        parts = line.split()
+        # "% time  seconds  usecs/call  calls  [errors]  syscall"
+        if len(parts) >= 5 and parts[0].replace(".", "", 1).isdigit() and parts[3].isdigit():
+            calls[parts[-1]] = int(parts[3])
+    return dict(sorted(calls.items(), key=lambda kv: -kv[1])[:top])
 
 
 def hot_spots(raw_path: Path, top: int = 15) -> list[tuple[str, float]]:

@@ -345,8 +345,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{sopts.users} users, {sopts.rooms} rooms",
             lambda s: scenarios.storm(s, sopts),
         )
-    if args.profile:
+    if args.profile and ("fanout" in args.scenarios or "community" not in args.scenarios):
         results["profile"] = profile(max(args.n), opts, args.out, args.profile_server)
+    if args.profile and "community" in args.scenarios:
+        results["community_profile"] = profile_community(
+            shape, copts, args.out, args.profile_server
+        )
 
     results["meta"]["seconds"] = round(time.monotonic() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -421,6 +425,55 @@ def community_label(shape: community.CommunityShape) -> str:
     if shape.big_room:
         label += f" + #big of {shape.big_room} @ {shape.big_rate:g} msg/s"
     return label
+
+
+def profile_community(
+    shape: community.CommunityShape,
+    copts: scenarios.CommunityOptions,
+    out: Path,
+    server: str = "trio-chat",
+) -> dict[str, Any]:
+    """One community run of ``server`` under py-spy (the first half of the sending, raw
+    stacks) and then ``strace -c -f`` (the second half: syscall counts): where the time
+    goes, and syscalls per delivery. strace slows the server a lot while attached, so the
+    run's own figures are not comparable with the unprofiled ones."""
+    import shutil
+
+    missing = [tool for tool in ("py-spy", "strace") if shutil.which(tool) is None]
+    if missing:
+        log(f"no community profile: {', '.join(missing)} not installed")
+        return {"error": f"not installed: {', '.join(missing)}"}
+    out.mkdir(parents=True, exist_ok=True)
+    stacks, syscalls = out / "community-profile.txt", out / "community-strace.txt"
+    half = max(1, int(shape.duration / 2))
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def attach(srv: Any, seconds: float) -> None:
+        pid = str(srv.pid)
+        script = (
+            f"py-spy record --pid {pid} --duration {half} --rate 200 --format raw "
+            f"--output {stacks} --nonblocking --subprocesses >/dev/null 2>&1; "
+            f"timeout -s INT {half} strace -c -f -o {syscalls} -p {pid} >/dev/null 2>&1"
+        )
+        procs.append(subprocess.Popen(["sh", "-c", script]))
+
+    log(f"profiling {server} community ({community_label(shape)}): py-spy, then strace -c")
+    run = scenarios.community(server, shape, copts, on_running=attach)
+    for proc in procs:
+        proc.wait(shape.duration + 60)
+    log("  " + report.one_line("community", run))
+    calls = report.strace_summary(syscalls) if syscalls.exists() else {}
+    deliveries = run["deliveries_per_s"] * half
+    return {
+        "files": {"stacks": stacks.name, "strace": syscalls.name},
+        "hot_spots": report.hot_spots(stacks) if stacks.exists() else [],
+        "syscalls": calls,
+        "strace_seconds": half,
+        "syscalls_per_delivery": {k: v / deliveries for k, v in calls.items()}
+        if deliveries
+        else {},
+        "run": {k: v for k, v in run.items() if k != "server_log_tail"},
+    }
 
 
 def _revision(ref: str) -> str:

@@ -488,7 +488,10 @@ def community_transports(dialect: str, users: list[int], procs: int, mixed: bool
 
 
 def community(
-    server_name: str, shape: community_plan.CommunityShape, copts: CommunityOptions
+    server_name: str,
+    shape: community_plan.CommunityShape,
+    copts: CommunityOptions,
+    on_running: Callable[[RunningServer, float], None] | None = None,
 ) -> dict[str, Any]:
     """Many Zipf-sized rooms, Zipf-active senders at an open-loop rate (bench/README.md)."""
     the_plan = community_plan.plan(shape)
@@ -534,6 +537,8 @@ def community(
             cpu0 = srv.cpu_snapshot()
             start = time.monotonic() + 0.5
             group.send(("go", {"start": start}))
+            if on_running is not None:  # --profile: py-spy, strace
+                on_running(srv, shape.duration)
             reports = [r[1] for r in group.expect("sent", shape.duration + 60)]
             sent = [t for r in reports for t in r["sent"]]
             expected = community_plan.expected_per_user(the_plan, sent, echo=srv.dialect != "irc")
