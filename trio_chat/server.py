@@ -27,6 +27,7 @@ from .limits import ConnectionLimiter
 from .logins import AccountBook, Logins
 from .metrics import Metrics
 from .names import DEFAULT_ROOM, normalize_nick
+from .plugin_storage import MemoryPluginData
 from .plugins import (
     ENTRY_POINT_GROUP,
     FILTER_FAILED,
@@ -116,6 +117,9 @@ class ChatServer(ServerAPI):
         self.history_service: HistoryService | None = None
         self.logins: Logins | None = None
         self.publisher: Publisher | None = None
+        #: Plugins' storage without a database: one dict for the server object's life.
+        self._memory_plugin_data = MemoryPluginData()
+        self.plugin_data = self._memory_plugin_data if self.config.db is None else None
         #: The Redis broker while serving with ``--broker`` (else events stay in-process).
         self.broker: RedisBroker | None = None
         self._live_sessions = 0
@@ -422,6 +426,7 @@ class ChatServer(ServerAPI):
                     store, self.hub, history_on_join=self.config.history_on_join
                 )
                 self.logins = Logins(await self._account_book(stack, store))
+                self.plugin_data = store
                 self.metrics.watch_store(lambda: store.stats)
             self.publisher = Publisher(self.hub, store=store, outbox_size=self.config.outbox_size)
             self.broker = None
@@ -448,6 +453,8 @@ class ChatServer(ServerAPI):
                 if self.broker is not None:
                     self.broker.detach()
                 self.history_service = self.logins = self.publisher = self.broker = None
+                if store is not None:
+                    self.plugin_data = None
                 self.hub.join_history = None
                 self.hub.recent.clear()
 
