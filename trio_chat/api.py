@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .config import ServerConfig
     from .history import HistoryService
     from .hub import Hub, Session
+    from .jobs import Jobs
     from .logins import Logins
     from .protocol import MessageKind
 
@@ -138,6 +139,9 @@ class ServerAPI:
     #: Where :meth:`storage` keeps plugins' data now: the database while serving with one,
     #: a dict without one (``--no-db``), ``None`` when there is nowhere (not serving).
     plugin_data: PluginData | None = None
+    #: Plugins' background tasks and periodic jobs (see :class:`trio_chat.jobs.Jobs` and the
+    #: ``start_jobs`` hook): ``server.jobs.start_soon(...)`` from a command handler too.
+    jobs: Jobs
 
     # ------------------------------------------------------------------------ messages
 
