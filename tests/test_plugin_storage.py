@@ -134,6 +134,10 @@ async def test_items_walk_a_prefix_in_key_order_up_to_a_limit(kind: str, tmp_pat
             ["due:0002", "due:0001", "due;", "du", "due:0003", "other", "due:\U0010ffff"]
         )
         assert await storage.keys("nothing") == []
+        assert await storage.keys("due:", after="due:0002") == ["due:0003", "due:\U0010ffff"]
+        assert await storage.keys("due:", after="due:0001", limit=1) == ["due:0002"]
+        assert await storage.keys(after="due;") == ["other"]
+        assert await storage.keys("due:", after="zzz") == []
 
 
 @BACKENDS

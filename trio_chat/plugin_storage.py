@@ -59,7 +59,7 @@ class PluginData(Protocol):
     async def plugin_delete(self, namespace: str, key: str) -> bool: ...
 
     async def plugin_items(
-        self, namespace: str, prefix: str, limit: int
+        self, namespace: str, prefix: str, after: str | None, limit: int
     ) -> list[tuple[str, str]]: ...
 
 
@@ -92,11 +92,16 @@ class MemoryPluginData:
         del keys[bisect.bisect_left(keys, key)]
         return True
 
-    async def plugin_items(self, namespace: str, prefix: str, limit: int) -> list[tuple[str, str]]:
+    async def plugin_items(
+        self, namespace: str, prefix: str, after: str | None, limit: int
+    ) -> list[tuple[str, str]]:
         await trio.lowlevel.checkpoint()
         keys, values = self._keys.get(namespace, []), self._data.get(namespace, {})
+        start = bisect.bisect_left(keys, prefix)
+        if after is not None:
+            start = max(start, bisect.bisect_right(keys, after))
         found: list[tuple[str, str]] = []
-        for key in keys[bisect.bisect_left(keys, prefix) :]:
+        for key in keys[start:]:
             if not key.startswith(prefix) or len(found) >= limit:
                 break
             found.append((key, values[key]))
@@ -188,22 +193,29 @@ class PluginStorage:
         except StoreError as exc:
             raise self._failed("write", exc) from None
 
-    async def items(self, prefix: str = "", *, limit: int = 1000) -> list[tuple[str, Any]]:
+    async def items(
+        self, prefix: str = "", *, after: str | None = None, limit: int = 1000
+    ) -> list[tuple[str, Any]]:
         """Up to ``limit`` ``(key, value)`` pairs whose key starts with ``prefix``, in key
-        order (by code point: ``"a" < "b" < "ba"``). Page on with a prefix, or keys that
-        sort the way you want to walk them (``f"due:{when:015.3f}:{id}"``)."""
+        order (by code point: ``"a" < "b" < "ba"``); with ``after``, only keys that sort
+        after it (page on with the last key of the page before). Give keys that sort the
+        way you want to walk them (``f"due:{when:015d}:{id}"``)."""
         prefix = _check_text("prefix", prefix, MAX_KEY_LENGTH)
+        if after is not None:
+            after = _check_text("key", after, MAX_KEY_LENGTH)
         if not 1 <= limit <= MAX_ITEMS_LIMIT:
             raise ValueError(f"limit is between 1 and {MAX_ITEMS_LIMIT}, not {limit}")
         try:
-            pairs = await self._data().plugin_items(self.namespace, prefix, limit)
+            pairs = await self._data().plugin_items(self.namespace, prefix, after, limit)
         except StoreError as exc:
             raise self._failed("read", exc) from None
         return [(key, json.loads(text)) for key, text in pairs]
 
-    async def keys(self, prefix: str = "", *, limit: int = 1000) -> list[str]:
+    async def keys(
+        self, prefix: str = "", *, after: str | None = None, limit: int = 1000
+    ) -> list[str]:
         """The keys :meth:`items` would give."""
-        return [key for key, _ in await self.items(prefix, limit=limit)]
+        return [key for key, _ in await self.items(prefix, after=after, limit=limit)]
 
     def _failed(self, what: str, exc: StoreError) -> StorageError:
         log.error("plugin storage %r: %s failed: %s", self.namespace, what, exc)

@@ -504,10 +504,12 @@ class Store:
         job = functools.partial(plugin_data.delete, namespace=namespace, key=key)
         return bool(await self._writes.submit(WriteItem(job=job)))
 
-    async def plugin_items(self, namespace: str, prefix: str, limit: int) -> list[tuple[str, str]]:
-        """Up to ``limit`` ``(key, JSON text)`` of ``namespace`` starting with ``prefix``,
-        in key order."""
+    async def plugin_items(
+        self, namespace: str, prefix: str, after: str | None, limit: int
+    ) -> list[tuple[str, str]]:
+        """Up to ``limit`` ``(key, JSON text)`` of ``namespace`` starting with ``prefix``
+        (after ``after``, if given), in key order."""
         query = functools.partial(
-            plugin_data.items, namespace=namespace, prefix=prefix, limit=limit
+            plugin_data.items, namespace=namespace, prefix=prefix, after=after, limit=limit
         )
         return await self._read(query)

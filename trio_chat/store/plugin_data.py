@@ -61,12 +61,15 @@ def delete(conn: sqlite3.Connection, namespace: str, key: str) -> bool:
 
 
 def items(
-    conn: sqlite3.Connection, namespace: str, prefix: str, limit: int
+    conn: sqlite3.Connection, namespace: str, prefix: str, after: str | None, limit: int
 ) -> list[tuple[str, str]]:
     """Up to ``limit`` ``(key, JSON text)`` pairs of ``namespace`` whose key starts with
-    ``prefix``, in key order."""
+    ``prefix`` (and sorts after ``after``, if given), in key order."""
     sql = "SELECT key, value FROM plugin_data WHERE namespace = ? AND key >= ?"
     params: list[object] = [namespace, prefix]
+    if after is not None:
+        sql += " AND key > ?"
+        params.append(after)
     bound = prefix_upper_bound(prefix)
     if bound is not None:
         sql += " AND key < ?"
