@@ -8,7 +8,9 @@ the server tests start a real server and talk to it over real sockets.
 from __future__ import annotations
 
 import logging
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from trio_chat import hookimpl
 from trio_chat.api import ServerAPI
 from trio_chat.hub import Session
 from trio_chat.jobs import Jobs, JobsNotRunning
+from trio_chat.plugins import import_plugin
 from trio_chat.protocol import Info
 from trio_chat.server import ChatServer
 from trio_chat.testing import local_config, open_client, open_test_server
@@ -338,3 +341,18 @@ async def test_a_command_can_start_a_task_through_server_jobs() -> None:
     async with open_test_server(Later()) as chat, open_client(chat, "alice") as alice:
         await alice.command("/later")
         await alice.expect("info", lambda e: e.text == "later, as promised")
+
+
+def docs_example(name: str) -> str:
+    """The code of the ``# NAME`` example of docs/plugins.md, as printed there."""
+    documented = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+    return documented.split(f"```python\n# {name}\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_chime_example_of_the_docs_tells_lobby_the_time(tmp_path: Path) -> None:
+    (tmp_path / "chime.py").write_text(docs_example("chime.py"))
+    chime = import_plugin(str(tmp_path / "chime.py"))
+    chime.EVERY = 0.05  # type: ignore[attr-defined]  (an hour is long for a test)
+    async with open_test_server(chime) as chat, open_client(chat, "alice") as alice:
+        event = await alice.expect("info", lambda e: e.text.startswith("it is "))
+        assert re.fullmatch(r"it is \d\d:\d\d UTC", event.text)

@@ -259,3 +259,28 @@ async def test_a_storage_failure_in_a_command_tells_the_caller_store_error(
             )
             await alice.say("still here")  # the connection carries on
             await alice.expect("message", lambda e: e.text == "still here")
+
+
+# ------------------------------------------------------------------ the docs' example
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def docs_example(name: str) -> str:
+    """The code of the ``# NAME`` example of docs/plugins.md, as printed there."""
+    documented = (ROOT / "docs" / "plugins.md").read_text()
+    return documented.split(f"```python\n# {name}\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_karma_example_of_the_docs_keeps_points_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "karma.py").write_text(docs_example("karma.py"))
+    config = local_config(db=str(tmp_path / "chat.db"), plugins=[str(tmp_path / "karma.py")])
+    for expected in ("bob now has 1 karma", "bob now has 2 karma"):
+        async with open_test_server(config=config) as chat, open_client(chat, "alice") as alice:
+            await alice.command("/karma bob")
+            assert (await alice.expect("message")).text == expected
+    async with open_test_server(config=config) as chat, open_client(chat, "alice") as alice:
+        await alice.command("/karma")
+        assert (await alice.expect("error")).text == "usage: /karma NICK"
