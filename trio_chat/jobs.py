@@ -16,7 +16,8 @@ user or the server down with it:
 
 Plugins get the :class:`Jobs` of the server in the ``start_jobs`` hook (and as
 ``server.jobs``); which plugin a job belongs to is taken from the hook that is running,
-as for commands.
+as for commands. Nothing here imports the rest of trio-chat: the server hands in what it
+needs (the timeout, who is calling).
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
-
-from .plugins import calling_plugin
 
 log = logging.getLogger("trio_chat.plugins")
 
@@ -46,9 +45,12 @@ class Jobs:
     the server serves (from ``start_jobs``, or from a command handler via ``server.jobs``);
     outside that they raise :class:`JobsNotRunning`."""
 
-    def __init__(self, timeout: float = 10.0) -> None:
+    def __init__(self, timeout: float = 10.0, owner: Callable[[], str] = lambda: "") -> None:
         #: Longest one run of a periodic job may take unless it says otherwise.
         self.timeout = timeout
+        #: Names the plugin whose hook implementation is calling (``""`` outside one): the
+        #: server passes :func:`~trio_chat.plugins.calling_plugin`.
+        self._calling = owner
         self._nursery: trio.Nursery | None = None
         self._stopped = trio.Event()
         # Each running task's cancel scope, by plugin: removing a plugin stops its jobs.
@@ -134,7 +136,7 @@ class Jobs:
     # --------------------------------------------------------------------------- inside
 
     def _owner(self, plugin: str) -> str:
-        return plugin or calling_plugin() or "(unknown plugin)"
+        return plugin or self._calling() or "(unknown plugin)"
 
     def _spawn(
         self, owner: str, label: str, runner: Callable[..., Awaitable[None]], *args: Any

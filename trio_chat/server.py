@@ -112,7 +112,7 @@ class ChatServer(ServerAPI):
         self.pm.hook.register_commands.call_historic(kwargs={"register": self.commands.register})
         self.addresses: list[str] = []
         #: Plugins' background work; runs while serving (see the ``start_jobs`` hook).
-        self.jobs = Jobs(timeout=self.config.plugin_timeout)
+        self.jobs = Jobs(timeout=self.config.plugin_timeout, owner=calling_plugin)
         self._nursery: trio.Nursery | None = None
         #: Where idle connections wait without tasks (see transports.parking).
         self.parking = ParkingLot()
