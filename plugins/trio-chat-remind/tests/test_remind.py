@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -81,6 +82,21 @@ def test_describe() -> None:
         "1h2m5s",
         "1d1h1m1s",
     ]
+
+
+def test_only_a_user_connected_to_this_process_receives() -> None:
+    """With several processes the hub lists the others' users too: never theirs."""
+    plugin = Reminders()
+
+    def user(account: str, here: bool) -> Any:
+        mailbox = SimpleNamespace(delivers_here=here)
+        return SimpleNamespace(account=account, closed=False, mailbox=mailbox, id=1)
+
+    elsewhere, here = user("alice", here=False), user("alice", here=True)
+    server: Any = SimpleNamespace(hub=SimpleNamespace(sessions={"a": elsewhere}))
+    assert plugin.recipient(server, {"account": "alice"}) is None
+    server.hub.sessions["b"] = here
+    assert plugin.recipient(server, {"account": "alice"}) is here
 
 
 # ------------------------------------------------------------------- over the wire

@@ -146,7 +146,9 @@ class Reminders:
         if "account" not in reminder and reminder.get("run") != self.run_id:
             return None  # a guest's from before a restart: session ids are counted anew
         for session in list(server.hub.sessions.values()):
-            if session.closed:
+            # With several processes (--broker) the hub lists other nodes' users too; what
+            # is sent to them here would be lost, and the reminder deleted with it.
+            if session.closed or not session.mailbox.delivers_here:
                 continue
             if "account" in reminder:
                 if session.account == reminder["account"]:
