@@ -182,6 +182,10 @@ async def test_stop_ends_run_and_what_is_refused_outside_it() -> None:
                     jobs.every(bad, print, plugin="p")  # type: ignore[arg-type]
             with pytest.raises(ValueError, match="timeout must be a positive number"):
                 jobs.every(1, print, timeout=0, plugin="p")
+            with pytest.raises(TypeError, match="'tick' is not callable"):
+                jobs.every(1, "tick", plugin="p")  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="None is not callable"):
+                jobs.start_soon(None, plugin="p")  # type: ignore[arg-type]
             jobs.start_soon(trio.sleep_forever, plugin="p")
             assert jobs.running
             jobs.stop()
@@ -356,3 +360,29 @@ async def test_the_chime_example_of_the_docs_tells_lobby_the_time(tmp_path: Path
     async with open_test_server(chime) as chat, open_client(chat, "alice") as alice:
         event = await alice.expect("info", lambda e: e.text.startswith("it is "))
         assert re.fullmatch(r"it is \d\d:\d\d UTC", event.text)
+
+
+async def test_a_job_that_keeps_failing_is_logged_once_a_minute_then_its_recovery(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    jobs, seen = Jobs(), Recorder()
+
+    def fails_for_two_minutes() -> None:
+        seen.note("job")
+        if len(seen.times["job"]) <= 120:
+            raise OSError("feed unreachable")
+
+    async with trio.open_nursery() as nursery:
+        await run_jobs(jobs, nursery)
+        with caplog.at_level(logging.WARNING, logger="trio_chat.plugins"):
+            jobs.every(1, fails_for_two_minutes, name="feed", plugin="p")
+            await seen.wait_for("job", 125)
+        jobs.stop()
+    # Failures at 1..120 s: logged at 1 and 61 s (each line a minute), recovered at 121 s.
+    raised = "plugin 'p': job feed raised (it runs again at its next time)"
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("ERROR", raised),
+        ("ERROR", raised + " (and 59 more like it in the last 60 s)"),
+        ("WARNING", "plugin 'p': job feed works again (59 more failures not logged)"),
+    ]
+    assert all(r.exc_info for r in caplog.records if r.levelname == "ERROR")

@@ -121,8 +121,9 @@ def start_jobs(server: ServerAPI, jobs: Jobs) -> None:
     while it serves: when it is added), with the server's :class:`trio_chat.jobs.Jobs`.
     Job functions may be plain or ``async def``; they get the arguments given after the
     function. A periodic run is bounded by the plugin timeout (``timeout=`` to change it)
-    and cancelled past it; one that raises or times out is logged, and the job keeps its
-    schedule (runs never overlap; times missed are skipped). A ``start_soon`` task that
+    and cancelled past it; one that raises or times out is logged (once a minute while it
+    keeps failing), and the job keeps its schedule (runs never overlap; times missed are
+    skipped). A ``start_soon`` task that
     raises is logged and ends alone. ``every(..., immediately=True)`` runs the first time
     at once instead of after one period.
 

@@ -11,8 +11,9 @@ user or the server down with it:
   raises is logged with its plugin's name, and only that task ends;
 * a periodic job (:meth:`Jobs.every`) runs every ``seconds``, each run bounded by a
   timeout (the plugin timeout unless given); a run that raises or times out is logged and
-  the job keeps its schedule; a run that overruns its period skips the times it missed
-  rather than piling up, and runs of one job never overlap.
+  the job keeps its schedule (a job that keeps failing is logged once a minute, with a
+  count, and once more when it works again); a run that overruns its period skips the
+  times it missed rather than piling up, and runs of one job never overlap.
 
 Plugins get the :class:`Jobs` of the server in the ``start_jobs`` hook (and as
 ``server.jobs``); which plugin a job belongs to is taken from the hook that is running,
@@ -30,7 +31,12 @@ from typing import Any
 
 import trio
 
+from .store.health import LogLimiter
+
 log = logging.getLogger("trio_chat.plugins")
+
+#: A periodic job failing again and again is logged once per this many seconds.
+FAILURE_LOG_WINDOW = 60.0
 
 #: What a job is: a function (plain or ``async def``) called with the arguments given.
 JobFunction = Callable[..., "Awaitable[Any] | Any"]
@@ -93,6 +99,8 @@ class Jobs:
         (default: the function's name); ``plugin`` whose it is, when not started from a
         hook of that plugin.
         """
+        if not callable(function):
+            raise TypeError(f"start_soon: {function!r} is not callable")
         owner, label = self._owner(plugin), name or _name_of(function)
         self._spawn(owner, label, self._run_task, owner, label, function, args)
 
@@ -119,6 +127,8 @@ class Jobs:
         limit = self.timeout if timeout is None else timeout
         if not (isinstance(limit, int | float) and limit > 0):
             raise ValueError(f"every: timeout must be a positive number, not {timeout!r}")
+        if not callable(function):
+            raise TypeError(f"every: {function!r} is not callable")
         owner, label = self._owner(plugin), name or _name_of(function)
         self._spawn(
             owner,
@@ -175,23 +185,39 @@ class Jobs:
         args: tuple[Any, ...],
     ) -> None:
         due = trio.current_time() + (0.0 if immediately else seconds)
+        # A job failing every second would write a traceback a second: the first failure
+        # of a run of them is logged in full, then one line a minute, then its recovery.
+        failures = LogLimiter(window=FAILURE_LOG_WINDOW)
         while True:
             await trio.sleep_until(due)
+            failed = True
             try:
                 with trio.move_on_after(limit) as run:
                     await _call(function, args)
                 if run.cancelled_caught:
-                    log.error(
+                    failures.error(
+                        log,
+                        trio.current_time(),
                         "plugin %r: job %s took longer than %ss (cancelled; it runs again at "
                         "its next time)",
                         owner,
                         label,
                         limit,
                     )
-            except Exception:
-                log.exception(
-                    "plugin %r: job %s raised (it runs again at its next time)", owner, label
-                )
+                else:
+                    failed = False
+            except Exception as exc:
+                left_out = failures.hit(trio.current_time())
+                if left_out is not None:
+                    log.error(
+                        "plugin %r: job %s raised (it runs again at its next time)%s",
+                        owner,
+                        label,
+                        failures.more_text(left_out),
+                        exc_info=exc,
+                    )
+            if not failed:
+                failures.recovery(log, "plugin %r: job %s works again", owner, label)
             due += seconds
             now = trio.current_time()
             if due <= now:  # overran: the next time still ahead, on the same grid
