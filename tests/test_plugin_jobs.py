@@ -386,3 +386,17 @@ async def test_a_job_that_keeps_failing_is_logged_once_a_minute_then_its_recover
         ("WARNING", "plugin 'p': job feed works again (59 more failures not logged)"),
     ]
     assert all(r.exc_info for r in caplog.records if r.levelname == "ERROR")
+
+
+async def test_an_async_start_jobs_is_refused_and_named(caplog: pytest.LogCaptureFixture) -> None:
+    class Eager:
+        @hookimpl
+        async def start_jobs(self, jobs: Jobs) -> None:
+            raise AssertionError("never run")  # pragma: no cover
+
+    ticker = Ticker()
+    with caplog.at_level(logging.ERROR, logger="trio_chat.plugins"):
+        async with open_test_server(Eager(), ticker) as chat:
+            async with open_client(chat, "alice") as alice:
+                await alice.expect("info", is_tick)  # the other plugin's jobs run
+    assert "start_jobs must not be async (nothing it does is done)" in caplog.text

@@ -22,11 +22,11 @@ How errors are contained. pluggy stops a hook call at the first exception; one b
 plugin must not silence the others, nor stop the server, so the plugin manager (see
 :class:`trio_chat.plugins.ChatPluginManager`) calls each plain implementation of
 ``register_commands``, ``server_started``, ``user_joined``, ``user_left`` and
-``start_jobs`` on its own
-terms: whatever it raises is logged with the plugin's name and counts as ``None``, and the
-others still run. An exception from a ``wrapper=True`` implementation of those hooks is
-logged too. ``filter_message`` is the exception to the rule: a filter that raises refuses
-the message (a broken filter fails closed, never lets through what it should have stopped).
+``start_jobs`` on its own terms: whatever it raises is logged with the plugin's name and
+counts as ``None``, and the others still run. An exception from a ``wrapper=True``
+implementation of those hooks is logged too. ``filter_message`` is the exception to the
+rule: a filter that raises refuses the message (a broken filter fails closed, never lets
+through what it should have stopped).
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def register_commands(register: RegisterCommand) -> None:
     Registering a name that another plugin already took is refused with a logged error, so
     two plugins can never silently shadow each other. Historic (pluggy's ``call_historic``):
     called once per plugin, when the plugin is added, whether before the server starts or
-    while it runs; so it cannot have a ``wrapper=True`` implementation.
+    while it runs; so it cannot have a ``wrapper=True`` implementation. It must be a plain
+    function: an ``async def`` one is refused with a logged error (nothing could await it).
     """
 
 
@@ -123,13 +124,13 @@ def start_jobs(server: ServerAPI, jobs: Jobs) -> None:
     function. A periodic run is bounded by the plugin timeout (``timeout=`` to change it)
     and cancelled past it; one that raises or times out is logged (once a minute while it
     keeps failing), and the job keeps its schedule (runs never overlap; times missed are
-    skipped). A ``start_soon`` task that
-    raises is logged and ends alone. ``every(..., immediately=True)`` runs the first time
-    at once instead of after one period.
+    skipped). A ``start_soon`` task that raises is logged and ends alone.
+    ``every(..., immediately=True)`` runs the first time at once instead of after one
+    period.
 
     At shutdown (and when the plugin is removed) every job is cancelled, before users are
     told goodbye and before storage closes; write jobs ``async`` so that cancellation can
     reach them: blocking work belongs in ``trio.to_thread.run_sync(...,
-    abandon_on_cancel=True)``. Must be a plain ``def`` (it only starts things); errors are
-    logged, not raised.
+    abandon_on_cancel=True)``. Must be a plain ``def`` (it only starts things: an
+    ``async def`` one is refused, and logged); errors are logged, not raised.
     """
