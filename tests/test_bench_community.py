@@ -128,3 +128,21 @@ def test_mixed_transports_give_each_generator_process_both() -> None:
         assert set(ws[proc::4]) == {"json", "ws"}
     assert set(scenarios.community_transports("irc", users, 4, mixed=True)) == {"irc"}
     assert set(scenarios.community_transports("json", users, 4, mixed=False)) == {"json"}
+
+
+def test_strace_summary_reads_calls_per_syscall(tmp_path: Path) -> None:
+    import report
+
+    table = tmp_path / "strace.txt"
+    table.write_text(
+        "% time     seconds  usecs/call     calls    errors syscall\n"
+        "------ ----------- ----------- --------- --------- ----------------\n"
+        " 87.08    0.247518          10     24683           write\n"
+        "  3.31    0.009421           4      1947       969 recvfrom\n"
+        "  6.32    0.017968           7      2471           epoll_wait\n"
+        "------ ----------- ----------- --------- --------- ----------------\n"
+        "100.00    0.284258           9     29101       969 total\n"
+    )
+    calls = report.strace_summary(table)
+    assert list(calls) == ["total", "write", "epoll_wait", "recvfrom"]
+    assert calls["write"] == 24683 and calls["recvfrom"] == 1947
