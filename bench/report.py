@@ -340,30 +340,8 @@ def markdown(results: dict[str, Any]) -> str:
             [("connections/s", "conns_per_s"), ("CPU per connection", "cpu_ms_per_conn")],
         )
     out += _community_sections(results)
-    cprof = results.get("community_profile")
-    if cprof and cprof.get("hot_spots"):
-        out += [
-            "",
-            "## trio-chat profile (py-spy, community, self time)",
-            "",
-            "| share of samples | function |",
-            "|---|---|",
-        ]
-        out += [f"| {share:.1f}% | `{name}` |" for name, share in cprof["hot_spots"]]
-    if cprof and cprof.get("syscalls"):
-        out += [
-            "",
-            f"Syscalls (strace -c -f, {cprof['strace_seconds']} s of the community run; "
-            "per delivery at the run's delivery rate):",
-            "",
-            "| syscall | calls | per delivery |",
-            "|---|---|---|",
-        ]
-        per = cprof.get("syscalls_per_delivery", {})
-        out += [
-            f"| {name} | {count:,} | {per.get(name, 0):.2f} |"
-            for name, count in cprof["syscalls"].items()
-        ]
+    out += _profile_section(results.get("community_profile"), "community")
+    out += _profile_section(results.get("storm_profile"), "storm")
     prof = results.get("profile")
     if prof and prof.get("hot_spots"):
         out += [
@@ -476,6 +454,37 @@ def _community_sections(results: dict[str, Any]) -> list[str]:
             "storm",
             [("all back s", "seconds"), ("CPU per login", "cpu_ms_per_login")],
         )
+    return out
+
+
+def _profile_section(prof: dict[str, Any] | None, scenario: str) -> list[str]:
+    """py-spy's hot spots and strace's syscall counts of a profiled run, if any."""
+    if not prof or not (prof.get("hot_spots") or prof.get("syscalls")):
+        return []
+    out = [
+        "",
+        f"## trio-chat profile (py-spy, {scenario}, self time)",
+        "",
+        "| share of samples | function |",
+        "|---|---|",
+    ]
+    out += [f"| {share:.1f}% | `{name}` |" for name, share in prof.get("hot_spots", [])]
+    if prof.get("syscalls"):
+        seconds = prof.get("strace_seconds", prof.get("seconds"))
+        per = prof.get("syscalls_per_delivery", {})
+        out += [
+            "",
+            f"Syscalls (strace -c -f, {seconds} s of the {scenario} run"
+            + ("; per delivery at the run's delivery rate" if per else "")
+            + "):",
+            "",
+            "| syscall | calls |" + (" per delivery |" if per else ""),
+            "|---|---|" + ("---|" if per else ""),
+        ]
+        out += [
+            f"| {name} | {count:,} |" + (f" {per.get(name, 0):.2f} |" if per else "")
+            for name, count in prof["syscalls"].items()
+        ]
     return out
 
 

@@ -345,8 +345,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{sopts.users} users, {sopts.rooms} rooms",
             lambda s: scenarios.storm(s, sopts),
         )
-    if args.profile and ("fanout" in args.scenarios or "community" not in args.scenarios):
+    wanted = set(args.scenarios)
+    if args.profile and ("fanout" in wanted or not wanted & {"community", "storm"}):
         results["profile"] = profile(max(args.n), opts, args.out, args.profile_server)
+    if args.profile and "storm" in args.scenarios:
+        results["storm_profile"] = profile_storm(sopts, args.out, args.profile_server)
     if args.profile and "community" in args.scenarios:
         results["community_profile"] = profile_community(
             shape, copts, args.out, args.profile_server
@@ -472,6 +475,50 @@ def profile_community(
         "syscalls_per_delivery": {k: v / deliveries for k, v in calls.items()}
         if deliveries
         else {},
+        "run": {k: v for k, v in run.items() if k != "server_log_tail"},
+    }
+
+
+def profile_storm(
+    sopts: scenarios.StormOptions, out: Path, server: str = "trio-chat"
+) -> dict[str, Any]:
+    """One storm of ``server`` under py-spy (every thread, the first ``seconds``) and
+    ``strace -c -f`` at the same time (py-spy reads memory without stopping the process):
+    where the log-ins spend their time, the worker threads' included."""
+    import shutil
+
+    if server not in ("trio-chat", "trio-chat+db"):
+        server = "trio-chat"
+    missing = [tool for tool in ("py-spy", "strace") if shutil.which(tool) is None]
+    if missing:
+        log(f"no storm profile: {', '.join(missing)} not installed")
+        return {"error": f"not installed: {', '.join(missing)}"}
+    out.mkdir(parents=True, exist_ok=True)
+    stacks, syscalls = out / "storm-profile.txt", out / "storm-strace.txt"
+    seconds = 5
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def attach(srv: Any, _: float) -> None:
+        pid = str(srv.pid)
+        spy = ["py-spy", "record", "--pid", pid, "--duration", str(seconds), "--rate", "200"]
+        spy += ["--format", "raw", "--output", str(stacks), "--nonblocking", "--threads"]
+        trace = ["timeout", "-s", "INT", str(seconds), "strace", "-c", "-f"]
+        trace += ["-o", str(syscalls), "-p", pid]
+        for command in (spy, trace):
+            procs.append(
+                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+
+    log(f"profiling {server} storm ({sopts.users} users): py-spy and strace -c, {seconds} s")
+    run = scenarios.storm(server, sopts, on_running=attach)
+    for proc in procs:
+        proc.wait(60)
+    log("  " + report.one_line("storm", run))
+    return {
+        "files": {"stacks": stacks.name, "strace": syscalls.name},
+        "hot_spots": report.hot_spots(stacks) if stacks.exists() else [],
+        "syscalls": report.strace_summary(syscalls) if syscalls.exists() else {},
+        "seconds": seconds,
         "run": {k: v for k, v in run.items() if k != "server_log_tail"},
     }
 

@@ -697,7 +697,11 @@ def storm_supports(server_name: str) -> bool:
     return server_name in ("trio-chat", "trio-chat+db") or server_name.startswith("trio-chat@")
 
 
-def storm(server_name: str, sopts: StormOptions) -> dict[str, Any]:
+def storm(
+    server_name: str,
+    sopts: StormOptions,
+    on_running: Callable[[RunningServer, float], None] | None = None,
+) -> dict[str, Any]:
     """A restart with SQLite: history said, the server stopped and started again on the same
     database, then every user logging back in at once and filling its gaps (README)."""
     import tempfile
@@ -738,6 +742,8 @@ def storm(server_name: str, sopts: StormOptions) -> dict[str, Any]:
                 group.expect("ready", 60)
                 cpu0 = srv.cpu_snapshot()
                 group.send(("go",))
+                if on_running is not None:  # --profile: py-spy, strace
+                    on_running(srv, sopts.timeout)
                 done = [d[1] for d in group.expect("done", sopts.timeout + 60)]
                 cpu = srv.cpu_since(cpu0)
                 rss1 = srv.rss_kb()
