@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._version import __version__ as __version__
+from .bots import Bot as Bot
 from .commands import CommandContext as CommandContext
 from .commands import CommandError as CommandError
 from .config import ServerConfig as ServerConfig
@@ -11,6 +12,7 @@ from .hookspecs import hookimpl as hookimpl
 from .server import ChatServer as ChatServer
 
 __all__ = [
+    "Bot",
     "ChatError",
     "ChatServer",
     "CommandContext",

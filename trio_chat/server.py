@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .api import ServerAPI
+from .bots import Bots
 from .broker.redis import RedisBroker
 from .commands import CommandContext, CommandRegistry, run_command
 from .config import ServerConfig
@@ -103,6 +104,7 @@ class ChatServer(ServerAPI):
         )
         self.hub.quiet_room_size = self.config.quiet_room_size
         self.commands = CommandRegistry(calling_plugin)
+        self.bots = Bots()
         self.pm: ChatPluginManager = new_plugin_manager()
         self.pm.timeout = self.config.plugin_timeout
         # Historic: every plugin registered from now on (built-ins, entry points, plugins
@@ -225,6 +227,8 @@ class ChatServer(ServerAPI):
     def remove_plugin(self, name: str) -> None:
         self.pm.unregister(name=name)
         self.commands.remove_plugin(name)
+        for bot in self.bots.of_plugin(name):
+            bot.session.close("bot_removed", "its plugin was removed")
 
     def call_hook(self, hook_name: str, **kwargs: Any) -> None:
         """Call an event hook through pluggy's caller; run async implementations in the
