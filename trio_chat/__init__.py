@@ -10,6 +10,8 @@ from .config import ServerConfig as ServerConfig
 from .errors import ChatError as ChatError
 from .hookspecs import hookimpl as hookimpl
 from .server import ChatServer as ChatServer
+from .triggers import TriggerContext as TriggerContext
+from .triggers import on_message as on_message
 
 __all__ = [
     "Bot",
@@ -18,6 +20,8 @@ __all__ = [
     "CommandContext",
     "CommandError",
     "ServerConfig",
+    "TriggerContext",
     "__version__",
     "hookimpl",
+    "on_message",
 ]

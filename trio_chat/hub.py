@@ -142,6 +142,9 @@ class Hub(Delivery):
         #: brokers). A room's creator becoming its operator is not one of these: that goes
         #: with the join.
         self.on_rule: list[Callable[[RuleChange], None]] = []
+        #: Observers, called with each chat line said on this node (and its sender) once
+        #: it was delivered to the room (for the ``message_posted`` hook).
+        self.on_said: list[Callable[[Message, Session], None]] = []
         #: Per room key, the room's latest lines, for the history a joiner gets with its
         #: ``join`` (filled by the history service: :mod:`trio_chat.recent`); fed with
         #: each line delivered, dropped when the room vanishes.

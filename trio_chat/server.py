@@ -37,12 +37,14 @@ from .plugins import (
     new_plugin_manager,
     run_soon,
 )
+from .posted import PostedFeed
 from .protocol import (
     ClientFrame,
     Command,
     Error,
     Hello,
     HistoryRequest,
+    Message,
     MessageKind,
     Ping,
     Pong,
@@ -133,6 +135,11 @@ class ChatServer(ServerAPI):
         self._shutdown_requested = trio.Event()
         self.hub.on_join.append(self._joined)
         self.hub.on_part.append(self._parted)
+        #: The lines said here, on their way to the ``message_posted`` listeners.
+        self.posted = PostedFeed(
+            self._call_message_posted, lambda: bool(self.pm.hook.message_posted.get_hookimpls())
+        )
+        self.hub.on_said.append(self.posted.heard)
         for plugin, name in collect_plugins(self.config.plugins, builtins=builtins):
             self.add_plugin(plugin, name)
         if self.config.entry_points:
@@ -251,6 +258,14 @@ class ChatServer(ServerAPI):
 
     def _parted(self, session: Session, room: str, reason: str | None) -> None:
         self.call_hook("user_left", server=self, session=session, room=room, reason=reason)
+
+    def _call_message_posted(self, message: Message, session: Session) -> object:
+        """The ``message_posted`` listeners' results (the feed runs the awaitable ones)."""
+        try:
+            return self.pm.hook.message_posted(server=self, message=message, session=session)
+        except Exception:
+            log.exception("a wrapper of message_posted raised")
+            return []
 
     # ------------------------------------------------------------------------ messages
 
@@ -478,6 +493,7 @@ class ChatServer(ServerAPI):
                 await nursery.start(self.broker.run)
             nursery.start_soon(self.keepalive.run)
             nursery.start_soon(self.parking.run)
+            nursery.start_soon(self.posted.run)
             if self.history_service is not None and self.config.keep_days is not None:
                 nursery.start_soon(self.history_service.prune_forever, self.config.keep_days)
             # Listeners live in their own nursery so that stopping them stops accepting
