@@ -416,23 +416,3 @@ async def test_the_weather_trigger_of_the_plugin_docs_works(tmp_path: Path) -> N
             "alice: atlantis: no idea",
             "alice: paris: sunny, 21 °C",
         ]
-
-
-async def test_the_chat_logger_of_the_plugin_docs_works(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    (tmp_path / "chatlog.py").write_text(docs_sample("chatlog.py"))
-    monkeypatch.chdir(tmp_path)
-    heard = Heard()
-    config = local_config(plugins=[str(tmp_path / "chatlog.py")])
-    async with (
-        open_test_server(heard, config=config) as chat,
-        open_client(chat, "alice") as alice,
-    ):
-        await alice.say("first")
-        await alice.command("/me logs off")
-        said = [await alice.expect("message") for _ in "12"]
-        await heard.wait_for(2)  # the logger ran first: it was registered first
-    assert (tmp_path / "chat.log").read_text() == (
-        f"{said[0].id} #lobby <alice> first\n{said[1].id} #lobby <alice> logs off\n"
-    )
