@@ -50,7 +50,14 @@ class PluginLoadError(Exception):
 #: The hooks whose implementations are contained one by one: an exception is logged with
 #: the plugin's name and counts as ``None``, and the other implementations still run.
 CONTAINED_HOOKS = frozenset(
-    {"register_commands", "server_started", "user_joined", "user_left", "start_jobs"}
+    {
+        "register_commands",
+        "server_started",
+        "user_joined",
+        "user_left",
+        "start_jobs",
+        "message_posted",
+    }
 )
 
 #: Contained hooks that must be synchronous: what an ``async def`` implementation would do
