@@ -9,7 +9,9 @@ connections, and callers should see neither, only "append, then it is committed"
 * :meth:`Store.append` returns only once its message is committed, so a server that
   appends first and fans out second never shows a message it could lose on a crash.
 * Reads run in worker threads on their own connections (WAL lets readers and the writer
-  proceed at once), so neither a long history query nor a slow commit stalls the loop.
+  proceed at once), so neither a long history query nor a slow commit stalls the loop;
+  the reads waiting at one moment run together, in one thread job (:mod:`.reader`), so a
+  storm of logins costs a thread trip per batch, not per lookup.
 * Accounts are rows like messages: created and changed through the writer, looked up
   through the readers; password hashing (:mod:`.accounts`) runs in a few threads of its
   own.
@@ -24,7 +26,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, cast
 
 import trio
 
@@ -32,6 +34,7 @@ from ..names import name_key
 from . import plugin_data
 from .accounts import check_password, dummy_hash, hash_password
 from .health import LogLimiter, StoreStats
+from .reader import Reader
 from .records import (
     AccountExists,
     Row,
@@ -39,7 +42,6 @@ from .records import (
     StoreError,
     private_conversation,
     room_conversation,
-    store_error,
 )
 from .sqlite import COLUMNS, close_all, open_connections, row_to_message
 from .writer import Commit, WriteItem, Writer, message_item
@@ -81,15 +83,11 @@ class Store:
             close_timeout=close_timeout,
         )
         if readers:
-            self._readers = readers
-            self._read_limiter = trio.CapacityLimiter(len(readers))
+            self._reads = Reader(path, readers, trio.CapacityLimiter(len(readers)))
         else:
             # ":memory:": one connection for everything; reads share the writer's limiter so
             # they run between transactions, never inside one.
-            self._readers = [writer]
-            self._read_limiter = self._writes.limiter
-        self._reader_count = len(self._readers)
-        self._read_slots = trio.Semaphore(self._reader_count)
+            self._reads = Reader(path, [writer], self._writes.limiter)
         # scrypt takes 16 MiB per call: a few at a time, not one per connected client.
         self._hash_limiter = trio.CapacityLimiter(2)
 
@@ -152,6 +150,7 @@ class Store:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(store._writes.run)
+                nursery.start_soon(store._reads.run)
                 checkpoints = trio.CancelScope()
                 if checkpoint_every is not None and not memory:
 
@@ -165,13 +164,13 @@ class Store:
                 finally:
                     checkpoints.cancel()
                     await store._writes.stop()
+                    # Reads queued by now (tasks outside the block) are served before the
+                    # readers end and their connections close; each is one short query.
+                    store._reads.stop()
         finally:
             store._writes.close()
+            store._reads.close()
             with trio.CancelScope(shield=True):
-                # Reads still running (tasks outside the block) finish before their
-                # connection closes; each is one short query.
-                for _ in range(store._reader_count):
-                    await store._read_slots.acquire()
                 # The writer last: the last connection to close checkpoints and removes the WAL.
                 await trio.to_thread.run_sync(close_all, [*reader_conns, writer])
 
@@ -372,22 +371,11 @@ class Store:
         return await self._read(query)
 
     async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``query`` on a read connection, in a worker thread, batched with the other
+        reads waiting (see :mod:`.reader`); its SQLite errors raise :class:`StoreError`."""
         if self._closed:
             raise StoreError(f"store {os.fspath(self.path)} is closed")
-        async with self._read_slots:
-            conn = self._readers.pop()
-            try:
-                return await trio.to_thread.run_sync(
-                    self._read_sync, conn, query, limiter=self._read_limiter
-                )
-            finally:
-                self._readers.append(conn)
-
-    def _read_sync(self, conn: sqlite3.Connection, query: Callable[[sqlite3.Connection], T]) -> T:
-        try:
-            return query(conn)
-        except sqlite3.Error as exc:
-            raise store_error(exc, self.path) from exc
+        return cast(T, await self._reads.submit(query))
 
     # ------------------------------------------------------------------------ accounts
 
