@@ -191,13 +191,17 @@ class HistoryService:
         limit: int = 50,
         ref: str | None = None,
         skip_empty: bool = False,
-    ) -> list[StoredMessage]:
+    ) -> None:
         """One page of a room's history for ``session``.
 
         ``after`` gives exactly the gap after the last id a client saw, up to where its
         live stream began (never overlapping it); neither pages back from there; ``before``
         pages back from any id: the messages before it that have been delivered (a member
         who saw them live gets them again, as asked).
+
+        A gap within the room's latest lines in memory (:meth:`RecentLines.after
+        <trio_chat.recent.RecentLines.after>`) is answered from them, with no read: what a
+        storm of clients coming back after a restart asks for.
         """
         bound = self.room_bound(session, room)
         limit = clamp_page(limit)
@@ -205,6 +209,16 @@ class HistoryService:
             before = bound if before is None else min(before, bound)
         else:
             before = min(before, self.hub.history_bound())
+        if after is not None:
+            lines = self.hub.recent.get(name_key(room))
+            page = None if lines is None else lines.after(after, before, limit + 1)
+            if page is not None:
+                if page or not skip_empty:
+                    more = len(page) > limit
+                    self.hub.send_to(
+                        session, History(room=room, messages=page[:limit], more=more, ref=ref)
+                    )
+                return
         messages, more = cut_page(
             await self.store.history(room, before=before, after=after, limit=limit + 1),
             limit,
@@ -220,7 +234,6 @@ class HistoryService:
                 session,
                 History(room=room, messages=[wire_form(m) for m in messages], more=more, ref=ref),
             )
-        return messages
 
     async def room_history(
         self, room: str, *, before: int | None = None, after: int | None = None, limit: int = 50
