@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_chat.store import Store, StoredMessage, StoreError
+from trio_chat.store import AccountExists, Store, StoredMessage, StoreError
 from trio_chat.store.reader import Reader
 
 TIMEOUT = 10.0
@@ -30,27 +30,27 @@ async def test_reads_waiting_together_share_thread_jobs_and_each_gets_its_own_pa
     with trio.fail_after(TIMEOUT):
         async with Store.open(tmp_path / "chat.db") as store:
             await store.append_many([msg(i, f"#r{i % 20}") for i in range(1, 401)])
-            await store.create_account("alice", "secret")
+            await store.plugin_put("ns", "alice", '"a"')
             pages: dict[int, list[int]] = {}
-            registered: dict[str, bool] = {}
+            values: dict[str, str | None] = {}
 
             async def page(n: int) -> None:
                 room = f"#r{n % 20}"
                 got = await store.history(room, after=n, limit=5)
                 pages[n] = [m.id for m in got]
 
-            async def lookup(nick: str) -> None:
-                registered[nick] = await store.account_exists(nick)
+            async def lookup(key: str) -> None:
+                values[key] = await store.plugin_get("ns", key)
 
             async with trio.open_nursery() as nursery:
                 for n in range(1, 301):
                     nursery.start_soon(page, n)
-                for nick in ("alice", "Alice", "bob"):
-                    nursery.start_soon(lookup, nick)
+                for key in ("alice", "Alice", "bob"):
+                    nursery.start_soon(lookup, key)
             reads, jobs = store._reads.reads, store._reads.jobs
     for n in range(1, 301):
         assert pages[n] == [i for i in range(n + 1, 401) if i % 20 == n % 20][:5], n
-    assert registered == {"alice": True, "Alice": True, "bob": False}
+    assert values == {"alice": '"a"', "Alice": None, "bob": None}
     assert reads == 303
     # Two readers: the first two reads start a job each, the rest wait and go together.
     assert jobs <= 10, (reads, jobs)
@@ -78,13 +78,13 @@ async def test_a_failing_read_fails_alone(tmp_path: Path) -> None:
                 nursery.start_soon(run, "broken", store._read(broken))
                 nursery.start_soon(run, "wrong", store._read(wrong))
                 nursery.start_soon(run, "good", store.history("#a"))
-                nursery.start_soon(run, "none", store.account_exists("nobody"))
+                nursery.start_soon(run, "none", store.plugin_get("ns", "nobody"))
     assert isinstance(outcome["broken"], StoreError)
     assert isinstance(outcome["broken"].__cause__, sqlite3.OperationalError)
     assert isinstance(outcome["wrong"], ValueError)
     good = outcome["good"]
     assert isinstance(good, list) and [m.id for m in good] == [1]
-    assert outcome["none"] is False
+    assert outcome["none"] is None
 
 
 async def test_a_cancelled_reader_returns_at_once_and_its_read_is_skipped(tmp_path: Path) -> None:
@@ -150,3 +150,23 @@ async def test_in_memory_reads_run_between_the_writers_transactions() -> None:
                     nursery.start_soon(store.append, msg(i, "#a"))
                     nursery.start_soon(store.history, "#a")
             assert [m.id for m in await store.history("#a", limit=100)] == list(range(1, 51))
+
+
+async def test_whether_a_nick_is_registered_is_known_without_a_read(tmp_path: Path) -> None:
+    """Asked at every guest's login: answered from the keys read at open, kept up to date."""
+    path = tmp_path / "chat.db"
+    with trio.fail_after(TIMEOUT):
+        async with Store.open(path) as store:
+            await store.create_account("Alice", "secret")
+        async with Store.open(path) as store:
+            assert await store.account_exists("ALICE")
+            assert not await store.account_exists("bob")
+            with pytest.raises(AccountExists):
+                await store.create_account("alice", "other")
+            await store.create_account("Bob", "secret")
+            assert await store.account_exists("bob")
+            assert store._reads.reads == 0
+            assert await store.verify_password("bob", "secret")  # the hash is read
+            assert store._reads.reads == 1
+        with pytest.raises(StoreError, match="closed"):
+            await store.account_exists("bob")

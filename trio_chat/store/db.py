@@ -43,7 +43,7 @@ from .records import (
     private_conversation,
     room_conversation,
 )
-from .sqlite import COLUMNS, close_all, open_connections, row_to_message
+from .sqlite import COLUMNS, account_keys, close_all, open_connections, row_to_message
 from .writer import Commit, WriteItem, Writer, message_item
 
 # Commit and StoreStats are defined beside the writer and the counters, and importable here.
@@ -69,6 +69,7 @@ class Store:
         last_id: int,
         batch_max: int,
         close_timeout: float,
+        account_keys: set[str] | None = None,
     ) -> None:
         self.path = path
         self.stats = StoreStats()
@@ -90,6 +91,11 @@ class Store:
             self._reads = Reader(path, [writer], self._writes.limiter)
         # scrypt takes 16 MiB per call: a few at a time, not one per connected client.
         self._hash_limiter = trio.CapacityLimiter(2)
+        #: The name key of every account, read at open and added to as accounts are
+        #: created here: whether a nick is registered (asked at every guest's login) is
+        #: answered from memory, with no read. Accounts are only ever created through this
+        #: store (one server per database file), and never deleted.
+        self._account_keys: set[str] = set() if account_keys is None else account_keys
 
     # ------------------------------------------------------------------------ lifetime
 
@@ -139,6 +145,11 @@ class Store:
             0 if memory else readers,
             max_size,
         )
+        try:
+            keys = await trio.to_thread.run_sync(account_keys, writer, path)
+        except BaseException:
+            await trio.to_thread.run_sync(close_all, [*reader_conns, writer])
+            raise
         store = cls(
             path,
             writer,
@@ -146,6 +157,7 @@ class Store:
             last_id=last_id,
             batch_max=batch_max,
             close_timeout=close_timeout,
+            account_keys=keys,
         )
         try:
             async with trio.open_nursery() as nursery:
@@ -396,7 +408,12 @@ class Store:
             except sqlite3.IntegrityError:
                 raise AccountExists(f"the name {nick_key!r} is already registered") from None
 
-        await self._writes.submit(WriteItem(job=insert))
+        try:
+            await self._writes.submit(WriteItem(job=insert))
+        except AccountExists:
+            self._account_keys.add(key)
+            raise
+        self._account_keys.add(key)
 
     async def note_last_id(self, last_id: int) -> None:
         """Raise the stored id high-water mark to ``last_id``.
@@ -412,7 +429,11 @@ class Store:
         self._writes.last_id = max(self._writes.last_id, last_id)
 
     async def account_exists(self, nick_key: str) -> bool:
-        return await self._password_hash(name_key(nick_key)) is not None
+        """Whether ``nick_key`` (a name, compared by key) is registered. From memory: no
+        read, no worker thread (a storm of guests logging in asks it of every one)."""
+        if self._closed:
+            raise StoreError(f"store {os.fspath(self.path)} is closed")
+        return name_key(nick_key) in self._account_keys
 
     async def verify_password(self, nick_key: str, password: str) -> bool:
         """Whether the account exists and ``password`` is its password.

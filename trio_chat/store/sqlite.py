@@ -114,6 +114,14 @@ def close_all(conns: list[sqlite3.Connection]) -> None:
             log.exception("closing the database failed")
 
 
+def account_keys(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> set[str]:
+    """In a worker thread: the name key of every account."""
+    try:
+        return {str(row[0]) for row in conn.execute("SELECT nick_key FROM accounts")}
+    except sqlite3.Error as exc:
+        raise store_error(exc, path) from exc
+
+
 def refuse_if_damaged(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> None:
     """Raise :class:`StoreError` if ``PRAGMA quick_check`` finds the file damaged.
 
