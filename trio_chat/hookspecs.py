@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .api import ServerAPI
     from .commands import RegisterCommand
     from .hub import Session
+    from .routes import RegisterRoute
 
 #: The project name pluggy uses to match hook implementations to these specs.
 PROJECT_NAME = "trio_chat"
@@ -106,4 +107,36 @@ def server_started(server: ServerAPI, addresses: list[str]) -> None:
     """Called once the server listens, with the addresses it bound (``tcp://``, ``ws://``).
 
     Errors are logged, not raised: a plugin cannot stop the server from serving.
+    """
+
+
+@hookspec(historic=True)
+def register_routes(server: ServerAPI, register: RegisterRoute) -> None:
+    """Add HTTP routes to the web port (the WebSocket port, beside the browser page).
+
+    Call ``register(method, path, handler, secret=SECRET)`` once per route: ``method`` is
+    ``GET``, ``POST``, ``PUT``, ``PATCH`` or ``DELETE`` (a ``GET`` route answers ``HEAD``
+    too); ``path`` is exact, ``/`` and segments of letters, digits and ``-._~``
+    (``/hooks/github``); the page's own paths cannot be taken. ``secret`` is required:
+    a string the caller must prove it knows, or ``None`` for a public route.
+    ``max_body`` (bytes, default 65536, at most 1 MiB) limits the request body: past it
+    the caller gets 413 and the handler is not called.
+
+    A caller proves the secret with ``X-Hub-Signature-256: sha256=HEX`` (the HMAC-SHA256
+    of the body keyed with the secret, as GitHub, Gitea and Forgejo send it) or with the
+    secret itself in ``X-Trio-Chat-Secret`` (for ``curl``); otherwise 403.
+
+    ``handler(request)`` gets a :class:`trio_chat.routes.Request` (``method``, ``path``,
+    ``query``, ``headers`` with lower-case names, ``body``, ``text``, ``json()``,
+    ``client``) and returns a :class:`trio_chat.routes.Response`, a ``str`` (200, plain
+    text), a ``dict`` or ``list`` (200, JSON) or ``None`` (204). It may be ``async def``,
+    bounded by the plugin timeout (then 504). ``raise trio_chat.routes.HTTPError(400,
+    "why")`` answers with that status and text; anything else it raises, or returns, is a
+    500 with a plain body, and the server log names the plugin. It runs in the request's
+    own task: a slow handler delays nobody else.
+
+    ``server`` is the :class:`trio_chat.api.ServerAPI` (read the secret from
+    ``server.plugin_settings(name)``). A bad route (path, method, a path or method another
+    plugin took, an empty secret) is refused with a logged error. Historic, like
+    :func:`register_commands`.
     """

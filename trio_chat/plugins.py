@@ -49,7 +49,9 @@ class PluginLoadError(Exception):
 
 #: The hooks whose implementations are contained one by one: an exception is logged with
 #: the plugin's name and counts as ``None``, and the other implementations still run.
-CONTAINED_HOOKS = frozenset({"register_commands", "server_started", "user_joined", "user_left"})
+CONTAINED_HOOKS = frozenset(
+    {"register_commands", "server_started", "user_joined", "user_left", "register_routes"}
+)
 
 #: What the sender of a message is told when a filter failed (the log says how).
 FILTER_FAILED = "message refused by a filter (internal error)"

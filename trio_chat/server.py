@@ -52,6 +52,7 @@ from .protocol import (
 )
 from .proxyproto import ProxyTrust
 from .publisher import Publisher
+from .routes import RouteRegistry
 from .store import Store, StoreError
 from .transports.host import ConnectionSlot
 from .transports.parking import ParkingLot
@@ -108,6 +109,13 @@ class ChatServer(ServerAPI):
         # Historic: every plugin registered from now on (built-ins, entry points, plugins
         # added while serving) gets this call when it is registered, and only then.
         self.pm.hook.register_commands.call_historic(kwargs={"register": self.commands.register})
+        from .transports.websocket import WEB_FILES
+
+        #: The plugins' HTTP routes on the web port (the page's own files are not theirs).
+        self.routes = RouteRegistry(calling_plugin, reserved=[p.decode() for p in WEB_FILES])
+        self.pm.hook.register_routes.call_historic(
+            kwargs={"server": self, "register": self.routes.register}
+        )
         self.addresses: list[str] = []
         self._nursery: trio.Nursery | None = None
         #: Where idle connections wait without tasks (see transports.parking).
@@ -225,6 +233,7 @@ class ChatServer(ServerAPI):
     def remove_plugin(self, name: str) -> None:
         self.pm.unregister(name=name)
         self.commands.remove_plugin(name)
+        self.routes.remove_plugin(name)
 
     def call_hook(self, hook_name: str, **kwargs: Any) -> None:
         """Call an event hook through pluggy's caller; run async implementations in the
