@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._version import __version__
+from .command_rules import ALLOWED_NOTE, Allowed, UsageWindow, check_allowed
 from .errors import ChatError, CommandError, LoginRefused
 from .hub import Device, NickInUse, Room, TooManyConnections
 from .names import name_key, normalize_nick
@@ -77,10 +78,21 @@ class CommandSpec:
     help: str
     usage: str
     plugin: str
+    #: Who may run it: ``"everyone"``, ``"operators"`` (of the room it is run in) or
+    #: ``"admins"`` (see :mod:`trio_chat.command_rules`).
+    allowed: Allowed = "everyone"
+    #: How often one user may run it (``None``: as often as the flood limit lets them).
+    rate: UsageWindow | None = None
 
     @property
     def synopsis(self) -> str:
         return f"/{self.name} {self.usage}".rstrip()
+
+    @property
+    def rules(self) -> str:
+        """Who may run it and how often, as ``/help`` says it (``""`` for no rule)."""
+        notes = [ALLOWED_NOTE[self.allowed], self.rate.describe() if self.rate is not None else ""]
+        return "; ".join(note for note in notes if note)
 
 
 class CommandRegistry:
@@ -92,12 +104,29 @@ class CommandRegistry:
         self._owner = owner
         self._commands: dict[str, CommandSpec] = {}
 
-    def register(self, name: str, handler: Handler, *, help: str, usage: str = "") -> None:
+    def register(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        help: str,
+        usage: str = "",
+        allowed: str = "everyone",
+        rate: tuple[int, float] | None = None,
+    ) -> None:
         """The ``register`` callable of the ``register_commands`` hook: the command belongs
         to the plugin whose hook implementation is calling (as the registry's ``owner``
-        says: :func:`~trio_chat.plugins.calling_plugin`)."""
+        says: :func:`~trio_chat.plugins.calling_plugin`). ``allowed`` and ``rate`` are
+        its rules (:mod:`trio_chat.command_rules`)."""
         owner = self._owner() or "(unknown plugin)"
-        self.add(CommandSpec(name.lower(), handler, help.strip(), usage.strip(), owner))
+        try:
+            who = check_allowed(allowed)
+            window = None if rate is None else UsageWindow(*rate)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"plugin {owner!r}: /{name}: {exc}") from None
+        self.add(
+            CommandSpec(name.lower(), handler, help.strip(), usage.strip(), owner, who, window)
+        )
 
     def add(self, spec: CommandSpec) -> None:
         if not COMMAND_NAME.match(spec.name):
@@ -467,5 +496,9 @@ class CommandContext:
         """Refuse: raises :class:`CommandError`, so nothing after this call runs."""
         raise CommandError(text, code)
 
-    def usage_error(self) -> CommandError:
-        return CommandError(f"usage: {self.spec.synopsis}", "bad_arguments")
+    def usage_error(self, why: str | None = None) -> CommandError:
+        """The error for arguments that do not fit, to ``raise``: ``usage: /roll [NdM]``, or
+        with ``why`` in front (``bad dice: 0d6; usage: /roll [NdM]``); code
+        ``bad_arguments``. Every command's argument errors read alike this way."""
+        usage = f"usage: {self.spec.synopsis}"
+        return CommandError(f"{why}; {usage}" if why else usage, "bad_arguments")
