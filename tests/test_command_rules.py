@@ -5,9 +5,11 @@ them; usage errors that read alike. The window with plain numbers, the rest over
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
+from doc_samples import load_sample
 
 import trio_chat
 from trio_chat.command_rules import UsageWindow
@@ -199,3 +201,36 @@ async def test_bad_rules_are_refused_at_registration_and_logged(
     (record,) = [r for r in caplog.records if "register_commands raised" in r.getMessage()]
     assert record.exc_info is not None
     assert "allowed='root' is not one of everyone, operators, admins" in str(record.exc_info[1])
+
+
+async def test_the_rules_example_of_the_docs(tmp_path: Path) -> None:
+    rules = load_sample("rules.py", tmp_path)
+    async with open_test_server(rules) as chat:
+        async with open_client(chat, "alice") as alice, open_client(chat, "bob") as bob:
+            await alice.command("/join #dev")
+            await alice.expect("info", lambda e: (e.data or {}).get("room") == "#dev")
+            await bob.command("/join #dev")
+            await bob.expect("info", lambda e: (e.data or {}).get("room") == "#dev")
+            await alice.command("/topic hot")
+            await bob.expect("topic", lambda e: e.topic == "hot")
+            await bob.command("/untopic")
+            assert (await bob.expect("error")).code == "not_allowed"
+            await alice.command("/untopic")
+            await bob.expect("topic", lambda e: e.topic == "")
+            await alice.command("/untopic")
+            error = await alice.expect("error")
+            assert error.code == "rate_limited" and error.text.startswith(
+                "/untopic is limited to at most 1 per 60 s; try again in "
+            )
+            await alice.command("/help untopic")
+            assert (await alice.expect("info")).text == (
+                "/untopic - Clear the topic (operators only; at most 1 per 60 s)"
+            )
+            await bob.command("/weather Paris")
+            assert (await bob.expect("info")).text == "Paris: sunny"
+            await bob.command("/weather 42")
+            error = await bob.expect("error")
+            assert (error.code, error.text) == (
+                "bad_arguments",
+                "not a city: 42; usage: /weather CITY",
+            )

@@ -7,12 +7,14 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import h11
 import pytest
 import trio
 import trio.lowlevel
+from doc_samples import load_sample
 
 import trio_chat
 from trio_chat.routes import (
@@ -425,3 +427,18 @@ async def test_a_plugin_with_a_bad_route_is_logged_and_the_others_still_serve(
     (record,) = [r for r in caplog.records if "register_routes raised" in r.getMessage()]
     assert "BadRoutes" in record.getMessage()
     assert record.exc_info is not None and "browser page's files" in str(record.exc_info[1])
+
+
+async def test_the_room_count_example_of_the_docs(tmp_path: Path) -> None:
+    roomcount = load_sample("roomcount.py", tmp_path)
+    async with open_test_server(roomcount) as chat:
+        async with open_client(chat, "alice"), open_client(chat, "bob"):
+            request = b"GET /api/rooms HTTP/1.1\r\nHost: x\r\nX-Trio-Chat-Secret: change me\r\n\r\n"
+            status, headers, body = parsed(await exchange(chat, request), b"GET")
+            assert (status, headers["content-type"], body) == (
+                200,
+                "application/json",
+                b'{"#lobby":2}\n',
+            )
+            wrong = request.replace(b"change me", b"guess")
+            assert parsed(await exchange(chat, wrong), b"GET")[0] == 403

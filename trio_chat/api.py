@@ -30,6 +30,7 @@ from .protocol import Info, Welcome
 from .store import StoredMessage, StoreError
 
 if TYPE_CHECKING:
+    from .auth_backends import AuthBackends
     from .broker.redis import RedisBroker
     from .config import ServerConfig
     from .history import HistoryService
@@ -163,6 +164,8 @@ class ServerAPI:
     history_service: HistoryService | None
     logins: Logins | None
     broker: RedisBroker | None
+    #: The plugins' auth backends (the ``authenticate`` and ``is_account`` hooks).
+    auth: AuthBackends
 
     # ------------------------------------------------------------------------ messages
 
@@ -320,11 +323,25 @@ class ServerAPI:
     # ------------------------------------------------------------------------ accounts
 
     async def is_registered(self, nick: str) -> bool:
-        """Whether ``nick`` is a registered account (never, without a database). Refuses
-        (``store_error``) when the accounts cannot be read (with a broker: Redis down)."""
+        """Whether ``nick`` is an account: an auth backend's user (the ``is_account`` hook)
+        or a registered one (never, without a database or a backend). Refuses
+        (``store_error``) when the accounts cannot be read (with a broker: Redis down; a
+        backend that failed)."""
+        known = await self.auth.is_account(self, nick)
+        if known is not None:
+            return known
         if self.logins is None:
             return False
         return await self.logins.is_registered(nick)
+
+    async def backend_login(self, nick: str, password: str, address: str) -> str | None:
+        """Ask the auth backends (the ``authenticate`` hook) about a login: the account key
+        if one let it in, ``None`` if none decided (the built-in accounts do then).
+        Refused (``login_failed``) if one said no; see :mod:`trio_chat.auth_backends`."""
+        verdict = await self.auth.authenticate(self, nick, password, address)
+        if verdict is False:
+            raise LoginRefused("login_failed", "wrong nickname or password")
+        return None if verdict is None else name_key(nick)
 
     async def register_account(self, session: Session, password: str) -> None:
         """Register ``session``'s nick with ``password`` and log the session in to it."""
@@ -333,6 +350,8 @@ class ServerAPI:
             raise LoginRefused(
                 "nick_registered", f"{session.nick} is already your registered nickname"
             )
+        if await self.auth.is_account(self, session.nick):
+            raise LoginRefused("nick_registered", f"the nickname {session.nick} is registered")
         self.set_account(session, await logins.register(session.nick, password))
 
     async def log_in(self, session: Session, nick: str, password: str) -> str:
@@ -344,9 +363,12 @@ class ServerAPI:
         handled leaves ``session`` (which leaves its rooms, if this was its only
         connection) and joins that user instead, with a ``welcome`` as if it had logged in
         to it when connecting (see :meth:`session_to_join`)."""
-        logins = self._logins_for("accounts")
         nick = normalize_nick(nick)
-        account = await logins.check_login(nick, password, session.address)
+        account = await self.backend_login(nick, password, session.address)
+        if account is None:
+            account = await self._logins_for("accounts").check_login(
+                nick, password, session.address
+            )
         holder = self.hub.find(nick)
         if holder is not None and holder is not session:
             joining = self.session_to_join(nick, account)

@@ -140,3 +140,36 @@ def register_routes(server: ServerAPI, register: RegisterRoute) -> None:
     plugin took, an empty secret) is refused with a logged error. Historic, like
     :func:`register_commands`.
     """
+
+
+@hookspec(firstresult=True)
+def authenticate(server: ServerAPI, nick: str, password: str, address: str) -> Any:
+    """Check a login (``hello`` with a password, ``/login NICK PASSWORD``): an auth backend.
+
+    Return ``True`` to let ``nick`` in (logged in to the account ``nick``, as if it were
+    registered here), ``False`` to refuse (``login_failed``), or ``None`` to leave it to
+    the next backend and then to the built-in accounts: return ``None`` for every nick
+    that is not yours. The first ``True`` or ``False`` wins. Backends are asked before the
+    built-in accounts, and work without a database too. ``address`` is the client's
+    ``host:port``.
+
+    May be ``async def`` (the place for a network call, or ``trio.to_thread`` for a slow
+    hash), bounded by the plugin timeout. A backend that raises, times out or returns
+    something else than ``True``, ``False`` or ``None`` refuses the login with
+    ``store_error`` and is logged: a broken backend lets nobody in. Guesses are throttled
+    as for the built-in accounts. Cannot be ``wrapper=True``.
+
+    Pair it with :func:`is_account`, so that guests cannot take your users' nicks.
+    """
+
+
+@hookspec(firstresult=True)
+def is_account(server: ServerAPI, nick: str) -> Any:
+    """Say whether ``nick`` is one of your backend's users: ``True`` (guests may not take
+    it, ``/nick`` to it is refused, and nobody may ``/register`` it), ``False`` (not an
+    account, whatever the built-in accounts say), or ``None`` (not yours: ask the next
+    backend, then the built-in accounts).
+
+    Same rules as :func:`authenticate`: may be ``async def``, bounded by the plugin
+    timeout; a failure refuses what was asked with ``store_error``.
+    """

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .api import ServerAPI
+from .auth_backends import AuthBackends
 from .broker.redis import RedisBroker
 from .commands import CommandContext, CommandRegistry, run_command
 from .config import ServerConfig
@@ -106,6 +107,7 @@ class ChatServer(ServerAPI):
         self.commands = CommandRegistry(calling_plugin)
         self.pm: ChatPluginManager = new_plugin_manager()
         self.pm.timeout = self.config.plugin_timeout
+        self.auth = AuthBackends(self.pm.hook, self.config.plugin_timeout)
         # Historic: every plugin registered from now on (built-ins, entry points, plugins
         # added while serving) gets this call when it is registered, and only then.
         self.pm.hook.register_commands.call_historic(kwargs={"register": self.commands.register})
@@ -384,6 +386,14 @@ class ChatServer(ServerAPI):
         (``None`` for a guest). Raises :class:`~trio_chat.errors.ChatError` (a bad nick, a
         refused login)."""
         nick = normalize_nick(nick)
+        if password is not None and not register:
+            account = await self.backend_login(nick, password, address)
+            if account is not None:
+                return account
+        elif await self.auth.is_account(self, nick):  # a guest, or a registration
+            raise LoginRefused(
+                "nick_registered", f"the nickname {nick} is registered; log in with its password"
+            )
         if self.logins is None:
             if password is not None:
                 raise LoginRefused(
