@@ -23,13 +23,18 @@ from .rooms import target_room
 
 @hookimpl
 def register_commands(register: RegisterCommand) -> None:
-    register("op", op, help="Make NICK an operator of the current room", usage="NICK")
-    register("deop", deop, help="Take operator status from NICK", usage="NICK")
-    register("kick", kick, help="Remove NICK from the current room", usage="NICK [REASON]")
-    register("ban", ban, help="Kick NICK and keep them out until /unban", usage="NICK")
-    register("unban", unban, help="Let a banned NICK join again", usage="NICK")
-    register("mute", mute, help="Stop NICK speaking in the current room", usage="NICK")
-    register("unmute", unmute, help="Let a muted NICK speak again", usage="NICK")
+    # allowed="operators": /help says so, and the server refuses others before the handler
+    # runs (each handler still finds its room through _operator_room).
+    ops = "operators"
+    register("op", op, help="Make NICK an operator of the current room", usage="NICK", allowed=ops)
+    register("deop", deop, help="Take operator status from NICK", usage="NICK", allowed=ops)
+    register(
+        "kick", kick, help="Remove NICK from the current room", usage="NICK [REASON]", allowed=ops
+    )
+    register("ban", ban, help="Kick NICK and keep them out until /unban", usage="NICK", allowed=ops)
+    register("unban", unban, help="Let a banned NICK join again", usage="NICK", allowed=ops)
+    register("mute", mute, help="Stop NICK speaking in the current room", usage="NICK", allowed=ops)
+    register("unmute", unmute, help="Let a muted NICK speak again", usage="NICK", allowed=ops)
     register("oper", oper, help="Become a server administrator", usage="PASSWORD")
 
 
