@@ -224,6 +224,10 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.log_level != "debug":
+        # coredis logs each of its own retries at info; the broker says once per attempt
+        # what failed and what it does next.
+        logging.getLogger("coredis").setLevel(logging.WARNING)
     try:
         config = load_config(
             config_file=args.config,
