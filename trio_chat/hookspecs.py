@@ -61,6 +61,13 @@ def register_commands(register: RegisterCommand) -> None:
     that string is sent back to the caller as a reply. Whatever it raises is turned into an
     error for the caller alone, and the server log names the plugin.
 
+    Two rules may follow, checked by the server before the handler runs (and shown by
+    ``/help``): ``allowed="operators"`` (of the room the command is run in) or
+    ``allowed="admins"`` (server administrators; default ``"everyone"``), refusing others
+    with ``not_allowed``; and ``rate=(count, seconds)``, at most ``count`` uses by one user
+    (an account, or a guest's address) in any ``seconds``, refusing the next with
+    ``rate_limited``.
+
     Registering a name that another plugin already took is refused with a logged error, so
     two plugins can never silently shadow each other. Historic (pluggy's ``call_historic``):
     called once per plugin, when the plugin is added, whether before the server starts or
