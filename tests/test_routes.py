@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,6 +15,7 @@ import h11
 import pytest
 import trio
 import trio.lowlevel
+import trustme
 from doc_samples import load_sample
 
 import trio_chat
@@ -442,3 +444,39 @@ async def test_the_room_count_example_of_the_docs(tmp_path: Path) -> None:
             )
             wrong = request.replace(b"change me", b"guess")
             assert parsed(await exchange(chat, wrong), b"GET")[0] == 403
+
+
+async def test_routes_are_served_over_https_too(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    config = local_config(tls_cert=str(cert_path), tls_key=str(key_path))
+    async with open_test_server(HookPlugin(), config=config) as chat:
+        host, port = chat.address("wss")
+
+        def call() -> tuple[int, bytes]:
+            request = urllib.request.Request(
+                f"https://{host}:{port}/hooks/echo",
+                data=b"over tls",
+                headers={"X-Trio-Chat-Secret": SECRET},
+            )
+            with urllib.request.urlopen(request, timeout=5, context=context) as answer:
+                return answer.status, answer.read()
+
+        status, reply = await trio.to_thread.run_sync(call)
+        assert status == 200 and json.loads(reply)["text"] == "over tls"
+
+
+async def test_behind_a_trusted_proxy_the_request_names_the_real_client() -> None:
+    plugin = HookPlugin()
+    async with open_test_server(plugin, config=local_config(trusted_proxies=["127.0.0.1"])) as chat:
+        forwarded = "X-Forwarded-For: 203.0.113.9"
+        answer = await exchange(
+            chat, post("/hooks/echo", b"hi", f"X-Trio-Chat-Secret: {SECRET}", forwarded)
+        )
+        assert parsed(answer)[0] == 200
+        assert plugin.calls[0].client == "203.0.113.9:0"
