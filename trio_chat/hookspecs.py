@@ -21,12 +21,13 @@ plugin timeout, without holding up other users.
 How errors are contained. pluggy stops a hook call at the first exception; one broken
 plugin must not silence the others, nor stop the server, so the plugin manager (see
 :class:`trio_chat.plugins.ChatPluginManager`) calls each plain implementation of
-``register_commands``, ``server_started``, ``user_joined``, ``user_left`` and
-``start_jobs`` on its own terms: whatever it raises is logged with the plugin's name and
-counts as ``None``, and the others still run. An exception from a ``wrapper=True``
-implementation of those hooks is logged too. ``filter_message`` is the exception to the
-rule: a filter that raises refuses the message (a broken filter fails closed, never lets
-through what it should have stopped).
+``register_commands``, ``server_started``, ``user_joined``, ``user_left``, ``start_jobs``,
+``message_posted`` and ``register_routes`` on its own terms: whatever it raises is logged
+with the plugin's name and counts as ``None``, and the others still run. An exception from
+a ``wrapper=True`` implementation of those hooks is logged too. ``filter_message`` is the
+exception to the rule: a filter that raises refuses the message (a broken filter fails
+closed, never lets through what it should have stopped); so are the auth backends
+(``authenticate``, ``is_account``): one that fails refuses the login.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from .commands import RegisterCommand
     from .hub import Session
     from .jobs import Jobs
+    from .protocol import Message
     from .routes import RegisterRoute
 
 #: The project name pluggy uses to match hook implementations to these specs.
@@ -141,6 +143,28 @@ def start_jobs(server: ServerAPI, jobs: Jobs) -> None:
     reach them: blocking work belongs in ``trio.to_thread.run_sync(...,
     abandon_on_cancel=True)``. Must be a plain ``def`` (it only starts things: an
     ``async def`` one is refused, and logged); errors are logged, not raised.
+    """
+
+
+@hookspec
+def message_posted(server: ServerAPI, message: Message, session: Session) -> Any:
+    """Called for every chat line said in a room of this server, once it was delivered.
+
+    ``message`` is the ``message`` event everyone in ``message.room`` got (``id``, ``ts``,
+    ``room``, ``nick``, ``text``, ``kind``: ``"say"`` or ``"action"``), after the message
+    filters; ``session`` is who said it (a person, or a plugin's bot: ``session.bot``).
+    Private messages and lines refused by a filter are not posted. With several
+    processes (``--broker``), a line is posted on the process where it was said, so a
+    plugin running on every process answers it once.
+
+    For loggers, bots and triggers (see :func:`trio_chat.on_message`, which is built on
+    this hook). It is called after the line went out, from a task of its own, in the order
+    of the lines: it never delays delivery, and a listener that falls more than a thousand
+    lines behind misses lines (logged). A plain function runs on the server's thread:
+    keep it quick. ``async def`` (or returning an awaitable) runs in the background,
+    bounded by the plugin timeout; at most a hundred such calls run at once, and past that
+    the newest are skipped (logged). Errors are logged, not raised. A listener that answers
+    with a bot sees that answer posted too (``session.bot`` is true): mind the loop.
     """
 
 

@@ -57,6 +57,7 @@ CONTAINED_HOOKS = frozenset(
         "user_left",
         "start_jobs",
         "register_routes",
+        "message_posted",
     }
 )
 

@@ -17,6 +17,7 @@ import trio
 
 from .api import ServerAPI
 from .auth_backends import AuthBackends
+from .bots import Bots
 from .broker.redis import RedisBroker
 from .commands import CommandContext, CommandRegistry, run_command
 from .config import ServerConfig
@@ -39,12 +40,14 @@ from .plugins import (
     new_plugin_manager,
     run_soon,
 )
+from .posted import PostedFeed
 from .protocol import (
     ClientFrame,
     Command,
     Error,
     Hello,
     HistoryRequest,
+    Message,
     MessageKind,
     Ping,
     Pong,
@@ -107,6 +110,7 @@ class ChatServer(ServerAPI):
         )
         self.hub.quiet_room_size = self.config.quiet_room_size
         self.commands = CommandRegistry(calling_plugin)
+        self.bots = Bots()
         self.pm: ChatPluginManager = new_plugin_manager()
         self.pm.timeout = self.config.plugin_timeout
         self.auth = AuthBackends(self.pm.hook, self.config.plugin_timeout)
@@ -148,6 +152,11 @@ class ChatServer(ServerAPI):
         self._shutdown_requested = trio.Event()
         self.hub.on_join.append(self._joined)
         self.hub.on_part.append(self._parted)
+        #: The lines said here, on their way to the ``message_posted`` listeners.
+        self.posted = PostedFeed(
+            self._call_message_posted, lambda: bool(self.pm.hook.message_posted.get_hookimpls())
+        )
+        self.hub.on_said.append(self.posted.heard)
         for plugin, name in collect_plugins(self.config.plugins, builtins=builtins):
             self.add_plugin(plugin, name)
         if self.config.entry_points:
@@ -256,6 +265,8 @@ class ChatServer(ServerAPI):
         self.pm.unregister(name=name)
         self.commands.remove_plugin(name)
         self.routes.remove_plugin(name)
+        for bot in self.bots.of_plugin(name):
+            bot.session.close("bot_removed", "its plugin was removed")
 
     def call_hook(self, hook_name: str, **kwargs: Any) -> None:
         """Call an event hook through pluggy's caller; run async implementations in the
@@ -278,6 +289,14 @@ class ChatServer(ServerAPI):
 
     def _parted(self, session: Session, room: str, reason: str | None) -> None:
         self.call_hook("user_left", server=self, session=session, room=room, reason=reason)
+
+    def _call_message_posted(self, message: Message, session: Session) -> object:
+        """The ``message_posted`` listeners' results (the feed runs the awaitable ones)."""
+        try:
+            return self.pm.hook.message_posted(server=self, message=message, session=session)
+        except Exception:
+            log.exception("a wrapper of message_posted raised")
+            return []
 
     # ------------------------------------------------------------------------ messages
 
@@ -516,6 +535,7 @@ class ChatServer(ServerAPI):
                 await nursery.start(self.broker.run)
             nursery.start_soon(self.keepalive.run)
             nursery.start_soon(self.parking.run)
+            nursery.start_soon(self.posted.run)
             if self.history_service is not None and self.config.keep_days is not None:
                 nursery.start_soon(self.history_service.prune_forever, self.config.keep_days)
             await nursery.start(self.jobs.run)
