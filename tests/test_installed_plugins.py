@@ -11,7 +11,7 @@ import pytest
 
 from trio_chat.testing import local_config, open_client, open_test_server
 
-EXAMPLES = {"roll", "wordfilter", "greeter", "remind"}
+EXAMPLES = {"roll", "wordfilter", "greeter", "remind", "webhook"}
 
 
 def installed_examples() -> set[str]:
@@ -53,3 +53,4 @@ def test_trio_chat_plugins_lists_them_with_versions() -> None:
     assert lines["greeter"].startswith("greeter 0.1.0: /greeting")
     assert lines["wordfilter"].startswith("wordfilter 0.1.0")
     assert lines["remind"].startswith("remind 0.1.0: /remind")
+    assert lines["webhook"].startswith("webhook 0.1.0")
