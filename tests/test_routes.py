@@ -257,6 +257,19 @@ async def test_a_body_announced_over_the_limit_is_refused_before_it_is_sent() ->
         assert plugin.calls == []
 
 
+@pytest.mark.parametrize(
+    ("lengths", "status"),
+    [(("2", "2"), 200), (("1001", "1001"), 413), (("2", "3"), 400), (("x",), 400)],
+)
+async def test_odd_content_lengths_are_answered(lengths: tuple[str, ...], status: int) -> None:
+    async with open_test_server(HookPlugin()) as chat:
+        head = "".join(f"Content-Length: {n}\r\n" for n in lengths)
+        request = (
+            f"POST /hooks/echo HTTP/1.1\r\nHost: x\r\n{head}X-Trio-Chat-Secret: {SECRET}\r\n\r\nhi"
+        )
+        assert parsed(await exchange(chat, request.encode()))[0] == status
+
+
 async def test_a_chunked_body_over_the_limit_is_refused() -> None:
     plugin = HookPlugin()
     async with open_test_server(plugin) as chat:

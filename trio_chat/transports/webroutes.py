@@ -114,7 +114,8 @@ async def _read_body(
     ``length`` is the ``Content-Length`` header (h11 checked it is a number): a body
     announced over the limit is refused before a byte of it is read."""
     too_large = _plain(413, f"the body is over this route's limit of {limit} bytes")
-    if length is not None and int(length) > limit:
+    # h11 checked the header (a number; repeated, the same number: "5, 5" once joined).
+    if length is not None and int(length.split(",")[0]) > limit:
         return too_large
     body = bytearray()
     continued = False
