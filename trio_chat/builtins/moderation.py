@@ -1,8 +1,9 @@
 """Moderation: /op, /deop, /kick, /ban, /unban, /mute, /unmute and /oper (an ordinary plugin).
 
-Every rule is checked here, on the server: a non-operator gets ``not_allowed`` and nothing
-happens. Whoever creates a room is its first operator; server administrators (``--admin``
-nicks who proved themselves with ``/oper PASSWORD``) are operators everywhere.
+Every rule is checked on the server: the commands are registered ``allowed="operators"``,
+so a non-operator gets ``not_allowed`` before a handler runs, and nothing happens. Whoever
+creates a room is its first operator; server administrators (``--admin`` nicks who proved
+themselves with ``/oper PASSWORD``) are operators everywhere.
 
 Rules change through ``ctx.server`` (``set_operator``, ``ban``, ...), which goes through
 :meth:`Hub.set_rule <trio_chat.hub.Hub.set_rule>`: with several nodes, the broker shares
@@ -24,7 +25,7 @@ from .rooms import target_room
 @hookimpl
 def register_commands(register: RegisterCommand) -> None:
     # allowed="operators": /help says so, and the server refuses others before the handler
-    # runs (each handler still finds its room through _operator_room).
+    # runs (see _operator_room).
     ops = "operators"
     register("op", op, help="Make NICK an operator of the current room", usage="NICK", allowed=ops)
     register("deop", deop, help="Take operator status from NICK", usage="NICK", allowed=ops)
@@ -39,10 +40,9 @@ def register_commands(register: RegisterCommand) -> None:
 
 
 def _operator_room(ctx: CommandContext) -> Room:
-    room = target_room(ctx, None)
-    if not room.is_operator(ctx.session):
-        raise NotAllowed(f"not allowed: you are not an operator of {room.name}")
-    return room
+    """The room the command is for, where the caller is an operator: the server checked
+    that before the handler ran (the commands are registered ``allowed="operators"``)."""
+    return target_room(ctx, None)
 
 
 def _nick_argument(ctx: CommandContext) -> str:
