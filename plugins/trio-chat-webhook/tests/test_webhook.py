@@ -178,3 +178,20 @@ async def test_the_module_is_a_plugin_using_the_environments_secret(
         async with open_client(chat, "bob") as bob:
             assert (await post(chat, b"hi", ("X-Trio-Chat-Secret", "from-env")))[0] == 200
             assert (await bob.expect("message")).text == "hi"
+
+
+async def test_a_flood_of_posts_is_refused_with_429_and_the_room_sees_no_more() -> None:
+    webhook = Webhook()
+    async with open_test_server(webhook, config=config()) as chat:
+        await ready(webhook)
+        async with open_client(chat, "bob") as bob:
+            proof = ("X-Trio-Chat-Secret", SECRET)
+            ten = "".join(f"line {n}\n" for n in range(10)).encode()
+            # The bot may say 20 lines at once (then 5 a second): the third batch of ten
+            # at once is refused whole, not cut in the middle.
+            statuses = [(await post(chat, ten, proof))[0] for _ in range(3)]
+            assert statuses == [200, 200, 429]
+            said = [(await bob.expect("message")).text for _ in range(20)]
+            assert said == [f"line {n}" for n in range(10)] * 2
+            await bob.say("mine")
+            assert (await bob.expect("message")).text == "mine"
