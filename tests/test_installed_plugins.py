@@ -8,10 +8,11 @@ import sys
 from importlib.metadata import entry_points
 
 import pytest
+import trio
 
 from trio_chat.testing import local_config, open_client, open_test_server
 
-EXAMPLES = {"roll", "wordfilter", "greeter"}
+EXAMPLES = {"roll", "wordfilter", "greeter", "triggers"}
 
 
 def installed_examples() -> set[str]:
@@ -34,6 +35,12 @@ async def test_pip_installed_plugins_work_over_the_wire() -> None:
             assert roll.nick == "alice" and "2d6" in roll.text
             await alice.say("well darn")  # the word filter
             assert (await bob.expect("message", lambda e: e.kind == "say")).text == "well d**n"
+            triggers = chat.server.pm.get_plugin("triggers")  # the trigger bot
+            with trio.fail_after(5):
+                await triggers.ready.wait()  # its bot is in #lobby
+            await alice.say("!help")
+            answer = await bob.expect("message", lambda e: e.nick == "robot")
+            assert answer.text.startswith("!time")
 
 
 def test_trio_chat_plugins_lists_them_with_versions() -> None:
@@ -49,3 +56,4 @@ def test_trio_chat_plugins_lists_them_with_versions() -> None:
     assert lines["roll"].startswith("roll 0.1.0: /roll")
     assert lines["greeter"].startswith("greeter 0.1.0: /greeting")
     assert lines["wordfilter"].startswith("wordfilter 0.1.0")
+    assert lines["triggers"].startswith("triggers 0.1.0")

@@ -46,7 +46,8 @@ log = logging.getLogger("trio_chat.plugins")
 #: Runs of one trigger at once, by default (``on_message(..., max_running=N)``).
 DEFAULT_MAX_RUNNING = 4
 
-TriggerHandler = Callable[["TriggerContext"], "str | Awaitable[str | None] | None"]
+#: A trigger's function: ``handler(ctx)``, or ``handler(self, ctx)`` for a method.
+TriggerHandler = Callable[..., "str | Awaitable[str | None] | None"]
 
 
 class TriggerContext:
