@@ -263,7 +263,7 @@ class ChatServer(ServerAPI):
         """The ``message_posted`` listeners' results (the feed runs the awaitable ones)."""
         try:
             return self.pm.hook.message_posted(server=self, message=message, session=session)
-        except Exception:
+        except (Exception, SystemExit):  # from a wrapper=True listener: logged, no more
             log.exception("a wrapper of message_posted raised")
             return []
 

@@ -183,7 +183,7 @@ def on_message(
                     ctx.say(result)
                 else:
                     ctx.reply(result)
-            except Exception:
+            except (Exception, SystemExit):  # a trigger's sys.exit() ends no server
                 log.exception("trigger %s (%s) raised", name, compiled.pattern)
             finally:
                 running -= 1
