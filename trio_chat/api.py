@@ -26,6 +26,7 @@ from .bots import DEFAULT_BOT_BURST, DEFAULT_BOT_RATE, Bot, Bots
 from .errors import ChatError, CommandError, LoginRefused
 from .hub import Device, NickInUse, Room, TooManyConnections
 from .names import name_key, normalize_nick
+from .plugin_storage import PluginData, PluginStorage
 from .protocol import Info, Welcome, encode_server_event
 from .store import StoredMessage, StoreError
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from .config import ServerConfig
     from .history import HistoryService
     from .hub import Hub, Session
+    from .jobs import Jobs
     from .logins import Logins
     from .protocol import MessageKind
 
@@ -135,6 +137,12 @@ class ServerAPI:
     history_service: HistoryService | None
     logins: Logins | None
     broker: RedisBroker | None
+    #: Where :meth:`storage` keeps plugins' data now: the database while serving with one,
+    #: a dict without one (``--no-db``), ``None`` when there is nowhere (not serving).
+    plugin_data: PluginData | None = None
+    #: Plugins' background tasks and periodic jobs (see :class:`trio_chat.jobs.Jobs` and the
+    #: ``start_jobs`` hook): ``server.jobs.start_soon(...)`` from a command handler too.
+    jobs: Jobs
     #: The plugins' bot users, by nick (see :meth:`add_bot`).
     bots: Bots
 
@@ -160,6 +168,15 @@ class ServerAPI:
     def plugin_settings(self, name: str) -> dict[str, Any]:
         """The settings of plugin ``name`` from the config file (empty if it has none)."""
         return dict(self.config.plugin_settings.get(name, {}))
+
+    def storage(self, namespace: str) -> PluginStorage:
+        """A plugin's own key-value store, ``namespace`` keeping it apart from every other
+        (use the plugin's name): ``await storage.set("key", {"any": "JSON"})``,
+        ``await storage.get("key")``, ``delete``, ``items(prefix)``. In the server's database,
+        so it survives restarts; in memory with ``--no-db``. Usable while the server runs
+        (else :class:`~trio_chat.plugin_storage.StorageError`); see
+        :class:`~trio_chat.plugin_storage.PluginStorage`."""
+        return PluginStorage(namespace, lambda: self.plugin_data)
 
     # ---------------------------------------------------------------------------- bots
 

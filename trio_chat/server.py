@@ -23,11 +23,13 @@ from .config import ServerConfig
 from .errors import ChatError, LoginRefused
 from .history import HistoryService
 from .hub import Hub, NotInRoom, Session, host_of
+from .jobs import Jobs
 from .keepalive import Keepalive
 from .limits import ConnectionLimiter
 from .logins import AccountBook, Logins
 from .metrics import Metrics
 from .names import DEFAULT_ROOM, normalize_nick
+from .plugin_storage import MemoryPluginData
 from .plugins import (
     ENTRY_POINT_GROUP,
     FILTER_FAILED,
@@ -113,6 +115,8 @@ class ChatServer(ServerAPI):
         # added while serving) gets this call when it is registered, and only then.
         self.pm.hook.register_commands.call_historic(kwargs={"register": self.commands.register})
         self.addresses: list[str] = []
+        #: Plugins' background work; runs while serving (see the ``start_jobs`` hook).
+        self.jobs = Jobs(timeout=self.config.plugin_timeout, owner=calling_plugin)
         self._nursery: trio.Nursery | None = None
         #: Where idle connections wait without tasks (see transports.parking).
         self.parking = ParkingLot()
@@ -120,6 +124,9 @@ class ChatServer(ServerAPI):
         self.history_service: HistoryService | None = None
         self.logins: Logins | None = None
         self.publisher: Publisher | None = None
+        #: Plugins' storage without a database: one dict for the server object's life.
+        self._memory_plugin_data = MemoryPluginData()
+        self.plugin_data = self._memory_plugin_data if self.config.db is None else None
         #: The Redis broker while serving with ``--broker`` (else events stay in-process).
         self.broker: RedisBroker | None = None
         self._live_sessions = 0
@@ -200,7 +207,19 @@ class ChatServer(ServerAPI):
         registered = self.pm.register(plugin, name or self._default_name(plugin))
         if registered is None:
             raise ValueError(f"plugin {name or plugin!r} is already registered")
+        if self.jobs.running:
+            # Serving already: this plugin's start_jobs now (the others had theirs).
+            others = [p for p in self.pm.get_plugins() if p is not plugin]
+            self._start_jobs(self.pm.subset_hook_caller("start_jobs", remove_plugins=others))
         return registered
+
+    def _start_jobs(self, hook: Callable[..., Any]) -> None:
+        try:
+            results = hook(server=self, jobs=self.jobs)
+        except Exception:
+            log.exception("a wrapper of start_jobs raised")
+            return
+        run_soon(results, self._nursery, "start_jobs")
 
     def _default_name(self, plugin: object) -> str:
         """A readable name for logs: the module's name, or the class's dotted path."""
@@ -232,6 +251,7 @@ class ChatServer(ServerAPI):
             slot.give_back()
 
     def remove_plugin(self, name: str) -> None:
+        self.jobs.cancel_plugin(name)
         self.pm.unregister(name=name)
         self.commands.remove_plugin(name)
         for bot in self.bots.of_plugin(name):
@@ -441,6 +461,7 @@ class ChatServer(ServerAPI):
                     store, self.hub, history_on_join=self.config.history_on_join
                 )
                 self.logins = Logins(await self._account_book(stack, store))
+                self.plugin_data = store
                 self.metrics.watch_store(lambda: store.stats)
             self.publisher = Publisher(self.hub, store=store, outbox_size=self.config.outbox_size)
             self.broker = None
@@ -467,6 +488,8 @@ class ChatServer(ServerAPI):
                 if self.broker is not None:
                     self.broker.detach()
                 self.history_service = self.logins = self.publisher = self.broker = None
+                if store is not None:
+                    self.plugin_data = None
                 self.hub.join_history = None
                 self.hub.recent.clear()
 
@@ -496,6 +519,8 @@ class ChatServer(ServerAPI):
             nursery.start_soon(self.posted.run)
             if self.history_service is not None and self.config.keep_days is not None:
                 nursery.start_soon(self.history_service.prune_forever, self.config.keep_days)
+            await nursery.start(self.jobs.run)
+            self._start_jobs(self.pm.hook.start_jobs)
             # Listeners live in their own nursery so that stopping them stops accepting
             # while the connections (spawned in ``nursery``) get to say goodbye.
             async with trio.open_nursery() as listeners:
@@ -514,6 +539,9 @@ class ChatServer(ServerAPI):
                 task_status.started(list(self.addresses))
                 await self._shutdown_requested.wait()
                 listeners.cancel_scope.cancel()
+            # Plugins' jobs stop first: nothing of theirs runs while users are told goodbye,
+            # nor after storage closes.
+            self.jobs.stop()
             await self._say_goodbye()
             if self.broker is not None:
                 await self.broker.aclose()
