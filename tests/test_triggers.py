@@ -503,3 +503,67 @@ async def test_an_unruly_listener_or_trigger_costs_the_others_nothing(
             with trio.fail_after(5):
                 await unruly.hung.wait()  # cancelled at the timeout, which is logged
     assert logged in caplog.text
+
+
+# ------------------------------------------------------------ private messages to bots
+
+
+async def test_bot_messaged_hears_private_messages_to_bots_only() -> None:
+    heard = Notes()
+
+    class Listener:
+        @hookimpl
+        def bot_messaged(self, bot: Any, message: Any, session: Session) -> None:
+            heard.append((bot.nick, message.nick, message.to, message.text, session.nick))
+
+    async with (
+        open_test_server(Listener()) as chat,
+        open_client(chat, "alice") as alice,
+        open_client(chat, "bob"),
+    ):
+        helper = await chat.server.add_bot("helper", plugin="tests")
+        await alice.command("/msg bob not for a bot")
+        await alice.command("/msg Helper hello bot")
+        helper.tell("alice", "hello alice")  # the bot's own: not heard
+        await alice.command("/msg helper again")
+        await heard.wait_for(2)
+        assert heard == [
+            ("helper", "alice", "helper", "hello bot", "alice"),
+            ("helper", "alice", "helper", "again", "alice"),
+        ]
+
+
+async def test_a_private_trigger_answers_privately_and_only_its_bot() -> None:
+    echo = EchoBot()
+
+    class Private:
+        @on_message(r"^!?echo (.+)", bot="echo", private=True)
+        def echo_privately(self, ctx: TriggerContext) -> str:
+            assert ctx.private and ctx.room is None
+            return f"you said {ctx.match[1]}"
+
+    async with (
+        open_test_server(echo, Private()) as chat,
+        open_client(chat, "alice") as alice,
+        open_client(chat, "bob") as bob,
+    ):
+        await echo.wait_ready()
+        other = await chat.server.add_bot("other", plugin="tests")
+        await alice.command("/msg other echo not this bot")
+        await alice.command("/msg echo echo psst")
+        answer = await alice.expect("private", lambda e: e.nick == "echo")
+        assert (answer.to, answer.text) == ("alice", "you said psst")
+        # In #lobby the room trigger answers, not the private one.
+        await alice.say("!echo aloud")
+        said = await bob.expect("message", lambda e: e.nick == "echo")
+        assert said.text == "aloud"
+        assert not [e for e in bob.history if e.TYPE == "private"]
+        assert [e.text for e in alice.history if e.TYPE == "private" and e.nick != "alice"] == [
+            "you said psst"
+        ]
+        del other
+
+
+def test_a_private_trigger_needs_its_bot() -> None:
+    with pytest.raises(ValueError, match="names its bot"):
+        on_message(r"x", private=True)
