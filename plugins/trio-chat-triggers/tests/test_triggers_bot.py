@@ -149,3 +149,24 @@ async def test_a_hanging_lookup_delays_no_one() -> None:
                 took.append(time.monotonic() - sent)
             assert max(took) < 0.5, took  # the lookups hang for 5 s
             assert lookups == ["example.org"] * 4  # 4 runs at most; 6 lines skipped
+
+
+async def test_asked_privately_it_answers_privately() -> None:
+    triggers = TriggerBot()
+    async with open_test_server(triggers) as chat:
+        with trio.fail_after(5):
+            await triggers.ready.wait()
+        async with open_client(chat, "alice") as alice, open_client(chat, "bob") as bob:
+            await bob.say("hello")
+            await alice.command(f"/msg {BOT_NICK} seen bob")
+            answer = await alice.expect("private", lambda e: e.nick == BOT_NICK)
+            assert (answer.to, answer.text) == (
+                "alice",
+                "alice: bob was last seen in #lobby just now",
+            )
+            await alice.command(f"/msg {BOT_NICK} !help")
+            assert (await alice.expect("private", lambda e: e.nick == BOT_NICK)).text == HELP
+            # bob saw none of it.
+            await alice.say("done")
+            await bob.expect("message", lambda e: e.text == "done")
+            assert not [e for e in bob.history if getattr(e, "nick", "") == BOT_NICK]

@@ -8,6 +8,9 @@
   DNS delays nobody's messages, only this answer, and never past the plugin timeout.
 * ``!help``: the list above.
 
+Each but ``!learn`` and ``!forget`` may also be sent privately (``/msg robot seen bob``, the
+``!`` optional), and is answered privately.
+
 It shows the three parts of the bot API together: a bot user (``server.add_bot`` in
 ``server_started``), triggers (``@on_message(..., bot="robot")``: each runs in the
 background after the line went out, and hears only the rooms the bot is in) and a
@@ -115,16 +118,17 @@ class TriggerBot:
 
     # ------------------------------------------------------------------- triggers
 
-    @on_message(r"^!help\b", bot=BOT_NICK)
-    def show_help(self, ctx: TriggerContext) -> str:
+    # Each answer is a plain method; the triggers below put it under a pattern in the
+    # bot's rooms and, for most, under another for private messages to the bot
+    # (``/msg robot seen bob``, the ``!`` optional), answered privately.
+
+    def _help(self, ctx: TriggerContext) -> str:
         return HELP
 
-    @on_message(r"^!time\b", bot=BOT_NICK)
-    def tell_time(self, ctx: TriggerContext) -> str:
+    def _time(self, ctx: TriggerContext) -> str:
         return time.strftime("%H:%M:%S UTC, %A %d %B %Y", time.gmtime(self.clock()))
 
-    @on_message(r"^!seen\s+(\S+)", bot=BOT_NICK)
-    def seen_nick(self, ctx: TriggerContext) -> str:
+    def _seen(self, ctx: TriggerContext) -> str:
         wanted = ctx.match[1]
         if wanted.casefold() == ctx.nick.casefold():
             return f"{ctx.nick}: I see you right now"
@@ -134,8 +138,7 @@ class TriggerBot:
         when, nick, room = found
         return f"{ctx.nick}: {nick} was last seen in {room} {ago(self.clock() - when)}"
 
-    @on_message(r"^!learn\s+([\w-]{1,32})\s*=\s*(.+)$", bot=BOT_NICK)
-    def learn(self, ctx: TriggerContext) -> str:
+    def _learn(self, ctx: TriggerContext) -> str:
         key, text = ctx.match[1], ctx.match[2].strip()
         if len(text) > MAX_FACTOID_LENGTH:
             return f"{ctx.nick}: at most {MAX_FACTOID_LENGTH} characters, please"
@@ -144,21 +147,18 @@ class TriggerBot:
         self.factoids[key.casefold()] = text
         return f"{ctx.nick}: OK, ?{key} is {text}"
 
-    @on_message(r"^\?([\w-]{1,32})$", bot=BOT_NICK)
-    def recall(self, ctx: TriggerContext) -> str:
+    def _recall(self, ctx: TriggerContext) -> str:
         key = ctx.match[1]
         text = self.factoids.get(key.casefold())
         return f"{key}: {text}" if text is not None else f"{ctx.nick}: I know nothing of {key}"
 
-    @on_message(r"^!forget\s+([\w-]{1,32})\s*$", bot=BOT_NICK)
-    def forget(self, ctx: TriggerContext) -> str:
+    def _forget(self, ctx: TriggerContext) -> str:
         key = ctx.match[1]
         if self.factoids.pop(key.casefold(), None) is None:
             return f"{ctx.nick}: I knew nothing of {key}"
         return f"{ctx.nick}: forgotten: {key}"
 
-    @on_message(r"^!dns\s+(\S+)", bot=BOT_NICK)
-    async def dns(self, ctx: TriggerContext) -> str:
+    async def _dns(self, ctx: TriggerContext) -> str:
         host = ctx.match[1]
         if not _HOST.match(host):
             return f"{ctx.nick}: {host} is not a host name"
@@ -168,6 +168,20 @@ class TriggerBot:
             return f"{ctx.nick}: {host}: not found"
         addresses = sorted({str(entry[4][0]) for entry in found})
         return f"{ctx.nick}: {host}: {', '.join(addresses)}"
+
+    show_help = on_message(r"^!help\b", bot=BOT_NICK)(_help)
+    tell_time = on_message(r"^!time\b", bot=BOT_NICK)(_time)
+    seen_nick = on_message(r"^!seen\s+(\S+)", bot=BOT_NICK)(_seen)
+    learn = on_message(r"^!learn\s+([\w-]{1,32})\s*=\s*(.+)$", bot=BOT_NICK)(_learn)
+    recall = on_message(r"^\?([\w-]{1,32})$", bot=BOT_NICK)(_recall)
+    forget = on_message(r"^!forget\s+([\w-]{1,32})\s*$", bot=BOT_NICK)(_forget)
+    dns = on_message(r"^!dns\s+(\S+)", bot=BOT_NICK)(_dns)
+
+    help_privately = on_message(r"^!?help\b", bot=BOT_NICK, private=True)(_help)
+    time_privately = on_message(r"^!?time\b", bot=BOT_NICK, private=True)(_time)
+    seen_privately = on_message(r"^!?seen\s+(\S+)", bot=BOT_NICK, private=True)(_seen)
+    recall_privately = on_message(r"^\?([\w-]{1,32})$", bot=BOT_NICK, private=True)(_recall)
+    dns_privately = on_message(r"^!?dns\s+(\S+)", bot=BOT_NICK, private=True)(_dns)
 
 
 #: The bot the entry point (``trio_chat_triggers:plugin``) and ``--plugin`` load.
