@@ -58,6 +58,7 @@ CONTAINED_HOOKS = frozenset(
         "start_jobs",
         "register_routes",
         "message_posted",
+        "bot_messaged",
     }
 )
 
