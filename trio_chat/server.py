@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .api import ServerAPI
-from .bots import Bots
+from .auth_backends import AuthBackends
+from .bots import Bot, Bots
 from .broker.redis import RedisBroker
 from .commands import CommandContext, CommandRegistry, run_command
 from .config import ServerConfig
@@ -51,12 +52,14 @@ from .protocol import (
     Ping,
     Pong,
     PongReply,
+    Private,
     Quit,
     Say,
     error_reply,
 )
 from .proxyproto import ProxyTrust
 from .publisher import Publisher
+from .routes import RouteRegistry
 from .store import Store, StoreError
 from .transports.host import ConnectionSlot
 from .transports.parking import ParkingLot
@@ -108,12 +111,20 @@ class ChatServer(ServerAPI):
         )
         self.hub.quiet_room_size = self.config.quiet_room_size
         self.commands = CommandRegistry(calling_plugin)
-        self.bots = Bots()
+        self.bots = Bots(on_private=self._bot_messaged)
         self.pm: ChatPluginManager = new_plugin_manager()
         self.pm.timeout = self.config.plugin_timeout
+        self.auth = AuthBackends(self.pm.hook, self.config.plugin_timeout)
         # Historic: every plugin registered from now on (built-ins, entry points, plugins
         # added while serving) gets this call when it is registered, and only then.
         self.pm.hook.register_commands.call_historic(kwargs={"register": self.commands.register})
+        from .transports.websocket import WEB_FILES
+
+        #: The plugins' HTTP routes on the web port (the page's own files are not theirs).
+        self.routes = RouteRegistry(calling_plugin, reserved=[p.decode() for p in WEB_FILES])
+        self.pm.hook.register_routes.call_historic(
+            kwargs={"server": self, "register": self.routes.register}
+        )
         self.addresses: list[str] = []
         #: Plugins' background work; runs while serving (see the ``start_jobs`` hook).
         self.jobs = Jobs(timeout=self.config.plugin_timeout, owner=calling_plugin)
@@ -147,6 +158,12 @@ class ChatServer(ServerAPI):
             self._call_message_posted, lambda: bool(self.pm.hook.message_posted.get_hookimpls())
         )
         self.hub.on_said.append(self.posted.heard)
+        #: Private messages to bots, on their way to the ``bot_messaged`` listeners.
+        self.bot_messages = PostedFeed(
+            self._call_bot_messaged,
+            lambda: bool(self.pm.hook.bot_messaged.get_hookimpls()),
+            what="bot_messaged",
+        )
         for plugin, name in collect_plugins(self.config.plugins, builtins=builtins):
             self.add_plugin(plugin, name)
         if self.config.entry_points:
@@ -254,6 +271,7 @@ class ChatServer(ServerAPI):
         self.jobs.cancel_plugin(name)
         self.pm.unregister(name=name)
         self.commands.remove_plugin(name)
+        self.routes.remove_plugin(name)
         for bot in self.bots.of_plugin(name):
             bot.session.close("bot_removed", "its plugin was removed")
 
@@ -283,8 +301,22 @@ class ChatServer(ServerAPI):
         """The ``message_posted`` listeners' results (the feed runs the awaitable ones)."""
         try:
             return self.pm.hook.message_posted(server=self, message=message, session=session)
-        except Exception:
+        except (Exception, SystemExit):  # from a wrapper=True listener: logged, no more
             log.exception("a wrapper of message_posted raised")
+            return []
+
+    def _bot_messaged(self, bot: Bot, message: Private) -> None:
+        """Someone sent ``bot`` a private message (told by the bot's mailbox, as it is
+        delivered): queue it for the ``bot_messaged`` listeners."""
+        sender = self.hub.find(message.nick)
+        if sender is not None:
+            self.bot_messages.heard(bot, message, sender)
+
+    def _call_bot_messaged(self, bot: Bot, message: Private, session: Session) -> object:
+        try:
+            return self.pm.hook.bot_messaged(server=self, bot=bot, message=message, session=session)
+        except (Exception, SystemExit):  # from a wrapper=True listener: logged, no more
+            log.exception("a wrapper of bot_messaged raised")
             return []
 
     # ------------------------------------------------------------------------ messages
@@ -414,6 +446,14 @@ class ChatServer(ServerAPI):
         (``None`` for a guest). Raises :class:`~trio_chat.errors.ChatError` (a bad nick, a
         refused login)."""
         nick = normalize_nick(nick)
+        if password is not None and not register:
+            account = await self.backend_login(nick, password, address)
+            if account is not None:
+                return account
+        elif await self.auth.is_account(self, nick):  # a guest, or a registration
+            raise LoginRefused(
+                "nick_registered", f"the nickname {nick} is registered; log in with its password"
+            )
         if self.logins is None:
             if password is not None:
                 raise LoginRefused(
@@ -517,6 +557,7 @@ class ChatServer(ServerAPI):
             nursery.start_soon(self.keepalive.run)
             nursery.start_soon(self.parking.run)
             nursery.start_soon(self.posted.run)
+            nursery.start_soon(self.bot_messages.run)
             if self.history_service is not None and self.config.keep_days is not None:
                 nursery.start_soon(self.history_service.prune_forever, self.config.keep_days)
             await nursery.start(self.jobs.run)
