@@ -51,6 +51,19 @@ def test_lines_holding_a_rooms_whole_history_answer_any_gap_until_they_drop_one(
     assert empty.after(0, 100, 10) == []
 
 
+def test_lines_are_turned_into_wire_form_once_and_new_ones_join_them() -> None:
+    lines = RecentLines(4)
+    lines.prime([line(1).to_dict()])
+    lines.add(line(2))
+    first = lines.page()
+    assert first == [line(1).to_dict(), line(2).to_dict()]
+    again = lines.page()
+    assert again == first and again[1] is first[1]  # made once, not per joiner
+    lines.extend([line(3), line(4), line(5)])
+    assert ids(lines.page()) == [2, 3, 4, 5]
+    assert lines.page()[1:3] == lines.after(2, 5, 10) == [line(3).to_dict(), line(4).to_dict()]
+
+
 async def gap(client: ChatClient, after: int, limit: int, room: str = "#lobby") -> Any:
     await client.send(
         {"type": "history", "room": room, "after": after, "limit": limit, "ref": "gap"}
