@@ -297,6 +297,24 @@ def test_sasl_failure_is_904() -> None:
     assert lines_of(failed.replies)[0].command == n.ERR_SASLFAIL
 
 
+def test_sasl_as_someone_else_is_refused() -> None:
+    session = IrcSession(FakeView(), IrcSettings())
+    feed(session, b"CAP LS 302", b"CAP REQ sasl", b"AUTHENTICATE PLAIN")
+    step = session.receive(
+        parse_line(b"AUTHENTICATE Ym9iAGFsaWNlAHNlY3JldA==")
+    )  # bob\0alice\0secret
+    assert step.check_account is None
+    assert lines_of(step.replies)[0].command == n.ERR_SASLFAIL
+
+
+def test_a_wrong_password_ends_the_registration() -> None:
+    session = IrcSession(FakeView(), IrcSettings())
+    feed(session, b"PASS nope", b"NICK alice", b"USER a 0 * :A")
+    refused = lines_of(session.render(Error(code="login_failed", text="wrong", ref="irc-login")))
+    assert [m.command for m in refused] == [n.ERR_PASSWDMISMATCH, "ERROR"]
+    assert session.closing
+
+
 def test_a_refused_login_asks_for_another_nick() -> None:
     session = IrcSession(FakeView(), IrcSettings())
     feed(session, b"NICK alice", b"USER a 0 * :A")

@@ -175,6 +175,8 @@ class IrcSession:
         #: A ``hello`` is with the hub; its welcome or error is awaited.
         self._logging_in = False
         self.registered = False
+        #: The registration was refused for good (a wrong password): read nothing more.
+        self.closing = False
         self._refs = 0
         self._asked: OrderedDict[str, _Asked] = OrderedDict()
 
@@ -342,7 +344,11 @@ class IrcSession:
         if len(fields) != 3 or not fields[1] or not fields[2]:
             step.replies.append(self.numeric(n.ERR_SASLFAIL, "SASL authentication failed"))
             return
-        _authzid, account, password = fields
+        authzid, account, password = fields
+        if authzid and authzid != account:
+            # RFC 4616: acting as someone else would need a right nobody has here.
+            step.replies.append(self.numeric(n.ERR_SASLFAIL, "SASL authentication failed"))
+            return
         self._sasl_checking = True
         step.check_account = (account, password)
 
@@ -377,7 +383,7 @@ class IrcSession:
     def _user(self, msg: IrcMessage, step: Step) -> None:
         if self.registered or self._logging_in:
             step.replies.append(self.numeric(n.ERR_ALREADYREGISTERED, "You may not reregister"))
-        elif len(msg.params) < 4 or not msg.params[0]:
+        elif len(msg.params) < 4 or not msg.params[0] or not msg.params[3]:
             step.replies.append(self.numeric(n.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters"))
         else:
             self.user = msg.params[0]
@@ -991,10 +997,12 @@ class IrcSession:
         if code in ("bad_nick", "bad_name"):
             self.nick = None
             return self.numeric(n.ERR_ERRONEUSNICKNAME, wanted, f"Erroneous nickname: {text}")
-        self.nick = None
-        self.password = None
-        self._sasl_login = None
-        return self.numeric(n.ERR_PASSWDMISMATCH, f"Password incorrect: {text}")
+        # A wrong password ends the connection (modern.ircdocs.horse: ERR_PASSWDMISMATCH,
+        # then ERROR and close): no other nick would make it right.
+        self.closing = True
+        return self.numeric(n.ERR_PASSWDMISMATCH, f"Password incorrect: {text}") + (
+            format_message("ERROR", f"Closing link: {text}")
+        )
 
 
 def _channel_problem(channel: str) -> str | None:

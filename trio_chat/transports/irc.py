@@ -168,6 +168,8 @@ class IrcLink:
 
     async def receive(self) -> ClientFrame | RemoteProtocolError | Overhead | None:
         while True:
+            if self.session.closing:
+                return None
             if self._frames:
                 return self._frames.popleft()
             event = self._lines.next_event()
