@@ -125,6 +125,53 @@ async def test_serve_prints_addresses_and_ctrl_c_tells_users_before_exiting() ->
             await process.wait()
 
 
+async def test_an_unreachable_broker_is_said_and_a_signal_still_stops_the_start() -> None:
+    """Before it listens, a node with ``--broker`` waits for Redis for as long as it takes;
+    the log says why it is not serving, and Ctrl-C or SIGTERM ends the wait at once."""
+    with socket.socket() as refusing:  # bound, never listening: connections are refused
+        refusing.bind(("127.0.0.1", 0))
+        port = refusing.getsockname()[1]
+        process = await trio.lowlevel.open_process(
+            [*CLI, "serve", "--port", "0", "--no-ws", "--no-db", "--no-entry-points",
+             "--broker", f"redis://127.0.0.1:{port}/0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        assert process.stdout is not None and process.stderr is not None
+        try:
+            with trio.fail_after(20):
+                errors = b""
+                while b"not serving until it answers" not in errors:
+                    chunk = await process.stderr.receive_some(4096)
+                    assert chunk, errors.decode()
+                    errors += chunk
+                process.send_signal(signal.SIGTERM)
+                assert await process.wait() == 0
+                while chunk := await process.stderr.receive_some(4096):
+                    errors += chunk
+                out = b""
+                while chunk := await process.stdout.receive_some(4096):
+                    out += chunk
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    text = errors.decode()
+    assert f"cannot reach the broker at redis://127.0.0.1:{port}/0" in text
+    assert "Traceback" not in text and "coredis" not in text
+    assert "serving on" not in out.decode() and "trio-chat stopped." in out.decode()
+
+
+def test_a_broker_url_with_a_bad_database_is_one_line() -> None:
+    result = run_cli("serve", "--no-entry-points", "--broker", "redis://127.0.0.1:6379/abc")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "trio-chat serve: error: argument --broker: the database must be a number from 0 "
+        "(as in redis://127.0.0.1:6379/0), not 'abc', got 'redis://127.0.0.1:6379/abc'"
+    )
+
+
 def test_bad_config_file_value_is_one_line_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "chat.toml"
     config.write_text('port = "twelve"\n')

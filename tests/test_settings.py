@@ -304,14 +304,26 @@ def test_broker_takes_redis_urls(url: str) -> None:
     assert load_config(environ={"TRIO_CHAT_BROKER": url}).broker == url
 
 
+NOT_A_DB = "the database must be a number from 0 (as in redis://127.0.0.1:6379/0)"
+
+
 @pytest.mark.parametrize(
-    "url", ["http://h:6379", "redis://", "redis://h:port", "h:6379", "unix://"]
-)
-def test_broker_refuses_what_is_not_a_redis_url(url: str) -> None:
-    assert error_of(overrides={"broker": url}) == (
-        "command line setting 'broker': must be a redis://, rediss:// or unix:// URL "
-        f"(e.g. redis://127.0.0.1:6379/0), got {url!r}"
-    )
+    ("url", "why"),
+    [
+        ("http://h:6379", "must be a redis://, rediss:// or unix:// URL (e.g. redis://127.0.0.1:6379/0)"),
+        ("h:6379", "must be a redis://, rediss:// or unix:// URL (e.g. redis://127.0.0.1:6379/0)"),
+        ("redis://", "the URL names no host (e.g. redis://127.0.0.1:6379/0)"),
+        ("redis://h:port", "the port must be a number from 0 to 65535"),
+        ("redis://h:70000/0", "the port must be a number from 0 to 65535"),
+        ("unix://", "a unix:// URL needs the socket's path (unix:///run/redis.sock)"),
+        ("redis://h/abc", f"{NOT_A_DB}, not 'abc'"),
+        ("redis://h?db=-1", f"{NOT_A_DB}, not '-1'"),
+        ("unix:///r.sock?db=x", f"{NOT_A_DB}, not 'x'"),
+    ],
+)  # fmt: skip
+def test_broker_refuses_what_is_not_a_redis_url(url: str, why: str) -> None:
+    said = error_of(overrides={"broker": url})
+    assert said == f"command line setting 'broker': {why}, got {url!r}"
 
 
 def test_workers_are_a_number_or_auto_and_several_need_a_broker() -> None:

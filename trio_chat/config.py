@@ -30,6 +30,7 @@ from .limits import (
     DEFAULT_MAX_CONNECTIONS_PER_HOST,
 )
 from .protocol import DEFAULT_MAX_FRAME_BYTES
+from .redis_url import parse_url
 
 DEFAULT_PORT = 12345
 DEFAULT_WS_PORT = 12346
@@ -59,23 +60,14 @@ def not_empty(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
 
 
-#: The URL schemes ``broker`` accepts: Redis over TCP, over TLS, over a Unix socket.
-BROKER_SCHEMES = ("redis", "rediss", "unix")
-
-
 def broker_url(value: str) -> str | None:
-    """A Redis URL: ``redis://HOST[:PORT][/DB]``, ``rediss://...`` or ``unix:///PATH``."""
-    from urllib.parse import urlsplit
-
+    """A Redis URL: ``redis://HOST[:PORT][/DB]``, ``rediss://...`` or ``unix:///PATH``
+    (checked by the broker's own parser, so what passes here is what it connects to)."""
     try:
-        url = urlsplit(value.strip())
-        url.port  # noqa: B018  (raises ValueError for a port that is not a number)
-    except ValueError:
-        url = None
-    where = None if url is None else url.path if url.scheme == "unix" else url.hostname
-    if url is not None and url.scheme in BROKER_SCHEMES and where:
-        return None
-    return "must be a redis://, rediss:// or unix:// URL (e.g. redis://127.0.0.1:6379/0)"
+        parse_url(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def workers_count(value: str) -> str | None:

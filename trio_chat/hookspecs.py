@@ -63,7 +63,8 @@ def register_commands(register: RegisterCommand) -> None:
     Registering a name that another plugin already took is refused with a logged error, so
     two plugins can never silently shadow each other. Historic (pluggy's ``call_historic``):
     called once per plugin, when the plugin is added, whether before the server starts or
-    while it runs; so it cannot have a ``wrapper=True`` implementation.
+    while it runs; so it cannot have a ``wrapper=True`` implementation. It must be a plain
+    function: an ``async def`` one is refused with a logged error (nothing could await it).
     """
 
 

@@ -48,21 +48,28 @@ async def run_until_signal(
 ) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully (used by the CLI).
 
-    A second signal during the graceful shutdown stops at once.
+    A second signal during the graceful shutdown stops at once. So does a signal before
+    the server listens (a broker that is not answering can hold the start for as long as
+    it takes): there is nobody to tell yet, and Ctrl-C must never be swallowed.
     """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
+            listening = False
 
             async def serve_then_stop(task_status: trio.TaskStatus[list[str]]) -> None:
                 await server.serve(task_status=task_status)
                 nursery.cancel_scope.cancel()  # served out: stop watching signals
 
+            async def stop_on_signals() -> None:
+                async for signum in signals:
+                    log.info("received %s, shutting down", signal.Signals(signum).name)
+                    if not listening or server.stopping:
+                        nursery.cancel_scope.cancel()
+                    server.shutdown()
+
+            nursery.start_soon(stop_on_signals)
             addresses = await nursery.start(serve_then_stop)
+            listening = True
             quiet_gc()  # listening: everything start-up makes exists now
             if announce is not None:
                 announce(addresses)
-            async for signum in signals:
-                log.info("received %s, shutting down", signal.Signals(signum).name)
-                if server.stopping:
-                    nursery.cancel_scope.cancel()
-                server.shutdown()

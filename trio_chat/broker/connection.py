@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import trio
 
+from ..redis_url import parse_url
 from .resp import (
     NEED_DATA,
     RedisProtocolError,
@@ -59,48 +58,6 @@ class CommandError(RedisError):
     def code(self) -> str:
         """The error's first word: ``NOSCRIPT``, ``WRONGPASS``, ``ERR``..."""
         return self.reply.code
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    """Where and how to connect, from a ``redis://``, ``rediss://`` or ``unix://`` URL."""
-
-    scheme: str
-    host: str = "127.0.0.1"
-    port: int = 6379
-    path: str = ""  # unix://
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-
-
-def parse_url(url: str) -> Address:
-    """``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS),
-    ``unix://[[user]:password@]/path[?db=N]``; ``?db=N`` works for any of them."""
-    parts = urlsplit(url)
-    scheme = parts.scheme
-    if scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"not a redis://, rediss:// or unix:// URL: {url!r}")
-    query = parse_qs(parts.query)
-    db_text = query["db"][-1] if "db" in query else ""
-    username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
-    if scheme == "unix":
-        path = parts.netloc.rpartition("@")[2] + parts.path
-        if not path:
-            raise ValueError(f"no socket path in {url!r}")
-        return Address(scheme, path=unquote(path), db=int(db_text or 0), username=username,
-                       password=password)  # fmt: skip
-    if not db_text and parts.path.strip("/"):
-        db_text = parts.path.strip("/")
-    return Address(
-        scheme,
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 6379,
-        db=int(db_text or 0),
-        username=username,
-        password=password,
-    )
 
 
 class RedisConnection:

@@ -318,7 +318,11 @@ class RedisBroker(Presence):
             except _failures() as exc:
                 wait = backoff.next_wait()
                 log.warning(
-                    "cannot reach the broker at %s (%s); retrying in %gs", self.url, exc, wait
+                    "cannot reach the broker at %s (%s); not serving until it answers, "
+                    "retrying in %gs",
+                    self.url,
+                    exc,
+                    wait,
                 )
                 await trio.sleep(wait)
         self._append("sync")
