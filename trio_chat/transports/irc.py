@@ -38,7 +38,7 @@ from ..parcels import Bundle, Item, Parcel, Raw
 from ..protocol import ClientFrame, RemoteProtocolError, ServerEvent, ServerPing
 from ..wire import WireFormat, encoded, sizer
 from .connection import Arrival, serve_accepted
-from .streams import accept_tls, receive_or_end, serve_port, socket_fd
+from .streams import accept_tls, close_now, receive_or_end, serve_port, socket_fd, write_nowait
 from .tcp import enable_keepalive
 
 if TYPE_CHECKING:
@@ -156,9 +156,9 @@ class IrcLink:
         self.last_heard = trio.current_time()
         self.measure = IRC_MEASURE
         self.park_fd = socket_fd(stream)
-        # Every write goes through send(), which knows the receiver (its own lines, its
-        # numerics): no direct write from the hub's fan-out.
-        self.write_now: Callable[[Parcel], bytes] | None = None
+        self.write_now: Callable[[Parcel], bytes] | None = (
+            None if self.park_fd is None else self._write_now
+        )
         self.batching = False
         self.keepalive_ping: Callable[[], ServerEvent] | None = lambda: ServerPing(
             token=f"{server_source(server.config.server_name)}-{next(_PING_TOKENS)}"
@@ -243,22 +243,31 @@ class IrcLink:
 
     # ------------------------------------------------------------------ writing
 
-    async def send(self, events: list[Item]) -> int:
+    def _lines_of(self, item: Item) -> bytes:
+        """What ``item`` is on this connection: the shared encoding of its flavour (made
+        once per fan-out), or rendered for this receiver alone."""
         session = self.session
-        fmt = IRC_FORMATS[session.flavour]
-        out: list[bytes] = []
+        payload = item.event if isinstance(item, Parcel) else item
+        if isinstance(payload, Raw):
+            return payload.data
+        inside = payload.events if isinstance(payload, Bundle) else (payload,)
+        if all(type(e) in SHARED_KINDS and not session.is_personal(e) for e in inside):
+            return encoded(item, IRC_FORMATS[session.flavour])
+        return b"".join([session.render(e) for e in inside])
+
+    def _write_now(self, parcel: Parcel) -> bytes:
+        """The mailbox's direct write (see :class:`~trio_chat.mailbox.DirectWrite`): the
+        parcel's lines to the socket without waiting; what it did not take comes back."""
+        assert self.park_fd is not None
+        data = self._lines_of(parcel)
+        return write_nowait(self.park_fd, data) if data else b""
+
+    async def send(self, events: list[Item]) -> int:
         size = 0
+        out: list[bytes] = []
         for item in events:
             size += IRC_MEASURE(item)
-            payload = item.event if isinstance(item, Parcel) else item
-            if isinstance(payload, Raw):
-                out.append(payload.data)
-                continue
-            inside = payload.events if isinstance(payload, Bundle) else (payload,)
-            if all(type(e) in SHARED_KINDS and not session.is_personal(e) for e in inside):
-                out.append(encoded(item, fmt))  # once per fan-out and flavour
-            else:
-                out += [session.render(e) for e in inside]
+            out.append(self._lines_of(item))
         data = b"".join(out)
         if data:
             await self.stream.send_all(data)
@@ -271,8 +280,6 @@ class IrcLink:
         await self.stream.aclose()
 
     def abort(self) -> None:
-        from .streams import close_now
-
         close_now(self.stream)
 
 
