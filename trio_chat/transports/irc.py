@@ -35,7 +35,16 @@ from ..irc.view import ChannelInfo, MemberInfo, UserInfo
 from ..limits import BLANK_LINE, FRAME_COST, Overhead
 from ..names import MAX_NICK_LENGTH, MAX_ROOM_LENGTH
 from ..parcels import Bundle, Item, Parcel, Raw
-from ..protocol import ClientFrame, RemoteProtocolError, ServerEvent, ServerPing
+from ..protocol import (
+    ClientFrame,
+    Joined,
+    Message,
+    NickChanged,
+    Private,
+    RemoteProtocolError,
+    ServerEvent,
+    ServerPing,
+)
 from ..wire import WireFormat, encoded, sizer
 from .connection import Arrival, serve_accepted
 from .streams import accept_tls, close_now, receive_or_end, serve_port, socket_fd, write_nowait
@@ -67,6 +76,33 @@ IRC_FORMATS: dict[Flavour, WireFormat[bytes]] = {
 #: numerics left out; one function for all, so a parcel is sized once for every IRC
 #: receiver). ``IrcLink.send`` reports what it wrote by the same measure.
 IRC_MEASURE = sizer(IRC_FORMATS[0])
+
+
+#: The key of a parcel's marks (see :func:`personal_marks`) in its ``wire`` cache.
+_MARKS = "irc-marks"
+#: The marks of a payload that is rendered for each receiver alone.
+_EACH_ALONE = "*"
+
+
+def personal_marks(payload: ServerEvent | Bundle) -> str:
+    """For whom a fanned-out payload reads differently, worked out once per fan-out (an
+    IRC receiver then needs one substring test, not a look at every line of a bundle):
+    ``"\nj<nick>\n"`` for a join or nick change of ``nick`` (for that receiver, with the
+    names or its new nick), ``"\nm<nick>\n"`` for a line ``nick`` said (left out for it,
+    unless it asked for ``echo-message``); ``"*"`` when it holds an event that every
+    receiver gets in its own words."""
+    inside = payload.events if isinstance(payload, Bundle) else (payload,)
+    marks = []
+    for event in inside:
+        if type(event) not in SHARED_KINDS:
+            return _EACH_ALONE
+        if isinstance(event, Message | Private):
+            marks.append(f"m{event.nick}")
+        elif isinstance(event, Joined):
+            marks.append(f"j{event.nick}")
+        elif isinstance(event, NickChanged):
+            marks.append(f"j{event.old}")
+    return "\n" + "\n".join(marks) + "\n"
 
 
 class HubView:
@@ -154,6 +190,9 @@ class IrcLink:
         self._lines = LineBuffer(MAX_RECEIVED_LINE_BYTES)
         self._frames: collections.deque[ClientFrame] = collections.deque()
         self.last_heard = trio.current_time()
+        # The marks naming this receiver (see personal_marks), for the nick they name.
+        self._marked_nick: str | None = None
+        self._own_mark = self._said_mark = ""
         self.measure = IRC_MEASURE
         self.park_fd = socket_fd(stream)
         self.write_now: Callable[[Parcel], bytes] | None = (
@@ -247,12 +286,27 @@ class IrcLink:
         """What ``item`` is on this connection: the shared encoding of its flavour (made
         once per fan-out), or rendered for this receiver alone."""
         session = self.session
-        payload = item.event if isinstance(item, Parcel) else item
-        if isinstance(payload, Raw):
-            return payload.data
+        if isinstance(item, Parcel):
+            payload = item.event
+            if isinstance(payload, Raw):
+                return payload.data
+            marks = item.wire.get(_MARKS)
+            if not isinstance(marks, str):
+                marks = item.wire[_MARKS] = personal_marks(payload)
+            if marks != _EACH_ALONE:
+                nick = session.nick
+                if nick != self._marked_nick:
+                    self._marked_nick = nick
+                    self._own_mark, self._said_mark = f"\nj{nick}\n", f"\nm{nick}\n"
+                if self._own_mark not in marks and (
+                    self._said_mark not in marks or "echo-message" in session.caps
+                ):
+                    return encoded(item, IRC_FORMATS[session.flavour])
+        else:
+            payload = item
+            if isinstance(payload, Raw):
+                return payload.data
         inside = payload.events if isinstance(payload, Bundle) else (payload,)
-        if all(type(e) in SHARED_KINDS and not session.is_personal(e) for e in inside):
-            return encoded(item, IRC_FORMATS[session.flavour])
         return b"".join([session.render(e) for e in inside])
 
     def _write_now(self, parcel: Parcel) -> bytes:
