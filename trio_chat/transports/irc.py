@@ -252,7 +252,7 @@ class IrcLink:
             replies += checked.replies
             step.frames += checked.frames
         if replies:
-            await self._reply(b"".join(replies))
+            await self._reply(b"".join(replies), urgent=message.command == "PING")
         if step.close is not None:
             self._lines.feed(b"")  # nothing more is read: the end comes next
             return ANSWERED
@@ -261,12 +261,22 @@ class IrcLink:
         self._frames.extend(step.frames[1:])
         return step.frames[0]
 
-    async def _reply(self, data: bytes) -> None:
+    async def _reply(self, data: bytes, *, urgent: bool = False) -> None:
         """Lines for this client now: written at once while it registers (nothing else
-        writes then), else queued behind what it was sent already, in order."""
+        writes then), else queued behind what it was sent already, in order.
+
+        ``urgent`` (a ``PONG``) goes straight to this connection's mailbox instead: behind
+        what the mailbox holds, but not behind the room events still on their way to the
+        mailboxes. A reply through the hub waits its turn among those, and so splits the
+        runs of lines the hub bundles for every receiver: an IRC client pinging every few
+        lines (a bouncer, a bot pacing itself) cost the whole room's fan-out a write per
+        receiver per ping. A ``PONG`` says only that the server is there."""
         device = serving.get()
         if device is None:
             await self.stream.send_all(data)
+            return
+        if urgent:
+            device.mailbox.offer(Parcel(Raw(data=data)))  # a full mailbox: the hub drops it
             return
         session: Session = device.session
         self.server.hub.send_to(session, Raw(data=data))
