@@ -390,3 +390,42 @@ async def test_irc_over_tls(tmp_path: Path) -> None:
             irc = IrcClient(stream)
             welcome = await irc.register("secure")
             assert welcome.params[0] == "secure"
+
+
+async def test_chathistory_pages_back_in_a_batch(chat: TestServer) -> None:
+    async with open_client(chat, "jay") as jay:
+        said = []
+        for text in ("one", "two", "three"):
+            await jay.say(text)
+            said.append(await jay.expect("message", lambda e, text=text: e.text == text))
+        async with open_irc(chat) as ivy:
+            caps = "batch draft/chathistory message-tags server-time"
+            await ivy.send("CAP LS 302", f"CAP REQ :{caps}", "NICK ivy", "USER ivy 0 * :I")
+            await ivy.expect("CAP", lambda m: m.params[1] == "ACK")
+            await ivy.send("CAP END")
+            await ivy.expect(n.RPL_WELCOME)
+            isupport = [t for m in [await ivy.expect(n.RPL_ISUPPORT)] for t in m.params]
+            assert "CHATHISTORY=500" in isupport
+            await ivy.expect(n.RPL_ENDOFNAMES)
+
+            await ivy.send("CHATHISTORY LATEST #lobby * 2")
+            start = await ivy.expect("BATCH")
+            assert start.params[0].startswith("+") and start.params[1:] == ("chathistory", "#lobby")
+            batch = start.params[0][1:]
+            lines = [await ivy.next_line() for _ in range(3)]
+            assert [m.command for m in lines if m] == ["PRIVMSG", "PRIVMSG", "BATCH"]
+            assert [m.params[1] for m in lines[:2] if m] == ["two", "three"]
+            assert [m.tags["msgid"] for m in lines[:2] if m] == [str(e.id) for e in said[1:]]
+            assert all(m.tags["batch"] == batch for m in lines[:2] if m)
+
+            await ivy.send(f"CHATHISTORY BEFORE #lobby msgid={said[1].id} 10")
+            await ivy.expect("BATCH")
+            older = await ivy.expect("PRIVMSG")
+            assert (older.params[1], older.tags["msgid"]) == ("one", str(said[0].id))
+
+            await ivy.send("CHATHISTORY BEFORE #lobby timestamp=2020-01-01T00:00:00.000Z 10")
+            fail = await ivy.expect("FAIL")
+            assert fail.params[:2] == ("CHATHISTORY", "INVALID_MSGREFTYPE")
+            await ivy.send("CHATHISTORY LATEST #elsewhere * 10")
+            fail = await ivy.expect("FAIL")
+            assert fail.params[:3] == ("CHATHISTORY", "MESSAGE_ERROR", "#elsewhere")

@@ -77,10 +77,12 @@ def chat_lines(
     return b"".join(out)
 
 
-def history_line(item: dict[str, Any], flavour: Flavour, me: str) -> bytes:
+def history_line(
+    item: dict[str, Any], flavour: Flavour, me: str, *, batch: str | None = None
+) -> bytes:
     """One stored message (as a ``history`` event holds it) replayed as ``PRIVMSG``.
     Without server-time its time goes in front of the text (``[HH:MM:SS]``, UTC), as
-    bouncers replay to such clients."""
+    bouncers replay to such clients. ``batch``: the id of the batch it belongs to."""
     nick = str(item.get("nick", "?"))
     text = str(item.get("text", ""))
     ts = item.get("ts")
@@ -92,6 +94,8 @@ def history_line(item: dict[str, Any], flavour: Flavour, me: str) -> bytes:
     if not flavour & SERVER_TIME and isinstance(ts, int | float):
         text = time.strftime("[%H:%M:%S] ", time.gmtime(ts)) + text
     tags = event_tags(flavour, ts if isinstance(ts, int | float) else None, item.get("id"))
+    if batch is not None:
+        tags["batch"] = batch
     return chat_lines(nick, target, text, action=kind == "action", tags=tags)
 
 

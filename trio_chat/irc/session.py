@@ -39,6 +39,7 @@ from ..protocol import (
     Error,
     Hello,
     History,
+    HistoryRequest,
     Info,
     Joined,
     Message,
@@ -66,7 +67,19 @@ from .render import (
 from .view import ChannelInfo, IrcView
 
 #: Capabilities offered (``sasl`` only where accounts exist).
-CAPABILITIES = ("echo-message", "message-tags", "multi-prefix", "server-time", "sasl")
+CAPABILITIES = (
+    "batch",
+    "draft/chathistory",
+    "echo-message",
+    "message-tags",
+    "multi-prefix",
+    "server-time",
+    "sasl",
+)
+#: Capabilities offered only where the server keeps a database (accounts, history).
+NEEDS_STORE = ("sasl", "draft/chathistory")
+#: Most messages one ``CHATHISTORY`` answer holds (the hub's page limit).
+CHATHISTORY_LIMIT = 500
 #: The SASL mechanisms offered.
 SASL_MECHANISMS = ("PLAIN",)
 #: Longest SASL answer (base64, in 400-byte chunks) taken, in bytes.
@@ -113,12 +126,14 @@ def isupport_tokens(settings: IrcSettings) -> list[str]:
     return [
         "AWAYLEN=300",
         "CASEMAPPING=ascii",
+        f"CHATHISTORY={CHATHISTORY_LIMIT}",
         "CHANLIMIT=#:",
         f"CHANMODES={CHANMODES}",
         f"CHANNELLEN={settings.channellen}",
         "CHANTYPES=#",
         "ELIST=",
         "MODES=4",
+        "MSGREFTYPES=msgid",
         f"NETWORK={server_source(settings.network)}",
         f"NICKLEN={settings.nicklen}",
         "PREFIX=(o)@",
@@ -212,7 +227,7 @@ class IrcSession:
         return ref
 
     def _offered_caps(self) -> list[str]:
-        caps = [c for c in CAPABILITIES if c != "sasl" or self.view.keeps_accounts]
+        caps = [c for c in CAPABILITIES if c not in NEEDS_STORE or self.view.keeps_accounts]
         if self.cap_version >= 302:
             caps = [f"sasl={','.join(SASL_MECHANISMS)}" if c == "sasl" else c for c in caps]
         return caps
@@ -810,6 +825,60 @@ class IrcSession:
         if any(ch not in "+-iw" for ch in changes):
             step.replies.append(self.numeric(n.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag"))
 
+    def _chathistory(self, msg: IrcMessage, step: Step) -> None:
+        """``CHATHISTORY LATEST|BEFORE|AFTER <target> <*|msgid=ID> <limit>`` (IRCv3
+        draft/chathistory), from the hub's history: message ids are our ``msgid``s."""
+        sub, target, where, count = (msg.param(i) for i in range(4))
+        sub = sub.upper()
+
+        def fail(code: str, text: str, *context: str) -> None:
+            step.replies.append(
+                format_message("FAIL", "CHATHISTORY", code, *context, text, source=self.server)
+            )
+
+        if not self.view.keeps_accounts:
+            fail("INVALID_PARAMS", "this server keeps no history", sub or "*")
+            return
+        if sub not in ("LATEST", "BEFORE", "AFTER"):
+            fail("INVALID_PARAMS", "LATEST, BEFORE and AFTER are supported", sub or "*")
+            return
+        if not target or not count.isdigit() or int(count) < 1:
+            fail("INVALID_PARAMS", "usage: CHATHISTORY " + sub + " <target> <ref> <limit>", sub)
+            return
+        before = after = None
+        if where != "*" or sub != "LATEST":
+            kind, _, value = where.partition("=")
+            if kind != "msgid" or not value.isdigit():
+                fail("INVALID_MSGREFTYPE", "only msgid= references are supported", sub, where)
+                return
+            if sub == "BEFORE":
+                before = int(value)
+            else:
+                after = int(value)
+        limit = min(int(count), CHATHISTORY_LIMIT)
+        ref = self._ask(_Asked("CHATHISTORY", target))
+        if target.startswith("#"):
+            step.frames.append(
+                HistoryRequest(room=target, before=before, after=after, limit=limit, ref=ref)
+            )
+        else:
+            step.frames.append(
+                HistoryRequest(with_nick=target, before=before, after=after, limit=limit, ref=ref)
+            )
+
+    def _history_batch(self, event: History, target: str, ref: str) -> bytes:
+        """A ``CHATHISTORY`` answer: the page as a ``chathistory`` batch (with ``batch``)."""
+        flavour = self.flavour
+        batch = ref if "batch" in self.caps else None
+        lines = [
+            history_line(item, flavour, self.nick or "", batch=batch) for item in event.messages
+        ]
+        if batch is None:
+            return b"".join(lines)
+        start = format_message("BATCH", f"+{batch}", "chathistory", target, source=self.server)
+        end = format_message("BATCH", f"-{batch}", source=self.server)
+        return start + b"".join(lines) + end
+
     def _plugin_command(self, msg: IrcMessage, step: Step) -> None:
         """Any other command is the slash-command of that name, if there is one
         (``/quote roll 2d6`` runs ``/roll 2d6``); replies come as NOTICEs."""
@@ -869,6 +938,9 @@ class IrcSession:
         if isinstance(event, Welcome):
             return self._welcome(event)
         if isinstance(event, History):
+            asked = self._asked.pop(event.ref, None) if event.ref else None
+            if asked is not None and asked.command == "CHATHISTORY":
+                return self._history_batch(event, asked.target, event.ref or "h")
             flavour = self.flavour
             return b"".join(history_line(item, flavour, self.nick or "") for item in event.messages)
         if isinstance(event, Pong):
@@ -979,6 +1051,10 @@ class IrcSession:
                 return self.numeric(
                     n.ERR_USERNOTINCHANNEL, who, target, "They aren't on that channel"
                 )
+        if command == "CHATHISTORY":
+            return format_message(
+                "FAIL", "CHATHISTORY", "MESSAGE_ERROR", target, text, source=self.server
+            )
         if command == "OPER" and code == "not_allowed":
             return self.numeric(n.ERR_PASSWDMISMATCH, "Password incorrect")
         if code == "unknown_command":
@@ -1058,6 +1134,7 @@ _REGISTERED: dict[str, _Handler] = {
     "MOTD": IrcSession._motd,
     "LUSERS": IrcSession._lusers,
     "MODE": IrcSession._mode,
+    "CHATHISTORY": IrcSession._chathistory,
 }
 
 
