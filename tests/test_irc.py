@@ -429,3 +429,28 @@ async def test_chathistory_pages_back_in_a_batch(chat: TestServer) -> None:
             await ivy.send("CHATHISTORY LATEST #elsewhere * 10")
             fail = await ivy.expect("FAIL")
             assert fail.params[:3] == ("CHATHISTORY", "MESSAGE_ERROR", "#elsewhere")
+
+
+async def test_two_connections_of_one_account_see_each_others_lines(chat: TestServer) -> None:
+    async with open_client(chat) as json_user:
+        await json_user.login("acct", password="s3cret-pass", register=True)
+    async with (
+        open_irc(chat, "acct", "PASS s3cret-pass") as laptop,
+        open_client(chat, "jay") as jay,
+    ):
+        await laptop.send("JOIN #dev")
+        await laptop.expect(n.RPL_ENDOFNAMES, lambda m: m.params[1] == "#dev")
+        async with open_irc(chat) as phone:
+            await phone.send("PASS s3cret-pass", "NICK acct", "USER acct 0 * :phone")
+            assert (await phone.expect(n.RPL_WELCOME)).params[0] == "acct"
+            # Its user's rooms, as joins.
+            joined = {(await phone.expect("JOIN")).params[0] for _ in range(2)}
+            assert joined == {"#lobby", "#dev"}
+            await phone.send("PRIVMSG #lobby :from the phone")
+            got = await laptop.expect("PRIVMSG")
+            assert (got.source, got.params) == ("acct!acct@trio-chat", ("#lobby", "from the phone"))
+            said = await jay.expect("message", lambda e: e.nick == "acct")
+            assert said.text == "from the phone"
+            # The phone is not sent its own line back; the next line it gets is jay's.
+            await jay.say("seen")
+            assert (await phone.expect("PRIVMSG")).params == ("#lobby", "seen")

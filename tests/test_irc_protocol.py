@@ -395,10 +395,22 @@ def test_own_lines_are_left_out_unless_echo_message() -> None:
     mine = Message(id=1, ts=1.0, room="#lobby", nick="alice", text="hi")
     theirs = Message(id=2, ts=1.0, room="#lobby", nick="bob", text="hi")
     assert session.is_personal(mine) and not session.is_personal(theirs)
+    feed(session, b"PRIVMSG #LOBBY :hi")
     assert session.render(mine) == b""
+    # The same user's line from another of its connections (a phone) is shown.
+    assert lines_of(session.render(mine))[0].params == ("#lobby", "hi")
     session.caps.add("echo-message")
     assert not session.is_personal(mine)
+    feed(session, b"PRIVMSG #lobby :hi")
     assert lines_of(session.render(mine))[0].command == "PRIVMSG"
+
+
+def test_a_refused_line_expects_no_echo() -> None:
+    session = registered()
+    _, frames = feed(session, b"PRIVMSG #lobby :hi")
+    session.render(Error(code="not_allowed", text="muted", ref=frames[0].ref))  # type: ignore[attr-defined]
+    mine = Message(id=1, ts=1.0, room="#lobby", nick="alice", text="from the phone")
+    assert lines_of(session.render(mine))[0].params == ("#lobby", "from the phone")
 
 
 def test_events_as_lines() -> None:

@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ..names import InvalidName, normalize_nick, normalize_room
+from ..names import InvalidName, name_key, normalize_nick, normalize_room
 from ..protocol import (
     Bye,
     ClientFrame,
@@ -194,6 +194,8 @@ class IrcSession:
         self.closing = False
         self._refs = 0
         self._asked: OrderedDict[str, _Asked] = OrderedDict()
+        #: Per target key: lines sent from here not yet echoed (see _sent_from_here).
+        self._unechoed: dict[str, int] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -421,8 +423,10 @@ class IrcSession:
             return
         if self._logging_in:
             return  # the one in flight is answered first; a refusal asks again
+        # Taken, and no password that could make it this user's own (one more connection
+        # of an account's user: the hub decides that).
         holder = self.view.user(nick)
-        if holder is not None:
+        if holder is not None and self.password is None and self._sasl_login is None:
             step.replies.append(
                 self.numeric(n.ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
             )
@@ -484,6 +488,7 @@ class IrcSession:
                     step.frames.append(
                         Command(name="msg", args=f"{target} {line}", ref=self._ask(asked))
                     )
+                self._sent_from_here(target, 1)
                 continue
             text = strip_formatting(raw)
             if not text.strip():
@@ -494,6 +499,21 @@ class IrcSession:
                 step.frames.append(
                     Command(name="msg", args=f"{target} {text}", ref=self._ask(asked))
                 )
+            self._sent_from_here(target, 1)
+
+    def _sent_from_here(self, target: str, change: int) -> None:
+        """Count the lines this connection sent to ``target`` whose echo is on its way.
+
+        The hub sends a user's lines back to all of its connections: the one that sent a
+        line leaves its echo out (unless it asked for ``echo-message``), while the user's
+        other connections (a phone beside this laptop) show it, as a bouncer does. Lines
+        are counted, not matched by text, which a plugin's filter may have changed."""
+        key = name_key(target)
+        count = self._unechoed.get(key, 0) + change
+        if count > 0:
+            self._unechoed[key] = count
+        else:
+            self._unechoed.pop(key, None)
 
     def _join(self, msg: IrcMessage, step: Step) -> None:
         if not msg.params:
@@ -908,8 +928,13 @@ class IrcSession:
     def render(self, event: ServerEvent) -> bytes:
         """The lines of an event for this connection (any event)."""
         if isinstance(event, Message | Private):
-            if event.nick == self.nick and "echo-message" not in self.caps:
-                return b""
+            if event.nick == self.nick:
+                target = event.room if isinstance(event, Message) else event.to
+                mine = name_key(target) in self._unechoed
+                if mine:
+                    self._sent_from_here(target, -1)
+                if mine and "echo-message" not in self.caps:
+                    return b""
             return shared_lines(event, self.flavour) or b""
         if isinstance(event, Joined):
             line = shared_lines(event, self.flavour) or b""
@@ -1017,6 +1042,8 @@ class IrcSession:
         if asked is None:
             return self.notice(text)
         command, target = asked.command, asked.target
+        if command in ("PRIVMSG", "NOTICE"):
+            self._sent_from_here(target, -1)  # refused: no echo comes
         if asked.silent:
             return b""
         if command in ("PRIVMSG", "NOTICE"):
