@@ -454,3 +454,25 @@ async def test_two_connections_of_one_account_see_each_others_lines(chat: TestSe
             # The phone is not sent its own line back; the next line it gets is jay's.
             await jay.say("seen")
             assert (await phone.expect("PRIVMSG")).params == ("#lobby", "seen")
+
+
+async def test_flood_control_delays_then_refuses_then_disconnects() -> None:
+    config = local_config(irc_port=0, flood_rate=20.0, flood_burst=5, flood_max_lag=0.5)
+    async with (
+        open_test_server(config=config) as chat,
+        open_client(chat, "jay") as jay,
+        open_irc(chat, "ivy") as ivy,
+    ):
+        start = trio.current_time()
+        await ivy.send(*[f"PRIVMSG #lobby :line {i}" for i in range(30)])
+        refused = await ivy.expect("NOTICE")
+        assert refused.params[1].startswith("slow down")
+        # What was not refused arrives whole and in order, the lines past the burst late.
+        got = [(await jay.expect("message", lambda e: e.nick == "ivy")).text for _ in range(12)]
+        assert got == [f"line {i}" for i in range(12)]
+        assert trio.current_time() - start >= (12 - 5) / 20.0
+        # Keeping on: disconnected with ERROR.
+        await ivy.send(*[f"PRIVMSG #lobby :more {i}" for i in range(100)])
+        error = await ivy.expect("ERROR")
+        assert error.params[0].startswith("Closing link: disconnected for flooding")
+        assert (await jay.expect("leave", lambda e: e.nick == "ivy")).room == "#lobby"
