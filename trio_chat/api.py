@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._version import __version__
+from .bots import DEFAULT_BOT_BURST, DEFAULT_BOT_RATE, Bot, Bots
 from .errors import ChatError, CommandError, LoginRefused
 from .hub import Device, NickInUse, Room, TooManyConnections
 from .names import name_key, normalize_nick
+from .plugin_storage import PluginData, PluginStorage
 from .protocol import Info, Welcome, encode_server_event
 from .store import StoredMessage, StoreError
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from .config import ServerConfig
     from .history import HistoryService
     from .hub import Hub, Session
+    from .jobs import Jobs
     from .logins import Logins
     from .protocol import MessageKind
 
@@ -134,6 +137,14 @@ class ServerAPI:
     history_service: HistoryService | None
     logins: Logins | None
     broker: RedisBroker | None
+    #: Where :meth:`storage` keeps plugins' data now: the database while serving with one,
+    #: a dict without one (``--no-db``), ``None`` when there is nowhere (not serving).
+    plugin_data: PluginData | None = None
+    #: Plugins' background tasks and periodic jobs (see :class:`trio_chat.jobs.Jobs` and the
+    #: ``start_jobs`` hook): ``server.jobs.start_soon(...)`` from a command handler too.
+    jobs: Jobs
+    #: The plugins' bot users, by nick (see :meth:`add_bot`).
+    bots: Bots
 
     # ------------------------------------------------------------------------ messages
 
@@ -157,6 +168,44 @@ class ServerAPI:
     def plugin_settings(self, name: str) -> dict[str, Any]:
         """The settings of plugin ``name`` from the config file (empty if it has none)."""
         return dict(self.config.plugin_settings.get(name, {}))
+
+    def storage(self, namespace: str) -> PluginStorage:
+        """A plugin's own key-value store, ``namespace`` keeping it apart from every other
+        (use the plugin's name): ``await storage.set("key", {"any": "JSON"})``,
+        ``await storage.get("key")``, ``delete``, ``items(prefix)``. In the server's database,
+        so it survives restarts; in memory with ``--no-db``. Usable while the server runs
+        (else :class:`~trio_chat.plugin_storage.StorageError`); see
+        :class:`~trio_chat.plugin_storage.PluginStorage`."""
+        return PluginStorage(namespace, lambda: self.plugin_data)
+    # ---------------------------------------------------------------------------- bots
+
+    async def add_bot(
+        self,
+        nick: str,
+        *,
+        plugin: str = "",
+        rate: float = DEFAULT_BOT_RATE,
+        burst: int = DEFAULT_BOT_BURST,
+    ) -> Bot:
+        """A bot user called ``nick``, owned by ``plugin`` (its name, for logs and
+        :meth:`remove_plugin <trio_chat.ChatServer.remove_plugin>`): a user with no
+        connection that :meth:`Bot.join <trio_chat.bots.Bot.join>` rooms,
+        :meth:`~trio_chat.bots.Bot.say`, :meth:`~trio_chat.bots.Bot.act` and
+        :meth:`~trio_chat.bots.Bot.tell`, shown as a bot (``"bot": true``) in ``/who`` and
+        in its ``join`` events. It says at most ``rate`` lines a second after a ``burst``.
+
+        Refused (a :class:`~trio_chat.errors.ChatError`) for an invalid nick, one in use
+        (look-alikes included) and a registered account's. A bot lives until
+        :meth:`Bot.remove <trio_chat.bots.Bot.remove>`, a moderator disconnecting it, or
+        the server stopping: add it again in ``server_started``."""
+        nick = normalize_nick(nick)
+        if await self.is_registered(nick):
+            raise NickInUse(f"the nickname {nick} is a registered account")
+        return self.bots.add(self, nick, plugin=plugin, rate=rate, burst=burst)
+
+    def bot(self, nick: str) -> Bot | None:
+        """The bot called ``nick`` (look-alikes match), or ``None``."""
+        return self.bots.get(nick)
 
     # --------------------------------------------------------------------------- rooms
 

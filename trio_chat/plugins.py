@@ -49,12 +49,23 @@ class PluginLoadError(Exception):
 
 #: The hooks whose implementations are contained one by one: an exception is logged with
 #: the plugin's name and counts as ``None``, and the other implementations still run.
-CONTAINED_HOOKS = frozenset({"register_commands", "server_started", "user_joined", "user_left"})
+CONTAINED_HOOKS = frozenset(
+    {
+        "register_commands",
+        "server_started",
+        "user_joined",
+        "user_left",
+        "start_jobs",
+        "message_posted",
+    }
+)
 
 #: Contained hooks that must be synchronous: what an ``async def`` implementation would do
 #: could never be awaited (``register_commands`` is called while the plugin is registered,
 #: before anything could run it), so its awaitable is closed and the plugin named in the log.
-SYNC_HOOKS = frozenset({"register_commands"})
+#: ``start_jobs`` only starts things; an ``async def`` one would run outside the plugin's
+#: name (its jobs unattributed) and be cut off by the plugin timeout.
+SYNC_HOOKS = frozenset({"register_commands", "start_jobs"})
 
 #: What the sender of a message is told when a filter failed (the log says how).
 FILTER_FAILED = "message refused by a filter (internal error)"
