@@ -481,3 +481,45 @@ def test_isupport_says_our_limits() -> None:
     tokens = isupport_tokens(IrcSettings(nicklen=24, channellen=32, topiclen=300))
     assert {"NICKLEN=24", "CHANNELLEN=32", "TOPICLEN=300", "CASEMAPPING=ascii"} <= set(tokens)
     assert "PREFIX=(o)@" in tokens
+
+
+HOSTILE = [
+    b"NICK :two words",
+    b"NICK a\x00b",
+    b"JOIN :#a b",
+    b"JOIN #a\x00",
+    b"PART :#a b",
+    b"WHO :a b",
+    b"WHOIS :a b",
+    b"NAMES :#a b",
+    b"TOPIC :#a b",
+    b"MODE :#a b",
+    b"MODE #a +b :x  y",
+    b"KICK #a :b c",
+    b"ISON :a b",
+    b"CAP :LS x",
+    b"CAP REQ :a\x00",
+    b"CAP :bogus sub",
+    b"PING :\x00",
+    b"PRIVMSG :a b",
+    b"PRIVMSG a\x00 :hi",
+    b"CHATHISTORY :LATEST x * 1",
+    b"CHATHISTORY LATEST :#a b",
+    b"CHATHISTORY BEFORE #a :msgid=1 2 3",
+    b"AUTHENTICATE :a b",
+    b"USER a b c",
+    b"FROB :a b",
+]
+
+
+@pytest.mark.parametrize("line", HOSTILE)
+def test_hostile_input_gets_well_formed_answers(line: bytes) -> None:
+    view = FakeView()
+    view.rooms["#a"] = ChannelInfo("#a", "", (MemberInfo("alice", op=True),))
+    for session in (IrcSession(view, IrcSettings()), registered(view)):
+        step = session.receive(parse_line(line))
+        lines_of(step.replies)  # every reply parses back
+        for frame in step.frames:
+            error = Error(code="bad_name", text="no", ref=getattr(frame, "ref", None))
+            lines_of(session.render(error))
+            lines_of(session.render(Info(text="ok", ref=getattr(frame, "ref", None))))

@@ -52,6 +52,21 @@ def strip_formatting(text: str) -> str:
     return _FORMATTING.sub("", text)
 
 
+def clean(text: str) -> str:
+    """``text`` without the characters no IRC line may hold (NUL; CR and LF cannot come
+    in one line, but the hub's texts are checked here too)."""
+    if "\0" in text or "\r" in text or "\n" in text:
+        return text.replace("\0", "?").replace("\r", " ").replace("\n", " ")
+    return text
+
+
+def word(text: str) -> str:
+    """``text`` as a parameter before the last one: one word, not empty, not starting with
+    ``:`` (what a client sent as a trailing parameter may be none of these)."""
+    text = clean(text).replace(" ", "_").lstrip(":")
+    return text or "*"
+
+
 @dataclass(frozen=True, slots=True)
 class IrcSettings:
     """What the session says about the server: names, limits (ISUPPORT), MOTD."""
@@ -163,11 +178,15 @@ class SessionBase:
         )
 
     def numeric(self, code: str, *params: str) -> bytes:
-        return format_message(code, self.me, *params, source=self.server)
+        """A numeric to this client; every parameter but the last is made a :func:`word`
+        (they often echo what the client sent, which may be anything)."""
+        words = [word(p) for p in params[:-1]]
+        last = [clean(params[-1])] if params else []
+        return format_message(code, word(self.me), *words, *last, source=self.server)
 
     def notice(self, text: str) -> bytes:
         return b"".join(
-            format_message("NOTICE", self.me, line or " ", source=self.server)
+            format_message("NOTICE", word(self.me), clean(line) or " ", source=self.server)
             for line in text.splitlines() or [""]
         )
 

@@ -14,7 +14,7 @@ from ..protocol import (
     Say,
 )
 from . import numerics as n
-from .base import CHATHISTORY_LIMIT, Asked, SessionBase, Step, strip_formatting
+from .base import CHATHISTORY_LIMIT, Asked, SessionBase, Step, strip_formatting, word
 from .message import IrcMessage, ctcp_decode, format_message
 from .render import (
     history_line,
@@ -230,7 +230,7 @@ class Chatting(SessionBase):
                     self.numeric(n.ERR_NEEDMOREPARAMS, "MODE", "Not enough parameters")
                 )
                 return
-            nick = args.pop(0).partition("!")[0]
+            nick = word(args.pop(0).partition("!")[0])
             asked = Asked("MODE", info.name, f"{sign}{letter} {nick}")
             step.frames.append(
                 Command(name=command, args=nick, room=info.name, ref=self._ask(asked))
@@ -256,8 +256,9 @@ class Chatting(SessionBase):
         sub = sub.upper()
 
         def fail(code: str, text: str, *context: str) -> None:
+            words = [word(c) for c in context]
             step.replies.append(
-                format_message("FAIL", "CHATHISTORY", code, *context, text, source=self.server)
+                format_message("FAIL", "CHATHISTORY", code, *words, text, source=self.server)
             )
 
         if not self.view.keeps_accounts:
@@ -299,7 +300,9 @@ class Chatting(SessionBase):
         ]
         if batch is None:
             return b"".join(lines)
-        start = format_message("BATCH", f"+{batch}", "chathistory", target, source=self.server)
+        start = format_message(
+            "BATCH", f"+{batch}", "chathistory", word(target), source=self.server
+        )
         end = format_message("BATCH", f"-{batch}", source=self.server)
         return start + b"".join(lines) + end
 
@@ -328,7 +331,7 @@ class Chatting(SessionBase):
             return self.numeric(n.RPL_UNAWAY, "You are no longer marked as being away")
         if command == "MODE":
             return format_message(
-                "MODE", asked.target, *asked.detail.split(" "), source=hostmask(self.nick or "*")
+                "MODE", asked.target, *asked.detail.split(), source=hostmask(self.nick or "*")
             )
         if command == "OPER":
             return self.numeric(n.RPL_YOUREOPER, "You are now an IRC operator")
@@ -382,7 +385,7 @@ class Chatting(SessionBase):
                 )
         if command == "CHATHISTORY":
             return format_message(
-                "FAIL", "CHATHISTORY", "MESSAGE_ERROR", target, text, source=self.server
+                "FAIL", "CHATHISTORY", "MESSAGE_ERROR", word(target), text, source=self.server
             )
         if command == "OPER" and code == "not_allowed":
             return self.numeric(n.ERR_PASSWDMISMATCH, "Password incorrect")

@@ -55,6 +55,7 @@ from .base import (
     IrcSettings,
     SessionBase,
     Step,
+    clean,
     isupport_tokens,
     server_source,
     strip_formatting,
@@ -151,7 +152,7 @@ class IrcSession(Chatting, Queries, SessionBase):
             names = [w.removeprefix("-") for w in wanted]
             if not wanted or any(name not in offered for name in names):
                 step.replies.append(
-                    format_message("CAP", self.me, "NAK", msg.param(1), source=self.server)
+                    format_message("CAP", self.me, "NAK", clean(msg.param(1)), source=self.server)
                 )
                 return
             for word in wanted:
@@ -160,7 +161,7 @@ class IrcSession(Chatting, Queries, SessionBase):
                 else:
                     self.caps.add(word)
             step.replies.append(
-                format_message("CAP", self.me, "ACK", msg.param(1), source=self.server)
+                format_message("CAP", self.me, "ACK", clean(msg.param(1)), source=self.server)
             )
         elif sub == "END":
             self._cap_holding = False
@@ -285,7 +286,9 @@ class IrcSession(Chatting, Queries, SessionBase):
         if not msg.params:
             step.replies.append(self.numeric(n.ERR_NEEDMOREPARAMS, "PING", "Not enough parameters"))
             return
-        step.replies.append(format_message("PONG", self.server, msg.params[0], source=self.server))
+        step.replies.append(
+            format_message("PONG", self.server, clean(msg.params[0]), source=self.server)
+        )
 
     def _pong(self, msg: IrcMessage, step: Step) -> None:
         if self.registered:

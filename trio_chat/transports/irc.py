@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import functools
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -53,6 +54,8 @@ from .tcp import enable_keepalive
 if TYPE_CHECKING:
     from ..hub import Session
     from .host import ChatHost
+
+log = logging.getLogger("trio_chat.irc")
 
 _PING_TOKENS = itertools.count(1)
 
@@ -239,7 +242,14 @@ class IrcLink:
         except IrcParseError as exc:
             await self._reply(session.parse_error(exc))
             return ANSWERED
-        step = session.receive(message)
+        try:
+            step = session.receive(message)
+        except ValueError:
+            # A line the session could not word an answer to: a bug of ours, logged; the
+            # client is told in one line and the connection goes on.
+            log.exception("IRC line not handled from %s: %r", self.address, line[:80])
+            await self._reply(session.numeric("400", message.command, "Could not process"))
+            return ANSWERED
         replies = list(step.replies)
         if step.check_account is not None:
             account, password = step.check_account
@@ -317,7 +327,11 @@ class IrcLink:
             if isinstance(payload, Raw):
                 return payload.data
         inside = payload.events if isinstance(payload, Bundle) else (payload,)
-        return b"".join([session.render(e) for e in inside])
+        try:
+            return b"".join([session.render(e) for e in inside])
+        except ValueError:  # a bug of ours: logged, and the connection goes on
+            log.exception("IRC lines not made for %s: %r", self.address, payload)
+            return b""
 
     def _write_now(self, parcel: Parcel) -> bytes:
         """The mailbox's direct write (see :class:`~trio_chat.mailbox.DirectWrite`): the
