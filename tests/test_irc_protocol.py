@@ -523,3 +523,16 @@ def test_hostile_input_gets_well_formed_answers(line: bytes) -> None:
             error = Error(code="bad_name", text="no", ref=getattr(frame, "ref", None))
             lines_of(session.render(error))
             lines_of(session.render(Info(text="ok", ref=getattr(frame, "ref", None))))
+
+
+def test_the_docs_list_the_isupport_tokens_we_send() -> None:
+    from pathlib import Path
+
+    from trio_chat.names import MAX_NICK_LENGTH, MAX_ROOM_LENGTH
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "irc.md").read_text()
+    section = text.split("## ISUPPORT (005)", 1)[1]
+    documented = section.split("`", 2)[1].split()
+    settings = IrcSettings(network="NAME", nicklen=MAX_NICK_LENGTH, channellen=MAX_ROOM_LENGTH)
+    sent = [t.replace("NETWORK=NAME", "NETWORK=<name>") for t in isupport_tokens(settings)]
+    assert documented == sent
