@@ -476,3 +476,35 @@ async def test_flood_control_delays_then_refuses_then_disconnects() -> None:
         error = await ivy.expect("ERROR")
         assert error.params[0].startswith("Closing link: disconnected for flooding")
         assert (await jay.expect("leave", lambda e: e.nick == "ivy")).room == "#lobby"
+
+
+async def test_whois_and_who_show_what_user_gave(chat: TestServer) -> None:
+    from trio_chat.transports.irc import identities
+
+    async with open_irc(chat) as cool, open_client(chat, "jay") as jay:
+        await cool.send("NICK coolNick", "USER myusernam 0 * :My User Name")
+        await cool.expect(n.RPL_ENDOFNAMES)
+        async with open_irc(chat, "other") as other:
+            await other.send("WHOIS coolNick")
+            user = await other.expect(n.RPL_WHOISUSER)
+            assert user.params == (
+                "other",
+                "coolNick",
+                "~myusernam",
+                "trio-chat",
+                "*",
+                "My User Name",
+            )
+            assert (await other.expect(n.RPL_WHOISSERVER)).params[2] == "trio-chat"
+            await other.send("WHO #lobby")
+            who = {m.params[5]: m for m in [await other.expect(n.RPL_WHOREPLY) for _ in range(3)]}
+            assert who["coolNick"].params[2] == "~myusernam"
+            assert who["coolNick"].params[-1] == "0 My User Name"
+            assert who["jay"].params[2] == "jay"  # not an IRC user: its nick
+        # Gone: its identity with it.
+        assert ("myusernam", "My User Name") in identities(chat.server).values()
+        await cool.send("QUIT")
+        await cool.expect("ERROR")
+        assert await cool.next_line() is None  # closed: forgotten just before
+        assert ("myusernam", "My User Name") not in identities(chat.server).values()
+        await jay.expect("leave", lambda e: e.nick == "coolNick")

@@ -7,7 +7,17 @@ from __future__ import annotations
 from . import numerics as n
 from .base import SessionBase, Step
 from .message import IrcMessage
-from .view import ChannelInfo
+from .render import USER_HOST
+from .view import ChannelInfo, MemberInfo, UserInfo
+
+
+def identity(who: MemberInfo | UserInfo) -> tuple[str, str]:
+    """The username and real name shown for a user: an IRC user's own (from ``USER``,
+    the username with ``~`` as servers mark one no ident server vouched for), else the
+    nick for both."""
+    if who.username:
+        return "~" + who.username, who.realname or who.nick
+    return who.nick, who.realname or who.nick
 
 
 class Queries(SessionBase):
@@ -50,21 +60,31 @@ class Queries(SessionBase):
             info = self.view.channel(mask)
             for member in info.members if info else ():
                 step.replies.append(
-                    self._who_line(info.name if info else mask, member.nick, member.op, member.away)
+                    self._who_line(info.name if info else mask, member, member.op, member.away)
                 )
         else:
             user = self.view.user(mask)
             if user is not None:
                 channel = user.channels[0] if user.channels else "*"
                 step.replies.append(
-                    self._who_line(channel, user.nick, channel in user.ops_in, user.away)
+                    self._who_line(channel, user, channel in user.ops_in, user.away)
                 )
         step.replies.append(self.numeric(n.RPL_ENDOFWHO, mask, "End of WHO list"))
 
-    def _who_line(self, channel: str, nick: str, op: bool, away: str | None) -> bytes:
+    def _who_line(
+        self, channel: str, who: MemberInfo | UserInfo, op: bool, away: str | None
+    ) -> bytes:
         flags = ("G" if away else "H") + ("@" if op else "")
+        username, realname = identity(who)
         return self.numeric(
-            n.RPL_WHOREPLY, channel, nick, "trio-chat", self.server, nick, flags, f"0 {nick}"
+            n.RPL_WHOREPLY,
+            channel,
+            username,
+            USER_HOST,
+            self.server,
+            who.nick,
+            flags,
+            f"0 {realname}",
         )
 
     def _whois(self, msg: IrcMessage, step: Step) -> None:
@@ -77,9 +97,9 @@ class Queries(SessionBase):
             step.replies.append(self.numeric(n.ERR_NOSUCHNICK, nick, "No such nick/channel"))
             step.replies.append(self.numeric(n.RPL_ENDOFWHOIS, nick, "End of /WHOIS list"))
             return
-        realname = self.realname if user.nick == self.nick and self.realname else user.nick
+        username, realname = identity(user)
         step.replies.append(
-            self.numeric(n.RPL_WHOISUSER, user.nick, user.nick, "trio-chat", "*", realname)
+            self.numeric(n.RPL_WHOISUSER, user.nick, username, USER_HOST, "*", realname)
         )
         if user.channels:
             shown = " ".join(("@" if c in user.ops_in else "") + c for c in user.channels)

@@ -21,6 +21,9 @@ class MemberInfo:
     op: bool = False
     muted: bool = False
     away: str | None = None
+    #: What an IRC user gave in ``USER`` (empty for users of other transports).
+    username: str = ""
+    realname: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,9 @@ class UserInfo:
     account: bool = False
     admin: bool = False
     transport: str = ""
+    #: What an IRC user gave in ``USER`` (empty for users of other transports).
+    username: str = ""
+    realname: str = ""
 
 
 class IrcView(Protocol):

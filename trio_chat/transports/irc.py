@@ -18,7 +18,9 @@ import collections
 import functools
 import itertools
 import logging
+import re
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -108,18 +110,45 @@ def personal_marks(payload: ServerEvent | Bundle) -> str:
     return "\n" + "\n".join(marks) + "\n"
 
 
+#: Per server: what each IRC user gave in ``USER`` (session id -> username, real name),
+#: for ``WHO`` and ``WHOIS``; kept by the user's IRC connection while it lasts. Weak, so a
+#: server that is gone takes its entries with it.
+_IDENTITIES: weakref.WeakKeyDictionary[object, dict[int, tuple[str, str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def identities(server: ChatHost) -> dict[int, tuple[str, str]]:
+    """The IRC identities of ``server``'s users (see :data:`_IDENTITIES`)."""
+    return _IDENTITIES.setdefault(server, {})
+
+
+def username_of(user: str) -> str:
+    """A ``USER`` name as it is shown: letters, digits, ``.``, ``_`` and ``-``, 10 at most."""
+    return re.sub(r"[^\w.\-]", "", user)[:10] or "user"
+
+
 class HubView:
     """:class:`~trio_chat.irc.view.IrcView` over the server's hub."""
 
     def __init__(self, server: ChatHost) -> None:
         self._server = server
+        self._identities = identities(server)
 
     def _channel_info(self, room: object) -> ChannelInfo:
         from ..rooms import Room
 
         assert isinstance(room, Room)
+        known = self._identities
         members = tuple(
-            MemberInfo(s.nick, op=room.is_operator(s), muted=s.id in room.muted, away=s.away)
+            MemberInfo(
+                s.nick,
+                op=room.is_operator(s),
+                muted=s.id in room.muted,
+                away=s.away,
+                username=known.get(s.id, ("", ""))[0],
+                realname=known.get(s.id, ("", ""))[1],
+            )
             for s in sorted(room.members.values(), key=lambda s: s.nick.casefold())
         )
         return ChannelInfo(room.name, room.topic, members, tuple(sorted(room.banned)))
@@ -148,6 +177,8 @@ class HubView:
             account=session.account is not None,
             admin=session.admin,
             transport=session.transport,
+            username=self._identities.get(session.id, ("", ""))[0],
+            realname=self._identities.get(session.id, ("", ""))[1],
         )
 
     def user_count(self) -> int:
@@ -195,6 +226,8 @@ class IrcLink:
         self.last_heard = trio.current_time()
         # The marks naming this receiver (see personal_marks), for the nick they name.
         self._marked_nick: str | None = None
+        #: The session id and identity this connection registered (see identities).
+        self._identity: tuple[int, tuple[str, str]] | None = None
         self._own_mark = self._said_mark = ""
         self.measure = IRC_MEASURE
         self.park_fd = socket_fd(stream)
@@ -328,10 +361,31 @@ class IrcLink:
                 return payload.data
         inside = payload.events if isinstance(payload, Bundle) else (payload,)
         try:
-            return b"".join([session.render(e) for e in inside])
+            data = b"".join([session.render(e) for e in inside])
         except ValueError:  # a bug of ours: logged, and the connection goes on
             log.exception("IRC lines not made for %s: %r", self.address, payload)
             return b""
+        if self._identity is None and session.registered:
+            self._remember_identity()
+        return data
+
+    def _remember_identity(self) -> None:
+        """Once registered (its welcome rendered): what it gave in ``USER``, for the others'
+        ``WHO`` and ``WHOIS``."""
+        user = self.server.hub.find(self.session.nick or "")
+        if user is None:
+            return
+        entry = (username_of(self.session.user or ""), self.session.realname)
+        identities(self.server)[user.id] = entry
+        self._identity = (user.id, entry)
+
+    def _forget_identity(self) -> None:
+        if self._identity is not None:
+            key, entry = self._identity
+            known = identities(self.server)
+            if known.get(key) is entry:  # not another connection's since
+                del known[key]
+            self._identity = None
 
     def _write_now(self, parcel: Parcel) -> bytes:
         """The mailbox's direct write (see :class:`~trio_chat.mailbox.DirectWrite`): the
@@ -355,9 +409,11 @@ class IrcLink:
         pass  # an IRC client registers of its own accord; a refusal is a numeric
 
     async def aclose(self) -> None:
+        self._forget_identity()
         await self.stream.aclose()
 
     def abort(self) -> None:
+        self._forget_identity()
         close_now(self.stream)
 
 
