@@ -508,3 +508,20 @@ async def test_whois_and_who_show_what_user_gave(chat: TestServer) -> None:
         assert await cool.next_line() is None  # closed: forgotten just before
         assert ("myusernam", "My User Name") not in identities(chat.server).values()
         await jay.expect("leave", lambda e: e.nick == "coolNick")
+
+
+async def test_the_server_pings_a_quiet_client_and_closes_a_silent_one() -> None:
+    config = local_config(irc_port=0, idle_timeout=0.2, ping_timeout=0.3)
+    async with (
+        open_test_server(config=config) as chat,
+        open_irc(chat, "awake") as awake,
+        open_irc(chat, "asleep") as asleep,
+    ):
+        ping = await awake.expect("PING")
+        await awake.send(f"PONG :{ping.params[0]}", "JOIN 0")
+        # Answered: still here (JOIN 0 leaves every room).
+        assert (await awake.expect("PART")).params[0] == "#lobby"
+        await asleep.expect("PING")  # and no answer
+        error = await asleep.expect("ERROR")
+        assert error.params[0] == "Closing link: ping timeout"
+        assert await asleep.next_line() is None
