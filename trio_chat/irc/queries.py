@@ -137,10 +137,12 @@ class Queries(SessionBase):
 
     def _userhost(self, msg: IrcMessage, step: Step) -> None:
         found = []
-        for word in msg.params[:5]:
-            user = self.view.user(word)
+        for nick in msg.params[:5]:
+            user = self.view.user(nick)
             if user is not None:
-                found.append(f"{user.nick}={'-' if user.away else '+'}{user.nick}@trio-chat")
+                username = identity(user)[0]
+                away = "-" if user.away else "+"
+                found.append(f"{user.nick}={away}{username}@{USER_HOST}")
         step.replies.append(self.numeric(n.RPL_USERHOST, " ".join(found)))
 
     def _list(self, msg: IrcMessage, step: Step) -> None:
