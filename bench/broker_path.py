@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from servers import free_port, redis_server
 
+from trio_chat.broker.connection import open_redis_connection
 from trio_chat.hub import Hub, Session
 from trio_chat.mailbox import Mailbox, Parcel
 from trio_chat.testing import local_config, open_test_server
@@ -91,6 +92,9 @@ def members(hub: Hub, node: Counter, count: int, prefix: str) -> list[Session]:
 
 async def measure(args: argparse.Namespace, url: str | None) -> dict[str, float]:
     count = max(1, args.nodes)
+    if url is not None:  # each run starts from an empty log (a node catches up on it)
+        async with await open_redis_connection(url) as redis:
+            await redis.call(b"FLUSHALL")
     async with contextlib.AsyncExitStack() as stack:
         servers = [
             await stack.enter_async_context(
