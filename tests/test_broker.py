@@ -17,7 +17,7 @@ from trio_chat.broker.log import (
     own_event_prefix,
     own_event_seq,
 )
-from trio_chat.protocol import Message
+from trio_chat.protocol import Message, Topic
 from trio_chat.testing import ChatClient, TestServer, local_config, open_client, open_test_server
 
 if TYPE_CHECKING:
@@ -51,7 +51,8 @@ def test_an_entry_that_is_not_ours_is_refused(payload: bytes) -> None:
 
 
 def test_a_node_knows_its_own_events_by_their_start() -> None:
-    event = Message(id=1, ts=1.5, room="#lobby", nick="alice", text='a "line"\nand more')
+    # (A chat line is in the array form: see test_broker_log.py for its own prefix.)
+    event = Topic(id=1, ts=1.5, room="#lobby", nick="alice", topic='a "line"\nand more')
     prefix = own_event_prefix('node-"a"')
     own = encode_entry("event", 'node-"a"', 12, event=event, room="#lobby")
     assert own_event_seq(own, prefix) == 12

@@ -49,9 +49,11 @@ from .log import (
     Entry,
     EntryKind,
     decode_entry,
+    decode_line,
     encode_entry,
     own_event_prefix,
     own_event_seq,
+    own_line_prefix,
 )
 from .presence import Presence
 
@@ -422,6 +424,7 @@ class RedisBroker(Presence):
         backoff = _Backoff()
         log_key = self._keys["log"]
         own = own_event_prefix(self.node)
+        own_line = own_line_prefix(self.node)
         connection: RedisConnection | None = None
         try:
             while True:
@@ -445,6 +448,13 @@ class RedisBroker(Presence):
                 for raw_id, payload in entries:
                     stream_id = raw_id.decode()
                     self._position = stream_id
+                    if payload is not None and payload[:1] == b"[":  # a chat line
+                        seq = own_event_seq(payload, own_line)
+                        if seq is not None:  # this node's own: it holds it already
+                            self._read_own(seq, stream_id)
+                        else:
+                            self._read_line(stream_id, payload)
+                        continue
                     seq = own_event_seq(payload, own) if payload is not None else None
                     if seq is not None:  # this node's own event: it holds it already
                         self._read_own(seq, stream_id)
@@ -538,6 +548,20 @@ class RedisBroker(Presence):
             event_id = int(stream_id.partition("-")[0])
             self._hand_on(pending.with_event(renumbered(pending.event, event_id)))
         self._release_replies(seq)
+
+    def _read_line(self, stream_id: str, payload: bytes) -> None:
+        """Another node's chat line (the array form): what :meth:`_deliver_remote` does
+        with a decoded entry, without the entry (a line changes nobody's whereabouts, and
+        goes to its room's members alone)."""
+        try:
+            node, seq, event, persist = decode_line(stream_id, payload)
+        except BadEntry as exc:
+            log.warning("broker: skipped an entry: %s", exc)
+            return
+        if node == self.node:  # not read by its start: still this node's own
+            self._read_own(seq, stream_id)
+            return
+        self._hand_on(Pending(event, self.hub.room(event.room), (), persist))
 
     def _hand_on(self, pending: Pending) -> None:
         """Pass a numbered event read from the log on to the publisher, in log order."""
