@@ -26,6 +26,7 @@ from trio_chat.protocol import (
     Private,
     ServerEvent,
     Topic,
+    renumbered,
 )
 
 LINE = Message(id=3, ts=1700000000.123456, room="#lobby", nick="alice", text='a "line"\n\u00e9')
@@ -142,3 +143,10 @@ def test_a_node_knows_its_own_lines_by_their_start() -> None:
     )
     for other in others:
         assert own_event_seq(other, line_prefix) is None
+
+
+@pytest.mark.parametrize("event", [LINE, *(event for event, _ in EVENTS[3:])])
+def test_an_own_event_read_back_is_renumbered_as_replace_would(event: ServerEvent) -> None:
+    again = renumbered(event, 1234)
+    assert again == dataclasses.replace(event, id=1234)  # type: ignore[call-arg]
+    assert type(again) is type(event) and event.id != 1234  # type: ignore[attr-defined]

@@ -41,7 +41,7 @@ import trio
 
 from ..hub import Pending, Receiver, RuleChange, ServerBusy, Session
 from ..names import name_key
-from ..protocol import Info, Joined, renumbered
+from ..protocol import Info, Joined, Message, renumbered
 from . import replica
 from .connection import CommandError, RedisConnection, RedisError, open_redis_connection
 from .log import (
@@ -51,6 +51,7 @@ from .log import (
     decode_entry,
     decode_line,
     encode_entry,
+    encode_line,
     own_event_prefix,
     own_event_seq,
     own_line_prefix,
@@ -225,6 +226,22 @@ class RedisBroker(Presence):
 
     def publish(self, pending: Pending) -> None:
         event = pending.event
+        room = pending.room
+        if (
+            type(event) is Message
+            and room is not None
+            and not pending.extra
+            and pending.accounts is None
+            and room.name == event.room
+        ):  # a plain chat line, most of what is published: straight to the array form
+            if pending.persist and len(self._mine) >= MAX_WAITING:
+                raise ServerBusy("the server is busy sharing messages; try again in a moment")
+            self._seq = seq = self._seq + 1
+            payload = encode_line(self.node, seq, event, persist=pending.persist)
+            self._outgoing.append((seq, "e", payload))
+            self._wake_writer.set()
+            self._mine[seq] = pending
+            return
         if getattr(event, "id", None) is None:  # a reply: after this node's earlier events
             if isinstance(event, Info):
                 self._tell_remote(pending.extra, event)
@@ -235,11 +252,10 @@ class RedisBroker(Presence):
             return
         if pending.persist and len(self._mine) >= MAX_WAITING:
             raise ServerBusy("the server is busy sharing messages; try again in a moment")
-        room = pending.room.name if pending.room is not None else None
         seq = self._append(
             "event",
             event=event,
-            room=room,
+            room=room.name if room is not None else None,
             to=tuple(s.key for s in pending.extra),
             persist=pending.persist,
             accounts=pending.accounts,
