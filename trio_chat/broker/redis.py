@@ -57,6 +57,7 @@ from .log import (
     own_line_prefix,
 )
 from .presence import Presence
+from .resp import StreamEntry
 
 if TYPE_CHECKING:
     import coredis
@@ -461,23 +462,7 @@ class RedisBroker(Presence):
                     continue
                 backoff.reset()
                 self._resume("reading")
-                for raw_id, payload in entries:
-                    stream_id = raw_id.decode()
-                    self._position = stream_id
-                    if payload is not None and payload[:1] == b"[":  # a chat line
-                        seq = own_event_seq(payload, own_line)
-                        if seq is not None:  # this node's own: it holds it already
-                            self._read_own(seq, stream_id)
-                        else:
-                            self._read_line(stream_id, payload)
-                        continue
-                    seq = own_event_seq(payload, own) if payload is not None else None
-                    if seq is not None:  # this node's own event: it holds it already
-                        self._read_own(seq, stream_id)
-                        continue
-                    entry = self._decode(stream_id, payload)
-                    if entry is not None:
-                        self._handle(entry)
+                self._read_entries(entries, own, own_line)
                 await trio.lowlevel.checkpoint()
         finally:
             if connection is not None:
@@ -556,6 +541,55 @@ class RedisBroker(Presence):
             self._hand_on(dataclasses.replace(pending, event=entry.event))
         self._release_replies(entry.seq)
 
+    def _read_entries(self, entries: list[StreamEntry], own: bytes, own_line: bytes) -> None:
+        """Handle what one XREAD read, in order (``own``, ``own_line``: how this node's
+        events and chat lines start, see :func:`.log.own_event_seq`).
+
+        Chat lines, this node's and the others', are handed on right here (what
+        :meth:`_read_own`, :meth:`_read_line` and :meth:`_hand_on` do, with what they look
+        up bound once per batch): they are most of the log, and each call and lookup per
+        line showed in a node's CPU per line."""
+        mine, replies = self._mine, self._replies
+        expect, deliver, room = self.hub.expect, self._deliver, self.hub.room
+        for raw_id, payload in entries:
+            stream_id = raw_id.decode()
+            self._position = stream_id
+            if payload is None or payload[:1] != b"[":  # not a chat line
+                seq = own_event_seq(payload, own) if payload is not None else None
+                if seq is not None:  # this node's own event: it holds it already
+                    self._read_own(seq, stream_id)
+                    continue
+                entry = self._decode(stream_id, payload)
+                if entry is not None:
+                    self._handle(entry)
+                continue
+            seq = own_event_seq(payload, own_line)
+            if seq is not None:  # this node's own line: it holds it already
+                pending = mine.pop(seq, None)
+                if pending is None:  # (it failed, or this node sent it twice)
+                    self._release_replies(seq)
+                    continue
+                event_id = int(stream_id.partition("-")[0])
+                pending = pending.with_event(renumbered(pending.event, event_id))
+            else:
+                try:
+                    node, seq, event, persist = decode_line(stream_id, payload)
+                except BadEntry as exc:
+                    log.warning("broker: skipped an entry: %s", exc)
+                    continue
+                if node == self.node:  # not known by its start: still this node's own
+                    self._read_own(seq, stream_id)
+                    continue
+                event_id = event.id
+                pending = Pending(event, room(event.room), (), persist)
+                seq = 0  # (another node's: no reply of this one waits for it)
+            if event_id > self.last_event_id:
+                self.last_event_id = event_id
+            expect(event_id)
+            deliver(pending)
+            if replies and seq:
+                self._release_replies(seq)
+
     def _read_own(self, seq: int, stream_id: str) -> None:
         """This node's own event number ``seq`` read back: what :meth:`_deliver_own` does
         with the decoded entry, from the event it holds (the entry has the same one)."""
@@ -564,20 +598,6 @@ class RedisBroker(Presence):
             event_id = int(stream_id.partition("-")[0])
             self._hand_on(pending.with_event(renumbered(pending.event, event_id)))
         self._release_replies(seq)
-
-    def _read_line(self, stream_id: str, payload: bytes) -> None:
-        """Another node's chat line (the array form): what :meth:`_deliver_remote` does
-        with a decoded entry, without the entry (a line changes nobody's whereabouts, and
-        goes to its room's members alone)."""
-        try:
-            node, seq, event, persist = decode_line(stream_id, payload)
-        except BadEntry as exc:
-            log.warning("broker: skipped an entry: %s", exc)
-            return
-        if node == self.node:  # not read by its start: still this node's own
-            self._read_own(seq, stream_id)
-            return
-        self._hand_on(Pending(event, self.hub.room(event.room), (), persist))
 
     def _hand_on(self, pending: Pending) -> None:
         """Pass a numbered event read from the log on to the publisher, in log order."""
