@@ -242,13 +242,18 @@ async def test_redis_restarted_mid_chat_loses_and_repeats_nothing(
     from trio_chat.broker.connection import RedisConnection
 
     commands: list[object] = []
-    call = RedisConnection.call
+    call, call_encoded = RedisConnection.call, RedisConnection.call_encoded
 
     async def spy(self: RedisConnection, *args: object) -> object:
         commands.append(args[0])
         return await call(self, *args)
 
+    async def spy_encoded(self: RedisConnection, request: bytes) -> object:
+        commands.append(request.split(b"\r\n")[2])  # *N, $len, the command's name
+        return await call_encoded(self, request)
+
     monkeypatch.setattr(RedisConnection, "call", spy)
+    monkeypatch.setattr(RedisConnection, "call_encoded", spy_encoded)
     async with nodes(redis_server.url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
         alice, bob = await alice_on_a_bob_on_b(stack, a, b)
         await alice.say("one")

@@ -57,7 +57,7 @@ from .log import (
     own_line_prefix,
 )
 from .presence import Presence
-from .resp import StreamEntry
+from .resp import StreamEntry, encode_command_after, encode_head
 
 if TYPE_CHECKING:
     import coredis
@@ -439,7 +439,9 @@ class RedisBroker(Presence):
         """Read the log on from :attr:`_position`, blocking in Redis until there is more,
         through a connection of our own (see :mod:`.connection`)."""
         backoff = _Backoff()
-        log_key = self._keys["log"]
+        xread = encode_head(
+            b"XREAD", b"COUNT", READ_BATCH, b"BLOCK", 1000, b"STREAMS", self._keys["log"]
+        )
         own = own_event_prefix(self.node)
         own_line = own_line_prefix(self.node)
         connection: RedisConnection | None = None
@@ -449,10 +451,8 @@ class RedisBroker(Presence):
                     with trio.fail_after(5):
                         if connection is None:
                             connection = await open_redis_connection(self.url)
-                        entries = await connection.read_stream(
-                            b"XREAD", b"COUNT", READ_BATCH, b"BLOCK", 1000,
-                            b"STREAMS", log_key, self._position,
-                        )  # fmt: skip
+                        request = encode_command_after(xread, self._position)
+                        entries = await connection.read_stream_encoded(request)
                 except _failures() as exc:
                     if connection is not None:
                         await connection.aclose()
@@ -648,13 +648,20 @@ class RedisBroker(Presence):
             self._deliver(Pending(Info(text=text), None, local))
 
 
+#: The start of each EVALSHA sent, by script and keys: encoded once (see _run_script).
+_SCRIPT_HEADS: dict[tuple[str, tuple[str, ...]], tuple[int, bytes]] = {}
+
+
 async def _run_script(
     connection: RedisConnection, script: str, sha: str, keys: tuple[str, ...], args: tuple[Any, ...]
 ) -> object:
     """``EVALSHA``, or ``EVAL`` (which caches the script again) when Redis does not know
     the script: it restarted, or its script cache was flushed."""
+    head = _SCRIPT_HEADS.get((sha, keys))
+    if head is None:
+        head = _SCRIPT_HEADS[sha, keys] = encode_head(b"EVALSHA", sha, len(keys), *keys)
     try:
-        return await connection.call(b"EVALSHA", sha, len(keys), *keys, *args)
+        return await connection.call_encoded(encode_command_after(head, *args))
     except CommandError as exc:
         if exc.code != "NOSCRIPT":
             raise

@@ -127,6 +127,27 @@ def encode_command(*args: object) -> bytes:
     return b"".join(parts)
 
 
+def encode_head(*args: object) -> tuple[int, bytes]:
+    """The first arguments of a command sent again and again, encoded once: give it to
+    :func:`encode_command_after` with the arguments that change."""
+    request = encode_command(*args)
+    return len(args), request[request.index(b"\r\n") + 2 :]
+
+
+def encode_command_after(head: tuple[int, bytes], *args: object) -> bytes:
+    """:func:`encode_command` of ``head``'s arguments (see :func:`encode_head`) followed by
+    ``args``: only those are encoded (a node reads and appends with the same command,
+    key and script each time, and encoding those showed per round trip)."""
+    count, fixed = head
+    parts = [b"*%d\r\n" % (count + len(args)), fixed]
+    for arg in args:
+        data = _argument(arg)
+        parts.append(b"$%d\r\n" % len(data))
+        parts.append(data)
+        parts.append(b"\r\n")
+    return b"".join(parts)
+
+
 class _Incomplete(Exception):
     """The buffer ends inside a reply; ``need`` is the least length it must reach."""
 
