@@ -46,12 +46,12 @@ def test_a_chat_line_to_its_room_is_written_in_the_array_form() -> None:
 def test_a_chat_line_round_trips_with_the_id_the_log_gives(kind: str, persist: bool) -> None:
     event = Message(id=999, ts=1.5, room="#lobby", nick="alice", text="hi", kind=kind)  # type: ignore[arg-type]
     payload = encode_entry("event", "node-a", 7, event=event, room="#lobby", persist=persist)
-    line = decode_line("42-0", payload)
-    assert (line.node, line.seq, line.persist) == ("node-a", 7, persist)
-    assert line.event == Message(id=42, ts=1.5, room="#lobby", nick="alice", text="hi", kind=kind)  # type: ignore[arg-type]
+    node, seq, line, persisted = decode_line("42-0", payload)
+    assert (node, seq, persisted) == ("node-a", 7, persist)
+    assert line == Message(id=42, ts=1.5, room="#lobby", nick="alice", text="hi", kind=kind)  # type: ignore[arg-type]
     entry = decode_entry("42-0", payload)
     assert (entry.kind, entry.node, entry.seq, entry.stream_id) == ("event", "node-a", 7, "42-0")
-    assert entry.event == line.event
+    assert entry.event == line
     assert (entry.room, entry.to, entry.persist, entry.accounts) == ("#lobby", (), persist, None)
 
 
@@ -100,7 +100,7 @@ def test_an_entry_of_the_object_form_an_older_node_wrote_is_still_read() -> None
 
 def test_a_field_a_newer_node_adds_to_a_chat_line_is_ignored() -> None:
     payload = b'["l","new-1",4,1,1.5,"#lobby","alice","hi","say",{"colour":"red"}]'
-    assert decode_line("9-0", payload).event == Message(
+    assert decode_line("9-0", payload)[2] == Message(
         id=9, ts=1.5, room="#lobby", nick="alice", text="hi"
     )
 

@@ -32,7 +32,7 @@ those lines with a warning), so a restart should not leave an older node running
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, Literal, TypeAlias, get_args
 
 import orjson
 
@@ -86,14 +86,10 @@ class Entry:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-class Line(NamedTuple):
-    """A chat line of the log read by :func:`decode_line`: who wrote it, and the line."""
-
-    node: str
-    seq: int
-    #: Numbered with the log's id; its room is the one whose members get it.
-    event: Message
-    persist: bool
+#: A chat line of the log as :func:`decode_line` reads it: the node that wrote it, its
+#: running number, the line (numbered with the log's id; its room's members get it), and
+#: whether it is stored. A plain tuple: a NamedTuple cost 0.3 us more per line read.
+Line: TypeAlias = tuple[str, int, Message, bool]
 
 
 #: The first element of an entry of the array form (a chat line; see :func:`encode_line`).
@@ -148,7 +144,7 @@ def decode_line(stream_id: str, payload: bytes) -> Line:
         event = Message(id=event_id, ts=ts, room=room, nick=nick, text=text, kind=kind, **extras)
     else:
         event = Message(id=event_id, ts=ts, room=room, nick=nick, text=text, kind=kind)
-    return Line(node, seq, event, persist == 1)
+    return node, seq, event, persist == 1
 
 
 def encode_entry(
@@ -200,16 +196,8 @@ def decode_entry(stream_id: str, payload: bytes) -> Entry:
     """An entry read from the stream; :class:`BadEntry` if it is not one of ours (a node
     never trusts the log blindly: another program may share the Redis)."""
     if payload[:1] == b"[":
-        line = decode_line(stream_id, payload)
-        return Entry(
-            "event",
-            line.node,
-            line.seq,
-            stream_id,
-            event=line.event,
-            room=line.event.room,
-            persist=line.persist,
-        )
+        node, seq, line, persist = decode_line(stream_id, payload)
+        return Entry("event", node, seq, stream_id, event=line, room=line.room, persist=persist)
     try:
         obj = orjson.loads(payload)
         kind = obj["k"]
