@@ -138,8 +138,8 @@ async def test_who_and_help(chat_server: TestServer) -> None:
         assert info.data["room"] == "#lobby"
         assert info.data["users"] == ["alice", "bob"]
         assert info.data["members"] == [
-            {"nick": "alice", "op": False, "away": None},
-            {"nick": "bob", "op": False, "away": None},
+            {"nick": "alice", "op": False, "away": None, "bot": False},
+            {"nick": "bob", "op": False, "away": None, "bot": False},
         ]
         assert "alice, bob" in info.text
         await alice.command("/help")

@@ -11,7 +11,7 @@ import pytest
 
 from trio_chat.testing import local_config, open_client, open_test_server
 
-EXAMPLES = {"roll", "wordfilter", "greeter"}
+EXAMPLES = {"roll", "wordfilter", "greeter", "remind"}
 
 
 def installed_examples() -> set[str]:
@@ -34,6 +34,9 @@ async def test_pip_installed_plugins_work_over_the_wire() -> None:
             assert roll.nick == "alice" and "2d6" in roll.text
             await alice.say("well darn")  # the word filter
             assert (await bob.expect("message", lambda e: e.kind == "say")).text == "well d**n"
+            await alice.command("/remind 1h stretch")  # the reminders, with their storage
+            reply = await alice.expect("info", lambda e: e.text.startswith("I will remind"))
+            assert reply.text == "I will remind you in 1h: stretch"
 
 
 def test_trio_chat_plugins_lists_them_with_versions() -> None:
@@ -49,3 +52,4 @@ def test_trio_chat_plugins_lists_them_with_versions() -> None:
     assert lines["roll"].startswith("roll 0.1.0: /roll")
     assert lines["greeter"].startswith("greeter 0.1.0: /greeting")
     assert lines["wordfilter"].startswith("wordfilter 0.1.0")
+    assert lines["remind"].startswith("remind 0.1.0: /remind")

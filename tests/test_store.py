@@ -543,11 +543,13 @@ async def test_database_from_a_newer_version_is_refused_untouched(tmp_path: Path
     path = tmp_path / "chat.db"
     conn = sqlite3.connect(path)
     conn.executescript(
-        "PRAGMA application_id = 1952671860; PRAGMA user_version = 5;"
+        f"PRAGMA application_id = 1952671860; PRAGMA user_version = {SCHEMA_VERSION + 1};"
         "CREATE TABLE future (x); INSERT INTO future VALUES ('from the future');"
     )
     conn.close()
-    await expect_refusal(path, rf"made by a newer trio-chat \(schema 5 > {SCHEMA_VERSION}\)")
+    await expect_refusal(
+        path, rf"made by a newer trio-chat \(schema {SCHEMA_VERSION + 1} > {SCHEMA_VERSION}\)"
+    )
     assert [p.name for p in await trio.Path(tmp_path).iterdir()] == ["chat.db"]
 
 

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._version import __version__
+from .bots import DEFAULT_BOT_BURST, DEFAULT_BOT_RATE, Bot, Bots
 from .errors import ChatError, CommandError, LoginRefused
 from .hub import Device, NickInUse, Room, TooManyConnections
 from .names import name_key, normalize_nick
-from .protocol import Info, Welcome
+from .plugin_storage import PluginData, PluginStorage
+from .protocol import Info, Welcome, encode_server_event
 from .store import StoredMessage, StoreError
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from .config import ServerConfig
     from .history import HistoryService
     from .hub import Hub, Session
+    from .jobs import Jobs
     from .logins import Logins
     from .protocol import MessageKind
 
@@ -134,6 +137,14 @@ class ServerAPI:
     history_service: HistoryService | None
     logins: Logins | None
     broker: RedisBroker | None
+    #: Where :meth:`storage` keeps plugins' data now: the database while serving with one,
+    #: a dict without one (``--no-db``), ``None`` when there is nowhere (not serving).
+    plugin_data: PluginData | None = None
+    #: Plugins' background tasks and periodic jobs (see :class:`trio_chat.jobs.Jobs` and the
+    #: ``start_jobs`` hook): ``server.jobs.start_soon(...)`` from a command handler too.
+    jobs: Jobs
+    #: The plugins' bot users, by nick (see :meth:`add_bot`).
+    bots: Bots
 
     # ------------------------------------------------------------------------ messages
 
@@ -157,6 +168,44 @@ class ServerAPI:
     def plugin_settings(self, name: str) -> dict[str, Any]:
         """The settings of plugin ``name`` from the config file (empty if it has none)."""
         return dict(self.config.plugin_settings.get(name, {}))
+
+    def storage(self, namespace: str) -> PluginStorage:
+        """A plugin's own key-value store, ``namespace`` keeping it apart from every other
+        (use the plugin's name): ``await storage.set("key", {"any": "JSON"})``,
+        ``await storage.get("key")``, ``delete``, ``items(prefix)``. In the server's database,
+        so it survives restarts; in memory with ``--no-db``. Usable while the server runs
+        (else :class:`~trio_chat.plugin_storage.StorageError`); see
+        :class:`~trio_chat.plugin_storage.PluginStorage`."""
+        return PluginStorage(namespace, lambda: self.plugin_data)
+    # ---------------------------------------------------------------------------- bots
+
+    async def add_bot(
+        self,
+        nick: str,
+        *,
+        plugin: str = "",
+        rate: float = DEFAULT_BOT_RATE,
+        burst: int = DEFAULT_BOT_BURST,
+    ) -> Bot:
+        """A bot user called ``nick``, owned by ``plugin`` (its name, for logs and
+        :meth:`remove_plugin <trio_chat.ChatServer.remove_plugin>`): a user with no
+        connection that :meth:`Bot.join <trio_chat.bots.Bot.join>` rooms,
+        :meth:`~trio_chat.bots.Bot.say`, :meth:`~trio_chat.bots.Bot.act` and
+        :meth:`~trio_chat.bots.Bot.tell`, shown as a bot (``"bot": true``) in ``/who`` and
+        in its ``join`` events. It says at most ``rate`` lines a second after a ``burst``.
+
+        Refused (a :class:`~trio_chat.errors.ChatError`) for an invalid nick, one in use
+        (look-alikes included) and a registered account's. A bot lives until
+        :meth:`Bot.remove <trio_chat.bots.Bot.remove>`, a moderator disconnecting it, or
+        the server stopping: add it again in ``server_started``."""
+        nick = normalize_nick(nick)
+        if await self.is_registered(nick):
+            raise NickInUse(f"the nickname {nick} is a registered account")
+        return self.bots.add(self, nick, plugin=plugin, rate=rate, burst=burst)
+
+    def bot(self, nick: str) -> Bot | None:
+        """The bot called ``nick`` (look-alikes match), or ``None``."""
+        return self.bots.get(nick)
 
     # --------------------------------------------------------------------------- rooms
 
@@ -393,6 +442,19 @@ class ServerAPI:
             raise LoginRefused("login_failed", "wrong password; nothing changed")
 
 
+#: How many lines one run of a command handler may speak in rooms (``ctx.say``,
+#: ``ctx.action``). A user's own lines pass flood control; a handler's would not, so a
+#: handler that loops on ``ctx.say`` would bury the room and get its members dropped as
+#: slow receivers. Past this the call raises :class:`PluginMisuse` (a ``plugin_error``).
+MAX_LINES_PER_COMMAND = 20
+
+
+class PluginMisuse(RuntimeError):
+    """A plugin used the API in a way that would cost other users (too many lines from one
+    command, a line longer than any user may send): raised to the plugin, so its caller gets
+    ``plugin_error`` and the log names the plugin, and nothing reaches anyone else."""
+
+
 class CommandContext:
     """What a command handler gets: who called, with what, and ways to answer.
 
@@ -416,6 +478,7 @@ class CommandContext:
         self.args = args
         self.room = room
         self.ref = ref
+        self._lines = 0  # said by this run (see MAX_LINES_PER_COMMAND)
 
     @property
     def nick(self) -> str:
@@ -452,16 +515,47 @@ class CommandContext:
         )
 
     def reply(self, text: str, data: dict[str, Any] | None = None) -> None:
-        """Send ``text`` (and optional structured ``data``) to the caller only."""
-        self.server.hub.send_to(self.session, Info(text=text, data=data, ref=self.ref))
+        """Send ``text`` (and optional structured ``data``, a JSON object) to the caller only.
+
+        Checked here, where the plugin can be told: a reply that cannot be encoded would
+        otherwise fail later, in the delivery every connection shares. So a ``text`` that is
+        not a string or ``data`` that is not a JSON-encodable dict raises ``TypeError``.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"ctx.reply takes a str, not {type(text).__name__}")
+        if data is not None and not isinstance(data, dict):
+            raise TypeError(f"ctx.reply's data is a dict or None, not {type(data).__name__}")
+        reply = Info(text=text, data=data, ref=self.ref)
+        if data is not None:
+            try:
+                encode_server_event(reply)
+            except TypeError as exc:  # orjson's JSONEncodeError is one
+                raise TypeError(f"ctx.reply's data cannot be sent as JSON: {exc}") from None
+        self.server.hub.send_to(self.session, reply)
 
     def say(self, text: str) -> None:
-        """Say ``text`` in the room as the caller."""
-        self.server.post(self.session, self.room, text, "say")
+        """Say ``text`` in the room as the caller (at most :data:`MAX_LINES_PER_COMMAND`
+        lines per run of the handler, each no longer than a user's)."""
+        self.server.post(self.session, self.room, self._line("say", text), "say")
 
     def action(self, text: str) -> None:
-        """Emote ``text`` in the room as the caller (shown as ``* nick text``)."""
-        self.server.post(self.session, self.room, text, "action")
+        """Emote ``text`` in the room as the caller (shown as ``* nick text``; counted and
+        bounded as :meth:`say`)."""
+        self.server.post(self.session, self.room, self._line("action", text), "action")
+
+    def _line(self, how: str, text: str) -> str:
+        """``text`` if the handler may still speak it, else :class:`PluginMisuse`."""
+        if not isinstance(text, str):
+            raise TypeError(f"ctx.{how} takes a str, not {type(text).__name__}")
+        self._lines += 1
+        if self._lines > MAX_LINES_PER_COMMAND:
+            raise PluginMisuse(
+                f"/{self.name} tried to speak more than {MAX_LINES_PER_COMMAND} lines in one run"
+            )
+        limit = self.server.config.max_frame_bytes
+        if len(text) > limit // 4 and len(text.encode()) > limit:  # (cheap test first)
+            raise PluginMisuse(f"/{self.name} tried to speak a line over {limit} bytes")
+        return text
 
     def fail(self, text: str, code: str = "command_failed") -> NoReturn:
         """Refuse: raises :class:`CommandError`, so nothing after this call runs."""

@@ -1,4 +1,4 @@
-"""The ``trio-chat`` command: ``serve``, ``connect`` and ``plugins``.
+"""The ``trio-chat`` command: ``serve``, ``connect``, ``plugins`` and ``new-plugin``.
 
 Errors a user can meet (port in use, bad arguments, a plugin that will not load, connection
 refused) end with one clear line on stderr and a non-zero exit, never a traceback.
@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import trio
@@ -141,6 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="MODULE_OR_FILE",
         help="also load this plugin, as serve would",
+    )
+
+    new_plugin = sub.add_parser(
+        "new-plugin",
+        help="write a new plugin package, ./trio-chat-NAME/, that passes its test",
+        description="Write ./trio-chat-NAME/: an installable plugin package (pyproject.toml "
+        "with the trio_chat entry point, a module with the command /NAME, a test using "
+        "trio_chat.testing, a README). An existing folder is never overwritten.",
+    )
+    new_plugin.add_argument(
+        "name", metavar="NAME", help="the plugin's name, also its command's (e.g. weather)"
     )
     return parser
 
@@ -357,6 +369,21 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from .scaffold import ScaffoldError, write_plugin
+
+    try:
+        folder = write_plugin(args.name, Path.cwd())
+    except ScaffoldError as exc:
+        return fail(str(exc))
+    shown = f"./{folder.name}"
+    print(f"wrote {shown}/, a trio-chat plugin with the command /{args.name}:")
+    for path in sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file()):
+        print(f"  {path}")
+    print(f"next: pip install '{shown}[test]' && python -m pytest {shown}")
+    return 0
+
+
 def cmd_connect(args: argparse.Namespace) -> int:
     from .client.main import run_client
 
@@ -385,6 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "example-config":
             sys.stdout.write(render_example_config(program_defaults()))
             return 0
+        if args.command == "new-plugin":
+            return cmd_new_plugin(args)
         return cmd_connect(args)
     except KeyboardInterrupt:
         return 130

@@ -55,6 +55,8 @@ async def run_command(ctx: CommandContext) -> None:
         if result is None:
             return
         if not isinstance(result, str):
+            if inspect.iscoroutine(result):
+                result.close()  # never to be awaited: no "never awaited" warning later
             log.error(
                 "plugin %r: /%s returned %s, not a string or None",
                 spec.plugin,
@@ -66,7 +68,8 @@ async def run_command(ctx: CommandContext) -> None:
         ctx.reply(result)
     except ChatError as exc:
         hub.send_to(ctx.session, error_reply(exc, ctx.ref))
-    except Exception:
+    except (Exception, SystemExit):
+        # SystemExit too: a plugin's sys.exit() must not end the server for everyone.
         log.exception("plugin %r: /%s raised", spec.plugin, spec.name)
         _internal_error(ctx)
 

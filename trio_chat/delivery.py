@@ -119,6 +119,7 @@ class Delivery:
     sessions: dict[str, Session]
     recent: dict[str, RecentLines]
     join_history: Callable[[Session, str], History | None] | None
+    on_said: list[Callable[[Message, Session], None]]
     _last_id: int
     _undelivered: collections.deque[int]
 
@@ -187,6 +188,10 @@ class Delivery:
             if recent is not None:
                 recent.extend(lines)  # type: ignore[arg-type]
         self.metrics.fanout_seconds.observe(time.perf_counter() - start)
+        if self.on_said:
+            for pending in run:
+                if pending.sender is not None:
+                    self._said(pending.event, pending.sender)  # type: ignore[arg-type]
 
     def expect(self, event_id: int) -> None:
         """Event ``event_id`` (numbered by the broker's log, in rising order) is on its way
@@ -216,6 +221,14 @@ class Delivery:
             if history is not None:
                 self._fanout((arrival.to,), history)
         self.metrics.fanout_seconds.observe(time.perf_counter() - start)
+        if self.on_said and pending.sender is not None and type(event) is Message:
+            self._said(event, pending.sender)
+
+    def _said(self, message: Message, sender: Session) -> None:
+        """A line said on this node went out to its room: tell the ``on_said`` observers
+        (the server queues it for the ``message_posted`` hook; nothing waits here)."""
+        for callback in self.on_said:
+            callback(message, sender)
 
     def _arrive(self, arrival: Arrival, joined_id: int) -> bool:
         """The ``join`` ``joined_id`` of ``arrival`` is being delivered: the user gets the

@@ -21,11 +21,12 @@ plugin timeout, without holding up other users.
 How errors are contained. pluggy stops a hook call at the first exception; one broken
 plugin must not silence the others, nor stop the server, so the plugin manager (see
 :class:`trio_chat.plugins.ChatPluginManager`) calls each plain implementation of
-``register_commands``, ``server_started``, ``user_joined`` and ``user_left`` on its own
-terms: whatever it raises is logged with the plugin's name and counts as ``None``, and the
-others still run. An exception from a ``wrapper=True`` implementation of those hooks is
-logged too. ``filter_message`` is the exception to the rule: a filter that raises refuses
-the message (a broken filter fails closed, never lets through what it should have stopped).
+``register_commands``, ``server_started``, ``user_joined``, ``user_left``, ``start_jobs``
+and ``message_posted`` on its own terms: whatever it raises is logged with the plugin's
+name and counts as ``None``, and the others still run. An exception from a
+``wrapper=True`` implementation of those hooks is logged too. ``filter_message`` is the exception to the
+rule: a filter that raises refuses the message (a broken filter fails closed, never lets
+through what it should have stopped).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from .api import ServerAPI
     from .commands import RegisterCommand
     from .hub import Session
+    from .jobs import Jobs
+    from .protocol import Message
 
 #: The project name pluggy uses to match hook implementations to these specs.
 PROJECT_NAME = "trio_chat"
@@ -63,7 +66,8 @@ def register_commands(register: RegisterCommand) -> None:
     Registering a name that another plugin already took is refused with a logged error, so
     two plugins can never silently shadow each other. Historic (pluggy's ``call_historic``):
     called once per plugin, when the plugin is added, whether before the server starts or
-    while it runs; so it cannot have a ``wrapper=True`` implementation.
+    while it runs; so it cannot have a ``wrapper=True`` implementation. It must be a plain
+    function: an ``async def`` one is refused with a logged error (nothing could await it).
     """
 
 
@@ -106,4 +110,50 @@ def server_started(server: ServerAPI, addresses: list[str]) -> None:
     """Called once the server listens, with the addresses it bound (``tcp://``, ``ws://``).
 
     Errors are logged, not raised: a plugin cannot stop the server from serving.
+    """
+
+
+@hookspec
+def start_jobs(server: ServerAPI, jobs: Jobs) -> None:
+    """Start background work that lives as long as the server: ``jobs.every(60, check)``
+    runs ``check()`` every minute, ``jobs.start_soon(follow_feed, server)`` runs a task of
+    the plugin's own until the server stops.
+
+    Called once the server is serving, before it accepts connections (for a plugin added
+    while it serves: when it is added), with the server's :class:`trio_chat.jobs.Jobs`.
+    Job functions may be plain or ``async def``; they get the arguments given after the
+    function. A periodic run is bounded by the plugin timeout (``timeout=`` to change it)
+    and cancelled past it; one that raises or times out is logged (once a minute while it
+    keeps failing), and the job keeps its schedule (runs never overlap; times missed are
+    skipped). A ``start_soon`` task that raises is logged and ends alone.
+    ``every(..., immediately=True)`` runs the first time at once instead of after one
+    period.
+
+    At shutdown (and when the plugin is removed) every job is cancelled, before users are
+    told goodbye and before storage closes; write jobs ``async`` so that cancellation can
+    reach them: blocking work belongs in ``trio.to_thread.run_sync(...,
+    abandon_on_cancel=True)``. Must be a plain ``def`` (it only starts things: an
+    ``async def`` one is refused, and logged); errors are logged, not raised.
+    """
+
+
+@hookspec
+def message_posted(server: ServerAPI, message: Message, session: Session) -> Any:
+    """Called for every chat line said in a room of this server, once it was delivered.
+
+    ``message`` is the ``message`` event everyone in ``message.room`` got (``id``, ``ts``,
+    ``room``, ``nick``, ``text``, ``kind``: ``"say"`` or ``"action"``), after the message
+    filters; ``session`` is who said it (a person, or a plugin's bot: ``session.bot``).
+    Private messages and lines refused by a filter are not posted. With several
+    processes (``--broker``), a line is posted on the process where it was said, so a
+    plugin running on every process answers it once.
+
+    For loggers, bots and triggers (see :func:`trio_chat.on_message`, which is built on
+    this hook). It is called after the line went out, from a task of its own, in the order
+    of the lines: it never delays delivery, and a listener that falls more than a thousand
+    lines behind misses lines (logged). A plain function runs on the server's thread:
+    keep it quick. ``async def`` (or returning an awaitable) runs in the background,
+    bounded by the plugin timeout; at most a hundred such calls run at once, and past that
+    the newest are skipped (logged). Errors are logged, not raised. A listener that answers
+    with a bot sees that answer posted too (``session.bot`` is true): mind the loop.
     """

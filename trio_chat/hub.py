@@ -142,6 +142,9 @@ class Hub(Delivery):
         #: brokers). A room's creator becoming its operator is not one of these: that goes
         #: with the join.
         self.on_rule: list[Callable[[RuleChange], None]] = []
+        #: Observers, called with each chat line said on this node (and its sender) once
+        #: it was delivered to the room (for the ``message_posted`` hook).
+        self.on_said: list[Callable[[Message, Session], None]] = []
         #: Per room key, the room's latest lines, for the history a joiner gets with its
         #: ``join`` (filled by the history service: :mod:`trio_chat.recent`); fed with
         #: each line delivered, dropped when the room vanishes.
@@ -174,6 +177,28 @@ class Hub(Delivery):
             mailbox=mailbox,
         )
         session.devices.append(Device(session, mailbox, address, transport))
+        self.sessions[key] = session
+        for callback in self.on_attach:
+            callback(session)
+        return session
+
+    def attach_bot(self, nick: str, mailbox: Mailbox) -> Session:
+        """Register a plugin's bot under ``nick`` (validated, unique as any nick): a user
+        with no connection (no :class:`Device`), whose ``mailbox`` takes what is sent to it
+        (see :mod:`trio_chat.bots`). Observers hear of it as of any user (a broker tells the
+        other nodes). Raises InvalidName/NickInUse."""
+        nick = normalize_nick(nick)
+        key = name_key(nick)
+        if key in self.sessions:
+            raise NickInUse(f"the nickname {nick!r} is taken")
+        session = Session(
+            id=next(self._session_ids),
+            nick=nick,
+            address="?",
+            transport="bot",
+            mailbox=mailbox,
+            bot=True,
+        )
         self.sessions[key] = session
         for callback in self.on_attach:
             callback(session)
@@ -350,7 +375,13 @@ class Hub(Delivery):
             session.rooms[room.name] = None
             session.history_bound.pop(key, None)
             arrival = Arrival(session, room, self.connection_of(session))
-            joined = Joined(id=self._next_id(), ts=self._clock(), room=room.name, nick=session.nick)
+            joined = Joined(
+                id=self._next_id(),
+                ts=self._clock(),
+                room=room.name,
+                nick=session.nick,
+                bot=True if session.bot else None,
+            )
             if self._quiet(room):
                 self._publish(joined, extra=(session,), arrival=arrival)
             else:

@@ -49,7 +49,23 @@ class PluginLoadError(Exception):
 
 #: The hooks whose implementations are contained one by one: an exception is logged with
 #: the plugin's name and counts as ``None``, and the other implementations still run.
-CONTAINED_HOOKS = frozenset({"register_commands", "server_started", "user_joined", "user_left"})
+CONTAINED_HOOKS = frozenset(
+    {
+        "register_commands",
+        "server_started",
+        "user_joined",
+        "user_left",
+        "start_jobs",
+        "message_posted",
+    }
+)
+
+#: Contained hooks that must be synchronous: what an ``async def`` implementation would do
+#: could never be awaited (``register_commands`` is called while the plugin is registered,
+#: before anything could run it), so its awaitable is closed and the plugin named in the log.
+#: ``start_jobs`` only starts things; an ``async def`` one would run outside the plugin's
+#: name (its jobs unattributed) and be cut off by the plugin timeout.
+SYNC_HOOKS = frozenset({"register_commands", "start_jobs"})
 
 #: What the sender of a message is told when a filter failed (the log says how).
 FILTER_FAILED = "message refused by a filter (internal error)"
@@ -150,12 +166,20 @@ class ChatPluginManager(pluggy.PluginManager):
             token = _calling_plugin.set(plugin)
             try:
                 result = function(*args)
-            except Exception:
+            except (Exception, SystemExit):  # a plugin's sys.exit() ends no server
                 log.exception("plugin %r: %s raised", plugin, hook_name)
                 return None
             finally:
                 _calling_plugin.reset(token)
             if inspect.isawaitable(result):
+                if hook_name in SYNC_HOOKS:
+                    _discard(result)
+                    log.error(
+                        "plugin %r: %s must not be async (nothing it does is done)",
+                        plugin,
+                        hook_name,
+                    )
+                    return None
                 return _guarded(result, plugin, hook_name, self.timeout)
             return result
 
@@ -170,8 +194,21 @@ class ChatPluginManager(pluggy.PluginManager):
         def chained(*args: object) -> object:
             if at is not None:
                 args = (*args[:at], texts[-1], *args[at + 1 :])
-            result = function(*args)
+            try:
+                result = function(*args)
+            except ChatError:  # a refusal the filter means (CommandError is one)
+                raise
+            except (Exception, SystemExit):  # a bug: refuses too, logged with whose it is
+                log.exception("plugin %r: filter_message raised", impl.plugin_name)
+                raise ChatError("plugin_error", FILTER_FAILED) from None
             if result is not None:
+                if inspect.isawaitable(result):
+                    _discard(result)
+                    log.error(
+                        "plugin %r: filter_message must be synchronous, not async",
+                        impl.plugin_name,
+                    )
+                    raise ChatError("plugin_error", FILTER_FAILED)
                 if not isinstance(result, str):
                     log.error(
                         "plugin %r: filter_message returned %s, not a string or None",
@@ -193,6 +230,13 @@ def _with_function(impl: pluggy.HookImpl, function: Callable[..., object]) -> pl
     return twin
 
 
+def _discard(awaitable: Awaitable[Any]) -> None:
+    """Close an awaitable that will never be awaited, so Python does not warn of it later,
+    far from the plugin that made it."""
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()
+
+
 async def _guarded(result: Awaitable[Any], plugin: str, hook_name: str, limit: float) -> None:
     """Await an async hook implementation's result: within ``limit`` seconds, its failure
     logged."""
@@ -201,7 +245,7 @@ async def _guarded(result: Awaitable[Any], plugin: str, hook_name: str, limit: f
             await result
         if scope.cancelled_caught:
             log.error("plugin %r: %s took longer than %ss", plugin, hook_name, limit)
-    except Exception:
+    except (Exception, SystemExit):
         log.exception("plugin %r: %s raised", plugin, hook_name)
 
 

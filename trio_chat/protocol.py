@@ -351,6 +351,9 @@ class Joined(ServerEvent):
     ts: float
     room: str
     nick: str
+    #: ``True`` when ``nick`` is a plugin's bot (see :mod:`trio_chat.bots`); left out for
+    #: people.
+    bot: bool | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

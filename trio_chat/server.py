@@ -16,17 +16,20 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .api import ServerAPI
+from .bots import Bots
 from .broker.redis import RedisBroker
 from .commands import CommandContext, CommandRegistry, run_command
 from .config import ServerConfig
 from .errors import ChatError, LoginRefused
 from .history import HistoryService
 from .hub import Hub, NotInRoom, Session, host_of
+from .jobs import Jobs
 from .keepalive import Keepalive
 from .limits import ConnectionLimiter
 from .logins import AccountBook, Logins
 from .metrics import Metrics
 from .names import DEFAULT_ROOM, normalize_nick
+from .plugin_storage import MemoryPluginData
 from .plugins import (
     ENTRY_POINT_GROUP,
     FILTER_FAILED,
@@ -36,12 +39,14 @@ from .plugins import (
     new_plugin_manager,
     run_soon,
 )
+from .posted import PostedFeed
 from .protocol import (
     ClientFrame,
     Command,
     Error,
     Hello,
     HistoryRequest,
+    Message,
     MessageKind,
     Ping,
     Pong,
@@ -103,12 +108,15 @@ class ChatServer(ServerAPI):
         )
         self.hub.quiet_room_size = self.config.quiet_room_size
         self.commands = CommandRegistry(calling_plugin)
+        self.bots = Bots()
         self.pm: ChatPluginManager = new_plugin_manager()
         self.pm.timeout = self.config.plugin_timeout
         # Historic: every plugin registered from now on (built-ins, entry points, plugins
         # added while serving) gets this call when it is registered, and only then.
         self.pm.hook.register_commands.call_historic(kwargs={"register": self.commands.register})
         self.addresses: list[str] = []
+        #: Plugins' background work; runs while serving (see the ``start_jobs`` hook).
+        self.jobs = Jobs(timeout=self.config.plugin_timeout, owner=calling_plugin)
         self._nursery: trio.Nursery | None = None
         #: Where idle connections wait without tasks (see transports.parking).
         self.parking = ParkingLot()
@@ -116,6 +124,9 @@ class ChatServer(ServerAPI):
         self.history_service: HistoryService | None = None
         self.logins: Logins | None = None
         self.publisher: Publisher | None = None
+        #: Plugins' storage without a database: one dict for the server object's life.
+        self._memory_plugin_data = MemoryPluginData()
+        self.plugin_data = self._memory_plugin_data if self.config.db is None else None
         #: The Redis broker while serving with ``--broker`` (else events stay in-process).
         self.broker: RedisBroker | None = None
         self._live_sessions = 0
@@ -131,6 +142,11 @@ class ChatServer(ServerAPI):
         self._shutdown_requested = trio.Event()
         self.hub.on_join.append(self._joined)
         self.hub.on_part.append(self._parted)
+        #: The lines said here, on their way to the ``message_posted`` listeners.
+        self.posted = PostedFeed(
+            self._call_message_posted, lambda: bool(self.pm.hook.message_posted.get_hookimpls())
+        )
+        self.hub.on_said.append(self.posted.heard)
         for plugin, name in collect_plugins(self.config.plugins, builtins=builtins):
             self.add_plugin(plugin, name)
         if self.config.entry_points:
@@ -191,7 +207,19 @@ class ChatServer(ServerAPI):
         registered = self.pm.register(plugin, name or self._default_name(plugin))
         if registered is None:
             raise ValueError(f"plugin {name or plugin!r} is already registered")
+        if self.jobs.running:
+            # Serving already: this plugin's start_jobs now (the others had theirs).
+            others = [p for p in self.pm.get_plugins() if p is not plugin]
+            self._start_jobs(self.pm.subset_hook_caller("start_jobs", remove_plugins=others))
         return registered
+
+    def _start_jobs(self, hook: Callable[..., Any]) -> None:
+        try:
+            results = hook(server=self, jobs=self.jobs)
+        except Exception:
+            log.exception("a wrapper of start_jobs raised")
+            return
+        run_soon(results, self._nursery, "start_jobs")
 
     def _default_name(self, plugin: object) -> str:
         """A readable name for logs: the module's name, or the class's dotted path."""
@@ -223,8 +251,11 @@ class ChatServer(ServerAPI):
             slot.give_back()
 
     def remove_plugin(self, name: str) -> None:
+        self.jobs.cancel_plugin(name)
         self.pm.unregister(name=name)
         self.commands.remove_plugin(name)
+        for bot in self.bots.of_plugin(name):
+            bot.session.close("bot_removed", "its plugin was removed")
 
     def call_hook(self, hook_name: str, **kwargs: Any) -> None:
         """Call an event hook through pluggy's caller; run async implementations in the
@@ -247,6 +278,14 @@ class ChatServer(ServerAPI):
 
     def _parted(self, session: Session, room: str, reason: str | None) -> None:
         self.call_hook("user_left", server=self, session=session, room=room, reason=reason)
+
+    def _call_message_posted(self, message: Message, session: Session) -> object:
+        """The ``message_posted`` listeners' results (the feed runs the awaitable ones)."""
+        try:
+            return self.pm.hook.message_posted(server=self, message=message, session=session)
+        except Exception:
+            log.exception("a wrapper of message_posted raised")
+            return []
 
     # ------------------------------------------------------------------------ messages
 
@@ -422,6 +461,7 @@ class ChatServer(ServerAPI):
                     store, self.hub, history_on_join=self.config.history_on_join
                 )
                 self.logins = Logins(await self._account_book(stack, store))
+                self.plugin_data = store
                 self.metrics.watch_store(lambda: store.stats)
             self.publisher = Publisher(self.hub, store=store, outbox_size=self.config.outbox_size)
             self.broker = None
@@ -448,6 +488,8 @@ class ChatServer(ServerAPI):
                 if self.broker is not None:
                     self.broker.detach()
                 self.history_service = self.logins = self.publisher = self.broker = None
+                if store is not None:
+                    self.plugin_data = None
                 self.hub.join_history = None
                 self.hub.recent.clear()
 
@@ -474,8 +516,11 @@ class ChatServer(ServerAPI):
                 await nursery.start(self.broker.run)
             nursery.start_soon(self.keepalive.run)
             nursery.start_soon(self.parking.run)
+            nursery.start_soon(self.posted.run)
             if self.history_service is not None and self.config.keep_days is not None:
                 nursery.start_soon(self.history_service.prune_forever, self.config.keep_days)
+            await nursery.start(self.jobs.run)
+            self._start_jobs(self.pm.hook.start_jobs)
             # Listeners live in their own nursery so that stopping them stops accepting
             # while the connections (spawned in ``nursery``) get to say goodbye.
             async with trio.open_nursery() as listeners:
@@ -494,6 +539,9 @@ class ChatServer(ServerAPI):
                 task_status.started(list(self.addresses))
                 await self._shutdown_requested.wait()
                 listeners.cancel_scope.cancel()
+            # Plugins' jobs stop first: nothing of theirs runs while users are told goodbye,
+            # nor after storage closes.
+            self.jobs.stop()
             await self._say_goodbye()
             if self.broker is not None:
                 await self.broker.aclose()

@@ -87,6 +87,9 @@ class Session:
     #: This node's connections of the user, in the order they logged in (none for a user
     #: of another node). The user leaves its rooms when the last one ends.
     devices: list[Device] = field(default_factory=list)
+    #: A plugin's bot (see :mod:`trio_chat.bots`): a user with no connection, shown as a
+    #: bot in ``/who`` and in its ``join`` events.
+    bot: bool = False
 
     @property
     def key(self) -> str:

@@ -89,9 +89,10 @@ class Presence:
                 return  # an earlier claim holds: the newcomer's node will drop it
             self._lost_race(holder, entry.node)
         address = entry.data.get("address")
-        replica.add_user(
+        added = replica.add_user(
             self.hub, nick, entry.node, str(account) if account else None, str(address or "?")
         )
+        added.bot = entry.data.get("bot") is True
 
     def _on_tell(self, entry: Entry) -> None:
         """Another node's notice to a user of this one (see ``RedisBroker._tell_remote``)."""
@@ -124,6 +125,7 @@ class Presence:
                 "address": s.address,
                 "rooms": list(s.rooms),
                 **replica.roles(self.hub, s),
+                **({"bot": True} if s.bot else {}),
             }
             for s in self.hub.sessions.values()
             if replica.node_of(s) is None
@@ -141,6 +143,7 @@ class Presence:
             if found is None:
                 account = user.get("account")
                 found = replica.add_user(hub, nick, entry.node, str(account) if account else None)
+                found.bot = user.get("bot") is True
             elif replica.node_of(found) != entry.node:
                 continue
             found.address = str(user.get("address") or found.address)

@@ -290,7 +290,13 @@ class RedisBroker(Presence):
         if replica.node_of(session) is None:
             self._unconfirmed[session.key] = session.id
             # The address, so that a ban given on another node refuses its host too.
-            data = {"nick": session.nick, "account": session.account, "address": session.address}
+            data: dict[str, object] = {
+                "nick": session.nick,
+                "account": session.account,
+                "address": session.address,
+            }
+            if session.bot:  # a plugin's bot: shown as one on every node
+                data["bot"] = True
             self._append("hello", data=data)
 
     def account_changed(self, session: Session) -> None:

@@ -73,7 +73,9 @@ def who(ctx: CommandContext) -> None:
 
     def label(s: Session) -> str:
         mark = "@" if room.is_operator(s) else ""
-        return mark + s.nick + (f" (away: {s.away})" if s.away else "")
+        return (
+            mark + s.nick + (" (bot)" if s.bot else "") + (f" (away: {s.away})" if s.away else "")
+        )
 
     ctx.reply(
         f"{len(members)} in {room.name}: {', '.join(label(s) for s in members)}",
@@ -81,7 +83,8 @@ def who(ctx: CommandContext) -> None:
             "room": room.name,
             "users": [s.nick for s in members],
             "members": [
-                {"nick": s.nick, "op": room.is_operator(s), "away": s.away} for s in members
+                {"nick": s.nick, "op": room.is_operator(s), "away": s.away, "bot": s.bot}
+                for s in members
             ],
         },
     )

@@ -17,6 +17,7 @@ connections, and callers should see neither, only "append, then it is committed"
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
@@ -28,6 +29,7 @@ from typing import Literal, TypeVar
 import trio
 
 from ..names import name_key
+from . import plugin_data
 from .accounts import check_password, dummy_hash, hash_password
 from .health import LogLimiter, StoreStats
 from .records import (
@@ -485,3 +487,29 @@ class Store:
             return matches and stored is not None
 
         return await trio.to_thread.run_sync(check, limiter=self._hash_limiter)
+
+    # --------------------------------------------------------------------- plugin data
+
+    async def plugin_get(self, namespace: str, key: str) -> str | None:
+        """The JSON text stored under ``key`` in a plugin's ``namespace`` (``None``: none)."""
+        return await self._read(functools.partial(plugin_data.get, namespace=namespace, key=key))
+
+    async def plugin_put(self, namespace: str, key: str, value: str) -> None:
+        """Store JSON text under ``key`` (replacing what was there); returns once committed."""
+        job = functools.partial(plugin_data.put, namespace=namespace, key=key, value=value)
+        await self._writes.submit(WriteItem(job=job))
+
+    async def plugin_delete(self, namespace: str, key: str) -> bool:
+        """Delete ``key``; whether it was there. Returns once committed."""
+        job = functools.partial(plugin_data.delete, namespace=namespace, key=key)
+        return bool(await self._writes.submit(WriteItem(job=job)))
+
+    async def plugin_items(
+        self, namespace: str, prefix: str, after: str | None, limit: int
+    ) -> list[tuple[str, str]]:
+        """Up to ``limit`` ``(key, JSON text)`` of ``namespace`` starting with ``prefix``
+        (after ``after``, if given), in key order."""
+        query = functools.partial(
+            plugin_data.items, namespace=namespace, prefix=prefix, after=after, limit=limit
+        )
+        return await self._read(query)

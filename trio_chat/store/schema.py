@@ -116,8 +116,28 @@ def _v4(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM messages WHERE kind = 'private'")
 
 
+def _v5(conn: sqlite3.Connection) -> None:
+    """Version 5: plugins' own data (``server.storage(namespace)``), as JSON text.
+
+    One row per key of a plugin's namespace. ``WITHOUT ROWID``: the primary key is the
+    only way rows are looked up (one key, or a namespace's keys in order), so the table is
+    that index and nothing else. Nothing older changes.
+    """
+    conn.execute(
+        """
+        CREATE TABLE plugin_data (
+            namespace TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            changed REAL NOT NULL,
+            PRIMARY KEY (namespace, key)
+        ) WITHOUT ROWID
+        """
+    )
+
+
 #: MIGRATIONS[v] turns a version-v database into version v + 1. Append, never edit.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4, _v5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
