@@ -168,6 +168,7 @@ def encode_entry(
         and not to
         and accounts is None
         and not data
+        and rule is None
         and kind == "event"
     ):
         return encode_line(node, seq, event, persist=persist)
