@@ -20,13 +20,14 @@ that lost its connection mid-append simply sends the batch again.
 Two forms, told apart by their first byte. Most entries are a JSON object
 (``{"k":"event","n":NODE,"s":SEQ,"e":{...},...}``). A plain chat line (a ``message`` to
 its room's members and no one else, the bulk of any log) is a JSON array instead, its
-fields by position (:func:`encode_line`): half the bytes to append, store and read back on
+fields by position (:func:`encode_line`): 90 bytes fewer to append, store and read back on
 every node, and read straight into a :class:`~trio_chat.protocol.Message` without the
-object's dict, key checks and :class:`Entry` in between (:func:`decode_line`); that was
-most of what a line cost a node that did not write it. Entries of the object form (all a
-node older than the array form writes) are read as before, so nodes of both versions share
-a log during a rolling restart; an older node cannot read the array form, though (it skips
-those lines with a warning), so a restart should not leave an older node running for long.
+object's dict, key checks and :class:`Entry` in between (:func:`decode_line`), which were
+most of what a line cost a node that did not write it. Chat lines of the object form (all
+that nodes from before the array form wrote) are still read, so a node reads a log older
+nodes wrote, or are still writing. Not the other way round: an older node skips each line
+of the array form with a warning, which is why the README says to upgrade all the nodes of
+a chat at once.
 """
 
 from __future__ import annotations

@@ -552,9 +552,10 @@ class RedisBroker(Presence):
         events and chat lines start, see :func:`.log.own_event_seq`).
 
         Chat lines, this node's and the others', are handed on right here (what
-        :meth:`_read_own`, :meth:`_read_line` and :meth:`_hand_on` do, with what they look
-        up bound once per batch): they are most of the log, and each call and lookup per
-        line showed in a node's CPU per line."""
+        :meth:`_read_own`, :meth:`_deliver_remote` and :meth:`_hand_on` do, without an
+        :class:`.log.Entry` and with what they look up bound once per batch): they are
+        most of the log, and each call and lookup per line showed in a node's CPU per
+        line."""
         mine, replies = self._mine, self._replies
         expect, deliver, room = self.hub.expect, self._deliver, self.hub.room
         for raw_id, payload in entries:
