@@ -33,6 +33,20 @@ def one_line(scenario: str, run: dict[str, Any]) -> str:
             f"disconnects {run['disconnects']}, sent {run['messages_sent']}"
             + _redis_note(run, "broker_cpu_s_per_1000", "cpu/1k", 4)
         )
+    if scenario == "community":
+        return (
+            f"{run['deliveries']}/{run['expected']} delivered ({run['missing']} missing), "
+            f"p50/p99/p99.9 {_f(run['p50_ms'], 2)}/{_f(run['p99_ms'], 1)}/"
+            f"{_f(run['p999_ms'], 1)} ms, small rooms p99 {_f(run['small_p99_ms'], 1)} ms, "
+            f"{_f(run['cpu_us_per_delivery'], 1)} us CPU/delivery, "
+            f"{_f(run['kib_per_conn_busy'], 1)} KiB/conn, disconnects {run['disconnects']}"
+        )
+    if scenario == "storm":
+        return (
+            f"{run['back']}/{run['users']} back in {_f(run['seconds'], 2)} s, "
+            f"{_f(run['cpu_ms_per_login'], 3)} ms CPU/login, wrong gaps {run['wrong_gaps']}, "
+            f"failures {run['failures'] or '-'}"
+        )
     if scenario == "idle":
         return (
             f"{run['synced']}/{run['n']} idle, {_f(run['kb_per_conn'], 1)} KiB/conn, "
@@ -72,9 +86,10 @@ def _labels(results: dict[str, Any], scenario: str) -> list[str]:
 
 def _ratios(results: dict[str, Any], scenario: str, metrics: list[tuple[str, str]]) -> list[str]:
     med = _medians(results, scenario)
+    compared = sorted({k[1] for k in med if k[1].startswith("trio-chat@")})
     others = [
         s
-        for s in ("trio-chat-ws", "trio-chat+db", "baseline", "ngircd")
+        for s in ("trio-chat-ws", "trio-chat+db", "baseline", "ngircd", *compared)
         if any(k[1] == s for k in med)
     ]
     if not others or not any(k[1] == "trio-chat" for k in med):
@@ -324,6 +339,9 @@ def markdown(results: dict[str, Any]) -> str:
             "churn",
             [("connections/s", "conns_per_s"), ("CPU per connection", "cpu_ms_per_conn")],
         )
+    out += _community_sections(results)
+    out += _profile_section(results.get("community_profile"), "community")
+    out += _profile_section(results.get("storm_profile"), "storm")
     prof = results.get("profile")
     if prof and prof.get("hot_spots"):
         out += [
@@ -335,6 +353,150 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         out += [f"| {share:.1f}% | `{name}` |" for name, share in prof["hot_spots"]]
     return "\n".join(out) + "\n"
+
+
+COMMUNITY_COLUMNS: list[tuple[str, Any]] = [
+    ("users (ws)", lambda m: f"{_f(m['connections'])} ({_f(m['ws_users'])})"),
+    ("delivered / expected", lambda m: f"{_f(m['deliveries'])} / {_f(m['expected'])}"),
+    ("missing", lambda m: _f(m["missing"])),
+    ("deliveries/s", lambda m: _f(m["deliveries_per_s"])),
+    ("p50 ms", lambda m: _f(m["p50_ms"], 2)),
+    ("p99 ms", lambda m: _f(m["p99_ms"], 1)),
+    ("p99.9 ms", lambda m: _f(m["p999_ms"], 1)),
+    ("small rooms p99 / p99.9 ms", lambda m: f"{_f(m['small_p99_ms'], 1)} / "
+     f"{_f(m['small_p999_ms'], 1)}"),
+    ("server CPU µs / delivery", lambda m: _f(m["cpu_us_per_delivery"], 1)),
+    ("KiB / connection idle, busy", lambda m: f"{_f(m['kib_per_conn_idle'], 1)}, "
+     f"{_f(m['kib_per_conn_busy'], 1)}"),
+    ("generator late p50 / p99 ms", _late),
+    ("disconnects", lambda m: _f(m["disconnects"])),
+]  # fmt: skip
+
+STORM_COLUMNS: list[tuple[str, Any]] = [
+    ("back", lambda m: f"{_f(m['back'])} / {_f(m['users'])}"),
+    ("all back s", lambda m: _f(m["seconds"], 2)),
+    ("logins/s", lambda m: _f(m["logins_per_s"])),
+    ("per user p50 / p99 s", lambda m: f"{_f(m['user_p50_s'], 2)} / {_f(m['user_p99_s'], 2)}"),
+    ("server CPU ms / login", lambda m: _f(m["cpu_ms_per_login"], 3)),
+    ("KiB / connection", lambda m: _f(m["kib_per_conn"], 1)),
+    ("wrong gaps", lambda m: _f(m["wrong_gaps"])),
+    ("failures", lambda m: str(m.get("failures") or "-")),
+]
+
+
+def _small_rooms_with_big(results: dict[str, Any]) -> list[str]:
+    """Small-room latency without and with the big room, per server (issue 19: a big
+    room's fan-out must not add its whole time to other rooms' messages)."""
+    med = _medians(results, "community")
+    labels = _labels(results, "community")
+    plain = [lb for lb in labels if "#big" not in lb]
+    big = [lb for lb in labels if "#big" in lb]
+    if not plain or not big:
+        return []
+    lines = [
+        "",
+        f"Small rooms' latency without and with the big room ({big[0].split(' + ')[1]}):",
+        "",
+        "| server | p50 ms without / with | p99 ms without / with | p99.9 ms without / with "
+        "| big room's own p99 ms |",
+        "|---|---|---|---|---|",
+    ]
+    for server in dict.fromkeys(k[1] for k in med):
+        a, b = med.get((plain[0], server)), med.get((big[0], server))
+        if not a or not b:
+            continue
+        cells = [
+            f"{_f(a[f'small_{q}_ms'], 2)} / {_f(b[f'small_{q}_ms'], 2)}"
+            for q in ("p50", "p99", "p999")
+        ]
+        cells.append(_f(b.get("big_p99_ms"), 1))
+        lines.append(f"| {server} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _community_sections(results: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    meta = results["meta"]
+    if "community" in results:
+        shape = meta.get("community", {}).get("shape", {})
+        out += [
+            "",
+            "## community: many Zipf-sized rooms, Zipf-active senders, open loop",
+            "",
+            f"Shape: `{shape}`. Latency from each message's *scheduled* send time, over every "
+            "delivery; CPU over the sending and the drain; KiB per connection: (RSS after "
+            "the joins, and at the end of the load) - RSS before, / connections.",
+            "",
+        ]
+        out += _table(results, "community", COMMUNITY_COLUMNS)
+        out += _ratios(
+            results,
+            "community",
+            [
+                ("p99", "p99_ms"),
+                ("p99.9", "p999_ms"),
+                ("CPU per delivery", "cpu_us_per_delivery"),
+                ("KiB/conn busy", "kib_per_conn_busy"),
+            ],
+        )
+        out += _small_rooms_with_big(results)
+    if "storm" in results:
+        out += [
+            "",
+            "## storm: everyone logging back in after a restart (SQLite)",
+            "",
+            f"Options: `{meta.get('storm')}`.",
+            "",
+        ]
+        out += _table(results, "storm", STORM_COLUMNS)
+        out += _ratios(
+            results,
+            "storm",
+            [("all back s", "seconds"), ("CPU per login", "cpu_ms_per_login")],
+        )
+    return out
+
+
+def _profile_section(prof: dict[str, Any] | None, scenario: str) -> list[str]:
+    """py-spy's hot spots and strace's syscall counts of a profiled run, if any."""
+    if not prof or not (prof.get("hot_spots") or prof.get("syscalls")):
+        return []
+    out = [
+        "",
+        f"## trio-chat profile (py-spy, {scenario}, self time)",
+        "",
+        "| share of samples | function |",
+        "|---|---|",
+    ]
+    out += [f"| {share:.1f}% | `{name}` |" for name, share in prof.get("hot_spots", [])]
+    if prof.get("syscalls"):
+        seconds = prof.get("strace_seconds", prof.get("seconds"))
+        per = prof.get("syscalls_per_delivery", {})
+        out += [
+            "",
+            f"Syscalls (strace -c -f, {seconds} s of the {scenario} run"
+            + ("; per delivery at the run's delivery rate" if per else "")
+            + "):",
+            "",
+            "| syscall | calls |" + (" per delivery |" if per else ""),
+            "|---|---|" + ("---|" if per else ""),
+        ]
+        out += [
+            f"| {name} | {count:,} |" + (f" {per.get(name, 0):.2f} |" if per else "")
+            for name, count in prof["syscalls"].items()
+        ]
+    return out
+
+
+def strace_summary(path: Path, top: int = 12) -> dict[str, int]:
+    """Calls per syscall from an ``strace -c`` summary table, the most called first."""
+    calls: dict[str, int] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        parts = line.split()
+        # "% time  seconds  usecs/call  calls  [errors]  syscall"
+        if len(parts) >= 5 and parts[0].replace(".", "", 1).isdigit() and parts[3].isdigit():
+            calls[parts[-1]] = int(parts[3])
+    return dict(sorted(calls.items(), key=lambda kv: -kv[1])[:top])
 
 
 def hot_spots(raw_path: Path, top: int = 15) -> list[tuple[str, float]]:

@@ -8,6 +8,7 @@ Writes ``bench/results/results.md``, ``results.json`` and ``fanout.png``. See be
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import subprocess
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import community
 import report
 import scenarios
 import servers as servers_mod
@@ -31,7 +33,9 @@ from servers import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SCENARIOS = ("fanout", "steady", "idle", "churn")
+SCENARIOS = ("fanout", "steady", "idle", "churn", "community", "storm")
+#: What runs without --scenarios (community and storm are asked for by name).
+DEFAULT_SCENARIOS = ("fanout", "steady", "idle", "churn")
 
 
 def csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
@@ -51,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scenarios",
         type=csv(str),
-        default=list(SCENARIOS),
-        help="comma list of " + ",".join(SCENARIOS),
+        default=list(DEFAULT_SCENARIOS),
+        help="comma list of " + ",".join(SCENARIOS) + " (default: the first four)",
     )
     p.add_argument(
         "--servers",
@@ -82,7 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=50.0,
         help="steady: offered messages/s, all senders together (default 50)",
     )
-    p.add_argument("--steady-n", type=int, default=1000, help="steady: receivers")
+    p.add_argument(
+        "--steady-n",
+        type=csv(int),
+        default=[1000],
+        help="steady: receivers, a comma list of points (default 1000)",
+    )
+    p.add_argument(
+        "--steady-deliveries",
+        type=float,
+        metavar="D",
+        help="steady: offer D deliveries/s at every point (the rate is D / N messages/s, "
+        "e.g. 50000 for issue 19's one-room latency); overrides --rate",
+    )
+    p.add_argument(
+        "--probe-join",
+        choices=("last", "spread"),
+        default=scenarios.Options.probe_join,
+        help="fanout/steady: the latency probes join last, so they are the last members a "
+        "message reaches (default), or spread through the join order (as before 2026-12-02)",
+    )
     p.add_argument("--idle-n", type=int, help="idle connections (2000 quick, 10000 full)")
     p.add_argument("--senders", type=int, default=4, help="sending clients (default 4)")
     p.add_argument(
@@ -122,8 +145,65 @@ def build_parser() -> argparse.ArgumentParser:
         help="git ref of trio-chat to run (exported to a temp dir, so edits in "
         "progress do not leak into a run); 'worktree' runs the installed tree",
     )
+    add_community_arguments(p)
     p.add_argument("--out", type=Path, default=RESULTS, help="output folder")
     return p
+
+
+def add_community_arguments(p: argparse.ArgumentParser) -> None:
+    """The community and storm scenarios' options (issue 19; see bench/README.md)."""
+    shape = community.CommunityShape()
+    g = p.add_argument_group("community (many Zipf-sized rooms at an open-loop rate)")
+    g.add_argument("--users", type=int, default=shape.users, help="default %(default)s")
+    g.add_argument("--rooms", type=int, default=shape.rooms, help="default %(default)s")
+    g.add_argument(
+        "--community-rate",
+        type=float,
+        default=shape.rate,
+        help="messages/s, all senders together (default %(default)s)",
+    )
+    g.add_argument(
+        "--community-duration",
+        type=float,
+        default=shape.duration,
+        help="seconds of sending (default %(default)s)",
+    )
+    g.add_argument("--seed", type=int, default=shape.seed, help="default %(default)s")
+    g.add_argument(
+        "--big-room",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure with one more room of N listeners and its own sender, to see "
+        "whether its fan-out delays the small rooms (default: not measured)",
+    )
+    g.add_argument(
+        "--big-rate",
+        type=float,
+        default=shape.big_rate,
+        help="the big room's messages/s (default %(default)s)",
+    )
+    g.add_argument(
+        "--community-procs",
+        type=int,
+        default=scenarios.CommunityOptions.procs,
+        help="generator processes (default %(default)s)",
+    )
+    g.add_argument(
+        "--tcp-only",
+        action="store_true",
+        help="trio-chat users all on TCP JSON lines (default: every other one on WebSocket)",
+    )
+    s = p.add_argument_group("storm (everyone logging back in after a restart)")
+    s.add_argument(
+        "--storm-users", type=int, default=scenarios.StormOptions.users, help="default %(default)s"
+    )
+    s.add_argument(
+        "--storm-rooms",
+        type=int,
+        default=scenarios.StormOptions.rooms,
+        help="rooms, besides #lobby, the users are spread over (default %(default)s)",
+    )
 
 
 def log(text: str) -> None:
@@ -145,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         senders=args.senders,
         window=args.window,
         rate=args.rate,
-        steady_n=args.steady_n,
+        steady_n=args.steady_n[0],
+        probe_join=args.probe_join,
         receiver_nice=args.receiver_nice,
         idle_n=args.idle_n or (2000 if args.quick else 10_000),
     )
@@ -179,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         scenario: str, label: str, fn: Callable[[str], dict[str, Any]], conns: int = 0
     ) -> None:
         here = [s for s in servers if scenario in SCENARIOS_OF.get(s, (scenario,))]
+        if scenario == "storm":  # a restart with SQLite: trio-chat's history, not IRC's
+            here = [s for s in here if scenarios.storm_supports(s)]
         if len(here) < len(servers):
             log(f"{scenario}: not measuring {', '.join(s for s in servers if s not in here)}")
         rows: dict[str, list[dict[str, Any]]] = {s: [] for s in here}
@@ -218,20 +301,59 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.n:
             measure("fanout", f"N={n}", lambda s, n=n: scenarios.broadcast(s, n, opts, "window"), n)
     if "steady" in args.scenarios:
-        measure(
-            "steady",
-            f"N={opts.steady_n} @ {opts.rate:g} msg/s",
-            lambda s: scenarios.broadcast(s, opts.steady_n, opts, "rate"),
-            opts.steady_n,
-        )
+        for n in args.steady_n:
+            rate = args.steady_deliveries / n if args.steady_deliveries else opts.rate
+            at = dataclasses.replace(opts, steady_n=n, rate=rate)
+            measure(
+                "steady",
+                f"N={n} @ {rate:g} msg/s",
+                lambda s, n=n, at=at: scenarios.broadcast(s, n, at, "rate"),
+                n,
+            )
     if "idle" in args.scenarios:
         measure(
             "idle", f"N={opts.idle_n}", lambda s: scenarios.idle(s, opts.idle_n, opts), opts.idle_n
         )
     if "churn" in args.scenarios:
         measure("churn", f"{opts.churn_workers} workers", lambda s: scenarios.churn(s, opts))
-    if args.profile:
+    if "community" in args.scenarios:
+        shape = community.CommunityShape(
+            users=args.users,
+            rooms=args.rooms,
+            rate=args.community_rate,
+            duration=args.community_duration,
+            seed=args.seed,
+            big_rate=args.big_rate,
+        )
+        copts = scenarios.CommunityOptions(procs=args.community_procs, mixed=not args.tcp_only)
+        shapes = [shape]
+        if args.big_room:
+            shapes.append(dataclasses.replace(shape, big_room=args.big_room))
+        results["meta"]["community"] = {"shape": vars(shape), "options": vars(copts)}
+        for one in shapes:
+            label = community_label(one)
+            measure(
+                "community",
+                label,
+                lambda s, one=one: scenarios.community(s, one, copts),
+            )  # no --ngircd-max-n: that cap is for everyone in one channel
+    if "storm" in args.scenarios:
+        sopts = scenarios.StormOptions(users=args.storm_users, rooms=args.storm_rooms)
+        results["meta"]["storm"] = vars(sopts)
+        measure(
+            "storm",
+            f"{sopts.users} users, {sopts.rooms} rooms",
+            lambda s: scenarios.storm(s, sopts),
+        )
+    wanted = set(args.scenarios)
+    if args.profile and ("fanout" in wanted or not wanted & {"community", "storm"}):
         results["profile"] = profile(max(args.n), opts, args.out, args.profile_server)
+    if args.profile and "storm" in args.scenarios:
+        results["storm_profile"] = profile_storm(sopts, args.out, args.profile_server)
+    if args.profile and "community" in args.scenarios:
+        results["community_profile"] = profile_community(
+            shape, copts, args.out, args.profile_server
+        )
 
     results["meta"]["seconds"] = round(time.monotonic() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -299,6 +421,106 @@ def profile(
         log("  " + report.one_line("fanout", run))
     hot = report.hot_spots(files["raw"]) if files["raw"].exists() else []
     return {"files": {k: str(v.name) for k, v in files.items()}, "hot_spots": hot}
+
+
+def community_label(shape: community.CommunityShape) -> str:
+    label = f"{shape.users} users, {shape.rooms} rooms @ {shape.rate:g} msg/s"
+    if shape.big_room:
+        label += f" + #big of {shape.big_room} @ {shape.big_rate:g} msg/s"
+    return label
+
+
+def profile_community(
+    shape: community.CommunityShape,
+    copts: scenarios.CommunityOptions,
+    out: Path,
+    server: str = "trio-chat",
+) -> dict[str, Any]:
+    """One community run of ``server`` under py-spy (the first half of the sending, raw
+    stacks) and then ``strace -c -f`` (the second half: syscall counts): where the time
+    goes, and syscalls per delivery. strace slows the server a lot while attached, so the
+    run's own figures are not comparable with the unprofiled ones."""
+    import shutil
+
+    missing = [tool for tool in ("py-spy", "strace") if shutil.which(tool) is None]
+    if missing:
+        log(f"no community profile: {', '.join(missing)} not installed")
+        return {"error": f"not installed: {', '.join(missing)}"}
+    out.mkdir(parents=True, exist_ok=True)
+    stacks, syscalls = out / "community-profile.txt", out / "community-strace.txt"
+    half = max(1, int(shape.duration / 2))
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def attach(srv: Any, seconds: float) -> None:
+        pid = str(srv.pid)
+        script = (
+            f"py-spy record --pid {pid} --duration {half} --rate 200 --format raw "
+            f"--output {stacks} --nonblocking --subprocesses >/dev/null 2>&1; "
+            f"timeout -s INT {half} strace -c -f -o {syscalls} -p {pid} >/dev/null 2>&1"
+        )
+        procs.append(subprocess.Popen(["sh", "-c", script]))
+
+    log(f"profiling {server} community ({community_label(shape)}): py-spy, then strace -c")
+    run = scenarios.community(server, shape, copts, on_running=attach)
+    for proc in procs:
+        proc.wait(shape.duration + 60)
+    log("  " + report.one_line("community", run))
+    calls = report.strace_summary(syscalls) if syscalls.exists() else {}
+    deliveries = run["deliveries_per_s"] * half
+    return {
+        "files": {"stacks": stacks.name, "strace": syscalls.name},
+        "hot_spots": report.hot_spots(stacks) if stacks.exists() else [],
+        "syscalls": calls,
+        "strace_seconds": half,
+        "syscalls_per_delivery": {k: v / deliveries for k, v in calls.items()}
+        if deliveries
+        else {},
+        "run": {k: v for k, v in run.items() if k != "server_log_tail"},
+    }
+
+
+def profile_storm(
+    sopts: scenarios.StormOptions, out: Path, server: str = "trio-chat"
+) -> dict[str, Any]:
+    """One storm of ``server`` under py-spy (every thread, the first ``seconds``) and
+    ``strace -c -f`` at the same time (py-spy reads memory without stopping the process):
+    where the log-ins spend their time, the worker threads' included."""
+    import shutil
+
+    if server not in ("trio-chat", "trio-chat+db"):
+        server = "trio-chat"
+    missing = [tool for tool in ("py-spy", "strace") if shutil.which(tool) is None]
+    if missing:
+        log(f"no storm profile: {', '.join(missing)} not installed")
+        return {"error": f"not installed: {', '.join(missing)}"}
+    out.mkdir(parents=True, exist_ok=True)
+    stacks, syscalls = out / "storm-profile.txt", out / "storm-strace.txt"
+    seconds = 5
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def attach(srv: Any, _: float) -> None:
+        pid = str(srv.pid)
+        spy = ["py-spy", "record", "--pid", pid, "--duration", str(seconds), "--rate", "200"]
+        spy += ["--format", "raw", "--output", str(stacks), "--nonblocking", "--threads"]
+        trace = ["timeout", "-s", "INT", str(seconds), "strace", "-c", "-f"]
+        trace += ["-o", str(syscalls), "-p", pid]
+        for command in (spy, trace):
+            procs.append(
+                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+
+    log(f"profiling {server} storm ({sopts.users} users): py-spy and strace -c, {seconds} s")
+    run = scenarios.storm(server, sopts, on_running=attach)
+    for proc in procs:
+        proc.wait(60)
+    log("  " + report.one_line("storm", run))
+    return {
+        "files": {"stacks": stacks.name, "strace": syscalls.name},
+        "hot_spots": report.hot_spots(stacks) if stacks.exists() else [],
+        "syscalls": report.strace_summary(syscalls) if syscalls.exists() else {},
+        "seconds": seconds,
+        "run": {k: v for k, v in run.items() if k != "server_log_tail"},
+    }
 
 
 def _revision(ref: str) -> str:

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+import community as community_plan
+import community_load
 import loadgen
+import storm_load
 from servers import HOST, RunningServer, start_server
 
 _MP = multiprocessing.get_context("spawn")
@@ -43,6 +46,10 @@ class Options:
     #: steady: the plain receivers' nice value (see ``broadcast``).
     receiver_nice: int = 10
     probes: int = 4
+    #: Where the probes join #lobby: "last" (after every receiver and the senders, so a
+    #: probe is the last member a message reaches: issue 19's latency probe) or "spread"
+    #: (at 1/5 .. 4/5 of the receivers, as before 2026-12-02). See ``probe_order``.
+    probe_join: str = "last"
 
 
 class Workers:
@@ -154,6 +161,24 @@ def login_rounds(counts: list[int], probes: int) -> tuple[list[list[int]], list[
     return chunks, [1] * probes + [0]
 
 
+def probe_order(
+    counts: list[int], probes: int, where: str, newest_first: bool
+) -> tuple[list[list[int]], list[int], bool]:
+    """Login rounds (``login_rounds``'s two lists) and whether the last round waits for the
+    senders: with ``where`` "last" the probes are the last members a message reaches.
+
+    trio-chat delivers in the order members joined, so there the probes join after all
+    the receivers and after the senders (who are members too). ngIRCd keeps a channel's
+    members newest first (``Add_Client`` in its channel.c puts a joiner at the head of the
+    list it writes to in order): there the probes join *first*, before everyone else."""
+    if where == "spread":
+        chunks, probe_chunks = login_rounds(counts, probes)
+        return chunks, probe_chunks, False
+    if newest_first:
+        return [[0, c] for c in counts], [probes, 0], False
+    return [[c, 0] for c in counts], [0, probes], True
+
+
 def broadcast(
     server_name: str,
     n: int,
@@ -175,7 +200,9 @@ def broadcast(
         }
         probes = min(opts.probes, n // 2)
         counts = _split(n - probes, opts.receiver_procs if n >= 100 else 1)
-        chunks, probe_chunks = login_rounds(counts, probes)
+        chunks, probe_chunks, after_senders = probe_order(
+            counts, probes, opts.probe_join, newest_first=srv.dialect == "irc"
+        )
         # At a fixed rate, the plain receivers run at a lower priority. They stand in for
         # clients on other machines, yet here they share the server's two cores, and each
         # one the server's writes wake can preempt it in the middle of a fan-out: on a
@@ -192,14 +219,21 @@ def broadcast(
         )
         with workers(loadgen.receiver_worker, rcfgs) as receivers:
             deadline = time.monotonic() + login_timeout
-            for k in range(len(probe_chunks)):
+
+            def login_round(k: int) -> None:
                 for group in (receivers.part(slice(0, -1)), receivers.part(slice(-1, None))):
                     group.send(("login", k))
                     group.expect("logged", deadline - time.monotonic())
-            ready = receivers.expect("ready", login_timeout)
-            logged_in = sum(r[1] for r in ready)
+
+            rounds = len(probe_chunks)
+            for k in range(rounds - 1 if after_senders else rounds):
+                login_round(k)
             with workers(loadgen.sender_worker, [base]) as senders:
                 senders.expect("ready", 30)
+                if after_senders:  # the probes join last, after the senders too
+                    login_round(rounds - 1)
+                ready = receivers.expect("ready", login_timeout)
+                logged_in = sum(r[1] for r in ready)
                 senders.send(("sync",))
                 synced = sum(r[1] for r in receivers.expect("synced", login_timeout))
                 cpu0, broker0 = srv.cpu_snapshot(), srv.broker_cpu_seconds()
@@ -425,3 +459,323 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
         elif isinstance(value, bool):
             out[key] = all(r[key] for r in runs)
     return out
+
+
+# -------------------------------------------------------------------------- community
+
+
+@dataclass
+class CommunityOptions:
+    """How the community load is generated (the community itself is a ``CommunityShape``)."""
+
+    #: Generator processes, each with an equal share of the users.
+    procs: int = 4
+    #: trio-chat: every other user of a process on WebSocket, the rest on TCP JSON lines
+    #: (False: all on the server's own dialect).
+    mixed: bool = True
+    size: int = 64  # message text length, characters
+    #: Seconds to wait, after the last send, for deliveries still on their way.
+    drain: float = 15.0
+
+
+def community_transports(dialect: str, users: list[int], procs: int, mixed: bool) -> list[str]:
+    """Each user's wire dialect: IRC for ngIRCd; for trio-chat, with ``mixed``, every other
+    user of each generator process on WebSocket (by ``user // procs``, so each process has
+    both), the others on JSON lines."""
+    if dialect != "json" or not mixed:
+        return [dialect for _ in users]
+    return ["ws" if (u // max(1, procs)) % 2 else "json" for u in users]
+
+
+def community(
+    server_name: str,
+    shape: community_plan.CommunityShape,
+    copts: CommunityOptions,
+    on_running: Callable[[RunningServer, float], None] | None = None,
+) -> dict[str, Any]:
+    """Many Zipf-sized rooms, Zipf-active senders at an open-loop rate (bench/README.md)."""
+    the_plan = community_plan.plan(shape)
+    users = list(range(the_plan.users))
+    with start_server(server_name, ws=copts.mixed) as srv:
+        time.sleep(0.3)
+        rss0 = srv.rss_kb()
+        transports = community_transports(srv.dialect, users, copts.procs, copts.mixed)
+        login_timeout = 60 + the_plan.users * (0.01 if srv.dialect == "irc" else 0.005)
+        room_names = [the_plan.room_name(r) for r in range(len(the_plan.members))]
+        cfgs = []
+        for w in range(copts.procs):
+            mine = users[w :: copts.procs]
+            mine_set = set(mine)
+            cfgs.append(
+                {
+                    "host": HOST,
+                    "port": srv.port,
+                    "ws_port": srv.ws_port,
+                    "users": [
+                        {
+                            "user": u,
+                            "transport": transports[u],
+                            "rooms": [room_names[r] for r in the_plan.rooms_of[u]],
+                        }
+                        for u in mine
+                    ],
+                    "schedule": [s for s in the_plan.schedule if s[1] in mine_set],
+                    "room_names": room_names,
+                    "size": copts.size,
+                    "big_room": the_plan.big,
+                    "login_timeout": login_timeout,
+                    "max_seconds": login_timeout + shape.duration + copts.drain + 120,
+                }
+            )
+        with workers(community_load.community_worker, cfgs) as group:
+            t_login = time.monotonic()
+            group.send(("login",))
+            ready = [r[1] for r in group.expect("ready", login_timeout + 30)]
+            login_seconds = time.monotonic() - t_login
+            time.sleep(1.0)  # the last join notices settle
+            rss_ready = srv.rss_kb()
+            cpu0 = srv.cpu_snapshot()
+            start = time.monotonic() + 0.5
+            group.send(("go", {"start": start}))
+            if on_running is not None:  # --profile: py-spy, strace
+                on_running(srv, shape.duration)
+            reports = [r[1] for r in group.expect("sent", shape.duration + 60)]
+            sent = [t for r in reports for t in r["sent"]]
+            expected = community_plan.expected_per_user(the_plan, sent, echo=srv.dialect != "irc")
+            group.send(("expect", {"expected": expected, "drain": copts.drain}))
+            done = [d[1] for d in group.expect("done", copts.drain + 60)]
+            end = time.monotonic()
+            cpu = srv.cpu_since(cpu0)
+            rss_busy = srv.rss_kb()
+            peak_kb = srv.peak_rss_kb()
+            alive = srv.alive()
+            log_tail = srv.log_tail()
+    received = sum(d["received"] for d in done)
+    want = sum(d["expected"] for d in done)
+    small = [x for d in done for x in d["small_ns"]]
+    big = [x for d in done for x in d["big_ns"]]
+    connections = sum(r["ready"] for r in ready)
+    lat = community_plan.latency_summary(small + big)
+    small_lat = community_plan.latency_summary(small)
+    big_lat = community_plan.latency_summary(big)
+    ws_users = sum(t == "ws" for t in transports)
+    messages = sum(n for _, _, n in sent)
+    seconds = max(1e-9, end - start)
+    late50 = [r["late_p50_ns"] for r in reports if r["late_p50_ns"] is not None]
+    late99 = [r["late_p99_ns"] for r in reports if r["late_p99_ns"] is not None]
+    sizes = sorted((len(m) for m in the_plan.members[: shape.rooms]), reverse=True)
+    return {
+        "server": server_name,
+        "users": the_plan.users,
+        "rooms": len(the_plan.members),
+        "largest_rooms": sizes[:3],
+        "memberships": sum(len(m) for m in the_plan.members),
+        "ws_users": ws_users,
+        "connections": connections,
+        "login_failures": sum(r["failures"] for r in ready),
+        "login_seconds": login_seconds,
+        "messages_sent": messages,
+        "not_sent": sum(r["not_sent"] for r in reports),
+        "deliveries": received,
+        "expected": want,
+        "missing": sum(max(0, n) for d in done for n in d["short"].values()),
+        "extra": sum(max(0, -n) for d in done for n in d["short"].values()),
+        "completeness": received / want if want else 0.0,
+        "disconnects": sum(d["disconnected"] for d in done),
+        # From the start of the schedule to the end of the drain: a rate of the whole run.
+        "deliveries_per_s": received / seconds,
+        **lat,
+        "small_p50_ms": small_lat["p50_ms"],
+        "small_p99_ms": small_lat["p99_ms"],
+        "small_p999_ms": small_lat["p999_ms"],
+        "big_room": the_plan.big is not None,
+        "big_p99_ms": big_lat["p99_ms"],
+        "latency_samples": len(small) + len(big),
+        "sender_late_p50_ms": statistics.median(late50) / 1e6 if late50 else None,
+        "sender_late_p99_ms": max(late99) / 1e6 if late99 else None,
+        "server_cpu_s": cpu,
+        "cpu_us_per_delivery": cpu / received * 1e6 if received else None,
+        "rss_before_mb": rss0 / 1024,
+        "rss_ready_mb": rss_ready / 1024,
+        "rss_busy_mb": rss_busy / 1024,
+        "kib_per_conn_idle": (rss_ready - rss0) / max(1, connections),
+        "kib_per_conn_busy": (rss_busy - rss0) / max(1, connections),
+        "peak_rss_mb": peak_kb / 1024,
+        "generator_cpu_s": sum(d["cpu_seconds"] for d in done),
+        "server_alive": alive,
+        "server_log_tail": log_tail,
+    }
+
+
+# ------------------------------------------------------------------------------ storm
+
+
+@dataclass
+class StormOptions:
+    """The reconnect storm: ``users`` spread over ``rooms`` rooms besides #lobby."""
+
+    users: int = 10_000
+    rooms: int = 100
+    #: Messages said in #lobby and in each room before the restart, and how many of the
+    #: last of them each user missed (its gap in each room).
+    history: int = 20
+    gap: int = 10
+    procs: int = 4
+    #: Seconds the users get to come back before the rest count as not back.
+    timeout: float = 120.0
+
+
+def _json_lines(sock: socket.socket, until: Callable[[dict[str, Any]], bool], deadline: float):
+    """Read JSON lines from a blocking socket, yielding each, until ``until`` says so."""
+    import json
+
+    buf = b""
+    while time.monotonic() < deadline:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise BenchError("the server closed the filler's connection")
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            event = json.loads(line)
+            yield event
+            if until(event):
+                return
+    raise BenchError("the filler timed out")
+
+
+def fill_history(port: int, rooms: list[str], per_room: int, timeout: float = 120.0):
+    """One client says ``per_room`` lines in each of ``rooms`` (after joining them); return
+    the ids of its lines per room, in order (the echoes carry them)."""
+    deadline = time.monotonic() + timeout
+    ids: dict[str, list[int]] = {room: [] for room in rooms}
+    with socket.create_connection((HOST, port), timeout=30) as sock:
+        sock.sendall(b'{"type":"hello","nick":"filler"}\n')
+        for _ in _json_lines(sock, lambda e: e.get("type") == "welcome", deadline):
+            pass
+        others = [r for r in rooms if r != "#lobby"]
+        for room in others:
+            sock.sendall(
+                b'{"type":"command","name":"join","args":"%s","ref":"J"}\n' % room.encode()
+            )
+        joined = 0
+
+        def all_joined(event: dict[str, Any]) -> bool:
+            nonlocal joined
+            joined += event.get("ref") == "J"
+            return joined >= len(others)
+
+        if others:
+            for _ in _json_lines(sock, all_joined, deadline):
+                pass
+        total = per_room * len(rooms)
+        lines = [
+            b'{"type":"say","room":"%s","text":"before the restart %d"}\n' % (room.encode(), i)
+            for i in range(per_room)
+            for room in rooms
+        ]
+        sock.sendall(b"".join(lines))
+        said = 0
+
+        def all_said(event: dict[str, Any]) -> bool:
+            nonlocal said
+            if event.get("type") == "message" and event.get("nick") == "filler":
+                ids[event["room"]].append(event["id"])
+                said += 1
+            elif event.get("type") == "error":
+                raise BenchError(f"the filler's line was refused: {event}")
+            return said >= total
+
+        for _ in _json_lines(sock, all_said, deadline):
+            pass
+    return ids
+
+
+def storm_supports(server_name: str) -> bool:
+    """Whether the storm runs ``server_name``: plain trio-chat (given a database), also
+    from another ref; not ngIRCd (IRC has no history) nor the other kinds."""
+    return server_name in ("trio-chat", "trio-chat+db") or server_name.startswith("trio-chat@")
+
+
+def storm(
+    server_name: str,
+    sopts: StormOptions,
+    on_running: Callable[[RunningServer, float], None] | None = None,
+) -> dict[str, Any]:
+    """A restart with SQLite: history said, the server stopped and started again on the same
+    database, then every user logging back in at once and filling its gaps (README)."""
+    import tempfile
+    from pathlib import Path
+
+    if not storm_supports(server_name):
+        raise BenchError(f"storm runs trio-chat with a database only, not {server_name}")
+    rooms = [f"#s{k}" for k in range(sopts.rooms)]
+    with tempfile.TemporaryDirectory(prefix="bench-storm-") as tmp:
+        db = Path(tmp) / "chat.db"
+        with start_server(server_name, db=db) as srv:
+            ids = fill_history(srv.port, ["#lobby", *rooms], sopts.history)
+        before = sopts.history - sopts.gap - 1
+        specs = [
+            {
+                "user": u,
+                "nick": f"s{u}",
+                "room": rooms[u % sopts.rooms],
+                "lobby_after": ids["#lobby"][before],
+                "room_after": ids[rooms[u % sopts.rooms]][before],
+            }
+            for u in range(sopts.users)
+        ]
+        with start_server(server_name, db=db) as srv:
+            time.sleep(0.3)
+            rss0 = srv.rss_kb()
+            cfgs = [
+                {
+                    "host": HOST,
+                    "port": srv.port,
+                    "users": specs[w :: sopts.procs],
+                    "timeout": sopts.timeout,
+                    "max_seconds": sopts.timeout + 120,
+                }
+                for w in range(sopts.procs)
+            ]
+            with workers(storm_load.storm_worker, cfgs) as group:
+                group.expect("ready", 60)
+                cpu0 = srv.cpu_snapshot()
+                group.send(("go",))
+                if on_running is not None:  # --profile: py-spy, strace
+                    on_running(srv, sopts.timeout)
+                done = [d[1] for d in group.expect("done", sopts.timeout + 60)]
+                cpu = srv.cpu_since(cpu0)
+                rss1 = srv.rss_kb()
+                peak_kb = srv.peak_rss_kb()
+                alive = srv.alive()
+                log_tail = srv.log_tail()
+    back = sum(d["back"] for d in done)
+    seconds = max(d["last_back"] for d in done) or 1e-9
+    each = [x for d in done for x in d["back_seconds"]]
+    gaps = [g for d in done for g in d["gap_messages"]]
+    failures: dict[str, int] = {}
+    for d in done:
+        for key, n in d["failures"].items():
+            failures[key] = failures.get(key, 0) + n
+    p50, p99 = community_plan.quantiles([int(x * 1e9) for x in each], (0.5, 0.99))
+    return {
+        "server": server_name,
+        "users": sopts.users,
+        "back": back,
+        "completeness": back / sopts.users if sopts.users else 0.0,
+        "failures": failures,
+        "seconds": seconds,
+        "logins_per_s": back / seconds,
+        "user_p50_s": None if p50 is None else p50 / 1e9,
+        "user_p99_s": None if p99 is None else p99 / 1e9,
+        # Each user's two gaps must hold exactly ``gap`` messages each.
+        "wrong_gaps": sum(g != (sopts.gap, sopts.gap) for g in gaps),
+        "server_cpu_s": cpu,
+        "cpu_ms_per_login": cpu / back * 1000 if back else None,
+        "kib_per_conn": (rss1 - rss0) / max(1, back),
+        "peak_rss_mb": peak_kb / 1024,
+        "generator_cpu_s": sum(d["cpu_seconds"] for d in done),
+        "server_alive": alive,
+        "server_log_tail": log_tail,
+    }

@@ -132,6 +132,8 @@ class RunningServer:
     log_path: Path
     #: The redis-server the workers share the chat through (broker kinds only).
     redis: subprocess.Popen[bytes] | None = None
+    #: A trio-chat kind started with ``ws_port``: its WebSocket port besides ``port``.
+    ws_port: int | None = None
 
     @property
     def pid(self) -> int:
@@ -320,7 +322,15 @@ def export_trio_chat(ref: str, dest: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True, timeout=60)
 
 
-def _command(name: str, port: int, workdir: Path, redis_port: int | None) -> list[str]:
+def _command(
+    name: str,
+    port: int,
+    workdir: Path,
+    redis_port: int | None,
+    *,
+    db: Path | None = None,
+    ws_port: int | None = None,
+) -> list[str]:
     if name in COMPARE_REFS:
         export_trio_chat(COMPARE_REFS[name], workdir)
         name = "trio-chat"
@@ -338,6 +348,12 @@ def _command(name: str, port: int, workdir: Path, redis_port: int | None) -> lis
         # The broker kinds are "trio-chat" sharing the chat through their own redis-server.
         store = ["--db", str(workdir / "chat.db")] if name == "trio-chat+db" else ["--no-db"]
         ws = ["--ws-port", "0"] if name == "trio-chat-ws" else ["--no-ws"]
+        # The community and storm scenarios: a database that outlives one server (a
+        # restart), and the WebSocket port on beside TCP, for clients of both.
+        if db is not None:
+            store = ["--db", str(db)]
+        if ws_port is not None:
+            ws = ["--ws-port", str(ws_port)]
         broker = []
         if name in BROKER_WORKERS:
             assert redis_port is not None
@@ -439,9 +455,19 @@ def redis_server(
 
 
 @contextlib.contextmanager
-def start_server(name: str, *, startup_timeout: float = 20.0) -> Iterator[RunningServer]:
+def start_server(
+    name: str,
+    *,
+    startup_timeout: float = 20.0,
+    db: Path | None = None,
+    ws: bool = False,
+) -> Iterator[RunningServer]:
     """Run one server on a free 127.0.0.1 port for the duration of the ``with`` block
-    (the broker kinds with a redis-server of their own, started first, stopped last)."""
+    (the broker kinds with a redis-server of their own, started first, stopped last).
+
+    For the trio-chat kinds, ``db`` is the database to use (it stays after the server
+    stops, so a second server can start on it: a restart), and ``ws`` turns the WebSocket
+    port on besides the TCP one (``RunningServer.ws_port``)."""
     raise_nofile()
     with (
         tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp,
@@ -450,7 +476,8 @@ def start_server(name: str, *, startup_timeout: float = 20.0) -> Iterator[Runnin
         workdir = Path(tmp)
         port = free_port() if name == "ngircd" else 0
         redis_port = free_port() if name in BROKER_WORKERS else None
-        command = _command(name, port, workdir, redis_port)
+        ws_port = free_port() if ws and name in (*TRIO_CHAT_KINDS, *COMPARE_REFS) else None
+        command = _command(name, port, workdir, redis_port, db=db, ws_port=ws_port)
         redis = None
         if redis_port is not None:
             redis = stack.enter_context(redis_server(workdir, redis_port))
@@ -476,7 +503,7 @@ def start_server(name: str, *, startup_timeout: float = 20.0) -> Iterator[Runnin
                     log.flush()
                     tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
                     raise ServerStartError(f"{exc}; log: {' | '.join(tail)}") from None
-                yield RunningServer(name, DIALECT[name], port, proc, log_path, redis)
+                yield RunningServer(name, DIALECT[name], port, proc, log_path, redis, ws_port)
             finally:
                 _stop(proc)
 

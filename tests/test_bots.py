@@ -16,6 +16,7 @@ from trio_chat.bots import BotRemoved
 from trio_chat.names import name_key
 from trio_chat.protocol import Joined, decode_server_event, encode_server_line
 from trio_chat.testing import local_config, open_client, open_test_server
+from trio_chat.textmode import render_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,6 +59,8 @@ def test_the_bot_mark_is_on_a_bots_join_only() -> None:
     assert b'"bot"' not in encode_server_line(person)
     assert b'"bot":true' in encode_server_line(bot)
     assert decode_server_event(encode_server_line(bot)) == bot
+    assert render_text(bot).endswith("-!- helper (bot) joined #lobby")
+    assert render_text(person).endswith("-!- alice joined #lobby")
 
 
 async def test_who_lists_the_bot_as_a_bot() -> None:
@@ -293,3 +296,26 @@ async def test_the_bot_example_of_the_plugin_docs_works(tmp_path: Path) -> None:
         assert (said.room, said.text) == ("#dev", "release at 5")
         await alice.command("/announce")
         assert (await alice.expect("error")).code == "bad_arguments"
+
+
+async def test_operators_kick_and_ban_a_bot_like_anyone() -> None:
+    async with open_test_server() as chat, open_client(chat, "alice") as alice:
+        await alice.command("/join #dev")  # alice made #dev: its operator
+        await alice.expect("join", lambda e: e.nick == "alice" and e.room == "#dev")
+        bot = await chat.server.add_bot("helper", plugin="tests")
+        await bot.join("#dev")
+        await alice.expect("join", lambda e: e.nick == "helper")
+        await alice.send({"type": "command", "name": "kick", "args": "helper off", "room": "#dev"})
+        kicked = await alice.expect("leave", lambda e: e.nick == "helper")
+        assert kicked.room == "#dev" and bot.rooms == []
+        await bot.join("#dev")  # a kick is no ban
+        await alice.expect("join", lambda e: e.nick == "helper")
+        await alice.send({"type": "command", "name": "ban", "args": "helper", "room": "#dev"})
+        await alice.expect("leave", lambda e: e.nick == "helper")
+        with pytest.raises(ChatError) as refused:
+            await bot.join("#dev")
+        assert refused.value.code == "not_allowed"
+        assert not bot.removed  # still a user, in no room
+        async with open_client(chat, "bob") as bob:  # bans of a bot keep no one else out
+            await bob.command("/join #dev")
+            await bob.expect("join", lambda e: e.nick == "bob" and e.room == "#dev")

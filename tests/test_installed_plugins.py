@@ -8,10 +8,11 @@ import sys
 from importlib.metadata import entry_points
 
 import pytest
+import trio
 
 from trio_chat.testing import local_config, open_client, open_test_server
 
-EXAMPLES = {"roll", "wordfilter", "greeter", "remind"}
+EXAMPLES = {"roll", "wordfilter", "greeter", "remind", "triggers"}
 
 
 def installed_examples() -> set[str]:
@@ -37,6 +38,12 @@ async def test_pip_installed_plugins_work_over_the_wire() -> None:
             await alice.command("/remind 1h stretch")  # the reminders, with their storage
             reply = await alice.expect("info", lambda e: e.text.startswith("I will remind"))
             assert reply.text == "I will remind you in 1h: stretch"
+            triggers = chat.server.pm.get_plugin("triggers")  # the trigger bot
+            with trio.fail_after(5):
+                await triggers.ready.wait()  # its bot is in #lobby
+            await alice.say("!help")
+            answer = await bob.expect("message", lambda e: e.nick == "robot")
+            assert answer.text.startswith("!time")
 
 
 def test_trio_chat_plugins_lists_them_with_versions() -> None:
@@ -53,3 +60,4 @@ def test_trio_chat_plugins_lists_them_with_versions() -> None:
     assert lines["greeter"].startswith("greeter 0.1.0: /greeting")
     assert lines["wordfilter"].startswith("wordfilter 0.1.0")
     assert lines["remind"].startswith("remind 0.1.0: /remind")
+    assert lines["triggers"].startswith("triggers 0.1.0")

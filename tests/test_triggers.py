@@ -3,6 +3,7 @@ over real sockets, and that neither can delay anyone's messages (measured)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import trio
 
 from trio_chat import ChatError, TriggerContext, hookimpl, on_message
 from trio_chat.posted import PostedFeed
-from trio_chat.protocol import Message
+from trio_chat.protocol import Info, Message
 from trio_chat.testing import local_config, open_client, open_test_server
 from trio_chat.users import Session
 
@@ -416,3 +417,153 @@ async def test_the_weather_trigger_of_the_plugin_docs_works(tmp_path: Path) -> N
             "alice: atlantis: no idea",
             "alice: paris: sunny, 21 °C",
         ]
+
+
+# ------------------------------------------------------------ containment, every way
+
+
+class UnrulyListener:
+    """A ``message_posted`` listener and a trigger, misbehaving as told."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.calls = Notes()
+        self.hung = trio.Event()
+
+    def _misbehave(self, server: Any, message: Message, session: Session) -> object:
+        self.calls.append(message.text)
+        if self.how == "raise":
+            raise RuntimeError("listener kaboom")
+        if self.how == "exit":
+            sys.exit(6)
+        if self.how == "garbage":
+            return object()
+        if self.how == "flood":  # far past carol's queue: she alone pays
+            for n in range(20_000 if session.nick == "carol" else 0):
+                server.hub.send_to(session, Info(text=f"flood {n} " + "z" * 100))
+            return None
+        return self._async(message)
+
+    async def _async(self, message: Message) -> None:
+        await trio.lowlevel.checkpoint()
+        if self.how == "async-raise":
+            raise RuntimeError("listener kaboom")
+        if self.how == "async-exit":
+            sys.exit(6)
+        if self.how == "hang":
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.hung.set()
+
+    @hookimpl
+    def message_posted(self, server: Any, message: Message, session: Session) -> object:
+        return self._misbehave(server, message, session)
+
+    @on_message(r"^!unruly")
+    def trigger(self, ctx: TriggerContext) -> object:
+        result = self._misbehave(ctx.server, ctx.message, ctx.session)
+        return None if self.how == "flood" else result
+
+
+@pytest.mark.parametrize(
+    ("how", "logged"),
+    [
+        ("raise", "listener kaboom"),
+        ("async-raise", "listener kaboom"),
+        ("exit", "SystemExit: 6"),
+        ("async-exit", "SystemExit: 6"),
+        ("hang", "took longer than 0.3s"),
+        ("garbage", "not None or an awaitable"),
+        ("flood", ""),
+    ],
+)
+async def test_an_unruly_listener_or_trigger_costs_the_others_nothing(
+    how: str, logged: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    unruly = UnrulyListener(how)
+    config = local_config(plugin_timeout=0.3)
+    async with (
+        open_test_server(unruly, config=config) as chat,
+        open_client(chat, "alice") as alice,
+        open_client(chat, "bob") as bob,
+    ):
+        async with open_client(chat, "carol") as carol:
+            await alice.expect("join", lambda e: e.nick == "carol")
+            await carol.say("!unruly")  # the listener, and the trigger, both misbehave
+            await unruly.calls.wait_for(2)
+        if how == "flood":  # carol was dropped as too slow, or left: the room is told
+            await alice.expect("leave", lambda e: e.nick == "carol")
+        for n in range(3):
+            await alice.say(f"we carry on {n}")
+            assert (await bob.expect("message", lambda e, n=n: e.text.endswith(str(n)))).text
+        await unruly.calls.wait_for(2 + 3)
+        assert not [e for e in bob.history if e.TYPE in ("error", "info")]
+        if how == "hang":
+            with trio.fail_after(5):
+                await unruly.hung.wait()  # cancelled at the timeout, which is logged
+    assert logged in caplog.text
+
+
+# ------------------------------------------------------------ private messages to bots
+
+
+async def test_bot_messaged_hears_private_messages_to_bots_only() -> None:
+    heard = Notes()
+
+    class Listener:
+        @hookimpl
+        def bot_messaged(self, bot: Any, message: Any, session: Session) -> None:
+            heard.append((bot.nick, message.nick, message.to, message.text, session.nick))
+
+    async with (
+        open_test_server(Listener()) as chat,
+        open_client(chat, "alice") as alice,
+        open_client(chat, "bob"),
+    ):
+        helper = await chat.server.add_bot("helper", plugin="tests")
+        await alice.command("/msg bob not for a bot")
+        await alice.command("/msg Helper hello bot")
+        helper.tell("alice", "hello alice")  # the bot's own: not heard
+        await alice.command("/msg helper again")
+        await heard.wait_for(2)
+        assert heard == [
+            ("helper", "alice", "helper", "hello bot", "alice"),
+            ("helper", "alice", "helper", "again", "alice"),
+        ]
+
+
+async def test_a_private_trigger_answers_privately_and_only_its_bot() -> None:
+    echo = EchoBot()
+
+    class Private:
+        @on_message(r"^!?echo (.+)", bot="echo", private=True)
+        def echo_privately(self, ctx: TriggerContext) -> str:
+            assert ctx.private and ctx.room is None
+            return f"you said {ctx.match[1]}"
+
+    async with (
+        open_test_server(echo, Private()) as chat,
+        open_client(chat, "alice") as alice,
+        open_client(chat, "bob") as bob,
+    ):
+        await echo.wait_ready()
+        other = await chat.server.add_bot("other", plugin="tests")
+        await alice.command("/msg other echo not this bot")
+        await alice.command("/msg echo echo psst")
+        answer = await alice.expect("private", lambda e: e.nick == "echo")
+        assert (answer.to, answer.text) == ("alice", "you said psst")
+        # In #lobby the room trigger answers, not the private one.
+        await alice.say("!echo aloud")
+        said = await bob.expect("message", lambda e: e.nick == "echo")
+        assert said.text == "aloud"
+        assert not [e for e in bob.history if e.TYPE == "private"]
+        assert [e.text for e in alice.history if e.TYPE == "private" and e.nick != "alice"] == [
+            "you said psst"
+        ]
+        del other
+
+
+def test_a_private_trigger_needs_its_bot() -> None:
+    with pytest.raises(ValueError, match="names its bot"):
+        on_message(r"x", private=True)

@@ -177,6 +177,7 @@ class ServerAPI:
         (else :class:`~trio_chat.plugin_storage.StorageError`); see
         :class:`~trio_chat.plugin_storage.PluginStorage`."""
         return PluginStorage(namespace, lambda: self.plugin_data)
+
     # ---------------------------------------------------------------------------- bots
 
     async def add_bot(

@@ -9,6 +9,8 @@ messages and a broker's other nodes all work unchanged), marked ``bot``, with no
 * it is never in a room's ``here`` (the receivers a fan-out offers to), so a bot costs
   the fan-out of a busy room nothing and can never be dropped as a slow consumer;
 * it counts as no connection (connection limits count sockets, and it has none);
+* a private message sent to it is handed on (to the ``bot_messaged`` hook, from a task of
+  the server's: never in the middle of delivery); everything else sent to it is dropped;
 * it lives as long as the running server: it is removed when the server stops (everyone
   is closed at shutdown, the bot with them), when a moderator disconnects it, or when its
   plugin calls :meth:`Bot.remove`; a plugin adds it again at every start
@@ -32,7 +34,7 @@ from .errors import ChatError, FixedCodeError
 from .limits import TokenBucket
 from .mailbox import Mailbox, Parcel
 from .names import name_key, normalize_room
-from .protocol import MessageKind, find_control_character
+from .protocol import MessageKind, Private, find_control_character
 from .rooms import NotInRoom
 
 if TYPE_CHECKING:
@@ -73,7 +75,8 @@ class BotMailbox(Mailbox):
     """A bot's mailbox: takes whatever is sent to the bot and keeps nothing.
 
     ``delivers_here`` is false, as for a user of another node: the bot never joins a
-    room's receivers, and nobody can log in to it."""
+    room's receivers, and nobody can log in to it. A private message to the bot goes to
+    :meth:`Bot._messaged`; the rest is dropped."""
 
     delivers_here = False
 
@@ -81,6 +84,9 @@ class BotMailbox(Mailbox):
         self._bot = bot
 
     def offer(self, parcel: Parcel) -> bool:
+        event = parcel.event
+        if type(event) is Private:
+            self._bot._messaged(event)
         return True
 
     def hang_up(self) -> None:
@@ -107,12 +113,14 @@ class Bot:
         bucket: TokenBucket,
         clock: Callable[[], float] = time.monotonic,
         on_removed: Callable[[Bot], None] | None = None,
+        on_private: Callable[[Bot, Private], None] | None = None,
     ) -> None:
         self._host = host
         self.plugin = plugin
         self._bucket = bucket
         self._clock = clock
         self._on_removed = on_removed
+        self._on_private = on_private
         self.session: Session = host.hub.attach_bot(nick, BotMailbox(self))
         self.removed = False
 
@@ -193,6 +201,15 @@ class Bot:
             )
         return lines
 
+    def _messaged(self, event: Private) -> None:
+        """A private message was delivered to the bot (or its own, to someone, echoed):
+        hand on the ones from others (synchronously: the callback only queues them)."""
+        key = self.session.key
+        if self._on_private is None or self.removed or name_key(event.to) != key:
+            return
+        if name_key(event.nick) != key:
+            self._on_private(self, event)
+
     def _closed(self) -> None:
         """Leave the hub (rooms first, each told) and the registry, once."""
         if self.removed:
@@ -207,8 +224,10 @@ class Bot:
 class Bots:
     """The server's bots, by nick (as :func:`~trio_chat.names.name_key` compares them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_private: Callable[[Bot, Private], None] | None = None) -> None:
         self._bots: dict[str, Bot] = {}
+        #: Told of each private message to any bot (the server queues it for its hook).
+        self.on_private = on_private
 
     def add(
         self,
@@ -222,7 +241,12 @@ class Bots:
         """Make a bot (the hub refuses a taken or invalid nick) and keep it until it is
         removed."""
         bot = Bot(
-            host, nick, plugin=plugin, bucket=TokenBucket(rate, burst), on_removed=self._forget
+            host,
+            nick,
+            plugin=plugin,
+            bucket=TokenBucket(rate, burst),
+            on_removed=self._forget,
+            on_private=self.on_private,
         )
         self._bots[bot.session.key] = bot
         log.info("bot %s added by plugin %r", bot.nick, plugin)

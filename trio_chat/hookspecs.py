@@ -21,12 +21,12 @@ plugin timeout, without holding up other users.
 How errors are contained. pluggy stops a hook call at the first exception; one broken
 plugin must not silence the others, nor stop the server, so the plugin manager (see
 :class:`trio_chat.plugins.ChatPluginManager`) calls each plain implementation of
-``register_commands``, ``server_started``, ``user_joined``, ``user_left``, ``start_jobs``
-and ``message_posted`` on its own terms: whatever it raises is logged with the plugin's
-name and counts as ``None``, and the others still run. An exception from a
-``wrapper=True`` implementation of those hooks is logged too. ``filter_message`` is the exception to the
-rule: a filter that raises refuses the message (a broken filter fails closed, never lets
-through what it should have stopped).
+``register_commands``, ``server_started``, ``user_joined``, ``user_left``, ``start_jobs``,
+``message_posted`` and ``bot_messaged`` on its own terms: whatever it raises is logged
+with the plugin's name and counts as ``None``, and the others still run. An exception
+from a ``wrapper=True`` implementation of those hooks is logged too. ``filter_message`` is the
+exception to the rule: a filter that raises refuses the message (a broken filter fails
+closed, never lets through what it should have stopped).
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ import pluggy
 
 if TYPE_CHECKING:
     from .api import ServerAPI
+    from .bots import Bot
     from .commands import RegisterCommand
     from .hub import Session
     from .jobs import Jobs
-    from .protocol import Message
+    from .protocol import Message, Private
 
 #: The project name pluggy uses to match hook implementations to these specs.
 PROJECT_NAME = "trio_chat"
@@ -156,4 +157,21 @@ def message_posted(server: ServerAPI, message: Message, session: Session) -> Any
     bounded by the plugin timeout; at most a hundred such calls run at once, and past that
     the newest are skipped (logged). Errors are logged, not raised. A listener that answers
     with a bot sees that answer posted too (``session.bot`` is true): mind the loop.
+    """
+
+
+@hookspec
+def bot_messaged(server: ServerAPI, bot: Bot, message: Private, session: Session) -> Any:
+    """Called for every private message someone sends to a plugin's bot (``/msg robot hi``).
+
+    ``bot`` is the :class:`~trio_chat.bots.Bot` it was sent to (``bot.plugin`` says whose;
+    answer with ``bot.tell(session.nick, text)``), ``message`` the ``private`` event
+    (``nick``: the sender, ``to``: the bot, ``text``) and ``session`` the sender. The
+    bot's own messages are not. With several processes (``--broker``), it is called on
+    the process whose plugin added the bot. Triggers hear these with
+    ``on_message(..., bot=NICK, private=True)``.
+
+    Called as :func:`message_posted` is: after delivery, from a task of its own, in order;
+    ``async def`` runs in the background, bounded by the plugin timeout; errors are
+    logged, not raised.
     """

@@ -57,6 +57,7 @@ CONTAINED_HOOKS = frozenset(
         "user_left",
         "start_jobs",
         "message_posted",
+        "bot_messaged",
     }
 )
 

@@ -1,4 +1,5 @@
-"""Between delivery and the ``message_posted`` hook: a bounded queue and one task.
+"""Between delivery and the ``message_posted`` hook (and ``bot_messaged``): a bounded
+queue and one task.
 
 Delivery is a synchronous loop on the path of every line (see :mod:`trio_chat.delivery`);
 a plugin listening to every line must never sit in it. So the hub only tells
@@ -20,13 +21,9 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
-
-if TYPE_CHECKING:
-    from .protocol import Message
-    from .users import Session
 
 __all__ = ["LOG_EVERY", "MAX_BEHIND", "MAX_RUNNING", "PostedFeed"]
 
@@ -41,27 +38,31 @@ LOG_EVERY = 10.0
 
 
 class PostedFeed:
-    """The lines said on this node, on their way to the ``message_posted`` listeners.
+    """The lines said on this node, on their way to the ``message_posted`` listeners (or
+    the private messages to bots, on their way to ``bot_messaged``).
 
-    ``call(message, sender)`` calls the listeners (the hook) and returns their results;
-    ``wanted()`` says whether there are any (else a line is not even queued).
+    ``call(*args)`` calls the listeners (the hook) with what :meth:`heard` was given and
+    returns their results; ``wanted()`` says whether there are any (else nothing is even
+    queued). ``what`` names the hook in the log.
     """
 
     def __init__(
         self,
-        call: Callable[[Message, Session], object],
+        call: Callable[..., object],
         wanted: Callable[[], bool],
         *,
+        what: str = "message_posted",
         max_behind: int = MAX_BEHIND,
         max_running: int = MAX_RUNNING,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._call = call
         self._wanted = wanted
+        self.what = what
         self.max_behind = max_behind
         self.max_running = max_running
         self._clock = clock
-        self._send: trio.MemorySendChannel[tuple[Message, Session]] | None = None
+        self._send: trio.MemorySendChannel[tuple[Any, ...]] | None = None
         self.running = 0
         #: Lines missed because the listeners were too far behind, since the start.
         self.missed = 0
@@ -70,25 +71,26 @@ class PostedFeed:
         self._last_log = -LOG_EVERY
         self._unlogged: dict[str, int] = {}
 
-    def heard(self, message: Message, sender: Session) -> None:
-        """A line went out (called by the hub, in the middle of delivery: never waits)."""
+    def heard(self, *args: Any) -> None:
+        """A line went out (called in the middle of delivery: never waits); ``args`` are
+        what the listeners are called with (``message, sender`` from the hub)."""
         send = self._send
         if send is None or not self._wanted():
             return
         try:
-            send.send_nowait((message, sender))
+            send.send_nowait(args)
         except trio.WouldBlock:
             self.missed += 1
-            self._note("lines missed: the message_posted listeners are behind")
+            self._note(f"lines missed: the {self.what} listeners are behind")
 
     async def run(self) -> None:
         """Call the listeners for each line heard, in order, until cancelled."""
-        send, receive = trio.open_memory_channel[tuple["Message", "Session"]](self.max_behind)
+        send, receive = trio.open_memory_channel[tuple[Any, ...]](self.max_behind)
         self._send = send
         try:
             async with trio.open_nursery() as background, receive:
-                async for message, sender in receive:
-                    self._dispatch(background, self._call(message, sender))
+                async for args in receive:
+                    self._dispatch(background, self._call(*args))
         finally:
             self._send = None
 
@@ -96,7 +98,7 @@ class PostedFeed:
         for result in results if isinstance(results, list) else ():
             if not inspect.isawaitable(result):
                 self._note(
-                    f"a message_posted listener returned {type(result).__name__}, "
+                    f"a {self.what} listener returned {type(result).__name__}, "
                     "not None or an awaitable (ignored)"
                 )
                 continue

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .api import ServerAPI
-from .bots import Bots
+from .bots import Bot, Bots
 from .broker.redis import RedisBroker
 from .commands import CommandContext, CommandRegistry, run_command
 from .config import ServerConfig
@@ -51,6 +51,7 @@ from .protocol import (
     Ping,
     Pong,
     PongReply,
+    Private,
     Quit,
     Say,
     error_reply,
@@ -108,7 +109,7 @@ class ChatServer(ServerAPI):
         )
         self.hub.quiet_room_size = self.config.quiet_room_size
         self.commands = CommandRegistry(calling_plugin)
-        self.bots = Bots()
+        self.bots = Bots(on_private=self._bot_messaged)
         self.pm: ChatPluginManager = new_plugin_manager()
         self.pm.timeout = self.config.plugin_timeout
         # Historic: every plugin registered from now on (built-ins, entry points, plugins
@@ -147,6 +148,12 @@ class ChatServer(ServerAPI):
             self._call_message_posted, lambda: bool(self.pm.hook.message_posted.get_hookimpls())
         )
         self.hub.on_said.append(self.posted.heard)
+        #: Private messages to bots, on their way to the ``bot_messaged`` listeners.
+        self.bot_messages = PostedFeed(
+            self._call_bot_messaged,
+            lambda: bool(self.pm.hook.bot_messaged.get_hookimpls()),
+            what="bot_messaged",
+        )
         for plugin, name in collect_plugins(self.config.plugins, builtins=builtins):
             self.add_plugin(plugin, name)
         if self.config.entry_points:
@@ -283,8 +290,22 @@ class ChatServer(ServerAPI):
         """The ``message_posted`` listeners' results (the feed runs the awaitable ones)."""
         try:
             return self.pm.hook.message_posted(server=self, message=message, session=session)
-        except Exception:
+        except (Exception, SystemExit):  # from a wrapper=True listener: logged, no more
             log.exception("a wrapper of message_posted raised")
+            return []
+
+    def _bot_messaged(self, bot: Bot, message: Private) -> None:
+        """Someone sent ``bot`` a private message (told by the bot's mailbox, as it is
+        delivered): queue it for the ``bot_messaged`` listeners."""
+        sender = self.hub.find(message.nick)
+        if sender is not None:
+            self.bot_messages.heard(bot, message, sender)
+
+    def _call_bot_messaged(self, bot: Bot, message: Private, session: Session) -> object:
+        try:
+            return self.pm.hook.bot_messaged(server=self, bot=bot, message=message, session=session)
+        except (Exception, SystemExit):  # from a wrapper=True listener: logged, no more
+            log.exception("a wrapper of bot_messaged raised")
             return []
 
     # ------------------------------------------------------------------------ messages
@@ -517,6 +538,7 @@ class ChatServer(ServerAPI):
             nursery.start_soon(self.keepalive.run)
             nursery.start_soon(self.parking.run)
             nursery.start_soon(self.posted.run)
+            nursery.start_soon(self.bot_messages.run)
             if self.history_service is not None and self.config.keep_days is not None:
                 nursery.start_soon(self.history_service.prune_forever, self.config.keep_days)
             await nursery.start(self.jobs.run)

@@ -79,7 +79,8 @@ def render_text(event: ServerEvent) -> str:
             return f"[{clock(event.ts)}] * {event.nick} {event.text}"
         return f"[{clock(event.ts)}] <{event.nick}> {event.text}"
     if isinstance(event, Joined):
-        return f"[{clock(event.ts)}] -!- {event.nick} joined {event.room}"
+        bot = " (bot)" if event.bot else ""
+        return f"[{clock(event.ts)}] -!- {event.nick}{bot} joined {event.room}"
     if isinstance(event, Left):
         why = f" ({event.reason})" if event.reason else ""
         return f"[{clock(event.ts)}] -!- {event.nick} left {event.room}{why}"

@@ -9,6 +9,8 @@ the handler in the background, bounded by the plugin timeout. What the decorator
 * ``bot="NAME"``: the trigger hears only the rooms that bot is in, and the handler's
   ``ctx.say`` (and a returned string) speak as that bot in the room of the line;
   without it, a returned string is an ``info`` to the sender alone (``ctx.reply``);
+* ``private=True`` (with ``bot=``): the private messages sent to that bot instead (a
+  ``bot_messaged`` implementation), answered privately;
 * lines said by bots are not heard (``from_bots=True`` to hear them): two bots answering
   each other would never stop;
 * at most ``max_running`` runs of one trigger at once: a line that matches while that
@@ -30,13 +32,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import CommandError
 from .hookspecs import hookimpl
+from .names import name_key
 from .posted import LOG_EVERY
-from .protocol import Info
+from .protocol import Info, Message, Private
 
 if TYPE_CHECKING:
     from .api import ServerAPI
     from .bots import Bot
-    from .protocol import Message
     from .users import Session
 
 __all__ = ["DEFAULT_MAX_RUNNING", "TriggerContext", "on_message"]
@@ -46,7 +48,8 @@ log = logging.getLogger("trio_chat.plugins")
 #: Runs of one trigger at once, by default (``on_message(..., max_running=N)``).
 DEFAULT_MAX_RUNNING = 4
 
-TriggerHandler = Callable[["TriggerContext"], "str | Awaitable[str | None] | None"]
+#: A trigger's function: ``handler(ctx)``, or ``handler(self, ctx)`` for a method.
+TriggerHandler = Callable[..., "str | Awaitable[str | None] | None"]
 
 
 class TriggerContext:
@@ -54,13 +57,14 @@ class TriggerContext:
 
     ``ctx.match`` is the :class:`re.Match` (``ctx.match[1]``: the first group);
     ``ctx.text``, ``ctx.nick``, ``ctx.room`` are the line's; ``ctx.message`` is the
-    ``message`` event itself and ``ctx.session`` its sender; ``ctx.server`` the server.
+    ``message`` event itself (a ``private`` one for a private trigger: then ``ctx.room``
+    is ``None``) and ``ctx.session`` its sender; ``ctx.server`` the server.
     """
 
     def __init__(
         self,
         server: ServerAPI,
-        message: Message,
+        message: Message | Private,
         session: Session,
         match: re.Match[str],
         bot: Bot | None,
@@ -82,16 +86,33 @@ class TriggerContext:
         return self.message.nick
 
     @property
-    def room(self) -> str:
-        return self.message.room
+    def room(self) -> str | None:
+        """The line's room; ``None`` for a private message to the bot."""
+        message = self.message
+        return message.room if type(message) is Message else None
+
+    @property
+    def private(self) -> bool:
+        """Whether the line is a private message to the bot (``private=True`` triggers)."""
+        return type(self.message) is Private
 
     def say(self, text: str) -> None:
-        """Say ``text`` in the line's room as the trigger's bot."""
-        self._bot().say(self.room, text)
+        """Say ``text`` in the line's room as the trigger's bot; for a private message,
+        tell the sender privately."""
+        room = self.room
+        if room is None:
+            self._bot().tell(self.nick, text)
+        else:
+            self._bot().say(room, text)
 
     def act(self, text: str) -> None:
-        """An action (``* bot text``) in the line's room as the trigger's bot."""
-        self._bot().act(self.room, text)
+        """An action (``* bot text``) in the line's room as the trigger's bot (for a
+        private message: told to the sender, as :meth:`say`)."""
+        room = self.room
+        if room is None:
+            self._bot().tell(self.nick, text)
+        else:
+            self._bot().act(room, text)
 
     def reply(self, text: str) -> None:
         """Tell the sender alone (an ``info`` event, as a command's reply), if still here."""
@@ -113,15 +134,23 @@ def on_message(
     *,
     flags: int = 0,
     bot: str | None = None,
+    private: bool = False,
     from_bots: bool = False,
     max_running: int = DEFAULT_MAX_RUNNING,
 ) -> Callable[[TriggerHandler], Callable[..., Any]]:
     """Decorate a function of a plugin to run it for every chat line that matches
     ``pattern`` (``re.search``, with ``flags``). See the module's doc, and the plugin
-    docs' "Triggers". Works on module-level functions and on methods of a plugin class."""
+    docs' "Triggers". Works on module-level functions and on methods of a plugin class.
+
+    ``private=True`` (with ``bot``): the trigger hears the private messages sent to that
+    bot instead of the rooms' lines (a ``bot_messaged`` implementation); its answers go
+    back to the sender privately."""
     compiled = re.compile(pattern, flags) if isinstance(pattern, str) else pattern
     if max_running < 1:
         raise ValueError("max_running is at least 1")
+    bot_nick = bot
+    if private and bot_nick is None:
+        raise ValueError("a private trigger names its bot: on_message(..., bot=NICK, private=True)")
 
     def decorate(handler: TriggerHandler) -> Callable[..., Any]:
         if not callable(handler):
@@ -131,17 +160,25 @@ def on_message(
         last_logged = -LOG_EVERY
 
         def heard(
-            call: TriggerHandler, server: ServerAPI, message: Message, session: Session
+            call: TriggerHandler,
+            server: ServerAPI,
+            message: Message | Private,
+            session: Session,
+            messaged: Bot | None = None,
         ) -> Awaitable[None] | None:
             nonlocal running
             if session.bot and not from_bots:
                 return None
             speaker = None
-            if bot is not None:
-                speaker = server.bot(bot)
+            if messaged is not None:  # a private trigger: only its own bot's messages
+                if name_key(messaged.nick) != name_key(bot_nick or ""):
+                    return None
+                speaker = messaged
+            elif bot_nick is not None:
+                speaker = server.bot(bot_nick)
                 if speaker is None or speaker.session is session:
                     return None
-                if message.room not in speaker.session.rooms:
+                if type(message) is not Message or message.room not in speaker.session.rooms:
                     return None
             match = compiled.search(message.text)
             if match is None:
@@ -182,14 +219,31 @@ def on_message(
                     ctx.say(result)
                 else:
                     ctx.reply(result)
-            except Exception:
+            except (Exception, SystemExit):  # a trigger's sys.exit() ends no server
                 log.exception("trigger %s (%s) raised", name, compiled.pattern)
             finally:
                 running -= 1
 
         parameters = list(inspect.signature(handler).parameters)
         trigger: Callable[..., Any]
-        if parameters[:1] == ["self"]:  # a method: bound to the plugin object when called
+        if private and parameters[:1] == ["self"]:
+
+            def private_method(
+                self: object, server: ServerAPI, bot: Bot, message: Private, session: Session
+            ) -> Awaitable[None] | None:
+                method: Callable[..., Any] = handler
+                return heard(functools.partial(method, self), server, message, session, bot)
+
+            trigger = private_method
+        elif private:
+
+            def private_function(
+                server: ServerAPI, bot: Bot, message: Private, session: Session
+            ) -> Awaitable[None] | None:
+                return heard(handler, server, message, session, bot)
+
+            trigger = private_function
+        elif parameters[:1] == ["self"]:  # a method: bound to the plugin object when called
 
             def trigger_method(
                 self: object, server: ServerAPI, message: Message, session: Session
@@ -212,6 +266,6 @@ def on_message(
         del trigger.__wrapped__
         trigger.handler = handler  # type: ignore[attr-defined]
         trigger.pattern = compiled  # type: ignore[attr-defined]
-        return hookimpl(specname="message_posted")(trigger)
+        return hookimpl(specname="bot_messaged" if private else "message_posted")(trigger)
 
     return decorate
