@@ -614,3 +614,26 @@ async def test_a_page_joining_a_connected_user_shows_its_rooms(
         await switch(page, "#ops")
         await page.wait_log("said over tcp", "#log li.say")
     await owner.aclose()
+
+
+async def test_bots_are_marked_in_the_member_list_and_their_joins(
+    chat: Chat, drivers: list[Any]
+) -> None:
+    """A plugin's bot is shown as one: in the member list (from ``/who`` for a bot already
+    there, from its ``join`` for one that comes later) and in its join line."""
+    early = await chat.server.add_bot("weather", plugin="test")
+    await early.join("#lobby")
+    async with opened(drivers[0], chat.url) as page:
+        await page.js("localStorage.clear()")
+        await page.open(chat.url)
+        await log_in(page, "reader")
+        bots = "[...document.querySelectorAll('#members li.bot')].map(li => li.dataset.nick)"
+        await page.wait_js(f"return {bots}.join() === 'weather'", what="weather from /who")
+        late = await chat.server.add_bot("greeter", plugin="test")
+        await late.join("#lobby")
+        await page.wait_log("→ greeter (bot) joined #lobby", "#log li")
+        await page.wait_js(f"return {bots}.sort().join() === 'greeter,weather'", what="both")
+        person = "return document.querySelector(\"#members li[data-nick='reader']\").className"
+        assert "bot" not in await page.js(person)
+        late.say("#lobby", "hello from a bot")
+        await page.wait_log("hello from a bot", "#log li.say")

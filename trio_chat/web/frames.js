@@ -117,7 +117,13 @@ function onJoin(f) {
   } else if (!conv.members.some((n) => key(n) === key(f.nick))) {
     conv.members = [...conv.members, f.nick];
   }
-  put(conv, noticeLine(`→ ${f.nick} joined ${f.room}`, "notice", f.ts), f.id, f.ts);
+  if (f.bot === true) {
+    // A plugin's bot: marked in the list until the next /who says it all again.
+    const others = (conv.memberDetails || []).filter((d) => key(String(d.nick)) !== key(f.nick));
+    conv.memberDetails = [...others, {nick: f.nick, bot: true}];
+  }
+  const who = f.bot === true ? `${f.nick} (bot)` : f.nick;
+  put(conv, noticeLine(`→ ${who} joined ${f.room}`, "notice", f.ts), f.id, f.ts);
   membersChanged(conv);
 }
 

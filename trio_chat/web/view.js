@@ -120,6 +120,12 @@ export function renderMembers(ui, users, details, me) {
       li.append(op);
     }
     li.append(nickButton(nick));
+    if (d.bot) {
+      li.classList.add("bot");
+      const bot = el("span", "bot", "bot");
+      bot.title = "a plugin's bot, not a person";
+      li.append(bot);
+    }
     if (key(nick) === key(me)) li.classList.add("me");
     if (d.away) {
       li.classList.add("away");
