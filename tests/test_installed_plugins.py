@@ -12,7 +12,7 @@ import trio
 
 from trio_chat.testing import local_config, open_client, open_test_server
 
-EXAMPLES = {"roll", "wordfilter", "greeter", "remind", "triggers"}
+EXAMPLES = {"roll", "wordfilter", "greeter", "remind", "triggers", "webhook"}
 
 
 def installed_examples() -> set[str]:
@@ -61,3 +61,4 @@ def test_trio_chat_plugins_lists_them_with_versions() -> None:
     assert lines["wordfilter"].startswith("wordfilter 0.1.0")
     assert lines["remind"].startswith("remind 0.1.0: /remind")
     assert lines["triggers"].startswith("triggers 0.1.0")
+    assert lines["webhook"].startswith("webhook 0.1.0")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._version import __version__
 from .bots import DEFAULT_BOT_BURST, DEFAULT_BOT_RATE, Bot, Bots
+from .command_rules import ALLOWED_NOTE, Allowed, UsageWindow, check_allowed
 from .errors import ChatError, CommandError, LoginRefused
 from .hub import Device, NickInUse, Room, TooManyConnections
 from .names import name_key, normalize_nick
@@ -31,6 +32,7 @@ from .protocol import Info, Welcome, encode_server_event
 from .store import StoredMessage, StoreError
 
 if TYPE_CHECKING:
+    from .auth_backends import AuthBackends
     from .broker.redis import RedisBroker
     from .config import ServerConfig
     from .history import HistoryService
@@ -80,10 +82,21 @@ class CommandSpec:
     help: str
     usage: str
     plugin: str
+    #: Who may run it: ``"everyone"``, ``"operators"`` (of the room it is run in) or
+    #: ``"admins"`` (see :mod:`trio_chat.command_rules`).
+    allowed: Allowed = "everyone"
+    #: How often one user may run it (``None``: as often as the flood limit lets them).
+    rate: UsageWindow | None = None
 
     @property
     def synopsis(self) -> str:
         return f"/{self.name} {self.usage}".rstrip()
+
+    @property
+    def rules(self) -> str:
+        """Who may run it and how often, as ``/help`` says it (``""`` for no rule)."""
+        notes = [ALLOWED_NOTE[self.allowed], self.rate.describe() if self.rate is not None else ""]
+        return "; ".join(note for note in notes if note)
 
 
 class CommandRegistry:
@@ -95,12 +108,29 @@ class CommandRegistry:
         self._owner = owner
         self._commands: dict[str, CommandSpec] = {}
 
-    def register(self, name: str, handler: Handler, *, help: str, usage: str = "") -> None:
+    def register(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        help: str,
+        usage: str = "",
+        allowed: str = "everyone",
+        rate: tuple[int, float] | None = None,
+    ) -> None:
         """The ``register`` callable of the ``register_commands`` hook: the command belongs
         to the plugin whose hook implementation is calling (as the registry's ``owner``
-        says: :func:`~trio_chat.plugins.calling_plugin`)."""
+        says: :func:`~trio_chat.plugins.calling_plugin`). ``allowed`` and ``rate`` are
+        its rules (:mod:`trio_chat.command_rules`)."""
         owner = self._owner() or "(unknown plugin)"
-        self.add(CommandSpec(name.lower(), handler, help.strip(), usage.strip(), owner))
+        try:
+            who = check_allowed(allowed)
+            window = None if rate is None else UsageWindow(*rate)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"plugin {owner!r}: /{name}: {exc}") from None
+        self.add(
+            CommandSpec(name.lower(), handler, help.strip(), usage.strip(), owner, who, window)
+        )
 
     def add(self, spec: CommandSpec) -> None:
         if not COMMAND_NAME.match(spec.name):
@@ -137,6 +167,8 @@ class ServerAPI:
     history_service: HistoryService | None
     logins: Logins | None
     broker: RedisBroker | None
+    #: The plugins' auth backends (the ``authenticate`` and ``is_account`` hooks).
+    auth: AuthBackends
     #: Where :meth:`storage` keeps plugins' data now: the database while serving with one,
     #: a dict without one (``--no-db``), ``None`` when there is nowhere (not serving).
     plugin_data: PluginData | None = None
@@ -341,11 +373,25 @@ class ServerAPI:
     # ------------------------------------------------------------------------ accounts
 
     async def is_registered(self, nick: str) -> bool:
-        """Whether ``nick`` is a registered account (never, without a database). Refuses
-        (``store_error``) when the accounts cannot be read (with a broker: Redis down)."""
+        """Whether ``nick`` is an account: an auth backend's user (the ``is_account`` hook)
+        or a registered one (never, without a database or a backend). Refuses
+        (``store_error``) when the accounts cannot be read (with a broker: Redis down; a
+        backend that failed)."""
+        known = await self.auth.is_account(self, nick)
+        if known is not None:
+            return known
         if self.logins is None:
             return False
         return await self.logins.is_registered(nick)
+
+    async def backend_login(self, nick: str, password: str, address: str) -> str | None:
+        """Ask the auth backends (the ``authenticate`` hook) about a login: the account key
+        if one let it in, ``None`` if none decided (the built-in accounts do then).
+        Refused (``login_failed``) if one said no; see :mod:`trio_chat.auth_backends`."""
+        verdict = await self.auth.authenticate(self, nick, password, address)
+        if verdict is False:
+            raise LoginRefused("login_failed", "wrong nickname or password")
+        return None if verdict is None else name_key(nick)
 
     async def register_account(self, session: Session, password: str) -> None:
         """Register ``session``'s nick with ``password`` and log the session in to it."""
@@ -354,6 +400,8 @@ class ServerAPI:
             raise LoginRefused(
                 "nick_registered", f"{session.nick} is already your registered nickname"
             )
+        if await self.auth.is_account(self, session.nick):
+            raise LoginRefused("nick_registered", f"the nickname {session.nick} is registered")
         self.set_account(session, await logins.register(session.nick, password))
 
     async def log_in(self, session: Session, nick: str, password: str) -> str:
@@ -365,9 +413,12 @@ class ServerAPI:
         handled leaves ``session`` (which leaves its rooms, if this was its only
         connection) and joins that user instead, with a ``welcome`` as if it had logged in
         to it when connecting (see :meth:`session_to_join`)."""
-        logins = self._logins_for("accounts")
         nick = normalize_nick(nick)
-        account = await logins.check_login(nick, password, session.address)
+        account = await self.backend_login(nick, password, session.address)
+        if account is None:
+            account = await self._logins_for("accounts").check_login(
+                nick, password, session.address
+            )
         holder = self.hub.find(nick)
         if holder is not None and holder is not session:
             joining = self.session_to_join(nick, account)
@@ -562,5 +613,9 @@ class CommandContext:
         """Refuse: raises :class:`CommandError`, so nothing after this call runs."""
         raise CommandError(text, code)
 
-    def usage_error(self) -> CommandError:
-        return CommandError(f"usage: {self.spec.synopsis}", "bad_arguments")
+    def usage_error(self, why: str | None = None) -> CommandError:
+        """The error for arguments that do not fit, to ``raise``: ``usage: /roll [NdM]``, or
+        with ``why`` in front (``bad dice: 0d6; usage: /roll [NdM]``); code
+        ``bad_arguments``. Every command's argument errors read alike this way."""
+        usage = f"usage: {self.spec.synopsis}"
+        return CommandError(f"{why}; {usage}" if why else usage, "bad_arguments")

@@ -18,8 +18,10 @@ from .api import CommandContext as CommandContext
 from .api import CommandRegistry as CommandRegistry
 from .api import CommandSpec as CommandSpec
 from .api import Handler as Handler
+from .command_rules import rate_refusal
 from .errors import ChatError
 from .errors import CommandError as CommandError
+from .hub import NotAllowed, host_of
 from .protocol import Error, error_reply
 
 log = logging.getLogger("trio_chat.commands")
@@ -28,7 +30,16 @@ log = logging.getLogger("trio_chat.commands")
 class RegisterCommand(Protocol):
     """The ``register`` callable handed to the ``register_commands`` hook."""
 
-    def __call__(self, name: str, handler: Handler, *, help: str, usage: str = "") -> None: ...
+    def __call__(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        help: str,
+        usage: str = "",
+        allowed: str = "everyone",
+        rate: tuple[int, float] | None = None,
+    ) -> None: ...
 
 
 async def run_command(ctx: CommandContext) -> None:
@@ -40,6 +51,11 @@ async def run_command(ctx: CommandContext) -> None:
     spec = ctx.spec
     hub = ctx.server.hub
     timeout = ctx.server.config.plugin_timeout
+    try:
+        check_rules(ctx)
+    except ChatError as exc:
+        hub.send_to(ctx.session, error_reply(exc, ctx.ref))
+        return
     try:
         result: Any = spec.handler(ctx)
         if inspect.isawaitable(result):
@@ -72,6 +88,24 @@ async def run_command(ctx: CommandContext) -> None:
         # SystemExit too: a plugin's sys.exit() must not end the server for everyone.
         log.exception("plugin %r: /%s raised", spec.plugin, spec.name)
         _internal_error(ctx)
+
+
+def check_rules(ctx: CommandContext) -> None:
+    """Refuse the call if the command's rules forbid it (``not_allowed``, ``rate_limited``):
+    who may run it first, so a refused call uses up none of the caller's rate."""
+    spec, session = ctx.spec, ctx.session
+    if spec.allowed == "admins" and not session.admin:
+        raise NotAllowed(f"not allowed: /{spec.name} is for server administrators")
+    if spec.allowed == "operators":
+        room = ctx.server.rooms.get(ctx.room)
+        if room is None or not room.is_operator(session):
+            raise NotAllowed(f"not allowed: you are not an operator of {ctx.room}")
+    if spec.rate is not None:
+        # Per account; a guest's budget is its address's, so a new nick does not renew it.
+        user = session.account or f"guest@{host_of(session.address)}"
+        wait = spec.rate.take(user, trio.current_time())
+        if wait is not None:
+            raise ChatError("rate_limited", rate_refusal(spec.name, spec.rate, wait))
 
 
 def _internal_error(ctx: CommandContext) -> None:

@@ -22,11 +22,12 @@ How errors are contained. pluggy stops a hook call at the first exception; one b
 plugin must not silence the others, nor stop the server, so the plugin manager (see
 :class:`trio_chat.plugins.ChatPluginManager`) calls each plain implementation of
 ``register_commands``, ``server_started``, ``user_joined``, ``user_left``, ``start_jobs``,
-``message_posted`` and ``bot_messaged`` on its own terms: whatever it raises is logged
-with the plugin's name and counts as ``None``, and the others still run. An exception
-from a ``wrapper=True`` implementation of those hooks is logged too. ``filter_message`` is the
-exception to the rule: a filter that raises refuses the message (a broken filter fails
-closed, never lets through what it should have stopped).
+``message_posted``, ``bot_messaged`` and ``register_routes`` on its own terms: whatever it
+raises is logged with the plugin's name and counts as ``None``, and the others still run.
+An exception from a ``wrapper=True`` implementation of those hooks is logged too.
+``filter_message`` is the exception to the rule: a filter that raises refuses the message
+(a broken filter fails closed, never lets through what it should have stopped); so are the
+auth backends (``authenticate``, ``is_account``): one that fails refuses the login.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from .hub import Session
     from .jobs import Jobs
     from .protocol import Message, Private
+    from .routes import RegisterRoute
 
 #: The project name pluggy uses to match hook implementations to these specs.
 PROJECT_NAME = "trio_chat"
@@ -63,6 +65,13 @@ def register_commands(register: RegisterCommand) -> None:
     ``ctx.fail(text)``). It may be a plain function or ``async def``; if it returns a string,
     that string is sent back to the caller as a reply. Whatever it raises is turned into an
     error for the caller alone, and the server log names the plugin.
+
+    Two rules may follow, checked by the server before the handler runs (and shown by
+    ``/help``): ``allowed="operators"`` (of the room the command is run in) or
+    ``allowed="admins"`` (server administrators; default ``"everyone"``), refusing others
+    with ``not_allowed``; and ``rate=(count, seconds)``, at most ``count`` uses by one user
+    (an account, or a guest's address) in any ``seconds``, refusing the next with
+    ``rate_limited``.
 
     Registering a name that another plugin already took is refused with a logged error, so
     two plugins can never silently shadow each other. Historic (pluggy's ``call_historic``):
@@ -174,4 +183,69 @@ def bot_messaged(server: ServerAPI, bot: Bot, message: Private, session: Session
     Called as :func:`message_posted` is: after delivery, from a task of its own, in order;
     ``async def`` runs in the background, bounded by the plugin timeout; errors are
     logged, not raised.
+    """
+
+
+@hookspec(historic=True)
+def register_routes(server: ServerAPI, register: RegisterRoute) -> None:
+    """Add HTTP routes to the web port (the WebSocket port, beside the browser page).
+
+    Call ``register(method, path, handler, secret=SECRET)`` once per route: ``method`` is
+    ``GET``, ``POST``, ``PUT``, ``PATCH`` or ``DELETE`` (a ``GET`` route answers ``HEAD``
+    too); ``path`` is exact, ``/`` and segments of letters, digits and ``-._~``
+    (``/hooks/github``); the page's own paths cannot be taken. ``secret`` is required:
+    a string the caller must prove it knows, or ``None`` for a public route.
+    ``max_body`` (bytes, default 65536, at most 1 MiB) limits the request body: past it
+    the caller gets 413 and the handler is not called.
+
+    A caller proves the secret with ``X-Hub-Signature-256: sha256=HEX`` (the HMAC-SHA256
+    of the body keyed with the secret, as GitHub, Gitea and Forgejo send it) or with the
+    secret itself in ``X-Trio-Chat-Secret`` (for ``curl``); otherwise 403.
+
+    ``handler(request)`` gets a :class:`trio_chat.routes.Request` (``method``, ``path``,
+    ``query``, ``headers`` with lower-case names, ``body``, ``text``, ``json()``,
+    ``client``) and returns a :class:`trio_chat.routes.Response`, a ``str`` (200, plain
+    text), a ``dict`` or ``list`` (200, JSON) or ``None`` (204). It may be ``async def``,
+    bounded by the plugin timeout (then 504). ``raise trio_chat.routes.HTTPError(400,
+    "why")`` answers with that status and text; anything else it raises, or returns, is a
+    500 with a plain body, and the server log names the plugin. It runs in the request's
+    own task: a slow handler delays nobody else.
+
+    ``server`` is the :class:`trio_chat.api.ServerAPI` (read the secret from
+    ``server.plugin_settings(name)``). A bad route (path, method, a path or method another
+    plugin took, an empty secret) is refused with a logged error. Historic, like
+    :func:`register_commands`.
+    """
+
+
+@hookspec(firstresult=True)
+def authenticate(server: ServerAPI, nick: str, password: str, address: str) -> Any:
+    """Check a login (``hello`` with a password, ``/login NICK PASSWORD``): an auth backend.
+
+    Return ``True`` to let ``nick`` in (logged in to the account ``nick``, as if it were
+    registered here), ``False`` to refuse (``login_failed``), or ``None`` to leave it to
+    the next backend and then to the built-in accounts: return ``None`` for every nick
+    that is not yours. The first ``True`` or ``False`` wins. Backends are asked before the
+    built-in accounts, and work without a database too. ``address`` is the client's
+    ``host:port``.
+
+    May be ``async def`` (the place for a network call, or ``trio.to_thread`` for a slow
+    hash), bounded by the plugin timeout. A backend that raises, times out or returns
+    something else than ``True``, ``False`` or ``None`` refuses the login with
+    ``store_error`` and is logged: a broken backend lets nobody in. Guesses are throttled
+    as for the built-in accounts. Cannot be ``wrapper=True``.
+
+    Pair it with :func:`is_account`, so that guests cannot take your users' nicks.
+    """
+
+
+@hookspec(firstresult=True)
+def is_account(server: ServerAPI, nick: str) -> Any:
+    """Say whether ``nick`` is one of your backend's users: ``True`` (guests may not take
+    it, ``/nick`` to it is refused, and nobody may ``/register`` it), ``False`` (not an
+    account, whatever the built-in accounts say), or ``None`` (not yours: ask the next
+    backend, then the built-in accounts).
+
+    Same rules as :func:`authenticate`: may be ``async def``, bounded by the plugin
+    timeout; a failure refuses what was asked with ``store_error``.
     """

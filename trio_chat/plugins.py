@@ -56,6 +56,7 @@ CONTAINED_HOOKS = frozenset(
         "user_joined",
         "user_left",
         "start_jobs",
+        "register_routes",
         "message_posted",
         "bot_messaged",
     }
@@ -65,8 +66,9 @@ CONTAINED_HOOKS = frozenset(
 #: could never be awaited (``register_commands`` is called while the plugin is registered,
 #: before anything could run it), so its awaitable is closed and the plugin named in the log.
 #: ``start_jobs`` only starts things; an ``async def`` one would run outside the plugin's
-#: name (its jobs unattributed) and be cut off by the plugin timeout.
-SYNC_HOOKS = frozenset({"register_commands", "start_jobs"})
+#: name (its jobs unattributed) and be cut off by the plugin timeout. ``register_routes``
+#: is called as ``register_commands`` is.
+SYNC_HOOKS = frozenset({"register_commands", "start_jobs", "register_routes"})
 
 #: What the sender of a message is told when a filter failed (the log says how).
 FILTER_FAILED = "message refused by a filter (internal error)"

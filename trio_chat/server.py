@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .api import ServerAPI
+from .auth_backends import AuthBackends
 from .bots import Bot, Bots
 from .broker.redis import RedisBroker
 from .commands import CommandContext, CommandRegistry, run_command
@@ -58,6 +59,7 @@ from .protocol import (
 )
 from .proxyproto import ProxyTrust
 from .publisher import Publisher
+from .routes import RouteRegistry
 from .store import Store, StoreError
 from .transports.host import ConnectionSlot
 from .transports.parking import ParkingLot
@@ -112,9 +114,17 @@ class ChatServer(ServerAPI):
         self.bots = Bots(on_private=self._bot_messaged)
         self.pm: ChatPluginManager = new_plugin_manager()
         self.pm.timeout = self.config.plugin_timeout
+        self.auth = AuthBackends(self.pm.hook, self.config.plugin_timeout)
         # Historic: every plugin registered from now on (built-ins, entry points, plugins
         # added while serving) gets this call when it is registered, and only then.
         self.pm.hook.register_commands.call_historic(kwargs={"register": self.commands.register})
+        from .transports.websocket import WEB_FILES
+
+        #: The plugins' HTTP routes on the web port (the page's own files are not theirs).
+        self.routes = RouteRegistry(calling_plugin, reserved=[p.decode() for p in WEB_FILES])
+        self.pm.hook.register_routes.call_historic(
+            kwargs={"server": self, "register": self.routes.register}
+        )
         self.addresses: list[str] = []
         #: Plugins' background work; runs while serving (see the ``start_jobs`` hook).
         self.jobs = Jobs(timeout=self.config.plugin_timeout, owner=calling_plugin)
@@ -261,6 +271,7 @@ class ChatServer(ServerAPI):
         self.jobs.cancel_plugin(name)
         self.pm.unregister(name=name)
         self.commands.remove_plugin(name)
+        self.routes.remove_plugin(name)
         for bot in self.bots.of_plugin(name):
             bot.session.close("bot_removed", "its plugin was removed")
 
@@ -435,6 +446,14 @@ class ChatServer(ServerAPI):
         (``None`` for a guest). Raises :class:`~trio_chat.errors.ChatError` (a bad nick, a
         refused login)."""
         nick = normalize_nick(nick)
+        if password is not None and not register:
+            account = await self.backend_login(nick, password, address)
+            if account is not None:
+                return account
+        elif await self.auth.is_account(self, nick):  # a guest, or a registration
+            raise LoginRefused(
+                "nick_registered", f"the nickname {nick} is registered; log in with its password"
+            )
         if self.logins is None:
             if password is not None:
                 raise LoginRefused(

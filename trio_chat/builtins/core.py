@@ -6,7 +6,7 @@ third-party plugin uses, and through the public :class:`~trio_chat.commands.Comm
 
 from __future__ import annotations
 
-from ..commands import CommandContext, RegisterCommand
+from ..commands import CommandContext, CommandSpec, RegisterCommand
 from ..hookspecs import hookimpl
 from ..names import name_key, normalize_nick
 
@@ -30,15 +30,32 @@ def help_(ctx: CommandContext) -> None:
         if spec is None:
             ctx.fail(f"no such command: /{wanted}", "unknown_command")
             return
-        ctx.reply(f"{spec.synopsis} - {spec.help}")
+        ctx.reply(f"{spec.synopsis} - {_help_line(spec)}")
         return
     specs = ctx.server.command_list()
     width = max(len(s.synopsis) for s in specs)
-    lines = ["Commands:"] + [f"  {s.synopsis:<{width}}  {s.help}" for s in specs]
+    lines = ["Commands:"] + [f"  {s.synopsis:<{width}}  {_help_line(s)}" for s in specs]
     ctx.reply(
         "\n".join(lines),
-        {"commands": [{"name": s.name, "usage": s.usage, "help": s.help} for s in specs]},
+        {
+            "commands": [
+                {
+                    "name": s.name,
+                    "usage": s.usage,
+                    "help": s.help,
+                    "allowed": s.allowed,
+                    "rate": None if s.rate is None else [s.rate.count, s.rate.seconds],
+                }
+                for s in specs
+            ]
+        },
     )
+
+
+def _help_line(spec: CommandSpec) -> str:
+    """The help text, and who may run the command and how often if it says (``/kick`` -
+    ``Remove NICK from the room (operators only)``)."""
+    return f"{spec.help} ({spec.rules})" if spec.rules else spec.help
 
 
 async def nick(ctx: CommandContext) -> None:

@@ -1,8 +1,9 @@
 """Moderation: /op, /deop, /kick, /ban, /unban, /mute, /unmute and /oper (an ordinary plugin).
 
-Every rule is checked here, on the server: a non-operator gets ``not_allowed`` and nothing
-happens. Whoever creates a room is its first operator; server administrators (``--admin``
-nicks who proved themselves with ``/oper PASSWORD``) are operators everywhere.
+Every rule is checked on the server: the commands are registered ``allowed="operators"``,
+so a non-operator gets ``not_allowed`` before a handler runs, and nothing happens. Whoever
+creates a room is its first operator; server administrators (``--admin`` nicks who proved
+themselves with ``/oper PASSWORD``) are operators everywhere.
 
 Rules change through ``ctx.server`` (``set_operator``, ``ban``, ...), which goes through
 :meth:`Hub.set_rule <trio_chat.hub.Hub.set_rule>`: with several nodes, the broker shares
@@ -23,21 +24,25 @@ from .rooms import target_room
 
 @hookimpl
 def register_commands(register: RegisterCommand) -> None:
-    register("op", op, help="Make NICK an operator of the current room", usage="NICK")
-    register("deop", deop, help="Take operator status from NICK", usage="NICK")
-    register("kick", kick, help="Remove NICK from the current room", usage="NICK [REASON]")
-    register("ban", ban, help="Kick NICK and keep them out until /unban", usage="NICK")
-    register("unban", unban, help="Let a banned NICK join again", usage="NICK")
-    register("mute", mute, help="Stop NICK speaking in the current room", usage="NICK")
-    register("unmute", unmute, help="Let a muted NICK speak again", usage="NICK")
+    # allowed="operators": /help says so, and the server refuses others before the handler
+    # runs (see _operator_room).
+    ops = "operators"
+    register("op", op, help="Make NICK an operator of the current room", usage="NICK", allowed=ops)
+    register("deop", deop, help="Take operator status from NICK", usage="NICK", allowed=ops)
+    register(
+        "kick", kick, help="Remove NICK from the current room", usage="NICK [REASON]", allowed=ops
+    )
+    register("ban", ban, help="Kick NICK and keep them out until /unban", usage="NICK", allowed=ops)
+    register("unban", unban, help="Let a banned NICK join again", usage="NICK", allowed=ops)
+    register("mute", mute, help="Stop NICK speaking in the current room", usage="NICK", allowed=ops)
+    register("unmute", unmute, help="Let a muted NICK speak again", usage="NICK", allowed=ops)
     register("oper", oper, help="Become a server administrator", usage="PASSWORD")
 
 
 def _operator_room(ctx: CommandContext) -> Room:
-    room = target_room(ctx, None)
-    if not room.is_operator(ctx.session):
-        raise NotAllowed(f"not allowed: you are not an operator of {room.name}")
-    return room
+    """The room the command is for, where the caller is an operator: the server checked
+    that before the handler ran (the commands are registered ``allowed="operators"``)."""
+    return target_room(ctx, None)
 
 
 def _nick_argument(ctx: CommandContext) -> str:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ..metrics import Metrics
     from ..protocol import ClientFrame, Welcome
     from ..proxyproto import ProxyTrust
+    from ..routes import RouteRegistry
     from .parking import ParkingLot
 
 
@@ -75,6 +76,11 @@ class ChatHost(Protocol):
     @property
     def ws_port(self) -> int | None:
         """The WebSocket port, for the TCP port's answer to a browser that knocked there."""
+        ...
+
+    @property
+    def routes(self) -> RouteRegistry:
+        """The plugins' HTTP routes, which the web port answers besides the page."""
         ...
 
     # ---------------------------------------------------------- shared state and helpers

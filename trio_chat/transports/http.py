@@ -45,6 +45,8 @@ def response(
     Raises :class:`h11.LocalProtocolError` for headers h11 refuses (a newline in a value).
     """
     fields = [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers]
+    if status == 204:  # no body, and RFC 9110 forbids saying its length
+        fields = [field for field in fields if field[0].lower() != "content-length"]
     if not any(name.lower() == "connection" for name, _ in headers):
         fields.append(CONNECTION_CLOSE)
     conn = h11.Connection(h11.SERVER)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,7 @@ from ..protocol import (
     decode_client_frame,
 )
 from ..proxyproto import ProxyTrust, client_from_headers, format_address
+from ..routes import RouteSpec, request_parts
 from ..wire import (
     WEBSOCKET_BATCH_FRAMES,
     WEBSOCKET_FRAMES,
@@ -57,6 +58,7 @@ from .streams import (
     socket_fd,
     write_nowait,
 )
+from .webroutes import serve_route
 
 if TYPE_CHECKING:
     from .host import ChatHost
@@ -440,6 +442,7 @@ async def open_ws_link(
     is admitted to the limits with it before anything is served."""
     web_stream: trio.abc.Stream = stream
     head: bytes | None = None
+    routes: Mapping[str, RouteSpec] | None = None  # a plugin's, for the request's path
     with trio.move_on_after(HEAD_TIMEOUT):
         if server.ssl_context is not None:
             tls = await accept_tls(stream, server.ssl_context)
@@ -453,9 +456,15 @@ async def open_ws_link(
             if not await arrival.admit(address, web_stream):
                 return None
         if request is None or not is_websocket_upgrade(request):
-            await web_stream.send_all(http_response(request))
-            return None
+            if request is not None:
+                routes = server.routes.find(request_parts(request.target)[0])
+            if routes is None:
+                await web_stream.send_all(http_response(request))
+                return None
     if head is None:
+        return None
+    if routes is not None:  # bounded by time limits of its own (see webroutes.py)
+        await serve_route(web_stream, head, routes, arrival.address, server.config.plugin_timeout)
         return None
     end = head.index(b"\r\n\r\n") + 4
     ws = accept_websocket(head[:end])
