@@ -17,7 +17,7 @@ from trio_chat.broker.log import (
     own_event_prefix,
     own_event_seq,
 )
-from trio_chat.protocol import Message
+from trio_chat.protocol import Message, Topic
 from trio_chat.testing import ChatClient, TestServer, local_config, open_client, open_test_server
 
 if TYPE_CHECKING:
@@ -51,7 +51,8 @@ def test_an_entry_that_is_not_ours_is_refused(payload: bytes) -> None:
 
 
 def test_a_node_knows_its_own_events_by_their_start() -> None:
-    event = Message(id=1, ts=1.5, room="#lobby", nick="alice", text='a "line"\nand more')
+    # (A chat line is in the array form: see test_broker_log.py for its own prefix.)
+    event = Topic(id=1, ts=1.5, room="#lobby", nick="alice", topic='a "line"\nand more')
     prefix = own_event_prefix('node-"a"')
     own = encode_entry("event", 'node-"a"', 12, event=event, room="#lobby")
     assert own_event_seq(own, prefix) == 12
@@ -241,13 +242,18 @@ async def test_redis_restarted_mid_chat_loses_and_repeats_nothing(
     from trio_chat.broker.connection import RedisConnection
 
     commands: list[object] = []
-    call = RedisConnection.call
+    call, call_encoded = RedisConnection.call, RedisConnection.call_encoded
 
     async def spy(self: RedisConnection, *args: object) -> object:
         commands.append(args[0])
         return await call(self, *args)
 
+    async def spy_encoded(self: RedisConnection, request: bytes) -> object:
+        commands.append(request.split(b"\r\n")[2])  # *N, $len, the command's name
+        return await call_encoded(self, request)
+
     monkeypatch.setattr(RedisConnection, "call", spy)
+    monkeypatch.setattr(RedisConnection, "call_encoded", spy_encoded)
     async with nodes(redis_server.url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
         alice, bob = await alice_on_a_bob_on_b(stack, a, b)
         await alice.say("one")

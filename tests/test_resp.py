@@ -28,6 +28,8 @@ from trio_chat.broker.resp import (
     ReplyError,
     ReplyParser,
     encode_command,
+    encode_command_after,
+    encode_head,
 )
 
 # ------------------------------------------------------------------ sans-IO
@@ -39,6 +41,14 @@ def test_a_command_is_an_array_of_bulk_strings() -> None:
     )
     assert encode_command(b"PING") == b"*1\r\n$4\r\nPING\r\n"
     assert encode_command("SET", b"") == b"*2\r\n$3\r\nSET\r\n$0\r\n\r\n"
+
+
+@pytest.mark.parametrize("rest", [(), ("0-0",), (b"12-3", 7, "\u00e9\r\n")])
+def test_a_command_with_its_head_encoded_once_is_the_same_command(rest: tuple[object]) -> None:
+    head = encode_head(b"XREAD", b"COUNT", 1024, b"STREAMS", "trio-chat:log")
+    again = encode_command_after(head, *rest)
+    assert again == encode_command(b"XREAD", b"COUNT", 1024, b"STREAMS", "trio-chat:log", *rest)
+    assert encode_command_after(head, *rest) == again  # the head is not used up
 
 
 @pytest.mark.parametrize("bad", [True, None, object(), ["a"]])

