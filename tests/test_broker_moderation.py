@@ -179,6 +179,9 @@ async def test_a_mute_and_an_operator_given_on_one_node_hold_on_the_other(
         await seen(bob, "thanks", "#club", alice, carol)
 
         await alice.command("/op bob")
+        # The room is told (on another node, as text alone), and bob himself.
+        told = await bob.expect("info", lambda e: "operator" in e.text)
+        assert told.text == "alice made bob an operator of #club"
         told = await bob.expect("info", lambda e: "operator" in e.text)
         assert told.text == "alice made you an operator of #club"
         await seen(alice, "bob helps now", "#club", bob)

@@ -241,7 +241,7 @@ async def test_operator_modes_kick_ban_and_mute(chat: TestServer) -> None:
         assert (await jay.expect("leave")).reason == "kicked by ivy: enough"
 
         await ivy.send("MODE #mod +b jay!*@*", "MODE #mod +b")
-        assert (await ivy.expect("MODE")).params == ("#mod", "+b", "jay")
+        assert (await ivy.expect("MODE")).params == ("#mod", "+b", "jay!*@*")
         await ivy.expect(n.RPL_BANLIST)
         await jay.command("/join #mod")
         assert (await jay.expect("error")).code == "not_allowed"

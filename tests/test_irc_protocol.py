@@ -471,8 +471,23 @@ def test_modes_map_to_the_moderation_commands() -> None:
         ("mute", "erin"),
     ]
     assert [m.command for m in replies] == [n.ERR_UNKNOWNMODE]
+    # A member sees the room's own MODE line (the hub's ``mode`` notice); the reply adds none.
     done = lines_of(session.render(Info(text="ok", ref=frames[0].ref)))  # type: ignore[attr-defined]
-    assert done == [IrcMessage("MODE", ("#a", "+o", "bob"), "alice!alice@trio-chat")]
+    assert done == []
+    data = {"event": "mode", "room": "#a", "by": "alice", "nick": "bob", "rule": "operator"}
+    told = lines_of(session.render(Info(text="alice made bob ...", data={**data, "on": True})))
+    assert told == [IrcMessage("MODE", ("#a", "+o", "bob"), "alice!alice@trio-chat")]
+    banned = {**data, "rule": "banned", "on": False, "by": None}
+    told = lines_of(session.render(Info(text="the server unbanned bob", data=banned)))
+    assert [(m.params, m.source.startswith("alice")) for m in told] == [
+        (("#a", "-b", "bob!*@*"), False)
+    ]
+    muted = lines_of(session.render(Info(text="x", data={**data, "rule": "muted", "on": True})))
+    assert muted[0].params == ("#a", "+q", "bob")
+    # An administrator outside the room has only the reply: it is the MODE line then.
+    view.rooms["#a"] = ChannelInfo("#a", "", (MemberInfo("bob"),))
+    done = lines_of(session.render(Info(text="ok", ref=frames[2].ref)))  # type: ignore[attr-defined]
+    assert done == [IrcMessage("MODE", ("#a", "+b", "dave!*@*"), "alice!alice@trio-chat")]
     refused = lines_of(session.render(Error(code="not_allowed", text="no", ref=frames[1].ref)))  # type: ignore[attr-defined]
     assert refused[0].command == n.ERR_CHANOPRIVSNEEDED
 

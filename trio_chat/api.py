@@ -247,22 +247,30 @@ class ServerAPI:
         """Every room by name, read-only (change rooms through the hub's and these calls)."""
         return RoomsView(self.hub.rooms)
 
-    def set_operator(self, room: Room, session: Session, operator: bool) -> None:
-        """Make ``session`` an operator of ``room``, or no longer one (on every node)."""
-        self.hub.set_rule(room, "operator", session, operator)
+    def set_operator(
+        self, room: Room, session: Session, operator: bool, *, by: str | None = None
+    ) -> None:
+        """Make ``session`` an operator of ``room``, or no longer one (on every node). The
+        room's members are told, naming ``by`` (the operator's nick; ``None``: the
+        server)."""
+        self.hub.set_rule(room, "operator", session, operator, by=by)
 
-    def set_muted(self, room: Room, session: Session, muted: bool) -> None:
-        """Stop ``session`` speaking in ``room``, or let it speak again (on every node)."""
-        self.hub.set_rule(room, "muted", session, muted)
+    def set_muted(
+        self, room: Room, session: Session, muted: bool, *, by: str | None = None
+    ) -> None:
+        """Stop ``session`` speaking in ``room``, or let it speak again (on every node); the
+        room's members are told, naming ``by``."""
+        self.hub.set_rule(room, "muted", session, muted, by=by)
 
-    def ban(self, room: Room, nick: str, host: str) -> None:
+    def ban(self, room: Room, nick: str, host: str, *, by: str | None = None) -> None:
         """Keep ``nick`` (and whoever comes from ``host``; ``"?"`` for none) out of ``room``
-        (on every node)."""
-        self.hub.set_rule(room, "banned", nick, True, host=host)
+        (on every node); the room's members are told, naming ``by``."""
+        self.hub.set_rule(room, "banned", nick, True, host=host, by=by)
 
-    def unban(self, room: Room, nick: str) -> bool:
-        """Let ``nick`` join ``room`` again; False if it was not banned."""
-        return self.hub.set_rule(room, "banned", nick, False)
+    def unban(self, room: Room, nick: str, *, by: str | None = None) -> bool:
+        """Let ``nick`` join ``room`` again; False if it was not banned. The room's members
+        are told, naming ``by``."""
+        return self.hub.set_rule(room, "banned", nick, False, by=by)
 
     # ------------------------------------------------------------------------ commands
 

@@ -84,6 +84,7 @@ __all__ = [
     "TooManyConnections",
     "host_of",
     "reason_is_public",
+    "rule_notice",
     "serving",
 ]
 
@@ -101,6 +102,36 @@ class ServerBusy(FixedCodeError):
     """Too many messages wait for the store; this one was refused, not queued."""
 
     code = "busy"
+
+
+#: How :func:`rule_notice` words a change: (on, off), with the author, the nick and the room.
+_RULE_WORDS: dict[Rule, tuple[str, str]] = {
+    "operator": (
+        "{by} made {nick} an operator of {room}",
+        "{by} took operator status from {nick} in {room}",
+    ),
+    "muted": ("{by} muted {nick} in {room}", "{by} unmuted {nick} in {room}"),
+    "banned": ("{by} banned {nick} from {room}", "{by} unbanned {nick} from {room}"),
+}
+
+
+def rule_notice(change: RuleChange, by: str | None) -> Info:
+    """The ``info`` a room's members get when its rules change: the words for people, and
+    ``data`` for programs (an IRC connection turns it into ``MODE``). ``by`` is ``None``
+    when no user made the change (a plugin): then the server did."""
+    on, off = _RULE_WORDS[change.rule]
+    text = (on if change.on else off).format(
+        by=by or "the server", nick=change.nick, room=change.room
+    )
+    data = {
+        "event": "mode",
+        "room": change.room,
+        "by": by,
+        "nick": change.nick,
+        "rule": change.rule,
+        "on": change.on,
+    }
+    return Info(text=text, data=data)
 
 
 class Hub(Delivery):
@@ -429,12 +460,21 @@ class Hub(Delivery):
             del self.recent[key]
 
     def set_rule(
-        self, room: Room, rule: Rule, who: Session | str, on: bool, *, host: str = "?"
+        self,
+        room: Room,
+        rule: Rule,
+        who: Session | str,
+        on: bool,
+        *,
+        host: str = "?",
+        by: str | None = None,
     ) -> bool:
         """Make ``who`` (a session, or a nick) an operator of ``room``, muted in it or banned
         from it (with ``host``; ``"?"`` for none), or no longer; then tell the ``on_rule``
-        observers. ``False`` if nothing changed (nobody is told): an operator or mute needs
-        someone connected by that nick."""
+        observers, and the room's members (:func:`rule_notice`: moderation is done in the
+        open, as an IRC ``MODE`` is), naming ``by`` (the operator's nick) as its author.
+        ``False`` if nothing changed (nobody is told): an operator or mute needs someone
+        connected by that nick."""
         session = who if isinstance(who, Session) else self.find(who)
         nick = who.nick if isinstance(who, Session) else who
         change = RuleChange(room.name, rule, nick, on, host if rule == "banned" and on else "?")
@@ -442,7 +482,19 @@ class Hub(Delivery):
             return False
         for callback in self.on_rule:
             callback(change)
+        self.tell_room(room, rule_notice(change, by))
         return True
+
+    def tell_room(self, room: Room, event: Info) -> None:
+        """An unnumbered notice to every member of ``room`` (each connection), live only:
+        not stored, not in history, so the room's numbered events and gap-fill stay as
+        they were. Members of other nodes get its text from their node (a broker's
+        ``tell``), without ``data``."""
+        members = tuple(room.members.values())
+        if self.broker is not None and (self._undelivered or self.numbered_by_log):
+            self.broker.publish(Pending(event, None, members))
+        else:
+            self._fanout(members, event)
 
     def _quiet(self, room: Room, *, leaving: bool = False) -> bool:
         """Whether joins and leaves in ``room`` go only to the user concerned: in a big room,

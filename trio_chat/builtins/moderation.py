@@ -63,7 +63,7 @@ def _member(ctx: CommandContext, room: Room) -> Session:
 def op(ctx: CommandContext) -> None:
     room = _operator_room(ctx)
     target = _member(ctx, room)
-    ctx.server.set_operator(room, target, True)
+    ctx.server.set_operator(room, target, True, by=ctx.nick)
     ctx.reply(f"{target.nick} is now an operator of {room.name}")
     ctx.hub.send_to_info(target, f"{ctx.nick} made you an operator of {room.name}")
 
@@ -71,7 +71,7 @@ def op(ctx: CommandContext) -> None:
 def deop(ctx: CommandContext) -> None:
     room = _operator_room(ctx)
     target = _member(ctx, room)
-    ctx.server.set_operator(room, target, False)
+    ctx.server.set_operator(room, target, False, by=ctx.nick)
     ctx.reply(f"{target.nick} is no longer an operator of {room.name}")
 
 
@@ -87,7 +87,8 @@ def ban(ctx: CommandContext) -> None:
     room = _operator_room(ctx)
     nick = _nick_argument(ctx)
     target = ctx.hub.find(nick)
-    ctx.server.ban(room, nick, host_of(target.address) if target is not None else "?")
+    host = host_of(target.address) if target is not None else "?"
+    ctx.server.ban(room, nick, host, by=ctx.nick)
     if target is not None and target.id in room.members:
         ctx.hub.part(target, room.name, f"banned by {ctx.nick}", tell_self=True)
     ctx.reply(f"{nick} is banned from {room.name}")
@@ -96,7 +97,7 @@ def ban(ctx: CommandContext) -> None:
 def unban(ctx: CommandContext) -> None:
     room = _operator_room(ctx)
     nick = _nick_argument(ctx)
-    if not ctx.server.unban(room, nick):
+    if not ctx.server.unban(room, nick, by=ctx.nick):
         ctx.fail(f"{nick} is not banned from {room.name}", "not_banned")
     ctx.reply(f"{nick} may join {room.name} again")
 
@@ -104,7 +105,7 @@ def unban(ctx: CommandContext) -> None:
 def mute(ctx: CommandContext) -> None:
     room = _operator_room(ctx)
     target = _member(ctx, room)
-    ctx.server.set_muted(room, target, True)
+    ctx.server.set_muted(room, target, True, by=ctx.nick)
     ctx.reply(f"{target.nick} is muted in {room.name}")
     ctx.hub.send_to_info(target, f"{ctx.nick} muted you in {room.name}")
 
@@ -112,7 +113,7 @@ def mute(ctx: CommandContext) -> None:
 def unmute(ctx: CommandContext) -> None:
     room = _operator_room(ctx)
     target = _member(ctx, room)
-    ctx.server.set_muted(room, target, False)
+    ctx.server.set_muted(room, target, False, by=ctx.nick)
     ctx.reply(f"{target.nick} may speak in {room.name} again")
     ctx.hub.send_to_info(target, f"{ctx.nick} unmuted you in {room.name}")
 

@@ -319,9 +319,11 @@ class Chatting(SessionBase):
 
     def _info(self, event: Info) -> bytes:
         asked = self._asked.pop(event.ref, None) if event.ref else None
-        if asked is None:
-            return self.notice(event.text)
         data = event.data or {}
+        if asked is None:
+            if data.get("event") == "mode":
+                return self._mode_line(data)
+            return self.notice(event.text)
         command = asked.command
         if command in ("JOIN", "PART", "TOPIC", "KICK", "NICK"):
             return b""  # the JOIN/PART/TOPIC/KICK/NICK line itself says it
@@ -330,14 +332,32 @@ class Chatting(SessionBase):
                 return self.numeric(n.RPL_NOWAWAY, "You have been marked as being away")
             return self.numeric(n.RPL_UNAWAY, "You are no longer marked as being away")
         if command == "MODE":
+            info = self.view.channel(asked.target)
+            if info is not None and self._in(info):
+                return b""  # the room's MODE line (:meth:`_mode_line`) says it
+            change, _, nick = asked.detail.partition(" ")
+            mask = f"{nick}!*@*" if change.endswith("b") else nick
             return format_message(
-                "MODE", asked.target, *asked.detail.split(), source=hostmask(self.nick or "*")
+                "MODE", asked.target, change, mask, source=hostmask(self.nick or "*")
             )
         if command == "OPER":
             return self.numeric(n.RPL_YOUREOPER, "You are now an IRC operator")
         if command in ("PRIVMSG", "NOTICE"):
             return b"" if asked.silent else self.notice(event.text)  # e.g. "X is away"
         return self.notice(event.text)
+
+    def _mode_line(self, data: dict[str, object]) -> bytes:
+        """A room's rule change (the hub's ``mode`` notice) as the ``MODE`` line an IRC
+        server sends every member: ``+o``/``-o``, ``+b``/``-b`` with a ``nick!*@*`` mask,
+        ``+q``/``-q`` for a mute; from the operator, or the server when none is named."""
+        letter = _RULE_LETTERS.get(str(data.get("rule")))
+        room, nick, by = data.get("room"), data.get("nick"), data.get("by")
+        if letter is None or not isinstance(room, str) or not isinstance(nick, str):
+            return b""
+        mask = f"{nick}!*@*" if letter == "b" else nick
+        sign = "+" if data.get("on") else "-"
+        source = hostmask(by) if isinstance(by, str) else self.server
+        return format_message("MODE", room, f"{sign}{letter}", mask, source=source)
 
     def _error(self, event: Error) -> bytes:
         asked = self._asked.pop(event.ref, None) if event.ref else None
@@ -432,3 +452,6 @@ _MODE_COMMANDS = {
     ("+", "q"): "mute",
     ("-", "q"): "unmute",
 }
+
+#: The IRC channel mode of each of the hub's room rules.
+_RULE_LETTERS = {"operator": "o", "banned": "b", "muted": "q"}

@@ -1,0 +1,101 @@
+"""What a room is told beyond its lines, over real sockets, for IRC and JSON members alike:
+rule changes (``MODE`` / a ``mode`` info)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from test_irc import IrcClient, open_irc
+
+from trio_chat.irc import numerics as n
+from trio_chat.irc.message import IrcMessage
+from trio_chat.testing import TestServer, local_config, open_client, open_test_server
+
+
+@pytest.fixture
+async def chat() -> AsyncIterator[TestServer]:
+    async with open_test_server(config=local_config(irc_port=0)) as server:
+        yield server
+
+
+async def lines_until_said(irc: IrcClient, text: str) -> list[IrcMessage]:
+    """Every line the server sends before the chat line ``text`` (which a member says
+    after the events looked for: the hub delivers a room's events in order)."""
+    lines = []
+    while True:
+        line = await irc.next_line()
+        assert line is not None
+        if line.command == "PRIVMSG" and line.params[-1] == text:
+            return lines
+        lines.append(line)
+
+
+def mode_data(by: str, nick: str, rule: str, on: bool) -> dict[str, object]:
+    return {"event": "mode", "room": "#mod", "by": by, "nick": nick, "rule": rule, "on": on}
+
+
+async def test_rule_changes_are_told_to_the_whole_room(chat: TestServer) -> None:
+    async with (
+        open_irc(chat, "ivy") as ivy,
+        open_irc(chat, "lee") as lee,
+        open_client(chat, "jay") as jay,
+        open_client(chat, "kay", websocket=True) as kay,
+    ):
+        await ivy.send("JOIN #mod")
+        await ivy.expect(n.RPL_ENDOFNAMES, lambda m: m.params[1] == "#mod")
+        await lee.send("JOIN #mod")
+        await lee.expect(n.RPL_ENDOFNAMES, lambda m: m.params[1] == "#mod")
+        for client in (jay, kay):
+            await client.command("/join #mod")
+            await client.expect("join", lambda e, nick=client.nick: e.nick == nick)
+        await ivy.expect("JOIN", lambda m: m.source.startswith("kay!"))
+
+        # An IRC operator's MODE: every member sees it, the operator once.
+        await ivy.send("MODE #mod +o jay")
+        seen = await lee.expect("MODE")
+        assert (seen.source, seen.params) == ("ivy!ivy@trio-chat", ("#mod", "+o", "jay"))
+        for client in (jay, kay):
+            told = await client.expect("info", lambda e: e.data and e.data.get("event") == "mode")
+            assert told.data == mode_data("ivy", "jay", "operator", True)
+            assert told.text == "ivy made jay an operator of #mod"
+            assert told.ref is None
+        await jay.say("mark 1", room="#mod")
+        modes = [m for m in await lines_until_said(ivy, "mark 1") if m.command == "MODE"]
+        assert [m.params for m in modes] == [("#mod", "+o", "jay")]
+
+        # A JSON operator's /mute: IRC members see +q from it.
+        await jay.send({"type": "command", "name": "mute", "args": "lee", "room": "#mod"})
+        told = await jay.expect("info", lambda e: e.data and e.data.get("event") == "mode")
+        assert told.data == mode_data("jay", "lee", "muted", True)
+        for irc in (ivy, lee):
+            seen = await irc.expect("MODE")
+            assert (seen.source, seen.params) == ("jay!jay@trio-chat", ("#mod", "+q", "lee"))
+        told = await kay.expect("info", lambda e: e.data and e.data.get("event") == "mode")
+        assert told.data == mode_data("jay", "lee", "muted", True)
+        await jay.send({"type": "command", "name": "unmute", "args": "lee", "room": "#mod"})
+        assert (await lee.expect("MODE")).params == ("#mod", "-q", "lee")
+
+        # A ban: the mask, then the kick, in that order, for IRC and JSON members.
+        await ivy.send("MODE #mod +b kay!*@*")
+        ban = await lee.expect("MODE")
+        assert ban.params == ("#mod", "+b", "kay!*@*")
+        kick = await lee.expect("KICK")
+        assert kick.params[:2] == ("#mod", "kay")
+        told = await kay.expect("info", lambda e: e.data and e.data.get("rule") == "banned")
+        assert told.data == mode_data("ivy", "kay", "banned", True)
+        assert (await kay.expect("leave")).reason == "banned by ivy"
+        await ivy.send("MODE #mod -b kay")
+        assert (await lee.expect("MODE")).params == ("#mod", "-b", "kay!*@*")
+        told = await jay.expect("info", lambda e: e.data and e.data.get("rule") == "banned")
+        assert told.data == mode_data("ivy", "kay", "banned", True)
+        told = await jay.expect("info", lambda e: e.data and e.data.get("rule") == "banned")
+        assert told.data == mode_data("ivy", "kay", "banned", False)
+        assert told.text == "ivy unbanned kay from #mod"
+
+        # A change that changes nothing (jay is no operator the second time) tells nobody.
+        await ivy.send("MODE #mod -o jay", "MODE #mod -o jay")
+        await jay.expect("info", lambda e: e.data == mode_data("ivy", "jay", "operator", False))
+        await jay.say("mark 2", room="#mod")
+        modes = [m for m in await lines_until_said(lee, "mark 2") if m.command == "MODE"]
+        assert [m.params for m in modes] == [("#mod", "-o", "jay")]
