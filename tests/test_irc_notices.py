@@ -1,16 +1,18 @@
 """What a room is told beyond its lines, over real sockets, for IRC and JSON members alike:
-rule changes (``MODE`` / a ``mode`` info)."""
+rule changes (``MODE`` / a ``mode`` info), away changes for those who asked
+(``away-notify``)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from test_irc import IrcClient, open_irc
 
 from trio_chat.irc import numerics as n
 from trio_chat.irc.message import IrcMessage
-from trio_chat.testing import TestServer, local_config, open_client, open_test_server
+from trio_chat.testing import ChatClient, TestServer, local_config, open_client, open_test_server
 
 
 @pytest.fixture
@@ -99,3 +101,59 @@ async def test_rule_changes_are_told_to_the_whole_room(chat: TestServer) -> None
         await jay.say("mark 2", room="#mod")
         modes = [m for m in await lines_until_said(lee, "mark 2") if m.command == "MODE"]
         assert [m.params for m in modes] == [("#mod", "-o", "jay")]
+
+
+async def events_until_said(client: ChatClient, text: str) -> list[Any]:
+    """Every event a JSON client gets before the chat line ``text``."""
+    events = []
+    while True:
+        event = await client.receive()
+        if event.TYPE == "message" and event.text == text:
+            return events
+        events.append(event)
+
+
+async def test_away_changes_reach_only_those_who_asked(chat: TestServer) -> None:
+    async with (
+        open_irc(chat, "ivy", "CAP REQ :away-notify", "CAP END") as ivy,
+        open_irc(chat, "lee") as lee,
+        open_client(chat) as jay,
+        open_client(chat, "kay") as kay,
+        open_client(chat, websocket=True) as mo,
+        open_client(chat, "zed") as zed,
+    ):
+        await jay.login("jay", away_notify=True)
+        await mo.login("mo", away_notify=True)
+        await ivy.expect("JOIN", lambda m: m.source.startswith("zed!"))
+        await zed.expect("join", lambda e: e.nick == "mo")
+
+        await zed.command("/away out to lunch")
+        await zed.expect("info", lambda e: e.data == {"away": "out to lunch"})
+        await zed.say("mark 1")
+        seen = await ivy.expect("AWAY")
+        assert (seen.source, seen.params) == ("zed!zed@trio-chat", ("out to lunch",))
+        for client in (jay, mo):
+            told = await client.expect("info", lambda e: e.ref is None)
+            assert told.data == {"event": "away", "nick": "zed", "away": "out to lunch"}
+            assert told.text == "zed is away: out to lunch"
+        # Those who did not ask get nothing at all.
+        assert [m for m in await lines_until_said(lee, "mark 1") if m.command == "AWAY"] == []
+        assert [e for e in await events_until_said(kay, "mark 1") if e.TYPE == "info"] == []
+        assert [e for e in await events_until_said(zed, "mark 1") if e.TYPE == "info"] == []
+
+        # From IRC, and back again; asking after registration works too.
+        await lee.send("CAP REQ :away-notify", "AWAY :brb")
+        await lee.expect(n.RPL_NOWAWAY)
+        assert (await ivy.expect("AWAY")).params == ("brb",)
+        told = await jay.expect("info", lambda e: e.ref is None)
+        assert told.data == {"event": "away", "nick": "lee", "away": "brb"}
+        await zed.command("/away")
+        seen = await lee.expect("AWAY")
+        assert (seen.source, seen.params) == ("zed!zed@trio-chat", ())
+        told = await mo.expect("info", lambda e: e.data and e.data.get("nick") == "zed")
+        assert (told.data["away"], told.text) == (None, "zed is back")
+        # The same state again is no change: nobody is told.
+        await zed.command("/away")
+        await zed.expect("info", lambda e: e.data == {"away": None})
+        await zed.say("mark 2")
+        assert [m for m in await lines_until_said(lee, "mark 2") if m.command == "AWAY"] == []

@@ -271,6 +271,23 @@ def test_cap_negotiation_holds_registration_until_end() -> None:
     assert session.caps == {"server-time", "echo-message"}
 
 
+def test_away_notify_is_asked_for_in_the_hello_and_renders_away_lines() -> None:
+    session = IrcSession(FakeView(), IrcSettings())
+    replies, _ = feed(session, b"CAP LS 302")
+    assert "away-notify" in replies[0].params[2].split()
+    _, frames = feed(session, b"CAP REQ away-notify", b"CAP END", b"NICK al", b"USER a 0 * :A")
+    assert frames == [Hello(nick="al", client="irc", away_notify=True, ref="irc-login")]
+    session.render(Welcome(nick="al", room="#lobby", server="s", version="1"))
+    gone = Info(text="zed is away: tea", data={"event": "away", "nick": "zed", "away": "tea"})
+    back = Info(text="zed is back", data={"event": "away", "nick": "zed", "away": None})
+    assert lines_of(session.render(gone) + session.render(back)) == [
+        IrcMessage("AWAY", ("tea",), "zed!zed@trio-chat"),
+        IrcMessage("AWAY", (), "zed!zed@trio-chat"),
+    ]
+    feed(session, b"CAP REQ -away-notify")
+    assert not session.away_notify and session.render(gone) == b""
+
+
 def test_sasl_plain_checks_the_account_then_registers_with_it() -> None:
     session = IrcSession(FakeView(), IrcSettings())
     feed(session, b"CAP LS 302", b"CAP REQ sasl", b"NICK guest", b"USER a 0 * :A")

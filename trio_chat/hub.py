@@ -485,6 +485,28 @@ class Hub(Delivery):
         self.tell_room(room, rule_notice(change, by))
         return True
 
+    def tell_away(self, session: Session) -> None:
+        """``session`` went away or came back (:attr:`Session.away`): tell the connections
+        of those sharing a room with it that asked (:attr:`Device.away_notify`), as an
+        unnumbered ``info`` with ``data`` ``{"event": "away", "nick", "away"}``. Nobody
+        else gets anything (the IRCv3 ``away-notify`` rule); users of other nodes are not
+        told (their connections are not here)."""
+        receivers = tuple(
+            device
+            for neighbour in self.neighbours(session, include_self=False)
+            for device in neighbour.devices
+            if device.away_notify
+        )
+        if not receivers:
+            return
+        away = session.away
+        text = f"{session.nick} is away: {away}" if away else f"{session.nick} is back"
+        event = Info(text=text, data={"event": "away", "nick": session.nick, "away": away})
+        if self.broker is not None and (self._undelivered or self.numbered_by_log):
+            self.broker.publish(Pending(event, None, receivers))
+        else:
+            self._fanout(receivers, event)
+
     def tell_room(self, room: Room, event: Info) -> None:
         """An unnumbered notice to every member of ``room`` (each connection), live only:
         not stored, not in history, so the room's numbered events and gap-fill stay as

@@ -77,6 +77,9 @@ class Hello:
     register: bool = False
     #: WebSocket only: the client accepts ``batch`` messages holding several events.
     batch: bool = False
+    #: The client wants an ``info`` (``data.event`` ``"away"``) when someone sharing a
+    #: room with it goes away or comes back (IRC's ``away-notify``); off by default.
+    away_notify: bool = False
     ref: str | None = None
 
 
@@ -153,6 +156,7 @@ _CLIENT_FRAMES: dict[str, tuple[type[Any], tuple[_FieldSpec, ...]]] = {
             ("password", False, str),
             ("register", False, bool),
             ("batch", False, bool),
+            ("away_notify", False, bool),
         ),
     ),
     "say": (Say, (("text", True, str), ("room", False, str))),

@@ -121,6 +121,10 @@ class Device:
     #: Per room key: the first id this connection got live, for rooms the user was in
     #: before it logged in (history stops below it, as for ``Session.history_bound``).
     history_bound: dict[str, int] = field(default_factory=dict)
+    #: The connection asked to be told when a user sharing a room goes away or comes back
+    #: (``away_notify`` in its ``hello``; IRC's ``away-notify`` capability). Most do not,
+    #: and get nothing: see :meth:`Hub.tell_away <trio_chat.hub.Hub.tell_away>`.
+    away_notify: bool = False
 
     @property
     def nick(self) -> str:

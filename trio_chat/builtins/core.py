@@ -93,7 +93,10 @@ def msg(ctx: CommandContext) -> None:
 
 def away(ctx: CommandContext) -> None:
     reason = ctx.args.strip()
+    was = ctx.session.away
     ctx.session.away = reason or None
+    if ctx.session.away != was:
+        ctx.hub.tell_away(ctx.session)
     if reason:
         ctx.reply(f"you are marked as away: {reason}", {"away": reason})
     else:

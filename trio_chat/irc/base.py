@@ -19,6 +19,7 @@ from .view import ChannelInfo, IrcView
 
 #: Capabilities offered (``sasl`` only where accounts exist).
 CAPABILITIES = (
+    "away-notify",
     "batch",
     "draft/chathistory",
     "echo-message",
@@ -195,6 +196,12 @@ class SessionBase:
         while len(self._asked) > MAX_PENDING:
             self._asked.popitem(last=False)
         return ref
+
+    @property
+    def away_notify(self) -> bool:
+        """Whether this client asked for ``away-notify`` (the transport keeps its
+        connection's :attr:`~trio_chat.users.Device.away_notify` in step)."""
+        return "away-notify" in self.caps
 
     def _offered_caps(self) -> list[str]:
         caps = [c for c in CAPABILITIES if c not in NEEDS_STORE or self.view.keeps_accounts]

@@ -323,6 +323,8 @@ class Chatting(SessionBase):
         if asked is None:
             if data.get("event") == "mode":
                 return self._mode_line(data)
+            if data.get("event") == "away":
+                return self._away_line(data)
             return self.notice(event.text)
         command = asked.command
         if command in ("JOIN", "PART", "TOPIC", "KICK", "NICK"):
@@ -358,6 +360,15 @@ class Chatting(SessionBase):
         sign = "+" if data.get("on") else "-"
         source = hostmask(by) if isinstance(by, str) else self.server
         return format_message("MODE", room, f"{sign}{letter}", mask, source=source)
+
+    def _away_line(self, data: dict[str, object]) -> bytes:
+        """Someone sharing a channel went away (``AWAY :reason``) or came back (``AWAY``),
+        for a client with ``away-notify`` (the hub tells no other)."""
+        nick, away = data.get("nick"), data.get("away")
+        if not isinstance(nick, str) or "away-notify" not in self.caps:
+            return b""
+        params = (away,) if isinstance(away, str) and away else ()
+        return format_message("AWAY", *params, source=hostmask(nick))
 
     def _error(self, event: Error) -> bytes:
         asked = self._asked.pop(event.ref, None) if event.ref else None

@@ -122,7 +122,15 @@ class IrcSession(Chatting, Queries, SessionBase):
         if login is not None:
             nick, password = login
         self._logging_in = True
-        step.frames.append(Hello(nick=nick, password=password, client="irc", ref="irc-login"))
+        step.frames.append(
+            Hello(
+                nick=nick,
+                password=password,
+                client="irc",
+                away_notify=self.away_notify,
+                ref="irc-login",
+            )
+        )
 
     # -- registration and capabilities
 

@@ -124,10 +124,13 @@ async def handshake(server: ChatHost, link: Link, mailbox: Mailbox) -> Device | 
         link.batching = login.batch
         if joining is not None:
             welcome = server.welcome_to(joining, ref=login.ref, joined=True)
-            return server.hub.add_device(
+            device = server.hub.add_device(
                 joining, mailbox, address=link.address, transport=link.transport, first=welcome
             )
+            device.away_notify = login.away_notify
+            return device
         server.set_account(session, account)
+        session.devices[0].away_notify = login.away_notify
         server.hub.send_to(session, server.welcome_to(session, ref=login.ref))
         server.hub.join(session, DEFAULT_ROOM)
         return session.devices[0]
@@ -140,13 +143,16 @@ class _Login:
     register: bool = False
     ref: str | None = None
     batch: bool = False
+    away_notify: bool = False
 
 
 def _login_from(item: ClientFrame, plain_text: bool) -> _Login | None:
     """Who a not-yet-logged-in client says it is: ``hello``, ``/nick NAME``,
     ``/login NAME PASSWORD``, ``/register NAME PASSWORD``, or (text mode) a bare line."""
     if isinstance(item, Hello):
-        return _Login(item.nick, item.password, item.register, item.ref, item.batch)
+        return _Login(
+            item.nick, item.password, item.register, item.ref, item.batch, item.away_notify
+        )
     if isinstance(item, Command):
         words = item.args.split()
         if item.name == "nick" and len(words) == 1:

@@ -283,6 +283,8 @@ class IrcLink:
             log.exception("IRC line not handled from %s: %r", self.address, line[:80])
             await self._reply(session.numeric("400", message.command, "Could not process"))
             return ANSWERED
+        if device is not None and device.away_notify != session.away_notify:
+            device.away_notify = session.away_notify  # CAP REQ after registration
         replies = list(step.replies)
         if step.check_account is not None:
             account, password = step.check_account
