@@ -1,6 +1,6 @@
 """What a room is told beyond its lines, over real sockets, for IRC and JSON members alike:
 rule changes (``MODE`` / a ``mode`` info), away changes for those who asked
-(``away-notify``)."""
+(``away-notify``), and part reasons."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import trio
 from test_irc import IrcClient, open_irc
 
 from trio_chat.irc import numerics as n
@@ -157,3 +158,60 @@ async def test_away_changes_reach_only_those_who_asked(chat: TestServer) -> None
         await zed.expect("info", lambda e: e.data == {"away": None})
         await zed.say("mark 2")
         assert [m for m in await lines_until_said(lee, "mark 2") if m.command == "AWAY"] == []
+
+
+async def test_a_part_reason_reaches_the_room_from_every_transport(chat: TestServer) -> None:
+    host, port = chat.address("tcp")
+    text = await trio.open_tcp_stream(host, port)
+    async with (
+        text,
+        open_irc(chat, "ivy") as ivy,
+        open_client(chat, "jay") as jay,
+        open_client(chat, "wes", websocket=True) as wes,
+    ):
+        await text.send_all(b"tex\n")
+        for joiner in ("jay", "wes", "tex", "ivy"):
+            if joiner == "ivy":
+                await ivy.send("JOIN #tea")
+            elif joiner == "tex":
+                await text.send_all(b"/join #tea\n")
+            else:
+                client = jay if joiner == "jay" else wes
+                await client.command("/join #tea")
+            await jay.expect("join", lambda e, j=joiner: (e.nick, e.room) == (j, "#tea"))
+
+        # JSON, with a reason: everyone else sees it, IRC as PART's reason.
+        await jay.command("/part #tea see you   later")
+        mine = await jay.expect("leave")
+        assert (mine.nick, mine.reason) == ("jay", "see you later")
+        got = await ivy.expect("PART")
+        assert (got.source, got.params) == ("jay!jay@trio-chat", ("#tea", "see you later"))
+        assert (await wes.expect("leave")).reason == "see you later"
+
+        # IRC, with a reason.
+        await ivy.send("PART #tea :gone fishing")
+        left = await wes.expect("leave")
+        assert (left.nick, left.reason) == ("ivy", "gone fishing")
+
+        # Text mode, with a reason that pretends to be a kick: it stays the user's own.
+        await text.send_all(b"/part #tea kicked by wes: nope\n")
+        left = await wes.expect("leave")
+        assert (left.nick, left.reason) == ("tex", "parted: kicked by wes: nope")
+
+        # No reason: "parted", as before.
+        await ivy.send("JOIN #tea")
+        await wes.expect("join", lambda e: e.nick == "ivy")
+        await wes.command("/part #tea")
+        assert (await wes.expect("leave")).reason == "parted"
+        got = await ivy.expect("PART", lambda m: m.source.startswith("wes!"))
+        assert got.params == ("#tea", "parted")
+
+        # A JSON user's long reason: cut to 300 characters, and to one IRC line.
+        await wes.command("/join #tea")
+        await ivy.expect("JOIN", lambda m: m.source.startswith("wes!"))
+        await wes.command("/part #tea " + "é" * 400)
+        assert (await wes.expect("leave")).reason == "é" * 300
+        got = await ivy.expect(
+            "PART", lambda m: m.source.startswith("wes!")
+        )  # IrcClient checks it fits in 512 bytes
+        assert 200 < len(got.params[1]) < 300 and set(got.params[1]) == {"é"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..commands import CommandContext, RegisterCommand
 from ..hookspecs import hookimpl
-from ..hub import NotAllowed, Room, Session
+from ..hub import NotAllowed, Room, Session, reason_is_public
 from ..names import normalize_room
 
 MAX_TOPIC_LENGTH = 300
@@ -13,7 +13,12 @@ MAX_TOPIC_LENGTH = 300
 @hookimpl
 def register_commands(register: RegisterCommand) -> None:
     register("join", join, help="Join a room (created if new) and make it current", usage="#ROOM")
-    register("part", part, help="Leave a room (default: the current one)", usage="[#ROOM]")
+    register(
+        "part",
+        part,
+        help="Leave a room (default: the current one), telling it why",
+        usage="[#ROOM [REASON]]",
+    )
     register("rooms", rooms, help="List the rooms with their member counts and topics")
     register("who", who, help="List who is in a room (default: the current one)", usage="[#ROOM]")
     register(
@@ -40,12 +45,28 @@ async def join(ctx: CommandContext) -> None:
     ctx.reply(text, {"room": room.name, "topic": room.topic})
 
 
+#: The longest reason a ``/part`` carries (longer is cut), as ``/away`` and ``/topic``.
+PART_REASON_LENGTH = 300
+
+
+def part_reason(text: str) -> str:
+    """The ``leave`` reason of ``/part #room TEXT``: the user's words on one line (at most
+    :data:`PART_REASON_LENGTH` characters), or ``"parted"`` without any. Words that read
+    as a kick or a ban (which everyone is shown, and IRC turns into ``KICK``) are marked
+    as the user's own: ``parted: kicked by ...``."""
+    words = " ".join(text.split())[:PART_REASON_LENGTH]
+    if not words:
+        return "parted"
+    return f"parted: {words}" if reason_is_public(words) else words
+
+
 def part(ctx: CommandContext) -> None:
-    room_name = normalize_room(ctx.args.split()[0]) if ctx.args else ctx.room
+    first, _, rest = ctx.args.strip().partition(" ")
+    room_name = normalize_room(first) if first else ctx.room
     room = ctx.server.rooms.get(room_name)
     if room is None or ctx.session.id not in room.members:
         ctx.fail(f"you are not in {room_name}", "not_in_room")
-    ctx.hub.part(ctx.session, room.name, "parted", tell_self=True)
+    ctx.hub.part(ctx.session, room.name, part_reason(rest), tell_self=True)
     if ctx.session.rooms:
         ctx.reply(
             f"left {room.name}; now talking in {ctx.session.room}",

@@ -121,8 +121,10 @@ class Chatting(SessionBase):
             if info is None:
                 step.replies.append(self.numeric(n.ERR_NOSUCHCHANNEL, channel, "No such channel"))
                 continue
+            reason = strip_formatting(msg.param(1)).strip()
+            args = f"{info.name} {reason}" if reason else info.name
             step.frames.append(
-                Command(name="part", args=info.name, ref=self._ask(Asked("PART", info.name)))
+                Command(name="part", args=args, ref=self._ask(Asked("PART", info.name)))
             )
 
     def _topic(self, msg: IrcMessage, step: Step) -> None:

@@ -99,6 +99,16 @@ def history_line(
     return chat_lines(nick, target, text, action=kind == "action", tags=tags)
 
 
+def _fitted(reason: str, source: str, command: str, target: str) -> str:
+    """A reason on one line that fits one IRC line after ``target``: a longer one (a
+    user of another transport may give more) is cut where :func:`split_utf8` would cut
+    it, as IRC servers cut a long ``PART`` or ``KICK`` reason."""
+    reason = " ".join(reason.split())
+    if not reason:
+        return reason
+    return split_utf8(reason, text_budget(source, command, target))[0]
+
+
 #: The kinds of event :func:`shared_lines` renders.
 SHARED_KINDS = frozenset({Message, Private, Joined, Left, NickChanged, Topic})
 
@@ -124,11 +134,13 @@ def shared_lines(event: ServerEvent, flavour: Flavour) -> bytes | None:
         for prefix in (KICK_PREFIX, BAN_PREFIX):
             if reason.startswith(prefix):
                 kicker, _, why = reason[len(prefix) :].partition(": ")
-                why = why or reason
                 source = hostmask(kicker)
+                why = _fitted(why or reason, source, "KICK", f"{event.room} {event.nick}")
                 return format_message("KICK", event.room, event.nick, why, source=source, tags=tags)
+        source = hostmask(event.nick)
+        reason = _fitted(reason, source, "PART", event.room)
         params = (event.room, reason) if reason else (event.room,)
-        return format_message("PART", *params, source=hostmask(event.nick), tags=tags)
+        return format_message("PART", *params, source=source, tags=tags)
     if isinstance(event, NickChanged):
         tags = event_tags(flavour, event.ts, event.id)
         return format_message("NICK", event.new, source=hostmask(event.old), tags=tags)
