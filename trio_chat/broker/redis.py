@@ -55,6 +55,7 @@ from .log import (
     own_event_prefix,
     own_event_seq,
     own_line_prefix,
+    renumbered_line,
 )
 from .presence import Presence
 from .resp import StreamEntry, encode_command_after, encode_head
@@ -609,7 +610,7 @@ class RedisBroker(Presence):
                     self._release_replies(seq)
                     continue
                 event_id = int(stream_id.partition("-")[0])
-                pending = pending.with_event(renumbered(pending.event, event_id))
+                pending = pending.with_event(renumbered_line(pending.event, event_id))  # type: ignore[arg-type]
             else:
                 try:
                     node, seq, event, persist = decode_line(stream_id, payload)
