@@ -32,7 +32,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 #: The servers the bench knows, in report order.
 SERVER_NAMES = (
     "trio-chat", "trio-chat-ws", "trio-chat+db", "trio-chat-workers2", "trio-chat-broker1",
-    "baseline", "ngircd",
+    "baseline", "ngircd", "trio-chat-irc",
 )  # fmt: skip
 #: Which wire dialect the load generator speaks to each server.
 DIALECT = {
@@ -43,17 +43,25 @@ DIALECT = {
     "trio-chat-broker1": "json",
     "baseline": "json",
     "ngircd": "irc",
+    "trio-chat-irc": "irc",
 }
 #: Servers measured in only some scenarios (the rest take part in all of them).
 #: "trio-chat-ws" is trio-chat over WebSocket, for comparing its fan-out with TCP's.
-SCENARIOS_OF = {"trio-chat-ws": ("fanout", "steady", "idle")}
+#: "trio-chat-irc" is trio-chat's IRC port, driven like ngIRCd (the same IRC dialect), so
+#: the two IRC servers are compared on IRC itself.
+SCENARIOS_OF = {
+    "trio-chat-ws": ("fanout", "steady", "idle"),
+    "trio-chat-irc": ("fanout", "steady", "idle"),
+}
 #: trio-chat sharing its chat through a Redis broker (a redis-server of its own, started
 #: with it), and how many processes serve: "trio-chat-workers2" is ``--workers 2`` (a
 #: supervisor and two workers on one port), "trio-chat-broker1" one process with
 #: ``--broker``, so the broker's cost can be told from the second process's gain.
 BROKER_WORKERS = {"trio-chat-workers2": 2, "trio-chat-broker1": 1}
 #: The trio-chat kinds run from the exported tree (``TRIO_CHAT_REF``).
-TRIO_CHAT_KINDS = ("trio-chat", "trio-chat-ws", "trio-chat+db", *BROKER_WORKERS)
+TRIO_CHAT_KINDS = (
+    "trio-chat", "trio-chat-ws", "trio-chat+db", "trio-chat-irc", *BROKER_WORKERS,
+)  # fmt: skip
 #: A benchmark is one host sending as fast as it can: lift the per-connection flood limit and
 #: the per-address connection cap (both protect a public server, and would refuse the load).
 TRIO_CHAT_LIMITS = [
@@ -70,6 +78,8 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _READY = re.compile(rb"serving on tcp://[^\s:]+:(\d+)")
 #: trio-chat with WebSocket on prints both: ``serving on tcp://H:P  ws://H:Q``.
 _READY_WS = re.compile(rb"serving on tcp://[^\s:]+:\d+\s+ws://[^\s:]+:(\d+)")
+#: trio-chat with its IRC port on: ``serving on tcp://H:P  irc://H:Q``.
+_READY_IRC = re.compile(rb"serving on tcp://[^\s:]+:\d+\s+irc://[^\s:]+:(\d+)")
 
 
 class ServerUnavailable(Exception):
@@ -354,6 +364,8 @@ def _command(
             store = ["--db", str(db)]
         if ws_port is not None:
             ws = ["--ws-port", str(ws_port)]
+        if name == "trio-chat-irc":
+            ws += ["--irc-port", "0"]
         broker = []
         if name in BROKER_WORKERS:
             assert redis_port is not None
@@ -392,7 +404,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], name: str, port: int, deadline: f
         raise ServerStartError(f"ngircd did not start listening on {HOST}:{port}")
     assert proc.stdout is not None
     seen = b""
-    pattern = _READY_WS if DIALECT[name] == "ws" else _READY
+    pattern = {"ws": _READY_WS, "irc": _READY_IRC}.get(DIALECT[name], _READY)
     workers = BROKER_WORKERS.get(name, 1)
     if workers > 1:
         # The supervisor prints the address once every worker printed its own (a worker

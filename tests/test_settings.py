@@ -519,6 +519,7 @@ FLAGS = {
     "--metrics-port": ("metrics_port", "PORT"),
     "--broker": ("broker", "URL"),
     "--workers": ("workers", "N"),
+    "--irc-port": ("irc_port", "PORT"),
 }
 
 

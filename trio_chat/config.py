@@ -389,6 +389,13 @@ class ServerConfig:
         help="Only registered users may chat: `hello` must carry a password.",
         flags=[Flag("--require-accounts", sets=True)],
     )
+    irc_port: int | None = setting(
+        None,
+        help="Port for IRC clients (irssi, WeeChat, HexChat, bots; TLS like the TCP port "
+        "when `tls_cert` is set, as 6697 conventionally is); `None` serves no IRC.",
+        check=port_number,
+        flags=[Flag("--irc-port", metavar="PORT")],
+    )
     metrics_port: int | None = setting(
         None,
         help="Port answering Prometheus's `GET /metrics` (on `host`); `None` serves no metrics.",

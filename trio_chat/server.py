@@ -569,6 +569,10 @@ class ChatServer(ServerAPI):
                 self.addresses = await listeners.start(serve_tcp_chat, self, nursery)
                 if self.config.ws_port is not None:
                     self.addresses += await listeners.start(serve_websocket_chat, self, nursery)
+                if self.config.irc_port is not None:
+                    from .transports.irc import serve_irc_chat
+
+                    self.addresses += await listeners.start(serve_irc_chat, self, nursery)
                 if self.config.metrics_port is not None:
                     self.addresses += await listeners.start(
                         serve_metrics,
