@@ -67,6 +67,8 @@ class Returning:
         try:
             event = json.loads(line)
         except ValueError:
+            if not self.welcomed:
+                return  # the text prompt, sent before a late hello (docs/protocol.md, 1)
             self.error = "bad json"
             return
         kind = event.get("type")

@@ -17,6 +17,7 @@ from trio_chat.broker.log import (
     own_event_prefix,
     own_event_seq,
     own_line_prefix,
+    renumbered_line,
 )
 from trio_chat.protocol import (
     Joined,
@@ -150,6 +151,17 @@ def test_an_own_event_read_back_is_renumbered_as_replace_would(event: ServerEven
     again = renumbered(event, 1234)
     assert again == dataclasses.replace(event, id=1234)  # type: ignore[call-arg]
     assert type(again) is type(event) and event.id != 1234  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind", ["say", "action"])
+def test_an_own_line_read_back_is_renumbered_as_replace_would(kind: str) -> None:
+    line = dataclasses.replace(LINE, kind=kind)  # type: ignore[arg-type]
+    again = renumbered_line(line, 1234)
+    assert again == dataclasses.replace(line, id=1234)
+    assert type(again) is Message and line.id != 1234
+    assert hash(again) == hash(dataclasses.replace(line, id=1234))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        again.id = 5  # type: ignore[misc]
 
 
 # ------------------------------------------------------------------ over a real Redis

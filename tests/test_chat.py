@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import trio
 import trio.testing
 
@@ -377,3 +379,42 @@ async def test_a_shutdown_during_the_history_on_join_still_says_goodbye() -> Non
             release.set()
             bye = await alice.expect("bye")
             assert (bye.code, bye.text) == ("shutdown", "the server is shutting down")
+
+
+async def test_a_late_json_hello_after_the_text_prompt_is_served_in_json(
+    chat_server: TestServer,
+) -> None:
+    """A program whose ``hello`` comes after the sniff delay (a loaded client, a slow link)
+    was sent the text prompt for its silence; its JSON first line makes it a JSON-lines
+    connection all the same: the prompt is the only text line it ever gets."""
+    late = await open_text_client(chat_server)
+    async with late.stream, open_client(chat_server, "alice") as alice:
+        assert "nickname?" in await late.read_until("nickname?")
+        await late.send_line('{"type":"hello","nick":"late"}')
+        welcome = json.loads(await late.read_until('"welcome"'))
+        assert welcome["nick"] == "late"
+        await alice.expect("join", lambda e: e.nick == "late")
+        await alice.say("hello late")
+        while True:
+            line = await late.read_until("\n")
+            frame = json.loads(line)  # every line from here on is JSON
+            if frame["type"] == "message":
+                assert (frame["nick"], frame["text"]) == ("alice", "hello late")
+                break
+        await late.send_line('{"type":"say","text":"in json"}')
+        assert (await alice.expect("message", lambda e: e.nick == "late")).text == "in json"
+        gauge = chat_server.server.metrics.registry.get_sample_value
+        assert gauge("trio_chat_connections", {"transport": "tcp-json"}) == 2
+        assert gauge("trio_chat_connections", {"transport": "tcp-text"}) == 0
+
+
+async def test_a_person_whose_first_line_has_a_brace_stays_in_text_mode(
+    chat_server: TestServer,
+) -> None:
+    text = await open_text_client(chat_server)
+    async with text.stream:
+        await text.read_until("nickname?")
+        await text.send_line("{not json}")
+        assert "nickname may hold" in await text.read_until("!!")
+        await text.send_line("erin")
+        await text.read_until("erin joined")

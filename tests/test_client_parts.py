@@ -8,7 +8,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from trio.testing import memory_stream_pair
+
 from trio_chat.client.completion import completions
+from trio_chat.client.connection import TcpServerConnection
 from trio_chat.client.outbox import MAX_QUEUED, Outbox, is_quit, new_room, parse_typed
 from trio_chat.client.resume import (
     HOLD_TIMEOUT,
@@ -28,6 +31,7 @@ from trio_chat.protocol import (
     Say,
     ServerEvent,
 )
+from trio_chat.textmode import NICK_PROMPT
 
 DEV = name_key("#dev")
 LOBBY = name_key("#lobby")
@@ -183,3 +187,13 @@ def test_completion_needs_only_what_the_client_knows() -> None:
     assert completions(known, "b") == (0, ["bob: "])
     assert completions(known, "x #") == (2, ["#dev "])
     assert completions(Known(room=None), "b") == (0, [])
+
+
+async def test_the_text_prompt_before_a_late_opening_line_is_skipped() -> None:
+    """Over a slow link the server may send the nickname prompt before the client's opening
+    line arrived; it then serves JSON all the same, and the client reads past the prompt."""
+    client_end, server_end = memory_stream_pair()
+    connection = TcpServerConnection(client_end)
+    await server_end.send_all(NICK_PROMPT.encode() + b"\n" + b'{"type":"pong","token":"t"}\n')
+    event = await connection.receive()
+    assert event is not None and event.TYPE == "pong"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from trio_chat.hub import Hub, Session
+from trio_chat.hub import Hub, Pending, Session
 from trio_chat.mailbox import Mailbox
 from trio_chat.parcels import Bundle, Item, Parcel
 from trio_chat.protocol import Message
@@ -61,3 +61,52 @@ async def test_without_a_flush_the_publisher_task_delivers_in_order() -> None:
             await publisher.settle()
         nursery.cancel_scope.cancel()
     assert lines_of(ann.mailbox.take_nowait(100)) == ["a", "b", "c", "d", "e"]
+
+
+class Holding:
+    """A broker that holds what the hub publishes until the test hands it on, as a
+    RedisBroker holds its lines until it reads them back from the log."""
+
+    def __init__(self) -> None:
+        self.held: list[Pending] = []
+
+    def publish(self, pending: Pending) -> None:
+        self.held.append(pending)
+
+    def take(self) -> list[Pending]:
+        batch, self.held = self.held, []
+        return batch
+
+
+def held_lobby(outbox: int = 1024) -> tuple[Hub, Publisher, Session, Holding]:
+    hub, publisher, ann = lobby(outbox)
+    broker = Holding()
+    publisher.attach(broker)
+    return hub, publisher, ann, broker
+
+
+def test_a_brokers_batch_is_delivered_at_once_as_one_bundle() -> None:
+    hub, publisher, ann, broker = held_lobby()
+    for text in ("one", "two", "three"):
+        hub.say(ann, "#lobby", text)
+    assert len(ann.mailbox) == 0
+    publisher.accept_many(broker.take())
+    items = ann.mailbox.take_nowait(100)
+    assert len(items) == 1 and lines_of(items) == ["one", "two", "three"]
+
+
+async def test_a_batch_bigger_than_a_slice_waits_for_the_publisher_task_and_keeps_order() -> None:
+    hub, publisher, ann, broker = held_lobby(outbox=8)  # a slice of 2
+    for n in range(3):
+        hub.say(ann, "#lobby", str(n))
+    publisher.accept_many(broker.take())
+    assert len(ann.mailbox) == 0  # bigger than a slice: left to the task
+    hub.say(ann, "#lobby", "3")
+    publisher.accept_many(broker.take())  # small, but behind the waiting batch
+    assert len(ann.mailbox) == 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher.publish_forever)
+        with trio.fail_after(5):
+            await publisher.settle()
+        nursery.cancel_scope.cancel()
+    assert lines_of(ann.mailbox.take_nowait(100)) == ["0", "1", "2", "3"]

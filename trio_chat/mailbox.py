@@ -109,6 +109,13 @@ class Mailbox:
         """Events queued."""
         return self._events
 
+    def follow(self, wire: DirectWrite) -> None:
+        """Measure and write as ``wire`` does now: for a connection whose dialect changed
+        before it logged in (a late JSON ``hello`` after the text prompt), while nothing
+        is queued yet."""
+        self._measure = wire.measure
+        self._write_now = wire.write_now
+
     def offer(self, parcel: Parcel) -> bool:
         """Deliver the parcel: write it to the socket now, or queue it for the
         writer.

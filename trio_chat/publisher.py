@@ -110,6 +110,27 @@ class Publisher:
         if self.hub.last_id >= self._renew_at:
             self._renew.set()
 
+    def accept_many(self, batch: list[Pending]) -> None:
+        """:meth:`accept` each event of ``batch`` (a broker's read of its log, in order),
+        and, without a store and when nothing waits before it, deliver it right here: the
+        broker's batch is already one bundle per room, and waiting a scheduling round for
+        the publisher task would cost a wakeup per batch and grow nothing. A batch bigger
+        than ``deliver_slice`` waits for the publisher task, which delivers it a slice at a
+        time."""
+        if (
+            self.store is None
+            and not self._in_flight
+            and not self._buffer
+            and len(batch) <= self.deliver_slice
+        ):
+            self.hub.deliver_many(batch)
+            self._signal_delivered()
+        else:
+            self._buffer.extend(batch)
+            self._wakeup.set()
+        if self.hub.last_id >= self._renew_at:
+            self._renew.set()
+
     def flush(self) -> None:
         """Deliver what waits, now, in this task: called by a reader once it has handled all
         the input it had, so a lone line goes out without waiting a scheduling round for

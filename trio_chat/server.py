@@ -510,6 +510,7 @@ class ChatServer(ServerAPI):
                     self.config.broker,
                     self.hub,
                     self.publisher.accept,
+                    deliver_many=self.publisher.accept_many,
                     start_after=store.last_id if store is not None else 0,
                     slot=self.broker_slot,
                 )

@@ -30,6 +30,7 @@ from ..protocol import (
     decode_server_event,
     encode_client_frame,
 )
+from ..textmode import NICK_PROMPT
 from ..transports.streams import TLS_REQUIRED, read_line
 from .terminal import printable
 from .tls import NOT_TLS_HINT, client_ssl_context, describe_tls_error
@@ -56,6 +57,7 @@ OPENING_BYTES = encode_client_frame(OPENING_PING).rstrip(b"\n") + b"\r\n\r\n"
 #: JSON: an HTTP answer, or a plain-text ``!! ...`` line (its text without the ``!!``).
 NOT_CHAT_HTTP = "client_http_answer"
 SERVER_TEXT = "client_server_text"
+_PROMPT = NICK_PROMPT.encode()
 
 
 class ConnectError(Exception):
@@ -168,7 +170,9 @@ class TcpServerConnection:
             if isinstance(event, LineTooLong):
                 return RemoteProtocolError("line_too_long", "the server sent an over-long line")
             assert isinstance(event, bytes)
-            if not event.strip():
+            if not event.strip() or event.strip() == _PROMPT:
+                # The prompt: sent before our opening line arrived (a slow link); the
+                # server takes that line as JSON all the same (docs/protocol.md, 1).
                 continue
             if event.strip() == TLS_REQUIRED.strip():
                 # A TLS port says so in plain text to a client that opened without TLS.

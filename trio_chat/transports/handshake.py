@@ -62,10 +62,16 @@ async def handshake(server: ChatHost, link: Link, mailbox: Mailbox) -> Device | 
     as one more connection (see :meth:`ChatHost.session_to_join`) instead."""
     await link.prompt_nick()
     flood = flood_guard(server)
+    transport = link.transport
     while True:
         item = await link.receive()
         if item is None:
             return None
+        if link.transport != transport:  # a late JSON hello after the text prompt
+            server.metrics.connections.labels(transport).dec()
+            transport = link.transport
+            server.metrics.connections.labels(transport).inc()
+            mailbox.follow(link)
         # Garbage before a hello counts too; a wait here is bounded by the handshake timeout.
         decision = flood.check(trio.current_time(), frame_cost(item), link.last_heard)
         verdict = decision.verdict

@@ -3,6 +3,8 @@
 Both dialects share the port. The server waits briefly (``sniff_delay``) for the client to
 speak first: a client that opens with ``{`` speaks JSON lines (it sends ``hello`` at once);
 anything else, or silence, is a person on a line client, who is then asked for a nickname.
+A JSON frame as the first line after that prompt was a program's late ``hello``: the link
+becomes JSON lines then (see ``TcpLink._parse``).
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ class TcpLink:
             self._lines.feed(already_received)
         # A person who typed before any prompt has answered it: their line is the nickname.
         self._skip_prompt = plain_text and bool(already_received.strip())
+        # Text mode chosen by silence (nothing within sniff_delay) may still be a program
+        # whose hello was merely late (a loaded client, a slow link): see _parse.
+        self._by_silence = plain_text and not already_received.strip()
         self.last_heard = trio.current_time()
         self.measure = sizer(self.format)
         self.park_fd = socket_fd(stream)
@@ -107,6 +112,16 @@ class TcpLink:
             # counts it like any line.
             return BLANK_LINE if frame is None else frame
 
+    def _speak_json(self) -> None:
+        """Become a JSON-lines link: the client's first line, after the nickname prompt it
+        was sent for its silence, was a JSON frame. Nothing but that prompt was sent yet."""
+        self.plain_text = False
+        self.transport = "tcp-json"
+        self.format = JSON_LINES
+        self.measure = sizer(JSON_LINES)
+        self.write_now = direct_writer(self.park_fd, JSON_LINES)
+        self.keepalive_ping = lambda: ServerPing(token=str(next(_PING_TOKENS)))
+
     async def fill(self) -> None:
         data = await receive_or_end(self.stream)
         if data:
@@ -118,6 +133,12 @@ class TcpLink:
 
     def _parse(self, line: bytes) -> ClientFrame | None:
         if self.plain_text:
+            if self._by_silence and line.strip():
+                self._by_silence = False  # only the first line may change the dialect
+                frame = _late_json(line)
+                if frame is not None:
+                    self._speak_json()
+                    return frame
             return parse_command_line(decode_text_line(line))
         if not line.strip():
             return None  # blank lines between JSON frames are allowed
@@ -143,6 +164,17 @@ class TcpLink:
 
     def abort(self) -> None:
         close_now(self.stream)
+
+
+def _late_json(line: bytes) -> ClientFrame | None:
+    """The frame of a first line that is JSON (a program's late ``hello``), else ``None``:
+    a person who types something with a brace in it stays in text mode."""
+    if not line.lstrip().startswith(b"{"):
+        return None
+    try:
+        return decode_client_frame(line)
+    except RemoteProtocolError:
+        return None
 
 
 async def sniff(
