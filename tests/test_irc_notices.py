@@ -215,3 +215,25 @@ async def test_a_part_reason_reaches_the_room_from_every_transport(chat: TestSer
             "PART", lambda m: m.source.startswith("wes!")
         )  # IrcClient checks it fits in 512 bytes
         assert 200 < len(got.params[1]) < 300 and set(got.params[1]) == {"é"}
+
+
+async def test_an_away_joiner_is_followed_by_away_for_away_notify(chat: TestServer) -> None:
+    async with (
+        open_irc(chat, "ivy", "CAP REQ :away-notify", "CAP END") as ivy,
+        open_irc(chat, "lee") as lee,
+        open_client(chat, "zed") as zed,
+    ):
+        for irc in (ivy, lee):
+            await irc.send("JOIN #x")
+            await irc.expect(n.RPL_ENDOFNAMES, lambda m: m.params[1] == "#x")
+        await zed.command("/away napping")
+        await zed.expect("info", lambda e: e.data == {"away": "napping"})
+        await zed.command("/join #x")
+        await zed.expect("join", lambda e: e.room == "#x")
+        await zed.say("mark 3", room="#x")
+        lines = await lines_until_said(ivy, "mark 3")
+        joined = [i for i, m in enumerate(lines) if m.command == "JOIN"]
+        assert joined and lines[joined[-1] + 1].command == "AWAY"
+        assert lines[joined[-1] + 1].params == ("napping",)
+        lines = await lines_until_said(lee, "mark 3")
+        assert [m.command for m in lines if m.command in ("JOIN", "AWAY")] == ["JOIN"]

@@ -315,11 +315,12 @@ class IrcSession(Chatting, Queries, SessionBase):
         """Whether ``event`` reads differently for this receiver than for the other IRC
         users of its flavour (then :meth:`render` it; else the shared lines, encoded
         once per fan-out, are right): its own lines without ``echo-message`` (left out),
-        its own join (followed by the topic and names), its own nick change (noted)."""
+        its own join (followed by the topic and names), its own nick change (noted), and,
+        with ``away-notify``, every join (followed by ``AWAY`` if the joiner is away)."""
         if isinstance(event, Message | Private):
             return event.nick == self.nick and "echo-message" not in self.caps
         if isinstance(event, Joined):
-            return event.nick == self.nick
+            return event.nick == self.nick or "away-notify" in self.caps
         if isinstance(event, NickChanged):
             return event.old == self.nick
         return type(event) not in SHARED_KINDS
@@ -338,7 +339,7 @@ class IrcSession(Chatting, Queries, SessionBase):
         if isinstance(event, Joined):
             line = shared_lines(event, self.flavour) or b""
             if event.nick != self.nick:
-                return line
+                return line + self._away_after_join(event.nick)
             info = self.view.channel(event.room)
             if info is None:
                 return line
@@ -376,6 +377,16 @@ class IrcSession(Chatting, Queries, SessionBase):
         if isinstance(event, Bye):
             return format_message("ERROR", f"Closing link: {event.text}")
         return b""
+
+    def _away_after_join(self, nick: str) -> bytes:
+        """With ``away-notify``, a joiner who is away is followed by its ``AWAY`` (the IRCv3
+        specification: the client learns the state of everyone it shares a channel with)."""
+        if "away-notify" not in self.caps:
+            return b""
+        user = self.view.user(nick)
+        if user is None or not user.away:
+            return b""
+        return format_message("AWAY", user.away, source=hostmask(nick))
 
     def _welcome(self, event: Welcome) -> bytes:
         self.registered = True

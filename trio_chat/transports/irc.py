@@ -353,8 +353,11 @@ class IrcLink:
                 if nick != self._marked_nick:
                     self._marked_nick = nick
                     self._own_mark, self._said_mark = f"\nj{nick}\n", f"\nm{nick}\n"
-                if self._own_mark not in marks and (
-                    self._said_mark not in marks or "echo-message" in session.caps
+                # With away-notify, a join is followed by the joiner's AWAY: its own words.
+                if (
+                    self._own_mark not in marks
+                    and (self._said_mark not in marks or "echo-message" in session.caps)
+                    and not ("\nj" in marks and session.away_notify)
                 ):
                     return encoded(item, IRC_FORMATS[session.flavour])
         else:
