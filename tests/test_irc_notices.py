@@ -237,3 +237,22 @@ async def test_an_away_joiner_is_followed_by_away_for_away_notify(chat: TestServ
         assert lines[joined[-1] + 1].params == ("napping",)
         lines = await lines_until_said(lee, "mark 3")
         assert [m.command for m in lines if m.command in ("JOIN", "AWAY")] == ["JOIN"]
+
+
+async def test_a_quit_message_cannot_pass_for_a_kick(chat: TestServer) -> None:
+    async with open_irc(chat, "ivy") as ivy, open_client(chat, "jay") as jay:
+        async with open_client(chat, "kay") as kay:
+            await ivy.expect("JOIN", lambda m: m.source.startswith("kay!"))
+            await kay.send({"type": "quit", "reason": "kicked by ivy: fake"})
+        left = await jay.expect("leave", lambda e: e.nick == "kay")
+        assert left.reason == "quit: kicked by ivy: fake"
+        got = await ivy.expect("PART", lambda m: m.source.startswith("kay!"))
+        assert got.params == ("#lobby", "quit: kicked by ivy: fake")
+        async with open_client(chat, "lou") as lou:
+            await ivy.expect("JOIN", lambda m: m.source.startswith("lou!"))
+            await lou.command("/quit banned by ivy")
+        left = await jay.expect("leave", lambda e: e.nick == "lou")
+        assert left.reason == "quit: banned by ivy"
+        assert (await ivy.expect("PART", lambda m: m.source.startswith("lou!"))).params[1] == (
+            "quit: banned by ivy"
+        )

@@ -10,7 +10,15 @@ from .errors import FixedCodeError
 from .names import DEFAULT_ROOM, name_key
 from .users import Session, host_of
 
-__all__ = ["NotAllowed", "NotInRoom", "Room", "Rule", "RuleChange", "reason_is_public"]
+__all__ = [
+    "NotAllowed",
+    "NotInRoom",
+    "Room",
+    "Rule",
+    "RuleChange",
+    "reason_is_public",
+    "users_reason",
+]
 
 
 class NotInRoom(FixedCodeError):
@@ -105,6 +113,13 @@ class Room:
     def is_banned(self, session: Session) -> bool:
         host = host_of(session.address)
         return session.key in self.banned or (host != "?" and host in self.banned.values())
+
+
+def users_reason(words: str, mark: str) -> str:
+    """A leave reason a user wrote (a part's, a quit's), kept from passing for a kick or
+    a ban (which are shown to everyone, and to IRC clients as ``KICK``): those read
+    ``mark: kicked by ...``."""
+    return f"{mark}: {words}" if reason_is_public(words) else words
 
 
 def reason_is_public(reason: str | None) -> bool:

@@ -59,6 +59,7 @@ from .protocol import (
 )
 from .proxyproto import ProxyTrust
 from .publisher import Publisher
+from .rooms import users_reason
 from .routes import RouteRegistry
 from .store import Store, StoreError
 from .transports.host import ConnectionSlot
@@ -379,7 +380,8 @@ class ChatServer(ServerAPI):
         elif isinstance(frame, Ping):
             self.hub.send_to(session, Pong(token=frame.token, ref=frame.ref))
         elif isinstance(frame, Quit):
-            self.end_connection(session, "quit", frame.reason or "quit")
+            reason = users_reason(frame.reason, "quit") if frame.reason else "quit"
+            self.end_connection(session, "quit", reason)
         elif isinstance(frame, HistoryRequest):
             await self.answer_history(session, frame)
         elif isinstance(frame, Hello):

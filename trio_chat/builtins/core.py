@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..commands import CommandContext, CommandSpec, RegisterCommand
 from ..hookspecs import hookimpl
 from ..names import name_key, normalize_nick
+from ..rooms import users_reason
 
 
 @hookimpl
@@ -74,7 +75,7 @@ def me(ctx: CommandContext) -> None:
 
 
 def quit_(ctx: CommandContext) -> None:
-    reason = ctx.args or "quit"
+    reason = users_reason(ctx.args, "quit") if ctx.args else "quit"
     ctx.server.end_connection(ctx.session, "quit", reason)
 
 

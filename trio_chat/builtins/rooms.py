@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ..commands import CommandContext, RegisterCommand
 from ..hookspecs import hookimpl
-from ..hub import NotAllowed, Room, Session, reason_is_public
+from ..hub import NotAllowed, Room, Session
 from ..names import normalize_room
+from ..rooms import users_reason
 
 MAX_TOPIC_LENGTH = 300
 
@@ -57,7 +58,7 @@ def part_reason(text: str) -> str:
     words = " ".join(text.split())[:PART_REASON_LENGTH]
     if not words:
         return "parted"
-    return f"parted: {words}" if reason_is_public(words) else words
+    return users_reason(words, "parted")
 
 
 def part(ctx: CommandContext) -> None:
