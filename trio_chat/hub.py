@@ -196,6 +196,18 @@ class Hub(Delivery):
         transport: str,
     ) -> Session:
         """Register a new user under ``nick`` (validated) or raise InvalidName/NickInUse."""
+        return self._register(nick, mailbox, address, transport, bot=False)
+
+    def attach_bot(self, nick: str, mailbox: Mailbox) -> Session:
+        """Register a plugin's bot under ``nick`` (validated, unique as any nick): a user
+        with no connection (no :class:`Device`), whose ``mailbox`` takes what is sent to it
+        (see :mod:`trio_chat.bots`). Observers hear of it as of any user (a broker tells the
+        other nodes). Raises InvalidName/NickInUse."""
+        return self._register(nick, mailbox, "?", "bot", bot=True)
+
+    def _register(
+        self, nick: str, mailbox: Mailbox, address: str, transport: str, *, bot: bool
+    ) -> Session:
         nick = normalize_nick(nick)
         key = name_key(nick)
         if key in self.sessions:
@@ -206,30 +218,10 @@ class Hub(Delivery):
             address=address,
             transport=transport,
             mailbox=mailbox,
+            bot=bot,
         )
-        session.devices.append(Device(session, mailbox, address, transport))
-        self.sessions[key] = session
-        for callback in self.on_attach:
-            callback(session)
-        return session
-
-    def attach_bot(self, nick: str, mailbox: Mailbox) -> Session:
-        """Register a plugin's bot under ``nick`` (validated, unique as any nick): a user
-        with no connection (no :class:`Device`), whose ``mailbox`` takes what is sent to it
-        (see :mod:`trio_chat.bots`). Observers hear of it as of any user (a broker tells the
-        other nodes). Raises InvalidName/NickInUse."""
-        nick = normalize_nick(nick)
-        key = name_key(nick)
-        if key in self.sessions:
-            raise NickInUse(f"the nickname {nick!r} is taken")
-        session = Session(
-            id=next(self._session_ids),
-            nick=nick,
-            address="?",
-            transport="bot",
-            mailbox=mailbox,
-            bot=True,
-        )
+        if not bot:  # a bot has no connection
+            session.devices.append(Device(session, mailbox, address, transport))
         self.sessions[key] = session
         for callback in self.on_attach:
             callback(session)
