@@ -5,6 +5,7 @@ rule changes (``MODE`` / a ``mode`` info), away changes for those who asked
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -256,3 +257,36 @@ async def test_a_quit_message_cannot_pass_for_a_kick(chat: TestServer) -> None:
         assert (await ivy.expect("PART", lambda m: m.source.startswith("lou!"))).params[1] == (
             "quit: banned by ivy"
         )
+
+
+async def test_notices_stay_notices_on_every_transport(tmp_path: Path) -> None:
+    """IRC's ``NOTICE #room`` is a line of kind ``notice``: IRC members get a ``NOTICE``,
+    JSON members a ``message`` with ``kind: "notice"``, the history keeps it, and ``/notice``
+    sends one from any client."""
+    config = local_config(irc_port=0, db=str(tmp_path / "chat.db"))
+    async with (
+        open_test_server(config=config) as chat,
+        open_irc(chat, "nia") as nia,
+        open_irc(chat, "oto") as oto,
+        open_client(chat, "pim") as pim,
+    ):
+        await nia.expect("JOIN", lambda m: m.source.startswith("pim!"))
+        await oto.expect("JOIN", lambda m: m.source.startswith("pim!"))
+        await nia.send("NOTICE #lobby :the build is green")
+        seen = await oto.expect("NOTICE", lambda m: m.params[0] == "#lobby")
+        assert (seen.source, seen.params) == ("nia!nia@trio-chat", ("#lobby", "the build is green"))
+        said = await pim.expect("message")
+        assert (said.nick, said.kind, said.text) == ("nia", "notice", "the build is green")
+        await pim.command("/notice deploy at noon")
+        for irc in (nia, oto):
+            seen = await irc.expect("NOTICE", lambda m: m.params[-1] == "deploy at noon")
+            assert (seen.source, seen.params[0]) == ("pim!pim@trio-chat", "#lobby")
+        assert (await pim.expect("message")).kind == "notice"
+        await pim.say("plain")
+        plain = await pim.expect("message", lambda e: e.text == "plain")
+        # Pages back from the line after them (the latest page stops where pim's live
+        # stream began: see docs/protocol.md).
+        await pim.send({"type": "history", "room": "#lobby", "before": plain.id, "ref": "h"})
+        history = await pim.expect("history", lambda e: e.ref == "h")
+        kinds = {m["text"]: m["kind"] for m in history.messages}
+        assert kinds["the build is green"] == kinds["deploy at noon"] == "notice"

@@ -203,6 +203,21 @@ async def test_bots_lines_are_not_heard_unless_asked() -> None:
         assert (plain, eager) == ([], ["other"])
 
 
+async def test_a_notice_is_never_answered_by_a_trigger() -> None:
+    echo = EchoBot()
+    async with open_test_server(echo) as chat, open_client(chat, "alice") as alice:
+        await echo.wait_ready()
+        await alice.command("/notice !echo not for bots")
+        notice = await alice.expect("message", lambda e: e.kind == "notice")
+        assert notice.text == "!echo not for bots"
+        await alice.say("!echo but this is")  # answered; the notice before it was not
+        answer = await alice.expect("message", lambda e: e.nick == "echo")
+        assert answer.text == "but this is"
+        assert [e.text for e in alice.history if getattr(e, "nick", "") == "echo"] == [
+            "but this is"
+        ]
+
+
 async def test_a_trigger_without_a_bot_replies_to_the_sender_alone() -> None:
     @on_message(r"^!time\b", flags=0)
     def time_of_day(ctx: TriggerContext) -> str:

@@ -637,3 +637,14 @@ async def test_bots_are_marked_in_the_member_list_and_their_joins(
         assert "bot" not in await page.js(person)
         late.say("#lobby", "hello from a bot")
         await page.wait_log("hello from a bot", "#log li.say")
+
+
+async def test_a_notice_is_shown_apart_from_chat_lines(chat: Chat, drivers: list[Any]) -> None:
+    async with opened(drivers[0], chat.url) as page:
+        await page.js("localStorage.clear()")
+        await page.open(chat.url)
+        await log_in(page, "viewer")
+        teller = await chat.tcp_client("teller")
+        await teller.send({"type": "command", "name": "notice", "args": "deploy at noon"})
+        await page.wait_log("-teller- deploy at noon", "#log li.chat-notice")
+        await teller.aclose()

@@ -603,6 +603,12 @@ class CommandContext:
         bounded as :meth:`say`)."""
         self.server.post(self.session, self.room, self._line("action", text), "action")
 
+    def notice(self, text: str) -> None:
+        """Say ``text`` in the room as a notice (``kind: "notice"``: shown apart, and never
+        answered by bots or triggers, as IRC's ``NOTICE``; counted and bounded as
+        :meth:`say`)."""
+        self.server.post(self.session, self.room, self._line("notice", text), "notice")
+
     def _line(self, how: str, text: str) -> str:
         """``text`` if the handler may still speak it, else :class:`PluginMisuse`."""
         if not isinstance(text, str):

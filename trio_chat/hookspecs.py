@@ -152,8 +152,9 @@ def message_posted(server: ServerAPI, message: Message, session: Session) -> Any
     """Called for every chat line said in a room of this server, once it was delivered.
 
     ``message`` is the ``message`` event everyone in ``message.room`` got (``id``, ``ts``,
-    ``room``, ``nick``, ``text``, ``kind``: ``"say"`` or ``"action"``), after the message
-    filters; ``session`` is who said it (a person, or a plugin's bot: ``session.bot``).
+    ``room``, ``nick``, ``text``, ``kind``: ``"say"``, ``"action"`` or ``"notice"``), after
+    the message filters (``@on_message`` triggers skip notices; a listener here sees them);
+    ``session`` is who said it (a person, or a plugin's bot: ``session.bot``).
     Private messages and lines refused by a filter are not posted. With several
     processes (``--broker``), a line is posted on the process where it was said, so a
     plugin running on every process answers it once.

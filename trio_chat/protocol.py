@@ -330,7 +330,7 @@ class Welcome(ServerEvent):
     ref: str | None = None
 
 
-MessageKind = Literal["say", "action"]
+MessageKind = Literal["say", "action", "notice"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

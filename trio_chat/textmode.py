@@ -77,6 +77,8 @@ def render_text(event: ServerEvent) -> str:
     if isinstance(event, Message):
         if event.kind == "action":
             return f"[{clock(event.ts)}] * {event.nick} {event.text}"
+        if event.kind == "notice":
+            return f"[{clock(event.ts)}] -{event.nick}- {event.text}"
         return f"[{clock(event.ts)}] <{event.nick}> {event.text}"
     if isinstance(event, Joined):
         bot = " (bot)" if event.bot else ""

@@ -169,6 +169,8 @@ def on_message(
             nonlocal running
             if session.bot and not from_bots:
                 return None
+            if type(message) is Message and message.kind == "notice":
+                return None  # a notice is never answered (IRC's rule: no loops of bots)
             speaker = None
             if messaged is not None:  # a private trigger: only its own bot's messages
                 if name_key(messaged.nick) != name_key(bot_nick or ""):

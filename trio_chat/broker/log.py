@@ -170,7 +170,7 @@ def decode_line(stream_id: str, payload: bytes) -> Line:
         and type(room) is str
         and type(nick) is str
         and type(text) is str
-        and (kind == "say" or kind == "action")
+        and (kind == "say" or kind == "action" or kind == "notice")
         and type(ts) in (float, int)
         and len(more) <= 1
     ):

@@ -19,6 +19,12 @@ def register_commands(register: RegisterCommand) -> None:
     )
     register("nick", nick, help="Change your nickname", usage="NEW_NICK")
     register("me", me, help="Describe an action: /me waves", usage="ACTION")
+    register(
+        "notice",
+        notice,
+        help="Say a notice in the room: a line bots never answer (IRC's NOTICE)",
+        usage="TEXT",
+    )
     register("quit", quit_, help="Leave the chat", usage="[REASON]")
     register("msg", msg, help="Send a private message only NICK sees", usage="NICK TEXT")
     register("away", away, help="Mark yourself away (no reason: back again)", usage="[REASON]")
@@ -72,6 +78,12 @@ def me(ctx: CommandContext) -> None:
     if not ctx.args:
         raise ctx.usage_error()
     ctx.action(ctx.args)
+
+
+def notice(ctx: CommandContext) -> None:
+    if not ctx.args:
+        raise ctx.usage_error()
+    ctx.notice(ctx.args)
 
 
 def quit_(ctx: CommandContext) -> None:

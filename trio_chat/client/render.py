@@ -143,6 +143,8 @@ class Renderer:
             text = self._sgr(MENTION, text)
         if event.kind == "action":
             body = f"* {self._nick(event.nick)} {text}"
+        elif event.kind == "notice":
+            body = f"-{self._nick(event.nick)}- {text}"
         else:
             body = f"<{self._nick(event.nick)}> {text}"
         return f"{self._time(event.ts)} {where}{body}{self._bell(event)}"
@@ -166,7 +168,13 @@ class Renderer:
             if isinstance(shown, Message):
                 text = printable(shown.text)
                 nick = self._nick(shown.nick)
-                body = f"* {nick} {text}" if shown.kind == "action" else f"<{nick}> {text}"
+                body = (
+                    f"* {nick} {text}"
+                    if shown.kind == "action"
+                    else f"-{nick}- {text}"
+                    if shown.kind == "notice"
+                    else f"<{nick}> {text}"
+                )
                 lines.append(f"   {self._time(shown.ts)} {body}")
             else:
                 lines.append(f"   {printable(render_text(shown))}")

@@ -66,7 +66,11 @@ class Chatting(SessionBase):
             text = strip_formatting(raw)
             if not text.strip():
                 continue
-            if target.startswith("#"):
+            if target.startswith("#") and silent:
+                step.frames.append(
+                    Command(name="notice", args=text, room=target, ref=self._ask(asked))
+                )
+            elif target.startswith("#"):
                 step.frames.append(Say(text=text, room=target, ref=self._ask(asked)))
             else:
                 step.frames.append(

@@ -96,7 +96,8 @@ def history_line(
     tags = event_tags(flavour, ts if isinstance(ts, int | float) else None, item.get("id"))
     if batch is not None:
         tags["batch"] = batch
-    return chat_lines(nick, target, text, action=kind == "action", tags=tags)
+    command = "NOTICE" if kind == "notice" else "PRIVMSG"
+    return chat_lines(nick, target, text, action=kind == "action", tags=tags, command=command)
 
 
 def _fitted(reason: str, source: str, command: str, target: str) -> str:
@@ -119,7 +120,12 @@ def shared_lines(event: ServerEvent, flavour: Flavour) -> bytes | None:
     if isinstance(event, Message):
         tags = event_tags(flavour, event.ts, event.id)
         return chat_lines(
-            event.nick, event.room, event.text, action=event.kind == "action", tags=tags
+            event.nick,
+            event.room,
+            event.text,
+            action=event.kind == "action",
+            tags=tags,
+            command="NOTICE" if event.kind == "notice" else "PRIVMSG",
         )
     if isinstance(event, Private):
         return chat_lines(

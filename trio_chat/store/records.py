@@ -11,13 +11,13 @@ from typing import Any, Literal, TypeAlias
 from ..names import name_key
 from ..protocol import Message, Private
 
-StoredKind: TypeAlias = Literal["say", "action", "private"]
+StoredKind: TypeAlias = Literal["say", "action", "notice", "private"]
 #: A message as the ``messages`` table stores it: ``(id, ts, room, sender, text, kind,
 #: recipient, conversation, sender_account, recipient_account)``.
 Row: TypeAlias = tuple[
     int, float, str | None, str, str, str, str | None, str, str | None, str | None
 ]
-_KINDS = ("say", "action", "private")
+_KINDS = ("say", "action", "notice", "private")
 
 
 class StoreError(Exception):

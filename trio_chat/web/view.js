@@ -36,14 +36,18 @@ export function nickButton(nick, label = nick) {
   return button;
 }
 
-/** A `message` (say or action) or `private` event. */
+/** A `message` (say, action or notice) or `private` event. */
 export function messageLine(f, me) {
   const nick = String(f.nick);
   const action = f.kind === "action";
-  const li = line(f.type === "private" ? "say private" : action ? "action" : "say", f.ts);
+  const notice = f.kind === "notice" && f.type !== "private";
+  const cls = f.type === "private" ? "say private" : action ? "action" : notice ? "say chat-notice" : "say";
+  const li = line(cls, f.ts);
   const body = li.querySelector(".body");
   if (action) {
     body.append(text("* "), nickButton(nick), text(" "), ...linkified(String(f.text)));
+  } else if (notice) {
+    body.append(text("-"), nickButton(nick), text("- "), ...linkified(String(f.text)));
   } else {
     const outgoing = f.type === "private" && key(nick) === key(me) && key(f.to) !== key(me);
     body.append(nickButton(nick, outgoing ? `${nick} → ${f.to}` : nick), text(" "),
