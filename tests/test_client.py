@@ -896,6 +896,9 @@ def test_colours_marks_and_mentions() -> None:
     plain.nick, plain.room = "alice", "#dev"
     mention = Message(id=1, ts=0.0, room="#lobby", nick="bob", text="hi Alice!")
     assert plain.line(mention).endswith("] #lobby <bob> hi Alice!")
+    for kind, shown in (("action", "* bob waves"), ("notice", "-bob- waves")):
+        line = plain.line(Message(id=3, ts=0.0, room="#dev", nick="bob", text="waves", kind=kind))
+        assert line.endswith(f"] {shown}")
     assert "\x1b" not in plain.line(mention) and "\a" not in plain.line(mention)
 
     tty = Renderer(colour=True)

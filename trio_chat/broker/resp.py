@@ -118,13 +118,11 @@ def encode_command(*args: object) -> bytes:
     as their decimal form)."""
     if not args:
         raise LocalProtocolError("a command needs at least its name")
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = _argument(arg)
-        parts.append(b"$%d\r\n" % len(data))
-        parts.append(data)
-        parts.append(b"\r\n")
-    return b"".join(parts)
+    return encode_command_after(_NO_HEAD, *args)
+
+
+#: No arguments encoded ahead: :func:`encode_command_after` of it encodes a whole command.
+_NO_HEAD = (0, b"")
 
 
 def encode_head(*args: object) -> tuple[int, bytes]:

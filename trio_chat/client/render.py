@@ -141,12 +141,7 @@ class Renderer:
         text = printable(event.text)
         if self.is_alert(event):
             text = self._sgr(MENTION, text)
-        if event.kind == "action":
-            body = f"* {self._nick(event.nick)} {text}"
-        elif event.kind == "notice":
-            body = f"-{self._nick(event.nick)}- {text}"
-        else:
-            body = f"<{self._nick(event.nick)}> {text}"
+        body = _line_body(event.kind, self._nick(event.nick), text)
         return f"{self._time(event.ts)} {where}{body}{self._bell(event)}"
 
     def _bell(self, event: ServerEvent) -> str:
@@ -168,13 +163,7 @@ class Renderer:
             if isinstance(shown, Message):
                 text = printable(shown.text)
                 nick = self._nick(shown.nick)
-                body = (
-                    f"* {nick} {text}"
-                    if shown.kind == "action"
-                    else f"-{nick}- {text}"
-                    if shown.kind == "notice"
-                    else f"<{nick}> {text}"
-                )
+                body = _line_body(shown.kind, nick, text)
                 lines.append(f"   {self._time(shown.ts)} {body}")
             else:
                 lines.append(f"   {printable(render_text(shown))}")
@@ -189,3 +178,13 @@ class Renderer:
     def problem(self, text: str) -> str:
         """A line of the client's own about something that went wrong."""
         return self._sgr(f"{BOLD};{RED}", f"!! {printable(text)}")
+
+
+def _line_body(kind: str, nick: str, text: str) -> str:
+    """A chat line after its time and room: ``* nick text`` for an action, ``-nick- text``
+    for a notice, ``<nick> text`` for the rest."""
+    if kind == "action":
+        return f"* {nick} {text}"
+    if kind == "notice":
+        return f"-{nick}- {text}"
+    return f"<{nick}> {text}"
