@@ -54,10 +54,8 @@ import trio
 from ..names import name_key
 from ..protocol import (
     Bye,
-    ClientFrame,
     Command,
     Error,
-    Hello,
     History,
     HistoryRequest,
     Info,
@@ -76,7 +74,7 @@ from ..protocol import (
     Welcome,
     encode_server_event,
 )
-from .completion import BASE_COMMANDS
+from .completion import BASE_COMMANDS, known_commands
 from .connection import (
     OPENING_PING,
     ConnectError,
@@ -86,8 +84,18 @@ from .connection import (
     not_a_chat_server,
     open_connection,
 )
-from .login import CLIENT_NAME, HELLO_ERRORS, log_in
+from .events import (
+    Outgoing,
+    ReadMarker,
+    SearchResults,
+    TypingNotice,
+    WireFrame,
+    changed_items,
+)
+from .login import HELLO_ERRORS, hello, log_in
+from .message_commands import SearchPaging, in_room_of_message
 from .outbox import OWN, Outbox, is_quit, new_room, parse_typed
+from .presence import READ_INTERVAL, ReadMarks, TypingNow
 from .render import Renderer
 from .resume import (
     GAP_PAGE,
@@ -98,6 +106,7 @@ from .resume import (
     history_events,
     room_of,
 )
+from .shown import ShownMessages
 from .terminal import InputEnd, Terminal, print_error, printable
 
 #: Seconds to wait for the server's ``bye`` after we said we quit.
@@ -143,7 +152,21 @@ class ChatClient:
         self.terminal = terminal
         self.json_mode = json_mode
         self.reconnect = reconnect
-        self.renderer = Renderer(colour and not json_mode)
+        #: The messages shown lately, to name them (``/react 123 👍``) and what they became.
+        self.shown = ShownMessages()
+        self.renderer = Renderer(colour and not json_mode, self.shown)
+        #: Who is typing (shown in the terminal's status line, when it has one).
+        self.typing = TypingNow()
+        self._typing_changed = trio.Event()
+        #: The ``read`` markers to send for what was shown, and the last search, to page.
+        self.reads = ReadMarks()
+        self._reads_due = trio.Event()
+        self.searches = SearchPaging()
+        #: Per room (key) whose changes are being asked for after a reconnect: the last
+        #: id shown before the connection was lost (newer messages came with the gap).
+        self._change_floors: dict[str, int] = {}
+        #: Logged in to an account (read markers are kept for accounts only).
+        self.account = False
         self.nick = nick
         #: The account's password once logged in to one (memory only), to log back in.
         self.password: str | None = None
@@ -221,6 +244,9 @@ class ChatClient:
         self.connection = None
         self.online = False
         self.resume.reset()
+        self._change_floors.clear()
+        self.typing = TypingNow()  # nobody is known to be typing any more
+        self._refresh_status()
         self._session_over.set()
 
     async def _session(self, connection: ServerConnection) -> None:
@@ -253,6 +279,8 @@ class ChatClient:
             except _Retry:
                 nursery.cancel_scope.cancel()
                 return
+            nursery.start_soon(self._send_read_markers, connection)
+            nursery.start_soon(self._expire_typing)
             await trio.sleep_forever()  # the receiver ends the session
 
     # ------------------------------------------------------------------------ logging in
@@ -262,7 +290,12 @@ class ChatClient:
         user gave up."""
         show_questions = not self.terminal.interactive and not self.json_mode
         result = await log_in(
-            self.terminal, connection, self._answers_out, self.nick, show_questions=show_questions
+            self.terminal,
+            connection,
+            self._answers_out,
+            self.nick,
+            show_questions=show_questions,
+            typing=self._shows_typing,
         )
         if isinstance(result, InputEnd):
             await self._quit(result, connection)
@@ -274,7 +307,7 @@ class ChatClient:
     async def _log_back_in(self, connection: ServerConnection) -> None:
         """After a reconnect: the same nick, and the same account."""
         assert self.nick is not None
-        await connection.send(Hello(nick=self.nick, password=self.password, client=CLIENT_NAME))
+        await connection.send(hello(self.nick, self.password, typing=self._shows_typing))
         reply = await self._answers_out.receive()
         if isinstance(reply, Welcome):
             await self._welcomed(connection, first=False)
@@ -350,8 +383,11 @@ class ChatClient:
                 return
             await self._submit(frame)
 
-    async def _submit(self, frame: ClientFrame) -> None:
+    async def _submit(self, frame: Outgoing) -> None:
         """Send a typed frame, with what the client needs to follow it."""
+        if isinstance(frame, WireFrame):
+            await self._submit_wire(frame)
+            return
         frame = self.outbox.tag(frame)
         key = new_room(frame, self.rooms) if self.online else None
         if key is not None:
@@ -364,12 +400,25 @@ class ChatClient:
             frame = dataclasses.replace(frame, room=self.room)
         await self._send(frame)
 
+    async def _submit_wire(self, frame: WireFrame) -> None:
+        """A frame about a message (or a search): to the room of the message it names."""
+        if frame.kind == "search":
+            paged = self.searches.next_frame(frame)
+            if isinstance(paged, str):
+                self._problem(paged)
+                return
+            frame = paged
+        frame = in_room_of_message(frame, self.shown)
+        if frame.kind != "search" and frame.room is None and not self.online and self.room:
+            frame = frame.with_fields(room=self.room)  # where it was typed, not where we land
+        await self._send(frame)
+
     def older_history(self) -> None:
         """PageUp: show the current room's older lines (``/history``), above the prompt."""
         if self.online and self.room and self._nursery is not None:
             self._nursery.start_soon(self._send, Command(name="history", room=self.room))
 
-    async def _send(self, frame: ClientFrame) -> None:
+    async def _send(self, frame: Outgoing) -> None:
         """Send now, or keep for when we are back."""
         connection = self.connection
         if connection is not None and self.online:
@@ -419,12 +468,38 @@ class ChatClient:
             state = self.rooms.get(name_key(room))
             if state is not None:
                 state.last_id = max(state.last_id or 0, event.id)
+        self._shown(event)
         if self.json_mode:
             self.terminal.show(encode_server_event(event))
-            return
-        self.renderer.nick = self.nick
-        self.renderer.room = self.room
-        self.terminal.show(self.renderer.line(event))
+        else:
+            self.renderer.nick = self.nick
+            self.renderer.room = self.room
+            line = self.renderer.line(event)
+            if line:
+                self.terminal.show(line)
+        self.shown.remember(event)
+
+    def _shown(self, event: ServerEvent) -> None:
+        """What showing ``event`` tells: a typist who spoke stopped typing; the user has
+        read the current room up to its message."""
+        if isinstance(event, Message):
+            self.typing.stopped(event.nick, event.room)
+        newest: int | None = None
+        if isinstance(event, Message) and self._is_current(event.room):
+            newest = event.id
+        elif isinstance(event, History) and event.room and self._is_current(event.room):
+            ids = [m.get("id") for m in event.messages if isinstance(m, dict)]
+            newest = max((i for i in ids if isinstance(i, int)), default=None)
+        if (
+            newest is not None
+            and self.account
+            and self.room
+            and self.reads.shown(self.room, newest)
+        ):
+            self._reads_due.set()
+
+    def _is_current(self, room: str) -> bool:
+        return self.room is not None and name_key(room) == name_key(self.room)
 
     def _release(self, name: str) -> None:
         """Hold ``name`` is over: show what it held back."""
@@ -532,6 +607,13 @@ class ChatClient:
             self.bye = event
             self._display(event)
             return False
+        if isinstance(event, TypingNotice | ReadMarker):
+            self._presence(event)
+            return True
+        if isinstance(event, SearchResults):
+            ids = [m.get("id") for m in event.messages if isinstance(m, dict)]
+            oldest = min((i for i in ids if isinstance(i, int)), default=None)
+            self.searches.answered(oldest, event.more)
         if self.resume.is_own_rejoin(event, self.nick):
             return True  # our own rejoin, or leaving #lobby again
         if self.resume.holding(event):
@@ -546,6 +628,12 @@ class ChatClient:
         """Keep track of who we are, where we are and who is around."""
         if isinstance(event, Welcome):
             self.nick = event.nick
+            self.account = event.account
+            # A server keeping read markers says where the account's are.
+            read = getattr(event, "read", None)
+            for room, message_id in (read if isinstance(read, dict) else {}).items():
+                if isinstance(room, str) and isinstance(message_id, int):
+                    self.reads.known(room, message_id)
             if not self.welcomed_once:
                 self.room = event.room
             # Logged in beside another connection of ours: the user is in these rooms
@@ -567,6 +655,7 @@ class ChatClient:
                 self.rooms[key].members.add(event.nick)
         elif isinstance(event, Left):
             key = name_key(event.room)
+            self.typing.stopped(event.nick, event.room)
             if event.nick == self.nick:
                 self.rooms.pop(key, None)
             elif key in self.rooms:
@@ -582,8 +671,8 @@ class ChatClient:
                 room = data.get("room")
                 self.room = room if isinstance(room, str) and room else None
             if isinstance(data.get("commands"), list):
-                self.commands = sorted(
-                    str(c.get("name")) for c in data["commands"] if isinstance(c, dict)
+                self.commands = known_commands(
+                    [str(c.get("name")) for c in data["commands"] if isinstance(c, dict)]
                 )
 
     async def _own_reply(self, event: ServerEvent, ref: str, connection: ServerConnection) -> None:
@@ -612,7 +701,14 @@ class ChatClient:
                     return
             elif isinstance(event, Error) and event.code == "no_store":
                 self._notice("the server keeps no history: what was said meanwhile is lost")
+                self.resume.changes_after.pop(key, None)
             self._release(f"gap:{key}")
+            after = self.resume.changes_after.pop(key, None)
+            state = self.rooms.get(key)
+            if after is not None and state is not None:
+                await self._ask_changes(connection, state.name, after, key, floor=after)
+        elif kind == "changes":
+            await self._changes(event, key, connection)
         elif kind == "acct":
             nick, password = self.outbox.pending_accounts.pop(ref, (None, ""))
             if isinstance(event, Info):
@@ -620,6 +716,89 @@ class ChatClient:
                     self.nick = nick  # /login NICK: the server may have changed our nick
                 if ref and password:
                     self.password = password
+                    self.account = True
             self._display(event)
 
     # The server's replies to what the user typed with a ref of ours are shown as usual.
+
+    # ------------------------------------------------------- what changed while away
+
+    async def _ask_changes(
+        self, connection: ServerConnection, room: str, after: int, key: str, *, floor: int
+    ) -> None:
+        """Ask for ``room``'s messages changed (edited, deleted, reacted to) after id
+        ``after``: the gap brought the newer messages as they are now; these are the
+        older ones that changed while we were away."""
+        self._change_floors[key] = floor
+        frame = WireFrame("history", {"room": room, "changed_after": after, "limit": GAP_PAGE})
+        with contextlib.suppress(ConnectionLost):
+            await connection.send(dataclasses.replace(frame, ref=f"{OWN}changes:{key}"))
+
+    async def _changes(self, event: ServerEvent, key: str, connection: ServerConnection) -> None:
+        """A page of changed messages: show those shown before the connection was lost
+        (each as it is now), and ask for the next page."""
+        floors = self._change_floors
+        floor = floors.get(key)
+        if not isinstance(event, History) or floor is None:
+            floors.pop(key, None)  # an error (a server without changes): nothing to show
+            return
+        changed = [m for m in changed_items(event.messages) if m["id"] <= floor]
+        if changed:
+            page = History(room=event.room, messages=changed)
+            self._show_changed(page)
+        # An older server ignores changed_after and sends its latest messages, none marked
+        # "changed": no page to follow then.
+        latest = [m["changed"] for m in changed_items(event.messages)]
+        state = self.rooms.get(key)
+        if event.more and latest and state is not None:
+            await self._ask_changes(connection, state.name, max(latest), key, floor=floor)
+        else:
+            floors.pop(key, None)
+
+    def _show_changed(self, page: History) -> None:
+        if self.json_mode:
+            self._display(page)
+            return
+        self.renderer.nick = self.nick
+        self.renderer.room = self.room
+        self.terminal.show(self.renderer.changed_while_away(page))
+        self.shown.remember(page)
+
+    # ------------------------------------------------------------- typing and read
+
+    @property
+    def _shows_typing(self) -> bool:
+        """Ask for typing notices only when they can be shown (a status line)."""
+        return self.terminal.has_status and not self.json_mode
+
+    def _presence(self, event: TypingNotice | ReadMarker) -> None:
+        if self.json_mode:
+            self._display(event)
+        if isinstance(event, TypingNotice):
+            if event.nick != self.nick:
+                self.typing.notice(event.room, event.nick, event.active, trio.current_time())
+                self._typing_changed.set()
+        else:
+            self.reads.known(event.room, event.id)
+
+    def _refresh_status(self) -> None:
+        if self.terminal.has_status:
+            self.terminal.set_status(self.typing.status(self.room, trio.current_time()))
+
+    async def _expire_typing(self) -> None:
+        """Keep the status line right: redraw it when a notice comes or runs out."""
+        while True:
+            self._refresh_status()
+            with trio.move_on_at(self.typing.next_change()):
+                await self._typing_changed.wait()
+            self._typing_changed = trio.Event()
+
+    async def _send_read_markers(self, connection: ServerConnection) -> None:
+        """Tell the server how far the user has read, at most once per READ_INTERVAL."""
+        while True:
+            await self._reads_due.wait()
+            self._reads_due = trio.Event()
+            for room, message_id in self.reads.take():
+                with contextlib.suppress(ConnectionLost):
+                    await connection.send(WireFrame("read", {"room": room, "id": message_id}))
+            await trio.sleep(READ_INTERVAL)

@@ -18,6 +18,7 @@ from .. import __version__
 from ..protocol import Error, Hello, ServerEvent, Welcome
 from ..textmode import NICK_PROMPT
 from .connection import ServerConnection
+from .events import Outgoing, WireFrame
 from .terminal import InputEnd, Terminal
 
 #: Error codes that refuse a nickname: the user is asked for another one.
@@ -40,6 +41,18 @@ class LoggedIn:
     password: str | None
 
 
+def hello(
+    nick: str, password: str | None, *, register: bool = False, typing: bool = False
+) -> Outgoing:
+    """The ``hello`` frame; ``typing``: ask for ``typing`` notices (only a client that
+    shows them asks: they are never stored, so nothing is lost by not asking)."""
+    frame = Hello(nick=nick, password=password, register=register, client=CLIENT_NAME)
+    if not typing:
+        return frame
+    fields = {"nick": nick, "client": CLIENT_NAME, "password": password, "typing": True}
+    return WireFrame("hello", {**fields, "register": register or None})
+
+
 async def log_in(
     terminal: Terminal,
     connection: ServerConnection,
@@ -47,10 +60,11 @@ async def log_in(
     nick: str | None,
     *,
     show_questions: bool,
+    typing: bool = False,
 ) -> LoggedIn | InputEnd:
     """Ask for a nick (and password) until the server welcomes us, or the user gives up
     (the end of input, or Ctrl-C). ``show_questions``: print each question as a line too
-    (piped input, where there is no prompt to see)."""
+    (piped input, where there is no prompt to see); ``typing``: see :func:`hello`."""
     password: str | None = None
     register = False
     asking_password = False
@@ -82,9 +96,7 @@ async def log_in(
                 asking_password = False
                 continue
             password = answer
-        await connection.send(
-            Hello(nick=nick, password=password, register=register, client=CLIENT_NAME)
-        )
+        await connection.send(hello(nick, password, register=register, typing=typing))
         reply = await answers.receive()
         if isinstance(reply, Welcome):
             return LoggedIn(reply, password if reply.account else None)

@@ -15,8 +15,6 @@ import dataclasses
 import random
 from collections.abc import Mapping
 
-import orjson
-
 from ..names import name_key
 from ..protocol import (
     History,
@@ -28,8 +26,8 @@ from ..protocol import (
     RemoteProtocolError,
     ServerEvent,
     Topic,
-    decode_server_event,
 )
+from .events import MessageDeleted, MessageEdited, Reaction, event_from_dict
 
 #: Seconds events are held back waiting for a rejoin's history before they are shown anyway.
 HOLD_TIMEOUT = 15.0
@@ -44,7 +42,17 @@ SEEN_IDS = 20_000
 LOBBY = name_key("#lobby")
 
 #: Events that carry an ``id``: the ones held back and shown once.
-Numbered = Message | Joined | Left | NickChanged | Private | Topic
+Numbered = (
+    Message
+    | Joined
+    | Left
+    | NickChanged
+    | Private
+    | Topic
+    | MessageEdited
+    | MessageDeleted
+    | Reaction
+)
 
 
 def backoff_delay(attempt: int, rand: random.Random | None = None) -> float:
@@ -94,8 +102,10 @@ def history_events(event: History) -> list[ServerEvent]:
     """The messages of a history page as events."""
     out: list[ServerEvent] = []
     for item in event.messages:
+        if not isinstance(item, dict):
+            continue
         try:
-            out.append(decode_server_event(orjson.dumps(item)))
+            out.append(event_from_dict(item))
         except (RemoteProtocolError, TypeError):
             continue
     return out
@@ -137,6 +147,10 @@ class Resume:
         self.floors: dict[str, int] = {}
         #: Rooms being joined again, whose own join and leave lines are not shown.
         self.rejoining: set[str] = set()
+        #: Per room whose gap is being filled: the last id shown before; once the gap is
+        #: filled, changes to older messages made since (edits, deletes, reactions) are
+        #: asked for with ``changed_after`` this id.
+        self.changes_after: dict[str, int] = {}
         self.resyncing = False
         #: New messages shown by the last resync.
         self.missed = 0
@@ -149,6 +163,7 @@ class Resume:
         self.held.clear()
         self.floors.clear()
         self.rejoining.clear()
+        self.changes_after.clear()
         self.resyncing = False
         self.deadline = float("inf")
 
@@ -189,8 +204,9 @@ class Resume:
     def gaps(self, rooms: Mapping[str, RoomState], now: float) -> list[tuple[str, int]]:
         """The gaps to fill, as (room key, last id shown), each now held until filled."""
         found = [(key, floor) for key, floor in self.floors.items() if key in rooms]
-        for key, _ in found:
+        for key, floor in found:
             self.hold(f"gap:{key}", now)
+            self.changes_after[key] = floor
         return found
 
     def is_own_rejoin(self, event: ServerEvent, nick: str | None) -> bool:

@@ -56,6 +56,13 @@ class Terminal(Protocol):
         """Print one line (``text`` may hold newlines only between lines)."""
         ...
 
+    #: True when :meth:`set_status` shows something (a status line under the prompt).
+    has_status: bool
+
+    def set_status(self, text: str) -> None:
+        """Show ``text`` in the status line (``""``: none), if there is one."""
+        ...
+
 
 def printable(text: str) -> str:
     """``text`` made safe for a terminal: control characters shown, never obeyed.
@@ -86,6 +93,8 @@ class PipeTerminal:
     """Lines from a byte stream (stdin), plain lines to stdout, flushed each time."""
 
     interactive = False
+    #: Piped output has no status line: what would be there is not shown at all.
+    has_status = False
 
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self.stream = stream
@@ -109,6 +118,9 @@ class PipeTerminal:
                 continue
             assert isinstance(event, bytes)
             return event.decode("utf-8", errors="replace")
+
+    def set_status(self, text: str) -> None:
+        pass
 
     def show(self, text: str) -> None:
         if self._output_closed:
@@ -140,6 +152,7 @@ class PromptTerminal:
     """
 
     interactive = True
+    has_status = True
 
     def __init__(
         self,
@@ -169,6 +182,7 @@ class PromptTerminal:
             reserve_space_for_menu=0,
             key_bindings=bindings,
         )
+        self._status = ""
         self._lock = threading.Lock()
         self._stopped = False  # once set, no prompt runs any more
         self._running = False  # a prompt's application is running in the worker thread
@@ -234,6 +248,23 @@ class PromptTerminal:
     def show(self, text: str) -> None:
         # sys.stdout is patch_stdout's proxy here: it prints above the prompt line.
         print(text, flush=True)
+
+    def set_status(self, text: str) -> None:
+        """A toolbar line under the prompt while ``text`` is not empty (prompt_toolkit
+        shows a bottom toolbar whenever the session has one)."""
+        if text == self._status:
+            return
+        self._status = text
+        # The prompt's thread reads these when it redraws; each assignment is atomic.
+        self.session.bottom_toolbar = self._status_line if text else None
+        with self._lock:
+            loop = self.session.app.loop
+            if self._running and loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop has just closed
+                    loop.call_soon_threadsafe(self.session.app.invalidate)
+
+    def _status_line(self) -> str:
+        return " " + self._status
 
     def close(self) -> None:
         with self._lock:

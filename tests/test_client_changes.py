@@ -1,0 +1,388 @@
+"""The terminal client and issue 18: replies, edits, deletes, reactions, mentions, search,
+typing and read markers.
+
+First the parts without sockets (decoding, typed commands, the lines drawn, the
+bookkeeping of typing and read markers), then the real client in a subprocess against a
+real server, as tests/test_client.py runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+
+from trio_chat.client.completion import completions
+from trio_chat.client.events import (
+    ChatMessage,
+    MessageDeleted,
+    MessageEdited,
+    Reaction,
+    ReadMarker,
+    SearchResults,
+    TypingNotice,
+    WireFrame,
+    changed_items,
+    decode_event,
+    encode_frame,
+)
+from trio_chat.client.login import hello
+from trio_chat.client.message_commands import SearchPaging, in_room_of_message
+from trio_chat.client.outbox import parse_typed
+from trio_chat.client.presence import ReadMarks, TypingNow
+from trio_chat.client.render import BELL, Renderer, reactions_summary
+from trio_chat.client.resume import Resume, RoomState
+from trio_chat.client.shown import ShownMessages
+from trio_chat.names import name_key
+from trio_chat.protocol import Command, Hello, History, Joined, RemoteProtocolError, Say
+from trio_chat.textmode import clock
+
+TS = 1_764_000_000.0
+
+
+def message(event_id: int, text: str = "hi", nick: str = "bob", **extra: object) -> ChatMessage:
+    fields = {"id": event_id, "ts": TS, "room": "#dev", "nick": nick, "text": text, **extra}
+    event = decode_event(orjson.dumps({"type": "message", **fields}))
+    assert isinstance(event, ChatMessage)
+    return event
+
+
+def renderer(nick: str = "alice", colour: bool = False) -> Renderer:
+    shown = ShownMessages()
+    r = Renderer(colour, shown)
+    r.nick, r.room = nick, "#dev"
+    return r
+
+
+def sent(frame: object) -> dict[str, object]:
+    assert isinstance(frame, WireFrame | Say | Command | Hello)
+    decoded: dict[str, object] = json.loads(encode_frame(frame))
+    return decoded
+
+
+# ------------------------------------------------------------------------ decoding
+
+
+def test_a_message_keeps_what_issue_18_added() -> None:
+    reply = message(7, "sure", reply_to=5, quote={"nick": "alice", "text": "6pm?"})
+    assert (reply.reply_to, reply.quote) == (5, {"nick": "alice", "text": "6pm?"})
+    assert message(8, mentions=["alice"]).mentions == ["alice"]
+    plain = message(9)
+    assert (plain.reply_to, plain.quote, plain.mentions, plain.deleted) == (None,) * 4
+    # Nothing added shows in its JSON (--json prints what the server sent).
+    assert plain.to_dict() == {
+        "type": "message",
+        "id": 9,
+        "ts": TS,
+        "room": "#dev",
+        "nick": "bob",
+        "text": "hi",
+        "kind": "say",
+    }
+
+
+@pytest.mark.parametrize(
+    ("obj", "cls"),
+    [
+        ({"type": "edit", "target": 5, "text": "new"}, MessageEdited),
+        ({"type": "delete", "target": 5}, MessageDeleted),
+        ({"type": "reaction", "target": 5, "emoji": "👍", "on": False}, Reaction),
+    ],
+)
+def test_changes_are_numbered_room_events(obj: dict[str, object], cls: type) -> None:
+    event = decode_event(orjson.dumps({**obj, "id": 9, "ts": TS, "room": "#dev", "nick": "bob"}))
+    assert isinstance(event, cls)
+    assert event.to_dict()["type"] == obj["type"]
+
+
+def test_live_only_events_and_search_decode() -> None:
+    typing = decode_event(b'{"type":"typing","room":"#dev","nick":"bob","active":true}')
+    assert typing == TypingNotice(room="#dev", nick="bob", active=True)
+    read = decode_event(b'{"type":"read","room":"#dev","id":12}')
+    assert read == ReadMarker(room="#dev", id=12)
+    found = decode_event(b'{"type":"search","query":"x","messages":[],"more":true,"ref":"r"}')
+    assert found == SearchResults(query="x", messages=[], more=True, ref="r")
+    # Events from before issue 18 come as they always did.
+    joined = decode_event(b'{"type":"join","id":3,"ts":1.0,"room":"#dev","nick":"bob"}')
+    assert isinstance(joined, Joined)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"edit","id":true,"ts":1,"room":"#d","nick":"b","target":5,"text":"x"}',
+        b'{"type":"reaction","id":1,"ts":1,"room":"#d","nick":"b","target":"5","emoji":"x"}',
+        b'{"type":"typing","room":"#d","nick":"b","active":"yes"}',
+        b'{"type":"message","id":1,"ts":1,"room":"#d","nick":"b","text":"x","quote":"no"}',
+        b'{"type":"delete","id":1,"ts":1,"room":"#d","nick":"b"}',
+        b'{"type":"search","messages":[]}',
+        b"[1]",
+    ],
+)
+def test_a_broken_event_is_an_error_not_a_crash(line: bytes) -> None:
+    with pytest.raises(RemoteProtocolError):
+        decode_event(line)
+
+
+def test_changed_items_are_those_with_an_id_and_a_change() -> None:
+    items = [{"id": 1, "changed": 4}, {"id": 2}, {"id": 3, "changed": True}, "junk", {"changed": 5}]
+    assert changed_items(items) == [{"id": 1, "changed": 4}]
+
+
+# ------------------------------------------------------------------- typed commands
+
+
+@pytest.mark.parametrize(
+    ("line", "frame"),
+    [
+        ("/reply 12 sure, 6pm", {"type": "say", "text": "sure, 6pm", "reply_to": 12}),
+        ("/reply #12 sure", {"type": "say", "text": "sure", "reply_to": 12}),
+        ("/edit 12 fixed  typo", {"type": "edit", "id": 12, "text": "fixed  typo"}),
+        ("/delete 12", {"type": "delete", "id": 12}),
+        ("/react 12 👍", {"type": "react", "id": 12, "emoji": "👍"}),
+        ("/unreact 12 👍", {"type": "react", "id": 12, "emoji": "👍", "on": False}),
+        ("/search deploy  friday", {"type": "search", "query": "deploy friday", "limit": 20}),
+        (
+            "/search #dev deploy",
+            {"type": "search", "query": "deploy", "room": "#dev", "limit": 20},
+        ),
+        ("/search", {"type": "search"}),
+        ("/mentions 5", {"type": "command", "name": "mentions", "args": "5"}),
+        ("/typing off", {"type": "command", "name": "typing", "args": "off"}),
+    ],
+)
+def test_message_commands_become_their_frames(line: str, frame: dict[str, object]) -> None:
+    assert sent(parse_typed(line, json_mode=False)) == frame
+
+
+@pytest.mark.parametrize(
+    ("line", "usage"),
+    [
+        ("/reply 12", "usage: /reply ID TEXT"),
+        ("/reply abc hi", "'abc' is not a message id"),
+        ("/edit", "usage: /edit ID TEXT"),
+        ("/delete 12 now", "usage: /delete ID"),
+        ("/delete -3", "not a message id"),
+        ("/react 12", "usage: /react ID EMOJI"),
+        ("/react 12 two words", "usage: /react ID EMOJI"),
+        ("/unreact ² 👍", "not a message id"),
+        ("/edit 99999999999999999999 x", "not a message id"),
+        ("/search #dev", "usage: /search [#room] WORDS"),
+    ],
+)
+def test_a_malformed_message_command_is_refused_with_its_usage(line: str, usage: str) -> None:
+    with pytest.raises(RemoteProtocolError) as refused:
+        parse_typed(line, json_mode=False)
+    assert usage in refused.value.message
+
+
+def test_a_frame_goes_to_the_room_of_the_message_it_names() -> None:
+    shown = ShownMessages()
+    shown.add(message(12))
+    frame = parse_typed("/react 12 👍", json_mode=False)
+    assert isinstance(frame, WireFrame)
+    assert in_room_of_message(frame, shown).room == "#dev"
+    # An id never shown, or a room given, stays as it is (the server's current room).
+    unknown = parse_typed("/delete 13", json_mode=False)
+    assert isinstance(unknown, WireFrame)
+    assert in_room_of_message(unknown, shown).room is None
+    given = WireFrame("edit", {"id": 12, "text": "x", "room": "#ops"})
+    assert in_room_of_message(given, shown).room == "#ops"
+
+
+def test_a_bare_search_pages_back_through_the_last_one() -> None:
+    paging = SearchPaging()
+    bare = WireFrame("search", {})
+    assert paging.next_frame(bare) == "usage: /search [#room] WORDS"
+    first = WireFrame("search", {"query": "deploy", "limit": 20})
+    assert paging.next_frame(first) == first
+    paging.answered(oldest=40, more=True)
+    assert paging.next_frame(bare) == first.with_fields(before=40)
+    paging.answered(oldest=10, more=False)
+    assert "found them all" in str(paging.next_frame(bare))
+
+
+def test_hello_asks_for_typing_notices_only_when_told() -> None:
+    assert "typing" not in sent(hello("alice", None))
+    frame = hello("alice", "pw", typing=True)
+    assert sent(frame)["typing"] is True and sent(frame)["password"] == "pw"
+    assert "pw" not in repr(frame)  # like Hello: never in a repr or a log
+
+
+# -------------------------------------------------------------------------- drawing
+
+
+def test_a_message_line_carries_its_id_in_its_time() -> None:
+    line = renderer().line(message(41, "hello"))
+    assert line == f"[{clock(TS)} #41] <bob> hello"
+
+
+def test_a_reply_comes_after_a_line_quoting_what_it_answers() -> None:
+    reply = message(42, "sure", reply_to=41, quote={"nick": "carol", "text": "6pm…"})
+    quote, line = renderer().line(reply).split("\n")
+    assert quote == "  ↳ #41 <carol> 6pm…"
+    assert line.endswith("#42] <bob> sure")
+    # A quote the server could not give (the message is gone) still names the id.
+    assert renderer().line(message(43, "ok", reply_to=40)).startswith("  ↳ #40\n")
+
+
+def test_an_edit_a_delete_and_reactions_are_lines_of_their_own() -> None:
+    r = renderer()
+    r.shown.add(message(41, "see you at six o'clock tonight, in the usual place as ever"))
+    edit = MessageEdited(id=50, ts=TS, room="#dev", nick="bob", target=41, text="at seven")
+    assert r.line(edit) == f"[{clock(TS)}] <bob> at seven (edited #41)"
+    r.shown.remember(edit)
+    on = Reaction(id=51, ts=TS, room="#dev", nick="carol", target=41, emoji="👍")
+    assert r.line(on) == f"[{clock(TS)}] -!- carol reacted 👍 to #41 (bob: at seven)"
+    off = Reaction(id=52, ts=TS, room="#dev", nick="carol", target=41, emoji="👍", on=False)
+    assert r.line(off).endswith("-!- carol took back 👍 from #41 (bob: at seven)")
+    # An operator deleting bob's message: whose it was is said.
+    delete = MessageDeleted(id=53, ts=TS, room="#ops", nick="carol", target=41)
+    assert r.line(delete) == f"[{clock(TS)}] #ops -!- carol deleted bob's message #41"
+    r.shown.remember(delete)
+    assert r.shown.get(41) is not None and r.shown.get(41).text == ""  # type: ignore[union-attr]
+    own = MessageDeleted(id=54, ts=TS, room="#dev", nick="bob", target=41)
+    assert r.line(own).endswith("-!- bob deleted message #41")
+    # A reaction to a message never shown (or gone) is just its id.
+    assert r.line(on).endswith("reacted 👍 to #41")
+
+
+def test_a_long_reacted_to_message_is_cut() -> None:
+    r = renderer()
+    r.shown.add(message(41, "x" * 100))
+    line = r.line(Reaction(id=51, ts=TS, room="#dev", nick="carol", target=41, emoji="🎉"))
+    assert line.endswith(f"(bob: {'x' * 39}…)")
+
+
+def test_history_shows_messages_as_they_are_now() -> None:
+    items = [
+        message(1, "first").to_dict(),
+        {**message(2, "fixed").to_dict(), "edited": TS + 5, "changed": 9},
+        {**message(3, "").to_dict(), "deleted": True, "changed": 10},
+        {**message(4, "yes").to_dict(), "reactions": {"👍": ["a", "b"], "🎉": ["c"]}},
+        {**message(5, "ok").to_dict(), "reply_to": 1, "quote": {"nick": "bob", "text": "first"}},
+    ]
+    lines = renderer().line(History(room="#dev", messages=items)).split("\n")
+    t = clock(TS)
+    assert lines == [
+        "-- history of #dev:",
+        f"   [{t} #1] <bob> first",
+        f"   [{t} #2] <bob> fixed (edited)",
+        f"   [{t} #3] <bob> (deleted)",
+        f"   [{t} #4] <bob> yes (👍 2, 🎉 1)",
+        "     ↳ #1 <bob> first",
+        f"   [{t} #5] <bob> ok",
+    ]
+
+
+def test_search_results_name_their_room_and_day() -> None:
+    found = SearchResults(
+        query="deploy",
+        messages=[{**message(7, "deploy at 6").to_dict(), "room": "#ops"}],
+        more=True,
+    )
+    header, line, footer = renderer().line(found).split("\n")
+    assert header == '-- 1 message found for "deploy":'
+    day = time.strftime("%Y-%m-%d %H:%M", time.localtime(TS))
+    assert line == f"   [{day} #7] #ops <bob> deploy at 6"
+    assert "/search" in footer
+    assert renderer().line(SearchResults(query="x")) == '-- no messages found for "x"'
+
+
+def test_the_servers_mentions_decide_the_highlight() -> None:
+    r = renderer("al", colour=True)
+    # "al" is not a word of the text, but the server says al is named (it knows best).
+    named = message(5, "hey @Al_", mentions=["Al"])
+    assert r.is_alert(named) and r.line(named).endswith(BELL)
+    # Without a mentions list (an older server) the text is searched for the nick.
+    assert r.is_alert(message(6, "al: look"))
+    assert not r.is_alert(message(7, "hi all"))
+    assert not r.is_alert(message(8, "al: me", nick="al"))  # never your own
+
+
+def test_what_others_send_cannot_drive_the_terminal() -> None:
+    r = renderer()
+    quote = {"nick": "x\x1b[2J", "text": "a\nb"}
+    reply = r.line(message(42, "ok", reply_to=41, quote=quote))
+    emoji = r.line(Reaction(id=1, ts=TS, room="#dev", nick="c", target=4, emoji="\x1b]0;"))
+    for line in (reply, emoji, reactions_summary({"\x07": ["a"]})):
+        assert "\x1b" not in line and "\x07" not in line
+    assert reply.count("\n") == 1  # the quote's newline is shown, not obeyed
+
+
+def test_typing_and_read_markers_draw_no_line() -> None:
+    r = renderer()
+    assert r.line(TypingNotice(room="#dev", nick="bob", active=True)) == ""
+    assert r.line(ReadMarker(room="#dev", id=5)) == ""
+
+
+# ---------------------------------------------------------------------- bookkeeping
+
+
+def test_the_status_line_says_who_is_typing_until_they_stop() -> None:
+    typing = TypingNow(shown_for=6.0)
+    assert typing.status("#dev", 0.0) == ""
+    typing.notice("#dev", "bob", True, now=0.0)
+    typing.notice("#DEV", "carol", True, now=1.0)
+    typing.notice("#ops", "dan", True, now=1.0)
+    assert typing.status("#dev", 2.0) == "bob and carol are typing…"
+    assert typing.next_change() == 6.0
+    assert typing.status("#dev", 6.5) == "carol is typing…"  # bob's notice ran out
+    typing.stopped("carol", "#dev")  # carol spoke
+    assert typing.status("#dev", 6.5) == "" and typing.status("#ops", 6.5) == "dan is typing…"
+    for nick in ("a", "b", "c", "d", "e"):
+        typing.notice("#ops", nick, True, now=7.0)
+    assert typing.status("#ops", 7.0) == "a, b, c and 2 more are typing…"  # dan ran out
+    typing.notice("#ops", "b", False, now=7.0)  # stopped
+    typing.stopped("a")  # left
+    assert typing.status("#ops", 7.0) == "c, d and e are typing…"
+
+
+def test_read_markers_go_up_only_and_once() -> None:
+    reads = ReadMarks()
+    assert reads.take() == []
+    assert reads.shown("#dev", 5) and reads.shown("#dev", 7) and reads.shown("#ops", 3)
+    reads.shown("#dev", 6)  # an older line shown later moves nothing back
+    assert reads.take() == [("#dev", 7), ("#ops", 3)]
+    assert reads.take() == []
+    assert not reads.shown("#dev", 7)  # sent already
+    reads.known("#dev", 20)  # another connection read further
+    assert not reads.shown("#dev", 15)
+    assert reads.shown("#dev", 21)
+    reads.known("#dev", 25)
+    assert reads.take() == []
+
+
+def test_tab_offers_the_latest_ids_of_the_current_room() -> None:
+    @dataclass
+    class Known:
+        nick: str | None = "alice"
+        room: str | None = "#dev"
+        rooms: dict[str, RoomState] = field(default_factory=dict)
+        commands: list[str] = field(default_factory=list)
+        shown: ShownMessages = field(default_factory=ShownMessages)
+
+    known = Known()
+    for event_id, nick in ((11, "bob"), (12, "alice"), (13, "bob"), (14, "alice")):
+        known.shown.add(message(event_id, nick=nick))
+    known.shown.add(ChatMessage(id=15, ts=TS, room="#ops", nick="bob", text="elsewhere"))
+    assert completions(known, "/reply ") == (7, ["14 ", "13 ", "12 ", "11 "])
+    assert completions(known, "/react #1") == (7, ["14 ", "13 ", "12 ", "11 "])
+    assert completions(known, "/edit ") == (6, ["14 ", "12 "])  # your own only
+    assert completions(known, "/reply 14 b") == (10, [])
+
+
+def test_a_resync_holds_changes_and_shows_each_once_in_order() -> None:
+    resume = Resume()
+    dev = name_key("#dev")
+    resume.start({dev: RoomState("#dev", last_id=10)}, "#dev", now=0.0)
+    reaction = Reaction(id=12, ts=TS, room="#dev", nick="c", target=4, emoji="👍")
+    edit = MessageEdited(id=11, ts=TS, room="#dev", nick="b", target=3, text="x")
+    for event in (reaction, edit, reaction):
+        assert resume.holding(event)
+        resume.held.append(event)
+    shown, ended = resume.flush("alice")
+    assert ended and shown == [edit, reaction]
