@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import orjson
 import pytest
+import trio
+from test_client import WAIT, RawClient, raw_client
 
+from trio_chat.client.app import ChatClient
 from trio_chat.client.completion import completions
+from trio_chat.client.connection import Target
 from trio_chat.client.events import (
     ChatMessage,
     MessageDeleted,
@@ -36,11 +43,14 @@ from trio_chat.client.presence import ReadMarks, TypingNow
 from trio_chat.client.render import BELL, Renderer, reactions_summary
 from trio_chat.client.resume import Resume, RoomState
 from trio_chat.client.shown import ShownMessages
+from trio_chat.client.terminal import InputEnd
 from trio_chat.names import name_key
 from trio_chat.protocol import Command, Hello, History, Joined, RemoteProtocolError, Say
+from trio_chat.testing import TestServer, local_config, open_test_server
 from trio_chat.textmode import clock
 
 TS = 1_764_000_000.0
+PASSWORD = "s3cret-pass"
 
 
 def message(event_id: int, text: str = "hi", nick: str = "bob", **extra: object) -> ChatMessage:
@@ -281,13 +291,17 @@ def test_history_shows_messages_as_they_are_now() -> None:
 def test_search_results_name_their_room_and_day() -> None:
     found = SearchResults(
         query="deploy",
-        messages=[{**message(7, "deploy at 6").to_dict(), "room": "#ops"}],
+        messages=[  # newest first, as the server sends them
+            {**message(9, "deploy done").to_dict(), "room": "#dev"},
+            {**message(7, "deploy at 6").to_dict(), "room": "#ops"},
+        ],
         more=True,
     )
-    header, line, footer = renderer().line(found).split("\n")
-    assert header == '-- 1 message found for "deploy":'
+    header, first, second, footer = renderer().line(found).split("\n")
+    assert header == '-- 2 messages found for "deploy":'
     day = time.strftime("%Y-%m-%d %H:%M", time.localtime(TS))
-    assert line == f"   [{day} #7] #ops <bob> deploy at 6"
+    assert first == f"   [{day} #7] #ops <bob> deploy at 6"
+    assert second == f"   [{day} #9] #dev <bob> deploy done"
     assert "/search" in footer
     assert renderer().line(SearchResults(query="x")) == '-- no messages found for "x"'
 
@@ -386,3 +400,120 @@ def test_a_resync_holds_changes_and_shows_each_once_in_order() -> None:
         resume.held.append(event)
     shown, ended = resume.flush("alice")
     assert ended and shown == [edit, reaction]
+
+
+# ----------------------------------------------------------- against a real server
+
+
+class ScriptedTerminal:
+    """The user's side for a client run in-process: typed lines from the test, shown
+    lines and the status line kept for it to read (a terminal *with* a status line, so
+    the client asks for typing notices)."""
+
+    interactive = False
+    has_status = True
+
+    def __init__(self) -> None:
+        self._typed_in, self._typed_out = trio.open_memory_channel[str](10)
+        self.lines: list[str] = []
+        self.statuses: list[str] = [""]
+        self._changed = trio.Event()
+
+    async def read_line(self, prompt: Callable[[], str], *, secret: bool = False) -> str | InputEnd:
+        try:
+            return await self._typed_out.receive()
+        except trio.EndOfChannel:
+            return InputEnd.EOF
+
+    def show(self, text: str) -> None:
+        self.lines += text.split("\n")
+        self._changed.set()
+
+    def set_status(self, text: str) -> None:
+        self.statuses.append(text)
+        self._changed.set()
+
+    async def type(self, line: str) -> None:
+        await self._typed_in.send(line)
+
+    async def wait_for(self, check: Callable[[], bool]) -> None:
+        with trio.fail_after(WAIT):
+            while not check():
+                await self._changed.wait()
+                self._changed = trio.Event()
+
+    async def expect(self, text: str) -> str:
+        """The first line shown (so far or later) that holds ``text``."""
+        await self.wait_for(lambda: any(text in line for line in self.lines))
+        return next(line for line in self.lines if text in line)
+
+    async def expect_status(self, text: str) -> None:
+        await self.wait_for(lambda: self.statuses[-1] == text)
+
+
+@asynccontextmanager
+async def client_in_process(
+    chat: TestServer, nick: str, password: str | None = None
+) -> AsyncIterator[tuple[ChatClient, ScriptedTerminal]]:
+    """The client logged in as ``nick`` (typing ``password`` when asked for one)."""
+    host, port = chat.address("tcp")
+    terminal = ScriptedTerminal()
+    client = ChatClient(Target("tcp", host, port), terminal, nick, reconnect=False)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.run)
+        if password is not None:
+            await terminal.expect(f"Password for {nick}")
+            await terminal.type(password)
+        await terminal.expect(f"-- Hello {nick}")
+        yield client, terminal
+        nursery.cancel_scope.cancel()
+
+
+async def test_who_is_typing_shows_in_the_status_line_until_they_speak() -> None:
+    async with (
+        open_test_server() as chat,
+        client_in_process(chat, "alice") as (client, alice),
+        raw_client({"tcp": chat.addresses[0]}, "bob") as bob,
+    ):
+        # Notices that never run out: the status line must clear for the right reason.
+        client.typing = TypingNow(shown_for=3600.0)
+        await alice.expect("bob joined #lobby")
+        # The client asked for typing notices in its hello: the server sends them only then.
+        await bob.send(type="typing", active=True)
+        await alice.expect_status("bob is typing…")
+        await bob.send(type="say", text="here I am")
+        await alice.expect("<bob> here I am")
+        await alice.expect_status("")  # who speaks has stopped typing
+        await bob.send(type="typing", active=True)
+        await alice.expect_status("bob is typing…")
+        await bob.send(type="typing", active=False)
+        await alice.expect_status("")
+        assert not any("typing" in line for line in alice.lines)  # never a line of its own
+
+
+async def test_read_markers_follow_what_the_client_shows(tmp_path: Path) -> None:
+    config = local_config(ws_port=None, db=str(tmp_path / "chat.db"))
+    async with (
+        open_test_server(config=config) as chat,
+        raw_client({"tcp": chat.addresses[0]}, "bob") as bob,
+    ):
+        host, port = chat.address("tcp")
+        with trio.fail_after(WAIT):
+            stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            phone = RawClient(stream)  # alice's other connection
+            await phone.send(type="hello", nick="alice", password=PASSWORD, register=True)
+            await phone.expect("welcome", nick="alice")
+            async with client_in_process(chat, "alice", PASSWORD) as (client, alice):
+                assert client.account
+                await bob.send(type="say", text="one", ref="1")
+                first = await bob.expect("message", text="one")
+                await alice.expect("<bob> one")
+                # The terminal showed it: the phone learns alice read #lobby up to there.
+                await phone.expect("read", room="#lobby", id=first["id"])
+                for text in ("two", "three", "four"):
+                    await bob.send(type="say", text=text)
+                last = await bob.expect("message", text="four")
+                await alice.expect("<bob> four")
+                marker = await phone.expect("read", room="#lobby", id=last["id"])
+                assert marker == {"type": "read", "room": "#lobby", "id": last["id"]}

@@ -482,8 +482,8 @@ class ChatClient:
     def _shown(self, event: ServerEvent) -> None:
         """What showing ``event`` tells: a typist who spoke stopped typing; the user has
         read the current room up to its message."""
-        if isinstance(event, Message):
-            self.typing.stopped(event.nick, event.room)
+        if isinstance(event, Message) and self.typing.stopped(event.nick, event.room):
+            self._typing_changed.set()
         newest: int | None = None
         if isinstance(event, Message) and self._is_current(event.room):
             newest = event.id
@@ -655,7 +655,8 @@ class ChatClient:
                 self.rooms[key].members.add(event.nick)
         elif isinstance(event, Left):
             key = name_key(event.room)
-            self.typing.stopped(event.nick, event.room)
+            if self.typing.stopped(event.nick, event.room):
+                self._typing_changed.set()
             if event.nick == self.nick:
                 self.rooms.pop(key, None)
             elif key in self.rooms:

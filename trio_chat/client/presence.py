@@ -35,11 +35,13 @@ class TypingNow:
         if active:
             self._until[key] = now + self._shown_for
 
-    def stopped(self, nick: str, room: str | None = None) -> None:
-        """``nick`` spoke (in ``room``) or left (every room when ``room`` is ``None``)."""
-        for key in [k for k in self._until if k[1] == nick]:
-            if room is None or key[0] == name_key(room):
-                del self._until[key]
+    def stopped(self, nick: str, room: str | None = None) -> bool:
+        """``nick`` spoke (in ``room``) or left (every room when ``room`` is ``None``);
+        whether they were shown typing there."""
+        gone = [k for k in self._until if k[1] == nick and (room is None or k[0] == name_key(room))]
+        for key in gone:
+            del self._until[key]
+        return bool(gone)
 
     def typists(self, room: str, now: float) -> list[str]:
         key = name_key(room)

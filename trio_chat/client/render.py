@@ -247,16 +247,15 @@ class Renderer:
 
     def search(self, event: SearchResults) -> str:
         """The answer to ``/search``: one line per message found, with its date, room
-        and id, oldest first."""
+        and id, oldest first (at the bottom, next to the prompt: the newest)."""
         query = printable(event.query)
         if not event.messages:
             return f'-- no messages found for "{query}"'
         found = len(event.messages)
         lines = [f'-- {found} message{"s" if found != 1 else ""} found for "{query}":']
-        for item in event.messages:
-            shown = _past_message(item)
-            if not isinstance(shown, Message):
-                continue
+        # Oldest first, as history reads (the server sends the newest first).
+        found_messages = [m for m in map(_past_message, event.messages) if isinstance(m, Message)]
+        for shown in sorted(found_messages, key=lambda m: m.id):
             stamp = self._sgr(DIM, f"[{day_and_time(shown.ts)} #{shown.id}]")
             body = _line_body(shown.kind, self._nick(shown.nick), self._text(shown))
             lines.append(f"   {stamp} {self._room(shown.room)} {body}")
