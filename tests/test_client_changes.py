@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 import trio
-from test_client import WAIT, RawClient, raw_client
+from test_client import WAIT, RawClient, raw_client, running_client
 
 from trio_chat.client.app import ChatClient
 from trio_chat.client.completion import completions
@@ -517,3 +518,213 @@ async def test_read_markers_follow_what_the_client_shows(tmp_path: Path) -> None
                 await alice.expect("<bob> four")
                 marker = await phone.expect("read", room="#lobby", id=last["id"])
                 assert marker == {"type": "read", "room": "#lobby", "id": last["id"]}
+
+
+# -------------------------------------------- the real client against a scripted server
+
+
+class ScriptedServer:
+    """A JSON-lines server played by the test: it answers what every session needs
+    (``ping``, ``hello``, commands, ``history``) and keeps every other frame the client
+    sends, and the test sends the events it wants drawn. So the client is checked
+    against the protocol's text, frame by frame, over a real socket."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.connections = 0
+        self._stream: trio.SocketStream | None = None
+        self._changed = trio.Event()
+        self._hang_up = trio.Event()
+        self._send_lock = trio.Lock()
+        #: Per ``changed_after`` value: the history page answering it.
+        self.changes: dict[int, list[dict[str, Any]]] = {}
+
+    async def serve(self, task_status: trio.TaskStatus[int]) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        await trio.serve_listeners(self._handle, listeners, task_status=_with(task_status, port))
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        self._stream, self._hang_up = stream, trio.Event()
+        async with trio.open_nursery() as nursery:
+
+            async def hang_up() -> None:
+                await self._hang_up.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(hang_up)
+            buffer = b""
+            while data := await stream.receive_some(65536):
+                buffer += data
+                *lines, buffer = buffer.split(b"\n")
+                for line in filter(None, (li.strip() for li in lines)):
+                    await self._answer(json.loads(line))
+            nursery.cancel_scope.cancel()
+        await stream.aclose()
+
+    async def _answer(self, frame: dict[str, Any]) -> None:
+        kind, ref = frame["type"], frame.get("ref")
+        if kind == "ping":
+            await self.send(type="pong", token=frame.get("token"))
+        elif kind == "hello":
+            await self.send(
+                type="welcome", nick=frame["nick"], room="#lobby", server="s", version="1"
+            )
+            await self.send(type="join", id=1, ts=TS, room="#lobby", nick=frame["nick"])
+        elif kind == "command" and frame["name"] in ("help", "who"):
+            await self.send(type="info", text="ok", ref=ref)
+        elif kind == "history" and "after" in frame:
+            await self.send(type="history", room=frame["room"], messages=[], ref=ref)
+        elif kind == "quit":
+            await self.send(type="bye", code="quit", text="bye")
+            self.hang_up()
+        elif kind == "history" and "changed_after" in frame:
+            page = self.changes.get(frame["changed_after"], [])
+            await self.send(type="history", room=frame["room"], messages=page, ref=ref)
+        self.frames.append(frame)
+        self._changed.set()
+
+    async def send(self, **event: Any) -> None:
+        assert self._stream is not None
+        async with self._send_lock:  # the test and the answers both send
+            await self._stream.send_all(json.dumps(event).encode() + b"\n")
+
+    async def say(self, event_id: int, text: str, nick: str = "bob", **extra: Any) -> None:
+        await self.send(
+            type="message", id=event_id, ts=TS, room="#lobby", nick=nick, text=text, **extra
+        )
+
+    async def expect(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """The first frame of ``kind`` with these fields the client sent (so far or later)."""
+
+        def found() -> dict[str, Any] | None:
+            for frame in self.frames:
+                if frame["type"] == kind and all(frame.get(k) == v for k, v in fields.items()):
+                    return frame
+            return None
+
+        with trio.fail_after(WAIT):
+            while (frame := found()) is None:
+                await self._changed.wait()
+                self._changed = trio.Event()
+        return frame
+
+    def hang_up(self) -> None:
+        self._hang_up.set()
+
+
+def _with(task_status: trio.TaskStatus[int], port: int) -> trio.TaskStatus[Any]:
+    """serve_listeners reports its listeners; the test wants the port."""
+
+    class Status:
+        def started(self, value: object = None) -> None:
+            task_status.started(port)
+
+    return Status()  # type: ignore[return-value]
+
+
+@pytest.fixture
+async def scripted(nursery: trio.Nursery) -> tuple[ScriptedServer, str]:
+    server = ScriptedServer()
+    port = await nursery.start(server.serve)
+    return server, str(port)
+
+
+async def test_message_commands_and_events_over_the_wire(
+    scripted: tuple[ScriptedServer, str],
+) -> None:
+    server, port = scripted
+    async with running_client("127.0.0.1", "--port", port, "--nick", "alice") as alice:
+        await alice.expect("-- Hello alice")
+        await server.say(5, "dinner at six?")
+        assert (await alice.expect("dinner at six?")).endswith(" #5] <bob> dinner at six?")
+
+        await alice.send_line("/reply 5 sure")
+        await server.expect("say", text="sure", reply_to=5, room="#lobby")
+        await server.say(6, "sure", "alice", reply_to=5, quote={"nick": "bob", "text": "dinner…"})
+        assert await alice.expect("↳ #5") == "  ↳ #5 <bob> dinner…"
+        assert (await alice.expect("<alice> sure")).endswith(" #6] <alice> sure")
+
+        await alice.send_line("/edit #6 sure, at seven")
+        await server.expect("edit", id=6, text="sure, at seven", room="#lobby")
+        await server.send(
+            type="edit", id=7, ts=TS, room="#lobby", nick="alice", target=6, text="sure, at seven"
+        )
+        await alice.expect("<alice> sure, at seven (edited #6)")
+
+        await alice.send_line("/react 5 👍")
+        await server.expect("react", id=5, emoji="👍", room="#lobby")
+        await alice.send_line("/unreact 5 👍")
+        await server.expect("react", id=5, emoji="👍", on=False)
+        reaction = {"type": "reaction", "ts": TS, "room": "#lobby", "nick": "carol", "target": 5}
+        await server.send(**reaction, id=8, emoji="🎉")
+        await alice.expect("-!- carol reacted 🎉 to #5 (bob: dinner at six?)")
+        await server.send(**reaction, id=9, emoji="🎉", on=False)
+        await alice.expect("-!- carol took back 🎉 from #5")
+
+        await alice.send_line("/delete 6")
+        await server.expect("delete", id=6, room="#lobby")
+        await server.send(type="delete", id=10, ts=TS, room="#lobby", nick="alice", target=6)
+        await alice.expect("-!- alice deleted message #6")
+
+        await alice.send_line("/edit 6")  # a malformed line: its usage, and nothing sent
+        await alice.expect("!! usage: /edit ID TEXT")
+
+        await alice.send_line("/search #lobby dinner")
+        asked = await server.expect("search", query="dinner", room="#lobby")
+        found = [
+            {"type": "message", "id": 5, "ts": TS, "room": "#lobby", "nick": "bob", "text": "x"}
+        ]
+        await server.send(
+            type="search", query="dinner", messages=found, more=True, ref=asked.get("ref")
+        )
+        await alice.expect('-- 1 message found for "dinner":')
+        await alice.expect("#5] #lobby <bob> x")
+        await alice.send_line("/search")  # the next page
+        await server.expect("search", query="dinner", room="#lobby", before=5)
+
+        await alice.send_line("/mentions 5")
+        await server.expect("command", name="mentions", args="5")
+        # Typing and read markers draw nothing; a piped client asked for no typing.
+        hello = await server.expect("hello", nick="alice")
+        assert "typing" not in hello
+        await server.send(type="typing", room="#lobby", nick="bob", active=True)
+        await server.send(type="read", room="#lobby", id=5)
+        await server.say(11, "last")
+        await alice.expect("<bob> last")
+        status, stderr = await alice.finish()
+    assert (status, stderr) == (0, "")
+    assert not any("typing" in line or "read" in line for line in alice.output)
+    # A guest sends no read markers (they are kept for accounts).
+    assert not [f for f in server.frames if f["type"] == "read"]
+
+
+async def test_after_a_reconnect_what_changed_meanwhile_is_shown(
+    scripted: tuple[ScriptedServer, str],
+) -> None:
+    server, port = scripted
+    async with running_client("127.0.0.1", "--port", port, "--nick", "alice") as alice:
+        await alice.expect("-- Hello alice")
+        for event_id, text in ((3, "first"), (4, "second"), (5, "third")):
+            await server.say(event_id, text)
+        await alice.expect("<bob> third")
+        # While the client is away: #3 is edited, #4 deleted, #5 gets a reaction.
+        base = {"type": "message", "ts": TS, "room": "#lobby", "nick": "bob"}
+        server.changes[5] = [
+            {**base, "id": 3, "text": "first!", "edited": TS, "changed": 12},
+            {**base, "id": 4, "text": "", "deleted": True, "changed": 13},
+            {**base, "id": 5, "text": "third", "reactions": {"👍": ["carol"]}, "changed": 14},
+        ]
+        server.hang_up()
+        await server.expect("history", room="#lobby", after=5)
+        # Once back (the gap filled), the client asks what changed since the last id shown.
+        await alice.expect("-- back in #lobby")
+        await server.expect("history", room="#lobby", changed_after=5)
+        await alice.expect("-- changed in #lobby while you were away:")
+        assert (await alice.expect("#3] <bob>")).endswith("<bob> first! (edited)")
+        assert (await alice.expect("#4] <bob>")).endswith("<bob> (deleted)")
+        assert (await alice.expect("#5] <bob> third (")).endswith("<bob> third (👍 1)")
+        status, stderr = await alice.finish()
+    assert (status, stderr) == (0, "")
+    assert server.connections == 2

@@ -540,6 +540,8 @@ class ChatClient:
                     pinged = False
                     if not await self._handle(event, connection):
                         return
+                    if self.resume.changes_after and not self.resume.resyncing:
+                        await self._ask_all_changes(connection)
                     continue
                 if trio.current_time() >= self.resume.deadline:
                     self._notice("the server did not answer the rejoin in time")
@@ -704,10 +706,6 @@ class ChatClient:
                 self._notice("the server keeps no history: what was said meanwhile is lost")
                 self.resume.changes_after.pop(key, None)
             self._release(f"gap:{key}")
-            after = self.resume.changes_after.pop(key, None)
-            state = self.rooms.get(key)
-            if after is not None and state is not None:
-                await self._ask_changes(connection, state.name, after, key, floor=after)
         elif kind == "changes":
             await self._changes(event, key, connection)
         elif kind == "acct":
@@ -723,6 +721,15 @@ class ChatClient:
     # The server's replies to what the user typed with a ref of ours are shown as usual.
 
     # ------------------------------------------------------- what changed while away
+
+    async def _ask_all_changes(self, connection: ServerConnection) -> None:
+        """The resync is over (``-- back in ...`` was shown): ask each room that had a
+        gap for what changed meanwhile."""
+        due, self.resume.changes_after = self.resume.changes_after, {}
+        for key, after in due.items():
+            state = self.rooms.get(key)
+            if state is not None:
+                await self._ask_changes(connection, state.name, after, key, floor=after)
 
     async def _ask_changes(
         self, connection: ServerConnection, room: str, after: int, key: str, *, floor: int

@@ -147,9 +147,9 @@ class Resume:
         self.floors: dict[str, int] = {}
         #: Rooms being joined again, whose own join and leave lines are not shown.
         self.rejoining: set[str] = set()
-        #: Per room whose gap is being filled: the last id shown before; once the gap is
-        #: filled, changes to older messages made since (edits, deletes, reactions) are
-        #: asked for with ``changed_after`` this id.
+        #: Per room whose gap is filled: the last id shown before; once the resync is
+        #: over, the changes made since to older messages (edits, deletes, reactions) are
+        #: asked for with ``changed_after`` this id (the session empties it then).
         self.changes_after: dict[str, int] = {}
         self.resyncing = False
         #: New messages shown by the last resync.
