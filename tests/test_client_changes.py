@@ -9,6 +9,8 @@ real server, as tests/test_client.py runs it.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 import trio
-from test_client import WAIT, RawClient, raw_client, running_client
+from test_client import ROOT, WAIT, RawClient, client_command, raw_client, running_client
 
 from trio_chat.client.app import ChatClient
 from trio_chat.client.completion import completions
@@ -40,7 +42,7 @@ from trio_chat.client.events import (
 from trio_chat.client.login import hello
 from trio_chat.client.message_commands import SearchPaging, in_room_of_message
 from trio_chat.client.outbox import parse_typed
-from trio_chat.client.presence import ReadMarks, TypingNow
+from trio_chat.client.presence import ReadMarks, TypingNow, TypingSender
 from trio_chat.client.render import BELL, Renderer, reactions_summary
 from trio_chat.client.resume import Resume, RoomState
 from trio_chat.client.shown import ShownMessages
@@ -728,3 +730,87 @@ async def test_after_a_reconnect_what_changed_meanwhile_is_shown(
         status, stderr = await alice.finish()
     assert (status, stderr) == (0, "")
     assert server.connections == 2
+
+
+def test_typing_at_the_prompt_is_told_thinned_and_ended() -> None:
+    sender = TypingSender(every=3.0)
+    assert sender.changed("h", "#dev", now=0.0) == ("#dev", True)
+    assert sender.changed("he", "#dev", now=1.0) is None  # thinned
+    assert sender.changed("hel", "#dev", now=3.5) == ("#dev", True)
+    assert sender.changed("", "#dev", now=4.0) == ("#dev", False)  # cleared
+    assert sender.changed("", "#dev", now=4.5) is None
+    assert sender.changed("/join #ops", "#dev", now=5.0) is None  # a command is not chat
+    assert sender.changed("//not a command", "#dev", now=5.0) == ("#dev", True)
+    sender.said()  # sent: the server ends the typing itself
+    assert sender.changed("", "#dev", now=5.5) is None
+    assert sender.changed("x", None, now=6.0) is None  # in no room
+
+
+tmux = shutil.which("tmux")
+
+
+@pytest.mark.skipif(tmux is None and not os.environ.get("CI"), reason="tmux is not installed")
+async def test_typing_both_ways_at_a_real_terminal(tmp_path: Path) -> None:
+    """The client in tmux: what is typed at its prompt reaches bob as typing notices, and
+    bob's typing shows in a status line under the prompt until he speaks."""
+    assert tmux is not None, "tmux is needed (CI installs it)"
+    socket_path = str(tmp_path / "tmux.sock")
+
+    async def tmux_run(*args: str) -> str:
+        with trio.fail_after(WAIT):
+            result = await trio.run_process(
+                [tmux, "-S", socket_path, *args], capture_stdout=True, capture_stderr=True
+            )
+        return str(result.stdout.decode())
+
+    async def screen_until(check: Callable[[list[str]], bool]) -> list[str]:
+        with trio.fail_after(WAIT):
+            while True:
+                screen = await tmux_run("capture-pane", "-p", "-t", "chat")
+                lines = [line.rstrip() for line in screen.splitlines() if line.strip()]
+                if check(lines):
+                    return lines
+                await trio.sleep(0.05)  # (tmux cannot tell us when the screen changes)
+
+    async with open_test_server() as chat:
+        host, port = chat.address("tcp")
+        command = " ".join(client_command(host, "--port", str(port), "--nick", "tina"))
+        env = {**os.environ, "TERM": "xterm-256color"}
+        new_session = ["-f", "/dev/null", "new-session", "-d", "-x", "100", "-y", "20"]
+        with trio.fail_after(WAIT):
+            await trio.run_process(
+                [tmux, "-S", socket_path, *new_session, "-s", "chat", "-c", str(ROOT), command],
+                env=env,
+            )
+        try:
+            with trio.fail_after(WAIT):
+                stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                bob = RawClient(stream)
+                await bob.send(type="hello", nick="bob", typing=True)
+                await bob.expect("welcome", nick="bob")
+                await screen_until(lambda lines: bool(lines) and lines[-1] == "tina #lobby>")
+                await tmux_run("send-keys", "-t", "chat", "-l", "hel")
+                await bob.expect("typing", room="#lobby", nick="tina", active=True)
+                await tmux_run("send-keys", "-t", "chat", "C-u")  # the line cleared
+                await bob.expect("typing", room="#lobby", nick="tina", active=False)
+
+                await bob.send(type="typing", active=True)
+                lines = await screen_until(lambda lines: "bob is typing…" in lines[-1])
+                assert lines[-2] == "tina #lobby>", lines  # under the prompt
+                await bob.send(type="say", text="done typing")
+                await screen_until(
+                    lambda lines: (
+                        lines[-1] == "tina #lobby>"
+                        and lines[-2].endswith("<bob> done typing")
+                        and not any("typing…" in line for line in lines)
+                    )
+                )
+                await tmux_run("send-keys", "-t", "chat", "-l", "/quit")
+                await tmux_run("send-keys", "-t", "chat", "Enter")
+                await bob.expect("leave", nick="tina")
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(WAIT):
+                await trio.run_process(
+                    [tmux, "-S", socket_path, "kill-server"], check=False, capture_stderr=True
+                )

@@ -95,7 +95,7 @@ from .events import (
 from .login import HELLO_ERRORS, hello, log_in
 from .message_commands import SearchPaging, in_room_of_message
 from .outbox import OWN, Outbox, is_quit, new_room, parse_typed
-from .presence import READ_INTERVAL, ReadMarks, TypingNow
+from .presence import READ_INTERVAL, ReadMarks, TypingNow, TypingSender
 from .render import Renderer
 from .resume import (
     GAP_PAGE,
@@ -158,6 +158,8 @@ class ChatClient:
         #: Who is typing (shown in the terminal's status line, when it has one).
         self.typing = TypingNow()
         self._typing_changed = trio.Event()
+        #: Whether and when to tell others the user is typing (at a prompt only).
+        self.typing_sender = TypingSender()
         #: The ``read`` markers to send for what was shown, and the last search, to page.
         self.reads = ReadMarks()
         self._reads_due = trio.Event()
@@ -368,6 +370,7 @@ class ChatClient:
             if isinstance(line, InputEnd):
                 await self._quit(line, self.connection)
                 return
+            self.typing_sender.said()
             try:
                 frame = parse_typed(line, self.json_mode)
             except RemoteProtocolError as exc:
@@ -778,6 +781,23 @@ class ChatClient:
     def _shows_typing(self) -> bool:
         """Ask for typing notices only when they can be shown (a status line)."""
         return self.terminal.has_status and not self.json_mode
+
+    def typed(self, text: str) -> None:
+        """The prompt's line is now ``text`` (called on every key): tell the room's
+        members that the user is typing, or stopped (thinned by :class:`TypingSender`)."""
+        if not self.online or self.json_mode or self._nursery is None:
+            return
+        notice = self.typing_sender.changed(text, self.room, trio.current_time())
+        if notice is not None:
+            room, active = notice
+            self._nursery.start_soon(self._send_typing, room, active)
+
+    async def _send_typing(self, room: str, active: bool) -> None:
+        # Now or never: a notice kept for after a reconnect would be stale.
+        connection = self.connection
+        if connection is not None and self.online:
+            with contextlib.suppress(ConnectionLost):
+                await connection.send(WireFrame("typing", {"room": room, "active": active}))
 
     def _presence(self, event: TypingNotice | ReadMarker) -> None:
         if self.json_mode:

@@ -1,11 +1,15 @@
 """Who is typing, and how far the user has read: the client's bookkeeping, without I/O.
 
-:class:`TypingNow` turns ``typing`` notices into the status line under the prompt
-(``alice is typing…``). A notice lasts until its typist stops, speaks or leaves, and at
-most :data:`TYPING_SHOWN` seconds after the last one (a typist whose connection dropped
-sends no "stopped"). :class:`ReadMarks` decides which ``read`` frames to send: the newest
-message shown in the current room, once per :data:`READ_INTERVAL` at most, never an id the
-server has already (sent before, or moved there by another connection of the user).
+:class:`TypingSender` decides when to tell the server that the user is typing at the
+prompt: ``active`` when a chat line is started (again every :data:`TYPING_EVERY`
+seconds while it changes), ``active: false`` when it is cleared; a line sent ends it
+with nothing more (the server knows). :class:`TypingNow` turns others' ``typing`` notices
+into the status line under the prompt (``alice is typing…``). A notice lasts until its
+typist stops, speaks or leaves, and at most :data:`TYPING_SHOWN` seconds after the last
+one (a typist whose connection dropped sends no "stopped"). :class:`ReadMarks` decides
+which ``read`` frames to send: the newest message shown in the current room, once per
+:data:`READ_INTERVAL` at most, never an id the server has already (sent before, or moved
+there by another connection of the user).
 Times are passed in (``now``), never read.
 """
 
@@ -19,6 +23,37 @@ TYPING_SHOWN = 6.0
 READ_INTERVAL = 1.0
 #: Typists named in the status line; more are counted.
 TYPISTS_NAMED = 3
+#: Seconds between two ``active`` notices while the user types (the server passes one
+#: every 3 seconds at most, and receivers show it for :data:`TYPING_SHOWN`).
+TYPING_EVERY = 3.0
+
+
+class TypingSender:
+    """The ``typing`` notices of the user's own prompt."""
+
+    def __init__(self, every: float = TYPING_EVERY) -> None:
+        self._every = every
+        #: The room told "typing" last, and when; ``None`` while not typing.
+        self._room: str | None = None
+        self._since = float("-inf")
+
+    def changed(self, text: str, room: str | None, now: float) -> tuple[str, bool] | None:
+        """The line at the prompt is now ``text`` (``room`` is current): the notice to
+        send, as (room, active), or ``None``. A command (``/...``) is not a chat line."""
+        chatting = bool(text.strip()) and (not text.startswith("/") or text.startswith("//"))
+        if chatting and room is not None:
+            if room == self._room and now - self._since < self._every:
+                return None
+            self._room, self._since = room, now
+            return room, True
+        if not chatting and self._room is not None:
+            stopped, self._room = self._room, None
+            return stopped, False
+        return None
+
+    def said(self) -> None:
+        """The line was sent: typing ended there, and the server knows it."""
+        self._room = None
 
 
 class TypingNow:

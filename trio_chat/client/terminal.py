@@ -159,8 +159,10 @@ class PromptTerminal:
         session: PromptSession[str] | None = None,
         complete: Completions | None = None,
         page_up: Callable[[], None] | None = None,
+        typed: Callable[[str], None] | None = None,
     ) -> None:
         from prompt_toolkit import PromptSession
+        from prompt_toolkit.buffer import Buffer
         from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
         bindings = KeyBindings()
@@ -182,6 +184,16 @@ class PromptTerminal:
             reserve_space_for_menu=0,
             key_bindings=bindings,
         )
+        if typed is not None:
+
+            def text_changed(buffer: Buffer) -> None:
+                # In the prompt's thread, on every key: hand the text to trio without
+                # waiting for it (typing must not lag).
+                if self._token is not None:
+                    with contextlib.suppress(trio.RunFinishedError):
+                        self._token.run_sync_soon(typed, buffer.text)
+
+            self.session.default_buffer.on_text_changed += text_changed
         self._status = ""
         self._lock = threading.Lock()
         self._stopped = False  # once set, no prompt runs any more
@@ -318,16 +330,17 @@ async def open_terminal(
     interactive: bool,
     complete: Completions | None = None,
     page_up: Callable[[], None] | None = None,
+    typed: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Terminal]:
     """The prompt (``interactive``) or a stdin line reader, torn down when the block ends.
 
     ``complete`` gives the prompt's Tab completions; ``page_up`` is called (in trio) when
-    PageUp is pressed.
+    PageUp is pressed, ``typed`` with the prompt's text each time it changes.
     """
     if interactive:
         from prompt_toolkit.patch_stdout import patch_stdout
 
-        terminal = PromptTerminal(complete=complete, page_up=page_up)
+        terminal = PromptTerminal(complete=complete, page_up=page_up, typed=typed)
         try:
             with patch_stdout(raw=True):
                 yield terminal
