@@ -48,7 +48,7 @@ from trio_chat.client.resume import Resume, RoomState
 from trio_chat.client.shown import ShownMessages
 from trio_chat.client.terminal import InputEnd
 from trio_chat.names import name_key
-from trio_chat.protocol import Command, Hello, History, Joined, RemoteProtocolError, Say
+from trio_chat.protocol import Command, Hello, History, Info, Joined, RemoteProtocolError, Say
 from trio_chat.testing import TestServer, local_config, open_test_server
 from trio_chat.textmode import clock
 
@@ -307,6 +307,22 @@ def test_search_results_name_their_room_and_day() -> None:
     assert second == f"   [{day} #9] #dev <bob> deploy done"
     assert "/search" in footer
     assert renderer().line(SearchResults(query="x")) == '-- no messages found for "x"'
+
+
+def test_mentions_answer_lists_the_lines_like_search() -> None:
+    items = [  # newest first, as the server sends them
+        {**message(9, "alice: done?").to_dict(), "room": "#ops"},
+        {**message(4, "ask alice").to_dict(), "room": "#dev"},
+    ]
+    answer = Info(text="2 lines name you", data={"mentions": items})
+    day = time.strftime("%Y-%m-%d %H:%M", time.localtime(TS))
+    assert renderer().line(answer).split("\n") == [
+        "-- 2 lines naming you:",
+        f"   [{day} #4] #dev <bob> ask alice",
+        f"   [{day} #9] #ops <bob> alice: done?",
+    ]
+    none = Info(text="nobody named you", data={"mentions": []})
+    assert renderer().line(none) == "-- nobody named you"
 
 
 def test_the_servers_mentions_decide_the_highlight() -> None:

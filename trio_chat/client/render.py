@@ -179,6 +179,10 @@ class Renderer:
             return ""  # the status line shows typing; a read marker draws nothing
         if isinstance(event, Error):
             return self._sgr(f"{BOLD};{RED}", printable(render_text(event)))
+        if isinstance(event, Info) and isinstance(event.data, dict):
+            found = event.data.get("mentions")
+            if isinstance(found, list):
+                return self.mentions(event, found)
         if isinstance(event, Info | Bye):
             text = render_text(event)
             return "\n".join(printable(line) for line in text.split("\n"))
@@ -252,16 +256,30 @@ class Renderer:
         if not event.messages:
             return f'-- no messages found for "{query}"'
         found = len(event.messages)
-        lines = [f'-- {found} message{"s" if found != 1 else ""} found for "{query}":']
-        # Oldest first, as history reads (the server sends the newest first).
-        found_messages = [m for m in map(_past_message, event.messages) if isinstance(m, Message)]
-        for shown in sorted(found_messages, key=lambda m: m.id):
-            stamp = self._sgr(DIM, f"[{day_and_time(shown.ts)} #{shown.id}]")
-            body = _line_body(shown.kind, self._nick(shown.nick), self._text(shown))
-            lines.append(f"   {stamp} {self._room(shown.room)} {body}")
+        header = f'-- {found} message{"s" if found != 1 else ""} found for "{query}":'
+        lines = [header, *self._found_lines(event.messages)]
         if event.more:
             lines.append("-- (older ones: /search again with nothing after it)")
         return "\n".join(lines)
+
+    def mentions(self, event: Info, items: list[Any]) -> str:
+        """``/mentions``' answer (``data.mentions``): like search results."""
+        if not items:
+            return "\n".join(printable(line) for line in render_text(event).split("\n"))
+        count = len(items)
+        header = f"-- {count} line{'s' if count != 1 else ''} naming you:"
+        return "\n".join([header, *self._found_lines(items)])
+
+    def _found_lines(self, items: list[Any]) -> list[str]:
+        """Messages found (by search, or naming the user), oldest first (the server sends
+        the newest first), each with its date, room and id."""
+        found = [m for m in map(_past_message, items) if isinstance(m, Message)]
+        lines = []
+        for shown in sorted(found, key=lambda m: m.id):
+            stamp = self._sgr(DIM, f"[{day_and_time(shown.ts)} #{shown.id}]")
+            body = _line_body(shown.kind, self._nick(shown.nick), self._text(shown))
+            lines.append(f"   {stamp} {self._room(shown.room)} {body}")
+        return lines
 
     def _bell(self, event: ServerEvent) -> str:
         return BELL if self.colour and self.is_alert(event) else ""

@@ -14,7 +14,7 @@ import collections
 import dataclasses
 
 from ..names import name_key
-from ..protocol import History, Message, RemoteProtocolError, ServerEvent
+from ..protocol import History, Info, Message, RemoteProtocolError, ServerEvent
 from .events import MessageDeleted, MessageEdited, SearchResults, event_from_dict
 
 #: Messages remembered, the newest kept.
@@ -82,8 +82,9 @@ class ShownMessages:
             self.edited(event.target, event.text)
         elif isinstance(event, MessageDeleted):
             self.deleted(event.target)
-        elif isinstance(event, History | SearchResults):
-            for item in event.messages:
+        elif isinstance(event, History | SearchResults | Info):
+            items = event.messages if not isinstance(event, Info) else _mentions(event)
+            for item in items:
                 if not isinstance(item, dict) or item.get("type", "message") != "message":
                     continue
                 try:
@@ -92,3 +93,9 @@ class ShownMessages:
                     continue
                 if isinstance(message, Message):
                     self.add(message)
+
+
+def _mentions(event: Info) -> list[object]:
+    """The lines of ``/mentions``' answer (``data.mentions``), if it is one."""
+    found = event.data.get("mentions") if isinstance(event.data, dict) else None
+    return found if isinstance(found, list) else []
