@@ -27,7 +27,7 @@ from test_client import ROOT, WAIT, RawClient, client_command, raw_client, runni
 from trio_chat import protocol
 from trio_chat.client.app import ChatClient
 from trio_chat.client.completion import completions
-from trio_chat.client.connection import Target
+from trio_chat.client.connection import Target, parse_target
 from trio_chat.client.events import (
     ChatMessage,
     MessageDeleted,
@@ -475,12 +475,18 @@ class ScriptedTerminal:
 
 @asynccontextmanager
 async def client_in_process(
-    chat: TestServer, nick: str, password: str | None = None, *, colour: bool = False
+    chat: TestServer,
+    nick: str,
+    password: str | None = None,
+    *,
+    colour: bool = False,
+    websocket: bool = False,
 ) -> AsyncIterator[tuple[ChatClient, ScriptedTerminal]]:
-    """The client logged in as ``nick`` (typing ``password`` when asked for one)."""
-    host, port = chat.address("tcp")
+    """The client logged in as ``nick`` (typing ``password`` when asked for one), over TCP
+    or WebSocket."""
+    target = parse_target(chat.ws_url, 0) if websocket else Target("tcp", *chat.address("tcp"))
     terminal = ScriptedTerminal()
-    client = ChatClient(Target("tcp", host, port), terminal, nick, reconnect=False, colour=colour)
+    client = ChatClient(target, terminal, nick, reconnect=False, colour=colour)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client.run)
         if password is not None:
@@ -491,10 +497,11 @@ async def client_in_process(
         nursery.cancel_scope.cancel()
 
 
-async def test_who_is_typing_shows_in_the_status_line_until_they_speak() -> None:
+@pytest.mark.parametrize("websocket", [False, True], ids=["tcp", "websocket"])
+async def test_who_is_typing_shows_in_the_status_line_until_they_speak(websocket: bool) -> None:
     async with (
         open_test_server() as chat,
-        client_in_process(chat, "alice") as (client, alice),
+        client_in_process(chat, "alice", websocket=websocket) as (client, alice),
         raw_client({"tcp": chat.addresses[0]}, "bob") as bob,
     ):
         # Notices that never run out: the status line must clear for the right reason.
@@ -870,13 +877,15 @@ async def account(
 
 
 @whole_server
-async def test_reply_edit_react_delete_with_the_server(tmp_path: Path) -> None:
-    config = local_config(ws_port=None, db=str(tmp_path / "chat.db"))
+@pytest.mark.parametrize("websocket", [False, True], ids=["tcp", "websocket"])
+async def test_reply_edit_react_delete_with_the_server(tmp_path: Path, websocket: bool) -> None:
+    config = local_config(db=str(tmp_path / "chat.db"))
     async with open_test_server(config=config) as chat:
         host, port = chat.address("tcp")
+        where = [chat.ws_url] if websocket else [host, "--port", str(port)]
         async with (
-            raw_client({"tcp": chat.addresses[0]}, "bob") as bob,
-            running_client(host, "--port", str(port), "--nick", "alice") as alice,
+            raw_client({"tcp": f"tcp://{host}:{port}"}, "bob") as bob,
+            running_client(*where, "--nick", "alice") as alice,
         ):
             await alice.expect("-- Hello alice")
             await bob.expect("join", nick="alice")
