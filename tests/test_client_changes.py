@@ -46,7 +46,7 @@ from trio_chat.client.message_commands import SearchPaging, in_room_of_message
 from trio_chat.client.outbox import parse_typed
 from trio_chat.client.presence import ReadMarks, TypingNow, TypingSender
 from trio_chat.client.render import BELL, MENTION, Renderer, reactions_summary
-from trio_chat.client.resume import Resume, RoomState
+from trio_chat.client.resume import ChangedMeanwhile, Resume, RoomState
 from trio_chat.client.shown import ShownMessages
 from trio_chat.client.terminal import InputEnd
 from trio_chat.names import name_key
@@ -1001,3 +1001,23 @@ async def test_what_changed_while_away_is_shown_after_a_reconnect(
         status, stderr = await alice.finish()
         again.shutdown()
     assert (status, stderr) == (0, "")
+
+
+def test_what_changed_meanwhile_is_paged_and_only_older_messages_are_news() -> None:
+    changed = ChangedMeanwhile()
+    changed.due = {"dev": 10, "ops": 7}
+    assert changed.ask_due() == [("dev", 10), ("ops", 7)] and not changed.due
+    first = [{"id": 4, "changed": 11}, {"id": 12, "changed": 13}, {"id": 9, "changed": 15}]
+    # #12 came with the gap, as it is now: not news. The next page starts after change 15.
+    assert changed.page("dev", first, more=True) == ([first[0], first[2]], 15)
+    assert changed.page("dev", [{"id": 2, "changed": 16}], more=False) == (
+        [{"id": 2, "changed": 16}],
+        None,
+    )
+    assert changed.page("dev", [{"id": 3, "changed": 17}], more=False) == ([], None)  # done
+    # An older server ignores changed_after: its latest messages, none changed, no next page.
+    assert changed.page("ops", [{"id": 5}, {"id": 6}], more=True) == ([], None)
+    changed.due = {"dev": 10}
+    changed.ask_due()
+    changed.forget("dev")  # refused
+    assert changed.page("dev", first, more=True) == ([], None)

@@ -90,7 +90,6 @@ from .events import (
     SearchResults,
     TypingNotice,
     WireFrame,
-    changed_items,
 )
 from .login import HELLO_ERRORS, hello, log_in
 from .message_commands import SearchPaging, in_room_of_message
@@ -164,9 +163,6 @@ class ChatClient:
         self.reads = ReadMarks()
         self._reads_due = trio.Event()
         self.searches = SearchPaging()
-        #: Per room (key) whose changes are being asked for after a reconnect: the last
-        #: id shown before the connection was lost (newer messages came with the gap).
-        self._change_floors: dict[str, int] = {}
         #: Logged in to an account (read markers are kept for accounts only).
         self.account = False
         self.nick = nick
@@ -246,7 +242,6 @@ class ChatClient:
         self.connection = None
         self.online = False
         self.resume.reset()
-        self._change_floors.clear()
         self.typing = TypingNow()  # nobody is known to be typing any more
         self._refresh_status()
         self._session_over.set()
@@ -543,8 +538,10 @@ class ChatClient:
                     pinged = False
                     if not await self._handle(event, connection):
                         return
-                    if self.resume.changes_after and not self.resume.resyncing:
-                        await self._ask_all_changes(connection)
+                    if self.resume.changed.due and not self.resume.resyncing:
+                        # Back (the "-- back in" line is out): what changed meanwhile.
+                        for key, after in self.resume.changed.ask_due():
+                            await self._ask_changes(connection, key, after)
                     continue
                 if trio.current_time() >= self.resume.deadline:
                     self._notice("the server did not answer the rejoin in time")
@@ -676,6 +673,7 @@ class ChatClient:
                 # /join answers {"room", "topic"}, /part {"room", "left"}: "room" is current.
                 room = data.get("room")
                 self.room = room if isinstance(room, str) and room else None
+                self._typing_changed.set()  # the status line is the current room's
             if isinstance(data.get("commands"), list):
                 self.commands = known_commands(
                     [str(c.get("name")) for c in data["commands"] if isinstance(c, dict)]
@@ -707,7 +705,7 @@ class ChatClient:
                     return
             elif isinstance(event, Error) and event.code == "no_store":
                 self._notice("the server keeps no history: what was said meanwhile is lost")
-                self.resume.changes_after.pop(key, None)
+                self.resume.changed.due.pop(key, None)
             self._release(f"gap:{key}")
         elif kind == "changes":
             await self._changes(event, key, connection)
@@ -725,55 +723,33 @@ class ChatClient:
 
     # ------------------------------------------------------- what changed while away
 
-    async def _ask_all_changes(self, connection: ServerConnection) -> None:
-        """The resync is over (``-- back in ...`` was shown): ask each room that had a
-        gap for what changed meanwhile."""
-        due, self.resume.changes_after = self.resume.changes_after, {}
-        for key, after in due.items():
-            state = self.rooms.get(key)
-            if state is not None:
-                await self._ask_changes(connection, state.name, after, key, floor=after)
-
-    async def _ask_changes(
-        self, connection: ServerConnection, room: str, after: int, key: str, *, floor: int
-    ) -> None:
-        """Ask for ``room``'s messages changed (edited, deleted, reacted to) after id
-        ``after``: the gap brought the newer messages as they are now; these are the
-        older ones that changed while we were away."""
-        self._change_floors[key] = floor
-        frame = WireFrame("history", {"room": room, "changed_after": after, "limit": GAP_PAGE})
+    async def _ask_changes(self, connection: ServerConnection, key: str, after: int) -> None:
+        """Ask for room ``key``'s messages changed (edited, deleted, reacted to) by a
+        change numbered above ``after`` (:class:`~.resume.ChangedMeanwhile`)."""
+        state = self.rooms.get(key)
+        if state is None:
+            self.resume.changed.forget(key)
+            return
+        fields = {"room": state.name, "changed_after": after, "limit": GAP_PAGE}
         with contextlib.suppress(ConnectionLost):
-            await connection.send(dataclasses.replace(frame, ref=f"{OWN}changes:{key}"))
+            await connection.send(WireFrame("history", fields, ref=f"{OWN}changes:{key}"))
 
     async def _changes(self, event: ServerEvent, key: str, connection: ServerConnection) -> None:
-        """A page of changed messages: show those shown before the connection was lost
-        (each as it is now), and ask for the next page."""
-        floors = self._change_floors
-        floor = floors.get(key)
-        if not isinstance(event, History) or floor is None:
-            floors.pop(key, None)  # an error (a server without changes): nothing to show
+        """A page of changed messages: show them as they are now; ask for the next."""
+        if not isinstance(event, History):
+            self.resume.changed.forget(key)  # refused: nothing to show
             return
-        changed = [m for m in changed_items(event.messages) if m["id"] <= floor]
-        if changed:
-            page = History(room=event.room, messages=changed)
-            self._show_changed(page)
-        # An older server ignores changed_after and sends its latest messages, none marked
-        # "changed": no page to follow then.
-        latest = [m["changed"] for m in changed_items(event.messages)]
-        state = self.rooms.get(key)
-        if event.more and latest and state is not None:
-            await self._ask_changes(connection, state.name, max(latest), key, floor=floor)
-        else:
-            floors.pop(key, None)
-
-    def _show_changed(self, page: History) -> None:
-        if self.json_mode:
-            self._display(page)
-            return
-        self.renderer.nick = self.nick
-        self.renderer.room = self.room
-        self.terminal.show(self.renderer.changed_while_away(page))
-        self.shown.remember(page)
+        shown, after = self.resume.changed.page(key, event.messages, event.more)
+        if shown:
+            page = History(room=event.room, messages=shown)
+            if self.json_mode:
+                self._display(page)
+            else:
+                self.renderer.nick, self.renderer.room = self.nick, self.room
+                self.terminal.show(self.renderer.changed_while_away(page))
+                self.shown.remember(page)
+        if after is not None:
+            await self._ask_changes(connection, key, after)
 
     # ------------------------------------------------------------- typing and read
 

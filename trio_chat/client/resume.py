@@ -5,7 +5,8 @@ and decide to come back well is kept here, apart from any I/O, so that it can be
 with plain function calls: how long to wait before the next attempt
 (:func:`backoff_delay`), which rooms to join again and in what order, which gaps to ask
 for, and which events wait (:class:`Resume`) until every gap is filled, to be shown then
-once each (:class:`SeenIds`) and in order of id. Times are passed in (``now``), never read.
+once each (:class:`SeenIds`) and in order of id, and, once back, which older messages
+changed meanwhile (:class:`ChangedMeanwhile`). Times are passed in (``now``), never read.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import collections
 import dataclasses
 import random
 from collections.abc import Mapping
+from typing import Any
 
 from ..names import name_key
 from ..protocol import (
@@ -27,7 +29,7 @@ from ..protocol import (
     ServerEvent,
     Topic,
 )
-from .events import MessageDeleted, MessageEdited, Reaction, event_from_dict
+from .events import MessageDeleted, MessageEdited, Reaction, changed_items, event_from_dict
 
 #: Seconds events are held back waiting for a rejoin's history before they are shown anyway.
 HOLD_TIMEOUT = 15.0
@@ -147,10 +149,8 @@ class Resume:
         self.floors: dict[str, int] = {}
         #: Rooms being joined again, whose own join and leave lines are not shown.
         self.rejoining: set[str] = set()
-        #: Per room whose gap is filled: the last id shown before; once the resync is
-        #: over, the changes made since to older messages (edits, deletes, reactions) are
-        #: asked for with ``changed_after`` this id (the session empties it then).
-        self.changes_after: dict[str, int] = {}
+        #: The older messages of the rooms with a gap that changed meanwhile.
+        self.changed = ChangedMeanwhile()
         self.resyncing = False
         #: New messages shown by the last resync.
         self.missed = 0
@@ -163,7 +163,7 @@ class Resume:
         self.held.clear()
         self.floors.clear()
         self.rejoining.clear()
-        self.changes_after.clear()
+        self.changed = ChangedMeanwhile()
         self.resyncing = False
         self.deadline = float("inf")
 
@@ -206,7 +206,7 @@ class Resume:
         found = [(key, floor) for key, floor in self.floors.items() if key in rooms]
         for key, floor in found:
             self.hold(f"gap:{key}", now)
-            self.changes_after[key] = floor
+            self.changed.due[key] = floor
         return found
 
     def is_own_rejoin(self, event: ServerEvent, nick: str | None) -> bool:
@@ -289,3 +289,46 @@ class Resume:
                     self.missed += 1
             shown.append(event)
         return shown
+
+
+class ChangedMeanwhile:
+    """The messages shown before a reconnect that were edited, deleted or reacted to while
+    the client was away, asked for room by room once the resync is over (``history`` with
+    ``changed_after`` the last id shown there), page by page.
+
+    The gap brought every newer message as it is now; of each page, only the messages at or
+    below that last id are news. An older server ignores ``changed_after`` and answers
+    with its latest messages, none marked ``changed``: nothing is shown then, and no page
+    follows.
+    """
+
+    def __init__(self) -> None:
+        #: Room key -> the last id shown before: to ask once the resync is over.
+        self.due: dict[str, int] = {}
+        #: Room key -> that id, while its pages come.
+        self._floors: dict[str, int] = {}
+
+    def ask_due(self) -> list[tuple[str, int]]:
+        """The first request of each room due: (room key, ``changed_after``)."""
+        due, self.due = self.due, {}
+        self._floors.update(due)
+        return list(due.items())
+
+    def page(
+        self, key: str, messages: list[Any], more: bool
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """A page answering room ``key``: its messages to show, and the ``changed_after``
+        of the next page (``None``: the room is done)."""
+        floor = self._floors.get(key)
+        changed = changed_items(messages)
+        if floor is None:
+            return [], None
+        shown = [m for m in changed if m["id"] <= floor]
+        if more and changed:
+            return shown, max(m["changed"] for m in changed)
+        del self._floors[key]
+        return shown, None
+
+    def forget(self, key: str) -> None:
+        """Room ``key``'s request was refused (no store, not in the room): done."""
+        self._floors.pop(key, None)
