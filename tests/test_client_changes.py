@@ -33,9 +33,7 @@ from trio_chat.client.events import (
     MessageDeleted,
     MessageEdited,
     Reaction,
-    ReadMarker,
     SearchResults,
-    TypingNotice,
     WireFrame,
     changed_items,
     decode_event,
@@ -50,7 +48,17 @@ from trio_chat.client.resume import ChangedMeanwhile, Resume, RoomState
 from trio_chat.client.shown import ShownMessages
 from trio_chat.client.terminal import InputEnd
 from trio_chat.names import name_key
-from trio_chat.protocol import Command, Hello, History, Info, Joined, RemoteProtocolError, Say
+from trio_chat.protocol import (
+    Command,
+    Hello,
+    History,
+    Info,
+    Joined,
+    ReadMarker,
+    RemoteProtocolError,
+    Say,
+    Typing,
+)
 from trio_chat.server import ChatServer
 from trio_chat.testing import TestServer, local_config, open_test_server
 from trio_chat.textmode import clock
@@ -116,9 +124,9 @@ def test_changes_are_numbered_room_events(obj: dict[str, object], cls: type) -> 
 
 def test_live_only_events_and_search_decode() -> None:
     typing = decode_event(b'{"type":"typing","room":"#dev","nick":"bob","active":true}')
-    assert typing == TypingNotice(room="#dev", nick="bob", active=True)
+    assert typing == Typing(room="#dev", nick="bob", active=True)
     read = decode_event(b'{"type":"read","room":"#dev","id":12}')
-    assert read == ReadMarker(room="#dev", id=12)
+    assert read == ReadMarker(room="#dev", message_id=12)
     found = decode_event(b'{"type":"search","query":"x","messages":[],"more":true,"ref":"r"}')
     assert found == SearchResults(query="x", messages=[], more=True, ref="r")
     # Events from before issue 18 come as they always did.
@@ -131,7 +139,6 @@ def test_live_only_events_and_search_decode() -> None:
     [
         b'{"type":"edit","id":true,"ts":1,"room":"#d","nick":"b","target":5,"text":"x"}',
         b'{"type":"reaction","id":1,"ts":1,"room":"#d","nick":"b","target":"5","emoji":"x"}',
-        b'{"type":"typing","room":"#d","nick":"b","active":"yes"}',
         b'{"type":"message","id":1,"ts":1,"room":"#d","nick":"b","text":"x","quote":"no"}',
         b'{"type":"delete","id":1,"ts":1,"room":"#d","nick":"b"}',
         b'{"type":"search","messages":[]}',
@@ -243,6 +250,8 @@ def test_a_reply_comes_after_a_line_quoting_what_it_answers() -> None:
     assert line.endswith("#42] <bob> sure")
     # A quote the server could not give (the message is gone) still names the id.
     assert renderer().line(message(43, "ok", reply_to=40)).startswith("  ↳ #40\n")
+    gone = message(44, "ok", reply_to=39, quote={"nick": "carol", "text": ""})
+    assert renderer().line(gone).startswith("  ↳ #39 <carol> (deleted)\n")
 
 
 def test_an_edit_a_delete_and_reactions_are_lines_of_their_own() -> None:
@@ -351,8 +360,8 @@ def test_what_others_send_cannot_drive_the_terminal() -> None:
 
 def test_typing_and_read_markers_draw_no_line() -> None:
     r = renderer()
-    assert r.line(TypingNotice(room="#dev", nick="bob", active=True)) == ""
-    assert r.line(ReadMarker(room="#dev", id=5)) == ""
+    assert r.line(Typing(room="#dev", nick="bob", active=True)) == ""
+    assert r.line(ReadMarker(room="#dev", message_id=5)) == ""
 
 
 # ---------------------------------------------------------------------- bookkeeping

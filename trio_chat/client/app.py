@@ -61,16 +61,19 @@ from ..protocol import (
     Info,
     Joined,
     Left,
+    MarkRead,
     Message,
     NickChanged,
     Ping,
     Pong,
     PongReply,
     Quit,
+    ReadMarker,
     RemoteProtocolError,
     Say,
     ServerEvent,
     ServerPing,
+    Typing,
     Welcome,
     encode_server_event,
 )
@@ -86,9 +89,7 @@ from .connection import (
 )
 from .events import (
     Outgoing,
-    ReadMarker,
     SearchResults,
-    TypingNotice,
     WireFrame,
 )
 from .login import HELLO_ERRORS, hello, log_in
@@ -609,7 +610,7 @@ class ChatClient:
             self.bye = event
             self._display(event)
             return False
-        if isinstance(event, TypingNotice | ReadMarker):
+        if isinstance(event, Typing | ReadMarker):
             self._presence(event)
             return True
         if isinstance(event, SearchResults):
@@ -773,17 +774,22 @@ class ChatClient:
         connection = self.connection
         if connection is not None and self.online:
             with contextlib.suppress(ConnectionLost):
+                # As JSON itself: encode_client_frame leaves out false fields, and "active"
+                # is required (false: stopped).
                 await connection.send(WireFrame("typing", {"room": room, "active": active}))
 
-    def _presence(self, event: TypingNotice | ReadMarker) -> None:
+    def _presence(self, event: Typing | ReadMarker) -> None:
         if self.json_mode:
             self._display(event)
-        if isinstance(event, TypingNotice):
-            if event.nick != self.nick:
+        if not isinstance(event.room, str):
+            return  # a broken frame: nothing to keep
+        if isinstance(event, Typing):
+            if event.nick != self.nick and isinstance(event.nick, str):
                 self.typing.notice(event.room, event.nick, event.active, trio.current_time())
                 self._typing_changed.set()
         else:
-            self.reads.known(event.room, event.id)
+            if isinstance(event.message_id, int):
+                self.reads.known(event.room, event.message_id)
 
     def _refresh_status(self) -> None:
         if self.terminal.has_status:
@@ -804,5 +810,5 @@ class ChatClient:
             self._reads_due = trio.Event()
             for room, message_id in self.reads.take():
                 with contextlib.suppress(ConnectionLost):
-                    await connection.send(WireFrame("read", {"room": room, "id": message_id}))
+                    await connection.send(MarkRead(room=room, id=message_id))
             await trio.sleep(READ_INTERVAL)

@@ -1,11 +1,12 @@
 """The frames issue 18 added to the protocol, as the terminal client reads and writes them.
 
-The wire format is the contract (docs/protocol.md): replies, edits, deletes, reactions,
-typing notices, read markers and search. The client reads those events into classes of
-its own, here, and writes those frames as plain JSON objects (:class:`WireFrame`), so that
-it speaks exactly what the protocol says whatever a server's Python classes are called,
-and meets an older server gracefully: an unknown field is ignored by the server, a field
-left out reads as "none" here.
+The wire format is the contract (docs/protocol.md): replies, edits, deletes, reactions and
+search (typing notices and read markers are :mod:`trio_chat.protocol`'s ``Typing`` and
+``ReadMarker``). The client reads those events into classes of its own, here, and writes
+those frames as plain JSON objects (:class:`WireFrame`), so that it speaks exactly what the
+protocol says whatever a server's Python classes are called, and meets an older server
+gracefully: an unknown field is ignored by the server, a field left out reads as "none"
+here.
 
 :class:`ChatMessage` is a ``message`` with every field a message may now carry, live or in
 a ``history`` page (a reply's ``quote``, ``mentions``, ``edited``, ``deleted``,
@@ -90,26 +91,6 @@ class Reaction(ServerEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TypingNotice(ServerEvent):
-    """``nick`` started (``active``) or stopped typing in ``room``: live only, no id."""
-
-    TYPE: ClassVar[str] = "typing"
-    room: str
-    nick: str
-    active: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReadMarker(ServerEvent):
-    """Another connection of this user has read ``room`` up to message ``id``."""
-
-    TYPE: ClassVar[str] = "read"
-    room: str
-    id: int
-    ref: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SearchResults(ServerEvent):
     """The answer to a ``search``: history-shaped messages (each with its ``room``),
     oldest first; ``more`` when older ones match too."""
@@ -125,8 +106,7 @@ class SearchResults(ServerEvent):
 Change = MessageEdited | MessageDeleted | Reaction
 
 _EVENTS: dict[str, type[ServerEvent]] = {
-    cls.TYPE: cls
-    for cls in (MessageEdited, MessageDeleted, Reaction, TypingNotice, ReadMarker, SearchResults)
+    cls.TYPE: cls for cls in (MessageEdited, MessageDeleted, Reaction, SearchResults)
 }
 #: Field -> the JSON types it may hold (anything else is a broken frame, not a crash).
 _INTS = frozenset({"id", "target", "reply_to", "changed"})

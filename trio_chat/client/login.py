@@ -18,7 +18,6 @@ from .. import __version__
 from ..protocol import Error, Hello, ServerEvent, Welcome
 from ..textmode import NICK_PROMPT
 from .connection import ServerConnection
-from .events import Outgoing, WireFrame
 from .terminal import InputEnd, Terminal
 
 #: Error codes that refuse a nickname: the user is asked for another one.
@@ -43,14 +42,10 @@ class LoggedIn:
 
 def hello(
     nick: str, password: str | None, *, register: bool = False, typing: bool = False
-) -> Outgoing:
+) -> Hello:
     """The ``hello`` frame; ``typing``: ask for ``typing`` notices (only a client that
     shows them asks: they are never stored, so nothing is lost by not asking)."""
-    frame = Hello(nick=nick, password=password, register=register, client=CLIENT_NAME)
-    if not typing:
-        return frame
-    fields = {"nick": nick, "client": CLIENT_NAME, "password": password, "typing": True}
-    return WireFrame("hello", {**fields, "register": register or None})
+    return Hello(nick=nick, password=password, register=register, client=CLIENT_NAME, typing=typing)
 
 
 async def log_in(

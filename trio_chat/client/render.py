@@ -41,8 +41,10 @@ from ..protocol import (
     Message,
     NickChanged,
     Private,
+    ReadMarker,
     ServerEvent,
     Topic,
+    Typing,
 )
 from ..textmode import clock, render_text
 from .events import (
@@ -50,9 +52,7 @@ from .events import (
     MessageDeleted,
     MessageEdited,
     Reaction,
-    ReadMarker,
     SearchResults,
-    TypingNotice,
     event_from_dict,
 )
 from .shown import ShownMessages
@@ -175,7 +175,7 @@ class Renderer:
             return self.change(event)
         if isinstance(event, SearchResults):
             return self.search(event)
-        if isinstance(event, TypingNotice | ReadMarker):
+        if isinstance(event, Typing | ReadMarker):
             return ""  # the status line shows typing; a read marker draws nothing
         if isinstance(event, Error):
             return self._sgr(f"{BOLD};{RED}", printable(render_text(event)))
@@ -220,7 +220,9 @@ class Renderer:
         quote = quote if isinstance(quote, dict) else {}
         nick, text = quote.get("nick"), quote.get("text")
         who = f" <{printable(nick)}>" if isinstance(nick, str) else ""
-        said = f" {printable(text)}" if isinstance(text, str) else ""
+        said = ""
+        if isinstance(text, str):
+            said = f" {printable(text)}" if text else " (deleted)"  # its text is gone
         return indent + self._sgr(DIM, f"↳ #{reply_to}{who}{said}")
 
     def change(self, event: MessageEdited | MessageDeleted | Reaction) -> str:
