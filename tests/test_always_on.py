@@ -1,0 +1,187 @@
+"""Always-on presence (``always_on``): an account's user whose last connection ends stays in
+its rooms, shown away ``offline``, and logging in again brings it back; guests leave as
+ever, and so does everyone when the session itself is closed. Over real connections."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+
+from trio_chat.testing import ChatClient, TestServer, local_config, open_client, open_test_server
+
+PASSWORD = "correct-horse"
+TIMEOUT = 10.0
+
+
+def always_on(**overrides: Any) -> Any:
+    return local_config(always_on=True, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def device(
+    chat: TestServer, nick: str = "alice", *, websocket: bool = False, register: bool = False
+) -> AsyncIterator[ChatClient]:
+    async with open_client(chat, websocket=websocket) as client:
+        await client.login(nick, password=PASSWORD, **({"register": True} if register else {}))
+        yield client
+
+
+async def who(client: ChatClient, room: str = "#lobby", ref: str = "w") -> dict[str, Any]:
+    await client.send({"type": "command", "name": "who", "args": room, "ref": ref})
+    reply = await client.expect("info", lambda e: e.ref == ref)
+    return {m["nick"]: m for m in reply.data["members"]}
+
+
+async def gone_offline(chat: TestServer, watcher: ChatClient, nick: str = "alice") -> None:
+    """Wait until ``watcher`` (logged in with ``away_notify``) is told ``nick`` went
+    offline; then ``nick`` is there with no connection."""
+    await watcher.expect(
+        "info",
+        lambda e: (
+            (e.data or {}).get("event") == "away"
+            and e.data["nick"] == nick
+            and e.data["away"] == "offline"
+        ),
+    )
+    session = chat.server.hub.find(nick)
+    assert session is not None and session.devices == [] and session.away == "offline"
+
+
+async def test_an_account_stays_offline_and_comes_back_with_its_rooms() -> None:
+    async with open_test_server(config=always_on()) as chat, contextlib.AsyncExitStack() as stack:
+        bob = await stack.enter_async_context(open_client(chat))
+        await bob.login("bob", away_notify=True)
+        async with device(chat, register=True) as alice:
+            await alice.command("/join #dev")  # creates it: its operator
+            await alice.expect("join", lambda e: e.nick == "alice" and e.room == "#dev")
+            await bob.command("/join #dev")
+            await alice.expect("join", lambda e: e.nick == "bob" and e.room == "#dev")
+        # The connection is gone; alice is not.
+        away = await bob.expect("info", lambda e: (e.data or {}).get("event") == "away")
+        assert away.data == {"event": "away", "nick": "alice", "away": "offline"}
+        assert away.text == "alice is away: offline"
+        members = await who(bob, "#dev")
+        assert members["alice"]["away"] == "offline" and members["alice"]["op"] is True
+        await bob.send({"type": "command", "name": "msg", "args": "alice psst", "ref": "m"})
+        told = await bob.expect("info", lambda e: e.ref == "m")
+        assert told.data == {"nick": "alice", "away": "offline"}
+        await bob.say("while you were out", room="#dev")
+        await bob.expect("message", lambda e: e.text == "while you were out")
+        assert chat.server.always_on is not None and chat.server.always_on.offline == 1
+        room = chat.server.hub.room("#dev")
+        alice_id = chat.server.hub.find("alice").id
+        assert alice_id in room.members and alice_id not in room.here  # costs no fan-out
+
+        async with device(chat, websocket=True) as back:
+            welcome = back.history[-1]
+            assert (welcome.rooms, welcome.connections, welcome.room) == (
+                ["#lobby", "#dev"],
+                1,
+                "#dev",
+            )
+            history = await back.expect("history", lambda e: e.room == "#dev")
+            assert [m["text"] for m in history.messages][-1] == "while you were out"
+            back_again = await bob.expect(
+                "info", lambda e: (e.data or {}).get("event") == "away" and e.ref is None
+            )
+            assert back_again.data["away"] is None
+            assert (await who(bob, "#dev", "w2"))["alice"]["away"] is None
+            await bob.say("welcome back", room="#dev")
+            await back.expect("message", lambda e: e.text == "welcome back")
+            await back.say("thanks", room="#dev")
+            await bob.expect("message", lambda e: e.text == "thanks")
+            alice_seen = [
+                (e.TYPE, e.room)
+                for e in bob.history
+                if e.TYPE in ("leave", "join") and e.nick == "alice"
+            ]
+            assert alice_seen == [("join", "#lobby")]  # her first login: no leave, no join
+        await gone_offline(chat, bob)
+
+
+async def test_quit_keeps_an_always_on_user_and_guests_leave_as_ever() -> None:
+    async with open_test_server(config=always_on()) as chat, contextlib.AsyncExitStack() as stack:
+        bob = await stack.enter_async_context(open_client(chat))
+        await bob.login("bob", away_notify=True)
+        async with device(chat, register=True) as alice:
+            await alice.send({"type": "quit", "reason": "bye for now"})
+            assert (await alice.expect("bye")).code == "quit"
+        await gone_offline(chat, bob)
+        async with open_client(chat, "gus") as gus:
+            await bob.expect("join", lambda e: e.nick == "gus")
+            await gus.send({"type": "quit"})
+            await gus.expect("bye")
+        leave = await bob.expect("leave")
+        assert (leave.nick, leave.reason) == ("gus", "quit")
+        assert chat.server.hub.find("gus") is None
+        assert "alice" in await who(bob)
+        # Nobody takes the nick meanwhile.
+        async with open_client(chat) as other:
+            await other.send({"type": "hello", "nick": "alice"})
+            assert (await other.expect("error")).code == "nick_registered"
+
+
+async def test_off_by_default_the_user_leaves_with_its_last_connection() -> None:
+    async with open_test_server() as chat, open_client(chat, "bob") as bob:
+        async with device(chat, register=True):
+            await bob.expect("join", lambda e: e.nick == "alice")
+        leave = await bob.expect("leave")
+        assert leave.nick == "alice"
+        assert chat.server.hub.find("alice") is None
+
+
+async def test_three_devices_then_none_then_a_login_from_a_guest_connection() -> None:
+    async with open_test_server(config=always_on()) as chat, contextlib.AsyncExitStack() as stack:
+        bob = await stack.enter_async_context(open_client(chat))
+        await bob.login("bob", away_notify=True)
+        async with contextlib.AsyncExitStack() as devices:
+            await devices.enter_async_context(device(chat, register=True))
+            await devices.enter_async_context(device(chat, websocket=True))
+            sock = devices.enter_context(socket.create_connection(chat.address("tcp")))
+            sock.settimeout(TIMEOUT)
+            sock.sendall(f"/login alice {PASSWORD}\n".encode())
+            seen = b""
+            while b"now on 3 connections" not in seen:
+                seen += await trio.to_thread.run_sync(sock.recv, 4096)
+            assert len(chat.server.hub.find("alice").devices) == 3
+        await gone_offline(chat, bob)
+        await bob.say("anyone?")
+        await bob.expect("message", lambda e: e.text == "anyone?")
+        assert "alice" in await who(bob)
+        # A guest connection logs in to the account: it becomes alice, back in her rooms.
+        async with open_client(chat, "temp") as temp:
+            await bob.expect("join", lambda e: e.nick == "temp")
+            await temp.send({"type": "command", "name": "login", "args": f"alice {PASSWORD}"})
+            welcome = await temp.expect("welcome")
+            assert (welcome.nick, welcome.rooms, welcome.connections) == ("alice", ["#lobby"], 1)
+            leave = await bob.expect("leave", lambda e: e.nick == "temp")
+            assert leave.reason == "logged in as alice"
+            await bob.say("hi alice")
+            await temp.expect("message", lambda e: e.text == "hi alice")
+            assert (await who(bob, ref="w2"))["alice"]["away"] is None
+        await gone_offline(chat, bob)
+
+
+async def test_closing_the_session_itself_makes_an_offline_user_leave() -> None:
+    config = always_on()
+    async with open_test_server(config=config) as chat, open_client(chat) as bob:
+        await bob.login("bob", away_notify=True)
+        async with device(chat, register=True):
+            pass
+        await gone_offline(chat, bob)
+        session = chat.server.hub.find("alice")
+        chat.server.disconnect(session, "killed", "removed by an administrator")
+        leave = await bob.expect("leave", lambda e: e.nick == "alice")
+        assert leave.reason == "removed by an administrator"
+        assert chat.server.hub.find("alice") is None
+        assert chat.server.always_on is not None and chat.server.always_on.offline == 0
+        async with device(chat) as alice:  # a fresh login: a new session in #lobby
+            assert alice.history[-1].rooms is None
+            await bob.expect("join", lambda e: e.nick == "alice")
+        await gone_offline(chat, bob)
+    # The server stopped: everyone left, the offline user too.
+    assert chat.server.hub.sessions == {}
