@@ -360,3 +360,69 @@ async def test_a_marker_survives_sigkill(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(10):
             await process.wait()
+
+
+async def test_an_irc_connection_of_the_user_skips_read_and_typing_events() -> None:
+    async with open_test_server(config=local_config(irc_port=0)) as chat:
+        async with device(chat, register=True) as laptop, open_client(chat) as bob:
+            await bob.login("bob", typing=True)
+            host, port = chat.address("irc")
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                seen = b""
+
+                async def irc_until(needle: bytes) -> None:
+                    nonlocal seen
+                    with trio.fail_after(TIMEOUT):
+                        while needle not in seen:
+                            chunk = await stream.receive_some(65536)
+                            assert chunk, f"the IRC connection closed; saw {seen[-300:]!r}"
+                            seen += chunk
+
+                await stream.send_all(
+                    f"PASS {PASSWORD}\r\nNICK alice\r\nUSER alice 0 * :Alice\r\n".encode()
+                )
+                await irc_until(b" 001 alice ")
+                assert len(chat.server.hub.find("alice").devices) == 2
+                (said,) = await message_ids(bob, "mark me")
+                await irc_until(b"PRIVMSG #lobby :mark me")
+                await laptop.send({"type": "read", "id": said})
+                await laptop.send({"type": "typing", "active": True})
+                await bob.expect("typing", lambda e: e.nick == "alice")
+                await bob.send({"type": "typing", "active": True})
+                await bob.say("after typing")
+                await irc_until(b"PRIVMSG #lobby :after typing")
+                tail = seen.split(b"PRIVMSG #lobby :mark me", 1)[1]
+                assert tail.count(b"\r\n") == 2  # the line it was in, and "after": nothing else
+                await stream.send_all(b"PING :still-there\r\n")
+                await irc_until(b"still-there")
+
+
+async def test_markers_and_typing_with_a_broker(broker_url: str) -> None:
+    """With ``--broker`` the events go through the node's shared log order (read markers
+    of a user's connections on one node, typing among the users of one node); typing
+    does not reach users of another node (documented)."""
+    config = local_config(broker=broker_url)
+    async with (
+        open_test_server(config=config) as a,
+        open_test_server(config=config) as b,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        laptop = await stack.enter_async_context(device(a, register=True))
+        phone = await stack.enter_async_context(device(a, websocket=True))
+        near = await stack.enter_async_context(open_client(a))
+        await near.login("near", typing=True)
+        far = await stack.enter_async_context(open_client(b))
+        await far.login("far", typing=True)
+        await laptop.expect("join", lambda e: e.nick == "far")
+        (said,) = await message_ids(far, "from the other node")
+        await laptop.expect("message", lambda e: e.id == said)
+        await laptop.send({"type": "read", "id": said})
+        assert (await phone.expect("read")).message_id == said
+        await laptop.send({"type": "typing", "active": True})
+        typing = await near.expect("typing")
+        assert (typing.nick, typing.active) == ("alice", True)
+        (last,) = await message_ids(laptop, "after typing")
+        await far.expect("message", lambda e: e.id == last)
+        assert [e for e in far.history if e.TYPE == "typing"] == []
+        assert reads(laptop) == [] and reads(far) == []
