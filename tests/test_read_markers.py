@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 
+import trio_chat
 from trio_chat.names import name_key
 from trio_chat.store import Store
 from trio_chat.store import schema as schema_module
@@ -426,3 +427,28 @@ async def test_markers_and_typing_with_a_broker(broker_url: str) -> None:
         await far.expect("message", lambda e: e.id == last)
         assert [e for e in far.history if e.TYPE == "typing"] == []
         assert reads(laptop) == [] and reads(far) == []
+
+
+class UsersFile:
+    """An auth backend (a plugin): ``alice`` with :data:`PASSWORD`, on a server without a
+    database, whose accounts' read markers then live in memory for the server's run."""
+
+    @trio_chat.hookimpl
+    def authenticate(self, server: Any, nick: str, password: str, address: str) -> bool | None:
+        return password == PASSWORD if nick == "alice" else None
+
+    @trio_chat.hookimpl
+    def is_account(self, server: Any, nick: str) -> bool | None:
+        return True if nick == "alice" else None
+
+
+async def test_without_a_database_an_accounts_markers_last_for_the_run() -> None:
+    async with open_test_server(UsersFile(), config=local_config(db=None)) as chat:
+        async with device(chat) as alice, open_client(chat, "bob") as bob:
+            (said,) = await message_ids(bob, "remember me")
+            await alice.expect("message", lambda e: e.id == said)
+            await alice.send({"type": "read", "id": said})
+            await settled(alice)
+        async with device(chat) as again:  # a new session of the account, same run
+            assert again.history[-1].read == {"#lobby": said}
+            assert (await again.expect("read")).message_id == said
