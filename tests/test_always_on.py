@@ -11,7 +11,14 @@ from typing import Any
 
 import trio
 
-from trio_chat.testing import ChatClient, TestServer, local_config, open_client, open_test_server
+from trio_chat.testing import (
+    ChatClient,
+    TestServer,
+    local_config,
+    open_client,
+    open_test_server,
+    stalled_client,
+)
 
 PASSWORD = "correct-horse"
 TIMEOUT = 10.0
@@ -185,3 +192,43 @@ async def test_closing_the_session_itself_makes_an_offline_user_leave() -> None:
         await gone_offline(chat, bob)
     # The server stopped: everyone left, the offline user too.
     assert chat.server.hub.sessions == {}
+
+
+async def test_a_slow_only_connection_is_dropped_and_the_user_stays_offline() -> None:
+    # Room for 10,000 events but 64 KiB: the stalled connection soon has too much queued.
+    config = always_on(outbox_size=10_000, outbox_bytes=64 * 1024)
+    async with open_test_server(config=config) as chat, open_client(chat) as carol:
+        await carol.login("carol", away_notify=True)
+        async with device(chat, register=True):
+            pass
+        await gone_offline(chat, carol)
+        with stalled_client(chat, "alice", password=PASSWORD) as sock:
+            sock.settimeout(5)
+            head = await trio.to_thread.run_sync(sock.recv, 4096)
+            assert b'"connections":1' in head  # back from offline, on this connection alone
+            await carol.expect("info", lambda e: (e.data or {}).get("away", "-") is None)
+            session = chat.server.hub.find("alice")
+            assert session is not None and len(session.devices) == 1
+            with trio.fail_after(20):
+                n = 0
+                while session.devices:
+                    await carol.say(f"{n} " + "y" * 12_000)
+                    await carol.expect("message", lambda e, n=n: e.text.startswith(f"{n} "))
+                    n += 1
+            assert n < 1000
+            offline = [
+                e
+                for e in carol.history
+                if e.TYPE == "info" and (e.data or {}).get("away") == "offline"
+            ]
+            if len(offline) < 2:  # (the loop may have passed it by already)
+                await gone_offline(chat, carol)
+            assert session.devices == [] and session.away == "offline"
+            assert chat.server.hub.find("alice") is session and not session.closed
+            assert [e for e in carol.history if e.TYPE == "leave"] == []
+            # The stalled connection is told why, after what was queued, and closed.
+            sock.setblocking(True)
+            rest = b""
+            while chunk := await trio.to_thread.run_sync(sock.recv, 1 << 16):
+                rest += chunk
+            assert b'"code":"slow_consumer"' in rest
