@@ -11,6 +11,11 @@ from typing import Any
 
 import trio
 
+from trio_chat.always_on import AlwaysOn, OfflineMailbox
+from trio_chat.hub import Hub
+from trio_chat.mailbox import Mailbox
+from trio_chat.parcels import Parcel
+from trio_chat.protocol import Info, Message
 from trio_chat.testing import (
     ChatClient,
     TestServer,
@@ -22,6 +27,54 @@ from trio_chat.testing import (
 
 PASSWORD = "correct-horse"
 TIMEOUT = 10.0
+
+
+# ----------------------------------------------------------------- without sockets
+
+
+def events(mailbox: Mailbox) -> list[Any]:
+    return [item.event if isinstance(item, Parcel) else item for item in mailbox.take_nowait(100)]
+
+
+def test_the_hub_keeps_an_always_on_user_offline_and_takes_it_back() -> None:
+    hub = Hub()
+    keeper = AlwaysOn(hub)
+    alice = hub.attach("alice", Mailbox(100), address="127.0.0.1:1", transport="tcp")
+    alice.account, alice.always_on = "alice", True
+    bob = hub.attach("bob", Mailbox(100), address="127.0.0.1:2", transport="tcp")
+    bob.devices[0].away_notify = True
+    for session in (alice, bob):
+        hub.join(session, "#lobby")
+    room = hub.room("#lobby")
+    assert room is not None
+    bob.devices[0].mailbox.take_nowait(100)
+
+    hub.detach_device(alice.devices[0], "connection lost")
+    assert hub.find("alice") is alice and alice.id in room.members
+    assert alice.id not in room.here and alice.away == "offline" and keeper.offline == 1
+    told = events(bob.devices[0].mailbox)
+    assert [(e.TYPE, e.data) for e in told] == [
+        ("info", {"event": "away", "nick": "alice", "away": "offline"})
+    ]
+    assert isinstance(alice.mailbox, OfflineMailbox)
+    assert alice.mailbox.offer(Parcel(Info(text="dropped")))  # taken, kept nowhere
+
+    device = hub.add_device(alice, Mailbox(100), address="127.0.0.1:3", transport="websocket")
+    assert alice.devices == [device] and alice.mailbox is device.mailbox and device.rejoined
+    assert room.here[alice.id] is alice and alice.away is None and keeper.offline == 0
+    hub.say(bob, "#lobby", "welcome back")
+    got = events(device.mailbox)
+    assert [e.text for e in got if isinstance(e, Message)] == ["welcome back"]
+
+    # A guest leaves with its last connection; closing an offline user's session too.
+    hub.detach_device(alice.devices[0], "connection lost")
+    alice.close("shutdown", "the server is shutting down")
+    assert hub.find("alice") is None and alice.id not in room.members
+    hub.detach_device(bob.devices[0], "connection lost")
+    assert hub.find("bob") is None
+
+
+# ----------------------------------------------------------------- real connections
 
 
 def always_on(**overrides: Any) -> Any:
