@@ -62,9 +62,7 @@ def test_forgetting_a_user_drops_all_its_rooms() -> None:
 
 
 @contextlib.asynccontextmanager
-async def client(
-    chat: TestServer, nick: str, *, websocket: bool = False, **hello: Any
-) -> Any:
+async def client(chat: TestServer, nick: str, *, websocket: bool = False, **hello: Any) -> Any:
     async with open_client(chat, websocket=websocket) as c:
         await c.login(nick, **hello)
         yield c

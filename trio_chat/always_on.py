@@ -18,8 +18,8 @@ out, too slow, ``/quit``), is *kept offline* instead of leaving:
   and ``"connections": 1``, each room's recent history, and its away mark is what it
   was before it went offline (usually none: "back" for ``away_notify``).
 
-It leaves for good when the server stops, when a moderator disconnects it, or when a
-plugin closes its session: whatever closes the session itself (:meth:`Session.close
+It leaves for good when the server stops, or when a plugin ends its session
+(``server.disconnect``): whatever closes the session itself (:meth:`Session.close
 <trio_chat.users.Session.close>`), not one connection. With several processes
 (``--broker``) it stays on the node it was connected to; a login on another node is
 refused as for any user connected there.

@@ -162,7 +162,8 @@ class Device:
 
     def close(self, code: str, reason: str) -> None:
         """Ask the transport to end this connection alone with ``reason`` (idempotent).
-        The user's only connection closes the whole session, as it always did."""
+        The user's only connection closes the whole session, as it always did, unless
+        the user is :attr:`~Session.always_on` (then it is kept offline when this ends)."""
         if self.closed:
             return
         if self.session.devices == [self] and not self.session.always_on:
