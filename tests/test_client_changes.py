@@ -58,6 +58,9 @@ from trio_chat.protocol import (
     RemoteProtocolError,
     Say,
     Typing,
+    TypingNotice,
+    decode_client_frame,
+    encode_client_frame,
 )
 from trio_chat.server import ChatServer
 from trio_chat.testing import TestServer, local_config, open_test_server
@@ -226,6 +229,15 @@ def test_a_bare_search_pages_back_through_the_last_one() -> None:
     assert paging.next_frame(bare) == first.with_fields(before=40)
     paging.answered(oldest=10, more=False)
     assert "found them all" in str(paging.next_frame(bare))
+
+
+def test_a_required_false_is_sent_and_a_default_one_left_out() -> None:
+    stop = json.loads(encode_client_frame(TypingNotice(room="#dev", active=False)))
+    assert stop == {"type": "typing", "room": "#dev", "active": False}
+    assert decode_client_frame(encode_client_frame(TypingNotice(active=False))) == TypingNotice(
+        active=False
+    )
+    assert "register" not in json.loads(encode_client_frame(Hello(nick="a")))
 
 
 def test_hello_asks_for_typing_notices_only_when_told() -> None:

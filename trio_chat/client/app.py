@@ -74,6 +74,7 @@ from ..protocol import (
     ServerEvent,
     ServerPing,
     Typing,
+    TypingNotice,
     Welcome,
     encode_server_event,
 )
@@ -774,9 +775,7 @@ class ChatClient:
         connection = self.connection
         if connection is not None and self.online:
             with contextlib.suppress(ConnectionLost):
-                # As JSON itself: encode_client_frame leaves out false fields, and "active"
-                # is required (false: stopped).
-                await connection.send(WireFrame("typing", {"room": room, "active": active}))
+                await connection.send(TypingNotice(room=room, active=active))
 
     def _presence(self, event: Typing | ReadMarker) -> None:
         if self.json_mode:
