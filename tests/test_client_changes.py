@@ -335,16 +335,18 @@ def test_search_results_name_their_room_and_day() -> None:
 
 def test_mentions_answer_lists_the_lines_like_search() -> None:
     items = [  # newest first, as the server sends them
-        {**message(9, "alice: done?").to_dict(), "room": "#ops"},
+        {**message(9, "alice: done?").to_dict(), "room": "#ops", "unread": True},
         {**message(4, "ask alice").to_dict(), "room": "#dev"},
     ]
     answer = Info(text="2 lines name you", data={"mentions": items})
     day = time.strftime("%Y-%m-%d %H:%M", time.localtime(TS))
     assert renderer().line(answer).split("\n") == [
-        "-- 2 lines naming you:",
+        "-- 2 lines naming you (* not read yet):",
         f"   [{day} #4] #dev <bob> ask alice",
-        f"   [{day} #9] #ops <bob> alice: done?",
+        f" * [{day} #9] #ops <bob> alice: done?",
     ]
+    items[0]["unread"] = False
+    assert renderer().line(answer).split("\n")[0] == "-- 2 lines naming you:"
     none = Info(text="nobody named you", data={"mentions": []})
     assert renderer().line(none) == "-- nobody named you"
 

@@ -269,18 +269,23 @@ class Renderer:
         if not items:
             return "\n".join(printable(line) for line in render_text(event).split("\n"))
         count = len(items)
-        header = f"-- {count} line{'s' if count != 1 else ''} naming you:"
+        unread = any(isinstance(i, dict) and i.get("unread") is True for i in items)
+        marked = " (* not read yet)" if unread else ""
+        header = f"-- {count} line{'s' if count != 1 else ''} naming you{marked}:"
         return "\n".join([header, *self._found_lines(items)])
 
     def _found_lines(self, items: list[Any]) -> list[str]:
         """Messages found (by search, or naming the user), oldest first (the server sends
-        the newest first), each with its date, room and id."""
+        the newest first), each with its date, room and id; ``*`` marks one not read yet
+        (``"unread": true``, in ``/mentions``' answer)."""
+        unread = {i.get("id") for i in items if isinstance(i, dict) and i.get("unread") is True}
         found = [m for m in map(_past_message, items) if isinstance(m, Message)]
         lines = []
         for shown in sorted(found, key=lambda m: m.id):
             stamp = self._sgr(DIM, f"[{day_and_time(shown.ts)} #{shown.id}]")
             body = _line_body(shown.kind, self._nick(shown.nick), self._text(shown))
-            lines.append(f"   {stamp} {self._room(shown.room)} {body}")
+            mark = self._sgr(BOLD, " * ") if shown.id in unread else "   "
+            lines.append(f"{mark}{stamp} {self._room(shown.room)} {body}")
         return lines
 
     def _bell(self, event: ServerEvent) -> str:
