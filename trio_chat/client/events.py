@@ -93,7 +93,7 @@ class Reaction(ServerEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SearchResults(ServerEvent):
     """The answer to a ``search``: history-shaped messages (each with its ``room``),
-    oldest first; ``more`` when older ones match too."""
+    newest first; ``more`` when older ones match too."""
 
     TYPE: ClassVar[str] = "search"
     query: str
@@ -101,9 +101,6 @@ class SearchResults(ServerEvent):
     more: bool = False
     ref: str | None = None
 
-
-#: The numbered room events issue 18 added: they share the message counter and order.
-Change = MessageEdited | MessageDeleted | Reaction
 
 _EVENTS: dict[str, type[ServerEvent]] = {
     cls.TYPE: cls for cls in (MessageEdited, MessageDeleted, Reaction, SearchResults)
@@ -120,7 +117,6 @@ _CHECKS: dict[str, tuple[type, ...]] = {
     "emoji": (str,),
     "query": (str,),
     "on": (bool,),
-    "active": (bool,),
     "deleted": (bool,),
     "more": (bool,),
     "quote": (dict,),
