@@ -142,33 +142,32 @@ def _search_index(conn: sqlite3.Connection) -> None:
     An *external content* index: it keeps the words and where they are, not a second copy
     of the text, which stays in ``messages`` alone. Its content is the view
     ``room_lines`` (the room lines: private messages are never searched), so FTS5's own
-    ``rebuild`` and ``integrity-check`` see exactly what is indexed.
+    ``rebuild`` and ``integrity-check`` see exactly what is indexed. The words are split by
+    FTS5's ``unicode61`` tokenizer with ``remove_diacritics 2``: letters and digits make
+    words, case and accents do not count. ``columnsize=0``: no per-line word counts, which
+    only ranking by relevance reads (lines are found newest first), and which cost a fifth
+    of each insert. The lines already stored are indexed here, in the migration's
+    transaction.
 
-    Kept right by triggers on ``messages``, so whatever writes it (the publisher, an edit
-    or a delete, pruning, a restore) keeps the index right with no code of its own: a row
-    inserted is indexed; a text updated is taken out under its old words and put back
-    under its new ones (a deleted line, whose text becomes ``""``, has none, so it is
-    never found); a row deleted is taken out. Each trigger fires for room lines only, the
-    rows the view holds (FTS5 must be told a row's old text exactly as it was indexed).
+    A changed or deleted row is kept right by triggers on ``messages``, so whatever
+    changes it (an edit, a delete, pruning) needs no code of its own: a text updated is
+    taken out under its old words and put back under its new ones (a deleted line, whose
+    text becomes ``""``, has none, so it is never found); a row deleted is taken out. Each
+    fires for room lines only, the rows the view holds (FTS5 must be told a row's old text
+    exactly as it was indexed).
 
-    The words are split by FTS5's ``unicode61`` tokenizer with ``remove_diacritics 2``:
-    letters and digits make words, case and accents do not count. The lines already
-    stored are indexed here, in the migration's transaction.
+    New lines are indexed by the statement that stores them
+    (:func:`~trio_chat.store.sqlite.insert_statements`), not by a trigger: FTS5 writes its
+    pending words out at every savepoint, and a trigger runs in one per row, so an insert
+    trigger cost four times what indexing the whole batch in one statement does
+    (``bench/store_insert.py``).
     """
     conn.execute("CREATE VIEW room_lines AS SELECT id, text FROM messages WHERE room IS NOT NULL")
     conn.execute(
         "CREATE VIRTUAL TABLE message_words USING fts5(text, content='room_lines',"
-        " content_rowid='id', tokenize='unicode61 remove_diacritics 2')"
+        " content_rowid='id', columnsize=0, tokenize='unicode61 remove_diacritics 2')"
     )
     conn.execute("INSERT INTO message_words (message_words) VALUES ('rebuild')")
-    conn.execute(
-        """
-        CREATE TRIGGER message_words_insert AFTER INSERT ON messages
-        WHEN new.room IS NOT NULL BEGIN
-            INSERT INTO message_words (rowid, text) VALUES (new.id, new.text);
-        END
-        """
-    )
     conn.execute(
         """
         CREATE TRIGGER message_words_update AFTER UPDATE OF text ON messages
