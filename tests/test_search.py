@@ -353,3 +353,52 @@ async def test_what_was_searchable_survives_sigkill(tmp_path: Path) -> None:
         with trio.fail_after(10):
             await process.wait()
     index_ok(db)
+
+
+async def test_a_search_that_reads_too_much_is_stopped_and_said_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import trio_chat.store.search as search_sql
+
+    async with (
+        open_test_server() as chat,
+        open_client(chat, "alice") as alice,
+        open_client(chat, "bob") as bob,
+    ):
+        await bob.command("/join #quiet")
+        await bob.expect("info", lambda e: e.data and e.data.get("room") == "#quiet")
+        for n in range(300):
+            await alice.say(f"common word {n}")
+        await alice.expect("message", lambda e: e.text == "common word 299")
+        await bob.say("common in quiet", room="#quiet")
+        await bob.expect("message", lambda e: e.text == "common in quiet")
+        # Under the budget: #quiet's one line, found past #lobby's 300.
+        assert texts(await search(bob, "common", room="#quiet")) == ["common in quiet"]
+        monkeypatch.setattr(search_sql, "READ_BUDGET", 0.0)
+        monkeypatch.setattr(search_sql, "_STEPS", 50)
+        refused = await answer(bob, {"type": "search", "query": "common", "room": "#quiet"})
+        assert (refused.TYPE, refused.code) == ("error", "bad_arguments")
+        assert refused.text == "that search reads too much: add a word, or name one of your rooms"
+        # /mentions reads under the same budget, and answers with what it found by then.
+        await bob.command("/mentions")
+        assert (await bob.expect("info")).data == {"mentions": []}
+        # Nothing else is held up.
+        await alice.say("still fine")
+        assert (await bob.expect("message", lambda e: e.text == "still fine")).nick == "alice"
+
+
+async def test_an_irc_user_searches_with_quote_and_reads_notices() -> None:
+    from test_irc import open_irc
+
+    async with (
+        open_test_server(config=local_config(irc_port=0)) as chat,
+        open_client(chat, "alice") as alice,
+        open_irc(chat, "ivy") as ivy,
+    ):
+        await alice.say("deploy at 3")
+        await alice.expect("message")
+        await ivy.send("SEARCH deploy")
+        heading = await ivy.expect("NOTICE")
+        assert heading.params == ("ivy", "-- 1 line holding 'deploy':")
+        line = await ivy.expect("NOTICE")
+        assert line.params[1].endswith("#lobby <alice> deploy at 3")

@@ -11,7 +11,8 @@ cost next to nothing per line:
   after a moment nearly every word is a hit, and the look-alike skeleton (about 2 us) is
   worked out once per new word, not once per line. The dict is bounded (cleared when
   full), and kept apart from ``name_key``'s own cache, which rooms and nicks need;
-* a word that cannot be a nick (too long, a number) has no keys at all;
+* a word that cannot be a nick (a number) has no keys at all, and one longer than
+  :data:`LONGEST_WORD` is skipped at once (not even remembered: a link names nobody);
 * a key counts only if it is a user's now (``Hub.sessions``) and that user is in the room
   (``Room.members``): two dict look-ups, no list of the room's members is ever walked.
 """
@@ -29,6 +30,10 @@ from .users import Session
 _NICKISH = re.compile("[\\w" + re.escape(NICK_PUNCTUATION) + "]+")
 #: Words remembered before the cache starts again (each about 100 bytes).
 WORD_CACHE_SIZE = 50_000
+#: A longer word names nobody (a link, a hash, a row of ``x``): the longest nick with a
+#: few marks around it (``(@alice):``) is far shorter. Such a word is neither looked at
+#: nor remembered, so a line of one long new word costs almost nothing.
+LONGEST_WORD = MAX_NICK_LENGTH + 8
 
 #: ``name_key`` without its cache: the keys of arbitrary words would push the rooms' and
 #: nicks' keys out of it. The words' keys are cached here instead.
@@ -39,6 +44,8 @@ def nick_candidates(word: str) -> tuple[str, ...]:
     """The name keys that ``word`` (no whitespace in it) may stand for: one per run of
     nick characters in it that could be a nick (not too long, not starting with a digit
     or ``-``), each once."""
+    if len(word) > LONGEST_WORD:
+        return ()
     keys: list[str] = []
     for run in _NICKISH.findall(word):
         if len(run) > MAX_NICK_LENGTH or run[0].isdigit() or run[0] == "-":
@@ -91,6 +98,8 @@ class MentionFinder:
         for word in text.split():
             key = cached(word)
             if key is None:
+                if len(word) > LONGEST_WORD:
+                    continue
                 key = self._learn(word)
             if not key:
                 continue

@@ -23,7 +23,7 @@ from .hub import Hub, NotInRoom, Session
 from .mentions import MentionFinder
 from .names import name_key
 from .store import Store, StoredMessage
-from .store.search import match_all, match_any
+from .store.search import SearchTooBroad, match_all, match_any
 from .textmode import render_found
 
 #: Matches one ``search`` returns when it names no ``limit``, and the most it may ask.
@@ -91,7 +91,13 @@ async def find_lines(
     below = bound if before is None else min(before, bound)
     if not rooms:
         return [], False
-    found = await store.search(rooms, match_all(words), before=below, limit=size + 1)
+    try:
+        found = await store.search(rooms, match_all(words), before=below, limit=size + 1)
+    except SearchTooBroad:
+        raise ChatError(
+            "bad_arguments",
+            "that search reads too much: add a word, or name one of your rooms",
+        ) from None
     return [wire_form(message) for message in found[:size]], len(found) > size
 
 

@@ -9,8 +9,10 @@ Private messages are not in the index, so nothing here can find one.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import orjson
 
@@ -31,6 +33,40 @@ _SEARCH_SQL = (
 )
 #: The latest lines of one conversation below an id (its index, walked backwards).
 _LATEST_SQL = f"SELECT {COLUMNS} FROM messages WHERE conv = ? AND id < ? ORDER BY id DESC LIMIT ?"
+
+
+#: How long one search may read, in seconds. The index finds a word's lines in every room
+#: and each is then checked against the asker's rooms, so a common word asked for in a
+#: quiet room could read most of the index; past this the read stops (the reader is shared
+#: with everyone's history).
+READ_BUDGET = 0.5
+#: SQLite virtual machine steps between two looks at the clock.
+_STEPS = 10_000
+
+
+class SearchTooBroad(Exception):
+    """A search read for longer than :data:`READ_BUDGET` and was stopped."""
+
+
+@contextlib.contextmanager
+def read_budget(conn: sqlite3.Connection, seconds: float) -> Iterator[list[bool]]:
+    """Stop the statements run on ``conn`` within the block once ``seconds`` have passed
+    (they raise ``sqlite3.OperationalError``, "interrupted"); the list yielded holds
+    ``True`` once that happened."""
+    deadline = time.monotonic() + seconds
+    stopped: list[bool] = []
+
+    def check() -> int:
+        if time.monotonic() > deadline:
+            stopped.append(True)
+            return 1
+        return 0
+
+    conn.set_progress_handler(check, _STEPS)
+    try:
+        yield stopped
+    finally:
+        conn.set_progress_handler(None, _STEPS)
 
 
 def phrase(word: str) -> str:
@@ -59,8 +95,16 @@ def search(
     limit: int,
 ) -> list[StoredMessage]:
     """Up to ``limit`` room lines of ``conversations`` that ``match`` (an FTS5 query made
-    by :func:`match_all`), with ids below ``before``, newest first."""
-    rows = conn.execute(_SEARCH_SQL, (match, before, orjson.dumps(list(conversations)), limit))
+    by :func:`match_all`), with ids below ``before``, newest first. Raises
+    :class:`SearchTooBroad` when that reads for longer than :data:`READ_BUDGET`."""
+    rooms = orjson.dumps(list(conversations)).decode()
+    with read_budget(conn, READ_BUDGET) as stopped:
+        try:
+            rows = conn.execute(_SEARCH_SQL, (match, before, rooms, limit)).fetchall()
+        except sqlite3.OperationalError:
+            if stopped:
+                raise SearchTooBroad(f"the search read for more than {READ_BUDGET} s") from None
+            raise
     return [row_to_message(row) for row in rows]
 
 
@@ -82,20 +126,26 @@ def lines_naming(
     FTS5 query for the words a name is written with) and, when ``scan_latest``, the latest
     ``scan_latest`` lines of each conversation (for a name the index cannot look up: one
     of no letters or digits, or an account's, known only by its key). Both bounded, so
-    one request costs a bounded read whatever the store holds.
+    one request costs a bounded read whatever the store holds; the index's part stops
+    after :data:`READ_BUDGET` seconds with what it found by then.
     """
     found: dict[int, StoredMessage] = {}
     if match is not None:
-        cursor = conn.execute(
-            _SEARCH_SQL, (match, before, orjson.dumps(list(conversations)), candidates)
-        )
-        for row in cursor:
-            message = row_to_message(row)
-            if keep(message):
-                found[message.id] = message
-                if len(found) >= limit:
-                    break
-        cursor.close()
+        rooms = orjson.dumps(list(conversations)).decode()
+        with read_budget(conn, READ_BUDGET) as stopped:
+            cursor = conn.cursor()
+            try:
+                for row in cursor.execute(_SEARCH_SQL, (match, before, rooms, candidates)):
+                    message = row_to_message(row)
+                    if keep(message):
+                        found[message.id] = message
+                        if len(found) >= limit:
+                            break
+            except sqlite3.OperationalError:
+                if not stopped:
+                    raise
+            finally:
+                cursor.close()
     if scan_latest:
         for conversation in conversations:
             for row in conn.execute(_LATEST_SQL, (conversation, before, scan_latest)):
