@@ -124,6 +124,7 @@ async def test_mentions_lists_lines_naming_you_even_those_said_while_you_were_aw
             await alice.say("bob: first", room="#dev")
             await bob.say("I am bob, naming myself")
             await bob.expect("message", lambda e: e.text == "I am bob, naming myself")
+        await carol.expect("leave", lambda e: e.nick == "bob")  # his nick is free again
         # bob is gone: these name him all the same.
         await alice.say("@BOB are you there?", room="#dev")
         await carol.say("bobby is not bob's name")
@@ -199,3 +200,16 @@ async def test_mentions_cross_two_nodes(broker_url: str) -> None:
         # Each node stored the lines: /mentions answers on either.
         found = (await mentions_of(bob)).data["mentions"]
         assert [m["text"] for m in found] == ["@bob: from the other node"]
+
+
+def test_the_logs_compact_chat_line_carries_mentions_and_leaves_them_out_when_none() -> None:
+    from trio_chat.broker.log import decode_line, encode_line
+    from trio_chat.protocol import Message
+
+    named = Message(id=7, ts=1.5, room="#dev", nick="alice", text="bob: hi", mentions=["bob"])
+    plain = Message(id=8, ts=1.5, room="#dev", nick="alice", text="hi")
+    assert encode_line("n1", 3, plain) == b'["l","n1",3,0,1.5,"#dev","alice","hi","say"]'
+    for event in (named, plain):
+        node, seq, read, persist = decode_line(f"{event.id}-0", encode_line("n1", 3, event))
+        assert (node, seq, read, persist) == ("n1", 3, event, False)
+        assert read.mentions == event.mentions
