@@ -213,3 +213,25 @@ def test_the_logs_compact_chat_line_carries_mentions_and_leaves_them_out_when_no
         node, seq, read, persist = decode_line(f"{event.id}-0", encode_line("n1", 3, event))
         assert (node, seq, read, persist) == ("n1", 3, event, False)
         assert read.mentions == event.mentions
+
+
+async def test_mentions_newer_than_your_read_marker_are_unread() -> None:
+    async with (
+        open_test_server() as chat,
+        open_client(chat, "alice") as alice,
+        open_client(chat, "bob") as bob,
+    ):
+        await bob.say("alice: read this")
+        seen = await alice.expect("message", lambda e: e.text == "alice: read this")
+        await alice.send({"type": "read", "id": seen.id})
+        await bob.say("alice: and this one is new")
+        await alice.expect("message", lambda e: e.text == "alice: and this one is new")
+        reply = await mentions_of(alice)
+        assert [(m["text"], m.get("unread")) for m in reply.data["mentions"]] == [
+            ("alice: and this one is new", True),
+            ("alice: read this", None),
+        ]
+        lines = reply.text.splitlines()
+        assert lines[0] == "2 lines naming alice (* not read yet):"
+        assert lines[1].startswith("  [") and lines[1].endswith("<bob> alice: read this")
+        assert lines[2].startswith("* [") and lines[2].endswith("<bob> alice: and this one is new")

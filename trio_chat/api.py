@@ -418,14 +418,20 @@ class ServerAPI:
     async def mentions(self, session: Session, *, limit: int | None = None) -> list[dict[str, Any]]:
         """The latest stored lines of the rooms ``session`` is in that name it (its nick, or
         its account's), newest first, ``limit`` of them (default 20, at most 100), each
-        shaped like a ``message`` event; what ``/mentions`` lists. Refuses (``no_store``,
-        ``store_error``)."""
+        shaped like a ``message`` event, with ``"unread": true`` when it is newer than the
+        user's read marker of its room (see :meth:`mark_read`); what ``/mentions`` lists.
+        Refuses (``no_store``, ``store_error``)."""
         service = self._history_for("mentions")
         try:
-            return await find_mentions(service.store, self.hub, session, limit=limit)
+            lines = await find_mentions(service.store, self.hub, session, limit=limit)
         except StoreError as exc:
             log.error("mentions of %s failed: %s", session.nick, exc)
             raise ChatError("store_error", "mentions are unavailable") from None
+        for line in lines:  # not read yet: newer than the user's read marker of its room
+            marker = self.read_marker(session, line["room"])
+            if marker is not None and line["id"] > marker:
+                line["unread"] = True
+        return lines
 
     # ------------------------------------------------------------------------ presence
 

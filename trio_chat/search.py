@@ -141,6 +141,11 @@ def mentions_text(lines: Sequence[dict[str, Any]], nick: str) -> str:
     if not lines:
         return f"no lines of your rooms name {nick}"
     count = f"{len(lines)} line{'s' if len(lines) > 1 else ''}"
-    return "\n".join(
-        [f"{count} naming {nick}:"] + [f"  {render_found(line)}" for line in reversed(lines)]
-    )
+    shown = [
+        f"{count} naming {nick} (* not read yet):"
+        if any(line.get("unread") for line in lines)
+        else f"{count} naming {nick}:"
+    ]
+    for line in reversed(lines):
+        shown.append(f"{'*' if line.get('unread') else ' '} {render_found(line)}")
+    return "\n".join(shown)
