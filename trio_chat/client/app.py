@@ -71,6 +71,7 @@ from ..protocol import (
     ReadMarker,
     RemoteProtocolError,
     Say,
+    SearchResults,
     ServerEvent,
     ServerPing,
     Typing,
@@ -90,7 +91,6 @@ from .connection import (
 )
 from .events import (
     Outgoing,
-    SearchResults,
     WireFrame,
 )
 from .login import HELLO_ERRORS, hello, log_in

@@ -1,12 +1,12 @@
 """The frames issue 18 added to the protocol, as the terminal client reads and writes them.
 
-The wire format is the contract (docs/protocol.md): replies, edits, deletes, reactions and
-search (typing notices and read markers are :mod:`trio_chat.protocol`'s ``Typing`` and
-``ReadMarker``). The client reads those events into classes of its own, here, and writes
-those frames as plain JSON objects (:class:`WireFrame`), so that it speaks exactly what the
-protocol says whatever a server's Python classes are called, and meets an older server
-gracefully: an unknown field is ignored by the server, a field left out reads as "none"
-here.
+The wire format is the contract (docs/protocol.md): replies, edits, deletes and reactions
+(typing notices, read markers and search results are :mod:`trio_chat.protocol`'s
+``Typing``, ``ReadMarker`` and ``SearchResults``). The client reads those events into
+classes of its own, here, and writes those frames as plain JSON objects
+(:class:`WireFrame`), so that it speaks exactly what the protocol says whatever a server's
+Python classes are called, and meets an older server gracefully: an unknown field is
+ignored by the server, a field left out reads as "none" here.
 
 :class:`ChatMessage` is a ``message`` with every field a message may now carry, live or in
 a ``history`` page (a reply's ``quote``, ``mentions``, ``edited``, ``deleted``,
@@ -17,7 +17,7 @@ server's bytes into an event. No I/O here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import orjson
@@ -90,20 +90,8 @@ class Reaction(ServerEvent):
     on: bool = True
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SearchResults(ServerEvent):
-    """The answer to a ``search``: history-shaped messages (each with its ``room``),
-    newest first; ``more`` when older ones match too."""
-
-    TYPE: ClassVar[str] = "search"
-    query: str
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    more: bool = False
-    ref: str | None = None
-
-
 _EVENTS: dict[str, type[ServerEvent]] = {
-    cls.TYPE: cls for cls in (MessageEdited, MessageDeleted, Reaction, SearchResults)
+    cls.TYPE: cls for cls in (MessageEdited, MessageDeleted, Reaction)
 }
 #: Field -> the JSON types it may hold (anything else is a broken frame, not a crash).
 _INTS = frozenset({"id", "target", "reply_to", "changed"})
@@ -115,14 +103,11 @@ _CHECKS: dict[str, tuple[type, ...]] = {
     "nick": (str,),
     "text": (str,),
     "emoji": (str,),
-    "query": (str,),
     "on": (bool,),
     "deleted": (bool,),
-    "more": (bool,),
     "quote": (dict,),
     "mentions": (list,),
     "reactions": (dict,),
-    "messages": (list,),
 }
 
 

@@ -42,6 +42,7 @@ from ..protocol import (
     NickChanged,
     Private,
     ReadMarker,
+    SearchResults,
     ServerEvent,
     Topic,
     Typing,
@@ -52,7 +53,6 @@ from .events import (
     MessageDeleted,
     MessageEdited,
     Reaction,
-    SearchResults,
     event_from_dict,
 )
 from .shown import ShownMessages

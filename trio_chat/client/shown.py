@@ -14,8 +14,8 @@ import collections
 import dataclasses
 
 from ..names import name_key
-from ..protocol import History, Info, Message, RemoteProtocolError, ServerEvent
-from .events import MessageDeleted, MessageEdited, SearchResults, event_from_dict
+from ..protocol import History, Info, Message, RemoteProtocolError, SearchResults, ServerEvent
+from .events import MessageDeleted, MessageEdited, event_from_dict
 
 #: Messages remembered, the newest kept.
 SHOWN_MESSAGES = 5_000
