@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from .changes import MessageIndex
 from .mailbox import Parcel
 from .names import name_key
 from .parcels import Bundle, Payload
@@ -26,8 +27,12 @@ from .protocol import (
     Joined,
     Left,
     Message,
+    MessageChange,
+    MessageDeleted,
+    MessageEdited,
     NickChanged,
     Private,
+    Reaction,
     ServerEvent,
     Topic,
 )
@@ -43,7 +48,19 @@ __all__ = ["Arrival", "Broker", "Delivery", "Pending", "RoomEvent", "bundles"]
 log = logging.getLogger("trio_chat.hub")
 
 
-RoomEvent = Joined | Left | Message | NickChanged | Private | Topic
+RoomEvent = (
+    Joined
+    | Left
+    | Message
+    | NickChanged
+    | Private
+    | Topic
+    | MessageEdited
+    | MessageDeleted
+    | Reaction
+)
+#: The events that change a message already said (:mod:`trio_chat.changes`).
+_CHANGES = frozenset({MessageEdited, MessageDeleted, Reaction})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +96,22 @@ class Pending:
     accounts: tuple[str, str] | None = None
     #: For a ``join``: the user who starts getting the room's events with it.
     arrival: Arrival | None = None
+    #: For a chat line to a room: the account key it was said under (its author, who alone
+    #: may edit it; see :mod:`trio_chat.changes`), ``None`` for a guest's.
+    author: str | None = None
 
     def with_event(self, event: RoomEvent | ServerEvent) -> Pending:
         """The same, carrying ``event`` (``dataclasses.replace``, in a fraction of the time:
         a broker does it for every event of its own it reads back)."""
         return Pending(
-            event, self.room, self.extra, self.persist, self.sender, self.accounts, self.arrival
+            event,
+            self.room,
+            self.extra,
+            self.persist,
+            self.sender,
+            self.accounts,
+            self.arrival,
+            self.author,
         )
 
     def receivers(self) -> Iterable[Receiver]:
@@ -120,6 +147,8 @@ class Delivery:
     recent: dict[str, RecentLines]
     join_history: Callable[[Session, str], History | None] | None
     on_said: list[Callable[[Message, Session], None]]
+    #: The authors and state of each room's latest lines (see :mod:`trio_chat.changes`).
+    messages: MessageIndex
     _last_id: int
     _undelivered: collections.deque[int]
 
@@ -181,6 +210,10 @@ class Delivery:
         assert room is not None
         # As _fanout_timed does for a Pending to the room's members and no one else.
         start = time.perf_counter()
+        add = self.messages.add
+        for pending in run:
+            sender = pending.sender
+            add(pending.event, pending.author, None if sender is None else sender.id)  # type: ignore[arg-type]
         lines = tuple(p.event for p in run)
         self._fanout(room.here.values(), Bundle(lines))
         if self.recent:
@@ -212,10 +245,15 @@ class Delivery:
             arrival = None
         event = pending.event
         self._fanout(pending.receivers(), event)
-        if type(event) is Message and self.recent:
-            recent = self.recent.get(name_key(event.room))
-            if recent is not None:
-                recent.add(event)
+        if type(event) is Message:
+            sender = pending.sender
+            self.messages.add(event, pending.author, None if sender is None else sender.id)
+            if self.recent:
+                recent = self.recent.get(name_key(event.room))
+                if recent is not None:
+                    recent.add(event)
+        elif type(event) in _CHANGES:
+            self._changed(event)  # type: ignore[arg-type]
         if arrival is not None and self.join_history is not None:
             history = self.join_history(arrival.session, arrival.room.name)
             if history is not None:
@@ -223,6 +261,14 @@ class Delivery:
         self.metrics.fanout_seconds.observe(time.perf_counter() - start)
         if self.on_said and pending.sender is not None and type(event) is Message:
             self._said(event, pending.sender)
+
+    def _changed(self, change: MessageChange) -> None:
+        """A change of a message went out: what this node keeps of the room's latest lines
+        follows it (the index of authors, and the lines a joiner is shown)."""
+        self.messages.apply(change)
+        recent = self.recent.get(name_key(change.room))
+        if recent is not None:
+            recent.change(change)
 
     def _said(self, message: Message, sender: Session) -> None:
         """A line said on this node went out to its room: tell the ``on_said`` observers

@@ -31,6 +31,7 @@ import math
 import time
 from collections.abc import Callable
 
+from .changes import MessageIndex
 from .delivery import Arrival, Broker, Delivery, Pending, RoomEvent
 from .errors import FixedCodeError
 from .mailbox import Fanout, Mailbox, Parcel
@@ -42,6 +43,7 @@ from .protocol import (
     Joined,
     Left,
     Message,
+    MessageChange,
     MessageKind,
     NickChanged,
     Private,
@@ -180,6 +182,9 @@ class Hub(Delivery):
         #: ``join`` (filled by the history service: :mod:`trio_chat.recent`); fed with
         #: each line delivered, dropped when the room vanishes.
         self.recent: dict[str, RecentLines] = {}
+        #: The authors and state of each room's latest lines, fed as they are delivered
+        #: (see :mod:`trio_chat.changes`): who may edit or delete one, what a reply quotes.
+        self.messages = MessageIndex()
         #: The history frame a user who joins a room gets right after its ``join`` (or
         #: ``None``: none), called as the ``join`` is delivered. Set by the server when it
         #: keeps history; without it a join comes with no history.
@@ -447,6 +452,7 @@ class Hub(Delivery):
         """The room of ``key`` is empty: it vanishes, with its latest lines (unless a
         join is reading them from the store: that one is still filling)."""
         del self.rooms[key]
+        self.messages.forget_room(key)
         recent = self.recent.get(key)
         if recent is not None and recent.ready:
             del self.recent[key]
@@ -522,9 +528,18 @@ class Hub(Delivery):
     # ------------------------------------------------------------------------ messages
 
     def say(
-        self, session: Session, room_name: str, text: str, kind: MessageKind = "say"
+        self,
+        session: Session,
+        room_name: str,
+        text: str,
+        kind: MessageKind = "say",
+        *,
+        reply_to: int | None = None,
+        quote: dict[str, str] | None = None,
     ) -> Message:
-        """Number a message and fan it out to every member of the room, sender included."""
+        """Number a message and fan it out to every member of the room, sender included.
+        ``reply_to`` and ``quote``: the message of the room it answers, checked by the
+        caller (see :mod:`trio_chat.message_changes`)."""
         room = self.rooms.get(name_key(room_name))
         if room is None or session.id not in room.members:
             raise NotInRoom(f"you are not in {room_name}")
@@ -538,9 +553,22 @@ class Hub(Delivery):
             nick=session.nick,
             text=text,
             kind=kind,
+            reply_to=reply_to,
+            quote=quote,
         )
-        self._publish(message, room=room, persist=True, sender=session)
+        self._publish(message, room=room, persist=True, sender=session, author=session.account)
         return message
+
+    def change(
+        self, session: Session, room: Room, make: Callable[[int, float], MessageChange]
+    ) -> MessageChange:
+        """Number a change of a message of ``room`` (``make(id, ts)`` builds it), store it
+        and fan it out to the room, as a chat line goes. The caller checked that
+        ``session`` may (see :mod:`trio_chat.message_changes`)."""
+        self._check_message_id()
+        change = make(self._next_id(), self._clock())
+        self._publish(change, room=room, persist=True, sender=session)
+        return change
 
     def private(self, sender: Session, target_nick: str, text: str) -> Private:
         """A message seen by two users alone: delivered to the target, echoed to the sender."""
@@ -633,9 +661,10 @@ class Hub(Delivery):
         sender: Session | None = None,
         accounts: tuple[str, str] | None = None,
         arrival: Arrival | None = None,
+        author: str | None = None,
     ) -> None:
         """Fan out an event with an id: at once, or through the broker."""
-        pending = Pending(event, room, extra, persist, sender, accounts, arrival)
+        pending = Pending(event, room, extra, persist, sender, accounts, arrival, author)
         if self.broker is None:
             self._fanout_timed(pending)
             return

@@ -89,6 +89,38 @@ class Say:
 
     text: str
     room: str | None = None
+    #: The id of a message of the same room this line answers (see :mod:`trio_chat.changes`).
+    reply_to: int | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """Replace the text of one's own message ``id`` (of ``room``, default the current one)."""
+
+    id: int
+    text: str
+    room: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete message ``id``: one's own, or any as an operator of the room."""
+
+    id: int
+    room: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class React:
+    """Add (``on``) or take back (``on`` false) one's reaction ``emoji`` to message ``id``."""
+
+    id: int
+    emoji: str
+    on: bool = True
+    room: str | None = None
     ref: str | None = None
 
 
@@ -131,6 +163,9 @@ class HistoryRequest:
     before: int | None = None
     after: int | None = None
     limit: int | None = None
+    #: Instead of ``before``/``after``: the room's messages changed (edited, deleted,
+    #: reacted to) by a change with an id above this, in their current state.
+    changed_after: int | None = None
     ref: str | None = None
 
 
@@ -142,7 +177,9 @@ class Quit:
     ref: str | None = None
 
 
-ClientFrame: TypeAlias = Hello | Say | Command | Ping | PongReply | HistoryRequest | Quit
+ClientFrame: TypeAlias = (
+    Hello | Say | Command | Ping | PongReply | HistoryRequest | Quit | Edit | Delete | React
+)
 
 # Per client frame type: its class, and its fields as (JSON name, required, JSON type).
 # The attribute is the JSON name, except where _ATTRIBUTE renames it (``with`` is a keyword).
@@ -159,7 +196,13 @@ _CLIENT_FRAMES: dict[str, tuple[type[Any], tuple[_FieldSpec, ...]]] = {
             ("away_notify", False, bool),
         ),
     ),
-    "say": (Say, (("text", True, str), ("room", False, str))),
+    "say": (Say, (("text", True, str), ("room", False, str), ("reply_to", False, int))),
+    "edit": (Edit, (("id", True, int), ("text", True, str), ("room", False, str))),
+    "delete": (Delete, (("id", True, int), ("room", False, str))),
+    "react": (
+        React,
+        (("id", True, int), ("emoji", True, str), ("on", False, bool), ("room", False, str)),
+    ),
     "command": (Command, (("name", True, str), ("args", False, str), ("room", False, str))),
     "ping": (Ping, (("token", False, str),)),
     "pong": (PongReply, (("token", False, str),)),
@@ -171,6 +214,7 @@ _CLIENT_FRAMES: dict[str, tuple[type[Any], tuple[_FieldSpec, ...]]] = {
             ("before", False, int),
             ("after", False, int),
             ("limit", False, int),
+            ("changed_after", False, int),
         ),
     ),
     "quit": (Quit, (("reason", False, str),)),
@@ -344,6 +388,53 @@ class Message(ServerEvent):
     nick: str
     text: str
     kind: MessageKind = "say"
+    #: The id of the message of the room this one answers; left out when none.
+    reply_to: int | None = None
+    #: That message's ``{"nick": ..., "text": ...}`` (its text cut to 100 characters).
+    quote: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageEdited(ServerEvent):
+    """``nick`` replaced the text of their message ``target`` with ``text``."""
+
+    TYPE: ClassVar[str] = "edit"
+    id: int
+    ts: float
+    room: str
+    nick: str
+    target: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageDeleted(ServerEvent):
+    """``nick`` (its author, or an operator) deleted message ``target``: its text is gone."""
+
+    TYPE: ClassVar[str] = "delete"
+    id: int
+    ts: float
+    room: str
+    nick: str
+    target: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reaction(ServerEvent):
+    """``nick`` added (``on``) or took back their reaction ``emoji`` to message ``target``."""
+
+    TYPE: ClassVar[str] = "reaction"
+    id: int
+    ts: float
+    room: str
+    nick: str
+    target: int
+    emoji: str
+    on: bool
+
+
+#: The events that change a message already said (see :mod:`trio_chat.changes`).
+MessageChange: TypeAlias = MessageEdited | MessageDeleted | Reaction
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -513,6 +604,9 @@ _SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         ServerPing,
         History,
         Bye,
+        MessageEdited,
+        MessageDeleted,
+        Reaction,
     )
 }
 

@@ -28,6 +28,7 @@ from .jobs import Jobs
 from .keepalive import Keepalive
 from .limits import ConnectionLimiter
 from .logins import AccountBook, Logins
+from .message_changes import MessageChanges
 from .metrics import Metrics
 from .names import DEFAULT_ROOM, normalize_nick
 from .plugin_storage import MemoryPluginData
@@ -44,6 +45,8 @@ from .posted import PostedFeed
 from .protocol import (
     ClientFrame,
     Command,
+    Delete,
+    Edit,
     Error,
     Hello,
     HistoryRequest,
@@ -54,6 +57,7 @@ from .protocol import (
     PongReply,
     Private,
     Quit,
+    React,
     Say,
     error_reply,
 )
@@ -159,6 +163,7 @@ class ChatServer(ServerAPI):
             self._call_message_posted, lambda: bool(self.pm.hook.message_posted.get_hookimpls())
         )
         self.hub.on_said.append(self.posted.heard)
+        self.message_changes = MessageChanges(self.hub)
         #: Private messages to bots, on their way to the ``bot_messaged`` listeners.
         self.bot_messages = PostedFeed(
             self._call_bot_messaged,
@@ -324,6 +329,13 @@ class ChatServer(ServerAPI):
 
     def post(self, session: Session, room: str, text: str, kind: MessageKind = "say") -> None:
         """Say ``text`` in ``room`` as ``session``, after every message filter agreed."""
+        text = self.filtered_text(session, room, text)
+        if not text:
+            return
+        self.hub.say(session, room, text, kind)
+
+    def filtered_text(self, session: Session, room: str, text: str) -> str:
+        """``text`` as the message filters leave it (``""``: dropped)."""
         hook = self.pm.hook.filter_message
         # No filters (the usual case): skip pluggy's call, ~2 us on the path of every line.
         texts = hook(session=session, room=room, text=text) if hook.get_hookimpls() else None
@@ -334,9 +346,7 @@ class ChatServer(ServerAPI):
             if not isinstance(text, str):
                 log.error("a wrapper of filter_message gave %s, not text", type(text).__name__)
                 raise ChatError("plugin_error", FILTER_FAILED)
-        if not text:
-            return
-        self.hub.say(session, room, text, kind)
+        return text
 
     async def handle(self, session: Session, frame: ClientFrame) -> None:
         """Act on one frame from a logged-in session. Never raises for bad input."""
@@ -345,6 +355,9 @@ class ChatServer(ServerAPI):
             if not frame.text.strip():
                 error = Error(code="bad_field", text="a message needs some text", ref=frame.ref)
                 self.hub.send_to(session, error)
+                return
+            if frame.reply_to is not None:
+                await self.change_message(session, frame)
                 return
             room = frame.room or session.room
             try:
@@ -384,6 +397,8 @@ class ChatServer(ServerAPI):
             self.end_connection(session, "quit", reason)
         elif isinstance(frame, HistoryRequest):
             await self.answer_history(session, frame)
+        elif isinstance(frame, Edit | Delete | React):
+            await self.change_message(session, frame)
         elif isinstance(frame, Hello):
             self.hub.send_to(
                 session,
@@ -392,6 +407,31 @@ class ChatServer(ServerAPI):
                     text="you are already logged in; use /nick",
                     ref=frame.ref,
                 ),
+            )
+
+    async def change_message(self, session: Session, frame: Say | Edit | Delete | React) -> None:
+        """A reply (``say`` with ``reply_to``), ``edit``, ``delete`` or ``react`` frame;
+        refused with an error to the sender alone (see :mod:`trio_chat.message_changes`)."""
+        room = frame.room or session.room
+        try:
+            if isinstance(frame, Say):
+                assert frame.reply_to is not None
+                await self.reply(session, room, frame.reply_to, frame.text)
+            elif isinstance(frame, Edit):
+                if not frame.text.strip():
+                    raise ChatError("bad_field", "an edit needs some text")
+                await self.edit_message(session, room, frame.id, frame.text)
+            elif isinstance(frame, Delete):
+                await self.delete_message(session, room, frame.id)
+            else:
+                await self.react(session, room, frame.id, frame.emoji, on=frame.on)
+        except ChatError as exc:
+            self.hub.send_to(session, error_reply(exc, frame.ref))
+        except StoreError as exc:
+            log.error("looking up a message for %s failed: %s", session.nick, exc)
+            self.hub.send_to(
+                session,
+                Error(code="store_error", text="messages cannot be read right now", ref=frame.ref),
             )
 
     # ------------------------------------------------------------- history and accounts
@@ -414,6 +454,11 @@ class ChatServer(ServerAPI):
             room = self.hub.room(request.room or session.room)
             if room is None or session.id not in room.members:
                 raise NotInRoom(f"you are not in {request.room or session.room}")
+            if request.changed_after is not None:
+                await service.send_changed_page(
+                    session, room.name, request.changed_after, limit=limit, ref=request.ref
+                )
+                return
             await service.send_room_page(
                 session,
                 room.name,
@@ -503,6 +548,7 @@ class ChatServer(ServerAPI):
                     store, self.hub, history_on_join=self.config.history_on_join
                 )
                 self.logins = Logins(await self._account_book(stack, store))
+                self.message_changes.store = store
                 self.plugin_data = store
                 self.metrics.watch_store(lambda: store.stats)
             self.publisher = Publisher(self.hub, store=store, outbox_size=self.config.outbox_size)
@@ -531,6 +577,7 @@ class ChatServer(ServerAPI):
                 if self.broker is not None:
                     self.broker.detach()
                 self.history_service = self.logins = self.publisher = self.broker = None
+                self.message_changes.store = None
                 if store is not None:
                     self.plugin_data = None
                 self.hub.join_history = None

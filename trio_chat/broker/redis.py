@@ -245,7 +245,9 @@ class RedisBroker(Presence):
             if pending.persist and len(self._mine) >= MAX_WAITING:
                 raise ServerBusy("the server is busy sharing messages; try again in a moment")
             self._seq = seq = self._seq + 1
-            payload = encode_line(self.node, seq, event, persist=pending.persist)
+            payload = encode_line(
+                self.node, seq, event, persist=pending.persist, author=pending.author
+            )
             self._outgoing.append((seq, "e", payload))
             self._wake_writer.set()
             self._mine[seq] = pending
@@ -268,6 +270,7 @@ class RedisBroker(Presence):
             persist=pending.persist,
             accounts=pending.accounts,
             data={"op": True} if self._made_operator(event) else None,
+            author=pending.author,
         )
         self._mine[seq] = pending
 
@@ -613,7 +616,7 @@ class RedisBroker(Presence):
                 pending = pending.with_event(renumbered_line(pending.event, event_id))  # type: ignore[arg-type]
             else:
                 try:
-                    node, seq, event, persist = decode_line(stream_id, payload)
+                    node, seq, event, persist, author = decode_line(stream_id, payload)
                 except BadEntry as exc:
                     log.warning("broker: skipped an entry: %s", exc)
                     continue
@@ -621,7 +624,7 @@ class RedisBroker(Presence):
                     self._read_own(seq, stream_id)
                     continue
                 event_id = event.id
-                pending = Pending(event, room(event.room), (), persist)
+                pending = Pending(event, room(event.room), (), persist, author=author)
                 seq = 0  # (another node's: no reply of this one waits for it)
             if event_id > self.last_event_id:
                 self.last_event_id = event_id
@@ -661,7 +664,9 @@ class RedisBroker(Presence):
             for key in entry.to
             if (s := self.hub.sessions.get(key)) is not None and replica.node_of(s) is None
         )
-        self._hand_on(Pending(event, room, local, entry.persist, None, entry.accounts))
+        self._hand_on(
+            Pending(event, room, local, entry.persist, None, entry.accounts, author=entry.author)
+        )
 
     # ------------------------------------------------------------------ outages
 
