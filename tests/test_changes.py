@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -133,13 +134,22 @@ def test_the_current_state_follows_edits_reactions_and_a_delete() -> None:
 
 
 def test_the_index_knows_authors_of_the_latest_lines_only() -> None:
-    index = MessageIndex(size=3)
+    index = MessageIndex(size=2)
+    guest = SimpleNamespace(id=77, account=None)
+    logged_in = SimpleNamespace(id=78, account="al")
     for n in range(1, 6):
         line = Message(id=n, ts=1.0, room="#A", nick="al", text=f"line {n}")
-        index.add(line, "al" if n % 2 else None, 77)
+        said = SimpleNamespace(event=line, author=None, sender=logged_in if n % 2 else guest)
+        index.add("#a", [said])
+    remote = Message(id=6, ts=1.0, room="#a", nick="bo", text="from another node")
+    index.add("#a", [SimpleNamespace(event=remote, author="bo", sender=None)])
+    sixth = index.get("#a", 6)
+    assert sixth is not None and sixth.written_by("bo", 1) and not sixth.written_by(None, 77)
+    # At least the latest 2 are kept, at most 4: past 4, the oldest are dropped.
     assert index.get("#a", 1) is None and index.get("#a", 2) is None
     assert index.covers("#a", 1) is False and index.covers("#a", 4) is True
-    three, four = index.get("#a", 3), index.get("#a", 4)
+    assert index.covers("#b", 4) is False
+    three, four = index.get("#a", 5), index.get("#a", 4)  # (2 to 6 kept)
     assert three is not None and four is not None
     assert three.written_by("al", 1) and not three.written_by(None, 77)  # an account's
     assert four.written_by(None, 77) and not four.written_by("al", 78)  # a guest session's
@@ -304,6 +314,40 @@ async def test_a_guests_lines_are_not_theirs_who_registers_the_nick_later() -> N
                 await phone.login("alice", password="secret-pass")
                 await phone.send({"type": "edit", "id": own.id, "text": "from the phone"})
                 assert (await bob.expect("edit")).target == own.id
+
+
+async def test_three_connections_of_one_account_each_see_and_make_changes() -> None:
+    async with open_test_server() as chat, contextlib.AsyncExitStack() as stack:
+        bob = await stack.enter_async_context(open_client(chat, "bob"))
+        laptop = await stack.enter_async_context(open_client(chat))
+        await laptop.login("alice", password="secret-pass", register=True)
+        phone = await stack.enter_async_context(open_client(chat, websocket=True))
+        await phone.login("alice", password="secret-pass", batch=True)
+        tab = await stack.enter_async_context(open_client(chat, websocket=True))
+        await tab.login("alice", password="secret-pass")
+        devices = (laptop, phone, tab)
+        line = await said(bob, "for alice")
+        for device in devices:
+            await device.expect("message", lambda m: m.id == line.id)
+        # (The phone asked for batches: what waits for it comes in "batch" messages.)
+        await phone.send({"type": "say", "text": "from the phone", "reply_to": line.id})
+        await tab.send({"type": "react", "id": line.id, "emoji": "👍"})
+        reply = await laptop.expect("message", lambda m: m.text == "from the phone")
+        await laptop.send({"type": "edit", "id": reply.id, "text": "edited on the laptop"})
+        await tab.expect("edit")
+        await tab.send({"type": "delete", "id": reply.id})
+        for client in (*devices, bob):
+            seen: dict[str, Any] = {
+                e.TYPE: e for e in client.history if e.TYPE in ("reaction", "edit", "delete")
+            }
+            while len(seen) < 3:
+                event = await client.receive()
+                if event.TYPE in ("reaction", "edit", "delete"):
+                    seen[event.TYPE] = event
+            assert seen["reaction"].target == line.id
+            assert seen["edit"].target == seen["delete"].target == reply.id
+            assert seen["edit"].id < seen["delete"].id
+            assert {e.nick for e in seen.values()} == {"alice"}
 
 
 async def test_text_mode_shows_ids_and_changes_as_lines() -> None:

@@ -18,16 +18,16 @@ guest may change its lines while they are among the room's latest
 
 from __future__ import annotations
 
-import collections
 import copy
+import itertools
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import FixedCodeError
 from .names import name_key
 from .protocol import (
-    Message,
     MessageChange,
     MessageDeleted,
     MessageEdited,
@@ -44,6 +44,7 @@ __all__ = [
     "BadEmoji",
     "MessageIndex",
     "NoSuchMessage",
+    "Said",
     "apply_change",
     "check_emoji",
     "cut_quote",
@@ -152,48 +153,82 @@ def toggle(reactions: dict[str, list[str]], change: Reaction) -> None:
             reactions.pop(change.emoji, None)
 
 
+class Said(Protocol):
+    """What delivery hands the index of a line: the hub's
+    :class:`~trio_chat.delivery.Pending` it was delivered as."""
+
+    @property
+    def event(self) -> Any: ...  # the Message
+    @property
+    def author(self) -> str | None: ...  # the account it was said under
+    @property
+    def sender(self) -> Any: ...  # the Session that said it on this node, or None
+
+
+#: What the index keeps of a line until a change or a reply asks about it: its nick, the
+#: account it was said under, the guest session that said it on this node, and its text.
+#: Only strings and numbers: the garbage collector stops looking at such a tuple (and at a
+#: dict of them), so a thousand lines kept per room cost it nothing. (Keeping the events
+#: themselves made every line survive a collection or two, which cost the delivery of a
+#: line more than everything else the index does.)
+_Kept = tuple[str, str | None, int | None, str]
+
+
 class MessageIndex:
-    """Per room, the authors and state of its latest :data:`INDEX_SIZE` lines delivered on
-    this node (with or without a database), fed by the hub's delivery in id order."""
+    """Per room, the authors and state of its latest lines delivered on this node (at
+    least :data:`INDEX_SIZE`, at most twice as many), with or without a database, fed by
+    the hub's delivery in id order.
+
+    On the path of every line, so it does as little as it can there: a tuple of plain
+    values per line (``_Kept``), the oldest dropped :data:`INDEX_SIZE` at a time, and an
+    :class:`Authored` made of a line only when a change or a reply asks for it."""
 
     __slots__ = ("_rooms", "size")
 
     def __init__(self, size: int = INDEX_SIZE) -> None:
         self.size = size
-        self._rooms: dict[str, collections.OrderedDict[int, Authored]] = {}
+        self._rooms: dict[str, dict[int, Authored | _Kept]] = {}
 
-    def add(self, message: Message, account: str | None, session_id: int | None) -> None:
-        """A line delivered to its room: said under ``account``, by the guest session
-        ``session_id`` (of this node) when no account."""
-        key = name_key(message.room)
+    def add(self, room: str, said: Iterable[Said]) -> None:
+        """Lines delivered to ``room`` (as delivery holds them), in id order."""
+        key = name_key(room)
         lines = self._rooms.get(key)
         if lines is None:
-            lines = self._rooms[key] = collections.OrderedDict()
-        lines[message.id] = Authored(
-            message.id,
-            message.nick,
-            account,
-            None if account is not None else session_id,
-            cut_quote(message.text),
-        )
-        if len(lines) > self.size:
-            lines.popitem(last=False)
+            lines = self._rooms[key] = {}
+        for line in said:
+            event, author, sender = line.event, line.author, line.sender
+            if sender is None:  # another node's line: the log says whose
+                lines[event.id] = (event.nick, author, None, event.text)
+            elif sender.account is not None:  # (see delivery.author_of)
+                lines[event.id] = (event.nick, sender.account, None, event.text)
+            else:
+                lines[event.id] = (event.nick, None, sender.id, event.text)
+        if len(lines) > 2 * self.size:
+            keep = itertools.islice(lines.items(), len(lines) - self.size, None)
+            self._rooms[key] = dict(keep)
 
     def get(self, room: str, message_id: int) -> Authored | None:
         lines = self._rooms.get(name_key(room))
-        return None if lines is None else lines.get(message_id)
+        if lines is None:
+            return None
+        entry = lines.get(message_id)
+        if entry is None or isinstance(entry, Authored):
+            return entry
+        nick, account, guest, text = entry
+        authored = lines[message_id] = Authored(message_id, nick, account, guest, cut_quote(text))
+        return authored
 
     def covers(self, room: str, message_id: int) -> bool:
         """Whether a message ``message_id`` of ``room`` would be here if it existed (it is
-        not older than the oldest line kept): then a miss means there is none."""
+        not older than the oldest line kept, and lines were dropped): then a miss means
+        there is none."""
         lines = self._rooms.get(name_key(room))
         if not lines or len(lines) < self.size:
             return False
         return message_id >= next(iter(lines))
 
     def apply(self, change: MessageChange) -> None:
-        """A change delivered to its room: its target (if kept here) follows it, and so
-        do the quotes of replies to a deleted message."""
+        """A change delivered to its room: its target (if kept here) follows it."""
         entry = self.get(change.room, change.target)
         if entry is not None:
             entry.apply(change)

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .metrics import Metrics
     from .recent import RecentLines
 
-__all__ = ["Arrival", "Broker", "Delivery", "Pending", "RoomEvent", "bundles"]
+__all__ = ["Arrival", "Broker", "Delivery", "Pending", "RoomEvent", "author_of", "bundles"]
 
 log = logging.getLogger("trio_chat.hub")
 
@@ -96,8 +96,9 @@ class Pending:
     accounts: tuple[str, str] | None = None
     #: For a ``join``: the user who starts getting the room's events with it.
     arrival: Arrival | None = None
-    #: For a chat line to a room: the account key it was said under (its author, who alone
-    #: may edit it; see :mod:`trio_chat.changes`), ``None`` for a guest's.
+    #: For a chat line to a room said on another node: the account key it was said under
+    #: (its author, who alone may edit it; see :mod:`trio_chat.changes`), ``None`` for a
+    #: guest's. A line said on this node leaves it out: :func:`author_of` asks its sender.
     author: str | None = None
 
     def with_event(self, event: RoomEvent | ServerEvent) -> Pending:
@@ -120,6 +121,17 @@ class Pending:
         if not self.extra:
             return self.room.here.values()
         return {**{s: None for s in self.room.here.values()}, **dict.fromkeys(self.extra)}
+
+
+def author_of(pending: Pending) -> str | None:
+    """The account a chat line was said under: the one the log says (another node's
+    line), else its sender's now. (Its sender's then, but for a ``/register`` or
+    ``/login`` of the same connection between the line's numbering and this: the same
+    person's account, as a user logged in elsewhere would be another user.)"""
+    if pending.author is not None:
+        return pending.author
+    sender = pending.sender
+    return None if sender is None else sender.account
 
 
 class Broker(Protocol):
@@ -210,10 +222,7 @@ class Delivery:
         assert room is not None
         # As _fanout_timed does for a Pending to the room's members and no one else.
         start = time.perf_counter()
-        add = self.messages.add
-        for pending in run:
-            sender = pending.sender
-            add(pending.event, pending.author, None if sender is None else sender.id)  # type: ignore[arg-type]
+        self.messages.add(room.name, run)
         lines = tuple(p.event for p in run)
         self._fanout(room.here.values(), Bundle(lines))
         if self.recent:
@@ -246,8 +255,7 @@ class Delivery:
         event = pending.event
         self._fanout(pending.receivers(), event)
         if type(event) is Message:
-            sender = pending.sender
-            self.messages.add(event, pending.author, None if sender is None else sender.id)
+            self.messages.add(event.room, (pending,))
             if self.recent:
                 recent = self.recent.get(name_key(event.room))
                 if recent is not None:

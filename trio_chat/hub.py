@@ -49,6 +49,7 @@ from .protocol import (
     Private,
     ServerEvent,
     Topic,
+    chat_line,
 )
 from .recent import RecentLines
 from .rooms import NotAllowed, NotInRoom, Room, Rule, RuleChange, reason_is_public
@@ -546,17 +547,11 @@ class Hub(Delivery):
         if session.id in room.muted:
             raise NotAllowed(f"you are muted in {room.name}")
         self._check_message_id()
-        message = Message(
-            id=self._next_id(),
-            ts=self._clock(),
-            room=room.name,
-            nick=session.nick,
-            text=text,
-            kind=kind,
-            reply_to=reply_to,
-            quote=quote,
+        message = chat_line(
+            self._next_id(), self._clock(), room.name, session.nick, text, kind, reply_to, quote
         )
-        self._publish(message, room=room, persist=True, sender=session, author=session.account)
+        # Its author's account is the sender's (see delivery.author_of): not looked up here.
+        self._publish(message, room=room, persist=True, sender=session)
         return message
 
     def change(
@@ -661,10 +656,9 @@ class Hub(Delivery):
         sender: Session | None = None,
         accounts: tuple[str, str] | None = None,
         arrival: Arrival | None = None,
-        author: str | None = None,
     ) -> None:
         """Fan out an event with an id: at once, or through the broker."""
-        pending = Pending(event, room, extra, persist, sender, accounts, arrival, author)
+        pending = Pending(event, room, extra, persist, sender, accounts, arrival)
         if self.broker is None:
             self._fanout_timed(pending)
             return

@@ -120,6 +120,9 @@ class MessageChanges:
                 id=id_, ts=ts, room=room.name, nick=nick, target=message_id
             ),
         )
+        # Deleted from now on for what this node is asked (a change asked for before the
+        # delete is delivered would otherwise pass): nothing can undo a numbered delete.
+        entry.deleted = True
 
     async def react(
         self, session: Session, room_name: str, message_id: int, emoji: str, on: bool

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .broker import Broker, LocalBroker
+from .delivery import author_of
 from .hub import Pending
 from .protocol import (
     Error,
@@ -76,7 +77,7 @@ def stored_row(pending: Pending) -> Row | MessageChange:
     :mod:`trio_chat.store.changes`)."""
     event = pending.event
     if type(event) is Message or type(event) is Private:
-        return message_row(event, pending.accounts, pending.author)
+        return message_row(event, pending.accounts, author_of(pending))
     assert isinstance(event, MessageEdited | MessageDeleted | Reaction), "not a stored event"
     return event
 

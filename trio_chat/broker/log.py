@@ -158,10 +158,18 @@ def encode_line(
     ``author``'s account). The id is the log's."""
     row: list[Any] = [_LINE_TAG, node, seq, 1 if persist else 0]
     row += (event.ts, event.room, event.nick, event.text, event.kind)
-    extras = {n: v for n in _LINE_EXTRAS if (v := getattr(event, n)) is not None}
+    extras: dict[str, Any] | None = None  # (none, for most lines: no dict made)
+    for name in _LINE_EXTRAS:
+        value = getattr(event, name)
+        if value is not None:
+            if extras is None:
+                extras = {}
+            extras[name] = value
     if author is not None:
+        if extras is None:
+            extras = {}
         extras[_AUTHOR] = author
-    if extras:
+    if extras is not None:
         row.append(extras)
     return orjson.dumps(row)
 

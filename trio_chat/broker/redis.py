@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
+from ..delivery import author_of
 from ..hub import Pending, Receiver, RuleChange, ServerBusy, Session
 from ..names import name_key
 from ..protocol import Info, Joined, Message, renumbered
@@ -246,7 +247,7 @@ class RedisBroker(Presence):
                 raise ServerBusy("the server is busy sharing messages; try again in a moment")
             self._seq = seq = self._seq + 1
             payload = encode_line(
-                self.node, seq, event, persist=pending.persist, author=pending.author
+                self.node, seq, event, persist=pending.persist, author=author_of(pending)
             )
             self._outgoing.append((seq, "e", payload))
             self._wake_writer.set()
@@ -270,7 +271,7 @@ class RedisBroker(Presence):
             persist=pending.persist,
             accounts=pending.accounts,
             data={"op": True} if self._made_operator(event) else None,
-            author=pending.author,
+            author=author_of(pending) if type(event) is Message else None,
         )
         self._mine[seq] = pending
 
