@@ -199,7 +199,7 @@ class ServerAPI:
         """Say ``text`` in ``room`` as ``session``, answering the message ``message_id`` of
         the room (the line carries ``reply_to`` and a ``quote`` of it). Raises
         ``ChatError`` ``no_such_message`` when the room has no such message (or it was
-        deleted), and :class:`~trio_chat.store.StoreError` when it could not be read."""
+        deleted), ``store_error`` when the database could not be read."""
         quote = await self.message_changes.quote(session, room, message_id)
         text = self.filtered_text(session, room, text)
         if text:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from .changes import MAX_REACTIONS, Authored, NoSuchMessage, check_emoji, cut_quote
 from .errors import ChatError
+from .hub import NotAllowed, NotInRoom
 from .names import name_key
 from .protocol import MessageDeleted, MessageEdited, Reaction
 from .store import StoreError
@@ -44,8 +45,6 @@ class MessageChanges:
         self.store: Store | None = None
 
     def _room(self, session: Session, room_name: str) -> Room:
-        from .hub import NotInRoom
-
         room = self.hub.room(room_name)
         if room is None or session.id not in room.members:
             raise NotInRoom(f"you are not in {room_name}")
@@ -85,8 +84,6 @@ class MessageChanges:
     async def edit(self, session: Session, room_name: str, message_id: int, text: str) -> None:
         """Replace the text of ``session``'s own message (``text`` checked by the caller:
         not blank, through the message filters)."""
-        from .hub import NotAllowed
-
         entry = await self.find(session, room_name, message_id)
         room = self._room(session, room_name)  # (still a member after the read)
         if not entry.written_by(session.account, session.id):
@@ -104,8 +101,6 @@ class MessageChanges:
 
     async def delete(self, session: Session, room_name: str, message_id: int) -> None:
         """Delete a message: ``session``'s own, or any as an operator of the room."""
-        from .hub import NotAllowed
-
         entry = await self.find(session, room_name, message_id)
         room = self._room(session, room_name)
         if not entry.written_by(session.account, session.id) and not room.is_operator(session):
@@ -129,8 +124,6 @@ class MessageChanges:
     ) -> bool:
         """Add (``on``) or take back ``session``'s reaction ``emoji``; ``False`` when that
         changes nothing (already so: nothing is sent)."""
-        from .hub import NotAllowed
-
         check_emoji(emoji)
         entry = await self.find(session, room_name, message_id)
         room = self._room(session, room_name)

@@ -425,14 +425,8 @@ class ChatServer(ServerAPI):
                 await self.delete_message(session, room, frame.id)
             else:
                 await self.react(session, room, frame.id, frame.emoji, on=frame.on)
-        except ChatError as exc:
+        except ChatError as exc:  # (a store that failed too: store_error)
             self.hub.send_to(session, error_reply(exc, frame.ref))
-        except StoreError as exc:
-            log.error("looking up a message for %s failed: %s", session.nick, exc)
-            self.hub.send_to(
-                session,
-                Error(code="store_error", text="messages cannot be read right now", ref=frame.ref),
-            )
 
     # ------------------------------------------------------------- history and accounts
 
