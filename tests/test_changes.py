@@ -646,3 +646,33 @@ async def test_changes_and_authors_cross_the_nodes_of_a_broker(broker_url: str) 
         page = await history(bob)
         state = next(m for m in page if m["id"] == line.id)
         assert state["text"] == "edited on b" and state["reactions"] == {"🚀": ["bob"]}
+
+
+async def test_message_filters_see_replies_and_edits_and_a_private_message_is_no_target() -> None:
+    import trio_chat
+    from trio_chat.commands import CommandError
+
+    class NoShouting:
+        @trio_chat.hookimpl
+        def filter_message(self, session: Any, room: str, text: str) -> str | None:
+            if "forbidden" in text:
+                raise CommandError("that word is not allowed here", "message_refused")
+            return text.replace("darn", "d**n")
+
+    async with open_test_server(NoShouting()) as chat:
+        async with open_client(chat, "alice") as alice, open_client(chat, "bob") as bob:
+            line = await said(alice, "hello")
+            await alice.send({"type": "edit", "id": line.id, "text": "darn it"})
+            assert (await bob.expect("edit")).text == "d**n it"
+            refused = await error_of(alice, {"type": "edit", "id": line.id, "text": "forbidden"})
+            assert refused.code == "message_refused"
+            await bob.send({"type": "say", "text": "darn right", "reply_to": line.id})
+            reply = await bob.expect("message", lambda m: m.reply_to == line.id)
+            assert reply.text == "d**n right" and reply.quote["text"] == "d**n it"
+            await bob.command("/msg alice psst")
+            private = await alice.expect("private")
+            for frame in (
+                {"type": "delete", "id": private.id},
+                {"type": "say", "text": "re", "reply_to": private.id},
+            ):
+                assert (await error_of(bob, frame)).code == "no_such_message"
