@@ -28,10 +28,12 @@ from .protocol import (
     Pong,
     Private,
     Reaction,
+    ReadMarker,
     RemoteProtocolError,
     Say,
     ServerEvent,
     Topic,
+    Typing,
     Welcome,
     find_control_character,
 )
@@ -113,7 +115,8 @@ _HISTORY_ONLY = ("edited", "deleted", "reactions", "changed")
 
 
 def render_text(event: ServerEvent) -> str:
-    """One human-readable line (without newline) for a server event."""
+    """One human-readable line (without newline) for a server event; ``""`` for one that
+    a person need not see (nothing is sent for it)."""
     if isinstance(event, Message):
         return _line(event)
     if isinstance(event, MessageEdited | MessageDeleted | Reaction):
@@ -169,4 +172,8 @@ def render_text(event: ServerEvent) -> str:
         return f"-- pong {event.token or ''}".rstrip()
     if isinstance(event, Bye):
         return f"-- Disconnected: {event.text}"
+    if isinstance(event, Typing | ReadMarker):
+        # Nothing to show: a read marker moved on another connection of the user, or (never
+        # asked for in text mode) someone typing. The wire sends no line for "".
+        return ""
     return f"-- {event.TYPE}"
