@@ -172,6 +172,19 @@ class HistoryRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchRequest:
+    """Search the stored lines of the rooms the user is in (of ``room`` alone, if given)
+    for ``query``'s words; ``before`` pages back from an id, newest first. Answered with
+    :class:`SearchResults`."""
+
+    query: str
+    room: str | None = None
+    before: int | None = None
+    limit: int | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Quit:
     """The client leaves; ``reason`` is shown to others in the leave notice."""
 
@@ -211,6 +224,7 @@ ClientFrame: TypeAlias = (
     | React
     | TypingNotice
     | MarkRead
+    | SearchRequest
 )
 
 # Per client frame type: its class, and its fields as (JSON name, required, JSON type).
@@ -251,6 +265,10 @@ _CLIENT_FRAMES: dict[str, tuple[type[Any], tuple[_FieldSpec, ...]]] = {
         ),
     ),
     "quit": (Quit, (("reason", False, str),)),
+    "search": (
+        SearchRequest,
+        (("query", True, str), ("room", False, str), ("before", False, int), ("limit", False, int)),
+    ),
     "typing": (TypingNotice, (("active", True, bool), ("room", False, str))),
     "read": (MarkRead, (("id", True, int), ("room", False, str))),
 }
@@ -431,6 +449,11 @@ class Message(ServerEvent):
     #: That message's ``{"nick": ..., "text": ...}`` (its text cut to 100 characters).
     quote: dict[str, str] | None = None
 
+    #: The nicks of the room's members named in ``text`` (``@alice``, ``alice:``, or
+    #: ``alice`` as a word; compared as nicks are), each once, in the order named; left
+    #: out when none (see :mod:`trio_chat.mentions`).
+    mentions: list[str] | None = None
+
 
 def chat_line(
     event_id: int,
@@ -441,11 +464,12 @@ def chat_line(
     kind: MessageKind,
     reply_to: int | None = None,
     quote: dict[str, str] | None = None,
+    mentions: list[str] | None = None,
 ) -> Message:
     """``Message(id=event_id, ...)`` in about half the time (the hub makes one for every
     line said): its fields set as its ``__init__`` sets them, without the keyword
-    handling. Every field of ``Message`` but those after ``quote`` (a field added later
-    by another part of the chat, which must default to ``None``) is given here."""
+    handling. Every field of ``Message`` but those after ``mentions`` (a field added
+    later by another part of the chat, which must default to ``None``) is given here."""
     message = _new(Message)
     _set_field(message, "id", event_id)
     _set_field(message, "ts", ts)
@@ -455,6 +479,7 @@ def chat_line(
     _set_field(message, "kind", kind)
     _set_field(message, "reply_to", reply_to)
     _set_field(message, "quote", quote)
+    _set_field(message, "mentions", mentions)
     for name in _LATER_FIELDS:
         _set_field(message, name, None)
     return message
@@ -506,7 +531,7 @@ class Reaction(ServerEvent):
 _LATER_FIELDS = tuple(
     f.name
     for f in fields(Message)
-    if f.name not in {"id", "ts", "room", "nick", "text", "kind", "reply_to", "quote"}
+    if f.name not in {"id", "ts", "room", "nick", "text", "kind", "reply_to", "quote", "mentions"}
 )
 assert all(f.default is None for f in fields(Message) if f.name in _LATER_FIELDS)
 
@@ -595,6 +620,19 @@ class History(ServerEvent):
         if "with_nick" in obj:
             obj["with"] = obj.pop("with_nick")
         return obj
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchResults(ServerEvent):
+    """The answer to a ``search`` frame (or ``/search``): the matching room lines, newest
+    first, each shaped like a ``message`` event (with its ``room``); ``more`` is true
+    when older matches remain (ask again with ``before`` the last id here)."""
+
+    TYPE: ClassVar[str] = "search"
+    query: str
+    messages: list[dict[str, Any]]
+    more: bool = False
+    ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -710,6 +748,7 @@ _SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         MessageEdited,
         MessageDeleted,
         Reaction,
+        SearchResults,
         Typing,
         ReadMarker,
     )
