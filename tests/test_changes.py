@@ -679,3 +679,20 @@ async def test_message_filters_see_replies_and_edits_and_a_private_message_is_no
                 {"type": "say", "text": "re", "reply_to": private.id},
             ):
                 assert (await error_of(bob, frame)).code == "no_such_message"
+
+
+async def test_search_finds_the_edited_words_and_never_a_deleted_line() -> None:
+    async with open_test_server() as chat, open_client(chat, "alice") as alice:
+        edited = await said(alice, "the secret plan")
+        deleted = await said(alice, "another secret")
+        await alice.send({"type": "edit", "id": edited.id, "text": "the public plan"})
+        await alice.expect("edit")
+        await alice.send({"type": "delete", "id": deleted.id})
+        await alice.expect("delete")
+
+        async def found(words: str) -> list[str]:
+            await alice.send({"type": "search", "query": words, "ref": words})
+            return [m["text"] for m in (await alice.expect("search")).messages]
+
+        assert await found("secret") == []
+        assert await found("public") == ["the public plan"]
