@@ -24,7 +24,6 @@ import pytest
 import trio
 from test_client import ROOT, WAIT, RawClient, client_command, raw_client, running_client
 
-from trio_chat import protocol
 from trio_chat.client.app import ChatClient
 from trio_chat.client.completion import completions
 from trio_chat.client.connection import Target, parse_target
@@ -868,14 +867,6 @@ async def test_typing_both_ways_at_a_real_terminal(tmp_path: Path) -> None:
 # ------------------------------------------------------ against the whole server (issue 18)
 
 
-#: The server's side of issue 18 is built on other branches; until the one a test needs is
-#: merged, it has no server to talk to (they pass on the merge of all).
-needs_changes = pytest.mark.skipif(
-    not {"edit", "delete", "react"} <= set(protocol._CLIENT_FRAMES),
-    reason="the server's replies, edits, deletes and reactions (branch changes) are not merged",
-)
-
-
 def id_of(line: str) -> int:
     """The message id in a line's time stamp, ``[12:30:05 #42] ...``."""
     found = re.search(r" #(\d+)\]", line)
@@ -899,7 +890,6 @@ async def account(
         yield client
 
 
-@needs_changes
 @pytest.mark.parametrize("websocket", [False, True], ids=["tcp", "websocket"])
 async def test_reply_edit_react_delete_with_the_server(tmp_path: Path, websocket: bool) -> None:
     config = local_config(db=str(tmp_path / "chat.db"))
@@ -976,7 +966,6 @@ async def test_search_and_mentions_with_the_server(tmp_path: Path) -> None:
         assert "#lobby" in named and "@alice: deploy done?" in named
 
 
-@needs_changes
 async def test_what_changed_while_away_is_shown_after_a_reconnect(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
