@@ -29,9 +29,6 @@ from trio_chat.client.completion import completions
 from trio_chat.client.connection import Target, parse_target
 from trio_chat.client.events import (
     ChatMessage,
-    MessageDeleted,
-    MessageEdited,
-    Reaction,
     WireFrame,
     changed_items,
     decode_event,
@@ -52,6 +49,9 @@ from trio_chat.protocol import (
     History,
     Info,
     Joined,
+    MessageDeleted,
+    MessageEdited,
+    Reaction,
     ReadMarker,
     RemoteProtocolError,
     Say,
@@ -271,7 +271,7 @@ def test_an_edit_a_delete_and_reactions_are_lines_of_their_own() -> None:
     edit = MessageEdited(id=50, ts=TS, room="#dev", nick="bob", target=41, text="at seven")
     assert r.line(edit) == f"[{clock(TS)}] <bob> at seven (edited #41)"
     r.shown.remember(edit)
-    on = Reaction(id=51, ts=TS, room="#dev", nick="carol", target=41, emoji="👍")
+    on = Reaction(id=51, ts=TS, room="#dev", nick="carol", target=41, emoji="👍", on=True)
     assert r.line(on) == f"[{clock(TS)}] -!- carol reacted 👍 to #41 (bob: at seven)"
     off = Reaction(id=52, ts=TS, room="#dev", nick="carol", target=41, emoji="👍", on=False)
     assert r.line(off).endswith("-!- carol took back 👍 from #41 (bob: at seven)")
@@ -289,7 +289,7 @@ def test_an_edit_a_delete_and_reactions_are_lines_of_their_own() -> None:
 def test_a_long_reacted_to_message_is_cut() -> None:
     r = renderer()
     r.shown.add(message(41, "x" * 100))
-    line = r.line(Reaction(id=51, ts=TS, room="#dev", nick="carol", target=41, emoji="🎉"))
+    line = r.line(Reaction(id=51, ts=TS, room="#dev", nick="carol", target=41, emoji="🎉", on=True))
     assert line.endswith(f"(bob: {'x' * 39}…)")
 
 
@@ -365,7 +365,7 @@ def test_what_others_send_cannot_drive_the_terminal() -> None:
     r = renderer()
     quote = {"nick": "x\x1b[2J", "text": "a\nb"}
     reply = r.line(message(42, "ok", reply_to=41, quote=quote))
-    emoji = r.line(Reaction(id=1, ts=TS, room="#dev", nick="c", target=4, emoji="\x1b]0;"))
+    emoji = r.line(Reaction(id=1, ts=TS, room="#dev", nick="c", target=4, emoji="\x1b]0;", on=True))
     for line in (reply, emoji, reactions_summary({"\x07": ["a"]})):
         assert "\x1b" not in line and "\x07" not in line
     assert reply.count("\n") == 1  # the quote's newline is shown, not obeyed
@@ -437,7 +437,7 @@ def test_a_resync_holds_changes_and_shows_each_once_in_order() -> None:
     resume = Resume()
     dev = name_key("#dev")
     resume.start({dev: RoomState("#dev", last_id=10)}, "#dev", now=0.0)
-    reaction = Reaction(id=12, ts=TS, room="#dev", nick="c", target=4, emoji="👍")
+    reaction = Reaction(id=12, ts=TS, room="#dev", nick="c", target=4, emoji="👍", on=True)
     edit = MessageEdited(id=11, ts=TS, room="#dev", nick="b", target=3, text="x")
     for event in (reaction, edit, reaction):
         assert resume.holding(event)
@@ -708,7 +708,7 @@ async def test_message_commands_and_events_over_the_wire(
         await alice.send_line("/unreact 5 👍")
         await server.expect("react", id=5, emoji="👍", on=False)
         reaction = {"type": "reaction", "ts": TS, "room": "#lobby", "nick": "carol", "target": 5}
-        await server.send(**reaction, id=8, emoji="🎉")
+        await server.send(**reaction, id=8, emoji="🎉", on=True)
         await alice.expect("-!- carol reacted 🎉 to #5 (bob: dinner at six?)")
         await server.send(**reaction, id=9, emoji="🎉", on=False)
         await alice.expect("-!- carol took back 🎉 from #5")

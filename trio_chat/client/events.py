@@ -1,9 +1,10 @@
 """The frames issue 18 added to the protocol, as the terminal client reads and writes them.
 
-The wire format is the contract (docs/protocol.md): replies, edits, deletes and reactions
-(typing notices, read markers and search results are :mod:`trio_chat.protocol`'s
-``Typing``, ``ReadMarker`` and ``SearchResults``). The client reads those events into
-classes of its own, here, and writes those frames as plain JSON objects
+The wire format is the contract (docs/protocol.md). The client reads replies, edits,
+deletes and reactions into :mod:`trio_chat.protocol`'s classes (``MessageEdited``,
+``MessageDeleted``, ``Reaction``; typing notices, read markers and search results are its
+``Typing``, ``ReadMarker`` and ``SearchResults``), each field's JSON type checked here
+(a broken frame is an error, not a crash), and writes those frames as plain JSON objects
 (:class:`WireFrame`), so that it speaks exactly what the protocol says whatever a server's
 Python classes are called, and meets an older server gracefully: an unknown field is
 ignored by the server, a field left out reads as "none" here.
@@ -18,13 +19,16 @@ server's bytes into an event. No I/O here.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any
 
 import orjson
 
 from ..protocol import (
     ClientFrame,
     Message,
+    MessageDeleted,
+    MessageEdited,
+    Reaction,
     RemoteProtocolError,
     ServerEvent,
     encode_client_frame,
@@ -49,45 +53,6 @@ class ChatMessage(Message):
     deleted: bool | None = None
     reactions: dict[str, list[str]] | None = None
     changed: int | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MessageEdited(ServerEvent):
-    """``nick`` (its author) changed message ``target``'s text to ``text``."""
-
-    TYPE: ClassVar[str] = "edit"
-    id: int
-    ts: float
-    room: str
-    nick: str
-    target: int
-    text: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MessageDeleted(ServerEvent):
-    """``nick`` (its author or a room operator) deleted message ``target``."""
-
-    TYPE: ClassVar[str] = "delete"
-    id: int
-    ts: float
-    room: str
-    nick: str
-    target: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Reaction(ServerEvent):
-    """``nick`` added (``on``) or took back an ``emoji`` on message ``target``."""
-
-    TYPE: ClassVar[str] = "reaction"
-    id: int
-    ts: float
-    room: str
-    nick: str
-    target: int
-    emoji: str
-    on: bool = True
 
 
 _EVENTS: dict[str, type[ServerEvent]] = {

@@ -39,8 +39,11 @@ from ..protocol import (
     Joined,
     Left,
     Message,
+    MessageDeleted,
+    MessageEdited,
     NickChanged,
     Private,
+    Reaction,
     ReadMarker,
     SearchResults,
     ServerEvent,
@@ -48,13 +51,7 @@ from ..protocol import (
     Typing,
 )
 from ..textmode import clock, render_text
-from .events import (
-    ChatMessage,
-    MessageDeleted,
-    MessageEdited,
-    Reaction,
-    event_from_dict,
-)
+from .events import ChatMessage, event_from_dict
 from .shown import ShownMessages
 from .terminal import printable
 

@@ -23,13 +23,16 @@ from ..protocol import (
     Joined,
     Left,
     Message,
+    MessageDeleted,
+    MessageEdited,
     NickChanged,
     Private,
+    Reaction,
     RemoteProtocolError,
     ServerEvent,
     Topic,
 )
-from .events import MessageDeleted, MessageEdited, Reaction, changed_items, event_from_dict
+from .events import changed_items, event_from_dict
 
 #: Seconds events are held back waiting for a rejoin's history before they are shown anyway.
 HOLD_TIMEOUT = 15.0

@@ -14,8 +14,17 @@ import collections
 import dataclasses
 
 from ..names import name_key
-from ..protocol import History, Info, Message, RemoteProtocolError, SearchResults, ServerEvent
-from .events import MessageDeleted, MessageEdited, event_from_dict
+from ..protocol import (
+    History,
+    Info,
+    Message,
+    MessageDeleted,
+    MessageEdited,
+    RemoteProtocolError,
+    SearchResults,
+    ServerEvent,
+)
+from .events import event_from_dict
 
 #: Messages remembered, the newest kept.
 SHOWN_MESSAGES = 5_000
