@@ -2,7 +2,7 @@
 // "#dev deploy"), the results listed above the log with their room and time, and older
 // results page by page ("before" the oldest shown).
 
-import {conn, note, show, state, ui} from "./chat.js";
+import {conn, note, render, show, state, ui} from "./chat.js";
 import {roomId} from "./conversations.js";
 import {clock, dateOf, el, roomName} from "./format.js";
 import {nickButton} from "./view.js";
@@ -93,6 +93,7 @@ export function closeResults() {
   if (ui.results.hidden) return false;
   ui.results.hidden = true;
   current = null;
+  render(); // the log grew back: still at its end if it was
   return true;
 }
 
@@ -105,6 +106,7 @@ ui.search.addEventListener("submit", (ev) => {
   ui.resultsTitle.textContent = `searching for “${parsed.query}”…`;
   ui.resultsMore.hidden = true;
   ui.results.hidden = false;
+  render(); // the log shrank: keep it at its end if it was
   run(false);
 });
 
