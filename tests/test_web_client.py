@@ -9,7 +9,6 @@ Set ``TRIO_CHAT_SCREENSHOT_DIR=docs`` to refresh ``docs/web.png`` and ``docs/web
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager
@@ -649,55 +648,6 @@ async def test_a_notice_is_shown_apart_from_chat_lines(chat: Chat, drivers: list
         await teller.send({"type": "command", "name": "notice", "args": "deploy at noon"})
         await page.wait_log("-teller- deploy at noon", "#log li.chat-notice")
         await teller.aclose()
-
-
-# ---------------------------------------------------------------- issue 18: message changes
-
-#: JS: the id of the latest chat line whose text contains arguments[0] (0 if none).
-LINE_ID = (
-    "return Number([...document.querySelectorAll('#log li.say, #log li.action')]"
-    ".filter(li => li.textContent.includes(arguments[0])).pop()?.dataset.id || 0)"
-)
-#: JS: the text of the chat line with id arguments[0], without the time.
-LINE_TEXT = "return document.querySelector(`#log li[data-id='${arguments[0]}'] .body`)?.textContent"
-#: JS: the reactions row of line arguments[0]: [[emoji, count, pressed], ...].
-REACTIONS = (
-    "return JSON.stringify([...document.querySelectorAll("
-    "`#log li[data-id='${arguments[0]}'] .reaction`)]"
-    ".map(b => [b.dataset.emoji, Number(b.querySelector('.count').textContent),"
-    " b.getAttribute('aria-pressed') === 'true']))"
-)
-TYPING = "return document.getElementById('typing').textContent"
-
-
-async def wait_reactions(page: Page, message_id: int, expected: list[list[Any]]) -> None:
-    """Wait until the reactions row of a line is ``[[emoji, count, mine], ...]``."""
-    wanted = json.dumps(expected, ensure_ascii=False, separators=(",", ":"))
-    await page.wait_js(
-        REACTIONS + " === arguments[1]",
-        message_id,
-        wanted,
-        what=f"reactions {wanted} on {message_id}",
-    )
-
-
-async def line_id(page: Page, text: str) -> int:
-    await page.wait_js(LINE_ID, text, what=f"a line with {text!r}")
-    return int(await page.js(LINE_ID, text))
-
-
-async def act_on(page: Page, message_id: int, action: str) -> None:
-    """Hover a message and click one of its actions, as a mouse user does."""
-    await page.hover(f"#log li[data-id='{message_id}']")
-    await page.wait_js(
-        "const bar = document.getElementById('msg-actions');"
-        " return !bar.hidden && bar.parentElement.dataset.id === String(arguments[0])"
-        " && !bar.querySelector(`[data-act='${arguments[1]}']`).hidden",
-        message_id,
-        action,
-        what=f"the {action} action on message {message_id}",
-    )
-    await page.click(f"#msg-actions [data-act='{action}']")
 
 
 PAGE_LOGIC = """

@@ -111,6 +111,10 @@ export function ensurePrivate(nick) {
 
 export const isViewing = (conv) => conv === state.current && !document.hidden;
 
+/** Called with (old, new) when another conversation is shown (composer.js drops its
+ * reply or edit there: this module cannot import it, it imports this one). */
+export const onSwitch = [];
+
 export function show(conv) {
   const old = state.current;
   if (old && old !== conv) old.scrollTop = state.stick ? null : ui.log.scrollTop;
@@ -124,7 +128,10 @@ export function show(conv) {
   if (conv.kind === "room") state.lastRoom = conv;
   ui.log.replaceChildren(conv.list);
   conv.markRead();
-  if (old !== conv) typingSender.stop();
+  if (old !== conv) {
+    typingSender.stop();
+    for (const listener of onSwitch) listener(old, conv);
+  }
   typingBoard.changed();
   scheduleRead(conv);
   ui.roomName.textContent = conv.name;
@@ -269,7 +276,7 @@ export function showMessage(f, how) {
   }
   if (rec.type === "message" && rec.id !== null) conv.records.set(rec.id, rec);
   conv.spoke(f.nick);
-  if (how === "live" && conv.kind === "room") typingBoard.stopped(conv.name, f.nick);
+  if (how === "live" && conv.kind === "room") typingBoard.stopped(conv.id, f.nick);
   const mention = !mine && !rec.deleted && (f.type === "private" || mentionsMe(rec, state.me)
     || mentions(rec.text, state.me));
   if (mention) li.classList.add("mention");

@@ -4,7 +4,7 @@
 // `edit`, `delete`, `react` (docs/protocol.md); the changes come back as events for
 // everyone (frames.js), so nothing here changes a message by itself.
 
-import {conn, note, state, ui} from "./chat.js";
+import {conn, note, onSwitch, state, ui} from "./chat.js";
 import {el, key} from "./format.js";
 import {PICKER_EMOJI, changeable, cut, quoteText, reacted} from "./messages.js";
 
@@ -144,6 +144,9 @@ export function forget(rec) {
   }
   closePicker();
 }
+
+// A reply or an edit belongs to the conversation it was started in.
+onSwitch.push(() => forget(null));
 
 // ------------------------------------------------------------------ reactions
 

@@ -156,6 +156,7 @@ function onLeave(f) {
     return;
   }
   conv.members = conv.members.filter((n) => key(n) !== key(f.nick));
+  typingBoard.stopped(conv.id, f.nick);
   membersChanged(conv);
 }
 
