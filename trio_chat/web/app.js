@@ -275,7 +275,7 @@ window.addEventListener("online", () => { if (state.retryTimer) reconnectNow(); 
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden && state.current) {
     state.current.markRead();
-    scheduleRead(state.current);
+    scheduleRead(state.current, true);
     render();
   }
 });

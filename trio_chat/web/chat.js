@@ -57,12 +57,17 @@ export const typingSender = new TypingSender((room, active) => {
   if (state.loggedIn && !state.noTyping) conn.post({type: "typing", room, active}, {typing: true});
 });
 
-const READ_DELAY_MS = 500; // lines arriving together are read together: one `read` frame
+/** A `read` frame waits this long after a line came in the room shown, taking along the
+ * lines that come meanwhile: in a busy room the markers cost little of the flood budget. */
+const READ_LIVE_MS = 2000;
+/** ... and this long after the user turned to the room (shown, or the page visible). */
+const READ_SHOWN_MS = 300;
 
 /** Tell the server (so the user's other devices) that the newest message of `conv` was
  * read: only for an account, a room, shown on a visible page, and when it is news. */
-export function scheduleRead(conv) {
-  if (conv.readTimer) return;
+export function scheduleRead(conv, shown = false) {
+  if (conv.readTimer && !shown) return;
+  clearTimeout(conv.readTimer);
   conv.readTimer = setTimeout(() => {
     conv.readTimer = null;
     if (!state.account || state.noRead || !state.loggedIn || conv.kind !== "room") return;
@@ -71,7 +76,7 @@ export function scheduleRead(conv) {
     if (!newest || newest <= Math.max(conv.readSent, conv.readId)) return;
     conv.readSent = newest;
     conn.post({type: "read", room: conv.name, id: newest}, {read: true, conv});
-  }, READ_DELAY_MS);
+  }, shown ? READ_SHOWN_MS : READ_LIVE_MS);
 }
 
 /** The user read `conv` up to `id` somewhere (`read` event, or the welcome's `read`). */
@@ -133,7 +138,7 @@ export function show(conv) {
     for (const listener of onSwitch) listener(old, conv);
   }
   typingBoard.changed();
-  scheduleRead(conv);
+  scheduleRead(conv, true);
   ui.roomName.textContent = conv.name;
   ui.log.setAttribute("aria-label", `Messages in ${conv.name}`);
   ui.line.placeholder = conv.kind === "room"
