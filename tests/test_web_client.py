@@ -674,6 +674,10 @@ const done = arguments[arguments.length - 1];
     m.applyEdit(rec, {id: 16, ts: 100, text: "back?"}), rec.text, m.changeable(rec),
   ];
   const other = m.makeRecord({type: "message", id: 20, room: "#a", nick: "c", text: "old"});
+  const answer = m.makeRecord({type: "message", id: 21, room: "#a", nick: "d", text: "re",
+    reply_to: 10, quote: {nick: "bob", text: "hi"}});
+  out.unquote = [m.unquote(answer, 9), m.unquote(answer, 10), m.quoteText(answer.quote),
+    m.unquote(answer, 10)];
   out.caughtUp = [m.applyState(other, {text: "new", edited: 5, changed: 30,
     reactions: {"🎉": ["d"]}}), other.text, other.edited, JSON.stringify([...other.reactions])];
   out.cut = [m.cut("x".repeat(100)).length, m.cut("x".repeat(101)),
@@ -726,6 +730,7 @@ async def test_page_logic_in_the_browser(chat: Chat, drivers: list[Any]) -> None
         True, "", True, "[]",
         False, "", False,
     ]  # fmt: skip
+    assert out["unquote"] == [False, True, "bob: message deleted", False]
     assert out["caughtUp"] == [True, "new", 5, '[["🎉",["d"]]]']
     assert out["cut"] == [100, "x" * 100 + "…", 101]
     assert out["sent"] == [

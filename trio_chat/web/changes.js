@@ -5,7 +5,7 @@
 import {conn, render, state} from "./chat.js";
 import {forget} from "./composer.js";
 import {roomId} from "./conversations.js";
-import {applyDelete, applyEdit, applyReaction, applyState} from "./messages.js";
+import {applyDelete, applyEdit, applyReaction, applyState, unquote} from "./messages.js";
 import {drawMessage} from "./view.js";
 
 const PAGE = 100; // changed messages per request when catching up
@@ -34,9 +34,17 @@ export function onChange(f) {
       if (rec.li.classList.contains("mention")) conv.mentions = Math.max(0, conv.mentions - 1);
     }
     rec.li.classList.remove("mention");
+    unquoteReplies(conv, rec.id);
   }
   drawMessage(rec, state.me || "");
   render();
+}
+
+/** The replies shown of a deleted message lose the text they quoted of it. */
+function unquoteReplies(conv, deletedId) {
+  for (const reply of conv.records.values()) {
+    if (unquote(reply, deletedId)) drawMessage(reply, state.me || "");
+  }
 }
 
 /** After a reconnect: the room's messages changed by an edit, delete or reaction after
@@ -51,7 +59,10 @@ export async function catchUpChanges(conv, after) {
     for (const m of messages) {
       const rec = conv.records.get(m.id);
       if (!rec || !applyState(rec, m)) continue;
-      if (rec.deleted) forget(rec);
+      if (rec.deleted) {
+        forget(rec);
+        unquoteReplies(conv, rec.id);
+      }
       drawMessage(rec, state.me || "");
     }
     render();

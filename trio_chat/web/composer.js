@@ -224,7 +224,7 @@ document.addEventListener("mousedown", (ev) => {
 ui.log.addEventListener("mouseover", (ev) => {
   if (selected) return; // the keyboard's choice wins until the log loses the focus
   const li = ev.target instanceof Element ? ev.target.closest("li") : null;
-  if (!li || li === ui.msgActions.parentElement) return;
+  if (!li || (li === ui.msgActions.parentElement && !ui.msgActions.hidden)) return;
   const rec = recordOf(li);
   if (rec) showToolbar(rec);
   else hideToolbar();

@@ -45,13 +45,19 @@ export function applyState(rec, m) {
   rec.text = String(m.text ?? rec.text);
   rec.edited = typeof m.edited === "number" ? m.edited : null;
   rec.deleted = m.deleted === true;
+  if (m.quote && typeof m.quote === "object") {
+    rec.quote = {nick: String(m.quote.nick ?? ""), text: String(m.quote.text ?? "")};
+  }
   rec.reactions = new Map();
   if (m.reactions && typeof m.reactions === "object" && !rec.deleted) {
     for (const [emoji, nicks] of Object.entries(m.reactions)) {
       if (Array.isArray(nicks) && nicks.length) rec.reactions.set(emoji, nicks.map(String));
     }
   }
-  if (rec.deleted) rec.text = "";
+  if (rec.deleted) {
+    rec.text = "";
+    rec.quote = null;
+  }
   return true;
 }
 
@@ -75,7 +81,16 @@ export function applyDelete(rec, f) {
   if (rec.deleted || !fresh(rec, f)) return false;
   rec.deleted = true;
   rec.text = "";
+  rec.quote = null; // the text it quoted goes with it
   rec.reactions = new Map();
+  return true;
+}
+
+/** `rec` replies to message `deletedId`, which was deleted: its quote keeps the nick and
+ * loses the text, as the server's does. Returns whether `rec` changed. */
+export function unquote(rec, deletedId) {
+  if (rec.replyTo !== deletedId || !rec.quote || rec.quote.text === "") return false;
+  rec.quote = {nick: rec.quote.nick, text: ""};
   return true;
 }
 
@@ -100,5 +115,5 @@ export const mentionsMe = (rec, me) => rec.mentions.some((n) => key(n) === key(m
 export const cut = (text, max = 100) => ([...text].length > max
   ? [...text].slice(0, max).join("") + "…" : text);
 
-/** The quote line of a reply: "nick: text". */
-export const quoteText = (quote) => `${quote.nick}: ${cut(quote.text)}`;
+/** The quote line of a reply: "nick: text" ("nick: message deleted" when its text went). */
+export const quoteText = (quote) => `${quote.nick}: ${quote.text ? cut(quote.text) : "message deleted"}`;

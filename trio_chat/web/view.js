@@ -59,11 +59,12 @@ export function drawMessage(rec, me) {
   const body = rec.li.querySelector(".body");
   const nick = rec.nick;
   const parts = [];
-  if (rec.replyTo !== null) {
+  if (rec.replyTo !== null && !rec.deleted) {
     const quote = el("button", "quote",
       rec.quote ? quoteText(rec.quote) : "a message that is not here any more");
     quote.type = "button";
     quote.dataset.target = String(rec.replyTo);
+    if (rec.quote && !rec.quote.text) quote.classList.add("gone");
     quote.title = "Show the message this replies to";
     parts.push(quote);
   }
