@@ -84,7 +84,7 @@ export function drawMessage(rec, me) {
   }
   if (rec.reactions.size) parts.push(reactionsRow(rec, me));
   body.replaceChildren(...parts);
-  rec.li.classList.toggle("deleted", rec.deleted);
+  rec.li.classList.toggle("was-deleted", rec.deleted);
 }
 
 /** One button per emoji with its count; the user's own reactions are pressed. */
