@@ -287,8 +287,8 @@ async def test_changes_made_while_away_are_applied_after_a_restart(
 
 
 async def test_mentions_read_on_another_device_and_search(chat: Chat, drivers: list[Any]) -> None:
-    """An account on two devices (a TCP connection and the page): a line naming alice is
-    marked; what one device reads is read on the other, both ways, and after a reload;
+    """An account on three devices (a TCP connection and two pages): a line naming alice
+    is marked; what one device reads is read on the others, both ways, and after a reload;
     the search box finds lines in her rooms, page by page."""
     phone = await chat.tcp_client("alice")
     await phone.send({"type": "command", "name": "register", "args": "s3cret-pass"})
@@ -315,24 +315,32 @@ async def test_mentions_read_on_another_device_and_search(chat: Chat, drivers: l
         await page.js("localStorage.clear()")
         await page.open(chat.url)
         await log_in_alice(page)
-        await carol.send({"type": "say", "room": "#dev", "text": "alice: look at this"})
-        await carol.send({"type": "say", "room": "#dev", "text": "a plain line"})
-        plain = (await phone.expect("message", text="a plain line"))["id"]
-        await page.wait_js(badge("#dev") + " === 2", what="two unread in #dev")
-        assert await page.js(badge("#dev", mentions=True)) == 1
+        async with opened(drivers[1], chat.url) as laptop:
+            await laptop.js("localStorage.clear()")
+            await laptop.open(chat.url)
+            await log_in_alice(laptop)
+            await carol.send({"type": "say", "room": "#dev", "text": "alice: look at this"})
+            await carol.send({"type": "say", "room": "#dev", "text": "a plain line"})
+            plain = (await phone.expect("message", text="a plain line"))["id"]
+            for each in (page, laptop):
+                await each.wait_js(badge("#dev") + " === 2", what="two unread in #dev")
+                assert await each.js(badge("#dev", mentions=True)) == 1
 
-        # The phone reads #dev: the page's count goes.
-        await phone.send({"type": "read", "room": "#dev", "id": plain})
-        await page.wait_js(badge("#dev") + " === 0", what="#dev read on the phone")
-        # The page reads #dev (shown, visible): the phone is told.
-        await switch(page, "#dev")
-        assert "mention" in await page.js(
-            "return [...document.querySelectorAll('#log li.say')]"
-            ".find(li => li.textContent.includes('look at this')).className"
-        )
-        await carol.send({"type": "say", "room": "#dev", "text": "one more"})
-        more = (await phone.expect("message", text="one more"))["id"]
-        assert (await phone.expect("read", room="#dev"))["id"] == more
+            # The phone reads #dev: both pages' counts go.
+            await phone.send({"type": "read", "room": "#dev", "id": plain})
+            for each in (page, laptop):
+                await each.wait_js(badge("#dev") + " === 0", what="#dev read on the phone")
+            # The page reads #dev (shown, visible): the phone and the laptop are told.
+            await switch(page, "#dev")
+            assert "mention" in await page.js(
+                "return [...document.querySelectorAll('#log li.say')]"
+                ".find(li => li.textContent.includes('look at this')).className"
+            )
+            await carol.send({"type": "say", "room": "#dev", "text": "one more"})
+            more = (await phone.expect("message", text="one more"))["id"]
+            await laptop.wait_js(badge("#dev") + " === 1", what="one more, on the laptop")
+            assert (await phone.expect("read", room="#dev"))["id"] == more
+            await laptop.wait_js(badge("#dev") + " === 0", what="#dev read on the page")
 
         # Search: a page of 20, then the older ones.
         await carol.send_many(
