@@ -180,14 +180,18 @@ async def test_reply_react_edit_delete_and_typing_between_two_pages(
         assert await bob.js(TYPING) == ""
         assert await alice.js(TYPING) == ""  # never one's own
 
-        # Bob edits his line in the message box (with the keyboard: the log, Up, E).
-        await bob.js("document.getElementById('log').focus()")
+        # Bob edits his line in the message box, with the keyboard: Shift+Tab from the
+        # message box into the messages, Up to his line, E.
+        await bob.keys("#line", "\ue008\ue004\ue008")  # Shift+Tab
+        assert await bob.js(
+            "return document.getElementById('log').contains(document.activeElement)"
+        )
         for _ in range(3):
-            await bob.keys("#log", "\ue013")  # Up: done thinking, a reply, original words
+            await bob.press("\ue013")  # Up (at most to the first line)
         assert await bob.js("return document.querySelector('#log li.selected')?.dataset.id") == str(
             original
         )
-        await bob.keys("#log", "e")
+        await bob.press("e")
         await bob.wait_js(
             "return document.getElementById('line').value === 'original words'",
             what="the text to edit in the box",

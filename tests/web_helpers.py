@@ -148,6 +148,13 @@ class Page:
 
         await self.run(lambda: self.driver.find_element(By.CSS_SELECTOR, css).click())
 
+    async def press(self, keys: str) -> None:
+        """Press keys wherever the focus is now (as a user does; :meth:`keys` focuses an
+        element first)."""
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        await self.run(lambda: ActionChains(self.driver).send_keys(keys).perform())
+
     async def hover(self, css: str, index: int = -1) -> None:
         """Move the mouse over the element matching ``css`` (the last one by default)."""
         from selenium.webdriver.common.action_chains import ActionChains

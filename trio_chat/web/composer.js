@@ -278,27 +278,31 @@ function select(li) {
   showToolbar(recordOf(li));
 }
 
+// Keys in the message list (the list itself focused, or a button in a line, as Shift+Tab
+// from the message box lands on): Up/Down choose a message, then R, E, Delete, + act.
 ui.log.addEventListener("keydown", (ev) => {
-  if (ev.target !== ui.log || ev.altKey || ev.ctrlKey || ev.metaKey) return;
+  if (ev.altKey || ev.ctrlKey || ev.metaKey || !(ev.target instanceof Element)) return;
   const conv = state.current;
   if (!conv || conv.kind !== "room") return;
-  const lines = [...conv.list.querySelectorAll("li.say, li.action")].filter(recordOf);
+  const here = ev.target === ui.log ? selected : ev.target.closest("#log li");
   if (ev.key === "ArrowUp" || ev.key === "ArrowDown") {
+    const lines = [...conv.list.querySelectorAll("li.say, li.action")].filter(recordOf);
     if (!lines.length) return;
-    const at = lines.indexOf(selected);
+    const at = lines.indexOf(here);
     let next;
     if (at < 0) next = ev.key === "ArrowUp" ? lines.length - 1 : 0;
     else next = Math.min(lines.length - 1, Math.max(0, at + (ev.key === "ArrowUp" ? -1 : 1)));
+    if (ev.target !== ui.log) ui.log.focus({preventScroll: true});
     select(lines[next]);
     ev.preventDefault();
     return;
   }
-  const rec = selected && recordOf(selected);
+  const rec = here && recordOf(here);
   if (!rec) return;
   const name = {r: "reply", e: "edit", Delete: "delete", "+": "react", "=": "react"}[ev.key];
   if (!name) return;
   ev.preventDefault();
-  act(name, rec, selected);
+  act(name, rec, here);
 });
 
 ui.log.addEventListener("focusout", (ev) => {
