@@ -124,6 +124,26 @@ def test_the_page_and_its_errors_carry_the_security_headers() -> None:
     assert page.lstrip().lower().startswith(b"<!doctype html>")
 
 
+@pytest.mark.parametrize(
+    ("request_head", "status", "has_body"),
+    [
+        (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404, True),
+        (b"HEAD /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404, False),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405, True),
+    ],
+)
+def test_the_page_ports_errors_to_head_and_other_methods(
+    request_head: bytes, status: int, has_body: bool
+) -> None:
+    data = http_response(parse_request(request_head))
+    method = b"HEAD" if request_head.startswith(b"HEAD") else b"GET"
+    head, body = read_as_client(data, method=method)
+    assert head.status_code == status
+    assert bool(body) == has_body and data.endswith(b"\r\n\r\n") != has_body
+    if status == 405:
+        assert dict(head.headers)[b"allow"] == b"GET, HEAD"
+
+
 def test_head_of_the_page_has_no_body() -> None:
     head = http_response(parse_request(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"))
     page = http_response(parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))

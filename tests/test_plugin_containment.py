@@ -24,11 +24,13 @@ import pytest
 import trio
 import trio.lowlevel
 
-from trio_chat import ChatServer, CommandContext, hookimpl
+from tests.test_chat import open_text_client
+from trio_chat import ChatServer, CommandContext, hookimpl, wire
 from trio_chat.api import MAX_LINES_PER_COMMAND
 from trio_chat.commands import RegisterCommand
 from trio_chat.hub import Session
 from trio_chat.protocol import Info
+from trio_chat.store.health import LogLimiter
 from trio_chat.testing import ChatClient, local_config, open_client, open_test_server
 
 
@@ -460,3 +462,59 @@ async def test_an_unruly_event_listener_costs_the_others_nothing(
                     await listener.hung.wait()
     assert ("UnrulyListener" in caplog.text) == bool(logged)
     assert logged in caplog.text
+
+
+# ------------------------------------------------------------------ the hub, reached directly
+
+
+class Leaky:
+    """Commands that hand the hub (``ctx.hub``, public) events JSON has no form for."""
+
+    @hookimpl
+    def register_commands(self, register: RegisterCommand) -> None:
+        register("leak", self.leak, help="Sends the caller an event that cannot be encoded")
+        register("leakroom", self.leak_room, help="Tells the room an event that cannot be sent")
+
+    def leak(self, ctx: CommandContext) -> None:
+        ctx.hub.send_to(ctx.session, Info(text="x", data={"when": object()}))
+        ctx.reply("after the leak")
+
+    def leak_room(self, ctx: CommandContext) -> None:
+        room = ctx.hub.room(ctx.room)
+        assert room is not None
+        ctx.hub.tell_room(room, Info(text="leaked", data={"big": 2**80}))
+
+
+async def test_an_unencodable_event_given_to_the_hub_is_an_error_for_its_receivers(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Encoding happens as each connection is written to, far from the plugin: before,
+    the exception ended the fan-out and the server. Now each receiver of the event gets
+    ``plugin_error`` in its place (JSON lines and WebSocket; text mode shows only the
+    text, which could be sent), and what follows is delivered as always."""
+    monkeypatch.setattr(wire, "_unsendable_log", LogLimiter(window=60.0))  # logs once a minute
+    async with (
+        open_test_server(Leaky()) as chat,
+        open_client(chat, "alice") as alice,
+        open_client(chat, "wes", websocket=True) as wes,
+    ):
+        text = await open_text_client(chat)
+        async with text.stream:
+            await text.read_until("nickname?")
+            await text.send_line("carol")
+            await text.read_until("carol joined #lobby")
+            with caplog.at_level(logging.ERROR, logger="trio_chat.wire"):
+                await alice.command("/leak")
+                error = await alice.expect("error")
+                assert error.code == "plugin_error" and "plugin" in error.text
+                assert (await alice.expect("info")).text == "after the leak"
+                await wes.command("/leakroom")
+                for client in (alice, wes):
+                    error = await client.expect("error")
+                    assert error.code == "plugin_error" and error.ref is None
+                await text.read_until("-- leaked")
+            await others_carry_on(alice, wes, "still here")
+            await text.read_until("<alice> still here")
+            await text.send_line("and me")
+            assert (await wes.expect("message")).text == "and me"
+    assert "could not encode a Info event" in caplog.text

@@ -219,6 +219,24 @@ def test_a_batching_websocket_client_gets_runs_as_batches_and_raw_bytes_in_place
     assert frames[1:] == [WEBSOCKET_KEEPALIVE_PING, encoded(three, WEBSOCKET_FRAMES)]
 
 
+def test_an_event_that_cannot_be_encoded_is_replaced_in_its_bundle_alone() -> None:
+    """A plugin's event with a value JSON has no form for (in a bundle with good lines):
+    every JSON format sends the good events, and an ``error`` in place of the bad one."""
+    from trio_chat.protocol import Info
+    from trio_chat.wire import JSON_LINES, TEXT_LINES, UNSENDABLE, encode_server_event
+
+    one, two = (Message(id=i, ts=0.0, room="#lobby", nick="ann", text=str(i)) for i in (1, 2))
+    bad = Info(text="x", data={"n": 2**80})
+    bundle = Bundle(events=(one, bad, two))
+    as_batch = encoded(bundle, WEBSOCKET_BATCH_FRAMES)
+    assert batch_text([one, UNSENDABLE, two]).encode() in as_batch
+    lines = encoded(bundle, JSON_LINES).decode().splitlines()
+    assert [json.loads(line)["type"] for line in lines] == ["message", "error", "message"]
+    assert encode_server_event(UNSENDABLE) == lines[1]
+    assert encoded(bad, WEBSOCKET_FRAMES).endswith(encode_server_event(UNSENDABLE).encode())
+    assert encoded(bad, TEXT_LINES) == b"-- x\n"  # text mode shows no data: nothing failed
+
+
 async def test_a_text_message_that_is_not_utf8_closes_with_1007(chat_server: TestServer) -> None:
     async with open_client(chat_server, "bob") as bob, raw_websocket(chat_server) as client:
         await client.login("badtext")

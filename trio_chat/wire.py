@@ -9,15 +9,29 @@ every socket. The events themselves stay plain values.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .parcels import Bundle, Item, Parcel, Payload, Raw
-from .protocol import ServerEvent, encode_server_event, encode_server_line
+from .protocol import Error, ServerEvent, encode_server_event, encode_server_line
+from .store.health import LogLimiter
 from .textmode import render_text
 
 T = TypeVar("T", bytes, str)
+
+log = logging.getLogger("trio_chat.wire")
+
+#: What a receiver gets in place of an event that cannot be encoded (a plugin built it
+#: with a value JSON has no form for, say): the others in the fan-out, and the server,
+#: go on as if it were any event.
+UNSENDABLE = Error(
+    code="plugin_error",
+    text="the server could not send you something a plugin made (it was logged)",
+)
+_unsendable_log = LogLimiter(window=60.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +72,48 @@ def encoded(item: Item, fmt: WireFormat[T]) -> T:
 def _encode(payload: Payload, fmt: WireFormat[T]) -> T:
     if isinstance(payload, Bundle):
         if fmt.encode_bundle is not None:
-            return fmt.encode_bundle(payload)
-        parts = [fmt.encode(event) for event in payload.events]
+            try:
+                return fmt.encode_bundle(payload)
+            except Exception:  # one event spoils the whole batch: send the rest without it
+                events = tuple(_sendable(event, fmt) for event in payload.events)
+                return fmt.encode_bundle(Bundle(events))
+        parts = [_encode_event(event, fmt) for event in payload.events]
         return parts[0][:0].join(parts)  # bytes or str, as the format gives
-    return fmt.encode(payload)
+    return _encode_event(payload, fmt)
+
+
+def _encode_event(event: ServerEvent, fmt: WireFormat[T]) -> T:
+    """One event in ``fmt``, or :data:`UNSENDABLE` in its place if it cannot be encoded.
+
+    Encoding happens as a connection is written to, far from whoever made the event: an
+    exception here would end the fan-out, or the server. Plugins reach the hub
+    (``ctx.hub.send_to``) and may hand it any value, so a failure is contained here, for
+    every path at once, and costs nothing while nothing fails.
+    """
+    try:
+        return fmt.encode(event)
+    except Exception:
+        return fmt.encode(_unsendable(event, fmt))
+
+
+def _sendable(event: ServerEvent, fmt: WireFormat[T]) -> ServerEvent:
+    try:
+        fmt.encode(event)
+    except Exception:
+        return _unsendable(event, fmt)
+    return event
+
+
+def _unsendable(event: ServerEvent, fmt: WireFormat[T]) -> ServerEvent:
+    left_out = _unsendable_log.hit(time.monotonic())
+    if left_out is not None:
+        log.exception(
+            "could not encode a %s event for %s (sent an error instead; %d more not logged)",
+            type(event).__name__,
+            fmt.name,
+            left_out,
+        )
+    return UNSENDABLE
 
 
 def _json_line(event: ServerEvent) -> bytes:

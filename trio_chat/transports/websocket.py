@@ -409,23 +409,22 @@ def http_response(request: h11.Request | None) -> bytes:
     if request is None:
         return http_error(400, b"bad request\n")
     if request.method not in (b"GET", b"HEAD"):
-        return http_error(405, b"method not allowed\n")
+        # RFC 9110 section 15.5.6: a 405 says which methods the resource has.
+        return response(405, b"method not allowed\n", headers=(("Allow", "GET, HEAD"), *_HEADERS))
+    head_only = request.method == b"HEAD"
     found = WEB_FILES.get(request.target.split(b"?")[0])
     if found is None:
-        return http_error(404, b"not found\n")
+        return http_error(404, b"not found\n", head_only=head_only)
     name, content_type = found
     return response(
-        200,
-        web_file(name),
-        content_type=content_type,
-        headers=_HEADERS,
-        head_only=request.method == b"HEAD",
+        200, web_file(name), content_type=content_type, headers=_HEADERS, head_only=head_only
     )
 
 
-def http_error(status: int, body: bytes) -> bytes:
-    """A complete plain-text HTTP response with ``status`` (and its body, even to a HEAD)."""
-    return response(status, body, headers=_HEADERS)
+def http_error(status: int, body: bytes, *, head_only: bool = False) -> bytes:
+    """A complete plain-text HTTP response with ``status``: its body too, unless it answers
+    a ``HEAD`` (``head_only``), whose answer is the head alone (RFC 9110 section 9.3.2)."""
+    return response(status, body, headers=_HEADERS, head_only=head_only)
 
 
 async def handle_ws_port(server: ChatHost, stream: trio.SocketStream) -> None:
