@@ -520,6 +520,7 @@ FLAGS = {
     "--broker": ("broker", "URL"),
     "--workers": ("workers", "N"),
     "--irc-port": ("irc_port", "PORT"),
+    "--always-on": ("always_on", None, True),
 }
 
 

@@ -26,7 +26,7 @@ from .bots import DEFAULT_BOT_BURST, DEFAULT_BOT_RATE, Bot, Bots
 from .command_rules import ALLOWED_NOTE, Allowed, UsageWindow, check_allowed
 from .errors import ChatError, CommandError, LoginRefused
 from .hub import Device, NickInUse, Room, TooManyConnections
-from .names import name_key, normalize_nick
+from .names import DEFAULT_ROOM, name_key, normalize_nick
 from .plugin_storage import PluginData, PluginStorage
 from .protocol import Info, Welcome, encode_server_event
 from .store import StoredMessage, StoreError
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from .jobs import Jobs
     from .logins import Logins
     from .protocol import MessageKind
+    from .read_markers import ReadMarkers
+    from .typing_notices import TypingNotices
 
 log = logging.getLogger("trio_chat.server")
 
@@ -177,6 +179,10 @@ class ServerAPI:
     jobs: Jobs
     #: The plugins' bot users, by nick (see :meth:`add_bot`).
     bots: Bots
+    #: Typing notices (see :mod:`trio_chat.typing_notices`).
+    typing_notices: TypingNotices
+    #: Read markers (see :mod:`trio_chat.read_markers`).
+    read_markers: ReadMarkers
 
     # ------------------------------------------------------------------------ messages
 
@@ -355,17 +361,19 @@ class ServerAPI:
         """What one more connection of a user gets after its welcome: each of the user's
         rooms' recent history, up to where its live stream began (to it alone). The hub
         gave it those whose latest lines it had at hand (all, as a rule) with the welcome;
-        the others are read from the store now."""
-        if self.history_service is None:
-            return
+        the others are read from the store now. Then a ``read`` event for each room with
+        a read marker."""
         session = device.session
+        service = self.history_service
         for room in list(session.rooms):
-            if name_key(room) in device.history_bound:
+            if service is None or name_key(room) in device.history_bound:
                 continue
             try:
-                await self.history_service.send_recent(session, room, device=device)
+                await service.send_recent(session, room, device=device)
             except StoreError as exc:
                 log.error("history of %s for %s failed: %s", room, session.nick, exc)
+        # Then where the user had read each room up to (after the history it marks).
+        self.read_markers.tell_device(device)
 
     async def show_older_history(
         self, session: Session, room: str, *, limit: int, ref: str | None = None
@@ -377,6 +385,25 @@ class ServerAPI:
         # those it saw live included.
         before = session.history_oldest.get(name_key(room), self.hub.history_bound())
         await service.send_room_page(session, room, before=before, limit=limit, ref=ref)
+
+    # ------------------------------------------------------------------------ presence
+
+    async def mark_read(self, session: Session, room: str, message_id: int) -> bool:
+        """``session`` has read ``room`` up to message ``message_id``: its read marker moves
+        there (only ever forward: ``False`` if it was there already), its other
+        connections are told, and an account's is stored (see
+        :mod:`trio_chat.read_markers`). Refuses (a ``ChatError``) a room it is not in, an id
+        not given out yet, or a marker that could not be saved."""
+        return await self.read_markers.mark(session, room, message_id)
+
+    def read_marker(self, session: Session, room: str) -> int | None:
+        """The id of the newest message ``session`` has read in ``room``, or ``None``."""
+        return self.read_markers.marker(session, room)
+
+    def set_typing_notices(self, session: Session, on: bool) -> None:
+        """``/typing on|off``: whether ``session`` sends and receives typing notices (see
+        :mod:`trio_chat.typing_notices`)."""
+        self.typing_notices.set_enabled(session, on)
 
     # ------------------------------------------------------------------------ accounts
 
@@ -427,6 +454,7 @@ class ServerAPI:
             account = await self._logins_for("accounts").check_login(
                 nick, password, session.address
             )
+        await self.read_markers.load(account)
         holder = self.hub.find(nick)
         if holder is not None and holder is not session:
             joining = self.session_to_join(nick, account)
@@ -440,6 +468,7 @@ class ServerAPI:
         # The account first: the other nodes hear of it before they see the new nick.
         self.set_account(session, account)
         self.hub.rename(session, nick)
+        self.read_markers.tell_user(session, session.rooms)  # where the account had read
         return nick
 
     def session_to_join(self, nick: str, account: str | None) -> Session | None:
@@ -453,6 +482,8 @@ class ServerAPI:
         holder = self.hub.find(nick)
         if holder is None or holder.account != account:
             return None
+        if holder.always_on and not holder.devices and not holder.closed:
+            return holder  # kept offline (trio_chat.always_on): this login brings it back
         if not holder.mailbox.delivers_here:
             raise NickInUse(f"{holder.nick} is logged in on another server of this chat")
         if holder.closed:
@@ -468,7 +499,8 @@ class ServerAPI:
     def welcome_to(self, session: Session, *, ref: str | None, joined: bool = False) -> Welcome:
         """The ``welcome`` of a connection logged in to ``session``: a new one, or one that
         ``joined`` it, connected elsewhere already (then with its rooms and connections,
-        this one counted)."""
+        this one counted), and where the user had read its rooms up to (``read``; for a
+        new session, ``#lobby``, which it joins next)."""
         return Welcome(
             nick=session.nick,
             room=session.room,
@@ -477,6 +509,7 @@ class ServerAPI:
             account=session.account is not None,
             rooms=list(session.rooms) if joined else None,
             connections=len(session.devices) + 1 if joined else None,
+            read=self.read_markers.of_rooms(session, session.rooms if joined else [DEFAULT_ROOM]),
             ref=ref,
         )
 
@@ -486,6 +519,9 @@ class ServerAPI:
         The other nodes are told too: they store a private message only between two
         accounts, so theirs must know this user's."""
         session.account = account
+        # With always_on an account's user stays when its last connection ends; a
+        # guest's never does (trio_chat.always_on).
+        session.always_on = self.config.always_on and account is not None and not session.bot
         if self.broker is not None:
             self.broker.account_changed(session)
 

@@ -389,6 +389,13 @@ class ServerConfig:
         help="Only registered users may chat: `hello` must carry a password.",
         flags=[Flag("--require-accounts", sets=True)],
     )
+    always_on: bool = setting(
+        False,
+        help="A user logged in to an account stays in its rooms, shown away (`offline`), when "
+        "its last connection ends (on `/quit` too), until it logs in again or the server "
+        "stops; guests leave as ever.",
+        flags=[Flag("--always-on", sets=True)],
+    )
     irc_port: int | None = setting(
         None,
         help="Port for IRC clients (irssi, WeeChat, HexChat, bots; TLS like the TCP port "

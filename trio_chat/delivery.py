@@ -270,6 +270,12 @@ class Delivery:
         if session.closed:
             self.detach(session, session.close_reason or "connection closed")
             return
+        if session.always_on and len(session.devices) == 1:
+            # Its connection is closed alone; the user stays, offline (trio_chat.always_on).
+            log.info("slow_consumer nick=%s addr=%s", session.nick, session.address)
+            self.metrics.queue_drops_total.inc()
+            session.devices[0].close("slow_consumer", "too slow: your send queue was full")
+            return
         log.info("slow_consumer nick=%s addr=%s", session.nick, session.address)
         self.metrics.queue_drops_total.inc()
         session.close("slow_consumer", "too slow: your send queue was full")

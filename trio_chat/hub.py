@@ -184,6 +184,13 @@ class Hub(Delivery):
         #: ``None``: none), called as the ``join`` is delivered. Set by the server when it
         #: keeps history; without it a join comes with no history.
         self.join_history: Callable[[Session, str], History | None] | None = None
+        #: Set by the server with ``always_on`` (see :mod:`trio_chat.always_on`): called
+        #: when a user's last connection ended; ``True`` if it keeps the user in its rooms
+        #: (offline) instead of the user leaving them.
+        self.keep_offline: Callable[[Session, str], bool] | None = None
+        #: Set with :attr:`keep_offline`: called when a user kept offline has a connection
+        #: again (after it is back among its rooms' receivers).
+        self.on_back: Callable[[Session], None] | None = None
 
     # ----------------------------------------------------------------------- sessions
 
@@ -239,15 +246,49 @@ class Hub(Delivery):
         """Give a user of this node another connection: from now on it gets every event
         the user gets. ``first`` (its welcome) is offered to it alone before anything else.
         The caller checked that it may (the same account, a connection to spare)."""
-        if not session.devices or not session.mailbox.delivers_here:
+        offline = self._is_offline(session)
+        if not offline and (not session.devices or not session.mailbox.delivers_here):
             raise ValueError("only a user of this node gets more connections")
-        device = Device(session, mailbox, address, transport)
+        device = Device(session, mailbox, address, transport, rejoined=True)
         if first is not None:
             mailbox.offer(Parcel(first))
         self._offer_rooms_history(device)
         session.devices.append(device)
         self._refit(session)
+        if offline:
+            self._back_online(session)
         return device
+
+    def _is_offline(self, session: Session) -> bool:
+        """Whether ``session`` is a user of this node kept in its rooms with no connection
+        (see :attr:`keep_offline`)."""
+        return session.always_on and not session.devices and not session.closed
+
+    def _back_online(self, session: Session) -> None:
+        """A user kept offline has a connection again: it is among its rooms' receivers
+        from now on (its connection got each room's history up to here)."""
+        for name in session.rooms:
+            room = self.rooms.get(name_key(name))
+            if room is not None and room.members.get(session.id) is session:
+                room.here[session.id] = session
+        if self.on_back is not None:
+            self.on_back(session)
+
+    def _last_connection_ended(self, session: Session, reason: str) -> None:
+        """The user's last connection ended: it leaves its rooms with ``reason``, unless it
+        is kept offline (:attr:`keep_offline`)."""
+        keep = self.keep_offline
+        if keep is not None and session.always_on and not session.closed and keep(session, reason):
+            return
+        self.detach(session, reason)
+
+    def tell(self, receivers: tuple[Receiver, ...], event: ServerEvent) -> None:
+        """A live, unnumbered event to ``receivers`` (users or connections), after what was
+        published before it; nobody else gets it (``typing``, ``read``)."""
+        if self.broker is not None and (self._undelivered or self.numbered_by_log):
+            self.broker.publish(Pending(event, None, receivers))
+        else:
+            self._fanout(receivers, event)
 
     def move_device(
         self, device: Device, to: Session, reason: str, *, first: ServerEvent | None = None
@@ -259,12 +300,13 @@ class Hub(Delivery):
         old = device.session
         if old is to:
             return
+        offline = self._is_offline(to)
         if device in old.devices:
             old.devices.remove(device)
             if old.devices:
                 self._refit(old)
             else:
-                self.detach(old, reason)
+                self._last_connection_ended(old, reason)
         device.session = to
         device.history_bound.clear()
         if first is not None:
@@ -272,6 +314,8 @@ class Hub(Delivery):
         self._offer_rooms_history(device)
         to.devices.append(device)
         self._refit(to)
+        if offline:
+            self._back_online(to)
 
     def _offer_rooms_history(self, device: Device) -> None:
         """A connection joining its user gets the history of each of the user's rooms
@@ -301,7 +345,7 @@ class Hub(Delivery):
             return
         session.devices.remove(device)
         if not session.devices:
-            self.detach(session, reason)
+            self._last_connection_ended(session, reason)
         else:
             self._refit(session)
 

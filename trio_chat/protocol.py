@@ -80,6 +80,8 @@ class Hello:
     #: The client wants an ``info`` (``data.event`` ``"away"``) when someone sharing a
     #: room with it goes away or comes back (IRC's ``away-notify``); off by default.
     away_notify: bool = False
+    #: The client wants ``typing`` events (someone in its rooms is typing); off by default.
+    typing: bool = False
     ref: str | None = None
 
 
@@ -142,7 +144,28 @@ class Quit:
     ref: str | None = None
 
 
-ClientFrame: TypeAlias = Hello | Say | Command | Ping | PongReply | HistoryRequest | Quit
+@dataclass(frozen=True, slots=True)
+class TypingNotice:
+    """The user is typing in ``room`` (``active``) or stopped; passed on, thinned, to the
+    room's members that asked (see :mod:`trio_chat.typing_notices`)."""
+
+    active: bool
+    room: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRead:
+    """The user has read ``room`` up to message ``id`` (see :mod:`trio_chat.read_markers`)."""
+
+    id: int
+    room: str | None = None
+    ref: str | None = None
+
+
+ClientFrame: TypeAlias = (
+    Hello | Say | Command | Ping | PongReply | HistoryRequest | Quit | TypingNotice | MarkRead
+)
 
 # Per client frame type: its class, and its fields as (JSON name, required, JSON type).
 # The attribute is the JSON name, except where _ATTRIBUTE renames it (``with`` is a keyword).
@@ -157,6 +180,7 @@ _CLIENT_FRAMES: dict[str, tuple[type[Any], tuple[_FieldSpec, ...]]] = {
             ("register", False, bool),
             ("batch", False, bool),
             ("away_notify", False, bool),
+            ("typing", False, bool),
         ),
     ),
     "say": (Say, (("text", True, str), ("room", False, str))),
@@ -174,6 +198,8 @@ _CLIENT_FRAMES: dict[str, tuple[type[Any], tuple[_FieldSpec, ...]]] = {
         ),
     ),
     "quit": (Quit, (("reason", False, str),)),
+    "typing": (TypingNotice, (("active", True, bool), ("room", False, str))),
+    "read": (MarkRead, (("id", True, int), ("room", False, str))),
 }
 _ATTRIBUTE = {"with": "with_nick"}
 
@@ -327,6 +353,9 @@ class Welcome(ServerEvent):
     #: included. Left out for a new session (which is in ``room`` alone).
     rooms: list[str] | None = None
     connections: int | None = None
+    #: For an account (or a guest who marked rooms read): per room it is in, the id of the
+    #: newest message read there (see :mod:`trio_chat.read_markers`); left out when none.
+    read: dict[str, int] | None = None
     ref: str | None = None
 
 
@@ -449,6 +478,32 @@ class Error(ServerEvent):
     ref: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Typing(ServerEvent):
+    """``nick`` is typing in ``room`` (``active``), or stopped. Live only: no id, never
+    stored; sent to the connections that asked (``"typing": true`` in ``hello``)."""
+
+    TYPE: ClassVar[str] = "typing"
+    room: str
+    nick: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadMarker(ServerEvent):
+    """The user has read ``room`` up to message ``id`` (on another of its connections, or
+    as it stood at login or ``/join``). Live only, not numbered: on the wire the message
+    id is ``id``; here it is ``message_id``, since an event's own ``id`` means a numbered
+    event (brokers and delivery go by it)."""
+
+    TYPE: ClassVar[str] = "read"
+    room: str
+    message_id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "room": self.room, "id": self.message_id}
+
+
 def error_reply(exc: ChatError, ref: str | None = None) -> Error:
     """The ``error`` event that tells the user about ``exc``: the one place a
     :class:`~trio_chat.errors.ChatError` becomes a reply. ``ref`` is the refused frame's
@@ -513,6 +568,8 @@ _SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         ServerPing,
         History,
         Bye,
+        Typing,
+        ReadMarker,
     )
 }
 
@@ -558,6 +615,8 @@ def server_event_from_dict(obj: dict[str, Any]) -> ServerEvent:
     cls = _SERVER_EVENTS.get(str(obj.get("type")))
     if cls is None:
         raise RemoteProtocolError("unknown_type", f"unknown server frame {obj.get('type')!r}")
+    if cls is ReadMarker and "id" in obj:
+        obj = {**obj, "message_id": obj["id"]}
     names = _wire_fields(cls)
     try:
         return cls(**{k: v for k, v in obj.items() if k in names})

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .always_on import AlwaysOn
 from .api import ServerAPI
 from .auth_backends import AuthBackends
 from .bots import Bot, Bots
@@ -47,6 +48,7 @@ from .protocol import (
     Error,
     Hello,
     HistoryRequest,
+    MarkRead,
     Message,
     MessageKind,
     Ping,
@@ -55,10 +57,12 @@ from .protocol import (
     Private,
     Quit,
     Say,
+    TypingNotice,
     error_reply,
 )
 from .proxyproto import ProxyTrust
 from .publisher import Publisher
+from .read_markers import ReadMarkers
 from .rooms import users_reason
 from .routes import RouteRegistry
 from .store import Store, StoreError
@@ -66,6 +70,7 @@ from .transports.host import ConnectionSlot
 from .transports.parking import ParkingLot
 from .transports.scrape import serve_metrics
 from .transports.streams import certificate_not_after, server_ssl_context
+from .typing_notices import TypingNotices
 
 if TYPE_CHECKING:
     from .transports.host import ChatHost
@@ -159,6 +164,11 @@ class ChatServer(ServerAPI):
             self._call_message_posted, lambda: bool(self.pm.hook.message_posted.get_hookimpls())
         )
         self.hub.on_said.append(self.posted.heard)
+        #: Presence: typing notices, read markers, and (``always_on``) users kept in their
+        #: rooms with no connection.
+        self.typing_notices = TypingNotices(self.hub)
+        self.read_markers = ReadMarkers(self.hub)
+        self.always_on = AlwaysOn(self.hub) if self.config.always_on else None
         #: Private messages to bots, on their way to the ``bot_messaged`` listeners.
         self.bot_messages = PostedFeed(
             self._call_bot_messaged,
@@ -384,6 +394,16 @@ class ChatServer(ServerAPI):
             self.end_connection(session, "quit", reason)
         elif isinstance(frame, HistoryRequest):
             await self.answer_history(session, frame)
+        elif isinstance(frame, TypingNotice):
+            try:
+                self.typing_notices.typing(session, frame.room or session.room, frame.active)
+            except ChatError as exc:
+                self.hub.send_to(session, error_reply(exc, frame.ref))
+        elif isinstance(frame, MarkRead):
+            try:
+                await self.mark_read(session, frame.room or session.room, frame.id)
+            except ChatError as exc:
+                self.hub.send_to(session, error_reply(exc, frame.ref))
         elif isinstance(frame, Hello):
             self.hub.send_to(
                 session,
@@ -446,7 +466,15 @@ class ChatServer(ServerAPI):
     ) -> str | None:
         """Decide whether a connection may log in as ``nick``; return its account key
         (``None`` for a guest). Raises :class:`~trio_chat.errors.ChatError` (a bad nick, a
-        refused login)."""
+        refused login). An account's read markers are at hand for its welcome after."""
+        account = await self._admit(nick, password, register, address)
+        if account is not None:
+            await self.read_markers.load(account)
+        return account
+
+    async def _admit(
+        self, nick: str, password: str | None, register: bool, address: str
+    ) -> str | None:
         nick = normalize_nick(nick)
         if password is not None and not register:
             account = await self.backend_login(nick, password, address)
@@ -504,6 +532,7 @@ class ChatServer(ServerAPI):
                 )
                 self.logins = Logins(await self._account_book(stack, store))
                 self.plugin_data = store
+                self.read_markers.store = store
                 self.metrics.watch_store(lambda: store.stats)
             self.publisher = Publisher(self.hub, store=store, outbox_size=self.config.outbox_size)
             self.broker = None
@@ -531,6 +560,8 @@ class ChatServer(ServerAPI):
                 if self.broker is not None:
                     self.broker.detach()
                 self.history_service = self.logins = self.publisher = self.broker = None
+                self.read_markers.store = None
+                self.read_markers.clear()
                 if store is not None:
                     self.plugin_data = None
                 self.hub.join_history = None

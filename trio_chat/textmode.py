@@ -23,10 +23,12 @@ from .protocol import (
     NickChanged,
     Pong,
     Private,
+    ReadMarker,
     RemoteProtocolError,
     Say,
     ServerEvent,
     Topic,
+    Typing,
     Welcome,
     find_control_character,
 )
@@ -73,7 +75,8 @@ def clock(ts: float) -> str:
 
 
 def render_text(event: ServerEvent) -> str:
-    """One human-readable line (without newline) for a server event."""
+    """One human-readable line (without newline) for a server event; ``""`` for one that
+    a person need not see (nothing is sent for it)."""
     if isinstance(event, Message):
         if event.kind == "action":
             return f"[{clock(event.ts)}] * {event.nick} {event.text}"
@@ -128,4 +131,8 @@ def render_text(event: ServerEvent) -> str:
         return f"-- pong {event.token or ''}".rstrip()
     if isinstance(event, Bye):
         return f"-- Disconnected: {event.text}"
+    if isinstance(event, Typing | ReadMarker):
+        # Nothing to show: a read marker moved on another connection of the user, or (never
+        # asked for in text mode) someone typing. The wire sends no line for "".
+        return ""
     return f"-- {event.TYPE}"

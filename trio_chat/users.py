@@ -90,6 +90,13 @@ class Session:
     #: A plugin's bot (see :mod:`trio_chat.bots`): a user with no connection, shown as a
     #: bot in ``/who`` and in its ``join`` events.
     bot: bool = False
+    #: The user turned typing notices off (``/typing off``): its own are not passed on,
+    #: and none reach its connections (see :mod:`trio_chat.typing_notices`).
+    typing_off: bool = False
+    #: Stays in its rooms, shown away, when its last connection ends (an account's user on
+    #: a server with ``always_on``; see :mod:`trio_chat.always_on`). Its last connection's
+    #: close then ends that connection alone, as any other connection's does.
+    always_on: bool = False
 
     @property
     def key(self) -> str:
@@ -125,6 +132,13 @@ class Device:
     #: (``away_notify`` in its ``hello``; IRC's ``away-notify`` capability). Most do not,
     #: and get nothing: see :meth:`Hub.tell_away <trio_chat.hub.Hub.tell_away>`.
     away_notify: bool = False
+    #: The connection asked for ``typing`` events (``"typing": true`` in its ``hello``);
+    #: text mode and IRC never do (see :mod:`trio_chat.typing_notices`).
+    typing: bool = False
+    #: This connection joined a user that was there before it (connected elsewhere, or
+    #: kept offline): its welcome listed the user's rooms, and their history follows it
+    #: (no ``join`` brings it).
+    rejoined: bool = False
 
     @property
     def nick(self) -> str:
@@ -148,10 +162,11 @@ class Device:
 
     def close(self, code: str, reason: str) -> None:
         """Ask the transport to end this connection alone with ``reason`` (idempotent).
-        The user's only connection closes the whole session, as it always did."""
+        The user's only connection closes the whole session, as it always did, unless
+        the user is :attr:`~Session.always_on` (then it is kept offline when this ends)."""
         if self.closed:
             return
-        if self.session.devices == [self]:
+        if self.session.devices == [self] and not self.session.always_on:
             self.session.close(code, reason)
             return
         self.close_code = code

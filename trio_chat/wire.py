@@ -125,7 +125,8 @@ def _json_line(event: ServerEvent) -> bytes:
 def _text_line(event: ServerEvent) -> bytes:
     if isinstance(event, Raw):
         return event.data
-    return render_text(event).encode() + b"\n"
+    line = render_text(event)
+    return line.encode() + b"\n" if line else b""
 
 
 #: One compact JSON object per line (TCP clients that speak the protocol).

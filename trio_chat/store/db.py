@@ -31,7 +31,7 @@ from typing import Literal, TypeVar, cast
 import trio
 
 from ..names import name_key
-from . import plugin_data
+from . import plugin_data, read_markers
 from .accounts import check_password, dummy_hash, hash_password
 from .health import LogLimiter, StoreStats
 from .reader import Reader
@@ -522,3 +522,19 @@ class Store:
             plugin_data.items, namespace=namespace, prefix=prefix, after=after, limit=limit
         )
         return await self._read(query)
+
+    # --------------------------------------------------------------------- read markers
+
+    async def read_markers(self, account: str) -> list[tuple[str, str, int]]:
+        """Every read marker of ``account``: ``(room key, room name, message id)``."""
+        return await self._read(functools.partial(read_markers.of_account, account=account))
+
+    async def advance_read_marker(
+        self, account: str, room_key: str, room: str, message_id: int
+    ) -> None:
+        """Move ``account``'s read marker in ``room`` forward to ``message_id`` (a marker
+        further on already stays); returns once committed."""
+        job = functools.partial(
+            read_markers.advance, account=account, room_key=room_key, room=room, marker=message_id
+        )
+        await self._writes.submit(WriteItem(job=job))

@@ -136,8 +136,38 @@ def _v5(conn: sqlite3.Connection) -> None:
     )
 
 
+def _read_markers(conn: sqlite3.Connection) -> None:
+    """Read markers: per account and room, the id of the newest message read there (see
+    :mod:`trio_chat.read_markers`), so every device of the account, and the next login,
+    starts from where the user left off.
+
+    Keyed by the account and the room's name key (``WITHOUT ROWID``: the key is the only
+    way rows are read, an account's at login); ``room`` keeps the name as it was shown.
+    Nothing older changes.
+    """
+    conn.execute(
+        """
+        CREATE TABLE read_markers (
+            account TEXT NOT NULL,
+            room_key TEXT NOT NULL,
+            room TEXT NOT NULL,
+            id INTEGER NOT NULL,
+            changed REAL NOT NULL,
+            PRIMARY KEY (account, room_key)
+        ) WITHOUT ROWID
+        """
+    )
+
+
 #: MIGRATIONS[v] turns a version-v database into version v + 1. Append, never edit.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4, _v5)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _read_markers,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -157,7 +157,8 @@ async def run_connection(server: ChatHost, link: Link, release: Callable[[], Non
     if device is None:
         return
     session = device.session
-    joined = session.devices[0] is not device  # one more connection of a user here already
+    # One more connection of a user here already (or kept offline: trio_chat.always_on).
+    joined = device.rejoined
     # Replies to what this task handles go to this connection alone.
     serving.set(device)
     log.info(

@@ -134,9 +134,11 @@ async def handshake(server: ChatHost, link: Link, mailbox: Mailbox) -> Device | 
                 joining, mailbox, address=link.address, transport=link.transport, first=welcome
             )
             device.away_notify = login.away_notify
+            device.typing = login.typing
             return device
         server.set_account(session, account)
         session.devices[0].away_notify = login.away_notify
+        session.devices[0].typing = login.typing
         server.hub.send_to(session, server.welcome_to(session, ref=login.ref))
         server.hub.join(session, DEFAULT_ROOM)
         return session.devices[0]
@@ -150,6 +152,7 @@ class _Login:
     ref: str | None = None
     batch: bool = False
     away_notify: bool = False
+    typing: bool = False
 
 
 def _login_from(item: ClientFrame, plain_text: bool) -> _Login | None:
@@ -157,7 +160,13 @@ def _login_from(item: ClientFrame, plain_text: bool) -> _Login | None:
     ``/login NAME PASSWORD``, ``/register NAME PASSWORD``, or (text mode) a bare line."""
     if isinstance(item, Hello):
         return _Login(
-            item.nick, item.password, item.register, item.ref, item.batch, item.away_notify
+            item.nick,
+            item.password,
+            item.register,
+            item.ref,
+            item.batch,
+            item.away_notify,
+            item.typing,
         )
     if isinstance(item, Command):
         words = item.args.split()
