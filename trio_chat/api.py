@@ -28,7 +28,8 @@ from .errors import ChatError, CommandError, LoginRefused
 from .hub import Device, NickInUse, Room, TooManyConnections
 from .names import DEFAULT_ROOM, name_key, normalize_nick
 from .plugin_storage import PluginData, PluginStorage
-from .protocol import Info, Welcome, encode_server_event
+from .protocol import Info, SearchResults, Welcome, encode_server_event
+from .search import find_lines, find_mentions
 from .store import StoredMessage, StoreError
 
 if TYPE_CHECKING:
@@ -385,6 +386,52 @@ class ServerAPI:
         # those it saw live included.
         before = session.history_oldest.get(name_key(room), self.hub.history_bound())
         await service.send_room_page(session, room, before=before, limit=limit, ref=ref)
+
+    # -------------------------------------------------------------------------- search
+
+    async def search(
+        self,
+        session: Session,
+        query: str,
+        *,
+        room: str | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        ref: str | None = None,
+    ) -> SearchResults:
+        """The ``search`` reply for ``session``: the stored lines of the rooms it is in (of
+        ``room`` alone, if given: one it is in) holding every word of ``query``, newest
+        first, ids below ``before``, ``limit`` of them (default 20, at most 100). A word is
+        what the user typed, never search syntax. Read in a thread. Refuses
+        (``bad_arguments`` for a query with no words, ``not_in_room``, ``no_store``,
+        ``store_error``)."""
+        service = self._history_for("search")
+        try:
+            messages, more = await find_lines(
+                service.store, self.hub, session, query, room=room, before=before, limit=limit
+            )
+        except StoreError as exc:
+            log.error("search for %s failed: %s", session.nick, exc)
+            raise ChatError("store_error", "search is unavailable") from None
+        return SearchResults(query=query, messages=messages, more=more, ref=ref)
+
+    async def mentions(self, session: Session, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """The latest stored lines of the rooms ``session`` is in that name it (its nick, or
+        its account's), newest first, ``limit`` of them (default 20, at most 100), each
+        shaped like a ``message`` event, with ``"unread": true`` when it is newer than the
+        user's read marker of its room (see :meth:`mark_read`); what ``/mentions`` lists.
+        Refuses (``no_store``, ``store_error``)."""
+        service = self._history_for("mentions")
+        try:
+            lines = await find_mentions(service.store, self.hub, session, limit=limit)
+        except StoreError as exc:
+            log.error("mentions of %s failed: %s", session.nick, exc)
+            raise ChatError("store_error", "mentions are unavailable") from None
+        for line in lines:  # not read yet: newer than the user's read marker of its room
+            marker = self.read_marker(session, line["room"])
+            if marker is not None and line["id"] > marker:
+                line["unread"] = True
+        return lines
 
     # ------------------------------------------------------------------------ presence
 

@@ -137,6 +137,19 @@ class HistoryRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchRequest:
+    """Search the stored lines of the rooms the user is in (of ``room`` alone, if given)
+    for ``query``'s words; ``before`` pages back from an id, newest first. Answered with
+    :class:`SearchResults`."""
+
+    query: str
+    room: str | None = None
+    before: int | None = None
+    limit: int | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Quit:
     """The client leaves; ``reason`` is shown to others in the leave notice."""
 
@@ -164,7 +177,16 @@ class MarkRead:
 
 
 ClientFrame: TypeAlias = (
-    Hello | Say | Command | Ping | PongReply | HistoryRequest | Quit | TypingNotice | MarkRead
+    Hello
+    | Say
+    | Command
+    | Ping
+    | PongReply
+    | HistoryRequest
+    | Quit
+    | TypingNotice
+    | MarkRead
+    | SearchRequest
 )
 
 # Per client frame type: its class, and its fields as (JSON name, required, JSON type).
@@ -198,6 +220,10 @@ _CLIENT_FRAMES: dict[str, tuple[type[Any], tuple[_FieldSpec, ...]]] = {
         ),
     ),
     "quit": (Quit, (("reason", False, str),)),
+    "search": (
+        SearchRequest,
+        (("query", True, str), ("room", False, str), ("before", False, int), ("limit", False, int)),
+    ),
     "typing": (TypingNotice, (("active", True, bool), ("room", False, str))),
     "read": (MarkRead, (("id", True, int), ("room", False, str))),
 }
@@ -373,6 +399,10 @@ class Message(ServerEvent):
     nick: str
     text: str
     kind: MessageKind = "say"
+    #: The nicks of the room's members named in ``text`` (``@alice``, ``alice:``, or
+    #: ``alice`` as a word; compared as nicks are), each once, in the order named; left
+    #: out when none (see :mod:`trio_chat.mentions`).
+    mentions: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -456,6 +486,19 @@ class History(ServerEvent):
         if "with_nick" in obj:
             obj["with"] = obj.pop("with_nick")
         return obj
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchResults(ServerEvent):
+    """The answer to a ``search`` frame (or ``/search``): the matching room lines, newest
+    first, each shaped like a ``message`` event (with its ``room``); ``more`` is true
+    when older matches remain (ask again with ``before`` the last id here)."""
+
+    TYPE: ClassVar[str] = "search"
+    query: str
+    messages: list[dict[str, Any]]
+    more: bool = False
+    ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -568,6 +611,7 @@ _SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         ServerPing,
         History,
         Bye,
+        SearchResults,
         Typing,
         ReadMarker,
     )

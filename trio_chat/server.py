@@ -57,6 +57,7 @@ from .protocol import (
     Private,
     Quit,
     Say,
+    SearchRequest,
     TypingNotice,
     error_reply,
 )
@@ -394,6 +395,8 @@ class ChatServer(ServerAPI):
             self.end_connection(session, "quit", reason)
         elif isinstance(frame, HistoryRequest):
             await self.answer_history(session, frame)
+        elif isinstance(frame, SearchRequest):
+            await self.answer_search(session, frame)
         elif isinstance(frame, TypingNotice):
             try:
                 self.typing_notices.typing(session, frame.room or session.room, frame.active)
@@ -449,6 +452,22 @@ class ChatServer(ServerAPI):
             self.hub.send_to(
                 session, Error(code="store_error", text="history is unavailable", ref=request.ref)
             )
+
+    async def answer_search(self, session: Session, request: SearchRequest) -> None:
+        """Answer a ``search`` frame with one page of matches, or an error saying why not."""
+        try:
+            reply = await self.search(
+                session,
+                request.query,
+                room=request.room,
+                before=request.before,
+                limit=request.limit,
+                ref=request.ref,
+            )
+        except ChatError as exc:
+            self.hub.send_to(session, error_reply(exc, request.ref))
+            return
+        self.hub.send_to(session, reply)
 
     def flush(self) -> None:
         """A reader has handled everything it received: deliver what that published at once

@@ -9,6 +9,7 @@ between lines and frames; :mod:`trio_chat.transports` does the I/O.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from .protocol import (
     Bye,
@@ -26,6 +27,7 @@ from .protocol import (
     ReadMarker,
     RemoteProtocolError,
     Say,
+    SearchResults,
     ServerEvent,
     Topic,
     Typing,
@@ -74,6 +76,35 @@ def clock(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts))
 
 
+def render_found(item: dict[str, Any]) -> str:
+    """A line found by a search (a ``message`` object), with its room:
+    ``[12:30:05] #dev <alice> text``."""
+    kind, nick, text = item.get("kind"), item.get("nick", "?"), item.get("text", "")
+    if kind == "action":
+        said = f"* {nick} {text}"
+    elif kind == "notice":
+        said = f"-{nick}- {text}"
+    else:
+        said = f"<{nick}> {text}"
+    ts = item.get("ts")
+    when = f"[{clock(ts)}] " if isinstance(ts, int | float) else ""
+    return f"{when}{item.get('room', '?')} {said}"
+
+
+def render_search(event: SearchResults) -> str:
+    """A ``search`` reply: a heading, then the lines found, oldest first (as history
+    reads), and how to see older ones."""
+    found = event.messages
+    if not found:
+        return f"-- no lines hold {event.query!r}"
+    count = f"{len(found)} line{'s' if len(found) > 1 else ''}"
+    lines = [f"-- {count} holding {event.query!r}:"]
+    lines += [f"   {render_found(item)}" for item in reversed(found)]
+    if event.more:
+        lines.append("-- (older ones: the same /search again)")
+    return "\n".join(lines)
+
+
 def render_text(event: ServerEvent) -> str:
     """One human-readable line (without newline) for a server event; ``""`` for one that
     a person need not see (nothing is sent for it)."""
@@ -112,6 +143,8 @@ def render_text(event: ServerEvent) -> str:
         if event.more:
             lines.append("-- (older messages: /history)")
         return "\n".join(lines)
+    if isinstance(event, SearchResults):
+        return render_search(event)
     if isinstance(event, Info):
         return "\n".join(f"-- {line}" for line in event.text.splitlines() or [""])
     if isinstance(event, Error):

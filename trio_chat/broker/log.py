@@ -32,7 +32,7 @@ a chat at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal, TypeAlias, get_args
 
 import orjson
@@ -109,12 +109,17 @@ _new = object.__new__
 _set_field = object.__setattr__  # how a frozen dataclass's own __init__ sets a field
 
 
+#: The other fields of ``Message`` (:data:`_LINE_EXTRAS`) with their defaults, which
+#: :func:`line_message` sets as ``__init__`` would.
+_LINE_DEFAULTS = tuple((f.name, f.default) for f in fields(Message) if f.name in _LINE_NAMES)
+
+
 def line_message(event_id: int, ts: float, room: str, nick: str, text: str, kind: str) -> Message:
     """``Message(id=event_id, ts=ts, ...)``, in half the time: the fields set as its
     ``__init__`` sets them, without the keyword handling (a node makes one for every chat
-    line of the log, its own read back included, and it showed in its CPU per line).
-    Only while every field of ``Message`` is one of these (else :func:`_line_message_init`,
-    see :data:`_LINE_EXTRAS`); ``kind`` is checked by the caller."""
+    line of the log, its own read back included, and it showed in its CPU per line). The
+    fields a newer ``Message`` has besides these get their defaults (while each has a
+    plain one: else :func:`_line_message_init`); ``kind`` is checked by the caller."""
     message = _new(Message)
     _set_field(message, "id", event_id)
     _set_field(message, "ts", ts)
@@ -122,6 +127,8 @@ def line_message(event_id: int, ts: float, room: str, nick: str, text: str, kind
     _set_field(message, "nick", nick)
     _set_field(message, "text", text)
     _set_field(message, "kind", kind)
+    for name, default in _LINE_DEFAULTS:
+        _set_field(message, name, default)
     return message
 
 
@@ -131,7 +138,7 @@ def _line_message_init(
     return Message(id=event_id, ts=ts, room=room, nick=nick, text=text, kind=kind)  # type: ignore[arg-type]
 
 
-if _LINE_EXTRAS:  # a newer Message: its __init__ sets the other fields' defaults
+if any(default is MISSING for _, default in _LINE_DEFAULTS):  # a field with no plain default
     line_message = _line_message_init
 
 

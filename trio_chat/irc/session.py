@@ -43,10 +43,12 @@ from ..protocol import (
     PongReply,
     Private,
     Quit,
+    SearchResults,
     ServerEvent,
     ServerPing,
     Welcome,
 )
+from ..textmode import render_search
 from . import numerics as n
 from .base import (
     MAX_SASL_BYTES,
@@ -376,6 +378,8 @@ class IrcSession(Chatting, Queries, SessionBase):
             return format_message("PING", event.token or self.server)
         if isinstance(event, Bye):
             return format_message("ERROR", f"Closing link: {event.text}")
+        if isinstance(event, SearchResults):  # /quote SEARCH words: as text mode reads it
+            return self.notice(render_search(event))
         return b""
 
     def _away_after_join(self, nick: str) -> bytes:

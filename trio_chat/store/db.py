@@ -32,6 +32,7 @@ import trio
 
 from ..names import name_key
 from . import plugin_data, read_markers
+from . import search as search_sql
 from .accounts import check_password, dummy_hash, hash_password
 from .health import LogLimiter, StoreStats
 from .reader import Reader
@@ -388,6 +389,52 @@ class Store:
         if self._closed:
             raise StoreError(f"store {os.fspath(self.path)} is closed")
         return cast(T, await self._reads.submit(query))
+
+    # -------------------------------------------------------------------------- search
+
+    async def search(
+        self, rooms: Sequence[str], match: str, *, before: int, limit: int
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` lines of ``rooms`` (compared by name key) that the FTS5 query
+        ``match`` finds (make it with :func:`~trio_chat.store.search.match_all`: a user's
+        words are never query syntax), with ids below ``before``, newest first. Private
+        messages are never found; nor are deleted lines (their text is empty)."""
+        if not 1 <= limit <= MAX_HISTORY_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_HISTORY_LIMIT}")
+        query = functools.partial(
+            search_sql.search,
+            match=match,
+            conversations=[room_conversation(room) for room in rooms],
+            before=before,
+            limit=limit,
+        )
+        return await self._read(query)
+
+    async def lines_naming(
+        self,
+        rooms: Sequence[str],
+        *,
+        match: str | None,
+        keep: Callable[[StoredMessage], bool],
+        before: int,
+        limit: int,
+        candidates: int = 1000,
+        scan_latest: int = 0,
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` lines of ``rooms`` below ``before`` that ``keep`` (called in the
+        reading thread) says yes to, newest first; see
+        :func:`~trio_chat.store.search.lines_naming` for which lines it is asked about."""
+        query = functools.partial(
+            search_sql.lines_naming,
+            match=match,
+            conversations=[room_conversation(room) for room in rooms],
+            before=before,
+            limit=limit,
+            keep=keep,
+            candidates=candidates,
+            scan_latest=scan_latest,
+        )
+        return await self._read(query)
 
     # ------------------------------------------------------------------------ accounts
 

@@ -159,6 +159,59 @@ def _read_markers(conn: sqlite3.Connection) -> None:
     )
 
 
+def _search_index(conn: sqlite3.Connection) -> None:
+    """A full-text index of room lines (SQLite FTS5), for ``search`` and ``/mentions``.
+
+    An *external content* index: it keeps the words and where they are, not a second copy
+    of the text, which stays in ``messages`` alone. Its content is the view
+    ``room_lines`` (the room lines: private messages are never searched), so FTS5's own
+    ``rebuild`` and ``integrity-check`` see exactly what is indexed. The words are split by
+    FTS5's ``unicode61`` tokenizer with ``remove_diacritics 2``: letters and digits make
+    words, case and accents do not count. ``columnsize=0``: no per-line word counts, which
+    only ranking by relevance reads (lines are found newest first), and which cost a fifth
+    of each insert. The lines already stored are indexed here, in the migration's
+    transaction.
+
+    A changed or deleted row is kept right by triggers on ``messages``, so whatever
+    changes it (an edit, a delete, pruning) needs no code of its own: a text updated is
+    taken out under its old words and put back under its new ones (a deleted line, whose
+    text becomes ``""``, has none, so it is never found); a row deleted is taken out. Each
+    fires for room lines only, the rows the view holds (FTS5 must be told a row's old text
+    exactly as it was indexed).
+
+    New lines are indexed by the statement that stores them
+    (:func:`~trio_chat.store.sqlite.insert_statements`), not by a trigger: FTS5 writes its
+    pending words out at every savepoint, and a trigger runs in one per row, so an insert
+    trigger cost four times what indexing the whole batch in one statement does
+    (``bench/store_insert.py``).
+    """
+    conn.execute("CREATE VIEW room_lines AS SELECT id, text FROM messages WHERE room IS NOT NULL")
+    conn.execute(
+        "CREATE VIRTUAL TABLE message_words USING fts5(text, content='room_lines',"
+        " content_rowid='id', columnsize=0, tokenize='unicode61 remove_diacritics 2')"
+    )
+    conn.execute("INSERT INTO message_words (message_words) VALUES ('rebuild')")
+    conn.execute(
+        """
+        CREATE TRIGGER message_words_update AFTER UPDATE OF text ON messages
+        WHEN new.room IS NOT NULL BEGIN
+            INSERT INTO message_words (message_words, rowid, text)
+                VALUES ('delete', old.id, old.text);
+            INSERT INTO message_words (rowid, text) VALUES (new.id, new.text);
+        END
+        """
+    )
+    conn.execute(
+        """
+        CREATE TRIGGER message_words_delete AFTER DELETE ON messages
+        WHEN old.room IS NOT NULL BEGIN
+            INSERT INTO message_words (message_words, rowid, text)
+                VALUES ('delete', old.id, old.text);
+        END
+        """
+    )
+
+
 #: MIGRATIONS[v] turns a version-v database into version v + 1. Append, never edit.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _v1,
@@ -167,6 +220,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _v4,
     _v5,
     _read_markers,
+    _search_index,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

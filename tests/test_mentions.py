@@ -1,0 +1,237 @@
+"""Mentions: ``message.mentions`` (the room's members a line names) and ``/mentions`` (the
+stored lines naming you), over real sockets, across two nodes of a broker, and the finder
+itself."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from test_broker import nodes
+from test_chat import open_text_client
+
+from trio_chat.mentions import MentionFinder, nick_candidates
+from trio_chat.names import name_key
+from trio_chat.testing import ChatClient, local_config, open_client, open_test_server
+
+# ----------------------------------------------------------------------- the finder
+
+
+@dataclass
+class User:
+    id: int
+    nick: str
+
+
+USERS = [User(1, "alice"), User(2, "bob"), User(3, "carol_"), User(4, "Zoë")]
+SESSIONS: Any = {name_key(u.nick): u for u in USERS}
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("alice: look", ["alice"]),
+        ("@alice look", ["alice"]),
+        ("thanks, alice.", ["alice"]),
+        ("(alice) and Bob!", ["alice", "bob"]),
+        ("ALICE, al1ce, @Alice: once each", ["alice"]),
+        ("bob bob alice", ["bob", "alice"]),
+        ("alice's idea", ["alice"]),
+        ("zoe and carol_?", ["Zoë", "carol_"]),
+        ("carol said hi", None),  # carol_ is not carol
+        ("alicealice 2alice xalice", None),
+        ("nobody here", None),
+        ("", None),
+    ],
+)
+def test_the_members_a_line_names(text: str, named: list[str] | None) -> None:
+    finder = MentionFinder()
+    members = {1, 2, 3, 4}
+    assert finder.members_named(text, SESSIONS, members) == named
+    assert finder.members_named(text, SESSIONS, members) == named  # cached: the same
+
+
+def test_only_members_of_the_room_are_named_and_the_cache_is_bounded() -> None:
+    finder = MentionFinder(cache_size=3)
+    assert finder.members_named("alice bob", SESSIONS, {2}) == ["bob"]
+    assert finder.members_named("alice bob", SESSIONS, set()) is None
+    for n in range(10):
+        finder.members_named(f"word{n}", SESSIONS, {1})
+    assert len(finder._keys) <= 3
+    assert finder.names_any("hey @ALICE:", {"allce"}) and not finder.names_any("hey", {"allce"})
+    assert nick_candidates("x" * 25) == () and nick_candidates("--alice") == ()
+    assert nick_candidates("alice/bob") == (name_key("alice"), name_key("bob"))
+
+
+# --------------------------------------------------------------------- over sockets
+
+
+async def mentions_of(client: ChatClient, args: str = "") -> Any:
+    ref = f"m{len(client.history)}"
+    await client.send({"type": "command", "name": "mentions", "args": args, "ref": ref})
+    while True:
+        event = await client.receive()
+        if getattr(event, "ref", None) == ref:
+            return event
+
+
+async def test_a_line_naming_members_carries_them_on_every_transport() -> None:
+    async with (
+        open_test_server() as chat,
+        open_client(chat, "alice") as alice,
+        open_client(chat, "bob", websocket=True, batch=True) as bob,
+        open_client(chat, "carol") as carol,
+    ):
+        await carol.command("/join #dev")
+        await carol.expect("info", lambda e: e.data and e.data.get("room") == "#dev")
+        await alice.say("@bob: and carol, look")  # carol is in #lobby too
+        line = await bob.expect("message")
+        assert line.mentions == ["bob", "carol"]
+        assert (await alice.expect("message")).mentions == ["bob", "carol"]
+        await carol.say("bob and alice", room="#dev")  # neither is in #dev
+        assert (await carol.expect("message", lambda e: e.room == "#dev")).mentions is None
+        await alice.say("no names here")
+        plain = await bob.expect("message", lambda e: e.text == "no names here")
+        assert plain.mentions is None  # left out of the frame
+        # Stored forms do not carry it: it says who was in the room then.
+        await bob.send({"type": "history", "ref": "h"})
+        page = await bob.expect("history", lambda e: e.ref == "h")
+        assert all("mentions" not in m for m in page.messages)
+        # Text mode shows the line as it is.
+        text = await open_text_client(chat)
+        async with text.stream:
+            await text.read_until("nickname?")
+            await text.send_line("tina")
+            await text.read_until("tina joined #lobby")
+            await alice.say("tina: welcome")
+            assert (await alice.expect("message", lambda e: e.text == "tina: welcome")).mentions
+            assert "<alice> tina: welcome" in await text.read_until("tina: welcome")
+
+
+async def test_mentions_lists_lines_naming_you_even_those_said_while_you_were_away() -> None:
+    async with (
+        open_test_server() as chat,
+        open_client(chat, "alice") as alice,
+        open_client(chat, "carol") as carol,
+    ):
+        await alice.command("/join #dev")
+        await alice.expect("info", lambda e: e.data and e.data.get("room") == "#dev")
+        async with open_client(chat, "bob") as bob:
+            await bob.command("/join #dev")
+            await bob.expect("info", lambda e: e.data and e.data.get("room") == "#dev")
+            await alice.say("bob: first", room="#dev")
+            await bob.say("I am bob, naming myself")
+            await bob.expect("message", lambda e: e.text == "I am bob, naming myself")
+        await carol.expect("leave", lambda e: e.nick == "bob")  # his nick is free again
+        # bob is gone: these name him all the same.
+        await alice.say("@BOB are you there?", room="#dev")
+        await carol.say("bobby is not bob's name")
+        await carol.command("/join #elsewhere")
+        await carol.say("bob: in a room he is not in", room="#elsewhere")
+        await carol.expect("message", lambda e: e.room == "#elsewhere")
+        async with open_client(chat, "bob") as bob:
+            await bob.command("/join #dev")
+            await bob.expect("info", lambda e: e.data and e.data.get("room") == "#dev")
+            reply = await mentions_of(bob)
+            assert reply.TYPE == "info"
+            found = reply.data["mentions"]
+            assert [m["text"] for m in found] == [
+                "bobby is not bob's name",
+                "@BOB are you there?",
+                "bob: first",
+            ]  # newest first; not his own line, nor #elsewhere's
+            assert [m["room"] for m in found] == ["#lobby", "#dev", "#dev"]
+            lines = reply.text.splitlines()
+            assert lines[0] == "3 lines naming bob:"
+            assert lines[1].endswith("#dev <alice> bob: first")  # oldest first
+            assert lines[3].endswith("#lobby <carol> bobby is not bob's name")
+            one = await mentions_of(bob, "1")
+            assert [m["text"] for m in one.data["mentions"]] == ["bobby is not bob's name"]
+            for bad in ("x", "-1", "0"):
+                refused = await mentions_of(bob, bad)
+                assert (refused.TYPE, refused.code) == ("error", "bad_arguments")
+        async with open_client(chat, "dave") as dave:
+            none = await mentions_of(dave)
+            assert (none.text, none.data) == ("no lines of your rooms name dave", {"mentions": []})
+
+
+async def test_mentions_of_your_account_when_you_go_by_another_nick() -> None:
+    async with (
+        open_test_server() as chat,
+        open_client(chat, "alice") as alice,
+        open_client(chat, "bob") as bob,
+    ):
+        await alice.command("/register sesame")
+        await alice.expect("info", lambda e: "registered" in e.text)
+        await bob.say("alice: the account one")
+        await alice.command("/nick alicia")
+        await alice.expect("nick")
+        await bob.say("alicia: the nick one")
+        await alice.expect("message", lambda e: e.text == "alicia: the nick one")
+        found = (await mentions_of(alice)).data["mentions"]
+        assert [m["text"] for m in found] == ["alicia: the nick one", "alice: the account one"]
+
+
+async def test_mentions_without_a_database_is_no_store() -> None:
+    async with (
+        open_test_server(config=local_config(db=None)) as chat,
+        open_client(chat, "alice") as alice,
+    ):
+        reply = await mentions_of(alice)
+        assert (reply.TYPE, reply.code) == ("error", "no_store")
+        await alice.say("alice is still flagged live")
+        assert (await alice.expect("message")).mentions == ["alice"]
+
+
+async def test_mentions_cross_two_nodes(broker_url: str) -> None:
+    async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
+        alice = await stack.enter_async_context(open_client(a, "alice"))
+        bob = await stack.enter_async_context(open_client(b, "bob"))
+        await alice.expect("join", lambda e: e.nick == "bob")
+        await alice.say("@bob: from the other node")
+        line = await bob.expect("message")
+        assert (line.text, line.mentions) == ("@bob: from the other node", ["bob"])
+        await bob.say("alice, back to you")
+        assert (await alice.expect("message", lambda e: e.nick == "bob")).mentions == ["alice"]
+        await bob.say("plain line")
+        assert (await alice.expect("message", lambda e: e.text == "plain line")).mentions is None
+        # Each node stored the lines: /mentions answers on either.
+        found = (await mentions_of(bob)).data["mentions"]
+        assert [m["text"] for m in found] == ["@bob: from the other node"]
+
+
+def test_the_logs_compact_chat_line_carries_mentions_and_leaves_them_out_when_none() -> None:
+    from trio_chat.broker.log import decode_line, encode_line
+    from trio_chat.protocol import Message
+
+    named = Message(id=7, ts=1.5, room="#dev", nick="alice", text="bob: hi", mentions=["bob"])
+    plain = Message(id=8, ts=1.5, room="#dev", nick="alice", text="hi")
+    assert encode_line("n1", 3, plain) == b'["l","n1",3,0,1.5,"#dev","alice","hi","say"]'
+    for event in (named, plain):
+        node, seq, read, persist = decode_line(f"{event.id}-0", encode_line("n1", 3, event))
+        assert (node, seq, read, persist) == ("n1", 3, event, False)
+        assert read.mentions == event.mentions
+
+
+async def test_mentions_newer_than_your_read_marker_are_unread() -> None:
+    async with (
+        open_test_server() as chat,
+        open_client(chat, "alice") as alice,
+        open_client(chat, "bob") as bob,
+    ):
+        await bob.say("alice: read this")
+        seen = await alice.expect("message", lambda e: e.text == "alice: read this")
+        await alice.send({"type": "read", "id": seen.id})
+        await bob.say("alice: and this one is new")
+        await alice.expect("message", lambda e: e.text == "alice: and this one is new")
+        reply = await mentions_of(alice)
+        assert [(m["text"], m.get("unread")) for m in reply.data["mentions"]] == [
+            ("alice: and this one is new", True),
+            ("alice: read this", None),
+        ]
+        lines = reply.text.splitlines()
+        assert lines[0] == "2 lines naming alice (* not read yet):"
+        assert lines[1].startswith("  [") and lines[1].endswith("<bob> alice: read this")
+        assert lines[2].startswith("* [") and lines[2].endswith("<bob> alice: and this one is new")
