@@ -47,7 +47,8 @@ def test_a_chat_line_to_its_room_is_written_in_the_array_form() -> None:
 def test_a_chat_line_round_trips_with_the_id_the_log_gives(kind: str, persist: bool) -> None:
     event = Message(id=999, ts=1.5, room="#lobby", nick="alice", text="hi", kind=kind)  # type: ignore[arg-type]
     payload = encode_entry("event", "node-a", 7, event=event, room="#lobby", persist=persist)
-    node, seq, line, persisted = decode_line("42-0", payload)
+    node, seq, line, persisted, author = decode_line("42-0", payload)
+    assert author is None
     assert (node, seq, persisted) == ("node-a", 7, persist)
     assert line == Message(id=42, ts=1.5, room="#lobby", nick="alice", text="hi", kind=kind)  # type: ignore[arg-type]
     entry = decode_entry("42-0", payload)

@@ -210,8 +210,8 @@ def test_the_logs_compact_chat_line_carries_mentions_and_leaves_them_out_when_no
     plain = Message(id=8, ts=1.5, room="#dev", nick="alice", text="hi")
     assert encode_line("n1", 3, plain) == b'["l","n1",3,0,1.5,"#dev","alice","hi","say"]'
     for event in (named, plain):
-        node, seq, read, persist = decode_line(f"{event.id}-0", encode_line("n1", 3, event))
-        assert (node, seq, read, persist) == ("n1", 3, event, False)
+        node, seq, read, persist, author = decode_line(f"{event.id}-0", encode_line("n1", 3, event))
+        assert (node, seq, read, persist, author) == ("n1", 3, event, False, None)
         assert read.mentions == event.mentions
 
 

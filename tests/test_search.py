@@ -296,7 +296,7 @@ async def test_the_migration_indexes_the_lines_stored_before_it(tmp_path: Path) 
             conn.execute(
                 "INSERT INTO messages (id, ts, room, sender, text, kind, recipient, conv,"
                 " sender_account, recipient_account) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row.row(),
+                row.row()[:10],  # (the columns of that version)
             )
         conn.execute("COMMIT")
     conn.close()

@@ -40,9 +40,10 @@ def test_invalid_utf8_is_refused() -> None:
 def test_events_render_as_readable_lines_with_time() -> None:
     ts = 1_700_000_000.0
     t = clock(ts)
-    assert render_text(Message(id=1, ts=ts, room="#l", nick="al", text="hi")) == f"[{t}] <al> hi"
+    # A chat line shows its id, which /reply, /edit, /delete and /react name it by.
+    assert render_text(Message(id=1, ts=ts, room="#l", nick="al", text="hi")) == f"[{t} #1] <al> hi"
     assert render_text(Message(id=1, ts=ts, room="#l", nick="al", text="waves", kind="action")) == (
-        f"[{t}] * al waves"
+        f"[{t} #1] * al waves"
     )
     assert render_text(Joined(id=1, ts=ts, room="#l", nick="al")) == f"[{t}] -!- al joined #l"
     assert render_text(Left(id=1, ts=ts, room="#l", nick="al", reason="bye")) == (

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .hub import Hub, Session
     from .jobs import Jobs
     from .logins import Logins
+    from .message_changes import MessageChanges
     from .protocol import MessageKind
     from .read_markers import ReadMarkers
     from .typing_notices import TypingNotices
@@ -180,6 +181,8 @@ class ServerAPI:
     jobs: Jobs
     #: The plugins' bot users, by nick (see :meth:`add_bot`).
     bots: Bots
+    #: Replies, edits, deletes and reactions (see :mod:`trio_chat.message_changes`).
+    message_changes: MessageChanges
     #: Typing notices (see :mod:`trio_chat.typing_notices`).
     typing_notices: TypingNotices
     #: Read markers (see :mod:`trio_chat.read_markers`).
@@ -191,6 +194,43 @@ class ServerAPI:
         """Say ``text`` in ``room`` as ``session``, after every message filter agreed (what
         ``ctx.say`` and ``ctx.action`` do). The server provides it: it runs the filters."""
         raise NotImplementedError
+
+    def filtered_text(self, session: Session, room: str, text: str) -> str:
+        """``text`` as every message filter leaves it (``""``: dropped; a filter that
+        refuses raises). The server provides it."""
+        raise NotImplementedError
+
+    async def reply(
+        self, session: Session, room: str, message_id: int, text: str, kind: MessageKind = "say"
+    ) -> None:
+        """Say ``text`` in ``room`` as ``session``, answering the message ``message_id`` of
+        the room (the line carries ``reply_to`` and a ``quote`` of it). Raises
+        ``ChatError`` ``no_such_message`` when the room has no such message (or it was
+        deleted), ``store_error`` when the database could not be read."""
+        quote = await self.message_changes.quote(session, room, message_id)
+        text = self.filtered_text(session, room, text)
+        if text:
+            self.hub.say(session, room, text, kind, reply_to=message_id, quote=quote)
+
+    async def edit_message(self, session: Session, room: str, message_id: int, text: str) -> None:
+        """Replace the text of ``session``'s own message ``message_id`` of ``room`` (through
+        the message filters, as a line said). ``not_allowed`` for another's message or when
+        muted, ``no_such_message`` as :meth:`reply`."""
+        text = self.filtered_text(session, room, text)
+        if text:
+            await self.message_changes.edit(session, room, message_id, text)
+
+    async def delete_message(self, session: Session, room: str, message_id: int) -> None:
+        """Delete message ``message_id`` of ``room``: ``session``'s own, or any when it is an
+        operator of the room (``not_allowed`` otherwise)."""
+        await self.message_changes.delete(session, room, message_id)
+
+    async def react(
+        self, session: Session, room: str, message_id: int, emoji: str, *, on: bool = True
+    ) -> bool:
+        """Add (or with ``on=False`` take back) ``session``'s reaction ``emoji`` to message
+        ``message_id`` of ``room``; ``False`` when it was so already (nothing is sent)."""
+        return await self.message_changes.react(session, room, message_id, emoji, on)
 
     def disconnect(self, session: Session, code: str, reason: str) -> None:
         """End a session (every connection of a user logged in more than once) with a

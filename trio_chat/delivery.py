@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from .changes import MessageIndex
 from .mailbox import Parcel
 from .names import name_key
 from .parcels import Bundle, Payload
@@ -26,8 +27,12 @@ from .protocol import (
     Joined,
     Left,
     Message,
+    MessageChange,
+    MessageDeleted,
+    MessageEdited,
     NickChanged,
     Private,
+    Reaction,
     ServerEvent,
     Topic,
 )
@@ -38,12 +43,24 @@ if TYPE_CHECKING:
     from .metrics import Metrics
     from .recent import RecentLines
 
-__all__ = ["Arrival", "Broker", "Delivery", "Pending", "RoomEvent", "bundles"]
+__all__ = ["Arrival", "Broker", "Delivery", "Pending", "RoomEvent", "author_of", "bundles"]
 
 log = logging.getLogger("trio_chat.hub")
 
 
-RoomEvent = Joined | Left | Message | NickChanged | Private | Topic
+RoomEvent = (
+    Joined
+    | Left
+    | Message
+    | NickChanged
+    | Private
+    | Topic
+    | MessageEdited
+    | MessageDeleted
+    | Reaction
+)
+#: The events that change a message already said (:mod:`trio_chat.changes`).
+_CHANGES = frozenset({MessageEdited, MessageDeleted, Reaction})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +96,23 @@ class Pending:
     accounts: tuple[str, str] | None = None
     #: For a ``join``: the user who starts getting the room's events with it.
     arrival: Arrival | None = None
+    #: For a chat line to a room said on another node: the account key it was said under
+    #: (its author, who alone may edit it; see :mod:`trio_chat.changes`), ``None`` for a
+    #: guest's. A line said on this node leaves it out: :func:`author_of` asks its sender.
+    author: str | None = None
 
     def with_event(self, event: RoomEvent | ServerEvent) -> Pending:
         """The same, carrying ``event`` (``dataclasses.replace``, in a fraction of the time:
         a broker does it for every event of its own it reads back)."""
         return Pending(
-            event, self.room, self.extra, self.persist, self.sender, self.accounts, self.arrival
+            event,
+            self.room,
+            self.extra,
+            self.persist,
+            self.sender,
+            self.accounts,
+            self.arrival,
+            self.author,
         )
 
     def receivers(self) -> Iterable[Receiver]:
@@ -93,6 +121,17 @@ class Pending:
         if not self.extra:
             return self.room.here.values()
         return {**{s: None for s in self.room.here.values()}, **dict.fromkeys(self.extra)}
+
+
+def author_of(pending: Pending) -> str | None:
+    """The account a chat line was said under: the one the log says (another node's
+    line), else its sender's now. (Its sender's then, but for a ``/register`` or
+    ``/login`` of the same connection between the line's numbering and this: the same
+    person's account, as a user logged in elsewhere would be another user.)"""
+    if pending.author is not None:
+        return pending.author
+    sender = pending.sender
+    return None if sender is None else sender.account
 
 
 class Broker(Protocol):
@@ -120,6 +159,8 @@ class Delivery:
     recent: dict[str, RecentLines]
     join_history: Callable[[Session, str], History | None] | None
     on_said: list[Callable[[Message, Session], None]]
+    #: The authors and state of each room's latest lines (see :mod:`trio_chat.changes`).
+    messages: MessageIndex
     _last_id: int
     _undelivered: collections.deque[int]
 
@@ -181,6 +222,7 @@ class Delivery:
         assert room is not None
         # As _fanout_timed does for a Pending to the room's members and no one else.
         start = time.perf_counter()
+        self.messages.add(room.name, run)
         lines = tuple(p.event for p in run)
         self._fanout(room.here.values(), Bundle(lines))
         if self.recent:
@@ -212,10 +254,14 @@ class Delivery:
             arrival = None
         event = pending.event
         self._fanout(pending.receivers(), event)
-        if type(event) is Message and self.recent:
-            recent = self.recent.get(name_key(event.room))
-            if recent is not None:
-                recent.add(event)
+        if type(event) is Message:
+            self.messages.add(event.room, (pending,))
+            if self.recent:
+                recent = self.recent.get(name_key(event.room))
+                if recent is not None:
+                    recent.add(event)
+        elif type(event) in _CHANGES:
+            self._changed(event)  # type: ignore[arg-type]
         if arrival is not None and self.join_history is not None:
             history = self.join_history(arrival.session, arrival.room.name)
             if history is not None:
@@ -223,6 +269,14 @@ class Delivery:
         self.metrics.fanout_seconds.observe(time.perf_counter() - start)
         if self.on_said and pending.sender is not None and type(event) is Message:
             self._said(event, pending.sender)
+
+    def _changed(self, change: MessageChange) -> None:
+        """A change of a message went out: what this node keeps of the room's latest lines
+        follows it (the index of authors, and the lines a joiner is shown)."""
+        self.messages.apply(change)
+        recent = self.recent.get(name_key(change.room))
+        if recent is not None:
+            recent.change(change)
 
     def _said(self, message: Message, sender: Session) -> None:
         """A line said on this node went out to its room: tell the ``on_said`` observers

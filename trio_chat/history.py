@@ -56,7 +56,7 @@ def wire_form(message: StoredMessage) -> dict[str, Any]:
             "to": message.recipient,
             "text": message.text,
         }
-    return {
+    line: dict[str, Any] = {
         "type": "message",
         "id": message.id,
         "ts": message.ts,
@@ -65,6 +65,19 @@ def wire_form(message: StoredMessage) -> dict[str, Any]:
         "text": message.text,
         "kind": message.kind,
     }
+    if message.reply_to is not None:  # the current state (see trio_chat.changes)
+        line["reply_to"] = message.reply_to
+        if message.quote_nick is not None:
+            line["quote"] = {"nick": message.quote_nick, "text": message.quote_text or ""}
+    if message.edited is not None:
+        line["edited"] = message.edited
+    if message.deleted:
+        line["deleted"] = True
+    if message.reactions:
+        line["reactions"] = message.reactions
+    if message.changed is not None:
+        line["changed"] = message.changed
+    return line
 
 
 class HistoryService:
@@ -234,6 +247,31 @@ class HistoryService:
                 session,
                 History(room=room, messages=[wire_form(m) for m in messages], more=more, ref=ref),
             )
+
+    async def send_changed_page(
+        self,
+        session: Session,
+        room: str,
+        changed_after: int,
+        *,
+        limit: int = 50,
+        ref: str | None = None,
+    ) -> None:
+        """The messages of ``room`` changed (edited, deleted, reacted to) by a change with
+        an id above ``changed_after``, in their current state, ordered by ``changed``: how
+        a returning client catches up with changes of messages it saw before (page on with
+        the last ``changed`` received while ``more``). A change may be in a page and come
+        live too: applying one twice changes nothing."""
+        limit = clamp_page(limit)
+        messages, more = cut_page(
+            await self.store.changed_history(room, changed_after=changed_after, limit=limit + 1),
+            limit,
+            forward=True,
+        )
+        self.hub.send_to(
+            session,
+            History(room=room, messages=[wire_form(m) for m in messages], more=more, ref=ref),
+        )
 
     async def room_history(
         self, room: str, *, before: int | None = None, after: int | None = None, limit: int = 50

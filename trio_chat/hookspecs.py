@@ -85,7 +85,8 @@ def register_commands(register: RegisterCommand) -> None:
 def filter_message(session: Session, room: str, text: str) -> str | None:
     """Inspect, change or refuse a chat line before it is fanned out.
 
-    Called for every ``say`` (and ``/me``) with the sender's session, the room and the text.
+    Called for every ``say`` (and ``/me``, a reply, and the new text of an ``edit``) with
+    the sender's session, the room and the text.
     Return ``None`` to leave the text unchanged, a new string to replace it, or raise
     :class:`trio_chat.commands.CommandError` to refuse it: the sender gets that error and
     nobody sees the line. Filters run in order (last registered first), each seeing the text

@@ -31,6 +31,7 @@ import math
 import time
 from collections.abc import Callable
 
+from .changes import MessageIndex
 from .delivery import Arrival, Broker, Delivery, Pending, RoomEvent
 from .errors import FixedCodeError
 from .mailbox import Fanout, Mailbox, Parcel
@@ -43,11 +44,13 @@ from .protocol import (
     Joined,
     Left,
     Message,
+    MessageChange,
     MessageKind,
     NickChanged,
     Private,
     ServerEvent,
     Topic,
+    chat_line,
 )
 from .recent import RecentLines
 from .rooms import NotAllowed, NotInRoom, Room, Rule, RuleChange, reason_is_public
@@ -181,6 +184,9 @@ class Hub(Delivery):
         #: ``join`` (filled by the history service: :mod:`trio_chat.recent`); fed with
         #: each line delivered, dropped when the room vanishes.
         self.recent: dict[str, RecentLines] = {}
+        #: The authors and state of each room's latest lines, fed as they are delivered
+        #: (see :mod:`trio_chat.changes`): who may edit or delete one, what a reply quotes.
+        self.messages = MessageIndex()
         #: The history frame a user who joins a room gets right after its ``join`` (or
         #: ``None``: none), called as the ``join`` is delivered. Set by the server when it
         #: keeps history; without it a join comes with no history.
@@ -494,6 +500,7 @@ class Hub(Delivery):
         """The room of ``key`` is empty: it vanishes, with its latest lines (unless a
         join is reading them from the store: that one is still filling)."""
         del self.rooms[key]
+        self.messages.forget_room(key)
         recent = self.recent.get(key)
         if recent is not None and recent.ready:
             del self.recent[key]
@@ -569,26 +576,49 @@ class Hub(Delivery):
     # ------------------------------------------------------------------------ messages
 
     def say(
-        self, session: Session, room_name: str, text: str, kind: MessageKind = "say"
+        self,
+        session: Session,
+        room_name: str,
+        text: str,
+        kind: MessageKind = "say",
+        *,
+        reply_to: int | None = None,
+        quote: dict[str, str] | None = None,
     ) -> Message:
-        """Number a message and fan it out to every member of the room, sender included."""
+        """Number a message and fan it out to every member of the room, sender included.
+        ``reply_to`` and ``quote``: the message of the room it answers, checked by the
+        caller (see :mod:`trio_chat.message_changes`)."""
         room = self.rooms.get(name_key(room_name))
         if room is None or session.id not in room.members:
             raise NotInRoom(f"you are not in {room_name}")
         if session.id in room.muted:
             raise NotAllowed(f"you are muted in {room.name}")
         self._check_message_id()
-        message = Message(
-            id=self._next_id(),
-            ts=self._clock(),
-            room=room.name,
-            nick=session.nick,
-            text=text,
-            kind=kind,
-            mentions=self.mentions.members_named(text, self.sessions, room.members),
+        message = chat_line(
+            self._next_id(),
+            self._clock(),
+            room.name,
+            session.nick,
+            text,
+            kind,
+            reply_to,
+            quote,
+            self.mentions.members_named(text, self.sessions, room.members),
         )
+        # Its author's account is the sender's (see delivery.author_of): not looked up here.
         self._publish(message, room=room, persist=True, sender=session)
         return message
+
+    def change(
+        self, session: Session, room: Room, make: Callable[[int, float], MessageChange]
+    ) -> MessageChange:
+        """Number a change of a message of ``room`` (``make(id, ts)`` builds it), store it
+        and fan it out to the room, as a chat line goes. The caller checked that
+        ``session`` may (see :mod:`trio_chat.message_changes`)."""
+        self._check_message_id()
+        change = make(self._next_id(), self._clock())
+        self._publish(change, room=room, persist=True, sender=session)
+        return change
 
     def private(self, sender: Session, target_nick: str, text: str) -> Private:
         """A message seen by two users alone: delivered to the target, echoed to the sender."""

@@ -40,6 +40,7 @@ DEFAULT_PLUGINS = (
     "trio_chat.builtins.rooms",
     "trio_chat.builtins.moderation",
     "trio_chat.builtins.accounts",
+    "trio_chat.builtins.changes",
     "trio_chat.builtins.find",
     "trio_chat.builtins.presence",
 )

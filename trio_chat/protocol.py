@@ -91,6 +91,38 @@ class Say:
 
     text: str
     room: str | None = None
+    #: The id of a message of the same room this line answers (see :mod:`trio_chat.changes`).
+    reply_to: int | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """Replace the text of one's own message ``id`` (of ``room``, default the current one)."""
+
+    id: int
+    text: str
+    room: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete message ``id``: one's own, or any as an operator of the room."""
+
+    id: int
+    room: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class React:
+    """Add (``on``) or take back (``on`` false) one's reaction ``emoji`` to message ``id``."""
+
+    id: int
+    emoji: str
+    on: bool = True
+    room: str | None = None
     ref: str | None = None
 
 
@@ -133,6 +165,9 @@ class HistoryRequest:
     before: int | None = None
     after: int | None = None
     limit: int | None = None
+    #: Instead of ``before``/``after``: the room's messages changed (edited, deleted,
+    #: reacted to) by a change with an id above this, in their current state.
+    changed_after: int | None = None
     ref: str | None = None
 
 
@@ -184,6 +219,9 @@ ClientFrame: TypeAlias = (
     | PongReply
     | HistoryRequest
     | Quit
+    | Edit
+    | Delete
+    | React
     | TypingNotice
     | MarkRead
     | SearchRequest
@@ -205,7 +243,13 @@ _CLIENT_FRAMES: dict[str, tuple[type[Any], tuple[_FieldSpec, ...]]] = {
             ("typing", False, bool),
         ),
     ),
-    "say": (Say, (("text", True, str), ("room", False, str))),
+    "say": (Say, (("text", True, str), ("room", False, str), ("reply_to", False, int))),
+    "edit": (Edit, (("id", True, int), ("text", True, str), ("room", False, str))),
+    "delete": (Delete, (("id", True, int), ("room", False, str))),
+    "react": (
+        React,
+        (("id", True, int), ("emoji", True, str), ("on", False, bool), ("room", False, str)),
+    ),
     "command": (Command, (("name", True, str), ("args", False, str), ("room", False, str))),
     "ping": (Ping, (("token", False, str),)),
     "pong": (PongReply, (("token", False, str),)),
@@ -217,6 +261,7 @@ _CLIENT_FRAMES: dict[str, tuple[type[Any], tuple[_FieldSpec, ...]]] = {
             ("before", False, int),
             ("after", False, int),
             ("limit", False, int),
+            ("changed_after", False, int),
         ),
     ),
     "quit": (Quit, (("reason", False, str),)),
@@ -399,10 +444,99 @@ class Message(ServerEvent):
     nick: str
     text: str
     kind: MessageKind = "say"
+    #: The id of the message of the room this one answers; left out when none.
+    reply_to: int | None = None
+    #: That message's ``{"nick": ..., "text": ...}`` (its text cut to 100 characters).
+    quote: dict[str, str] | None = None
+
     #: The nicks of the room's members named in ``text`` (``@alice``, ``alice:``, or
     #: ``alice`` as a word; compared as nicks are), each once, in the order named; left
     #: out when none (see :mod:`trio_chat.mentions`).
     mentions: list[str] | None = None
+
+
+def chat_line(
+    event_id: int,
+    ts: float,
+    room: str,
+    nick: str,
+    text: str,
+    kind: MessageKind,
+    reply_to: int | None = None,
+    quote: dict[str, str] | None = None,
+    mentions: list[str] | None = None,
+) -> Message:
+    """``Message(id=event_id, ...)`` in about half the time (the hub makes one for every
+    line said): its fields set as its ``__init__`` sets them, without the keyword
+    handling. Every field of ``Message`` but those after ``mentions`` (a field added
+    later by another part of the chat, which must default to ``None``) is given here."""
+    message = _new(Message)
+    _set_field(message, "id", event_id)
+    _set_field(message, "ts", ts)
+    _set_field(message, "room", room)
+    _set_field(message, "nick", nick)
+    _set_field(message, "text", text)
+    _set_field(message, "kind", kind)
+    _set_field(message, "reply_to", reply_to)
+    _set_field(message, "quote", quote)
+    _set_field(message, "mentions", mentions)
+    for name in _LATER_FIELDS:
+        _set_field(message, name, None)
+    return message
+
+
+_new = object.__new__
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageEdited(ServerEvent):
+    """``nick`` replaced the text of their message ``target`` with ``text``."""
+
+    TYPE: ClassVar[str] = "edit"
+    id: int
+    ts: float
+    room: str
+    nick: str
+    target: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageDeleted(ServerEvent):
+    """``nick`` (its author, or an operator) deleted message ``target``: its text is gone."""
+
+    TYPE: ClassVar[str] = "delete"
+    id: int
+    ts: float
+    room: str
+    nick: str
+    target: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reaction(ServerEvent):
+    """``nick`` added (``on``) or took back their reaction ``emoji`` to message ``target``."""
+
+    TYPE: ClassVar[str] = "reaction"
+    id: int
+    ts: float
+    room: str
+    nick: str
+    target: int
+    emoji: str
+    on: bool
+
+
+#: The fields of ``Message`` that :func:`chat_line` leaves at ``None``.
+_LATER_FIELDS = tuple(
+    f.name
+    for f in fields(Message)
+    if f.name not in {"id", "ts", "room", "nick", "text", "kind", "reply_to", "quote", "mentions"}
+)
+assert all(f.default is None for f in fields(Message) if f.name in _LATER_FIELDS)
+
+#: The events that change a message already said (see :mod:`trio_chat.changes`).
+MessageChange: TypeAlias = MessageEdited | MessageDeleted | Reaction
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -611,6 +745,9 @@ _SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         ServerPing,
         History,
         Bye,
+        MessageEdited,
+        MessageDeleted,
+        Reaction,
         SearchResults,
         Typing,
         ReadMarker,

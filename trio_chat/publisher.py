@@ -23,8 +23,17 @@ from typing import TYPE_CHECKING
 import trio
 
 from .broker import Broker, LocalBroker
+from .delivery import author_of
 from .hub import Pending
-from .protocol import Error, Message, Private
+from .protocol import (
+    Error,
+    Message,
+    MessageChange,
+    MessageDeleted,
+    MessageEdited,
+    Private,
+    Reaction,
+)
 from .store import Store, StoredMessage, StoreError
 from .store.db import Commit
 from .store.health import LogLimiter
@@ -51,14 +60,26 @@ def stored_form(pending: Pending) -> StoredMessage:
     """The stored message of a chat line or private message: its row without the
     conversation key (which the store derives again)."""
     row = stored_row(pending)
-    return StoredMessage(*row[:7], sender_account=row[8], recipient_account=row[9])  # type: ignore[arg-type]
+    assert type(row) is tuple, "a change of a message is no stored message"
+    return StoredMessage(
+        *row[:7],  # type: ignore[arg-type]
+        sender_account=row[8],
+        recipient_account=row[9],
+        reply_to=row[10],
+        quote_nick=row[11],
+        quote_text=row[12],
+    )
 
 
-def stored_row(pending: Pending) -> Row:
-    """The table row of a chat line or private message (with its accounts)."""
+def stored_row(pending: Pending) -> Row | MessageChange:
+    """The table row of a chat line or private message (with its accounts), or the change
+    of a message (an edit, delete or reaction: written as such, see
+    :mod:`trio_chat.store.changes`)."""
     event = pending.event
-    assert isinstance(event, Message | Private), "only chat lines and private messages are stored"
-    return message_row(event, pending.accounts)
+    if type(event) is Message or type(event) is Private:
+        return message_row(event, pending.accounts, author_of(pending))
+    assert isinstance(event, MessageEdited | MessageDeleted | Reaction), "not a stored event"
+    return event
 
 
 @dataclass(eq=False, slots=True)
@@ -280,7 +301,7 @@ class Publisher:
                     if batch.commit is not None:
                         await batch.commit.wait()
                     else:  # the store's queue was full: wait for room
-                        await store.append_many([stored_form(p) for p in batch.to_store])
+                        await store.write_many([stored_row(p) for p in batch.to_store])
                 except StoreError:
                     await self._save_one_by_one(store, batch.to_store, failed)
                 else:
@@ -312,15 +333,19 @@ class Publisher:
                 nursery.start_soon(self._save, store, pending, failed)
 
     async def _save(self, store: Store, pending: Pending, failed: set[int]) -> None:
-        record = stored_form(pending)
+        record = stored_row(pending)
         try:
-            await store.append(record)
+            await store.write_many([record])
         except StoreError as exc:
             failed.add(id(pending))
             self.hub.metrics.messages_not_saved_total.inc()
             # One line per run of failures, not one per message.
             self._not_saved_log.error(
-                log, trio.current_time(), "message %d not saved: %s", record.id, exc
+                log,
+                trio.current_time(),
+                "message %d not saved: %s",
+                getattr(pending.event, "id", 0),
+                exc,
             )
             if pending.sender is not None:
                 self.hub.send_to(

@@ -16,7 +16,8 @@ import itertools
 from collections.abc import Iterable
 from typing import Any
 
-from .protocol import Message
+from .changes import apply_change, quote_gone
+from .protocol import Message, MessageChange, MessageDeleted
 
 
 class RecentLines:
@@ -46,6 +47,23 @@ class RecentLines:
     def extend(self, lines: Iterable[Message]) -> None:
         self.lines.extend(lines)
         self._wired = False
+
+    def change(self, change: MessageChange) -> None:
+        """A change of a message went out: the line it changed (if here) is replaced by
+        its current state, and so are the quotes of replies to a deleted one (new dicts:
+        a page already handed out keeps its own)."""
+        lines = self.lines
+        index = bisect.bisect_left(lines, change.target, key=_line_id)
+        if index < len(lines) and _line_id(lines[index]) == change.target:
+            line = lines[index]
+            lines[index] = apply_change(line if isinstance(line, dict) else line.to_dict(), change)
+        if isinstance(change, MessageDeleted):
+            for later in range(index + 1, len(lines)):
+                line = lines[later]
+                if isinstance(line, dict):
+                    lines[later] = quote_gone(line, change.target)
+                elif line.reply_to == change.target:
+                    lines[later] = quote_gone(line.to_dict(), change.target)
 
     def prime(self, stored: list[dict[str, Any]]) -> None:
         """``stored``: the room's latest stored lines (wire form, oldest first), as many as

@@ -29,6 +29,7 @@ from .jobs import Jobs
 from .keepalive import Keepalive
 from .limits import ConnectionLimiter
 from .logins import AccountBook, Logins
+from .message_changes import MessageChanges
 from .metrics import Metrics
 from .names import DEFAULT_ROOM, normalize_nick
 from .plugin_storage import MemoryPluginData
@@ -45,6 +46,8 @@ from .posted import PostedFeed
 from .protocol import (
     ClientFrame,
     Command,
+    Delete,
+    Edit,
     Error,
     Hello,
     HistoryRequest,
@@ -56,6 +59,7 @@ from .protocol import (
     PongReply,
     Private,
     Quit,
+    React,
     Say,
     SearchRequest,
     TypingNotice,
@@ -165,6 +169,7 @@ class ChatServer(ServerAPI):
             self._call_message_posted, lambda: bool(self.pm.hook.message_posted.get_hookimpls())
         )
         self.hub.on_said.append(self.posted.heard)
+        self.message_changes = MessageChanges(self.hub)
         #: Presence: typing notices, read markers, and (``always_on``) users kept in their
         #: rooms with no connection.
         self.typing_notices = TypingNotices(self.hub)
@@ -335,6 +340,13 @@ class ChatServer(ServerAPI):
 
     def post(self, session: Session, room: str, text: str, kind: MessageKind = "say") -> None:
         """Say ``text`` in ``room`` as ``session``, after every message filter agreed."""
+        text = self.filtered_text(session, room, text)
+        if not text:
+            return
+        self.hub.say(session, room, text, kind)
+
+    def filtered_text(self, session: Session, room: str, text: str) -> str:
+        """``text`` as the message filters leave it (``""``: dropped)."""
         hook = self.pm.hook.filter_message
         # No filters (the usual case): skip pluggy's call, ~2 us on the path of every line.
         texts = hook(session=session, room=room, text=text) if hook.get_hookimpls() else None
@@ -345,9 +357,7 @@ class ChatServer(ServerAPI):
             if not isinstance(text, str):
                 log.error("a wrapper of filter_message gave %s, not text", type(text).__name__)
                 raise ChatError("plugin_error", FILTER_FAILED)
-        if not text:
-            return
-        self.hub.say(session, room, text, kind)
+        return text
 
     async def handle(self, session: Session, frame: ClientFrame) -> None:
         """Act on one frame from a logged-in session. Never raises for bad input."""
@@ -356,6 +366,9 @@ class ChatServer(ServerAPI):
             if not frame.text.strip():
                 error = Error(code="bad_field", text="a message needs some text", ref=frame.ref)
                 self.hub.send_to(session, error)
+                return
+            if frame.reply_to is not None:
+                await self.change_message(session, frame)
                 return
             room = frame.room or session.room
             try:
@@ -395,6 +408,8 @@ class ChatServer(ServerAPI):
             self.end_connection(session, "quit", reason)
         elif isinstance(frame, HistoryRequest):
             await self.answer_history(session, frame)
+        elif isinstance(frame, Edit | Delete | React):
+            await self.change_message(session, frame)
         elif isinstance(frame, SearchRequest):
             await self.answer_search(session, frame)
         elif isinstance(frame, TypingNotice):
@@ -417,6 +432,25 @@ class ChatServer(ServerAPI):
                 ),
             )
 
+    async def change_message(self, session: Session, frame: Say | Edit | Delete | React) -> None:
+        """A reply (``say`` with ``reply_to``), ``edit``, ``delete`` or ``react`` frame;
+        refused with an error to the sender alone (see :mod:`trio_chat.message_changes`)."""
+        room = frame.room or session.room
+        try:
+            if isinstance(frame, Say):
+                assert frame.reply_to is not None
+                await self.reply(session, room, frame.reply_to, frame.text)
+            elif isinstance(frame, Edit):
+                if not frame.text.strip():
+                    raise ChatError("bad_field", "an edit needs some text")
+                await self.edit_message(session, room, frame.id, frame.text)
+            elif isinstance(frame, Delete):
+                await self.delete_message(session, room, frame.id)
+            else:
+                await self.react(session, room, frame.id, frame.emoji, on=frame.on)
+        except ChatError as exc:  # (a store that failed too: store_error)
+            self.hub.send_to(session, error_reply(exc, frame.ref))
+
     # ------------------------------------------------------------- history and accounts
 
     async def answer_history(self, session: Session, request: HistoryRequest) -> None:
@@ -437,6 +471,11 @@ class ChatServer(ServerAPI):
             room = self.hub.room(request.room or session.room)
             if room is None or session.id not in room.members:
                 raise NotInRoom(f"you are not in {request.room or session.room}")
+            if request.changed_after is not None:
+                await service.send_changed_page(
+                    session, room.name, request.changed_after, limit=limit, ref=request.ref
+                )
+                return
             await service.send_room_page(
                 session,
                 room.name,
@@ -550,6 +589,7 @@ class ChatServer(ServerAPI):
                     store, self.hub, history_on_join=self.config.history_on_join
                 )
                 self.logins = Logins(await self._account_book(stack, store))
+                self.message_changes.store = store
                 self.plugin_data = store
                 self.read_markers.store = store
                 self.metrics.watch_store(lambda: store.stats)
@@ -579,6 +619,7 @@ class ChatServer(ServerAPI):
                 if self.broker is not None:
                     self.broker.detach()
                 self.history_service = self.logins = self.publisher = self.broker = None
+                self.message_changes.store = None
                 self.read_markers.store = None
                 self.read_markers.clear()
                 if store is not None:

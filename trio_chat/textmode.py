@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .changes import describe
 from .protocol import (
     Bye,
     ClientFrame,
@@ -21,9 +22,12 @@ from .protocol import (
     Joined,
     Left,
     Message,
+    MessageDeleted,
+    MessageEdited,
     NickChanged,
     Pong,
     Private,
+    Reaction,
     ReadMarker,
     RemoteProtocolError,
     Say,
@@ -76,6 +80,41 @@ def clock(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts))
 
 
+def stamp(ts: float, message_id: int) -> str:
+    """A chat line's time and id, ``[12:30:05 #42]``: the id is what ``/reply``, ``/edit``,
+    ``/delete`` and ``/react`` name a message by."""
+    return f"[{clock(ts)} #{message_id}]"
+
+
+def _replying(event: Message) -> str:
+    """What a reply shows of the line it answers: ``(re #41 bob: the quoted text) ``."""
+    if event.reply_to is None:
+        return ""
+    quote = event.quote or {}
+    said = quote.get("text") or "(deleted)"
+    return f"(re #{event.reply_to} {quote.get('nick', '?')}: {said}) "
+
+
+def _line(event: Message, state: dict[str, Any] | None = None) -> str:
+    text = _replying(event) + event.text
+    if state is not None:  # a line of history, as it is now (see trio_chat.changes)
+        if state.get("deleted"):
+            text = "(deleted)"
+        elif state.get("edited") is not None:
+            text += " (edited)"
+        reactions = state.get("reactions")
+        if isinstance(reactions, dict) and reactions:
+            text += " [" + "; ".join(f"{e} {', '.join(n)}" for e, n in reactions.items()) + "]"
+    if event.kind == "action":
+        return f"{stamp(event.ts, event.id)} * {event.nick} {text}"
+    if event.kind == "notice":
+        return f"{stamp(event.ts, event.id)} -{event.nick}- {text}"
+    return f"{stamp(event.ts, event.id)} <{event.nick}> {text}"
+
+
+_HISTORY_ONLY = ("edited", "deleted", "reactions", "changed")
+
+
 def render_found(item: dict[str, Any]) -> str:
     """A line found by a search (a ``message`` object), with its room:
     ``[12:30:05] #dev <alice> text``."""
@@ -109,11 +148,9 @@ def render_text(event: ServerEvent) -> str:
     """One human-readable line (without newline) for a server event; ``""`` for one that
     a person need not see (nothing is sent for it)."""
     if isinstance(event, Message):
-        if event.kind == "action":
-            return f"[{clock(event.ts)}] * {event.nick} {event.text}"
-        if event.kind == "notice":
-            return f"[{clock(event.ts)}] -{event.nick}- {event.text}"
-        return f"[{clock(event.ts)}] <{event.nick}> {event.text}"
+        return _line(event)
+    if isinstance(event, MessageEdited | MessageDeleted | Reaction):
+        return f"[{clock(event.ts)}] * {describe(event)}"
     if isinstance(event, Joined):
         bot = " (bot)" if event.bot else ""
         return f"[{clock(event.ts)}] -!- {event.nick}{bot} joined {event.room}"
@@ -134,9 +171,12 @@ def render_text(event: ServerEvent) -> str:
             return f"-- no earlier messages in {where}"
         lines = [f"-- history of {where}:"]
         for item in event.messages:
-            past = Private if item.get("type") == "private" else Message
+            fields = {k: v for k, v in item.items() if k != "type" and k not in _HISTORY_ONLY}
             try:
-                shown = render_text(past(**{k: v for k, v in item.items() if k != "type"}))
+                if item.get("type") == "private":
+                    shown = render_text(Private(**fields))
+                else:
+                    shown = _line(Message(**fields), item)
             except TypeError:
                 continue
             lines.append(f"   {shown}")

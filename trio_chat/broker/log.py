@@ -81,6 +81,8 @@ class Entry:
     to: tuple[str, ...] = ()
     persist: bool = False
     accounts: tuple[str, str] | None = None
+    #: For a chat line: the account it was said under (its author; ``None``: a guest).
+    author: str | None = None
     #: For ``rule``: the change, checked when read.
     rule: RuleChange | None = None
     #: For control entries: what they carry (``nick``, ``account``, ``users``, ...).
@@ -88,9 +90,10 @@ class Entry:
 
 
 #: A chat line of the log as :func:`decode_line` reads it: the node that wrote it, its
-#: running number, the line (numbered with the log's id; its room's members get it), and
-#: whether it is stored. A plain tuple: a NamedTuple cost 0.3 us more per line read.
-Line: TypeAlias = tuple[str, int, Message, bool]
+#: running number, the line (numbered with the log's id; its room's members get it),
+#: whether it is stored, and the account it was said under (``None``: a guest's). A plain
+#: tuple: a NamedTuple cost 0.3 us more per line read.
+Line: TypeAlias = tuple[str, int, Message, bool, str | None]
 
 
 #: The first element of an entry of the array form (a chat line; see :func:`encode_line`).
@@ -103,6 +106,9 @@ _LINE_FIELDS = ("ts", "room", "nick", "text", "kind")
 #: :func:`~trio_chat.protocol.server_event_from_dict` ignores unknown fields.
 _LINE_EXTRAS = tuple(f.name for f in fields(Message) if f.name not in {"id", *_LINE_FIELDS})
 _LINE_NAMES = frozenset(_LINE_EXTRAS)
+#: The key, in that object, of the account the line was said under (no field of
+#: ``Message``: it never goes to clients, only between nodes; see :mod:`trio_chat.changes`).
+_AUTHOR = "@a"
 
 
 _new = object.__new__
@@ -144,19 +150,36 @@ if any(default is MISSING for _, default in _LINE_DEFAULTS):  # a field with no 
 
 def renumbered_line(event: Message, event_id: int) -> Message:
     """``event`` (a chat line of this node's, read back from the log) with the log's id."""
-    return line_message(event_id, event.ts, event.room, event.nick, event.text, event.kind)
+    message = line_message(event_id, event.ts, event.room, event.nick, event.text, event.kind)
+    for name in _LINE_EXTRAS:
+        value = getattr(event, name)
+        if value is not None:
+            _set_field(message, name, value)
+    return message
 
 
-def encode_line(node: str, seq: int, event: Message, *, persist: bool = False) -> bytes:
+def encode_line(
+    node: str, seq: int, event: Message, *, persist: bool = False, author: str | None = None
+) -> bytes:
     """The payload of a chat line to ``event.room``'s members (only them), in the array
     form: ``["l",NODE,SEQ,PERSIST,TS,ROOM,NICK,TEXT,KIND]`` (plus ``{FIELD: VALUE}`` for
-    fields of a newer :class:`~trio_chat.protocol.Message`). The id is the log's."""
+    fields of a newer :class:`~trio_chat.protocol.Message`, and ``"@a": ACCOUNT`` for the
+    ``author``'s account). The id is the log's."""
     row: list[Any] = [_LINE_TAG, node, seq, 1 if persist else 0]
     row += (event.ts, event.room, event.nick, event.text, event.kind)
-    if _LINE_EXTRAS:
-        extras = {n: v for n in _LINE_EXTRAS if (v := getattr(event, n)) is not None}
-        if extras:
-            row.append(extras)
+    extras: dict[str, Any] | None = None  # (none, for most lines: no dict made)
+    for name in _LINE_EXTRAS:
+        value = getattr(event, name)
+        if value is not None:
+            if extras is None:
+                extras = {}
+            extras[name] = value
+    if author is not None:
+        if extras is None:
+            extras = {}
+        extras[_AUTHOR] = author
+    if extras is not None:
+        row.append(extras)
     return orjson.dumps(row)
 
 
@@ -182,12 +205,37 @@ def decode_line(stream_id: str, payload: bytes) -> Line:
         and len(more) <= 1
     ):
         raise BadEntry(f"log entry {stream_id} is not a chat line of ours")
+    author = None
     if more and isinstance(more[0], dict):
         extras = {k: v for k, v in more[0].items() if k in _LINE_NAMES}
-        event = Message(id=event_id, ts=ts, room=room, nick=nick, text=text, kind=kind, **extras)
+        if not _good_reply(extras.get("reply_to"), extras.get("quote")):
+            raise BadEntry(f"log entry {stream_id} has a bad reply")
+        author = more[0].get(_AUTHOR)
+        if not isinstance(author, str):
+            author = None
+        try:
+            event = Message(
+                id=event_id, ts=ts, room=room, nick=nick, text=text, kind=kind, **extras
+            )
+        except TypeError:
+            raise BadEntry(f"log entry {stream_id} is not a chat line of ours") from None
     else:
         event = line_message(event_id, ts, room, nick, text, kind)
-    return node, seq, event, persist == 1
+    return node, seq, event, persist == 1, author
+
+
+def _good_reply(reply_to: object, quote: object) -> bool:
+    """Whether a line's ``reply_to`` and ``quote`` read from the log are what receivers
+    can show: an id and a ``{"nick", "text"}`` of strings (or left out)."""
+    if reply_to is not None and type(reply_to) is not int:
+        return False
+    if quote is None:
+        return True
+    return (
+        isinstance(quote, dict)
+        and set(quote) == {"nick", "text"}
+        and all(type(v) is str for v in quote.values())
+    )
 
 
 def encode_entry(
@@ -202,6 +250,7 @@ def encode_entry(
     accounts: tuple[str, str] | None = None,
     rule: RuleChange | None = None,
     data: dict[str, Any] | None = None,
+    author: str | None = None,
 ) -> bytes:
     """The payload appended for one entry (the script adds the stream id): a plain chat
     line in the array form (:func:`encode_line`), anything else as an object."""
@@ -214,7 +263,7 @@ def encode_entry(
         and rule is None
         and kind == "event"
     ):
-        return encode_line(node, seq, event, persist=persist)
+        return encode_line(node, seq, event, persist=persist, author=author)
     obj: dict[str, Any] = {"k": kind, "n": node, "s": seq}
     if rule is not None:
         data = {**(data or {}), "room": rule.room, "rule": rule.rule, "nick": rule.nick}
@@ -231,6 +280,8 @@ def encode_entry(
             obj["p"] = 1
         if accounts is not None:
             obj["a"] = list(accounts)
+        if author is not None:
+            obj["w"] = author
     if data:
         obj["d"] = data
     return orjson.dumps(obj)
@@ -240,8 +291,17 @@ def decode_entry(stream_id: str, payload: bytes) -> Entry:
     """An entry read from the stream; :class:`BadEntry` if it is not one of ours (a node
     never trusts the log blindly: another program may share the Redis)."""
     if payload[:1] == b"[":
-        node, seq, line, persist = decode_line(stream_id, payload)
-        return Entry("event", node, seq, stream_id, event=line, room=line.room, persist=persist)
+        node, seq, line, persist, author = decode_line(stream_id, payload)
+        return Entry(
+            "event",
+            node,
+            seq,
+            stream_id,
+            event=line,
+            room=line.room,
+            persist=persist,
+            author=author,
+        )
     try:
         obj = orjson.loads(payload)
         kind = obj["k"]
@@ -266,6 +326,7 @@ def decode_entry(stream_id: str, payload: bytes) -> Entry:
     except RemoteProtocolError as exc:
         raise BadEntry(f"log entry {stream_id}: {exc.text}") from None
     accounts = obj.get("a")
+    author = obj.get("w")
     return Entry(
         "event",
         node,
@@ -276,6 +337,7 @@ def decode_entry(stream_id: str, payload: bytes) -> Entry:
         to=tuple(obj.get("t") or ()),
         persist=bool(obj.get("p")),
         accounts=(str(accounts[0]), str(accounts[1])) if accounts else None,
+        author=author if isinstance(author, str) else None,
         data=data,
     )
 

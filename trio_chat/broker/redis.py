@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
+from ..delivery import author_of
 from ..hub import Pending, Receiver, RuleChange, ServerBusy, Session
 from ..names import name_key
 from ..protocol import Info, Joined, Message, renumbered
@@ -245,7 +246,9 @@ class RedisBroker(Presence):
             if pending.persist and len(self._mine) >= MAX_WAITING:
                 raise ServerBusy("the server is busy sharing messages; try again in a moment")
             self._seq = seq = self._seq + 1
-            payload = encode_line(self.node, seq, event, persist=pending.persist)
+            payload = encode_line(
+                self.node, seq, event, persist=pending.persist, author=author_of(pending)
+            )
             self._outgoing.append((seq, "e", payload))
             self._wake_writer.set()
             self._mine[seq] = pending
@@ -268,6 +271,7 @@ class RedisBroker(Presence):
             persist=pending.persist,
             accounts=pending.accounts,
             data={"op": True} if self._made_operator(event) else None,
+            author=author_of(pending) if type(event) is Message else None,
         )
         self._mine[seq] = pending
 
@@ -613,7 +617,7 @@ class RedisBroker(Presence):
                 pending = pending.with_event(renumbered_line(pending.event, event_id))  # type: ignore[arg-type]
             else:
                 try:
-                    node, seq, event, persist = decode_line(stream_id, payload)
+                    node, seq, event, persist, author = decode_line(stream_id, payload)
                 except BadEntry as exc:
                     log.warning("broker: skipped an entry: %s", exc)
                     continue
@@ -621,7 +625,7 @@ class RedisBroker(Presence):
                     self._read_own(seq, stream_id)
                     continue
                 event_id = event.id
-                pending = Pending(event, room(event.room), (), persist)
+                pending = Pending(event, room(event.room), (), persist, author=author)
                 seq = 0  # (another node's: no reply of this one waits for it)
             if event_id > self.last_event_id:
                 self.last_event_id = event_id
@@ -661,7 +665,9 @@ class RedisBroker(Presence):
             for key in entry.to
             if (s := self.hub.sessions.get(key)) is not None and replica.node_of(s) is None
         )
-        self._hand_on(Pending(event, room, local, entry.persist, None, entry.accounts))
+        self._hand_on(
+            Pending(event, room, local, entry.persist, None, entry.accounts, author=entry.author)
+        )
 
     # ------------------------------------------------------------------ outages
 

@@ -16,7 +16,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..protocol import Joined, Left, Message, NickChanged, Private, ServerEvent, Topic
+from ..changes import describe
+from ..protocol import (
+    Joined,
+    Left,
+    Message,
+    MessageDeleted,
+    MessageEdited,
+    NickChanged,
+    Private,
+    Reaction,
+    ServerEvent,
+    Topic,
+)
 from .message import ctcp_encode, format_message
 from .split import split_utf8, text_budget
 
@@ -87,6 +99,12 @@ def history_line(
     text = str(item.get("text", ""))
     ts = item.get("ts")
     kind = item.get("kind", "say")
+    if item.get("deleted"):  # as it is now (see trio_chat.changes)
+        text = "(deleted)"
+    else:
+        text = _replying(item.get("reply_to"), item.get("quote")) + text
+        if item.get("edited") is not None:
+            text += " (edited)"
     if item.get("type") == "private":
         target = me if str(item.get("to")) == me else str(item.get("to"))
     else:
@@ -110,8 +128,17 @@ def _fitted(reason: str, source: str, command: str, target: str) -> str:
     return split_utf8(reason, text_budget(source, command, target))[0]
 
 
+def _replying(reply_to: object, quote: object) -> str:
+    """What a reply shows of the line it answers: ``(re bob: the quoted text) ``."""
+    if reply_to is None or not isinstance(quote, dict):
+        return ""
+    return f"(re {quote.get('nick', '?')}: {quote.get('text') or '(deleted)'}) "
+
+
 #: The kinds of event :func:`shared_lines` renders.
-SHARED_KINDS = frozenset({Message, Private, Joined, Left, NickChanged, Topic})
+SHARED_KINDS = frozenset(
+    {Message, Private, Joined, Left, NickChanged, Topic, MessageEdited, MessageDeleted, Reaction}
+)
 
 
 def shared_lines(event: ServerEvent, flavour: Flavour) -> bytes | None:
@@ -119,10 +146,11 @@ def shared_lines(event: ServerEvent, flavour: Flavour) -> bytes | None:
     or ``None`` for one that is rendered per receiver."""
     if isinstance(event, Message):
         tags = event_tags(flavour, event.ts, event.id)
+        text = event.text if event.reply_to is None else _replying(1, event.quote) + event.text
         return chat_lines(
             event.nick,
             event.room,
-            event.text,
+            text,
             action=event.kind == "action",
             tags=tags,
             command="NOTICE" if event.kind == "notice" else "PRIVMSG",
@@ -154,5 +182,11 @@ def shared_lines(event: ServerEvent, flavour: Flavour) -> bytes | None:
         tags = event_tags(flavour, event.ts, event.id)
         return format_message(
             "TOPIC", event.room, event.topic, source=hostmask(event.nick), tags=tags
+        )
+    if isinstance(event, MessageEdited | MessageDeleted | Reaction):
+        # IRC has no such thing: a notice to the channel says it in words.
+        tags = event_tags(flavour, event.ts, event.id)
+        return chat_lines(
+            event.nick, event.room, "* " + describe(event), tags=tags, command="NOTICE"
         )
     return None

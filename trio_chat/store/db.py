@@ -31,9 +31,11 @@ from typing import Literal, TypeVar, cast
 import trio
 
 from ..names import name_key
+from ..protocol import MessageChange
 from . import plugin_data, read_markers
 from . import search as search_sql
 from .accounts import check_password, dummy_hash, hash_password
+from .changes import add_reactions
 from .health import LogLimiter, StoreStats
 from .reader import Reader
 from .records import (
@@ -214,7 +216,12 @@ class Store:
         if records:
             await self._writes.submit(message_item([r.row() for r in records]))
 
-    def append_rows_nowait(self, rows: Sequence[Row]) -> Commit:
+    async def write_many(self, entries: Sequence[Row | MessageChange]) -> None:
+        """Store rows and changes of messages (in id order) in one transaction."""
+        if entries:
+            await self._writes.submit(message_item(entries))
+
+    def append_rows_nowait(self, rows: Sequence[Row | MessageChange]) -> Commit:
         """Queue several messages, as rows (see :func:`~trio_chat.store.records.message_row`),
         for one transaction and return at once; the result's ``wait()`` returns when they
         are committed.
@@ -243,6 +250,47 @@ class Store:
         * both: the first ``limit`` messages strictly between them.
         """
         return await self._conversation(room_conversation(room), before, after, limit)
+
+    async def changed_history(
+        self, room: str, *, changed_after: int, before: int | None = None, limit: int = 50
+    ) -> list[StoredMessage]:
+        """The first ``limit`` messages of ``room`` whose latest change (edit, delete or
+        reaction) has an id above ``changed_after`` (and below ``before``), in their
+        current state, ordered by that change's id."""
+        if not 1 <= limit <= MAX_HISTORY_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_HISTORY_LIMIT}")
+        sql = (
+            f"SELECT {COLUMNS} FROM messages WHERE conv = ? AND changed > ?"
+            + (" AND changed < ?" if before is not None else "")
+            + " ORDER BY changed LIMIT ?"
+        )
+        params: list[object] = [room_conversation(room), changed_after]
+        if before is not None:
+            params.append(before)
+        params.append(limit)
+
+        def query(conn: sqlite3.Connection) -> list[StoredMessage]:
+            messages = [row_to_message(row) for row in conn.execute(sql, params)]
+            add_reactions(conn, messages)
+            return messages
+
+        return await self._read(query)
+
+    async def room_message(self, room: str, message_id: int) -> StoredMessage | None:
+        """Message ``message_id`` of ``room`` in its current state (reactions included),
+        or ``None`` when the room has no such message (a private one is none of it)."""
+        sql = f"SELECT {COLUMNS} FROM messages WHERE id = ? AND conv = ? AND room IS NOT NULL"
+        params = (message_id, room_conversation(room))
+
+        def query(conn: sqlite3.Connection) -> StoredMessage | None:
+            row = conn.execute(sql, params).fetchone()
+            if row is None:
+                return None
+            message = row_to_message(row)
+            add_reactions(conn, [message])
+            return message
+
+        return await self._read(query)
 
     async def private_history(
         self,
@@ -293,11 +341,10 @@ class Store:
                 "UPDATE meta SET value = max(value, (SELECT coalesce(max(id), 0) FROM messages))"
                 " WHERE key = 'last_id'"
             )
-            cursor = conn.execute(
-                "DELETE FROM messages WHERE id IN (SELECT id FROM"
-                " (SELECT id, ts FROM messages ORDER BY id LIMIT ?) WHERE ts < ?)",
-                (chunk, older_than),
-            )
+            old = "SELECT id FROM (SELECT id, ts FROM messages ORDER BY id LIMIT ?) WHERE ts < ?"
+            # Their reactions first, while the subquery still finds them.
+            conn.execute(f"DELETE FROM reactions WHERE message_id IN ({old})", (chunk, older_than))
+            cursor = conn.execute(f"DELETE FROM messages WHERE id IN ({old})", (chunk, older_than))
             return cursor.rowcount
 
         total = 0
@@ -379,7 +426,9 @@ class Store:
             )
 
         def query(conn: sqlite3.Connection) -> list[StoredMessage]:
-            return [row_to_message(row) for row in conn.execute(sql, params)]
+            messages = [row_to_message(row) for row in conn.execute(sql, params)]
+            add_reactions(conn, messages)
+            return messages
 
         return await self._read(query)
 

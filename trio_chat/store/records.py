@@ -13,9 +13,22 @@ from ..protocol import Message, Private
 
 StoredKind: TypeAlias = Literal["say", "action", "notice", "private"]
 #: A message as the ``messages`` table stores it: ``(id, ts, room, sender, text, kind,
-#: recipient, conversation, sender_account, recipient_account)``.
+#: recipient, conversation, sender_account, recipient_account, reply_to, quote_nick,
+#: quote_text)``. (A room line's ``sender_account`` is its author's account, if any.)
 Row: TypeAlias = tuple[
-    int, float, str | None, str, str, str, str | None, str, str | None, str | None
+    int,
+    float,
+    str | None,
+    str,
+    str,
+    str,
+    str | None,
+    str,
+    str | None,
+    str | None,
+    int | None,
+    str | None,
+    str | None,
 ]
 _KINDS = ("say", "action", "notice", "private")
 
@@ -42,6 +55,13 @@ class StoredMessage:
     logged in to when it was sent: private history belongs to accounts, never to nicks
     (a nick a guest used can be registered by someone else later). A private message
     with a guest on either side is not stored at all, so a private record always has both.
+    A room line names its author's account (``sender_account``) when it was said while
+    logged in: only that account may edit it (see :mod:`trio_chat.changes`).
+
+    The fields after ``recipient_account`` are a room line's current state: the message it
+    answers (``reply_to``, and the quote of it), when it was last edited, whether it was
+    deleted (then ``text`` is empty), the id of its latest change, and its reactions
+    (emoji -> nicks, read beside it).
     """
 
     id: int
@@ -53,6 +73,13 @@ class StoredMessage:
     recipient: str | None = None
     sender_account: str | None = None
     recipient_account: str | None = None
+    reply_to: int | None = None
+    quote_nick: str | None = None
+    quote_text: str | None = None
+    edited: float | None = None
+    deleted: bool = False
+    changed: int | None = None
+    reactions: dict[str, list[str]] | None = None
 
     def __post_init__(self) -> None:
         if self.id < 1:
@@ -66,8 +93,8 @@ class StoredMessage:
                 raise ValueError("a private message is stored only between two accounts")
         elif self.room is None or self.recipient is not None:
             raise ValueError("a room message has a room and no recipient")
-        elif self.sender_account is not None or self.recipient_account is not None:
-            raise ValueError("a room message names no accounts")
+        elif self.recipient_account is not None:
+            raise ValueError("a room message names no recipient account")
 
     @classmethod
     def from_message(cls, message: Message) -> StoredMessage:
@@ -95,6 +122,9 @@ class StoredMessage:
             r.conversation,
             r.sender_account,
             r.recipient_account,
+            r.reply_to,
+            r.quote_nick,
+            r.quote_text,
         )
 
     @property
@@ -119,17 +149,29 @@ class StoredMessage:
             obj["room"] = self.room
         if self.recipient is not None:
             obj["recipient"] = self.recipient
+        if self.reply_to is not None:
+            obj["reply_to"] = self.reply_to
+        if self.edited is not None:
+            obj["edited"] = self.edited
+        if self.deleted:
+            obj["deleted"] = True
+        if self.reactions:
+            obj["reactions"] = self.reactions
         return obj
 
 
-def message_row(event: Message | Private, accounts: tuple[str, str] | None = None) -> Row:
+def message_row(
+    event: Message | Private, accounts: tuple[str, str] | None = None, author: str | None = None
+) -> Row:
     """The row that stores a chat line or private message event.
 
     A private message needs ``accounts``: the account keys of its sender and recipient
-    when it was sent. The same as ``StoredMessage`` of it would give, without building
+    when it was sent; a room line keeps ``author``, the account it was said under. The
+    same as ``StoredMessage`` of it would give, without building
     one: the publisher makes a row for every message, and events are valid by construction.
     """
     if isinstance(event, Message):
+        quote = event.quote
         return (
             event.id,
             event.ts,
@@ -139,8 +181,11 @@ def message_row(event: Message | Private, accounts: tuple[str, str] | None = Non
             event.kind,
             None,
             room_conversation(event.room),
+            author,
             None,
-            None,
+            event.reply_to,
+            None if quote is None else quote.get("nick"),
+            None if quote is None else quote.get("text"),
         )
     if accounts is None:
         raise ValueError("a private message is stored only between two accounts")
@@ -155,6 +200,9 @@ def message_row(event: Message | Private, accounts: tuple[str, str] | None = Non
         private_conversation(*accounts),
         accounts[0],
         accounts[1],
+        None,
+        None,
+        None,
     )
 
 

@@ -212,6 +212,45 @@ def _search_index(conn: sqlite3.Connection) -> None:
     )
 
 
+def _message_changes(conn: sqlite3.Connection) -> None:
+    """Replies, edits, deletes and reactions (see :mod:`trio_chat.changes`).
+
+    A room line now keeps the message it answers (``reply_to``, with the author and the
+    cut text quoted of it), when it was last edited (``edited``), whether it was deleted
+    (``deleted``; its text is then empty), and the id of its latest change (``changed``:
+    what ``history`` with ``changed_after`` pages by, hence the partial index). Its
+    author's account goes in ``sender_account``, which room lines left empty until now: a
+    line stored before this version has none, so nobody can edit it (an operator can
+    delete it). Reactions are rows of their own, numbered by the event that added them
+    (so they read back in the order given). Nothing older changes.
+    """
+    for column in (
+        "reply_to INTEGER",
+        "quote_nick TEXT",
+        "quote_text TEXT",
+        "edited REAL",
+        "deleted INTEGER NOT NULL DEFAULT 0",
+        "changed INTEGER",
+    ):
+        conn.execute(f"ALTER TABLE messages ADD COLUMN {column}")
+    conn.execute(
+        "CREATE INDEX messages_changed ON messages (conv, changed) WHERE changed IS NOT NULL"
+    )
+    conn.execute("CREATE INDEX messages_replies ON messages (reply_to) WHERE reply_to IS NOT NULL")
+    conn.execute(
+        """
+        CREATE TABLE reactions (
+            id INTEGER PRIMARY KEY,
+            message_id INTEGER NOT NULL,
+            emoji TEXT NOT NULL,
+            nick TEXT NOT NULL,
+            nick_key TEXT NOT NULL,
+            UNIQUE (message_id, emoji, nick_key)
+        )
+        """
+    )
+
+
 #: MIGRATIONS[v] turns a version-v database into version v + 1. Append, never edit.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _v1,
@@ -221,6 +260,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _v5,
     _read_markers,
     _search_index,
+    _message_changes,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -11,13 +11,19 @@ import logging
 import os
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
+from ..protocol import MessageChange
 from . import schema
-from .records import Row, StoredKind, StoredMessage, StoreError, store_error
+from .changes import change_statements
+from .records import Row, StoredMessage, StoreError, store_error
 
 log = logging.getLogger("trio_chat.store")
 
-COLUMNS = "id, ts, room, sender, text, kind, recipient, sender_account, recipient_account"
+COLUMNS = (
+    "id, ts, room, sender, text, kind, recipient, sender_account, recipient_account,"
+    " reply_to, quote_nick, quote_text, edited, deleted, changed"
+)
 #: Rows per INSERT statement, at most: each statement is ``INSERT ... VALUES (...), (...)``
 #: with this many row groups, or a smaller power of two for the rest of a batch (so only a
 #: few distinct statements exist, all in sqlite3's statement cache). Why several rows per
@@ -33,8 +39,8 @@ ROWS_PER_INSERT = 64
 def _insert_sql(rows: int) -> str:
     return (
         "INSERT INTO messages (id, ts, room, sender, text, kind, recipient, conv,"
-        " sender_account, recipient_account) VALUES "
-        + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+        " sender_account, recipient_account, reply_to, quote_nick, quote_text) VALUES "
+        + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
     )
 
 
@@ -46,6 +52,24 @@ INDEX_LINES_SQL = (
     "INSERT INTO message_words (rowid, text)"
     " SELECT id, text FROM room_lines WHERE id IN (SELECT value FROM json_each(?))"
 )
+
+
+def write_statements(entries: Sequence[Row | MessageChange]) -> list[tuple[str, list[object]]]:
+    """The statements that store ``entries`` in order: runs of rows (chat lines and private
+    messages) as INSERTs (:func:`insert_statements`), changes of messages as theirs."""
+    if all(type(entry) is tuple for entry in entries):
+        return insert_statements(entries)  # type: ignore[arg-type]
+    statements: list[tuple[str, list[object]]] = []
+    run: list[Row] = []
+    for entry in entries:
+        if type(entry) is tuple:
+            run.append(entry)
+            continue
+        statements += insert_statements(run)
+        run = []
+        statements += change_statements(entry)  # type: ignore[arg-type]
+    statements += insert_statements(run)
+    return statements
 
 
 def insert_statements(rows: Sequence[Row]) -> list[tuple[str, list[object]]]:
@@ -103,10 +127,27 @@ def connect(path: str | os.PathLike[str], busy_timeout: float) -> sqlite3.Connec
     )
 
 
-def row_to_message(
-    row: tuple[int, float, str | None, str, str, StoredKind, str | None, str | None, str | None],
-) -> StoredMessage:
-    return StoredMessage(*row)
+def row_to_message(row: tuple[Any, ...]) -> StoredMessage:
+    """A row of :data:`COLUMNS` as a stored message (its reactions not yet read)."""
+    (id_, ts, room, sender, text, kind, recipient, sender_account, recipient_account) = row[:9]
+    reply_to, quote_nick, quote_text, edited, deleted, changed = row[9:]
+    return StoredMessage(
+        id_,
+        ts,
+        room,
+        sender,
+        text,
+        kind,
+        recipient,
+        sender_account,
+        recipient_account,
+        reply_to,
+        quote_nick,
+        quote_text,
+        edited,
+        bool(deleted),
+        changed,
+    )
 
 
 def rollback(conn: sqlite3.Connection) -> None:
@@ -182,6 +223,8 @@ def open_connections(
             if str(mode).lower() != "wal":
                 log.warning("%s: WAL mode unavailable (journal_mode=%s)", os.fspath(path), mode)
         writer.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        # A deleted message's words must not linger in freed space (see .changes).
+        writer.execute("PRAGMA secure_delete = ON")
         if max_size is not None:
             page_size = writer.execute("PRAGMA page_size").fetchone()[0]
             writer.execute(f"PRAGMA max_page_count = {max(1, max_size // page_size)}")

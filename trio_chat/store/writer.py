@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 
 import trio
 
+from ..protocol import MessageChange
 from .health import StoreStats
 from .records import Row, StoreError, store_error
-from .sqlite import belongs_to_one_message, insert_statements, is_database_fault, rollback
+from .sqlite import belongs_to_one_message, is_database_fault, rollback, write_statements
 
 log = logging.getLogger("trio_chat.store")
 
@@ -53,13 +54,15 @@ class WriteItem:
     finished: bool = False
 
 
-def message_item(rows: Sequence[Row]) -> WriteItem:
-    """A writer item for ``rows``, its INSERT statements made here, by the caller.
+def message_item(rows: Sequence[Row | MessageChange]) -> WriteItem:
+    """A writer item for ``rows`` (and changes of messages among them, in id order), its
+    statements made here, by the caller.
 
     On the event loop thread on purpose: the writer thread then holds the GIL only to hand
     a few statements to SQLite, instead of building rows while the loop thread waits.
     """
-    return WriteItem(ids=tuple(row[0] for row in rows), statements=insert_statements(rows))
+    ids = tuple(row[0] if type(row) is tuple else row.id for row in rows)  # type: ignore[union-attr]
+    return WriteItem(ids=ids, statements=write_statements(rows))
 
 
 class Commit:
