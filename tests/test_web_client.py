@@ -648,3 +648,109 @@ async def test_a_notice_is_shown_apart_from_chat_lines(chat: Chat, drivers: list
         await teller.send({"type": "command", "name": "notice", "args": "deploy at noon"})
         await page.wait_log("-teller- deploy at noon", "#log li.chat-notice")
         await teller.aclose()
+
+
+PAGE_LOGIC = """
+const done = arguments[arguments.length - 1];
+(async () => {
+  const m = await import("./messages.js");
+  const t = await import("./typing.js");
+  const s = await import("./search.js");
+  const out = {};
+  const rec = m.makeRecord({type: "message", id: 10, ts: 1, room: "#a", nick: "bob",
+    text: "hi", kind: "say", reply_to: 7, quote: {nick: "carol", text: "earlier"}});
+  const reactions = () => JSON.stringify([...rec.reactions]);
+  out.reply = [rec.replyTo, m.quoteText(rec.quote)];
+  out.steps = [
+    m.applyReaction(rec, {id: 11, nick: "alice", emoji: "👍", on: true}), reactions(),
+    m.applyReaction(rec, {id: 11, nick: "alice", emoji: "👍", on: true}), reactions(),
+    m.applyReaction(rec, {id: 12, nick: "bob", emoji: "👍"}), reactions(),
+    m.applyReaction(rec, {id: 13, nick: "ALICE", emoji: "👍", on: false}), reactions(),
+    // History's state from before reaction 13 is older than what is shown: kept.
+    m.applyState(rec, {text: "hi", changed: 12, reactions: {"👍": ["alice", "bob"]}}),
+    reactions(),
+    m.applyEdit(rec, {id: 14, ts: 99, nick: "bob", text: "hello"}), rec.text, rec.edited,
+    m.applyDelete(rec, {id: 15, nick: "bob"}), rec.text, rec.deleted, reactions(),
+    m.applyEdit(rec, {id: 16, ts: 100, text: "back?"}), rec.text, m.changeable(rec),
+  ];
+  const other = m.makeRecord({type: "message", id: 20, room: "#a", nick: "c", text: "old"});
+  const answer = m.makeRecord({type: "message", id: 21, room: "#a", nick: "d", text: "re",
+    reply_to: 10, quote: {nick: "bob", text: "hi"}});
+  out.unquote = [m.unquote(answer, 9), m.unquote(answer, 10), m.quoteText(answer.quote),
+    m.unquote(answer, 10)];
+  out.caughtUp = [m.applyState(other, {text: "new", edited: 5, changed: 30,
+    reactions: {"🎉": ["d"]}}), other.text, other.edited, JSON.stringify([...other.reactions])];
+  out.cut = [m.cut("x".repeat(100)).length, m.cut("x".repeat(101)),
+    [...m.cut("😀".repeat(101))].length];
+
+  let now = 0;
+  const sent = [];
+  const sender = new t.TypingSender((room, active) => sent.push([now, room, active]), () => now);
+  sender.update("#a", "h");
+  now = 1000; sender.update("#a", "he");
+  now = 3000; sender.update("#a", "hel");
+  now = 3500; sender.update("#a", "");
+  now = 4000; sender.update("#a", "/join #b");
+  now = 4100; sender.update("#a", "//not a command");
+  now = 4200; sender.update("#b", "x");
+  now = 4300; sender.sent(); sender.update("#b", "");
+  now = 4400; sender.update(null, "x");
+  out.sent = sent;
+
+  const changes = [];
+  const board = new t.TypingBoard(() => changes.push(now), () => now);
+  now = 0; board.event("#a", "alice", true); board.event("#a", "bob", true);
+  out.typing = [board.typing("#a"), board.typing("#b")];
+  now = 2000; board.event("#a", "bob", true);
+  now = 6500; out.typing.push(board.typing("#a"));
+  board.stopped("#a", "BOB"); out.typing.push(board.typing("#a"));
+  out.texts = [[], ["a"], ["a", "b"], ["a", "b", "c"], ["a", "b", "c", "d"]].map(t.typingText);
+  board.clear();
+  out.search = [s.parseSearch("#dev deploy friday"), s.parseSearch("#dev"),
+    s.parseSearch("  two words ")];
+  done(out);
+})().catch((e) => done({error: String(e.stack || e)}));
+"""
+
+
+async def test_page_logic_in_the_browser(chat: Chat, drivers: list[Any]) -> None:
+    """The page's pure parts, run by the browser itself: message changes applied once and
+    in order, typing notices thinned and expired, search boxes parsed."""
+    async with opened(drivers[0], chat.url) as page:
+        out = await page.run(page.driver.execute_async_script, PAGE_LOGIC)
+    assert "error" not in out, out.get("error")
+    assert out["reply"] == [7, "carol: earlier"]
+    assert out["steps"] == [
+        True, '[["👍",["alice"]]]',
+        False, '[["👍",["alice"]]]',
+        True, '[["👍",["alice","bob"]]]',
+        True, '[["👍",["bob"]]]',
+        False, '[["👍",["bob"]]]',
+        True, "hello", 99,
+        True, "", True, "[]",
+        False, "", False,
+    ]  # fmt: skip
+    assert out["unquote"] == [False, True, "bob: message deleted", False]
+    assert out["caughtUp"] == [True, "new", 5, '[["🎉",["d"]]]']
+    assert out["cut"] == [100, "x" * 100 + "…", 101]
+    assert out["sent"] == [
+        [0, "#a", True],
+        [3000, "#a", True],
+        [3500, "#a", False],
+        [4100, "#a", True],
+        [4200, "#a", False],
+        [4200, "#b", True],
+    ]
+    assert out["typing"] == [["alice", "bob"], [], ["bob"], []]  # bob renewed at 2 s
+    assert out["texts"] == [
+        "",
+        "a is typing…",
+        "a and b are typing…",
+        "a, b and c are typing…",
+        "4 people are typing…",
+    ]
+    assert out["search"] == [
+        {"room": "#dev", "query": "deploy friday"},
+        {"room": None, "query": "#dev"},
+        {"room": None, "query": "two words"},
+    ]

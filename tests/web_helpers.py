@@ -148,6 +148,24 @@ class Page:
 
         await self.run(lambda: self.driver.find_element(By.CSS_SELECTOR, css).click())
 
+    async def press(self, keys: str) -> None:
+        """Press keys wherever the focus is now (as a user does; :meth:`keys` focuses an
+        element first)."""
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        await self.run(lambda: ActionChains(self.driver).send_keys(keys).perform())
+
+    async def hover(self, css: str, index: int = -1) -> None:
+        """Move the mouse over the element matching ``css`` (the last one by default)."""
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.by import By
+
+        def hover() -> None:
+            element = self.driver.find_elements(By.CSS_SELECTOR, css)[index]
+            ActionChains(self.driver).move_to_element(element).perform()
+
+        await self.run(hover)
+
     async def log_text(self) -> str:
         return str(await self.js(LOG_TEXT))
 

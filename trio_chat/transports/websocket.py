@@ -370,6 +370,11 @@ WEB_FILES: dict[bytes, tuple[str, str]] = {
             "input.js",
             "format.js",
             "storage.js",
+            "messages.js",
+            "composer.js",
+            "changes.js",
+            "typing.js",
+            "search.js",
         )
     },
 }

@@ -4,13 +4,15 @@
 
 import {backoff} from "./connection.js";
 import {
-  command, conn, conversations, ensurePrivate, hello, loadOlder, note, render, setStatus, show,
-  showLoginError, state, ui, updateNotifyButton,
+  command, conn, conversations, ensurePrivate, hello, loadOlder, note, render, scheduleRead,
+  setStatus, show, showLoginError, state, typingSender, ui, updateNotifyButton,
 } from "./chat.js";
+import {cancelCompose, editing, submitComposed} from "./composer.js";
 import {roomId} from "./conversations.js";
 import {key, roomName} from "./format.js";
 import {onFrame} from "./frames.js";
 import {Completer, InputHistory} from "./input.js";
+import {closeResults} from "./search.js";
 
 /** Bye codes after which the page waits for the user instead of reconnecting. */
 const NO_RECONNECT = new Set(["quit"]);
@@ -155,7 +157,14 @@ ui.send.addEventListener("submit", (ev) => {
     ui.line.setAttribute("aria-invalid", "true"); // the line is kept for later
     return;
   }
-  if (!submitLine(line)) return;
+  const composed = submitComposed(line);
+  if (composed === false) return;
+  if (composed === "edited") { // the box has the line typed before editing back
+    typingSender.sent();
+    return;
+  }
+  if (composed === null && !submitLine(line)) return;
+  typingSender.sent();
   inputHistory.push(line);
   ui.line.value = "";
   completer.reset();
@@ -200,7 +209,12 @@ ui.line.addEventListener("keydown", (ev) => {
     ev.preventDefault();
   }
 });
-ui.line.addEventListener("input", () => ui.line.removeAttribute("aria-invalid"));
+ui.line.addEventListener("input", () => {
+  ui.line.removeAttribute("aria-invalid");
+  const conv = state.current;
+  const room = conv && conv.kind === "room" && conv.joined && !editing() ? conv.name : null;
+  typingSender.update(room, ui.line.value);
+});
 
 // Keyboard: Alt+Up/Down and Alt+1..9 switch conversations, Escape goes back to typing.
 document.addEventListener("keydown", (ev) => {
@@ -217,6 +231,8 @@ document.addEventListener("keydown", (ev) => {
     ui.line.focus();
     ev.preventDefault();
   } else if (ev.key === "Escape") {
+    if (document.activeElement === ui.line && cancelCompose()) return;
+    if (document.activeElement === ui.line && closeResults()) return;
     document.body.classList.remove("sidebar-open");
     ui.menu.setAttribute("aria-expanded", "false");
     ui.line.focus();
@@ -259,6 +275,7 @@ window.addEventListener("online", () => { if (state.retryTimer) reconnectNow(); 
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden && state.current) {
     state.current.markRead();
+    scheduleRead(state.current, true);
     render();
   }
 });
@@ -278,7 +295,7 @@ window.trioChat = {
       current: state.current ? state.current.name : null, rooms: [...state.rooms],
       conversations: conversations().map((c) => ({
         name: c.name, kind: c.kind, joined: c.joined, unread: c.unread, mentions: c.mentions,
-        lastId: c.lastId,
+        lastId: c.lastId, readId: c.readId, readSent: c.readSent,
       })),
     };
   },

@@ -5,9 +5,13 @@
 import {Connection, serverUrl} from "./connection.js";
 import {Conversation, MAX_ENTRIES, privateId, roomId} from "./conversations.js";
 import {key, mentions} from "./format.js";
+import {applyState, makeRecord, mentionsMe} from "./messages.js";
 import * as saved from "./storage.js";
-import {findElements, messageLine, noticeLine, pageTitle, renderConversations, renderMembers}
-  from "./view.js";
+import {TypingBoard, TypingSender} from "./typing.js";
+import {
+  drawMessage, findElements, messageLine, noticeLine, pageTitle, renderConversations,
+  renderMembers, renderTyping,
+} from "./view.js";
 
 const PAGE = 50; // messages per history request
 /** Commands Tab completes until /help has told the server's own. */
@@ -33,9 +37,56 @@ export const state = {
   closeNote: null,
   stick: true, // the log follows new lines (it is scrolled to the bottom)
   renderQueued: false,
+  noTyping: false, // the server knows no `typing` frame (or this user turned typing off)
+  noRead: false, // the server knows no `read` frame
+  readMarkers: new Map(), // room id -> the user's read marker there (accounts)
 };
 
 export const conn = new Connection(serverUrl(), null); // app.js gives it its handlers
+
+// ------------------------------------------------------------------ typing and reading
+
+/** Who types in which room (from `typing` events), shown under the log. */
+export const typingBoard = new TypingBoard(() => {
+  renderTyping(ui, state.current && state.current.kind === "room"
+    ? typingBoard.typing(state.current.id) : []);
+});
+
+/** What this page tells the others while its user types. */
+export const typingSender = new TypingSender((room, active) => {
+  if (state.loggedIn && !state.noTyping) conn.post({type: "typing", room, active}, {typing: true});
+});
+
+/** A `read` frame waits this long after a line came in the room shown, taking along the
+ * lines that come meanwhile: in a busy room the markers cost little of the flood budget. */
+const READ_LIVE_MS = 2000;
+/** ... and this long after the user turned to the room (shown, or the page visible). */
+const READ_SHOWN_MS = 300;
+
+/** Tell the server (so the user's other devices) that the newest message of `conv` was
+ * read: only for an account, a room, shown on a visible page, and when it is news. */
+export function scheduleRead(conv, shown = false) {
+  if (conv.readTimer && !shown) return;
+  clearTimeout(conv.readTimer);
+  conv.readTimer = setTimeout(() => {
+    conv.readTimer = null;
+    if (!state.account || state.noRead || !state.loggedIn || conv.kind !== "room") return;
+    if (!conv.joined || !isViewing(conv)) return;
+    const newest = conv.newestMessageId();
+    if (!newest || newest <= Math.max(conv.readSent, conv.readId)) return;
+    conv.readSent = newest;
+    conn.post({type: "read", room: conv.name, id: newest}, {read: true, conv});
+  }, shown ? READ_SHOWN_MS : READ_LIVE_MS);
+}
+
+/** The user read `conv` up to `id` somewhere (`read` event, or the welcome's `read`). */
+export function readElsewhere(room, id) {
+  if (typeof room !== "string" || !Number.isInteger(id)) return;
+  const known = state.readMarkers.get(roomId(room)) || 0;
+  state.readMarkers.set(roomId(room), Math.max(known, id)); // for a room joined later
+  const conv = state.convs.get(roomId(room));
+  if (conv && conv.readUpTo(id, state.me)) render();
+}
 
 // ------------------------------------------------------------------ conversations
 
@@ -46,6 +97,7 @@ export function ensureRoom(name) {
   let conv = state.convs.get(id);
   if (!conv) {
     conv = new Conversation("room", String(name));
+    conv.readId = state.readMarkers.get(id) || 0;
     state.convs.set(id, conv);
   }
   return conv;
@@ -64,6 +116,10 @@ export function ensurePrivate(nick) {
 
 export const isViewing = (conv) => conv === state.current && !document.hidden;
 
+/** Called with (old, new) when another conversation is shown (composer.js drops its
+ * reply or edit there: this module cannot import it, it imports this one). */
+export const onSwitch = [];
+
 export function show(conv) {
   const old = state.current;
   if (old && old !== conv) old.scrollTop = state.stick ? null : ui.log.scrollTop;
@@ -77,6 +133,12 @@ export function show(conv) {
   if (conv.kind === "room") state.lastRoom = conv;
   ui.log.replaceChildren(conv.list);
   conv.markRead();
+  if (old !== conv) {
+    typingSender.stop();
+    for (const listener of onSwitch) listener(old, conv);
+  }
+  typingBoard.changed();
+  scheduleRead(conv, true);
   ui.roomName.textContent = conv.name;
   ui.log.setAttribute("aria-label", `Messages in ${conv.name}`);
   ui.line.placeholder = conv.kind === "room"
@@ -162,7 +224,8 @@ export function setStatus(name, message) {
 }
 
 export function hello() {
-  const frame = {type: "hello", nick: state.wantedNick, client: "trio-chat-web", batch: true};
+  const frame = {type: "hello", nick: state.wantedNick, client: "trio-chat-web", batch: true,
+    typing: true};
   if (state.password) frame.password = state.password;
   conn.send(frame, {name: "hello"});
 }
@@ -208,14 +271,30 @@ export function showMessage(f, how) {
   if (f.type === "private") conv = ensurePrivate(mine ? String(f.to) : f.nick);
   else if (typeof f.room === "string") conv = ensureRoom(f.room);
   else return false;
-  const li = messageLine(f, state.me || "");
-  if (!conv.insert(li, f.id, f.ts)) return false;
+  const rec = makeRecord(f);
+  const li = messageLine(rec, state.me || "");
+  if (!conv.insert(li, f.id, f.ts)) {
+    // Shown already (a history page overlapping what came live): its current state counts.
+    const known = conv.records.get(f.id);
+    if (known && how !== "live" && applyState(known, f)) drawMessage(known, state.me || "");
+    return false;
+  }
+  if (rec.type === "message" && rec.id !== null) conv.records.set(rec.id, rec);
   conv.spoke(f.nick);
-  const mention = !mine && (f.type === "private" || mentions(String(f.text), state.me));
+  if (how === "live" && conv.kind === "room") typingBoard.stopped(conv.id, f.nick);
+  const mention = !mine && !rec.deleted && (f.type === "private" || mentionsMe(rec, state.me)
+    || mentions(rec.text, state.me));
   if (mention) li.classList.add("mention");
-  if (how === "past") li.classList.add("past");
-  else if (!mine && !isViewing(conv)) conv.countUnread(li, mention);
+  if (how === "past") {
+    li.classList.add("past");
+    // A line from before this page came, but after the user's read marker (set on another
+    // device): not read yet.
+    if (!mine && conv.readId && f.id > conv.readId && !isViewing(conv)) {
+      conv.countUnread(li, mention);
+    }
+  } else if (!mine && !isViewing(conv)) conv.countUnread(li, mention);
   if (how === "live" && mention) notify(conv, f);
+  if (isViewing(conv)) scheduleRead(conv);
   render();
   return true;
 }

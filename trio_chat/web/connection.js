@@ -25,6 +25,7 @@ export class Connection {
     this.ws = null;
     this.nextRef = 1;
     this.pending = new Map(); // ref -> {meta, resolve}
+    this.unanswered = new Map(); // ref -> meta of a post(): only an error answers those
     this.bye = null;
     this.opened = false;
   }
@@ -66,6 +67,7 @@ export class Connection {
       this.ws = null;
       for (const {resolve} of this.pending.values()) resolve(null);
       this.pending.clear();
+      this.unanswered.clear();
       let reason = this.bye ? this.bye.text : ev.reason;
       if (!reason) reason = this.opened ? "connection lost" : "could not reach the server";
       this.handlers.onClose(reason, this.bye ? this.bye.code : null);
@@ -79,6 +81,12 @@ export class Connection {
     }
     const ref = frame.ref != null ? String(frame.ref) : null;
     const waiting = ref !== null && frame.type !== "pong" ? this.pending.get(ref) : undefined;
+    if (!waiting && ref !== null && frame.type === "error" && this.unanswered.has(ref)) {
+      const meta = this.unanswered.get(ref);
+      this.unanswered.delete(ref);
+      this.handlers.onFrame(frame, meta);
+      return;
+    }
     if (waiting) {
       this.pending.delete(ref);
       waiting.resolve(frame);
@@ -93,6 +101,17 @@ export class Connection {
     const ref = "w" + this.nextRef++;
     this.ws.send(JSON.stringify({...frame, ref}));
     if (meta !== undefined) this.pending.set(ref, {meta, resolve: () => {}, quiet: false});
+    return ref;
+  }
+
+  /** Send a frame that is answered only when refused (`typing`, `read`, `edit`, ...: on
+   * success the server sends an event, not a reply): an `error` with its ref comes back
+   * with `meta`. Only the latest refs are remembered, so successes cost no memory. */
+  post(frame, meta) {
+    const ref = this.send(frame);
+    if (ref === null) return null;
+    this.unanswered.set(ref, meta);
+    if (this.unanswered.size > 64) this.unanswered.delete(this.unanswered.keys().next().value);
     return ref;
   }
 

@@ -24,9 +24,12 @@ export class Conversation {
     this.firstId = 0; // the lowest: older history is asked for before it
     this.olderDone = false; // nothing older to load
     this.loadingOlder = false;
+    this.records = new Map(); // message id -> record (messages.js), to apply changes to
     this.unread = 0;
     this.mentions = 0;
     this.marker = null;
+    this.readId = 0; // the user's read marker here (from any of its connections)
+    this.readSent = 0; // the newest id this page told the server it read
     this.joined = false;
     this.topic = "";
     this.members = [];
@@ -78,6 +81,7 @@ export class Conversation {
       this.removeSeparator(gone.li);
       gone.li.remove();
       this.ids.delete(gone.id);
+      if (gone.seq === 0) this.records.delete(gone.id);
     }
     this.firstId = this.entries.find((e) => e.seq === 0)?.id || this.lastId;
     this.olderDone = false;
@@ -114,6 +118,7 @@ export class Conversation {
   /** A line the user has not seen: counted, and the first one since the conversation
    * was last read gets the "new messages" marker line above it. */
   countUnread(li, mention) {
+    li.classList.add("unseen");
     if (this.unread === 0) {
       if (!this.marker) {
         this.marker = el("li", "unread-marker", "new messages");
@@ -126,8 +131,40 @@ export class Conversation {
   }
 
   markRead() {
+    for (const li of this.list.querySelectorAll("li.unseen")) li.classList.remove("unseen");
     this.unread = 0;
     this.mentions = 0;
+  }
+
+  /** The newest message shown here (what a `read` marker names), or 0. */
+  newestMessageId() {
+    for (let i = this.entries.length - 1; i >= 0; i--) {
+      const id = this.entries[i].id;
+      if (this.entries[i].seq === 0 && this.records.has(id)) return id;
+    }
+    return 0;
+  }
+
+  /** The user read up to `id` here (on another device, say): the unread count and the
+   * "new messages" marker are worked out again from the messages after it. */
+  readUpTo(id, me) {
+    if (!(id > this.readId)) return false;
+    this.readId = id;
+    let first = null;
+    this.unread = 0;
+    this.mentions = 0;
+    for (const [msgId, rec] of this.records) {
+      if (msgId <= id || key(rec.nick) === key(me) || !rec.li.classList.contains("unseen")) {
+        rec.li.classList.remove("unseen");
+        continue;
+      }
+      this.unread += 1;
+      if (rec.li.classList.contains("mention")) this.mentions += 1;
+      if (!first || msgId < first.id) first = rec;
+    }
+    if (first) this.list.insertBefore(this.marker, first.li);
+    else if (this.marker) this.marker.remove();
+    return true;
   }
 
   spoke(nick) {

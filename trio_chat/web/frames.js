@@ -1,9 +1,10 @@
 // What the server sends (docs/protocol.md, section 6), applied to the page's state.
 
+import {catchUpChanges, onChange} from "./changes.js";
 import {
   command, conn, conversations, dropConversation, ensurePrivate, ensureRoom, fillGap,
-  historyKind, note, put, render, setStatus, show, showLoginError, showLoginView, showMessage,
-  showTopic, state, ui, wantRoom,
+  historyKind, note, put, readElsewhere, render, setStatus, show, showLoginError,
+  showLoginView, showMessage, showTopic, state, typingBoard, ui, wantRoom,
 } from "./chat.js";
 import {privateId, roomId} from "./conversations.js";
 import {key} from "./format.js";
@@ -22,6 +23,14 @@ export function onFrame(f, meta) {
     case "history": return onHistory(f, meta);
     case "info": return onInfo(f, meta);
     case "error": return onError(f, meta);
+    case "edit":
+    case "delete":
+    case "reaction":
+      return onChange(f);
+    case "typing": return onTyping(f);
+    case "read": return readElsewhere(f.room, f.id);
+    case "search": // the answer to a search box request: search.js has it already
+      return undefined;
     case "bye":
     case "pong":
       return undefined;
@@ -54,7 +63,9 @@ function onWelcome(f) {
   ui.meLine.hidden = false;
   ui.meNick.textContent = state.me;
   setStatus("connected", "connected");
+  ui.search.hidden = false;
   for (const conv of conversations()) conv.joined = false;
+  typingBoard.clear(); // whoever was typing before the drop has stopped or will say again
 
   const lobby = ensureRoom(String(f.room));
   // A connection that joined its user, connected elsewhere too, is in the user's rooms
@@ -80,7 +91,13 @@ function onWelcome(f) {
     if (conv.resumeAfter == null || !conv.resumeAfter) continue;
     if (conv.kind === "room" && !wanted.some((room) => roomId(room) === conv.id)) continue;
     if (conv.kind === "private" && !state.account) continue;
-    fillGap(conv, conv.resumeAfter);
+    const after = conv.resumeAfter;
+    // Then the edits, deletes and reactions made meanwhile to the messages shown before.
+    fillGap(conv, after).then(() => { if (conv.kind === "room") catchUpChanges(conv, after); });
+  }
+  // Where the user's other devices read up to (accounts): the unread counts follow.
+  if (f.read && typeof f.read === "object") {
+    for (const [room, id] of Object.entries(f.read)) readElsewhere(room, id);
   }
   command("help", "", {silent: true});
   if (resuming) {
@@ -139,6 +156,7 @@ function onLeave(f) {
     return;
   }
   conv.members = conv.members.filter((n) => key(n) !== key(f.nick));
+  typingBoard.stopped(conv.id, f.nick);
   membersChanged(conv);
 }
 
@@ -182,8 +200,27 @@ function onTopic(f) {
   if (conv === state.current) showTopic();
 }
 
+function onTyping(f) {
+  if (typeof f.room !== "string" || typeof f.nick !== "string") return;
+  if (key(f.nick) === key(state.me)) return;
+  typingBoard.event(roomId(f.room), f.nick, f.active === true);
+}
+
+/** An operator made or unmade (`mode` notice): the member list, and who may delete. */
+function onMode(data) {
+  if (data.rule !== "operator" || typeof data.room !== "string") return;
+  const conv = state.convs.get(roomId(data.room));
+  if (!conv) return;
+  const nick = String(data.nick);
+  const others = (conv.memberDetails || []).filter((d) => key(String(d.nick)) !== key(nick));
+  const old = (conv.memberDetails || []).find((d) => key(String(d.nick)) === key(nick)) || {};
+  conv.memberDetails = [...others, {...old, nick, op: data.on === true}];
+  membersChanged(conv);
+}
+
 function onInfo(f, meta = {}) {
   const data = f.data && typeof f.data === "object" ? f.data : {};
+  if (data.event === "mode") onMode(data);
   if (typeof data.room === "string" && typeof data.topic === "string") {
     ensureRoom(data.room).topic = data.topic;
     showTopic();
@@ -225,6 +262,16 @@ function rememberPassword(meta) {
 function onError(f, meta = {}) {
   const message = String(f.text || f.code || "error");
   if (!state.loggedIn) return loginRefused(String(f.code || ""), message);
+  // Typing notices and read markers are the page's own doing: a refusal is not the user's
+  // business. A server that knows neither (or a user who turned typing off) is left alone.
+  if (meta.typing) {
+    if (f.code === "unknown_type" || f.code === "not_allowed") state.noTyping = true;
+    return undefined;
+  }
+  if (meta.read) {
+    if (f.code === "unknown_type") state.noRead = true;
+    return undefined;
+  }
   const target = meta.conv && state.convs.has(meta.conv.id) ? meta.conv : state.current;
   if (target) put(target, noticeLine(message, "error"));
   return undefined;

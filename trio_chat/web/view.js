@@ -2,6 +2,8 @@
 // the title. Every piece of user text goes in as a text node or a checked link.
 
 import {clock, dateOf, el, hue, key, linkified, text} from "./format.js";
+import {quoteText, reacted} from "./messages.js";
+import {typingText} from "./typing.js";
 
 export const $ = (id) => document.getElementById(id);
 
@@ -12,7 +14,9 @@ export function findElements() {
     "chat-view", "me-line", "me-nick", "room-name", "topic", "status", "menu", "sidebar",
     "rooms", "privates", "privates-section", "members", "members-count", "members-section",
     "notify", "banner", "banner-text", "retry-text", "reconnect", "log", "send", "line",
-    "send-button", "main",
+    "send-button", "main", "typing", "compose", "compose-text", "compose-ok",
+    "compose-cancel", "search", "search-query", "results", "results-title", "results-list",
+    "results-more", "results-close", "msg-actions", "picker",
   ];
   const ui = {};
   for (const id of ids) ui[id.replace(/-(.)/g, (_, c) => c.toUpperCase())] = $(id);
@@ -36,25 +40,68 @@ export function nickButton(nick, label = nick) {
   return button;
 }
 
-/** A `message` (say, action or notice) or `private` event. */
-export function messageLine(f, me) {
-  const nick = String(f.nick);
-  const action = f.kind === "action";
-  const notice = f.kind === "notice" && f.type !== "private";
-  const cls = f.type === "private" ? "say private" : action ? "action" : notice ? "say chat-notice" : "say";
-  const li = line(cls, f.ts);
-  const body = li.querySelector(".body");
-  if (action) {
-    body.append(text("* "), nickButton(nick), text(" "), ...linkified(String(f.text)));
-  } else if (notice) {
-    body.append(text("-"), nickButton(nick), text("- "), ...linkified(String(f.text)));
-  } else {
-    const outgoing = f.type === "private" && key(nick) === key(me) && key(f.to) !== key(me);
-    body.append(nickButton(nick, outgoing ? `${nick} → ${f.to}` : nick), text(" "),
-      ...linkified(String(f.text)));
-  }
-  if (key(nick) === key(me)) li.classList.add("mine");
+/** The line of a message record (messages.js): a `message` (say, action or notice) or a
+ * `private` event. Its body is drawn by drawMessage, again after every change. */
+export function messageLine(rec, me) {
+  const action = rec.kind === "action";
+  const notice = rec.kind === "notice" && rec.type !== "private";
+  const cls = rec.type === "private" ? "say private" : action ? "action" : notice ? "say chat-notice" : "say";
+  const li = line(cls, rec.ts);
+  if (key(rec.nick) === key(me)) li.classList.add("mine");
+  rec.li = li;
+  drawMessage(rec, me);
   return li;
+}
+
+/** (Re)draw a message's body from its record: the quote of a reply, the text (or "message
+ * deleted"), "(edited)", and the reactions row. Text only ever goes in as text nodes. */
+export function drawMessage(rec, me) {
+  const body = rec.li.querySelector(".body");
+  const nick = rec.nick;
+  const parts = [];
+  if (rec.replyTo !== null && !rec.deleted) {
+    const quote = el("button", "quote",
+      rec.quote ? quoteText(rec.quote) : "a message that is not here any more");
+    quote.type = "button";
+    quote.dataset.target = String(rec.replyTo);
+    if (rec.quote && !rec.quote.text) quote.classList.add("gone");
+    quote.title = "Show the message this replies to";
+    parts.push(quote);
+  }
+  const words = rec.deleted ? [el("span", "deleted", "message deleted")] : linkified(rec.text);
+  if (rec.kind === "action" && rec.type !== "private") {
+    parts.push(text("* "), nickButton(nick), text(" "), ...words);
+  } else if (rec.kind === "notice" && rec.type !== "private") {
+    parts.push(text("-"), nickButton(nick), text("- "), ...words);
+  } else {
+    const outgoing = rec.type === "private" && key(nick) === key(me) && key(rec.to) !== key(me);
+    parts.push(nickButton(nick, outgoing ? `${nick} → ${rec.to}` : nick), text(" "), ...words);
+  }
+  if (rec.edited !== null && !rec.deleted) {
+    const mark = el("span", "edited", " (edited)");
+    mark.title = "edited " + dateOf(rec.edited).toLocaleString();
+    parts.push(mark);
+  }
+  if (rec.reactions.size) parts.push(reactionsRow(rec, me));
+  body.replaceChildren(...parts);
+  rec.li.classList.toggle("was-deleted", rec.deleted);
+}
+
+/** One button per emoji with its count; the user's own reactions are pressed. */
+function reactionsRow(rec, me) {
+  const row = el("span", "reactions");
+  for (const [emoji, nicks] of rec.reactions) {
+    const mine = reacted(rec, emoji, me);
+    const chip = el("button", "reaction", emoji, el("span", "count", String(nicks.length)));
+    chip.type = "button";
+    chip.dataset.emoji = emoji;
+    chip.setAttribute("aria-pressed", String(mine));
+    const who = nicks.join(", ");
+    chip.title = mine ? `${who} (click to take yours back)` : `${who} (click to react too)`;
+    chip.setAttribute("aria-label", `${emoji} ${nicks.length}: ${who}`);
+    row.append(chip);
+  }
+  return row;
 }
 
 export function noticeLine(message, cls = "notice", ts) {
@@ -150,4 +197,9 @@ export function pageTitle(convs) {
   }
   if (!unread) return "trio-chat";
   return mentions ? `(${unread}, ${mentions} for you) trio-chat` : `(${unread}) trio-chat`;
+}
+
+/** "alice is typing…" under the log (empty when nobody is). */
+export function renderTyping(ui, nicks) {
+  ui.typing.textContent = typingText(nicks);
 }
