@@ -10,7 +10,6 @@ users and devices, and every wait polls a condition of the page.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -32,16 +31,6 @@ from test_web_client import (
     switch,
 )
 from web_helpers import JsonLineClient, Page, chromium_driver
-
-
-def needs(*modules: str) -> pytest.MarkDecorator:
-    """Skip unless the server side a test talks to is there: issue 18's server parts come
-    from other branches (changes, presence, find), and until one is merged the page has
-    nothing to talk to for that feature."""
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    return pytest.mark.skipif(
-        bool(missing), reason=f"{', '.join(missing)} (issue 18's server side) not merged yet"
-    )
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +102,6 @@ async def act_on(page: Page, message_id: int, action: str) -> None:
     await page.click(f"#msg-actions [data-act='{action}']")
 
 
-@needs("trio_chat.changes", "trio_chat.typing_notices")
 async def test_reply_react_edit_delete_and_typing_between_two_pages(
     chat: Chat, drivers: list[Any]
 ) -> None:
@@ -246,7 +234,6 @@ async def test_reply_react_edit_delete_and_typing_between_two_pages(
     await watcher.aclose()
 
 
-@needs("trio_chat.changes")
 async def test_changes_made_while_away_are_applied_after_a_restart(
     drivers: list[Any], tmp_path: Path
 ) -> None:
@@ -298,7 +285,6 @@ async def test_changes_made_while_away_are_applied_after_a_restart(
         await page.open("about:blank")
 
 
-@needs("trio_chat.read_markers", "trio_chat.search", "trio_chat.mentions")
 async def test_mentions_read_on_another_device_and_search(chat: Chat, drivers: list[Any]) -> None:
     """An account on three devices (a TCP connection and two pages): a line naming alice
     is marked; what one device reads is read on the others, both ways, and after a reload;
