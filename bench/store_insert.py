@@ -14,7 +14,9 @@ transaction with up to four in flight, as the publisher hands them over under lo
 Prints each run, the medians and their ratio; the process's CPU time per line too
 (the writer's thread included), the steadier figure on a busy machine: until the last
 commit, and until every line is also indexed (a tree with ``Store.index_now`` is asked to
-index what waits; in one without it, the commits indexed).
+index what waits; in one without it, the commits indexed). ``--defer-index``: a tree
+that indexes off the commit path indexes nothing until the last commit (``index_every``
+None), so the first figure is the commit path's own cost.
 
     python bench/store_insert.py --lines 50000 --repeats 5
 """
@@ -42,7 +44,9 @@ def chat_lines(count: int, vocabulary: int, seed: int) -> list[str]:
     return [" ".join(rng.choices(words, weights, k=rng.randint(3, 15))) for _ in range(count)]
 
 
-async def one_run(path: Path, lines: list[str], batch: int) -> tuple[float, float, float]:
+async def one_run(
+    path: Path, lines: list[str], batch: int, defer_index: bool
+) -> tuple[float, float, float]:
     """Lines per second committed into a new store, CPU microseconds per line until the
     last commit, and until every line is indexed too."""
     from trio_chat.protocol import Message
@@ -53,7 +57,10 @@ async def one_run(path: Path, lines: list[str], batch: int) -> tuple[float, floa
         message_row(Message(id=n + 1, ts=1e9 + n, room=f"#r{n % 20}", nick="bob", text=text))
         for n, text in enumerate(lines)
     ]
-    async with Store.open(path, checkpoint_every=None) as store:
+    options: dict[str, object] = {"checkpoint_every": None}
+    if defer_index and hasattr(Store, "index_now"):
+        options["index_every"] = None
+    async with Store.open(path, **options) as store:  # type: ignore[arg-type]
         start, cpu = time.perf_counter(), time.process_time()
         pending = []
         for first in range(0, len(rows), batch):
@@ -76,6 +83,7 @@ def run_child(
     command = [sys.executable, __file__, "--child", str(Path(folder) / f"{name}.db")]
     command += ["--lines", str(args.lines), "--batch", str(args.batch)]
     command += ["--words", str(args.words), "--seed", str(args.seed)]
+    command += ["--defer-index"] if args.defer_index else []
     env = {**os.environ, "PYTHONPATH": str(tree)}
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     rate, cpu, indexed = result.stdout.split()
@@ -90,13 +98,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--words", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--defer-index", action="store_true", help="index after the commits")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         import trio
 
         lines = chat_lines(args.lines, args.words, args.seed)
-        print(*trio.run(one_run, Path(args.child), lines, args.batch))
+        print(*trio.run(one_run, Path(args.child), lines, args.batch, args.defer_index))
         return
     with tempfile.TemporaryDirectory() as folder:
         ref_tree = Path(folder) / "ref"
