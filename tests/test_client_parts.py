@@ -20,6 +20,7 @@ from trio_chat.client.resume import (
     SeenIds,
     backoff_delay,
 )
+from trio_chat.client.shown import ShownMessages
 from trio_chat.names import name_key
 from trio_chat.protocol import (
     Command,
@@ -179,6 +180,7 @@ class Known:
     room: str | None = "#dev"
     rooms: dict[str, RoomState] = field(default_factory=dict)
     commands: list[str] = field(default_factory=lambda: ["help", "join"])
+    shown: ShownMessages = field(default_factory=ShownMessages)
 
 
 def test_completion_needs_only_what_the_client_knows() -> None:

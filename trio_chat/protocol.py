@@ -359,13 +359,17 @@ def decode_client_frame(data: bytes | str) -> ClientFrame:
 
 
 def encode_client_frame(frame: ClientFrame) -> bytes:
-    """Encode a client frame as one JSON line (used by the terminal client and tests)."""
+    """Encode a client frame as one JSON line (used by the terminal client and tests).
+
+    A field is left out when it is ``None`` or its default (``"register": false`` says
+    nothing), never when it is required: ``{"type": "typing", "active": false}`` needs
+    its ``false``."""
     kind = _CLIENT_TYPE_NAMES[type(frame)]
     obj: dict[str, Any] = {"type": kind}
     names = {attribute: name for name, attribute in _ATTRIBUTE.items()}
     for f in fields(frame):
         value = getattr(frame, f.name)
-        if value is not None and value is not False:
+        if value is not None and not (value is False and f.default is False):
             obj[names.get(f.name, f.name)] = value
     return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
 

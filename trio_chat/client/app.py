@@ -54,29 +54,32 @@ import trio
 from ..names import name_key
 from ..protocol import (
     Bye,
-    ClientFrame,
     Command,
     Error,
-    Hello,
     History,
     HistoryRequest,
     Info,
     Joined,
     Left,
+    MarkRead,
     Message,
     NickChanged,
     Ping,
     Pong,
     PongReply,
     Quit,
+    ReadMarker,
     RemoteProtocolError,
     Say,
+    SearchResults,
     ServerEvent,
     ServerPing,
+    Typing,
+    TypingNotice,
     Welcome,
     encode_server_event,
 )
-from .completion import BASE_COMMANDS
+from .completion import BASE_COMMANDS, known_commands
 from .connection import (
     OPENING_PING,
     ConnectError,
@@ -86,8 +89,14 @@ from .connection import (
     not_a_chat_server,
     open_connection,
 )
-from .login import CLIENT_NAME, HELLO_ERRORS, log_in
+from .events import (
+    Outgoing,
+    WireFrame,
+)
+from .login import HELLO_ERRORS, hello, log_in
+from .message_commands import SearchPaging, in_room_of_message
 from .outbox import OWN, Outbox, is_quit, new_room, parse_typed
+from .presence import READ_INTERVAL, ReadMarks, TypingNow, TypingSender
 from .render import Renderer
 from .resume import (
     GAP_PAGE,
@@ -98,6 +107,7 @@ from .resume import (
     history_events,
     room_of,
 )
+from .shown import ShownMessages
 from .terminal import InputEnd, Terminal, print_error, printable
 
 #: Seconds to wait for the server's ``bye`` after we said we quit.
@@ -143,7 +153,20 @@ class ChatClient:
         self.terminal = terminal
         self.json_mode = json_mode
         self.reconnect = reconnect
-        self.renderer = Renderer(colour and not json_mode)
+        #: The messages shown lately, to name them (``/react 123 👍``) and what they became.
+        self.shown = ShownMessages()
+        self.renderer = Renderer(colour and not json_mode, self.shown)
+        #: Who is typing (shown in the terminal's status line, when it has one).
+        self.typing = TypingNow()
+        self._typing_changed = trio.Event()
+        #: Whether and when to tell others the user is typing (at a prompt only).
+        self.typing_sender = TypingSender()
+        #: The ``read`` markers to send for what was shown, and the last search, to page.
+        self.reads = ReadMarks()
+        self._reads_due = trio.Event()
+        self.searches = SearchPaging()
+        #: Logged in to an account (read markers are kept for accounts only).
+        self.account = False
         self.nick = nick
         #: The account's password once logged in to one (memory only), to log back in.
         self.password: str | None = None
@@ -221,6 +244,8 @@ class ChatClient:
         self.connection = None
         self.online = False
         self.resume.reset()
+        self.typing = TypingNow()  # nobody is known to be typing any more
+        self._refresh_status()
         self._session_over.set()
 
     async def _session(self, connection: ServerConnection) -> None:
@@ -253,6 +278,8 @@ class ChatClient:
             except _Retry:
                 nursery.cancel_scope.cancel()
                 return
+            nursery.start_soon(self._send_read_markers, connection)
+            nursery.start_soon(self._expire_typing)
             await trio.sleep_forever()  # the receiver ends the session
 
     # ------------------------------------------------------------------------ logging in
@@ -262,7 +289,12 @@ class ChatClient:
         user gave up."""
         show_questions = not self.terminal.interactive and not self.json_mode
         result = await log_in(
-            self.terminal, connection, self._answers_out, self.nick, show_questions=show_questions
+            self.terminal,
+            connection,
+            self._answers_out,
+            self.nick,
+            show_questions=show_questions,
+            typing=self._shows_typing,
         )
         if isinstance(result, InputEnd):
             await self._quit(result, connection)
@@ -274,7 +306,7 @@ class ChatClient:
     async def _log_back_in(self, connection: ServerConnection) -> None:
         """After a reconnect: the same nick, and the same account."""
         assert self.nick is not None
-        await connection.send(Hello(nick=self.nick, password=self.password, client=CLIENT_NAME))
+        await connection.send(hello(self.nick, self.password, typing=self._shows_typing))
         reply = await self._answers_out.receive()
         if isinstance(reply, Welcome):
             await self._welcomed(connection, first=False)
@@ -335,6 +367,7 @@ class ChatClient:
             if isinstance(line, InputEnd):
                 await self._quit(line, self.connection)
                 return
+            self.typing_sender.said()
             try:
                 frame = parse_typed(line, self.json_mode)
             except RemoteProtocolError as exc:
@@ -350,8 +383,11 @@ class ChatClient:
                 return
             await self._submit(frame)
 
-    async def _submit(self, frame: ClientFrame) -> None:
+    async def _submit(self, frame: Outgoing) -> None:
         """Send a typed frame, with what the client needs to follow it."""
+        if isinstance(frame, WireFrame):
+            await self._submit_wire(frame)
+            return
         frame = self.outbox.tag(frame)
         key = new_room(frame, self.rooms) if self.online else None
         if key is not None:
@@ -364,12 +400,25 @@ class ChatClient:
             frame = dataclasses.replace(frame, room=self.room)
         await self._send(frame)
 
+    async def _submit_wire(self, frame: WireFrame) -> None:
+        """A frame about a message (or a search): to the room of the message it names."""
+        if frame.kind == "search":
+            paged = self.searches.next_frame(frame)
+            if isinstance(paged, str):
+                self._problem(paged)
+                return
+            frame = paged
+        frame = in_room_of_message(frame, self.shown)
+        if frame.kind != "search" and frame.room is None and not self.online and self.room:
+            frame = frame.with_fields(room=self.room)  # where it was typed, not where we land
+        await self._send(frame)
+
     def older_history(self) -> None:
         """PageUp: show the current room's older lines (``/history``), above the prompt."""
         if self.online and self.room and self._nursery is not None:
             self._nursery.start_soon(self._send, Command(name="history", room=self.room))
 
-    async def _send(self, frame: ClientFrame) -> None:
+    async def _send(self, frame: Outgoing) -> None:
         """Send now, or keep for when we are back."""
         connection = self.connection
         if connection is not None and self.online:
@@ -419,12 +468,38 @@ class ChatClient:
             state = self.rooms.get(name_key(room))
             if state is not None:
                 state.last_id = max(state.last_id or 0, event.id)
+        self._shown(event)
         if self.json_mode:
             self.terminal.show(encode_server_event(event))
-            return
-        self.renderer.nick = self.nick
-        self.renderer.room = self.room
-        self.terminal.show(self.renderer.line(event))
+        else:
+            self.renderer.nick = self.nick
+            self.renderer.room = self.room
+            line = self.renderer.line(event)
+            if line:
+                self.terminal.show(line)
+        self.shown.remember(event)
+
+    def _shown(self, event: ServerEvent) -> None:
+        """What showing ``event`` tells: a typist who spoke stopped typing; the user has
+        read the current room up to its message."""
+        if isinstance(event, Message) and self.typing.stopped(event.nick, event.room):
+            self._typing_changed.set()
+        newest: int | None = None
+        if isinstance(event, Message) and self._is_current(event.room):
+            newest = event.id
+        elif isinstance(event, History) and event.room and self._is_current(event.room):
+            ids = [m.get("id") for m in event.messages if isinstance(m, dict)]
+            newest = max((i for i in ids if isinstance(i, int)), default=None)
+        if (
+            newest is not None
+            and self.account
+            and self.room
+            and self.reads.shown(self.room, newest)
+        ):
+            self._reads_due.set()
+
+    def _is_current(self, room: str) -> bool:
+        return self.room is not None and name_key(room) == name_key(self.room)
 
     def _release(self, name: str) -> None:
         """Hold ``name`` is over: show what it held back."""
@@ -465,6 +540,10 @@ class ChatClient:
                     pinged = False
                     if not await self._handle(event, connection):
                         return
+                    if self.resume.changed.due and not self.resume.resyncing:
+                        # Back (the "-- back in" line is out): what changed meanwhile.
+                        for key, after in self.resume.changed.ask_due():
+                            await self._ask_changes(connection, key, after)
                     continue
                 if trio.current_time() >= self.resume.deadline:
                     self._notice("the server did not answer the rejoin in time")
@@ -532,6 +611,13 @@ class ChatClient:
             self.bye = event
             self._display(event)
             return False
+        if isinstance(event, Typing | ReadMarker):
+            self._presence(event)
+            return True
+        if isinstance(event, SearchResults):
+            ids = [m.get("id") for m in event.messages if isinstance(m, dict)]
+            oldest = min((i for i in ids if isinstance(i, int)), default=None)
+            self.searches.answered(oldest, event.more)
         if self.resume.is_own_rejoin(event, self.nick):
             return True  # our own rejoin, or leaving #lobby again
         if self.resume.holding(event):
@@ -546,6 +632,12 @@ class ChatClient:
         """Keep track of who we are, where we are and who is around."""
         if isinstance(event, Welcome):
             self.nick = event.nick
+            self.account = event.account
+            # A server keeping read markers says where the account's are.
+            read = getattr(event, "read", None)
+            for room, message_id in (read if isinstance(read, dict) else {}).items():
+                if isinstance(room, str) and isinstance(message_id, int):
+                    self.reads.known(room, message_id)
             if not self.welcomed_once:
                 self.room = event.room
             # Logged in beside another connection of ours: the user is in these rooms
@@ -567,6 +659,8 @@ class ChatClient:
                 self.rooms[key].members.add(event.nick)
         elif isinstance(event, Left):
             key = name_key(event.room)
+            if self.typing.stopped(event.nick, event.room):
+                self._typing_changed.set()
             if event.nick == self.nick:
                 self.rooms.pop(key, None)
             elif key in self.rooms:
@@ -581,9 +675,10 @@ class ChatClient:
                 # /join answers {"room", "topic"}, /part {"room", "left"}: "room" is current.
                 room = data.get("room")
                 self.room = room if isinstance(room, str) and room else None
+                self._typing_changed.set()  # the status line is the current room's
             if isinstance(data.get("commands"), list):
-                self.commands = sorted(
-                    str(c.get("name")) for c in data["commands"] if isinstance(c, dict)
+                self.commands = known_commands(
+                    [str(c.get("name")) for c in data["commands"] if isinstance(c, dict)]
                 )
 
     async def _own_reply(self, event: ServerEvent, ref: str, connection: ServerConnection) -> None:
@@ -612,7 +707,10 @@ class ChatClient:
                     return
             elif isinstance(event, Error) and event.code == "no_store":
                 self._notice("the server keeps no history: what was said meanwhile is lost")
+                self.resume.changed.due.pop(key, None)
             self._release(f"gap:{key}")
+        elif kind == "changes":
+            await self._changes(event, key, connection)
         elif kind == "acct":
             nick, password = self.outbox.pending_accounts.pop(ref, (None, ""))
             if isinstance(event, Info):
@@ -620,6 +718,96 @@ class ChatClient:
                     self.nick = nick  # /login NICK: the server may have changed our nick
                 if ref and password:
                     self.password = password
+                    self.account = True
             self._display(event)
 
     # The server's replies to what the user typed with a ref of ours are shown as usual.
+
+    # ------------------------------------------------------- what changed while away
+
+    async def _ask_changes(self, connection: ServerConnection, key: str, after: int) -> None:
+        """Ask for room ``key``'s messages changed (edited, deleted, reacted to) by a
+        change numbered above ``after`` (:class:`~.resume.ChangedMeanwhile`)."""
+        state = self.rooms.get(key)
+        if state is None:
+            self.resume.changed.forget(key)
+            return
+        fields = {"room": state.name, "changed_after": after, "limit": GAP_PAGE}
+        with contextlib.suppress(ConnectionLost):
+            await connection.send(WireFrame("history", fields, ref=f"{OWN}changes:{key}"))
+
+    async def _changes(self, event: ServerEvent, key: str, connection: ServerConnection) -> None:
+        """A page of changed messages: show them as they are now; ask for the next."""
+        if not isinstance(event, History):
+            self.resume.changed.forget(key)  # refused: nothing to show
+            return
+        shown, after = self.resume.changed.page(key, event.messages, event.more)
+        if shown:
+            page = History(room=event.room, messages=shown)
+            if self.json_mode:
+                self._display(page)
+            else:
+                self.renderer.nick, self.renderer.room = self.nick, self.room
+                self.terminal.show(self.renderer.changed_while_away(page))
+                self.shown.remember(page)
+        if after is not None:
+            await self._ask_changes(connection, key, after)
+
+    # ------------------------------------------------------------- typing and read
+
+    @property
+    def _shows_typing(self) -> bool:
+        """Ask for typing notices only when they can be shown (a status line)."""
+        return self.terminal.has_status and not self.json_mode
+
+    def typed(self, text: str) -> None:
+        """The prompt's line is now ``text`` (called on every key): tell the room's
+        members that the user is typing, or stopped (thinned by :class:`TypingSender`)."""
+        if not self.online or self.json_mode or self._nursery is None:
+            return
+        notice = self.typing_sender.changed(text, self.room, trio.current_time())
+        if notice is not None:
+            room, active = notice
+            self._nursery.start_soon(self._send_typing, room, active)
+
+    async def _send_typing(self, room: str, active: bool) -> None:
+        # Now or never: a notice kept for after a reconnect would be stale.
+        connection = self.connection
+        if connection is not None and self.online:
+            with contextlib.suppress(ConnectionLost):
+                await connection.send(TypingNotice(room=room, active=active))
+
+    def _presence(self, event: Typing | ReadMarker) -> None:
+        if self.json_mode:
+            self._display(event)
+        if not isinstance(event.room, str):
+            return  # a broken frame: nothing to keep
+        if isinstance(event, Typing):
+            if event.nick != self.nick and isinstance(event.nick, str):
+                self.typing.notice(event.room, event.nick, event.active, trio.current_time())
+                self._typing_changed.set()
+        else:
+            if isinstance(event.message_id, int):
+                self.reads.known(event.room, event.message_id)
+
+    def _refresh_status(self) -> None:
+        if self.terminal.has_status:
+            self.terminal.set_status(self.typing.status(self.room, trio.current_time()))
+
+    async def _expire_typing(self) -> None:
+        """Keep the status line right: redraw it when a notice comes or runs out."""
+        while True:
+            self._refresh_status()
+            with trio.move_on_at(self.typing.next_change()):
+                await self._typing_changed.wait()
+            self._typing_changed = trio.Event()
+
+    async def _send_read_markers(self, connection: ServerConnection) -> None:
+        """Tell the server how far the user has read, at most once per READ_INTERVAL."""
+        while True:
+            await self._reads_due.wait()
+            self._reads_due = trio.Event()
+            for room, message_id in self.reads.take():
+                with contextlib.suppress(ConnectionLost):
+                    await connection.send(MarkRead(room=room, id=message_id))
+            await trio.sleep(READ_INTERVAL)

@@ -23,15 +23,14 @@ import trio_websocket
 
 from ..framing import LineBuffer, LineTooLong
 from ..protocol import (
-    ClientFrame,
     Ping,
     RemoteProtocolError,
     ServerEvent,
-    decode_server_event,
     encode_client_frame,
 )
 from ..textmode import NICK_PROMPT
 from ..transports.streams import TLS_REQUIRED, read_line
+from .events import Outgoing, decode_event, encode_frame
 from .terminal import printable
 from .tls import NOT_TLS_HINT, client_ssl_context, describe_tls_error
 
@@ -134,7 +133,7 @@ def parse_target(host: str, port: int, tls: bool = False) -> Target:
 class ServerConnection(Protocol):
     """An open connection to a chat server, as the client app sees it."""
 
-    async def send(self, frame: ClientFrame) -> None:
+    async def send(self, frame: Outgoing) -> None:
         """Send one frame; raises :class:`ConnectionLost` if the server is gone."""
         ...
 
@@ -152,8 +151,8 @@ class TcpServerConnection:
         # Two tasks may send (the input loop, and a final quit); keep their lines whole.
         self._send_lock = trio.Lock()
 
-    async def send(self, frame: ClientFrame) -> None:
-        await self.send_bytes(encode_client_frame(frame))
+    async def send(self, frame: Outgoing) -> None:
+        await self.send_bytes(encode_frame(frame))
 
     async def send_bytes(self, data: bytes) -> None:
         async with self._send_lock:
@@ -184,7 +183,7 @@ class TcpServerConnection:
                 # A plain-text line: the server refusing the connection (too many, ...).
                 return RemoteProtocolError(SERVER_TEXT, event[3:].decode("utf-8", "replace"))
             try:
-                return decode_server_event(event)
+                return decode_event(event)
             except RemoteProtocolError as exc:
                 return exc
 
@@ -195,9 +194,9 @@ class WebSocketServerConnection:
     def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
         self.ws = ws
 
-    async def send(self, frame: ClientFrame) -> None:
-        # encode_client_frame makes a JSON *line*; a WebSocket message carries no newline.
-        text = encode_client_frame(frame).decode().rstrip("\n")
+    async def send(self, frame: Outgoing) -> None:
+        # encode_frame makes a JSON *line*; a WebSocket message carries no newline.
+        text = encode_frame(frame).decode().rstrip("\n")
         try:
             await self.ws.send_message(text)
         except trio_websocket.ConnectionClosed as exc:
@@ -209,7 +208,7 @@ class WebSocketServerConnection:
         except trio_websocket.ConnectionClosed:
             return None
         try:
-            return decode_server_event(message)
+            return decode_event(message)
         except RemoteProtocolError as exc:
             return exc
 

@@ -40,6 +40,14 @@ class LoggedIn:
     password: str | None
 
 
+def hello(
+    nick: str, password: str | None, *, register: bool = False, typing: bool = False
+) -> Hello:
+    """The ``hello`` frame; ``typing``: ask for ``typing`` notices (only a client that
+    shows them asks: they are never stored, so nothing is lost by not asking)."""
+    return Hello(nick=nick, password=password, register=register, client=CLIENT_NAME, typing=typing)
+
+
 async def log_in(
     terminal: Terminal,
     connection: ServerConnection,
@@ -47,10 +55,11 @@ async def log_in(
     nick: str | None,
     *,
     show_questions: bool,
+    typing: bool = False,
 ) -> LoggedIn | InputEnd:
     """Ask for a nick (and password) until the server welcomes us, or the user gives up
     (the end of input, or Ctrl-C). ``show_questions``: print each question as a line too
-    (piped input, where there is no prompt to see)."""
+    (piped input, where there is no prompt to see); ``typing``: see :func:`hello`."""
     password: str | None = None
     register = False
     asking_password = False
@@ -82,9 +91,7 @@ async def log_in(
                 asking_password = False
                 continue
             password = answer
-        await connection.send(
-            Hello(nick=nick, password=password, register=register, client=CLIENT_NAME)
-        )
+        await connection.send(hello(nick, password, register=register, typing=typing))
         reply = await answers.receive()
         if isinstance(reply, Welcome):
             return LoggedIn(reply, password if reply.account else None)

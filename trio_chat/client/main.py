@@ -47,7 +47,11 @@ async def connect_and_chat(
         if client is not None:
             client.older_history()
 
-    async with open_terminal(interactive and not json_mode, complete, page_up) as terminal:
+    def typed(text: str) -> None:
+        if client is not None:
+            client.typed(text)
+
+    async with open_terminal(interactive and not json_mode, complete, page_up, typed) as terminal:
         client = ChatClient(
             target,
             terminal,

@@ -16,7 +16,6 @@ from typing import Literal
 
 from ..names import InvalidName, name_key, normalize_room
 from ..protocol import (
-    ClientFrame,
     Command,
     Ping,
     PongReply,
@@ -24,6 +23,8 @@ from ..protocol import (
     decode_client_frame,
 )
 from ..textmode import parse_command_line
+from .events import Outgoing
+from .message_commands import message_frame
 
 #: Lines typed while disconnected that are kept to send once back.
 MAX_QUEUED = 100
@@ -31,20 +32,25 @@ MAX_QUEUED = 100
 OWN = "tc:"
 
 
-def parse_typed(line: str, json_mode: bool) -> ClientFrame | None:
+def parse_typed(line: str, json_mode: bool) -> Outgoing | None:
     """The frame a typed line stands for (``None``: nothing to send). In ``json_mode`` a
-    line starting with ``{`` is a frame as it is. Raises ``RemoteProtocolError``."""
+    line starting with ``{`` is a frame as it is. A command about a message (``/reply``,
+    ``/edit``, ...) becomes its own frame (:mod:`.message_commands`). Raises
+    ``RemoteProtocolError``."""
     if json_mode and line.lstrip().startswith("{"):
         return decode_client_frame(line)
-    return parse_command_line(line)
+    frame = parse_command_line(line)
+    if isinstance(frame, Command):
+        return message_frame(frame) or frame
+    return frame
 
 
-def is_quit(frame: ClientFrame) -> bool:
+def is_quit(frame: Outgoing) -> bool:
     """``/quit`` or a ``quit`` frame: the user leaves."""
     return isinstance(frame, Quit) or (isinstance(frame, Command) and frame.name == "quit")
 
 
-def new_room(frame: ClientFrame, rooms: Container[str]) -> str | None:
+def new_room(frame: Outgoing, rooms: Container[str]) -> str | None:
     """The key of the room a typed ``/join`` goes to, if the user is not in it yet."""
     if not isinstance(frame, Command) or frame.ref is not None or frame.name != "join":
         return None
@@ -62,7 +68,7 @@ class Outbox:
     """Typed frames on their way: tagged with our refs, or kept while offline."""
 
     def __init__(self, size: int = MAX_QUEUED) -> None:
-        self.queued: collections.deque[ClientFrame] = collections.deque()
+        self.queued: collections.deque[Outgoing] = collections.deque()
         self._size = size
         #: Account commands waiting for their answer, by ref: (nick, password).
         self.pending_accounts: dict[str, tuple[str | None, str]] = {}
@@ -72,7 +78,7 @@ class Outbox:
         self._refs += 1
         return f"{OWN}{kind}:{self._refs}"
 
-    def tag(self, frame: ClientFrame) -> ClientFrame:
+    def tag(self, frame: Outgoing) -> Outgoing:
         """An account command (``/login``, ``/register``, ``/password``) gets a ref of ours,
         to learn the nick and password it succeeds with; other frames stay as they are."""
         if not isinstance(frame, Command) or frame.ref is not None:
@@ -85,7 +91,7 @@ class Outbox:
         self.pending_accounts[ref] = (nick, words[-1])
         return dataclasses.replace(frame, ref=ref)
 
-    def keep(self, frame: ClientFrame) -> Literal["kept", "full", "skipped"]:
+    def keep(self, frame: Outgoing) -> Literal["kept", "full", "skipped"]:
         """Keep a frame that could not be sent: ``skipped`` for pings (stale once back),
         ``full`` when :data:`MAX_QUEUED` wait already (it is dropped)."""
         if isinstance(frame, Ping | PongReply):

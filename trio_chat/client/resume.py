@@ -5,7 +5,8 @@ and decide to come back well is kept here, apart from any I/O, so that it can be
 with plain function calls: how long to wait before the next attempt
 (:func:`backoff_delay`), which rooms to join again and in what order, which gaps to ask
 for, and which events wait (:class:`Resume`) until every gap is filled, to be shown then
-once each (:class:`SeenIds`) and in order of id. Times are passed in (``now``), never read.
+once each (:class:`SeenIds`) and in order of id, and, once back, which older messages
+changed meanwhile (:class:`ChangedMeanwhile`). Times are passed in (``now``), never read.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import collections
 import dataclasses
 import random
 from collections.abc import Mapping
-
-import orjson
+from typing import Any
 
 from ..names import name_key
 from ..protocol import (
@@ -28,8 +28,8 @@ from ..protocol import (
     RemoteProtocolError,
     ServerEvent,
     Topic,
-    decode_server_event,
 )
+from .events import MessageDeleted, MessageEdited, Reaction, changed_items, event_from_dict
 
 #: Seconds events are held back waiting for a rejoin's history before they are shown anyway.
 HOLD_TIMEOUT = 15.0
@@ -44,7 +44,17 @@ SEEN_IDS = 20_000
 LOBBY = name_key("#lobby")
 
 #: Events that carry an ``id``: the ones held back and shown once.
-Numbered = Message | Joined | Left | NickChanged | Private | Topic
+Numbered = (
+    Message
+    | Joined
+    | Left
+    | NickChanged
+    | Private
+    | Topic
+    | MessageEdited
+    | MessageDeleted
+    | Reaction
+)
 
 
 def backoff_delay(attempt: int, rand: random.Random | None = None) -> float:
@@ -94,8 +104,10 @@ def history_events(event: History) -> list[ServerEvent]:
     """The messages of a history page as events."""
     out: list[ServerEvent] = []
     for item in event.messages:
+        if not isinstance(item, dict):
+            continue
         try:
-            out.append(decode_server_event(orjson.dumps(item)))
+            out.append(event_from_dict(item))
         except (RemoteProtocolError, TypeError):
             continue
     return out
@@ -137,6 +149,8 @@ class Resume:
         self.floors: dict[str, int] = {}
         #: Rooms being joined again, whose own join and leave lines are not shown.
         self.rejoining: set[str] = set()
+        #: The older messages of the rooms with a gap that changed meanwhile.
+        self.changed = ChangedMeanwhile()
         self.resyncing = False
         #: New messages shown by the last resync.
         self.missed = 0
@@ -149,6 +163,7 @@ class Resume:
         self.held.clear()
         self.floors.clear()
         self.rejoining.clear()
+        self.changed = ChangedMeanwhile()
         self.resyncing = False
         self.deadline = float("inf")
 
@@ -189,8 +204,9 @@ class Resume:
     def gaps(self, rooms: Mapping[str, RoomState], now: float) -> list[tuple[str, int]]:
         """The gaps to fill, as (room key, last id shown), each now held until filled."""
         found = [(key, floor) for key, floor in self.floors.items() if key in rooms]
-        for key, _ in found:
+        for key, floor in found:
             self.hold(f"gap:{key}", now)
+            self.changed.due[key] = floor
         return found
 
     def is_own_rejoin(self, event: ServerEvent, nick: str | None) -> bool:
@@ -273,3 +289,46 @@ class Resume:
                     self.missed += 1
             shown.append(event)
         return shown
+
+
+class ChangedMeanwhile:
+    """The messages shown before a reconnect that were edited, deleted or reacted to while
+    the client was away, asked for room by room once the resync is over (``history`` with
+    ``changed_after`` the last id shown there), page by page.
+
+    The gap brought every newer message as it is now; of each page, only the messages at or
+    below that last id are news. An older server ignores ``changed_after`` and answers
+    with its latest messages, none marked ``changed``: nothing is shown then, and no page
+    follows.
+    """
+
+    def __init__(self) -> None:
+        #: Room key -> the last id shown before: to ask once the resync is over.
+        self.due: dict[str, int] = {}
+        #: Room key -> that id, while its pages come.
+        self._floors: dict[str, int] = {}
+
+    def ask_due(self) -> list[tuple[str, int]]:
+        """The first request of each room due: (room key, ``changed_after``)."""
+        due, self.due = self.due, {}
+        self._floors.update(due)
+        return list(due.items())
+
+    def page(
+        self, key: str, messages: list[Any], more: bool
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """A page answering room ``key``: its messages to show, and the ``changed_after``
+        of the next page (``None``: the room is done)."""
+        floor = self._floors.get(key)
+        changed = changed_items(messages)
+        if floor is None:
+            return [], None
+        shown = [m for m in changed if m["id"] <= floor]
+        if more and changed:
+            return shown, max(m["changed"] for m in changed)
+        del self._floors[key]
+        return shown, None
+
+    def forget(self, key: str) -> None:
+        """Room ``key``'s request was refused (no store, not in the room): done."""
+        self._floors.pop(key, None)

@@ -56,6 +56,13 @@ class Terminal(Protocol):
         """Print one line (``text`` may hold newlines only between lines)."""
         ...
 
+    #: True when :meth:`set_status` shows something (a status line under the prompt).
+    has_status: bool
+
+    def set_status(self, text: str) -> None:
+        """Show ``text`` in the status line (``""``: none), if there is one."""
+        ...
+
 
 def printable(text: str) -> str:
     """``text`` made safe for a terminal: control characters shown, never obeyed.
@@ -86,6 +93,8 @@ class PipeTerminal:
     """Lines from a byte stream (stdin), plain lines to stdout, flushed each time."""
 
     interactive = False
+    #: Piped output has no status line: what would be there is not shown at all.
+    has_status = False
 
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self.stream = stream
@@ -109,6 +118,9 @@ class PipeTerminal:
                 continue
             assert isinstance(event, bytes)
             return event.decode("utf-8", errors="replace")
+
+    def set_status(self, text: str) -> None:
+        pass
 
     def show(self, text: str) -> None:
         if self._output_closed:
@@ -140,14 +152,17 @@ class PromptTerminal:
     """
 
     interactive = True
+    has_status = True
 
     def __init__(
         self,
         session: PromptSession[str] | None = None,
         complete: Completions | None = None,
         page_up: Callable[[], None] | None = None,
+        typed: Callable[[str], None] | None = None,
     ) -> None:
         from prompt_toolkit import PromptSession
+        from prompt_toolkit.buffer import Buffer
         from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
         bindings = KeyBindings()
@@ -169,6 +184,17 @@ class PromptTerminal:
             reserve_space_for_menu=0,
             key_bindings=bindings,
         )
+        if typed is not None:
+
+            def text_changed(buffer: Buffer) -> None:
+                # In the prompt's thread, on every key: hand the text to trio without
+                # waiting for it (typing must not lag).
+                if self._token is not None:
+                    with contextlib.suppress(trio.RunFinishedError):
+                        self._token.run_sync_soon(typed, buffer.text)
+
+            self.session.default_buffer.on_text_changed += text_changed
+        self._status = ""
         self._lock = threading.Lock()
         self._stopped = False  # once set, no prompt runs any more
         self._running = False  # a prompt's application is running in the worker thread
@@ -235,6 +261,23 @@ class PromptTerminal:
         # sys.stdout is patch_stdout's proxy here: it prints above the prompt line.
         print(text, flush=True)
 
+    def set_status(self, text: str) -> None:
+        """A toolbar line under the prompt while ``text`` is not empty (prompt_toolkit
+        shows a bottom toolbar whenever the session has one)."""
+        if text == self._status:
+            return
+        self._status = text
+        # The prompt's thread reads these when it redraws; each assignment is atomic.
+        self.session.bottom_toolbar = self._status_line if text else None
+        with self._lock:
+            loop = self.session.app.loop
+            if self._running and loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop has just closed
+                    loop.call_soon_threadsafe(self.session.app.invalidate)
+
+    def _status_line(self) -> str:
+        return " " + self._status
+
     def close(self) -> None:
         with self._lock:
             self._stopped = True
@@ -287,16 +330,17 @@ async def open_terminal(
     interactive: bool,
     complete: Completions | None = None,
     page_up: Callable[[], None] | None = None,
+    typed: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Terminal]:
     """The prompt (``interactive``) or a stdin line reader, torn down when the block ends.
 
     ``complete`` gives the prompt's Tab completions; ``page_up`` is called (in trio) when
-    PageUp is pressed.
+    PageUp is pressed, ``typed`` with the prompt's text each time it changes.
     """
     if interactive:
         from prompt_toolkit.patch_stdout import patch_stdout
 
-        terminal = PromptTerminal(complete=complete, page_up=page_up)
+        terminal = PromptTerminal(complete=complete, page_up=page_up, typed=typed)
         try:
             with patch_stdout(raw=True):
                 yield terminal
