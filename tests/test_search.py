@@ -402,3 +402,216 @@ async def test_an_irc_user_searches_with_quote_and_reads_notices() -> None:
         assert heading.params == ("ivy", "-- 1 line holding 'deploy':")
         line = await ivy.expect("NOTICE")
         assert line.params[1].endswith("#lobby <alice> deploy at 3")
+
+
+# ------------------------------------------------- the index off the commit path (its mark)
+
+
+def marked_db(path: Path, rows: list[StoredMessage]) -> sqlite3.Connection:
+    """A database at the current schema holding ``rows``, committed as the store commits
+    them (no indexing), in autocommit mode."""
+    from trio_chat.store.schema import prepare
+    from trio_chat.store.sqlite import insert_statements
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    prepare(conn, path)
+    conn.execute("BEGIN")
+    for sql, params in insert_statements([row.row() for row in rows]):
+        conn.execute(sql, params)
+    conn.execute("COMMIT")
+    return conn
+
+
+def indexed(conn: sqlite3.Connection, word: str) -> list[int]:
+    rows = conn.execute(
+        "SELECT rowid FROM message_words WHERE message_words MATCH ? ORDER BY rowid",
+        (phrase(word),),
+    )
+    return [row[0] for row in rows]
+
+
+def test_the_mark_moves_past_indexed_batches_and_private_lines(tmp_path: Path) -> None:
+    from trio_chat.store.sqlite import index_waiting_lines, words_indexed_to
+
+    rows = [message(n, f"tea {n}") for n in range(1, 8)]
+    rows.append(message(8, "tea in private", room=None))
+    conn = marked_db(tmp_path / "chat.db", rows)
+    try:
+        assert words_indexed_to(conn) == 0  # a new file: nothing indexed, everything waits
+        assert indexed(conn, "tea") == []
+        conn.execute("BEGIN")
+        assert index_waiting_lines(conn, limit=3) == (3, False)  # a bounded batch
+        conn.execute("COMMIT")
+        assert indexed(conn, "tea") == [1, 2, 3]
+        assert words_indexed_to(conn) == 3
+        conn.execute("BEGIN")
+        # Rows 4..8: five rows, limit 5, so not known to be caught up yet.
+        assert index_waiting_lines(conn, limit=5) == (8, False)
+        assert index_waiting_lines(conn, limit=5) == (8, True)  # nothing above 8
+        conn.execute("COMMIT")
+        assert indexed(conn, "tea") == [1, 2, 3, 4, 5, 6, 7]  # never the private line
+        conn.execute(
+            "INSERT INTO message_words (message_words, rank) VALUES ('integrity-check', 1)"
+        )
+    finally:
+        conn.close()
+
+
+def test_edits_and_deletes_above_and_below_the_mark(tmp_path: Path) -> None:
+    from trio_chat.store.sqlite import index_waiting_lines
+
+    rows = [message(1, "alpha one"), message(2, "alpha two")]
+    rows += [message(3, "alpha three"), message(4, "alpha four")]
+    conn = marked_db(tmp_path / "chat.db", rows)
+    try:
+        conn.execute("BEGIN")
+        index_waiting_lines(conn, limit=2)  # 1 and 2 indexed; 3 and 4 wait
+        conn.execute("COMMIT")
+        # An edit and a delete of an indexed line, and of a waiting one: the triggers take
+        # out the indexed ones' old words and leave the waiting ones alone.
+        conn.execute("UPDATE messages SET text = 'beta one' WHERE id = 1")
+        conn.execute("UPDATE messages SET text = 'beta three' WHERE id = 3")
+        conn.execute("DELETE FROM messages WHERE id = 2")
+        conn.execute("DELETE FROM messages WHERE id = 4")
+        assert indexed(conn, "alpha") == []
+        assert indexed(conn, "beta") == [1]
+        conn.execute(
+            "INSERT INTO message_words (message_words, rank) VALUES ('integrity-check', 0)"
+        )
+        conn.execute("BEGIN")
+        assert index_waiting_lines(conn) == (3, True)
+        conn.execute("COMMIT")
+        assert indexed(conn, "beta") == [1, 3]  # the waiting line, with its new words
+        assert indexed(conn, "three") == [3]
+        conn.execute(
+            "INSERT INTO message_words (message_words, rank) VALUES ('integrity-check', 1)"
+        )
+    finally:
+        conn.close()
+
+
+async def test_commits_wait_unindexed_and_a_search_indexes_them_first(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    async with Store.open(path, index_every=None) as store:
+        await store.append_many([message(n, f"kettle {n}") for n in range(1, 4)])
+        await store.append(message(4, "kettle private", room=None))
+        assert store._writes.indexed_to == 0  # committed, not indexed: off the commit path
+        found = await store.search(["#lobby"], '"kettle"', before=99, limit=10)
+        assert [m.id for m in found] == [3, 2, 1]
+        assert store._writes.indexed_to == 4 and not store._writes.unindexed
+        # An edit of an indexed line and of a waiting one, a delete of each, then search.
+        await store.append_many([message(n, f"kettle {n}") for n in range(5, 9)])
+
+        def change(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE messages SET text = 'teapot 2' WHERE id = 2")
+            conn.execute("UPDATE messages SET text = 'teapot 6' WHERE id = 6")
+            conn.execute("UPDATE messages SET text = '' WHERE id IN (3, 7)")
+
+        await store._writes.submit(WriteItem(job=change))
+        found = await store.search(["#lobby"], '"kettle"', before=99, limit=10)
+        assert [m.id for m in found] == [8, 5, 1]
+        found = await store.search(["#lobby"], '"teapot"', before=99, limit=10)
+        assert [m.id for m in found] == [6, 2]
+        # A line committed below the mark (ids out of order) is indexed by its commit.
+        await store.append(message(4000, "kettle late"))
+        await store.index_now()
+        await store.append(message(3000, "kettle later, lower"))
+        assert store._writes.indexed_to == 4000
+        found = await store.search(["#lobby"], '"kettle"', before=9999, limit=2)
+        assert [m.id for m in found] == [4000, 3000]
+    index_ok(path)
+
+
+async def test_pruning_above_and_below_the_mark(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    async with Store.open(path, index_every=None) as store:
+        await store.append_many([message(n, f"scone {n}") for n in range(1, 5)])
+        await store.index_now()
+        await store.append_many([message(n, f"scone {n}") for n in range(5, 9)])
+        assert store._writes.indexed_to == 4
+        # 1..6 are old: four indexed rows (the trigger takes them out), two waiting ones.
+        assert await store.prune(1006.5) == 6
+        assert store._writes.unindexed
+        found = await store.search(["#lobby"], '"scone"', before=99, limit=10)
+        assert [m.id for m in found] == [8, 7]
+    index_ok(path)
+
+
+def watch_index_jobs(store: Store) -> trio.MemoryReceiveChannel[WriteItem]:
+    """The indexing jobs ``store`` makes from now on, as they are made."""
+    send, receive = trio.open_memory_channel[WriteItem](100)
+    make_job = store._writes.index_item
+
+    def watched_job() -> WriteItem:
+        job = make_job()
+        send.send_nowait(job)
+        return job
+
+    store._writes.index_item = watched_job  # type: ignore[method-assign]
+    return receive
+
+
+@pytest.mark.parametrize("every, waiting", [(0.05, 2000), (3600.0, 3)])
+async def test_the_store_indexes_by_itself_after_a_tick_or_many_commits(
+    tmp_path: Path, every: float, waiting: int
+) -> None:
+    async with Store.open(tmp_path / "chat.db", index_every=every) as store:
+        writes = store._writes
+        writes.INDEX_WHEN_WAITING = waiting  # type: ignore[misc]
+        jobs = watch_index_jobs(store)
+        await store.append_many([message(n, "muffin") for n in range(1, 5)])
+        with trio.fail_after(5):  # its indexing task asks for the job, not a search
+            while writes.indexed_to < 4:
+                await (await jobs.receive()).done.wait()
+        assert not writes.unindexed
+
+
+ROOT = str(Path(__file__).resolve().parents[1])
+_CRASHING_WRITER = """
+import sys, trio
+from trio_chat.store import Store, StoredMessage
+
+async def main():
+    async with Store.open(sys.argv[1], index_every=None) as store:
+        await store.append_many(
+            [StoredMessage(id=n, ts=1000.0 + n, room="#lobby", sender="alice", text=f"crumpet {n}")
+             for n in range(1, 21)]
+        )
+        print("committed", store._writes.indexed_to, flush=True)
+        await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+async def test_sigkill_between_commit_and_indexing_loses_nothing(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "chat.db"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", _CRASHING_WRITER, str(path)], stdout=subprocess.PIPE, env=env
+    )
+    assert process.stdout is not None
+    try:
+        said = b""
+        with trio.fail_after(20):
+            while b"\n" not in said:
+                said += await process.stdout.receive_some(1024)
+        assert said.split() == [b"committed", b"0"]  # committed, not one line indexed
+    finally:
+        process.send_signal(signal.SIGKILL)
+        with trio.fail_after(10):
+            await process.wait()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 20
+        assert (
+            conn.execute("SELECT value FROM meta WHERE key = 'words_indexed_to'").fetchone()[0] == 0
+        )
+    conn.close()
+    async with Store.open(path, index_every=None) as store:
+        found = await store.search(["#lobby"], '"crumpet"', before=99, limit=50)
+        assert [m.id for m in found] == list(range(20, 0, -1))
+    index_ok(path)

@@ -46,7 +46,14 @@ from .records import (
     private_conversation,
     room_conversation,
 )
-from .sqlite import COLUMNS, account_keys, close_all, open_connections, row_to_message
+from .sqlite import (
+    COLUMNS,
+    account_keys,
+    close_all,
+    open_connections,
+    row_to_message,
+    words_indexed_to,
+)
 from .writer import Commit, WriteItem, Writer, message_item
 
 # Commit and StoreStats are defined beside the writer and the counters, and importable here.
@@ -73,6 +80,7 @@ class Store:
         batch_max: int,
         close_timeout: float,
         account_keys: set[str] | None = None,
+        indexed_to: int = 0,
     ) -> None:
         self.path = path
         self.stats = StoreStats()
@@ -85,6 +93,7 @@ class Store:
             last_id=last_id,
             batch_max=batch_max,
             close_timeout=close_timeout,
+            indexed_to=indexed_to,
         )
         if readers:
             self._reads = Reader(path, readers, trio.CapacityLimiter(len(readers)))
@@ -115,6 +124,7 @@ class Store:
         readers: int = 2,
         max_size: int | None = None,
         checkpoint_every: float | None = 60.0,
+        index_every: float | None = 0.5,
     ) -> AsyncIterator[Store]:
         """Open (creating or upgrading) the database at ``path`` for the block's duration.
 
@@ -130,6 +140,9 @@ class Store:
         ``readers`` is the number of read connections (concurrent history queries).
         ``checkpoint_every`` (seconds; ``None``: never) runs :meth:`checkpoint` in the
         background, so a write-ahead log that cannot be checkpointed is logged and counted.
+        ``index_every`` (seconds; ``None``: only when a search asks) is how often lines
+        committed since are indexed for search, sooner when thousands wait (see
+        :meth:`index_now`); on exit, what waits is indexed too, within ``close_timeout``.
         On exit, queued writes are flushed for at most ``close_timeout`` seconds (plus up
         to ``busy_timeout`` for a batch already waiting on another process's lock); their
         callers get :class:`StoreError` after that.
@@ -150,6 +163,7 @@ class Store:
         )
         try:
             keys = await trio.to_thread.run_sync(account_keys, writer, path)
+            indexed_to = await trio.to_thread.run_sync(words_indexed_to, writer)
         except BaseException:
             await trio.to_thread.run_sync(close_all, [*reader_conns, writer])
             raise
@@ -161,6 +175,7 @@ class Store:
             batch_max=batch_max,
             close_timeout=close_timeout,
             account_keys=keys,
+            indexed_to=indexed_to,
         )
         try:
             async with trio.open_nursery() as nursery:
@@ -174,10 +189,15 @@ class Store:
                             await store._checkpoint_forever(checkpoint_every)
 
                     nursery.start_soon(checkpoint_forever)
+                indexing = trio.CancelScope()
+                if index_every is not None:
+                    nursery.start_soon(store._index_forever, index_every, indexing)
                 try:
                     yield store
                 finally:
                     checkpoints.cancel()
+                    indexing.cancel()
+                    await store._index_before_close(close_timeout)
                     await store._writes.stop()
                     # Reads queued by now (tasks outside the block) are served before the
                     # readers end and their connections close; each is one short query.
@@ -402,6 +422,44 @@ class Store:
         else:
             limiter.recovery(log, "WAL checkpoint of %s works again", os.fspath(self.path))
 
+    async def index_now(self) -> None:
+        """Index for search every room line committed before this call (returns at once
+        when none waits; raises :class:`StoreError` if an indexing job fails).
+
+        Lines are indexed after their commit, in batches, by jobs on the writer (ordered
+        with the commits, so nothing committed is missed); searches call this first, so
+        they see every line committed before they were asked.
+        """
+        writes = self._writes
+        target = writes.last_id
+        while writes.unindexed and writes.indexed_to < target:
+            await writes.submit(writes.index_item())
+
+    async def _index_forever(self, every: float, scope: trio.CancelScope) -> None:
+        """Index what waits every ``every`` seconds, or as soon as thousands wait."""
+        writes = self._writes
+        limiter = LogLimiter(window=10.0)
+        with scope:
+            while True:
+                with trio.move_on_after(every):
+                    await writes.index_wanted.wait()
+                writes.index_wanted = trio.Event()
+                if not writes.unindexed:
+                    continue
+                try:
+                    await writes.submit(writes.index_item())
+                except StoreError as exc:  # counted in stats by the writer; tried again
+                    limiter.error(log, trio.current_time(), "search indexing failed: %s", exc)
+
+    async def _index_before_close(self, close_timeout: float) -> None:
+        """On close, index what waits (bounded by ``close_timeout``), so a file closed
+        cleanly is fully indexed; what is left is indexed after the next open anyway."""
+        with trio.move_on_after(close_timeout, shield=True):
+            try:
+                await self.index_now()
+            except StoreError as exc:
+                log.warning("%s: lines left unindexed at close: %s", os.fspath(self.path), exc)
+
     async def _conversation(
         self, conv: str, before: int | None, after: int | None, limit: int
     ) -> list[StoredMessage]:
@@ -450,6 +508,7 @@ class Store:
         messages are never found; nor are deleted lines (their text is empty)."""
         if not 1 <= limit <= MAX_HISTORY_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_HISTORY_LIMIT}")
+        await self.index_now()
         query = functools.partial(
             search_sql.search,
             match=match,
@@ -473,6 +532,7 @@ class Store:
         """Up to ``limit`` lines of ``rooms`` below ``before`` that ``keep`` (called in the
         reading thread) says yes to, newest first; see
         :func:`~trio_chat.store.search.lines_naming` for which lines it is asked about."""
+        await self.index_now()
         query = functools.partial(
             search_sql.lines_naming,
             match=match,

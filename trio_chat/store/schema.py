@@ -172,18 +172,22 @@ def _search_index(conn: sqlite3.Connection) -> None:
     of each insert. The lines already stored are indexed here, in the migration's
     transaction.
 
+    Lines are indexed off the commit path, in batches, by the store's writer
+    (:func:`~trio_chat.store.sqlite.index_waiting_lines`): ``meta.words_indexed_to`` is
+    the high-water mark, the highest message id up to which every room line is indexed;
+    the lines above it wait. Indexing in the commit of each batch cost the commit half
+    again of its CPU (``bench/store_insert.py``); a search first brings the index up to
+    date, so it still finds every line committed before it was asked. The mark starts at
+    the largest id indexed by the rebuild here.
+
     A changed or deleted row is kept right by triggers on ``messages``, so whatever
     changes it (an edit, a delete, pruning) needs no code of its own: a text updated is
     taken out under its old words and put back under its new ones (a deleted line, whose
     text becomes ``""``, has none, so it is never found); a row deleted is taken out. Each
-    fires for room lines only, the rows the view holds (FTS5 must be told a row's old text
-    exactly as it was indexed).
-
-    New lines are indexed by the statement that stores them
-    (:func:`~trio_chat.store.sqlite.insert_statements`), not by a trigger: FTS5 writes its
-    pending words out at every savepoint, and a trigger runs in one per row, so an insert
-    trigger cost four times what indexing the whole batch in one statement does
-    (``bench/store_insert.py``).
+    fires for indexed room lines only (``old.id <=`` the mark): FTS5 must be told a row's
+    old text exactly as it was indexed, and must never be told to delete a row it does
+    not hold. A line not yet indexed needs nothing: it is indexed as it is when its turn
+    comes.
     """
     conn.execute("CREATE VIEW room_lines AS SELECT id, text FROM messages WHERE room IS NOT NULL")
     conn.execute(
@@ -192,9 +196,13 @@ def _search_index(conn: sqlite3.Connection) -> None:
     )
     conn.execute("INSERT INTO message_words (message_words) VALUES ('rebuild')")
     conn.execute(
-        """
+        "INSERT INTO meta (key, value)"
+        " SELECT 'words_indexed_to', coalesce(max(id), 0) FROM messages"
+    )
+    conn.execute(
+        f"""
         CREATE TRIGGER message_words_update AFTER UPDATE OF text ON messages
-        WHEN new.room IS NOT NULL BEGIN
+        WHEN new.room IS NOT NULL AND old.id <= {_INDEXED_TO} BEGIN
             INSERT INTO message_words (message_words, rowid, text)
                 VALUES ('delete', old.id, old.text);
             INSERT INTO message_words (rowid, text) VALUES (new.id, new.text);
@@ -202,14 +210,18 @@ def _search_index(conn: sqlite3.Connection) -> None:
         """
     )
     conn.execute(
-        """
+        f"""
         CREATE TRIGGER message_words_delete AFTER DELETE ON messages
-        WHEN old.room IS NOT NULL BEGIN
+        WHEN old.room IS NOT NULL AND old.id <= {_INDEXED_TO} BEGIN
             INSERT INTO message_words (message_words, rowid, text)
                 VALUES ('delete', old.id, old.text);
         END
         """
     )
+
+
+#: The search index's high-water mark, as the triggers read it.
+_INDEXED_TO = "(SELECT value FROM meta WHERE key = 'words_indexed_to')"
 
 
 def _message_changes(conn: sqlite3.Connection) -> None:

@@ -46,12 +46,47 @@ def _insert_sql(rows: int) -> str:
 
 _INSERT_SQL = {1 << k: _insert_sql(1 << k) for k in range(ROWS_PER_INSERT.bit_length())}
 #: Indexes the words of the room lines among the ids given (a JSON array) for search
-#: (schema: ``_search_index``), in one statement after the rows are inserted: a trigger
-#: per row cost four times as much (FTS5 writes out its pending words at each savepoint).
+#: (schema: ``_search_index``): only for lines committed at or below the index's mark,
+#: which a writer whose ids rise never commits (see :func:`index_waiting_lines`).
 INDEX_LINES_SQL = (
     "INSERT INTO message_words (rowid, text)"
     " SELECT id, text FROM room_lines WHERE id IN (SELECT value FROM json_each(?))"
 )
+#: How many stored rows one indexing job takes at most: it holds the writer meanwhile
+#: (about 10 ms per thousand chat lines).
+INDEX_BATCH = 5000
+
+
+def words_indexed_to(conn: sqlite3.Connection) -> int:
+    """The search index's high-water mark: every room line up to this id is indexed."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'words_indexed_to'").fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def index_waiting_lines(conn: sqlite3.Connection, limit: int = INDEX_BATCH) -> tuple[int, bool]:
+    """Index the room lines above the mark, at most ``limit`` stored rows of them, and
+    raise the mark past them, in the caller's transaction. Returns the new mark and
+    whether that caught up (nothing is left above it).
+
+    One statement for the batch: FTS5 collects the words of all its rows in memory and
+    writes them out once, where indexing each commit's lines wrote them out every commit.
+    The rows counted are all messages (private ones are above the mark too, and are simply
+    not room lines), so a batch is bounded whatever the mix.
+    """
+    mark = words_indexed_to(conn)
+    top, count = conn.execute(
+        "SELECT max(id), count(*) FROM (SELECT id FROM messages WHERE id > ? ORDER BY id LIMIT ?)",
+        (mark, limit),
+    ).fetchone()
+    if not count:
+        return mark, True
+    conn.execute(
+        "INSERT INTO message_words (rowid, text)"
+        " SELECT id, text FROM room_lines WHERE id > ? AND id <= ?",
+        (mark, top),
+    )
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'words_indexed_to'", (top,))
+    return int(top), count < limit
 
 
 def write_statements(entries: Sequence[Row | MessageChange]) -> list[tuple[str, list[object]]]:
@@ -73,8 +108,8 @@ def write_statements(entries: Sequence[Row | MessageChange]) -> list[tuple[str, 
 
 
 def insert_statements(rows: Sequence[Row]) -> list[tuple[str, list[object]]]:
-    """The INSERT statements (SQL and flat parameters) that store ``rows``, and the one
-    that indexes the words of the room lines among them."""
+    """The INSERT statements (SQL and flat parameters) that store ``rows``. Their words
+    are indexed later, in batches (:func:`index_waiting_lines`)."""
     statements: list[tuple[str, list[object]]] = []
     start = 0
     while start < len(rows):
@@ -84,9 +119,6 @@ def insert_statements(rows: Sequence[Row]) -> list[tuple[str, list[object]]]:
             params += row
         statements.append((_INSERT_SQL[size], params))
         start += size
-    if rows:
-        ids = ",".join([str(row[0]) for row in rows])
-        statements.append((INDEX_LINES_SQL, [f"[{ids}]"]))
     return statements
 
 

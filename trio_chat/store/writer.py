@@ -13,6 +13,10 @@ and :meth:`Writer.close`):
   each waiting caller.
 * The channel is bounded: when the disk falls behind, :meth:`Writer.submit` waits
   (backpressure) instead of letting memory grow.
+* The search index is not written by the commits: an indexing job (:meth:`Writer.index_item`)
+  indexes the lines above its mark in one statement, on this same writer, so it is ordered
+  with the commits. The store asks for one every half second while lines wait, sooner when
+  thousands do, and before every search.
 * On close the queued writes are flushed, shielded from cancellation but bounded by
   ``close_timeout``; callers still waiting after that get :class:`StoreError`.
 
@@ -33,7 +37,15 @@ import trio
 from ..protocol import MessageChange
 from .health import StoreStats
 from .records import Row, StoreError, store_error
-from .sqlite import belongs_to_one_message, is_database_fault, rollback, write_statements
+from .sqlite import (
+    INDEX_BATCH,
+    INDEX_LINES_SQL,
+    belongs_to_one_message,
+    index_waiting_lines,
+    is_database_fault,
+    rollback,
+    write_statements,
+)
 
 log = logging.getLogger("trio_chat.store")
 
@@ -52,6 +64,8 @@ class WriteItem:
     error: BaseException | None = None
     #: Set by the writer thread once it has recorded a result or an error.
     finished: bool = False
+    #: Called in the writer thread with the job's result once its transaction committed.
+    committed: Callable[[object], None] | None = None
 
 
 def message_item(rows: Sequence[Row | MessageChange]) -> WriteItem:
@@ -86,8 +100,13 @@ class Writer:
     """Runs :class:`WriteItem` s on ``conn``, in batches, one transaction at a time.
 
     Counts what it commits and fails in ``stats``, and keeps :attr:`last_id`, the highest
-    message id committed (or noted by the store), up to date.
+    message id committed (or noted by the store), up to date, and :attr:`indexed_to`, the
+    search index's mark, with :attr:`unindexed` (whether lines may wait above it).
     """
+
+    #: Rows committed since the last indexing job that make :attr:`index_wanted` fire
+    #: before the next tick of the store's indexing task.
+    INDEX_WHEN_WAITING = 2000
 
     def __init__(
         self,
@@ -98,10 +117,21 @@ class Writer:
         last_id: int,
         batch_max: int,
         close_timeout: float,
+        indexed_to: int = 0,
     ) -> None:
         self.path = path
         self.stats = stats
         self.last_id = last_id
+        #: The search index's mark (``meta.words_indexed_to``), as committed; written only
+        #: in the writer thread.
+        self.indexed_to = indexed_to
+        #: Whether room lines may wait above :attr:`indexed_to` (True until a job caught up).
+        self.unindexed = True
+        #: Rows committed since the last indexing job.
+        self.waiting = 0
+        #: Set once :attr:`waiting` reaches :attr:`INDEX_WHEN_WAITING` (the store's indexing
+        #: task replaces it after each wake-up).
+        self.index_wanted = trio.Event()
         #: One writing thread at most; an in-memory store's reads share it too (they run
         #: on the same connection, between transactions).
         self.limiter = trio.CapacityLimiter(1)
@@ -170,6 +200,8 @@ class Writer:
                             self._write_batch, batch, limiter=self.limiter
                         )
                     finally:
+                        if self.waiting >= self.INDEX_WHEN_WAITING:
+                            self.index_wanted.set()
                         for item in batch:
                             if not item.finished:
                                 item.error = StoreError(
@@ -196,6 +228,23 @@ class Writer:
             # interruptible: a batch stuck on one still ends within busy_timeout.
             self._conn.interrupt()
             self._scope.cancel()
+
+    def index_item(self) -> WriteItem:
+        """A job that indexes the lines waiting above the mark (at most
+        :data:`~trio_chat.store.sqlite.INDEX_BATCH` rows) and raises the mark, in one
+        transaction; its result is whether it caught up."""
+        return WriteItem(job=index_waiting_lines, committed=self._indexed)
+
+    def _indexed(self, result: object) -> None:
+        # In the writer thread, right after the job's commit: the next commit already
+        # compares its ids with the new mark.
+        assert isinstance(result, tuple)
+        self.indexed_to, caught_up = result
+        if caught_up:
+            self.unindexed = False
+            self.waiting = 0
+        else:
+            self.waiting = max(0, self.waiting - INDEX_BATCH)
 
     def close(self) -> None:
         """Refuse new writes, and fail the callers of writes still queued."""
@@ -232,6 +281,11 @@ class Writer:
             for item in items:  # the statements were made by the item's caller
                 for sql, params in item.statements:
                     conn.execute(sql, params)
+            if ids and min(ids) <= self.indexed_to:
+                # Below the mark (ids committed out of order): the index jobs will never
+                # look there, so these lines are indexed now, as the triggers expect.
+                low = ",".join([str(i) for i in ids if i <= self.indexed_to])
+                conn.execute(INDEX_LINES_SQL, [f"[{low}]"])
             # meta.last_id is not raised here: at open, the last id is the larger of it and
             # the largest stored id; pruning raises it before deleting (one statement less
             # per commit).
@@ -256,6 +310,8 @@ class Writer:
             return
         self.stats.healthy = True
         self.last_id = max(self.last_id, *ids)
+        self.unindexed = True
+        self.waiting += len(ids)
         self.stats.messages += len(ids)
         self.stats.batches += 1
         self.stats.largest_batch = max(self.stats.largest_batch, len(ids))
@@ -271,6 +327,8 @@ class Writer:
             item.result = item.job(conn)
             if item.transaction:
                 conn.execute("COMMIT")
+            if item.committed is not None:
+                item.committed(item.result)
         except sqlite3.Error as exc:
             rollback(conn)
             item.error = store_error(exc, self.path)
