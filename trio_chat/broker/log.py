@@ -32,13 +32,19 @@ a chat at once.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeAlias, get_args
 
 import orjson
 
 from ..hub import Rule, RuleChange
-from ..protocol import Message, RemoteProtocolError, ServerEvent, server_event_from_dict
+from ..protocol import (
+    Message,
+    RemoteProtocolError,
+    ServerEvent,
+    chat_line,
+    server_event_from_dict,
+)
 
 __all__ = [
     "BadEntry",
@@ -111,41 +117,14 @@ _LINE_NAMES = frozenset(_LINE_EXTRAS)
 _AUTHOR = "@a"
 
 
-_new = object.__new__
 _set_field = object.__setattr__  # how a frozen dataclass's own __init__ sets a field
 
 
-#: The other fields of ``Message`` (:data:`_LINE_EXTRAS`) with their defaults, which
-#: :func:`line_message` sets as ``__init__`` would.
-_LINE_DEFAULTS = tuple((f.name, f.default) for f in fields(Message) if f.name in _LINE_NAMES)
-
-
-def line_message(event_id: int, ts: float, room: str, nick: str, text: str, kind: str) -> Message:
-    """``Message(id=event_id, ts=ts, ...)``, in half the time: the fields set as its
-    ``__init__`` sets them, without the keyword handling (a node makes one for every chat
-    line of the log, its own read back included, and it showed in its CPU per line). The
-    fields a newer ``Message`` has besides these get their defaults (while each has a
-    plain one: else :func:`_line_message_init`); ``kind`` is checked by the caller."""
-    message = _new(Message)
-    _set_field(message, "id", event_id)
-    _set_field(message, "ts", ts)
-    _set_field(message, "room", room)
-    _set_field(message, "nick", nick)
-    _set_field(message, "text", text)
-    _set_field(message, "kind", kind)
-    for name, default in _LINE_DEFAULTS:
-        _set_field(message, name, default)
-    return message
-
-
-def _line_message_init(
-    event_id: int, ts: float, room: str, nick: str, text: str, kind: str
-) -> Message:
-    return Message(id=event_id, ts=ts, room=room, nick=nick, text=text, kind=kind)  # type: ignore[arg-type]
-
-
-if any(default is MISSING for _, default in _LINE_DEFAULTS):  # a field with no plain default
-    line_message = _line_message_init
+#: ``Message(id=..., ts=..., room=..., nick=..., text=..., kind=...)`` in half the time
+#: (a node makes one for every chat line of the log, its own read back included), the
+#: other fields at their ``None``: the hub's own fast constructor. ``kind`` is checked by
+#: the caller.
+line_message = chat_line
 
 
 def renumbered_line(event: Message, event_id: int) -> Message:
