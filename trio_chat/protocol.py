@@ -12,6 +12,7 @@ a socket, so every rule here is unit-tested on plain bytes; the transports in
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
 
@@ -779,10 +780,15 @@ def renumbered(event: _Event, event_id: int) -> _Event:
 _set_field = object.__setattr__
 
 
-def decode_server_event(data: bytes | str) -> ServerEvent:
+def decode_server_event(
+    data: bytes | str, from_dict: Callable[[dict[str, Any]], ServerEvent] | None = None
+) -> ServerEvent:
     """Parse a server event (for clients and tests). Unknown fields are ignored.
 
-    Raises :class:`RemoteProtocolError` if the data is not a known event.
+    ``from_dict`` makes the event of the parsed object (default
+    :func:`server_event_from_dict`; the terminal client passes its own, which reads
+    history-only fields too). Raises :class:`RemoteProtocolError` if the data is not a
+    known event.
     """
     try:
         obj = orjson.loads(data)
@@ -790,7 +796,7 @@ def decode_server_event(data: bytes | str) -> ServerEvent:
         raise RemoteProtocolError("bad_json", f"server sent invalid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise RemoteProtocolError("bad_frame", "server frame is not an object")
-    return server_event_from_dict(obj)
+    return (from_dict or server_event_from_dict)(obj)
 
 
 def server_event_from_dict(obj: dict[str, Any]) -> ServerEvent:

@@ -31,6 +31,7 @@ from ..protocol import (
     Reaction,
     RemoteProtocolError,
     ServerEvent,
+    decode_server_event,
     encode_client_frame,
     server_event_from_dict,
 )
@@ -112,13 +113,7 @@ def event_from_dict(obj: dict[str, Any]) -> ServerEvent:
 def decode_event(data: bytes | str) -> ServerEvent:
     """Parse one server frame (a JSON line or a WebSocket message); see
     :func:`event_from_dict`."""
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise RemoteProtocolError("bad_json", f"server sent invalid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise RemoteProtocolError("bad_frame", "server frame is not an object")
-    return event_from_dict(obj)
+    return decode_server_event(data, event_from_dict)
 
 
 @dataclass(frozen=True, slots=True)
