@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 import trio
+from test_history import start_server
 
 from trio_chat.changes import (
     MAX_REACTIONS,
@@ -505,21 +505,6 @@ async def test_pruning_takes_the_reactions_of_pruned_messages(tmp_path: Path) ->
 
 
 CLI = [sys.executable, "-m", "trio_chat.cli"]
-
-
-async def start_server(db: Path) -> tuple[trio.Process, int]:
-    process = await trio.lowlevel.open_process(
-        [*CLI, "serve", "--port", "0", "--no-ws", "--no-entry-points", "--db", str(db)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "TRIO_CHAT_FLOOD_BURST": "1000"},
-    )
-    assert process.stdout is not None
-    banner = b""
-    with trio.fail_after(TIMEOUT):
-        while b"\n" not in banner:
-            banner += await process.stdout.receive_some(4096)
-    return process, int(banner.decode().split()[3].rsplit(":", 1)[1])
 
 
 async def test_every_change_anyone_saw_survives_sigkill(tmp_path: Path) -> None:

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import trio
+from test_history import start_server
 
 import trio_chat
 from trio_chat.names import name_key
@@ -278,33 +276,6 @@ async def test_guests_keep_markers_for_their_session_and_refusals_are_clear() ->
             await again.expect("join")
             await settled(again)
             assert reads(again) == []
-
-
-SERVE = [
-    sys.executable,
-    "-m",
-    "trio_chat.cli",
-    "serve",
-    "--port",
-    "0",
-    "--no-ws",
-    "--no-entry-points",
-]
-
-
-async def start_server(db: Path) -> tuple[trio.Process, int]:
-    process = await trio.lowlevel.open_process(
-        [*SERVE, "--db", str(db)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stdout is not None
-    banner = b""
-    with trio.fail_after(15):
-        while b"\n" not in banner:
-            banner += await process.stdout.receive_some(4096)
-    return process, int(banner.decode().split()[3].rsplit(":", 1)[1])
 
 
 async def json_lines(stream: trio.abc.Stream, buffer: list[bytes], wanted: str) -> dict[str, Any]:
