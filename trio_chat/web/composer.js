@@ -7,6 +7,7 @@
 import {conn, note, onSwitch, state, ui} from "./chat.js";
 import {el, key} from "./format.js";
 import {PICKER_EMOJI, changeable, cut, quoteText, reacted} from "./messages.js";
+import {flashLine} from "./view.js";
 
 /** What the message box does now: null (a new line), or {mode: "reply"|"edit"|"delete",
  * conv, rec, draft} (draft: the line typed before editing, given back afterwards). */
@@ -259,10 +260,7 @@ function showOriginal(id) {
     return;
   }
   state.stick = false;
-  rec.li.scrollIntoView({block: "center"});
-  rec.li.classList.remove("flash");
-  void rec.li.offsetWidth; // restart the animation
-  rec.li.classList.add("flash");
+  flashLine(rec.li);
 }
 
 function quoteMissing(conv) {

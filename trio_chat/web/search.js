@@ -5,7 +5,7 @@
 import {conn, note, render, show, state, ui} from "./chat.js";
 import {roomId} from "./conversations.js";
 import {clock, dateOf, el, roomName} from "./format.js";
-import {nickButton} from "./view.js";
+import {flashLine, nickButton} from "./view.js";
 
 const PAGE = 20;
 let current = null; // {query, room, oldest}: what "Older results" goes on with
@@ -83,10 +83,7 @@ function goTo(room, id) {
     return;
   }
   state.stick = false;
-  rec.li.scrollIntoView({block: "center"});
-  rec.li.classList.remove("flash");
-  void rec.li.offsetWidth; // restart the animation
-  rec.li.classList.add("flash");
+  flashLine(rec.li);
 }
 
 export function closeResults() {

@@ -31,6 +31,14 @@ function line(cls, ts) {
   return el("li", cls, time, el("span", "body"));
 }
 
+/** Scroll to a line and flash it (restarting the animation if it is running). */
+export function flashLine(li) {
+  li.scrollIntoView({block: "center"});
+  li.classList.remove("flash");
+  void li.offsetWidth; // restart the animation
+  li.classList.add("flash");
+}
+
 export function nickButton(nick, label = nick) {
   const button = el("button", "nick", label);
   button.type = "button";
