@@ -24,17 +24,13 @@ from .names import name_key
 from .parcels import Bundle, Payload
 from .protocol import (
     History,
-    Joined,
-    Left,
     Message,
     MessageChange,
     MessageDeleted,
     MessageEdited,
-    NickChanged,
-    Private,
+    NumberedEvent,
     Reaction,
     ServerEvent,
-    Topic,
 )
 from .rooms import Room
 from .users import Device, Receiver, Session
@@ -48,17 +44,7 @@ __all__ = ["Arrival", "Broker", "Delivery", "Pending", "RoomEvent", "author_of",
 log = logging.getLogger("trio_chat.hub")
 
 
-RoomEvent = (
-    Joined
-    | Left
-    | Message
-    | NickChanged
-    | Private
-    | Topic
-    | MessageEdited
-    | MessageDeleted
-    | Reaction
-)
+RoomEvent = NumberedEvent
 #: The events that change a message already said (:mod:`trio_chat.changes`).
 _CHANGES = frozenset({MessageEdited, MessageDeleted, Reaction})
 

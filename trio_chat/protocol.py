@@ -605,6 +605,21 @@ class Topic(ServerEvent):
     topic: str
 
 
+#: The events that carry an ``id`` from the one counter (numbered, in the room's one
+#: order; what ``history`` and gap-fill are about).
+NumberedEvent: TypeAlias = (
+    Joined
+    | Left
+    | Message
+    | NickChanged
+    | Private
+    | Topic
+    | MessageEdited
+    | MessageDeleted
+    | Reaction
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class History(ServerEvent):
     """Stored messages, oldest first, each shaped like a ``message`` or ``private`` event.

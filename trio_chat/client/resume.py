@@ -23,14 +23,9 @@ from ..protocol import (
     Joined,
     Left,
     Message,
-    MessageDeleted,
-    MessageEdited,
-    NickChanged,
-    Private,
-    Reaction,
+    NumberedEvent,
     RemoteProtocolError,
     ServerEvent,
-    Topic,
 )
 from .events import changed_items, event_from_dict
 
@@ -47,17 +42,7 @@ SEEN_IDS = 20_000
 LOBBY = name_key("#lobby")
 
 #: Events that carry an ``id``: the ones held back and shown once.
-Numbered = (
-    Message
-    | Joined
-    | Left
-    | NickChanged
-    | Private
-    | Topic
-    | MessageEdited
-    | MessageDeleted
-    | Reaction
-)
+Numbered = NumberedEvent
 
 
 def backoff_delay(attempt: int, rand: random.Random | None = None) -> float:
