@@ -222,3 +222,40 @@ def test_pending_with_event_keeps_every_other_field() -> None:
     assert swapped.event is event
     for name in values.keys() - {"event"}:
         assert getattr(swapped, name) is values[name], name
+
+
+def test_joins_of_one_pass_reach_each_member_writing_directly_in_one_write() -> None:
+    """A room refilling after a restart: every join goes to every member, and the joins of
+    one delivery pass (with the joiner's own history, and lines between them) reach each
+    member in one write, the same bytes as one write each, each parcel encoded once."""
+    from trio_chat.protocol import History
+
+    writes: dict[str, list[bytes]] = {}
+
+    def socket_of(nick: str) -> Callable[[Parcel], bytes]:
+        def write_now(parcel: Parcel) -> bytes:
+            writes.setdefault(nick, []).append(encoded(parcel, JSON_LINES))
+            return b""
+
+        return write_now
+
+    hub, queue, (ann, bob) = lobby_with("ann", "bob", sockets={"ann": socket_of("ann")})
+    hub.join_history = lambda session, room: History(room=room, messages=[])
+    writes.clear()
+    line = hub.say(ann, "#lobby", "hi")
+    cat = connect(hub, "cat", socket_of("cat"))
+    dan = connect(hub, "dan", socket_of("dan"))
+    hub.deliver_many(queue)
+    joins = [p.event for p in queue if isinstance(p.event, Joined)]
+    assert [j.nick for j in joins] == ["cat", "dan"]
+    history = encoded(History(room="#lobby", messages=[]), JSON_LINES)
+    # ann: one write of the line and both joins, in id order.
+    assert writes["ann"] == [b"".join(encoded(e, JSON_LINES) for e in (line, *joins))]
+    # Each joiner: its own join, its history, then what came after, in one write.
+    assert writes["cat"] == [
+        encoded(joins[0], JSON_LINES) + history + encoded(joins[1], JSON_LINES)
+    ]
+    assert writes["dan"] == [encoded(joins[1], JSON_LINES) + history]
+    # bob writes nothing directly: its mailbox queues each parcel, as without gathering.
+    assert received(bob) == [line, *joins]
+    assert received(ann) == received(cat) == received(dan) == []  # nothing left queued

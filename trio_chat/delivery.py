@@ -5,7 +5,9 @@ when it is numbered). The hub gives each to its :class:`Broker`, which passes it
 order, to the publisher task, which calls :meth:`Delivery.deliver_many`: a plain
 synchronous loop of ``mailbox.offer`` calls, a run of lines to one room offered as one
 :class:`~trio_chat.parcels.Bundle` per member, and a receiver that refuses dropped as too
-slow. :class:`~trio_chat.hub.Hub` is a :class:`Delivery`; the split keeps numbering and
+slow. A pass holding a join gathers what each receiver writing directly gets in it into
+one write (a room refilling after a restart: see :func:`_gathers`).
+:class:`~trio_chat.hub.Hub` is a :class:`Delivery`; the split keeps numbering and
 the registry of users and rooms (hub.py) apart from the hot path (here).
 """
 
@@ -19,11 +21,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from .changes import MessageIndex
-from .mailbox import Parcel
+from .mailbox import Fanout, Mailbox, Parcel
 from .names import name_key
-from .parcels import Bundle, Payload
+from .parcels import Bundle, Gathered, Payload, Raw
 from .protocol import (
     History,
+    Joined,
     Message,
     MessageChange,
     MessageDeleted,
@@ -130,6 +133,15 @@ class Broker(Protocol):
         ...
 
 
+def _gathers(batch: list[Pending]) -> bool:
+    """Whether a delivery pass over ``batch`` gathers each receiver's parcels into one
+    write: when it holds a join. Users coming back after a restart join rooms by the
+    thousand, and each join in a room of at most ``quiet_room_size`` members goes to every
+    member: one write each, where the joins of one pass to one member can be one. (A
+    pass of chat lines alone writes as before: its runs are bundles already.)"""
+    return any(type(pending.event) is Joined for pending in batch)
+
+
 def bundles(pending: Pending) -> bool:
     """Whether ``pending`` may share a bundle with its neighbours: a chat line to a room's
     members and no one else (the receivers of a run must be the same for every line)."""
@@ -149,6 +161,9 @@ class Delivery:
     messages: MessageIndex
     _last_id: int
     _undelivered: collections.deque[int]
+    #: While :meth:`deliver_many` gathers: what each receiver writing directly was given
+    #: so far in this pass, by ``id()`` of its mailbox (see :meth:`_write_held`).
+    _held: dict[int, tuple[Receiver, Mailbox, list[Parcel]]] | None = None
 
     def detach(self, session: Session, reason: str) -> None:
         raise NotImplementedError  # the hub's
@@ -183,6 +198,16 @@ class Delivery:
         the fan-out loop one pass over the members instead of ``k``; every member still
         gets every line, in the same order.
         """
+        if len(batch) > 1 and self._held is None and _gathers(batch):
+            self._held = {}
+            try:
+                self._deliver_batch(batch, failed)
+            finally:
+                self._write_held()
+            return
+        self._deliver_batch(batch, failed)
+
+    def _deliver_batch(self, batch: list[Pending], failed: frozenset[int]) -> None:
         run: list[Pending] = []
         for pending in batch:
             failed_here = id(pending) in failed
@@ -285,14 +310,62 @@ class Delivery:
         overflowed: list[Receiver] = []
         delivered = 0
         parcel = Parcel(event)
-        for receiver in receivers:
-            if receiver.mailbox.offer(parcel):
-                delivered += 1
-            else:
-                overflowed.append(receiver)  # too slow, or its connection is going away
+        held = self._held
+        if held is not None and type(event) is not Raw:
+            for receiver in receivers:
+                mailbox = receiver.mailbox
+                gathering = held.get(id(mailbox))
+                if gathering is not None:
+                    gathering[2].append(parcel)
+                elif type(mailbox) is Mailbox and mailbox.writes_directly:
+                    held[id(mailbox)] = (receiver, mailbox, [parcel])
+                elif mailbox.offer(parcel):
+                    delivered += 1
+                else:
+                    overflowed.append(receiver)
+        else:
+            if held:  # bytes for one connection: after what it was held for
+                for receiver in receivers:
+                    self._write_held_for(receiver.mailbox)
+            for receiver in receivers:
+                if receiver.mailbox.offer(parcel):
+                    delivered += 1
+                else:
+                    overflowed.append(receiver)  # too slow, or its connection is going away
         self.metrics.messages_out_total.inc(delivered * parcel.events)
         # Handled after the loop: detaching announces a leave, which fans out again.
         for receiver in overflowed:
+            self._drop_slow(receiver)
+
+    def _write_held(self) -> None:
+        """End a pass that gathered parcels: each receiver's, in one write (see
+        :meth:`deliver_many`); one that refuses is dropped as too slow, as ever."""
+        held, self._held = self._held, None
+        if not held:
+            return
+        overflowed: list[Receiver] = []
+        delivered = 0
+        for receiver, mailbox, parcels in held.values():
+            parcel = parcels[0] if len(parcels) == 1 else Parcel(Gathered.of(parcels))
+            if mailbox.offer(parcel):
+                delivered += parcel.events
+            else:
+                overflowed.append(receiver)
+        self.metrics.messages_out_total.inc(delivered)
+        for receiver in overflowed:
+            self._drop_slow(receiver)
+
+    def _write_held_for(self, mailbox: Mailbox | Fanout) -> None:
+        """Offer what was gathered for ``mailbox`` now (something must follow it at once)."""
+        assert self._held is not None
+        gathered = self._held.pop(id(mailbox), None)
+        if gathered is None:
+            return
+        receiver, held_mailbox, parcels = gathered
+        parcel = parcels[0] if len(parcels) == 1 else Parcel(Gathered.of(parcels))
+        if held_mailbox.offer(parcel):
+            self.metrics.messages_out_total.inc(parcel.events)
+        else:
             self._drop_slow(receiver)
 
     def _drop_slow(self, receiver: Receiver) -> None:

@@ -186,6 +186,13 @@ class Mailbox:
         """Bytes offered and not yet written (queued, or being written)."""
         return self._unsent
 
+    @property
+    def writes_directly(self) -> bool:
+        """Whether :meth:`offer` would write to the socket at once now (nothing unsent, a
+        direct write, open): the hub may then gather several parcels for one write (see
+        :meth:`~trio_chat.delivery.Delivery.deliver_many`)."""
+        return not self._unsent and self._write_now is not None and not self._closed
+
     def close(self) -> None:
         """No more events; the writer still gets what is queued, then an empty batch."""
         self._closed = True

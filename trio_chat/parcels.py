@@ -16,7 +16,7 @@ from typing import ClassVar, TypeAlias
 
 from .protocol import ServerEvent
 
-__all__ = ["Bundle", "Item", "Parcel", "Payload", "Raw", "events_in"]
+__all__ = ["Bundle", "Gathered", "Item", "Parcel", "Payload", "Raw", "events_in"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,6 +45,31 @@ class Bundle:
     """
 
     events: tuple[ServerEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Gathered(Bundle):
+    """The parcels one delivery pass had for one receiver, written to it at once (see
+    :meth:`~trio_chat.delivery.Delivery.deliver_many`): one write where each parcel was one.
+
+    To everything that reads a bundle it is the events of those parcels, in order. A wire
+    format that writes a bundle as its events one after another joins the parcels'
+    own encodings (made once per fan-out, shared with the other receivers) rather than
+    encoding the events again; the bytes are those the parcels make one by one.
+    """
+
+    parcels: tuple[Parcel, ...] = ()
+
+    @classmethod
+    def of(cls, parcels: list[Parcel]) -> Gathered:
+        events: list[ServerEvent] = []
+        for parcel in parcels:
+            payload = parcel.event
+            if isinstance(payload, Bundle):
+                events.extend(payload.events)
+            else:
+                events.append(payload)
+        return cls(tuple(events), tuple(parcels))
 
 
 #: What a parcel carries, and what a wire format encodes.

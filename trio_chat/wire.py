@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .parcels import Bundle, Item, Parcel, Payload, Raw
+from .parcels import Bundle, Gathered, Item, Parcel, Payload, Raw
 from .protocol import Error, ServerEvent, encode_server_event, encode_server_line
 from .store.health import LogLimiter
 from .textmode import render_text
@@ -70,6 +70,10 @@ def encoded(item: Item, fmt: WireFormat[T]) -> T:
 
 
 def _encode(payload: Payload, fmt: WireFormat[T]) -> T:
+    if type(payload) is Gathered and fmt.encode_bundle is None:
+        # Each parcel's encoding as it is cached for its whole fan-out.
+        parts = [encoded(parcel, fmt) for parcel in payload.parcels]
+        return parts[0][:0].join(parts)
     if isinstance(payload, Bundle):
         if fmt.encode_bundle is not None:
             try:
