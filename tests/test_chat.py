@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import sys
 
+import pytest
 import trio
 import trio.testing
 
@@ -418,3 +422,52 @@ async def test_a_person_whose_first_line_has_a_brace_stays_in_text_mode(
         assert "nickname may hold" in await text.read_until("!!")
         await text.send_line("erin")
         await text.read_until("erin joined")
+
+
+def _sockets_of_this_process() -> list[socket.socket]:
+    """Every TCP socket this process has open (dup'ed: close them after)."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                continue
+            sock = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue
+        if sock.type == socket.SOCK_STREAM and sock.family in (socket.AF_INET, socket.AF_INET6):
+            found.append(sock)
+        else:
+            sock.close()
+    return found
+
+
+def _peer(sock: socket.socket) -> object:
+    try:
+        return sock.getpeername()
+    except OSError:  # a listener
+        return None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/fd")
+async def test_connections_get_keepalive_whether_set_on_the_listener_or_on_each(
+    chat_server: TestServer,
+) -> None:
+    """A vanished peer is noticed by TCP keepalive: on Linux each accepted socket inherits
+    the options from its listener (set once), elsewhere each connection sets them."""
+    stream = await open_text_client(chat_server)
+    async with stream.stream:
+        await stream.read_until("nickname")  # accepted, and served
+        here = stream.stream.socket.getsockname()
+        sockets = _sockets_of_this_process()
+        try:
+            (served,) = [s for s in sockets if _peer(s) == here]
+            options = [
+                served.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                served.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                served.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                served.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+            ]
+        finally:
+            for sock in sockets:
+                sock.close()
+    assert options == [1, 60, 10, 3]
