@@ -259,3 +259,32 @@ def test_joins_of_one_pass_reach_each_member_writing_directly_in_one_write() -> 
     # bob writes nothing directly: its mailbox queues each parcel, as without gathering.
     assert received(bob) == [line, *joins]
     assert received(ann) == received(cat) == received(dan) == []  # nothing left queued
+
+
+def test_a_welcome_sent_in_order_goes_out_in_one_write_with_the_join_after_it() -> None:
+    """A login: the welcome waits for the pass of the join published right after it (it is
+    a reply, with nothing else waiting), so both, and the history, are one write."""
+    from trio_chat.protocol import History, Info
+
+    writes: list[bytes] = []
+
+    def write_now(parcel: Parcel) -> bytes:
+        writes.append(encoded(parcel, JSON_LINES))
+        return b""
+
+    hub, queue = published_hub()
+    hub.join_history = lambda session, room: History(room=room, messages=[])
+    ann = hub.attach(
+        "ann", Mailbox(100, wire=Wire(write_now=write_now)), address="a:1", transport="t"
+    )
+    hello = Info(text="welcome, ann")
+    hub.send_to(ann, hello, in_order=True)
+    assert writes == []  # waits for its pass
+    hub.join(ann, "#lobby")
+    hub.deliver_many(queue)
+    (joined,) = [p.event for p in queue if isinstance(p.event, Joined)]
+    history = History(room="#lobby", messages=[])
+    assert writes == [b"".join(encoded(e, JSON_LINES) for e in (hello, joined, history))]
+    # Without in_order, a reply with nothing waiting before it is written at once.
+    hub.send_to(ann, Info(text="now"))
+    assert writes[-1] == encoded(Info(text="now"), JSON_LINES)

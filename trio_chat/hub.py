@@ -649,11 +649,14 @@ class Hub(Delivery):
         self._publish(event, room=room)
         return event
 
-    def send_to(self, session: Receiver, event: ServerEvent) -> None:
+    def send_to(self, session: Receiver, event: ServerEvent, *, in_order: bool = False) -> None:
         """Queue an event for one session (replies, errors), under the same slow policy.
 
         While room events wait for the store, a reply waits behind them, so a user sees the
-        answer to ``/who`` after the line they typed before it.
+        answer to ``/who`` after the line they typed before it. ``in_order`` sends it
+        through the broker even when nothing waits, to be delivered in one pass (one
+        write: see :meth:`deliver_many`) with what is published right after it: a
+        welcome, with the join and history that follow it.
 
         A user connected more than once gets it on every connection, except from the task
         handling one of its connections' frames (:data:`serving`): a reply goes to the
@@ -664,7 +667,7 @@ class Hub(Delivery):
             device = serving.get()
             if device is not None and device.session is session:
                 receiver = device
-        if self.broker is not None and (self._undelivered or self.numbered_by_log):
+        if self.broker is not None and (self._undelivered or self.numbered_by_log or in_order):
             self.broker.publish(Pending(event, None, (receiver,)))
         else:
             self._fanout((receiver,), event)

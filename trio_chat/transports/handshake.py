@@ -139,7 +139,8 @@ async def handshake(server: ChatHost, link: Link, mailbox: Mailbox) -> Device | 
         server.set_account(session, account)
         session.devices[0].away_notify = login.away_notify
         session.devices[0].typing = login.typing
-        server.hub.send_to(session, server.welcome_to(session, ref=login.ref))
+        # The welcome, the join and #lobby's history reach the client in one write.
+        server.hub.send_to(session, server.welcome_to(session, ref=login.ref), in_order=True)
         server.hub.join(session, DEFAULT_ROOM)
         return session.devices[0]
 
