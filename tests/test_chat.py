@@ -471,3 +471,20 @@ async def test_connections_get_keepalive_whether_set_on_the_listener_or_on_each(
             for sock in sockets:
                 sock.close()
     assert options == [1, 60, 10, 3]
+
+
+async def test_a_login_is_one_write_and_one_batch_message_for_a_batching_websocket(
+    chat_server: TestServer,
+) -> None:
+    """The welcome and the join of #lobby (with its history, when #lobby has some) go out
+    in one delivery pass: one write, and for a WebSocket client that asked for batches one
+    ``batch`` message."""
+    async with (
+        open_client(chat_server, "batcher", websocket=True, batch=True) as batcher,
+        open_client(chat_server, "plain", websocket=True) as plain,
+    ):
+        for client in (batcher, plain):
+            await client.expect("join")
+            assert [type(e).__name__ for e in client.history[:2]] == ["Welcome", "Joined"]
+        assert batcher.batches == 1
+        assert plain.batches == 0
