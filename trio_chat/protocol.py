@@ -454,11 +454,6 @@ class Message(ServerEvent):
     #: That message's ``{"nick": ..., "text": ...}`` (its text cut to 100 characters).
     quote: dict[str, str] | None = None
 
-    #: The nicks of the room's members named in ``text`` (``@alice``, ``alice:``, or
-    #: ``alice`` as a word; compared as nicks are), each once, in the order named; left
-    #: out when none (see :mod:`trio_chat.mentions`).
-    mentions: list[str] | None = None
-
 
 def chat_line(
     event_id: int,
@@ -469,11 +464,10 @@ def chat_line(
     kind: MessageKind,
     reply_to: int | None = None,
     quote: dict[str, str] | None = None,
-    mentions: list[str] | None = None,
 ) -> Message:
     """``Message(id=event_id, ...)`` in about half the time (the hub makes one for every
     line said): its fields set as its ``__init__`` sets them, without the keyword
-    handling. Every field of ``Message`` but those after ``mentions`` (a field added
+    handling. Every field of ``Message`` but those after ``quote`` (a field added
     later by another part of the chat, which must default to ``None``) is given here."""
     message = _new(Message)
     _set_field(message, "id", event_id)
@@ -484,7 +478,6 @@ def chat_line(
     _set_field(message, "kind", kind)
     _set_field(message, "reply_to", reply_to)
     _set_field(message, "quote", quote)
-    _set_field(message, "mentions", mentions)
     for name in _LATER_FIELDS:
         _set_field(message, name, None)
     return message
@@ -536,7 +529,7 @@ class Reaction(ServerEvent):
 _LATER_FIELDS = tuple(
     f.name
     for f in fields(Message)
-    if f.name not in {"id", "ts", "room", "nick", "text", "kind", "reply_to", "quote", "mentions"}
+    if f.name not in {"id", "ts", "room", "nick", "text", "kind", "reply_to", "quote"}
 )
 assert all(f.default is None for f in fields(Message) if f.name in _LATER_FIELDS)
 
