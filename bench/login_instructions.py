@@ -1,0 +1,159 @@
+"""Instructions per login after a restart, counted by valgrind (``login_instructions.py``).
+
+The storm scenario (``run.py --scenarios storm``) measures CPU time per login, which moves
+by 10-30% from run to run on a shared 2-core machine, more than most changes to the login
+path. This counts instead, as ``instructions.py`` does for a chat line: a fixed storm in
+one process under ``valgrind --tool=callgrind``, whose instruction count does not depend on
+what else the machine does.
+
+The storm: an in-process server with a store (``trio_chat.testing``'s in-memory SQLite)
+where ``#lobby`` holds 20 lines; then ``--users`` users log in over TCP JSON lines,
+``--wave`` of them at once, each as the storm's users do (``bench/storm_load.py``):
+``hello``, then after the ``welcome`` a ``history`` of ``#lobby`` after its 10th line and a
+``join`` of its room (rooms of ``--room-size`` users: every join is announced to the room,
+which is at most ``quiet_room_size``), and once its own ``join`` came a ``history`` of that
+room. Run with ``--users`` and twice as many (and twice the rooms, so rooms are the same
+size), the difference divided by ``--users`` is the cost of one login with start-up,
+imports and the history's filling taken out. The clients' few lines count too, the same
+whichever tree runs.
+
+``--compare REV`` counts another commit's tree too, in the same run (``git archive``).
+Instructions are not time (a system call counts as the few instructions around it, a
+cache miss once): a figure here says where work was added or removed, the storm what it
+is worth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from instructions import compiled, export
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+HISTORY = 20
+
+
+async def storm(users: int, room_size: int, wave: int) -> None:
+    """The counted storm (run under valgrind by :func:`count`)."""
+    import trio
+
+    from trio_chat.testing import local_config, open_test_server
+
+    async def lines_of(stream: trio.SocketStream, buffer: list[bytes]) -> list[dict]:
+        data = await stream.receive_some(65536)
+        if not data:
+            raise RuntimeError("the server closed a user")
+        *lines, buffer[0] = (buffer[0] + data).split(b"\n")
+        return [json.loads(line) for line in lines if line]
+
+    async def send(stream: trio.SocketStream, frame: dict) -> None:
+        await stream.send_all(json.dumps(frame).encode() + b"\n")
+
+    async def fill(port: int) -> int:
+        """The lines said before the restart; the id of the 10th."""
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await send(stream, {"type": "hello", "nick": "filler"})
+        for n in range(HISTORY):
+            await send(stream, {"type": "say", "text": f"before the restart {n}"})
+        ids: list[int] = []
+        buffer = [b""]
+        while len(ids) < HISTORY:
+            for event in await lines_of(stream, buffer):
+                if event.get("type") == "message":
+                    ids.append(event["id"])
+        await stream.aclose()
+        return ids[HISTORY // 2 - 1]
+
+    async def come_back(port: int, user: int, after: int, back: list[trio.SocketStream]) -> None:
+        nick, room = f"u{user}", f"#s{user // room_size}"
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await send(stream, {"type": "hello", "nick": nick})
+        buffer = [b""]
+        gaps = {"L", "R"}
+        while gaps:
+            for event in await lines_of(stream, buffer):
+                kind = event.get("type")
+                if kind == "welcome":
+                    await send(
+                        stream, {"type": "history", "room": "#lobby", "after": after, "ref": "L"}
+                    )
+                    await send(stream, {"type": "command", "name": "join", "args": room})
+                elif kind == "join" and event.get("nick") == nick and event["room"] == room:
+                    await send(stream, {"type": "history", "room": room, "after": 0, "ref": "R"})
+                elif kind == "history" and event.get("ref") in gaps:
+                    gaps.discard(event["ref"])
+                elif kind in ("error", "bye"):
+                    raise RuntimeError(f"{nick}: {event}")
+        back.append(stream)
+
+    with trio.fail_after(1200):
+        # Under valgrind a hello can come later than the usual sniff_delay: the server
+        # would take the client for a person at a prompt (one more path to count).
+        async with open_test_server(config=local_config(sniff_delay=10.0)) as server:
+            port = server.address("tcp")[1]
+            after = await fill(port)
+            back: list[trio.SocketStream] = []
+            for first in range(0, users, wave):
+                async with trio.open_nursery() as nursery:
+                    for user in range(first, min(users, first + wave)):
+                        nursery.start_soon(come_back, port, user, after, back)
+            for stream in back:
+                await stream.aclose()
+
+
+def count(tree: Path, users: int, room_size: int, wave: int) -> int:
+    """Instructions the whole storm took, with ``tree``'s ``trio_chat``."""
+    env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{HERE}", "PYTHONHASHSEED": "0"}
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    command += [sys.executable, str(HERE / "login_instructions.py"), "--inner"]
+    command += ["--users", str(users), "--room-size", str(room_size), "--wave", str(wave)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        sys.exit(f"the counted run failed ({tree}):\n{done.stderr[-3000:]}")
+    return int(found.group(1))
+
+
+def per_login(tree: Path, args: argparse.Namespace) -> float:
+    small = count(tree, args.users, args.room_size, args.wave)
+    large = count(tree, 2 * args.users, args.room_size, args.wave)
+    return (large - small) / args.users
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=50, help="users of the smaller run")
+    parser.add_argument("--room-size", type=int, default=25, help="users per room")
+    parser.add_argument("--wave", type=int, default=25, help="users logging in at once")
+    parser.add_argument("--compare", action="append", default=[], help="another git rev")
+    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inner:
+        import trio
+
+        trio.run(storm, args.users, args.room_size, args.wave)
+        return
+    results: list[tuple[str, float]] = [("this tree", per_login(compiled(ROOT), args))]
+    with tempfile.TemporaryDirectory() as scratch:
+        for rev in args.compare:
+            tree = compiled(export(rev, Path(scratch) / rev.replace("/", "_")))
+            results.append((rev, per_login(tree, args)))
+    base = results[0][1]
+    print(f"logins after a restart, rooms of {args.room_size}, {args.wave} at once:")
+    for name, instructions in results:
+        print(
+            f"  {name:>12}: {instructions:>12,.0f} instructions per login"
+            f" ({instructions / base:.3f}x)"
+        )
+
+
+if __name__ == "__main__":
+    main()
