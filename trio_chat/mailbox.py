@@ -200,6 +200,17 @@ class Mailbox:
         """Whether a writer waits in :meth:`take` (and so is not in the middle of a write)."""
         return self._wakeup is not None
 
+    def call_when_queued(self, callback: Callable[[], None] | None) -> bool:
+        """Call ``callback`` once, at the next event queued (one the socket did not take
+        whole) or at :meth:`close`: how a connection starts its writer only when there is
+        something to write, instead of keeping a task waiting in :meth:`take` (``None``:
+        nobody). Refused (``False``, nothing set) if something is queued already or the
+        mailbox is closed: the caller has that to deal with now."""
+        if callback is not None and (self._items or self._closed):
+            return False
+        self._wakeup = callback
+        return True
+
     def call_on_hang_up(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` at :meth:`hang_up` (the reader's cancel; ``None``: nobody)."""
         self._on_hang_up = callback
