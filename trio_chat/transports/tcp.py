@@ -38,6 +38,7 @@ from .streams import (
     accept_tls,
     close_now,
     read_proxy_header,
+    receive_on_fd,
     receive_or_end,
     refuse,
     serve_port,
@@ -86,9 +87,7 @@ class TcpLink:
         self.batching = False
         # A person on nc cannot answer pings; TCP keepalive (set on the socket) notices a
         # vanished peer instead, and reading then fails.
-        self.keepalive_ping: Callable[[], ServerEvent] | None = (
-            None if plain_text else lambda: ServerPing(token=str(next(_PING_TOKENS)))
-        )
+        self.keepalive_ping: Callable[[], ServerEvent] | None = None if plain_text else json_ping
 
     async def receive(self) -> ClientFrame | RemoteProtocolError | Overhead | None:
         while True:
@@ -120,10 +119,11 @@ class TcpLink:
         self.format = JSON_LINES
         self.measure = sizer(JSON_LINES)
         self.write_now = direct_writer(self.park_fd, JSON_LINES)
-        self.keepalive_ping = lambda: ServerPing(token=str(next(_PING_TOKENS)))
+        self.keepalive_ping = json_ping
 
     async def fill(self) -> None:
-        data = await receive_or_end(self.stream)
+        fd = self.park_fd
+        data = await (receive_or_end(self.stream) if fd is None else receive_on_fd(fd))
         if data:
             self.last_heard = trio.current_time()
         self._lines.feed(data)
@@ -164,6 +164,12 @@ class TcpLink:
 
     def abort(self) -> None:
         close_now(self.stream)
+
+
+def json_ping() -> ServerEvent:
+    """A new keepalive ``ping`` with a token of its own (one function for every link: a
+    closure per connection would cost memory for nothing)."""
+    return ServerPing(token=str(next(_PING_TOKENS)))
 
 
 def _late_json(line: bytes) -> ClientFrame | None:
