@@ -1,5 +1,6 @@
-"""A logged-in connection: its reader (flood control, one frame at a time), its writer, and
-its spells between parkings (:class:`Resident`).
+"""A logged-in connection: its reader (flood control, one frame at a time), its writer
+(a task only while something is queued), and its spells between parkings
+(:class:`Resident`).
 
 A connection is one :class:`~trio_chat.hub.Device` of its user's session: it parks, is
 pinged and is closed on its own; its user leaves the rooms when its last connection ends.

@@ -3,10 +3,11 @@
 This module accepts TCP itself, reads the HTTP request head (parsed by h11), and then either
 upgrades to a WebSocket or serves the page; every HTTP answer, the page's and the errors',
 is written by h11 in :mod:`trio_chat.transports.http`. The WebSocket is wsproto (sans-IO)
-driven by the connection's own reader and writer tasks, the same two every TCP connection
-has: no extra task per connection, several frames handled per read, and outgoing frames
-encoded once per event for all receivers (trio-websocket, used by the clients, costs a task
-and a lock round per message, which capped the server's fan-out).
+driven by the connection's own tasks, the same as every TCP connection's (its reader, and
+a writer while something is queued): no extra task per connection, several frames handled
+per read, and outgoing frames encoded once per event for all receivers (trio-websocket,
+used by the clients, costs a task and a lock round per message, which capped the server's
+fan-out).
 """
 
 from __future__ import annotations
