@@ -49,7 +49,6 @@ from trio_chat.client.render import (
     Renderer,
     colour_wanted,
     event_lines,
-    mentions,
     name_colour,
 )
 from trio_chat.client.resume import RoomState, backoff_delay
@@ -912,8 +911,8 @@ def test_colours_marks_and_mentions() -> None:
     # The same nick has the same colour in every session; others may differ.
     assert name_colour("bob") == name_colour("Bob") == PALETTE[zlib.crc32(b"bob") % 12]
     assert len({name_colour(n) for n in ("ann", "bob", "carl", "dora", "eve", "fay")}) > 1
-    assert not mentions("alicex and malice", "alice")
-    assert mentions("@alice: look", "alice")
+    assert not plain.is_alert(replace(mention, text="alicex and malice"))
+    assert plain.is_alert(replace(mention, text="@alice: look"))
 
 
 def test_colour_only_on_a_terminal_without_no_color() -> None:

@@ -95,9 +95,8 @@ def sent(frame: object) -> dict[str, object]:
 def test_a_message_keeps_what_issue_18_added() -> None:
     reply = message(7, "sure", reply_to=5, quote={"nick": "alice", "text": "6pm?"})
     assert (reply.reply_to, reply.quote) == (5, {"nick": "alice", "text": "6pm?"})
-    assert message(8, mentions=["alice"]).mentions == ["alice"]
     plain = message(9)
-    assert (plain.reply_to, plain.quote, plain.mentions, plain.deleted) == (None,) * 4
+    assert (plain.reply_to, plain.quote, plain.deleted) == (None,) * 3
     # Nothing added shows in its JSON (--json prints what the server sent).
     assert plain.to_dict() == {
         "type": "message",
@@ -350,14 +349,26 @@ def test_mentions_answer_lists_the_lines_like_search() -> None:
     assert renderer().line(none) == "-- nobody named you"
 
 
-def test_the_servers_mentions_decide_the_highlight() -> None:
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("al: look", True),
+        ("@Al, look", True),
+        ("(AL) and bob", True),
+        ("al's idea", True),
+        ("hey a1", True),  # a look-alike spelling names al, as nicks are compared
+        ("hi all", False),
+        ("@Al_ is someone else", False),
+        ("2al xal al-x", False),
+    ],
+)
+def test_a_line_naming_the_user_is_highlighted(text: str, named: bool) -> None:
+    """The client flags the lines naming its user itself, by the server's rule for
+    ``/mentions`` (the server does not mark live lines)."""
     r = renderer("al", colour=True)
-    # "al" is not a word of the text, but the server says al is named (it knows best).
-    named = message(5, "hey @Al_", mentions=["Al"])
-    assert r.is_alert(named) and r.line(named).endswith(BELL)
-    # Without a mentions list (an older server) the text is searched for the nick.
-    assert r.is_alert(message(6, "al: look"))
-    assert not r.is_alert(message(7, "hi all"))
+    line = message(5, text)
+    assert r.is_alert(line) is named
+    assert r.line(line).endswith(BELL) is named
     assert not r.is_alert(message(8, "al: me", nick="al"))  # never your own
 
 

@@ -35,7 +35,6 @@ from .changes import MessageIndex
 from .delivery import Arrival, Broker, Delivery, Pending, RoomEvent
 from .errors import FixedCodeError
 from .mailbox import Fanout, Mailbox, Parcel
-from .mentions import MentionFinder
 from .metrics import Metrics
 from .names import DEFAULT_ROOM, name_key, normalize_nick
 from .protocol import (
@@ -191,8 +190,6 @@ class Hub(Delivery):
         #: ``None``: none), called as the ``join`` is delivered. Set by the server when it
         #: keeps history; without it a join comes with no history.
         self.join_history: Callable[[Session, str], History | None] | None = None
-        #: Which members a line names (its ``mentions``), worked out once per line.
-        self.mentions = MentionFinder()
         #: Set by the server with ``always_on`` (see :mod:`trio_chat.always_on`): called
         #: when a user's last connection ended; ``True`` if it keeps the user in its rooms
         #: (offline) instead of the user leaving them.
@@ -603,7 +600,6 @@ class Hub(Delivery):
             kind,
             reply_to,
             quote,
-            self.mentions.members_named(text, self.sessions, room.members),
         )
         # Its author's account is the sender's (see delivery.author_of): not looked up here.
         self._publish(message, room=room, persist=True, sender=session)

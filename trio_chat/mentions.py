@@ -1,29 +1,30 @@
-"""Mentions: which nicks a chat line names (pure, no I/O).
+"""Mentions: whether a chat line names a user (pure, no I/O).
 
 A line names ``alice`` when one of its words is her nick: ``alice``, ``@alice``,
 ``alice:``, ``alice,``, ``(alice)``, ``alice's``; compared as nicks are
-(:func:`~trio_chat.names.name_key`: ``ALICE`` and ``al1ce`` name her too). The hub asks
-this of every line said in a room (:meth:`MentionFinder.members_named`), so it is built to
-cost next to nothing per line:
+(:func:`~trio_chat.names.name_key`: ``ALICE`` and ``al1ce`` name her too).
 
-* a line is split on whitespace (C speed) and each word looked up in a dict of the words
-  seen before, which holds the name keys each word could be. Chat reuses its words, so
-  after a moment nearly every word is a hit, and the look-alike skeleton (about 2 us) is
-  worked out once per new word, not once per line. The dict is bounded (cleared when
-  full), and kept apart from ``name_key``'s own cache, which rooms and nicks need;
-* a word that cannot be a nick (a number) has no keys at all, and one longer than
-  :data:`LONGEST_WORD` is skipped at once (not even remembered: a link names nobody);
-* a key counts only if it is a user's now (``Hub.sessions``) and that user is in the room
-  (``Room.members``): two dict look-ups, no list of the room's members is ever walked.
+The server does not work this out for the lines it delivers: a client knows who it is
+and flags what names it (the terminal client with this module, the browser page with
+its own copy of the rule), as IRC clients highlight their nick. Asked of every line said,
+the scan cost the hub more than a tenth of its fan-out in small rooms, to tell each
+receiver what it could tell itself. The server asks it where only it can answer:
+``/mentions``, over stored lines (:func:`trio_chat.search.find_mentions`).
+
+It is built to cost little per line all the same: a line is split on whitespace (C
+speed) and each word looked up in a dict of the words seen before, holding the name keys
+each word could be, so the look-alike skeleton (about 2 us) is worked out once per new
+word. The dict is bounded (cleared when full) and kept apart from ``name_key``'s own
+cache, which rooms and nicks need. A word longer than :data:`LONGEST_WORD` (a link)
+names nobody and is not remembered.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 
 from .names import MAX_NICK_LENGTH, NICK_PUNCTUATION, name_key
-from .users import Session
 
 #: Runs of the characters a nick is made of (letters, digits, ``_-[]\`^{}|``): the parts
 #: of a whitespace-separated word that may be a nick (``@alice:`` holds ``alice``).
@@ -57,67 +58,24 @@ def nick_candidates(word: str) -> tuple[str, ...]:
 
 
 class MentionFinder:
-    """Finds the nicks a line names, remembering what each word it met could be.
-
-    Per word it keeps the one key it may be (the usual case), ``""`` for none, or a
-    tuple of several (``alice/bob``), so the loop over a line's words does one dict
-    look-up and one truth test for a word that names nobody."""
+    """Tells whether lines name users, remembering what each word it met could be."""
 
     def __init__(self, cache_size: int = WORD_CACHE_SIZE) -> None:
-        self._keys: dict[str, str | tuple[str, ...]] = {}
+        self._keys: dict[str, tuple[str, ...]] = {}
         self._cache_size = cache_size
 
     def keys_of(self, word: str) -> tuple[str, ...]:
-        """:func:`nick_candidates` of ``word``, cached."""
+        """:func:`nick_candidates` of ``word``, cached (a long word is not)."""
         keys = self._keys.get(word)
         if keys is None:
-            keys = self._learn(word)
-        if isinstance(keys, str):
-            return (keys,) if keys else ()
+            if len(word) > LONGEST_WORD:
+                return ()
+            if len(self._keys) >= self._cache_size:
+                self._keys.clear()
+            keys = self._keys[word] = nick_candidates(word)
         return keys
-
-    def _learn(self, word: str) -> str | tuple[str, ...]:
-        if len(self._keys) >= self._cache_size:
-            self._keys.clear()
-        candidates = nick_candidates(word)
-        keys = candidates if len(candidates) > 1 else candidates[0] if candidates else ""
-        self._keys[word] = keys
-        return keys
-
-    def members_named(
-        self, text: str, sessions: Mapping[str, Session], members: Collection[int]
-    ) -> list[str] | None:
-        """The nicks of the users named in ``text`` who are among ``members`` (session
-        ids), each once, in the order first named; ``None`` when there are none (the
-        usual case, and what a ``message`` leaves out).
-
-        ``sessions`` holds every user by name key (``Hub.sessions``)."""
-        cached = self._keys.get
-        user = sessions.get
-        found: list[str] | None = None
-        for word in text.split():
-            key = cached(word)
-            if key is None:
-                if len(word) > LONGEST_WORD:
-                    continue
-                key = self._learn(word)
-            if not key:
-                continue
-            if type(key) is str:
-                session = user(key)
-                if session is None or session.id not in members:
-                    continue
-                named = [session]
-            else:
-                named = [s for k in key if (s := user(k)) is not None and s.id in members]
-            for session in named:
-                if found is None:
-                    found = [session.nick]
-                elif session.nick not in found:
-                    found.append(session.nick)
-        return found
 
     def names_any(self, text: str, keys: Collection[str]) -> bool:
-        """Whether ``text`` names any of the name ``keys`` (a user's nick and account),
-        whoever holds them now: how ``/mentions`` checks a stored line."""
+        """Whether ``text`` names any of the name ``keys`` (:func:`name_key` of a user's
+        nick, and of its account's)."""
         return any(key in keys for word in text.split() for key in self.keys_of(word))

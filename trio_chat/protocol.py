@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
 
 import orjson
@@ -40,6 +40,8 @@ def find_control_character(text: str) -> str | None:
     Lone surrogates (from JSON escapes like ``\\ud800``) count too: they are not text and
     no UTF-8 encoder can send them on.
     """
+    if text.isprintable():  # (both kinds are unprintable: the usual text, in C at once)
+        return None
     match = _CONTROL_CHARACTERS.search(text)
     return match.group() if match else None
 
@@ -355,7 +357,11 @@ def decode_client_frame(data: bytes | str) -> ClientFrame:
                 ref=ref,
             )
         kwargs[_ATTRIBUTE.get(name, name)] = value
-    frame: ClientFrame = cls(**kwargs)
+    # ``cls(**kwargs)`` in half the time (a say frame comes with every line): each field
+    # set as the frozen dataclass's __init__ sets it, those left out to their defaults.
+    frame: ClientFrame = _new(cls)
+    for attribute, default in _FRAME_FIELDS[cls]:
+        _set_field(frame, attribute, kwargs.get(attribute, default))
     return frame
 
 
@@ -376,6 +382,13 @@ def encode_client_frame(frame: ClientFrame) -> bytes:
 
 
 _CLIENT_TYPE_NAMES: dict[type[Any], str] = {cls: name for name, (cls, _) in _CLIENT_FRAMES.items()}
+#: Each client frame class's fields with their defaults (a required field has none: it is
+#: always given), as :func:`decode_client_frame` sets them.
+_FRAME_FIELDS: dict[type[Any], tuple[tuple[str, Any], ...]] = {
+    cls: tuple((f.name, f.default) for f in fields(cls)) for cls in _CLIENT_TYPE_NAMES
+}
+assert not any(hasattr(cls, "__post_init__") for cls in _FRAME_FIELDS)
+assert all(f.default_factory is MISSING for cls in _FRAME_FIELDS for f in fields(cls))
 
 
 # --------------------------------------------------------------------------------------
@@ -454,11 +467,6 @@ class Message(ServerEvent):
     #: That message's ``{"nick": ..., "text": ...}`` (its text cut to 100 characters).
     quote: dict[str, str] | None = None
 
-    #: The nicks of the room's members named in ``text`` (``@alice``, ``alice:``, or
-    #: ``alice`` as a word; compared as nicks are), each once, in the order named; left
-    #: out when none (see :mod:`trio_chat.mentions`).
-    mentions: list[str] | None = None
-
 
 def chat_line(
     event_id: int,
@@ -469,11 +477,10 @@ def chat_line(
     kind: MessageKind,
     reply_to: int | None = None,
     quote: dict[str, str] | None = None,
-    mentions: list[str] | None = None,
 ) -> Message:
     """``Message(id=event_id, ...)`` in about half the time (the hub makes one for every
     line said): its fields set as its ``__init__`` sets them, without the keyword
-    handling. Every field of ``Message`` but those after ``mentions`` (a field added
+    handling. Every field of ``Message`` but those after ``quote`` (a field added
     later by another part of the chat, which must default to ``None``) is given here."""
     message = _new(Message)
     _set_field(message, "id", event_id)
@@ -484,7 +491,6 @@ def chat_line(
     _set_field(message, "kind", kind)
     _set_field(message, "reply_to", reply_to)
     _set_field(message, "quote", quote)
-    _set_field(message, "mentions", mentions)
     for name in _LATER_FIELDS:
         _set_field(message, name, None)
     return message
@@ -536,7 +542,7 @@ class Reaction(ServerEvent):
 _LATER_FIELDS = tuple(
     f.name
     for f in fields(Message)
-    if f.name not in {"id", "ts", "room", "nick", "text", "kind", "reply_to", "quote", "mentions"}
+    if f.name not in {"id", "ts", "room", "nick", "text", "kind", "reply_to", "quote"}
 )
 assert all(f.default is None for f in fields(Message) if f.name in _LATER_FIELDS)
 

@@ -10,7 +10,7 @@ Python classes are called, and meets an older server gracefully: an unknown fiel
 ignored by the server, a field left out reads as "none" here.
 
 :class:`ChatMessage` is a ``message`` with every field a message may now carry, live or in
-a ``history`` page (a reply's ``quote``, ``mentions``, ``edited``, ``deleted``,
+a ``history`` page (a reply's ``quote``, ``edited``, ``deleted``,
 ``reactions``, ``changed``): it *is* a :class:`~trio_chat.protocol.Message`, so the rest of
 the client treats it as one. :func:`decode_event` is the one way the client turns the
 server's bytes into an event. No I/O here.
@@ -46,8 +46,6 @@ class ChatMessage(Message):
     #: (``{"nick", "text"}``, the text cut to 100 characters).
     reply_to: int | None = None
     quote: dict[str, Any] | None = None
-    #: Nicks of the room's members named in the text.
-    mentions: list[str] | None = None
     #: History only: when it was last edited; ``True`` once deleted (its text is then "");
     #: emoji -> nicks, in order of reacting; the id of its latest change.
     edited: float | None = None
@@ -72,7 +70,6 @@ _CHECKS: dict[str, tuple[type, ...]] = {
     "on": (bool,),
     "deleted": (bool,),
     "quote": (dict,),
-    "mentions": (list,),
     "reactions": (dict,),
 }
 

@@ -23,13 +23,13 @@ reactions, ``(👍 2, 🎉 1)``.
 from __future__ import annotations
 
 import os
-import re
 import time
 import zlib
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ChatError
+from ..mentions import MentionFinder
 from ..names import name_key
 from ..protocol import (
     Bye,
@@ -83,13 +83,6 @@ def name_colour(name: str) -> str:
     return PALETTE[zlib.crc32(name.casefold().encode()) % len(PALETTE)]
 
 
-def mentions(text: str, nick: str | None) -> bool:
-    """Whether ``text`` names ``nick`` as a word (any case): ``alice:``, ``hi Alice!``."""
-    if not nick:
-        return False
-    return re.search(rf"(?<![\w-]){re.escape(nick)}(?![\w-])", text, re.IGNORECASE) is not None
-
-
 def event_lines(event: ServerEvent) -> str:
     """What to print for a server event: ``render_text``, made safe for a terminal."""
     text = render_text(event)
@@ -111,6 +104,8 @@ class Renderer:
         #: The messages shown before (read only: the session keeps it up to date), for the
         #: authors and words of the messages that edits, deletes and reactions name.
         self.shown = shown if shown is not None else ShownMessages()
+        #: What the words of the lines shown could name (bounded).
+        self._mentions = MentionFinder(cache_size=5_000)
 
     def _sgr(self, codes: str, text: str) -> str:
         return f"\x1b[{codes}m{text}{RESET}" if self.colour else text
@@ -138,16 +133,13 @@ class Renderer:
     def is_alert(self, event: ServerEvent) -> bool:
         """A message naming the user, or a private message to them, from someone else.
 
-        The server's ``mentions`` decides when it sends one; a server that does not find
-        mentions leaves it out, and then the text is searched for the user's nick."""
+        A line names the user as the server's ``/mentions`` has it (see
+        :mod:`trio_chat.mentions`: ``alice:``, ``@Alice``, ``al1ce``); the server does not
+        say, the client knows who it is."""
         if isinstance(event, Message):
             if event.nick == self.nick or not self.nick:
                 return False
-            named = getattr(event, "mentions", None)
-            if named:
-                mine = name_key(self.nick)
-                return any(isinstance(n, str) and name_key(n) == mine for n in named)
-            return mentions(event.text, self.nick)
+            return self._mentions.names_any(event.text, (name_key(self.nick),))
         if isinstance(event, Private):
             return event.nick != self.nick
         return False

@@ -5,7 +5,7 @@
 import {Connection, serverUrl} from "./connection.js";
 import {Conversation, MAX_ENTRIES, privateId, roomId} from "./conversations.js";
 import {key, mentions} from "./format.js";
-import {applyState, makeRecord, mentionsMe} from "./messages.js";
+import {applyState, makeRecord} from "./messages.js";
 import * as saved from "./storage.js";
 import {TypingBoard, TypingSender} from "./typing.js";
 import {
@@ -282,8 +282,7 @@ export function showMessage(f, how) {
   if (rec.type === "message" && rec.id !== null) conv.records.set(rec.id, rec);
   conv.spoke(f.nick);
   if (how === "live" && conv.kind === "room") typingBoard.stopped(conv.id, f.nick);
-  const mention = !mine && !rec.deleted && (f.type === "private" || mentionsMe(rec, state.me)
-    || mentions(rec.text, state.me));
+  const mention = !mine && !rec.deleted && (f.type === "private" || mentions(rec.text, state.me));
   if (mention) li.classList.add("mention");
   if (how === "past") {
     li.classList.add("past");

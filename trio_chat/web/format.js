@@ -24,10 +24,25 @@ export function hue(nick) {
   return h;
 }
 
+// The server's rule for a line naming a user (docs/protocol.md, "Search and mentions"):
+// one of its words holds the nick as a run of nick characters (`alice`, `@alice:`,
+// `alice's`), compared case and accents aside (the server's look-alike folding, `al1ce`,
+// is not copied here). A word longer than 32 characters (a link) names nobody.
+const NICK_RUN = /[\p{L}\p{N}_\-[\]\\`^{}|]+/gu;
+const fold = (s) => s.normalize("NFKD").replace(/\p{M}/gu, "").toLowerCase();
+
+/** Does `message` (a line's text) name `nick`? */
 export function mentions(message, nick) {
   if (!nick) return false;
-  const escaped = nick.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-  return new RegExp(`(^|[^\\p{L}\\p{N}_])${escaped}($|[^\\p{L}\\p{N}_])`, "iu").test(message);
+  const me = fold(nick);
+  for (const word of String(message).split(/\s+/u)) {
+    if ([...word].length > 32) continue;
+    for (const run of word.match(NICK_RUN) || []) {
+      if (/^[\p{N}-]/u.test(run)) continue;
+      if (fold(run) === me) return true;
+    }
+  }
+  return false;
 }
 
 const pad = (n) => (n < 10 ? "0" + n : String(n));

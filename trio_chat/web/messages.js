@@ -22,7 +22,6 @@ export function makeRecord(f) {
     replyTo: Number.isInteger(f.reply_to) ? f.reply_to : null,
     quote: f.quote && typeof f.quote === "object"
       ? {nick: String(f.quote.nick ?? ""), text: String(f.quote.text ?? "")} : null,
-    mentions: Array.isArray(f.mentions) ? f.mentions.map(String) : [],
     edited: null, // ts of the last edit
     deleted: false,
     reactions: new Map(), // emoji -> [nick, ...] in the order they reacted
@@ -107,9 +106,6 @@ export function applyReaction(rec, f) {
 /** Did `nick` react to `rec` with `emoji`? */
 export const reacted = (rec, emoji, nick) =>
   (rec.reactions.get(emoji) || []).some((n) => key(n) === key(nick));
-
-/** Is the message for `me`: its `mentions` (from the server) name me. */
-export const mentionsMe = (rec, me) => rec.mentions.some((n) => key(n) === key(me));
 
 /** `text` cut to `max` characters with "…", as the server cuts a reply's quote. */
 export const cut = (text, max = 100) => ([...text].length > max
