@@ -10,12 +10,15 @@ import json
 import socket
 from collections import Counter
 
+import pytest
 import trio
 import trio.testing
 from test_parking import read_messages
 
+from trio_chat.protocol import ClientFrame
 from trio_chat.server import ChatServer
 from trio_chat.testing import local_config, open_client, open_test_server, stalled_client
+from trio_chat.users import Session
 
 #: Long enough that no connection parks during a test: the busy case.
 NO_PARKING = 600.0
@@ -144,3 +147,27 @@ async def read_until_closed(sock: socket.socket) -> bytes:
             if not chunk:
                 return data
             data += chunk
+
+
+async def test_a_connection_that_fails_ends_alone_and_the_server_serves_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with open_test_server(config=local_config(park_after=NO_PARKING)) as chat:
+        handle = chat.server.handle
+
+        async def failing_for_victim(session: Session, frame: ClientFrame) -> None:
+            if session.nick == "victim":
+                raise RuntimeError("a bug in handling this frame")
+            await handle(session, frame)
+
+        monkeypatch.setattr(chat.server, "handle", failing_for_victim)
+        async with open_client(chat, "bob") as bob, open_client(chat, "victim") as victim:
+            await bob.expect("join", lambda e: e.nick == "victim")
+            await victim.say("this fails")
+            await bob.expect("leave", lambda e: e.nick == "victim")
+            assert await victim.closed()
+            await bob.say("still served")
+            assert (await bob.expect("message")).text == "still served"
+            async with open_client(chat, "carol") as carol:
+                await carol.say("and new users too")
+                assert (await carol.expect("message")).text == "and new users too"

@@ -134,7 +134,11 @@ class Resident:
             await self.run()
 
     async def run(self) -> None:
-        """Serve spells until the connection ends or parks; clean up if it ended."""
+        """Serve spells until the connection ends or parks; clean up if it ended.
+
+        Runs in a task of the server's own (a new one after each parking), so nothing it
+        raises may escape: a failure ends this connection only (logged), never the server.
+        """
         parked = False
         reason: str | None = "connection closed"
         # A resumed spell's task was started by whoever woke it: replies go to this one.
@@ -147,6 +151,8 @@ class Resident:
                 if self._park():
                     parked = True
                     return
+        except Exception:
+            log.exception("connection of %s from %s failed", self.device.nick, self.link.address)
         finally:
             if not parked:
                 await self._stop_writer()
@@ -279,6 +285,9 @@ class Resident:
         except trio.TooSlowError:
             failed = "write timed out"
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            failed = "connection lost"
+        except Exception:  # a task of the server's own: end this connection, not the server
+            log.exception("writing to %s failed", self.link.address)
             failed = "connection lost"
         finally:
             if rearm:
