@@ -101,7 +101,15 @@ async def test_a_write_that_takes_too_long_ends_the_connection_alone() -> None:
         with stalled_client(chat, "slow") as slow:
             async with open_client(chat, "alice") as alice:
                 await logged_in(chat.server, "slow")
-                for n in range(100):  # more than slow's socket holds: a write waits
+                session = chat.server.hub.find("slow")
+                assert session is not None
+                mailbox = session.devices[0].mailbox
+                # Far more than slow's socket takes, so that its writer waits on a full
+                # socket (a little left over might still go out as the kernel frees room).
+                n = 0
+                while mailbox.unsent_bytes < 200_000 and not mailbox.closed:
+                    n += 1
+                    assert n < 2000, "slow's socket never filled"
                     await alice.say(f"{n} " + "z" * 2000)
                     await alice.expect("message")
                 leave = await alice.expect("leave", lambda e: e.nick == "slow")
