@@ -40,9 +40,9 @@ def test_a_stop_passes_only_after_a_start_that_passed() -> None:
 def test_a_line_said_ends_the_typing_so_the_next_start_passes_at_once() -> None:
     throttle = TypingThrottle()
     assert throttle.passes(1, "#dev", True, now=1.0)
-    assert 1 in throttle
+    assert 1 in throttle.typists
     assert throttle.ended(1, "#dev")
-    assert 1 not in throttle
+    assert 1 not in throttle.typists
     assert not throttle.ended(1, "#dev")
     assert not throttle.passes(1, "#dev", False, now=1.1)  # ended: no stop to tell
     assert throttle.passes(1, "#dev", True, now=1.2)

@@ -467,6 +467,27 @@ class Message(ServerEvent):
     #: That message's ``{"nick": ..., "text": ...}`` (its text cut to 100 characters).
     quote: dict[str, str] | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """As every event's (``type`` first, ``None`` fields left out), written out: one is
+        made for every line said. A subclass with fields of its own (the terminal client's
+        :class:`~trio_chat.client.events.ChatMessage`) gets the general one."""
+        if type(self) is not Message:
+            return ServerEvent.to_dict(self)
+        obj: dict[str, Any] = {
+            "type": "message",
+            "id": self.id,
+            "ts": self.ts,
+            "room": self.room,
+            "nick": self.nick,
+            "text": self.text,
+            "kind": self.kind,
+        }
+        if self.reply_to is not None:
+            obj["reply_to"] = self.reply_to
+        if self.quote is not None:
+            obj["quote"] = self.quote
+        return obj
+
 
 def chat_line(
     event_id: int,
@@ -545,6 +566,8 @@ _LATER_FIELDS = tuple(
     if f.name not in {"id", "ts", "room", "nick", "text", "kind", "reply_to", "quote"}
 )
 assert all(f.default is None for f in fields(Message) if f.name in _LATER_FIELDS)
+# Message.to_dict names each field: one added must be added there too.
+assert _wire_fields(Message) == ("id", "ts", "room", "nick", "text", "kind", "reply_to", "quote")
 
 #: The events that change a message already said (see :mod:`trio_chat.changes`).
 MessageChange: TypeAlias = MessageEdited | MessageDeleted | Reaction

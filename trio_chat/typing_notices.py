@@ -49,19 +49,20 @@ class TypingThrottle:
     said a line, or left the room); nothing for anyone who is not typing.
     """
 
-    __slots__ = ("_shown", "every")
+    __slots__ = ("every", "typists")
 
     def __init__(self, every: float = TYPING_EVERY) -> None:
         self.every = every
-        #: user id -> room key -> when its last passed ``active: true`` was.
-        self._shown: dict[int, dict[str, float]] = {}
+        #: user id -> room key -> when its last passed ``active: true`` was: only the users
+        #: typing somewhere (``in`` it is the cheap test before :meth:`ended`).
+        self.typists: dict[int, dict[str, float]] = {}
 
     def passes(self, user: int, room: str, active: bool, now: float) -> bool:
         """Whether this notice of ``user`` in ``room`` goes out (and remember that it did)."""
-        rooms = self._shown.get(user)
+        rooms = self.typists.get(user)
         if active:
             if rooms is None:
-                rooms = self._shown[user] = {}
+                rooms = self.typists[user] = {}
             last = rooms.get(room)
             if last is not None and now - last < self.every:
                 return False
@@ -72,28 +73,24 @@ class TypingThrottle:
     def ended(self, user: int, room: str) -> bool:
         """The typing of ``user`` in ``room`` ended (a line said, a part); whether it was
         shown. Cheap when it was not: this runs for every line said."""
-        rooms = self._shown.get(user)
+        rooms = self.typists.get(user)
         if rooms is None or rooms.pop(room, None) is None:
             return False
         if not rooms:
-            del self._shown[user]
+            del self.typists[user]
         return True
 
     def shown(self, user: int) -> list[str]:
         """The room keys where ``user``'s typing is shown now."""
-        return list(self._shown.get(user, ()))
+        return list(self.typists.get(user, ()))
 
     def forget(self, user: int) -> None:
         """``user`` is gone: drop whatever was remembered of it."""
-        self._shown.pop(user, None)
-
-    def __contains__(self, user: object) -> bool:
-        """Whether ``user`` is typing somewhere (the cheap test before :meth:`ended`)."""
-        return user in self._shown
+        self.typists.pop(user, None)
 
     def __len__(self) -> int:
         """Users typing somewhere (for tests: nothing is kept for anyone else)."""
-        return len(self._shown)
+        return len(self.typists)
 
 
 class TypingNotices:
@@ -149,7 +146,7 @@ class TypingNotices:
     def _said(self, message: Message, sender: Session) -> None:
         # Receivers clear "typing" on the message itself: nothing to send, only to forget.
         # (This runs for every line said: for a sender not typing, one dict look-up.)
-        if sender.id in self.throttle:
+        if sender.id in self.throttle.typists:
             self.throttle.ended(sender.id, name_key(message.room))
 
     def _parted(self, session: Session, room: str, reason: str | None) -> None:

@@ -1,0 +1,164 @@
+"""Instructions per chat line, counted by valgrind: ``python bench/instructions.py``.
+
+On a shared 2-core machine the CPU time of a fan-out run moves by 10-30% from run to run,
+more than the change it is meant to show (a field on a message, a check per line). This
+counts instead: it runs a fixed chat in one process under ``valgrind --tool=callgrind``
+(no hardware counters needed), whose instruction count does not depend on what else the
+machine does, and reports instructions per line said and per delivery.
+
+The chat: a plain ``trio-chat`` (no database, the built-ins loaded) on loopback, ``--members``
+receivers over TCP JSON lines in ``#lobby``, and one sender saying ``--lines`` lines of 64
+characters, ``--window`` at a time without waiting for their echo, until every receiver
+read the last. Run twice, with ``--lines`` and twice as many, and the difference divided
+by ``--lines`` is the cost of a line with start-up, imports and the logins taken out.
+The clients are this script's own few lines (a write, and a search for the last line's
+text in what was read), the same whichever tree runs.
+
+``--compare REV`` counts another commit's tree too (``git archive`` into a temp dir), in
+the same run: the ratio is what a change costs or saves per line, to a fraction of a
+percent. Instructions are not time (a cache miss counts once), so a figure here says
+where work was added or removed, and the fan-out bench (``run.py``) says what it is worth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LAST = "the last line"
+
+
+async def chat(members: int, lines: int, window: int) -> None:
+    """The measured chat (run under valgrind by :func:`count`)."""
+    import trio
+
+    from trio_chat.testing import local_config, open_test_server
+
+    async def log_in(port: int, nick: str) -> trio.SocketStream:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(b'{"type":"hello","nick":"%s"}\n' % nick.encode())
+        seen = b""
+        while b'"type":"join"' not in seen:  # its own join of #lobby: in the room
+            seen += await stream.receive_some(65536)
+        return stream
+
+    async def read_to_end(stream: trio.SocketStream, done: trio.Event) -> None:
+        tail = b""
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                raise RuntimeError("the server closed a receiver")
+            tail = tail[-64:] + data
+            if LAST.encode() in tail:
+                done.set()
+                return
+
+    config = local_config(db=None, ws_port=None)
+    with trio.fail_after(600):
+        async with open_test_server(config=config) as server:
+            port = server.address("tcp")[1]
+            receivers = [await log_in(port, f"r{i}") for i in range(members)]
+            sender = await log_in(port, "sender")
+            finished = [trio.Event() for _ in range(members + 1)]
+            line = b'{"type":"say","text":"%s"}\n' % (b"x" * 64)
+            last = b'{"type":"say","text":"%s"}\n' % LAST.encode()
+            async with trio.open_nursery() as nursery:
+                for stream, done in zip([*receivers, sender], finished, strict=True):
+                    nursery.start_soon(read_to_end, stream, done)
+                sent = 0
+                while sent < lines - 1:
+                    burst = min(window, lines - 1 - sent)
+                    await sender.send_all(line * burst)
+                    sent += burst
+                    await trio.sleep(0)
+                await sender.send_all(last)
+                for done in finished:
+                    await done.wait()
+            for stream in [*receivers, sender]:
+                await stream.aclose()
+
+
+def count(tree: Path, members: int, lines: int, window: int) -> int:
+    """Instructions the whole chat took, with ``tree``'s ``trio_chat``."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        str(HERE / "instructions.py"),
+        "--inner",
+        "--members",
+        str(members),
+        "--lines",
+        str(lines),
+        "--window",
+        str(window),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        sys.exit(f"the counted run failed ({tree}):\n{done.stderr[-3000:]}")
+    return int(found.group(1))
+
+
+def per_line(tree: Path, args: argparse.Namespace) -> float:
+    small = count(tree, args.members, args.lines, args.window)
+    large = count(tree, args.members, 2 * args.lines, args.window)
+    return (large - small) / args.lines
+
+
+def export(rev: str, into: Path) -> Path:
+    """``rev``'s ``trio_chat`` in a directory of its own."""
+    into.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "trio_chat"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def compiled(tree: Path) -> Path:
+    """``tree`` with its bytecode written: else the first counted run would compile what
+    the second reads, and the difference would hide that much of a line's cost."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "trio_chat")], check=True)
+    return tree
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=10, help="receivers in the room")
+    parser.add_argument("--lines", type=int, default=1000, help="lines of the smaller run")
+    parser.add_argument("--window", type=int, default=64, help="lines sent per write")
+    parser.add_argument("--compare", action="append", default=[], help="another git rev")
+    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inner:
+        import trio
+
+        trio.run(chat, args.members, args.lines, args.window)
+        return
+    deliveries = args.members + 1  # the sender gets its echo
+    results: list[tuple[str, float]] = [("this tree", per_line(compiled(ROOT), args))]
+    with tempfile.TemporaryDirectory() as scratch:
+        for rev in args.compare:
+            tree = compiled(export(rev, Path(scratch) / rev.replace("/", "_")))
+            results.append((rev, per_line(tree, args)))
+    base = results[0][1]
+    print(f"{args.members} receivers + the sender, lines of 64 characters:")
+    for name, instructions in results:
+        print(
+            f"  {name:>12}: {instructions:>10,.0f} instructions per line, "
+            f"{instructions / deliveries:>8,.0f} per delivery ({instructions / base:.3f}x)"
+        )
+
+
+if __name__ == "__main__":
+    main()
