@@ -11,6 +11,7 @@ receivers over TCP JSON lines in ``#lobby``, and one sender saying ``--lines`` l
 characters, ``--window`` at a time without waiting for their echo, until every receiver
 read the last. Run twice, with ``--lines`` and twice as many, and the difference divided
 by ``--lines`` is the cost of a line with start-up, imports and the logins taken out.
+The garbage collector is set as ``trio-chat serve`` sets it (``quiet_gc``: start-up frozen).
 The clients are this script's own few lines (a write, and a search for the last line's
 text in what was read), the same whichever tree runs.
 
@@ -39,6 +40,7 @@ async def chat(members: int, lines: int, window: int) -> None:
     """The measured chat (run under valgrind by :func:`count`)."""
     import trio
 
+    from trio_chat.program import quiet_gc
     from trio_chat.testing import local_config, open_test_server
 
     async def log_in(port: int, nick: str) -> trio.SocketStream:
@@ -66,6 +68,7 @@ async def chat(members: int, lines: int, window: int) -> None:
             port = server.address("tcp")[1]
             receivers = [await log_in(port, f"r{i}") for i in range(members)]
             sender = await log_in(port, "sender")
+            quiet_gc()  # as `trio-chat serve` does once started
             finished = [trio.Event() for _ in range(members + 1)]
             line = b'{"type":"say","text":"%s"}\n' % (b"x" * 64)
             last = b'{"type":"say","text":"%s"}\n' % LAST.encode()
@@ -77,7 +80,7 @@ async def chat(members: int, lines: int, window: int) -> None:
                     burst = min(window, lines - 1 - sent)
                     await sender.send_all(line * burst)
                     sent += burst
-                    await trio.sleep(0)
+                    await trio.lowlevel.checkpoint()
                 await sender.send_all(last)
                 for done in finished:
                     await done.wait()

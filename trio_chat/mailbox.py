@@ -12,7 +12,9 @@ needs to know nothing else. The mailbox owns what a receiver's delivery takes, i
   event goes straight to its socket (one syscall, where waking the writer costs three
   task steps and two more scheduling rounds: at N=100 the last writer woken wrote
   milliseconds later). What the socket does not take is queued, in order;
-* the wake-up hooks: the waiting writer's, called at the next event queued or at close;
+* the wake-up hooks: the writer's, called at the next event queued or at close (a
+  connection's writer task is started by it, see :meth:`Mailbox.call_when_queued`, and
+  ends when nothing is left; a writer may also wait in :meth:`Mailbox.take`);
   the reader's, called when the server hangs up (:meth:`Mailbox.hang_up`, from
   ``Session.close``); and while the connection is parked with no task at all (see
   :mod:`trio_chat.transports.parking`), its resume in place of both.
@@ -26,8 +28,8 @@ parcel, so a fanned-out message is encoded once per format.
 ``offer`` is on the hottest path of the server (once per receiver of every message, or of
 every bundle of messages), so it does the least it can: a receiver that can be written to
 directly is not even measured unless its socket leaves something over. One producer (the
-hub) and one consumer (the writer task, absent while parked) per mailbox, both on the trio
-thread.
+hub) and one consumer (the writer task, there only while something is queued) per
+mailbox, both on the trio thread.
 """
 
 from __future__ import annotations
@@ -206,6 +208,17 @@ class Mailbox:
     def writer_waiting(self) -> bool:
         """Whether a writer waits in :meth:`take` (and so is not in the middle of a write)."""
         return self._wakeup is not None
+
+    def call_when_queued(self, callback: Callable[[], None] | None) -> bool:
+        """Call ``callback`` once, at the next event queued (one the socket did not take
+        whole) or at :meth:`close`: how a connection starts its writer only when there is
+        something to write, instead of keeping a task waiting in :meth:`take` (``None``:
+        nobody). Refused (``False``, nothing set) if something is queued already or the
+        mailbox is closed: the caller has that to deal with now."""
+        if callback is not None and (self._items or self._closed):
+            return False
+        self._wakeup = callback
+        return True
 
     def call_on_hang_up(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` at :meth:`hang_up` (the reader's cancel; ``None``: nobody)."""

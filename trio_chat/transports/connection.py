@@ -3,9 +3,9 @@
 A transport provides a :class:`~trio_chat.transports.link.Link` (receive one frame, send a
 batch of events, close); :func:`serve_accepted` and :func:`run_connection` do the rest, in
 steps of their own modules: the log-in (:mod:`.handshake`), then the logged-in connection
-(:class:`~trio_chat.transports.resident.Resident`: reader and writer in the connection's
-own nursery, so a failure ends this connection only; an idle one gives up its tasks and
-parks until it has something to do), and the goodbye and close (:mod:`.link`).
+(:class:`~trio_chat.transports.resident.Resident`: one reading task, and a writer task only
+while something is queued, their failures ending this connection only; an idle one gives up
+its task and parks until it has something to do), and the goodbye and close (:mod:`.link`).
 """
 
 from __future__ import annotations

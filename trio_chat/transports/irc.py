@@ -50,7 +50,15 @@ from ..protocol import (
 )
 from ..wire import WireFormat, encoded, sizer
 from .connection import Arrival, serve_accepted
-from .streams import accept_tls, close_now, receive_or_end, serve_port, socket_fd, write_nowait
+from .streams import (
+    accept_tls,
+    close_now,
+    receive_on_fd,
+    receive_or_end,
+    serve_port,
+    socket_fd,
+    write_nowait,
+)
 from .tcp import enable_keepalive
 
 if TYPE_CHECKING:
@@ -327,7 +335,8 @@ class IrcLink:
         self.server.hub.send_to(session, Raw(data=data))
 
     async def fill(self) -> None:
-        data = await receive_or_end(self.stream)
+        fd = self.park_fd
+        data = await (receive_or_end(self.stream) if fd is None else receive_on_fd(fd))
         if data:
             self.last_heard = trio.current_time()
         self._lines.feed(data)

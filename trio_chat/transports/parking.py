@@ -1,10 +1,11 @@
 """Parking: idle connections held without a task of their own.
 
-A logged-in connection normally has two tasks, a reader and a writer. Their coroutine
-frames, nursery and cancel scopes are most of what an idle connection costs (about 14 of
-its 17.7 KiB), and a chat server's connections are idle nearly all the time. So a connection
-that has been quiet for a while (nothing read, nothing its writer had to send) ends both
-tasks and *parks*: its socket is handed to the :class:`ParkingLot`, one task that waits
+A logged-in connection that is being served has a task, its reader (and a writer task
+while something is queued for it). A task's coroutine frames and cancel scopes are most
+of what a connection costs (about 5 of the 10-11 KiB of a busy one; bench/README.md,
+"Memory per connection"), and a chat server's connections are idle nearly all the time.
+So a connection that has been quiet for a while (nothing read, nothing queued to send)
+ends its task and *parks*: its socket is handed to the :class:`ParkingLot`, one task that waits
 on an epoll set of every parked socket, and its mailbox is told whom to call.
 Messages still reach a parked connection without any task: the hub writes them straight
 to the socket when nothing is queued (see :mod:`trio_chat.mailbox`). The connection resumes,

@@ -1,5 +1,6 @@
-"""A logged-in connection: its reader (flood control, one frame at a time), its writer, and
-its spells between parkings (:class:`Resident`).
+"""A logged-in connection: its reader (flood control, one frame at a time), its writer
+(a task only while something is queued), and its spells between parkings
+(:class:`Resident`).
 
 A connection is one :class:`~trio_chat.hub.Device` of its user's session: it parks, is
 pinged and is closed on its own; its user leaves the rooms when its last connection ends.
@@ -61,15 +62,33 @@ FRAMES_PER_STEP = 1024
 class Resident:
     """A logged-in connection: what lives as long as it does, whichever task serves it.
 
-    It is served in *spells*. A spell runs the reader and the writer; it ends when the
-    connection ends (and then says goodbye and cleans up), or when the connection has
-    been idle for ``config.park_after`` seconds: then the spell's tasks end and the
-    connection parks (see :mod:`trio_chat.transports.parking`) until its socket has
-    input, its mailbox has something its socket would not take, or its session is closed;
-    then :meth:`resume` starts the next spell in a new task.
+    It is served in *spells*, each one task: the reader. Writing needs no task of its own
+    while the socket takes what the hub writes to it directly (see
+    :mod:`trio_chat.mailbox`); only when something is queued (the socket was full, or the
+    transport cannot write directly) is a writer task started, which writes until nothing
+    is left and then ends. So a busy connection has one task, not two: a task, with its
+    coroutine frames and cancel scopes, is most of what a connection costs (bench/README.md,
+    "Memory per connection").
+
+    A spell ends when the connection ends (and then says goodbye and cleans up), or when
+    the connection has been idle for ``config.park_after`` seconds: then the connection
+    parks (see :mod:`trio_chat.transports.parking`) until its socket has input, its mailbox
+    has something its socket would not take, or its session is closed; then :meth:`resume`
+    starts the next spell in a new task.
     """
 
-    __slots__ = ("_parked", "device", "flood", "link", "release", "server")
+    __slots__ = (
+        "_parked",
+        "_reading",
+        "_write_failed",
+        "_writer_done",
+        "_writer_scope",
+        "device",
+        "flood",
+        "link",
+        "release",
+        "server",
+    )
 
     def __init__(
         self, server: ChatHost, link: Link, device: Device, release: Callable[[], None]
@@ -81,21 +100,45 @@ class Resident:
         # Kept across spells: a flooder's strikes are not forgiven by a pause.
         self.flood = flood_guard(server)
         self._parked = False
+        #: The spell's reading scope while it reads (a failed write cancels it).
+        self._reading: trio.CancelScope | None = None
+        #: The writer task's scope while one runs (its deadline is the write's).
+        self._writer_scope: trio.CancelScope | None = None
+        #: Why the last writer could not write (``None``: it could).
+        self._write_failed: str | None = None
+        #: Set when the writer task ends, made only while someone waits for that.
+        self._writer_done: trio.Event | None = None
 
     @property
     def session(self) -> Session:
         """The user this connection is one of."""
         return self.device.session
 
+    @property
+    def writing(self) -> bool:
+        """Whether a writer task runs now (something queued, or a write under way)."""
+        return self._writer_scope is not None
+
     async def start(self) -> None:
         """Serve the connection from its log-in on. One that has said nothing more parks at
-        once: a crowd logging in then never holds two tasks per user, which would leave
-        the server's memory at that peak (freed task memory is reused, not returned)."""
-        if not self._park():
+        once: a crowd logging in then never holds a task per user, which would leave
+        the server's memory at that peak (freed task memory is reused, not returned).
+        One with more to do is served in a new task, so that the task that accepted and
+        logged it in ends, with all it held (about 1.5 KiB: its frames, the arrival, the
+        handshake's scopes)."""
+        if self._park():
+            return
+        try:
+            self.server.start_connection_task(self.run)
+        except RuntimeError:  # the server stops serving: this task serves on, to the end
             await self.run()
 
     async def run(self) -> None:
-        """Serve spells until the connection ends or parks; clean up if it ended."""
+        """Serve spells until the connection ends or parks; clean up if it ended.
+
+        Runs in a task of the server's own (a new one after each parking), so nothing it
+        raises may escape: a failure ends this connection only (logged), never the server.
+        """
         parked = False
         reason: str | None = "connection closed"
         # A resumed spell's task was started by whoever woke it: replies go to this one.
@@ -108,8 +151,11 @@ class Resident:
                 if self._park():
                     parked = True
                     return
+        except Exception:
+            log.exception("connection of %s from %s failed", self.device.nick, self.link.address)
         finally:
             if not parked:
+                await self._stop_writer()
                 await self.end(reason or "connection closed")
 
     def resume(self) -> None:
@@ -149,64 +195,55 @@ class Resident:
         device, mailbox, fd = self.device, self.device.mailbox, self.link.park_fd
         if fd is None or not self.server.parking.available:
             return False
-        if device.closed or self.server.stopping:
+        if device.closed or self.server.stopping or self.writing:
             return False
         if self.link.input_waiting() or not mailbox.park(self.resume):
-            return False  # woken while its writer stopped: serve on
+            return False  # woken while its spell ended: serve on
         self.server.parking.park(fd, self)
         self._parked = True
         self.server.metrics.parked.inc()
         return True
 
     async def _spell(self) -> str | None:
-        """Run reader and writer until one ends or the connection idles; why it ended
-        (``None`` if it only idles: the caller parks it)."""
+        """Read until the connection ends or idles; why it ended (``None`` if it only
+        idles: the caller parks it, or starts the next spell if it has work after all)."""
         server, link, device = self.server, self.link, self.device
         mailbox = device.mailbox
-        reason = "connection closed"
-        async with trio.open_nursery() as nursery:
-            writer_done = trio.Event()
-
-            async def write() -> None:
-                nonlocal reason
-                try:
-                    await _writer(
-                        link, mailbox, server.config.max_batch, server.config.send_timeout
-                    )
-                except trio.TooSlowError:
-                    reason = "write timed out"
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    reason = "connection lost"
-                finally:
-                    writer_done.set()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(write)
-            ended: str | None = reason
-            with trio.CancelScope() as reading:
-                # The server ends a session (quit, kick off, flooding, slow, shutdown) by
-                # stopping its reader; the writer then still delivers what is queued.
-                mailbox.call_on_hang_up(reading.cancel)
-                if device.closed:  # closed before we could listen
-                    reading.cancel()
-                ended = await _read_frames(server, link, device, self.flood)
-            if ended is None:
-                mailbox.call_on_hang_up(None)
-                nursery.cancel_scope.cancel()  # the writer waits for events: stop it too
-                return None
-            reason = ended
+        self._write_failed = None
+        ended: str | None = None
+        with trio.CancelScope() as reading:
+            self._reading = reading
+            # The server ends a session (quit, kick off, flooding, slow, shutdown) by
+            # stopping its reader; what is queued is still delivered after.
+            mailbox.call_on_hang_up(reading.cancel)
+            if not mailbox.call_when_queued(self._start_writer) and not mailbox.closed:
+                self._start_writer()  # queued while no spell ran
+            if device.closed:  # closed before we could listen
+                reading.cancel()
+            ended = await _read_frames(server, link, device, self.flood, reading)
+        self._reading = None
+        if ended is None and not device.closed and self._write_failed is None:
+            mailbox.call_on_hang_up(None)
+            mailbox.call_when_queued(None)  # a writer still running re-arms itself
+            return None
+        reason = self._write_failed or ended or "connection closed"
+        if self._write_failed is None:
             close_reason = device.ending[1]
             if close_reason is not None:
                 reason = close_reason
             # Whatever stopped the reading (the peer closed or only stopped sending, or the
-            # server ended it): the writer delivers what is queued, its own last lines
+            # server ended it): what is queued is written, the connection's own last lines
             # included, then the bye, all within a bounded time.
             with trio.move_on_after(GOODBYE_TIMEOUT):
                 await server.settle()
                 server.hub.detach_device(device, reason)
+                mailbox.call_when_queued(None)
                 mailbox.close()
-                await writer_done.wait()
-            nursery.cancel_scope.cancel()
+                await self._writer_ended()
+                if self._write_failed is None:
+                    await self._write(rearm=False)
+            reason = self._write_failed or reason
+            await self._stop_writer()
         close_code, close_reason = device.ending
         if close_code is not None:
             # What the writer had no time for:
@@ -214,6 +251,77 @@ class Resident:
             bye = Bye(code=close_code, text=close_reason or close_code)
             await say_goodbye(link, bye, pending)
         return reason
+
+    def _start_writer(self) -> None:
+        """Something is queued: write it in a task of its own (the mailbox calls this at
+        the first event queued while no writer runs)."""
+        if self.writing:
+            return
+        self._writer_scope = trio.CancelScope()
+        try:
+            self.server.start_connection_task(self._write)
+        except RuntimeError:  # the server has stopped serving: nobody to write
+            self._writer_scope = None
+            self._writer_failed("connection lost")
+
+    async def _write(self, *, rearm: bool = True) -> None:
+        """Write what is queued until nothing is left; with ``rearm`` (the writer task),
+        then have the mailbox start a writer again at the next event queued. Without it
+        (the goodbye, in the spell's own task), until the closed mailbox is empty."""
+        scope = self._writer_scope if rearm else trio.CancelScope()
+        assert scope is not None
+        config = self.server.config
+        failed: str | None = None
+        try:
+            with scope:
+                await _writer(
+                    self.link,
+                    self.device.mailbox,
+                    config.max_batch,
+                    config.send_timeout,
+                    scope,
+                    self._start_writer if rearm else None,
+                )
+        except trio.TooSlowError:
+            failed = "write timed out"
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            failed = "connection lost"
+        except Exception:  # a task of the server's own: end this connection, not the server
+            log.exception("writing to %s failed", self.link.address)
+            failed = "connection lost"
+        finally:
+            if rearm:
+                self._writer_scope = None
+                done = self._writer_done
+                if done is not None:
+                    done.set()
+        if failed is not None:
+            self._writer_failed(failed)
+
+    def _writer_failed(self, reason: str) -> None:
+        """The socket would not take what was queued: the connection ends (its reader
+        stops; nothing more is written but a best-effort bye)."""
+        self._write_failed = reason
+        if self._reading is not None:
+            self._reading.cancel()
+
+    async def _writer_ended(self) -> None:
+        """Wait until no writer task runs."""
+        while self.writing:
+            self._writer_done = done = trio.Event()
+            try:
+                await done.wait()
+            finally:
+                self._writer_done = None
+
+    async def _stop_writer(self) -> None:
+        """Stop a writer task still running (the goodbye ran out of time, or the spell was
+        cancelled) before anything else writes or the link closes."""
+        scope = self._writer_scope
+        if scope is not None:
+            scope.cancel()
+            with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_TIMEOUT):
+                await self._writer_ended()
 
     async def end(self, reason: str) -> None:
         """The connection is over: out of the server's books, its link closed (bounded,
@@ -239,43 +347,27 @@ class Resident:
 
 
 async def _read_frames(
-    server: ChatHost, link: Link, device: Device, flood: FloodGuard
-) -> str | None:
-    """Act on every frame the peer sends until it closes or stops sending; the reason.
-    ``None`` once the connection idles and may park: nothing came for ``park_after``
-    seconds and its writer waits with nothing to send."""
-    park_after = server.config.park_after if link.park_fd is not None else None
-    if park_after is not None and not server.parking.available:
-        park_after = None
-    while True:
-        # One scope per idle spell, its deadline moved around each socket read only:
-        # cancelling a read loses nothing, cancelling a command half-way would.
-        reason: str | None = None
-        with trio.CancelScope() as idle:
-            reason = await _read_until_idle(server, link, device, flood, idle, park_after)
-        if reason is not None:
-            return reason
-        mailbox = device.mailbox
-        if idle.cancelled_caught and not len(mailbox) and mailbox.writer_waiting:
-            return None
-        # Busy writing, or input came just as the deadline passed: go on, in a new scope.
-
-
-async def _read_until_idle(
     server: ChatHost,
     link: Link,
     device: Device,
     flood: FloodGuard,
-    idle: trio.CancelScope,
-    park_after: float | None,
+    spell: trio.CancelScope,
 ) -> str | None:
-    """:func:`_read_frames` within one ``idle`` scope (see there); returns when the
-    scope's deadline passed while a read was coming in (the caller then starts anew).
+    """Act on every frame the peer sends until it closes or stops sending; the reason.
+    ``None`` once the connection may be idle: nothing came for ``park_after`` seconds
+    (``spell``, the spell's reading scope, is then cancelled by its deadline; the caller
+    checks that nothing is left to write).
+
+    The deadline is moved around each socket read only: cancelling a read loses nothing,
+    cancelling a command half-way would.
 
     Flood control happens here, in the sender's own task and before the hub, so nobody
     else waits for a flooder: a frame over the rate waits (fakelag) before it is handled,
     and nothing more is read meanwhile. The wait has no idle deadline, so a connection
-    held back does not park; its writer runs on; closing the session cancels the wait."""
+    held back does not park; closing the session cancels the wait."""
+    park_after = server.config.park_after if link.park_fd is not None else None
+    if park_after is not None and not server.parking.available:
+        park_after = None
     handled = 0  # frames since this task last let others run
     while True:
         if not link.input_waiting():
@@ -285,11 +377,11 @@ async def _read_until_idle(
             if park_after is None:
                 await link.fill()
             else:
-                idle.deadline = trio.current_time() + park_after
+                spell.deadline = trio.current_time() + park_after
                 await link.fill()
-                idle.deadline = math.inf
-                if idle.cancel_called:
-                    return None
+                spell.deadline = math.inf
+                if spell.cancel_called:
+                    return None  # input came just as the deadline passed: a new spell
             continue
         item = await link.receive()
         if item is None:
@@ -328,23 +420,30 @@ async def _writer(
     mailbox: Mailbox,
     max_batch: int,
     send_timeout: float,
+    write_deadline: trio.CancelScope,
+    rearm: Callable[[], None] | None,
 ) -> None:
-    """Send everything waiting in the mailbox, as many events per write as are queued.
+    """Send everything waiting in the mailbox, as many events per write as are queued,
+    until it is empty; then, with ``rearm``, have the mailbox call it at the next event
+    queued (and return: the writer task ends), else return once the mailbox is closed
+    and empty.
 
     Raises ``trio.TooSlowError`` if one write takes longer than ``send_timeout``. (One cancel
-    scope whose deadline moves, rather than a new ``fail_after`` per write: this loop runs
-    once per delivery burst for every connection.)
+    scope, the caller's, whose deadline moves, rather than a new ``fail_after`` per write:
+    this runs once per delivery burst of every backlogged connection.)
     """
-    with trio.CancelScope() as write_deadline:
-        while True:
-            # Waits for the first event, then one scheduling round for more to arrive:
-            # bigger batches, fewer writes. Empty once the mailbox is closed and drained.
-            batch = await mailbox.take(max_batch)
-            if not batch:
+    while True:
+        batch = mailbox.take_nowait(max_batch)
+        if not batch:
+            if rearm is None or mailbox.closed or mailbox.call_when_queued(rearm):
                 break
-            write_deadline.deadline = trio.current_time() + send_timeout
+            continue  # (cannot happen: nothing is queued between the two calls)
+        write_deadline.deadline = trio.current_time() + send_timeout
+        try:
             sent = await link.send(batch)
-            write_deadline.deadline = math.inf
-            mailbox.sent(sent)  # link.send sized them as its measure does
-    if write_deadline.cancelled_caught:
-        raise trio.TooSlowError
+        except trio.Cancelled:
+            if trio.current_time() >= write_deadline.deadline:
+                raise trio.TooSlowError from None
+            raise
+        write_deadline.deadline = math.inf
+        mailbox.sent(sent)  # link.send sized them as its measure does

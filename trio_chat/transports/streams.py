@@ -286,6 +286,41 @@ async def receive_or_end(stream: trio.abc.Stream) -> bytes | bytearray:
         return b""
 
 
+async def receive_on_fd(fd: int) -> bytes:
+    """What arrives next on a plain socket, by its file descriptor; ``b""`` once the peer
+    closed or the connection broke (as :func:`receive_or_end`).
+
+    What ``SocketStream.receive_some`` does (a checkpoint before; after a read that got
+    something at once, a checkpoint that cannot be cancelled, so cancelling never loses
+    bytes; else a wait until readable), without its layers: a logged-in connection waits
+    here nearly all its life, and each layer (the stream's conflict detector, the socket's
+    ``recv``, its non-blocking helper and context manager) is memory held meanwhile, about
+    1.3 KiB per connection in all (bench/README.md, "Memory per connection").
+    """
+    await trio.lowlevel.checkpoint_if_cancelled()
+    try:
+        data = os.read(fd, RECEIVE_SIZE)
+    except BlockingIOError:
+        pass
+    except OSError:  # reset, or closed under us: the end either way
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return b""
+    else:
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+    while True:
+        try:
+            await trio.lowlevel.wait_readable(fd)
+        except trio.ClosedResourceError:  # the socket was closed while we waited
+            return b""
+        try:
+            return os.read(fd, RECEIVE_SIZE)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return b""
+
+
 async def read_line(
     stream: trio.abc.Stream, lines: LineBuffer, heard: Callable[[], None] | None = None
 ) -> bytes | LineTooLong | None:

@@ -3,10 +3,11 @@
 This module accepts TCP itself, reads the HTTP request head (parsed by h11), and then either
 upgrades to a WebSocket or serves the page; every HTTP answer, the page's and the errors',
 is written by h11 in :mod:`trio_chat.transports.http`. The WebSocket is wsproto (sans-IO)
-driven by the connection's own reader and writer tasks, the same two every TCP connection
-has: no extra task per connection, several frames handled per read, and outgoing frames
-encoded once per event for all receivers (trio-websocket, used by the clients, costs a task
-and a lock round per message, which capped the server's fan-out).
+driven by the connection's own tasks, the same as every TCP connection's (its reader, and
+a writer while something is queued): no extra task per connection, several frames handled
+per read, and outgoing frames encoded once per event for all receivers (trio-websocket,
+used by the clients, costs a task and a lock round per message, which capped the server's
+fan-out).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from .http import CONNECTION_CLOSE, Header, response
 from .streams import (
     accept_tls,
     close_now,
+    receive_on_fd,
     receive_or_end,
     serve_port,
     socket_fd,
@@ -131,16 +133,15 @@ class WebSocketLink:
         self._fragments = 0
         self._closed = False  # a close frame came or went: nothing more to read
         # The writer and the reader (answering pings) share the stream; trio allows one
-        # send_all at a time.
-        self._send_lock = trio.Lock()
+        # send_all at a time. Made at the first write that waits (most connections only
+        # ever write directly, see write_now).
+        self._send_lock: trio.Lock | None = None
         # Keepalive pings are WebSocket ping frames, which every client library and browser
         # answers by itself; they go through the writer like everything else.
-        self.keepalive_ping: Callable[[], ServerEvent] | None = lambda: Raw(
-            data=WEBSOCKET_KEEPALIVE_PING
-        )
-        fd = self.park_fd = socket_fd(stream)
+        self.keepalive_ping: Callable[[], ServerEvent] | None = websocket_ping
+        self.park_fd = socket_fd(stream)
         self.write_now: Callable[[Parcel], bytes] | None = (
-            None if fd is None else lambda event: self._write_nowait(fd, event)
+            None if self.park_fd is None else self._write_nowait
         )
 
     def input_waiting(self) -> bool:
@@ -179,7 +180,8 @@ class WebSocketLink:
     async def fill(self) -> None:
         if self._closed:
             return
-        data = await receive_or_end(self.stream)
+        fd = self.park_fd
+        data = await (receive_or_end(self.stream) if fd is None else receive_on_fd(fd))
         if not data:
             self._closed = True
             return
@@ -262,20 +264,24 @@ class WebSocketLink:
         measure = self.measure
         return sum(measure(item) for item in events)
 
-    def _write_nowait(self, fd: int, parcel: Parcel) -> bytes:
-        if self._send_lock.locked() or self._closed:
+    def _write_nowait(self, parcel: Parcel) -> bytes:
+        fd, lock = self.park_fd, self._send_lock
+        if (lock is not None and lock.locked()) or self._closed or fd is None:
             return encoded(parcel, self._format())  # another write is under way: queue it
         return write_nowait(fd, encoded(parcel, self._format()))
 
     async def _write(self, data: bytes) -> None:
+        lock = self._send_lock
+        if lock is None:
+            lock = self._send_lock = trio.Lock()
         try:
-            self._send_lock.acquire_nowait()  # no scheduling round when nobody else writes
+            lock.acquire_nowait()  # no scheduling round when nobody else writes
         except trio.WouldBlock:
-            await self._send_lock.acquire()
+            await lock.acquire()
         try:
             await self.stream.send_all(data)
         finally:
-            self._send_lock.release()
+            lock.release()
 
     async def _close(self, code: int, reason: str) -> None:
         """Send a close frame if the WebSocket is still open (best effort), then stop reading."""
@@ -295,6 +301,11 @@ class WebSocketLink:
 
     def abort(self) -> None:
         close_now(self.stream)
+
+
+def websocket_ping() -> ServerEvent:
+    """A keepalive ping: a WebSocket ping frame (one function for every link)."""
+    return Raw(data=WEBSOCKET_KEEPALIVE_PING)
 
 
 def _batched(items: list[Item]) -> list[bytes]:
