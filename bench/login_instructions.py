@@ -4,7 +4,7 @@ The storm scenario (``run.py --scenarios storm``) measures CPU time per login, w
 by 10-30% from run to run on a shared 2-core machine, more than most changes to the login
 path. This counts instead, as ``instructions.py`` does for a chat line: a fixed storm in
 one process under ``valgrind --tool=callgrind``, whose instruction count does not depend on
-what else the machine does.
+what else the machine does (the garbage collector set as ``trio-chat serve`` sets it).
 
 The storm: an in-process server with a store (``trio_chat.testing``'s in-memory SQLite)
 where ``#lobby`` holds 20 lines; then ``--users`` users log in over TCP JSON lines,
@@ -45,6 +45,7 @@ async def storm(users: int, room_size: int, wave: int) -> None:
     """The counted storm (run under valgrind by :func:`count`)."""
     import trio
 
+    from trio_chat.program import quiet_gc
     from trio_chat.testing import local_config, open_test_server
 
     async def lines_of(stream: trio.SocketStream, buffer: list[bytes]) -> list[dict]:
@@ -99,6 +100,7 @@ async def storm(users: int, room_size: int, wave: int) -> None:
         # would take the client for a person at a prompt (one more path to count).
         async with open_test_server(config=local_config(sniff_delay=10.0)) as server:
             port = server.address("tcp")[1]
+            quiet_gc()  # as `trio-chat serve` does once started (see instructions.py)
             after = await fill(port)
             back: list[trio.SocketStream] = []
             for first in range(0, users, wave):
