@@ -222,7 +222,7 @@ async def test_a_member_who_saw_the_lines_live_pages_back_from_any_id() -> None:
         async with open_client(chat, "bob") as bob:
             for client in (alice, bob):
                 await client.command("/join #r")
-                await client.expect("join", lambda e, n=client.nick: e.nick == n)
+                await client.expect("join", lambda e, n=client.nick: (e.nick, e.room) == (n, "#r"))
             for n in range(30):
                 await bob.say(f"l{n}", room="#r")
             seen = [await alice.expect("message") for _ in range(30)]
