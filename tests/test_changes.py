@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sqlite3
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 import trio
-from test_history import start_server
+from test_history import running_server, sigkill
 
 from trio_chat.changes import (
     MAX_REACTIONS,
@@ -509,8 +508,7 @@ CLI = [sys.executable, "-m", "trio_chat.cli"]
 
 async def test_every_change_anyone_saw_survives_sigkill(tmp_path: Path) -> None:
     db = tmp_path / "chat.db"
-    process, port = await start_server(db)
-    try:
+    async with running_server(db) as (process, port):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             frames = [{"type": "hello", "nick": "alice"}, {"type": "say", "text": "target"}]
@@ -527,14 +525,8 @@ async def test_every_change_anyone_saw_survives_sigkill(tmp_path: Path) -> None:
             with trio.fail_after(TIMEOUT):
                 while b'"text":"edit 29"' not in seen:
                     seen += await stream.receive_some(65536)
-            process.send_signal(signal.SIGKILL)  # no goodbye, no flush
-            await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    process, port = await start_server(db)
-    try:
+            await sigkill(process)  # no goodbye, no flush
+    async with running_server(db) as (process, port):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             await stream.send_all(b'{"type":"hello","nick":"bob"}\n')
@@ -548,10 +540,6 @@ async def test_every_change_anyone_saw_survives_sigkill(tmp_path: Path) -> None:
         assert list(line["reactions"]) == [f"r{n}" for n in range(15)]
         reply = next(m for m in page["messages"] if m.get("reply_to") == target)
         assert reply["quote"] == {"nick": "alice", "text": "target"}
-    finally:
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(10):
-            await process.wait()
 
 
 async def test_history_export_keeps_working_with_changed_messages(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -260,10 +262,29 @@ async def start_server(db: Path) -> tuple[trio.Process, int]:
     return process, port
 
 
-async def test_every_message_anyone_saw_survives_sigkill(tmp_path: Path) -> None:
-    db = tmp_path / "chat.db"
+@asynccontextmanager
+async def running_server(db: Path) -> AsyncIterator[tuple[trio.Process, int]]:
+    """:func:`start_server`, stopped on the way out if it still runs (SIGTERM: a graceful
+    stop, within 10 s); a test that crashed it with :func:`sigkill` leaves nothing to stop."""
     process, port = await start_server(db)
     try:
+        yield process, port
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                await process.wait()
+
+
+async def sigkill(process: trio.Process) -> None:
+    """End the server as a crash would: no goodbye, no flush."""
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+
+
+async def test_every_message_anyone_saw_survives_sigkill(tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    async with running_server(db) as (process, port):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             await stream.send_all(b'{"type":"hello","nick":"alice"}\n')
@@ -280,14 +301,8 @@ async def test_every_message_anyone_saw_survives_sigkill(tmp_path: Path) -> None
                 while b'"nick":"carol"' not in seen:
                     seen += await stream.receive_some(65536)
             ids_seen = [json.loads(x).get("id", 0) for x in seen.splitlines() if x.strip()]
-            process.send_signal(signal.SIGKILL)  # no goodbye, no flush
-            await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    process, port = await start_server(db)
-    try:
+            await sigkill(process)  # no goodbye, no flush
+    async with running_server(db) as (process, port):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             await stream.send_all(b'{"type":"hello","nick":"bob"}\n')
@@ -303,10 +318,6 @@ async def test_every_message_anyone_saw_survives_sigkill(tmp_path: Path) -> None
         # what came "after" the last id it saw misses nothing.
         bob_joined = next(json.loads(x) for x in got.splitlines() if b'"type":"join"' in x)
         assert bob_joined["id"] > max(ids_seen)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(10):
-            await process.wait()
     with trio.fail_after(30):
         export = await trio.run_process(
             [*CLI, "history", "export", "--room", "#lobby", "--db", str(db)],

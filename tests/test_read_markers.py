@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import socket
 import sqlite3
 from collections.abc import AsyncIterator
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from test_history import start_server
+from test_history import running_server, sigkill
 
 import trio_chat
 from trio_chat.names import name_key
@@ -294,8 +293,7 @@ async def json_lines(stream: trio.abc.Stream, buffer: list[bytes], wanted: str) 
 
 async def test_a_marker_survives_sigkill(tmp_path: Path) -> None:
     db = tmp_path / "chat.db"
-    process, port = await start_server(db)
-    try:
+    async with running_server(db) as (process, port):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             buffer = [b""]
@@ -308,14 +306,8 @@ async def test_a_marker_survives_sigkill(tmp_path: Path) -> None:
             # Frames are handled in order, each to its end: the pong says it was saved.
             await stream.send_all(b'{"type":"ping","ref":"p"}\n')
             await json_lines(stream, buffer, "pong")
-            process.send_signal(signal.SIGKILL)  # no goodbye, no flush
-            await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    process, port = await start_server(db)
-    try:
+            await sigkill(process)  # no goodbye, no flush
+    async with running_server(db) as (process, port):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             buffer = [b""]
@@ -328,10 +320,6 @@ async def test_a_marker_survives_sigkill(tmp_path: Path) -> None:
                 "room": "#lobby",
                 "id": said["id"],
             }
-    finally:
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(10):
-            await process.wait()
 
 
 async def test_an_irc_connection_of_the_user_skips_read_and_typing_events() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import trio
 from test_chat import open_text_client
-from test_history import start_server
+from test_history import running_server, sigkill
 
 from trio_chat.search import search_words
 from trio_chat.store import Store, StoredMessage
@@ -318,8 +318,7 @@ async def test_the_migration_indexes_the_lines_stored_before_it(tmp_path: Path) 
 
 async def test_what_was_searchable_survives_sigkill(tmp_path: Path) -> None:
     db = tmp_path / "chat.db"
-    process, port = await start_server(db)
-    try:
+    async with running_server(db) as (process, port):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             await stream.send_all(b'{"type":"hello","nick":"alice"}\n')
@@ -330,14 +329,8 @@ async def test_what_was_searchable_survives_sigkill(tmp_path: Path) -> None:
             with trio.fail_after(15):
                 while seen.count(b'"type":"message"') < 50:
                     seen += await stream.receive_some(65536)
-            process.send_signal(signal.SIGKILL)
-            await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    process, port = await start_server(db)
-    try:
+            await sigkill(process)
+    async with running_server(db) as (process, port):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             await stream.send_all(b'{"type":"hello","nick":"bob"}\n')
@@ -348,10 +341,6 @@ async def test_what_was_searchable_survives_sigkill(tmp_path: Path) -> None:
                     got += await stream.receive_some(65536)
         reply = next(json.loads(x) for x in got.splitlines() if b'"type":"search"' in x)
         assert [m["text"] for m in reply["messages"]] == [f"needle {n}" for n in range(49, -1, -1)]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(10):
-            await process.wait()
     index_ok(db)
 
 
