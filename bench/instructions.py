@@ -29,6 +29,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -88,28 +89,23 @@ async def chat(members: int, lines: int, window: int) -> None:
                 await stream.aclose()
 
 
-def count(tree: Path, members: int, lines: int, window: int) -> int:
-    """Instructions the whole chat took, with ``tree``'s ``trio_chat``."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        str(HERE / "instructions.py"),
-        "--inner",
-        "--members",
-        str(members),
-        "--lines",
-        str(lines),
-        "--window",
-        str(window),
-    ]
+def collected(tree: Path, script: str, arguments: list[str]) -> int:
+    """Instructions the run of ``script --inner ARGUMENTS`` (in this folder) took under
+    callgrind, with ``tree``'s ``trio_chat``."""
+    env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{HERE}", "PYTHONHASHSEED": "0"}
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    command += [sys.executable, str(HERE / script), "--inner", *arguments]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
         sys.exit(f"the counted run failed ({tree}):\n{done.stderr[-3000:]}")
     return int(found.group(1))
+
+
+def count(tree: Path, members: int, lines: int, window: int) -> int:
+    """Instructions the whole chat took, with ``tree``'s ``trio_chat``."""
+    arguments = ["--members", str(members), "--lines", str(lines), "--window", str(window)]
+    return collected(tree, "instructions.py", arguments)
 
 
 def per_line(tree: Path, args: argparse.Namespace) -> float:
@@ -135,6 +131,17 @@ def compiled(tree: Path) -> Path:
     return tree
 
 
+def per_tree(revs: list[str], measure: Callable[[Path], float]) -> list[tuple[str, float]]:
+    """``measure`` of the work tree, then of each of ``revs`` (exported and compiled), in
+    one run: what ``--compare`` prints side by side."""
+    results = [("this tree", measure(compiled(ROOT)))]
+    with tempfile.TemporaryDirectory() as scratch:
+        for rev in revs:
+            tree = compiled(export(rev, Path(scratch) / rev.replace("/", "_")))
+            results.append((rev, measure(tree)))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=10, help="receivers in the room")
@@ -149,11 +156,7 @@ def main() -> None:
         trio.run(chat, args.members, args.lines, args.window)
         return
     deliveries = args.members + 1  # the sender gets its echo
-    results: list[tuple[str, float]] = [("this tree", per_line(compiled(ROOT), args))]
-    with tempfile.TemporaryDirectory() as scratch:
-        for rev in args.compare:
-            tree = compiled(export(rev, Path(scratch) / rev.replace("/", "_")))
-            results.append((rev, per_line(tree, args)))
+    results = per_tree(args.compare, lambda tree: per_line(tree, args))
     base = results[0][1]
     print(f"{args.members} receivers + the sender, lines of 64 characters:")
     for name, instructions in results:

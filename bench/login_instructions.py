@@ -27,17 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
-from instructions import compiled, export
+from instructions import collected, per_tree
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 HISTORY = 20
 
 
@@ -113,15 +106,8 @@ async def storm(users: int, room_size: int, wave: int) -> None:
 
 def count(tree: Path, users: int, room_size: int, wave: int) -> int:
     """Instructions the whole storm took, with ``tree``'s ``trio_chat``."""
-    env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{HERE}", "PYTHONHASHSEED": "0"}
-    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-    command += [sys.executable, str(HERE / "login_instructions.py"), "--inner"]
-    command += ["--users", str(users), "--room-size", str(room_size), "--wave", str(wave)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if done.returncode != 0 or found is None:
-        sys.exit(f"the counted run failed ({tree}):\n{done.stderr[-3000:]}")
-    return int(found.group(1))
+    arguments = ["--users", str(users), "--room-size", str(room_size), "--wave", str(wave)]
+    return collected(tree, "login_instructions.py", arguments)
 
 
 def per_login(tree: Path, args: argparse.Namespace) -> float:
@@ -143,11 +129,7 @@ def main() -> None:
 
         trio.run(storm, args.users, args.room_size, args.wave)
         return
-    results: list[tuple[str, float]] = [("this tree", per_login(compiled(ROOT), args))]
-    with tempfile.TemporaryDirectory() as scratch:
-        for rev in args.compare:
-            tree = compiled(export(rev, Path(scratch) / rev.replace("/", "_")))
-            results.append((rev, per_login(tree, args)))
+    results = per_tree(args.compare, lambda tree: per_login(tree, args))
     base = results[0][1]
     print(f"logins after a restart, rooms of {args.room_size}, {args.wave} at once:")
     for name, instructions in results:
