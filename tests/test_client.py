@@ -854,28 +854,45 @@ async def test_a_full_server_is_one_line() -> None:
     )
 
 
+class StoppableServer:
+    """A server a test stops, waiting until it has (its port free for a restart)."""
+
+    def __init__(self, server: ChatServer, address: str, done: trio.Event) -> None:
+        self.server = server
+        self.address = address
+        self.port = int(address.rsplit(":", 1)[1])
+        self._done = done
+
+    @classmethod
+    async def start(cls, nursery: trio.Nursery, config: ServerConfig) -> StoppableServer:
+        server, done = ChatServer(config), trio.Event()
+
+        async def serve(task_status: trio.TaskStatus[list[str]]) -> None:
+            try:
+                await server.serve(task_status=task_status)
+            finally:
+                done.set()
+
+        (address,) = await nursery.start(serve)
+        return cls(server, address, done)
+
+    async def stop(self) -> None:
+        self.server.shutdown()
+        with trio.fail_after(WAIT):
+            await self._done.wait()
+
+
 async def test_an_account_logs_back_in_after_a_reconnect(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     config = local_config(ws_port=None, db=str(tmp_path / "chat.db"))
-    first = ChatServer(config)
-    first_done = trio.Event()
-
-    async def serve_first(task_status: trio.TaskStatus[list[str]]) -> None:
-        try:
-            await first.serve(task_status=task_status)
-        finally:
-            first_done.set()
-
-    (address,) = await nursery.start(serve_first)
-    port = address.rsplit(":", 1)[1]
+    first = await StoppableServer.start(nursery, config)
+    port = str(first.port)
     async with running_client("127.0.0.1", "--port", port, "--nick", "ann") as ann:
         await ann.expect("-- Hello ann")
         await ann.send_line("/register s3cret-pass")
         await ann.expect("is now registered to you")
-        first.shutdown()
-        with trio.fail_after(WAIT):
-            await first_done.wait()
+        await first.stop()
         second = ChatServer(replace(config, port=int(port)))
         await nursery.start(second.serve)
         await ann.expect("-- back in #lobby")

@@ -22,7 +22,15 @@ from typing import Any
 import orjson
 import pytest
 import trio
-from test_client import ROOT, WAIT, RawClient, client_command, raw_client, running_client
+from test_client import (
+    ROOT,
+    WAIT,
+    RawClient,
+    StoppableServer,
+    client_command,
+    raw_client,
+    running_client,
+)
 
 from trio_chat.client.app import ChatClient
 from trio_chat.client.completion import completions
@@ -983,27 +991,16 @@ async def test_what_changed_while_away_is_shown_after_a_reconnect(
     """bob edits, deletes and reacts while alice's client is away (the server down): once
     back, the client shows those older messages as they are now."""
     config = local_config(ws_port=None, db=str(tmp_path / "chat.db"))
-    first = ChatServer(config)
-    first_done = trio.Event()
-
-    async def serve_first(task_status: trio.TaskStatus[list[str]]) -> None:
-        try:
-            await first.serve(task_status=task_status)
-        finally:
-            first_done.set()
-
-    (address,) = await nursery.start(serve_first)
-    port = int(address.rsplit(":", 1)[1])
+    first = await StoppableServer.start(nursery, config)
+    port = first.port
     async with running_client("127.0.0.1", "--port", str(port), "--nick", "alice") as alice:
         await alice.expect("-- Hello alice")
-        async with account(TestServer(first, [address]), "bob", register=True) as bob:
+        async with account(TestServer(first.server, [first.address]), "bob", register=True) as bob:
             ids = []
             for text in ("first", "second", "third"):
                 await bob.send(type="say", text=text)
                 ids.append(id_of(await alice.expect(f"<bob> {text}")))
-        first.shutdown()
-        with trio.fail_after(WAIT):
-            await first_done.wait()
+        await first.stop()
         await alice.expect("-- reconnecting")
         # Meanwhile, on another port alice's client does not know of:
         async with open_test_server(config=config) as elsewhere, account(elsewhere, "bob") as bob:
