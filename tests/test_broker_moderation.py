@@ -105,11 +105,6 @@ async def seen(speaker: ChatClient, text: str, room: str, *listeners: ChatClient
         await listener.expect("message", lambda m: m.text == text)
 
 
-async def joined(client: ChatClient, room: str) -> None:
-    await client.command(f"/join {room}")
-    await client.expect("info", lambda e: e.data and e.data.get("room") == room)
-
-
 async def refused(client: ChatClient, room: str) -> str:
     await client.command(f"/join {room}")
     error = await client.expect("error")
@@ -123,9 +118,9 @@ async def test_the_creator_is_operator_everywhere_and_a_ban_holds_on_every_node(
     async with nodes(broker_url, 2) as (a, b), open_client(a, "alice") as alice:
         async with open_client(b, "bob") as bob:
             await alice.expect("join", lambda e: e.nick == "bob")
-            await joined(alice, "#club")  # alice creates it on A: its operator
+            await alice.join("#club")  # alice creates it on A: its operator
             await seen(alice, "made #club", "#lobby", bob)  # B has seen her join #club
-            await joined(bob, "#club")  # so B does not make bob its operator
+            await bob.join("#club")  # so B does not make bob its operator
             await alice.expect("join", lambda e: e.nick == "bob" and e.room == "#club")
             for client in (alice, bob):  # the same on both nodes
                 members = await roster(client, "#club")
@@ -143,7 +138,7 @@ async def test_the_creator_is_operator_everywhere_and_a_ban_holds_on_every_node(
 
             await alice.command("/unban bob")  # and B lets him in again
             await seen(alice, "bob may come back", "#lobby", bob)
-            await joined(bob, "#club")
+            await bob.join("#club")
             await alice.expect("join", lambda e: e.nick == "bob" and e.room == "#club")
 
             await alice.command("/ban bob")
@@ -160,10 +155,10 @@ async def test_a_mute_and_an_operator_given_on_one_node_hold_on_the_other(
     async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
         alice, bob = await alice_on_a_bob_on_b(stack, a, b)
         carol = await stack.enter_async_context(open_client(a, "carol"))
-        await joined(alice, "#club")
+        await alice.join("#club")
         await seen(alice, "made #club", "#lobby", bob, carol)
         for client in (bob, carol):
-            await joined(client, "#club")
+            await client.join("#club")
             await alice.expect("join", lambda e, c=client: e.nick == c.nick and e.room == "#club")
 
         await alice.command("/mute bob")
@@ -199,10 +194,10 @@ async def test_a_node_that_starts_later_learns_operators_mutes_and_bans(
         alice, bob = await alice_on_a_bob_on_b(stack, a, b)
         carol = await stack.enter_async_context(open_client(b, "carol"))
         mallory = await stack.enter_async_context(open_client(b, "mallory"))
-        await joined(alice, "#club")
+        await alice.join("#club")
         await seen(alice, "made #club", "#lobby", bob, carol, mallory)
         for client in (bob, carol, mallory):
-            await joined(client, "#club")
+            await client.join("#club")
             await alice.expect("join", lambda e, c=client: e.nick == c.nick and e.room == "#club")
         await alice.command("/op bob")
         await alice.command("/mute carol")
@@ -228,9 +223,9 @@ async def test_a_node_that_starts_later_learns_operators_mutes_and_bans(
             # mallory's ban, with the host B knew her from (dave's: loopback).
             assert await refused(dave, "#club") == "you are banned from #club"
             # C knows carol's host from B's snapshot: a ban given on C refuses it too.
-            await joined(dave, "#side")
+            await dave.join("#side")
             await seen(dave, "made #side", "#lobby", carol)
-            await joined(carol, "#side")
+            await carol.join("#side")
             await dave.expect("join", lambda e: e.nick == "carol" and e.room == "#side")
             await dave.command("/ban carol")
             await carol.expect("leave", lambda e: e.room == "#side")

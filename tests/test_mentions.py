@@ -70,11 +70,9 @@ async def test_mentions_lists_lines_naming_you_even_those_said_while_you_were_aw
         open_client(chat, "alice") as alice,
         open_client(chat, "carol") as carol,
     ):
-        await alice.command("/join #dev")
-        await alice.expect("info", lambda e: e.data and e.data.get("room") == "#dev")
+        await alice.join("#dev")
         async with open_client(chat, "bob") as bob:
-            await bob.command("/join #dev")
-            await bob.expect("info", lambda e: e.data and e.data.get("room") == "#dev")
+            await bob.join("#dev")
             await alice.say("bob: first", room="#dev")
             await bob.say("I am bob, naming myself")
             await bob.expect("message", lambda e: e.text == "I am bob, naming myself")
@@ -86,8 +84,7 @@ async def test_mentions_lists_lines_naming_you_even_those_said_while_you_were_aw
         await carol.say("bob: in a room he is not in", room="#elsewhere")
         await carol.expect("message", lambda e: e.room == "#elsewhere")
         async with open_client(chat, "bob") as bob:
-            await bob.command("/join #dev")
-            await bob.expect("info", lambda e: e.data and e.data.get("room") == "#dev")
+            await bob.join("#dev")
             reply = await mentions_of(bob)
             assert reply.TYPE == "info"
             found = reply.data["mentions"]

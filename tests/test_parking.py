@@ -173,8 +173,7 @@ async def read_messages(sock: socket.socket, count: int) -> list[str]:
 async def test_the_server_can_close_a_parked_connection() -> None:
     async with open_test_server(config=local_config(park_after=PARK_AFTER)) as chat:
         async with open_client(chat, "op") as op, open_client(chat, "quiet") as quiet:
-            await op.command("/join #room")
-            await op.expect("info", lambda e: e.data and e.data.get("room") == "#room")
+            await op.join("#room")
             await quiet.command("/join #room")
             await op.expect("join", lambda e: e.nick == "quiet")
             await wait_parked(chat.server, 2)

@@ -362,11 +362,6 @@ def address_of(chat: TestServer, nick: str) -> str:
     return session.address
 
 
-async def join(client: ChatClient, room: str) -> None:
-    await client.command(f"/join {room}")
-    await client.expect("info", lambda e: e.data and e.data.get("room") == room)
-
-
 async def test_trusted_proxy_v1_and_v2_give_the_real_address_to_limits_and_bans() -> None:
     async with (
         open_test_server(config=PROXIED) as chat,
@@ -386,14 +381,14 @@ async def test_trusted_proxy_v1_and_v2_give_the_real_address_to_limits_and_bans(
         async with via_proxy(chat, v1("203.0.113.9", 40006), "erin"):
             pass
         # /ban of bob keeps bob's host out, not everyone behind the proxy.
-        await join(alice, "#r")
+        await alice.join("#r")
         for client in (bob, carol):
-            await join(client, "#r")
+            await client.join("#r")
         await alice.command("/ban bob")
         assert (await bob.expect("leave", lambda e: e.nick == "bob")).reason == "banned by alice"
         await carol.command("/part #r")
         await carol.expect("leave", lambda e: e.nick == "carol")
-        await join(carol, "#r")  # another host: still welcome
+        await carol.join("#r")  # another host: still welcome
         await dave.command("/join #r")  # bob's host: banned with him
         error = await dave.expect("error")
         assert (error.code, error.text) == ("not_allowed", "you are banned from #r")

@@ -79,8 +79,7 @@ async def test_private_messages_reach_only_the_two(chat_server: TestServer) -> N
 
 async def test_topic(chat_server: TestServer) -> None:
     async with open_client(chat_server, "alice") as alice, open_client(chat_server, "bob") as bob:
-        await alice.command("/join #dev")  # first in: the operator
-        await alice.expect("info", lambda e: e.data and e.data.get("room") == "#dev")
+        await alice.join("#dev")  # first in: the operator
         await bob.command("/join #dev")
         await alice.expect("join", lambda e: e.nick == "bob")
         await bob.command("/topic hijack")
@@ -102,11 +101,9 @@ async def test_moderation_allowed_for_operators_refused_for_others(
         open_client(chat_server, "bob") as bob,
         open_client(chat_server, "carol", websocket=True) as carol,
     ):
-        await owner.command("/join #club")  # the creator is the operator
-        await owner.expect("info", lambda e: e.data and e.data.get("room") == "#club")
+        await owner.join("#club")  # the creator is the operator
         for client in (bob, carol):
-            await client.command("/join #club")
-            await client.expect("info", lambda e: e.data and e.data.get("room") == "#club")
+            await client.join("#club")
         assert (await roster(owner, "#club"))["owner"]["op"] is True
 
         for attempt in ("/kick owner", "/ban owner", "/mute owner", "/op bob", "/unban x"):
@@ -132,8 +129,7 @@ async def test_moderation_allowed_for_operators_refused_for_others(
         for client in (owner, bob, carol):
             event = await client.expect("leave", lambda e: e.nick == "carol")
             assert event.reason == "kicked by bob: spamming"
-        await carol.command("/join #club")  # a kick is not a ban
-        await carol.expect("info", lambda e: e.data and e.data.get("room") == "#club")
+        await carol.join("#club")  # a kick is not a ban
 
         # ban / unban
         await owner.command("/ban carol")
@@ -144,8 +140,7 @@ async def test_moderation_allowed_for_operators_refused_for_others(
         assert (error.code, error.text) == ("not_allowed", "you are banned from #club")
         await owner.command("/unban carol")
         await owner.expect("info", lambda e: "may join" in e.text)
-        await carol.command("/join #club")
-        await carol.expect("info", lambda e: e.data and e.data.get("room") == "#club")
+        await carol.join("#club")
 
 
 async def test_server_admins_are_operators_everywhere() -> None:

@@ -68,10 +68,8 @@ async def test_search_finds_every_word_newest_first_in_your_rooms_only() -> None
         open_client(chat, "alice") as alice,
         open_client(chat, "bob") as bob,
     ):
-        await alice.command("/join #dev")
-        await alice.expect("info", lambda e: e.data and e.data.get("room") == "#dev")
-        await bob.command("/join #secret")
-        await bob.expect("info", lambda e: e.data and e.data.get("room") == "#secret")
+        await alice.join("#dev")
+        await bob.join("#secret")
         await alice.say("Deploy on Friday?", room="#lobby")
         await alice.say("the deploy is at 3", room="#dev")
         await alice.say("café at noon", room="#dev")
@@ -354,8 +352,7 @@ async def test_a_search_that_reads_too_much_is_stopped_and_said_so(
         open_client(chat, "alice") as alice,
         open_client(chat, "bob") as bob,
     ):
-        await bob.command("/join #quiet")
-        await bob.expect("info", lambda e: e.data and e.data.get("room") == "#quiet")
+        await bob.join("#quiet")
         for n in range(300):
             await alice.say(f"common word {n}")
         await alice.expect("message", lambda e: e.text == "common word 299")

@@ -131,6 +131,12 @@ class ChatClient:
         name, _, args = line.lstrip("/").partition(" ")
         await self.send({"type": "command", "name": name, "args": args})
 
+    async def join(self, room: str) -> None:
+        """``/join room``, and wait until the server says this client is in it (the info
+        answering the command, which comes after the room's join and history)."""
+        await self.command(f"/join {room}")
+        await self.expect("info", lambda e: e.data and e.data.get("room") == room)
+
     async def receive(self) -> ServerEvent:
         """The next event; fails the test if none comes within the timeout or the server closed."""
         with trio.fail_after(self.timeout):
