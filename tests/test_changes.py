@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 from test_history import running_server, sigkill
+from test_store import database_at
 
 from trio_chat.changes import (
     MAX_REACTIONS,
@@ -438,11 +439,7 @@ async def test_a_message_older_than_memory_is_found_in_the_store(tmp_path: Path)
 
 def test_the_migration_keeps_old_messages_and_adds_changes(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    before = MIGRATIONS.index(_message_changes)
-    for version, migration in enumerate(MIGRATIONS[:before]):
-        migration(conn)
-        conn.execute(f"PRAGMA user_version = {version + 1}")
+    conn = database_at(path, MIGRATIONS.index(_message_changes))
     conn.execute(
         "INSERT INTO messages (id, ts, room, sender, text, kind, conv)"
         " VALUES (1, 1.0, '#Lobby', 'alice', 'from before', 'say', 'r:#lobby')"

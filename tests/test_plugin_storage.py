@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+from test_store import database_at
 
 from trio_chat import CommandContext, hookimpl
 from trio_chat.commands import RegisterCommand
@@ -24,7 +25,6 @@ from trio_chat.plugin_storage import (
 )
 from trio_chat.server import ChatServer
 from trio_chat.store import SCHEMA_VERSION, Store
-from trio_chat.store import schema as schema_module
 from trio_chat.store.plugin_data import prefix_upper_bound
 from trio_chat.testing import local_config, open_client, open_test_server
 
@@ -44,10 +44,7 @@ def test_prefix_upper_bound_is_the_least_string_above_every_key_with_the_prefix(
 
 async def test_version_4_database_gains_plugin_data_and_keeps_everything(tmp_path: Path) -> None:
     path = tmp_path / "chat.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for migration in schema_module.MIGRATIONS[:4]:  # never edited: version 4 as released
-        migration(conn)
-    conn.execute("PRAGMA user_version = 4")
+    conn = database_at(path, 4)
     conn.execute(
         "INSERT INTO messages (id, ts, room, sender, text, kind, conv)"
         " VALUES (3, 3.0, '#lobby', 'alice', 'kept', 'say', 'r:#lobby')"

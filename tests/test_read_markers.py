@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 from test_history import running_server, sigkill
+from test_store import database_at
 
 import trio_chat
 from trio_chat.names import name_key
@@ -34,10 +35,7 @@ async def test_the_schema_before_read_markers_gains_them_and_keeps_everything(
 ) -> None:
     path = tmp_path / "chat.db"
     before = schema_module.MIGRATIONS.index(schema_module._read_markers)
-    conn = sqlite3.connect(path, isolation_level=None)
-    for migration in schema_module.MIGRATIONS[:before]:
-        migration(conn)
-    conn.execute(f"PRAGMA user_version = {before}")
+    conn = database_at(path, before)
     conn.execute(
         "INSERT INTO messages (id, ts, room, sender, text, kind, conv)"
         " VALUES (7, 7.0, '#lobby', 'alice', 'kept', 'say', 'r:#lobby')"

@@ -14,6 +14,7 @@ import pytest
 import trio
 from test_chat import open_text_client
 from test_history import running_server, sigkill
+from test_store import database_at
 
 from trio_chat.search import search_words
 from trio_chat.store import Store, StoredMessage
@@ -282,12 +283,8 @@ async def test_edits_deletes_and_pruning_keep_the_index_right(tmp_path: Path) ->
 
 async def test_the_migration_indexes_the_lines_stored_before_it(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    before = MIGRATIONS[: MIGRATIONS.index(_search_index)]
-    with sqlite3.connect(path, isolation_level=None) as conn:
+    with database_at(path, MIGRATIONS.index(_search_index)) as conn:
         conn.execute("BEGIN")
-        for migrate in before:
-            migrate(conn)
-        conn.execute(f"PRAGMA user_version = {len(before)}")
         rows = [message(1, "Deploy on Friday"), message(2, "deploy secrets", room=None)]
         rows.append(message(3, "lunch?", room="#dev"))
         for row in rows:

@@ -460,12 +460,20 @@ async def test_version_1_database_is_migrated_and_keeps_its_data(tmp_path: Path)
         conn.close()
 
 
+def database_at(path: Path, version: int) -> sqlite3.Connection:
+    """An autocommit connection to a new database at schema ``version`` as it was
+    released: the first ``version`` migrations (never edited once released), and the
+    version number they leave. For the tests that a store opens it and migrates it on."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for migration in schema_module.MIGRATIONS[:version]:
+        migration(conn)
+    conn.execute(f"PRAGMA user_version = {version}")
+    return conn
+
+
 async def test_version_3_private_rows_are_deleted_and_ids_keep_rising(tmp_path: Path) -> None:
     path = tmp_path / "chat.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for migration in schema_module.MIGRATIONS[:3]:  # never edited: version 3 as released
-        migration(conn)
-    conn.execute("PRAGMA user_version = 3")
+    conn = database_at(path, 3)
     conn.executemany(
         "INSERT INTO messages (id, ts, room, sender, text, kind, recipient, conv)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
