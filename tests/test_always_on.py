@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
+from test_devices import PASSWORD, device
 
 from trio_chat.always_on import AlwaysOn, OfflineMailbox
 from trio_chat.hub import Hub
@@ -25,7 +25,6 @@ from trio_chat.testing import (
     stalled_client,
 )
 
-PASSWORD = "correct-horse"
 TIMEOUT = 10.0
 
 
@@ -79,15 +78,6 @@ def test_the_hub_keeps_an_always_on_user_offline_and_takes_it_back() -> None:
 
 def always_on(**overrides: Any) -> Any:
     return local_config(always_on=True, **overrides)
-
-
-@contextlib.asynccontextmanager
-async def device(
-    chat: TestServer, nick: str = "alice", *, websocket: bool = False, register: bool = False
-) -> AsyncIterator[ChatClient]:
-    async with open_client(chat, websocket=websocket) as client:
-        await client.login(nick, password=PASSWORD, **({"register": True} if register else {}))
-        yield client
 
 
 async def who(client: ChatClient, room: str = "#lobby", ref: str = "w") -> dict[str, Any]:

@@ -8,11 +8,11 @@ import contextlib
 import json
 import socket
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import trio
+from test_devices import PASSWORD, device
 from test_history import running_server, sigkill
 from test_store import database_at
 
@@ -21,9 +21,8 @@ from trio_chat.names import name_key
 from trio_chat.store import Store
 from trio_chat.store import schema as schema_module
 from trio_chat.store.schema import SCHEMA_VERSION
-from trio_chat.testing import ChatClient, TestServer, local_config, open_client, open_test_server
+from trio_chat.testing import ChatClient, local_config, open_client, open_test_server
 
-PASSWORD = "correct-horse"
 TIMEOUT = 10.0
 
 
@@ -66,15 +65,6 @@ async def test_the_schema_before_read_markers_gains_them_and_keeps_everything(
 
 
 # ----------------------------------------------------------------- real connections
-
-
-@contextlib.asynccontextmanager
-async def device(
-    chat: TestServer, nick: str = "alice", *, websocket: bool = False, register: bool = False
-) -> AsyncIterator[ChatClient]:
-    async with open_client(chat, websocket=websocket) as client:
-        await client.login(nick, password=PASSWORD, **({"register": True} if register else {}))
-        yield client
 
 
 def reads(client: ChatClient) -> list[tuple[str, int]]:
