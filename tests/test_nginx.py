@@ -23,7 +23,7 @@ from typing import NoReturn
 import pytest
 import trio
 import trio_websocket
-from test_proxy import address_of, join
+from test_proxy import address_of
 
 from trio_chat.hub import host_of
 from trio_chat.testing import (
@@ -222,16 +222,16 @@ async def test_the_example_nginx_config_passes_real_addresses(
             logged = [r.getMessage() for r in caplog.records]
             assert any("connect nick=bob addr=127.0.0.2:0 " in line for line in logged)
 
-            await join(alice, "#r")
+            await alice.join("#r")
             for client in (bob, carol):
-                await join(client, "#r")
+                await client.join("#r")
             await alice.command("/ban bob")
             assert (await bob.expect("leave", lambda e: e.nick == "bob")).reason == (
                 "banned by alice"
             )
             await carol.command("/part #r")
             await carol.expect("leave", lambda e: e.nick == "carol")
-            await join(carol, "#r")  # behind the same proxy, but not bob
+            await carol.join("#r")  # behind the same proxy, but not bob
             async with ws_client("127.0.0.2", http_port, "dave") as dave:
                 await dave.command("/join #r")  # from bob's address: banned with him
                 error = await dave.expect("error")
