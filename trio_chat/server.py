@@ -607,6 +607,7 @@ class ChatServer(ServerAPI):
             self.publisher.attach(self.broker)
             if self.broker is not None:
                 self.broker.attach()
+                self.typing_notices.share = self.broker.share_typing
             else:
                 await self.publisher.reserve_ids()
             # #lobby's latest lines, for the history that comes with every login's join
@@ -618,6 +619,7 @@ class ChatServer(ServerAPI):
                 self.publisher.detach()
                 if self.broker is not None:
                     self.broker.detach()
+                    self.typing_notices.share = None
                 self.history_service = self.logins = self.publisher = self.broker = None
                 self.message_changes.store = None
                 self.read_markers.store = None
