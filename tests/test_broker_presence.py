@@ -1,17 +1,30 @@
 """What one node gives its users, every node of a broker gives (issue 14), through a real
-Redis: typing notices of a user on another node, in their place among the room's lines."""
+Redis: typing notices of a user on another node, in their place among the room's lines;
+an account's read markers, the same on every node (forward only, a database's copied in,
+Redis away)."""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import logging
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+import trio
 from test_broker import nodes
+from test_devices import device
+from test_read_markers import message_ids, settled
 from test_typing import client, typings
 
 from trio_chat.broker.log import BadEntry, decode_entry, encode_entry
-from trio_chat.testing import ChatClient
+from trio_chat.broker.markers import RedisMarkers
+from trio_chat.names import name_key
+from trio_chat.testing import ChatClient, local_config, open_test_server
+
+if TYPE_CHECKING:
+    from conftest import RedisServer
 
 # ------------------------------------------------------------------ sans-IO
 
@@ -126,3 +139,113 @@ async def test_a_muted_typist_is_dropped_and_a_room_of_one_node_costs_the_log_no
         await marker(alice, bob, far, text="after")
         assert typings(far) == [("#lobby", "alice", True)]
         assert [e for e in alice.history if e.TYPE == "error"] == []
+
+
+# ------------------------------------------------------------------ read markers
+
+
+async def wait_gone(nick: str, *watchers: ChatClient) -> None:
+    """Every watcher saw ``nick`` leave: its node, and theirs, let go of it."""
+    for watcher in watchers:
+        await watcher.expect("leave", lambda e: e.nick == nick)
+
+
+async def test_markers_read_on_one_node_come_with_a_login_on_another(broker_url: str) -> None:
+    async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
+        near = await stack.enter_async_context(client(a, "near"))
+        far = await stack.enter_async_context(client(b, "far"))
+        async with device(a, register=True) as laptop:
+            await far.expect("join", lambda e: e.nick == "alice")
+            first, second, third = await message_ids(far, "one", "two", "three")
+            await laptop.expect("message", lambda e: e.id == third)
+            await laptop.send({"type": "read", "id": second})
+            await settled(laptop)
+        await wait_gone("alice", near, far)
+
+        async with device(b) as phone:  # alice on node b: node a's marker
+            assert phone.history[-1].read == {"#lobby": second}
+            assert (await phone.expect("read")).message_id == second
+            await phone.send({"type": "read", "id": third})
+            await phone.send({"type": "read", "id": first})  # back: nothing
+            await settled(phone)
+        await wait_gone("alice", near, far)
+
+        # Back on node a, which had read them at the first login: b's move is there.
+        async with device(a) as laptop:
+            assert laptop.history[-1].read == {"#lobby": third}
+            assert (await laptop.expect("read")).message_id == third
+
+
+async def test_a_marker_moves_forward_only_when_nodes_race(broker_url: str) -> None:
+    async with (
+        RedisMarkers.open(broker_url, prefix="one") as one,
+        RedisMarkers.open(broker_url, prefix="one") as other,
+    ):
+        await one.advance_read_marker("alice", "#dev", "#Dev", 10)
+        await other.advance_read_marker("alice", "#dev", "#Dev", 5)
+        assert await one.read_markers("alice") == [("#dev", "#Dev", 10)]
+
+        ids = list(range(11, 211))
+        random.shuffle(ids)
+        async with trio.open_nursery() as nursery:  # two nodes, in no order at all
+            for i, marker in enumerate(ids):
+                book = one if i % 2 else other
+                nursery.start_soon(book.advance_read_marker, "alice", "#dev", "#Dev", marker)
+        assert await other.read_markers("alice") == [("#dev", "#Dev", 210)]
+
+        # A value that is not ours is no marker, and the next move replaces it.
+        import coredis
+
+        async with coredis.Redis.from_url(broker_url) as redis:
+            await redis.hset(one.key("bob"), {"#lobby": "not json", "#dev": '{"id": "7"}'})
+        assert await one.read_markers("bob") == []
+        await one.advance_read_marker("bob", "#lobby", "#lobby", 1)
+        assert await one.read_markers("bob") == [("#lobby", "#lobby", 1)]
+        assert await one.copy_in([("bob", "#lobby", "#lobby", 1), ("bob", "#x", "#X", 4)]) == 1
+
+
+async def test_markers_a_node_had_before_the_broker_come_with_it(
+    broker_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "alone.db"
+    async with (
+        open_test_server(config=local_config(db=str(db))) as alone,  # no broker yet
+        device(alone, register=True) as alice,
+        client(alone, "bob") as bob,
+    ):
+        (said,) = await message_ids(bob, "before the broker")
+        await alice.expect("message", lambda e: e.id == said)
+        await alice.send({"type": "read", "id": said})
+        await settled(alice)
+    async with nodes(broker_url, 1) as (b,), contextlib.AsyncExitStack() as stack:
+        with caplog.at_level(logging.INFO, logger="trio_chat.broker"):
+            await stack.enter_async_context(
+                open_test_server(config=local_config(broker=broker_url, db=str(db)))
+            )
+        assert "1 of this node's 1 read markers copied" in caplog.text
+        async with device(b) as phone:  # logged in on the node that never had them
+            assert phone.history[-1].read == {"#lobby": said}
+
+
+async def test_while_redis_is_away_a_marker_holds_here_and_says_it_was_not_saved(
+    redis_server: RedisServer,
+) -> None:
+    async with nodes(redis_server.url, 1) as (a,), contextlib.AsyncExitStack() as stack:
+        laptop = await stack.enter_async_context(device(a, register=True))
+        phone = await stack.enter_async_context(device(a, websocket=True))
+        bob = await stack.enter_async_context(client(a, "bob"))
+        first, second = await message_ids(bob, "one", "two")
+        await laptop.expect("message", lambda e: e.id == second)
+        await trio.to_thread.run_sync(redis_server.stop)
+        await laptop.send({"type": "read", "id": first, "ref": "r"})
+        error = await laptop.expect("error", lambda e: e.ref == "r")
+        assert (error.code, error.text) == (
+            "store_error",
+            "your read marker could not be saved; try again later",
+        )
+        assert (await phone.expect("read")).message_id == first  # told all the same
+        await trio.to_thread.run_sync(redis_server.start)
+        await laptop.send({"type": "read", "id": second})
+        await settled(laptop)
+        async with RedisMarkers.open(redis_server.url) as book:
+            assert await book.read_markers(name_key("alice")) == [("#lobby", "#lobby", second)]
