@@ -1,7 +1,7 @@
 """What one node gives its users, every node of a broker gives (issue 14), through a real
 Redis: typing notices of a user on another node, in their place among the room's lines;
 an account's read markers, the same on every node (forward only, a database's copied in,
-Redis away)."""
+Redis away); users away (always-on users offline, ``/away``) shown away on every node."""
 
 from __future__ import annotations
 
@@ -13,13 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+from test_always_on import who
 from test_broker import nodes
 from test_devices import device
+from test_irc import open_irc
 from test_read_markers import message_ids, settled
 from test_typing import client, typings
 
 from trio_chat.broker.log import BadEntry, decode_entry, encode_entry
 from trio_chat.broker.markers import RedisMarkers
+from trio_chat.irc import numerics as n
 from trio_chat.names import name_key
 from trio_chat.testing import ChatClient, local_config, open_test_server
 
@@ -249,3 +252,77 @@ async def test_while_redis_is_away_a_marker_holds_here_and_says_it_was_not_saved
         await settled(laptop)
         async with RedisMarkers.open(redis_server.url) as book:
             assert await book.read_markers(name_key("alice")) == [("#lobby", "#lobby", second)]
+
+
+# ------------------------------------------------------------------ away, always-on
+
+
+def is_away_notice(nick: str, away: str | None) -> Any:
+    """Matches the ``away`` notice of ``nick`` with ``away``."""
+
+    def matches(e: Any) -> bool:
+        data = e.data or {}
+        return data.get("event") == "away" and data["nick"] == nick and data["away"] == away
+
+    return matches
+
+
+async def test_an_always_on_user_is_shown_away_on_every_node(broker_url: str) -> None:
+    async with (
+        nodes(broker_url, 2, always_on=True, irc_port=0) as (a, b),
+        contextlib.AsyncExitStack() as stack,
+    ):
+        near = await stack.enter_async_context(client(a, "near", away_notify=True))
+        far = await stack.enter_async_context(client(b, "far", away_notify=True))
+        deaf = await stack.enter_async_context(client(b, "deaf"))  # did not ask
+        ivy = await stack.enter_async_context(open_irc(b, "ivy", "CAP REQ :away-notify", "CAP END"))
+        async with device(a, register=True) as alice:
+            await alice.join("#dev")
+            await far.join("#dev")
+            await alice.expect("join", lambda e: e.nick == "far" and e.room == "#dev")
+        # alice's last connection ended on node a: she stays, away, on both nodes.
+        for watcher in (near, far):
+            away = await watcher.expect("info", is_away_notice("alice", "offline"))
+            assert away.text == "alice is away: offline"
+        seen = await ivy.expect("AWAY")
+        assert (seen.source, seen.params) == ("alice!alice@trio-chat", ("offline",))
+        await ivy.send("WHOIS alice")
+        whois = await ivy.expect(n.RPL_AWAY)
+        assert whois.params[1:] == ("alice", "offline")
+        for watcher, ref in ((far, "w1"), (deaf, "w2")):
+            members = await who(watcher, "#lobby", ref)
+            assert members["alice"]["away"] == "offline"
+        assert (await who(far, "#dev", "w3"))["alice"] == {
+            "nick": "alice",
+            "op": True,
+            "away": "offline",
+            "bot": False,
+        }
+        await far.send({"type": "command", "name": "msg", "args": "alice psst", "ref": "m"})
+        told = await far.expect("info", lambda e: e.ref == "m")
+        assert (told.text, told.data) == (
+            "alice is away: offline",
+            {"nick": "alice", "away": "offline"},
+        )
+
+        # A node that starts now learns it from the others' snapshots.
+        c = await stack.enter_async_context(
+            open_test_server(config=local_config(broker=broker_url, always_on=True))
+        )
+        late = await stack.enter_async_context(client(c, "late"))
+        assert (await who(late, "#lobby", "w4"))["alice"]["away"] == "offline"
+
+        # Back on node a: back everywhere.
+        async with device(a) as again:
+            for watcher in (near, far):
+                back = await watcher.expect("info", is_away_notice("alice", None))
+                assert back.text == "alice is back"
+            assert (await who(far, "#dev", "w5"))["alice"]["away"] is None
+            back = await ivy.expect("AWAY")
+            assert (back.source, back.params) == ("alice!alice@trio-chat", ())
+            # /away of a user of node b: node a's users see it, in /who too.
+            await far.command("/away lunch")
+            await near.expect("info", is_away_notice("far", "lunch"))
+            assert (await who(again, "#dev", "w6"))["far"]["away"] == "lunch"
+            assert (await who(late, "#lobby", "w7"))["far"]["away"] == "lunch"
+        assert [e for e in deaf.history if (getattr(e, "data", None) or {}).get("event")] == []

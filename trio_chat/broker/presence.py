@@ -8,7 +8,10 @@ snapshots nodes send one that starts, and nodes gone. Each changes this node's h
 
 Besides who is where, the moments of presence that one node gives its users and the
 others must give theirs alike: another node's typing notices (:meth:`Presence._on_typing`),
-handed on to this node's receivers in the log's order, among the room's lines.
+handed on to this node's receivers in the log's order, among the room's lines; and its
+users' away state (:meth:`Presence._on_away`: ``/away``, a user kept offline by
+``always_on`` and back), which ``/who``, ``/msg`` and the ``away`` notices show here as
+there.
 """
 
 from __future__ import annotations
@@ -140,6 +143,29 @@ class Presence:
             event = Typing(room=room.name, nick=typist.nick, active=active)
             self._deliver(Pending(event, None, receivers))
 
+    def _away_changed(self, session: Session) -> None:
+        """This node's user went away or came back (the hub's ``on_away``): into the log,
+        for every other node (``/who`` and ``/msg`` there show it, whoever asks)."""
+        if replica.node_of(session) is None:
+            self._append("away", data={"nick": session.nick, "away": session.away})
+
+    def _on_away(self, entry: Entry) -> None:
+        """Another node's user went away (``away``: the reason) or came back (``None``):
+        so it is here, and this node's connections that asked are told, in the log's
+        order, as its own node tells its own (:meth:`Hub.away_notice
+        <trio_chat.hub.Hub.away_notice>`)."""
+        nick, away = entry.data.get("nick"), entry.data.get("away")
+        if not (isinstance(nick, str) and (away is None or isinstance(away, str))):
+            log.warning("broker: skipped an entry: log entry %s is a bad away", entry.stream_id)
+            return
+        holder = self.hub.find(nick)
+        if holder is None or replica.node_of(holder) != entry.node or holder.away == away:
+            return
+        holder.away = away
+        notice = self.hub.away_notice(holder)
+        if notice is not None:
+            self._deliver(notice)
+
     def _on_bye(self, entry: Entry) -> None:
         holder = self.hub.find(str(entry.data.get("nick", "")))
         if holder is not None and replica.node_of(holder) == entry.node:
@@ -165,6 +191,7 @@ class Presence:
                 "rooms": list(s.rooms),
                 **replica.roles(self.hub, s),
                 **({"bot": True} if s.bot else {}),
+                **({"away": s.away} if s.away else {}),
             }
             for s in self.hub.sessions.values()
             if replica.node_of(s) is None
@@ -186,6 +213,8 @@ class Presence:
             elif replica.node_of(found) != entry.node:
                 continue
             found.address = str(user.get("address") or found.address)
+            away = user.get("away")
+            found.away = away if isinstance(away, str) else None
             ops, muted = user.get("op", ()), user.get("muted", ())
             for room_name in user.get("rooms", ()):
                 there = replica.join(hub, found, str(room_name), operator=room_name in ops)
