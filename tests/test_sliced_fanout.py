@@ -23,7 +23,7 @@ def sliced(hub: Hub, size: int) -> list[None]:
     """Slice ``hub``'s fan-outs at ``size`` receivers; the list grows at each wake-up of
     the payer."""
     woken: list[None] = []
-    hub.fanout_slice = size
+    hub.fanout_sliced_from = hub.fanout_slice = size
     hub.fanout_budget = 0.0  # sliced after the first slice, whatever the clock says
     hub.wake_payer = lambda: woken.append(None)
     return woken
@@ -175,7 +175,7 @@ async def test_over_sockets_every_member_gets_every_line_of_its_rooms_once_in_id
         for client in small:
             await client.join("#small")
         hub = chat.server.hub
-        hub.fanout_slice = 3
+        hub.fanout_sliced_from = hub.fanout_slice = 3
         hub.fanout_budget = 0.0
         woken: list[None] = []
         pay = hub.wake_payer
@@ -221,7 +221,7 @@ async def test_what_is_owed_when_the_server_stops_comes_before_the_goodbye() -> 
     async with open_test_server() as chat, AsyncExitStack() as stack:
         clients = [await stack.enter_async_context(open_client(chat, f"user{i}")) for i in range(6)]
         hub = chat.server.hub
-        hub.fanout_slice = 2
+        hub.fanout_sliced_from = hub.fanout_slice = 2
         hub.fanout_budget = 0.0
         hub.wake_payer = lambda: None  # nothing pays: what is owed stays owed
         await clients[0].say("last words")

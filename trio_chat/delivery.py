@@ -179,12 +179,14 @@ class Delivery:
     #: While :meth:`deliver_many` gathers: what each receiver writing directly was given
     #: so far in this pass, by ``id()`` of its mailbox (see :meth:`_write_held`).
     _held: dict[int, tuple[Receiver, Mailbox, list[Parcel]]] | None = None
-    #: A fan-out to more receivers than this may be sliced (see :meth:`_offer_sliced`),
-    #: and :meth:`pay_owed` pays this many receivers at a time. No slicing (the default)
-    #: unless something pays what is owed: the publisher sets it, with
-    #: :attr:`fanout_budget` and :attr:`wake_payer`.
-    fanout_slice: int = sys.maxsize
-    #: Seconds a fan-out may take before the rest of its receivers are owed the event.
+    #: A fan-out to more receivers than this may be sliced (see :meth:`_offer_sliced`).
+    #: No slicing (the default) unless something pays what is owed: the publisher sets
+    #: it, with :attr:`fanout_slice`, :attr:`fanout_budget` and :attr:`wake_payer`.
+    fanout_sliced_from: int = sys.maxsize
+    #: The clock is read after each this many offers (and payments: :meth:`pay_owed`).
+    fanout_slice: int = 32
+    #: Seconds a fan-out may take before the rest of its receivers are owed the event,
+    #: and that :meth:`pay_owed` may take at a time.
     fanout_budget: float = 0.0
     #: What sliced fan-outs still owe, oldest first. A receiver is in one of them at most.
     _owed: collections.deque[_Owed]
@@ -361,7 +363,7 @@ class Delivery:
             if held:  # bytes for one connection: after what it was held for
                 for receiver in receivers:
                     self._write_held_for(receiver.mailbox)
-            if owed or len(receivers) > self.fanout_slice:
+            if owed or len(receivers) > self.fanout_sliced_from:
                 delivered = self._offer_sliced(receivers, parcel, overflowed)
             else:
                 for receiver in receivers:
@@ -443,37 +445,39 @@ class Delivery:
         return keys
 
     def pay_owed(self) -> bool:
-        """Offer the oldest :attr:`fanout_slice` receivers owed a parcel what they are
-        owed; whether anyone is still owed anything. The publisher calls it once per
-        scheduling round while anything is owed: between two calls, other tasks run, and
-        a line said meanwhile in a small room goes out at once to its members who are owed
-        nothing.
+        """Offer receivers what they are owed, oldest first, for up to
+        :attr:`fanout_budget` seconds (at least one :attr:`fanout_slice` of them); whether
+        anyone is still owed anything. The publisher calls it once per scheduling round
+        while anything is owed: between two calls, other tasks run, and a line said
+        meanwhile in a small room goes out at once to its members who are owed nothing.
         """
         owed = self._owed
-        if not owed:
-            return False
-        job = owed[0]
         keys, after = self._owed_keys, self._after
-        parcel = job.parcel
-        end = job.paid + self.fanout_slice
+        deadline = time.perf_counter() + self.fanout_budget
         overflowed: list[Receiver] = []
         delivered = 0
-        for receiver in job.receivers[job.paid : end]:
-            mailbox = receiver.mailbox
-            if keys is not None:
-                keys.discard(id(mailbox))
-            more = after.pop(id(mailbox), None) if after else None
-            if more is not None:
-                delivered += self._pay(receiver, mailbox, [parcel, *more], overflowed)
-            elif mailbox.offer(parcel):
-                delivered += parcel.events
-            else:
-                overflowed.append(receiver)
-        job.paid = end
-        if end >= len(job.receivers):
-            owed.popleft()
-            if not owed:
-                self._owed_keys = None
+        while owed:
+            job = owed[0]
+            parcel = job.parcel
+            end = job.paid + self.fanout_slice
+            for receiver in job.receivers[job.paid : end]:
+                mailbox = receiver.mailbox
+                if keys is not None:
+                    keys.discard(id(mailbox))
+                more = after.pop(id(mailbox), None) if after else None
+                if more is not None:
+                    delivered += self._pay(receiver, mailbox, [parcel, *more], overflowed)
+                elif mailbox.offer(parcel):
+                    delivered += parcel.events
+                else:
+                    overflowed.append(receiver)
+            job.paid = end
+            if end >= len(job.receivers):
+                owed.popleft()
+            if time.perf_counter() >= deadline:
+                break
+        if not owed:
+            self._owed_keys = None
         self.metrics.messages_out_total.inc(delivered)
         for receiver in overflowed:
             self._drop_slow(receiver)
