@@ -56,8 +56,8 @@ FLUSH_AT_MOST = 16
 #: receivers, paid for up to FANOUT_BUDGET seconds per scheduling round (see
 #: :meth:`Publisher.pay_owed_forever`), letting other rooms' lines through in between. A
 #: direct write to a socket is a few microseconds, so a line to a big room is sliced after
-#: a couple of hundred receivers; offers to mailboxes that are queueing (a room at full
-#: speed) are appends, and their fan-out is over before its budget.
+#: a couple of hundred receivers; offers to mailboxes that are queueing are appends, and
+#: their fan-out is over before its budget.
 FANOUT_SLICED_FROM = 128
 FANOUT_SLICE = 32
 FANOUT_BUDGET = 0.0005
