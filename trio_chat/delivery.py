@@ -6,7 +6,11 @@ order, to the publisher task, which calls :meth:`Delivery.deliver_many`: a plain
 synchronous loop of ``mailbox.offer`` calls, a run of lines to one room offered as one
 :class:`~trio_chat.parcels.Bundle` per member, and a receiver that refuses dropped as too
 slow. A pass holding a join gathers what each receiver writing directly gets in it into
-one write (a room refilling after a restart: see :func:`_gathers`).
+one write (a room refilling after a restart: see :func:`_gathers`). A fan-out to more
+receivers than :attr:`Delivery.fanout_slice` is *sliced*: the first slice now, the rest
+owed and paid a slice per scheduling round by the publisher, so that one line to a big
+room does not hold back every other room's lines for its whole fan-out (see
+:meth:`Delivery.pay_owed`).
 :class:`~trio_chat.hub.Hub` is a :class:`Delivery`; the split keeps numbering and
 the registry of users and rooms (hub.py) apart from the hot path (here).
 """
@@ -14,9 +18,11 @@ the registry of users and rooms (hub.py) apart from the hot path (here).
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
+import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -104,7 +110,7 @@ class Pending:
             self.author,
         )
 
-    def receivers(self) -> Iterable[Receiver]:
+    def receivers(self) -> Collection[Receiver]:
         if self.room is None:
             return dict.fromkeys(self.extra)
         if not self.extra:
@@ -164,6 +170,16 @@ class Delivery:
     #: While :meth:`deliver_many` gathers: what each receiver writing directly was given
     #: so far in this pass, by ``id()`` of its mailbox (see :meth:`_write_held`).
     _held: dict[int, tuple[Receiver, Mailbox, list[Parcel]]] | None = None
+    #: Most receivers one fan-out offers its event to at once; the rest are owed it (see
+    #: :meth:`pay_owed`). No slicing (the default) unless something pays what is owed:
+    #: the publisher sets it, with :attr:`wake_payer`.
+    fanout_slice: int = sys.maxsize
+    #: What sliced fan-outs still owe, oldest first, by ``id()`` of the receiver's
+    #: mailbox: the receiver, its mailbox and the parcels it is owed, in order. While a
+    #: receiver is owed anything, whatever else it is sent joins the end of its list.
+    _owed: dict[int, tuple[Receiver, Mailbox | Fanout, list[Parcel]]]
+    #: Called when something comes to be owed (the publisher's payer wakes up).
+    wake_payer: Callable[[], None]
 
     def detach(self, session: Session, reason: str) -> None:
         raise NotImplementedError  # the hub's
@@ -306,19 +322,22 @@ class Delivery:
         session.history_bound[name_key(room.name)] = joined_id
         return True
 
-    def _fanout(self, receivers: Iterable[Receiver], event: Payload) -> None:
+    def _fanout(self, receivers: Collection[Receiver], event: Payload) -> None:
         overflowed: list[Receiver] = []
         delivered = 0
         parcel = Parcel(event)
-        held = self._held
+        held, owed = self._held, self._owed
         if held is not None and type(event) is not Raw:
             for receiver in receivers:
                 mailbox = receiver.mailbox
-                gathering = held.get(id(mailbox))
+                key = id(mailbox)
+                gathering = held.get(key)
                 if gathering is not None:
                     gathering[2].append(parcel)
+                elif owed and key in owed:  # after what it is owed
+                    owed[key][2].append(parcel)
                 elif type(mailbox) is Mailbox and mailbox.writes_directly:
-                    held[id(mailbox)] = (receiver, mailbox, [parcel])
+                    held[key] = (receiver, mailbox, [parcel])
                 elif mailbox.offer(parcel):
                     delivered += 1
                 else:
@@ -327,15 +346,96 @@ class Delivery:
             if held:  # bytes for one connection: after what it was held for
                 for receiver in receivers:
                     self._write_held_for(receiver.mailbox)
-            for receiver in receivers:
-                if receiver.mailbox.offer(parcel):
-                    delivered += 1
-                else:
-                    overflowed.append(receiver)  # too slow, or its connection is going away
+            if owed or len(receivers) > self.fanout_slice:
+                delivered = self._offer_sliced(receivers, parcel, overflowed)
+            else:
+                for receiver in receivers:
+                    if receiver.mailbox.offer(parcel):
+                        delivered += 1
+                    else:
+                        overflowed.append(receiver)  # too slow, or its connection is going away
         self.metrics.messages_out_total.inc(delivered * parcel.events)
         # Handled after the loop: detaching announces a leave, which fans out again.
         for receiver in overflowed:
             self._drop_slow(receiver)
+
+    def _offer_sliced(
+        self, receivers: Collection[Receiver], parcel: Parcel, overflowed: list[Receiver]
+    ) -> int:
+        """Offer ``parcel`` to at most :attr:`fanout_slice` of ``receivers`` now and owe it
+        to the rest; a receiver owed something already gets it after that instead (so each
+        receiver still gets everything in id order). How many took it now."""
+        owed = self._owed
+        was_owing = bool(owed)
+        now = self.fanout_slice
+        delivered = 0
+        for receiver in receivers:
+            mailbox = receiver.mailbox
+            key = id(mailbox)
+            waiting = owed.get(key)
+            if waiting is not None:
+                if type(parcel.event) is not Raw:
+                    waiting[2].append(parcel)
+                    continue
+                self._pay(*owed.pop(key), overflowed)  # bytes for one connection: now
+            elif not now:
+                owed[key] = (receiver, mailbox, [parcel])
+                continue
+            else:
+                now -= 1
+            if mailbox.offer(parcel):
+                delivered += 1
+            else:
+                overflowed.append(receiver)
+        if owed and not was_owing:
+            self.wake_payer()
+        return delivered
+
+    def pay_owed(self) -> bool:
+        """Offer the oldest :attr:`fanout_slice` receivers owed parcels what they are owed
+        (several parcels in one write where the mailbox writes directly); whether any
+        receiver is still owed something. The publisher calls it once per scheduling round
+        while anything is owed: between two calls, other tasks run, and a line said
+        meanwhile in a small room goes out at once to its members who are owed nothing.
+        """
+        owed = self._owed
+        overflowed: list[Receiver] = []
+        delivered = 0
+        for key in list(itertools.islice(owed, self.fanout_slice)):
+            delivered += self._pay(*owed.pop(key), overflowed)
+        self.metrics.messages_out_total.inc(delivered)
+        for receiver in overflowed:
+            self._drop_slow(receiver)
+        return bool(owed)
+
+    @property
+    def owes(self) -> bool:
+        """Whether a sliced fan-out still owes anyone anything."""
+        return bool(self._owed)
+
+    def pay_all_owed(self) -> None:
+        """Offer everything owed now (the server is stopping: the goodbyes come after)."""
+        while self.pay_owed():
+            pass
+
+    def _pay(
+        self,
+        receiver: Receiver,
+        mailbox: Mailbox | Fanout,
+        parcels: list[Parcel],
+        overflowed: list[Receiver],
+    ) -> int:
+        """Offer ``parcels`` to ``mailbox``; how many events it took (none, and
+        ``receiver`` in ``overflowed``, if it refused one)."""
+        if len(parcels) > 1 and type(mailbox) is Mailbox and mailbox.writes_directly:
+            parcels = [Parcel(Gathered.of(parcels))]
+        delivered = 0
+        for parcel in parcels:
+            if not mailbox.offer(parcel):
+                overflowed.append(receiver)
+                break
+            delivered += parcel.events
+        return delivered
 
     def _write_held(self) -> None:
         """End a pass that gathered parcels: each receiver's, in one write (see

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,11 @@ PUBLISH_BATCH = 1024
 #: burst is load, and waits for the publisher task, where it joins the other readers'
 #: lines in fewer, bigger bundles and is delivered a slice at a time.
 FLUSH_AT_MOST = 16
+#: Most receivers a fan-out offers its event to at once (see :meth:`Publisher.pay_owed_forever`):
+#: a line to a bigger room goes to the others a slice per scheduling round, letting other
+#: rooms' lines through in between. A direct write is a few microseconds, so a slice is
+#: well under a millisecond.
+FANOUT_SLICE = 128
 #: Ids reserved in the store ahead of those given out (see :meth:`Publisher.reserve_ids`).
 ID_RESERVE = 100_000
 #: Seconds between attempts to write a reservation while writing it fails.
@@ -120,6 +126,7 @@ class Publisher:
         self._reserved_changed = trio.Event()
         self._not_saved_log = LogLimiter()
         self._reserve_log = LogLimiter()
+        self._owing = trio.Event()  # set when the hub starts owing (see pay_owed_forever)
 
     def attach(self, broker: Broker | None = None) -> None:
         """Route the hub's numbered events through ``broker`` to :meth:`accept` (straight
@@ -127,6 +134,8 @@ class Publisher:
         if self.store is not None:
             self.hub.start_ids_after(self.store.last_id)
         self.hub.broker = broker if broker is not None else LocalBroker(self.accept)
+        self.hub.fanout_slice = FANOUT_SLICE
+        self.hub.wake_payer = self._wake_payer
 
     def accept(self, pending: Pending) -> None:
         """Take an event from the broker, in the order every member is to see: it is
@@ -251,6 +260,23 @@ class Publisher:
             batch, self._buffer = self._buffer, []
             self.hub.deliver_many(batch)
             self._done += len(batch)
+        self.hub.pay_all_owed()
+        self.hub.fanout_slice = sys.maxsize
+
+    def _wake_payer(self) -> None:
+        self._owing.set()
+
+    async def pay_owed_forever(self) -> None:
+        """Pay what the hub's sliced fan-outs owe, a slice per scheduling round (see
+        :meth:`~trio_chat.delivery.Delivery.pay_owed`): between two slices the readers
+        run, and their lines to other rooms go out without waiting for the rest of a big
+        room's fan-out. Runs until cancelled."""
+        while True:
+            await self._owing.wait()
+            self._owing = trio.Event()
+            while self.hub.pay_owed():
+                await trio.lowlevel.checkpoint()
+            self._signal_delivered()
 
     async def publish_forever(self) -> None:
         """Commit what needs storing, then deliver every event, in id order. Runs until
@@ -330,16 +356,17 @@ class Publisher:
 
     async def settle(self) -> None:
         """Return once every event numbered so far, and every reply queued so far, has
-        been delivered (or failed).
+        been delivered (or failed), and no sliced fan-out still owes receivers (those are
+        paid a slice per scheduling round).
 
-        Only those: what is published after the call is not waited for. (Waiting until
+        Not what is published after the call. (Waiting until
         nothing at all was queued made every connection that ended during a crowd's
         comings and goings wait for a quiet moment, up to its goodbye's timeout, and wake
         at every batch delivered meanwhile: hundreds of wake-ups per connection closed.)
         """
         target = self.hub.last_id
         accepted = self._accepted
-        while self.hub.history_bound() <= target or self._done < accepted:
+        while self.hub.history_bound() <= target or self._done < accepted or self.hub.owes:
             await self._delivered.wait()
 
     async def _save_one_by_one(

@@ -646,6 +646,7 @@ class ChatServer(ServerAPI):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(publisher.publish_forever)
+            nursery.start_soon(publisher.pay_owed_forever)
             if self.broker is not None:
                 await nursery.start(self.broker.run)
             nursery.start_soon(self.keepalive.run)
