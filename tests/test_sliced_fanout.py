@@ -180,3 +180,19 @@ async def test_over_sockets_every_member_gets_every_line_of_its_rooms_once_in_id
             assert ids == sorted(set(ids)), index  # each once, in rising id order
             rooms = {text.partition(":")[0] for _, text in seen}
             assert rooms == ({"#lobby", "#small"} if everyone[index] in small else {"#lobby"})
+
+
+async def test_what_is_owed_when_the_server_stops_comes_before_the_goodbye() -> None:
+    async with open_test_server() as chat, AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(open_client(chat, f"user{i}")) for i in range(6)]
+        hub = chat.server.hub
+        hub.fanout_slice = 2
+        hub.wake_payer = lambda: None  # nothing pays: what is owed stays owed
+        await clients[0].say("last words")
+        await clients[0].expect("message")  # the first slice's: the rest is owed now
+        assert hub.owes
+        chat.server.shutdown()
+        for client in clients[1:]:
+            await client.expect("bye")
+            heard = [e.text for e in client.history if isinstance(e, Message)]
+            assert heard == ["last words"], client.nick

@@ -707,6 +707,7 @@ class ChatServer(ServerAPI):
     async def _say_goodbye(self) -> None:
         """Tell every session the server is stopping and give them a moment to hear it."""
         self._stopping = True
+        self.hub.pay_all_owed()  # lines said before the goodbye come before it
         for session in list(self.hub.sessions.values()):
             session.close("shutdown", "the server is shutting down")
         with trio.move_on_after(self.config.shutdown_grace):
