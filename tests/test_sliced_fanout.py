@@ -1,5 +1,6 @@
-"""A fan-out to more receivers than a slice: the rest are owed it, paid a slice at a time,
-and a line to another room goes out in between, never ahead of what a receiver is owed."""
+"""A fan-out that takes longer than its budget: the rest of its receivers are owed it, paid
+a slice at a time, and a line to another room goes out in between, never ahead of what a
+receiver is owed. (Sliced here with a budget of 0: the clock is read after each slice.)"""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def sliced(hub: Hub, size: int) -> list[None]:
     the payer."""
     woken: list[None] = []
     hub.fanout_slice = size
+    hub.fanout_budget = 0.0  # sliced after the first slice, whatever the clock says
     hub.wake_payer = lambda: woken.append(None)
     return woken
 
@@ -49,6 +51,16 @@ def test_the_first_slice_gets_a_line_at_once_and_the_rest_a_slice_per_payment() 
     assert hub.pay_owed() is False and not hub.owes
     assert [lines(received(s)) for s in sessions] == [[]] * 6 + [["big"]] * 2
     assert len(woken) == 1  # woken when it began to owe, not again
+
+
+def test_a_fanout_within_its_budget_is_not_sliced() -> None:
+    hub, queue, sessions = lobby_with(*NICKS)
+    woken = sliced(hub, 3)
+    hub.fanout_budget = 60.0
+    hub.say(sessions[0], "#lobby", "big")
+    hub.deliver_many(queue)
+    assert [lines(received(s)) for s in sessions] == [["big"]] * len(NICKS)
+    assert not hub.owes and not woken
 
 
 def test_a_line_to_a_small_room_overtakes_a_big_rooms_fanout_but_no_one_it_owes() -> None:
@@ -142,6 +154,7 @@ async def test_over_sockets_every_member_gets_every_line_of_its_rooms_once_in_id
             await client.join("#small")
         hub = chat.server.hub
         hub.fanout_slice = 3
+        hub.fanout_budget = 0.0
         woken: list[None] = []
         pay = hub.wake_payer
 
@@ -187,6 +200,7 @@ async def test_what_is_owed_when_the_server_stops_comes_before_the_goodbye() -> 
         clients = [await stack.enter_async_context(open_client(chat, f"user{i}")) for i in range(6)]
         hub = chat.server.hub
         hub.fanout_slice = 2
+        hub.fanout_budget = 0.0
         hub.wake_payer = lambda: None  # nothing pays: what is owed stays owed
         await clients[0].say("last words")
         await clients[0].expect("message")  # the first slice's: the rest is owed now

@@ -6,11 +6,11 @@ order, to the publisher task, which calls :meth:`Delivery.deliver_many`: a plain
 synchronous loop of ``mailbox.offer`` calls, a run of lines to one room offered as one
 :class:`~trio_chat.parcels.Bundle` per member, and a receiver that refuses dropped as too
 slow. A pass holding a join gathers what each receiver writing directly gets in it into
-one write (a room refilling after a restart: see :func:`_gathers`). A fan-out to more
-receivers than :attr:`Delivery.fanout_slice` is *sliced*: the first slice now, the rest
-owed and paid a slice per scheduling round by the publisher, so that one line to a big
-room does not hold back every other room's lines for its whole fan-out (see
-:meth:`Delivery.pay_owed`).
+one write (a room refilling after a restart: see :func:`_gathers`). A fan-out to many
+receivers that takes longer than :attr:`Delivery.fanout_budget` is *sliced*: the rest of
+its receivers are owed the event, paid a slice per scheduling round by the publisher, so
+that one line to a big room does not hold back every other room's lines for its whole
+fan-out (see :meth:`Delivery.pay_owed`).
 :class:`~trio_chat.hub.Hub` is a :class:`Delivery`; the split keeps numbering and
 the registry of users and rooms (hub.py) apart from the hot path (here).
 """
@@ -170,10 +170,13 @@ class Delivery:
     #: While :meth:`deliver_many` gathers: what each receiver writing directly was given
     #: so far in this pass, by ``id()`` of its mailbox (see :meth:`_write_held`).
     _held: dict[int, tuple[Receiver, Mailbox, list[Parcel]]] | None = None
-    #: Most receivers one fan-out offers its event to at once; the rest are owed it (see
-    #: :meth:`pay_owed`). No slicing (the default) unless something pays what is owed:
-    #: the publisher sets it, with :attr:`wake_payer`.
+    #: A fan-out to more receivers than this may be sliced (see :meth:`_offer_sliced`),
+    #: and :meth:`pay_owed` pays this many receivers at a time. No slicing (the default)
+    #: unless something pays what is owed: the publisher sets it, with
+    #: :attr:`fanout_budget` and :attr:`wake_payer`.
     fanout_slice: int = sys.maxsize
+    #: Seconds a fan-out may take before the rest of its receivers are owed the event.
+    fanout_budget: float = 0.0
     #: What sliced fan-outs still owe, oldest first, by ``id()`` of the receiver's
     #: mailbox: the receiver, its mailbox and the parcels it is owed, in order. While a
     #: receiver is owed anything, whatever else it is sent joins the end of its list.
@@ -362,12 +365,19 @@ class Delivery:
     def _offer_sliced(
         self, receivers: Collection[Receiver], parcel: Parcel, overflowed: list[Receiver]
     ) -> int:
-        """Offer ``parcel`` to at most :attr:`fanout_slice` of ``receivers`` now and owe it
-        to the rest; a receiver owed something already gets it after that instead (so each
-        receiver still gets everything in id order). How many took it now."""
+        """Offer ``parcel`` to ``receivers`` until :attr:`fanout_budget` seconds have gone
+        (the clock is read after each :attr:`fanout_slice` offers), and owe it to the rest;
+        a receiver owed something already gets it after that instead (so each receiver
+        still gets everything in id order). How many took it now.
+
+        Timed rather than counted: an offer to a mailbox that is queueing is an append
+        (the loop is over long before the budget), while one that writes to its socket
+        is a system call, and only then is there a fan-out long enough to slice."""
         owed = self._owed
         was_owing = bool(owed)
-        now = self.fanout_slice
+        every = countdown = self.fanout_slice
+        deadline = time.perf_counter() + self.fanout_budget
+        owing = False
         delivered = 0
         for receiver in receivers:
             mailbox = receiver.mailbox
@@ -378,11 +388,14 @@ class Delivery:
                     waiting[2].append(parcel)
                     continue
                 self._pay(*owed.pop(key), overflowed)  # bytes for one connection: now
-            elif not now:
+            elif owing:
                 owed[key] = (receiver, mailbox, [parcel])
                 continue
             else:
-                now -= 1
+                countdown -= 1
+                if not countdown:
+                    countdown = every
+                    owing = time.perf_counter() >= deadline
             if mailbox.offer(parcel):
                 delivered += 1
             else:

@@ -51,11 +51,15 @@ PUBLISH_BATCH = 1024
 #: burst is load, and waits for the publisher task, where it joins the other readers'
 #: lines in fewer, bigger bundles and is delivered a slice at a time.
 FLUSH_AT_MOST = 16
-#: Most receivers a fan-out offers its event to at once (see :meth:`Publisher.pay_owed_forever`):
-#: a line to a bigger room goes to the others a slice per scheduling round, letting other
-#: rooms' lines through in between. A direct write is a few microseconds, so a slice is
-#: well under a millisecond.
+#: A fan-out that has taken FANOUT_BUDGET seconds (the clock read every FANOUT_SLICE
+#: receivers) owes the event to the rest of its receivers, paid FANOUT_SLICE receivers per
+#: scheduling round (see :meth:`Publisher.pay_owed_forever`), letting other rooms' lines
+#: through in between. A direct write to a socket is a few microseconds, so a line to a
+#: big room is sliced after a few hundred receivers, and a slice is under a millisecond;
+#: offers to mailboxes that are queueing (a room at full speed) are appends, and their
+#: fan-out is over before its budget.
 FANOUT_SLICE = 128
+FANOUT_BUDGET = 0.0005
 #: Ids reserved in the store ahead of those given out (see :meth:`Publisher.reserve_ids`).
 ID_RESERVE = 100_000
 #: Seconds between attempts to write a reservation while writing it fails.
@@ -135,6 +139,7 @@ class Publisher:
             self.hub.start_ids_after(self.store.last_id)
         self.hub.broker = broker if broker is not None else LocalBroker(self.accept)
         self.hub.fanout_slice = FANOUT_SLICE
+        self.hub.fanout_budget = FANOUT_BUDGET
         self.hub.wake_payer = self._wake_payer
 
     def accept(self, pending: Pending) -> None:
