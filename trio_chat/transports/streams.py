@@ -256,7 +256,8 @@ async def _accept_on(
     CPU per accepted connection when many wait (23 against 43 us here).
     """
     async with listener:
-        listening = socket.socket(fileno=os.dup(listener.socket.fileno()))
+        raw = listener.socket
+        listening = socket.fromfd(raw.fileno(), raw.family, raw.type)  # a duplicate
         try:
             listening.setblocking(False)
             while True:
