@@ -23,7 +23,7 @@ def sliced(hub: Hub, size: int) -> list[None]:
     """Slice ``hub``'s fan-outs at ``size`` receivers; the list grows at each wake-up of
     the payer."""
     woken: list[None] = []
-    hub.fanout_slice = size
+    hub.fanout_sliced_from = hub.fanout_slice = size
     hub.fanout_budget = 0.0  # sliced after the first slice, whatever the clock says
     hub.wake_payer = lambda: woken.append(None)
     return woken
@@ -51,6 +51,20 @@ def test_the_first_slice_gets_a_line_at_once_and_the_rest_a_slice_per_payment() 
     assert hub.pay_owed() is False and not hub.owes
     assert [lines(received(s)) for s in sessions] == [[]] * 6 + [["big"]] * 2
     assert len(woken) == 1  # woken when it began to owe, not again
+
+
+def test_two_big_lines_in_a_row_reach_everyone_once_each_in_order() -> None:
+    hub, queue, sessions = lobby_with(*NICKS)
+    sliced(hub, 3)
+    for text in ("one", "two"):
+        hub.say(sessions[0], "#lobby", text)
+        hub.deliver_many(queue)
+        queue.clear()
+    early = [lines(received(s)) for s in sessions]
+    hub.pay_all_owed()
+    assert [e + lines(received(s)) for e, s in zip(early, sessions, strict=True)] == [
+        ["one", "two"]
+    ] * len(NICKS)
 
 
 def test_a_fanout_within_its_budget_is_not_sliced() -> None:
@@ -89,16 +103,24 @@ def test_a_line_to_a_small_room_overtakes_a_big_rooms_fanout_but_no_one_it_owes(
     assert lines(received(owed)) == ["big", "small"]
 
 
-def test_bytes_for_one_connection_come_after_what_it_is_owed_at_once() -> None:
-    hub, queue, sessions = lobby_with(*NICKS)
-    sliced(hub, 3)
-    hub.say(sessions[0], "#lobby", "big")
-    hub.deliver_many(queue)
-    hub.send_to(sessions[-1], Raw(data=b"ping\n"))
+def test_bytes_for_one_connection_come_after_what_it_is_owed() -> None:
+    ping = b'{"type":"ping"}\n'
+    writes: list[bytes] = []
 
-    got = received(sessions[-1])
-    assert lines(got) == ["big"] and got[-1] == Raw(data=b"ping\n")
-    assert hub.owes  # the others still wait for their slice
+    def write_now(parcel: Parcel) -> bytes:
+        event = parcel.event
+        writes.append(event.data if isinstance(event, Raw) else encoded(parcel, JSON_LINES))
+        return b""
+
+    hub, queue, sessions = lobby_with(*NICKS, sockets={NICKS[-1]: write_now})
+    writes.clear()
+    sliced(hub, 3)
+    line = hub.say(sessions[0], "#lobby", "big")
+    hub.deliver_many(queue)
+    hub.send_to(sessions[-1], Raw(data=ping))
+    assert writes == []
+    hub.pay_all_owed()
+    assert writes == [encoded(line, JSON_LINES), ping]  # in order, not gathered with it
 
 
 def test_a_receiver_writing_directly_gets_what_it_is_owed_in_one_write() -> None:
@@ -153,7 +175,7 @@ async def test_over_sockets_every_member_gets_every_line_of_its_rooms_once_in_id
         for client in small:
             await client.join("#small")
         hub = chat.server.hub
-        hub.fanout_slice = 3
+        hub.fanout_sliced_from = hub.fanout_slice = 3
         hub.fanout_budget = 0.0
         woken: list[None] = []
         pay = hub.wake_payer
@@ -199,7 +221,7 @@ async def test_what_is_owed_when_the_server_stops_comes_before_the_goodbye() -> 
     async with open_test_server() as chat, AsyncExitStack() as stack:
         clients = [await stack.enter_async_context(open_client(chat, f"user{i}")) for i in range(6)]
         hub = chat.server.hub
-        hub.fanout_slice = 2
+        hub.fanout_sliced_from = hub.fanout_slice = 2
         hub.fanout_budget = 0.0
         hub.wake_payer = lambda: None  # nothing pays: what is owed stays owed
         await clients[0].say("last words")

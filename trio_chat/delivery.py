@@ -22,7 +22,7 @@ import itertools
 import logging
 import sys
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -139,6 +139,15 @@ class Broker(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class _Owed:
+    """What one sliced fan-out still owes: its parcel to ``receivers`` from ``paid`` on."""
+
+    receivers: list[Receiver]
+    parcel: Parcel
+    paid: int = 0
+
+
 def _gathers(batch: list[Pending]) -> bool:
     """Whether a delivery pass over ``batch`` gathers each receiver's parcels into one
     write: when it holds a join. Users coming back after a restart join rooms by the
@@ -170,17 +179,22 @@ class Delivery:
     #: While :meth:`deliver_many` gathers: what each receiver writing directly was given
     #: so far in this pass, by ``id()`` of its mailbox (see :meth:`_write_held`).
     _held: dict[int, tuple[Receiver, Mailbox, list[Parcel]]] | None = None
-    #: A fan-out to more receivers than this may be sliced (see :meth:`_offer_sliced`),
-    #: and :meth:`pay_owed` pays this many receivers at a time. No slicing (the default)
-    #: unless something pays what is owed: the publisher sets it, with
-    #: :attr:`fanout_budget` and :attr:`wake_payer`.
-    fanout_slice: int = sys.maxsize
-    #: Seconds a fan-out may take before the rest of its receivers are owed the event.
+    #: A fan-out to more receivers than this may be sliced (see :meth:`_offer_sliced`).
+    #: No slicing (the default) unless something pays what is owed: the publisher sets
+    #: it, with :attr:`fanout_slice`, :attr:`fanout_budget` and :attr:`wake_payer`.
+    fanout_sliced_from: int = sys.maxsize
+    #: The clock is read after each this many offers (and payments: :meth:`pay_owed`).
+    fanout_slice: int = 32
+    #: Seconds a fan-out may take before the rest of its receivers are owed the event,
+    #: and that :meth:`pay_owed` may take at a time.
     fanout_budget: float = 0.0
-    #: What sliced fan-outs still owe, oldest first, by ``id()`` of the receiver's
-    #: mailbox: the receiver, its mailbox and the parcels it is owed, in order. While a
-    #: receiver is owed anything, whatever else it is sent joins the end of its list.
-    _owed: dict[int, tuple[Receiver, Mailbox | Fanout, list[Parcel]]]
+    #: What sliced fan-outs still owe, oldest first. A receiver is in one of them at most.
+    _owed: collections.deque[_Owed]
+    #: By ``id()`` of a mailbox still owed: what came for it meanwhile, to go after.
+    _after: dict[int, list[Parcel]]
+    #: The ``id()`` of every mailbox still owed, made when a fan-out first needs it (one
+    #: while something is owed) and kept up from then on; ``None`` until then.
+    _owed_keys: set[int] | None = None
     #: Called when something comes to be owed (the publisher's payer wakes up).
     wake_payer: Callable[[], None]
 
@@ -337,8 +351,8 @@ class Delivery:
                 gathering = held.get(key)
                 if gathering is not None:
                     gathering[2].append(parcel)
-                elif owed and key in owed:  # after what it is owed
-                    owed[key][2].append(parcel)
+                elif owed and key in self._keys_owed():  # after what it is owed
+                    self._after.setdefault(key, []).append(parcel)
                 elif type(mailbox) is Mailbox and mailbox.writes_directly:
                     held[key] = (receiver, mailbox, [parcel])
                 elif mailbox.offer(parcel):
@@ -349,7 +363,7 @@ class Delivery:
             if held:  # bytes for one connection: after what it was held for
                 for receiver in receivers:
                     self._write_held_for(receiver.mailbox)
-            if owed or len(receivers) > self.fanout_slice:
+            if owed or len(receivers) > self.fanout_sliced_from:
                 delivered = self._offer_sliced(receivers, parcel, overflowed)
             else:
                 for receiver in receivers:
@@ -372,50 +386,98 @@ class Delivery:
 
         Timed rather than counted: an offer to a mailbox that is queueing is an append
         (the loop is over long before the budget), while one that writes to its socket
-        is a system call, and only then is there a fan-out long enough to slice."""
-        owed = self._owed
-        was_owing = bool(owed)
+        is a system call, and only then is there a fan-out long enough to slice. What is
+        owed costs a list of the receivers left, made in one step."""
+        keys = self._keys_owed() if self._owed else None
         every = countdown = self.fanout_slice
         deadline = time.perf_counter() + self.fanout_budget
-        owing = False
+        rest: list[Receiver] = []
         delivered = 0
-        for receiver in receivers:
+        remaining = iter(receivers)
+        for receiver in remaining:
             mailbox = receiver.mailbox
-            key = id(mailbox)
-            waiting = owed.get(key)
-            if waiting is not None:
-                if type(parcel.event) is not Raw:
-                    waiting[2].append(parcel)
-                    continue
-                self._pay(*owed.pop(key), overflowed)  # bytes for one connection: now
-            elif owing:
-                owed[key] = (receiver, mailbox, [parcel])
+            if keys is not None and id(mailbox) in keys:
+                self._after.setdefault(id(mailbox), []).append(parcel)
                 continue
-            else:
-                countdown -= 1
-                if not countdown:
-                    countdown = every
-                    owing = time.perf_counter() >= deadline
             if mailbox.offer(parcel):
                 delivered += 1
             else:
                 overflowed.append(receiver)
-        if owed and not was_owing:
-            self.wake_payer()
+            countdown -= 1
+            if not countdown:
+                countdown = every
+                if time.perf_counter() >= deadline:
+                    rest = self._not_owed(remaining, keys, parcel)
+                    break
+        if rest:
+            if not self._owed:
+                self.wake_payer()
+            self._owed.append(_Owed(rest, parcel))
+            if keys is not None:
+                keys.update([id(r.mailbox) for r in rest])
         return delivered
 
+    def _not_owed(
+        self, receivers: Iterator[Receiver], keys: set[int] | None, parcel: Parcel
+    ) -> list[Receiver]:
+        """The rest of ``receivers`` that are owed nothing yet (``keys``); the others get
+        ``parcel`` after what they are owed."""
+        if keys is None:
+            return list(receivers)
+        rest = []
+        for receiver in receivers:
+            key = id(receiver.mailbox)
+            if key in keys:
+                self._after.setdefault(key, []).append(parcel)
+            else:
+                rest.append(receiver)
+        return rest
+
+    def _keys_owed(self) -> set[int]:
+        """The ``id()`` of every mailbox owed something (made at the first call)."""
+        keys = self._owed_keys
+        if keys is None:
+            keys = self._owed_keys = {
+                id(receiver.mailbox)
+                for owed in self._owed
+                for receiver in itertools.islice(owed.receivers, owed.paid, None)
+            }
+        return keys
+
     def pay_owed(self) -> bool:
-        """Offer the oldest :attr:`fanout_slice` receivers owed parcels what they are owed
-        (several parcels in one write where the mailbox writes directly); whether any
-        receiver is still owed something. The publisher calls it once per scheduling round
+        """Offer receivers what they are owed, oldest first, for up to
+        :attr:`fanout_budget` seconds (at least one :attr:`fanout_slice` of them); whether
+        anyone is still owed anything. The publisher calls it once per scheduling round
         while anything is owed: between two calls, other tasks run, and a line said
         meanwhile in a small room goes out at once to its members who are owed nothing.
         """
         owed = self._owed
+        keys, after = self._owed_keys, self._after
+        deadline = time.perf_counter() + self.fanout_budget
         overflowed: list[Receiver] = []
         delivered = 0
-        for key in list(itertools.islice(owed, self.fanout_slice)):
-            delivered += self._pay(*owed.pop(key), overflowed)
+        while owed:
+            job = owed[0]
+            parcel = job.parcel
+            end = job.paid + self.fanout_slice
+            for receiver in job.receivers[job.paid : end]:
+                mailbox = receiver.mailbox
+                if keys is not None:
+                    keys.discard(id(mailbox))
+                more = after.pop(id(mailbox), None) if after else None
+                if more is not None:
+                    delivered += self._pay(receiver, mailbox, [parcel, *more], overflowed)
+                elif mailbox.offer(parcel):
+                    delivered += parcel.events
+                else:
+                    overflowed.append(receiver)
+            job.paid = end
+            if end >= len(job.receivers):
+                owed.popleft()
+            if time.perf_counter() >= deadline:
+                break
+        if not owed:
+            self._owed_keys = None
         self.metrics.messages_out_total.inc(delivered)
         for receiver in overflowed:
             self._drop_slow(receiver)
@@ -438,9 +500,13 @@ class Delivery:
         parcels: list[Parcel],
         overflowed: list[Receiver],
     ) -> int:
-        """Offer ``parcels`` to ``mailbox``; how many events it took (none, and
-        ``receiver`` in ``overflowed``, if it refused one)."""
-        if len(parcels) > 1 and type(mailbox) is Mailbox and mailbox.writes_directly:
+        """Offer ``parcels`` to ``mailbox``, in one write where it writes directly; how many
+        events it took (none, and ``receiver`` in ``overflowed``, if it refused one)."""
+        if (
+            type(mailbox) is Mailbox
+            and mailbox.writes_directly
+            and not any(type(parcel.event) is Raw for parcel in parcels)
+        ):
             parcels = [Parcel(Gathered.of(parcels))]
         delivered = 0
         for parcel in parcels:

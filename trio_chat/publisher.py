@@ -51,14 +51,15 @@ PUBLISH_BATCH = 1024
 #: burst is load, and waits for the publisher task, where it joins the other readers'
 #: lines in fewer, bigger bundles and is delivered a slice at a time.
 FLUSH_AT_MOST = 16
-#: A fan-out that has taken FANOUT_BUDGET seconds (the clock read every FANOUT_SLICE
-#: receivers) owes the event to the rest of its receivers, paid FANOUT_SLICE receivers per
-#: scheduling round (see :meth:`Publisher.pay_owed_forever`), letting other rooms' lines
-#: through in between. A direct write to a socket is a few microseconds, so a line to a
-#: big room is sliced after a few hundred receivers, and a slice is under a millisecond;
-#: offers to mailboxes that are queueing (a room at full speed) are appends, and their
-#: fan-out is over before its budget.
-FANOUT_SLICE = 128
+#: A fan-out to more than FANOUT_SLICED_FROM receivers that has taken FANOUT_BUDGET
+#: seconds (the clock read every FANOUT_SLICE receivers) owes the event to the rest of its
+#: receivers, paid for up to FANOUT_BUDGET seconds per scheduling round (see
+#: :meth:`Publisher.pay_owed_forever`), letting other rooms' lines through in between. A
+#: direct write to a socket is a few microseconds, so a line to a big room is sliced after
+#: a couple of hundred receivers; offers to mailboxes that are queueing (a room at full
+#: speed) are appends, and their fan-out is over before its budget.
+FANOUT_SLICED_FROM = 128
+FANOUT_SLICE = 32
 FANOUT_BUDGET = 0.0005
 #: Ids reserved in the store ahead of those given out (see :meth:`Publisher.reserve_ids`).
 ID_RESERVE = 100_000
@@ -138,6 +139,7 @@ class Publisher:
         if self.store is not None:
             self.hub.start_ids_after(self.store.last_id)
         self.hub.broker = broker if broker is not None else LocalBroker(self.accept)
+        self.hub.fanout_sliced_from = FANOUT_SLICED_FROM
         self.hub.fanout_slice = FANOUT_SLICE
         self.hub.fanout_budget = FANOUT_BUDGET
         self.hub.wake_payer = self._wake_payer
@@ -266,13 +268,13 @@ class Publisher:
             self.hub.deliver_many(batch)
             self._done += len(batch)
         self.hub.pay_all_owed()
-        self.hub.fanout_slice = sys.maxsize
+        self.hub.fanout_sliced_from = sys.maxsize
 
     def _wake_payer(self) -> None:
         self._owing.set()
 
     async def pay_owed_forever(self) -> None:
-        """Pay what the hub's sliced fan-outs owe, a slice per scheduling round (see
+        """Pay what the hub's sliced fan-outs owe, a budget's worth per scheduling round (see
         :meth:`~trio_chat.delivery.Delivery.pay_owed`): between two slices the readers
         run, and their lines to other rooms go out without waiting for the rest of a big
         room's fan-out. Runs until cancelled."""
