@@ -60,7 +60,7 @@ FLUSH_AT_MOST = 16
 #: their fan-out is over before its budget.
 FANOUT_SLICED_FROM = 128
 FANOUT_SLICE = 32
-FANOUT_BUDGET = 0.0005
+FANOUT_BUDGET = 0.002
 #: Ids reserved in the store ahead of those given out (see :meth:`Publisher.reserve_ids`).
 ID_RESERVE = 100_000
 #: Seconds between attempts to write a reservation while writing it fails.
