@@ -55,9 +55,11 @@ FLUSH_AT_MOST = 16
 #: seconds (the clock read every FANOUT_SLICE receivers) owes the event to the rest of its
 #: receivers, paid for up to FANOUT_BUDGET seconds per scheduling round (see
 #: :meth:`Publisher.pay_owed_forever`), letting other rooms' lines through in between. A
-#: direct write to a socket is a few microseconds, so a line to a big room is sliced after
-#: a couple of hundred receivers; offers to mailboxes that are queueing are appends, and
-#: their fan-out is over before its budget.
+#: direct write to a socket is a few microseconds, so a line to a room of a thousand is
+#: sliced after several hundred receivers; offers to mailboxes that are queueing are
+#: appends, and their fan-out is over before its budget. (A budget of 0.5 ms let a small
+#: room's line through sooner, but made the big room's last receivers wait longer: more
+#: rounds; bench/README.md, "A big room beside small ones".)
 FANOUT_SLICED_FROM = 128
 FANOUT_SLICE = 32
 FANOUT_BUDGET = 0.002
