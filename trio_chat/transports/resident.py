@@ -32,6 +32,8 @@ from ..protocol import (
 )
 from .handshake import flood_guard, frame_cost
 from .link import GOODBYE_TIMEOUT, Link, close_link, count_out, say_goodbye
+from .parking import Woken
+from .streams import read_nowait
 
 if TYPE_CHECKING:
     from .host import ChatHost
@@ -220,7 +222,7 @@ class Resident:
                 self._start_writer()  # queued while no spell ran
             if device.closed:  # closed before we could listen
                 reading.cancel()
-            ended = await _read_frames(server, link, device, self.flood, reading)
+            ended = await _read_frames(server, link, device, self.flood)
         self._reading = None
         if ended is None and not device.closed and self._write_failed is None:
             mailbox.call_on_hang_up(None)
@@ -347,41 +349,48 @@ class Resident:
 
 
 async def _read_frames(
-    server: ChatHost,
-    link: Link,
-    device: Device,
-    flood: FloodGuard,
-    spell: trio.CancelScope,
+    server: ChatHost, link: Link, device: Device, flood: FloodGuard
 ) -> str | None:
     """Act on every frame the peer sends until it closes or stops sending; the reason.
     ``None`` once the connection may be idle: nothing came for ``park_after`` seconds
-    (``spell``, the spell's reading scope, is then cancelled by its deadline; the caller
-    checks that nothing is left to write).
+    (the caller checks that nothing is left to write).
 
-    The deadline is moved around each socket read only: cancelling a read loses nothing,
-    cancelling a command half-way would.
+    Only the wait for input has that deadline: cancelling a read loses nothing, cancelling
+    a command half-way would. A connection that may park waits in the parking lot
+    (:meth:`~trio_chat.transports.parking.ParkingLot.wait_readable`, which keeps the
+    deadline) and reads its socket itself; any other waits with trio (:meth:`Link.fill`,
+    no deadline: it never parks).
 
     Flood control happens here, in the sender's own task and before the hub, so nobody
     else waits for a flooder: a frame over the rate waits (fakelag) before it is handled,
     and nothing more is read meanwhile. The wait has no idle deadline, so a connection
     held back does not park; closing the session cancels the wait."""
-    park_after = server.config.park_after if link.park_fd is not None else None
-    if park_after is not None and not server.parking.available:
-        park_after = None
+    lot = server.parking
+    park_after = server.config.park_after
+    fd = link.park_fd if lot.available else None
     handled = 0  # frames since this task last let others run
     while True:
         if not link.input_waiting():
             # All that arrived is handled: let what it said go out now, in one bundle.
             server.flush()
             handled = 0
-            if park_after is None:
+            if fd is None:
                 await link.fill()
+                continue
+            # What receive_on_fd does (a read that gets something at once is followed by
+            # a checkpoint that cannot be cancelled, so cancelling never loses bytes), but
+            # waiting in the lot, whose wait is all the checkpoint a read after it needs.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            data = read_nowait(fd)
+            if data is None:
+                while data is None:
+                    woken = await lot.wait_readable(fd, trio.current_time() + park_after)
+                    if woken is Woken.IDLE:
+                        return None
+                    data = read_nowait(fd)
             else:
-                spell.deadline = trio.current_time() + park_after
-                await link.fill()
-                spell.deadline = math.inf
-                if spell.cancel_called:
-                    return None  # input came just as the deadline passed: a new spell
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            link.feed(data)
             continue
         item = await link.receive()
         if item is None:

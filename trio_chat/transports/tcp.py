@@ -129,7 +129,9 @@ class TcpLink:
 
     async def fill(self) -> None:
         fd = self.park_fd
-        data = await (receive_or_end(self.stream) if fd is None else receive_on_fd(fd))
+        self.feed(await (receive_or_end(self.stream) if fd is None else receive_on_fd(fd)))
+
+    def feed(self, data: bytes | bytearray) -> None:
         if data:
             self.last_heard = trio.current_time()
         self._lines.feed(data)

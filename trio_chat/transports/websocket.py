@@ -181,7 +181,11 @@ class WebSocketLink:
         if self._closed:
             return
         fd = self.park_fd
-        data = await (receive_or_end(self.stream) if fd is None else receive_on_fd(fd))
+        self.feed(await (receive_or_end(self.stream) if fd is None else receive_on_fd(fd)))
+
+    def feed(self, data: bytes | bytearray) -> None:
+        if self._closed:
+            return
         if not data:
             self._closed = True
             return
