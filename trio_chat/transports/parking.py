@@ -19,7 +19,7 @@ in a new task, as soon as any of these happens:
 The same epoll set is where a connection that *has* a task waits for input
 (:meth:`ParkingLot.wait_readable`): its reader suspends itself until its socket is
 readable or the connection has been idle for ``park_after`` (the lot keeps that
-deadline; a hang-up cancels the wait as any trio wait). That is what trio's
+deadline; a hang-up interrupts the wait: :meth:`ParkingLot.interrupt`). That is what trio's
 ``wait_readable`` under a cancel scope with a moving deadline did, for less memory per
 busy connection: trio's wait keeps four coroutine frames, a waiters object and an abort
 closure, and each read left a deadline in trio's heap (bench/README.md, "Memory per
@@ -65,6 +65,8 @@ class Woken(enum.Enum):
     #: Nothing came before the deadline: the connection is idle. (Also when the lot
     #: stops: the caller then waits some other way, or ends.)
     IDLE = "idle"
+    #: :meth:`ParkingLot.interrupt`: stop waiting (the server hung up, a write failed).
+    INTERRUPTED = "interrupted"
 
 
 class Parked(Protocol):
@@ -130,8 +132,9 @@ class ParkingLot:
         self._parked.pop(fd, None)
 
     def wait_readable(self, fd: int, deadline: float) -> Awaitable[Woken]:
-        """Wait until ``fd`` has input (or its end, or an error) or until ``deadline`` (then
-        the connection is idle); which of them. Cancelling the wait loses nothing. One
+        """Wait until ``fd`` has input (or its end, or an error), until ``deadline`` (then
+        the connection is idle) or until :meth:`interrupt`; which of them. Cancelling
+        the wait loses nothing. One
         task per socket; only while the lot runs (see :attr:`available`), and every wait
         for the same idle time (see ``_waiting``).
 
@@ -156,6 +159,11 @@ class ParkingLot:
 
         # Returned for the caller to await at once (a frame of ours would wait with it).
         return trio.lowlevel.wait_task_rescheduled(abort)  # noqa: ASYNC105
+
+    def interrupt(self, fd: int) -> bool:
+        """Wake the task waiting on ``fd`` in :meth:`wait_readable` with
+        :attr:`Woken.INTERRUPTED`; whether one was waiting."""
+        return self._wake(fd, Woken.INTERRUPTED)
 
     def _wake(self, fd: int, why: Woken) -> bool:
         waiting = self._waiting.pop(fd, None)
