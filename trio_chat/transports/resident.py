@@ -146,7 +146,10 @@ class Resident:
         serving.set(self.device)
         try:
             while True:
-                reason = await self._spell()
+                # A spell: its reading, then why it ended. (Not a method of its own: the
+                # reader waits nearly all the time, and each frame under it is memory.)
+                self._begin_spell()
+                reason = await self._end_spell(await self._read_frames())
                 if reason is not None:
                     break
                 if self._park():
@@ -205,18 +208,22 @@ class Resident:
         self.server.metrics.parked.inc()
         return True
 
-    async def _spell(self) -> str | None:
-        """Read until the connection ends or idles; why it ended (``None`` if it only
-        idles: the caller parks it, or starts the next spell if it has work after all)."""
-        server, link, device = self.server, self.link, self.device
-        mailbox = device.mailbox
+    def _begin_spell(self) -> None:
+        """Ready the connection to be read until it ends or idles (:meth:`_read_frames`)."""
+        mailbox = self.device.mailbox
         self._write_failed = None
         # The server ends a session (quit, kick off, flooding, slow, shutdown) by stopping
         # its reader; what is queued is still delivered after.
         mailbox.call_on_hang_up(self._stop_reading)
         if not mailbox.call_when_queued(self._start_writer) and not mailbox.closed:
             self._start_writer()  # queued while no spell ran
-        ended = await self._read_frames()
+
+    async def _end_spell(self, ended: str | None) -> str | None:
+        """The reading stopped (``ended``: why, if :meth:`_read_frames` knew): why the
+        connection ends, after its goodbye; ``None`` if it only idles (the caller parks
+        it, or starts the next spell if it has work after all)."""
+        server, link, device = self.server, self.link, self.device
+        mailbox = device.mailbox
         if ended is None and not device.closed and self._write_failed is None:
             mailbox.call_on_hang_up(None)
             mailbox.call_when_queued(None)  # a writer still running re-arms itself
