@@ -50,6 +50,10 @@ class Link(Protocol):
         ``trio.BrokenResourceError`` if the peer is gone."""
         ...
 
+    def heard(self) -> float:
+        """:attr:`last_heard` now (what the keepalive watches)."""
+        ...
+
     def input_waiting(self) -> bool:
         """Whether :meth:`receive` has a frame (or the end) without reading the socket."""
         ...
