@@ -191,8 +191,11 @@ class ParkingLot:
         """Resume up to ``limit`` parked connections whose sockets are ready now, and wake
         the tasks waiting on ready sockets; how many in all. (The non-blocking half of
         :meth:`run`.)"""
-        if self._epoll is None or not (self._parked or self._waiting):
+        if self._epoll is None:
             return 0
+        # Polled even when nobody is parked or waiting: a socket left armed (its wait was
+        # interrupted or cancelled) may have fired, and its event must be taken, or the
+        # epoll set stays readable and run() spins.
         resumed = 0
         for fd, _events in self._epoll.poll(0, limit):
             if self._wake(fd, Woken.READABLE):
