@@ -12,7 +12,8 @@ is said again a millisecond later, and counted), and the run ends once every mem
 every node was offered every line. Printed:
 the process's CPU per line (all nodes together, as the workers of ``--workers`` would
 spend it, without the sockets), and the same with no broker (``--nodes 0``: one plain
-server) for reference. ``--profile`` adds the top of a cProfile.
+server) for reference. ``--profile`` adds the top of a cProfile. The garbage collector is
+set as ``trio-chat serve`` sets it (``quiet_gc``: start-up frozen).
 
 Runs the ``trio_chat`` it imports (``PYTHONPATH=DIR`` runs another tree, e.g. an older
 commit's ``git archive``), so two versions are compared by running it twice.
@@ -38,9 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from servers import free_port, redis_server
 
+from trio_chat import testing
 from trio_chat.broker.connection import open_redis_connection
 from trio_chat.hub import Hub, ServerBusy, Session
 from trio_chat.mailbox import Mailbox, Parcel
+from trio_chat.program import quiet_gc
 from trio_chat.testing import local_config, open_test_server
 
 ROOM = "#bench"
@@ -122,6 +125,7 @@ async def measure(args: argparse.Namespace, url: str | None) -> dict[str, float]
         offers = sum(c.offers for c in counters)
         sender = local[0][0]
         text = "x" * 64
+        quiet_gc()  # as `trio-chat serve` does once started
         profile = cProfile.Profile() if args.profile else None
         cpu0, wall0 = time.process_time(), time.perf_counter()
         if profile is not None:
@@ -161,7 +165,11 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=64, help="lines said per scheduling round")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", type=int, default=0, help="print this many cProfile rows")
+    # (How bench/broker_instructions.py runs it under callgrind: as without it.)
+    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.inner:  # under valgrind, a node takes more than a test's 5 s to start
+        testing.DEFAULT_TIMEOUT = 300.0
     results: list[dict[str, float]] = []
     with contextlib.ExitStack() as stack:
         url = None

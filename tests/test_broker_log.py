@@ -14,10 +14,10 @@ from trio_chat.broker.log import (
     decode_line,
     encode_entry,
     encode_line,
+    number_own_line,
     own_event_prefix,
     own_event_seq,
     own_line_prefix,
-    renumbered_line,
 )
 from trio_chat.protocol import (
     Joined,
@@ -155,14 +155,15 @@ def test_an_own_event_read_back_is_renumbered_as_replace_would(event: ServerEven
 
 
 @pytest.mark.parametrize("kind", ["say", "action"])
-def test_an_own_line_read_back_is_renumbered_as_replace_would(kind: str) -> None:
-    line = dataclasses.replace(LINE, kind=kind)  # type: ignore[arg-type]
-    again = renumbered_line(line, 1234)
-    assert again == dataclasses.replace(line, id=1234)
-    assert type(again) is Message and line.id != 1234
-    assert hash(again) == hash(dataclasses.replace(line, id=1234))
+def test_an_own_line_read_back_is_numbered_as_replace_would(kind: str) -> None:
+    said = dataclasses.replace(LINE, kind=kind, reply_to=2)  # type: ignore[arg-type]
+    line = dataclasses.replace(said)
+    number_own_line(line, 1234)
+    assert line == dataclasses.replace(said, id=1234) and said.id != 1234
+    assert type(line) is Message
+    assert hash(line) == hash(dataclasses.replace(said, id=1234))
     with pytest.raises(dataclasses.FrozenInstanceError):
-        again.id = 5  # type: ignore[misc]
+        line.id = 5  # type: ignore[misc]
 
 
 # ------------------------------------------------------------------ over a real Redis

@@ -6,7 +6,11 @@ order, to the publisher task, which calls :meth:`Delivery.deliver_many`: a plain
 synchronous loop of ``mailbox.offer`` calls, a run of lines to one room offered as one
 :class:`~trio_chat.parcels.Bundle` per member, and a receiver that refuses dropped as too
 slow. A pass holding a join gathers what each receiver writing directly gets in it into
-one write (a room refilling after a restart: see :func:`_gathers`).
+one write (a room refilling after a restart: see :func:`_gathers`). A fan-out to many
+receivers that takes longer than :attr:`Delivery.fanout_budget` is *sliced*: the rest of
+its receivers are owed the event, paid a slice per scheduling round by the publisher, so
+that one line to a big room does not hold back every other room's lines for its whole
+fan-out (see :meth:`Delivery.pay_owed`).
 :class:`~trio_chat.hub.Hub` is a :class:`Delivery`; the split keeps numbering and
 the registry of users and rooms (hub.py) apart from the hot path (here).
 """
@@ -14,9 +18,11 @@ the registry of users and rooms (hub.py) apart from the hot path (here).
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
+import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -104,7 +110,7 @@ class Pending:
             self.author,
         )
 
-    def receivers(self) -> Iterable[Receiver]:
+    def receivers(self) -> Collection[Receiver]:
         if self.room is None:
             return dict.fromkeys(self.extra)
         if not self.extra:
@@ -131,6 +137,15 @@ class Broker(Protocol):
         synchronous change). ``pending.event`` is a room event with an id, or a reply
         without one that must reach its receiver after the events published before it."""
         ...
+
+
+@dataclass(slots=True)
+class _Owed:
+    """What one sliced fan-out still owes: its parcel to ``receivers`` from ``paid`` on."""
+
+    receivers: list[Receiver]
+    parcel: Parcel
+    paid: int = 0
 
 
 def _gathers(batch: list[Pending]) -> bool:
@@ -164,6 +179,24 @@ class Delivery:
     #: While :meth:`deliver_many` gathers: what each receiver writing directly was given
     #: so far in this pass, by ``id()`` of its mailbox (see :meth:`_write_held`).
     _held: dict[int, tuple[Receiver, Mailbox, list[Parcel]]] | None = None
+    #: A fan-out to more receivers than this may be sliced (see :meth:`_offer_sliced`).
+    #: No slicing (the default) unless something pays what is owed: the publisher sets
+    #: it, with :attr:`fanout_slice`, :attr:`fanout_budget` and :attr:`wake_payer`.
+    fanout_sliced_from: int = sys.maxsize
+    #: The clock is read after each this many offers (and payments: :meth:`pay_owed`).
+    fanout_slice: int = 32
+    #: Seconds a fan-out may take before the rest of its receivers are owed the event,
+    #: and that :meth:`pay_owed` may take at a time.
+    fanout_budget: float = 0.0
+    #: What sliced fan-outs still owe, oldest first. A receiver is in one of them at most.
+    _owed: collections.deque[_Owed]
+    #: By ``id()`` of a mailbox still owed: what came for it meanwhile, to go after.
+    _after: dict[int, list[Parcel]]
+    #: The ``id()`` of every mailbox still owed, made when a fan-out first needs it (one
+    #: while something is owed) and kept up from then on; ``None`` until then.
+    _owed_keys: set[int] | None = None
+    #: Called when something comes to be owed (the publisher's payer wakes up).
+    wake_payer: Callable[[], None]
 
     def detach(self, session: Session, reason: str) -> None:
         raise NotImplementedError  # the hub's
@@ -306,19 +339,22 @@ class Delivery:
         session.history_bound[name_key(room.name)] = joined_id
         return True
 
-    def _fanout(self, receivers: Iterable[Receiver], event: Payload) -> None:
+    def _fanout(self, receivers: Collection[Receiver], event: Payload) -> None:
         overflowed: list[Receiver] = []
         delivered = 0
         parcel = Parcel(event)
-        held = self._held
+        held, owed = self._held, self._owed
         if held is not None and type(event) is not Raw:
             for receiver in receivers:
                 mailbox = receiver.mailbox
-                gathering = held.get(id(mailbox))
+                key = id(mailbox)
+                gathering = held.get(key)
                 if gathering is not None:
                     gathering[2].append(parcel)
+                elif owed and key in self._keys_owed():  # after what it is owed
+                    self._after.setdefault(key, []).append(parcel)
                 elif type(mailbox) is Mailbox and mailbox.writes_directly:
-                    held[id(mailbox)] = (receiver, mailbox, [parcel])
+                    held[key] = (receiver, mailbox, [parcel])
                 elif mailbox.offer(parcel):
                     delivered += 1
                 else:
@@ -327,15 +363,158 @@ class Delivery:
             if held:  # bytes for one connection: after what it was held for
                 for receiver in receivers:
                     self._write_held_for(receiver.mailbox)
-            for receiver in receivers:
-                if receiver.mailbox.offer(parcel):
-                    delivered += 1
-                else:
-                    overflowed.append(receiver)  # too slow, or its connection is going away
+            if owed or len(receivers) > self.fanout_sliced_from:
+                delivered = self._offer_sliced(receivers, parcel, overflowed)
+            else:
+                for receiver in receivers:
+                    if receiver.mailbox.offer(parcel):
+                        delivered += 1
+                    else:
+                        overflowed.append(receiver)  # too slow, or its connection is going away
         self.metrics.messages_out_total.inc(delivered * parcel.events)
         # Handled after the loop: detaching announces a leave, which fans out again.
         for receiver in overflowed:
             self._drop_slow(receiver)
+
+    def _offer_sliced(
+        self, receivers: Collection[Receiver], parcel: Parcel, overflowed: list[Receiver]
+    ) -> int:
+        """Offer ``parcel`` to ``receivers`` until :attr:`fanout_budget` seconds have gone
+        (the clock is read after each :attr:`fanout_slice` offers), and owe it to the rest;
+        a receiver owed something already gets it after that instead (so each receiver
+        still gets everything in id order). How many took it now.
+
+        Timed rather than counted: an offer to a mailbox that is queueing is an append
+        (the loop is over long before the budget), while one that writes to its socket
+        is a system call, and only then is there a fan-out long enough to slice. What is
+        owed costs a list of the receivers left, made in one step."""
+        keys = self._keys_owed() if self._owed else None
+        every = countdown = self.fanout_slice
+        deadline = time.perf_counter() + self.fanout_budget
+        rest: list[Receiver] = []
+        delivered = 0
+        remaining = iter(receivers)
+        for receiver in remaining:
+            mailbox = receiver.mailbox
+            if keys is not None and id(mailbox) in keys:
+                self._after.setdefault(id(mailbox), []).append(parcel)
+                continue
+            if mailbox.offer(parcel):
+                delivered += 1
+            else:
+                overflowed.append(receiver)
+            countdown -= 1
+            if not countdown:
+                countdown = every
+                if time.perf_counter() >= deadline:
+                    rest = self._not_owed(remaining, keys, parcel)
+                    break
+        if rest:
+            if not self._owed:
+                self.wake_payer()
+            self._owed.append(_Owed(rest, parcel))
+            if keys is not None:
+                keys.update([id(r.mailbox) for r in rest])
+        return delivered
+
+    def _not_owed(
+        self, receivers: Iterator[Receiver], keys: set[int] | None, parcel: Parcel
+    ) -> list[Receiver]:
+        """The rest of ``receivers`` that are owed nothing yet (``keys``); the others get
+        ``parcel`` after what they are owed."""
+        if keys is None:
+            return list(receivers)
+        rest = []
+        for receiver in receivers:
+            key = id(receiver.mailbox)
+            if key in keys:
+                self._after.setdefault(key, []).append(parcel)
+            else:
+                rest.append(receiver)
+        return rest
+
+    def _keys_owed(self) -> set[int]:
+        """The ``id()`` of every mailbox owed something (made at the first call)."""
+        keys = self._owed_keys
+        if keys is None:
+            keys = self._owed_keys = {
+                id(receiver.mailbox)
+                for owed in self._owed
+                for receiver in itertools.islice(owed.receivers, owed.paid, None)
+            }
+        return keys
+
+    def pay_owed(self) -> bool:
+        """Offer receivers what they are owed, oldest first, for up to
+        :attr:`fanout_budget` seconds (at least one :attr:`fanout_slice` of them); whether
+        anyone is still owed anything. The publisher calls it once per scheduling round
+        while anything is owed: between two calls, other tasks run, and a line said
+        meanwhile in a small room goes out at once to its members who are owed nothing.
+        """
+        owed = self._owed
+        keys, after = self._owed_keys, self._after
+        deadline = time.perf_counter() + self.fanout_budget
+        overflowed: list[Receiver] = []
+        delivered = 0
+        while owed:
+            job = owed[0]
+            parcel = job.parcel
+            end = job.paid + self.fanout_slice
+            for receiver in job.receivers[job.paid : end]:
+                mailbox = receiver.mailbox
+                if keys is not None:
+                    keys.discard(id(mailbox))
+                more = after.pop(id(mailbox), None) if after else None
+                if more is not None:
+                    delivered += self._pay(receiver, mailbox, [parcel, *more], overflowed)
+                elif mailbox.offer(parcel):
+                    delivered += parcel.events
+                else:
+                    overflowed.append(receiver)
+            job.paid = end
+            if end >= len(job.receivers):
+                owed.popleft()
+            if time.perf_counter() >= deadline:
+                break
+        if not owed:
+            self._owed_keys = None
+        self.metrics.messages_out_total.inc(delivered)
+        for receiver in overflowed:
+            self._drop_slow(receiver)
+        return bool(owed)
+
+    @property
+    def owes(self) -> bool:
+        """Whether a sliced fan-out still owes anyone anything."""
+        return bool(self._owed)
+
+    def pay_all_owed(self) -> None:
+        """Offer everything owed now (the server is stopping: the goodbyes come after)."""
+        while self.pay_owed():
+            pass
+
+    def _pay(
+        self,
+        receiver: Receiver,
+        mailbox: Mailbox | Fanout,
+        parcels: list[Parcel],
+        overflowed: list[Receiver],
+    ) -> int:
+        """Offer ``parcels`` to ``mailbox``, in one write where it writes directly; how many
+        events it took (none, and ``receiver`` in ``overflowed``, if it refused one)."""
+        if (
+            type(mailbox) is Mailbox
+            and mailbox.writes_directly
+            and not any(type(parcel.event) is Raw for parcel in parcels)
+        ):
+            parcels = [Parcel(Gathered.of(parcels))]
+        delivered = 0
+        for parcel in parcels:
+            if not mailbox.offer(parcel):
+                overflowed.append(receiver)
+                break
+            delivered += parcel.events
+        return delivered
 
     def _write_held(self) -> None:
         """End a pass that gathered parcels: each receiver's, in one write (see

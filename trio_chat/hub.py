@@ -186,6 +186,9 @@ class Hub(Delivery):
         #: The authors and state of each room's latest lines, fed as they are delivered
         #: (see :mod:`trio_chat.changes`): who may edit or delete one, what a reply quotes.
         self.messages = MessageIndex()
+        self._owed = collections.deque()
+        self._after = {}
+        self.wake_payer = lambda: None  # (nothing is owed before the publisher slices)
         #: The history frame a user who joins a room gets right after its ``join`` (or
         #: ``None``: none), called as the ``join`` is delivered. Set by the server when it
         #: keeps history; without it a join comes with no history.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,16 @@ PUBLISH_BATCH = 1024
 #: burst is load, and waits for the publisher task, where it joins the other readers'
 #: lines in fewer, bigger bundles and is delivered a slice at a time.
 FLUSH_AT_MOST = 16
+#: A fan-out to more than FANOUT_SLICED_FROM receivers that has taken FANOUT_BUDGET
+#: seconds (the clock read every FANOUT_SLICE receivers) owes the event to the rest of its
+#: receivers, paid for up to FANOUT_BUDGET seconds per scheduling round (see
+#: :meth:`Publisher.pay_owed_forever`), letting other rooms' lines through in between. A
+#: direct write to a socket is a few microseconds, so a line to a big room is sliced after
+#: a couple of hundred receivers; offers to mailboxes that are queueing (a room at full
+#: speed) are appends, and their fan-out is over before its budget.
+FANOUT_SLICED_FROM = 128
+FANOUT_SLICE = 32
+FANOUT_BUDGET = 0.0005
 #: Ids reserved in the store ahead of those given out (see :meth:`Publisher.reserve_ids`).
 ID_RESERVE = 100_000
 #: Seconds between attempts to write a reservation while writing it fails.
@@ -115,6 +126,7 @@ class Publisher:
         self._reserved_changed = trio.Event()
         self._not_saved_log = LogLimiter()
         self._reserve_log = LogLimiter()
+        self._owing = trio.Event()  # set when the hub starts owing (see pay_owed_forever)
 
     def attach(self, broker: Broker | None = None) -> None:
         """Route the hub's numbered events through ``broker`` to :meth:`accept` (straight
@@ -122,6 +134,10 @@ class Publisher:
         if self.store is not None:
             self.hub.start_ids_after(self.store.last_id)
         self.hub.broker = broker if broker is not None else LocalBroker(self.accept)
+        self.hub.fanout_sliced_from = FANOUT_SLICED_FROM
+        self.hub.fanout_slice = FANOUT_SLICE
+        self.hub.fanout_budget = FANOUT_BUDGET
+        self.hub.wake_payer = self._wake_payer
 
     def accept(self, pending: Pending) -> None:
         """Take an event from the broker, in the order every member is to see: it is
@@ -241,6 +257,23 @@ class Publisher:
         if self._buffer and not self._in_flight:
             batch, self._buffer = self._buffer, []
             self.hub.deliver_many(batch)
+        self.hub.pay_all_owed()
+        self.hub.fanout_sliced_from = sys.maxsize
+
+    def _wake_payer(self) -> None:
+        self._owing.set()
+
+    async def pay_owed_forever(self) -> None:
+        """Pay what the hub's sliced fan-outs owe, a budget's worth per scheduling round (see
+        :meth:`~trio_chat.delivery.Delivery.pay_owed`): between two slices the readers
+        run, and their lines to other rooms go out without waiting for the rest of a big
+        room's fan-out. Runs until cancelled."""
+        while True:
+            await self._owing.wait()
+            self._owing = trio.Event()
+            while self.hub.pay_owed():
+                await trio.lowlevel.checkpoint()
+            self._signal_delivered()
 
     async def publish_forever(self) -> None:
         """Commit what needs storing, then deliver every event, in id order. Runs until
@@ -320,7 +353,9 @@ class Publisher:
     async def settle(self) -> None:
         """Return once every event numbered so far has been delivered (or failed)."""
         target = self.hub.last_id
-        while self.hub.history_bound() <= target or self._buffer or self._in_flight:
+        while (
+            self.hub.history_bound() <= target or self._buffer or self._in_flight or self.hub.owes
+        ):
             await self._delivered.wait()
 
     async def _save_one_by_one(

@@ -646,6 +646,7 @@ class ChatServer(ServerAPI):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(publisher.publish_forever)
+            nursery.start_soon(publisher.pay_owed_forever)
             if self.broker is not None:
                 await nursery.start(self.broker.run)
             nursery.start_soon(self.keepalive.run)
@@ -706,6 +707,7 @@ class ChatServer(ServerAPI):
     async def _say_goodbye(self) -> None:
         """Tell every session the server is stopping and give them a moment to hear it."""
         self._stopping = True
+        self.hub.pay_all_owed()  # lines said before the goodbye come before it
         for session in list(self.hub.sessions.values()):
             session.close("shutdown", "the server is shutting down")
         with trio.move_on_after(self.config.shutdown_grace):

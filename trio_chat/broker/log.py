@@ -32,6 +32,7 @@ a chat at once.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeAlias, get_args
 
@@ -112,29 +113,35 @@ _LINE_FIELDS = ("ts", "room", "nick", "text", "kind")
 #: :func:`~trio_chat.protocol.server_event_from_dict` ignores unknown fields.
 _LINE_EXTRAS = tuple(f.name for f in fields(Message) if f.name not in {"id", *_LINE_FIELDS})
 _LINE_NAMES = frozenset(_LINE_EXTRAS)
+#: The values of those fields of a line, as a tuple (``attrgetter`` of two names or more).
+_line_extra_values = operator.attrgetter(*_LINE_EXTRAS)
+assert len(_LINE_EXTRAS) > 1, "_line_extra_values would not give a tuple"
 #: The key, in that object, of the account the line was said under (no field of
 #: ``Message``: it never goes to clients, only between nodes; see :mod:`trio_chat.changes`).
 _AUTHOR = "@a"
 
 
-_set_field = object.__setattr__  # how a frozen dataclass's own __init__ sets a field
-
-
-#: ``Message(id=..., ts=..., room=..., nick=..., text=..., kind=...)`` in half the time
-#: (a node makes one for every chat line of the log, its own read back included), the
+#: ``Message(id=..., ts=..., room=..., nick=..., text=..., kind=...)`` in under half the
+#: time (a node makes one for every chat line another node said), the
 #: other fields at their ``None``: the hub's own fast constructor. ``kind`` is checked by
 #: the caller.
 line_message = chat_line
 
 
-def renumbered_line(event: Message, event_id: int) -> Message:
-    """``event`` (a chat line of this node's, read back from the log) with the log's id."""
-    message = line_message(event_id, event.ts, event.room, event.nick, event.text, event.kind)
-    for name in _LINE_EXTRAS:
-        value = getattr(event, name)
-        if value is not None:
-            _set_field(message, name, value)
-    return message
+#: Sets a :class:`~trio_chat.protocol.Message`'s ``id`` through its slot.
+_set_message_id = Message.__dict__["id"].__set__
+
+
+def number_own_line(event: Message, event_id: int) -> None:
+    """Give ``event``, a chat line of this node's read back from the log, the log's id, in
+    place of the one the hub gave it.
+
+    In place, though ``Message`` is frozen: with a broker, a line is sent to no one before
+    the log numbered it, so no one saw the id it replaces (the caller of the hub's
+    ``say``, which holds the same line, sees the log's id from now on), and a copy per
+    line was a cost on every line a node says, as it reads each of them back.
+    """
+    _set_message_id(event, event_id)
 
 
 def encode_line(
@@ -144,6 +151,21 @@ def encode_line(
     form: ``["l",NODE,SEQ,PERSIST,TS,ROOM,NICK,TEXT,KIND]`` (plus ``{FIELD: VALUE}`` for
     fields of a newer :class:`~trio_chat.protocol.Message`, and ``"@a": ACCOUNT`` for the
     ``author``'s account). The id is the log's."""
+    if author is None and _line_extra_values(event).count(None) == len(_LINE_EXTRAS):
+        # Most lines: no reply, no account, no field of a newer Message: no row to grow.
+        return orjson.dumps(
+            (
+                _LINE_TAG,
+                node,
+                seq,
+                1 if persist else 0,
+                event.ts,
+                event.room,
+                event.nick,
+                event.text,
+                event.kind,
+            )
+        )
     row: list[Any] = [_LINE_TAG, node, seq, 1 if persist else 0]
     row += (event.ts, event.room, event.nick, event.text, event.kind)
     extras: dict[str, Any] | None = None  # (none, for most lines: no dict made)

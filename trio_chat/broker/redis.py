@@ -53,10 +53,10 @@ from .log import (
     decode_line,
     encode_entry,
     encode_line,
+    number_own_line,
     own_event_prefix,
     own_event_seq,
     own_line_prefix,
-    renumbered_line,
 )
 from .presence import Presence
 from .resp import StreamEntry, encode_command_after, encode_head
@@ -595,44 +595,49 @@ class RedisBroker(Presence):
     ) -> None:
         mine, replies = self._mine, self._replies
         expect, deliver, room = self.hub.expect, handing.append, self.hub.room
-        for raw_id, payload in entries:
-            stream_id = raw_id.decode()
-            self._position = stream_id
-            if payload is None or payload[:1] != b"[":  # not a chat line
-                seq = own_event_seq(payload, own) if payload is not None else None
-                if seq is not None:  # this node's own event: it holds it already
-                    self._read_own(seq, stream_id)
+        raw_id = b""
+        try:
+            for raw_id, payload in entries:
+                if payload is None or payload[:1] != b"[":  # not a chat line
+                    stream_id = raw_id.decode()
+                    seq = own_event_seq(payload, own) if payload is not None else None
+                    if seq is not None:  # this node's own event: it holds it already
+                        self._read_own(seq, stream_id)
+                        continue
+                    entry = self._decode(stream_id, payload)
+                    if entry is not None:
+                        self._handle(entry)
                     continue
-                entry = self._decode(stream_id, payload)
-                if entry is not None:
-                    self._handle(entry)
-                continue
-            seq = own_event_seq(payload, own_line)
-            if seq is not None:  # this node's own line: it holds it already
-                pending = mine.pop(seq, None)
-                if pending is None:  # (it failed, or this node sent it twice)
+                seq = own_event_seq(payload, own_line)
+                if seq is not None:  # this node's own line: it holds it already
+                    pending = mine.pop(seq, None)
+                    if pending is None:  # (it failed, or this node sent it twice)
+                        self._release_replies(seq)
+                        continue
+                    event_id = int(raw_id.partition(b"-")[0])
+                    number_own_line(pending.event, event_id)  # type: ignore[arg-type]
+                else:
+                    stream_id = raw_id.decode()
+                    try:
+                        node, seq, event, persist, author = decode_line(stream_id, payload)
+                    except BadEntry as exc:
+                        log.warning("broker: skipped an entry: %s", exc)
+                        continue
+                    if node == self.node:  # not known by its start: still this node's own
+                        self._read_own(seq, stream_id)
+                        continue
+                    event_id = event.id
+                    pending = Pending(event, room(event.room), (), persist, author=author)
+                    seq = 0  # (another node's: no reply of this one waits for it)
+                if event_id > self.last_event_id:
+                    self.last_event_id = event_id
+                expect(event_id)
+                deliver(pending)
+                if replies and seq:
                     self._release_replies(seq)
-                    continue
-                event_id = int(stream_id.partition("-")[0])
-                pending = pending.with_event(renumbered_line(pending.event, event_id))  # type: ignore[arg-type]
-            else:
-                try:
-                    node, seq, event, persist, author = decode_line(stream_id, payload)
-                except BadEntry as exc:
-                    log.warning("broker: skipped an entry: %s", exc)
-                    continue
-                if node == self.node:  # not known by its start: still this node's own
-                    self._read_own(seq, stream_id)
-                    continue
-                event_id = event.id
-                pending = Pending(event, room(event.room), (), persist, author=author)
-                seq = 0  # (another node's: no reply of this one waits for it)
-            if event_id > self.last_event_id:
-                self.last_event_id = event_id
-            expect(event_id)
-            deliver(pending)
-            if replies and seq:
-                self._release_replies(seq)
+        finally:
+            if raw_id:  # read on after the last entry handled (one decode per batch)
+                self._position = raw_id.decode()
 
     def _read_own(self, seq: int, stream_id: str) -> None:
         """This node's own event number ``seq`` read back: what :meth:`_deliver_own` does
