@@ -1,8 +1,8 @@
 """Parking: idle connections held without a task of their own.
 
 A logged-in connection that is being served has a task, its reader (and a writer task
-while something is queued for it). A task's coroutine frames and cancel scopes are most
-of what a connection costs (about 5 of the 10-11 KiB of a busy one; bench/README.md,
+while something is queued for it). A task and its coroutine frames are what a busy
+connection costs over an idle one (about 2 of the 7-8 KiB of a busy one; bench/README.md,
 "Memory per connection"), and a chat server's connections are idle nearly all the time.
 So a connection that has been quiet for a while (nothing read, nothing queued to send)
 ends its task and *parks*: its socket is handed to the :class:`ParkingLot`, one task that waits
@@ -136,9 +136,8 @@ class ParkingLot:
     def wait_readable(self, fd: int, deadline: float) -> Awaitable[Woken]:
         """Wait until ``fd`` has input (or its end, or an error), until ``deadline`` (then
         the connection is idle) or until :meth:`interrupt`; which of them. Cancelling
-        the wait loses nothing. One
-        task per socket; only while the lot runs (see :attr:`available`), and every wait
-        for the same idle time (see ``_waiting``).
+        the wait loses nothing. One task per socket; only while the lot runs (see
+        :attr:`available`), and every wait for the same idle time (see ``_waiting``).
 
         trio's ``wait_readable`` in a cancel scope, for less memory while waiting: the
         task's only frames in here are trio's ``wait_task_rescheduled`` (this function
@@ -254,5 +253,6 @@ class ParkingLot:
 
 def _rounded(deadline: float) -> float:
     """``deadline`` rounded up to :data:`IDLE_RESOLUTION`: the lot's timer then moves only
-    when a wait's deadline falls in a later slot, not at every read."""
-    return math.ceil(deadline / IDLE_RESOLUTION) * IDLE_RESOLUTION
+    when a wait's deadline falls in a later slot, not at every read. (Never below it, float
+    rounding included: the timer would fire before :meth:`ParkingLot.expire` finds it due.)"""
+    return max(deadline, math.ceil(deadline / IDLE_RESOLUTION) * IDLE_RESOLUTION)
