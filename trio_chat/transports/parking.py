@@ -33,7 +33,6 @@ maps file descriptors to whatever resumes them, or to the task waiting on them.
 from __future__ import annotations
 
 import enum
-import functools
 import logging
 import math
 import select
@@ -155,16 +154,14 @@ class ParkingLot:
         timer = self._timer
         if timer is not None and timer.deadline == math.inf:
             timer.deadline = _rounded(deadline)
-        # Returned for the caller to await at once (a frame of ours would wait with it).
-        # The abort is a partial, not a closure: less than half its memory.
-        return trio.lowlevel.wait_task_rescheduled(  # noqa: ASYNC105
-            functools.partial(self._abort_wait, fd)
-        )
 
-    def _abort_wait(self, fd: int, _raise_cancel: Any) -> Abort:
-        """The waiting task is cancelled: forget its wait (the socket may stay armed)."""
-        self._waiting.pop(fd, None)
-        return Abort.SUCCEEDED
+        def abort(_: Any) -> Abort:  # cancelled: forget the wait (the socket may stay armed)
+            self._waiting.pop(fd, None)
+            return Abort.SUCCEEDED
+
+        # Returned for the caller to await at once (a frame of ours would wait with it).
+        # (A closure: a partial of a bound method measured more.)
+        return trio.lowlevel.wait_task_rescheduled(abort)  # noqa: ASYNC105
 
     def interrupt(self, fd: int) -> bool:
         """Wake the task waiting on ``fd`` in :meth:`wait_readable` with
