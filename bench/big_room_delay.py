@@ -72,10 +72,11 @@ class Client:
             self.changed = trio.Event()
 
     async def until(self, text: str) -> float:
-        with trio.fail_after(30):
+        with trio.move_on_after(30):
             while text not in self.arrived:
                 await self.changed.wait()
-        return self.arrived[text]
+            return self.arrived[text]
+        raise RuntimeError(f"{text!r} did not arrive within 30 s")
 
 
 async def log_in(port: int, nick: str, nursery: trio.Nursery) -> Client:

@@ -17,6 +17,12 @@ size), the difference divided by ``--users`` is the cost of one login with start
 imports and the history's filling taken out. The clients' few lines count too, the same
 whichever tree runs.
 
+``--churn`` counts the ``churn`` scenario's connections instead (``bench/loadgen.py``):
+each connects, says ``hello``, and after the ``welcome`` says one line and ``quit``, then
+reads until the server closes; ``--wave`` of them at once (4, as the scenario's workers).
+Its connections/s are set by the CPU per connection, which moves with the machine's load
+as the storm's does.
+
 ``--compare REV`` counts another commit's tree too, in the same run (``git archive``).
 Instructions are not time (a system call counts as the few instructions around it, a
 cache miss once): a figure here says where work was added or removed, the storm what it
@@ -104,15 +110,50 @@ async def storm(users: int, room_size: int, wave: int) -> None:
                 await stream.aclose()
 
 
-def count(tree: Path, users: int, room_size: int, wave: int) -> int:
-    """Instructions the whole storm took, with ``tree``'s ``trio_chat``."""
-    arguments = ["--users", str(users), "--room-size", str(room_size), "--wave", str(wave)]
+async def churn(users: int, wave: int) -> None:
+    """The counted churn (``--churn``): ``users`` connections, ``wave`` at a time, each
+    as the churn scenario's (``loadgen._one_churn``)."""
+    import trio
+
+    from trio_chat.program import quiet_gc
+    from trio_chat.testing import local_config, open_test_server
+
+    async def one(port: int, n: int) -> None:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        hello = {"type": "hello", "nick": f"c{n}"}
+        await stream.send_all(json.dumps(hello).encode() + b"\n")
+        received = b""
+        while b'"type":"welcome"' not in received:
+            data = await stream.receive_some(65536)
+            if not data:
+                raise RuntimeError(f"c{n}: closed before the welcome")
+            received = received[-64:] + data
+        said = {"type": "say", "text": f"hello from c{n}"}
+        await stream.send_all(json.dumps(said).encode() + b'\n{"type":"quit"}\n')
+        while await stream.receive_some(65536):
+            pass
+        await stream.aclose()
+
+    with trio.fail_after(1200):
+        async with open_test_server(config=local_config(sniff_delay=10.0)) as server:
+            port = server.address("tcp")[1]
+            quiet_gc()
+            for first in range(0, users, wave):
+                async with trio.open_nursery() as nursery:
+                    for n in range(first, min(users, first + wave)):
+                        nursery.start_soon(one, port, n)
+
+
+def count(tree: Path, users: int, args: argparse.Namespace) -> int:
+    """Instructions the whole storm (or churn) took, with ``tree``'s ``trio_chat``."""
+    arguments = ["--users", str(users), "--room-size", str(args.room_size)]
+    arguments += ["--wave", str(args.wave)] + (["--churn"] if args.churn else [])
     return collected(tree, "login_instructions.py", arguments)
 
 
 def per_login(tree: Path, args: argparse.Namespace) -> float:
-    small = count(tree, args.users, args.room_size, args.wave)
-    large = count(tree, 2 * args.users, args.room_size, args.wave)
+    small = count(tree, args.users, args)
+    large = count(tree, 2 * args.users, args)
     return (large - small) / args.users
 
 
@@ -120,21 +161,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=50, help="users of the smaller run")
     parser.add_argument("--room-size", type=int, default=25, help="users per room")
-    parser.add_argument("--wave", type=int, default=25, help="users logging in at once")
+    parser.add_argument("--wave", type=int, help="users at once (storm 25, churn 4)")
+    parser.add_argument("--churn", action="store_true", help="count churn connections")
     parser.add_argument("--compare", action="append", default=[], help="another git rev")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.wave is None:
+        args.wave = 4 if args.churn else 25
     if args.inner:
         import trio
 
-        trio.run(storm, args.users, args.room_size, args.wave)
+        if args.churn:
+            trio.run(churn, args.users, args.wave)
+        else:
+            trio.run(storm, args.users, args.room_size, args.wave)
         return
     results = per_tree(args.compare, lambda tree: per_login(tree, args))
     base = results[0][1]
-    print(f"logins after a restart, rooms of {args.room_size}, {args.wave} at once:")
+    if args.churn:
+        print(f"churn connections (hello, welcome, a line, quit), {args.wave} at once:")
+    else:
+        print(f"logins after a restart, rooms of {args.room_size}, {args.wave} at once:")
+    what = "connection" if args.churn else "login"
     for name, instructions in results:
         print(
-            f"  {name:>12}: {instructions:>12,.0f} instructions per login"
+            f"  {name:>12}: {instructions:>12,.0f} instructions per {what}"
             f" ({instructions / base:.3f}x)"
         )
 

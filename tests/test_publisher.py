@@ -8,7 +8,7 @@ import trio.testing
 from trio_chat.hub import Hub, Pending, Session
 from trio_chat.mailbox import Mailbox
 from trio_chat.parcels import Bundle, Item, Parcel
-from trio_chat.protocol import Message
+from trio_chat.protocol import Info, Message
 from trio_chat.publisher import FLUSH_AT_MOST, Publisher
 
 
@@ -110,3 +110,34 @@ async def test_a_batch_bigger_than_a_slice_waits_for_the_publisher_task_and_keep
             await publisher.settle()
         nursery.cancel_scope.cancel()
     assert lines_of(ann.mailbox.take_nowait(100)) == ["0", "1", "2", "3"]
+
+
+async def test_settle_waits_for_what_was_queued_before_it_not_for_a_quiet_moment() -> None:
+    """A connection that ends waits for its own last lines and replies to reach the
+    mailboxes (``settle``), not for the whole server to fall quiet: while a crowd comes
+    and goes something is always queued, and every ending connection used to wait (up to
+    its goodbye's timeout) and wake at every batch delivered meanwhile."""
+    hub, publisher, ann = lobby()
+    hub.say(ann, "#lobby", "mine")
+    hub.send_to(ann, Info(text="my reply"), in_order=True)
+    settled = trio.Event()
+
+    async def settle() -> None:
+        await publisher.settle()
+        settled.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(settle)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not settled.is_set()  # neither is delivered yet
+        publisher.flush()
+        hub.say(ann, "#lobby", "someone else's, after the settle began")
+        await trio.testing.wait_all_tasks_blocked()
+        assert settled.is_set()
+    items = ann.mailbox.take_nowait(100)
+    assert [type(item.event if isinstance(item, Parcel) else item) for item in items] == [
+        Message,
+        Info,
+    ]
+    publisher.flush()  # the later line was left for later
+    assert lines_of(ann.mailbox.take_nowait(100)) == ["someone else's, after the settle began"]

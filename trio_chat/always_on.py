@@ -22,7 +22,9 @@ It leaves for good when the server stops, or when a plugin ends its session
 (``server.disconnect``): whatever closes the session itself (:meth:`Session.close
 <trio_chat.users.Session.close>`), not one connection. With several processes
 (``--broker``) it stays on the node it was connected to; a login on another node is
-refused as for any user connected there.
+refused as for any user connected there. The other nodes show it away too: its away mark
+goes through :meth:`Hub.tell_away <trio_chat.hub.Hub.tell_away>`, whose ``on_away``
+observer, the broker, carries it to them (:mod:`trio_chat.broker.presence`).
 """
 
 from __future__ import annotations

@@ -363,7 +363,11 @@ class Delivery:
             if held:  # bytes for one connection: after what it was held for
                 for receiver in receivers:
                     self._write_held_for(receiver.mailbox)
-            if owed or len(receivers) > self.fanout_sliced_from:
+            if len(receivers) > self.fanout_sliced_from:
+                if owed:  # a big room that is busy: one fan-out at a time, as unsliced
+                    self.pay_all_owed()
+                delivered = self._offer_sliced(receivers, parcel, overflowed)
+            elif owed:
                 delivered = self._offer_sliced(receivers, parcel, overflowed)
             else:
                 for receiver in receivers:
@@ -387,7 +391,8 @@ class Delivery:
         Timed rather than counted: an offer to a mailbox that is queueing is an append
         (the loop is over long before the budget), while one that writes to its socket
         is a system call, and only then is there a fan-out long enough to slice. What is
-        owed costs a list of the receivers left, made in one step."""
+        owed costs a list of the receivers left, made in one step. (A big fan-out pays
+        what is owed before it comes here: see :meth:`_fanout`.)"""
         keys = self._keys_owed() if self._owed else None
         every = countdown = self.fanout_slice
         deadline = time.perf_counter() + self.fanout_budget

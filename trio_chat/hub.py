@@ -176,6 +176,9 @@ class Hub(Delivery):
         #: brokers). A room's creator becoming its operator is not one of these: that goes
         #: with the join.
         self.on_rule: list[Callable[[RuleChange], None]] = []
+        #: Observers, called when a user of this node went away or came back (through
+        #: :meth:`tell_away`; for brokers: the other nodes show it too).
+        self.on_away: list[Callable[[Session], None]] = []
         #: Observers, called with each chat line said on this node (and its sender) once
         #: it was delivered to the room (for the ``message_posted`` hook).
         self.on_said: list[Callable[[Message, Session], None]] = []
@@ -535,8 +538,21 @@ class Hub(Delivery):
         """``session`` went away or came back (:attr:`Session.away`): tell the connections
         of those sharing a room with it that asked (:attr:`Device.away_notify`), as an
         unnumbered ``info`` with ``data`` ``{"event": "away", "nick", "away"}``. Nobody
-        else gets anything (the IRCv3 ``away-notify`` rule); users of other nodes are not
-        told (their connections are not here)."""
+        else gets anything (the IRCv3 ``away-notify`` rule). The ``on_away`` observers
+        hear of it first (a broker: the other nodes tell their users alike)."""
+        for callback in self.on_away:
+            callback(session)
+        notice = self.away_notice(session)
+        if notice is None:
+            return
+        if self.broker is not None and (self._undelivered or self.numbered_by_log):
+            self.broker.publish(notice)
+        else:
+            self._fanout(notice.extra, notice.event)
+
+    def away_notice(self, session: Session) -> Pending | None:
+        """The ``away`` notice of ``session``'s away state now, for the connections of this
+        node that get it (see :meth:`tell_away`); ``None`` when none does."""
         receivers = tuple(
             device
             for neighbour in self.neighbours(session, include_self=False)
@@ -544,14 +560,11 @@ class Hub(Delivery):
             if device.away_notify
         )
         if not receivers:
-            return
+            return None
         away = session.away
         text = f"{session.nick} is away: {away}" if away else f"{session.nick} is back"
         event = Info(text=text, data={"event": "away", "nick": session.nick, "away": away})
-        if self.broker is not None and (self._undelivered or self.numbered_by_log):
-            self.broker.publish(Pending(event, None, receivers))
-        else:
-            self._fanout(receivers, event)
+        return Pending(event, None, receivers)
 
     def tell_room(self, room: Room, event: Info) -> None:
         """An unnumbered notice to every member of ``room`` (each connection), live only:

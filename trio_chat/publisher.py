@@ -56,8 +56,8 @@ FLUSH_AT_MOST = 16
 #: receivers, paid for up to FANOUT_BUDGET seconds per scheduling round (see
 #: :meth:`Publisher.pay_owed_forever`), letting other rooms' lines through in between. A
 #: direct write to a socket is a few microseconds, so a line to a big room is sliced after
-#: a couple of hundred receivers; offers to mailboxes that are queueing (a room at full
-#: speed) are appends, and their fan-out is over before its budget.
+#: a couple of hundred receivers; offers to mailboxes that are queueing are appends, and
+#: their fan-out is over before its budget.
 FANOUT_SLICED_FROM = 128
 FANOUT_SLICE = 32
 FANOUT_BUDGET = 0.0005
@@ -113,6 +113,11 @@ class Publisher:
         self.deliver_slice = max(1, outbox_size // 4)
         self._delivered = trio.Event()  # set (and replaced) after every delivered batch
         self._in_flight = 0  # batches taken from the queue and not yet delivered
+        # Events handed to the publisher so far, and how many of them are delivered: both
+        # go in the same order (first in, first out), so one count says what :meth:`settle`
+        # waits for.
+        self._accepted = 0
+        self._done = 0
         # Published events wait here for the publisher task (or, without a store, for a
         # reader's flush, whichever comes first); _wakeup is set while any wait.
         self._buffer: list[Pending] = []
@@ -143,6 +148,7 @@ class Publisher:
         """Take an event from the broker, in the order every member is to see: it is
         committed (if stored) and delivered by :meth:`publish_forever` or a :meth:`flush`."""
         self._buffer.append(pending)
+        self._accepted += 1
         self._wakeup.set()
         if self.hub.last_id >= self._renew_at:
             self._renew.set()
@@ -154,6 +160,7 @@ class Publisher:
         the publisher task would cost a wakeup per batch and grow nothing. A batch bigger
         than ``deliver_slice`` waits for the publisher task, which delivers it a slice at a
         time."""
+        self._accepted += len(batch)
         if (
             self.store is None
             and not self._in_flight
@@ -161,6 +168,7 @@ class Publisher:
             and len(batch) <= self.deliver_slice
         ):
             self.hub.deliver_many(batch)
+            self._done += len(batch)
             self._signal_delivered()
         else:
             self._buffer.extend(batch)
@@ -182,6 +190,7 @@ class Publisher:
             return
         batch, self._buffer = self._buffer, []
         self.hub.deliver_many(batch)
+        self._done += len(batch)
         self._signal_delivered()
 
     def _signal_delivered(self) -> None:
@@ -257,6 +266,7 @@ class Publisher:
         if self._buffer and not self._in_flight:
             batch, self._buffer = self._buffer, []
             self.hub.deliver_many(batch)
+            self._done += len(batch)
         self.hub.pay_all_owed()
         self.hub.fanout_sliced_from = sys.maxsize
 
@@ -348,14 +358,22 @@ class Publisher:
                 await trio.lowlevel.checkpoint()
             self.hub.deliver_many(batch[start : start + self.deliver_slice], failed)
         self._in_flight -= 1
+        self._done += len(batch)
         self._signal_delivered()
 
     async def settle(self) -> None:
-        """Return once every event numbered so far has been delivered (or failed)."""
+        """Return once every event numbered so far, and every reply queued so far, has
+        been delivered (or failed), and no sliced fan-out still owes receivers (those are
+        paid a slice per scheduling round).
+
+        Not what is published after the call. (Waiting until
+        nothing at all was queued made every connection that ended during a crowd's
+        comings and goings wait for a quiet moment, up to its goodbye's timeout, and wake
+        at every batch delivered meanwhile: hundreds of wake-ups per connection closed.)
+        """
         target = self.hub.last_id
-        while (
-            self.hub.history_bound() <= target or self._buffer or self._in_flight or self.hub.owes
-        ):
+        accepted = self._accepted
+        while self.hub.history_bound() <= target or self._done < accepted or self.hub.owes:
             await self._delivered.wait()
 
     async def _save_one_by_one(

@@ -20,13 +20,19 @@ shown). The marker:
 
 Loading is done once per account and server run, at login (:meth:`ReadMarkers.load`);
 from then on memory is the truth and the database follows, so nothing is read per frame.
+
+With a broker (several nodes, ``--broker``) the markers are not the node's database's but
+one shared book in Redis (:mod:`~trio_chat.broker.markers`, :attr:`ReadMarkers.shared`):
+another node may have moved them since this one last read them, so they are read at
+*each* login of the account, and merged forward with what this node holds (each marker
+keeps the larger id); each move is written through, forward only there too.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .errors import ChatError
 from .hub import Device, Hub, NotInRoom, Session
@@ -34,10 +40,7 @@ from .names import name_key
 from .protocol import ReadMarker
 from .store import StoreError
 
-if TYPE_CHECKING:
-    from .store import Store
-
-__all__ = ["ReadMarkers"]
+__all__ = ["MarkerBook", "ReadMarkers"]
 
 log = logging.getLogger("trio_chat.read_markers")
 
@@ -45,13 +48,32 @@ log = logging.getLogger("trio_chat.read_markers")
 Markers = dict[str, tuple[str, int]]
 
 
+class MarkerBook(Protocol):
+    """Where accounts' markers are kept: the node's :class:`~trio_chat.store.Store`, or,
+    with a broker, :class:`~trio_chat.broker.markers.RedisMarkers`. Both raise
+    :class:`~trio_chat.store.StoreError` when they cannot."""
+
+    async def read_markers(self, account: str) -> list[tuple[str, str, int]]:
+        """Every marker of ``account``: ``(room key, room name, message id)``."""
+        ...
+
+    async def advance_read_marker(
+        self, account: str, room_key: str, room: str, message_id: int
+    ) -> None:
+        """Move ``account``'s marker in the room forward to ``message_id`` (never back)."""
+        ...
+
+
 class ReadMarkers:
     """The server's read markers (see the module's doc). ``store`` is set while the server
-    serves with a database."""
+    serves with a database, or a broker (then ``shared`` too)."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self.store: Store | None = None
+        self.store: MarkerBook | None = None
+        #: Whether :attr:`store` is shared with other nodes, which move the markers too:
+        #: then an account's are read at each of its logins, not once per run.
+        self.shared = False
         #: Per account key, loaded at its first login in this run (see :meth:`load`).
         self._accounts: dict[str, Markers] = {}
         #: Per guest (session id), for as long as it is connected.
@@ -65,10 +87,11 @@ class ReadMarkers:
         self._guests.clear()
 
     async def load(self, account: str) -> None:
-        """Have ``account``'s markers at hand (read from the database once per run). A
-        failed read is logged and leaves them unloaded (tried again at the next login):
-        the login goes on, without markers."""
-        if account in self._accounts:
+        """Have ``account``'s markers at hand: read from the database once per run, or from
+        the shared book (:attr:`shared`) at every login. A failed read is logged and
+        leaves what this node holds (unloaded: tried again at the next login): the login
+        goes on, with the markers this node had, if any."""
+        if account in self._accounts and not self.shared:
             return
         rows: list[tuple[str, str, int]] = []
         if self.store is not None:
@@ -77,8 +100,13 @@ class ReadMarkers:
             except StoreError as exc:
                 log.error("read markers of %s could not be read: %s", account, exc)
                 return
-        # Another login of the account may have loaded (and moved) them meanwhile.
-        self._accounts.setdefault(account, {key: (room, marker) for key, room, marker in rows})
+        # Another login of the account may have loaded (and moved) them meanwhile; a
+        # marker moved here but not saved may be further on than the book: forward only.
+        held = self._accounts.setdefault(account, {})
+        for key, room, marker in rows:
+            mine = held.get(key)
+            if mine is None or mine[1] < marker:
+                held[key] = (room, marker)
 
     def _of(self, session: Session, *, create: bool = False) -> Markers | None:
         if session.account is not None:

@@ -593,6 +593,13 @@ class ChatServer(ServerAPI):
                 self.plugin_data = store
                 self.read_markers.store = store
                 self.metrics.watch_store(lambda: store.stats)
+            if self.config.broker is not None:  # the markers every node shares
+                from .broker.markers import open_shared_markers
+
+                self.read_markers.store = await stack.enter_async_context(
+                    open_shared_markers(self.config.broker, store)
+                )
+                self.read_markers.shared = True
             self.publisher = Publisher(self.hub, store=store, outbox_size=self.config.outbox_size)
             self.broker = None
             if self.config.broker is not None:
@@ -607,6 +614,7 @@ class ChatServer(ServerAPI):
             self.publisher.attach(self.broker)
             if self.broker is not None:
                 self.broker.attach()
+                self.typing_notices.share = self.broker.share_typing
             else:
                 await self.publisher.reserve_ids()
             # #lobby's latest lines, for the history that comes with every login's join
@@ -618,9 +626,11 @@ class ChatServer(ServerAPI):
                 self.publisher.detach()
                 if self.broker is not None:
                     self.broker.detach()
+                    self.typing_notices.share = None
                 self.history_service = self.logins = self.publisher = self.broker = None
                 self.message_changes.store = None
                 self.read_markers.store = None
+                self.read_markers.shared = False
                 self.read_markers.clear()
                 if store is not None:
                     self.plugin_data = None

@@ -18,9 +18,14 @@ that sent ``"typing": true`` in their ``hello`` (:attr:`Device.typing
 <trio_chat.users.Device.typing>`), except users who turned typing notices off
 (``/typing off``, :attr:`Session.typing_off <trio_chat.users.Session.typing_off>`), whose
 own typing is not passed on either. Never the typist's own connections, never text mode or
-IRC (they cannot ask), never stored, never numbered, and not carried to other nodes of a
-broker: it is a hint of the moment, and a node's users see the typing of the users
-connected to it.
+IRC (they cannot ask), never stored, never numbered.
+
+With a broker (several nodes, ``--broker``) a notice that passed here is also handed to
+:attr:`TypingNotices.share` (the broker's, which appends it to the shared log when the room
+has members elsewhere); each other node gives it to its own receivers by the same rule
+(:func:`typing_receivers`) as it reads it from the log, so it comes in its place among the
+room's lines: a ``typing`` never arrives after the line that ended it. The thinning is
+done once, here, at the typist's node.
 
 A muted user's typing is dropped without a word (a client sends it unasked, on every key:
 an error for each would be noise; the user learns of the mute when a line is refused).
@@ -31,11 +36,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from .hub import Hub, NotInRoom, Receiver, Session
+from .hub import Hub, NotInRoom, Receiver, Room, Session
 from .names import name_key
 from .protocol import Message, Typing
 
-__all__ = ["TYPING_EVERY", "TypingNotices", "TypingThrottle"]
+__all__ = ["TYPING_EVERY", "TypingNotices", "TypingThrottle", "typing_receivers"]
 
 #: Seconds between two ``active: true`` notices of one user in one room that are passed on.
 TYPING_EVERY = 3.0
@@ -93,6 +98,20 @@ class TypingThrottle:
         return len(self.typists)
 
 
+def typing_receivers(room: Room, typist: Session) -> tuple[Receiver, ...]:
+    """Who gets ``typist``'s ``typing`` events in ``room`` on this node: the connections of
+    its other members here that asked (``"typing": true`` in their ``hello``), unless their
+    user turned typing off. Never the typist's own (a user typing on its laptop is not
+    shown typing on its phone). The same rule on every node of a broker."""
+    return tuple(
+        device
+        for member in room.here.values()
+        if member is not typist and not member.typing_off
+        for device in member.devices
+        if device.typing
+    )
+
+
 class TypingNotices:
     """The server's typing notices: frames in, thinned ``typing`` events out (see the
     module's doc). Observes the hub: a line said ends its sender's typing in that room;
@@ -102,6 +121,9 @@ class TypingNotices:
         self.hub = hub
         self.throttle = TypingThrottle()
         self._clock = clock
+        #: Set by a broker while it serves (``--broker``): called with each notice that
+        #: passed here (the typist, its room, ``active``), to carry it to the other nodes.
+        self.share: Callable[[Session, Room, bool], None] | None = None
         hub.on_said.append(self._said)
         hub.on_part.append(self._parted)
         hub.on_detach.append(self._detached)
@@ -133,15 +155,11 @@ class TypingNotices:
         room = self.hub.room(room_name)
         if room is None:
             return
-        receivers: list[Receiver] = [
-            device
-            for member in room.here.values()
-            if member is not typist and not member.typing_off
-            for device in member.devices
-            if device.typing
-        ]
+        receivers = typing_receivers(room, typist)
         if receivers:
-            self.hub.tell(tuple(receivers), Typing(room=room.name, nick=typist.nick, active=active))
+            self.hub.tell(receivers, Typing(room=room.name, nick=typist.nick, active=active))
+        if self.share is not None:
+            self.share(typist, room, active)
 
     def _said(self, message: Message, sender: Session) -> None:
         # Receivers clear "typing" on the message itself: nothing to send, only to forget.

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from ..store import Store
 
-__all__ = ["TIMEOUT", "RedisAccounts", "move_in"]
+__all__ = ["TIMEOUT", "RedisAccounts", "move_in", "redis_failures", "without_credentials"]
 
 log = logging.getLogger("trio_chat.broker")
 
@@ -60,7 +60,7 @@ return 0
 """
 
 
-def _failures() -> tuple[type[BaseException], ...]:
+def redis_failures() -> tuple[type[BaseException], ...]:
     """What a Redis call raises when it cannot be done (coredis is optional: imported late)."""
     import coredis.exceptions
 
@@ -123,7 +123,7 @@ class RedisAccounts:
         try:
             with trio.fail_after(TIMEOUT):
                 return await request
-        except _failures() as exc:
+        except redis_failures() as exc:
             reason = str(exc) or type(exc).__name__
             raise StoreError(
                 f"cannot {what} the accounts in Redis at {self._where}: {reason}"

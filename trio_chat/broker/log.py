@@ -11,7 +11,9 @@ the chat's one order. Two kinds of entry:
 * a **control** entry (``hello``/``bye`` of a user, a ``sync`` request from a node that
   starts, the ``snapshot`` each node answers with, ``gone`` when a node died, a ``rule``
   of a room given or taken: operator, mute, ban; a ``tell``, a notice for a user of another
-  node): stream id ``<last event id>-<n>``, never seen by clients as such.
+  node; ``typing``, a typing notice that passed at its typist's node; ``away``, a user
+  who went away or came back): stream id ``<last event id>-<n>``, never seen by clients
+  as such.
 
 Each entry names the node that wrote it and that node's running number (``seq``), which
 makes appending idempotent: the script skips a number it has already appended, so a node
@@ -66,7 +68,9 @@ class BadEntry(ValueError):
     """A stream entry that is not one of ours (another program shares the Redis)."""
 
 
-EntryKind = Literal["event", "hello", "bye", "sync", "snapshot", "gone", "rule", "tell"]
+EntryKind = Literal[
+    "event", "hello", "bye", "sync", "snapshot", "gone", "rule", "tell", "typing", "away"
+]
 _KINDS = frozenset(get_args(EntryKind))
 _RULES = frozenset(get_args(Rule))
 

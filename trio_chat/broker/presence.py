@@ -5,6 +5,13 @@ hands entries here): another node's joins, leaves, renames and topics (:meth:`_a
 its users arriving and leaving (``hello``/``bye``), the room rules it changed, the
 snapshots nodes send one that starts, and nodes gone. Each changes this node's hub through
 :mod:`~trio_chat.broker.replica` without publishing anything: the other node published it.
+
+Besides who is where, the moments of presence that one node gives its users and the
+others must give theirs alike: another node's typing notices (:meth:`Presence._on_typing`),
+handed on to this node's receivers in the log's order, among the room's lines; and its
+users' away state (:meth:`Presence._on_away`: ``/away``, a user kept offline by
+``always_on`` and back), which ``/who``, ``/msg`` and the ``away`` notices show here as
+there.
 """
 
 from __future__ import annotations
@@ -14,8 +21,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..hub import Pending, RuleChange, Session
-from ..protocol import Info, Joined, Left, NickChanged, Topic
+from ..hub import Pending, Room, RuleChange, Session
+from ..protocol import Info, Joined, Left, NickChanged, Topic, Typing
+from ..typing_notices import typing_receivers
 from . import replica
 from .log import Entry, EntryKind
 
@@ -101,6 +109,63 @@ class Presence:
         if holder is not None and replica.node_of(holder) is None and isinstance(text, str):
             self._deliver(Pending(Info(text=text), None, (holder,)))
 
+    def share_typing(self, typist: Session, room: Room, active: bool) -> None:
+        """A typing notice of this node's user passed (see
+        :attr:`TypingNotices.share <trio_chat.typing_notices.TypingNotices.share>`): into
+        the log, for the members of ``room`` on other nodes. Only when the room may have
+        some: every member not among its receivers here (``here``) may be one (or a bot, or
+        a user kept offline), so a room of this node's users alone costs Redis nothing."""
+        if len(room.members) > len(room.here):
+            self._append("typing", data={"room": room.name, "nick": typist.nick, "active": active})
+
+    def _on_typing(self, entry: Entry) -> None:
+        """Another node's user is typing (it thinned the notices already): this node's
+        receivers get it by the same rule as there (:func:`typing_receivers`), now, in the
+        log's order, so never after the line that ended it. Dropped when the typist is
+        not, as this node knows, that node's user in the room, or is muted there."""
+        data = entry.data
+        room_name, nick, active = data.get("room"), data.get("nick"), data.get("active")
+        if not (isinstance(room_name, str) and isinstance(nick, str) and isinstance(active, bool)):
+            log.warning("broker: skipped an entry: log entry %s is a bad typing", entry.stream_id)
+            return
+        room = self.hub.room(room_name)
+        typist = self.hub.find(nick)
+        if (
+            room is None
+            or typist is None
+            or replica.node_of(typist) != entry.node
+            or typist.id not in room.members
+            or typist.id in room.muted
+        ):
+            return
+        receivers = typing_receivers(room, typist)
+        if receivers:
+            event = Typing(room=room.name, nick=typist.nick, active=active)
+            self._deliver(Pending(event, None, receivers))
+
+    def _away_changed(self, session: Session) -> None:
+        """This node's user went away or came back (the hub's ``on_away``): into the log,
+        for every other node (``/who`` and ``/msg`` there show it, whoever asks)."""
+        if replica.node_of(session) is None:
+            self._append("away", data={"nick": session.nick, "away": session.away})
+
+    def _on_away(self, entry: Entry) -> None:
+        """Another node's user went away (``away``: the reason) or came back (``None``):
+        so it is here, and this node's connections that asked are told, in the log's
+        order, as its own node tells its own (:meth:`Hub.away_notice
+        <trio_chat.hub.Hub.away_notice>`)."""
+        nick, away = entry.data.get("nick"), entry.data.get("away")
+        if not (isinstance(nick, str) and (away is None or isinstance(away, str))):
+            log.warning("broker: skipped an entry: log entry %s is a bad away", entry.stream_id)
+            return
+        holder = self.hub.find(nick)
+        if holder is None or replica.node_of(holder) != entry.node or holder.away == away:
+            return
+        holder.away = away
+        notice = self.hub.away_notice(holder)
+        if notice is not None:
+            self._deliver(notice)
+
     def _on_bye(self, entry: Entry) -> None:
         holder = self.hub.find(str(entry.data.get("nick", "")))
         if holder is not None and replica.node_of(holder) == entry.node:
@@ -126,6 +191,7 @@ class Presence:
                 "rooms": list(s.rooms),
                 **replica.roles(self.hub, s),
                 **({"bot": True} if s.bot else {}),
+                **({"away": s.away} if s.away else {}),
             }
             for s in self.hub.sessions.values()
             if replica.node_of(s) is None
@@ -147,6 +213,8 @@ class Presence:
             elif replica.node_of(found) != entry.node:
                 continue
             found.address = str(user.get("address") or found.address)
+            away = user.get("away")
+            found.away = away if isinstance(away, str) else None
             ops, muted = user.get("op", ()), user.get("muted", ())
             for room_name in user.get("rooms", ()):
                 there = replica.join(hub, found, str(room_name), operator=room_name in ops)

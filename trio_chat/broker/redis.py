@@ -226,12 +226,14 @@ class RedisBroker(Presence):
         self.hub.on_attach.append(self._user_arrived)
         self.hub.on_detach.append(self._user_left)
         self.hub.on_rule.append(self._rule_changed)
+        self.hub.on_away.append(self._away_changed)
 
     def detach(self) -> None:
         self.hub.numbered_by_log = False
         self.hub.on_attach.remove(self._user_arrived)
         self.hub.on_detach.remove(self._user_left)
         self.hub.on_rule.remove(self._rule_changed)
+        self.hub.on_away.remove(self._away_changed)
 
     def publish(self, pending: Pending) -> None:
         event = pending.event

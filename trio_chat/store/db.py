@@ -694,3 +694,9 @@ class Store:
             read_markers.advance, account=account, room_key=room_key, room=room, marker=message_id
         )
         await self._writes.submit(WriteItem(job=job))
+
+    async def all_read_markers(self) -> list[tuple[str, str, str, int]]:
+        """Every read marker as ``(account, room key, room name, message id)``: what a node
+        hands over when its markers move to the broker (see
+        :func:`~trio_chat.broker.markers.move_in`)."""
+        return await self._read(read_markers.every_marker)

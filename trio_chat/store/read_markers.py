@@ -22,6 +22,14 @@ def of_account(conn: sqlite3.Connection, account: str) -> list[tuple[str, str, i
     return [(str(key), str(room), int(marker)) for key, room, marker in rows]
 
 
+def every_marker(conn: sqlite3.Connection) -> list[tuple[str, str, str, int]]:
+    """Every marker: ``(account, room key, room name, message id)``."""
+    rows = conn.execute(
+        "SELECT account, room_key, room, id FROM read_markers ORDER BY account, room_key"
+    )
+    return [(str(a), str(key), str(room), int(marker)) for a, key, room, marker in rows]
+
+
 def advance(conn: sqlite3.Connection, account: str, room_key: str, room: str, marker: int) -> None:
     """Move ``account``'s marker in the room to ``marker``, unless it is further already."""
     conn.execute(
