@@ -247,7 +247,9 @@ async def test_operator_modes_kick_ban_and_mute(chat: TestServer) -> None:
         assert (await jay.expect("error")).code == "not_allowed"
 
         # jay, not an operator, gets told; in IRC words, ivy would get 482.
-        await jay.command("/join #jays")
+        # jay is in #jays (its operator) before ivy asks to join: nothing orders two
+        # connections' lines but the answers.
+        await jay.join("#jays")
         await ivy.send("JOIN #jays")
         await ivy.expect(n.RPL_ENDOFNAMES, lambda m: m.params[1] == "#jays")
         await ivy.send("KICK #jays jay", "MODE #jays +o ivy", "TOPIC #jays :mine")

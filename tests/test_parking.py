@@ -21,7 +21,7 @@ import trustme
 from trio_chat.metrics import TRANSPORTS
 from trio_chat.server import ChatServer
 from trio_chat.testing import local_config, open_client, open_test_server, stalled_client
-from trio_chat.transports.parking import ParkingLot
+from trio_chat.transports.parking import IDLE_RESOLUTION, ParkingLot, Woken
 
 PARK_AFTER = 0.05
 
@@ -96,6 +96,130 @@ async def test_lot_refuses_to_park_while_not_running(
 ) -> None:
     with pytest.raises(RuntimeError, match="not running"):
         ParkingLot().park(pair[0].fileno(), Recorder())
+
+
+class Waits:
+    """Tasks waiting on one socket in a lot, one after another: why each was woken."""
+
+    def __init__(self, lot: ParkingLot, sock: socket.socket) -> None:
+        self.lot, self.sock = lot, sock
+        self.woken: list[Woken] = []
+        self._changed = trio.Event()
+
+    async def wait(self) -> None:
+        self.woken.append(
+            await self.lot.wait_readable(self.sock.fileno(), trio.current_time() + 60)
+        )
+        self._changed.set()
+
+    async def until(self, count: int) -> list[Woken]:
+        with trio.fail_after(2):
+            while len(self.woken) < count:
+                self._changed = trio.Event()
+                await self._changed.wait()
+        return self.woken
+
+
+async def test_lot_wakes_a_task_waiting_on_a_socket_when_it_has_input_and_only_then(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = pair
+    lot = ParkingLot()
+    waits = Waits(lot, ours)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lot.run)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(waits.wait)
+        await trio.testing.wait_all_tasks_blocked()
+        assert waits.woken == []  # nothing to read: still waiting
+        peer.send(b"hi")
+        assert await waits.until(1) == [Woken.READABLE]
+        assert ours.recv(10) == b"hi"
+        nursery.start_soon(waits.wait)  # the next wait re-arms the socket
+        await trio.testing.wait_all_tasks_blocked()
+        assert waits.woken == [Woken.READABLE]
+        peer.send(b"again")
+        assert await waits.until(2) == [Woken.READABLE, Woken.READABLE]
+        nursery.cancel_scope.cancel()
+
+
+async def test_lot_wakes_waiting_tasks_idle_at_their_deadlines_in_turn(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    lot = ParkingLot()
+    woken: dict[str, float] = {}
+    a, a_peer = socket.socketpair()
+    b, b_peer = socket.socketpair()
+
+    async def wait(name: str, sock: socket.socket, after: float) -> None:
+        why = await lot.wait_readable(sock.fileno(), trio.current_time() + after)
+        assert why is Woken.IDLE
+        woken[name] = trio.current_time()
+
+    with a, a_peer, b, b_peer:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lot.run)
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            nursery.start_soon(wait, "first", a, 2.0)
+            await trio.sleep(0.5)
+            nursery.start_soon(wait, "second", b, 2.0)
+            await trio.sleep(5)
+            nursery.cancel_scope.cancel()
+    # Each at its own deadline (0.5 s apart), up to the lot's resolution late, never early.
+    assert 2.0 <= woken["first"] - start <= 2.0 + IDLE_RESOLUTION + 1e-9
+    assert 2.5 <= woken["second"] - start <= 2.5 + IDLE_RESOLUTION + 1e-9
+
+
+async def test_lot_interrupts_a_waiting_task_and_forgets_a_cancelled_one(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = pair
+    lot = ParkingLot()
+    waits = Waits(lot, ours)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lot.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not lot.interrupt(ours.fileno())  # nobody waits
+        nursery.start_soon(waits.wait)
+        await trio.testing.wait_all_tasks_blocked()
+        assert lot.interrupt(ours.fileno())
+        assert await waits.until(1) == [Woken.INTERRUPTED]
+        with trio.CancelScope() as waiting:
+            nursery.start_soon(lambda: _cancel_soon(waiting))
+            await lot.wait_readable(ours.fileno(), trio.current_time() + 60)
+        assert waiting.cancelled_caught
+        # Its socket, still armed, is ready now: the lot wakes for nobody and takes the
+        # event (else its epoll set would stay readable and it would spin: the blocked
+        # wait below would never come).
+        peer.send(b"late")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(waits.wait)  # the socket can be waited on again
+        assert await waits.until(2) == [Woken.INTERRUPTED, Woken.READABLE]
+        nursery.cancel_scope.cancel()
+
+
+async def _cancel_soon(scope: trio.CancelScope) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    scope.cancel()
+
+
+async def test_a_stopping_lot_wakes_its_waiting_tasks_and_refuses_new_waits(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, _peer = pair
+    lot = ParkingLot()
+    waits = Waits(lot, ours)
+    async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as lot_nursery:
+            lot_nursery.start_soon(lot.run)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(waits.wait)
+            await trio.testing.wait_all_tasks_blocked()
+            lot_nursery.cancel_scope.cancel()
+    assert waits.woken == [Woken.IDLE]  # the caller waits some other way now
+    with pytest.raises(RuntimeError, match="not running"):
+        lot.wait_readable(ours.fileno(), 0.0)
 
 
 async def wait_parked(server: ChatServer, count: int) -> None:

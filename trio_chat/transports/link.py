@@ -39,9 +39,19 @@ class Link(Protocol):
         connection waits for its peer, and what a parking connection cancels."""
         ...
 
+    def feed(self, data: bytes) -> None:
+        """Hand the link what was read from its socket (``b""``: the end of the stream),
+        for a reader that reads the socket itself (:attr:`park_fd`) instead of calling
+        :meth:`fill`."""
+        ...
+
     async def send(self, events: list[Item]) -> int:
         """Write events in one go; return their size as ``measure`` counts it. Raises
         ``trio.BrokenResourceError`` if the peer is gone."""
+        ...
+
+    def heard(self) -> float:
+        """:attr:`last_heard` now (what the keepalive watches)."""
         ...
 
     def input_waiting(self) -> bool:

@@ -1,8 +1,8 @@
 """Parking: idle connections held without a task of their own.
 
 A logged-in connection that is being served has a task, its reader (and a writer task
-while something is queued for it). A task's coroutine frames and cancel scopes are most
-of what a connection costs (about 5 of the 10-11 KiB of a busy one; bench/README.md,
+while something is queued for it). A task and its coroutine frames are what a busy
+connection costs over an idle one (about 2 of the 7-8 KiB of a busy one; bench/README.md,
 "Memory per connection"), and a chat server's connections are idle nearly all the time.
 So a connection that has been quiet for a while (nothing read, nothing queued to send)
 ends its task and *parks*: its socket is handed to the :class:`ParkingLot`, one task that waits
@@ -16,24 +16,57 @@ in a new task, as soon as any of these happens:
   writes);
 - the server closes its session (kick, ping timeout, shutdown).
 
+The same epoll set is where a connection that *has* a task waits for input
+(:meth:`ParkingLot.wait_readable`): its reader suspends itself until its socket is
+readable or the connection has been idle for ``park_after`` (the lot keeps that
+deadline; a hang-up interrupts the wait: :meth:`ParkingLot.interrupt`). That is what trio's
+``wait_readable`` under a cancel scope with a moving deadline did, for less memory per
+busy connection: trio's wait keeps four coroutine frames, a waiters object and an abort
+closure, and each read left a deadline in trio's heap (bench/README.md, "Memory per
+connection").
+
 Linux only (``select.epoll``); elsewhere :attr:`ParkingLot.available` is false and
-connections simply keep their tasks. The lot knows nothing of chat: it maps file
-descriptors to whatever resumes them.
+connections simply keep their tasks and wait with trio. The lot knows nothing of chat: it
+maps file descriptors to whatever resumes them, or to the task waiting on them.
 """
 
 from __future__ import annotations
 
-import contextlib
+import enum
 import logging
+import math
 import select
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
+import outcome
 import trio
+from trio.lowlevel import Abort, Task
 
 log = logging.getLogger("trio_chat.parking")
 
 #: Ready sockets handled per wake-up before the lot lets other tasks run.
 RESUME_SLICE = 256
+
+#: How precisely the lot keeps idle deadlines: it wakes for them at most this often (a
+#: deadline is met up to this late), not once per read of every busy connection.
+IDLE_RESOLUTION = 0.01
+
+#: How a parked socket, or one a task waits on, is registered: one wake-up per arming (the
+#: lot re-arms it at the next wait or parking, one ``epoll_ctl``, as trio does its own).
+_ARMED = select.EPOLLIN | select.EPOLLONESHOT if hasattr(select, "EPOLLONESHOT") else 0
+
+
+class Woken(enum.Enum):
+    """Why :meth:`ParkingLot.wait_readable` returned."""
+
+    #: The socket has input (or its end, or an error): read it.
+    READABLE = "readable"
+    #: Nothing came before the deadline: the connection is idle. (Also when the lot
+    #: stops: the caller then waits some other way, or ends.)
+    IDLE = "idle"
+    #: :meth:`ParkingLot.interrupt`: stop waiting (the server hung up, a write failed).
+    INTERRUPTED = "interrupted"
 
 
 class Parked(Protocol):
@@ -52,12 +85,22 @@ class ParkingLot:
     While :meth:`run` runs, :meth:`park` registers a socket; the first time the socket is
     readable (or in error) its owner's ``resume()`` is called, once, and the socket
     forgotten. :meth:`unpark` forgets it without a call (the connection resumed for another
-    reason). When :meth:`run` ends, whoever is still parked is abandoned.
+    reason). When :meth:`run` ends, whoever is still parked is abandoned, and whoever
+    waits in :meth:`wait_readable` is woken (:attr:`Woken.IDLE`).
     """
 
     def __init__(self) -> None:
         self._epoll: select.epoll | None = None  # open while run() runs
         self._parked: dict[int, Parked] = {}
+        #: The tasks waiting in :meth:`wait_readable`, by socket; each one's idle deadline
+        #: is its ``custom_sleep_data`` (trio's place for what a sleeping task waits for:
+        #: no tuple per wait). In the order they began to wait, which is their deadlines'
+        #: order: every wait is for the same idle time (``park_after``), so the first to
+        #: expire is always the first entry.
+        self._waiting: dict[int, Task] = {}
+        #: The scope of :meth:`run`'s wait while it waits; its deadline is the next idle
+        #: deadline's (rounded up to :data:`IDLE_RESOLUTION`).
+        self._timer: trio.CancelScope | None = None
 
     @property
     def available(self) -> bool:
@@ -77,27 +120,86 @@ class ParkingLot:
             raise RuntimeError("the parking lot is not running")
         if fd in self._parked:
             raise RuntimeError(f"fd {fd} is already parked")
-        self._epoll.register(fd, select.EPOLLIN)
+        if fd in self._waiting:
+            raise RuntimeError(f"a task waits on fd {fd}")
+        self._arm(self._epoll, fd)
         self._parked[fd] = parked
 
     def unpark(self, fd: int) -> None:
         """Forget ``fd`` without a call (no-op if it is not parked). Must be called before
-        a parked socket is closed: the descriptor number may be reused."""
-        if self._parked.pop(fd, None) is not None and self._epoll is not None:
-            with contextlib.suppress(OSError):  # already closed: the kernel dropped it
-                self._epoll.unregister(fd)
+        a parked socket is closed: the descriptor number may be reused. (The socket stays
+        in the epoll set, perhaps armed: a wake-up for nobody is ignored, and closing the
+        socket takes it out.)"""
+        self._parked.pop(fd, None)
+
+    def wait_readable(self, fd: int, deadline: float) -> Awaitable[Woken]:
+        """Wait until ``fd`` has input (or its end, or an error), until ``deadline`` (then
+        the connection is idle) or until :meth:`interrupt`; which of them. Cancelling
+        the wait loses nothing. One task per socket; only while the lot runs (see
+        :attr:`available`), and every wait for the same idle time (see ``_waiting``).
+
+        trio's ``wait_readable`` in a cancel scope, for less memory while waiting: the
+        task's only frames in here are trio's ``wait_task_rescheduled`` (this function
+        registers the wait and returns that, so it keeps no frame of its own while the
+        task waits); the deadline is one entry here, not a cancel scope's."""
+        epoll = self._epoll
+        if epoll is None:
+            raise RuntimeError("the parking lot is not running")
+        if fd in self._waiting or fd in self._parked:
+            raise RuntimeError(f"fd {fd} is already waited on")
+        self._arm(epoll, fd)
+        task = trio.lowlevel.current_task()
+        task.custom_sleep_data = deadline
+        self._waiting[fd] = task
+        timer = self._timer
+        if timer is not None and timer.deadline == math.inf:
+            timer.deadline = _rounded(deadline)
+
+        def abort(_: Any) -> Abort:  # cancelled: forget the wait (the socket may stay armed)
+            self._waiting.pop(fd, None)
+            return Abort.SUCCEEDED
+
+        # Returned for the caller to await at once (a frame of ours would wait with it).
+        # (A closure: a partial of a bound method measured more.)
+        return trio.lowlevel.wait_task_rescheduled(abort)  # noqa: ASYNC105
+
+    def interrupt(self, fd: int) -> bool:
+        """Wake the task waiting on ``fd`` in :meth:`wait_readable` with
+        :attr:`Woken.INTERRUPTED`; whether one was waiting."""
+        return self._wake(fd, Woken.INTERRUPTED)
+
+    def _wake(self, fd: int, why: Woken) -> bool:
+        task = self._waiting.pop(fd, None)
+        if task is None:
+            return False
+        trio.lowlevel.reschedule(task, outcome.Value(why))
+        return True
+
+    @staticmethod
+    def _arm(epoll: select.epoll, fd: int) -> None:
+        """Have the epoll set report ``fd``'s next readiness (once)."""
+        try:
+            epoll.modify(fd, _ARMED)
+        except FileNotFoundError:  # not in the set yet (or closed and its number reused)
+            epoll.register(fd, _ARMED)
 
     def ready(self, limit: int = RESUME_SLICE) -> int:
-        """Resume up to ``limit`` parked connections whose sockets are ready now; how many.
-        (The non-blocking half of :meth:`run`.)"""
-        if self._epoll is None or not self._parked:
+        """Resume up to ``limit`` parked connections whose sockets are ready now, and wake
+        the tasks waiting on ready sockets; how many in all. (The non-blocking half of
+        :meth:`run`.)"""
+        if self._epoll is None:
             return 0
+        # Polled even when nobody is parked or waiting: a socket left armed (its wait was
+        # interrupted or cancelled) may have fired, and its event must be taken, or the
+        # epoll set stays readable and run() spins.
         resumed = 0
         for fd, _events in self._epoll.poll(0, limit):
-            parked = self._parked.get(fd)
-            self.unpark(fd)
-            if parked is None:
+            if self._wake(fd, Woken.READABLE):
+                resumed += 1
                 continue
+            parked = self._parked.pop(fd, None)
+            if parked is None:
+                continue  # a wake-up for nobody (see unpark)
             resumed += 1
             try:
                 parked.resume()
@@ -105,20 +207,49 @@ class ParkingLot:
                 log.exception("resuming the connection on fd %d failed", fd)
         return resumed
 
+    def expire(self, now: float) -> int:
+        """Wake the waits whose deadline has passed (:attr:`Woken.IDLE`); how many."""
+        waiting, expired = self._waiting, []
+        for fd, task in waiting.items():
+            if task.custom_sleep_data > now:
+                break
+            expired.append(fd)
+        for fd in expired:
+            self._wake(fd, Woken.IDLE)
+        return len(expired)
+
+    def _next_deadline(self) -> float:
+        for task in self._waiting.values():
+            return _rounded(task.custom_sleep_data)
+        return math.inf
+
     async def run(self) -> None:
         """Wait on all parked sockets at once until cancelled; resume those that become
-        ready. Returns at once where there is no epoll (connections then never park)."""
+        ready, wake the waits of those that do and of those idle past their deadline.
+        Returns at once where there is no epoll (connections then never park)."""
         if not hasattr(select, "epoll"):
             return
         self._epoll = select.epoll()
         try:
             while True:
-                await trio.lowlevel.wait_readable(self._epoll.fileno())
+                with trio.CancelScope(deadline=self._next_deadline()) as self._timer:
+                    await trio.lowlevel.wait_readable(self._epoll.fileno())
+                self._timer = None
+                self.expire(trio.current_time())
                 while self.ready() == RESUME_SLICE:
                     await trio.lowlevel.checkpoint()
         finally:
-            epoll, self._epoll = self._epoll, None
+            epoll, self._epoll, self._timer = self._epoll, None, None
             parked, self._parked = list(self._parked.values()), {}
+            for fd in list(self._waiting):
+                self._wake(fd, Woken.IDLE)
             epoll.close()
             for connection in parked:
                 connection.abandon()
+
+
+def _rounded(deadline: float) -> float:
+    """``deadline`` rounded up to :data:`IDLE_RESOLUTION`: the lot's timer then moves only
+    when a wait's deadline falls in a later slot, not at every read. (Never below it, float
+    rounding included: the timer would fire before :meth:`ParkingLot.expire` finds it due.)"""
+    return max(deadline, math.ceil(deadline / IDLE_RESOLUTION) * IDLE_RESOLUTION)

@@ -19,7 +19,6 @@ from ..hub import Device, Session, serving
 from ..limits import (
     FLOODING,
     SLOW_DOWN,
-    FloodGuard,
     Overhead,
     Verdict,
 )
@@ -32,6 +31,8 @@ from ..protocol import (
 )
 from .handshake import flood_guard, frame_cost
 from .link import GOODBYE_TIMEOUT, Link, close_link, count_out, say_goodbye
+from .parking import Woken
+from .streams import read_nowait
 
 if TYPE_CHECKING:
     from .host import ChatHost
@@ -145,7 +146,10 @@ class Resident:
         serving.set(self.device)
         try:
             while True:
-                reason = await self._spell()
+                # A spell: its reading, then why it ended. (Not a method of its own: the
+                # reader waits nearly all the time, and each frame under it is memory.)
+                self._begin_spell()
+                reason = await self._end_spell(await self._read_frames())
                 if reason is not None:
                     break
                 if self._park():
@@ -204,24 +208,22 @@ class Resident:
         self.server.metrics.parked.inc()
         return True
 
-    async def _spell(self) -> str | None:
-        """Read until the connection ends or idles; why it ended (``None`` if it only
-        idles: the caller parks it, or starts the next spell if it has work after all)."""
+    def _begin_spell(self) -> None:
+        """Ready the connection to be read until it ends or idles (:meth:`_read_frames`)."""
+        mailbox = self.device.mailbox
+        self._write_failed = None
+        # The server ends a session (quit, kick off, flooding, slow, shutdown) by stopping
+        # its reader; what is queued is still delivered after.
+        mailbox.call_on_hang_up(self._stop_reading)
+        if not mailbox.call_when_queued(self._start_writer) and not mailbox.closed:
+            self._start_writer()  # queued while no spell ran
+
+    async def _end_spell(self, ended: str | None) -> str | None:
+        """The reading stopped (``ended``: why, if :meth:`_read_frames` knew): why the
+        connection ends, after its goodbye; ``None`` if it only idles (the caller parks
+        it, or starts the next spell if it has work after all)."""
         server, link, device = self.server, self.link, self.device
         mailbox = device.mailbox
-        self._write_failed = None
-        ended: str | None = None
-        with trio.CancelScope() as reading:
-            self._reading = reading
-            # The server ends a session (quit, kick off, flooding, slow, shutdown) by
-            # stopping its reader; what is queued is still delivered after.
-            mailbox.call_on_hang_up(reading.cancel)
-            if not mailbox.call_when_queued(self._start_writer) and not mailbox.closed:
-                self._start_writer()  # queued while no spell ran
-            if device.closed:  # closed before we could listen
-                reading.cancel()
-            ended = await _read_frames(server, link, device, self.flood, reading)
-        self._reading = None
         if ended is None and not device.closed and self._write_failed is None:
             mailbox.call_on_hang_up(None)
             mailbox.call_when_queued(None)  # a writer still running re-arms itself
@@ -251,6 +253,108 @@ class Resident:
             bye = Bye(code=close_code, text=close_reason or close_code)
             await say_goodbye(link, bye, pending)
         return reason
+
+    async def _read_frames(self) -> str | None:
+        """Act on every frame the peer sends until it closes or stops sending; the reason.
+        ``None`` once the reading stops (the server hung up, a write failed: see
+        :meth:`_stop_reading`) or the connection may be idle: nothing came for
+        ``park_after`` seconds (the caller checks that nothing is left to write).
+
+        Only the wait for input has that deadline: cancelling a read loses nothing,
+        cancelling a command half-way would. A connection that may park waits in the
+        parking lot (:meth:`~trio_chat.transports.parking.ParkingLot.wait_readable`, which
+        keeps the deadline; a hang-up interrupts it) and reads its socket itself, and only
+        what it does with a read's frames is in a cancel scope (the hang-up cancels it):
+        while it waits, which is nearly always, it holds no scope (about 0.75 KiB, with its
+        status; bench/README.md, "Memory per connection"). Any other connection waits
+        with trio (:meth:`Link.fill`, no deadline: it never parks), all in one scope.
+
+        Flood control happens here, in the sender's own task and before the hub, so nobody
+        else waits for a flooder: a frame over the rate waits (fakelag) before it is
+        handled, and nothing more is read meanwhile. The wait has no idle deadline, so a
+        connection held back does not park; closing the session cancels the wait."""
+        server, link = self.server, self.link
+        lot = server.parking
+        park_after = server.config.park_after
+        fd = link.park_fd if lot.available else None
+        while True:
+            if fd is not None and not link.input_waiting():
+                if self._stopped:
+                    return None
+                # What receive_on_fd does (a read that gets something at once is followed
+                # by a checkpoint that cannot be cancelled, so cancelling never loses
+                # bytes), but waiting in the lot, whose wait is all the checkpoint the read
+                # after it needs.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                data = read_nowait(fd)
+                if data is None:
+                    while data is None:
+                        woken = await lot.wait_readable(fd, trio.current_time() + park_after)
+                        if woken is not Woken.READABLE:
+                            return None  # idle, or interrupted: the caller sees which
+                        data = read_nowait(fd)
+                else:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                link.feed(data)
+            ended: str | None = None
+            with trio.CancelScope() as reading:
+                self._reading = reading
+                if self._stopped:  # closed before we could listen, or while we read
+                    reading.cancel()
+                try:
+                    ended = await self._handle_input(fd is None)
+                finally:
+                    self._reading = None
+            if ended is not None or reading.cancel_called:
+                return ended
+
+    async def _handle_input(self, fill: bool) -> str | None:
+        """Handle the frames that have arrived (with ``fill``, and those that arrive after
+        them, reading the socket with :meth:`Link.fill`, until the connection ends);
+        ``None`` once they are handled, or the reason the connection ends."""
+        server, link, device, flood = self.server, self.link, self.device, self.flood
+        handled = 0  # frames since this task last let others run
+        while True:
+            if not link.input_waiting():
+                # All that arrived is handled: let what it said go out now, in one bundle.
+                server.flush()
+                if not fill:
+                    return None
+                handled = 0
+                await link.fill()
+                continue
+            item = await link.receive()
+            if item is None:
+                return "connection lost"
+            handled += 1
+            if handled >= FRAMES_PER_STEP:
+                handled = 0
+                await trio.lowlevel.checkpoint()
+            decision = flood.check(trio.current_time(), frame_cost(item), link.last_heard)
+            verdict = decision.verdict
+            if verdict is Verdict.WAIT:
+                server.flush()  # what the frames before it said goes out first
+                await trio.sleep(decision.delay)
+                handled = 0
+            elif verdict is Verdict.DISCONNECT:
+                log.info("flooding nick=%s addr=%s", device.nick, link.address)
+                device.close(FLOODING, flood.disconnect_text)
+                return flood.disconnect_text
+            elif verdict is Verdict.REFUSE:
+                if not isinstance(item, Overhead):  # (nothing to drop: it only counts)
+                    server.metrics.frames_rejected_total.labels(SLOW_DOWN).inc()
+                    ref = getattr(item, "ref", None)
+                    server.hub.send_to(
+                        device, Error(code=SLOW_DOWN, text=flood.refuse_text, ref=ref)
+                    )
+                continue
+            if isinstance(item, Overhead):
+                continue
+            if isinstance(item, RemoteProtocolError):
+                server.metrics.frames_rejected_total.labels(item.code).inc()
+                server.hub.send_to(device, error_reply(item))
+                continue
+            await server.handle(device.session, item)
 
     def _start_writer(self) -> None:
         """Something is queued: write it in a task of its own (the mailbox calls this at
@@ -302,8 +406,20 @@ class Resident:
         """The socket would not take what was queued: the connection ends (its reader
         stops; nothing more is written but a best-effort bye)."""
         self._write_failed = reason
-        if self._reading is not None:
-            self._reading.cancel()
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        """The server hung up, or a write failed: the reader stops (at once if it waits for
+        input or is held back; after the frame it is handling otherwise)."""
+        reading = self._reading
+        if reading is not None:
+            reading.cancel()
+        elif self.link.park_fd is not None:
+            self.server.parking.interrupt(self.link.park_fd)  # if it waits there
+
+    @property
+    def _stopped(self) -> bool:
+        return self.device.closed or self._write_failed is not None
 
     async def _writer_ended(self) -> None:
         """Wait until no writer task runs."""
@@ -344,75 +460,6 @@ class Resident:
         server.hub.detach_device(device, reason)
         log.info("disconnect nick=%s addr=%s reason=%r", device.nick, self.link.address, reason)
         device.mailbox.close()
-
-
-async def _read_frames(
-    server: ChatHost,
-    link: Link,
-    device: Device,
-    flood: FloodGuard,
-    spell: trio.CancelScope,
-) -> str | None:
-    """Act on every frame the peer sends until it closes or stops sending; the reason.
-    ``None`` once the connection may be idle: nothing came for ``park_after`` seconds
-    (``spell``, the spell's reading scope, is then cancelled by its deadline; the caller
-    checks that nothing is left to write).
-
-    The deadline is moved around each socket read only: cancelling a read loses nothing,
-    cancelling a command half-way would.
-
-    Flood control happens here, in the sender's own task and before the hub, so nobody
-    else waits for a flooder: a frame over the rate waits (fakelag) before it is handled,
-    and nothing more is read meanwhile. The wait has no idle deadline, so a connection
-    held back does not park; closing the session cancels the wait."""
-    park_after = server.config.park_after if link.park_fd is not None else None
-    if park_after is not None and not server.parking.available:
-        park_after = None
-    handled = 0  # frames since this task last let others run
-    while True:
-        if not link.input_waiting():
-            # All that arrived is handled: let what it said go out now, in one bundle.
-            server.flush()
-            handled = 0
-            if park_after is None:
-                await link.fill()
-            else:
-                spell.deadline = trio.current_time() + park_after
-                await link.fill()
-                spell.deadline = math.inf
-                if spell.cancel_called:
-                    return None  # input came just as the deadline passed: a new spell
-            continue
-        item = await link.receive()
-        if item is None:
-            return "connection lost"
-        handled += 1
-        if handled >= FRAMES_PER_STEP:
-            handled = 0
-            await trio.lowlevel.checkpoint()
-        decision = flood.check(trio.current_time(), frame_cost(item), link.last_heard)
-        verdict = decision.verdict
-        if verdict is Verdict.WAIT:
-            server.flush()  # what the frames before it said goes out first
-            await trio.sleep(decision.delay)
-            handled = 0
-        elif verdict is Verdict.DISCONNECT:
-            log.info("flooding nick=%s addr=%s", device.nick, link.address)
-            device.close(FLOODING, flood.disconnect_text)
-            return flood.disconnect_text
-        elif verdict is Verdict.REFUSE:
-            if not isinstance(item, Overhead):  # (nothing to drop: it only counts)
-                server.metrics.frames_rejected_total.labels(SLOW_DOWN).inc()
-                ref = getattr(item, "ref", None)
-                server.hub.send_to(device, Error(code=SLOW_DOWN, text=flood.refuse_text, ref=ref))
-            continue
-        if isinstance(item, Overhead):
-            continue
-        if isinstance(item, RemoteProtocolError):
-            server.metrics.frames_rejected_total.labels(item.code).inc()
-            server.hub.send_to(device, error_reply(item))
-            continue
-        await server.handle(device.session, item)
 
 
 async def _writer(

@@ -372,6 +372,19 @@ async def receive_on_fd(fd: int) -> bytes:
             return b""
 
 
+def read_nowait(fd: int) -> bytes | None:
+    """What a plain non-blocking socket has for us now, by its file descriptor: ``None``
+    if nothing yet, ``b""`` once the peer closed or the connection broke. (The parking
+    lot's readers wait for input themselves; see
+    :meth:`~trio_chat.transports.parking.ParkingLot.wait_readable`.)"""
+    try:
+        return os.read(fd, RECEIVE_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError:  # reset, or closed under us: the end either way
+        return b""
+
+
 async def read_line(
     stream: trio.abc.Stream, lines: LineBuffer, heard: Callable[[], None] | None = None
 ) -> bytes | LineTooLong | None:
