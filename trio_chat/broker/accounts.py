@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -201,19 +201,26 @@ async def move_in(store: Store, accounts: RedisAccounts) -> int:
     local = await store.all_accounts()
     if not local:
         return 0
+    added = await until_reached(lambda: accounts.copy_in(local))
+    log.info(
+        "accounts: %d of this node's %d accounts copied to the shared accounts "
+        "(the others were there already)",
+        added,
+        len(local),
+    )
+    return added
+
+
+async def until_reached(attempt: Callable[[], Awaitable[int]]) -> int:
+    """``attempt()`` again, after each of :data:`~.redis.RETRY_DELAYS` in turn (then the
+    last, on and on), while it fails with :class:`StoreError` (Redis cannot be reached),
+    each failure logged: what a node does with its database's accounts and markers when
+    it starts (it does not serve until they are in Redis)."""
     delays = iter(RETRY_DELAYS)
     while True:
         try:
-            added = await accounts.copy_in(local)
+            return await attempt()
         except StoreError as exc:
             wait = next(delays, RETRY_DELAYS[-1])
             log.warning("%s; retrying in %gs", exc, wait)
             await trio.sleep(wait)
-            continue
-        log.info(
-            "accounts: %d of this node's %d accounts copied to the shared accounts "
-            "(the others were there already)",
-            added,
-            len(local),
-        )
-        return added

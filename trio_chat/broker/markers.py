@@ -34,8 +34,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..store import StoreError
-from .accounts import TIMEOUT, redis_failures, without_credentials
-from .redis import RETRY_DELAYS
+from .accounts import TIMEOUT, redis_failures, until_reached, without_credentials
 
 if TYPE_CHECKING:
     import coredis
@@ -163,22 +162,14 @@ async def move_in(store: Store, markers: RedisMarkers) -> int:
     local = await store.all_read_markers()
     if not local:
         return 0
-    delays = iter(RETRY_DELAYS)
-    while True:
-        try:
-            moved = await markers.copy_in(local)
-        except StoreError as exc:
-            wait = next(delays, RETRY_DELAYS[-1])
-            log.warning("%s; retrying in %gs", exc, wait)
-            await trio.sleep(wait)
-            continue
-        log.info(
-            "read markers: %d of this node's %d read markers copied to the shared markers "
-            "(the others were as far or further there)",
-            moved,
-            len(local),
-        )
-        return moved
+    moved = await until_reached(lambda: markers.copy_in(local))
+    log.info(
+        "read markers: %d of this node's %d read markers copied to the shared markers "
+        "(the others were as far or further there)",
+        moved,
+        len(local),
+    )
+    return moved
 
 
 @asynccontextmanager
