@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack
 import trio
 
 from tests.test_hub import connect, lobby_with, received
-from trio_chat.hub import Hub, Session
+from trio_chat.hub import Hub, Pending, Session
 from trio_chat.mailbox import Mailbox
 from trio_chat.parcels import Bundle, Parcel, Payload, Raw
 from trio_chat.protocol import Info, Message
@@ -27,6 +27,22 @@ def sliced(hub: Hub, size: int) -> list[None]:
     hub.fanout_budget = 0.0  # sliced after the first slice, whatever the clock says
     hub.wake_payer = lambda: woken.append(None)
     return woken
+
+
+def lobby_writing_last() -> tuple[Hub, list[Pending], list[Session], list[bytes]]:
+    """#lobby of :data:`NICKS`, sliced at 3, whose last member's socket is written to
+    directly: what is written to it goes into the list returned (bytes as they are)."""
+    writes: list[bytes] = []
+
+    def write_now(parcel: Parcel) -> bytes:
+        event = parcel.event
+        writes.append(event.data if isinstance(event, Raw) else encoded(parcel, JSON_LINES))
+        return b""
+
+    hub, queue, sessions = lobby_with(*NICKS, sockets={NICKS[-1]: write_now})
+    writes.clear()
+    sliced(hub, 3)
+    return hub, queue, sessions, writes
 
 
 def lines(payloads: list[Payload]) -> list[str]:
@@ -108,16 +124,7 @@ def test_a_line_to_a_small_room_overtakes_a_big_rooms_fanout_but_no_one_it_owes(
 
 def test_bytes_for_one_connection_come_after_what_it_is_owed() -> None:
     ping = b'{"type":"ping"}\n'
-    writes: list[bytes] = []
-
-    def write_now(parcel: Parcel) -> bytes:
-        event = parcel.event
-        writes.append(event.data if isinstance(event, Raw) else encoded(parcel, JSON_LINES))
-        return b""
-
-    hub, queue, sessions = lobby_with(*NICKS, sockets={NICKS[-1]: write_now})
-    writes.clear()
-    sliced(hub, 3)
+    hub, queue, sessions, writes = lobby_writing_last()
     line = hub.say(sessions[0], "#lobby", "big")
     hub.deliver_many(queue)
     hub.send_to(sessions[-1], Raw(data=ping))
@@ -127,15 +134,7 @@ def test_bytes_for_one_connection_come_after_what_it_is_owed() -> None:
 
 
 def test_a_receiver_writing_directly_gets_what_it_is_owed_in_one_write() -> None:
-    writes: list[bytes] = []
-
-    def write_now(parcel: Parcel) -> bytes:
-        writes.append(encoded(parcel, JSON_LINES))
-        return b""
-
-    hub, queue, sessions = lobby_with(*NICKS, sockets={NICKS[-1]: write_now})
-    writes.clear()
-    sliced(hub, 3)
+    hub, queue, sessions, writes = lobby_writing_last()
     line = hub.say(sessions[0], "#lobby", "one")
     hub.deliver_many(queue)
     reply = Info(text="a reply, after the line")
