@@ -7,12 +7,14 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 
 import trio
+import trio.testing
 
 from tests.test_hub import connect, lobby_with, received
 from trio_chat.hub import Hub, Pending, Session
 from trio_chat.mailbox import Mailbox
 from trio_chat.parcels import Bundle, Parcel, Payload, Raw
 from trio_chat.protocol import Info, Message
+from trio_chat.publisher import Publisher
 from trio_chat.testing import ChatClient, open_client, open_test_server
 from trio_chat.wire import JSON_LINES, encoded
 
@@ -233,3 +235,26 @@ async def test_what_is_owed_when_the_server_stops_comes_before_the_goodbye() -> 
             await client.expect("bye")
             heard = [e.text for e in client.history if isinstance(e, Message)]
             assert heard == ["last words"], client.nick
+
+
+async def test_a_settle_waits_for_what_was_owed_before_it_not_for_what_came_after() -> None:
+    hub, _, sessions = lobby_with(*NICKS)
+    publisher = Publisher(hub, store=None, outbox_size=100)
+    publisher.attach()
+    sliced(hub, 3)  # and nothing pays but this test
+    hub.say(sessions[0], "#lobby", "one")
+    publisher.flush()
+    settled: list[None] = []
+
+    async def settle() -> None:
+        await publisher.settle()
+        settled.append(None)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(settle)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not settled  # "one" is owed
+        hub.say(sessions[0], "#lobby", "two")  # pays "one" first, then owes "two"
+        publisher.flush()
+        await trio.testing.wait_all_tasks_blocked()
+        assert settled and hub.owes

@@ -192,6 +192,10 @@ class Delivery:
     _owed: collections.deque[_Owed]
     #: By ``id()`` of a mailbox still owed: what came for it meanwhile, to go after.
     _after: dict[int, list[Parcel]]
+    #: Sliced fan-outs so far, and of them those paid in full (they are paid in order):
+    #: what :meth:`owes_since` compares.
+    owed_made: int = 0
+    owed_paid: int = 0
     #: The ``id()`` of every mailbox still owed, made when a fan-out first needs it (one
     #: while something is owed) and kept up from then on; ``None`` until then.
     _owed_keys: set[int] | None = None
@@ -418,6 +422,7 @@ class Delivery:
             if not self._owed:
                 self.wake_payer()
             self._owed.append(_Owed(rest, parcel))
+            self.owed_made += 1
             if keys is not None:
                 keys.update([id(r.mailbox) for r in rest])
         return delivered
@@ -479,6 +484,7 @@ class Delivery:
             job.paid = end
             if end >= len(job.receivers):
                 owed.popleft()
+                self.owed_paid += 1
             if time.perf_counter() >= deadline:
                 break
         if not owed:
@@ -492,6 +498,11 @@ class Delivery:
     def owes(self) -> bool:
         """Whether a sliced fan-out still owes anyone anything."""
         return bool(self._owed)
+
+    def owes_since(self, made: int) -> bool:
+        """Whether one of the first ``made`` sliced fan-outs (an :attr:`owed_made` read
+        earlier) still owes anyone anything."""
+        return self.owed_paid < made
 
     def pay_all_owed(self) -> None:
         """Offer everything owed now (the server is stopping: the goodbyes come after)."""

@@ -284,6 +284,7 @@ class Publisher:
             await self._owing.wait()
             self._owing = trio.Event()
             while self.hub.pay_owed():
+                self._signal_delivered()  # (a settle may wait for the fan-outs paid so far)
                 await trio.lowlevel.checkpoint()
             self._signal_delivered()
 
@@ -365,8 +366,8 @@ class Publisher:
 
     async def settle(self) -> None:
         """Return once every event numbered so far, and every reply queued so far, has
-        been delivered (or failed), and no sliced fan-out still owes receivers (those are
-        paid a slice per scheduling round).
+        been delivered (or failed), and no sliced fan-out made so far still owes receivers
+        (those are paid a slice per scheduling round).
 
         Not what is published after the call. (Waiting until
         nothing at all was queued made every connection that ended during a crowd's
@@ -374,8 +375,10 @@ class Publisher:
         at every batch delivered meanwhile: hundreds of wake-ups per connection closed.)
         """
         target = self.hub.last_id
-        accepted = self._accepted
-        while self.hub.history_bound() <= target or self._done < accepted or self.hub.owes:
+        accepted, owed = self._accepted, self.hub.owed_made
+        while (
+            self.hub.history_bound() <= target or self._done < accepted or self.hub.owes_since(owed)
+        ):
             await self._delivered.wait()
 
     async def _save_one_by_one(
