@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
@@ -93,30 +93,29 @@ def _hash_of(value: bytes | None) -> str | None:
     return found if isinstance(found, str) else ""
 
 
-class RedisAccounts:
-    """The accounts of every node, in one Redis hash (an
-    :class:`~trio_chat.logins.AccountBook`). Make one with :meth:`open`."""
+class SharedInRedis:
+    """What the nodes share in Redis besides the log (:class:`RedisAccounts`, the read
+    markers): through a client of its own, each request bounded by :data:`TIMEOUT`, and
+    a failure told as a :class:`StoreError` naming :attr:`WHAT`. Make one with
+    :meth:`open`."""
 
-    def __init__(
-        self, client: coredis.Redis[bytes], url: str, *, prefix: str = "trio-chat"
-    ) -> None:
+    #: What a failure says could not be read or written ("the accounts").
+    WHAT: ClassVar[str] = ""
+
+    def __init__(self, client: coredis.Redis[bytes], url: str) -> None:
         self._client = client
         self._where = without_credentials(url)
-        self.key = f"{prefix}:accounts"
-        self._compare_and_set = client.register_script(_COMPARE_AND_SET)
-        # scrypt takes 16 MiB per call: a few at a time, not one per connecting client.
-        self._hash_limiter = trio.CapacityLimiter(2)
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, url: str, *, prefix: str = "trio-chat") -> AsyncIterator[RedisAccounts]:
+    async def open(cls, url: str, *, prefix: str = "trio-chat") -> AsyncIterator[Self]:
         """A client of its own for the block's duration (the broker's are busy reading and
         appending the log). Connects lazily: opening succeeds with Redis down."""
         import coredis  # only with a broker: the dependency is optional
 
         client: coredis.Redis[bytes] = coredis.Redis.from_url(url)
         async with client:
-            yield cls(client, url, prefix=prefix)
+            yield cls(client, url, prefix=prefix)  # type: ignore[call-arg]
 
     async def _call(self, what: str, request: Any) -> Any:
         """Await one Redis request within :data:`TIMEOUT`; a failure is a StoreError."""
@@ -126,8 +125,24 @@ class RedisAccounts:
         except redis_failures() as exc:
             reason = str(exc) or type(exc).__name__
             raise StoreError(
-                f"cannot {what} the accounts in Redis at {self._where}: {reason}"
+                f"cannot {what} {self.WHAT} in Redis at {self._where}: {reason}"
             ) from None
+
+
+class RedisAccounts(SharedInRedis):
+    """The accounts of every node, in one Redis hash (an
+    :class:`~trio_chat.logins.AccountBook`). Make one with :meth:`open`."""
+
+    WHAT = "the accounts"
+
+    def __init__(
+        self, client: coredis.Redis[bytes], url: str, *, prefix: str = "trio-chat"
+    ) -> None:
+        super().__init__(client, url)
+        self.key = f"{prefix}:accounts"
+        self._compare_and_set = client.register_script(_COMPARE_AND_SET)
+        # scrypt takes 16 MiB per call: a few at a time, not one per connecting client.
+        self._hash_limiter = trio.CapacityLimiter(2)
 
     async def _stored(self, key: str) -> bytes | None:
         value: bytes | None = await self._call("read", self._client.hget(self.key, key))

@@ -29,12 +29,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import trio
-
-from ..store import StoreError
-from .accounts import TIMEOUT, redis_failures, until_reached, without_credentials
+from .accounts import SharedInRedis, until_reached
 
 if TYPE_CHECKING:
     import coredis
@@ -75,44 +72,23 @@ def _marker(value: bytes) -> tuple[str, int] | None:
     return room, marker
 
 
-class RedisMarkers:
+class RedisMarkers(SharedInRedis):
     """Every account's read markers, in Redis (the book
     :class:`~trio_chat.read_markers.ReadMarkers` keeps them in with a broker). Make one
     with :meth:`open`."""
 
+    WHAT = "the read markers"
+
     def __init__(
         self, client: coredis.Redis[bytes], url: str, *, prefix: str = "trio-chat"
     ) -> None:
-        self._client = client
-        self._where = without_credentials(url)
+        super().__init__(client, url)
         self._prefix = f"{prefix}:read-markers:"
         self._advance = client.register_script(_ADVANCE)
-
-    @classmethod
-    @asynccontextmanager
-    async def open(cls, url: str, *, prefix: str = "trio-chat") -> AsyncIterator[RedisMarkers]:
-        """A client of its own for the block's duration. Connects lazily: opening succeeds
-        with Redis down."""
-        import coredis  # only with a broker: the dependency is optional
-
-        client: coredis.Redis[bytes] = coredis.Redis.from_url(url)
-        async with client:
-            yield cls(client, url, prefix=prefix)
 
     def key(self, account: str) -> str:
         """The hash of ``account``'s markers."""
         return self._prefix + account
-
-    async def _call(self, what: str, request: Any) -> Any:
-        """Await one Redis request within the timeout; a failure is a StoreError."""
-        try:
-            with trio.fail_after(TIMEOUT):
-                return await request
-        except redis_failures() as exc:
-            reason = str(exc) or type(exc).__name__
-            raise StoreError(
-                f"cannot {what} the read markers in Redis at {self._where}: {reason}"
-            ) from None
 
     async def read_markers(self, account: str) -> list[tuple[str, str, int]]:
         """Every read marker of ``account``: ``(room key, room name, message id)``."""
