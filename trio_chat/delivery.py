@@ -148,6 +148,12 @@ class _Owed:
     paid: int = 0
 
 
+def _gathered(parcels: list[Parcel]) -> Parcel:
+    """``parcels`` for one receiver as one parcel, for one write (see
+    :class:`~trio_chat.parcels.Gathered`)."""
+    return parcels[0] if len(parcels) == 1 else Parcel(Gathered.of(parcels))
+
+
 def _gathers(batch: list[Pending]) -> bool:
     """Whether a delivery pass over ``batch`` gathers each receiver's parcels into one
     write: when it holds a join. Users coming back after a restart join rooms by the
@@ -367,11 +373,10 @@ class Delivery:
             if held:  # bytes for one connection: after what it was held for
                 for receiver in receivers:
                     self._write_held_for(receiver.mailbox)
-            if len(receivers) > self.fanout_sliced_from:
-                if owed:  # a big room that is busy: one fan-out at a time, as unsliced
-                    self.pay_all_owed()
-                delivered = self._offer_sliced(receivers, parcel, overflowed)
-            elif owed:
+            big = len(receivers) > self.fanout_sliced_from
+            if big and owed:  # a big room that is busy: one fan-out at a time, as unsliced
+                self.pay_all_owed()
+            if big or owed:
                 delivered = self._offer_sliced(receivers, parcel, overflowed)
             else:
                 for receiver in receivers:
@@ -523,7 +528,7 @@ class Delivery:
             and mailbox.writes_directly
             and not any(type(parcel.event) is Raw for parcel in parcels)
         ):
-            parcels = [Parcel(Gathered.of(parcels))]
+            parcels = [_gathered(parcels)]
         delivered = 0
         for parcel in parcels:
             if not mailbox.offer(parcel):
@@ -541,7 +546,7 @@ class Delivery:
         overflowed: list[Receiver] = []
         delivered = 0
         for receiver, mailbox, parcels in held.values():
-            parcel = parcels[0] if len(parcels) == 1 else Parcel(Gathered.of(parcels))
+            parcel = _gathered(parcels)
             if mailbox.offer(parcel):
                 delivered += parcel.events
             else:
@@ -557,7 +562,7 @@ class Delivery:
         if gathered is None:
             return
         receiver, held_mailbox, parcels = gathered
-        parcel = parcels[0] if len(parcels) == 1 else Parcel(Gathered.of(parcels))
+        parcel = _gathered(parcels)
         if held_mailbox.offer(parcel):
             self.metrics.messages_out_total.inc(parcel.events)
         else:

@@ -543,12 +543,8 @@ class Hub(Delivery):
         for callback in self.on_away:
             callback(session)
         notice = self.away_notice(session)
-        if notice is None:
-            return
-        if self.broker is not None and (self._undelivered or self.numbered_by_log):
-            self.broker.publish(notice)
-        else:
-            self._fanout(notice.extra, notice.event)
+        if notice is not None:
+            self.tell(notice.extra, notice.event)
 
     def away_notice(self, session: Session) -> Pending | None:
         """The ``away`` notice of ``session``'s away state now, for the connections of this
