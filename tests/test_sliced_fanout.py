@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack
 import trio
 import trio.testing
 
-from tests.test_hub import connect, lobby_with, received
+from tests.test_hub import Wire, connect, lobby_with, received
 from trio_chat.hub import Hub, Pending, Session
 from trio_chat.mailbox import Mailbox
 from trio_chat.parcels import Bundle, Parcel, Payload, Raw
@@ -258,3 +258,134 @@ async def test_a_settle_waits_for_what_was_owed_before_it_not_for_what_came_afte
         publisher.flush()
         await trio.testing.wait_all_tasks_blocked()
         assert settled and hub.owes
+
+
+def two_connections(hub: Hub, session: Session) -> tuple[Mailbox, Mailbox]:
+    """Give ``session`` a second connection; both connections' mailboxes."""
+    first = session.mailbox
+    assert isinstance(first, Mailbox)
+    second = Mailbox(100, wire=Wire())
+    hub.add_device(session, second, address="127.0.0.1:2", transport="test")
+    return first, second
+
+
+def taken(mailbox: Mailbox) -> list[str]:
+    """The texts of what ``mailbox`` holds: chat lines and info replies, in order."""
+    payloads = [i.event if isinstance(i, Parcel) else i for i in mailbox.take_nowait(100)]
+    texts: list[str] = []
+    for payload in payloads:
+        events = payload.events if isinstance(payload, Bundle) else (payload,)
+        texts += [e.text for e in events if isinstance(e, Message | Info)]
+    return texts
+
+
+def test_a_reply_to_one_connection_waits_behind_what_its_user_is_owed() -> None:
+    """A user connected twice is one receiver of the room's lines (its connections' mailboxes
+    behind one) but a reply goes to the connection that asked: it must not overtake the
+    line the user is still owed on that connection."""
+    hub, queue, sessions = lobby_with(*NICKS)
+    owed = sessions[-1]
+    phone, laptop = two_connections(hub, owed)
+    sliced(hub, 3)
+    hub.say(sessions[0], "#lobby", "big")
+    hub.deliver_many(queue)
+    assert hub.owes and taken(phone) == taken(laptop) == []
+
+    hub.tell((owed.devices[1],), Info(text="reply"))
+    assert taken(laptop) == []  # not before "big"
+    hub.pay_all_owed()
+    assert taken(laptop) == ["big", "reply"]
+    assert taken(phone) == ["big"]
+
+
+def test_a_connection_joining_a_user_that_is_owed_a_line_is_not_given_it_again() -> None:
+    """The user's other connection gets what it is owed first; the new one starts after."""
+    hub, queue, sessions = lobby_with(*NICKS)
+    owed = sessions[-1]
+    sliced(hub, 3)
+    hub.say(sessions[0], "#lobby", "big")
+    hub.deliver_many(queue)
+    queue.clear()
+    assert hub.owes
+    phone, laptop = two_connections(hub, owed)
+    assert taken(phone) == ["big"]  # paid as the user's connections changed
+    hub.say(sessions[0], "#lobby", "next")
+    hub.deliver_many(queue)
+    hub.pay_all_owed()
+    assert taken(phone) == ["next"] and taken(laptop) == ["next"]
+
+
+def test_a_user_owed_a_line_whose_connection_ends_gets_it_on_the_one_left() -> None:
+    hub, queue, sessions = lobby_with(*NICKS)
+    owed = sessions[-1]
+    for session in (sessions[0], owed):
+        hub.join(session, "#small")
+    phone, laptop = two_connections(hub, owed)
+    hub.deliver_many(queue)
+    queue.clear()
+    taken(phone), taken(laptop)
+    sliced(hub, 3)
+    hub.say(sessions[0], "#lobby", "big")
+    hub.deliver_many(queue)
+    queue.clear()
+    hub.say(sessions[0], "#small", "first")  # to both connections, after "big"
+    hub.deliver_many(queue)
+    queue.clear()
+    hub.detach_device(owed.devices[0], "phone gone")
+    hub.say(sessions[0], "#small", "second")  # to the one connection left, after those
+    hub.deliver_many(queue)
+    assert taken(laptop) == []
+    hub.pay_all_owed()
+    assert taken(laptop) == ["big", "first", "second"]
+
+
+def test_a_reply_to_one_connection_keeps_its_place_in_a_gathered_pass() -> None:
+    """A pass holding a join gathers what each receiver writing directly gets into one
+    write at its end; a connection of a user connected twice is written to through its
+    user's mailboxes at once, so a reply to it alone must not wait for the end."""
+    hub, queue, sessions = lobby_with(*NICKS[:3])
+    writes: list[str] = []
+
+    def write_now(parcel: Parcel) -> bytes:
+        event = parcel.event
+        events = event.events if isinstance(event, Bundle) else (event,)
+        writes.extend(f"{e.TYPE}:{getattr(e, 'text', '')}" for e in events)
+        return b""
+
+    owed = sessions[-1]
+    phone = owed.mailbox
+    assert isinstance(phone, Mailbox)
+    laptop = Mailbox(100, wire=Wire(write_now=write_now))
+    hub.add_device(owed, laptop, address="127.0.0.1:2", transport="test")
+    connect(hub, "newcomer")  # a join: the pass gathers
+    hub.tell((owed.devices[1],), Info(text="reply"))
+    hub.say(sessions[0], "#lobby", "line")
+    hub.deliver_many(queue)
+    assert writes == ["join:", "info:reply", "message:line"]
+
+
+async def test_over_sockets_a_second_connection_gets_an_owed_line_once() -> None:
+    """alice (joined last) is owed a line when her phone logs in: her laptop gets it then,
+    and her phone finds it in the history its welcome brings, not a second time live."""
+    async with open_test_server() as chat, AsyncExitStack() as stack:
+        others = [await stack.enter_async_context(open_client(chat, f"user{i}")) for i in range(5)]
+        laptop = await stack.enter_async_context(open_client(chat))
+        await laptop.login("alice", password="correct-horse", register=True)
+        hub = chat.server.hub
+        hub.fanout_sliced_from = hub.fanout_slice = 2
+        hub.fanout_budget = 0.0
+        hub.wake_payer = lambda: None  # nothing pays but this test
+        await others[0].say("big")
+        await others[0].expect("message", lambda e: e.text == "big")
+        assert hub.owes
+        phone = await stack.enter_async_context(open_client(chat))
+        await phone.login("alice", password="correct-horse")
+        hub.pay_all_owed()
+        await laptop.expect("message", lambda e: e.text == "big")
+        await others[0].say("after")
+        await others[0].expect("message", lambda e: e.text == "after")
+        hub.pay_all_owed()
+        await phone.expect("message", lambda e: e.text == "after")
+        heard = [e.text for e in phone.history if isinstance(e, Message)]
+        stored = [m["text"] for e in phone.history if e.TYPE == "history" for m in e.messages]
+        assert (stored.count("big"), heard) == (1, ["after"])

@@ -148,6 +148,14 @@ class _Owed:
     paid: int = 0
 
 
+def _owner_key(receiver: Receiver) -> int:
+    """What a receiver is owed is kept under: the ``id()`` of its user. A user's connections
+    change (one logs in, one ends: its mailbox becomes another), and a reply to one
+    connection must wait behind what its user is owed, so it is the user, not a mailbox,
+    that is owed something."""
+    return id(receiver.session) if type(receiver) is Device else id(receiver)
+
+
 def _gathered(parcels: list[Parcel]) -> Parcel:
     """``parcels`` for one receiver as one parcel, for one write (see
     :class:`~trio_chat.parcels.Gathered`)."""
@@ -194,16 +202,17 @@ class Delivery:
     #: Seconds a fan-out may take before the rest of its receivers are owed the event,
     #: and that :meth:`pay_owed` may take at a time.
     fanout_budget: float = 0.0
-    #: What sliced fan-outs still owe, oldest first. A receiver is in one of them at most.
+    #: What sliced fan-outs still owe, oldest first. A user is in one of them at most.
     _owed: collections.deque[_Owed]
-    #: By ``id()`` of a mailbox still owed: what came for it meanwhile, to go after.
-    _after: dict[int, list[Parcel]]
+    #: By :func:`_owner_key` of a user still owed: what came meanwhile for it or for one of
+    #: its connections, to go after, in order.
+    _after: dict[int, list[tuple[Receiver, Parcel]]]
     #: Sliced fan-outs so far, and of them those paid in full (they are paid in order):
     #: what :meth:`owes_since` compares.
     owed_made: int = 0
     owed_paid: int = 0
-    #: The ``id()`` of every mailbox still owed, made when a fan-out first needs it (one
-    #: while something is owed) and kept up from then on; ``None`` until then.
+    #: The :func:`_owner_key` of every user still owed, made when a fan-out first needs it
+    #: (one while something is owed) and kept up from then on; ``None`` until then.
     _owed_keys: set[int] | None = None
     #: Called when something comes to be owed (the publisher's payer wakes up).
     wake_payer: Callable[[], None]
@@ -361,9 +370,13 @@ class Delivery:
                 gathering = held.get(key)
                 if gathering is not None:
                     gathering[2].append(parcel)
-                elif owed and key in self._keys_owed():  # after what it is owed
-                    self._after.setdefault(key, []).append(parcel)
-                elif type(mailbox) is Mailbox and mailbox.writes_directly:
+                elif owed and (owner := _owner_key(receiver)) in self._keys_owed():
+                    self._after.setdefault(owner, []).append((receiver, parcel))
+                elif (
+                    type(mailbox) is Mailbox
+                    and mailbox.writes_directly
+                    and (type(receiver) is not Device or receiver.session.mailbox is mailbox)
+                ):  # (a connection of a user connected twice is written to as its user is)
                     held[key] = (receiver, mailbox, [parcel])
                 elif mailbox.offer(parcel):
                     delivered += 1
@@ -409,11 +422,10 @@ class Delivery:
         delivered = 0
         remaining = iter(receivers)
         for receiver in remaining:
-            mailbox = receiver.mailbox
-            if keys is not None and id(mailbox) in keys:
-                self._after.setdefault(id(mailbox), []).append(parcel)
+            if keys is not None and (owner := _owner_key(receiver)) in keys:
+                self._after.setdefault(owner, []).append((receiver, parcel))
                 continue
-            if mailbox.offer(parcel):
+            if receiver.mailbox.offer(parcel):
                 delivered += 1
             else:
                 overflowed.append(receiver)
@@ -429,7 +441,7 @@ class Delivery:
             self._owed.append(_Owed(rest, parcel))
             self.owed_made += 1
             if keys is not None:
-                keys.update([id(r.mailbox) for r in rest])
+                keys.update([_owner_key(r) for r in rest])
         return delivered
 
     def _not_owed(
@@ -441,19 +453,19 @@ class Delivery:
             return list(receivers)
         rest = []
         for receiver in receivers:
-            key = id(receiver.mailbox)
+            key = _owner_key(receiver)
             if key in keys:
-                self._after.setdefault(key, []).append(parcel)
+                self._after.setdefault(key, []).append((receiver, parcel))
             else:
                 rest.append(receiver)
         return rest
 
     def _keys_owed(self) -> set[int]:
-        """The ``id()`` of every mailbox owed something (made at the first call)."""
+        """The :func:`_owner_key` of every user owed something (made at the first call)."""
         keys = self._owed_keys
         if keys is None:
             keys = self._owed_keys = {
-                id(receiver.mailbox)
+                _owner_key(receiver)
                 for owed in self._owed
                 for receiver in itertools.islice(owed.receivers, owed.paid, None)
             }
@@ -476,13 +488,15 @@ class Delivery:
             parcel = job.parcel
             end = job.paid + self.fanout_slice
             for receiver in job.receivers[job.paid : end]:
-                mailbox = receiver.mailbox
-                if keys is not None:
-                    keys.discard(id(mailbox))
-                more = after.pop(id(mailbox), None) if after else None
-                if more is not None:
-                    delivered += self._pay(receiver, mailbox, [parcel, *more], overflowed)
-                elif mailbox.offer(parcel):
+                if keys is not None or after:
+                    key = _owner_key(receiver)
+                    if keys is not None:
+                        keys.discard(key)
+                    more = after.pop(key, None) if after else None
+                    if more is not None:
+                        delivered += self._pay(receiver, parcel, more, overflowed)
+                        continue
+                if receiver.mailbox.offer(parcel):
                     delivered += parcel.events
                 else:
                     overflowed.append(receiver)
@@ -514,27 +528,63 @@ class Delivery:
         while self.pay_owed():
             pass
 
+    def pay_owed_to(self, session: Session) -> None:
+        """Offer ``session`` what it is owed now, ahead of its turn: its connections are
+        about to change, and one that joins it gets the rooms' history up to here (so it
+        must not be given an owed line as well, when the user is paid later)."""
+        key = id(session)
+        if not self._owed or key not in self._keys_owed():
+            return
+        for job in self._owed:
+            receivers = job.receivers
+            for index in range(job.paid, len(receivers)):
+                receiver = receivers[index]
+                if _owner_key(receiver) == key:
+                    del receivers[index]  # (the job is popped when paid up, as ever)
+                    self._keys_owed().discard(key)
+                    overflowed: list[Receiver] = []
+                    more = self._after.pop(key, [])
+                    delivered = self._pay(receiver, job.parcel, more, overflowed)
+                    self.metrics.messages_out_total.inc(delivered)
+                    for refused in overflowed:
+                        self._drop_slow(refused)
+                    return
+
     def _pay(
         self,
         receiver: Receiver,
-        mailbox: Mailbox | Fanout,
-        parcels: list[Parcel],
+        parcel: Parcel,
+        more: list[tuple[Receiver, Parcel]],
         overflowed: list[Receiver],
     ) -> int:
-        """Offer ``parcels`` to ``mailbox``, in one write where it writes directly; how many
-        events it took (none, and ``receiver`` in ``overflowed``, if it refused one)."""
-        if (
-            type(mailbox) is Mailbox
-            and mailbox.writes_directly
-            and not any(type(parcel.event) is Raw for parcel in parcels)
-        ):
-            parcels = [_gathered(parcels)]
+        """Offer ``receiver`` the ``parcel`` it is owed, then ``more`` (what came meanwhile
+        for its user or one of its connections), in order; each receiver's run in one write
+        where it writes directly. How many events were taken (a receiver that refused one
+        is put in ``overflowed``, and gets nothing more here)."""
+        runs: list[tuple[Receiver, list[Parcel]]] = [(receiver, [parcel])]
+        for to, later in more:
+            if to is runs[-1][0]:
+                runs[-1][1].append(later)
+            else:
+                runs.append((to, [later]))
         delivered = 0
-        for parcel in parcels:
-            if not mailbox.offer(parcel):
-                overflowed.append(receiver)
-                break
-            delivered += parcel.events
+        refused: set[int] = set()
+        for to, parcels in runs:
+            if id(to) in refused:
+                continue
+            mailbox = to.mailbox
+            if (
+                type(mailbox) is Mailbox
+                and mailbox.writes_directly
+                and not any(type(p.event) is Raw for p in parcels)
+            ):
+                parcels = [_gathered(parcels)]
+            for one in parcels:
+                if not mailbox.offer(one):
+                    overflowed.append(to)
+                    refused.add(id(to))
+                    break
+                delivered += one.events
         return delivered
 
     def _write_held(self) -> None:

@@ -261,6 +261,7 @@ class Hub(Delivery):
         offline = self._is_offline(session)
         if not offline and (not session.devices or not session.mailbox.delivers_here):
             raise ValueError("only a user of this node gets more connections")
+        self.pay_owed_to(session)  # the new connection gets the history up to here instead
         device = Device(session, mailbox, address, transport, rejoined=True)
         if first is not None:
             mailbox.offer(Parcel(first))
@@ -312,6 +313,8 @@ class Hub(Delivery):
         old = device.session
         if old is to:
             return
+        self.pay_owed_to(old)  # what it was owed as ``old``'s comes before ``first``
+        self.pay_owed_to(to)  # and what ``to`` is owed is in the history it gets
         offline = self._is_offline(to)
         if device in old.devices:
             old.devices.remove(device)
