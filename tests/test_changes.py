@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 from test_history import running_server, sigkill
+from test_hub import flatten, lobby_with, received
 from test_store import database_at
 
 from trio_chat.changes import (
@@ -154,6 +155,50 @@ def test_the_index_knows_authors_of_the_latest_lines_only() -> None:
     assert three.written_by("al", 1) and not three.written_by(None, 77)  # an account's
     assert four.written_by(None, 77) and not four.written_by("al", 78)  # a guest session's
     assert not four.written_by(None, 78)
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["in memory", "older than memory"])
+def test_an_edit_or_reaction_numbered_after_a_delete_reaches_nobody(kept: bool) -> None:
+    """Checked before the delete was numbered (on another node, or while the message was
+    read from the store), a change numbered after it is dropped as it is delivered: no
+    member sees a deleted message edited, and its sender is told it was deleted."""
+    hub, queue, (alice, bob) = lobby_with("alice", "bob")
+    if not kept:
+        hub.messages = MessageIndex(size=1)
+    line = hub.say(alice, "#lobby", "soon gone")
+    for n in range(4 * (not kept)):  # enough lines after it that it is forgotten
+        hub.say(bob, "#lobby", f"line {n}")
+    hub.deliver_many(queue)
+    queue.clear()
+    assert (hub.messages.get("#lobby", line.id) is not None) is kept
+    for session in (alice, bob):
+        received(session)
+    room = hub.room("#lobby")
+    assert room is not None
+    hub.change(
+        bob,
+        room,
+        lambda i, ts: MessageDeleted(id=i, ts=ts, room="#lobby", nick="bob", target=line.id),
+    )
+    hub.change(
+        alice,
+        room,
+        lambda i, ts: MessageEdited(
+            id=i, ts=ts, room="#lobby", nick="alice", target=line.id, text="x"
+        ),
+    )
+    hub.change(
+        alice,
+        room,
+        lambda i, ts: Reaction(
+            id=i, ts=ts, room="#lobby", nick="alice", target=line.id, emoji="ok", on=True
+        ),
+    )
+    hub.deliver_many(queue)
+
+    seen = {s.nick: [e.TYPE for e in flatten(received(s))] for s in (alice, bob)}
+    assert seen == {"alice": ["delete", "error", "error"], "bob": ["delete"]}
+    assert hub.messages.was_deleted("#lobby", line.id)
 
 
 # ------------------------------------------------------------------ over the wire

@@ -183,11 +183,14 @@ class MessageIndex:
     values per line (``_Kept``), the oldest dropped :data:`INDEX_SIZE` at a time, and an
     :class:`Authored` made of a line only when a change or a reply asks for it."""
 
-    __slots__ = ("_rooms", "size")
+    __slots__ = ("_deleted", "_rooms", "size")
 
     def __init__(self, size: int = INDEX_SIZE) -> None:
         self.size = size
         self._rooms: dict[str, dict[int, Authored | _Kept]] = {}
+        #: Per room, the ids of messages older than those kept whose delete was delivered
+        #: here (the latest :attr:`size` of them): see :meth:`was_deleted`.
+        self._deleted: dict[str, dict[int, None]] = {}
 
     def add(self, room: str, said: Iterable[Said]) -> None:
         """Lines delivered to ``room`` (as delivery holds them), in id order."""
@@ -232,9 +235,27 @@ class MessageIndex:
         entry = self.get(change.room, change.target)
         if entry is not None:
             entry.apply(change)
+        elif isinstance(change, MessageDeleted):
+            deleted = self._deleted.setdefault(name_key(change.room), {})
+            deleted[change.target] = None
+            if len(deleted) > self.size:
+                del deleted[next(iter(deleted))]
+
+    def was_deleted(self, room: str, message_id: int) -> bool:
+        """Whether a delete of message ``message_id`` of ``room`` was delivered here (as
+        far as this node remembers: the lines it keeps, and the latest deletes of older
+        ones). An edit or a reaction checked before that delete was numbered, on another
+        node or while its message was read from the store, is numbered after it: such a
+        change is not delivered (see :meth:`Delivery.deliver
+        <trio_chat.delivery.Delivery.deliver>`)."""
+        entry = self.get(room, message_id)
+        if entry is not None:
+            return entry.deleted
+        return message_id in self._deleted.get(name_key(room), ())
 
     def forget_room(self, room: str) -> None:
         self._rooms.pop(name_key(room), None)
+        self._deleted.pop(name_key(room), None)
 
 
 def apply_change(line: dict[str, Any], change: MessageChange) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from .mailbox import Fanout, Mailbox, Parcel
 from .names import name_key
 from .parcels import Bundle, Gathered, Payload, Raw
 from .protocol import (
+    Error,
     History,
     Joined,
     Message,
@@ -56,6 +57,8 @@ log = logging.getLogger("trio_chat.hub")
 RoomEvent = NumberedEvent
 #: The events that change a message already said (:mod:`trio_chat.changes`).
 _CHANGES = frozenset({MessageEdited, MessageDeleted, Reaction})
+#: The changes that a delete before them cancels.
+_LATE_CHANGES = frozenset({MessageEdited, Reaction})
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +315,8 @@ class Delivery:
     def _fanout_timed(self, pending: Pending) -> None:
         """Fan out a numbered event, timed for ``trio_chat_fanout_seconds``."""
         start = time.perf_counter()
+        if type(pending.event) in _LATE_CHANGES and self._after_delete(pending):
+            return
         arrival = pending.arrival
         if arrival is not None and not self._arrive(arrival, pending.event.id):  # type: ignore[union-attr]
             arrival = None
@@ -332,6 +337,20 @@ class Delivery:
         self.metrics.fanout_seconds.observe(time.perf_counter() - start)
         if self.on_said and pending.sender is not None and type(event) is Message:
             self._said(event, pending.sender)
+
+    def _after_delete(self, pending: Pending) -> bool:
+        """Whether ``pending`` is an edit or a reaction of a message whose delete was
+        delivered before it (checked against this node's memory when it was asked for,
+        the delete was numbered meanwhile: elsewhere, or while the message was read from
+        the store). Then nobody gets it (the store did not apply it either), and its sender
+        is told, as if it had come a moment later."""
+        change: MessageEdited | Reaction = pending.event  # type: ignore[assignment]
+        if not self.messages.was_deleted(change.room, change.target):
+            return False
+        if pending.sender is not None:
+            text = f"there is no message {change.target} in {change.room}: it was deleted"
+            self._fanout((pending.sender,), Error(code="no_such_message", text=text))
+        return True
 
     def _changed(self, change: MessageChange) -> None:
         """A change of a message went out: what this node keeps of the room's latest lines
