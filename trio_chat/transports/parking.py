@@ -36,11 +36,12 @@ import enum
 import logging
 import math
 import select
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Generator
 from typing import Any, Protocol
 
 import outcome
 import trio
+from trio._core._traps import WaitTaskRescheduled
 from trio.lowlevel import Abort, Task
 
 log = logging.getLogger("trio_chat.parking")
@@ -139,9 +140,9 @@ class ParkingLot:
         :attr:`available`), and every wait for the same idle time (see ``_waiting``).
 
         trio's ``wait_readable`` in a cancel scope, for less memory while waiting: the
-        task's only frames in here are trio's ``wait_task_rescheduled`` (this function
-        registers the wait and returns that, so it keeps no frame of its own while the
-        task waits); the deadline is one entry here, not a cancel scope's."""
+        task keeps no frame in here, only a :class:`_Wait` (this function registers the
+        wait and returns that, to be awaited at once); the deadline is one entry here, not
+        a cancel scope's."""
         epoll = self._epoll
         if epoll is None:
             raise RuntimeError("the parking lot is not running")
@@ -154,14 +155,7 @@ class ParkingLot:
         timer = self._timer
         if timer is not None and timer.deadline == math.inf:
             timer.deadline = _rounded(deadline)
-
-        def abort(_: Any) -> Abort:  # cancelled: forget the wait (the socket may stay armed)
-            self._waiting.pop(fd, None)
-            return Abort.SUCCEEDED
-
-        # Returned for the caller to await at once (a frame of ours would wait with it).
-        # (A closure: a partial of a bound method measured more.)
-        return trio.lowlevel.wait_task_rescheduled(abort)  # noqa: ASYNC105
+        return _Wait(self._waiting, fd)
 
     def interrupt(self, fd: int) -> bool:
         """Wake the task waiting on ``fd`` in :meth:`wait_readable` with
@@ -246,6 +240,43 @@ class ParkingLot:
             epoll.close()
             for connection in parked:
                 connection.abandon()
+
+
+class _Wait(Generator[Any, Any, Woken]):
+    """One task's wait in the lot (:meth:`ParkingLot.wait_readable`), awaited at once:
+    what ``trio.lowlevel.wait_task_rescheduled`` does, in one small object.
+
+    trio's function is a coroutine awaiting a generator (``_async_yield``), and its
+    ``abort_fn`` would be a closure over the socket: four objects (0.6 KiB) held for as
+    long as a busy connection waits, which is nearly always. This is the awaitable, the
+    iterator that suspends the task (it hands trio the same request that function yields,
+    and returns what the task is rescheduled with) and the abort function at once (48
+    bytes). It uses trio's own request type, from a private module: the one private name
+    here, checked by tests/test_parking.py like any wait.
+    """
+
+    __slots__ = ("_fd", "_waiting")
+
+    def __init__(self, waiting: dict[int, Task], fd: int) -> None:
+        self._waiting = waiting
+        self._fd = fd
+
+    def __await__(self) -> Generator[Any, Any, Woken]:
+        return self
+
+    def send(self, value: Any) -> Any:
+        if value is None:  # the await begins: suspend the task until it is rescheduled
+            return WaitTaskRescheduled(self)
+        # Rescheduled with an outcome: Woken (the lot woke it), or Cancelled (see __call__).
+        raise StopIteration(value.unwrap())
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        raise typ if val is None else val
+
+    def __call__(self, _: Any) -> Abort:
+        """Cancelled while waiting: forget the wait (the socket may stay armed)."""
+        self._waiting.pop(self._fd, None)
+        return Abort.SUCCEEDED
 
 
 def _rounded(deadline: float) -> float:
