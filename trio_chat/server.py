@@ -731,7 +731,9 @@ class ChatServer(ServerAPI):
         """Serve a resumed connection in a task of its own, beside the others."""
         if self._nursery is None:
             raise RuntimeError("the server is not serving")
-        self._nursery.start_soon(run)
+        # One name for all of them: trio would make each task a name string of its own
+        # (91 bytes per busy connection; bench/README.md, "Memory per connection").
+        self._nursery.start_soon(run, name="trio_chat.connection")
 
     def session_started(self) -> None:
         """Called by a connection's task once its session is logged in."""

@@ -307,6 +307,7 @@ class Resident:
                     self._reading = None
             if ended is not None or reading.cancel_called:
                 return ended
+            del reading  # not kept in this frame while it waits again (112 bytes)
 
     async def _handle_input(self, fill: bool) -> str | None:
         """Handle the frames that have arrived (with ``fill``, and those that arrive after
