@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import os
@@ -277,8 +276,7 @@ class ChatServer(ServerAPI):
         (:meth:`ConnectionSlot.hand_over`)."""
         host = host_of(address)
         refusal = self.connections.acquire(host)
-        release = None if refusal is not None else functools.partial(self.connections.release, host)
-        slot = ConnectionSlot(refusal, release)
+        slot = ConnectionSlot(refusal, self.connections, host)
         try:
             yield slot
         finally:
