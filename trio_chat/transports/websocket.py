@@ -49,6 +49,7 @@ from ..wire import (
     sizer,
     websocket_text_frame,
 )
+from . import wsframes
 from .connection import Arrival, serve_accepted
 from .http import CONNECTION_CLOSE, Header, response
 from .streams import (
@@ -61,6 +62,7 @@ from .streams import (
     write_nowait,
 )
 from .webroutes import serve_route
+from .wsframes import FrameBoundary
 
 if TYPE_CHECKING:
     from .host import ChatHost
@@ -112,9 +114,12 @@ class WebSocketLink:
         already_received: bytes = b"",
     ) -> None:
         self.stream = stream
-        self.ws = ws
-        if already_received:  # frames a client sent right behind its upgrade request
-            ws.receive_data(already_received)
+        #: The frame parser while this connection has bytes to parse (lent from
+        #: :mod:`.wsframes` at each read, given back when they are all handled), or
+        #: ``None``: nothing received is left to parse (most of the time).
+        self.ws: WsConnection | None = ws
+        #: Where the frames of what arrived end (whether the parser can be given back).
+        self._frames = FrameBoundary()
         self.address = address
         self.max_frame_bytes = max_frame_bytes
         self.measure = sizer(WEBSOCKET_FRAMES)
@@ -123,7 +128,7 @@ class WebSocketLink:
         # wsproto's events for the bytes received so far, parsed as they are asked for
         # (None once they are all handled: then the socket is read again), and the next
         # one, parsed ahead to know whether there is one.
-        self._events: Iterator[Event] | None = ws.events()
+        self._events: Iterator[Event] | None = None
         self._ahead: Event | None = None
         # The message arriving in fragments: its bytes (up to max_frame_bytes), its size
         # (all of it), whether it is text, and how many of its frames have come.
@@ -143,6 +148,10 @@ class WebSocketLink:
         self.write_now: Callable[[Parcel], bytes] | None = (
             None if self.park_fd is None else self._write_nowait
         )
+        if already_received:  # frames a client sent right behind its upgrade request
+            self._parse(already_received)
+        else:
+            self._rest()
 
     def heard(self) -> float:
         """:attr:`last_heard`, for the keepalive (a bound method: a closure per connection
@@ -158,7 +167,32 @@ class WebSocketLink:
             self._ahead = next(self._events, None)
             if self._ahead is None:
                 self._events = None
+                self._rest()
         return self._ahead
+
+    def _parse(self, data: bytes) -> None:
+        """Hand received bytes to the parser (lent one if it has none)."""
+        ws = self.ws
+        if ws is None:
+            ws = self.ws = wsframes.lend()
+        ws.receive_data(data)
+        self._frames.feed(data)
+        self._events = ws.events()
+
+    def _rest(self) -> None:
+        """Every event of what was received is handed out: give the parser back if that
+        ended on a frame boundary outside any fragmented message (it then holds nothing)."""
+        ws = self.ws
+        if ws is not None and self._frames.at_rest and ws.state is ConnectionState.OPEN:
+            self.ws = None
+            wsframes.give_back(ws)
+
+    def _parser(self) -> WsConnection:
+        """The frame parser, to send with (lent one if it has none: it is at rest)."""
+        ws = self.ws
+        if ws is None:
+            ws = self.ws = wsframes.lend()
+        return ws
 
     @property
     def buffered_bytes(self) -> int:
@@ -195,8 +229,7 @@ class WebSocketLink:
             self._closed = True
             return
         self.last_heard = trio.current_time()
-        self.ws.receive_data(bytes(data))
-        self._events = self.ws.events()
+        self._parse(bytes(data))
 
     async def _on_event(self, event: Event) -> ClientFrame | RemoteProtocolError | Overhead | None:
         """What one wsproto event means for the reader (``None``: nothing yet, read on)."""
@@ -206,8 +239,9 @@ class WebSocketLink:
                 return self._decode(data)  # a whole message in one frame: the usual case
             return await self._fragment(data, event.frame_finished, event.message_finished)
         if isinstance(event, Ping):
-            if self.ws.state is ConnectionState.OPEN:
-                await self._write(self.ws.send(event.response()))
+            ws = self._parser()
+            if ws.state is ConnectionState.OPEN:
+                await self._write(ws.send(event.response()))
             return _PING
         if isinstance(event, Pong):
             return _PONG
@@ -297,9 +331,10 @@ class WebSocketLink:
         self._closed = True
         self._events = self._ahead = None
         self._message = bytearray()
-        if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+        ws = self._parser()
+        if ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await self._write(self.ws.send(CloseConnection(code=code, reason=reason)))
+                await self._write(ws.send(CloseConnection(code=code, reason=reason)))
 
     async def prompt_nick(self) -> None:
         return None
