@@ -99,8 +99,8 @@ class ParkingLot:
         #: order: every wait is for the same idle time (``park_after``), so the first to
         #: expire is always the first entry.
         self._waiting: dict[int, Task] = {}
-        #: The scope of :meth:`run`'s wait while it waits; its deadline is the next idle
-        #: deadline's (rounded up to :data:`IDLE_RESOLUTION`).
+        #: The scope of :meth:`run`'s waits until its deadline, the next idle deadline
+        #: (rounded up to :data:`IDLE_RESOLUTION`), passes.
         self._timer: trio.CancelScope | None = None
 
     @property
@@ -212,6 +212,12 @@ class ParkingLot:
             self._wake(fd, Woken.IDLE)
         return len(expired)
 
+    async def _serve(self) -> None:
+        """Wake the waits past their deadline, then serve the sockets that are ready."""
+        self.expire(trio.current_time())
+        while self.ready() == RESUME_SLICE:
+            await trio.lowlevel.checkpoint()
+
     def _next_deadline(self) -> float:
         for task in self._waiting.values():
             return _rounded(task.custom_sleep_data)
@@ -223,15 +229,22 @@ class ParkingLot:
         Returns at once where there is no epoll (connections then never park)."""
         if not hasattr(select, "epoll"):
             return
-        self._epoll = select.epoll()
+        self._epoll = epoll = select.epoll()
         try:
             while True:
-                with trio.CancelScope(deadline=self._next_deadline()) as self._timer:
-                    await trio.lowlevel.wait_readable(self._epoll.fileno())
+                # One timer scope until its deadline passes, the deadline moved meanwhile
+                # (when the first wait's, rounded, is another), not a new scope at every
+                # wake-up: trio keeps each scope's deadline, and each move of one, in its
+                # heap until that deadline passes, the scope with it, and the lot wakes
+                # up at every read of every busy connection.
+                with trio.CancelScope(deadline=self._next_deadline()) as timer:
+                    self._timer = timer
+                    while True:
+                        await trio.lowlevel.wait_readable(epoll.fileno())
+                        await self._serve()
+                        timer.deadline = self._next_deadline()
                 self._timer = None
-                self.expire(trio.current_time())
-                while self.ready() == RESUME_SLICE:
-                    await trio.lowlevel.checkpoint()
+                await self._serve()
         finally:
             epoll, self._epoll, self._timer = self._epoll, None, None
             parked, self._parked = list(self._parked.values()), {}
