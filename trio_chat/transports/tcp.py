@@ -60,7 +60,27 @@ _PING_TOKENS = itertools.count(1)
 
 
 class TcpLink:
-    """A :class:`~trio_chat.transports.connection.Link` over a trio stream of lines."""
+    """A :class:`~trio_chat.transports.connection.Link` over a trio stream of lines.
+
+    Slotted, as every object a connection keeps for its life: a ``__dict__`` is most of
+    an object's size (bench/README.md, "Memory per connection")."""
+
+    __slots__ = (
+        "_by_silence",
+        "_lines",
+        "_skip_prompt",
+        "address",
+        "batching",
+        "format",
+        "keepalive_ping",
+        "last_heard",
+        "measure",
+        "park_fd",
+        "plain_text",
+        "stream",
+        "transport",
+        "write_now",
+    )
 
     def __init__(
         self,

@@ -102,6 +102,28 @@ class WebSocketLink:
     is counted), in at most :data:`WS_MAX_FRAGMENTS` frames.
     """
 
+    __slots__ = (
+        "_ahead",
+        "_closed",
+        "_events",
+        "_fragments",
+        "_frames",
+        "_message",
+        "_message_size",
+        "_message_text",
+        "_send_lock",
+        "address",
+        "batching",
+        "keepalive_ping",
+        "last_heard",
+        "max_frame_bytes",
+        "measure",
+        "park_fd",
+        "stream",
+        "write_now",
+        "ws",
+    )
+
     transport = "websocket"
     plain_text = False
 
@@ -132,7 +154,7 @@ class WebSocketLink:
         self._ahead: Event | None = None
         # The message arriving in fragments: its bytes (up to max_frame_bytes), its size
         # (all of it), whether it is text, and how many of its frames have come.
-        self._message = bytearray()
+        self._message: bytearray | None = None  # made at a message's first fragment
         self._message_size = 0
         self._message_text = False
         self._fragments = 0
@@ -198,7 +220,7 @@ class WebSocketLink:
     def buffered_bytes(self) -> int:
         """Bytes held for a message still arriving in fragments (at most
         ``max_frame_bytes``, however the message is cut up)."""
-        return len(self._message)
+        return 0 if self._message is None else len(self._message)
 
     def _format(self) -> WireFormat[bytes]:
         return WEBSOCKET_BATCH_FRAMES if self.batching else WEBSOCKET_FRAMES
@@ -263,12 +285,14 @@ class WebSocketLink:
             await self._close(CloseReason.MESSAGE_TOO_BIG, "message too big")
             return None
         if self._message_size <= self.max_frame_bytes:
+            if self._message is None:
+                self._message = bytearray()
             self._message += chunk
-        elif self._message:  # it will be refused: keep counting, stop keeping
-            self._message = bytearray()
+        else:  # it will be refused: keep counting, stop keeping
+            self._message = None
         if message_finished:
-            size, message = self._message_size, bytes(self._message)
-            self._message, self._message_size, self._fragments = bytearray(), 0, 0
+            size, message = self._message_size, bytes(self._message or b"")
+            self._message, self._message_size, self._fragments = None, 0, 0
             if size > self.max_frame_bytes:
                 return self._too_large(size)
             return self._decode(message.decode() if self._message_text else message)
@@ -330,7 +354,7 @@ class WebSocketLink:
         """Send a close frame if the WebSocket is still open (best effort), then stop reading."""
         self._closed = True
         self._events = self._ahead = None
-        self._message = bytearray()
+        self._message = None
         ws = self._parser()
         if ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
