@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -147,9 +147,16 @@ class Resident:
         try:
             while True:
                 # A spell: its reading, then why it ended. (Not a method of its own: the
-                # reader waits nearly all the time, and each frame under it is memory.)
+                # reader waits nearly all the time, and each frame under it is memory.
+                # So it waits for input here too, in the lot: _read_frames hands over
+                # the wait rather than awaiting it in a frame of its own.)
                 self._begin_spell()
-                reason = await self._end_spell(await self._read_frames())
+                ended, wait = await self._read_frames(woken=False)
+                while wait is not None:
+                    if await wait is not Woken.READABLE:
+                        break  # idle, or interrupted: the spell's end sees which
+                    ended, wait = await self._read_frames(woken=True)
+                reason = await self._end_spell(ended)
                 if reason is not None:
                     break
                 if self._park():
@@ -254,11 +261,15 @@ class Resident:
             await say_goodbye(link, bye, pending)
         return reason
 
-    async def _read_frames(self) -> str | None:
-        """Act on every frame the peer sends until it closes or stops sending; the reason.
-        ``None`` once the reading stops (the server hung up, a write failed: see
-        :meth:`_stop_reading`) or the connection may be idle: nothing came for
-        ``park_after`` seconds (the caller checks that nothing is left to write).
+    async def _read_frames(self, *, woken: bool) -> tuple[str | None, Awaitable[Woken] | None]:
+        """Act on every frame the peer sends until it closes or stops sending, or until
+        the connection must wait for input in the parking lot: ``(why it ended, None)``,
+        or ``(None, the wait)`` for the caller to await at once, and then to call this
+        again with ``woken`` if the wait says the socket is readable (then it reads the
+        socket at once). It ends with ``(None, None)`` once the reading stops (the
+        server hung up, a write failed: see :meth:`_stop_reading`); when the wait says
+        the connection may be idle (nothing came for ``park_after`` seconds), the
+        caller checks that nothing is left to write.
 
         Only the wait for input has that deadline: cancelling a read loses nothing,
         cancelling a command half-way would. A connection that may park waits in the
@@ -266,8 +277,9 @@ class Resident:
         keeps the deadline; a hang-up interrupts it) and reads its socket itself, and only
         what it does with a read's frames is in a cancel scope (the hang-up cancels it):
         while it waits, which is nearly always, it holds no scope (about 0.75 KiB, with its
-        status; bench/README.md, "Memory per connection"). Any other connection waits
-        with trio (:meth:`Link.fill`, no deadline: it never parks), all in one scope.
+        status) and no frame of this method (0.3 KiB; bench/README.md, "Memory per
+        connection"). Any other connection waits with trio (:meth:`Link.fill`, no
+        deadline: it never parks), all in one scope.
 
         Flood control happens here, in the sender's own task and before the hub, so nobody
         else waits for a flooder: a frame over the rate waits (fakelag) before it is
@@ -275,26 +287,25 @@ class Resident:
         connection held back does not park; closing the session cancels the wait."""
         server, link = self.server, self.link
         lot = server.parking
-        park_after = server.config.park_after
         fd = link.park_fd if lot.available else None
         while True:
             if fd is not None and not link.input_waiting():
-                if self._stopped:
-                    return None
-                # What receive_on_fd does (a read that gets something at once is followed
-                # by a checkpoint that cannot be cancelled, so cancelling never loses
-                # bytes), but waiting in the lot, whose wait is all the checkpoint the read
-                # after it needs.
-                await trio.lowlevel.checkpoint_if_cancelled()
-                data = read_nowait(fd)
-                if data is None:
-                    while data is None:
-                        woken = await lot.wait_readable(fd, trio.current_time() + park_after)
-                        if woken is not Woken.READABLE:
-                            return None  # idle, or interrupted: the caller sees which
-                        data = read_nowait(fd)
+                if woken:  # the wait was all the checkpoint this read needs
+                    woken = False
+                    data = read_nowait(fd)
                 else:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    if self._stopped:
+                        return None, None
+                    # What receive_on_fd does (a read that gets something at once is
+                    # followed by a checkpoint that cannot be cancelled, so cancelling
+                    # never loses bytes), but waiting in the lot.
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    data = read_nowait(fd)
+                    if data is not None:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                if data is None:
+                    deadline = trio.current_time() + server.config.park_after
+                    return None, lot.wait_readable(fd, deadline)
                 link.feed(data)
             ended: str | None = None
             with trio.CancelScope() as reading:
@@ -306,8 +317,7 @@ class Resident:
                 finally:
                     self._reading = None
             if ended is not None or reading.cancel_called:
-                return ended
-            del reading  # not kept in this frame while it waits again (112 bytes)
+                return ended, None
 
     async def _handle_input(self, fill: bool) -> str | None:
         """Handle the frames that have arrived (with ``fill``, and those that arrive after
