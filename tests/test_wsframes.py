@@ -98,7 +98,7 @@ class Link:
 
     def __init__(self) -> None:
         self.peer, server_side = trio.testing.memory_stream_pair()
-        self.link = WebSocketLink(server_side, Connection(ConnectionType.SERVER), "test", 16_384)
+        self.link = WebSocketLink(server_side, "test", 16_384)
         self.client = Connection(ConnectionType.CLIENT)
 
     async def send(self, event: TextMessage | Ping) -> None:

@@ -130,7 +130,6 @@ class WebSocketLink:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        ws: WsConnection,
         address: str,
         max_frame_bytes: int,
         already_received: bytes = b"",
@@ -139,7 +138,7 @@ class WebSocketLink:
         #: The frame parser while this connection has bytes to parse (lent from
         #: :mod:`.wsframes` at each read, given back when they are all handled), or
         #: ``None``: nothing received is left to parse (most of the time).
-        self.ws: WsConnection | None = ws
+        self.ws: WsConnection | None = None
         #: Where the frames of what arrived end (whether the parser can be given back).
         self._frames = FrameBoundary()
         self.address = address
@@ -172,8 +171,6 @@ class WebSocketLink:
         )
         if already_received:  # frames a client sent right behind its upgrade request
             self._parse(already_received)
-        else:
-            self._rest()
 
     def heard(self) -> float:
         """:attr:`last_heard`, for the keepalive (a bound method: a closure per connection
@@ -555,15 +552,12 @@ async def open_ws_link(
         await web_stream.send_all(http_error(400, b"bad WebSocket handshake\n"))
         return None
     accept = ws.send(AcceptConnection())
-    # From here on only the frame-level connection is needed: keeping it alone lets the
-    # handshake's HTTP parser go (a few KiB per idle WebSocket).
-    assert ws.connection is not None
-    connection = ws.connection
+    # From here on the link parses frames with a parser lent when bytes come (see
+    # wsframes): the handshake's objects all go, its frame parser with them.
     del ws
     await web_stream.send_all(accept)
     return WebSocketLink(
         web_stream,
-        connection,
         arrival.address,
         server.config.max_frame_bytes,
         already_received=head[end:],

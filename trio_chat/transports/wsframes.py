@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 
-#: Spare parsers kept for the next connection that reads (one is made when none is
-#: spare, in 3 us). Only as many are in use at once as readers are in the middle of
-#: their frames; each spare one is 1.6 KiB of the server's, whatever its size.
-SPARE_PARSERS = 16
+#: Most spare parsers kept for the next connection that reads (one is made when none is
+#: spare, in 3 us): as many as were ever in use at once, as a rule, readers in the
+#: middle of their frames. A parser is not let go lightly: it is a reference cycle
+#: (wsproto's parser generator holds its protocol), freed only by the cyclic garbage
+#: collector, and one that lived long is freed only by a full collection, which is rare
+#: here (:func:`trio_chat.program.quiet_gc`).
+SPARE_PARSERS = 256
 
 _spare: list[Connection] = []
 
@@ -31,10 +34,10 @@ def lend() -> Connection:
 
 
 def give_back(parser: Connection) -> None:
-    """Return a parser lent by :func:`lend`, or taken over from a handshake. Only one at
-    rest: every event of what it was fed handed out, on a frame boundary outside a
-    fragmented message (:attr:`FrameBoundary.at_rest`), and still open (one that saw or
-    sent a close stays with its connection)."""
+    """Return a parser lent by :func:`lend`. Only one at rest: every event of what it
+    was fed handed out, on a frame boundary outside a fragmented message
+    (:attr:`FrameBoundary.at_rest`), and still open (one that saw or sent a close stays
+    with its connection)."""
     if parser.state is ConnectionState.OPEN and len(_spare) < SPARE_PARSERS:
         _spare.append(parser)
 
