@@ -179,6 +179,15 @@ class Resident:
         except RuntimeError:  # the server has stopped serving: nobody to run it
             self._drop()
 
+    def __call__(self) -> None:
+        """What the mailbox calls: while parked, at anything (:meth:`resume`); in a spell,
+        when the server hangs up (:meth:`_stop_reading`). (The connection itself, rather
+        than a bound method made at each spell and each parking: 64 bytes each.)"""
+        if self._parked:
+            self.resume()
+        else:
+            self._stop_reading()
+
     def abandon(self) -> None:
         """The server is gone while this connection was parked: close it without a word."""
         if self._unpark():
@@ -208,7 +217,7 @@ class Resident:
             return False
         if device.closed or self.server.stopping or self.writing:
             return False
-        if self.link.input_waiting() or not mailbox.park(self.resume):
+        if self.link.input_waiting() or not mailbox.park(self):
             return False  # woken while its spell ended: serve on
         self.server.parking.park(fd, self)
         self._parked = True
@@ -221,7 +230,7 @@ class Resident:
         self._write_failed = None
         # The server ends a session (quit, kick off, flooding, slow, shutdown) by stopping
         # its reader; what is queued is still delivered after.
-        mailbox.call_on_hang_up(self._stop_reading)
+        mailbox.call_on_hang_up(self)
         if not mailbox.call_when_queued(self._start_writer) and not mailbox.closed:
             self._start_writer()  # queued while no spell ran
 
