@@ -276,7 +276,7 @@ class ChatServer(ServerAPI):
         (:meth:`ConnectionSlot.hand_over`)."""
         host = host_of(address)
         refusal = self.connections.acquire(host)
-        slot = ConnectionSlot(refusal, self.connections, host)
+        slot = ConnectionSlot(refusal, self.connections, address)
         try:
             yield slot
         finally:

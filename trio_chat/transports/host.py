@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
 
+from ..users import host_of
+
 if TYPE_CHECKING:
     from ..config import ServerConfig
     from ..hub import Device, Hub, Session
@@ -43,12 +45,13 @@ class ConnectionSlot:
     ``release`` (with its bound method and argument tuple, three times the memory, for
     every connection's life; bench/README.md, "Memory per connection")."""
 
-    __slots__ = ("_handed_over", "_held", "_limiter", "host", "refusal")
+    __slots__ = ("_handed_over", "_held", "_limiter", "address", "refusal")
 
-    def __init__(self, refusal: str | None, limiter: Releases, host: str) -> None:
-        #: Why the connection may not stay, or ``None``: it holds a place for ``host``.
+    def __init__(self, refusal: str | None, limiter: Releases, address: str) -> None:
+        #: Why the connection may not stay, or ``None``: it holds a place for the host of
+        #: ``address`` (the connection's own string, kept: not a host string of its own).
         self.refusal = refusal
-        self.host = host
+        self.address = address
         self._limiter = limiter
         self._held = refusal is None
         self._handed_over = False
@@ -69,7 +72,7 @@ class ConnectionSlot:
         """Free the place (once; what a connection calls when it ends)."""
         if self._held:
             self._held = False
-            self._limiter.release(self.host)
+            self._limiter.release(host_of(self.address))
 
 
 class ChatHost(Protocol):
