@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -139,23 +139,71 @@ class Resident:
 
         Runs in a task of the server's own (a new one after each parking), so nothing it
         raises may escape: a failure ends this connection only (logged), never the server.
+
+        A spell reads until the connection ends or idles, then ends (:meth:`_end_spell`).
+        Its reading acts on every frame the peer sends until it closes or stops sending;
+        it stops early when the reading is stopped (the server hung up, a write failed:
+        see :meth:`_stop_reading`) or when nothing came for ``park_after`` seconds (the
+        spell's end then checks that nothing is left to write, and the connection parks).
+
+        Only the wait for input has that deadline: cancelling a read loses nothing,
+        cancelling a command half-way would. A connection that may park waits in the
+        parking lot (:meth:`~trio_chat.transports.parking.ParkingLot.wait_readable`, which
+        keeps the deadline; a hang-up interrupts it) and reads its socket itself, and only
+        what it does with a read's frames (:meth:`_handle_input`) is in a cancel scope (the
+        hang-up cancels it). Any other connection waits with trio (:meth:`Link.fill`, no
+        deadline: it never parks), all in one scope. The reading is written out here, not
+        in a method of its own: a busy connection waits for input nearly all the time,
+        and every coroutine frame under this one, and every scope, would be held
+        meanwhile (0.3 KiB for a frame, 0.75 KiB for a scope and its status;
+        bench/README.md, "Memory per connection").
+
+        Flood control happens in :meth:`_handle_input`, in the sender's own task and
+        before the hub, so nobody else waits for a flooder.
         """
         parked = False
         reason: str | None = "connection closed"
         # A resumed spell's task was started by whoever woke it: replies go to this one.
         serving.set(self.device)
+        link, lot = self.link, self.server.parking
+        park_after = self.server.config.park_after
         try:
             while True:
-                # A spell: its reading, then why it ended. (Not a method of its own: the
-                # reader waits nearly all the time, and each frame under it is memory.
-                # So it waits for input here too, in the lot: _read_frames hands over
-                # the wait rather than awaiting it in a frame of its own.)
                 self._begin_spell()
-                ended, wait = await self._read_frames(woken=False)
-                while wait is not None:
-                    if await wait is not Woken.READABLE:
-                        break  # idle, or interrupted: the spell's end sees which
-                    ended, wait = await self._read_frames(woken=True)
+                fd = link.park_fd if lot.available else None
+                ended: str | None = None
+                while True:
+                    if fd is not None and not link.input_waiting():
+                        if self._stopped:
+                            break
+                        # What receive_on_fd does (a read that gets something at once is
+                        # followed by a checkpoint that cannot be cancelled, so cancelling
+                        # never loses bytes), but waiting in the lot, whose wait is all
+                        # the checkpoint the read after it needs.
+                        await trio.lowlevel.checkpoint_if_cancelled()
+                        data = read_nowait(fd)
+                        if data is None:
+                            while data is None:
+                                deadline = trio.current_time() + park_after
+                                if await lot.wait_readable(fd, deadline) is not Woken.READABLE:
+                                    break  # idle, or interrupted: the spell's end sees which
+                                data = read_nowait(fd)
+                            if data is None:
+                                break
+                        else:
+                            await trio.lowlevel.cancel_shielded_checkpoint()
+                        link.feed(data)
+                    with trio.CancelScope() as reading:
+                        self._reading = reading
+                        if self._stopped:  # closed before we could listen, or while we read
+                            reading.cancel()
+                        try:
+                            ended = await self._handle_input(fd is None)
+                        finally:
+                            self._reading = None
+                    if ended is not None or reading.cancel_called:
+                        break
+                    del reading  # not kept in this frame while it waits again (112 bytes)
                 reason = await self._end_spell(ended)
                 if reason is not None:
                     break
@@ -225,7 +273,7 @@ class Resident:
         return True
 
     def _begin_spell(self) -> None:
-        """Ready the connection to be read until it ends or idles (:meth:`_read_frames`)."""
+        """Ready the connection to be read until it ends or idles (in :meth:`run`)."""
         mailbox = self.device.mailbox
         self._write_failed = None
         # The server ends a session (quit, kick off, flooding, slow, shutdown) by stopping
@@ -235,7 +283,7 @@ class Resident:
             self._start_writer()  # queued while no spell ran
 
     async def _end_spell(self, ended: str | None) -> str | None:
-        """The reading stopped (``ended``: why, if :meth:`_read_frames` knew): why the
+        """The reading stopped (``ended``: why, if the reading knew): why the
         connection ends, after its goodbye; ``None`` if it only idles (the caller parks
         it, or starts the next spell if it has work after all)."""
         server, link, device = self.server, self.link, self.device
@@ -269,64 +317,6 @@ class Resident:
             bye = Bye(code=close_code, text=close_reason or close_code)
             await say_goodbye(link, bye, pending)
         return reason
-
-    async def _read_frames(self, *, woken: bool) -> tuple[str | None, Awaitable[Woken] | None]:
-        """Act on every frame the peer sends until it closes or stops sending, or until
-        the connection must wait for input in the parking lot: ``(why it ended, None)``,
-        or ``(None, the wait)`` for the caller to await at once, and then to call this
-        again with ``woken`` if the wait says the socket is readable (then it reads the
-        socket at once). It ends with ``(None, None)`` once the reading stops (the
-        server hung up, a write failed: see :meth:`_stop_reading`); when the wait says
-        the connection may be idle (nothing came for ``park_after`` seconds), the
-        caller checks that nothing is left to write.
-
-        Only the wait for input has that deadline: cancelling a read loses nothing,
-        cancelling a command half-way would. A connection that may park waits in the
-        parking lot (:meth:`~trio_chat.transports.parking.ParkingLot.wait_readable`, which
-        keeps the deadline; a hang-up interrupts it) and reads its socket itself, and only
-        what it does with a read's frames is in a cancel scope (the hang-up cancels it):
-        while it waits, which is nearly always, it holds no scope (about 0.75 KiB, with its
-        status) and no frame of this method (0.3 KiB; bench/README.md, "Memory per
-        connection"). Any other connection waits with trio (:meth:`Link.fill`, no
-        deadline: it never parks), all in one scope.
-
-        Flood control happens here, in the sender's own task and before the hub, so nobody
-        else waits for a flooder: a frame over the rate waits (fakelag) before it is
-        handled, and nothing more is read meanwhile. The wait has no idle deadline, so a
-        connection held back does not park; closing the session cancels the wait."""
-        server, link = self.server, self.link
-        lot = server.parking
-        fd = link.park_fd if lot.available else None
-        while True:
-            if fd is not None and not link.input_waiting():
-                if woken:  # the wait was all the checkpoint this read needs
-                    woken = False
-                    data = read_nowait(fd)
-                else:
-                    if self._stopped:
-                        return None, None
-                    # What receive_on_fd does (a read that gets something at once is
-                    # followed by a checkpoint that cannot be cancelled, so cancelling
-                    # never loses bytes), but waiting in the lot.
-                    await trio.lowlevel.checkpoint_if_cancelled()
-                    data = read_nowait(fd)
-                    if data is not None:
-                        await trio.lowlevel.cancel_shielded_checkpoint()
-                if data is None:
-                    deadline = trio.current_time() + server.config.park_after
-                    return None, lot.wait_readable(fd, deadline)
-                link.feed(data)
-            ended: str | None = None
-            with trio.CancelScope() as reading:
-                self._reading = reading
-                if self._stopped:  # closed before we could listen, or while we read
-                    reading.cancel()
-                try:
-                    ended = await self._handle_input(fd is None)
-                finally:
-                    self._reading = None
-            if ended is not None or reading.cancel_called:
-                return ended, None
 
     async def _handle_input(self, fill: bool) -> str | None:
         """Handle the frames that have arrived (with ``fill``, and those that arrive after
