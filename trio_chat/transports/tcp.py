@@ -41,6 +41,7 @@ from .streams import (
     accept_forever,
     accept_tls,
     close_now,
+    kept_stream,
     listener_address,
     open_listeners,
     read_proxy_header,
@@ -387,7 +388,7 @@ async def open_tcp_link(
         await chat_stream.send_all(http_misdirected(server.ws_port))
         return None
     return TcpLink(
-        chat_stream,
+        kept_stream(chat_stream),
         arrival.address,
         plain_text=plain_text,
         max_line_bytes=config.max_frame_bytes,

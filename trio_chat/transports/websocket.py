@@ -55,6 +55,7 @@ from .http import CONNECTION_CLOSE, Header, response
 from .streams import (
     accept_tls,
     close_now,
+    kept_stream,
     receive_on_fd,
     receive_or_end,
     serve_port,
@@ -557,7 +558,7 @@ async def open_ws_link(
     del ws
     await web_stream.send_all(accept)
     return WebSocketLink(
-        web_stream,
+        kept_stream(web_stream),
         arrival.address,
         server.config.max_frame_bytes,
         already_received=head[end:],
