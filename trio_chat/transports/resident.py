@@ -159,7 +159,10 @@ class Resident:
         bench/README.md, "Memory per connection").
 
         Flood control happens in :meth:`_handle_input`, in the sender's own task and
-        before the hub, so nobody else waits for a flooder.
+        before the hub, so nobody else waits for a flooder: a frame over the rate waits
+        (fakelag) before it is handled, and nothing more is read meanwhile. That wait has
+        no idle deadline, so a connection held back does not park; closing the session
+        cancels the wait.
         """
         parked = False
         reason: str | None = "connection closed"
