@@ -2,7 +2,7 @@
 
 A logged-in connection that is being served has a task, its reader (and a writer task
 while something is queued for it). A task and its coroutine frames are what a busy
-connection costs over an idle one (about 2 of the 7-8 KiB of a busy one; bench/README.md,
+connection costs over an idle one (about 1.1 of the 5.5-6 KiB of a busy one; bench/README.md,
 "Memory per connection"), and a chat server's connections are idle nearly all the time.
 So a connection that has been quiet for a while (nothing read, nothing queued to send)
 ends its task and *parks*: its socket is handed to the :class:`ParkingLot`, one task that waits
