@@ -20,8 +20,9 @@ after each change, and can look inside the server:
   ``--repeats``.
 
 ``--trace DIR`` runs the server under ``tracemalloc`` (slower, and more memory: only for
-the breakdown, not for the figures) and writes, for each phase, the 30 largest growths
-since the first connect by file:line, to ``DIR/<server>-<transport>-<phase>.txt``.
+the breakdown, not for the figures) and writes, for each phase, the 50 largest growths
+since the first connect by file:line, to ``DIR/<server>-<transport>-<phase>.txt`` (and the
+snapshots beside them, ``.tm``, for a closer look).
 
     python bench/conn_memory.py --n 1000 --transports json,ws --repeats 3 --compare main
     python bench/conn_memory.py --n 1000 --transports ws --ref worktree --trace /tmp/mem
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -46,6 +48,12 @@ import servers as servers_mod
 
 #: Seconds a connection may stay quiet before it parks (trio-chat's default park_after).
 PARK_AFTER = 2.0
+
+#: Lines of each table in a ``--trace`` breakdown.
+TOP = 50
+
+#: This checkout: a trace names trio-chat's files relative to it.
+_REPO = str(Path(__file__).resolve().parent.parent)
 
 #: Runs the server with a SIGUSR1 handler that writes a tracemalloc snapshot.
 _TRACED = """
@@ -101,7 +109,7 @@ def _write_growth(before: Path, after: Path, out: Path, connections: int) -> Non
             sums[1] += stat.count_diff
     for title, table in (("allocated at", by_line), ("innermost trio_chat caller", by_caller)):
         lines.append(f"\n{title}:")
-        for key, (size, count) in sorted(table.items(), key=lambda kv: -kv[1][0])[:30]:
+        for key, (size, count) in sorted(table.items(), key=lambda kv: -kv[1][0])[:TOP]:
             lines.append(
                 f"{size / connections:8.0f} B/conn {count / connections:7.2f} blocks/conn  {key}"
             )
@@ -109,7 +117,8 @@ def _write_growth(before: Path, after: Path, out: Path, connections: int) -> Non
 
 
 def _where(frame: Any) -> str:
-    return f"{frame.filename.split('site-packages/')[-1].split('/wt-mem19/')[-1]}:{frame.lineno}"
+    name = frame.filename.split("site-packages/")[-1].removeprefix(_REPO + os.sep)
+    return f"{name}:{frame.lineno}"
 
 
 def _caller(frames: list[Any]) -> str:
@@ -177,6 +186,9 @@ def measure(server: str, transport: str, args: argparse.Namespace) -> dict[str, 
                 for phase, snap in zip(("joined", "busy", "parked"), snapshots[1:], strict=True):
                     out = Path(args.trace) / f"{server}-{transport}-{phase}.txt"
                     _write_growth(snapshots[0], snap, out, max(1, ready))
+                    # Kept beside it, for a closer look (tracemalloc.Snapshot.load).
+                    shutil.copy(snap, out.with_suffix(".tm"))
+                shutil.copy(snapshots[0], Path(args.trace) / f"{server}-{transport}-before.tm")
             received = sum(u.received for u in loop.users)
             disconnected = sum(u.phase == loadgen.CLOSED for u in loop.users)
             loadgen.close_all(loop.users)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import trio
@@ -158,7 +159,11 @@ def test_the_keepalive_closes_a_silent_device_alone() -> None:
     sent: list[Device | Session] = []
     keepalive = Keepalive(lambda to, event: sent.append(to), idle=60, answer_within=30)
     for connection in (first, second):
-        keepalive.watch(connection, lambda c=connection: heard[c], lambda: ServerPing(token="t"))
+        keepalive.watch(
+            connection,
+            SimpleNamespace(heard=lambda c=connection: heard[c]),
+            lambda: ServerPing(token="t"),
+        )
     keepalive.sweep(60.0)
     assert sent == [first, second]  # each pinged on its own connection
     heard[first] = 70.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from trio_chat.hub import Session
 from trio_chat.keepalive import PING_TIMEOUT, Keepalive
 from trio_chat.mailbox import Mailbox
@@ -22,7 +24,11 @@ def keepalive_with(*peers: Peer) -> tuple[Keepalive, list[tuple[int, ServerEvent
     sent: list[tuple[int, ServerEvent]] = []
     keepalive = Keepalive(lambda s, e: sent.append((s.id, e)), idle=60, answer_within=30)
     for peer in peers:
-        keepalive.watch(peer.session, lambda p=peer: p.heard, lambda: ServerPing(token="t"))
+        keepalive.watch(
+            peer.session,
+            SimpleNamespace(heard=lambda p=peer: p.heard),
+            lambda: ServerPing(token="t"),
+        )
     return keepalive, sent
 
 

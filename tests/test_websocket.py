@@ -254,9 +254,7 @@ class LinkUnderTest:
 
     def __init__(self, max_frame_bytes: int = 16 * 1024) -> None:
         self.peer, server_side = trio.testing.memory_stream_pair()
-        self.link = WebSocketLink(
-            server_side, Connection(ConnectionType.SERVER), "test", max_frame_bytes
-        )
+        self.link = WebSocketLink(server_side, "test", max_frame_bytes)
         self.client = Connection(ConnectionType.CLIENT)
 
     def fragments(self, text: str, size: int) -> list[bytes]:

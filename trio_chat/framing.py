@@ -39,6 +39,8 @@ LineEvent = bytes | LineTooLong | _Sentinel
 class LineBuffer:
     """Split a byte stream into lines ending in ``\\n`` (a ``\\r`` before it is dropped)."""
 
+    __slots__ = ("_buf", "_discarding", "_eof", "_scan_from", "max_line_bytes")
+
     def __init__(self, max_line_bytes: int) -> None:
         if max_line_bytes < 1:
             raise ValueError("max_line_bytes must be positive")

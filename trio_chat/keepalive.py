@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -36,12 +36,22 @@ SWEEP_SLICE = 500
 PING_TIMEOUT = "ping timeout"
 
 
+class Heard(Protocol):
+    """What tells when a connection was last heard from (its transport's link)."""
+
+    def heard(self) -> float:
+        """The transport's clock reading of the latest bytes that came."""
+        ...
+
+
 @dataclass(eq=False, slots=True)
 class Watched:
     """One watched connection: when it was last heard from, and the ping it owes."""
 
     connection: Receiver  # a Device (or, in tests, a Session: anything with close())
-    last_heard: Callable[[], float]  # the transport's clock reading of its latest bytes
+    #: Asked ``heard()`` at each sweep. (The link itself rather than its bound method
+    #: ``link.heard``: one object fewer per connection, for its whole life.)
+    link: Heard
     ping: Callable[[], ServerEvent]  # a fresh ping in the transport's own form
     pinged_at: float | None = None
     heard_before_ping: float = 0.0
@@ -68,13 +78,10 @@ class Keepalive:
     def __len__(self) -> int:
         return len(self._watched)
 
-    def watch(
-        self,
-        connection: Receiver,
-        last_heard: Callable[[], float],
-        ping: Callable[[], ServerEvent],
-    ) -> None:
-        self._watched[connection] = Watched(connection, last_heard, ping)
+    def watch(self, connection: Receiver, link: Heard, ping: Callable[[], ServerEvent]) -> None:
+        """Watch ``connection``, heard from when ``link.heard()`` says; ``ping()`` makes
+        its pings."""
+        self._watched[connection] = Watched(connection, link, ping)
 
     def forget(self, connection: Receiver) -> None:
         self._watched.pop(connection, None)
@@ -82,7 +89,7 @@ class Keepalive:
     def sweep(self, now: float, watched: list[Watched] | None = None) -> None:
         """Ping whoever has been quiet for ``idle``; close whoever did not answer."""
         for entry in self._watched.values() if watched is None else watched:
-            heard = entry.last_heard()
+            heard = entry.link.heard()
             if entry.pinged_at is not None:
                 if heard != entry.heard_before_ping:
                     entry.pinged_at = None  # answered (anything counts)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import os
@@ -277,8 +276,7 @@ class ChatServer(ServerAPI):
         (:meth:`ConnectionSlot.hand_over`)."""
         host = host_of(address)
         refusal = self.connections.acquire(host)
-        release = None if refusal is not None else functools.partial(self.connections.release, host)
-        slot = ConnectionSlot(refusal, release)
+        slot = ConnectionSlot(refusal, self.connections, address)
         try:
             yield slot
         finally:
@@ -731,7 +729,9 @@ class ChatServer(ServerAPI):
         """Serve a resumed connection in a task of its own, beside the others."""
         if self._nursery is None:
             raise RuntimeError("the server is not serving")
-        self._nursery.start_soon(run)
+        # One name for all of them: trio would make each task a name string of its own
+        # (91 bytes per busy connection; bench/README.md, "Memory per connection").
+        self._nursery.start_soon(run, name="trio_chat.connection")
 
     def session_started(self) -> None:
         """Called by a connection's task once its session is logged in."""

@@ -42,7 +42,7 @@ class TooManyConnections(FixedCodeError):
     code = "too_many_connections"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Session:
     """One connected user, whatever the transport: one identity in rooms and ``/who``,
     over one or more connections (``devices``, the first one's ``address`` and
@@ -51,6 +51,10 @@ class Session:
     ``mailbox`` delivers events to it (to each of its connections); only the hub offers
     events to it. :meth:`close` ends every connection with a reason (through the
     mailboxes, which tell the transports).
+
+    Slotted, and the dicts most users never fill (:attr:`history_oldest`, :attr:`extra`)
+    are made on first use: a server holds one of these per user, and memory per
+    connection is what a crowd of users costs (bench/README.md, "Memory per connection").
     """
 
     id: int
@@ -78,12 +82,10 @@ class Session:
     #: that is delivered); history after an id stops below it, so it never overlaps live
     #: delivery.
     history_bound: dict[str, int] = field(default_factory=dict)
-    #: Per room key: the oldest message id this session was shown, where ``/history`` goes
-    #: on paging back from.
-    history_oldest: dict[str, int] = field(default_factory=dict)
-    #: Free space for plugins, one entry per plugin name (``ctx.state`` is that entry);
-    #: the server's own data lives in the fields above, never here.
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: See :attr:`history_oldest` (``None`` until first used).
+    _history_oldest: dict[str, int] | None = field(default=None, init=False, repr=False)
+    #: See :attr:`extra` (``None`` until first used).
+    _extra: dict[str, Any] | None = field(default=None, init=False, repr=False)
     #: This node's connections of the user, in the order they logged in (none for a user
     #: of another node). The user leaves its rooms when the last one ends.
     devices: list[Device] = field(default_factory=list)
@@ -101,6 +103,24 @@ class Session:
     @property
     def key(self) -> str:
         return name_key(self.nick)
+
+    @property
+    def history_oldest(self) -> dict[str, int]:
+        """Per room key: the oldest message id this session was shown, where ``/history``
+        goes on paging back from."""
+        oldest = self._history_oldest
+        if oldest is None:
+            oldest = self._history_oldest = {}
+        return oldest
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """Free space for plugins, one entry per plugin name (``ctx.state`` is that entry);
+        the server's own data lives in the fields above, never here."""
+        extra = self._extra
+        if extra is None:
+            extra = self._extra = {}
+        return extra
 
     def close(self, code: str, reason: str) -> None:
         """Ask the transports to end every connection of this user with ``reason``
@@ -125,9 +145,9 @@ class Device:
     transport: str
     close_code: str | None = None
     close_reason: str | None = None
-    #: Per room key: the first id this connection got live, for rooms the user was in
-    #: before it logged in (history stops below it, as for ``Session.history_bound``).
-    history_bound: dict[str, int] = field(default_factory=dict)
+    #: See :attr:`history_bound` (``None`` until first used: only a connection that joins
+    #: a user already in rooms has any).
+    _history_bound: dict[str, int] | None = field(default=None, init=False, repr=False)
     #: The connection asked to be told when a user sharing a room goes away or comes back
     #: (``away_notify`` in its ``hello``; IRC's ``away-notify`` capability). Most do not,
     #: and get nothing: see :meth:`Hub.tell_away <trio_chat.hub.Hub.tell_away>`.
@@ -147,6 +167,15 @@ class Device:
     @property
     def key(self) -> str:
         return self.session.key
+
+    @property
+    def history_bound(self) -> dict[str, int]:
+        """Per room key: the first id this connection got live, for rooms the user was in
+        before it logged in (history stops below it, as for ``Session.history_bound``)."""
+        bound = self._history_bound
+        if bound is None:
+            bound = self._history_bound = {}
+        return bound
 
     @property
     def closed(self) -> bool:

@@ -171,7 +171,7 @@ async def run_connection(server: ChatHost, link: Link, release: Callable[[], Non
     )
     server.session_started()
     if link.keepalive_ping is not None:
-        server.keepalive.watch(device, link.heard, link.keepalive_ping)
+        server.keepalive.watch(device, link, link.keepalive_ping)
     resident = Resident(server, link, device, release)
     # The history of the rooms a connection joining its user is in comes once the session
     # counts as live: a shutdown from here on waits for it and says goodbye (one that came

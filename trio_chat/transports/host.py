@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
 
+from ..users import host_of
+
 if TYPE_CHECKING:
     from ..config import ServerConfig
     from ..hub import Device, Hub, Session
@@ -28,27 +30,49 @@ if TYPE_CHECKING:
     from .parking import ParkingLot
 
 
+class Releases(Protocol):
+    """What keeps the counts a :class:`ConnectionSlot` holds a place in (the server's
+    :class:`~trio_chat.limits.ConnectionLimiter`)."""
+
+    def release(self, host: str) -> None: ...
+
+
 class ConnectionSlot:
-    """A connection's place in the connection limits (see :meth:`ChatHost.connection_slot`)."""
+    """A connection's place in the connection limits (see :meth:`ChatHost.connection_slot`).
 
-    __slots__ = ("_release", "refusal")
+    Handed over, the slot itself is what the connection calls once when it ends: it keeps
+    the limiter and the host, rather than a ``functools.partial`` of the limiter's
+    ``release`` (with its bound method and argument tuple, three times the memory, for
+    every connection's life; bench/README.md, "Memory per connection")."""
 
-    def __init__(self, refusal: str | None, release: Callable[[], None] | None) -> None:
+    __slots__ = ("_handed_over", "_held", "_limiter", "address", "refusal")
+
+    def __init__(self, refusal: str | None, limiter: Releases, address: str) -> None:
+        #: Why the connection may not stay, or ``None``: it holds a place for the host of
+        #: ``address`` (the connection's own string, kept: not a host string of its own).
         self.refusal = refusal
-        self._release = release
+        self.address = address
+        self._limiter = limiter
+        self._held = refusal is None
+        self._handed_over = False
 
     def hand_over(self) -> Callable[[], None]:
         """Give the slot to the connection, which calls the result once when it ends."""
-        release, self._release = self._release, None
-        if release is None:
+        if not self._held or self._handed_over:
             raise RuntimeError("this slot was refused or handed over already")
-        return release
+        self._handed_over = True
+        return self
 
     def give_back(self) -> None:
         """Free the slot now, unless it was refused or handed over."""
-        release, self._release = self._release, None
-        if release is not None:
-            release()
+        if not self._handed_over:
+            self()
+
+    def __call__(self) -> None:
+        """Free the place (once; what a connection calls when it ends)."""
+        if self._held:
+            self._held = False
+            self._limiter.release(host_of(self.address))
 
 
 class ChatHost(Protocol):

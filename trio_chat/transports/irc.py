@@ -53,6 +53,7 @@ from .connection import Arrival, serve_accepted
 from .streams import (
     accept_tls,
     close_now,
+    kept_stream,
     receive_on_fd,
     receive_or_end,
     serve_port,
@@ -457,7 +458,7 @@ async def open_irc_link(
         if tls is None:
             return None
         chat_stream = tls
-    return IrcLink(server, chat_stream, arrival.address)
+    return IrcLink(server, kept_stream(chat_stream), arrival.address)
 
 
 async def handle_irc(server: ChatHost, stream: trio.SocketStream) -> None:

@@ -2,7 +2,7 @@
 
 A logged-in connection that is being served has a task, its reader (and a writer task
 while something is queued for it). A task and its coroutine frames are what a busy
-connection costs over an idle one (about 2 of the 7-8 KiB of a busy one; bench/README.md,
+connection costs over an idle one (about 1.1 of the 5.5-6 KiB of a busy one; bench/README.md,
 "Memory per connection"), and a chat server's connections are idle nearly all the time.
 So a connection that has been quiet for a while (nothing read, nothing queued to send)
 ends its task and *parks*: its socket is handed to the :class:`ParkingLot`, one task that waits
@@ -36,11 +36,12 @@ import enum
 import logging
 import math
 import select
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Generator
 from typing import Any, Protocol
 
 import outcome
 import trio
+from trio._core._traps import WaitTaskRescheduled
 from trio.lowlevel import Abort, Task
 
 log = logging.getLogger("trio_chat.parking")
@@ -98,8 +99,8 @@ class ParkingLot:
         #: order: every wait is for the same idle time (``park_after``), so the first to
         #: expire is always the first entry.
         self._waiting: dict[int, Task] = {}
-        #: The scope of :meth:`run`'s wait while it waits; its deadline is the next idle
-        #: deadline's (rounded up to :data:`IDLE_RESOLUTION`).
+        #: The scope of :meth:`run`'s waits until its deadline, the next idle deadline
+        #: (rounded up to :data:`IDLE_RESOLUTION`), passes.
         self._timer: trio.CancelScope | None = None
 
     @property
@@ -139,9 +140,9 @@ class ParkingLot:
         :attr:`available`), and every wait for the same idle time (see ``_waiting``).
 
         trio's ``wait_readable`` in a cancel scope, for less memory while waiting: the
-        task's only frames in here are trio's ``wait_task_rescheduled`` (this function
-        registers the wait and returns that, so it keeps no frame of its own while the
-        task waits); the deadline is one entry here, not a cancel scope's."""
+        task keeps no frame in here, only a :class:`_Wait` (this function registers the
+        wait and returns that, to be awaited at once); the deadline is one entry here, not
+        a cancel scope's."""
         epoll = self._epoll
         if epoll is None:
             raise RuntimeError("the parking lot is not running")
@@ -154,14 +155,7 @@ class ParkingLot:
         timer = self._timer
         if timer is not None and timer.deadline == math.inf:
             timer.deadline = _rounded(deadline)
-
-        def abort(_: Any) -> Abort:  # cancelled: forget the wait (the socket may stay armed)
-            self._waiting.pop(fd, None)
-            return Abort.SUCCEEDED
-
-        # Returned for the caller to await at once (a frame of ours would wait with it).
-        # (A closure: a partial of a bound method measured more.)
-        return trio.lowlevel.wait_task_rescheduled(abort)  # noqa: ASYNC105
+        return _Wait(self._waiting, fd)
 
     def interrupt(self, fd: int) -> bool:
         """Wake the task waiting on ``fd`` in :meth:`wait_readable` with
@@ -218,6 +212,12 @@ class ParkingLot:
             self._wake(fd, Woken.IDLE)
         return len(expired)
 
+    async def _serve(self) -> None:
+        """Wake the waits past their deadline, then serve the sockets that are ready."""
+        self.expire(trio.current_time())
+        while self.ready() == RESUME_SLICE:
+            await trio.lowlevel.checkpoint()
+
     def _next_deadline(self) -> float:
         for task in self._waiting.values():
             return _rounded(task.custom_sleep_data)
@@ -229,15 +229,22 @@ class ParkingLot:
         Returns at once where there is no epoll (connections then never park)."""
         if not hasattr(select, "epoll"):
             return
-        self._epoll = select.epoll()
+        self._epoll = epoll = select.epoll()
         try:
             while True:
-                with trio.CancelScope(deadline=self._next_deadline()) as self._timer:
-                    await trio.lowlevel.wait_readable(self._epoll.fileno())
+                # One timer scope until its deadline passes, the deadline moved meanwhile
+                # (when the first wait's, rounded, is another), not a new scope at every
+                # wake-up: trio keeps each scope's deadline, and each move of one, in its
+                # heap until that deadline passes, the scope with it, and the lot wakes
+                # up at every read of every busy connection.
+                with trio.CancelScope(deadline=self._next_deadline()) as timer:
+                    self._timer = timer
+                    while True:
+                        await trio.lowlevel.wait_readable(epoll.fileno())
+                        await self._serve()
+                        timer.deadline = self._next_deadline()
                 self._timer = None
-                self.expire(trio.current_time())
-                while self.ready() == RESUME_SLICE:
-                    await trio.lowlevel.checkpoint()
+                await self._serve()
         finally:
             epoll, self._epoll, self._timer = self._epoll, None, None
             parked, self._parked = list(self._parked.values()), {}
@@ -246,6 +253,39 @@ class ParkingLot:
             epoll.close()
             for connection in parked:
                 connection.abandon()
+
+
+class _Wait:
+    """One task's wait in the lot (:meth:`ParkingLot.wait_readable`), awaited at once:
+    what ``trio.lowlevel.wait_task_rescheduled`` does, for less memory.
+
+    trio's function is a coroutine awaiting a generator (``_async_yield``), and its
+    ``abort_fn`` would be a closure over the socket: four objects (0.6 KiB) held for as
+    long as a busy connection waits, which is nearly always. Here the awaitable is also
+    the abort function, and awaiting it is one generator (:meth:`__await__`): 0.25 KiB.
+    (A hand-written iterator instead of the generator would be 48 bytes, but the
+    ``StopIteration`` its ``send`` raises to end the wait makes Python keep a frame
+    object for the awaiting coroutine, 0.25 KiB again.) It hands trio trio's own request
+    type, from a private module: the one private name here, checked by
+    tests/test_parking.py like any wait.
+    """
+
+    __slots__ = ("_fd", "_waiting")
+
+    def __init__(self, waiting: dict[int, Task], fd: int) -> None:
+        self._waiting = waiting
+        self._fd = fd
+
+    def __await__(self) -> Generator[Any, Any, Woken]:
+        # Suspended until rescheduled with an outcome: Woken (the lot woke it), or
+        # Cancelled (see __call__).
+        rescheduled = yield WaitTaskRescheduled(self)
+        return rescheduled.unwrap()  # type: ignore[no-any-return]
+
+    def __call__(self, _: Any) -> Abort:
+        """Cancelled while waiting: forget the wait (the socket may stay armed)."""
+        self._waiting.pop(self._fd, None)
+        return Abort.SUCCEEDED
 
 
 def _rounded(deadline: float) -> float:

@@ -139,17 +139,75 @@ class Resident:
 
         Runs in a task of the server's own (a new one after each parking), so nothing it
         raises may escape: a failure ends this connection only (logged), never the server.
+
+        A spell reads until the connection ends or idles, then ends (:meth:`_end_spell`).
+        Its reading acts on every frame the peer sends until it closes or stops sending;
+        it stops early when the reading is stopped (the server hung up, a write failed:
+        see :meth:`_stop_reading`) or when nothing came for ``park_after`` seconds (the
+        spell's end then checks that nothing is left to write, and the connection parks).
+
+        Only the wait for input has that deadline: cancelling a read loses nothing,
+        cancelling a command half-way would. A connection that may park waits in the
+        parking lot (:meth:`~trio_chat.transports.parking.ParkingLot.wait_readable`, which
+        keeps the deadline; a hang-up interrupts it) and reads its socket itself, and only
+        what it does with a read's frames (:meth:`_handle_input`) is in a cancel scope (the
+        hang-up cancels it). Any other connection waits with trio (:meth:`Link.fill`, no
+        deadline: it never parks), all in one scope. The reading is written out here, not
+        in a method of its own: a busy connection waits for input nearly all the time,
+        and every coroutine frame under this one, and every scope, would be held
+        meanwhile (0.3 KiB for a frame, 0.75 KiB for a scope and its status;
+        bench/README.md, "Memory per connection").
+
+        Flood control happens in :meth:`_handle_input`, in the sender's own task and
+        before the hub, so nobody else waits for a flooder: a frame over the rate waits
+        (fakelag) before it is handled, and nothing more is read meanwhile. That wait has
+        no idle deadline, so a connection held back does not park; closing the session
+        cancels the wait.
         """
         parked = False
         reason: str | None = "connection closed"
         # A resumed spell's task was started by whoever woke it: replies go to this one.
         serving.set(self.device)
+        link, lot = self.link, self.server.parking
+        park_after = self.server.config.park_after
         try:
             while True:
-                # A spell: its reading, then why it ended. (Not a method of its own: the
-                # reader waits nearly all the time, and each frame under it is memory.)
                 self._begin_spell()
-                reason = await self._end_spell(await self._read_frames())
+                fd = link.park_fd if lot.available else None
+                ended: str | None = None
+                while True:
+                    if fd is not None and not link.input_waiting():
+                        if self._stopped:
+                            break
+                        # What receive_on_fd does (a read that gets something at once is
+                        # followed by a checkpoint that cannot be cancelled, so cancelling
+                        # never loses bytes), but waiting in the lot, whose wait is all
+                        # the checkpoint the read after it needs.
+                        await trio.lowlevel.checkpoint_if_cancelled()
+                        data = read_nowait(fd)
+                        if data is None:
+                            while data is None:
+                                deadline = trio.current_time() + park_after
+                                if await lot.wait_readable(fd, deadline) is not Woken.READABLE:
+                                    break  # idle, or interrupted: the spell's end sees which
+                                data = read_nowait(fd)
+                            if data is None:
+                                break
+                        else:
+                            await trio.lowlevel.cancel_shielded_checkpoint()
+                        link.feed(data)
+                    with trio.CancelScope() as reading:
+                        self._reading = reading
+                        if self._stopped:  # closed before we could listen, or while we read
+                            reading.cancel()
+                        try:
+                            ended = await self._handle_input(fd is None)
+                        finally:
+                            self._reading = None
+                    if ended is not None or reading.cancel_called:
+                        break
+                    del reading  # not kept in this frame while it waits again (112 bytes)
+                reason = await self._end_spell(ended)
                 if reason is not None:
                     break
                 if self._park():
@@ -171,6 +229,15 @@ class Resident:
             self.server.start_connection_task(self.run)
         except RuntimeError:  # the server has stopped serving: nobody to run it
             self._drop()
+
+    def __call__(self) -> None:
+        """What the mailbox calls: while parked, at anything (:meth:`resume`); in a spell,
+        when the server hangs up (:meth:`_stop_reading`). (The connection itself, rather
+        than a bound method made at each spell and each parking: 64 bytes each.)"""
+        if self._parked:
+            self.resume()
+        else:
+            self._stop_reading()
 
     def abandon(self) -> None:
         """The server is gone while this connection was parked: close it without a word."""
@@ -201,7 +268,7 @@ class Resident:
             return False
         if device.closed or self.server.stopping or self.writing:
             return False
-        if self.link.input_waiting() or not mailbox.park(self.resume):
+        if self.link.input_waiting() or not mailbox.park(self):
             return False  # woken while its spell ended: serve on
         self.server.parking.park(fd, self)
         self._parked = True
@@ -209,17 +276,17 @@ class Resident:
         return True
 
     def _begin_spell(self) -> None:
-        """Ready the connection to be read until it ends or idles (:meth:`_read_frames`)."""
+        """Ready the connection to be read until it ends or idles (in :meth:`run`)."""
         mailbox = self.device.mailbox
         self._write_failed = None
         # The server ends a session (quit, kick off, flooding, slow, shutdown) by stopping
         # its reader; what is queued is still delivered after.
-        mailbox.call_on_hang_up(self._stop_reading)
+        mailbox.call_on_hang_up(self)
         if not mailbox.call_when_queued(self._start_writer) and not mailbox.closed:
             self._start_writer()  # queued while no spell ran
 
     async def _end_spell(self, ended: str | None) -> str | None:
-        """The reading stopped (``ended``: why, if :meth:`_read_frames` knew): why the
+        """The reading stopped (``ended``: why, if the reading knew): why the
         connection ends, after its goodbye; ``None`` if it only idles (the caller parks
         it, or starts the next spell if it has work after all)."""
         server, link, device = self.server, self.link, self.device
@@ -253,60 +320,6 @@ class Resident:
             bye = Bye(code=close_code, text=close_reason or close_code)
             await say_goodbye(link, bye, pending)
         return reason
-
-    async def _read_frames(self) -> str | None:
-        """Act on every frame the peer sends until it closes or stops sending; the reason.
-        ``None`` once the reading stops (the server hung up, a write failed: see
-        :meth:`_stop_reading`) or the connection may be idle: nothing came for
-        ``park_after`` seconds (the caller checks that nothing is left to write).
-
-        Only the wait for input has that deadline: cancelling a read loses nothing,
-        cancelling a command half-way would. A connection that may park waits in the
-        parking lot (:meth:`~trio_chat.transports.parking.ParkingLot.wait_readable`, which
-        keeps the deadline; a hang-up interrupts it) and reads its socket itself, and only
-        what it does with a read's frames is in a cancel scope (the hang-up cancels it):
-        while it waits, which is nearly always, it holds no scope (about 0.75 KiB, with its
-        status; bench/README.md, "Memory per connection"). Any other connection waits
-        with trio (:meth:`Link.fill`, no deadline: it never parks), all in one scope.
-
-        Flood control happens here, in the sender's own task and before the hub, so nobody
-        else waits for a flooder: a frame over the rate waits (fakelag) before it is
-        handled, and nothing more is read meanwhile. The wait has no idle deadline, so a
-        connection held back does not park; closing the session cancels the wait."""
-        server, link = self.server, self.link
-        lot = server.parking
-        park_after = server.config.park_after
-        fd = link.park_fd if lot.available else None
-        while True:
-            if fd is not None and not link.input_waiting():
-                if self._stopped:
-                    return None
-                # What receive_on_fd does (a read that gets something at once is followed
-                # by a checkpoint that cannot be cancelled, so cancelling never loses
-                # bytes), but waiting in the lot, whose wait is all the checkpoint the read
-                # after it needs.
-                await trio.lowlevel.checkpoint_if_cancelled()
-                data = read_nowait(fd)
-                if data is None:
-                    while data is None:
-                        woken = await lot.wait_readable(fd, trio.current_time() + park_after)
-                        if woken is not Woken.READABLE:
-                            return None  # idle, or interrupted: the caller sees which
-                        data = read_nowait(fd)
-                else:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                link.feed(data)
-            ended: str | None = None
-            with trio.CancelScope() as reading:
-                self._reading = reading
-                if self._stopped:  # closed before we could listen, or while we read
-                    reading.cancel()
-                try:
-                    ended = await self._handle_input(fd is None)
-                finally:
-                    self._reading = None
-            if ended is not None or reading.cancel_called:
-                return ended
 
     async def _handle_input(self, fill: bool) -> str | None:
         """Handle the frames that have arrived (with ``fill``, and those that arrive after

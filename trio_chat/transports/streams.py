@@ -14,6 +14,7 @@ import trio
 
 from ..framing import EOF, NEED_DATA, LineBuffer, LineTooLong
 from ..proxyproto import ProxyHeader, format_address, parse_proxy_header
+from .fdstream import FdStream
 
 log = logging.getLogger("trio_chat.accept")
 
@@ -427,14 +428,24 @@ async def read_proxy_header(stream: trio.abc.Stream) -> tuple[ProxyHeader, bytes
 def close_now(stream: trio.abc.Stream) -> None:
     """Close a socket stream's socket without waiting (nothing is sent; other streams are
     left alone: only plain sockets park, see :mod:`trio_chat.transports.parking`)."""
-    if isinstance(stream, trio.SocketStream):
+    if isinstance(stream, FdStream):
+        stream.close()
+    elif isinstance(stream, trio.SocketStream):
         stream.socket.close()
 
 
 def socket_fd(stream: trio.abc.Stream) -> int | None:
     """The file descriptor of a plain socket stream (``None`` for TLS and other streams),
     for :func:`write_nowait`."""
+    if isinstance(stream, FdStream):
+        return stream.fileno()
     return stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+
+
+def kept_stream(stream: trio.abc.Stream) -> trio.abc.Stream:
+    """The stream a logged-in connection keeps: a plain socket by its descriptor alone
+    (:class:`~.fdstream.FdStream`, taken over from trio's), any other stream as it is."""
+    return FdStream.take_over(stream) if isinstance(stream, trio.SocketStream) else stream
 
 
 def write_nowait(fd: int, data: bytes) -> bytes:

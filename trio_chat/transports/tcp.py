@@ -41,6 +41,7 @@ from .streams import (
     accept_forever,
     accept_tls,
     close_now,
+    kept_stream,
     listener_address,
     open_listeners,
     read_proxy_header,
@@ -60,7 +61,27 @@ _PING_TOKENS = itertools.count(1)
 
 
 class TcpLink:
-    """A :class:`~trio_chat.transports.connection.Link` over a trio stream of lines."""
+    """A :class:`~trio_chat.transports.connection.Link` over a trio stream of lines.
+
+    Slotted, as every object a connection keeps for its life: a ``__dict__`` is most of
+    an object's size (bench/README.md, "Memory per connection")."""
+
+    __slots__ = (
+        "_by_silence",
+        "_lines",
+        "_skip_prompt",
+        "address",
+        "batching",
+        "format",
+        "keepalive_ping",
+        "last_heard",
+        "measure",
+        "park_fd",
+        "plain_text",
+        "stream",
+        "transport",
+        "write_now",
+    )
 
     def __init__(
         self,
@@ -367,7 +388,7 @@ async def open_tcp_link(
         await chat_stream.send_all(http_misdirected(server.ws_port))
         return None
     return TcpLink(
-        chat_stream,
+        kept_stream(chat_stream),
         arrival.address,
         plain_text=plain_text,
         max_line_bytes=config.max_frame_bytes,

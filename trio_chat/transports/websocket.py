@@ -49,11 +49,13 @@ from ..wire import (
     sizer,
     websocket_text_frame,
 )
+from . import wsframes
 from .connection import Arrival, serve_accepted
 from .http import CONNECTION_CLOSE, Header, response
 from .streams import (
     accept_tls,
     close_now,
+    kept_stream,
     receive_on_fd,
     receive_or_end,
     serve_port,
@@ -61,6 +63,7 @@ from .streams import (
     write_nowait,
 )
 from .webroutes import serve_route
+from .wsframes import FrameBoundary
 
 if TYPE_CHECKING:
     from .host import ChatHost
@@ -100,21 +103,45 @@ class WebSocketLink:
     is counted), in at most :data:`WS_MAX_FRAGMENTS` frames.
     """
 
+    __slots__ = (
+        "_ahead",
+        "_closed",
+        "_events",
+        "_fragments",
+        "_frames",
+        "_message",
+        "_message_size",
+        "_message_text",
+        "_send_lock",
+        "address",
+        "batching",
+        "keepalive_ping",
+        "last_heard",
+        "max_frame_bytes",
+        "measure",
+        "park_fd",
+        "stream",
+        "write_now",
+        "ws",
+    )
+
     transport = "websocket"
     plain_text = False
 
     def __init__(
         self,
         stream: trio.abc.Stream,
-        ws: WsConnection,
         address: str,
         max_frame_bytes: int,
         already_received: bytes = b"",
     ) -> None:
         self.stream = stream
-        self.ws = ws
-        if already_received:  # frames a client sent right behind its upgrade request
-            ws.receive_data(already_received)
+        #: The frame parser while this connection has bytes to parse (lent from
+        #: :mod:`.wsframes` at each read, given back when they are all handled), or
+        #: ``None``: nothing received is left to parse (most of the time).
+        self.ws: WsConnection | None = None
+        #: Where the frames of what arrived end (whether the parser can be given back).
+        self._frames = FrameBoundary()
         self.address = address
         self.max_frame_bytes = max_frame_bytes
         self.measure = sizer(WEBSOCKET_FRAMES)
@@ -123,11 +150,11 @@ class WebSocketLink:
         # wsproto's events for the bytes received so far, parsed as they are asked for
         # (None once they are all handled: then the socket is read again), and the next
         # one, parsed ahead to know whether there is one.
-        self._events: Iterator[Event] | None = ws.events()
+        self._events: Iterator[Event] | None = None
         self._ahead: Event | None = None
         # The message arriving in fragments: its bytes (up to max_frame_bytes), its size
         # (all of it), whether it is text, and how many of its frames have come.
-        self._message = bytearray()
+        self._message: bytearray | None = None  # made at a message's first fragment
         self._message_size = 0
         self._message_text = False
         self._fragments = 0
@@ -143,6 +170,8 @@ class WebSocketLink:
         self.write_now: Callable[[Parcel], bytes] | None = (
             None if self.park_fd is None else self._write_nowait
         )
+        if already_received:  # frames a client sent right behind its upgrade request
+            self._parse(already_received)
 
     def heard(self) -> float:
         """:attr:`last_heard`, for the keepalive (a bound method: a closure per connection
@@ -158,13 +187,38 @@ class WebSocketLink:
             self._ahead = next(self._events, None)
             if self._ahead is None:
                 self._events = None
+                self._rest()
         return self._ahead
+
+    def _parse(self, data: bytes) -> None:
+        """Hand received bytes to the parser (lent one if it has none)."""
+        ws = self.ws
+        if ws is None:
+            ws = self.ws = wsframes.lend()
+        ws.receive_data(data)
+        self._frames.feed(data)
+        self._events = ws.events()
+
+    def _rest(self) -> None:
+        """Every event of what was received is handed out: give the parser back if that
+        ended on a frame boundary outside any fragmented message (it then holds nothing)."""
+        ws = self.ws
+        if ws is not None and self._frames.at_rest and ws.state is ConnectionState.OPEN:
+            self.ws = None
+            wsframes.give_back(ws)
+
+    def _parser(self) -> WsConnection:
+        """The frame parser, to send with (lent one if it has none: it is at rest)."""
+        ws = self.ws
+        if ws is None:
+            ws = self.ws = wsframes.lend()
+        return ws
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes held for a message still arriving in fragments (at most
         ``max_frame_bytes``, however the message is cut up)."""
-        return len(self._message)
+        return 0 if self._message is None else len(self._message)
 
     def _format(self) -> WireFormat[bytes]:
         return WEBSOCKET_BATCH_FRAMES if self.batching else WEBSOCKET_FRAMES
@@ -195,8 +249,7 @@ class WebSocketLink:
             self._closed = True
             return
         self.last_heard = trio.current_time()
-        self.ws.receive_data(bytes(data))
-        self._events = self.ws.events()
+        self._parse(bytes(data))
 
     async def _on_event(self, event: Event) -> ClientFrame | RemoteProtocolError | Overhead | None:
         """What one wsproto event means for the reader (``None``: nothing yet, read on)."""
@@ -206,8 +259,9 @@ class WebSocketLink:
                 return self._decode(data)  # a whole message in one frame: the usual case
             return await self._fragment(data, event.frame_finished, event.message_finished)
         if isinstance(event, Ping):
-            if self.ws.state is ConnectionState.OPEN:
-                await self._write(self.ws.send(event.response()))
+            ws = self._parser()
+            if ws.state is ConnectionState.OPEN:
+                await self._write(ws.send(event.response()))
             return _PING
         if isinstance(event, Pong):
             return _PONG
@@ -229,12 +283,14 @@ class WebSocketLink:
             await self._close(CloseReason.MESSAGE_TOO_BIG, "message too big")
             return None
         if self._message_size <= self.max_frame_bytes:
+            if self._message is None:
+                self._message = bytearray()
             self._message += chunk
-        elif self._message:  # it will be refused: keep counting, stop keeping
-            self._message = bytearray()
+        else:  # it will be refused: keep counting, stop keeping
+            self._message = None
         if message_finished:
-            size, message = self._message_size, bytes(self._message)
-            self._message, self._message_size, self._fragments = bytearray(), 0, 0
+            size, message = self._message_size, bytes(self._message or b"")
+            self._message, self._message_size, self._fragments = None, 0, 0
             if size > self.max_frame_bytes:
                 return self._too_large(size)
             return self._decode(message.decode() if self._message_text else message)
@@ -296,10 +352,11 @@ class WebSocketLink:
         """Send a close frame if the WebSocket is still open (best effort), then stop reading."""
         self._closed = True
         self._events = self._ahead = None
-        self._message = bytearray()
-        if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+        self._message = None
+        ws = self._parser()
+        if ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await self._write(self.ws.send(CloseConnection(code=code, reason=reason)))
+                await self._write(ws.send(CloseConnection(code=code, reason=reason)))
 
     async def prompt_nick(self) -> None:
         return None
@@ -496,15 +553,12 @@ async def open_ws_link(
         await web_stream.send_all(http_error(400, b"bad WebSocket handshake\n"))
         return None
     accept = ws.send(AcceptConnection())
-    # From here on only the frame-level connection is needed: keeping it alone lets the
-    # handshake's HTTP parser go (a few KiB per idle WebSocket).
-    assert ws.connection is not None
-    connection = ws.connection
+    # From here on the link parses frames with a parser lent when bytes come (see
+    # wsframes): the handshake's objects all go, its frame parser with them.
     del ws
     await web_stream.send_all(accept)
     return WebSocketLink(
-        web_stream,
-        connection,
+        kept_stream(web_stream),
         arrival.address,
         server.config.max_frame_bytes,
         already_received=head[end:],
