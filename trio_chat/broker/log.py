@@ -31,12 +31,12 @@ running number and id (the group's stream id is its last line's id; the lines be
 have the ids just below), and what an entry costs — Redis's ``XADD``, every node's RESP
 parse and loop, the writer's own check of it — is paid once per group instead of once per
 line (:func:`decode_group`; a node reads its own groups from their start alone,
-:func:`own_group_seqs`). The single-line form (:func:`encode_line`,
-``["l",NODE,SEQ,...]``, written by nodes from before groups) and chat lines of the object
-form (from before the array form) are still read, so a node reads a log older nodes
-wrote, or are still writing. Not the other way round: an older node skips each group (or
-line of the array form) with a warning, which is why the README says to upgrade all the
-nodes of a chat at once.
+:func:`own_group_seqs`). A chat line in an entry of its own (:func:`encode_line`,
+``["l",NODE,SEQ,...]``, what nodes from before groups append) and chat lines of the
+object form (from before the array form) are still read, so a node reads a log older
+nodes wrote, or are still writing. Not the other way round: an older node skips each
+group (or line of the array form) with a warning, which is why the README says to
+upgrade all the nodes of a chat at once.
 """
 
 from __future__ import annotations

@@ -9,9 +9,10 @@ published meanwhile with pub/sub (at most once), and has nothing to replay from.
 keeps the entries (``XADD ... MAXLEN ~``): a node reads on from the last id it saw after
 any outage, without holes or duplicates, and a node that was down fills its history from
 it. One small Lua script appends a batch: it gives each event the next id from one counter
-(the stream id is ``<id>-0``, so ids rise with the stream), and skips entries the node
-already appended (each carries the node's running number), so a batch whose answer was
-lost is simply sent again.
+(the stream id is ``<id>-0``, so ids rise with the stream; the chat lines a node appends
+at once share one entry, a group, whose id is its last line's), and skips entries the
+node already appended (each carries the node's running numbers), so a batch whose answer
+was lost is simply sent again.
 
 What each node keeps: every remote user as a member it never delivers to
 (:mod:`~trio_chat.broker.replica`), rebuilt from the ``snapshot`` entries the other nodes
