@@ -51,7 +51,6 @@ from .log import (
     Entry,
     EntryKind,
     decode_entries,
-    decode_entry,
     decode_group,
     decode_line,
     encode_entry,
@@ -588,7 +587,8 @@ class RedisBroker(Presence):
         return getattr(entry.event, "id", 0) > self.last_event_id
 
     def _decode_all(self, stream_id: str, payload: bytes | None) -> list[Entry]:
-        """:meth:`_decode`, a group's lines as an entry each (see :func:`.log.decode_entries`)."""
+        """The entry (a group: the entry of each of its lines, see
+        :func:`.log.decode_entries`); none, said in the log, if it is not one of ours."""
         try:
             if payload is None:
                 raise BadEntry(f"log entry {stream_id} has no payload")
@@ -596,15 +596,6 @@ class RedisBroker(Presence):
         except BadEntry as exc:
             log.warning("broker: skipped an entry: %s", exc)
             return []
-
-    def _decode(self, stream_id: str, payload: bytes | None) -> Entry | None:
-        try:
-            if payload is None:
-                raise BadEntry(f"log entry {stream_id} has no payload")
-            return decode_entry(stream_id, payload)
-        except BadEntry as exc:
-            log.warning("broker: skipped an entry: %s", exc)
-            return None
 
     def _handle(self, entry: Entry) -> None:
         if entry.kind == "event":
@@ -673,8 +664,7 @@ class RedisBroker(Presence):
                     if seq is not None:  # this node's own event: it holds it already
                         self._read_own(seq, stream_id)
                         continue
-                    entry = self._decode(stream_id, payload)
-                    if entry is not None:
+                    for entry in self._decode_all(stream_id, payload):
                         self._handle(entry)
                     continue
                 if payload[2:3] == b"g":  # a group of chat lines (most of the log)
