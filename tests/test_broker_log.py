@@ -262,57 +262,28 @@ def test_an_own_line_read_back_is_numbered_as_replace_would(kind: str) -> None:
 # ------------------------------------------------------------------ over a real Redis
 
 
-async def test_a_single_line_an_older_node_appends_goes_between_the_groups(
-    broker_url: str,
-) -> None:
-    """A rolling restart: a node from before groups appends each line as an entry of its
-    own (``["l",...]``, through the same script); the newer nodes deliver it among their
-    own lines, in the log's order."""
-    import coredis
-
-    from trio_chat.broker.redis import _APPEND, _keys
-    from trio_chat.testing import local_config, open_client, open_test_server
-
-    old_line = b'["l","old-1",1,1,1.5,"#lobby","olga","from an older node","say"]'
-    keys = _keys("trio-chat")
-    async with (
-        open_test_server(config=local_config(broker=broker_url)) as a,
-        open_test_server(config=local_config(broker=broker_url)) as b,
-        open_client(a, "alice") as alice,
-        open_client(b, "bob") as bob,
-        coredis.Redis.from_url(broker_url) as redis,
-    ):
-        await alice.expect("join", lambda e: e.nick == "bob")
-        await alice.say("before")
-        for client in (alice, bob):
-            await client.expect("message", lambda e: e.text == "before")
-        script = redis.register_script(_APPEND)
-        run = [keys["counter"], keys["log"], keys["seqs"]]
-        assert await script(keys=run, args=[1000, "old-1", 1, "e", old_line + b"\n"]) == 1
-        await bob.say("after")
-        for client in (alice, bob):
-            got = [await client.expect("message") for _ in range(2)]
-            assert [(m.nick, m.text) for m in got] == [
-                ("olga", "from an older node"),
-                ("bob", "after"),
-            ]
-            assert got[0].id < got[1].id
-
-
-async def test_a_line_an_older_node_appends_reaches_the_users_of_newer_ones(
-    broker_url: str,
-) -> None:
-    """A rolling restart: a node from before the array form still appends its lines as
-    objects (through the same script); the newer nodes deliver them among their own."""
-    import coredis
-
-    from trio_chat.broker.redis import _APPEND, _keys
-    from trio_chat.testing import local_config, open_client, open_test_server
-
-    old_line = (
+@pytest.mark.parametrize(
+    "old_line",
+    [
+        # From before the array form: a line as an object.
         b'{"k":"event","n":"old-1","s":1,"e":{"type":"message","ts":1.5,"room":"#lobby",'
-        b'"nick":"olga","text":"from an older node","kind":"say"},"r":"#lobby","p":1}'
-    )
+        b'"nick":"olga","text":"from an older node","kind":"say"},"r":"#lobby","p":1}',
+        # From before groups: a line in an entry of its own.
+        b'["l","old-1",1,1,1.5,"#lobby","olga","from an older node","say"]',
+    ],
+    ids=["object", "single-line"],
+)
+async def test_a_line_an_older_node_appends_reaches_the_users_of_newer_ones(
+    broker_url: str, old_line: bytes
+) -> None:
+    """A rolling restart: a node from before the array form (or before groups) still
+    appends its lines in its own form, through the same script; the newer nodes deliver
+    them among their own, in the log's order."""
+    import coredis
+
+    from trio_chat.broker.redis import _APPEND, _keys
+    from trio_chat.testing import local_config, open_client, open_test_server
+
     keys = _keys("trio-chat")
     async with (
         open_test_server(config=local_config(broker=broker_url)) as a,

@@ -389,16 +389,7 @@ def decode_entry(stream_id: str, payload: bytes) -> Entry:
     never trusts the log blindly: another program may share the Redis)."""
     if payload[:1] == b"[":
         node, seq, line, persist, author = decode_line(stream_id, payload)
-        return Entry(
-            "event",
-            node,
-            seq,
-            stream_id,
-            event=line,
-            room=line.room,
-            persist=persist,
-            author=author,
-        )
+        return _line_entry(node, seq, stream_id, line, persist, author)
     try:
         obj = orjson.loads(payload)
         kind = obj["k"]
@@ -447,18 +438,18 @@ def decode_entries(stream_id: str, payload: bytes) -> list[Entry]:
         return [decode_entry(stream_id, payload)]
     node, first_seq, lines = decode_group(stream_id, payload)
     return [
-        Entry(
-            "event",
-            node,
-            seq,
-            stream_id,
-            event=line,
-            room=line.room,
-            persist=persist,
-            author=author,
-        )
+        _line_entry(node, seq, stream_id, line, persist, author)
         for seq, (line, persist, author) in enumerate(lines, first_seq)
     ]
+
+
+def _line_entry(
+    node: str, seq: int, stream_id: str, line: Message, persist: bool, author: str | None
+) -> Entry:
+    """The entry of a chat line of the array form (or of a group) read back."""
+    return Entry(
+        "event", node, seq, stream_id, event=line, room=line.room, persist=persist, author=author
+    )
 
 
 def _rule(stream_id: str, data: Any) -> RuleChange:
