@@ -13,7 +13,9 @@ every node was offered every line. Printed:
 the process's CPU per line (all nodes together, as the workers of ``--workers`` would
 spend it, without the sockets), and the same with no broker (``--nodes 0``: one plain
 server) for reference. ``--profile`` adds the top of a cProfile. The garbage collector is
-set as ``trio-chat serve`` sets it (``quiet_gc``: start-up frozen).
+set as ``trio-chat serve`` sets it (``quiet_gc``: start-up frozen). ``--hop N`` measures
+the broker's hop instead: N lines said one at a time, 2 ms apart, each timed from the
+``say`` until every member of every node was offered it (p50, p90, p99 per run).
 
 Runs the ``trio_chat`` it imports (``PYTHONPATH=DIR`` runs another tree, e.g. an older
 commit's ``git archive``), so two versions are compared by running it twice.
@@ -29,7 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +97,12 @@ def members(hub: Hub, node: Counter, count: int, prefix: str) -> list[Session]:
     return sessions
 
 
-async def measure(args: argparse.Namespace, url: str | None) -> dict[str, float]:
+@contextlib.asynccontextmanager
+async def open_chat(
+    args: argparse.Namespace, url: str | None
+) -> AsyncIterator[tuple[list[Hub], list[Counter], Session]]:
+    """The nodes' hubs, what each node's members were offered, and the user who speaks,
+    once every node knows every member."""
     count = max(1, args.nodes)
     if url is not None:  # each run starts from an empty log (a node catches up on it)
         async with await open_redis_connection(url) as redis:
@@ -120,10 +127,33 @@ async def measure(args: argparse.Namespace, url: str | None) -> dict[str, float]
         with trio.fail_after(20):
             await until(lambda: all(len(h.rooms[ROOM].members) == expected for h in hubs))
         await trio.sleep(0.2)  # the joins' fan-out is done
+        yield hubs, counters, local[0][0]
+
+
+async def hop(args: argparse.Namespace, url: str | None) -> list[float]:
+    """Seconds from saying a line to every member of every node being offered it, for
+    ``--hop`` lines said one at a time, 2 ms apart (the broker's hop, at no load)."""
+    async with open_chat(args, url) as (hubs, counters, sender):
+        seconds = []
+        with trio.fail_after(120):
+            for _ in range(args.hop):
+                for counter in counters:
+                    counter.done = trio.Event()
+                    counter.target = counter.offered + args.members
+                start = time.perf_counter()
+                hubs[0].say(sender, ROOM, "x" * 64)
+                for counter in counters:
+                    await counter.done.wait()
+                seconds.append(time.perf_counter() - start)
+                await trio.sleep(0.002)
+        return seconds
+
+
+async def measure(args: argparse.Namespace, url: str | None) -> dict[str, float]:
+    async with open_chat(args, url) as (hubs, counters, sender):
         for counter in counters:
             counter.target = counter.offered + args.lines * args.members
         offers = sum(c.offers for c in counters)
-        sender = local[0][0]
         text = "x" * 64
         quiet_gc()  # as `trio-chat serve` does once started
         profile = cProfile.Profile() if args.profile else None
@@ -152,7 +182,7 @@ async def measure(args: argparse.Namespace, url: str | None) -> dict[str, float]
         return {
             "cpu_us_per_line": cpu / args.lines * 1e6,
             "wall_s": wall,
-            "lines_per_offer": args.lines * args.members * count / offers,
+            "lines_per_offer": args.lines * args.members * len(hubs) / offers,
             "busy": busy,
         }
 
@@ -165,6 +195,9 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=64, help="lines said per scheduling round")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", type=int, default=0, help="print this many cProfile rows")
+    parser.add_argument(
+        "--hop", type=int, default=0, help="instead: the latency of this many lines, one at a time"
+    )
     # (How bench/broker_instructions.py runs it under callgrind: as without it.)
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -180,6 +213,15 @@ def main() -> None:
             port = free_port()
             stack.enter_context(redis_server(workdir, port))
             url = f"redis://127.0.0.1:{port}/0"
+        if args.hop:
+            for _ in range(args.repeats):
+                seconds = sorted(trio.run(hop, args, url))
+                at = {
+                    q: seconds[min(len(seconds) - 1, int(len(seconds) * q))]
+                    for q in (0.5, 0.9, 0.99)
+                }
+                print("  " + ", ".join(f"p{q * 100:g} {v * 1e3:.3f} ms" for q, v in at.items()))
+            return
         for _ in range(args.repeats):
             result: dict[str, Any] = trio.run(measure, args, url)
             results.append(result)

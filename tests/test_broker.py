@@ -12,8 +12,11 @@ import trio
 
 from trio_chat.broker.log import (
     BadEntry,
+    decode_entries,
     decode_entry,
     encode_entry,
+    encode_group,
+    encode_row,
     own_event_prefix,
     own_event_seq,
 )
@@ -92,6 +95,39 @@ async def test_the_append_script_numbers_a_batch_and_skips_what_it_already_has(
     assert decode_entry("2-0", payloads[2]).event == Message(
         id=2, ts=1.5, room="#lobby", nick="alice", text="two\nlines"
     )
+
+
+async def test_the_append_script_gives_a_group_an_id_per_line_and_skips_it_whole(
+    broker_url: str,
+) -> None:
+    """A group of three lines (running numbers 2 to 4) takes ids 2 to 3 after an event's
+    1, its entry the last of them; sent again with what follows, it is not appended twice."""
+    import coredis
+
+    from trio_chat.broker.redis import _APPEND, _keys
+
+    keys = _keys("t")
+    line = Message(id=1, ts=1.5, room="#lobby", nick="alice", text="hi")
+    event = encode_entry("event", "n", 1, event=line, room="#lobby", to=("bob",))
+    group = encode_group("n", 2, [encode_row(line)] * 3)
+    hello = encode_entry("hello", "n", 5, data={"nick": "alice"})
+    second = encode_group("n", 6, [encode_row(line)] * 2)
+    client = coredis.Redis.from_url(broker_url)
+    async with client:
+        script = client.register_script(_APPEND)
+        run = [keys["counter"], keys["log"], keys["seqs"]]
+        args: list[object] = [1000, "n", 1, "eg", b"\n".join([event, group, b""]), "3"]
+        assert await script(keys=run, args=args) == 4
+        # The answer was lost: the node sends the group again, with what came since.
+        args = [1000, "n", 2, "gcg", b"\n".join([group, hello, second, b""]), "3 2"]
+        assert await script(keys=run, args=args) == 7
+        got = await client.xrange(keys["log"])
+    assert [item.identifier for item in got] == [b"1-0", b"4-0", b"4-1", b"6-0"]
+    assert [item.field_values[b"x"] for item in got] == [event, group, hello, second]
+    entries = [e for i in got for e in decode_entries(i.identifier.decode(), i.field_values[b"x"])]
+    ids = [getattr(e.event, "id", None) for e in entries]
+    assert ids == [1, 2, 3, 4, None, 5, 6]
+    assert [e.seq for e in entries] == [1, 2, 3, 4, 5, 6, 7]
 
 
 # ------------------------------------------------------------------ nodes, for real

@@ -1,5 +1,6 @@
-"""The shared log's entries, sans-IO: the array form of a chat line, every event kind
-round-tripping, entries of the object form (what older nodes wrote) still read."""
+"""The shared log's entries, sans-IO: groups of chat lines, the array form of a chat line,
+every event kind round-tripping, entries of the object form (what older nodes wrote) still
+read."""
 
 from __future__ import annotations
 
@@ -10,16 +11,26 @@ import pytest
 
 from trio_chat.broker.log import (
     BadEntry,
+    decode_entries,
     decode_entry,
+    decode_group,
     decode_line,
     encode_entry,
+    encode_group,
     encode_line,
+    encode_row,
     number_own_line,
     own_event_prefix,
     own_event_seq,
+    own_group_prefix,
+    own_group_seqs,
     own_line_prefix,
 )
+from trio_chat.broker.redis import RedisBroker
+from trio_chat.delivery import Pending
+from trio_chat.hub import Hub
 from trio_chat.protocol import (
+    Info,
     Joined,
     Left,
     Message,
@@ -29,6 +40,7 @@ from trio_chat.protocol import (
     Topic,
     renumbered,
 )
+from trio_chat.rooms import Room
 
 LINE = Message(id=3, ts=1700000000.123456, room="#lobby", nick="alice", text='a "line"\n\u00e9')
 
@@ -130,6 +142,87 @@ def test_a_line_that_is_not_ours_is_refused(payload: bytes) -> None:
         decode_entry("1-0", payload)
 
 
+REPLY = Message(
+    id=3,
+    ts=2.5,
+    room="#dev",
+    nick="bob",
+    text="yes",
+    kind="action",
+    reply_to=2,
+    quote={"nick": "alice", "text": "a question"},
+)
+
+
+def test_a_group_gives_each_line_an_id_up_to_its_own_and_a_running_number() -> None:
+    rows = [
+        encode_row(LINE, persist=True),
+        encode_row(REPLY, author="bob"),
+        encode_row(dataclasses.replace(LINE, text="third")),
+    ]
+    payload = encode_group('node-"a"', 7, rows)
+    assert orjson.loads(payload)[:5] == ["g", 'node-"a"', 7, 3, orjson.loads(rows[0])]
+    assert b"\n" not in payload  # the append script splits a batch at newlines
+    node, first_seq, lines = decode_group("42-0", payload)
+    assert (node, first_seq) == ('node-"a"', 7)
+    assert lines == [
+        (dataclasses.replace(LINE, id=40), True, None),
+        (dataclasses.replace(REPLY, id=41), False, "bob"),
+        (dataclasses.replace(LINE, id=42, text="third"), False, None),
+    ]
+    entries = decode_entries("42-0", payload)
+    assert [(e.kind, e.node, e.seq, e.stream_id) for e in entries] == [
+        ("event", 'node-"a"', seq, "42-0") for seq in (7, 8, 9)
+    ]
+    assert [(e.event, e.room, e.persist, e.author) for e in entries] == [
+        (line, line.room, persist, author) for line, persist, author in lines
+    ]
+    assert decode_entries("5-0", encode_line("n", 1, LINE)) == [
+        decode_entry("5-0", encode_line("n", 1, LINE))
+    ]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'["g","n",1,0]',  # no lines
+        b'["g","n",1,2,[1,1.5,"#lobby","alice","hi","say"]]',  # a line short of its count
+        b'["g","n","1",1,[1,1.5,"#lobby","alice","hi","say"]]',  # the number a string
+        b'["g",7,1,1,[1,1.5,"#lobby","alice","hi","say"]]',  # the node a number
+        b'["g","n",1,1,[1,1.5,"#lobby",7,"hi","say"]]',  # the nick a number
+        b'["g","n",1,1,[1,1.5,"#lobby","alice","hi","shout"]]',  # no such kind
+        b'["g","n",1,1,[1,1.5,"#lobby","alice","hi"]]',  # a field short
+        b'["g","n",1,1,[1,1.5,"#lobby","alice","hi","say",{},{}]]',  # too long
+        b'["g","n",1,1,"a line"]',
+        b'["g","n",1,1,[]]',
+        b'["g","n",1,2,[1,1.5,"#lobby","alice","hi","say"],{"reply_to":"x"}]',
+        b'["g","n",1,1,[1,1.5,"#lobby","alice","hi","say",{"reply_to":"x"}]]',
+        b'["g","n",1,1,[1,1.5,"#lobby","alice","hi","say"]',  # not json
+    ],
+)
+def test_a_group_that_is_not_ours_is_refused(payload: bytes) -> None:
+    with pytest.raises(BadEntry):
+        decode_group("1-0", payload)
+    with pytest.raises(BadEntry):
+        decode_entries("1-0", payload)
+
+
+def test_a_node_knows_its_own_groups_by_their_start() -> None:
+    node = 'node-"a"'
+    prefix = own_group_prefix(node)
+    assert own_group_seqs(encode_group(node, 12, [encode_row(LINE)] * 3), prefix) == (12, 3)
+    others = (
+        encode_group('node-"a"2', 12, [encode_row(LINE)]),
+        encode_line(node, 12, LINE),
+        encode_entry("hello", node, 14, data={"nick": "alice"}),
+        prefix,
+        prefix + b"12,",
+        prefix + b"x,1,",
+    )
+    for other in others:
+        assert own_group_seqs(other, prefix) is None
+
+
 def test_a_node_knows_its_own_lines_by_their_start() -> None:
     node = 'node-"a"'
     line_prefix, event_prefix = own_line_prefix(node), own_event_prefix(node)
@@ -169,20 +262,28 @@ def test_an_own_line_read_back_is_numbered_as_replace_would(kind: str) -> None:
 # ------------------------------------------------------------------ over a real Redis
 
 
+@pytest.mark.parametrize(
+    "old_line",
+    [
+        # From before the array form: a line as an object.
+        b'{"k":"event","n":"old-1","s":1,"e":{"type":"message","ts":1.5,"room":"#lobby",'
+        b'"nick":"olga","text":"from an older node","kind":"say"},"r":"#lobby","p":1}',
+        # From before groups: a line in an entry of its own.
+        b'["l","old-1",1,1,1.5,"#lobby","olga","from an older node","say"]',
+    ],
+    ids=["object", "single-line"],
+)
 async def test_a_line_an_older_node_appends_reaches_the_users_of_newer_ones(
-    broker_url: str,
+    broker_url: str, old_line: bytes
 ) -> None:
-    """A rolling restart: a node from before the array form still appends its lines as
-    objects (through the same script); the newer nodes deliver them among their own."""
+    """A rolling restart: a node from before the array form (or before groups) still
+    appends its lines in its own form, through the same script; the newer nodes deliver
+    them among their own, in the log's order."""
     import coredis
 
     from trio_chat.broker.redis import _APPEND, _keys
     from trio_chat.testing import local_config, open_client, open_test_server
 
-    old_line = (
-        b'{"k":"event","n":"old-1","s":1,"e":{"type":"message","ts":1.5,"room":"#lobby",'
-        b'"nick":"olga","text":"from an older node","kind":"say"},"r":"#lobby","p":1}'
-    )
     keys = _keys("trio-chat")
     async with (
         open_test_server(config=local_config(broker=broker_url)) as a,
@@ -206,3 +307,95 @@ async def test_a_line_an_older_node_appends_reaches_the_users_of_newer_ones(
                 ("bob", "after"),
             ]
             assert got[0].id < got[1].id
+
+
+# ------------------------------------------------------------------ groups read back
+
+
+def a_reader(node: str) -> tuple[RedisBroker, list[Pending], list[int]]:
+    """A broker of a hub with #lobby, not connected: what it hands on, and the ids it
+    told the hub to expect."""
+    hub = Hub()
+    hub.rooms["#lobby"] = Room("#lobby")
+    handed: list[Pending] = []
+    expected: list[int] = []
+    hub.expect = expected.append  # type: ignore[attr-defined]
+    broker = RedisBroker(
+        "redis://unused", hub, handed.append, deliver_many=handed.extend, node=node
+    )
+    return broker, handed, expected
+
+
+def test_groups_read_back_hand_their_lines_on_in_order_with_the_log_ids() -> None:
+    """This node's group: the lines it holds, numbered in place (their replies after them);
+    another node's: each line decoded, with its room; both as one batch."""
+    broker, handed, expected = a_reader("a")
+    room = broker.hub.rooms["#lobby"]
+    said = [dataclasses.replace(LINE, id=0, text=f"mine {i}") for i in range(3)]
+    for line in said:
+        broker.publish(Pending(line, room, (), True))
+    reply = Pending(Info(text="noted"), None, ())
+    broker.publish(reply)  # waits for the lines before it
+    assert not handed
+    (unit,) = broker._outgoing
+    theirs = [dataclasses.replace(LINE, text=f"theirs {i}") for i in range(2)]
+    entries = [
+        (b"3-0", broker._payload(unit)),
+        (b"5-0", encode_group("b", 9, [encode_row(line) for line in theirs])),
+    ]
+    broker._read_entries(entries, own_event_prefix("a"), own_line_prefix("a"))
+    assert [p.event.id for p in handed[:3]] == [1, 2, 3]  # type: ignore[union-attr]
+    assert [p.event for p in handed[:3]] == said and said[0].id == 1
+    assert handed[3] is reply
+    assert [p.event for p in handed[4:]] == [
+        dataclasses.replace(line, id=n) for n, line in zip((4, 5), theirs, strict=True)
+    ]
+    assert all(p.room is room for p in handed[4:])
+    assert expected == [1, 2, 3, 4, 5] and broker.last_event_id == 5
+    assert not broker._mine and broker._position == "5-0"
+
+
+def test_a_group_taken_by_the_writer_takes_no_more_lines() -> None:
+    """Once the writer took a group it is sent as it is (again, if need be): the next line
+    starts another, as does any other entry, so running numbers stay in order."""
+    broker, _, _ = a_reader("a")
+    room = broker.hub.rooms["#lobby"]
+    broker.publish(Pending(dataclasses.replace(LINE, id=0), room, (), True))
+    broker._open_group = None  # what the writer does as it takes a batch
+    broker.publish(Pending(dataclasses.replace(LINE, id=0), room, (), True))
+    broker._append("hello", data={"nick": "alice"})
+    broker.publish(Pending(dataclasses.replace(LINE, id=0), room, (), True))
+    broker.publish(Pending(dataclasses.replace(LINE, id=0), room, (), True))
+    assert [(seq, flag, len(p)) for seq, flag, p in broker._outgoing if flag == "g"] == [
+        (1, "g", 1),
+        (2, "g", 1),
+        (4, "g", 2),
+    ]
+    assert [flag for _, flag, _ in broker._outgoing] == ["g", "g", "c", "g"]
+
+
+async def test_a_node_catching_up_stores_the_lines_of_a_group_it_had_not_stored(
+    broker_url: str,
+) -> None:
+    """A node that stored up to id 2 comes back: of a group holding ids 1 to 4, it takes
+    the stored lines above 2 (a group's entry has its last line's id)."""
+    import coredis
+
+    from trio_chat.broker.redis import _APPEND, _keys
+
+    keys = _keys("catching-up")
+    rows = [
+        encode_row(dataclasses.replace(LINE, text=f"line {i}"), persist=i != 4)
+        for i in (1, 2, 3, 4)
+    ]
+    broker, handed, _ = a_reader("c")
+    broker._keys = keys
+    broker.last_event_id = 2
+    async with coredis.Redis.from_url(broker_url) as client:
+        script = client.register_script(_APPEND)
+        run = [keys["counter"], keys["log"], keys["seqs"]]
+        payload = encode_group("b", 1, rows) + b"\n"
+        assert await script(keys=run, args=[1000, "b", 1, "g", payload, "4"]) == 4
+        broker._position = "4-0"  # as _start finds it
+        await broker._catch_up(client)
+    assert [(p.event.id, p.event.text) for p in handed] == [(3, "line 3")]  # type: ignore[union-attr]

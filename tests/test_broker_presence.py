@@ -20,7 +20,7 @@ from test_irc import open_irc
 from test_read_markers import message_ids, settled
 from test_typing import client, typings
 
-from trio_chat.broker.log import BadEntry, decode_entry, encode_entry
+from trio_chat.broker.log import BadEntry, decode_entries, decode_entry, encode_entry
 from trio_chat.broker.markers import RedisMarkers
 from trio_chat.irc import numerics as n
 from trio_chat.names import name_key
@@ -49,7 +49,11 @@ async def log_kinds(url: str) -> list[str]:
 
     async with coredis.Redis.from_url(url) as redis:
         items = await redis.xrange("trio-chat:log")
-    return [decode_entry(i.identifier.decode(), i.field_values[b"x"]).kind for i in items]
+    return [
+        entry.kind
+        for i in items
+        for entry in decode_entries(i.identifier.decode(), i.field_values[b"x"])
+    ]
 
 
 # ------------------------------------------------------------------ typing

@@ -19,17 +19,24 @@ Each entry names the node that wrote it and that node's running number (``seq``)
 makes appending idempotent: the script skips a number it has already appended, so a node
 that lost its connection mid-append simply sends the batch again.
 
-Two forms, told apart by their first byte. Most entries are a JSON object
-(``{"k":"event","n":NODE,"s":SEQ,"e":{...},...}``). A plain chat line (a ``message`` to
-its room's members and no one else, the bulk of any log) is a JSON array instead, its
-fields by position (:func:`encode_line`): 90 bytes fewer to append, store and read back on
-every node, and read straight into a :class:`~trio_chat.protocol.Message` without the
-object's dict, key checks and :class:`Entry` in between (:func:`decode_line`), which were
-most of what a line cost a node that did not write it. Chat lines of the object form (all
-that nodes from before the array form wrote) are still read, so a node reads a log older
-nodes wrote, or are still writing. Not the other way round: an older node skips each line
-of the array form with a warning, which is why the README says to upgrade all the nodes of
-a chat at once.
+Forms told apart by their first bytes. Most entries are a JSON object
+(``{"k":"event","n":NODE,"s":SEQ,"e":{...},...}``). Plain chat lines (a ``message`` to
+its room's members and no one else, the bulk of any log) are JSON arrays instead, their
+fields by position: 90 bytes fewer to append, store and read back on every node, and read
+straight into a :class:`~trio_chat.protocol.Message` without the object's dict, key checks
+and :class:`Entry` in between, which were most of what a line cost a node that did not
+write it. A node writes the chat lines it appends together as one entry, a **group**
+(:func:`encode_group`, ``["g",NODE,FIRST_SEQ,COUNT,ROW,...]``): each line keeps its own
+running number and id (the group's stream id is its last line's id; the lines before it
+have the ids just below), and what an entry costs — Redis's ``XADD``, every node's RESP
+parse and loop, the writer's own check of it — is paid once per group instead of once per
+line (:func:`decode_group`; a node reads its own groups from their start alone,
+:func:`own_group_seqs`). A chat line in an entry of its own (:func:`encode_line`,
+``["l",NODE,SEQ,...]``, what nodes from before groups append) and chat lines of the
+object form (from before the array form) are still read, so a node reads a log older
+nodes wrote, or are still writing. Not the other way round: an older node skips each
+group (or line of the array form) with a warning, which is why the README says to
+upgrade all the nodes of a chat at once.
 """
 
 from __future__ import annotations
@@ -54,12 +61,18 @@ __all__ = [
     "Entry",
     "EntryKind",
     "Line",
+    "decode_entries",
     "decode_entry",
+    "decode_group",
     "decode_line",
     "encode_entry",
+    "encode_group",
     "encode_line",
+    "encode_row",
     "own_event_prefix",
     "own_event_seq",
+    "own_group_prefix",
+    "own_group_seqs",
     "own_line_prefix",
 ]
 
@@ -109,6 +122,11 @@ Line: TypeAlias = tuple[str, int, Message, bool, str | None]
 
 #: The first element of an entry of the array form (a chat line; see :func:`encode_line`).
 _LINE_TAG = "l"
+#: The first element of a group of chat lines (see :func:`encode_group`).
+_GROUP_TAG = "g"
+#: A group's lines, as :func:`decode_group` reads them: each line (numbered with its id),
+#: whether it is stored, and the account it was said under (``None``: a guest's).
+GroupLine: TypeAlias = tuple[Message, bool, str | None]
 #: The fields of a :class:`~trio_chat.protocol.Message` an array entry holds by position,
 #: after the tag, node, running number and the ``persist`` flag (0/1).
 _LINE_FIELDS = ("ts", "room", "nick", "text", "kind")
@@ -170,7 +188,23 @@ def encode_line(
                 event.kind,
             )
         )
-    row: list[Any] = [_LINE_TAG, node, seq, 1 if persist else 0]
+    return orjson.dumps([_LINE_TAG, node, seq, *_row(event, persist, author)])
+
+
+def encode_row(event: Message, *, persist: bool = False, author: str | None = None) -> bytes:
+    """One chat line of a group (see :func:`encode_group`): ``[PERSIST,TS,ROOM,NICK,TEXT,
+    KIND]``, plus ``{FIELD: VALUE}`` as :func:`encode_line` adds it. Made as the line is
+    said: a group is these rows joined."""
+    if author is None and _line_extra_values(event).count(None) == len(_LINE_EXTRAS):
+        return orjson.dumps(
+            (1 if persist else 0, event.ts, event.room, event.nick, event.text, event.kind)
+        )
+    return orjson.dumps(_row(event, persist, author))
+
+
+def _row(event: Message, persist: bool, author: str | None) -> list[Any]:
+    """A line's fields by position, then, if any, the object of its other fields."""
+    row: list[Any] = [1 if persist else 0]
     row += (event.ts, event.room, event.nick, event.text, event.kind)
     extras: dict[str, Any] | None = None  # (none, for most lines: no dict made)
     for name in _LINE_EXTRAS:
@@ -185,7 +219,15 @@ def encode_line(
         extras[_AUTHOR] = author
     if extras is not None:
         row.append(extras)
-    return orjson.dumps(row)
+    return row
+
+
+def encode_group(node: str, first_seq: int, rows: list[bytes]) -> bytes:
+    """The payload of chat lines ``node`` appends together (each of :func:`encode_row`,
+    running numbers from ``first_seq`` on): ``["g",NODE,FIRST_SEQ,COUNT,ROW,...]``. The
+    append script gives the group as many ids as it has lines."""
+    head = b'["g",' + orjson.dumps(node) + b",%d,%d," % (first_seq, len(rows))
+    return head + b",".join(rows) + b"]"
 
 
 def decode_line(stream_id: str, payload: bytes) -> Line:
@@ -194,15 +236,25 @@ def decode_line(stream_id: str, payload: bytes) -> Line:
     is read)."""
     try:
         row = orjson.loads(payload)
-        tag, node, seq, persist, ts, room, nick, text, kind, *more = row
+        tag, node, seq, persist, *fields = row
         event_id = int(stream_id.partition("-")[0])
     except (orjson.JSONDecodeError, TypeError, ValueError):
         raise BadEntry(f"log entry {stream_id} is not ours") from None
+    if not (tag == _LINE_TAG and type(node) is str and type(seq) is int):
+        raise BadEntry(f"log entry {stream_id} is not a chat line of ours")
+    event, persisted, author = _checked_line(stream_id, event_id, persist, fields)
+    return node, seq, event, persisted, author
+
+
+def _checked_line(stream_id: str, event_id: int, persist: object, fields: Any) -> GroupLine:
+    """The line of a row's fields after its ``persist`` flag (``TS,ROOM,NICK,TEXT,KIND``
+    and at most an object of others), each checked; :class:`BadEntry` if it is not one."""
+    try:
+        ts, room, nick, text, kind, *more = fields
+    except (TypeError, ValueError):
+        raise BadEntry(f"log entry {stream_id} is not a chat line of ours") from None
     if not (
-        tag == _LINE_TAG
-        and type(node) is str
-        and type(seq) is int
-        and type(room) is str
+        type(room) is str
         and type(nick) is str
         and type(text) is str
         and (kind == "say" or kind == "action" or kind == "notice")
@@ -226,7 +278,47 @@ def decode_line(stream_id: str, payload: bytes) -> Line:
             raise BadEntry(f"log entry {stream_id} is not a chat line of ours") from None
     else:
         event = line_message(event_id, ts, room, nick, text, kind)
-    return node, seq, event, persist == 1, author
+    return event, persist == 1, author
+
+
+def decode_group(stream_id: str, payload: bytes) -> tuple[str, int, list[GroupLine]]:
+    """A group of chat lines (see :func:`encode_group`): the node that wrote it, its
+    first line's running number, and its lines, numbered up to the id of the group's
+    stream id; :class:`BadEntry` if it is not one (every line checked, as
+    :func:`decode_line` checks one)."""
+    try:
+        tag, node, first_seq, count, *rows = orjson.loads(payload)
+        last_id = int(stream_id.partition("-")[0])
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        raise BadEntry(f"log entry {stream_id} is not ours") from None
+    if not (
+        tag == _GROUP_TAG
+        and type(node) is str
+        and type(first_seq) is int
+        and type(count) is int
+        and count == len(rows) > 0
+    ):
+        raise BadEntry(f"log entry {stream_id} is not a group of chat lines of ours")
+    lines: list[GroupLine] = []
+    add = lines.append
+    # (The checks of _checked_line written out for the plain row, most of a group: this
+    # runs for every line another node said.)
+    for event_id, row in enumerate(rows, last_id - count + 1):
+        if type(row) is list and len(row) == 6:
+            persist, ts, room, nick, text, kind = row
+            if (
+                type(room) is str
+                and type(nick) is str
+                and type(text) is str
+                and (kind == "say" or kind == "action" or kind == "notice")
+                and type(ts) in (float, int)
+            ):
+                add((line_message(event_id, ts, room, nick, text, kind), persist == 1, None))
+                continue
+        if type(row) is not list or not row:
+            raise BadEntry(f"log entry {stream_id} is not a group of chat lines of ours")
+        add(_checked_line(stream_id, event_id, row[0], row[1:]))
+    return node, first_seq, lines
 
 
 def _good_reply(reply_to: object, quote: object) -> bool:
@@ -297,16 +389,7 @@ def decode_entry(stream_id: str, payload: bytes) -> Entry:
     never trusts the log blindly: another program may share the Redis)."""
     if payload[:1] == b"[":
         node, seq, line, persist, author = decode_line(stream_id, payload)
-        return Entry(
-            "event",
-            node,
-            seq,
-            stream_id,
-            event=line,
-            room=line.room,
-            persist=persist,
-            author=author,
-        )
+        return _line_entry(node, seq, stream_id, line, persist, author)
     try:
         obj = orjson.loads(payload)
         kind = obj["k"]
@@ -344,6 +427,28 @@ def decode_entry(stream_id: str, payload: bytes) -> Entry:
         accounts=(str(accounts[0]), str(accounts[1])) if accounts else None,
         author=author if isinstance(author, str) else None,
         data=data,
+    )
+
+
+def decode_entries(stream_id: str, payload: bytes) -> list[Entry]:
+    """:func:`decode_entry`, and a group's lines as an entry each (``seq`` its own running
+    number, ``stream_id`` the group's): what a node reads one entry at a time (catching
+    up, tests) rather than on the hot path."""
+    if payload[:3] != b'["g':
+        return [decode_entry(stream_id, payload)]
+    node, first_seq, lines = decode_group(stream_id, payload)
+    return [
+        _line_entry(node, seq, stream_id, line, persist, author)
+        for seq, (line, persist, author) in enumerate(lines, first_seq)
+    ]
+
+
+def _line_entry(
+    node: str, seq: int, stream_id: str, line: Message, persist: bool, author: str | None
+) -> Entry:
+    """The entry of a chat line of the array form (or of a group) read back."""
+    return Entry(
+        "event", node, seq, stream_id, event=line, room=line.room, persist=persist, author=author
     )
 
 
@@ -387,5 +492,28 @@ def own_event_seq(payload: bytes, prefix: bytes) -> int | None:
         return None
     try:
         return int(payload[start:end])
+    except ValueError:
+        return None
+
+
+def own_group_prefix(node: str) -> bytes:
+    """How every group of chat lines that ``node`` appends starts (see
+    :func:`encode_group` and :func:`own_group_seqs`)."""
+    return b'["g",' + orjson.dumps(node) + b","
+
+
+def own_group_seqs(payload: bytes, prefix: bytes) -> tuple[int, int] | None:
+    """The first running number and the number of lines of a group this node appended
+    (``prefix`` is its :func:`own_group_prefix`), or ``None`` for any other entry: the
+    node holds those lines already, and reads no more of the group than its start."""
+    if not payload.startswith(prefix):
+        return None
+    start = len(prefix)
+    comma = payload.find(b",", start)
+    end = payload.find(b",", comma + 1)
+    if comma < 0 or end < 0:
+        return None
+    try:
+        return int(payload[start:comma]), int(payload[comma + 1 : end])
     except ValueError:
         return None

@@ -9,9 +9,10 @@ published meanwhile with pub/sub (at most once), and has nothing to replay from.
 keeps the entries (``XADD ... MAXLEN ~``): a node reads on from the last id it saw after
 any outage, without holes or duplicates, and a node that was down fills its history from
 it. One small Lua script appends a batch: it gives each event the next id from one counter
-(the stream id is ``<id>-0``, so ids rise with the stream), and skips entries the node
-already appended (each carries the node's running number), so a batch whose answer was
-lost is simply sent again.
+(the stream id is ``<id>-0``, so ids rise with the stream; the chat lines a node appends
+at once share one entry, a group, whose id is its last line's), and skips entries the
+node already appended (each carries the node's running numbers), so a batch whose answer
+was lost is simply sent again.
 
 What each node keeps: every remote user as a member it never delivers to
 (:mod:`~trio_chat.broker.replica`), rebuilt from the ``snapshot`` entries the other nodes
@@ -35,7 +36,7 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import trio
 
@@ -49,13 +50,17 @@ from .log import (
     BadEntry,
     Entry,
     EntryKind,
-    decode_entry,
+    decode_entries,
+    decode_group,
     decode_line,
     encode_entry,
-    encode_line,
+    encode_group,
+    encode_row,
     number_own_line,
     own_event_prefix,
     own_event_seq,
+    own_group_prefix,
+    own_group_seqs,
     own_line_prefix,
 )
 from .presence import Presence
@@ -68,13 +73,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trio_chat.broker")
 
+#: An entry waiting to be appended: its running number, its kind's letter for the append
+#: script, and its payload, or for a group (``"g"``) the rows of its lines so far.
+_Outgoing: TypeAlias = tuple[int, str, bytes | list[bytes]]
+
 #: Entries the stream keeps (about; Redis trims whole blocks). A node that was away for
 #: longer than this many entries finds a hole in its history (said in its log).
 LOG_CAP = 1_000_000
 #: Most entries appended in one script call.
 APPEND_BATCH = 512
-#: Most entries read in one call.
-READ_BATCH = 1024
+#: Most entries read in one call (see :data:`GROUP_LINES`).
+READ_BATCH = 32
+#: Most entries read in one call while catching up (history only, handed on one by one).
+CATCH_UP_BATCH = 1024
 #: A node's key lives this long unless refreshed; refreshed every HEARTBEAT seconds.
 NODE_TTL = 10
 HEARTBEAT = 3.0
@@ -85,23 +96,38 @@ CLOSE_WAIT = 3.0
 #: Most of this node's messages that may wait for Redis before new ones are refused.
 MAX_WAITING = 10_000
 
+#: Most chat lines in one group (one entry of the log; see :func:`.log.encode_group`):
+#: with :data:`READ_BATCH`, at most 1024 lines are read, and handed on, at once.
+GROUP_LINES = 32
+
 #: ARGV: the cap, the node, the running number of the batch's first entry (the others
-#: follow it one by one), each entry's kind ('e' for an event, 'c' for control: one letter
-#: each), and the payloads, each ended by a newline (JSON from orjson has none inside).
-#: Four arguments for a whole batch: the client's cost per argument showed per line.
+#: follow it), each entry's kind ('e' for an event, 'c' for control, 'g' for a group of
+#: chat lines: one letter each), the payloads, each ended by a newline (JSON from orjson
+#: has none inside), and the number of lines of each group, in order, spaced (none: no
+#: group). An event takes the next id; a group of N lines the next N, and its entry the
+#: last of them; each line of a group has a running number of its own. Five arguments for
+#: a whole batch: the client's cost per argument showed per line.
 _APPEND = """
 local last_seq = tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0')
 local seq = tonumber(ARGV[3]) - 1
 local flags = ARGV[4]
 local payloads = ARGV[5]
+local counts = string.gmatch(ARGV[6] or '', '%d+')
 local start = 1
 for i = 1, #flags do
   local stop = string.find(payloads, '\\n', start, true)
-  seq = seq + 1
+  local flag = string.byte(flags, i)
+  local lines = 1
+  if flag == 103 then -- 'g'
+    lines = tonumber(counts())
+  end
+  seq = seq + lines
   if seq > last_seq then
     local sid
-    if string.byte(flags, i) == 101 then -- 'e'
+    if flag == 101 then -- 'e'
       sid = redis.call('INCR', KEYS[1]) .. '-0'
+    elseif flag == 103 then
+      sid = redis.call('INCRBY', KEYS[1], lines) .. '-0'
     else
       sid = (redis.call('GET', KEYS[1]) or '0') .. '-*'
     end
@@ -203,7 +229,13 @@ class RedisBroker(Presence):
         self.last_event_id = start_after
         self._position = "0-0"  # the last stream id read
         self._seq = 0
-        self._outgoing: collections.deque[tuple[int, str, bytes]] = collections.deque()
+        #: What waits to be appended, in order: (running number, kind letter, payload),
+        #: and for a group of chat lines (its first line's number, "g", its rows).
+        self._outgoing: collections.deque[_Outgoing] = collections.deque()
+        #: The group at the end of _outgoing that this node's next chat line joins, until
+        #: the writer takes it (from then on it is sent as it is, again if need be).
+        self._open_group: list[bytes] | None = None
+        self._own_group = own_group_prefix(self.node)  # how this node's groups start
         self._wake_writer = trio.Event()
         self._mine: dict[int, Pending] = {}  # own events on their way through the log
         self._replies: collections.deque[tuple[int, Pending]] = collections.deque()
@@ -248,11 +280,13 @@ class RedisBroker(Presence):
             if pending.persist and len(self._mine) >= MAX_WAITING:
                 raise ServerBusy("the server is busy sharing messages; try again in a moment")
             self._seq = seq = self._seq + 1
-            payload = encode_line(
-                self.node, seq, event, persist=pending.persist, author=author_of(pending)
-            )
-            self._outgoing.append((seq, "e", payload))
-            self._wake_writer.set()
+            row = encode_row(event, persist=pending.persist, author=author_of(pending))
+            group = self._open_group
+            if group is None or len(group) >= GROUP_LINES:
+                self._open_group = group = []
+                self._outgoing.append((seq, "g", group))
+                self._wake_writer.set()
+            group.append(row)
             self._mine[seq] = pending
             return
         if getattr(event, "id", None) is None:  # a reply: after this node's earlier events
@@ -295,6 +329,7 @@ class RedisBroker(Presence):
     def _append(self, kind: EntryKind, **fields: Any) -> int:
         self._seq += 1
         payload = encode_entry(kind, self.node, self._seq, **fields)
+        self._open_group = None  # a later line goes after this entry, in a group of its own
         self._outgoing.append((self._seq, "e" if kind == "event" else "c", payload))
         self._wake_writer.set()
         return self._seq
@@ -390,6 +425,10 @@ class RedisBroker(Presence):
         first = await client.xrange(self._keys["log"], count=1)
         if first:
             first_id = int(_text(first[0].identifier).partition("-")[0])
+            payload = cast("bytes | None", first[0].field_values.get(b"x"))
+            held = self._decode_all(_text(first[0].identifier), payload)
+            if held and held[0].kind == "event":  # a group's lines start below its id
+                first_id = getattr(held[0].event, "id", first_id)
             if first_id > self.last_event_id + 1 and self.last_event_id:
                 log.warning(
                     "broker: the log no longer holds ids %d to %d: this node's history "
@@ -398,13 +437,16 @@ class RedisBroker(Presence):
                     first_id - 1,
                 )
         while True:
-            page = await client.xrange(self._keys["log"], start, self._position, count=READ_BATCH)
+            page = await client.xrange(
+                self._keys["log"], start, self._position, count=CATCH_UP_BATCH
+            )
             for item in page:
                 payload = cast("bytes | None", item.field_values.get(b"x"))
-                entry = self._decode(_text(item.identifier), payload)
-                if entry is not None and entry.kind == "event" and entry.persist:
-                    self._deliver_remote(entry, state=False)
-            if len(page) < READ_BATCH:
+                for entry in self._decode_all(_text(item.identifier), payload):
+                    # (A group's first lines may be older than the first id missed.)
+                    if entry.kind == "event" and entry.persist and self._missed(entry):
+                        self._deliver_remote(entry, state=False)
+            if len(page) < CATCH_UP_BATCH:
                 break
             start = "(" + _text(page[-1].identifier)
 
@@ -424,13 +466,17 @@ class RedisBroker(Presence):
                     self._sent_all = trio.Event()
                     continue
                 batch = list(itertools.islice(self._outgoing, APPEND_BATCH))
-                # Running numbers follow each other in _outgoing (one per _append, in order).
+                # From now on the groups taken are sent as they are (again, if this fails:
+                # the script skips what it appended by the running numbers, whole entries).
+                self._open_group = None
+                # Running numbers follow each other in _outgoing (one per entry or line).
                 args = (
                     LOG_CAP,
                     self.node,
                     batch[0][0],
                     "".join([flag for _, flag, _ in batch]),
-                    b"\n".join([*(payload for _, _, payload in batch), b""]),
+                    b"\n".join([*(self._payload(unit) for unit in batch), b""]),
+                    " ".join([str(len(rows)) for _, flag, rows in batch if flag == "g"]),
                 )
                 try:
                     with trio.fail_after(5):
@@ -453,6 +499,12 @@ class RedisBroker(Presence):
         finally:
             if connection is not None:
                 await connection.aclose()
+
+    def _payload(self, unit: _Outgoing) -> bytes:
+        seq, _, payload = unit
+        if isinstance(payload, list):  # a group: its rows, written as they are now
+            return encode_group(self.node, seq, payload)
+        return payload
 
     async def _read_forever(self) -> None:
         """Read the log on from :attr:`_position`, blocking in Redis until there is more,
@@ -530,14 +582,20 @@ class RedisBroker(Presence):
 
     # ------------------------------------------------------------ entries read back
 
-    def _decode(self, stream_id: str, payload: bytes | None) -> Entry | None:
+    def _missed(self, entry: Entry) -> bool:
+        """Whether ``entry``'s event is newer than any this node stored before it started."""
+        return getattr(entry.event, "id", 0) > self.last_event_id
+
+    def _decode_all(self, stream_id: str, payload: bytes | None) -> list[Entry]:
+        """The entry (a group: the entry of each of its lines, see
+        :func:`.log.decode_entries`); none, said in the log, if it is not one of ours."""
         try:
             if payload is None:
                 raise BadEntry(f"log entry {stream_id} has no payload")
-            return decode_entry(stream_id, payload)
+            return decode_entries(stream_id, payload)
         except BadEntry as exc:
             log.warning("broker: skipped an entry: %s", exc)
-            return None
+            return []
 
     def _handle(self, entry: Entry) -> None:
         if entry.kind == "event":
@@ -606,9 +664,11 @@ class RedisBroker(Presence):
                     if seq is not None:  # this node's own event: it holds it already
                         self._read_own(seq, stream_id)
                         continue
-                    entry = self._decode(stream_id, payload)
-                    if entry is not None:
+                    for entry in self._decode_all(stream_id, payload):
                         self._handle(entry)
+                    continue
+                if payload[2:3] == b"g":  # a group of chat lines (most of the log)
+                    self._read_group(raw_id, payload, handing)
                     continue
                 seq = own_event_seq(payload, own_line)
                 if seq is not None:  # this node's own line: it holds it already
@@ -640,6 +700,47 @@ class RedisBroker(Presence):
         finally:
             if raw_id:  # read on after the last entry handled (one decode per batch)
                 self._position = raw_id.decode()
+
+    def _read_group(self, raw_id: bytes, payload: bytes, handing: list[Pending]) -> None:
+        """Hand on the lines of a group read from the log (see :func:`.log.encode_group`),
+        as :meth:`_read_lines` hands on a line: this node's own from its start alone (it
+        holds them already), another node's each decoded."""
+        mine, replies, expect, deliver = self._mine, self._replies, self.hub.expect, handing.append
+        last_id = int(raw_id.partition(b"-")[0])
+        own = own_group_seqs(payload, self._own_group)
+        if own is not None:
+            first_seq, count = own
+            event_id = last_id - count
+            for seq in range(first_seq, first_seq + count):
+                event_id += 1
+                pending = mine.pop(seq, None)
+                if pending is not None:  # (else it failed, or this node sent it twice)
+                    number_own_line(pending.event, event_id)  # type: ignore[arg-type]
+                    expect(event_id)
+                    deliver(pending)
+                if replies:
+                    self._release_replies(seq)
+        else:
+            stream_id = raw_id.decode()
+            try:
+                node, first_seq, lines = decode_group(stream_id, payload)
+            except BadEntry as exc:
+                log.warning("broker: skipped an entry: %s", exc)
+                return
+            if node == self.node:  # not known by its start: still this node's own
+                for seq, (line, _, _) in enumerate(lines, first_seq):
+                    self._read_own(seq, f"{line.id}-0")
+                return
+            room = self.hub.room
+            name, in_room = None, None
+            for event, persist, author in lines:
+                if event.room != name:  # (a group's lines are mostly in one room)
+                    name = event.room
+                    in_room = room(name)
+                expect(event.id)
+                deliver(Pending(event, in_room, (), persist, author=author))
+        if last_id > self.last_event_id:
+            self.last_event_id = last_id
 
     def _read_own(self, seq: int, stream_id: str) -> None:
         """This node's own event number ``seq`` read back: what :meth:`_deliver_own` does
