@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from trio_chat.commands import CommandContext
 from trio_chat.testing import local_config, open_client, open_test_server
 
 
@@ -58,6 +60,36 @@ async def test_joining_shows_recent_history_marked_as_history() -> None:
                 False,
                 "p",
             )
+
+
+async def test_a_join_waits_only_when_the_rooms_lines_must_be_read_first() -> None:
+    """``/join`` of a room whose latest lines are in memory (any room with members) is a
+    plain call: no awaitable, so no plugin-timeout scope around it. Only a room whose
+    lines are not at hand is joined by a coroutine that reads them first."""
+    async with open_test_server() as chat:
+        server = chat.server
+        async with open_client(chat, "alice") as alice, open_client(chat, "bob") as bob:
+            await alice.command("/join #dev")
+            await alice.expect("info", lambda e: e.data == {"room": "#dev", "topic": ""})
+            session = server.hub.find("bob")
+            assert session is not None
+            spec = server.commands.get("join")
+            assert spec is not None
+
+            def join(room: str) -> object:
+                return spec.handler(CommandContext(server, session, spec, room, "#lobby", None))
+
+            assert join("#dev") is None  # joined at once: #dev's lines are at hand
+            assert "#dev" in session.rooms
+            await bob.expect("info", lambda e: e.data == {"room": "#dev", "topic": ""})
+            with pytest.raises(trio.WouldBlock):
+                server.join_room_nowait(session, "#new")
+            assert server.hub.room("#new") is None and "#new" not in session.rooms
+            later = join("#new")  # read first: the caller awaits it
+            assert inspect.isawaitable(later) and "#new" not in session.rooms
+            await later
+            assert "#new" in session.rooms
+            await bob.expect("info", lambda e: e.data == {"room": "#new", "topic": ""})
 
 
 async def test_reconnect_gap_fill_is_exact() -> None:

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import trio
+
 from ._version import __version__
 from .bots import DEFAULT_BOT_BURST, DEFAULT_BOT_RATE, Bot, Bots
 from .command_rules import ALLOWED_NOTE, Allowed, UsageWindow, check_allowed
@@ -397,6 +399,16 @@ class ServerAPI:
         finally:
             if self.history_service is not None:
                 self.history_service.forget_unused(room)
+
+    def join_room_nowait(self, session: Session, room: str) -> Room:
+        """:meth:`join_room` without waiting: raises ``trio.WouldBlock`` (and joins
+        nothing) when ``room``'s latest lines would have to be read from the database
+        first. As a rule they are at hand (every room with members has them), and then a
+        caller with nothing else to wait for needs no ``await``: ``/join`` runs as a
+        plain call, without the plugin timeout's cancel scope around it."""
+        if self.history_service is not None and not self.history_service.at_hand(room):
+            raise trio.WouldBlock
+        return self.hub.join(session, room)
 
     async def after_attach(self, device: Device) -> None:
         """What one more connection of a user gets after its welcome: each of the user's

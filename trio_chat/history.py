@@ -131,6 +131,14 @@ class HistoryService:
                 lines.prime([wire_form(m) for m in stored])
                 return
 
+    def at_hand(self, room: str) -> bool:
+        """Whether a join of ``room`` needs no :meth:`warm` first (its latest lines are in
+        memory, or joins come with no history)."""
+        if self.history_on_join <= 0:
+            return True
+        lines = self.hub.recent.get(name_key(room))
+        return lines is not None and lines.ready
+
     def forget_unused(self, room: str) -> None:
         """A join after :meth:`warm` failed: drop the lines of a room that does not exist."""
         key = name_key(room)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
+import trio
+
 from ..commands import CommandContext, RegisterCommand
 from ..hookspecs import hookimpl
 from ..hub import NotAllowed, Room, Session
@@ -36,12 +40,27 @@ def target_room(ctx: CommandContext, arg: str | None) -> Room:
     return room
 
 
-async def join(ctx: CommandContext) -> None:
+def join(ctx: CommandContext) -> Awaitable[None] | None:
+    """Join at once when the room's latest lines are in memory (as a rule: see
+    :meth:`ServerAPI.join_room_nowait`); only a join that reads them first is awaited
+    (within the plugin timeout, as any awaitable a handler returns)."""
     if not ctx.args:
         raise ctx.usage_error()
     wanted = normalize_room(ctx.args.split()[0])
     # The join, then the room's history, then its live events (see ServerAPI.join_room).
-    room = await ctx.server.join_room(ctx.session, wanted)
+    try:
+        room = ctx.server.join_room_nowait(ctx.session, wanted)
+    except trio.WouldBlock:
+        return _join_after_reading(ctx, wanted)
+    _joined(ctx, room)
+    return None
+
+
+async def _join_after_reading(ctx: CommandContext, wanted: str) -> None:
+    _joined(ctx, await ctx.server.join_room(ctx.session, wanted))
+
+
+def _joined(ctx: CommandContext, room: Room) -> None:
     text = f"now talking in {room.name}" + (f" (topic: {room.topic})" if room.topic else "")
     ctx.reply(text, {"room": room.name, "topic": room.topic})
 
