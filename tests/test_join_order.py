@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import pytest
 import trio
 from test_broker import nodes
@@ -19,12 +20,23 @@ from test_devices import device
 from test_hub import connect, published_hub, received
 
 from trio_chat.hub import Hub
-from trio_chat.protocol import History, Joined, Message, ServerEvent
+from trio_chat.protocol import (
+    EncodedMessages,
+    History,
+    Joined,
+    Message,
+    MessageDeleted,
+    MessageEdited,
+    ServerEvent,
+    encode_server_event,
+    encode_server_line,
+)
 from trio_chat.recent import RecentLines
 from trio_chat.testing import ChatClient, TestServer, local_config, open_client, open_test_server
 
 ROOM = "#busy"
 ON_JOIN = 50  # the default history_on_join
+QUOTE = {"nick": "ann", "text": "l3"}
 
 # ------------------------------------------------------------------ the pure parts
 
@@ -48,6 +60,51 @@ def test_recent_lines_put_the_stored_page_under_the_lines_collected_meanwhile() 
     lines.extend([line(11), line(12)])
     assert [m["id"] for m in lines.page()] == [8, 10, 11, 12]
     assert lines.page()[-1] == line(12).to_dict()  # shaped like the message event
+
+
+def plain_encodings(event: History) -> tuple[bytes, str]:
+    """``event`` as JSON lines and WebSocket text, its messages encoded anew (a plain list)."""
+    plain = History(
+        room=event.room,
+        with_nick=event.with_nick,
+        messages=list(event.messages),
+        more=event.more,
+        ref=event.ref,
+    )
+    return encode_server_line(plain), encode_server_event(plain)
+
+
+def test_a_page_of_the_latest_lines_is_encoded_from_each_lines_json_made_once() -> None:
+    lines = RecentLines(4)
+    lines.prime([line(n).to_dict() for n in (1, 2)])
+    reply = Message(id=4, ts=4.0, room="#r", nick="bo", text="re", reply_to=3, quote=QUOTE)
+    lines.extend([line(3), reply])
+    page = lines.page()
+    assert isinstance(page, EncodedMessages) and page.parts == [orjson.dumps(m) for m in page]
+    events = [
+        History(room="#r", messages=page, more=True),
+        History(room='#"messages":[]', messages=page[1:3], ref='a "ref" \\ é'),
+        History(with_nick="bo", messages=page[:0]),
+        History(room="#r", messages=lines.after(2, 100, 10) or EncodedMessages([], [])),
+    ]
+    for event in events:
+        assert type(event.messages) is EncodedMessages  # a slice keeps its JSON
+        assert (encode_server_line(event), encode_server_event(event)) == plain_encodings(event)
+    # A change makes the changed lines' JSON again (and the quotes of a deleted line's
+    # replies): the page says what a page read from the store would.
+    first = lines.page()
+    lines.change(MessageEdited(id=5, ts=5.0, room="#r", nick="ann", target=2, text="new"))
+    lines.change(MessageDeleted(id=6, ts=6.0, room="#r", nick="ann", target=3))
+    changed = lines.page()
+    assert [m.get("text") for m in changed] == ["l1", "new", "", "re"]
+    assert changed[3]["quote"] == {"nick": QUOTE["nick"], "text": ""}
+    event = History(room="#r", messages=changed)
+    assert (encode_server_line(event), encode_server_event(event)) == plain_encodings(event)
+    assert first[1]["text"] == "l2"  # a page handed out before keeps its lines
+    lines.add(line(7))  # the oldest line leaves; the JSON stays beside each line
+    event = History(room="#r", messages=lines.page())
+    assert [m["id"] for m in event.messages] == [2, 3, 4, 7]
+    assert (encode_server_line(event), encode_server_event(event)) == plain_encodings(event)
 
 
 def test_a_joiner_gets_the_room_from_its_join_on_with_the_history_right_after_it() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
+from typing import Any, ClassVar, Literal, SupportsIndex, TypeAlias, TypeVar, overload
 
 import orjson
 
@@ -686,6 +686,42 @@ class History(ServerEvent):
         return obj
 
 
+class EncodedMessages(list[dict[str, Any]]):
+    """History messages that carry each one's JSON encoding (``parts``, in order), made
+    once by whoever keeps them (:class:`~trio_chat.recent.RecentLines`): a ``history``
+    holding them is encoded by joining those bytes (see :func:`encode_server_line`)
+    instead of encoding every message again.
+
+    Why: after a restart every returning client is sent the same latest lines of a room,
+    as the history of its join and again as the gap since the last id it saw, each a new
+    ``history`` (its own ``ref``, its own receiver): that was 5-8 us of encoding a page,
+    four pages a login. A slice is an :class:`EncodedMessages` too. Neither the list nor
+    its messages are changed once made (as for any history page handed out).
+    """
+
+    __slots__ = ("parts",)
+
+    def __init__(self, messages: list[dict[str, Any]], parts: list[bytes]) -> None:
+        super().__init__(messages)
+        self.parts = parts
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> EncodedMessages: ...
+
+    def __getitem__(self, index: SupportsIndex | slice) -> dict[str, Any] | EncodedMessages:
+        if isinstance(index, slice):
+            return EncodedMessages(list.__getitem__(self, index), self.parts[index])
+        return list.__getitem__(self, index)
+
+
+def encoded_message(message: dict[str, Any]) -> bytes:
+    """One history message's JSON, as it is within the list of a ``history``'s encoding."""
+    return orjson.dumps(message)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SearchResults(ServerEvent):
     """The answer to a ``search`` frame (or ``/search``): the matching room lines, newest
@@ -780,6 +816,8 @@ class Bye(ServerEvent):
 
 def encode_server_event(event: ServerEvent) -> str:
     """Encode a server event as compact JSON text (no newline)."""
+    if type(event) is History and type(event.messages) is EncodedMessages:
+        return _history_json(event, event.messages).decode()
     return orjson.dumps(event.to_dict()).decode()
 
 
@@ -790,7 +828,24 @@ def encode_server_line(event: ServerEvent) -> bytes:
     message, and it is 4 us there against 0.3 us here (the same bytes: compact, UTF-8
     left as it is, control characters escaped).
     """
+    if type(event) is History and type(event.messages) is EncodedMessages:
+        return _history_json(event, event.messages) + b"\n"
     return orjson.dumps(event.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
+
+
+#: Where a ``history``'s messages go in its JSON: the bytes of ``"messages":[]``. Found
+#: once in an encoding, it can only be the key: within a JSON string every ``"`` is
+#: escaped, so those bytes (a quote right after ``messages``) never occur in one.
+_NO_MESSAGES = b'"messages":[]'
+
+
+def _history_json(event: History, messages: EncodedMessages) -> bytes:
+    """The JSON of ``event`` (as ``orjson.dumps(event.to_dict())``, byte for byte) with
+    its messages' encodings joined in, not made again."""
+    obj = event.to_dict()
+    obj["messages"] = []
+    head, _, tail = orjson.dumps(obj).partition(_NO_MESSAGES)
+    return b"".join((head, b'"messages":[', b",".join(messages.parts), b"]", tail))
 
 
 _SERVER_EVENTS: dict[str, type[ServerEvent]] = {

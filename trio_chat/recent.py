@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .changes import apply_change, quote_gone
-from .protocol import Message, MessageChange, MessageDeleted
+from .protocol import EncodedMessages, Message, MessageChange, MessageDeleted, encoded_message
 
 
 class RecentLines:
@@ -28,35 +28,42 @@ class RecentLines:
     Until primed, it is not :attr:`ready` (it only collects).
     """
 
-    __slots__ = ("_wired", "lines", "ready", "whole")
+    __slots__ = ("_parts", "_wired", "lines", "ready", "whole")
 
     def __init__(self, size: int) -> None:
         #: Delivered lines (events), or stored ones (their wire form), oldest first.
         self.lines: collections.deque[Message | dict[str, Any]] = collections.deque(maxlen=size)
+        #: Each line's JSON (see :class:`~trio_chat.protocol.EncodedMessages`), beside it;
+        #: ``None`` until a page holds it.
+        self._parts: collections.deque[bytes | None] = collections.deque(maxlen=size)
         self.ready = False
         #: Set by :meth:`prime` when the store held fewer lines than fit: until the lines
         #: fill up, they are every stored line of the room.
         self.whole = False
-        #: Whether every line is in wire form (see :meth:`_wire`).
+        #: Whether every line is in wire form, with its JSON (see :meth:`_wire`).
         self._wired = False
 
     def add(self, line: Message) -> None:
         self.lines.append(line)
+        self._parts.append(None)
         self._wired = False
 
     def extend(self, lines: Iterable[Message]) -> None:
-        self.lines.extend(lines)
+        added = tuple(lines)
+        self.lines.extend(added)
+        self._parts.extend([None] * len(added))
         self._wired = False
 
     def change(self, change: MessageChange) -> None:
         """A change of a message went out: the line it changed (if here) is replaced by
         its current state, and so are the quotes of replies to a deleted one (new dicts:
         a page already handed out keeps its own)."""
-        lines = self.lines
+        lines, parts = self.lines, self._parts
         index = bisect.bisect_left(lines, change.target, key=_line_id)
         if index < len(lines) and _line_id(lines[index]) == change.target:
             line = lines[index]
             lines[index] = apply_change(line if isinstance(line, dict) else line.to_dict(), change)
+            parts[index] = None
         if isinstance(change, MessageDeleted):
             for later in range(index + 1, len(lines)):
                 line = lines[later]
@@ -64,6 +71,9 @@ class RecentLines:
                     lines[later] = quote_gone(line, change.target)
                 elif line.reply_to == change.target:
                     lines[later] = quote_gone(line.to_dict(), change.target)
+                if lines[later] is not line:
+                    parts[later] = None
+        self._wired = False  # (the JSON of the lines changed is made again)
 
     def prime(self, stored: list[dict[str, Any]]) -> None:
         """``stored``: the room's latest stored lines (wire form, oldest first), as many as
@@ -75,11 +85,13 @@ class RecentLines:
         by_id.update((line.id, line) for line in self.lines if isinstance(line, Message))
         self.lines.clear()
         self.lines.extend(by_id[key] for key in sorted(by_id))
+        self._parts.clear()
+        self._parts.extend([None] * len(self.lines))
         self.whole = len(stored) < (self.lines.maxlen or 0)
         self._wired = False
         self.ready = True
 
-    def after(self, after: int, before: int, limit: int) -> list[dict[str, Any]] | None:
+    def after(self, after: int, before: int, limit: int) -> EncodedMessages | None:
         """The first ``limit`` lines with ``after < id < before`` (wire form, oldest first),
         the page the store would give, or ``None`` when these lines cannot tell it: lines
         above ``after`` may have left them (then ask the store).
@@ -101,24 +113,32 @@ class RecentLines:
         stop = min(start + limit, bisect.bisect_left(lines, before, lo=start, key=_line_id))
         return self._wire(start, max(start, stop))
 
-    def page(self) -> list[dict[str, Any]]:
+    def page(self) -> EncodedMessages:
         """The lines, oldest first, each shaped like the ``message`` event that carried it."""
         return self._wire(0, len(self.lines))
 
-    def _wire(self, start: int, stop: int) -> list[dict[str, Any]]:
-        """Lines ``start`` to ``stop`` in wire form. The delivered lines are turned into it
-        once and kept so: every joiner gets the same page, and making it anew for each
-        (about 1 µs a line, 50 lines a join, two joins a login) was most of what a
-        login's history cost. Nobody changes a page's lines after it is sent."""
-        lines = self.lines
+    def _wire(self, start: int, stop: int) -> EncodedMessages:
+        """Lines ``start`` to ``stop`` in wire form, with their JSON. The delivered lines
+        are turned into it once and kept so, and each line's JSON is made once: every
+        joiner gets the same page, and making it anew for each (about 1 µs a line to
+        shape it, as much to encode it, 50 lines a join, two joins and as many gaps a
+        login) was most of what a login's history cost. Nobody changes a page's lines
+        after it is sent."""
+        lines, parts = self.lines, self._parts
         if not self._wired:
             for index, line in enumerate(list(lines)):
                 if not isinstance(line, dict):
                     lines[index] = line.to_dict()
+                    parts[index] = None
+                if parts[index] is None:
+                    parts[index] = encoded_message(lines[index])  # type: ignore[arg-type]
             self._wired = True
         if start == 0 and stop == len(lines):
-            return list(lines)  # type: ignore[arg-type]
-        return list(itertools.islice(lines, start, stop))  # type: ignore[arg-type]
+            return EncodedMessages(list(lines), list(parts))  # type: ignore[arg-type]
+        return EncodedMessages(
+            list(itertools.islice(lines, start, stop)),  # type: ignore[arg-type]
+            list(itertools.islice(parts, start, stop)),  # type: ignore[arg-type]
+        )
 
 
 def _line_id(line: Message | dict[str, Any]) -> int:
