@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from trio_chat.confusables import is_mixed_script, skeleton
+from trio_chat.confusables import is_mixed_script, letter_scripts, skeleton
 from trio_chat.framing import EOF, NEED_DATA, LineBuffer, LineTooLong
 from trio_chat.names import name_key
 from trio_chat.protocol import (
@@ -330,3 +330,5 @@ def test_skeleton_merges_everything_name_key_merges(text: str) -> None:
 @given(st.text(max_size=30))
 def test_is_mixed_script_never_raises_and_ignores_case(text: str) -> None:
     assert is_mixed_script(text) == is_mixed_script(text.casefold())
+    # (ASCII text is answered without looking up scripts: the same answer.)
+    assert is_mixed_script(text) == (len(letter_scripts(text)) > 1)

@@ -384,7 +384,7 @@ class ServerAPI:
         so that whoever joins it next gets them with the ``join``: call :meth:`Hub.join`
         right after, with no ``await`` between. Without a database, nothing to do; if it
         cannot be read, the join will come without history (logged)."""
-        if self.history_service is not None:
+        if self.history_service is not None and not self.history_service.at_hand(room):
             try:
                 await self.history_service.warm(room)
             except StoreError as exc:

@@ -147,4 +147,6 @@ def is_mixed_script(text: str) -> bool:
     of those scripts with digits, punctuation or other scripts (``Ivan_2``, ``田中Taro``)
     are fine.
     """
+    if text.isascii():  # ASCII letters are all Latin: the usual nick, told at once
+        return False
     return len(letter_scripts(text)) > 1
