@@ -12,9 +12,12 @@ where ``#lobby`` holds 20 lines; then ``--users`` users log in over TCP JSON lin
 ``hello``, then after the ``welcome`` a ``history`` of ``#lobby`` after its 10th line and a
 ``join`` of its room (rooms of ``--room-size`` users: every join is announced to the room,
 which is at most ``quiet_room_size``), and once its own ``join`` came a ``history`` of that
-room. Run with ``--users`` and twice as many (and twice the rooms, so rooms are the same
-size), the difference divided by ``--users`` is the cost of one login with start-up,
-imports and the history's filling taken out. The clients' few lines count too, the same
+room. User ``u`` of ``R`` rooms joins ``#s{u % R}``, as in the storm: the users of a room
+come back among everyone else's, so only the first joins of a room (those of the first
+wave) find it without its latest lines in memory and wait for them to be read. Run with
+``--users`` and twice as many (and twice the rooms, so rooms are the same size), the
+difference divided by ``--users`` is the cost of one login with start-up, imports and the
+history's filling taken out. The clients' few lines count too, the same
 whichever tree runs.
 
 ``--churn`` counts the ``churn`` scenario's connections instead (``bench/loadgen.py``):
@@ -72,8 +75,10 @@ async def storm(users: int, room_size: int, wave: int) -> None:
         await stream.aclose()
         return ids[HISTORY // 2 - 1]
 
+    rooms = max(1, users // room_size)
+
     async def come_back(port: int, user: int, after: int, back: list[trio.SocketStream]) -> None:
-        nick, room = f"u{user}", f"#s{user // room_size}"
+        nick, room = f"u{user}", f"#s{user % rooms}"
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         await send(stream, {"type": "hello", "nick": nick})
         buffer = [b""]
