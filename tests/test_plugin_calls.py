@@ -106,6 +106,32 @@ async def test_a_raising_implementation_is_logged_and_the_others_run(
     assert "Broken" in logged  # the log names the plugin
 
 
+async def test_an_event_hook_is_called_only_when_a_plugin_implements_it() -> None:
+    """An event nobody listens to costs no call through pluggy (every join and leave of
+    every user would pay one); one listener, added while the server runs, hears it."""
+    called: list[str] = []
+    async with open_test_server() as chat:
+        hooks = chat.server.pm.hook
+        hookexec = hooks.user_joined._hookexec
+
+        def counting(name: str, *args: object) -> object:
+            called.append(name)
+            return hookexec(name, *args)
+
+        for name in ("user_joined", "user_left"):
+            caller = getattr(hooks, name)
+            assert not caller.get_hookimpls()
+            caller._hookexec = counting
+        async with open_client(chat, "alice"):
+            pass
+        listener = Listener()
+        chat.server.pm.register(listener)
+        async with open_client(chat, "bob"):
+            pass
+        assert listener.joined == ["bob"]
+    assert called == ["user_joined"]
+
+
 class BrokenWrapper:
     @hookimpl(wrapper=True)
     def user_joined(self) -> Generator[None, list[object], list[object]]:

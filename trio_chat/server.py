@@ -299,8 +299,13 @@ class ChatServer(ServerAPI):
         ``wrapper=True`` implementation, and is logged here: an event hook never stops the
         server or the connection that caused it.
         """
+        caller = getattr(self.pm.hook, hook_name)
+        if not caller.get_hookimpls():
+            # Nobody listens (as a rule, for user_joined and user_left): 0.1 us instead
+            # of pluggy's 2.4 for nothing, twice a login and twice a logout.
+            return
         try:
-            results = getattr(self.pm.hook, hook_name)(**kwargs)
+            results = caller(**kwargs)
         except Exception:
             log.exception("a wrapper of %s raised", hook_name)
             return
