@@ -27,6 +27,10 @@ Its connections/s are set by the CPU per connection, which moves with the machin
 as the storm's does.
 
 ``--compare REV`` counts another commit's tree too, in the same run (``git archive``).
+The count is not quite fixed: what the server does in the storm depends a little on timing
+(a connection parked or not, a pass holding one join or two), and under valgrind's
+slowdown that moves a count of 50 against 100 users by about 1% from run to run; more
+``--users`` and ``--repeats`` (the median) narrow it.
 Instructions are not time (a system call counts as the few instructions around it, a
 cache miss once): a figure here says where work was added or removed, the storm what it
 is worth.
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 from instructions import collected, per_tree
@@ -157,9 +162,13 @@ def count(tree: Path, users: int, args: argparse.Namespace) -> int:
 
 
 def per_login(tree: Path, args: argparse.Namespace) -> float:
-    small = count(tree, args.users, args)
-    large = count(tree, 2 * args.users, args)
-    return (large - small) / args.users
+    """The median over ``--repeats`` of the two runs' difference per user (see above)."""
+    each = []
+    for _ in range(args.repeats):
+        small = count(tree, args.users, args)
+        large = count(tree, 2 * args.users, args)
+        each.append((large - small) / args.users)
+    return statistics.median(each)
 
 
 def main() -> None:
@@ -169,6 +178,9 @@ def main() -> None:
     parser.add_argument("--wave", type=int, help="users at once (storm 25, churn 4)")
     parser.add_argument("--churn", action="store_true", help="count churn connections")
     parser.add_argument("--compare", action="append", default=[], help="another git rev")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="counts per tree, the median reported"
+    )
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.wave is None:
