@@ -105,6 +105,10 @@ def test_a_page_of_the_latest_lines_is_encoded_from_each_lines_json_made_once() 
     event = History(room="#r", messages=lines.page())
     assert [m["id"] for m in event.messages] == [2, 3, 4, 7]
     assert (encode_server_line(event), encode_server_event(event)) == plain_encodings(event)
+    lines.extend([line(n) for n in range(8, 14)])  # more than fit: the latest made, once
+    event = History(room="#r", messages=lines.page())
+    assert [m["id"] for m in event.messages] == [10, 11, 12, 13]
+    assert (encode_server_line(event), encode_server_event(event)) == plain_encodings(event)
 
 
 def test_a_joiner_gets_the_room_from_its_join_on_with_the_history_right_after_it() -> None:

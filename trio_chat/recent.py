@@ -28,7 +28,7 @@ class RecentLines:
     Until primed, it is not :attr:`ready` (it only collects).
     """
 
-    __slots__ = ("_parts", "_wired", "lines", "ready", "whole")
+    __slots__ = ("_fresh", "_parts", "lines", "ready", "whole")
 
     def __init__(self, size: int) -> None:
         #: Delivered lines (events), or stored ones (their wire form), oldest first.
@@ -40,19 +40,20 @@ class RecentLines:
         #: Set by :meth:`prime` when the store held fewer lines than fit: until the lines
         #: fill up, they are every stored line of the room.
         self.whole = False
-        #: Whether every line is in wire form, with its JSON (see :meth:`_wire`).
-        self._wired = False
+        #: How many lines, the latest, may still want their wire form or their JSON (see
+        #: :meth:`_wire`): only they are looked at when a page is next made.
+        self._fresh = 0
 
     def add(self, line: Message) -> None:
         self.lines.append(line)
         self._parts.append(None)
-        self._wired = False
+        self._fresh += 1
 
     def extend(self, lines: Iterable[Message]) -> None:
         added = tuple(lines)
         self.lines.extend(added)
         self._parts.extend([None] * len(added))
-        self._wired = False
+        self._fresh += len(added)
 
     def change(self, change: MessageChange) -> None:
         """A change of a message went out: the line it changed (if here) is replaced by
@@ -73,7 +74,7 @@ class RecentLines:
                     lines[later] = quote_gone(line.to_dict(), change.target)
                 if lines[later] is not line:
                     parts[later] = None
-        self._wired = False  # (the JSON of the lines changed is made again)
+        self._fresh = len(lines)  # (the JSON of the lines changed is made again)
 
     def prime(self, stored: list[dict[str, Any]]) -> None:
         """``stored``: the room's latest stored lines (wire form, oldest first), as many as
@@ -88,7 +89,7 @@ class RecentLines:
         self._parts.clear()
         self._parts.extend([None] * len(self.lines))
         self.whole = len(stored) < (self.lines.maxlen or 0)
-        self._wired = False
+        self._fresh = len(self.lines)
         self.ready = True
 
     def after(self, after: int, before: int, limit: int) -> EncodedMessages | None:
@@ -125,14 +126,17 @@ class RecentLines:
         login) was most of what a login's history cost. Nobody changes a page's lines
         after it is sent."""
         lines, parts = self.lines, self._parts
-        if not self._wired:
-            for index, line in enumerate(list(lines)):
+        if self._fresh:
+            # Lines are added at the end, so only the latest ``_fresh`` ones can want it
+            # (a page after each line said costs one line's work, not the room's).
+            for index in range(max(0, len(lines) - self._fresh), len(lines)):
+                line = lines[index]
                 if not isinstance(line, dict):
-                    lines[index] = line.to_dict()
+                    line = lines[index] = line.to_dict()
                     parts[index] = None
                 if parts[index] is None:
-                    parts[index] = encoded_message(lines[index])  # type: ignore[arg-type]
-            self._wired = True
+                    parts[index] = encoded_message(line)
+            self._fresh = 0
         if start == 0 and stop == len(lines):
             return EncodedMessages(list(lines), list(parts))  # type: ignore[arg-type]
         return EncodedMessages(
