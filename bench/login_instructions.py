@@ -28,9 +28,9 @@ as the storm's does.
 
 ``--compare REV`` counts another commit's tree too, in the same run (``git archive``).
 The count is not quite fixed: what the server does in the storm depends a little on timing
-(a connection parked or not, a pass holding one join or two), and under valgrind's
-slowdown that moves a count of 50 against 100 users by about 1% from run to run; more
-``--users`` and ``--repeats`` (the median) narrow it.
+(a connection parked or not, a pass holding one join or two), which valgrind's slowdown
+stretches: two counts of one tree differed by 0.6-1.7% (50 against 100 users) and by
+0.4-1.3% (200 against 400). ``--repeats`` reports the median of several.
 Instructions are not time (a system call counts as the few instructions around it, a
 cache miss once): a figure here says where work was added or removed, the storm what it
 is worth.
