@@ -102,14 +102,9 @@ class HistoryService:
         or twice. Call :meth:`Hub.join` right after, with no ``await`` between (a room
         that vanishes drops its lines). Raises :class:`StoreError`.
         """
-        if self.history_on_join <= 0:
-            return
         key = name_key(room)
         recent = self.hub.recent
-        while True:
-            lines = recent.get(key)
-            if lines is not None and lines.ready:
-                return
+        while not self.at_hand(room):
             warming = self._warming.get(key)
             if warming is not None:  # another join is reading them: wait for it
                 await warming.wait()
