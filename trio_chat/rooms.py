@@ -111,6 +111,8 @@ class Room:
         return session.admin or session.id in self.operators
 
     def is_banned(self, session: Session) -> bool:
+        if not self.banned:  # (as a rule: asked at every join, the address not parsed)
+            return False
         host = host_of(session.address)
         return session.key in self.banned or (host != "?" and host in self.banned.values())
 
