@@ -552,7 +552,10 @@ class Delivery:
         about to change, and one that joins it gets the rooms' history up to here (so it
         must not be given an owed line as well, when the user is paid later)."""
         key = id(session)
-        if not self._owed or key not in self._keys_owed():
+        if not self._owed:
+            return
+        keys = self._keys_owed()
+        if key not in keys:
             return
         for job in self._owed:
             receivers = job.receivers
@@ -560,7 +563,7 @@ class Delivery:
                 receiver = receivers[index]
                 if _owner_key(receiver) == key:
                     del receivers[index]  # (the job is popped when paid up, as ever)
-                    self._keys_owed().discard(key)
+                    keys.discard(key)
                     overflowed: list[Receiver] = []
                     more = self._after.pop(key, [])
                     delivered = self._pay(receiver, job.parcel, more, overflowed)
