@@ -309,8 +309,8 @@ class Resident:
                 mailbox.call_when_queued(None)
                 mailbox.close()
                 await self._writer_ended()
-                if self._write_failed is None:
-                    await self._write(rearm=False)
+                if self._write_failed is None and len(mailbox):
+                    await self._write(rearm=False)  # (a write scope only if it has work)
             reason = self._write_failed or reason
             await self._stop_writer()
         close_code, close_reason = device.ending

@@ -41,6 +41,8 @@ from .streams import (
     accept_forever,
     accept_tls,
     close_now,
+    closed_now,
+    idle_fd,
     kept_stream,
     listener_address,
     open_listeners,
@@ -49,6 +51,7 @@ from .streams import (
     receive_or_end,
     refuse,
     socket_fd,
+    write_all_nowait,
     write_nowait,
 )
 
@@ -179,13 +182,20 @@ class TcpLink:
         return decode_client_frame(line)
 
     async def send(self, events: list[Item]) -> int:
-        fmt = self.format
-        if len(events) == 1:
-            data = encoded(events[0], fmt)
-        else:
-            data = b"".join([encoded(e, fmt) for e in events])
+        data = self._encoded(events)
         await self.stream.send_all(data)
         return len(data)
+
+    def write_nowait(self, events: list[Item]) -> bytes | None:
+        if idle_fd(self.stream) is None:
+            return None
+        return write_all_nowait(self.stream, self._encoded(events))
+
+    def _encoded(self, events: list[Item]) -> bytes:
+        fmt = self.format
+        if len(events) == 1:
+            return encoded(events[0], fmt)
+        return b"".join([encoded(e, fmt) for e in events])
 
     def _write_direct(self, parcel: Parcel) -> bytes:
         """For a plain TCP socket (``write_now``): write a parcel without waiting
@@ -208,6 +218,9 @@ class TcpLink:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+    def close_nowait(self) -> bool:
+        return closed_now(self.stream)
 
     def abort(self) -> None:
         close_now(self.stream)
