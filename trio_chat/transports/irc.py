@@ -227,6 +227,8 @@ class IrcLink:
 
     transport = "irc"
     plain_text = False
+    #: Registration (``CAP``, ``NICK``, ``PING``...) is answered as it is read.
+    receive_writes = True
 
     def __init__(self, server: ChatHost, stream: trio.abc.Stream, address: str) -> None:
         self.server = server

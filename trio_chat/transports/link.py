@@ -25,6 +25,9 @@ class Link(Protocol):
     address: str  # the peer, for logs
     #: True when plain lines are chat text (a text-mode client types its nick as a line).
     plain_text: bool
+    #: Whether :meth:`receive` may write to the peer (a WebSocket's pong, IRC's replies
+    #: while it registers), and so may wait even when :meth:`input_waiting`.
+    receive_writes: bool
 
     async def receive(self) -> ClientFrame | RemoteProtocolError | Overhead | None:
         """The next frame, a protocol error to report, an :class:`Overhead` for a frame

@@ -69,6 +69,9 @@ class TcpLink:
     Slotted, as every object a connection keeps for its life: a ``__dict__`` is most of
     an object's size (bench/README.md, "Memory per connection")."""
 
+    #: Reading a line writes nothing back.
+    receive_writes = False
+
     __slots__ = (
         "_by_silence",
         "_lines",

@@ -130,6 +130,8 @@ class WebSocketLink:
 
     transport = "websocket"
     plain_text = False
+    #: A ping is answered, a close returned, as they are read.
+    receive_writes = True
 
     def __init__(
         self,
