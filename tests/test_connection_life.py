@@ -154,3 +154,21 @@ async def test_a_password_check_is_cut_off_at_the_log_ins_deadline() -> None:
     events = [json.loads(line) for line in reply.splitlines()]
     assert [(e["type"], e.get("code")) for e in events] == [("bye", "timeout")]
     assert 0.4 < took < 2.0
+
+
+async def test_a_hello_a_moment_late_is_waited_for_in_the_parking_lot() -> None:
+    async with open_test_server(config=local_config(sniff_delay=5.0)) as chat:
+        host, port = chat.address("tcp")
+        lot = chat.server.parking
+        async with await trio.open_tcp_stream(host, port) as stream:
+            with trio.fail_after(5):  # served, and waiting for its first bytes
+                while not lot.waiting:  # noqa: ASYNC110 (the lot has no event for it)
+                    await trio.sleep(0.01)
+            started = trio.current_time()
+            await stream.send_all(b'{"type":"hello","nick":"late"}\n')
+            with trio.fail_after(5):
+                data = b""
+                while b"\n" not in data:
+                    data += await stream.receive_some(65536)
+            assert trio.current_time() - started < 1.0  # not at the sniff delay's end
+    assert json.loads(data.split(b"\n")[0])["type"] == "welcome"
