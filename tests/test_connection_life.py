@@ -10,6 +10,8 @@ from typing import Any
 
 import trio
 import trio.testing
+from test_abuse import open_raw_websocket
+from wsproto.events import TextMessage
 
 import trio_chat
 from trio_chat.protocol import Bye, Error
@@ -172,3 +174,19 @@ async def test_a_hello_a_moment_late_is_waited_for_in_the_parking_lot() -> None:
                     data += await stream.receive_some(65536)
             assert trio.current_time() - started < 1.0  # not at the sniff delay's end
     assert json.loads(data.split(b"\n")[0])["type"] == "welcome"
+
+
+async def test_a_websocket_client_that_never_says_hello_is_dropped_at_the_deadline() -> None:
+    async with open_test_server(config=local_config(handshake_timeout=0.5)) as chat:
+        host, port = chat.address("ws")
+        stream, ws = await open_raw_websocket(host, port)
+        async with stream:
+            started = trio.current_time()
+            texts: list[str] = []
+            with trio.fail_after(5):
+                while data := await stream.receive_some(65536):
+                    ws.receive_data(data)
+                    texts += [e.data for e in ws.events() if isinstance(e, TextMessage)]
+            took = trio.current_time() - started
+    assert [json.loads(text)["code"] for text in texts] == ["timeout"]
+    assert 0.4 < took < 2.0

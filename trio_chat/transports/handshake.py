@@ -80,6 +80,20 @@ async def handshake(
 
     A login to an account whose user is connected to this node already joins that user
     as one more connection (see :meth:`ChatHost.session_to_join`) instead."""
+    if not link.receive_writes:
+        return await _log_in(server, link, mailbox, deadline)
+    # Its reads answer as they go (IRC registers over several lines, each answered; a
+    # WebSocket answers pings): one scope for the whole log-in, however many reads.
+    with trio.CancelScope(deadline=deadline):
+        return await _log_in(server, link, mailbox, None)
+    raise HandshakeTimeout
+
+
+async def _log_in(
+    server: ChatHost, link: Link, mailbox: Mailbox, deadline: float | None
+) -> Device | None:
+    """:func:`handshake`, each wait within ``deadline`` (``None``: the caller's scope
+    keeps it)."""
     if link.plain_text:  # (the others have no prompt)
         await _within(deadline, link.prompt_nick())
     flood = flood_guard(server)
@@ -97,9 +111,12 @@ async def handshake(
         decision = flood.check(trio.current_time(), frame_cost(item), link.last_heard)
         verdict = decision.verdict
         if verdict is Verdict.WAIT:
-            await trio.sleep_until(min(deadline, trio.current_time() + decision.delay))
-            if trio.current_time() >= deadline:
-                raise HandshakeTimeout
+            if deadline is None:
+                await trio.sleep(decision.delay)
+            else:
+                await trio.sleep_until(min(deadline, trio.current_time() + decision.delay))
+                if trio.current_time() >= deadline:
+                    raise HandshakeTimeout
         elif verdict is Verdict.DISCONNECT:
             await say_goodbye(link, Bye(code=FLOODING, text=flood.disconnect_text))
             return None
@@ -170,16 +187,19 @@ async def handshake(
         return session.devices[0]
 
 
-async def _within(deadline: float, waiting: Awaitable[T]) -> T:
+async def _within(deadline: float | None, waiting: Awaitable[T]) -> T:
     """``await waiting``, in a scope with the log-in's deadline (only where the log-in
-    may really wait): :class:`HandshakeTimeout` once it passes."""
+    may really wait): :class:`HandshakeTimeout` once it passes. (``None``: the caller's
+    scope keeps the deadline.)"""
+    if deadline is None:
+        return await waiting
     with trio.CancelScope(deadline=deadline):
         return await waiting
     raise HandshakeTimeout  # (reached only when the deadline cancelled the wait)
 
 
 async def _receive(
-    link: Link, deadline: float
+    link: Link, deadline: float | None
 ) -> ClientFrame | RemoteProtocolError | Overhead | None:
     """The next frame: taken at once when it is there and taking it writes nothing back
     (a line), else within the deadline."""
@@ -188,7 +208,7 @@ async def _receive(
     return await _within(deadline, link.receive())
 
 
-async def _send(link: Link, events: list[Item], deadline: float) -> None:
+async def _send(link: Link, events: list[Item], deadline: float | None) -> None:
     """A reply before the log-in: written at once if the socket takes it, else within
     the deadline."""
     rest = link.write_nowait(events)
@@ -196,7 +216,9 @@ async def _send(link: Link, events: list[Item], deadline: float) -> None:
         await _within(deadline, link.send(events if rest is None else [Raw(data=rest)]))
 
 
-async def _admit(server: ChatHost, login: _Login, address: str, deadline: float) -> str | None:
+async def _admit(
+    server: ChatHost, login: _Login, address: str, deadline: float | None
+) -> str | None:
     """:meth:`ChatHost.admit`: the account ``login`` logs in to (``None``: a guest), or
     :class:`~trio_chat.errors.ChatError` for a refusal.
 
