@@ -209,10 +209,13 @@ async def _receive(
 
 
 async def _send(link: Link, events: list[Item], deadline: float | None) -> None:
-    """A reply before the log-in: written at once if the socket takes it, else within
-    the deadline."""
+    """A reply before the log-in (an error, a pong): written at once if the socket takes
+    it, else within the deadline. Either way a scheduling round, as a trio write is: a
+    read of many bad frames must not hold the loop (flood control lets a burst through)."""
     rest = link.write_nowait(events)
-    if rest != b"":
+    if rest == b"":
+        await trio.lowlevel.checkpoint()
+    else:
         await _within(deadline, link.send(events if rest is None else [Raw(data=rest)]))
 
 
