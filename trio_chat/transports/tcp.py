@@ -267,7 +267,7 @@ async def sniff(
         ready = _received_already(stream)
         if ready is None:
             fd = socket_fd(stream)
-            if lot is not None and lot.available and fd is not None:
+            if lot is not None and lot.available and fd is not None and delay > 0:
                 ready = await _first_bytes_in(lot, fd, trio.current_time() + delay)
                 if ready is None:
                     return b"", True  # silence: a person at a prompt
