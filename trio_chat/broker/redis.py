@@ -711,9 +711,10 @@ class RedisBroker(Presence):
         if own is not None:
             first_seq, count = own
             first_id = last_id - count + 1
-            pop = mine.pop
+            pop, waiting = mine.pop, len(mine)
             held = [pop(seq, None) for seq in range(first_seq, first_seq + count)]
-            if replies or None in held:  # (a line failed, or was sent twice; a reply waits)
+            # (Counted, not looked for: `None in held` would call Pending.__eq__ on each.)
+            if replies or waiting - len(mine) < count:  # (a line failed or came twice; a reply)
                 for offset, pending in enumerate(held):
                     event_id, seq = first_id + offset, first_seq + offset
                     if pending is not None:
