@@ -15,7 +15,9 @@ spend it, without the sockets), and the same with no broker (``--nodes 0``: one 
 server) for reference. ``--profile`` adds the top of a cProfile. The garbage collector is
 set as ``trio-chat serve`` sets it (``quiet_gc``: start-up frozen). ``--hop N`` measures
 the broker's hop instead: N lines said one at a time, 2 ms apart, each timed from the
-``say`` until every member of every node was offered it (p50, p90, p99 per run).
+``say`` until every member of every node was offered it (p50, p90, p99 per run), and
+until the timing task woke up after that (how it was timed before 2026-12-03);
+``--parts`` adds where it went, from the task steps of each line (see :func:`hop_parts`).
 
 Runs the ``trio_chat`` it imports (``PYTHONPATH=DIR`` runs another tree, e.g. an older
 commit's ``git archive``), so two versions are compared by running it twice.
@@ -73,11 +75,14 @@ class Counter:
         self.offers = 0  # parcels: a bundle of lines is one
         self.target = 0
         self.done = trio.Event()
+        #: When ``offered`` reached ``target`` (``time.perf_counter()``).
+        self.reached = 0.0
 
     def add(self, events: int) -> None:
         self.offered += events
         self.offers += 1
-        if self.target and self.offered >= self.target:
+        if self.target and self.offered >= self.target and not self.done.is_set():
+            self.reached = time.perf_counter()
             self.done.set()
 
 
@@ -130,23 +135,86 @@ async def open_chat(
         yield hubs, counters, local[0][0]
 
 
-async def hop(args: argparse.Namespace, url: str | None) -> list[float]:
+class Steps(trio.abc.Instrument):
+    """The task steps of one timed line (start, end, task name), for ``--parts``."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[float, float, str]] = []
+        self._began = 0.0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self._began = time.perf_counter()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps.append((self._began, time.perf_counter(), task.name))
+
+
+def hop_parts(steps: list[tuple[float, float, str]], start: float, end: float) -> dict[str, float]:
+    """Where one line's hop went (seconds), from its task steps: the ``say`` (this task's
+    step), until the writer's step began (its wake-up), the writer's step (the append
+    made and sent: the send wakes redis-server), until a reader's step began (Redis
+    runs the script, answers the blocked ``XREAD`` of each node, and the readers' wake-
+    up), the readers' steps until the last offer (each node's read and delivery; the
+    nodes share this process), and the rest (the tasks run between them)."""
+    said = next((b for a, b, name in steps if name.endswith("hop")), start)
+    writing = [(a, b) for a, b, name in steps if name.endswith("_write_forever") and a >= said]
+    if not writing:
+        return {}
+    written = writing[0][1]
+    reading = [(a, b) for a, b, name in steps if name.endswith("_read_forever") and a >= written]
+    if not reading:
+        return {}
+    parts = {
+        "say": said - start,
+        "writer wakes": writing[0][0] - said,
+        "writer's step": written - writing[0][0],
+        "Redis and the readers' wake-up": reading[0][0] - written,
+        "readers' steps": sum(min(b, end) - a for a, b in reading if a < end),
+    }
+    parts["the rest"] = end - start - sum(parts.values())
+    return parts
+
+
+async def hop(args: argparse.Namespace, url: str | None) -> tuple[list[float], list[float]]:
     """Seconds from saying a line to every member of every node being offered it, for
-    ``--hop`` lines said one at a time, 2 ms apart (the broker's hop, at no load)."""
+    ``--hop`` lines said one at a time, 2 ms apart (the broker's hop, at no load); and
+    to this task's waking up after that.
+
+    The first is the hop: a member's offer is its write to the socket in a server
+    (:meth:`~trio_chat.mailbox.Mailbox.offer` writes at once when nothing waits). The
+    second adds what runs before this task gets its turn (the nodes' readers sending
+    their next ``XREAD``, the writer reading its reply): how the hop was timed before
+    2026-12-03, by up to 0.2 ms more with a broker."""
     async with open_chat(args, url) as (hubs, counters, sender):
-        seconds = []
+        seconds, woken = [], []
+        parts: dict[str, list[float]] = {}
+        steps = Steps()
+        if args.parts:
+            trio.lowlevel.add_instrument(steps)
         with trio.fail_after(120):
             for _ in range(args.hop):
                 for counter in counters:
                     counter.done = trio.Event()
                     counter.target = counter.offered + args.members
+                steps.steps.clear()
                 start = time.perf_counter()
                 hubs[0].say(sender, ROOM, "x" * 64)
                 for counter in counters:
                     await counter.done.wait()
-                seconds.append(time.perf_counter() - start)
+                woken.append(time.perf_counter() - start)
+                reached = max(c.reached for c in counters)
+                seconds.append(reached - start)
+                for name, value in hop_parts(steps.steps, start, reached).items():
+                    parts.setdefault(name, []).append(value)
                 await trio.sleep(0.002)
-        return seconds
+        if args.parts:
+            trio.lowlevel.remove_instrument(steps)
+            print(
+                "  medians: "
+                + ", ".join(f"{k} {sorted(v)[len(v) // 2] * 1e3:.3f}" for k, v in parts.items())
+                + " ms"
+            )
+        return seconds, woken
 
 
 async def measure(args: argparse.Namespace, url: str | None) -> dict[str, float]:
@@ -187,6 +255,12 @@ async def measure(args: argparse.Namespace, url: str | None) -> dict[str, float]
         }
 
 
+def _quantiles(seconds: list[float]) -> str:
+    ordered = sorted(seconds)
+    at = {q: ordered[min(len(ordered) - 1, int(len(ordered) * q))] for q in (0.5, 0.9, 0.99)}
+    return ", ".join(f"p{q * 100:g} {v * 1e3:.3f} ms" for q, v in at.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=2, help="0: one server, no broker")
@@ -197,6 +271,9 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, help="print this many cProfile rows")
     parser.add_argument(
         "--hop", type=int, default=0, help="instead: the latency of this many lines, one at a time"
+    )
+    parser.add_argument(
+        "--parts", action="store_true", help="with --hop: where the hop went (task steps)"
     )
     # (How bench/broker_instructions.py runs it under callgrind: as without it.)
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
@@ -215,12 +292,10 @@ def main() -> None:
             url = f"redis://127.0.0.1:{port}/0"
         if args.hop:
             for _ in range(args.repeats):
-                seconds = sorted(trio.run(hop, args, url))
-                at = {
-                    q: seconds[min(len(seconds) - 1, int(len(seconds) * q))]
-                    for q in (0.5, 0.9, 0.99)
-                }
-                print("  " + ", ".join(f"p{q * 100:g} {v * 1e3:.3f} ms" for q, v in at.items()))
+                seconds, woken = trio.run(hop, args, url)
+                print(
+                    f"  offered: {_quantiles(seconds)}; the timing task woken: {_quantiles(woken)}"
+                )
             return
         for _ in range(args.repeats):
             result: dict[str, Any] = trio.run(measure, args, url)

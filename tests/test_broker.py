@@ -182,6 +182,47 @@ async def test_two_nodes_share_a_room_in_one_order_with_the_same_ids(broker_url:
             assert mine == [f"{name} {i}" for i in range(20)]
 
 
+async def test_groups_of_two_nodes_interleave_in_one_order_live_and_in_history(
+    broker_url: str,
+) -> None:
+    """Lines said in bursts on both nodes at once go through the log in groups of each
+    node's (its own read back from their start, the other's decoded): every member sees one
+    order with the same ids, and each node's history holds exactly those, in that order."""
+    async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
+        alice = await stack.enter_async_context(open_client(a, "alice"))
+        bob = await stack.enter_async_context(open_client(b, "bob"))
+        await alice.expect("join", lambda e: e.nick == "bob")
+
+        async def burst(client: ChatClient, name: str) -> None:
+            for i in range(50):
+                await client.send({"type": "say", "room": "#lobby", "text": f"{name} {i}"})
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(burst, alice, "alice")
+            nursery.start_soon(burst, bob, "bob")
+        live = []
+        for client in (alice, bob):
+            got = [await client.expect("message") for _ in range(100)]
+            live.append([(m.id, m.nick, m.text) for m in got])
+        assert live[0] == live[1]
+        ids = [item[0] for item in live[0]]
+        assert ids == sorted(ids) and len(set(ids)) == 100
+        for name in ("alice", "bob"):
+            assert [t for _, n, t in live[0] if n == name] == [f"{name} {i}" for i in range(50)]
+        for client in (alice, bob):
+            await client.send(  # (the lines seen live: a page back from after the last)
+                {
+                    "type": "history",
+                    "room": "#lobby",
+                    "before": ids[-1] + 1,
+                    "limit": 100,
+                    "ref": "all",
+                }
+            )
+            page = await client.expect("history", lambda e: e.ref == "all")
+            assert [(m["id"], m["nick"], m["text"]) for m in page.messages] == live[0]
+
+
 async def test_who_private_messages_and_nicks_span_the_nodes(broker_url: str) -> None:
     async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
         alice, bob = await alice_on_a_bob_on_b(stack, a, b)

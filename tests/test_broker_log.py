@@ -320,6 +320,7 @@ def a_reader(node: str) -> tuple[RedisBroker, list[Pending], list[int]]:
     handed: list[Pending] = []
     expected: list[int] = []
     hub.expect = expected.append  # type: ignore[attr-defined]
+    hub.expect_run = lambda first, last: expected.extend(range(first, last + 1))  # type: ignore[attr-defined]
     broker = RedisBroker(
         "redis://unused", hub, handed.append, deliver_many=handed.extend, node=node
     )
@@ -353,6 +354,35 @@ def test_groups_read_back_hand_their_lines_on_in_order_with_the_log_ids() -> Non
     assert all(p.room is room for p in handed[4:])
     assert expected == [1, 2, 3, 4, 5] and broker.last_event_id == 5
     assert not broker._mine and broker._position == "5-0"
+
+
+def test_a_group_of_this_node_missing_a_line_hands_on_the_others_with_their_ids() -> None:
+    """A line of this node's group it no longer holds (it failed, or was read twice) is
+    skipped: the others keep their own ids, and the hub expects only theirs."""
+    broker, handed, expected = a_reader("a")
+    room = broker.hub.rooms["#lobby"]
+    said = [dataclasses.replace(LINE, id=0, text=f"mine {i}") for i in range(3)]
+    for line in said:
+        broker.publish(Pending(line, room, (), True))
+    (unit,) = broker._outgoing
+    del broker._mine[2]
+    broker._read_entries([(b"12-0", broker._payload(unit))], b"-", b"-")
+    assert [p.event for p in handed] == [said[0], said[2]]
+    assert (said[0].id, said[2].id) == (10, 12)
+    assert expected == [10, 12] and broker.last_event_id == 12
+
+
+def test_expect_run_expects_each_id_of_a_group() -> None:
+    """History stops below the first id of a group on its way, until each is delivered."""
+    hub = Hub()
+    hub.expect(3)
+    hub.expect_run(4, 6)
+    assert hub.history_bound() == 3 and hub.last_id == 6
+    for event_id in (3, 4, 5):
+        hub._release(event_id)
+    assert hub.history_bound() == 6
+    hub._release(6)
+    assert hub.history_bound() == 7
 
 
 def test_a_group_taken_by_the_writer_takes_no_more_lines() -> None:

@@ -307,6 +307,13 @@ class Delivery:
         self._last_id = max(self._last_id, event_id)
         self._undelivered.append(event_id)
 
+    def expect_run(self, first_id: int, last_id: int) -> None:
+        """:meth:`expect` each of ``first_id`` to ``last_id`` (a group of chat lines another
+        node said, read from the broker's log), in one call."""
+        if last_id > self._last_id:
+            self._last_id = last_id
+        self._undelivered.extend(range(first_id, last_id + 1))
+
     def _release(self, event_id: int) -> None:
         """``event_id`` is being delivered (or dropped): history may now reach past it."""
         if self._undelivered and self._undelivered[0] == event_id:
