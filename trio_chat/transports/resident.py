@@ -27,6 +27,7 @@ from ..protocol import (
     Bye,
     Error,
     RemoteProtocolError,
+    Say,
     error_reply,
 )
 from .handshake import flood_guard, frame_cost
@@ -58,6 +59,13 @@ _REASON_CODES = {
 #: of a read lets the publisher take a partial batch, and at 64 frames the bench's fan-out
 #: at N=100 lost 12-15% of its deliveries per second (reads of up to ~1,000 frames there).
 FRAMES_PER_STEP = 1024
+
+#: The transports whose reader may hand a run of plain ``say`` frames to the server at
+#: once (see :meth:`Resident._handle_input`): their ``receive`` of a frame that has
+#: arrived writes nothing and waits for nothing, so deferring a run's handling to the
+#: next other frame changes no order. Not a WebSocket (it answers a ping as it reads it)
+#: nor IRC (it answers some commands itself, in between).
+RUNS_OF_SAYS = frozenset({"tcp-json", "tcp-text"})
 
 
 class Resident:
@@ -324,11 +332,24 @@ class Resident:
     async def _handle_input(self, fill: bool) -> str | None:
         """Handle the frames that have arrived (with ``fill``, and those that arrive after
         them, reading the socket with :meth:`Link.fill`, until the connection ends);
-        ``None`` once they are handled, or the reason the connection ends."""
+        ``None`` once they are handled, or the reason the connection ends.
+
+        Plain ``say`` frames that come one after another are handed to the server together
+        (:meth:`ChatHost.say_run`: a client at full speed sends many in one read, and one
+        pass for all of them costs less than one for each), as soon as anything else
+        comes: another frame, a flood verdict other than OK, the end of what arrived, the
+        step's end. So nothing else is handled, and nothing is awaited, between those
+        frames and their turn, as if each had been handled as it came; only where the
+        link's :meth:`Link.receive` writes nothing and never waits for a frame that has
+        arrived (:data:`RUNS_OF_SAYS`)."""
         server, link, device, flood = self.server, self.link, self.device, self.flood
         handled = 0  # frames since this task last let others run
+        run: list[Say] = []  # plain says read and not yet handed to the server
         while True:
             if not link.input_waiting():
+                if run:
+                    server.say_run(device.session, run)
+                    run = []
                 # All that arrived is handled: let what it said go out now, in one bundle.
                 server.flush()
                 if not fill:
@@ -337,14 +358,23 @@ class Resident:
                 await link.fill()
                 continue
             item = await link.receive()
+            if run and (item is None or type(item) is not Say or item.reply_to is not None):
+                server.say_run(device.session, run)
+                run = []
             if item is None:
                 return "connection lost"
             handled += 1
             if handled >= FRAMES_PER_STEP:
+                if run:
+                    server.say_run(device.session, run)
+                    run = []
                 handled = 0
                 await trio.lowlevel.checkpoint()
             decision = flood.check(trio.current_time(), frame_cost(item), link.last_heard)
             verdict = decision.verdict
+            if verdict is not Verdict.OK and run:
+                server.say_run(device.session, run)
+                run = []
             if verdict is Verdict.WAIT:
                 server.flush()  # what the frames before it said goes out first
                 await trio.sleep(decision.delay)
@@ -360,6 +390,9 @@ class Resident:
                     server.hub.send_to(
                         device, Error(code=SLOW_DOWN, text=flood.refuse_text, ref=ref)
                     )
+                continue
+            if type(item) is Say and item.reply_to is None and link.transport in RUNS_OF_SAYS:
+                run.append(item)
                 continue
             if isinstance(item, Overhead):
                 continue
