@@ -12,7 +12,7 @@ a socket, so every rule here is unit-tested on plain bytes; the transports in
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Literal, SupportsIndex, TypeAlias, TypeVar, overload
 
@@ -896,6 +896,35 @@ def encode_server_line(event: ServerEvent) -> bytes:
     if type(event) is History and type(event.messages) is EncodedMessages:
         return _history_json(event, event.messages) + b"\n"
     return orjson.dumps(event.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def encode_server_lines(
+    events: Iterable[ServerEvent], other: Callable[[ServerEvent], bytes] = encode_server_line
+) -> bytes:
+    """``b"".join(encode_server_line(event) for event in events)`` (``other`` for each
+    event but a plain chat line), in one loop: a run of lines to a room is encoded once
+    for all its receivers on a wire format, but that is still a few calls a line, and the
+    lines of a full-speed sender come in runs. A chat line without ``reply_to`` and
+    ``quote`` (the usual one) has its object made here, as :meth:`Message.to_dict` makes
+    it (the same bytes: tests/test_protocol.py checks)."""
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    parts: list[bytes] = []
+    append = parts.append
+    for event in events:
+        if type(event) is Message and event.reply_to is None and event.quote is None:
+            obj = {
+                "type": "message",
+                "id": event.id,
+                "ts": event.ts,
+                "room": event.room,
+                "nick": event.nick,
+                "text": event.text,
+                "kind": event.kind,
+            }
+            append(dumps(obj, option=newline))
+        else:
+            append(other(event))
+    return b"".join(parts)
 
 
 #: Where a ``history``'s messages go in its JSON: the bytes of ``"messages":[]``. Found
