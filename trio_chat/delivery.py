@@ -50,7 +50,16 @@ if TYPE_CHECKING:
     from .metrics import Metrics
     from .recent import RecentLines
 
-__all__ = ["Arrival", "Broker", "Delivery", "Pending", "RoomEvent", "author_of", "bundles"]
+__all__ = [
+    "Arrival",
+    "Broker",
+    "Delivery",
+    "Pending",
+    "RoomEvent",
+    "author_of",
+    "bundles",
+    "lines_said",
+]
 
 log = logging.getLogger("trio_chat.hub")
 
@@ -120,6 +129,40 @@ class Pending:
         if not self.extra:
             return self.room.here.values()
         return {**{s: None for s in self.room.here.values()}, **dict.fromkeys(self.extra)}
+
+
+def lines_said(lines: list[Message], room: Room, sender: Session) -> list[Pending]:
+    """``[Pending(line, room, (), True, sender) for line in lines]`` (chat lines of this
+    node, stored before delivery), made without a call of ``__init__`` for each: the hub
+    publishes a run of lines of one read this way (see :meth:`Hub.say_lines`)."""
+    made: list[Pending] = []
+    append = made.append
+    for line in lines:
+        pending = _new(Pending)
+        pending.event = line
+        pending.room = room
+        pending.extra = ()
+        pending.persist = True
+        pending.sender = sender
+        pending.accounts = None
+        pending.arrival = None
+        pending.author = None
+        append(pending)
+    return made
+
+
+_new = object.__new__
+# lines_said sets each field: one added to Pending must be added there too.
+assert tuple(Pending.__slots__) == (
+    "event",
+    "room",
+    "extra",
+    "persist",
+    "sender",
+    "accounts",
+    "arrival",
+    "author",
+)
 
 
 def author_of(pending: Pending) -> str | None:

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 
 from .changes import MessageIndex
-from .delivery import Arrival, Broker, Delivery, Pending, RoomEvent
+from .delivery import Arrival, Broker, Delivery, Pending, RoomEvent, lines_said
 from .errors import FixedCodeError
 from .mailbox import Fanout, Mailbox, Parcel
 from .metrics import Metrics
@@ -660,7 +660,7 @@ class Hub(Delivery):
         self._last_id = last + count
         self._undelivered.extend(range(first, first + count))
         # Its author's account is the sender's (see delivery.author_of): not looked up here.
-        publish_run([Pending(line, room, (), True, session) for line in lines])
+        publish_run(lines_said(lines, room, session))
         return True
 
     def change(
