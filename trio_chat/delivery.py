@@ -23,7 +23,7 @@ import logging
 import operator
 import sys
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -236,7 +236,7 @@ class Delivery:
     sessions: dict[str, Session]
     recent: dict[str, RecentLines]
     join_history: Callable[[Session, str], History | None] | None
-    on_said: list[Callable[[Message, Session], None]]
+    on_said: list[Callable[[Sequence[Message], Session], None]]
     #: The authors and state of each room's latest lines (see :mod:`trio_chat.changes`).
     messages: MessageIndex
     _last_id: int
@@ -352,13 +352,8 @@ class Delivery:
             if recent is not None:
                 recent.extend(lines)
         self.metrics.fanout_seconds.observe(time.perf_counter() - start)
-        said = self.on_said
-        if said:
-            for pending in run:  # self._said for each, written out
-                sender = pending.sender
-                if sender is not None:
-                    for callback in said:
-                        callback(pending.event, sender)  # type: ignore[arg-type]
+        if self.on_said:
+            self._said_run(run)
 
     def expect(self, event_id: int) -> None:
         """Event ``event_id`` (numbered by the broker's log, in rising order) is on its way
@@ -423,7 +418,26 @@ class Delivery:
         """A line said on this node went out to its room: tell the ``on_said`` observers
         (the server queues it for the ``message_posted`` hook; nothing waits here)."""
         for callback in self.on_said:
-            callback(message, sender)
+            callback((message,), sender)
+
+    def _said_run(self, run: list[Pending]) -> None:
+        """The lines of ``run`` went out to their room: tell the ``on_said`` observers of
+        those said on this node, once for each stretch of them by one sender."""
+        callbacks = self.on_said
+        stretch: list[Message] = []
+        by: Session | None = None
+        for pending in run:
+            sender = pending.sender
+            if sender is not by:
+                if stretch and by is not None:
+                    for callback in callbacks:
+                        callback(stretch, by)
+                stretch = []
+                by = sender
+            stretch.append(pending.event)  # type: ignore[arg-type]
+        if stretch and by is not None:
+            for callback in callbacks:
+                callback(stretch, by)
 
     def _arrive(self, arrival: Arrival, joined_id: int) -> bool:
         """The ``join`` ``joined_id`` of ``arrival`` is being delivered: the user gets the

@@ -29,7 +29,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .changes import MessageIndex
 from .delivery import Arrival, Broker, Delivery, Pending, RoomEvent, lines_said
@@ -180,9 +180,11 @@ class Hub(Delivery):
         #: Observers, called when a user of this node went away or came back (through
         #: :meth:`tell_away`; for brokers: the other nodes show it too).
         self.on_away: list[Callable[[Session], None]] = []
-        #: Observers, called with each chat line said on this node (and its sender) once
-        #: it was delivered to the room (for the ``message_posted`` hook).
-        self.on_said: list[Callable[[Message, Session], None]] = []
+        #: Observers, called with the chat lines said on this node (and their sender) once
+        #: they were delivered to the room (for the ``message_posted`` hook): each time
+        #: with one or more lines of one sender to one room, in order. (One call for the
+        #: lines a sender said together: a call for each was a tenth of a line's cost.)
+        self.on_said: list[Callable[[Sequence[Message], Session], None]] = []
         #: Per room key, the room's latest lines, for the history a joiner gets with its
         #: ``join`` (filled by the history service: :mod:`trio_chat.recent`); fed with
         #: each line delivered, dropped when the room vanishes.

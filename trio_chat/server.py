@@ -167,7 +167,7 @@ class ChatServer(ServerAPI):
         self.posted = PostedFeed(
             self._call_message_posted, lambda: bool(self.pm.hook.message_posted.get_hookimpls())
         )
-        self.hub.on_said.append(self.posted.heard)
+        self.hub.on_said.append(self.posted.heard_all)
         self.message_changes = MessageChanges(self.hub)
         #: Presence: typing notices, read markers, and (``always_on``) users kept in their
         #: rooms with no connection.
