@@ -297,11 +297,7 @@ def decode_client_frame(data: bytes | str) -> ClientFrame:
                 ) from None
         raise RemoteProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
     if type(obj) is dict and obj.get("type") == "say":
-        # No string of a JSON line that is ASCII, without a DEL and without an escape can
-        # hold a control character (JSON has none raw below U+0020): a few scans of the
-        # line in C, where each string's own check costs more the longer it is.
-        clean = type(data) is bytes and data.isascii() and b"\\" not in data and b"\x7f" not in data
-        say = _plain_say(obj, clean)
+        say = _plain_say(obj)
         if say is not None:
             return say
     if not isinstance(obj, dict):
@@ -373,7 +369,7 @@ def decode_client_frame(data: bytes | str) -> ClientFrame:
     return frame
 
 
-def _plain_say(obj: dict[str, Any], clean: bool = False) -> Say | None:
+def _plain_say(obj: dict[str, Any]) -> Say | None:
     """The common ``say`` frame (``text``, perhaps ``room`` and a string ``ref``, nothing
     else, all printable) as :func:`decode_client_frame` makes it, checked and built in a
     third of the time; ``None`` for any other, which the general rules then decode (a
@@ -382,21 +378,17 @@ def _plain_say(obj: dict[str, Any], clean: bool = False) -> Say | None:
     What passes here would pass there the same: each string printable has no control
     character, a ``ref`` of at most 64 of them is valid, and with no other key there is
     nothing else to check (``reply_to``, or a field a newer client adds, takes the general
-    way). A ``null`` field counts as left out, as there. ``clean``: the frame's strings are
-    known to hold no control character (nor anything else unprintable), so they need no
-    check of their own."""
+    way). A ``null`` field counts as left out, as there."""
     text = obj.get("text")
-    if type(text) is not str or not (clean or text.isprintable()):
+    if type(text) is not str or not text.isprintable():
         return None
     room = obj.get("room")
     ref = obj.get("ref")
     if len(obj) != 2 + ("room" in obj) + ("ref" in obj):
         return None
-    if room is not None and (type(room) is not str or not (clean or room.isprintable())):
+    if room is not None and (type(room) is not str or not room.isprintable()):
         return None
-    if ref is not None and (
-        type(ref) is not str or len(ref) > 64 or not (clean or ref.isprintable())
-    ):
+    if ref is not None and (type(ref) is not str or len(ref) > 64 or not ref.isprintable()):
         return None
     say = _new(Say)
     _set_say_text(say, text)
