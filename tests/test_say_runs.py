@@ -265,9 +265,33 @@ async def test_a_run_of_lines_ends_the_senders_typing_notice() -> None:
 def test_the_plain_say_decodes_as_the_general_rules_decode_it(
     frame: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from trio_chat import protocol
 
-    line = json.dumps(frame).encode()
+    for line in (
+        json.dumps(frame).encode(),
+        json.dumps(frame, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+    ):
+        _decodes_alike(line, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"say","text":"a\x7fb"}',  # a raw DEL: valid JSON, not valid text
+        b'{"type":"say","text":"a\xc2\x85b"}',  # a raw C1 control (NEL)
+        b'{"type":"say","text":"caf\xc3\xa9","room":"#caf\xc3\xa9"}',
+        b'{"type":"say","text":"a\\tb"}',  # an escaped TAB: allowed
+        b'{"type":"say","text":"a\\u0001b"}',
+        b'{"type":"say","text":"plain","ref":"r\x7f"}',
+    ],
+)
+def test_raw_lines_decode_as_the_general_rules_decode_them(
+    line: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _decodes_alike(line, monkeypatch)
+
+
+def _decodes_alike(line: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trio_chat import protocol
 
     def decoded() -> object:
         try:
@@ -276,8 +300,9 @@ def test_the_plain_say_decodes_as_the_general_rules_decode_it(
             return (exc.code, exc.text, exc.ref)
 
     fast = decoded()
-    monkeypatch.setattr(protocol, "_plain_say", lambda obj: None)
-    assert fast == decoded()
+    with monkeypatch.context() as patch:
+        patch.setattr(protocol, "_plain_say", lambda obj: None)
+        assert fast == decoded(), line
 
 
 def test_lines_encoded_together_are_the_bytes_of_each_alone() -> None:
