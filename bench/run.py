@@ -101,10 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--probe-join",
-        choices=("last", "spread"),
+        choices=("last", "first", "spread"),
         default=scenarios.Options.probe_join,
         help="fanout/steady: the latency probes join last, so they are the last members a "
-        "message reaches (default), or spread through the join order (as before 2026-12-02)",
+        "message reaches (default), first (the first it reaches), or spread through the "
+        "join order (as before 2026-12-02)",
     )
     p.add_argument("--idle-n", type=int, help="idle connections (2000 quick, 10000 full)")
     p.add_argument("--senders", type=int, default=4, help="sending clients (default 4)")

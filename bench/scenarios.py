@@ -47,8 +47,9 @@ class Options:
     receiver_nice: int = 10
     probes: int = 4
     #: Where the probes join #lobby: "last" (after every receiver and the senders, so a
-    #: probe is the last member a message reaches: issue 19's latency probe) or "spread"
-    #: (at 1/5 .. 4/5 of the receivers, as before 2026-12-02). See ``probe_order``.
+    #: probe is the last member a message reaches: issue 19's latency probe), "first"
+    #: (before everyone: the first members it reaches) or "spread" (at 1/5 .. 4/5 of the
+    #: receivers, as before 2026-12-02). See ``probe_order``.
     probe_join: str = "last"
 
 
@@ -162,19 +163,22 @@ def login_rounds(counts: list[int], probes: int) -> tuple[list[list[int]], list[
 
 
 def probe_order(
-    counts: list[int], probes: int, where: str, newest_first: bool
+    counts: list[int], probes: int, where: str
 ) -> tuple[list[list[int]], list[int], bool]:
     """Login rounds (``login_rounds``'s two lists) and whether the last round waits for the
     senders: with ``where`` "last" the probes are the last members a message reaches.
 
-    trio-chat delivers in the order members joined, so there the probes join after all
-    the receivers and after the senders (who are members too). ngIRCd keeps a channel's
-    members newest first (``Add_Client`` in its channel.c puts a joiner at the head of the
-    list it writes to in order): there the probes join *first*, before everyone else."""
+    Every server here writes a room's line to its members in the order they came:
+    trio-chat in the order members joined, ngIRCd in the order of its connections
+    (``Send_Marked_Connections`` in its ``irc-write.c`` walks ``Conn_First``/``Conn_Next``,
+    its connection table, for every channel message; the member list is only used to mark
+    who gets it). So with "last" the probes connect and join after all the receivers *and*
+    after the senders (who are members too), and with "first" before everyone: the first
+    members a message reaches, as a best case to set beside the last."""
     if where == "spread":
         chunks, probe_chunks = login_rounds(counts, probes)
         return chunks, probe_chunks, False
-    if newest_first:
+    if where == "first":
         return [[0, c] for c in counts], [probes, 0], False
     return [[c, 0] for c in counts], [0, probes], True
 
@@ -200,9 +204,7 @@ def broadcast(
         }
         probes = min(opts.probes, n // 2)
         counts = _split(n - probes, opts.receiver_procs if n >= 100 else 1)
-        chunks, probe_chunks, after_senders = probe_order(
-            counts, probes, opts.probe_join, newest_first=srv.dialect == "irc"
-        )
+        chunks, probe_chunks, after_senders = probe_order(counts, probes, opts.probe_join)
         # At a fixed rate, the plain receivers run at a lower priority. They stand in for
         # clients on other machines, yet here they share the server's two cores, and each
         # one the server's writes wake can preempt it in the middle of a fan-out: on a

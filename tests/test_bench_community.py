@@ -107,14 +107,15 @@ def test_zipf_sizes_stay_in_bounds() -> None:
 def test_probes_join_where_they_hear_a_message_last() -> None:
     import scenarios
 
-    # trio-chat delivers in join order: receivers first, then (after the senders) probes.
-    chunks, probes, after_senders = scenarios.probe_order([10, 20], 4, "last", False)
+    # Every server writes in arrival order (trio-chat: joins; ngIRCd: its connection
+    # table): with "last" the receivers log in first, then (after the senders) the probes.
+    chunks, probes, after_senders = scenarios.probe_order([10, 20], 4, "last")
     assert (chunks, probes, after_senders) == ([[10, 0], [20, 0]], [0, 4], True)
-    # ngIRCd's member list is newest first: the probes join before everyone.
-    chunks, probes, after_senders = scenarios.probe_order([10, 20], 4, "last", True)
+    # "first": the probes before everyone, the first members a message reaches.
+    chunks, probes, after_senders = scenarios.probe_order([10, 20], 4, "first")
     assert (chunks, probes, after_senders) == ([[0, 10], [0, 20]], [4, 0], False)
     # The old spread: probes at 1/5 .. 4/5 of the join order.
-    chunks, probes, after_senders = scenarios.probe_order([10], 4, "spread", False)
+    chunks, probes, after_senders = scenarios.probe_order([10], 4, "spread")
     assert (chunks, probes, after_senders) == ([[2, 2, 2, 2, 2]], [1, 1, 1, 1, 0], False)
 
 

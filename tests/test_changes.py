@@ -711,3 +711,55 @@ async def test_search_finds_the_edited_words_and_never_a_deleted_line() -> None:
 
         assert await found("secret") == []
         assert await found("public") == ["the public plan"]
+
+
+def files_holding(db: Path, text: bytes) -> list[str]:
+    """Which of the database's files (itself, its write-ahead log) hold ``text``."""
+    return [
+        path.name
+        for path in (db, db.with_name(db.name + "-wal"))
+        if path.exists() and text in path.read_bytes()
+    ]
+
+
+async def test_a_deleted_text_is_gone_from_the_database_files_once_its_delete_is_seen(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "chat.db"
+    secret = b"my zqx bank pin is 4711"
+    async with open_test_server(config=local_config(db=str(db))) as chat:
+        async with open_client(chat, "alice") as alice:
+            line = await said(alice, secret.decode())
+            assert files_holding(db, secret)  # the committed line is on disk, in the log
+            await alice.send({"type": "delete", "id": line.id})
+            await alice.expect("delete")
+            # The delete was told after its commit, which emptied the log of the old
+            # pages; secure_delete zeroed the text in the page that replaced them.
+            assert files_holding(db, secret) == []
+            assert (await history(alice))[-1]["deleted"] is True
+
+
+async def test_a_reader_in_the_log_puts_off_its_emptying_to_the_next_checkpoint(
+    tmp_path: Path,
+) -> None:
+    from trio_chat.store.records import message_row
+
+    db = tmp_path / "chat.db"
+    secret = b"the zqx launch code 0000"
+    async with Store.open(db, checkpoint_every=None) as store:
+        await store.write_many(
+            [message_row(Message(id=1, ts=1.0, room="#a", nick="al", text=secret.decode()))]
+        )
+        reader = sqlite3.connect(db)
+        try:
+            reader.execute("BEGIN")
+            assert reader.execute("SELECT count(*) FROM messages").fetchone() == (1,)
+            delete = MessageDeleted(id=2, ts=2.0, room="#a", nick="al", target=1)
+            await store.write_many([delete])
+            assert files_holding(db, secret) == ["chat.db-wal"]  # the reader holds the log
+        finally:
+            reader.close()
+        assert await store.checkpoint() == 0
+        assert files_holding(db, secret) == []
+        await store.write_many([message_row(Message(id=3, ts=3.0, room="#a", nick="al", text="x"))])
+        assert await store.checkpoint() == 0  # and after that, checkpoints as before

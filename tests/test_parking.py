@@ -171,6 +171,49 @@ async def test_lot_wakes_waiting_tasks_idle_at_their_deadlines_in_turn(
     assert 2.5 <= woken["second"] - start <= 2.5 + IDLE_RESOLUTION + 1e-9
 
 
+async def test_lot_wakes_waits_of_different_lengths_each_at_its_own_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Long waits (a busy connection's idle time) and short ones started after them (a new
+    connection waiting for its first bytes) in between: none waits for another's deadline,
+    and one that gets input is woken at once, whichever its length."""
+    lot = ParkingLot()
+    woken: dict[str, tuple[float, Woken]] = {}
+    sockets = {name: socket.socketpair() for name in ("long1", "short1", "long2", "short2", "io")}
+
+    async def wait(name: str, after: float) -> None:
+        ours = sockets[name][0]
+        why = await lot.wait_readable(ours.fileno(), trio.current_time() + after)
+        woken[name] = (trio.current_time(), why)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lot.run)
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            nursery.start_soon(wait, "long1", 2.0)
+            await trio.sleep(0.1)
+            nursery.start_soon(wait, "short1", 0.3)
+            nursery.start_soon(wait, "io", 0.3)
+            await trio.sleep(0.1)
+            nursery.start_soon(wait, "long2", 2.0)
+            nursery.start_soon(wait, "short2", 0.3)
+            await trio.sleep(0.1)
+            sockets["io"][1].send(b"x")
+            await trio.sleep(5)
+            nursery.cancel_scope.cancel()
+    finally:
+        for ours, peer in sockets.values():
+            ours.close()
+            peer.close()
+    late = IDLE_RESOLUTION + 1e-9
+    for name, due in (("long1", 2.0), ("short1", 0.4), ("long2", 2.2), ("short2", 0.5)):
+        at, why = woken[name]
+        assert why is Woken.IDLE and due <= at - start <= due + late, name
+    at, why = woken["io"]
+    assert why is Woken.READABLE and 0.3 <= at - start < 0.3 + late
+
+
 async def test_lot_interrupts_a_waiting_task_and_forgets_a_cancelled_one(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:

@@ -9,7 +9,10 @@ What a delete leaves: the row (its id, time, author and kind, so that history ke
 place), with ``text`` empty and ``deleted`` set; its reactions, its own quote and the text
 quoted of it by replies are deleted with it. The deleted words are gone from the file's
 tables (SQLite may keep freed pages until they are reused; ``secure_delete`` is on for
-the writer, so they are overwritten with zeros).
+the writer, so they are overwritten with zeros), and from its write-ahead log, which the
+writer empties right after the commit (:func:`.sqlite.empty_log`). The search index
+keeps a deleted line's single words in its pages until SQLite merges them, unless SQLite
+is 3.42 or newer (its ``secure-delete`` option, set at open).
 """
 
 from __future__ import annotations

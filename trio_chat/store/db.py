@@ -50,6 +50,7 @@ from .sqlite import (
     COLUMNS,
     account_keys,
     close_all,
+    empty_log,
     open_connections,
     row_to_message,
     words_indexed_to,
@@ -383,14 +384,20 @@ class Store:
         (a full disk) or cannot finish: the log then grows without bound, unseen. This
         makes it seen: the result is kept in :attr:`stats` (``wal_frames``), and a failure
         counts in ``checkpoint_failures`` and raises :class:`StoreError`.
+
+        If a delete's commit could not empty the log (a reader was in it), this empties it
+        first, so a deleted text is gone from the log by the next checkpoint at the latest.
         """
+        writes = self._writes
 
         def run(conn: sqlite3.Connection) -> tuple[int, int, int]:
+            if writes.erase_pending:  # in the writer thread, as every write
+                writes.erase_pending = not empty_log(conn)
             busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             return int(busy), int(frames), int(copied)
 
         try:
-            result = await self._writes.submit(WriteItem(job=run, transaction=False))
+            result = await writes.submit(WriteItem(job=run, transaction=False))
         except StoreError:
             self.stats.checkpoint_failures += 1
             raise

@@ -233,6 +233,24 @@ def refuse_if_damaged(conn: sqlite3.Connection, path: str | os.PathLike[str]) ->
     )
 
 
+def empty_log(conn: sqlite3.Connection) -> bool:
+    """Copy the write-ahead log into the database and cut it to nothing, without waiting
+    for readers; ``True`` if it was done (or the file has no log).
+
+    Why: with ``secure_delete`` a deleted message's text is zeroed in the pages that
+    replace the old ones, but the old pages stay in the log (which SQLite reuses from its
+    start, never shortening it) until they happen to be written over. A reader in the log
+    keeps it from being cut: then it is partly copied, and ``False`` says to try again.
+    """
+    waits = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(waits)}")
+    return not busy
+
+
 def open_connections(
     path: str | os.PathLike[str],
     memory: bool,
@@ -257,6 +275,10 @@ def open_connections(
         writer.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         # A deleted message's words must not linger in freed space (see .changes).
         writer.execute("PRAGMA secure_delete = ON")
+        if sqlite3.sqlite_version_info >= (3, 42, 0):  # nor in the search index's pages
+            writer.execute(
+                "INSERT INTO message_words (message_words, rank) VALUES ('secure-delete', 1)"
+            )
         if max_size is not None:
             page_size = writer.execute("PRAGMA page_size").fetchone()[0]
             writer.execute(f"PRAGMA max_page_count = {max(1, max_size // page_size)}")

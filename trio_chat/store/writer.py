@@ -34,13 +34,14 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..protocol import MessageChange
+from ..protocol import MessageChange, MessageDeleted
 from .health import StoreStats
 from .records import Row, StoreError, store_error
 from .sqlite import (
     INDEX_BATCH,
     INDEX_LINES_SQL,
     belongs_to_one_message,
+    empty_log,
     index_waiting_lines,
     is_database_fault,
     rollback,
@@ -66,6 +67,9 @@ class WriteItem:
     finished: bool = False
     #: Called in the writer thread with the job's result once its transaction committed.
     committed: Callable[[object], None] | None = None
+    #: Whether the messages' statements delete a message's text: once they are committed,
+    #: the write-ahead log is emptied of the old pages (:func:`.sqlite.empty_log`).
+    erases: bool = False
 
 
 def message_item(rows: Sequence[Row | MessageChange]) -> WriteItem:
@@ -76,7 +80,8 @@ def message_item(rows: Sequence[Row | MessageChange]) -> WriteItem:
     a few statements to SQLite, instead of building rows while the loop thread waits.
     """
     ids = tuple(row[0] if type(row) is tuple else row.id for row in rows)  # type: ignore[union-attr]
-    return WriteItem(ids=ids, statements=write_statements(rows))
+    erases = any(type(row) is MessageDeleted for row in rows)
+    return WriteItem(ids=ids, statements=write_statements(rows), erases=erases)
 
 
 class Commit:
@@ -137,6 +142,9 @@ class Writer:
         self.limiter = trio.CapacityLimiter(1)
         #: Set by :meth:`close`: no more writes.
         self.closed = False
+        #: A delete was committed but the log could not be emptied at once (a reader was
+        #: in it): the store's next checkpoint empties it (see :meth:`.Store.checkpoint`).
+        self.erase_pending = False
         self._conn = conn
         self._batch_max = batch_max
         self._close_timeout = close_timeout
@@ -317,6 +325,8 @@ class Writer:
         self.stats.largest_batch = max(self.stats.largest_batch, len(ids))
         for item in items:
             item.finished = True
+        if any(item.erases for item in items):
+            self.erase_pending = not empty_log(conn)
 
     def _run_job(self, item: WriteItem) -> None:
         assert item.job is not None

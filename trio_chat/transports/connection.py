@@ -22,7 +22,7 @@ from ..mailbox import Mailbox
 from ..protocol import (
     Bye,
 )
-from .handshake import handshake
+from .handshake import HandshakeTimeout, handshake
 from .link import Link, close_link, say_goodbye
 from .resident import Resident
 from .streams import peer_address, refuse
@@ -144,10 +144,12 @@ async def run_connection(server: ChatHost, link: Link, release: Callable[[], Non
     device: Device | None = None
     end_label = "closed"
     try:
-        with trio.move_on_after(server.config.handshake_timeout) as handshake_scope:
-            mailbox = Mailbox(server.config.outbox_size, server.config.outbox_bytes, link)
-            device = await handshake(server, link, mailbox)
-        if handshake_scope.cancelled_caught:
+        # One deadline for the whole log-in, kept without a scope (see handshake.py).
+        deadline = trio.current_time() + server.config.handshake_timeout
+        mailbox = Mailbox(server.config.outbox_size, server.config.outbox_bytes, link)
+        try:
+            device = await handshake(server, link, mailbox, deadline)
+        except HandshakeTimeout:
             end_label = "handshake_timeout"
             await say_goodbye(link, Bye(code="timeout", text="no nickname given in time"))
     finally:

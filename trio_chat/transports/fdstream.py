@@ -47,6 +47,11 @@ class FdStream(trio.abc.Stream):
         """The descriptor (``-1`` once closed)."""
         return self._fd
 
+    @property
+    def sending(self) -> bool:
+        """Whether a :meth:`send_all` is under way (bytes must not be written around it)."""
+        return self._sending
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._sending:
             raise trio.BusyResourceError("another task is sending on this socket")

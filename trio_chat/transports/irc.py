@@ -53,11 +53,14 @@ from .connection import Arrival, serve_accepted
 from .streams import (
     accept_tls,
     close_now,
+    closed_now,
+    idle_fd,
     kept_stream,
     receive_on_fd,
     receive_or_end,
     serve_port,
     socket_fd,
+    write_all_nowait,
     write_nowait,
 )
 from .tcp import enable_keepalive
@@ -224,6 +227,8 @@ class IrcLink:
 
     transport = "irc"
     plain_text = False
+    #: Registration (``CAP``, ``NICK``, ``PING``...) is answered as it is read.
+    receive_writes = True
 
     def __init__(self, server: ChatHost, stream: trio.abc.Stream, address: str) -> None:
         self.server = server
@@ -427,12 +432,23 @@ class IrcLink:
             await self.stream.send_all(data)
         return size
 
+    def write_nowait(self, events: list[Item]) -> bytes | None:
+        if idle_fd(self.stream) is None:
+            return None
+        return write_all_nowait(self.stream, b"".join([self._lines_of(e) for e in events]))
+
     async def prompt_nick(self) -> None:
         pass  # an IRC client registers of its own accord; a refusal is a numeric
 
     async def aclose(self) -> None:
         self._forget_identity()
         await self.stream.aclose()
+
+    def close_nowait(self) -> bool:
+        if not closed_now(self.stream):
+            return False
+        self._forget_identity()
+        return True
 
     def abort(self) -> None:
         self._forget_identity()

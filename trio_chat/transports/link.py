@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from ..limits import Overhead
-from ..parcels import Item, Parcel
+from ..parcels import Item, Parcel, Raw
 from ..protocol import Bye, ClientFrame, RemoteProtocolError, ServerEvent
 
 if TYPE_CHECKING:
@@ -25,6 +25,9 @@ class Link(Protocol):
     address: str  # the peer, for logs
     #: True when plain lines are chat text (a text-mode client types its nick as a line).
     plain_text: bool
+    #: Whether :meth:`receive` may write to the peer (a WebSocket's pong, IRC's replies
+    #: while it registers), and so may wait even when :meth:`input_waiting`.
+    receive_writes: bool
 
     async def receive(self) -> ClientFrame | RemoteProtocolError | Overhead | None:
         """The next frame, a protocol error to report, an :class:`Overhead` for a frame
@@ -50,6 +53,16 @@ class Link(Protocol):
         ``trio.BrokenResourceError`` if the peer is gone."""
         ...
 
+    def write_nowait(self, events: list[Item]) -> bytes | None:
+        """Write events in one go without waiting, if this link can now (a plain socket,
+        no other write under way): the bytes the socket did not take (``b""``: all of
+        them went), which must go next, as a :class:`~trio_chat.parcels.Raw` given to
+        :meth:`send`; ``None`` if it cannot (nothing was written). Raises
+        ``trio.BrokenResourceError`` if the peer is gone. For the last words of a
+        connection (:func:`say_goodbye`), which then need no scope when the socket takes
+        them, as it nearly always does."""
+        ...
+
     def heard(self) -> float:
         """:attr:`last_heard` now (what the keepalive watches)."""
         ...
@@ -63,6 +76,11 @@ class Link(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+    def close_nowait(self) -> bool:
+        """Close at once if closing needs no waiting (a plain socket, which has nothing
+        to send first); whether it did. If not, :meth:`aclose` it (bounded)."""
+        ...
 
     def abort(self) -> None:
         """Close the socket at once, without a word (a parked connection the server left)."""
@@ -92,20 +110,33 @@ GOODBYE_TIMEOUT = 1.0
 
 async def say_goodbye(link: Link, bye: Bye, pending: list[Item] | None = None) -> None:
     """Best effort: send what was queued and a ``bye``, within a short bounded time.
-    (One scope both shielded and with a deadline: every connection ends here or in
-    :func:`close_link`, and a scope entered costs about as much as a scheduling round.)"""
+
+    Written at once when the socket takes it all, as it nearly always does: no cancel
+    scope then (every connection that is told why it ends comes here, and a scope
+    entered costs about as much as a scheduling round). Else what is left goes in one
+    scope both shielded and with a deadline (the goodbye is said even by a cancelled
+    task)."""
+    events = [*(pending or []), bye]
+    try:
+        rest = link.write_nowait(events)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+    if rest == b"":
+        return
     with (
         trio.CancelScope(shield=True, deadline=trio.current_time() + GOODBYE_TIMEOUT),
         contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
     ):
-        await link.send([*(pending or []), bye])
+        await link.send(events if rest is None else [Raw(data=rest)])
 
 
 async def close_link(server: ChatHost, link: Link, release: Callable[[], None]) -> None:
-    """The last of every connection: close the link (bounded, even when cancelled)."""
+    """The last of every connection: close the link (bounded, even when cancelled; at
+    once, with no scope, for a plain socket)."""
     try:
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + GOODBYE_TIMEOUT):
-            await link.aclose()
+        if not link.close_nowait():
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + GOODBYE_TIMEOUT):
+                await link.aclose()
     finally:
         count_out(server, link, release)
 

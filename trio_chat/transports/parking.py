@@ -25,6 +25,10 @@ busy connection: trio's wait keeps four coroutine frames, a waiters object and a
 closure, and each read left a deadline in trio's heap (bench/README.md, "Memory per
 connection").
 
+A new TCP connection whose first bytes are a moment late (its ``hello`` still on the
+way) waits for them there too, until ``sniff_delay``: waits of other lengths than
+``park_after`` keep their deadlines in lanes of their own (see ``ParkingLot._lanes``).
+
 Linux only (``select.epoll``); elsewhere :attr:`ParkingLot.available` is false and
 connections simply keep their tasks and wait with trio. The lot knows nothing of chat: it
 maps file descriptors to whatever resumes them, or to the task waiting on them.
@@ -93,12 +97,17 @@ class ParkingLot:
     def __init__(self) -> None:
         self._epoll: select.epoll | None = None  # open while run() runs
         self._parked: dict[int, Parked] = {}
-        #: The tasks waiting in :meth:`wait_readable`, by socket; each one's idle deadline
-        #: is its ``custom_sleep_data`` (trio's place for what a sleeping task waits for:
-        #: no tuple per wait). In the order they began to wait, which is their deadlines'
-        #: order: every wait is for the same idle time (``park_after``), so the first to
-        #: expire is always the first entry.
-        self._waiting: dict[int, Task] = {}
+        #: The tasks waiting in :meth:`wait_readable`, by socket, in *lanes*: each one's
+        #: deadline is its ``custom_sleep_data`` (trio's place for what a sleeping task
+        #: waits for: no tuple per wait), and each lane is in its deadlines' order, so the
+        #: first of a lane to expire is always its first entry. Waits of one length (a
+        #: busy connection's ``park_after``, a new one's ``sniff_delay``) come in the
+        #: order of their deadlines: a wait joins the first lane whose last deadline is
+        #: not after its own, so there are about as many lanes as lengths of wait (the
+        #: first lane for nearly all of them).
+        self._lanes: list[dict[int, Task]] = [{}]
+        #: Each lane's last deadline (an upper bound, once its last wait has gone).
+        self._lane_ends: list[float] = [-math.inf]
         #: The scope of :meth:`run`'s waits until its deadline, the next idle deadline
         #: (rounded up to :data:`IDLE_RESOLUTION`), passes.
         self._timer: trio.CancelScope | None = None
@@ -112,6 +121,11 @@ class ParkingLot:
         """Sockets parked now."""
         return len(self._parked)
 
+    @property
+    def waiting(self) -> int:
+        """Tasks waiting in :meth:`wait_readable` now."""
+        return sum(len(lane) for lane in self._lanes)
+
     def __contains__(self, fd: int) -> bool:
         return fd in self._parked
 
@@ -121,7 +135,7 @@ class ParkingLot:
             raise RuntimeError("the parking lot is not running")
         if fd in self._parked:
             raise RuntimeError(f"fd {fd} is already parked")
-        if fd in self._waiting:
+        if self._waits_on(fd):
             raise RuntimeError(f"a task waits on fd {fd}")
         self._arm(self._epoll, fd)
         self._parked[fd] = parked
@@ -137,7 +151,8 @@ class ParkingLot:
         """Wait until ``fd`` has input (or its end, or an error), until ``deadline`` (then
         the connection is idle) or until :meth:`interrupt`; which of them. Cancelling
         the wait loses nothing. One task per socket; only while the lot runs (see
-        :attr:`available`), and every wait for the same idle time (see ``_waiting``).
+        :attr:`available`). Cheapest when waits of the same length are many (see
+        ``_lanes``).
 
         trio's ``wait_readable`` in a cancel scope, for less memory while waiting: the
         task keeps no frame in here, only a :class:`_Wait` (this function registers the
@@ -146,16 +161,34 @@ class ParkingLot:
         epoll = self._epoll
         if epoll is None:
             raise RuntimeError("the parking lot is not running")
-        if fd in self._waiting or fd in self._parked:
+        if fd in self._parked or self._waits_on(fd):
             raise RuntimeError(f"fd {fd} is already waited on")
         self._arm(epoll, fd)
         task = trio.lowlevel.current_task()
         task.custom_sleep_data = deadline
-        self._waiting[fd] = task
+        lane = self._lane_for(deadline)
+        lane[fd] = task
         timer = self._timer
-        if timer is not None and timer.deadline == math.inf:
+        if timer is not None and deadline < timer.deadline:
             timer.deadline = _rounded(deadline)
-        return _Wait(self._waiting, fd)
+        return _Wait(lane, fd)
+
+    def _lane_for(self, deadline: float) -> dict[int, Task]:
+        """The lane a wait until ``deadline`` joins (see ``_lanes``)."""
+        ends = self._lane_ends
+        if deadline >= ends[0]:  # nearly always
+            ends[0] = deadline
+            return self._lanes[0]
+        for index, lane in enumerate(self._lanes):
+            if not lane or deadline >= ends[index]:
+                ends[index] = deadline
+                return lane
+        self._lanes.append({})
+        self._lane_ends.append(deadline)
+        return self._lanes[-1]
+
+    def _waits_on(self, fd: int) -> bool:
+        return any(fd in lane for lane in self._lanes)
 
     def interrupt(self, fd: int) -> bool:
         """Wake the task waiting on ``fd`` in :meth:`wait_readable` with
@@ -163,11 +196,12 @@ class ParkingLot:
         return self._wake(fd, Woken.INTERRUPTED)
 
     def _wake(self, fd: int, why: Woken) -> bool:
-        task = self._waiting.pop(fd, None)
-        if task is None:
-            return False
-        trio.lowlevel.reschedule(task, outcome.Value(why))
-        return True
+        for lane in self._lanes:
+            task = lane.pop(fd, None)
+            if task is not None:
+                trio.lowlevel.reschedule(task, outcome.Value(why))
+                return True
+        return False
 
     @staticmethod
     def _arm(epoll: select.epoll, fd: int) -> None:
@@ -203,14 +237,17 @@ class ParkingLot:
 
     def expire(self, now: float) -> int:
         """Wake the waits whose deadline has passed (:attr:`Woken.IDLE`); how many."""
-        waiting, expired = self._waiting, []
-        for fd, task in waiting.items():
-            if task.custom_sleep_data > now:
-                break
-            expired.append(fd)
-        for fd in expired:
-            self._wake(fd, Woken.IDLE)
-        return len(expired)
+        woken = 0
+        for lane in self._lanes:
+            expired = []
+            for fd, task in lane.items():
+                if task.custom_sleep_data > now:
+                    break
+                expired.append(fd)
+            for fd in expired:
+                trio.lowlevel.reschedule(lane.pop(fd), outcome.Value(Woken.IDLE))
+            woken += len(expired)
+        return woken
 
     async def _serve(self) -> None:
         """Wake the waits past their deadline, then serve the sockets that are ready."""
@@ -219,9 +256,12 @@ class ParkingLot:
             await trio.lowlevel.checkpoint()
 
     def _next_deadline(self) -> float:
-        for task in self._waiting.values():
-            return _rounded(task.custom_sleep_data)
-        return math.inf
+        first = math.inf
+        for lane in self._lanes:
+            for task in lane.values():
+                first = min(first, task.custom_sleep_data)
+                break
+        return first if first == math.inf else _rounded(first)
 
     async def run(self) -> None:
         """Wait on all parked sockets at once until cancelled; resume those that become
@@ -248,8 +288,9 @@ class ParkingLot:
         finally:
             epoll, self._epoll, self._timer = self._epoll, None, None
             parked, self._parked = list(self._parked.values()), {}
-            for fd in list(self._waiting):
-                self._wake(fd, Woken.IDLE)
+            for lane in self._lanes:
+                for fd in list(lane):
+                    self._wake(fd, Woken.IDLE)
             epoll.close()
             for connection in parked:
                 connection.abandon()

@@ -179,6 +179,9 @@ class Resident:
         serving.set(self.device)
         link, lot = self.link, self.server.parking
         park_after = self.server.config.park_after
+        # A task's first step is a scheduling round of its own: the first read of a
+        # resumed spell (the lot resumed it because its socket had input) needs no other.
+        scheduled = True
         try:
             while True:
                 self._begin_spell()
@@ -202,8 +205,9 @@ class Resident:
                                 data = read_nowait(fd)
                             if data is None:
                                 break
-                        else:
+                        elif not scheduled:
                             await trio.lowlevel.cancel_shielded_checkpoint()
+                        scheduled = False
                         link.feed(data)
                     with trio.CancelScope() as reading:
                         self._reading = reading
@@ -318,8 +322,8 @@ class Resident:
                 mailbox.call_when_queued(None)
                 mailbox.close()
                 await self._writer_ended()
-                if self._write_failed is None:
-                    await self._write(rearm=False)
+                if self._write_failed is None and len(mailbox):
+                    await self._write(rearm=False)  # (a write scope only if it has work)
             reason = self._write_failed or reason
             await self._stop_writer()
         close_code, close_reason = device.ending

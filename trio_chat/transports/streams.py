@@ -434,6 +434,16 @@ def close_now(stream: trio.abc.Stream) -> None:
         stream.socket.close()
 
 
+def closed_now(stream: trio.abc.Stream) -> bool:
+    """Close a plain socket stream at once (nothing to send first, so nothing to wait
+    for: no scope, no scheduling round); whether it was one. Any other stream (TLS,
+    which says goodbye first) is left to its ``aclose``."""
+    if isinstance(stream, FdStream):
+        stream.close()
+        return True
+    return False
+
+
 def socket_fd(stream: trio.abc.Stream) -> int | None:
     """The file descriptor of a plain socket stream (``None`` for TLS and other streams),
     for :func:`write_nowait`."""
@@ -446,6 +456,30 @@ def kept_stream(stream: trio.abc.Stream) -> trio.abc.Stream:
     """The stream a logged-in connection keeps: a plain socket by its descriptor alone
     (:class:`~.fdstream.FdStream`, taken over from trio's), any other stream as it is."""
     return FdStream.take_over(stream) if isinstance(stream, trio.SocketStream) else stream
+
+
+def idle_fd(stream: trio.abc.Stream) -> int | None:
+    """The descriptor of a plain socket stream that no task is writing to now, for a
+    write that must not wait (:func:`write_nowait`); ``None`` for any other stream, or
+    while a write is under way (or once closed)."""
+    if isinstance(stream, FdStream):
+        fd = stream.fileno()
+        return None if stream.sending or fd < 0 else fd
+    return None
+
+
+def write_all_nowait(stream: trio.abc.Stream, data: bytes) -> bytes | None:
+    """``data`` written to a plain socket stream without waiting, if no other write is
+    under way (:func:`idle_fd`): what the kernel did not take (``b""``: all of it);
+    ``None`` if nothing could be written now. ``trio.BrokenResourceError`` if the
+    connection is broken."""
+    fd = idle_fd(stream)
+    if fd is None:
+        return None
+    try:
+        return write_nowait(fd, data)
+    except OSError as exc:
+        raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
 
 
 def write_nowait(fd: int, data: bytes) -> bytes:

@@ -35,20 +35,25 @@ from ..textmode import NICK_PROMPT, decode_text_line, parse_command_line
 from ..wire import JSON_LINES, TEXT_LINES, WireFormat, encoded, sizer
 from .connection import Arrival, serve_accepted
 from .http import response
+from .parking import ParkingLot, Woken
 from .streams import (
     RECEIVE_SIZE,
     SHARE_PORTS,
     accept_forever,
     accept_tls,
     close_now,
+    closed_now,
+    idle_fd,
     kept_stream,
     listener_address,
     open_listeners,
+    read_nowait,
     read_proxy_header,
     receive_on_fd,
     receive_or_end,
     refuse,
     socket_fd,
+    write_all_nowait,
     write_nowait,
 )
 
@@ -65,6 +70,9 @@ class TcpLink:
 
     Slotted, as every object a connection keeps for its life: a ``__dict__`` is most of
     an object's size (bench/README.md, "Memory per connection")."""
+
+    #: Reading a line writes nothing back.
+    receive_writes = False
 
     __slots__ = (
         "_by_silence",
@@ -179,13 +187,20 @@ class TcpLink:
         return decode_client_frame(line)
 
     async def send(self, events: list[Item]) -> int:
-        fmt = self.format
-        if len(events) == 1:
-            data = encoded(events[0], fmt)
-        else:
-            data = b"".join([encoded(e, fmt) for e in events])
+        data = self._encoded(events)
         await self.stream.send_all(data)
         return len(data)
+
+    def write_nowait(self, events: list[Item]) -> bytes | None:
+        if idle_fd(self.stream) is None:
+            return None
+        return write_all_nowait(self.stream, self._encoded(events))
+
+    def _encoded(self, events: list[Item]) -> bytes:
+        fmt = self.format
+        if len(events) == 1:
+            return encoded(events[0], fmt)
+        return b"".join([encoded(e, fmt) for e in events])
 
     def _write_direct(self, parcel: Parcel) -> bytes:
         """For a plain TCP socket (``write_now``): write a parcel without waiting
@@ -209,6 +224,9 @@ class TcpLink:
     async def aclose(self) -> None:
         await self.stream.aclose()
 
+    def close_nowait(self) -> bool:
+        return closed_now(self.stream)
+
     def abort(self) -> None:
         close_now(self.stream)
 
@@ -231,7 +249,7 @@ def _late_json(line: bytes) -> ClientFrame | None:
 
 
 async def sniff(
-    stream: trio.abc.Stream, delay: float, first: bytes = b""
+    stream: trio.abc.Stream, delay: float, first: bytes = b"", lot: ParkingLot | None = None
 ) -> tuple[bytes, bool] | None:
     """Wait up to ``delay`` seconds for the first bytes (unless ``first`` already holds
     some); decide JSON or text.
@@ -241,10 +259,18 @@ async def sniff(
     A program sends its ``hello`` as it connects, so it has nearly always arrived by the
     time the connection is served: a plain socket is asked for it without waiting first,
     which spares the timeout's cancel scope and the scheduling round of a trio read for
-    each of thousands of clients reconnecting at once.
+    each of thousands of clients reconnecting at once. One whose ``hello`` is a moment
+    late waits for it in the parking ``lot`` (when it runs), which keeps the delay
+    without a scope, as it keeps a busy connection's idle time.
     """
     if not first:
         ready = _received_already(stream)
+        if ready is None:
+            fd = socket_fd(stream)
+            if lot is not None and lot.available and fd is not None and delay > 0:
+                ready = await _first_bytes_in(lot, fd, trio.current_time() + delay)
+                if ready is None:
+                    return b"", True  # silence: a person at a prompt
         if ready is not None:
             return None if not ready else (ready, not ready.lstrip().startswith(b"{"))
         with trio.move_on_after(delay):
@@ -252,6 +278,16 @@ async def sniff(
             if not first:
                 return None
     return first, not first.lstrip().startswith(b"{")
+
+
+async def _first_bytes_in(lot: ParkingLot, fd: int, deadline: float) -> bytes | None:
+    """What a plain socket receives first, waiting in ``lot`` until ``deadline`` (``b""``:
+    the peer closed); ``None`` if nothing came by then."""
+    while await lot.wait_readable(fd, deadline) is Woken.READABLE:
+        data = read_nowait(fd)
+        if data is not None:
+            return data
+    return None
 
 
 def _received_already(stream: trio.abc.Stream) -> bytes | None:
@@ -375,7 +411,7 @@ async def open_tcp_link(
         if tls is None:
             return None
         chat_stream, received = tls, b""
-    sniffed = await sniff(chat_stream, config.sniff_delay, received)
+    sniffed = await sniff(chat_stream, config.sniff_delay, received, server.parking)
     if sniffed is None:
         return None
     first, plain_text = sniffed

@@ -55,11 +55,14 @@ from .http import CONNECTION_CLOSE, Header, response
 from .streams import (
     accept_tls,
     close_now,
+    closed_now,
+    idle_fd,
     kept_stream,
     receive_on_fd,
     receive_or_end,
     serve_port,
     socket_fd,
+    write_all_nowait,
     write_nowait,
 )
 from .webroutes import serve_route
@@ -127,6 +130,8 @@ class WebSocketLink:
 
     transport = "websocket"
     plain_text = False
+    #: A ping is answered, a close returned, as they are read.
+    receive_writes = True
 
     def __init__(
         self,
@@ -320,14 +325,21 @@ class WebSocketLink:
             return exc
 
     async def send(self, events: list[Item]) -> int:
-        fmt = self._format()
-        if len(events) == 1 or not self.batching:
-            data = b"".join([encoded(item, fmt) for item in events])
-        else:
-            data = b"".join(_batched(events))
-        await self._write(data)
+        await self._write(self._encoded(events))
         measure = self.measure
         return sum(measure(item) for item in events)
+
+    def write_nowait(self, events: list[Item]) -> bytes | None:
+        lock = self._send_lock
+        if (lock is not None and lock.locked()) or idle_fd(self.stream) is None:
+            return None
+        return write_all_nowait(self.stream, self._encoded(events))
+
+    def _encoded(self, events: list[Item]) -> bytes:
+        if len(events) == 1 or not self.batching:
+            fmt = self._format()
+            return b"".join([encoded(item, fmt) for item in events])
+        return b"".join(_batched(events))
 
     def _write_nowait(self, parcel: Parcel) -> bytes:
         fd, lock = self.park_fd, self._send_lock
@@ -364,6 +376,14 @@ class WebSocketLink:
     async def aclose(self) -> None:
         await self._close(CloseReason.NORMAL_CLOSURE, "")
         await self.stream.aclose()
+
+    def close_nowait(self) -> bool:
+        """At once only when no close frame is owed (the closing handshake is done): a
+        plain socket's close then needs no waiting."""
+        ws = self.ws
+        if ws is None or ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            return False
+        return closed_now(self.stream)
 
     def abort(self) -> None:
         close_now(self.stream)
