@@ -69,7 +69,7 @@ async def _played(
     sizes: list[int] = []
     with pytest.MonkeyPatch.context() as patch:
         if not runs:
-            patch.setattr(resident, "RUNS_OF_SAYS", frozenset())
+            patch.setattr(resident, "SAY_RUNS", False)
         async with open_test_server(*plugins, config=local_config(db=None)) as chat:
             say_run = chat.server.say_run
 

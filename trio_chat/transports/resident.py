@@ -61,12 +61,11 @@ _REASON_CODES = {
 #: at N=100 lost 12-15% of its deliveries per second (reads of up to ~1,000 frames there).
 FRAMES_PER_STEP = 1024
 
-#: The transports whose reader may hand a run of plain ``say`` frames to the server at
-#: once (see :meth:`Resident._handle_input`): their ``receive`` of a frame that has
-#: arrived writes nothing and waits for nothing, so deferring a run's handling to the
-#: next other frame changes no order. Not a WebSocket (it answers a ping as it reads it)
-#: nor IRC (it answers some commands itself, in between).
-RUNS_OF_SAYS = frozenset({"tcp-json", "tcp-text"})
+#: Whether a reader hands a run of plain ``say`` frames to the server at once (see
+#: :meth:`Resident._handle_input`), on a link whose ``receive`` writes nothing (TCP; not a
+#: WebSocket, which answers a ping as it reads it, nor IRC, which answers some commands
+#: itself in between). Off, every frame is handled on its own: tests compare the two.
+SAY_RUNS = True
 
 
 class Resident:
@@ -346,7 +345,7 @@ class Resident:
         step's end. So nothing else is handled, and nothing is awaited, between those
         frames and their turn, as if each had been handled as it came; only where the
         link's :meth:`Link.receive` writes nothing and never waits for a frame that has
-        arrived (:data:`RUNS_OF_SAYS`)."""
+        arrived (``receive_writes`` false; :data:`SAY_RUNS`)."""
         server, link, device, flood = self.server, self.link, self.device, self.flood
         handled = 0  # frames since this task last let others run
         run: list[Say] = []  # plain says read and not yet handed to the server
@@ -400,7 +399,7 @@ class Resident:
                         device, Error(code=SLOW_DOWN, text=flood.refuse_text, ref=ref)
                     )
                 continue
-            if type(item) is Say and item.reply_to is None and link.transport in RUNS_OF_SAYS:
+            if type(item) is Say and item.reply_to is None and not link.receive_writes and SAY_RUNS:
                 run.append(item)
                 continue
             if isinstance(item, Overhead):
