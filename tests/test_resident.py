@@ -15,7 +15,7 @@ import trio
 import trio.testing
 from test_parking import read_messages
 
-from trio_chat.protocol import ClientFrame
+from trio_chat.protocol import ClientFrame, Say
 from trio_chat.server import ChatServer
 from trio_chat.testing import local_config, open_client, open_test_server, stalled_client
 from trio_chat.users import Session
@@ -168,7 +168,15 @@ async def test_a_connection_that_fails_ends_alone_and_the_server_serves_on(
                 raise RuntimeError("a bug in handling this frame")
             await handle(session, frame)
 
+        say_run = chat.server.say_run
+
+        def failing_run_for_victim(session: Session, frames: list[Say]) -> None:
+            if session.nick == "victim":
+                raise RuntimeError("a bug in handling these frames")
+            say_run(session, frames)
+
         monkeypatch.setattr(chat.server, "handle", failing_for_victim)
+        monkeypatch.setattr(chat.server, "say_run", failing_run_for_victim)  # a plain say's way
         async with open_client(chat, "bob") as bob, open_client(chat, "victim") as victim:
             await bob.expect("join", lambda e: e.nick == "victim")
             await victim.say("this fails")

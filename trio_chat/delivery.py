@@ -20,9 +20,10 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import operator
 import sys
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -49,7 +50,16 @@ if TYPE_CHECKING:
     from .metrics import Metrics
     from .recent import RecentLines
 
-__all__ = ["Arrival", "Broker", "Delivery", "Pending", "RoomEvent", "author_of", "bundles"]
+__all__ = [
+    "Arrival",
+    "Broker",
+    "Delivery",
+    "Pending",
+    "RoomEvent",
+    "author_of",
+    "bundles",
+    "lines_said",
+]
 
 log = logging.getLogger("trio_chat.hub")
 
@@ -121,6 +131,40 @@ class Pending:
         return {**{s: None for s in self.room.here.values()}, **dict.fromkeys(self.extra)}
 
 
+def lines_said(lines: list[Message], room: Room, sender: Session) -> list[Pending]:
+    """``[Pending(line, room, (), True, sender) for line in lines]`` (chat lines of this
+    node, stored before delivery), made without a call of ``__init__`` for each: the hub
+    publishes a run of lines of one read this way (see :meth:`Hub.say_lines`)."""
+    made: list[Pending] = []
+    append = made.append
+    for line in lines:
+        pending = _new(Pending)
+        pending.event = line
+        pending.room = room
+        pending.extra = ()
+        pending.persist = True
+        pending.sender = sender
+        pending.accounts = None
+        pending.arrival = None
+        pending.author = None
+        append(pending)
+    return made
+
+
+_new = object.__new__
+# lines_said sets each field: one added to Pending must be added there too.
+assert tuple(Pending.__slots__) == (
+    "event",
+    "room",
+    "extra",
+    "persist",
+    "sender",
+    "accounts",
+    "arrival",
+    "author",
+)
+
+
 def author_of(pending: Pending) -> str | None:
     """The account a chat line was said under: the one the log says (another node's
     line), else its sender's now. (Its sender's then, but for a ``/register`` or
@@ -171,7 +215,11 @@ def _gathers(batch: list[Pending]) -> bool:
     thousand, and each join in a room of at most ``quiet_room_size`` members goes to every
     member: one write each, where the joins of one pass to one member can be one. (A
     pass of chat lines alone writes as before: its runs are bundles already.)"""
-    return any(type(pending.event) is Joined for pending in batch)
+    return Joined in map(type, map(_EVENT, batch))  # (in C: no frame per event)
+
+
+#: A pending's event (``map`` over a batch with it runs in C).
+_EVENT = operator.attrgetter("event")
 
 
 def bundles(pending: Pending) -> bool:
@@ -188,7 +236,7 @@ class Delivery:
     sessions: dict[str, Session]
     recent: dict[str, RecentLines]
     join_history: Callable[[Session, str], History | None] | None
-    on_said: list[Callable[[Message, Session], None]]
+    on_said: list[Callable[[Sequence[Message], Session], None]]
     #: The authors and state of each room's latest lines (see :mod:`trio_chat.changes`).
     messages: MessageIndex
     _last_id: int
@@ -266,7 +314,13 @@ class Delivery:
         run: list[Pending] = []
         for pending in batch:
             failed_here = id(pending) in failed
-            if bundles(pending) and not failed_here:
+            # bundles(pending), written out: it is asked of every event delivered.
+            if (
+                isinstance(pending.event, Message)
+                and pending.room is not None
+                and not pending.extra
+                and not failed_here
+            ):
                 if run and run[0].room is not pending.room:
                     self._deliver_run(run)
                     run = []
@@ -282,24 +336,24 @@ class Delivery:
             for pending in run:
                 self.deliver(pending)
             return
-        for pending in run:
-            self._release(pending.event.id)  # type: ignore[union-attr]
+        undelivered = self._undelivered
+        for pending in run:  # self._release(pending.event.id) for each, written out
+            if undelivered and undelivered[0] == pending.event.id:  # type: ignore[union-attr]
+                undelivered.popleft()
         room = run[0].room
         assert room is not None
         # As _fanout_timed does for a Pending to the room's members and no one else.
         start = time.perf_counter()
         self.messages.add(room.name, run)
-        lines = tuple(p.event for p in run)
+        lines = tuple(map(_EVENT, run))
         self._fanout(room.here.values(), Bundle(lines))
         if self.recent:
             recent = self.recent.get(name_key(room.name))
             if recent is not None:
-                recent.extend(lines)  # type: ignore[arg-type]
+                recent.extend(lines)
         self.metrics.fanout_seconds.observe(time.perf_counter() - start)
         if self.on_said:
-            for pending in run:
-                if pending.sender is not None:
-                    self._said(pending.event, pending.sender)  # type: ignore[arg-type]
+            self._said_run(run)
 
     def expect(self, event_id: int) -> None:
         """Event ``event_id`` (numbered by the broker's log, in rising order) is on its way
@@ -371,7 +425,26 @@ class Delivery:
         """A line said on this node went out to its room: tell the ``on_said`` observers
         (the server queues it for the ``message_posted`` hook; nothing waits here)."""
         for callback in self.on_said:
-            callback(message, sender)
+            callback((message,), sender)
+
+    def _said_run(self, run: list[Pending]) -> None:
+        """The lines of ``run`` went out to their room: tell the ``on_said`` observers of
+        those said on this node, once for each stretch of them by one sender."""
+        callbacks = self.on_said
+        stretch: list[Message] = []
+        by: Session | None = None
+        for pending in run:
+            sender = pending.sender
+            if sender is not by:
+                if stretch and by is not None:
+                    for callback in callbacks:
+                        callback(stretch, by)
+                stretch = []
+                by = sender
+            stretch.append(pending.event)  # type: ignore[arg-type]
+        if stretch and by is not None:
+            for callback in callbacks:
+                callback(stretch, by)
 
     def _arrive(self, arrival: Arrival, joined_id: int) -> bool:
         """The ``join`` ``joined_id`` of ``arrival`` is being delivered: the user gets the

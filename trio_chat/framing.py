@@ -36,17 +36,27 @@ class LineTooLong:
 LineEvent = bytes | LineTooLong | _Sentinel
 
 
+#: Bytes of whole lines :class:`LineBuffer` cuts from its buffer at a time (more only for
+#: one longer line): their lines are then handed out without a search and a copy each,
+#: and however short the lines, no more than this many bytes' worth of them are objects
+#: at once (a 64 KiB read of two-byte lines would otherwise be 20,000 of them).
+CUT_BYTES = 4096
+
+
 class LineBuffer:
     """Split a byte stream into lines ending in ``\\n`` (a ``\\r`` before it is dropped)."""
 
-    __slots__ = ("_buf", "_discarding", "_eof", "_scan_from", "max_line_bytes")
+    __slots__ = ("_buf", "_cut", "_discarding", "_eof", "_scan_from", "max_line_bytes")
 
     def __init__(self, max_line_bytes: int) -> None:
         if max_line_bytes < 1:
             raise ValueError("max_line_bytes must be positive")
         self.max_line_bytes = max_line_bytes
         self._buf = bytearray()
-        self._scan_from = 0  # bytes before this offset are known to hold no newline
+        #: Whole lines cut from the front of ``_buf`` and not handed out yet, the next one
+        #: last (``pop()``); ``None`` when there are none.
+        self._cut: list[bytes] | None = None
+        self._scan_from = 0  # bytes of _buf before this offset are known to hold no newline
         self._discarding = False  # inside an over-long line: drop bytes until a newline
         self._eof = False
 
@@ -67,7 +77,8 @@ class LineBuffer:
     @property
     def buffered_bytes(self) -> int:
         """How many bytes are held right now (never much more than ``max_line_bytes``)."""
-        return len(self._buf)
+        cut = self._cut
+        return len(self._buf) + (sum(map(len, cut)) + len(cut) if cut else 0)
 
     def has_line(self) -> bool:
         """Whether :meth:`next_event` can answer without more data: a line, the end, or a
@@ -75,37 +86,61 @@ class LineBuffer:
         """
         buf = self._buf
         return (
-            self._eof
+            self._cut is not None
+            or self._eof
             or buf.find(b"\n", self._scan_from) >= 0
             or len(buf) > self.max_line_bytes + 1  # too long even if it ends in a CR
         )
 
     def next_event(self) -> LineEvent:
         """Return the next line (without its ending), a :class:`LineTooLong`, or a sentinel."""
-        newline = self._buf.find(b"\n", self._scan_from)
-        if newline < 0:
-            # A CR at the very end may be the first half of a CRLF: it does not count yet.
-            allowed = self.max_line_bytes + (1 if self._buf.endswith(b"\r") else 0)
-            if len(self._buf) > allowed:
-                self._discarding = True
-                self._buf.clear()
-                self._scan_from = 0
-                return LineTooLong(self.max_line_bytes)
-            self._scan_from = len(self._buf)
-            if not self._eof:
-                return NEED_DATA
-            if self._buf and not self._discarding:
-                # A last line without a newline (``nc`` then Ctrl-D) still counts.
-                line = bytes(self._buf)
-                self._buf.clear()
-                self._scan_from = 0
-                return line[:-1] if line.endswith(b"\r") else line
-            return EOF
-        self._scan_from = 0
-        end = newline - 1 if newline and self._buf[newline - 1] == 0x0D else newline  # CRLF
-        if end > self.max_line_bytes:
-            del self._buf[: newline + 1]
+        cut = self._cut
+        if cut is None:
+            cut = self._cut_lines()
+            if cut is None:
+                return self._no_whole_line()
+        line = cut.pop()
+        if not cut:
+            self._cut = None
+        if line.endswith(b"\r"):  # CRLF
+            line = line[:-1]
+        if len(line) > self.max_line_bytes:
             return LineTooLong(self.max_line_bytes)
-        line = bytes(self._buf[:end])
-        del self._buf[: newline + 1]
         return line
+
+    def _cut_lines(self) -> list[bytes] | None:
+        """Cut the whole lines in the first :data:`CUT_BYTES` of the buffer (or the one
+        whole line there is, if it is longer) from it into ``_cut``; ``None`` when it
+        holds no whole line."""
+        buf = self._buf
+        end = buf.rfind(b"\n", 0, CUT_BYTES)
+        if end < 0:
+            end = buf.find(b"\n", max(self._scan_from, CUT_BYTES))
+            if end < 0:
+                return None
+        cut = bytes(buf[:end]).split(b"\n")
+        del buf[: end + 1]
+        self._scan_from = 0
+        cut.reverse()
+        self._cut = cut
+        return cut
+
+    def _no_whole_line(self) -> LineEvent:
+        """:meth:`next_event` when the buffer holds no whole line (``_scan_from`` on)."""
+        # A CR at the very end may be the first half of a CRLF: it does not count yet.
+        allowed = self.max_line_bytes + (1 if self._buf.endswith(b"\r") else 0)
+        if len(self._buf) > allowed:
+            self._discarding = True
+            self._buf.clear()
+            self._scan_from = 0
+            return LineTooLong(self.max_line_bytes)
+        self._scan_from = len(self._buf)
+        if not self._eof:
+            return NEED_DATA
+        if self._buf and not self._discarding:
+            # A last line without a newline (``nc`` then Ctrl-D) still counts.
+            line = bytes(self._buf)
+            self._buf.clear()
+            self._scan_from = 0
+            return line[:-1] if line.endswith(b"\r") else line
+        return EOF

@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -82,6 +82,20 @@ class PostedFeed:
         except trio.WouldBlock:
             self.missed += 1
             self._note(f"lines missed: the {self.what} listeners are behind")
+
+    def heard_all(self, lines: Sequence[Any], *rest: Any) -> None:
+        """:meth:`heard` of ``(line, *rest)`` for each of ``lines``, in order (the hub's
+        lines of one sender, delivered together: see ``Hub.on_said``), with the listeners
+        looked for once."""
+        send = self._send
+        if send is None or not self._wanted():
+            return
+        for line in lines:
+            try:
+                send.send_nowait((line, *rest))
+            except trio.WouldBlock:
+                self.missed += 1
+                self._note(f"lines missed: the {self.what} listeners are behind")
 
     async def run(self) -> None:
         """Call the listeners for each line heard, in order, until cancelled."""

@@ -12,7 +12,7 @@ a socket, so every rule here is unit-tested on plain bytes; the transports in
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Literal, SupportsIndex, TypeAlias, TypeVar, overload
 
@@ -296,6 +296,10 @@ def decode_client_frame(data: bytes | str) -> ClientFrame:
                     "bad_utf8", f"frame is not valid UTF-8 (byte {not_utf8.start})"
                 ) from None
         raise RemoteProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
+    if type(obj) is dict and obj.get("type") == "say":
+        say = _plain_say(obj)
+        if say is not None:
+            return say
     if not isinstance(obj, dict):
         raise RemoteProtocolError("bad_frame", "a frame must be a JSON object")
     ref = obj.get("ref")
@@ -365,6 +369,35 @@ def decode_client_frame(data: bytes | str) -> ClientFrame:
     return frame
 
 
+def _plain_say(obj: dict[str, Any]) -> Say | None:
+    """The common ``say`` frame (``text``, perhaps ``room`` and a string ``ref``, nothing
+    else, all printable) as :func:`decode_client_frame` makes it, checked and built in a
+    third of the time; ``None`` for any other, which the general rules then decode (a
+    line comes with every frame, so the usual one is worth its own few lines).
+
+    What passes here would pass there the same: each string printable has no control
+    character, a ``ref`` of at most 64 of them is valid, and with no other key there is
+    nothing else to check (``reply_to``, or a field a newer client adds, takes the general
+    way). A ``null`` field counts as left out, as there."""
+    text = obj.get("text")
+    if type(text) is not str or not text.isprintable():
+        return None
+    room = obj.get("room")
+    ref = obj.get("ref")
+    if len(obj) != 2 + ("room" in obj) + ("ref" in obj):
+        return None
+    if room is not None and (type(room) is not str or not room.isprintable()):
+        return None
+    if ref is not None and (type(ref) is not str or len(ref) > 64 or not ref.isprintable()):
+        return None
+    say = _new(Say)
+    _set_say_text(say, text)
+    _set_say_room(say, room)
+    _set_say_reply_to(say, None)
+    _set_say_ref(say, ref)
+    return say
+
+
 def encode_client_frame(frame: ClientFrame) -> bytes:
     """Encode a client frame as one JSON line (used by the terminal client and tests).
 
@@ -388,6 +421,11 @@ _FRAME_FIELDS: dict[type[Any], tuple[tuple[str, Any], ...]] = {
     cls: tuple((f.name, f.default) for f in fields(cls)) for cls in _CLIENT_TYPE_NAMES
 }
 assert not any(hasattr(cls, "__post_init__") for cls in _FRAME_FIELDS)
+#: How :func:`_plain_say` sets each field of a :class:`Say` (its slots' ``__set__``).
+_set_say_text, _set_say_room, _set_say_reply_to, _set_say_ref = (
+    Say.__dict__[name].__set__ for name in ("text", "room", "reply_to", "ref")
+)
+assert tuple(f.name for f in fields(Say)) == ("text", "room", "reply_to", "ref")
 assert all(f.default_factory is MISSING for cls in _FRAME_FIELDS for f in fields(cls))
 
 
@@ -517,6 +555,33 @@ def chat_line(
     for set_later in _LATER_SETTERS:
         set_later(message, None)
     return message
+
+
+def chat_lines(
+    first_id: int, clock: Callable[[], float], room: str, nick: str, texts: list[str]
+) -> list[Message]:
+    """``[chat_line(first_id + i, clock(), room, nick, text, "say") for i, text in
+    enumerate(texts)]``: lines said one after another, each with its own reading of
+    ``clock``, made in one loop instead of a call each (the hub numbers a run of lines of
+    one read this way: see :meth:`~trio_chat.hub.Hub.say_lines`)."""
+    lines: list[Message] = []
+    append = lines.append
+    set_id, set_ts, set_room, set_nick, set_text = _set_id, _set_ts, _set_room, _set_nick, _set_text
+    set_kind, set_reply_to, set_quote, later = _set_kind, _set_reply_to, _set_quote, _LATER_SETTERS
+    for event_id, text in enumerate(texts, first_id):
+        message = _new(Message)
+        set_id(message, event_id)
+        set_ts(message, clock())
+        set_room(message, room)
+        set_nick(message, nick)
+        set_text(message, text)
+        set_kind(message, "say")
+        set_reply_to(message, None)
+        set_quote(message, None)
+        for set_later in later:
+            set_later(message, None)
+        append(message)
+    return lines
 
 
 _new = object.__new__
@@ -831,6 +896,35 @@ def encode_server_line(event: ServerEvent) -> bytes:
     if type(event) is History and type(event.messages) is EncodedMessages:
         return _history_json(event, event.messages) + b"\n"
     return orjson.dumps(event.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def encode_server_lines(
+    events: Iterable[ServerEvent], other: Callable[[ServerEvent], bytes] = encode_server_line
+) -> bytes:
+    """``b"".join(encode_server_line(event) for event in events)`` (``other`` for each
+    event but a plain chat line), in one loop: a run of lines to a room is encoded once
+    for all its receivers on a wire format, but that is still a few calls a line, and the
+    lines of a full-speed sender come in runs. A chat line without ``reply_to`` and
+    ``quote`` (the usual one) has its object made here, as :meth:`Message.to_dict` makes
+    it (the same bytes: tests/test_protocol.py checks)."""
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    parts: list[bytes] = []
+    append = parts.append
+    for event in events:
+        if type(event) is Message and event.reply_to is None and event.quote is None:
+            obj = {
+                "type": "message",
+                "id": event.id,
+                "ts": event.ts,
+                "room": event.room,
+                "nick": event.nick,
+                "text": event.text,
+                "kind": event.kind,
+            }
+            append(dumps(obj, option=newline))
+        else:
+            append(other(event))
+    return b"".join(parts)
 
 
 #: Where a ``history``'s messages go in its JSON: the bytes of ``"messages":[]``. Found

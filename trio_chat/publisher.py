@@ -141,6 +141,7 @@ class Publisher:
         if self.store is not None:
             self.hub.start_ids_after(self.store.last_id)
         self.hub.broker = broker if broker is not None else LocalBroker(self.accept)
+        self.hub.publish_run = self.accept_run if broker is None else None
         self.hub.fanout_sliced_from = FANOUT_SLICED_FROM
         self.hub.fanout_slice = FANOUT_SLICE
         self.hub.fanout_budget = FANOUT_BUDGET
@@ -151,6 +152,16 @@ class Publisher:
         committed (if stored) and delivered by :meth:`publish_forever` or a :meth:`flush`."""
         self._buffer.append(pending)
         self._accepted += 1
+        self._wakeup.set()
+        if self.hub.last_id >= self._renew_at:
+            self._renew.set()
+
+    def accept_run(self, run: list[Pending]) -> None:
+        """:meth:`accept` each event of ``run`` (the hub's lines of one read: see
+        :meth:`Hub.say_lines`), in one call: they wait, as each would, for the publisher
+        task or a reader's :meth:`flush`."""
+        self._buffer.extend(run)
+        self._accepted += len(run)
         self._wakeup.set()
         if self.hub.last_id >= self._renew_at:
             self._renew.set()
@@ -265,6 +276,7 @@ class Publisher:
     def detach(self) -> None:
         """Back to fanning out at once (the server is stopping); what waits goes out first."""
         self.hub.broker = None
+        self.hub.publish_run = None
         if self._buffer and not self._in_flight:
             batch, self._buffer = self._buffer, []
             self.hub.deliver_many(batch)

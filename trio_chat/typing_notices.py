@@ -34,7 +34,7 @@ an error for each would be noise; the user learns of the mute when a line is ref
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .hub import Hub, NotInRoom, Receiver, Room, Session
 from .names import name_key
@@ -161,11 +161,12 @@ class TypingNotices:
         if self.share is not None:
             self.share(typist, room, active)
 
-    def _said(self, message: Message, sender: Session) -> None:
+    def _said(self, lines: Sequence[Message], sender: Session) -> None:
         # Receivers clear "typing" on the message itself: nothing to send, only to forget.
-        # (This runs for every line said: for a sender not typing, one dict look-up.)
+        # (This runs for every line said, or run of them: for a sender not typing, one
+        # dict look-up. The lines are of one room.)
         if sender.id in self.throttle.typists:
-            self.throttle.ended(sender.id, name_key(message.room))
+            self.throttle.ended(sender.id, name_key(lines[0].room))
 
     def _parted(self, session: Session, room: str, reason: str | None) -> None:
         # Receivers clear "typing" on the leave; nothing to send.

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .parcels import Bundle, Gathered, Item, Parcel, Payload, Raw
-from .protocol import Error, ServerEvent, encode_server_event, encode_server_line
+from .protocol import (
+    Error,
+    ServerEvent,
+    encode_server_event,
+    encode_server_line,
+    encode_server_lines,
+)
 from .store.health import LogLimiter
 from .textmode import render_text
 
@@ -45,6 +51,9 @@ class WireFormat(Generic[T]):
     name: str
     encode: Callable[[ServerEvent], T]
     encode_bundle: Callable[[Bundle], T] | None = None
+    #: Without ``encode_bundle``: a bundle's events encoded one after another in one call
+    #: (what ``encode`` gives each, joined), which costs less than a call for each.
+    encode_each: Callable[[tuple[ServerEvent, ...]], T] | None = None
 
     def __call__(self, item: Item) -> T:
         return encoded(item, self)
@@ -81,6 +90,11 @@ def _encode(payload: Payload, fmt: WireFormat[T]) -> T:
             except Exception:  # one event spoils the whole batch: send the rest without it
                 events = tuple(_sendable(event, fmt) for event in payload.events)
                 return fmt.encode_bundle(Bundle(events))
+        if fmt.encode_each is not None:
+            try:
+                return fmt.encode_each(payload.events)
+            except Exception:  # one at a time below, the one that fails replaced
+                pass
         parts = [_encode_event(event, fmt) for event in payload.events]
         return parts[0][:0].join(parts)  # bytes or str, as the format gives
     return _encode_event(payload, fmt)
@@ -126,6 +140,10 @@ def _json_line(event: ServerEvent) -> bytes:
     return encode_server_line(event)
 
 
+def _json_lines(events: tuple[ServerEvent, ...]) -> bytes:
+    return encode_server_lines(events, _json_line)
+
+
 def _text_line(event: ServerEvent) -> bytes:
     if isinstance(event, Raw):
         return event.data
@@ -134,7 +152,7 @@ def _text_line(event: ServerEvent) -> bytes:
 
 
 #: One compact JSON object per line (TCP clients that speak the protocol).
-JSON_LINES: WireFormat[bytes] = WireFormat("json-lines", _json_line)
+JSON_LINES: WireFormat[bytes] = WireFormat("json-lines", _json_line, encode_each=_json_lines)
 #: One human-readable line per event (``nc`` and other plain line clients).
 TEXT_LINES: WireFormat[bytes] = WireFormat("text-lines", _text_line)
 #: One JSON object per WebSocket text message: the message's text.

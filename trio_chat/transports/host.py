@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..hub import Device, Hub, Session
     from ..keepalive import Keepalive
     from ..metrics import Metrics
-    from ..protocol import ClientFrame, Welcome
+    from ..protocol import ClientFrame, Say, Welcome
     from ..proxyproto import ProxyTrust
     from ..routes import RouteRegistry
     from .parking import ParkingLot
@@ -178,6 +178,11 @@ class ChatHost(Protocol):
 
     async def handle(self, session: Session, frame: ClientFrame) -> None:
         """Act on one frame a logged-in session sent (say, commands, history, quit...)."""
+        ...
+
+    def say_run(self, session: Session, frames: list[Say]) -> None:
+        """Act on plain ``say`` frames (no ``reply_to``) a logged-in session sent one after
+        another, as :meth:`handle` would on each in turn."""
         ...
 
     def flush(self) -> None:
