@@ -315,7 +315,7 @@ async def test_only_the_author_edits_and_an_operator_may_delete() -> None:
 async def test_a_muted_user_deletes_but_neither_edits_nor_reacts_and_a_banned_one_nothing() -> None:
     async with open_test_server() as chat, contextlib.AsyncExitStack() as stack:
         alice = await stack.enter_async_context(open_client(chat, "alice"))
-        await alice.command("/join #dev")
+        await alice.join("#dev")  # alice made #dev (its operator) before bob comes
         bob = await stack.enter_async_context(open_client(chat, "bob"))
         await bob.command("/join #dev")
         await alice.expect("join", lambda e: e.nick == "bob" and e.room == "#dev")

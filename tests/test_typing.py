@@ -185,7 +185,7 @@ async def test_typing_outside_a_room_is_refused_and_a_muted_users_is_dropped() -
         await alice.send({"type": "typing", "active": "yes", "ref": "b"})
         assert (await alice.expect("error", lambda e: e.ref == "b")).code == "bad_field"
 
-        await alice.command("/join #dev")  # alice creates #dev: its operator
+        await alice.join("#dev")  # alice creates #dev (its operator) before bob comes
         await bob.command("/join #dev")
         await alice.expect("join", lambda e: e.nick == "bob" and e.room == "#dev")
         await alice.send({"type": "command", "name": "mute", "args": "bob", "room": "#dev"})
