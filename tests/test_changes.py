@@ -763,3 +763,27 @@ async def test_a_reader_in_the_log_puts_off_its_emptying_to_the_next_checkpoint(
         assert files_holding(db, secret) == []
         await store.write_many([message_row(Message(id=3, ts=3.0, room="#a", nick="al", text="x"))])
         assert await store.checkpoint() == 0  # and after that, checkpoints as before
+
+
+async def test_a_log_that_cannot_be_emptied_leaves_the_delete_standing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trio_chat.store import writer
+    from trio_chat.store.records import message_row
+
+    def disk_full(conn: sqlite3.Connection) -> bool:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    db = tmp_path / "chat.db"
+    secret = b"the zqx vault combination"
+    async with Store.open(db, checkpoint_every=None) as store:
+        line = Message(id=1, ts=1.0, room="#a", nick="al", text=secret.decode())
+        await store.write_many([message_row(line)])
+        with monkeypatch.context() as patched:
+            patched.setattr(writer, "empty_log", disk_full)
+            await store.write_many([MessageDeleted(id=2, ts=2.0, room="#a", nick="al", target=1)])
+        (kept,) = await store.history("#a", limit=10)
+        assert kept.deleted and kept.text == ""  # committed, whatever the log's emptying did
+        assert files_holding(db, secret) == ["chat.db-wal"]
+        assert await store.checkpoint() == 0  # the next checkpoint empties it
+        assert files_holding(db, secret) == []

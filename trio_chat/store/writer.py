@@ -326,7 +326,17 @@ class Writer:
         for item in items:
             item.finished = True
         if any(item.erases for item in items):
+            self._empty_log_after_delete(conn)
+
+    def _empty_log_after_delete(self, conn: sqlite3.Connection) -> None:
+        """A delete was committed: empty the log of the old pages now, or leave it to the
+        next checkpoint (:attr:`erase_pending`). The delete stands either way: a failure
+        here (a full disk during the checkpoint) is logged, never the commit's."""
+        try:
             self.erase_pending = not empty_log(conn)
+        except sqlite3.Error as exc:
+            self.erase_pending = True
+            log.warning("%s: could not empty the write-ahead log: %s", os.fspath(self.path), exc)
 
     def _run_job(self, item: WriteItem) -> None:
         assert item.job is not None
