@@ -75,27 +75,25 @@ class PostedFeed:
         """A line went out (called in the middle of delivery: never waits); ``args`` are
         what the listeners are called with (``message, sender`` from the hub)."""
         send = self._send
-        if send is None or not self._wanted():
-            return
-        try:
-            send.send_nowait(args)
-        except trio.WouldBlock:
-            self.missed += 1
-            self._note(f"lines missed: the {self.what} listeners are behind")
+        if send is not None and self._wanted():
+            self._queue(send, args)
 
     def heard_all(self, lines: Sequence[Any], *rest: Any) -> None:
         """:meth:`heard` of ``(line, *rest)`` for each of ``lines``, in order (the hub's
         lines of one sender, delivered together: see ``Hub.on_said``), with the listeners
         looked for once."""
         send = self._send
-        if send is None or not self._wanted():
-            return
-        for line in lines:
-            try:
-                send.send_nowait((line, *rest))
-            except trio.WouldBlock:
-                self.missed += 1
-                self._note(f"lines missed: the {self.what} listeners are behind")
+        if send is not None and self._wanted():
+            for line in lines:
+                self._queue(send, (line, *rest))
+
+    def _queue(self, send: trio.MemorySendChannel[tuple[Any, ...]], item: tuple[Any, ...]) -> None:
+        """Queue one line for the listeners, or count it missed if they are too far behind."""
+        try:
+            send.send_nowait(item)
+        except trio.WouldBlock:
+            self.missed += 1
+            self._note(f"lines missed: the {self.what} listeners are behind")
 
     async def run(self) -> None:
         """Call the listeners for each line heard, in order, until cancelled."""
