@@ -433,9 +433,10 @@ class IrcLink:
         return size
 
     def write_nowait(self, events: list[Item]) -> bytes | None:
-        if idle_fd(self.stream) is None:
+        fd = idle_fd(self.stream)
+        if fd is None:
             return None
-        return write_all_nowait(self.stream, b"".join([self._lines_of(e) for e in events]))
+        return write_all_nowait(fd, b"".join([self._lines_of(e) for e in events]))
 
     async def prompt_nick(self) -> None:
         pass  # an IRC client registers of its own accord; a refusal is a numeric

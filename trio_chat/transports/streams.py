@@ -468,14 +468,10 @@ def idle_fd(stream: trio.abc.Stream) -> int | None:
     return None
 
 
-def write_all_nowait(stream: trio.abc.Stream, data: bytes) -> bytes | None:
-    """``data`` written to a plain socket stream without waiting, if no other write is
-    under way (:func:`idle_fd`): what the kernel did not take (``b""``: all of it);
-    ``None`` if nothing could be written now. ``trio.BrokenResourceError`` if the
-    connection is broken."""
-    fd = idle_fd(stream)
-    if fd is None:
-        return None
+def write_all_nowait(fd: int, data: bytes) -> bytes:
+    """``data`` written without waiting to ``fd``, a plain socket stream's descriptor that
+    :func:`idle_fd` gave (no other write under way): what the kernel did not take
+    (``b""``: all of it). ``trio.BrokenResourceError`` if the connection is broken."""
     try:
         return write_nowait(fd, data)
     except OSError as exc:

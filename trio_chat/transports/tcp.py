@@ -192,9 +192,8 @@ class TcpLink:
         return len(data)
 
     def write_nowait(self, events: list[Item]) -> bytes | None:
-        if idle_fd(self.stream) is None:
-            return None
-        return write_all_nowait(self.stream, self._encoded(events))
+        fd = idle_fd(self.stream)
+        return None if fd is None else write_all_nowait(fd, self._encoded(events))
 
     def _encoded(self, events: list[Item]) -> bytes:
         fmt = self.format

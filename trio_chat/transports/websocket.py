@@ -331,9 +331,10 @@ class WebSocketLink:
 
     def write_nowait(self, events: list[Item]) -> bytes | None:
         lock = self._send_lock
-        if (lock is not None and lock.locked()) or idle_fd(self.stream) is None:
+        fd = idle_fd(self.stream)
+        if (lock is not None and lock.locked()) or fd is None:
             return None
-        return write_all_nowait(self.stream, self._encoded(events))
+        return write_all_nowait(fd, self._encoded(events))
 
     def _encoded(self, events: list[Item]) -> bytes:
         if len(events) == 1 or not self.batching:
