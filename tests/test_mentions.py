@@ -79,6 +79,8 @@ async def test_mentions_lists_lines_naming_you_even_those_said_while_you_were_aw
         await carol.expect("leave", lambda e: e.nick == "bob")  # his nick is free again
         # bob is gone: these name him all the same.
         await alice.say("@BOB are you there?", room="#dev")
+        # carol's line must come after alice's: wait for alice's to be numbered.
+        await alice.expect("message", lambda e: e.text == "@BOB are you there?")
         await carol.say("bobby is not bob's name")
         await carol.command("/join #elsewhere")
         await carol.say("bob: in a room he is not in", room="#elsewhere")
