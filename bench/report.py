@@ -217,6 +217,7 @@ BROADCAST_COLUMNS: list[tuple[str, Any]] = [
     ("p99 ms", lambda m: _f(m["p99_ms"], 1)),
     ("max ms", lambda m: _f(m["max_ms"], 1)),
     ("server CPU-s / 1000 deliveries", lambda m: _f(m["cpu_s_per_1000"], 4)),
+    ("server writes / delivery", lambda m: _f(m.get("writes_per_delivery"), 3)),
     ("server peak RSS MB", lambda m: _f(m["peak_rss_mb"], 1)),
     ("msgs sent", lambda m: _f(m["messages_sent"])),
     ("disconnects", lambda m: _f(m["disconnects"])),

@@ -239,6 +239,7 @@ def broadcast(
                 senders.send(("sync",))
                 synced = sum(r[1] for r in receivers.expect("synced", login_timeout))
                 cpu0, broker0 = srv.cpu_snapshot(), srv.broker_cpu_seconds()
+                writes0 = srv.write_calls()
                 params = {
                     "mode": mode,
                     "duration": send_seconds,
@@ -262,6 +263,7 @@ def broadcast(
                     done = receivers.expect("done", 10)
                 cpu_each = srv.cpu_by_process(cpu0)
                 cpu = sum(cpu_each)
+                writes1 = srv.write_calls()
                 broker = _broker_cpu(srv, broker0)
                 peak_kb = srv.peak_rss_kb()
                 broker_peak_kb = srv.broker_peak_rss_kb()
@@ -303,6 +305,10 @@ def broadcast(
         "server_cpu_s_by_process": cpu_each,
         "server_sockets_by_process": sockets,
         "cpu_s_per_1000": cpu / deliveries * 1000 if deliveries else None,
+        # The server's write calls per delivery (less than 1: writes carried several).
+        "writes_per_delivery": (writes1 - writes0) / deliveries
+        if deliveries and writes0 is not None and writes1 is not None
+        else None,
         "peak_rss_mb": peak_kb / 1024,
         # The broker kinds' redis-server, apart from the server's own (None without one).
         "broker_cpu_s": broker,

@@ -162,6 +162,24 @@ class RunningServer:
                 snapshot[pid] = _cpu_of(pid)
         return snapshot
 
+    def write_calls(self) -> int | None:
+        """Write-type system calls the server's processes have made so far (``syscw`` of
+        ``/proc/PID/io``: write, writev, send, sendmsg...), summed; ``None`` where the
+        kernel does not let us read it. Against the deliveries it says how many deliveries
+        one write carried: what batching the server managed at a given load."""
+        total = 0
+        for pid in [self.pid, *descendants(self.pid)]:
+            try:
+                text = Path(f"/proc/{pid}/io").read_text()
+            except FileNotFoundError:
+                continue  # exited meanwhile
+            except OSError:
+                return None
+            for line in text.splitlines():
+                if line.startswith("syscw:"):
+                    total += int(line.split()[1])
+        return total
+
     def cpu_since(self, before: dict[int, float]) -> float:
         """CPU seconds the server's processes used since ``before`` (a ``cpu_snapshot``).
 
