@@ -1,4 +1,4 @@
-"""The publisher without a store: a reader's flush delivers a few lines at once, in order."""
+"""The publisher without a store: what waits goes out in order, a room's lines as one bundle."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from trio_chat.hub import Hub, Pending, Session
 from trio_chat.mailbox import Mailbox
 from trio_chat.parcels import Bundle, Item, Parcel
 from trio_chat.protocol import Info, Message
-from trio_chat.publisher import FLUSH_AT_MOST, Publisher
+from trio_chat.publisher import Publisher
 
 
 def lobby(publisher_outbox: int = 1024) -> tuple[Hub, Publisher, Session]:
@@ -18,7 +18,7 @@ def lobby(publisher_outbox: int = 1024) -> tuple[Hub, Publisher, Session]:
     publisher.attach()
     ann = hub.attach("ann", Mailbox(10_000), address="127.0.0.1:1", transport="test")
     hub.join(ann, "#lobby")
-    publisher.flush()
+    publisher.deliver_waiting()
     ann.mailbox.take_nowait(100)  # the join
     return hub, publisher, ann
 
@@ -33,25 +33,17 @@ def lines_of(items: list[Item]) -> list[str]:
     return out
 
 
-def test_a_flush_delivers_what_a_reader_said_at_once_as_one_bundle() -> None:
+def test_lines_said_before_the_publisher_runs_go_out_as_one_bundle() -> None:
     hub, publisher, ann = lobby()
     for text in ("one", "two", "three"):
         hub.say(ann, "#lobby", text)
-    assert len(ann.mailbox) == 0  # waiting for the flush (or the publisher task)
-    publisher.flush()
+    assert len(ann.mailbox) == 0  # readers do not deliver: they wait for the publisher
+    publisher.deliver_waiting()
     items = ann.mailbox.take_nowait(100)
     assert len(items) == 1 and lines_of(items) == ["one", "two", "three"]
 
 
-def test_a_burst_is_left_to_the_publisher_task() -> None:
-    hub, publisher, ann = lobby()
-    for n in range(FLUSH_AT_MOST + 1):
-        hub.say(ann, "#lobby", str(n))
-    publisher.flush()
-    assert len(ann.mailbox) == 0
-
-
-async def test_without_a_flush_the_publisher_task_delivers_in_order() -> None:
+async def test_the_publisher_task_delivers_in_order() -> None:
     hub, publisher, ann = lobby(publisher_outbox=8)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(publisher.publish_forever)
@@ -130,7 +122,7 @@ async def test_settle_waits_for_what_was_queued_before_it_not_for_a_quiet_moment
         nursery.start_soon(settle)
         await trio.testing.wait_all_tasks_blocked()
         assert not settled.is_set()  # neither is delivered yet
-        publisher.flush()
+        publisher.deliver_waiting()
         hub.say(ann, "#lobby", "someone else's, after the settle began")
         await trio.testing.wait_all_tasks_blocked()
         assert settled.is_set()
@@ -139,5 +131,5 @@ async def test_settle_waits_for_what_was_queued_before_it_not_for_a_quiet_moment
         Message,
         Info,
     ]
-    publisher.flush()  # the later line was left for later
+    publisher.deliver_waiting()  # the later line was left for later
     assert lines_of(ann.mailbox.take_nowait(100)) == ["someone else's, after the settle began"]

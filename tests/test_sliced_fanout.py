@@ -243,7 +243,7 @@ async def test_a_settle_waits_for_what_was_owed_before_it_not_for_what_came_afte
     publisher.attach()
     sliced(hub, 3)  # and nothing pays but this test
     hub.say(sessions[0], "#lobby", "one")
-    publisher.flush()
+    publisher.deliver_waiting()
     settled: list[None] = []
 
     async def settle() -> None:
@@ -255,7 +255,7 @@ async def test_a_settle_waits_for_what_was_owed_before_it_not_for_what_came_afte
         await trio.testing.wait_all_tasks_blocked()
         assert not settled  # "one" is owed
         hub.say(sessions[0], "#lobby", "two")  # pays "one" first, then owes "two"
-        publisher.flush()
+        publisher.deliver_waiting()
         await trio.testing.wait_all_tasks_blocked()
         assert settled and hub.owes
 

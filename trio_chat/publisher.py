@@ -10,6 +10,15 @@ when the server has a store), then gives the batch back to the hub to deliver. S
 * a run of lines to one room goes out as one bundle per receiver: the fan-out cost per
   line shrinks as load grows (see :meth:`~trio_chat.hub.Hub.deliver_many`);
 * everyone still sees one order, the id order.
+
+The readers never deliver themselves. Lines that arrive together, from one reader or
+several (the readers trio wakes for one poll of the sockets run in one scheduling round),
+wait for the publisher task, which runs in the round after theirs and takes them all:
+a room's lines then go to each member as one bundle, one write, instead of one fan-out
+per reader. That is what keeps the last member's tail short when lines bunch up: with
+each reader fanning out its own line at once, the last member of a room of 100 heard the
+third of three lines that came together after 300 writes instead of 100. A lone line
+waits one scheduling round for it (the publisher task was woken for it in any case).
 """
 
 from __future__ import annotations
@@ -47,10 +56,6 @@ log = logging.getLogger("trio_chat.publisher")
 
 #: Most events the publisher takes from its queue for one round of commits.
 PUBLISH_BATCH = 1024
-#: Most events a reader's flush delivers itself: a few lines go out at once; a bigger
-#: burst is load, and waits for the publisher task, where it joins the other readers'
-#: lines in fewer, bigger bundles and is delivered a slice at a time.
-FLUSH_AT_MOST = 16
 #: A fan-out to more than FANOUT_SLICED_FROM receivers that has taken FANOUT_BUDGET
 #: seconds (the clock read every FANOUT_SLICE receivers) owes the event to the rest of its
 #: receivers, paid for up to FANOUT_BUDGET seconds per scheduling round (see
@@ -120,8 +125,7 @@ class Publisher:
         # waits for.
         self._accepted = 0
         self._done = 0
-        # Published events wait here for the publisher task (or, without a store, for a
-        # reader's flush, whichever comes first); _wakeup is set while any wait.
+        # Published events wait here for the publisher task; _wakeup is set while any wait.
         self._buffer: list[Pending] = []
         self._wakeup = trio.Event()
         # Ids up to _reserved are reserved in the store (written down); from _renew_at on,
@@ -149,7 +153,7 @@ class Publisher:
 
     def accept(self, pending: Pending) -> None:
         """Take an event from the broker, in the order every member is to see: it is
-        committed (if stored) and delivered by :meth:`publish_forever` or a :meth:`flush`."""
+        committed (if stored) and delivered by :meth:`publish_forever`."""
         self._buffer.append(pending)
         self._accepted += 1
         self._wakeup.set()
@@ -159,7 +163,7 @@ class Publisher:
     def accept_run(self, run: list[Pending]) -> None:
         """:meth:`accept` each event of ``run`` (the hub's lines of one read: see
         :meth:`Hub.say_lines`), in one call: they wait, as each would, for the publisher
-        task or a reader's :meth:`flush`."""
+        task."""
         self._buffer.extend(run)
         self._accepted += len(run)
         self._wakeup.set()
@@ -188,23 +192,6 @@ class Publisher:
             self._wakeup.set()
         if self.hub.last_id >= self._renew_at:
             self._renew.set()
-
-    def flush(self) -> None:
-        """Deliver what waits, now, in this task: called by a reader once it has handled all
-        the input it had, so a lone line goes out without waiting a scheduling round for
-        the publisher task (at low load that round was most of the latency).
-
-        Only without a store (with one, lines wait for their commit), only between the
-        publisher's own batches (order), and only for up to :data:`FLUSH_AT_MOST` events.
-        """
-        if self.store is not None or self._in_flight or not self._buffer:
-            return
-        if len(self._buffer) > FLUSH_AT_MOST:
-            return
-        batch, self._buffer = self._buffer, []
-        self.hub.deliver_many(batch)
-        self._done += len(batch)
-        self._signal_delivered()
 
     def _signal_delivered(self) -> None:
         self._delivered.set()
@@ -273,14 +260,21 @@ class Publisher:
             self._reserve_log.recovery(log, "ids reserved again, up to %d", reserved)
             self._now_reserved(reserved)
 
-    def detach(self) -> None:
-        """Back to fanning out at once (the server is stopping); what waits goes out first."""
-        self.hub.broker = None
-        self.hub.publish_run = None
+    def deliver_waiting(self) -> None:
+        """Deliver what waits, now, in this task, unless a batch of the publisher task's is
+        on its way (it goes first): for :meth:`detach`, and for tests that drive a
+        publisher without its task."""
         if self._buffer and not self._in_flight:
             batch, self._buffer = self._buffer, []
             self.hub.deliver_many(batch)
             self._done += len(batch)
+            self._signal_delivered()
+
+    def detach(self) -> None:
+        """Back to fanning out at once (the server is stopping); what waits goes out first."""
+        self.hub.broker = None
+        self.hub.publish_run = None
+        self.deliver_waiting()
         self.hub.pay_all_owed()
         self.hub.fanout_sliced_from = sys.maxsize
 
@@ -339,7 +333,7 @@ class Publisher:
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
-            if self._buffer:  # not flushed by a reader meanwhile
+            if self._buffer:  # (emptied meanwhile only by a detach)
                 break
         batch = self._buffer[:PUBLISH_BATCH]
         del self._buffer[:PUBLISH_BATCH]

@@ -533,12 +533,6 @@ class ChatServer(ServerAPI):
             return
         self.hub.send_to(session, reply)
 
-    def flush(self) -> None:
-        """A reader has handled everything it received: deliver what that published at once
-        if the publisher allows (see :meth:`Publisher.flush`)."""
-        if self.publisher is not None:
-            self.publisher.flush()
-
     async def settle(self) -> None:
         """Wait until everything said so far has been delivered to the mailboxes."""
         if self.publisher is not None:

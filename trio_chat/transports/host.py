@@ -185,10 +185,6 @@ class ChatHost(Protocol):
         another, as :meth:`handle` would on each in turn."""
         ...
 
-    def flush(self) -> None:
-        """A reader handled everything it received: deliver what that published now."""
-        ...
-
     async def settle(self) -> None:
         """Wait until everything said so far reached the mailboxes (before parking)."""
         ...

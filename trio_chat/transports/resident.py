@@ -357,8 +357,6 @@ class Resident:
                 if run:
                     server.say_run(device.session, run)
                     run = []
-                # All that arrived is handled: let what it said go out now, in one bundle.
-                server.flush()
                 if not fill:
                     return None
                 handled = 0
@@ -384,7 +382,6 @@ class Resident:
                 server.say_run(device.session, run)
                 run = []
             if verdict is Verdict.WAIT:
-                server.flush()  # what the frames before it said goes out first
                 await trio.sleep(decision.delay)
                 handled = 0
             elif verdict is Verdict.DISCONNECT:

@@ -1,0 +1,61 @@
+"""Lines that arrive together go out together: what several readers said in one
+scheduling round reaches each member of the room in one write, not one write per reader.
+
+That is what keeps the last member's tail short when lines bunch up (see
+:mod:`trio_chat.publisher`): with each reader fanning out its own line at once, a room's
+last member heard the third of three lines that came together only after three whole
+fan-outs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import pytest
+import trio
+
+import trio_chat.transports.tcp as tcp
+from trio_chat.protocol import Message
+from trio_chat.testing import ChatClient, open_client, open_test_server
+
+SENDERS = ("ann", "bob", "cy")
+
+
+def fd_of(client: ChatClient) -> int:
+    stream = client.stream  # type: ignore[attr-defined]
+    assert isinstance(stream, trio.SocketStream)
+    return stream.socket.fileno()
+
+
+async def test_lines_of_several_readers_in_one_round_reach_each_member_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writes: list[bytes] = []  # what the server wrote straight to a socket, in order
+    write_nowait = tcp.write_nowait
+
+    def counted(fd: int, data: bytes) -> bytes:
+        writes.append(data)
+        return write_nowait(fd, data)
+
+    monkeypatch.setattr(tcp, "write_nowait", counted)
+    texts = [f"together from {nick}" for nick in SENDERS]
+    async with open_test_server() as chat, contextlib.AsyncExitStack() as stack:
+        senders = [await stack.enter_async_context(open_client(chat, n)) for n in SENDERS]
+        last = await stack.enter_async_context(open_client(chat, "dee"))
+        for client in senders:  # everyone is in, and every join is delivered
+            await client.expect("join", lambda e: e.nick == "dee")
+        writes.clear()
+        # Each line on its own connection, all in the kernel before the server runs
+        # again (no await between them): the server's next poll finds all three readable.
+        for client, text in zip(senders, texts, strict=True):
+            frame = b'{"type":"say","text":"%s"}\n' % text.encode()
+            assert os.write(fd_of(client), frame) == len(frame)
+        for client in (*senders, last):  # (in whichever order the server numbered them)
+            for _ in texts:
+                await client.expect("message")
+            heard = [e.text for e in client.history if isinstance(e, Message)]
+            assert sorted(heard) == sorted(texts)
+    carrying = [data for data in writes if any(t.encode() in data for t in texts)]
+    assert all(all(t.encode() in data for t in texts) for data in carrying), carrying
+    assert len(carrying) == len(SENDERS) + 1  # one write to each member
