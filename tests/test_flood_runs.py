@@ -8,13 +8,17 @@ again: :func:`_in_runs` does that; :func:`_one_by_one` what the reader did befor
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_chat.limits import FRAGMENT_COST, FRAME_COST, PONG_COST, FloodGuard, TokenBucket, Verdict
+from trio_chat.testing import local_config, open_client, open_test_server
+from trio_chat.transports import resident
 
 
 @dataclass(frozen=True)
@@ -126,3 +130,86 @@ def test_take_run_takes_whole_costs_while_nothing_is_missing() -> None:
     assert bucket.tokens(0.75) == 0.5
     with pytest.raises(ValueError):
         bucket.take_run(1.0, 1, cost=-1)
+
+
+# ------------------------------------------------------------------- over a real socket
+
+
+def _say(text: str, **fields: Any) -> dict[str, Any]:
+    return {"type": "say", "text": text, "ref": text, **fields}
+
+
+def _lines(*frames: dict[str, Any] | str) -> bytes:
+    return b"".join(
+        (frame if isinstance(frame, str) else json.dumps(frame)).encode() + b"\n"
+        for frame in frames
+    )
+
+
+async def _played(
+    burst: bytes, last_said: str, *, runs: bool, rate: float, burst_size: int, max_lag: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What alice (who sends ``burst`` in one write) and bob (who watches) received, with a
+    reader taking runs or every frame on its own: alice until the answer to her frame
+    ``last`` (or her bye), bob until her line ``last_said`` (or her leaving)."""
+    config = local_config(db=None, flood_rate=rate, flood_burst=burst_size, flood_max_lag=max_lag)
+    with pytest.MonkeyPatch.context() as patch:
+        if not runs:
+            patch.setattr(resident, "SAY_RUNS", False)
+        async with open_test_server(config=config) as chat:
+            async with open_client(chat, "alice") as alice, open_client(chat, "bob") as bob:
+                await alice.expect("join", lambda e: e.nick == "bob")
+                await alice.send_raw(burst)
+                while True:  # her last frame's answer: its line, its error, or her bye
+                    end = (await alice.receive()).to_dict()
+                    if end["type"] == "bye" or "last" in (end.get("ref"), end.get("text")):
+                        break
+                if end["type"] == "bye":
+                    await bob.expect("leave", lambda e: e.nick == "alice")
+                else:
+                    await bob.expect("message", lambda e: e.text == last_said)
+    seen = [
+        [{k: v for k, v in e.to_dict().items() if k != "ts"} for e in client.history]
+        for client in (alice, bob)
+    ]
+    return seen[0], seen[1]
+
+
+async def _same_either_way(burst: bytes, last_said: str, **flood: Any) -> list[dict[str, Any]]:
+    alice, bob = await _played(burst, last_said, runs=True, **flood)
+    assert (alice, bob) == await _played(burst, last_said, runs=False, **flood)
+    return alice
+
+
+def _refused(alice: list[dict[str, Any]]) -> list[str]:
+    return [e["ref"] for e in alice if e["type"] == "error" and e["code"] == "slow_down"]
+
+
+def _said(alice: list[dict[str, Any]]) -> list[str]:
+    return [e["text"] for e in alice if e["type"] == "message"]
+
+
+async def test_a_burst_over_the_limit_is_refused_frame_for_frame_as_one_by_one() -> None:
+    frames = [_say(str(i)) for i in range(8)]
+    frames[3] = {"type": "ping", "token": "p", "ref": "ping"}  # (ends a run: one on its own)
+    burst = _lines(*frames, "", *[_say(str(i)) for i in range(8, 16)], _say("last"))
+    # max_lag 0: over the burst is refused at once, none delayed (the clock plays no part).
+    alice = await _same_either_way(burst, "10", rate=0.001, burst_size=12, max_lag=0)
+    assert _said(alice) == ["0", "1", "2", "4", "5", "6", "7", "8", "9", "10"]
+    assert _refused(alice) == [str(i) for i in range(11, 16)] + ["last"]
+
+
+async def test_a_flood_that_ends_the_connection_ends_it_at_the_same_frame() -> None:
+    burst = _lines(*[_say(str(i)) for i in range(40)])
+    alice = await _same_either_way(burst, "4", rate=0.001, burst_size=5, max_lag=0)
+    assert _said(alice) == ["0", "1", "2", "3", "4"]
+    assert _refused(alice) == [str(i) for i in range(5, 25)]  # 20 strikes; the 21st: bye
+    assert alice[-1]["type"] == "bye" and alice[-1]["code"] == "flooding"
+
+
+async def test_a_burst_over_the_rate_waits_and_goes_out_whole_in_order() -> None:
+    burst = _lines(*[_say(str(i)) for i in range(14)], _say("last"))
+    # 200 a second, bursts of 6: the ninth and later wait 5 ms each; none is refused.
+    alice = await _same_either_way(burst, "last", rate=200, burst_size=6, max_lag=10)
+    assert _said(alice) == [str(i) for i in range(14)] + ["last"]
+    assert _refused(alice) == []
