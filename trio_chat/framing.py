@@ -108,6 +108,31 @@ class LineBuffer:
             return LineTooLong(self.max_line_bytes)
         return line
 
+    def whole_lines(self) -> list[bytes]:
+        """The next whole lines, in order, each as :meth:`next_event` would return it, as
+        many as one cut holds (at most :data:`CUT_BYTES`' worth, or one longer line); an
+        empty list when :meth:`next_event` would answer anything else first (no whole
+        line, the end, a line too long: ask :meth:`next_event`, then this again). A
+        reader at full speed takes a read's lines this way, a few dozen in one call
+        instead of one call each."""
+        cut = self._cut
+        if cut is None:
+            cut = self._cut_lines()
+            if cut is None:
+                return []
+        lines = cut[::-1]
+        if b"\r" in b"".join(lines):  # CRLF: rare, and one search for all of them
+            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        limit = self.max_line_bytes
+        if max(map(len, lines)) > limit:
+            # The lines before the first one too long; it and the rest stay in the cut as
+            # they were, for next_event to say what it is.
+            first = next(i for i, line in enumerate(lines) if len(line) > limit)
+            del cut[len(cut) - first :]
+            return lines[:first]
+        self._cut = None
+        return lines
+
     def _cut_lines(self) -> list[bytes] | None:
         """Cut the whole lines in the first :data:`CUT_BYTES` of the buffer (or the one
         whole line there is, if it is longer) from it into ``_cut``; ``None`` when it

@@ -107,6 +107,29 @@ class TokenBucket:
         self._tokens = left
         return 0.0 if left >= -_EPSILON else -left / self.rate
 
+    def take_run(self, now: float, count: int, cost: float = 1.0) -> int:
+        """Take ``cost`` tokens for each of up to ``count`` actions, one after another, as
+        long as that leaves the bucket with none missing: how many were taken for (the
+        first ones; 0 if the first would leave it short). The bucket is left exactly as
+        that many :meth:`take_on_credit` calls in a row at ``now`` leave it."""
+        if cost < 0:
+            raise ValueError(f"cost cannot be negative, not {cost!r}")
+        tokens = self.tokens(now)
+        if count <= 0 or tokens < cost:
+            return 0
+        if cost == 1.0:
+            # Subtracting 1.0 from a float of at least 1 is exact, so ``taken`` takes one
+            # after another leave exactly ``tokens - taken``, as one subtraction does.
+            taken = min(count, int(tokens))
+            self._tokens = tokens - taken
+            return taken
+        taken = 0
+        while taken < count and tokens - cost >= 0.0:  # one by one, each rounded as there
+            tokens -= cost
+            taken += 1
+        self._tokens = tokens
+        return taken
+
 
 class Verdict(enum.Enum):
     """What the server does with a frame, as decided by :meth:`FloodGuard.check`."""
@@ -246,6 +269,26 @@ class FloodGuard:
             strikes.clear()
             return _DISCONNECTED
         return _REFUSED
+
+    def check_run(
+        self, now: float, count: int, cost: float = FRAME_COST, arrived: float | None = None
+    ) -> int:
+        """:meth:`check` ``count`` frames of ``cost`` each, that arrived together at
+        ``arrived``, in one step as far as that is the same: how many of them, from the
+        first, :meth:`check` would let go on now (:attr:`Verdict.OK`) without putting the
+        bucket into debt, taken from the bucket as :meth:`check` takes them one by one.
+        The frames from the one returned on are not accounted for: check them one at a
+        time (the next may still go on, on credit, or be delayed, refused or end it all).
+
+        Why: a client at full speed sends dozens of frames in one read, and checking each
+        was four calls and a refill; here it is one refill and one subtraction. For the
+        frames it lets through, :meth:`check` would have said OK to each (a take that
+        leaves no debt waits for nothing) and left the bucket exactly as this does."""
+        if self._disconnected:
+            return 0
+        return self.bucket.take_run(
+            now if arrived is None or arrived > now else arrived, count, cost
+        )
 
     @property
     def refuse_text(self) -> str:

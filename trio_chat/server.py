@@ -60,6 +60,7 @@ from .protocol import (
     Quit,
     React,
     Say,
+    SayLines,
     SearchRequest,
     TypingNotice,
     error_reply,
@@ -362,24 +363,24 @@ class ChatServer(ServerAPI):
                 raise ChatError("plugin_error", FILTER_FAILED)
         return text
 
-    def say_run(self, session: Session, frames: list[Say]) -> None:
+    def say_run(self, session: Session, lines: SayLines) -> None:
         """Plain ``say`` frames of one read (in order, none with ``reply_to``), as
         :meth:`handle` takes each in turn: in one pass through the hub
         (:meth:`Hub.say_lines`) when nothing could tell the difference, that is, no
         message filter (a plugin that sees each line gets them one at a time), every line
         to the same room, none blank, none the hub would refuse. Else each is said on its
         own, and a refused one gets its own error."""
-        self.metrics.messages_in_total.inc(len(frames))
-        rooms = [frame.room for frame in frames]
-        texts = [frame.text for frame in frames]
+        self.metrics.messages_in_total.inc(len(lines))
+        rooms, texts = lines.rooms, lines.texts
+        room = rooms[0]
         if (
             not self.pm.hook.filter_message.get_hookimpls()
-            and rooms.count(rooms[0]) == len(rooms)
+            and rooms.count(room) == len(rooms)
             and all(map(str.strip, texts))
-            and self.hub.say_lines(session, rooms[0] or session.room, texts)
+            and self.hub.say_lines(session, room or session.room, texts)
         ):
             return
-        for frame in frames:
+        for frame in lines.frames():
             self._say(session, frame)
 
     def _say(self, session: Session, frame: Say) -> None:

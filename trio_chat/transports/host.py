@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..hub import Device, Hub, Session
     from ..keepalive import Keepalive
     from ..metrics import Metrics
-    from ..protocol import ClientFrame, Say, Welcome
+    from ..protocol import ClientFrame, SayLines, Welcome
     from ..proxyproto import ProxyTrust
     from ..routes import RouteRegistry
     from .parking import ParkingLot
@@ -180,7 +180,7 @@ class ChatHost(Protocol):
         """Act on one frame a logged-in session sent (say, commands, history, quit...)."""
         ...
 
-    def say_run(self, session: Session, frames: list[Say]) -> None:
+    def say_run(self, session: Session, lines: SayLines) -> None:
         """Act on plain ``say`` frames (no ``reply_to``) a logged-in session sent one after
         another, as :meth:`handle` would on each in turn."""
         ...

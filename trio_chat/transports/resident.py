@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, cast
 
 import trio
 
@@ -26,9 +26,11 @@ from ..limits import (
 from ..mailbox import Mailbox
 from ..protocol import (
     Bye,
+    ClientFrame,
     Error,
     RemoteProtocolError,
     Say,
+    SayLines,
     error_reply,
 )
 from .handshake import flood_guard, frame_cost
@@ -61,11 +63,24 @@ _REASON_CODES = {
 #: at N=100 lost 12-15% of its deliveries per second (reads of up to ~1,000 frames there).
 FRAMES_PER_STEP = 1024
 
-#: Whether a reader hands a run of plain ``say`` frames to the server at once (see
-#: :meth:`Resident._handle_input`), on a link whose ``receive`` writes nothing (TCP; not a
-#: WebSocket, which answers a ping as it reads it, nor IRC, which answers some commands
-#: itself in between). Off, every frame is handled on its own: tests compare the two.
+#: Whether a reader takes what arrived in runs (see :meth:`Resident._handle_runs`), on a
+#: link whose ``receive`` writes nothing (TCP: a :class:`RunLink`; not a WebSocket, which
+#: answers a ping as it reads it, nor IRC, which answers some commands itself in between).
+#: Off, every frame is read, checked and handled on its own: tests compare the two.
 SAY_RUNS = True
+
+
+class RunLink(Link, Protocol):
+    """A link whose :meth:`~Link.receive` writes nothing (``receive_writes`` false), which
+    also hands over every frame that has arrived in one call."""
+
+    def receive_ready(
+        self,
+    ) -> list[ClientFrame | SayLines | RemoteProtocolError | Overhead | None]:
+        """What :meth:`~Link.receive` would return, call after call, for (some of) the
+        frames that have arrived, without reading the socket (empty when none has), with
+        plain ``say`` frames that come one after another as one :class:`SayLines`."""
+        ...
 
 
 class Resident:
@@ -338,66 +353,40 @@ class Resident:
         them, reading the socket with :meth:`Link.fill`, until the connection ends);
         ``None`` once they are handled, or the reason the connection ends.
 
-        Plain ``say`` frames that come one after another are handed to the server together
-        (:meth:`ChatHost.say_run`: a client at full speed sends many in one read, and one
-        pass for all of them costs less than one for each), as soon as anything else
-        comes: another frame, a flood verdict other than OK, the end of what arrived, the
-        step's end. So nothing else is handled, and nothing is awaited, between those
-        frames and their turn, as if each had been handled as it came; only where the
-        link's :meth:`Link.receive` writes nothing and never waits for a frame that has
-        arrived (``receive_writes`` false; :data:`SAY_RUNS`)."""
-        server, link, device, flood = self.server, self.link, self.device, self.flood
+        Each frame is checked by flood control, then handled, one at a time. A link
+        whose :meth:`Link.receive` writes nothing (TCP) hands over what arrived in runs
+        instead (:meth:`_handle_runs`, with :data:`SAY_RUNS`)."""
+        link = self.link
+        if SAY_RUNS and not link.receive_writes:
+            return await self._handle_runs(cast("RunLink", link), fill)
+        server, device, flood = self.server, self.device, self.flood
         handled = 0  # frames since this task last let others run
-        run: list[Say] = []  # plain says read and not yet handed to the server
-        # trio.current_time() is this clock's current_time(), in one call instead of three
-        # (a frame's flood check reads the time: 2.7k instructions a line, one third here).
+        # trio.current_time() is this clock's current_time(), in one call instead of three.
         now = trio.lowlevel.current_clock().current_time
         while True:
             if not link.input_waiting():
-                if run:
-                    server.say_run(device.session, run)
-                    run = []
                 if not fill:
                     return None
                 handled = 0
                 await link.fill()
                 continue
             item = await link.receive()
-            if run and (item is None or type(item) is not Say or item.reply_to is not None):
-                server.say_run(device.session, run)
-                run = []
             if item is None:
                 return "connection lost"
             handled += 1
             if handled >= FRAMES_PER_STEP:
-                if run:
-                    server.say_run(device.session, run)
-                    run = []
                 handled = 0
                 await trio.lowlevel.checkpoint()
             cost = FRAME_COST if type(item) is Say else frame_cost(item)  # (what it gives)
             decision = flood.check(now(), cost, link.last_heard)
             verdict = decision.verdict
-            if verdict is not Verdict.OK and run:
-                server.say_run(device.session, run)
-                run = []
             if verdict is Verdict.WAIT:
                 await trio.sleep(decision.delay)
                 handled = 0
             elif verdict is Verdict.DISCONNECT:
-                log.info("flooding nick=%s addr=%s", device.nick, link.address)
-                device.close(FLOODING, flood.disconnect_text)
-                return flood.disconnect_text
+                return self._flooded()
             elif verdict is Verdict.REFUSE:
-                if not isinstance(item, Overhead):  # (nothing to drop: it only counts)
-                    server.metrics.frames_rejected_total.labels(SLOW_DOWN).inc()
-                    ref = getattr(item, "ref", None)
-                    server.hub.send_to(
-                        device, Error(code=SLOW_DOWN, text=flood.refuse_text, ref=ref)
-                    )
-                continue
-            if type(item) is Say and item.reply_to is None and not link.receive_writes and SAY_RUNS:
-                run.append(item)
+                self._refuse(item)
                 continue
             if isinstance(item, Overhead):
                 continue
@@ -406,6 +395,121 @@ class Resident:
                 server.hub.send_to(device, error_reply(item))
                 continue
             await server.handle(device.session, item)
+
+    async def _handle_runs(self, link: RunLink, fill: bool) -> str | None:
+        """:meth:`_handle_input` for a link that hands over every frame that arrived in
+        one call (:meth:`RunLink.receive_ready`), the plain ``say`` frames that come one
+        after another as one :class:`~trio_chat.protocol.SayLines`.
+
+        Those are checked by flood control in one step as far as each would go on at
+        once (:meth:`FloodGuard.check_run`; the next one alone, which may wait, be refused
+        or end the connection, as :meth:`FloodGuard.check` says) and handed to the server
+        together (:meth:`ChatHost.say_run`: a client at full speed sends many in one
+        read, and one pass for all of them costs less than one for each) as soon as
+        anything else comes: another frame, a flood verdict other than OK, the end of
+        what arrived, the step's end. So nothing else is handled, and nothing is
+        awaited, between those frames and their turn, as if each had been handled as it
+        came; every frame gets the answer it would get on its own."""
+        server, device, flood = self.server, self.device, self.flood
+        handled = 0  # frames since this task last let others run
+        run: SayLines | None = None  # plain says read and not yet handed to the server
+        # trio.current_time() is this clock's current_time(), in one call instead of three.
+        now = trio.lowlevel.current_clock().current_time
+        while True:
+            if not link.input_waiting():
+                if run is not None:
+                    server.say_run(device.session, run)
+                    run = None
+                if not fill:
+                    return None
+                handled = 0
+                await link.fill()
+                continue
+            items = link.receive_ready()
+            index = 0
+            while index < len(items):
+                item = items[index]
+                index += 1
+                if handled >= FRAMES_PER_STEP:
+                    if run is not None:
+                        server.say_run(device.session, run)
+                        run = None
+                    handled = 0
+                    await trio.lowlevel.checkpoint()
+                if isinstance(item, SayLines):
+                    count = len(item)
+                    went = flood.check_run(
+                        now(), min(count, FRAMES_PER_STEP - handled), FRAME_COST, link.last_heard
+                    )
+                    handled += went
+                    if went == count:
+                        if run is None:
+                            run = item
+                        else:
+                            run.add(item)
+                        continue
+                    if went:
+                        if run is None:
+                            run = item.part(0, went)
+                        else:
+                            run.add(item, 0, went)
+                    # The next line alone (its own verdict), then the rest as a run again.
+                    rest: list[ClientFrame | SayLines] = [item.frame(went)]
+                    if went + 1 < count:
+                        rest.append(item.part(went + 1))
+                    items[index:index] = rest
+                    continue
+                if item is None:
+                    if run is not None:
+                        server.say_run(device.session, run)
+                    return "connection lost"
+                handled += 1
+                plain = type(item) is Say and item.reply_to is None
+                if run is not None and not plain:
+                    server.say_run(device.session, run)
+                    run = None
+                cost = FRAME_COST if type(item) is Say else frame_cost(item)
+                decision = flood.check(now(), cost, link.last_heard)
+                verdict = decision.verdict
+                if verdict is not Verdict.OK and run is not None:
+                    server.say_run(device.session, run)
+                    run = None
+                if verdict is Verdict.WAIT:
+                    await trio.sleep(decision.delay)
+                    handled = 0
+                elif verdict is Verdict.DISCONNECT:
+                    return self._flooded()
+                elif verdict is Verdict.REFUSE:
+                    self._refuse(item)
+                    continue
+                if plain:
+                    if run is None:
+                        run = SayLines()
+                    run.append(cast(Say, item))
+                    continue
+                if isinstance(item, Overhead):
+                    continue
+                if isinstance(item, RemoteProtocolError):
+                    server.metrics.frames_rejected_total.labels(item.code).inc()
+                    server.hub.send_to(device, error_reply(item))
+                    continue
+                await server.handle(device.session, item)
+
+    def _flooded(self) -> str:
+        """Flood control gave up on the connection: it ends (why, for the caller)."""
+        flood, device = self.flood, self.device
+        log.info("flooding nick=%s addr=%s", device.nick, self.link.address)
+        device.close(FLOODING, flood.disconnect_text)
+        return flood.disconnect_text
+
+    def _refuse(self, item: ClientFrame | RemoteProtocolError | Overhead) -> None:
+        """Flood control refused a frame: its sender is told (but for an Overhead)."""
+        if isinstance(item, Overhead):  # (nothing to drop: it only counts)
+            return
+        server = self.server
+        server.metrics.frames_rejected_total.labels(SLOW_DOWN).inc()
+        ref = getattr(item, "ref", None)
+        server.hub.send_to(self.device, Error(code=SLOW_DOWN, text=self.flood.refuse_text, ref=ref))
 
     def _start_writer(self) -> None:
         """Something is queued: write it in a task of its own (the mailbox calls this at

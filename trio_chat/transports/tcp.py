@@ -20,15 +20,17 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..framing import EOF, NEED_DATA, LineBuffer, LineTooLong
+from ..framing import EOF, NEED_DATA, LineBuffer, LineEvent, LineTooLong
 from ..limits import BLANK_LINE, Overhead
 from ..parcels import Item, Parcel
 from ..protocol import (
     ClientFrame,
     RemoteProtocolError,
+    SayLines,
     ServerEvent,
     ServerPing,
     decode_client_frame,
+    decode_client_lines,
 )
 from ..proxyproto import NO_PROXY_HEADER, ProxyProtocolError, looks_like_proxy_header
 from ..textmode import NICK_PROMPT, decode_text_line, parse_command_line
@@ -131,21 +133,45 @@ class TcpLink:
             if event is NEED_DATA:
                 await self.fill()
                 continue
-            if event is EOF:
-                return None
-            if isinstance(event, LineTooLong):
-                return RemoteProtocolError(
-                    "line_too_long",
-                    f"line longer than {event.limit} bytes was dropped",
-                )
-            assert isinstance(event, bytes)
-            try:
-                frame = self._parse(event)
-            except RemoteProtocolError as exc:
-                return exc
-            # A blank line is nothing to do, but reading it was not free: flood control
-            # counts it like any line.
-            return BLANK_LINE if frame is None else frame
+            return self._frame_of(event)
+
+    def receive_ready(self) -> list[ClientFrame | SayLines | RemoteProtocolError | Overhead | None]:
+        """What :meth:`receive` would return, call after call, for the frames that have
+        arrived (as many as one cut of the line buffer holds: see
+        :meth:`~trio_chat.framing.LineBuffer.whole_lines`), without reading the socket; an
+        empty list when none has (nor the end). Plain ``say`` frames that come one after
+        another come as one :class:`~trio_chat.protocol.SayLines`: a reader at full speed
+        gets a read's lines framed and decoded in one loop each, not in a few calls each
+        (see :meth:`~trio_chat.transports.resident.Resident._handle_runs`)."""
+        lines = self._lines.whole_lines()
+        if not lines or self.plain_text:
+            if lines:  # a person's lines, or a program's late hello among them: one by one
+                return [self._text_frame(line) for line in lines]
+            event = self._lines.next_event()
+            return [] if event is NEED_DATA else [self._frame_of(event)]
+        return [BLANK_LINE if frame is None else frame for frame in decode_client_lines(lines)]
+
+    def _frame_of(self, event: LineEvent) -> ClientFrame | RemoteProtocolError | Overhead | None:
+        """What :meth:`receive` returns for a line buffer's event (not ``NEED_DATA``)."""
+        if event is EOF:
+            return None
+        if isinstance(event, LineTooLong):
+            return RemoteProtocolError(
+                "line_too_long",
+                f"line longer than {event.limit} bytes was dropped",
+            )
+        assert isinstance(event, bytes)
+        return self._text_frame(event)
+
+    def _text_frame(self, line: bytes) -> ClientFrame | RemoteProtocolError | Overhead:
+        """What :meth:`receive` returns for a whole line."""
+        try:
+            frame = self._parse(line)
+        except RemoteProtocolError as exc:
+            return exc
+        # A blank line is nothing to do, but reading it was not free: flood control
+        # counts it like any line.
+        return BLANK_LINE if frame is None else frame
 
     def _speak_json(self) -> None:
         """Become a JSON-lines link: the client's first line, after the nickname prompt it
