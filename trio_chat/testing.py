@@ -38,6 +38,10 @@ from .transports.streams import read_line
 
 #: Seconds any single wait in these helpers may take before the test fails.
 DEFAULT_TIMEOUT = 5.0
+#: Seconds a test server may take to start: more than one wait, since it opens its database
+#: and listeners and, with a broker, imports the Redis client (``coredis``: 3-4 s on a
+#: loaded 2-core machine, where the first broker test of a run failed at 5 s) and connects.
+START_TIMEOUT = 20.0
 
 
 @dataclass
@@ -91,7 +95,7 @@ async def open_test_server(
     """Start a server with ``plugins`` registered; stop it gracefully on exit."""
     server = ChatServer(config or local_config(), plugins=plugins, builtins=builtins)
     async with trio.open_nursery() as nursery:
-        with trio.fail_after(DEFAULT_TIMEOUT):
+        with trio.fail_after(START_TIMEOUT):
             addresses = await nursery.start(server.serve)
         try:
             yield TestServer(server, addresses)
