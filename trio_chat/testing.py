@@ -38,6 +38,8 @@ from .transports.streams import read_line
 
 #: Seconds any single wait in these helpers may take before the test fails.
 DEFAULT_TIMEOUT = 5.0
+_PROMPT = NICK_PROMPT.encode()
+
 #: Seconds a test server may take to start: more than one wait, since it opens its database
 #: and listeners and, with a broker, imports the Redis client (``coredis``: 3-4 s on a
 #: loaded 2-core machine, where the first broker test of a run failed at 5 s) and connects.
@@ -194,7 +196,7 @@ class TcpChatClient(ChatClient):
 
     async def _receive_one(self) -> ServerEvent | None:
         line = await read_line(self.stream, self._lines)
-        if self._first_line and isinstance(line, bytes) and line.strip() == NICK_PROMPT.encode():
+        if self._first_line and isinstance(line, bytes) and is_prompt(line):
             # Our hello came after the sniff delay (a loaded machine): the server sent the
             # text prompt first, and takes the hello as JSON all the same; the prompt is
             # the one line of text we get, to skip (docs/protocol.md, section 1).
@@ -240,6 +242,13 @@ class WebSocketChatClient(ChatClient):
 
     async def aclose(self) -> None:
         await self.ws.aclose()
+
+
+def is_prompt(line: bytes) -> bool:
+    """Whether ``line`` (read on the TCP port) is the text-mode prompt. A JSON-lines client
+    whose ``hello`` came after the sniff delay (a loaded machine) is sent it first, and
+    skips it (docs/protocol.md, section 1): raw clients of tests do the same."""
+    return line.strip() == _PROMPT
 
 
 @contextmanager
