@@ -211,8 +211,8 @@ class JsonLineClient:
             await self.stream.send_all(b"".join(json.dumps(f).encode() + b"\n" for f in frames))
 
     async def receive(self) -> dict[str, Any]:
-        line = b""
-        while not line or is_prompt(line):  # (skipped: our hello came after the sniff delay)
+        line: bytes | None = None
+        while line is None or is_prompt(line):  # (skipped: our hello came after the sniff delay)
             with trio.fail_after(TIMEOUT):
                 while b"\n" not in self._buffer:
                     data = await self.stream.receive_some(65536)
