@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trio
+from test_broker import snapshots_read
 
 from trio_chat import Bot, ChatError, hookimpl
 from trio_chat.bots import BotRemoved
@@ -254,10 +255,12 @@ async def test_a_bot_is_a_bot_on_every_node(broker_url: str) -> None:
             await thief.send({"type": "hello", "nick": "Helper"})
             assert (await thief.expect("error")).code == "nick_taken"
         # A node started later learns of it from a's snapshot, as a bot too.
+        watcher = await stack.enter_async_context(open_client(a, "watcher"))
         c = await stack.enter_async_context(
             open_test_server(config=local_config(broker=broker_url))
         )
         async with open_client(c, "carol") as carol:
+            await snapshots_read(carol, watcher)
             await carol.command("/who")
             info = await carol.expect("info", lambda e: e.data and "members" in e.data)
             assert {m["nick"]: m["bot"] for m in info.data["members"]}["helper"] is True

@@ -144,6 +144,19 @@ async def nodes(url: str, count: int, **config: Any) -> AsyncIterator[list[TestS
         ]
 
 
+async def snapshots_read(newcomer: ChatClient, *others: ChatClient) -> None:
+    """Until the node of ``newcomer`` (started after the others) has read the snapshots of
+    the nodes of ``others`` (a user in ``#lobby`` on each). A node serves before those
+    come, so until then it may not know the others' users. Each other node answered its
+    sync before it read ``newcomer`` arrive (one log, read in order): a line its user says
+    on seeing that reaches ``newcomer`` after the snapshot."""
+    for other in others:
+        await other.expect("join", lambda e: e.nick == newcomer.nick and e.room == "#lobby")
+        text = f"{other.nick} saw {newcomer.nick} arrive"
+        await other.say(text, room="#lobby")
+        await newcomer.expect("message", lambda e, t=text: e.text == t)
+
+
 async def alice_on_a_bob_on_b(
     stack: contextlib.AsyncExitStack, a: TestServer, b: TestServer
 ) -> tuple[ChatClient, ChatClient]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 from test_always_on import who
-from test_broker import nodes
+from test_broker import nodes, snapshots_read
 from test_devices import device
 from test_irc import open_irc
 from test_read_markers import message_ids, settled
@@ -314,6 +314,7 @@ async def test_an_always_on_user_is_shown_away_on_every_node(broker_url: str) ->
             open_test_server(config=local_config(broker=broker_url, always_on=True))
         )
         late = await stack.enter_async_context(client(c, "late"))
+        await snapshots_read(late, near, far)
         assert (await who(late, "#lobby", "w4"))["alice"]["away"] == "offline"
 
         # Back on node a: back everywhere.
@@ -328,5 +329,8 @@ async def test_an_always_on_user_is_shown_away_on_every_node(broker_url: str) ->
             await far.command("/away lunch")
             await near.expect("info", is_away_notice("far", "lunch"))
             assert (await who(again, "#dev", "w6"))["far"]["away"] == "lunch"
+            # Node c reads b's entries in b's order: far's next line comes after the change
+            # (and deaf, on b, is sent it after any notice of the change).
+            await marker(far, late, deaf, text="gone for lunch")
             assert (await who(late, "#lobby", "w7"))["far"]["away"] == "lunch"
         assert [e for e in deaf.history if (getattr(e, "data", None) or {}).get("event")] == []

@@ -14,6 +14,7 @@ from pathlib import Path
 import trio
 
 from trio_chat.program import FULL_GC_EVERY, quiet_gc
+from trio_chat.testing import is_prompt
 
 CLI = [sys.executable, "-m", "trio_chat.cli"]
 
@@ -104,7 +105,7 @@ async def test_serve_prints_addresses_and_ctrl_c_tells_users_before_exiting() ->
                     if not data:
                         break
                     received += data
-            frames = [json.loads(line) for line in received.decode().splitlines()]
+            frames = [json.loads(x) for x in received.splitlines() if not is_prompt(x)]
             assert frames[-1] == {
                 "type": "bye",
                 "code": "shutdown",
@@ -205,7 +206,8 @@ async def test_config_file_then_environment_then_flags(tmp_path: Path) -> None:
                 received = b""
                 while b"\n" not in received:
                     received += await stream.receive_some(4096)
-            assert json.loads(received.splitlines()[0])["server"] == "from-env"
+            first = next(x for x in received.splitlines() if not is_prompt(x))
+            assert json.loads(first)["server"] == "from-env"
     finally:
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(10):

@@ -58,7 +58,7 @@ from trio_chat.config import ServerConfig
 from trio_chat.names import name_key
 from trio_chat.protocol import Info, Message
 from trio_chat.server import ChatServer
-from trio_chat.testing import local_config, open_client, open_test_server
+from trio_chat.testing import is_prompt, local_config, open_client, open_test_server
 from trio_chat.textmode import NICK_PROMPT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,6 +96,8 @@ class RawClient:
             while True:
                 while b"\n" in self._buffer:
                     line, self._buffer = self._buffer.split(b"\n", 1)
+                    if is_prompt(line):
+                        continue  # our hello came after the sniff delay
                     event = json.loads(line)
                     if event["type"] == event_type and all(
                         event.get(k) == v for k, v in fields.items()

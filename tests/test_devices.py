@@ -339,6 +339,7 @@ async def test_login_moves_one_connection_of_a_user_with_two() -> None:
         assert (await bob_phone.expect("info")).text == "logged in as alice"
         await bob_laptop.say("bob stays")
         await bob_phone.expect("message", lambda e: e.text == "bob stays")
+        await bob_laptop.expect("message", lambda e: e.text == "bob stays")  # all before it
         # The reply went to the connection that logged in, not to bob's other one.
         assert [e for e in bob_laptop.history if e.TYPE in ("info", "leave")] == []
         bob = chat.server.hub.find("bob")

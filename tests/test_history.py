@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from trio_chat.commands import CommandContext
-from trio_chat.testing import local_config, open_client, open_test_server
+from trio_chat.testing import is_prompt, local_config, open_client, open_test_server
 
 
 async def test_joining_shows_recent_history_marked_as_history() -> None:
@@ -332,7 +332,11 @@ async def test_every_message_anyone_saw_survives_sigkill(tmp_path: Path) -> None
                 await carol.send_all(b'{"type":"hello","nick":"carol"}\n')
                 while b'"nick":"carol"' not in seen:
                     seen += await stream.receive_some(65536)
-            ids_seen = [json.loads(x).get("id", 0) for x in seen.splitlines() if x.strip()]
+            ids_seen = [
+                json.loads(x).get("id", 0)
+                for x in seen.splitlines()
+                if x.strip() and not is_prompt(x)
+            ]
             await sigkill(process)  # no goodbye, no flush
     async with running_server(db) as (process, port):
         stream = await trio.open_tcp_stream("127.0.0.1", port)

@@ -52,6 +52,7 @@ async def test_a_wrapper_filter_sees_and_changes_the_text() -> None:
             assert (await bob.expect("message")).text == "!WELL D**N [checked]"
             await alice.say("plain")
             assert (await bob.expect("message")).text == "plain [checked]"
+            await alice.expect("message", lambda e: e.text == "plain [checked]")  # all before
             assert not [e for e in alice.history if e.TYPE == "error"]
     # Filters chain (last registered first: Upper, then Masker, which sees Upper's text).
     assert wrapper.seen == [("!well darn", ["!WELL DARN", "!WELL D**N"]), ("plain", [])]

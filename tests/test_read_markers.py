@@ -21,7 +21,13 @@ from trio_chat.names import name_key
 from trio_chat.store import Store
 from trio_chat.store import schema as schema_module
 from trio_chat.store.schema import SCHEMA_VERSION
-from trio_chat.testing import ChatClient, local_config, open_client, open_test_server
+from trio_chat.testing import (
+    ChatClient,
+    is_prompt,
+    local_config,
+    open_client,
+    open_test_server,
+)
 
 TIMEOUT = 10.0
 
@@ -271,6 +277,8 @@ async def json_lines(stream: trio.abc.Stream, buffer: list[bytes], wanted: str) 
         while True:
             while b"\n" in buffer[0]:
                 line, buffer[0] = buffer[0].split(b"\n", 1)
+                if is_prompt(line):
+                    continue  # our hello came after the sniff delay
                 event = json.loads(line)
                 if event["type"] == wanted:
                     return dict(event)

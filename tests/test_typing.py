@@ -72,6 +72,13 @@ def typings(c: ChatClient) -> list[tuple[str, str, bool]]:
     return [(e.room, e.nick, e.active) for e in c.history if e.TYPE == "typing"]
 
 
+async def handled(client: ChatClient) -> None:
+    """Every frame ``client`` sent before has been handled (a frame another connection
+    sends next comes after it), and whatever it was answered has arrived."""
+    await client.send({"type": "ping", "ref": "handled"})
+    await client.expect("pong", lambda e: e.ref == "handled")
+
+
 async def marker(sender: ChatClient, *receivers: ChatClient, text: str = "marker") -> None:
     """A line everyone waits for: what was sent to them before it has arrived."""
     await sender.say(text)
@@ -161,6 +168,7 @@ async def test_typing_off_stops_sending_and_receiving() -> None:
         await bob.expect("typing", lambda e: e.nick == "alice" and not e.active)
         await alice.send({"type": "typing", "active": True})  # not sent
         await bob.send({"type": "typing", "active": True})  # alice gets none
+        await handled(alice)  # (else bob's marker could pass her typing by)
         await marker(bob, alice)
         assert typings(alice) == []
         assert typings(bob) == [("#lobby", "alice", True), ("#lobby", "alice", False)]
@@ -191,6 +199,7 @@ async def test_typing_outside_a_room_is_refused_and_a_muted_users_is_dropped() -
         await alice.send({"type": "command", "name": "mute", "args": "bob", "room": "#dev"})
         await bob.expect("info", lambda e: (e.data or {}).get("event") == "mode")
         await bob.send({"type": "typing", "room": "#dev", "active": True, "ref": "q"})
+        await handled(bob)  # (else alice's marker could pass his typing by)
         await marker(alice, bob)  # in #dev, alice's current room
         assert typings(alice) == []
         assert [e for e in bob.history if e.TYPE == "error"] == []  # dropped without a word

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from trio_chat.testing import is_prompt
 from trio_chat.workers import worker_config, worker_db_path, worker_number
 
 CLI = [sys.executable, "-m", "trio_chat.cli"]
@@ -182,6 +183,8 @@ class LineClient:
         while True:
             while b"\n" in self.buffer:
                 line, self.buffer = self.buffer.split(b"\n", 1)
+                if is_prompt(line):
+                    continue  # our hello came after the sniff delay
                 event = json.loads(line)
                 if predicate(event):
                     return event

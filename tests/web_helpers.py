@@ -18,6 +18,8 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 import trio
 
+from trio_chat.testing import is_prompt
+
 #: Seconds any single wait (a page condition, a TCP frame) may take.
 TIMEOUT = 8.0
 
@@ -209,13 +211,15 @@ class JsonLineClient:
             await self.stream.send_all(b"".join(json.dumps(f).encode() + b"\n" for f in frames))
 
     async def receive(self) -> dict[str, Any]:
-        with trio.fail_after(TIMEOUT):
-            while b"\n" not in self._buffer:
-                data = await self.stream.receive_some(65536)
-                if not data:
-                    raise ConnectionError("the server closed the connection")
-                self._buffer += data
-        line, self._buffer = self._buffer.split(b"\n", 1)
+        line: bytes | None = None
+        while line is None or is_prompt(line):  # (skipped: our hello came after the sniff delay)
+            with trio.fail_after(TIMEOUT):
+                while b"\n" not in self._buffer:
+                    data = await self.stream.receive_some(65536)
+                    if not data:
+                        raise ConnectionError("the server closed the connection")
+                    self._buffer += data
+            line, self._buffer = self._buffer.split(b"\n", 1)
         frame: dict[str, Any] = json.loads(line)
         self.history.append(frame)
         return frame

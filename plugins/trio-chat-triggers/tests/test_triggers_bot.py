@@ -64,6 +64,8 @@ async def test_time_seen_and_factoids() -> None:
             await alice.say("!time")
             assert await answer(alice) == "08:00:00 UTC, Friday 15 January 2027"
             await bob.say("lunch, anyone?")
+            # bob's line must come first (noted at this clock) for alice's to find it.
+            await alice.expect("message", lambda e: e.text == "lunch, anyone?")
             await alice.say("!seen nobody")
             assert await answer(alice) == "alice: I have not seen nobody"
             now[0] += 600
@@ -158,6 +160,11 @@ async def test_asked_privately_it_answers_privately() -> None:
             await triggers.ready.wait()
         async with open_client(chat, "alice") as alice, open_client(chat, "bob") as bob:
             await bob.say("hello")
+            # The bot notes lines (message_posted) in a task apart from the one that hands
+            # it private messages (bot_messaged): ask once it has noted bob's.
+            with trio.fail_after(5):
+                while "bob" not in triggers.seen:  # noqa: ASYNC110 (the plugin's state)
+                    await trio.sleep(0.01)
             await alice.command(f"/msg {BOT_NICK} seen bob")
             answer = await alice.expect("private", lambda e: e.nick == BOT_NICK)
             assert (answer.to, answer.text) == (
