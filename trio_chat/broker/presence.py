@@ -192,6 +192,9 @@ class Presence:
                 **replica.roles(self.hub, s),
                 **({"bot": True} if s.bot else {}),
                 **({"away": s.away} if s.away else {}),
+                # Its hello is not read back yet, so it comes after the sync in the log,
+                # where the new node reads it: a race on its nick is settled there.
+                **({"new": True} if self._unconfirmed.get(s.key) == s.id else {}),
             }
             for s in self.hub.sessions.values()
             if replica.node_of(s) is None
@@ -206,12 +209,18 @@ class Presence:
         for user in entry.data.get("users", ()):
             nick = str(user.get("nick", ""))
             found = hub.find(nick)
+            if found is not None and replica.node_of(found) is None and not user.get("new"):
+                # This node's own user has a nick that one held before this node started
+                # (its hello is older than the sync, so older than ours): that one wins.
+                # This node serves before the snapshots come, and could not know.
+                self._lost_race(found, entry.node)
+                found = None
             if found is None:
                 account = user.get("account")
                 found = replica.add_user(hub, nick, entry.node, str(account) if account else None)
                 found.bot = user.get("bot") is True
             elif replica.node_of(found) != entry.node:
-                continue
+                continue  # another node's claim, or a race their hellos in the log settle
             found.address = str(user.get("address") or found.address)
             away = user.get("away")
             found.away = away if isinstance(away, str) else None
