@@ -163,8 +163,9 @@ def test_a_group_gives_each_line_an_id_up_to_its_own_and_a_running_number() -> N
     payload = encode_group('node-"a"', 7, rows)
     assert orjson.loads(payload)[:5] == ["g", 'node-"a"', 7, 3, orjson.loads(rows[0])]
     assert b"\n" not in payload  # the append script splits a batch at newlines
-    node, first_seq, lines = decode_group("42-0", payload)
-    assert (node, first_seq) == ('node-"a"', 7)
+    group = decode_group("42-0", payload)
+    assert (group.node, group.first_seq, group.room) == ('node-"a"', 7, None)
+    lines = list(zip(group.lines, group.persist, group.authors, strict=True))
     assert lines == [
         (dataclasses.replace(LINE, id=40), True, None),
         (dataclasses.replace(REPLY, id=41), False, "bob"),
@@ -198,6 +199,16 @@ def test_a_group_gives_each_line_an_id_up_to_its_own_and_a_running_number() -> N
         b'["g","n",1,2,[1,1.5,"#lobby","alice","hi","say"],{"reply_to":"x"}]',
         b'["g","n",1,1,[1,1.5,"#lobby","alice","hi","say",{"reply_to":"x"}]]',
         b'["g","n",1,1,[1,1.5,"#lobby","alice","hi","say"]',  # not json
+        # Rows read a column at a time (see _plain_rows): each wrong in one place.
+        b'["g","n",1,2,[1,1.5,"#lobby","alice","hi","say"],"sixsix"]',  # a string of six
+        b'["g","n",1,1,{"a":1,"b":1.5,"c":"#lobby","d":"a","e":"hi","f":"say"}]',  # an object
+        b'["g","n",1,2,[1,1.5,"#lobby","alice","hi","say"],[1,true,"#lobby","a","hi","say"]]',
+        b'["g","n",1,2,[1,1.5,"#lobby","alice","hi","say"],[1,"1.5","#lobby","a","hi","say"]]',
+        b'["g","n",1,2,[1,1.5,"#lobby","alice","hi","say"],[1,1.5,null,"a","hi","say"]]',
+        b'["g","n",1,2,[1,1.5,"#lobby","alice","hi","say"],[1,1.5,"#lobby",["a"],"hi","say"]]',
+        b'["g","n",1,2,[1,1.5,"#lobby","alice","hi","say"],[1,1.5,"#lobby","a",2,"say"]]',
+        b'["g","n",1,2,[1,1.5,"#lobby","alice","hi","say"],[1,1.5,"#lobby","a","hi",["say"]]]',
+        b'["g","n",1,2,[1,1.5,"#lobby","alice","hi","say"],[1,1.5,"#lobby","a","hi","Say"]]',
     ],
 )
 def test_a_group_that_is_not_ours_is_refused(payload: bytes) -> None:
@@ -205,6 +216,41 @@ def test_a_group_that_is_not_ours_is_refused(payload: bytes) -> None:
         decode_group("1-0", payload)
     with pytest.raises(BadEntry):
         decode_entries("1-0", payload)
+
+
+PLAIN_ROWS = {
+    "one room, one nick": [LINE, dataclasses.replace(LINE, ts=5, text="b")],
+    "rooms": [LINE, dataclasses.replace(LINE, room="#dev"), LINE],
+    "nicks": [LINE, dataclasses.replace(LINE, nick="bob", kind="action"), LINE],
+    "kinds": [dataclasses.replace(LINE, kind="notice"), dataclasses.replace(LINE, kind="action")],
+}
+
+
+@pytest.mark.parametrize("said", PLAIN_ROWS.values(), ids=PLAIN_ROWS.keys())
+@pytest.mark.parametrize("persist", ["all", "none", "some"])
+def test_a_group_of_plain_rows_reads_as_each_row_alone(said: list[Message], persist: str) -> None:
+    """A group of plain rows (read a column at a time) gives each line what the same row
+    in an entry of its own gives (read field by field): its fields, type and hash, and
+    whether it is stored; and the room its lines share, if one."""
+    stored = [persist == "all" or (persist == "some" and i % 2 == 1) for i in range(len(said))]
+    rows = [encode_row(line, persist=p) for line, p in zip(said, stored, strict=True)]
+    last_id = 40 + len(said) - 1
+    group = decode_group(f"{last_id}-0", encode_group("n", 7, rows))
+    alone = [
+        decode_line(f"{event_id}-0", encode_line("n", seq, line, persist=p))
+        for event_id, seq, line, p in zip(
+            range(40, last_id + 1), range(7, 7 + len(said)), said, stored, strict=True
+        )
+    ]
+    assert group.lines == [line for _, _, line, _, _ in alone]
+    assert [type(line) for line in group.lines] == [Message] * len(said)
+    assert [hash(line) for line in group.lines] == [hash(line) for _, _, line, _, _ in alone]
+    assert group.persist == stored == [p for _, _, _, p, _ in alone]
+    assert group.authors == [None] * len(said)
+    rooms = {line.room for line in said}
+    assert group.room == (rooms.pop() if len(rooms) == 1 else None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        group.lines[0].text = "changed"  # type: ignore[misc]
 
 
 def test_a_node_knows_its_own_groups_by_their_start() -> None:
@@ -354,6 +400,34 @@ def test_groups_read_back_hand_their_lines_on_in_order_with_the_log_ids() -> Non
     assert all(p.room is room for p in handed[4:])
     assert expected == [1, 2, 3, 4, 5] and broker.last_event_id == 5
     assert not broker._mine and broker._position == "5-0"
+
+
+def test_another_nodes_group_in_two_rooms_hands_each_line_on_to_its_room() -> None:
+    """A group of lines to several rooms (and of a room this node does not know): each
+    line goes on with its own room, stored as its row says, said under its account."""
+    broker, handed, expected = a_reader("a")
+    lobby = broker.hub.rooms["#lobby"]
+    dev = broker.hub.rooms["#dev"] = Room("#dev")
+    theirs = [
+        LINE,
+        dataclasses.replace(LINE, room="#dev"),
+        dataclasses.replace(LINE, room="#gone"),
+        dataclasses.replace(LINE, room="#dev", nick="bob"),
+    ]
+    rows = [encode_row(line, persist=line.nick == "alice") for line in theirs]
+    rows[3] = encode_row(theirs[3], author="bob-account")
+    broker._read_entries([(b"23-0", encode_group("b", 1, rows))], b"-", b"-")
+    assert [p.event for p in handed] == [
+        dataclasses.replace(line, id=n) for n, line in zip(range(20, 24), theirs, strict=True)
+    ]
+    assert [p.room for p in handed] == [lobby, dev, None, dev]
+    assert [(p.persist, p.author, p.extra, p.sender) for p in handed] == [
+        (True, None, (), None),
+        (True, None, (), None),
+        (True, None, (), None),
+        (False, "bob-account", (), None),
+    ]
+    assert expected == [20, 21, 22, 23] and broker.last_event_id == 23
 
 
 def test_a_group_of_this_node_missing_a_line_hands_on_the_others_with_their_ids() -> None:

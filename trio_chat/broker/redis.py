@@ -35,13 +35,14 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import trio
 
 from ..delivery import author_of
-from ..hub import Pending, Receiver, RuleChange, ServerBusy, Session
+from ..hub import Pending, Receiver, Room, RuleChange, ServerBusy, Session
 from ..names import name_key
 from ..protocol import Info, Joined, Message, renumbered
 from . import replica
@@ -731,24 +732,24 @@ class RedisBroker(Presence):
         else:
             stream_id = raw_id.decode()
             try:
-                node, first_seq, lines = decode_group(stream_id, payload)
+                group = decode_group(stream_id, payload)
             except BadEntry as exc:
                 log.warning("broker: skipped an entry: %s", exc)
                 return
-            if node == self.node:  # not known by its start: still this node's own
-                for seq, (line, _, _) in enumerate(lines, first_seq):
+            lines = group.lines
+            if group.node == self.node:  # not known by its start: still this node's own
+                for seq, line in enumerate(lines, group.first_seq):
                     self._read_own(seq, f"{line.id}-0")
                 return
-            room = self.hub.room
-            name, in_room = None, None
-            # Their ids follow each other up to the group's: expected at once. (Pending
-            # by position: its keywords cost a tenth of a line's hand-on.)
+            # Their ids follow each other up to the group's: expected at once.
             self.hub.expect_run(last_id - len(lines) + 1, last_id)
-            for event, persist, author in lines:
-                if event.room != name:  # (a group's lines are mostly in one room)
-                    name = event.room
-                    in_room = room(name)
-                deliver(Pending(event, in_room, (), persist, None, None, None, author))
+            room = self.hub.room
+            if group.room is not None:  # (most groups: one room)
+                rooms: Iterable[Room | None] = repeat(room(group.room))
+            else:
+                found = {name: room(name) for name in {line.room for line in lines}}
+                rooms = [found[line.room] for line in lines]
+            handing += lines_heard(lines, rooms, group.persist, group.authors)
         if last_id > self.last_event_id:
             self.last_event_id = last_id
 
@@ -830,6 +831,47 @@ async def _run_script(
         if exc.code != "NOSCRIPT":
             raise
     return await connection.call(b"EVAL", script, len(keys), *keys, *args)
+
+
+def lines_heard(
+    lines: list[Message],
+    rooms: Iterable[Room | None],
+    persist: list[bool],
+    authors: list[str | None],
+) -> list[Pending]:
+    """``[Pending(line, room, (), stored, None, None, None, author) for ...]`` (``rooms``
+    may go on past the lines: a ``repeat``): another
+    node's chat lines to their rooms' members, each stored or not and said under an
+    account or not, made in one loop without a call of ``__init__`` for each (as
+    :func:`~trio_chat.delivery.lines_said` makes this node's)."""
+    made: list[Pending] = []
+    append = made.append
+    for line, room, stored, author in zip(lines, rooms, persist, authors, strict=False):
+        pending = _new(Pending)
+        pending.event = line
+        pending.room = room
+        pending.extra = ()
+        pending.persist = stored
+        pending.sender = None
+        pending.accounts = None
+        pending.arrival = None
+        pending.author = author
+        append(pending)
+    return made
+
+
+_new = object.__new__
+# lines_heard sets each field: one added to Pending must be added there too.
+assert Pending.__slots__ == (
+    "event",
+    "room",
+    "extra",
+    "persist",
+    "sender",
+    "accounts",
+    "arrival",
+    "author",
+)
 
 
 def _text(value: str | bytes) -> str:
