@@ -139,7 +139,7 @@ async def run_connection(server: ChatHost, link: Link, release: Callable[[], Non
     (see :class:`Resident`).
     """
     metrics = server.metrics
-    metrics.connections.labels(link.transport).inc()
+    metrics.connections_by[link.transport].inc()
     metrics.connections_total.inc()
     device: Device | None = None
     end_label = "closed"
@@ -154,7 +154,7 @@ async def run_connection(server: ChatHost, link: Link, release: Callable[[], Non
             await say_goodbye(link, Bye(code="timeout", text="no nickname given in time"))
     finally:
         if device is None:
-            metrics.disconnects_total.labels(end_label).inc()
+            metrics.disconnects_by[end_label].inc()
             await close_link(server, link, release)
     if device is None:
         return

@@ -509,7 +509,7 @@ class Resident:
         server, device = self.server, self.device
         server.session_ended()
         label = device.ending[0] or _REASON_CODES.get(reason, "other")
-        server.metrics.disconnects_total.labels(label).inc()
+        server.metrics.disconnects_by[label].inc()
         server.keepalive.forget(device)
         server.hub.detach_device(device, reason)
         log.info("disconnect nick=%s addr=%s reason=%r", device.nick, self.link.address, reason)
