@@ -190,3 +190,63 @@ async def test_a_websocket_client_that_never_says_hello_is_dropped_at_the_deadli
             took = trio.current_time() - started
     assert [json.loads(text)["code"] for text in texts] == ["timeout"]
     assert 0.4 < took < 2.0
+
+
+async def test_a_quiet_end_waits_for_nothing_and_one_with_lines_in_flight_settles() -> None:
+    """A connection that ends while nothing is in flight says goodbye without waiting for
+    the publisher (``settled_now``: no settle, no scope); one whose last line is still on
+    its way (being committed) settles first, so its echo comes before its ``bye``. Both
+    leave #lobby, as the others see."""
+    async with open_test_server() as chat:
+        server = chat.server
+        settles: list[bool] = []
+        settle = server.settle
+
+        async def counted_settle() -> None:
+            settles.append(server.settled_now())
+            await settle()
+
+        server.settle = counted_settle  # type: ignore[method-assign]
+        host, port = chat.address("tcp")
+
+        async def log_in(nick: str) -> trio.SocketStream:
+            stream = await trio.open_tcp_stream(host, port)
+            await stream.send_all(b'{"type":"hello","nick":"%s"}\n' % nick.encode())
+            seen = b""
+            while b'"type":"join"' not in seen:
+                seen += await stream.receive_some(65536)
+            return stream
+
+        async def read_events(stream: trio.SocketStream, until: str) -> list[dict[str, Any]]:
+            data = b""
+            while True:
+                events = [json.loads(line) for line in data.splitlines() if line.strip()]
+                if any(e["type"] == until for e in events) and data.endswith(b"\n"):
+                    return events
+                chunk = await stream.receive_some(65536)
+                assert chunk, f"closed before {until}: {events}"
+                data += chunk
+
+        with trio.fail_after(10):
+            watcher = await log_in("watcher")
+            quiet = await log_in("quiet")
+            await read_events(watcher, "join")  # quiet's join: nothing left in flight
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.settled_now()
+            await quiet.send_all(b'{"type":"quit"}\n')
+            events = await read_events(quiet, "bye")
+            assert [e["type"] for e in events] == ["bye"]
+            parts = await read_events(watcher, "leave")
+            assert [e["nick"] for e in parts if e["type"] == "leave"] == ["quiet"]
+            assert settles == []  # the quiet end did not settle
+            talker = await log_in("talker")
+            await read_events(watcher, "join")
+            await trio.testing.wait_all_tasks_blocked()
+            await talker.send_all(b'{"type":"say","text":"last words"}\n{"type":"quit"}\n')
+            events = await read_events(talker, "bye")
+            assert [e["type"] for e in events] == ["message", "bye"]
+            assert events[0]["text"] == "last words"
+            assert settles == [False]  # its line was in flight: it settled
+            await watcher.aclose()
+            await quiet.aclose()
+            await talker.aclose()

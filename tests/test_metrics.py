@@ -301,3 +301,28 @@ async def test_a_running_server_counts_what_happens() -> None:
         assert samples[("process_resident_memory_bytes", ())] > 0
         assert samples[("process_open_fds", ())] >= 4  # at least the three sockets here
         assert ("python_gc_collections_total", (("generation", "0"),)) in samples
+
+
+def test_children_are_labelled_once_and_are_the_librarys_own() -> None:
+    """``connections_by`` and ``disconnects_by`` hand out the children ``labels`` makes,
+    asking ``labels`` once per value: what a connection updates costs a dict lookup."""
+    metrics = Metrics()
+    asked: list[str] = []
+    labels = metrics.disconnects_total.labels
+
+    def counted(value: str) -> object:
+        asked.append(value)
+        return labels(value)
+
+    metrics.disconnects_total.labels = counted  # type: ignore[method-assign]
+    for _ in range(3):
+        metrics.disconnects_by["quit"].inc()
+    metrics.disconnects_by["flooding"].inc()
+    assert asked == ["quit", "flooding"]
+    assert metrics.disconnects_by["quit"] is labels("quit")
+    assert metrics.connections_by["tcp-json"] is metrics.connections.labels("tcp-json")
+    metrics.connections_by["websocket"].inc()
+    _, samples = parse(metrics.render())
+    assert samples[("trio_chat_disconnects_total", (("reason", "quit"),))] == 3
+    assert samples[("trio_chat_disconnects_total", (("reason", "flooding"),))] == 1
+    assert samples[("trio_chat_connections", (("transport", "websocket"),))] == 1

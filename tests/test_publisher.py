@@ -133,3 +133,24 @@ async def test_settle_waits_for_what_was_queued_before_it_not_for_a_quiet_moment
     ]
     publisher.deliver_waiting()  # the later line was left for later
     assert lines_of(ann.mailbox.take_nowait(100)) == ["someone else's, after the settle began"]
+
+
+async def test_settled_now_says_whether_a_settle_would_wait() -> None:
+    """What a connection's goodbye asks before it would settle: false while a numbered
+    event or a reply waiting its turn is undelivered, true once they are."""
+    hub, publisher, ann = lobby()
+    assert publisher.settled_now()
+    hub.say(ann, "#lobby", "mine")
+    assert not publisher.settled_now()  # numbered, not yet delivered
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher.publish_forever)
+        with trio.fail_after(5):
+            await publisher.settle()
+        assert publisher.settled_now()
+        hub.send_to(ann, Info(text="a reply"), in_order=True)
+        assert not publisher.settled_now()  # a reply waiting its turn (in order)
+        with trio.fail_after(5):
+            await publisher.settle()
+        assert publisher.settled_now()
+        nursery.cancel_scope.cancel()
+    assert len(ann.mailbox.take_nowait(100)) == 2  # the line and the reply

@@ -416,3 +416,15 @@ class Publisher:
                     pending.sender,
                     Error(code="not_saved", text="your message could not be saved; not sent"),
                 )
+
+    def settled_now(self) -> bool:
+        """Whether :meth:`settle` would return at once: every event numbered and every
+        reply queued so far delivered, and no sliced fan-out owing anyone. Asked without
+        waiting, so that a connection ending while nothing is in flight (the usual quiet
+        end) says its goodbye without a scope around a wait that would not happen."""
+        hub = self.hub
+        return (
+            hub.history_bound() > hub.last_id
+            and self._done >= self._accepted
+            and not hub.owes_since(hub.owed_made)
+        )

@@ -539,6 +539,10 @@ class ChatServer(ServerAPI):
         if self.publisher is not None:
             await self.publisher.settle()
 
+    def settled_now(self) -> bool:
+        """Whether :meth:`settle` would return at once (nothing in flight)."""
+        return self.publisher is None or self.publisher.settled_now()
+
     async def admit(
         self, nick: str, password: str | None, register: bool, address: str
     ) -> str | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
@@ -49,7 +49,7 @@ class Arrival:
     def __init__(
         self,
         server: ChatHost,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         peer: str,
         refusal: Callable[[str], bytes],
         slots: contextlib.ExitStack[bool | None],
@@ -87,15 +87,16 @@ class Arrival:
         return True
 
 
-#: A transport's opening (see :func:`serve_accepted`).
-OpenLink = Callable[["ChatHost", trio.SocketStream, Arrival], Awaitable["Link | None"]]
+#: The stream of an accepted connection: trio's, or the TCP chat port's descriptor.
+S = TypeVar("S", bound=trio.abc.Stream)
 
 
 async def serve_accepted(
     server: ChatHost,
-    stream: trio.SocketStream,
-    open_link: OpenLink,
+    stream: S,
+    open_link: Callable[[ChatHost, S, Arrival], Awaitable[Link | None]],
     refusal: Callable[[str], bytes],
+    peer: str | None = None,
 ) -> None:
     """One accepted connection, whatever the transport: its place in the connection limits
     (or ``refusal(reason)`` sent back), the transport's opening (``open_link``: a PROXY
@@ -106,10 +107,12 @@ async def serve_accepted(
     then ``open_link`` takes it with :meth:`Arrival.admit` once it knows the client. A link
     comes back only from an admitted connection.
 
-    Owns ``stream``: closes it unless :func:`run_connection` took it over. Nothing a
-    connection does gets past this function, so nothing takes down the listener.
+    ``peer``: the peer's ``host:port`` if the accept said it already (else asked of the
+    socket). Owns ``stream``: closes it unless :func:`run_connection` took it over.
+    Nothing a connection does gets past this function, so nothing takes down the listener.
     """
-    peer = peer_address(stream)
+    if peer is None:
+        peer = peer_address(stream)
     arrival: Arrival | None = None
     link: Link | None = None
     try:
@@ -139,7 +142,7 @@ async def run_connection(server: ChatHost, link: Link, release: Callable[[], Non
     (see :class:`Resident`).
     """
     metrics = server.metrics
-    metrics.connections.labels(link.transport).inc()
+    metrics.connections_by[link.transport].inc()
     metrics.connections_total.inc()
     device: Device | None = None
     end_label = "closed"
@@ -154,7 +157,7 @@ async def run_connection(server: ChatHost, link: Link, release: Callable[[], Non
             await say_goodbye(link, Bye(code="timeout", text="no nickname given in time"))
     finally:
         if device is None:
-            metrics.disconnects_total.labels(end_label).inc()
+            metrics.disconnects_by[end_label].inc()
             await close_link(server, link, release)
     if device is None:
         return

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 
 import trio
 
@@ -27,9 +28,11 @@ _CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
 _RECEIVE_SIZE = 64 * 1024
 
 
-class FdStream(trio.abc.Stream):
+class FdStream(trio.abc.HalfCloseableStream):
     """A connected, non-blocking stream socket by its file descriptor, which this owns and
-    closes. Take one over from trio with :meth:`take_over`."""
+    closes. Take one over from trio with :meth:`take_over`, or make one of a descriptor
+    just accepted (:func:`~.streams.accept_plain_waiting`: the TCP chat port's
+    connections are one of these from their accept on)."""
 
     __slots__ = ("_fd", "_sending")
 
@@ -72,6 +75,22 @@ class FdStream(trio.abc.Stream):
             await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             self._sending = False
+
+    async def send_eof(self) -> None:
+        """Shut the sending side (the peer reads its end; reading goes on): what a refusal
+        does before it drains the peer (:func:`~.streams.refuse`), so rarely that a
+        socket object made for the call costs nothing worth sparing."""
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this socket")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        sock = socket.socket(fileno=self._checked_fd())
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            raise _stream_error(exc) from exc
+        finally:
+            sock.detach()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._sending:

@@ -103,9 +103,9 @@ async def _log_in(
         if item is None:
             return None
         if link.transport != transport:  # a late JSON hello after the text prompt
-            server.metrics.connections.labels(transport).dec()
+            server.metrics.connections_by[transport].dec()
             transport = link.transport
-            server.metrics.connections.labels(transport).inc()
+            server.metrics.connections_by[transport].inc()
             mailbox.follow(link)
         # Garbage before a hello counts too; a wait here is bounded by the handshake timeout.
         decision = flood.check(trio.current_time(), frame_cost(item), link.last_heard)

@@ -189,6 +189,11 @@ class ChatHost(Protocol):
         """Wait until everything said so far reached the mailboxes (before parking)."""
         ...
 
+    def settled_now(self) -> bool:
+        """Whether :meth:`settle` would return at once: nothing said so far is still on
+        its way to the mailboxes (a goodbye then waits for nothing)."""
+        ...
+
     def start_connection_task(self, run: Callable[[], Awaitable[None]]) -> None:
         """Serve a parked connection that woke up in a task of its own again."""
         ...

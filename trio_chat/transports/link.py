@@ -143,5 +143,5 @@ async def close_link(server: ChatHost, link: Link, release: Callable[[], None]) 
 
 def count_out(server: ChatHost, link: Link, release: Callable[[], None]) -> None:
     """A connection is closed: count it out, and give back its place in the limits."""
-    server.metrics.connections.labels(link.transport).dec()
+    server.metrics.connections_by[link.transport].dec()
     release()

@@ -329,15 +329,19 @@ class Resident:
                 reason = close_reason
             # Whatever stopped the reading (the peer closed or only stopped sending, or the
             # server ended it): what is queued is written, the connection's own last lines
-            # included, then the bye, all within a bounded time.
-            with trio.move_on_after(GOODBYE_TIMEOUT):
-                await server.settle()
-                server.hub.detach_device(device, reason)
-                mailbox.call_when_queued(None)
-                mailbox.close()
-                await self._writer_ended()
-                if self._write_failed is None and len(mailbox):
-                    await self._write(rearm=False)  # (a write scope only if it has work)
+            # included, then the bye, all within a bounded time. When nothing is in flight
+            # and no writer runs (a quiet end), nothing is waited for: no scope.
+            quiet = server.settled_now() and not self.writing
+            if quiet:
+                self._leave(reason)
+            if not quiet or len(mailbox):
+                with trio.move_on_after(GOODBYE_TIMEOUT):
+                    if not quiet:
+                        await server.settle()
+                        self._leave(reason)
+                        await self._writer_ended()
+                    if self._write_failed is None and len(mailbox):
+                        await self._write(rearm=False)  # (a write scope only if it has work)
             reason = self._write_failed or reason
             await self._stop_writer()
         close_code, close_reason = device.ending
@@ -347,6 +351,14 @@ class Resident:
             bye = Bye(code=close_code, text=close_reason or close_code)
             await say_goodbye(link, bye, pending)
         return reason
+
+    def _leave(self, reason: str) -> None:
+        """The goodbye's start: out of the hub (its user leaves its rooms if this was its
+        last connection), and the mailbox closed to anything more."""
+        mailbox = self.device.mailbox
+        self.server.hub.detach_device(self.device, reason)
+        mailbox.call_when_queued(None)
+        mailbox.close()
 
     async def _handle_input(self, fill: bool) -> str | None:
         """Handle the frames that have arrived (with ``fill``, and those that arrive after
@@ -610,7 +622,7 @@ class Resident:
         server, device = self.server, self.device
         server.session_ended()
         label = device.ending[0] or _REASON_CODES.get(reason, "other")
-        server.metrics.disconnects_total.labels(label).inc()
+        server.metrics.disconnects_by[label].inc()
         server.keepalive.forget(device)
         server.hub.detach_device(device, reason)
         log.info("disconnect nick=%s addr=%s reason=%r", device.nick, self.link.address, reason)

@@ -128,13 +128,23 @@ ACCEPT_SKIPPED_ERRNOS = frozenset(
 ACCEPT_BURST = 64
 
 
+#: What serves a connection accepted as its descriptor (:func:`accept_plain_waiting`):
+#: called with the stream and the peer's ``host:port``.
+PlainHandler = Callable[[FdStream, str], Awaitable[object]]
+
+
 async def accept_forever(
     listeners: list[trio.SocketListener],
     handler: Callable[[trio.SocketStream], Awaitable[object]],
     handler_nursery: trio.Nursery,
+    *,
+    plain: PlainHandler | None = None,
 ) -> None:
     """Accept connections on ``listeners`` and run ``handler(stream)`` for each in
-    ``handler_nursery``, until cancelled.
+    ``handler_nursery``, until cancelled; with ``plain``, ``plain(stream, peer)`` instead,
+    each connection taken as its descriptor (:func:`accept_plain_waiting`: only for
+    listeners that gave their connections every option they need, see
+    :func:`set_connection_defaults`).
 
     ``trio.serve_listeners`` with one difference: the handler owns the stream and must
     close it (or hand it on). trio's closes it when the handler returns, but a parked
@@ -142,7 +152,7 @@ async def accept_forever(
     """
     async with trio.open_nursery() as nursery:
         for listener in listeners:
-            nursery.start_soon(_accept_on, listener, handler, handler_nursery)
+            nursery.start_soon(_accept_on, listener, handler, handler_nursery, plain)
 
 
 async def serve_port(
@@ -246,6 +256,7 @@ async def _accept_on(
     listener: trio.SocketListener,
     handler: Callable[[trio.SocketStream], Awaitable[object]],
     handler_nursery: trio.Nursery,
+    plain: PlainHandler | None = None,
 ) -> None:
     """Accept on ``listener`` until cancelled: everything waiting at once (up to
     :data:`ACCEPT_BURST`), then wait until more comes.
@@ -262,9 +273,16 @@ async def _accept_on(
         try:
             listening.setblocking(False)
             while True:
-                streams, failed = accept_waiting(listening, ACCEPT_BURST)
-                for stream in streams:
-                    handler_nursery.start_soon(handler, stream)
+                if plain is None:
+                    streams, failed = accept_waiting(listening, ACCEPT_BURST)
+                    for stream in streams:
+                        handler_nursery.start_soon(handler, stream)
+                    taken = len(streams)
+                else:
+                    arrived, failed = accept_plain_waiting(listening, ACCEPT_BURST)
+                    for fd_stream, peer in arrived:
+                        handler_nursery.start_soon(plain, fd_stream, peer)
+                    taken = len(arrived)
                 if failed is not None:
                     if failed.errno not in ACCEPT_CAPACITY_ERRNOS:
                         raise failed
@@ -274,7 +292,7 @@ async def _accept_on(
                         ACCEPT_RETRY_SECONDS,
                     )
                     await trio.sleep(ACCEPT_RETRY_SECONDS)
-                elif len(streams) < ACCEPT_BURST:
+                elif taken < ACCEPT_BURST:
                     await trio.lowlevel.wait_readable(listening)
                 else:  # more may wait: let the accepted ones (and everyone else) run first
                     await trio.lowlevel.checkpoint()
@@ -302,6 +320,60 @@ def accept_waiting(
             return streams, exc
         streams.append(trio.SocketStream(trio.socket.from_stdlib_socket(accepted)))
     return streams, None
+
+
+def accept_plain_waiting(
+    listening: socket.socket, limit: int
+) -> tuple[list[tuple[FdStream, str]], OSError | None]:
+    """:func:`accept_waiting`, each connection as its descriptor (an :class:`FdStream`,
+    made non-blocking) and its peer's ``host:port``, for a listener whose connections
+    inherit what trio's ``SocketStream`` would set on each (:func:`set_connection_defaults`).
+
+    trio's accept makes three objects per connection (the standard library's socket,
+    trio's socket around it, the ``SocketStream``: the socket's family and type made enum
+    members on the way) and sets two options on it, and the peer's address takes one more
+    system call; a logged-in connection then keeps the descriptor alone anyway
+    (:func:`kept_stream`). Here the descriptor and the address ``accept`` returns are all
+    there is, and making it non-blocking: about 6 against 18 us per connection (process
+    time, a loop of 1,000 here, loaded), three system calls fewer."""
+    accepted: list[tuple[FdStream, str]] = []
+    for _ in range(limit):
+        try:
+            # The socket's own accept, before the standard library makes an object of it.
+            fd, address = listening._accept()  # type: ignore[attr-defined]
+        except BlockingIOError:
+            break
+        except OSError as exc:
+            if exc.errno in ACCEPT_SKIPPED_ERRNOS:
+                continue
+            return accepted, exc
+        try:
+            os.set_blocking(fd, False)
+        except OSError:  # (cannot happen to a socket just accepted)
+            os.close(fd)
+            continue
+        host, port, *_ = address
+        accepted.append((FdStream(fd), format_address(host, port)))
+    return accepted, None
+
+
+#: Bytes the kernel may hold unsent per connection before a write waits: trio's
+#: ``SocketStream`` sets this on each socket it wraps (see :func:`set_connection_defaults`).
+NOTSENT_LOWAT = 2**14
+
+
+def set_connection_defaults(sock: socket.socket | trio.socket.SocketType) -> bool:
+    """Set on a listening socket what trio's ``SocketStream`` sets on each connection
+    (``TCP_NODELAY``; ``TCP_NOTSENT_LOWAT`` where there is one): Linux copies a listening
+    socket's options into every connection it accepts, so
+    :func:`accept_plain_waiting` need not set them again. Whether every option took."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
+    except OSError:
+        return False
+    return True
 
 
 def listener_address(scheme: str, listener: trio.SocketListener) -> str:

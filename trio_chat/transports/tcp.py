@@ -36,6 +36,7 @@ from ..proxyproto import NO_PROXY_HEADER, ProxyProtocolError, looks_like_proxy_h
 from ..textmode import NICK_PROMPT, decode_text_line, parse_command_line
 from ..wire import JSON_LINES, TEXT_LINES, WireFormat, encoded, sizer
 from .connection import Arrival, serve_accepted
+from .fdstream import FdStream
 from .http import response
 from .parking import ParkingLot, Woken
 from .streams import (
@@ -54,6 +55,7 @@ from .streams import (
     receive_on_fd,
     receive_or_end,
     refuse,
+    set_connection_defaults,
     socket_fd,
     write_all_nowait,
     write_nowait,
@@ -365,6 +367,11 @@ def enable_keepalive(
 #: connection is given them itself.
 KEEPALIVE_INHERITED = sys.platform == "linux"
 
+#: Whether the TCP chat port accepts each connection as its descriptor (where its options
+#: are inherited: see :func:`serve_tcp_chat`); off, through trio's ``SocketStream``, as
+#: the WebSocket port does (tests compare the two).
+PLAIN_ACCEPT = True
+
 
 async def handle_tcp(
     server: ChatHost, stream: trio.SocketStream, *, keepalive_set: bool = False
@@ -374,6 +381,12 @@ async def handle_tcp(
     if not keepalive_set:
         enable_keepalive(stream)
     await serve_accepted(server, stream, open_tcp_link, refused_line)
+
+
+async def handle_plain_tcp(server: ChatHost, stream: FdStream, peer: str) -> None:
+    """Serve one TCP connection accepted as its descriptor, from ``peer`` (see
+    :func:`~.streams.accept_plain_waiting`; its options came from its listener)."""
+    await serve_accepted(server, stream, open_tcp_link, refused_line, peer)
 
 
 def refused_line(reason: str) -> bytes:
@@ -392,7 +405,7 @@ PROXY_HEADER_REQUIRED = (
 
 
 async def open_tcp_link(
-    server: ChatHost, stream: trio.SocketStream, arrival: Arrival
+    server: ChatHost, stream: trio.abc.Stream, arrival: Arrival
 ) -> TcpLink | None:
     """The PROXY header (from a trusted proxy, which must send one), TLS (if on), then JSON
     or text: the link to chat over, or ``None`` if the peer came for something else, was
@@ -489,7 +502,11 @@ async def serve_tcp_chat(
 
     The keepalive options are set on the listening sockets, once, where connections
     inherit them (Linux): four system calls fewer per connection, which a crowd
-    reconnecting after a restart makes by the thousand."""
+    reconnecting after a restart makes by the thousand. So are the options trio's
+    ``SocketStream`` sets on each connection (``TCP_NODELAY``, ``TCP_NOTSENT_LOWAT``), and
+    then each connection is accepted as its descriptor alone
+    (:func:`~.streams.accept_plain_waiting`): none of trio's socket objects, which a
+    logged-in connection would give up anyway, nor two more system calls each."""
     scheme = "tcp" if server.ssl_context is None else "tls"
     listeners = await open_listeners(
         server.config.host, server.config.port, reuse_port=SHARE_PORTS.get()
@@ -497,9 +514,15 @@ async def serve_tcp_chat(
     inherited = KEEPALIVE_INHERITED and all(
         [enable_keepalive(listener.socket) for listener in listeners]
     )
+    plain = (
+        inherited
+        and PLAIN_ACCEPT
+        and all([set_connection_defaults(listener.socket) for listener in listeners])
+    )
     task_status.started([listener_address(scheme, listener) for listener in listeners])
     await accept_forever(
         listeners,
         functools.partial(handle_tcp, server, keepalive_set=inherited),
         handler_nursery,
+        plain=functools.partial(handle_plain_tcp, server) if plain else None,
     )
