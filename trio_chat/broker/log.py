@@ -43,10 +43,8 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from itertools import repeat
 from typing import Any, Literal, TypeAlias, get_args
 
 import orjson
@@ -58,6 +56,7 @@ from ..protocol import (
     RemoteProtocolError,
     ServerEvent,
     chat_line,
+    lines_by_column,
     server_event_from_dict,
 )
 
@@ -362,18 +361,7 @@ def _plain_rows(node: str, first_seq: int, first_id: int, rows: list[Any]) -> Gr
         and set(map(type, times)) <= _TIME_TYPES
     ):
         return None
-    lines = list(map(_new, repeat(Message, count)))
-    for setter, column in (
-        (_set_id, range(first_id, first_id + count)),
-        (_set_ts, times),
-        (_set_room, rooms),
-        (_set_nick, nicks),
-        (_set_text, texts),
-        (_set_kind, kinds),
-    ):
-        _each(map(setter, lines, column))
-    for setter in _SET_TO_NONE:
-        _each(map(setter, lines, repeat(None)))
+    lines = lines_by_column(first_id, count, times, rooms, nicks, texts, kinds)
     # (As ``flag == 1`` for each.)
     persist = [True] * count if persists.count(1) == count else [flag == 1 for flag in persists]
     return Group(node, first_seq, lines, persist, [None] * count, room if one_room else None)
@@ -391,21 +379,6 @@ def _strings(column: tuple[object, ...]) -> bool:
 
 _KINDS_OF_LINES = frozenset(get_args(MessageKind))
 _TIME_TYPES = frozenset((float, int))
-_new = object.__new__
-#: Consumes an iterator in C (``map`` of the setters below, for their effect).
-_each: Callable[[Iterable[object]], None] = deque[object](maxlen=0).extend
-#: How each field of a :class:`~trio_chat.protocol.Message` is set, through its slot (as
-#: :func:`~trio_chat.protocol.chat_line` sets it: the frozen dataclass's ``__init__``
-#: reaches the same slots through ``object.__setattr__``).
-_SETTERS: dict[str, Callable[[Message, Any], None]] = {
-    f.name: Message.__dict__[f.name].__set__ for f in fields(Message)
-}
-_set_id, _set_ts, _set_room, _set_nick, _set_text, _set_kind = (
-    _SETTERS[name] for name in ("id", *_LINE_FIELDS)
-)
-#: The other fields, ``None`` in a plain row's line (they all default to it).
-_SET_TO_NONE = tuple(_SETTERS[name] for name in _LINE_EXTRAS)
-assert all(f.default is None for f in fields(Message) if f.name in _LINE_EXTRAS)
 
 
 def _good_reply(reply_to: object, quote: object) -> bool:
