@@ -23,7 +23,7 @@ import logging
 import operator
 import sys
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -59,6 +59,7 @@ __all__ = [
     "author_of",
     "bundles",
     "lines_said",
+    "pending_lines",
 ]
 
 log = logging.getLogger("trio_chat.hub")
@@ -133,26 +134,43 @@ class Pending:
 
 def lines_said(lines: list[Message], room: Room, sender: Session) -> list[Pending]:
     """``[Pending(line, room, (), True, sender) for line in lines]`` (chat lines of this
-    node, stored before delivery), made without a call of ``__init__`` for each: the hub
-    publishes a run of lines of one read this way (see :meth:`Hub.say_lines`)."""
+    node, stored before delivery), made by :func:`pending_lines`: the hub publishes a run
+    of lines of one read this way (see :meth:`Hub.say_lines`)."""
+    repeat = itertools.repeat
+    return pending_lines(lines, repeat(room), repeat(True), repeat(sender), repeat(None))
+
+
+def pending_lines(
+    lines: list[Message],
+    rooms: Iterable[Room | None],
+    persist: Iterable[bool],
+    senders: Iterable[Session | None],
+    authors: Iterable[str | None],
+) -> list[Pending]:
+    """``[Pending(line, room, (), stored, sender, None, None, author) for ...]``, the other
+    fields a column each (which may go on past the lines: a ``repeat``), made in one loop
+    without a call of ``__init__`` for each: a run of this node's lines
+    (:func:`lines_said`), or of another node's read from the log."""
     made: list[Pending] = []
     append = made.append
-    for line in lines:
+    for line, room, stored, sender, author in zip(
+        lines, rooms, persist, senders, authors, strict=False
+    ):
         pending = _new(Pending)
         pending.event = line
         pending.room = room
         pending.extra = ()
-        pending.persist = True
+        pending.persist = stored
         pending.sender = sender
         pending.accounts = None
         pending.arrival = None
-        pending.author = None
+        pending.author = author
         append(pending)
     return made
 
 
 _new = object.__new__
-# lines_said sets each field: one added to Pending must be added there too.
+# pending_lines sets each field: one added to Pending must be added there too.
 assert tuple(Pending.__slots__) == (
     "event",
     "room",

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import trio
 
-from ..delivery import author_of
+from ..delivery import author_of, pending_lines
 from ..hub import Pending, Receiver, Room, RuleChange, ServerBusy, Session
 from ..names import name_key
 from ..protocol import Info, Joined, Message, renumbered
@@ -749,7 +749,7 @@ class RedisBroker(Presence):
             else:
                 found = {name: room(name) for name in {line.room for line in lines}}
                 rooms = [found[line.room] for line in lines]
-            handing += lines_heard(lines, rooms, group.persist, group.authors)
+            handing += pending_lines(lines, rooms, group.persist, repeat(None), group.authors)
         if last_id > self.last_event_id:
             self.last_event_id = last_id
 
@@ -831,47 +831,6 @@ async def _run_script(
         if exc.code != "NOSCRIPT":
             raise
     return await connection.call(b"EVAL", script, len(keys), *keys, *args)
-
-
-def lines_heard(
-    lines: list[Message],
-    rooms: Iterable[Room | None],
-    persist: list[bool],
-    authors: list[str | None],
-) -> list[Pending]:
-    """``[Pending(line, room, (), stored, None, None, None, author) for ...]`` (``rooms``
-    may go on past the lines: a ``repeat``): another
-    node's chat lines to their rooms' members, each stored or not and said under an
-    account or not, made in one loop without a call of ``__init__`` for each (as
-    :func:`~trio_chat.delivery.lines_said` makes this node's)."""
-    made: list[Pending] = []
-    append = made.append
-    for line, room, stored, author in zip(lines, rooms, persist, authors, strict=False):
-        pending = _new(Pending)
-        pending.event = line
-        pending.room = room
-        pending.extra = ()
-        pending.persist = stored
-        pending.sender = None
-        pending.accounts = None
-        pending.arrival = None
-        pending.author = author
-        append(pending)
-    return made
-
-
-_new = object.__new__
-# lines_heard sets each field: one added to Pending must be added there too.
-assert Pending.__slots__ == (
-    "event",
-    "room",
-    "extra",
-    "persist",
-    "sender",
-    "accounts",
-    "arrival",
-    "author",
-)
 
 
 def _text(value: str | bytes) -> str:
