@@ -345,28 +345,62 @@ class Publisher:
     async def _deliver_committed(
         self, store: Store, commits: trio.MemoryReceiveChannel[_Committing]
     ) -> None:
-        """Deliver each batch once its commit is done, in the order they were taken."""
-        async for batch in commits:
-            failed: set[int] = set()
-            if batch.to_store:
-                try:
-                    if batch.commit is not None:
-                        await batch.commit.wait()
-                    else:  # the store's queue was full: wait for room
-                        await store.write_many([stored_row(p) for p in batch.to_store])
-                except StoreError:
-                    await self._save_one_by_one(store, batch.to_store, failed)
-                else:
-                    self._not_saved_log.recovery(log, "messages are saved again")
-            await self._deliver(batch.batch, frozenset(failed))
+        """Deliver each batch once its commit is done, in the order they were taken.
 
-    async def _deliver(self, batch: list[Pending], failed: frozenset[int]) -> None:
-        """Hand ``batch`` to the hub a slice at a time (see ``deliver_slice``)."""
+        The batches behind it whose commits are done by then go out with it, as one: each
+        receiver gets one bundle for all of them. A batch is what one scheduling round
+        brought, so at a steady rate most are a line or two; delivered one by one, each
+        cost a write per member, and while the fan-outs fell behind the commits, lines
+        queued here in front of their deliverer (the p50 at a steady 500 lines/s to a room
+        of 100 went from 1.5 ms without a store to 7 ms with one).
+        """
+        waiting: _Committing | None = None
+        while True:
+            try:
+                batch = waiting if waiting is not None else await commits.receive()
+            except trio.EndOfChannel:
+                return
+            waiting = None
+            failed = await self._commit_of(store, batch)
+            events, batches = batch.batch, 1
+            while True:
+                try:
+                    later = commits.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                if later.to_store and (later.commit is None or not later.commit.committed()):
+                    waiting = later  # still committing, or failed: it goes out on its own
+                    break
+                events = events + later.batch
+                batches += 1
+            await self._deliver(events, frozenset(failed), batches)
+
+    async def _commit_of(self, store: Store, batch: _Committing) -> set[int]:
+        """Wait until ``batch``'s messages are committed; the ids of the pendings that
+        could not be saved (each tried alone once the batch failed as one)."""
+        failed: set[int] = set()
+        if batch.to_store:
+            try:
+                if batch.commit is not None:
+                    await batch.commit.wait()
+                else:  # the store's queue was full: wait for room
+                    await store.write_many([stored_row(p) for p in batch.to_store])
+            except StoreError:
+                await self._save_one_by_one(store, batch.to_store, failed)
+            else:
+                self._not_saved_log.recovery(log, "messages are saved again")
+        return failed
+
+    async def _deliver(
+        self, batch: list[Pending], failed: frozenset[int], batches: int = 1
+    ) -> None:
+        """Hand ``batch`` (made of ``batches`` taken from the queue) to the hub a slice at
+        a time (see ``deliver_slice``)."""
         for start in range(0, len(batch), self.deliver_slice):
             if start:
                 await trio.lowlevel.checkpoint()
             self.hub.deliver_many(batch[start : start + self.deliver_slice], failed)
-        self._in_flight -= 1
+        self._in_flight -= batches
         self._done += len(batch)
         self._signal_delivered()
 

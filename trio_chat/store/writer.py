@@ -100,6 +100,11 @@ class Commit:
         if self._item.error is not None:
             raise self._item.error
 
+    def committed(self) -> bool:
+        """Whether the messages are committed already (False while they wait, and if
+        they failed: :meth:`wait` says how)."""
+        return self._item.done.is_set() and self._item.error is None
+
 
 class Writer:
     """Runs :class:`WriteItem` s on ``conn``, in batches, one transaction at a time.
