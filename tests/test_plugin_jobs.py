@@ -262,7 +262,9 @@ async def test_the_server_stops_promptly_with_a_hanging_job() -> None:
         started = time.monotonic()
         server.shutdown()
     took = time.monotonic() - started
-    assert took < 0.5, f"shutdown took {took:.2f}s"
+    # Prompt: well under the 3 s connections get to say goodbye (shutdown_grace), which a
+    # job that held the shutdown would use up, and far under the job's own hour.
+    assert took < 2.0, f"shutdown took {took:.2f}s"
     assert not server.jobs.running
 
 
