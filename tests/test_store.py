@@ -249,6 +249,30 @@ async def test_concurrent_appends_are_batched_and_all_stored(tmp_path: Path) -> 
             assert ids(await store.history("#lobby", limit=5000)) == list(range(1, 2001))
 
 
+async def test_a_lone_insert_commits_without_begin_and_commit(tmp_path: Path) -> None:
+    """A batch that is one INSERT runs as a transaction of its own (each call into SQLite
+    from the writer thread waits for the GIL while the event loop is busy); a batch of
+    several statements still runs in one BEGIN ... COMMIT. Both are on disk at once."""
+    executed: list[str] = []
+    with trio.fail_after(TIMEOUT):
+        async with Store.open(tmp_path / "chat.db", index_every=None) as store:
+            store._writes._conn.set_trace_callback(executed.append)
+            await store.append(msg(1))
+            lone = executed[:]
+            executed.clear()
+            await store.append_many([msg(n) for n in range(2, 2 + 65)])  # two INSERTs: 64 + 1
+            several = executed[:]
+            seen = sqlite3.connect(tmp_path / "chat.db")  # another reader: committed?
+            try:
+                count = seen.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+            finally:
+                seen.close()
+    assert [sql.split()[0] for sql in lone] == ["INSERT"]
+    words = [sql.split()[0] for sql in several]
+    assert words[0] == "BEGIN" and words[-1] == "COMMIT" and words.count("INSERT") == 2
+    assert count == 66
+
+
 async def test_append_many_is_all_or_nothing(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT):
         async with Store.open(tmp_path / "chat.db") as store:

@@ -289,20 +289,29 @@ class Writer:
             return
         conn = self._conn
         ids = [message_id for item in items for message_id in item.ids]
+        statements = [statement for item in items for statement in item.statements]
+        below_mark = bool(ids) and min(ids) <= self.indexed_to
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for item in items:  # the statements were made by the item's caller
-                for sql, params in item.statements:
+            if len(statements) == 1 and not below_mark:
+                # One statement is a transaction of its own (autocommit): no BEGIN and
+                # COMMIT around it. Each call into SQLite gives up the GIL and takes it back,
+                # and while the event loop is busy that wait is most of a commit's time
+                # (at a steady rate most commits are one INSERT).
+                conn.execute(*statements[0])
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+                for sql, params in statements:  # made by the items' callers
                     conn.execute(sql, params)
-            if ids and min(ids) <= self.indexed_to:
-                # Below the mark (ids committed out of order): the index jobs will never
-                # look there, so these lines are indexed now, as the triggers expect.
-                low = ",".join([str(i) for i in ids if i <= self.indexed_to])
-                conn.execute(INDEX_LINES_SQL, [f"[{low}]"])
-            # meta.last_id is not raised here: at open, the last id is the larger of it and
-            # the largest stored id; pruning raises it before deleting (one statement less
-            # per commit).
-            conn.execute("COMMIT")
+                if below_mark:
+                    # Below the mark (ids committed out of order): the index jobs will
+                    # never look there, so these lines are indexed now, as the triggers
+                    # expect.
+                    low = ",".join([str(i) for i in ids if i <= self.indexed_to])
+                    conn.execute(INDEX_LINES_SQL, [f"[{low}]"])
+                # meta.last_id is not raised here: at open, the last id is the larger of it
+                # and the largest stored id; pruning raises it before deleting (one
+                # statement less per commit).
+                conn.execute("COMMIT")
         except Exception as exc:
             rollback(conn)
             if len(items) > 1 and belongs_to_one_message(exc):
