@@ -42,8 +42,9 @@ TEXT = "x" * 64
 async def receive(args: argparse.Namespace) -> None:
     """The counted run (under valgrind from :func:`count`)."""
     from trio_chat import testing
-    from trio_chat.broker.log import encode_group, encode_row, own_event_prefix, own_line_prefix
+    from trio_chat.broker.log import own_event_prefix, own_line_prefix
     from trio_chat.broker.redis import RedisBroker
+    from trio_chat.hub import Pending
     from trio_chat.mailbox import Mailbox, Parcel
     from trio_chat.program import quiet_gc
     from trio_chat.protocol import chat_line
@@ -90,11 +91,17 @@ async def receive(args: argparse.Namespace) -> None:
         broker.attach()
         own, own_line = own_event_prefix(broker.node), own_line_prefix(broker.node)
         next_id = hub.last_id + 1
-        # Another node's rows, made once (a group is rows joined: the same ones each time).
-        rows = [
-            encode_row(chat_line(0, 1.7e9 + i, ROOM, "there", TEXT, "say"), persist=True)
-            for i in range(GROUP)
-        ]
+        # Another node's group, made once by its broker as it writes one (in whatever
+        # form the tree's writer uses), then sent again with each group's running numbers.
+        there = RedisBroker("redis://127.0.0.1:1/0", hub, publisher.accept, node="there")
+        lobby = hub.room(ROOM)
+        for i in range(GROUP):
+            line = chat_line(0, 1.7e9 + i, ROOM, "there", TEXT, "say")
+            there.publish(Pending(line, lobby, (), True))
+        (unit,) = there._outgoing
+        prefix = b'["' + there._payload(unit)[2:3] + b'","there",1,'
+        group = there._payload(unit).removeprefix(prefix)
+        assert group != there._payload(unit), "the group's start is not as expected"
         quiet_gc()  # as `trio-chat serve` does once started
         for _ in range(0, args.groups, args.read):
             entries: list[tuple[bytes, bytes | None]] = []
@@ -111,7 +118,8 @@ async def receive(args: argparse.Namespace) -> None:
             else:  # another node's groups, as its broker appends them
                 for _ in range(args.read):
                     seq, next_id = next_id, next_id + GROUP  # (its own running numbers)
-                    entries.append((b"%d-0" % (next_id - 1), encode_group("there", seq, rows)))
+                    payload = prefix.replace(b",1,", b",%d," % seq) + group
+                    entries.append((b"%d-0" % (next_id - 1), payload))
             broker._read_entries(entries, own, own_line)  # type: ignore[arg-type]
             await publisher.settle()
         lines = args.groups * GROUP

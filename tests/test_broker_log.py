@@ -15,11 +15,13 @@ from trio_chat.broker.log import (
     decode_entry,
     decode_group,
     decode_line,
+    encode_columns,
     encode_entry,
     encode_group,
     encode_line,
     encode_row,
     number_own_line,
+    own_columns_prefix,
     own_event_prefix,
     own_event_seq,
     own_group_prefix,
@@ -503,3 +505,137 @@ async def test_a_node_catching_up_stores_the_lines_of_a_group_it_had_not_stored(
         broker._position = "4-0"  # as _start finds it
         await broker._catch_up(client)
     assert [(p.event.id, p.event.text) for p in handed] == [(3, "line 3")]  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------ groups by column
+
+
+def columns_of(lines: list[Message], persist: list[bool], authors: list[str | None]) -> bytes:
+    return encode_columns('node-"a"', 7, lines, persist, authors)
+
+
+def test_a_group_by_column_gives_shared_fields_once_and_round_trips() -> None:
+    said = [dataclasses.replace(LINE, id=0, ts=1.5 + i, text=f"line {i}") for i in range(3)]
+    payload = columns_of(said, [True] * 3, [None] * 3)
+    assert b"\n" not in payload  # the append script splits a batch at newlines
+    assert orjson.loads(payload) == [
+        "c", 'node-"a"', 7, 3, 1, "#lobby", "alice", "say",
+        [1.5, 2.5, 3.5], ["line 0", "line 1", "line 2"],
+    ]  # fmt: skip
+    group = decode_group("42-0", payload)
+    assert (group.node, group.first_seq, group.room) == ('node-"a"', 7, "#lobby")
+    assert group.lines == [
+        dataclasses.replace(line, id=n) for n, line in zip((40, 41, 42), said, strict=True)
+    ]
+    assert [type(line) for line in group.lines] == [Message] * 3
+    assert [hash(line) for line in group.lines] == [
+        hash(dataclasses.replace(line, id=n)) for n, line in zip((40, 41, 42), said, strict=True)
+    ]
+    assert group.persist == [True] * 3 and group.authors == [None] * 3
+    entries = decode_entries("42-0", payload)
+    assert [(e.kind, e.node, e.seq, e.event, e.persist) for e in entries] == [
+        ("event", 'node-"a"', seq, line, True)
+        for seq, line in zip((7, 8, 9), group.lines, strict=True)
+    ]
+
+
+COLUMN_GROUPS = {
+    "one of each": ([LINE], [False], [None]),
+    "rooms, nicks, kinds and stored apart": (
+        [
+            LINE,
+            dataclasses.replace(LINE, room="#dev", kind="action"),
+            dataclasses.replace(LINE, nick="bob", kind="notice"),
+        ],
+        [True, False, True],
+        [None, None, None],
+    ),
+    "a reply and an author": (
+        [LINE, REPLY, dataclasses.replace(LINE, text="third")],
+        [True, True, False],
+        [None, "bob", "carol"],
+    ),
+}
+
+
+@pytest.mark.parametrize("said", COLUMN_GROUPS.values(), ids=COLUMN_GROUPS.keys())
+def test_a_group_by_column_reads_as_the_same_rows_by_row(
+    said: tuple[list[Message], list[bool], list[str | None]],
+) -> None:
+    """Whatever its lines share or not, a group by column gives what the group of their
+    rows (of nodes of before) gives: each line, whether it is stored, its author, the room
+    its lines share."""
+    lines, persist, authors = said
+    last = f"{40 + len(lines) - 1}-0"
+    rows = [
+        encode_row(line, persist=p, author=a)
+        for line, p, a in zip(lines, persist, authors, strict=True)
+    ]
+    by_row = decode_group(last, encode_group("n", 7, rows))
+    by_column = decode_group(last, encode_columns("n", 7, lines, persist, authors))
+    assert by_column == by_row
+    assert by_column.lines == [
+        dataclasses.replace(line, id=n) for n, line in zip(range(40, 50), lines, strict=False)
+    ]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'["c","n",1,0,1,"#a","al","say",[],[]]',  # no lines
+        b'["c","n",1,2,1,"#a","al","say",[1.5],["hi"]]',  # a line short of its count
+        b'["c","n","1",1,1,"#a","al","say",[1.5],["hi"]]',  # the number a string
+        b'["c",7,1,1,1,"#a","al","say",[1.5],["hi"]]',  # the node a number
+        b'["c","n",1,1,1,"#a",7,"say",[1.5],["hi"]]',  # the nick a number
+        b'["c","n",1,2,1,"#a",["al"],"say",[1.5,2],["hi","ho"]]',  # a nick short
+        b'["c","n",1,2,1,["#a",null],"al","say",[1.5,2],["hi","ho"]]',  # a room null
+        b'["c","n",1,1,1,"#a","al","shout",[1.5],["hi"]]',  # no such kind
+        b'["c","n",1,2,1,"#a","al",["say","Say"],[1.5,2],["hi","ho"]]',
+        b'["c","n",1,1,1,"#a","al","say",["1.5"],["hi"]]',  # a time a string
+        b'["c","n",1,1,1,"#a","al","say",[true],["hi"]]',
+        b'["c","n",1,1,1,"#a","al","say",[1.5],[2]]',  # a text a number
+        b'["c","n",1,1,1,"#a","al","say",[1.5],"hi"]',  # texts a string
+        b'["c","n",1,1,"1","#a","al","say",[1.5],["hi"]]',  # stored a string
+        b'["c","n",1,2,[1],"#a","al","say",[1.5,2],["hi","ho"]]',  # stored short
+        b'["c","n",1,1,1,"#a","al","say",[1.5],["hi"],[{"reply_to":"x"}]]',
+        b'["c","n",1,2,1,"#a","al","say",[1.5,2],["hi","ho"],[null]]',  # more short
+        b'["c","n",1,1,1,"#a","al","say",[1.5],["hi"],null,null]',  # too long
+        b'["c","n",1,1,1,"#a","al","say",[1.5]]',  # a column short
+        b'["c","n",1,1,1,"#a","al","say",[1.5],["hi"]',  # not json
+    ],
+)
+def test_a_group_by_column_that_is_not_ours_is_refused(payload: bytes) -> None:
+    with pytest.raises(BadEntry):
+        decode_group("1-0", payload)
+    with pytest.raises(BadEntry):
+        decode_entries("1-0", payload)
+
+
+def test_a_node_knows_its_own_groups_by_column_by_their_start() -> None:
+    node = 'node-"a"'
+    prefix = own_columns_prefix(node)
+    payload = encode_columns(node, 12, [LINE] * 3, [True] * 3, [None] * 3)
+    assert own_group_seqs(payload, prefix) == (12, 3)
+    others = (
+        encode_columns('node-"a"2', 12, [LINE], [True], [None]),
+        encode_group(node, 12, [encode_row(LINE)]),
+        encode_line(node, 12, LINE),
+    )
+    for other in others:
+        assert own_group_seqs(other, prefix) is None
+
+
+def test_a_group_of_this_node_by_column_is_read_back_from_its_start() -> None:
+    """What the writer appends for a run (by column) is this node's own when read back:
+    its lines numbered in place, in order, none decoded again."""
+    broker, handed, expected = a_reader("a")
+    room = broker.hub.rooms["#lobby"]
+    run = [Pending(dataclasses.replace(LINE, id=0, text=f"{i}"), room, (), True) for i in range(4)]
+    for pending in run:
+        broker.publish(pending)
+    (unit,) = broker._outgoing
+    payload = broker._payload(unit)
+    assert payload.startswith(own_columns_prefix("a"))
+    broker._read_entries([(b"9-0", payload)], b"-", b"-")
+    assert handed == run and [p.event.id for p in handed] == [6, 7, 8, 9]  # type: ignore[union-attr]
+    assert expected == [6, 7, 8, 9] and not broker._mine
