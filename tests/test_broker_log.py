@@ -28,9 +28,10 @@ from trio_chat.broker.log import (
     own_group_seqs,
     own_line_prefix,
 )
-from trio_chat.broker.redis import RedisBroker
+from trio_chat.broker.redis import GROUP_LINES, MAX_WAITING, RedisBroker
 from trio_chat.delivery import Pending
-from trio_chat.hub import Hub
+from trio_chat.hub import Hub, ServerBusy
+from trio_chat.mailbox import Mailbox
 from trio_chat.protocol import (
     Info,
     Joined,
@@ -625,17 +626,71 @@ def test_a_node_knows_its_own_groups_by_column_by_their_start() -> None:
         assert own_group_seqs(other, prefix) is None
 
 
+def test_a_run_published_at_once_fills_the_open_group_then_groups_of_its_own() -> None:
+    """``publish_run`` takes lines as :meth:`publish` takes each: the same running numbers,
+    groups of at most GROUP_LINES lines, the open group filled first."""
+    broker, _, _ = a_reader("a")
+    room = broker.hub.rooms["#lobby"]
+    lines = [dataclasses.replace(LINE, id=0, text=f"{i}") for i in range(GROUP_LINES + 8)]
+    broker.publish(Pending(lines[0], room, (), True))
+    run = [Pending(line, room, (), True) for line in lines[1:]]
+    broker.publish_run(run)
+    assert [(seq, flag, len(p)) for seq, flag, p in broker._outgoing] == [
+        (1, "g", GROUP_LINES),
+        (GROUP_LINES + 1, "g", 8),
+    ]
+    assert list(broker._mine) == list(range(1, GROUP_LINES + 9))
+    assert [broker._mine[seq] for seq in range(2, GROUP_LINES + 9)] == run
+    broker.publish(Pending(lines[0], room, (), True))  # the next line joins the last group
+    assert [len(p) for _, _, p in broker._outgoing] == [GROUP_LINES, 9]
+
+
+def test_a_run_that_would_not_fit_is_refused_whole() -> None:
+    broker, _, _ = a_reader("a")
+    room = broker.hub.rooms["#lobby"]
+    line = dataclasses.replace(LINE, id=0)
+    broker.publish_run([Pending(line, room, (), True) for _ in range(MAX_WAITING - 2)])
+    with pytest.raises(ServerBusy):
+        broker.publish_run([Pending(line, room, (), True) for _ in range(3)])
+    assert len(broker._mine) == MAX_WAITING - 2 and broker._seq == MAX_WAITING - 2
+    broker.publish_run([Pending(line, room, (), True) for _ in range(2)])
+    assert len(broker._mine) == MAX_WAITING
+
+
 def test_a_group_of_this_node_by_column_is_read_back_from_its_start() -> None:
     """What the writer appends for a run (by column) is this node's own when read back:
     its lines numbered in place, in order, none decoded again."""
     broker, handed, expected = a_reader("a")
     room = broker.hub.rooms["#lobby"]
     run = [Pending(dataclasses.replace(LINE, id=0, text=f"{i}"), room, (), True) for i in range(4)]
-    for pending in run:
-        broker.publish(pending)
+    broker.publish_run(run)
     (unit,) = broker._outgoing
     payload = broker._payload(unit)
     assert payload.startswith(own_columns_prefix("a"))
     broker._read_entries([(b"9-0", payload)], b"-", b"-")
     assert handed == run and [p.event.id for p in handed] == [6, 7, 8, 9]  # type: ignore[union-attr]
     assert expected == [6, 7, 8, 9] and not broker._mine
+
+
+def test_say_lines_with_a_broker_leaves_the_numbering_to_the_log() -> None:
+    """With a broker whose log numbers the lines, a run goes to it at once, its ids only
+    provisional (history waits for none of them); a run it refuses leaves no trace, and
+    the caller says each line the usual way."""
+    broker, _, _ = a_reader("a")
+    hub = broker.hub
+    broker.attach()
+    session = hub.attach("alice", Mailbox(100), address="127.0.0.1:1", transport="test")
+    hub.join(session, "#lobby")
+    broker._outgoing.clear()
+    broker._open_group = None
+    before = hub.last_id
+    assert hub.say_lines(session, "#lobby", ["one", "two", "three"])
+    (unit,) = broker._outgoing
+    assert [p.event.text for p in unit[2]] == ["one", "two", "three"]  # type: ignore[union-attr]
+    assert all(p.sender is session and p.persist for p in unit[2])  # type: ignore[union-attr]
+    assert not hub._undelivered and hub.last_id == before + 3
+    broker._mine.update(dict.fromkeys(range(-MAX_WAITING, 0), unit[2][0]))  # type: ignore[arg-type]
+    assert not hub.say_lines(session, "#lobby", ["four"])
+    assert hub.last_id == before + 3 and len(unit[2]) == 3
+    broker.detach()
+    assert hub.log_run is None

@@ -260,6 +260,7 @@ class RedisBroker(Presence):
         """Take the numbering from the hub (the publisher makes this its broker): ids and
         order now come from the log, and users' arrivals and departures go into it."""
         self.hub.numbered_by_log = True
+        self.hub.log_run = self.publish_run
         self.hub.on_attach.append(self._user_arrived)
         self.hub.on_detach.append(self._user_left)
         self.hub.on_rule.append(self._rule_changed)
@@ -267,6 +268,7 @@ class RedisBroker(Presence):
 
     def detach(self) -> None:
         self.hub.numbered_by_log = False
+        self.hub.log_run = None
         self.hub.on_attach.remove(self._user_arrived)
         self.hub.on_detach.remove(self._user_left)
         self.hub.on_rule.remove(self._rule_changed)
@@ -314,6 +316,29 @@ class RedisBroker(Presence):
             author=author_of(pending) if type(event) is Message else None,
         )
         self._mine[seq] = pending
+
+    def publish_run(self, run: list[Pending]) -> None:
+        """:meth:`publish` each of ``run``, plain chat lines of this node said together
+        (see :meth:`Hub.say_lines`), in one call: they join the open group, then groups
+        of their own; :class:`ServerBusy`, and none of them taken, if they would not all
+        fit in what may wait for Redis."""
+        count = len(run)
+        if len(self._mine) + count > MAX_WAITING:
+            raise ServerBusy("the server is busy sharing messages; try again in a moment")
+        first = self._seq + 1
+        self._seq += count
+        self._mine.update(zip(range(first, first + count), run, strict=True))
+        group = self._open_group
+        done = 0
+        while done < count:
+            if group is None or len(group) >= GROUP_LINES:
+                group = []
+                self._outgoing.append((first + done, "g", group))
+            take = min(GROUP_LINES - len(group), count - done)
+            group += run[done : done + take]
+            done += take
+        self._open_group = group
+        self._wake_writer.set()
 
     def _tell_remote(self, receivers: tuple[Receiver, ...], event: Info) -> None:
         """A notice to users of other nodes ("alice made you an operator of #dev"): their
