@@ -11,8 +11,9 @@ encode it as JSON lines, as the first TCP receiver of a parcel does in a server)
 reader is handed ``--groups`` groups of 32 chat lines, ``--read`` groups at a time (one
 ``XREAD``), exactly as the reader hands on what Redis answered; the publisher delivers
 each read before the next. ``--own``: the groups are this node's own, said by a member
-here one line at a time (``Hub.say``) and read back, the sending node's cost per line;
-else another node's, the receiving node's.
+here one line at a time (``Hub.say``; ``--runs``: a group's lines at a time, through
+``Hub.say_lines``, as a server hands on the lines of one read) and read back, the sending
+node's cost per line; else another node's, the receiving node's.
 
 Counted twice, with ``--groups`` and twice as many, and the difference divided by the
 lines is a line's cost with start-up taken out. ``--compare REV`` counts another
@@ -105,9 +106,15 @@ async def receive(args: argparse.Namespace) -> None:
         quiet_gc()  # as `trio-chat serve` does once started
         for _ in range(0, args.groups, args.read):
             entries: list[tuple[bytes, bytes | None]] = []
-            if args.own:  # said here, one line at a time, then read back
+            if args.own and args.runs:  # said here a run at a time, as a read's lines are
+                for _ in range(args.read):
+                    if not hub.say_lines(sessions[0], ROOM, [TEXT] * GROUP):  # (as the
+                        for _ in range(GROUP):  # server: a run declined is said line by line)
+                            hub.say(sessions[0], ROOM, TEXT)
+            elif args.own:  # said here, one line at a time
                 for _ in range(args.read * GROUP):
                     hub.say(sessions[0], ROOM, TEXT)
+            if args.own:  # then read back
                 units = list(broker._outgoing)
                 broker._outgoing.clear()
                 broker._open_group = None
@@ -131,7 +138,7 @@ async def receive(args: argparse.Namespace) -> None:
 
 def count(tree: Path, args: argparse.Namespace, groups: int) -> int:
     arguments = ["--members", str(args.members), "--groups", str(groups), "--read", str(args.read)]
-    arguments += ["--own"] * args.own + ["--encode"] * args.encode
+    arguments += ["--own"] * args.own + ["--runs"] * args.runs + ["--encode"] * args.encode
     return collected(tree, "broker_receive.py", arguments)
 
 
@@ -147,6 +154,9 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=256, help="groups of the smaller run")
     parser.add_argument("--read", type=int, default=8, help="groups handed on per read")
     parser.add_argument("--own", action="store_true", help="this node's own lines, read back")
+    parser.add_argument(
+        "--runs", action="store_true", help="with --own: said a group at a time (say_lines)"
+    )
     parser.add_argument("--encode", action="store_true", help="members encode as JSON lines")
     parser.add_argument("--compare", action="append", default=[], help="another git rev")
     parser.add_argument("--profile", type=int, default=0, help="instead: top N of a cProfile")
