@@ -68,6 +68,7 @@ async def receive(args: argparse.Namespace) -> None:
             pass
 
     testing.DEFAULT_TIMEOUT = 300.0  # under valgrind a server takes long to start
+    testing.START_TIMEOUT = 300.0
     config = local_config(db=None, ws_port=None)
     async with open_test_server(config=config) as test_server:
         server = test_server.server
