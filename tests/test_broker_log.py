@@ -520,7 +520,7 @@ def test_a_group_by_column_gives_shared_fields_once_and_round_trips() -> None:
     payload = columns_of(said, [True] * 3, [None] * 3)
     assert b"\n" not in payload  # the append script splits a batch at newlines
     assert orjson.loads(payload) == [
-        "c", 'node-"a"', 7, 3, 1, "#lobby", "alice", "say",
+        "c", 'node-"a"', 7, 3, 1, "#lobby", "alice", "say", None,
         [1.5, 2.5, 3.5], ["line 0", "line 1", "line 2"],
     ]  # fmt: skip
     group = decode_group("42-0", payload)
@@ -556,6 +556,7 @@ COLUMN_GROUPS = {
         [True, True, False],
         [None, "bob", "carol"],
     ),
+    "one author": ([LINE, REPLY], [True, True], ["bob", "bob"]),
 }
 
 
@@ -583,26 +584,29 @@ def test_a_group_by_column_reads_as_the_same_rows_by_row(
 @pytest.mark.parametrize(
     "payload",
     [
-        b'["c","n",1,0,1,"#a","al","say",[],[]]',  # no lines
-        b'["c","n",1,2,1,"#a","al","say",[1.5],["hi"]]',  # a line short of its count
-        b'["c","n","1",1,1,"#a","al","say",[1.5],["hi"]]',  # the number a string
-        b'["c",7,1,1,1,"#a","al","say",[1.5],["hi"]]',  # the node a number
-        b'["c","n",1,1,1,"#a",7,"say",[1.5],["hi"]]',  # the nick a number
-        b'["c","n",1,2,1,"#a",["al"],"say",[1.5,2],["hi","ho"]]',  # a nick short
-        b'["c","n",1,2,1,["#a",null],"al","say",[1.5,2],["hi","ho"]]',  # a room null
-        b'["c","n",1,1,1,"#a","al","shout",[1.5],["hi"]]',  # no such kind
-        b'["c","n",1,2,1,"#a","al",["say","Say"],[1.5,2],["hi","ho"]]',
-        b'["c","n",1,1,1,"#a","al","say",["1.5"],["hi"]]',  # a time a string
-        b'["c","n",1,1,1,"#a","al","say",[true],["hi"]]',
-        b'["c","n",1,1,1,"#a","al","say",[1.5],[2]]',  # a text a number
-        b'["c","n",1,1,1,"#a","al","say",[1.5],"hi"]',  # texts a string
-        b'["c","n",1,1,"1","#a","al","say",[1.5],["hi"]]',  # stored a string
-        b'["c","n",1,2,[1],"#a","al","say",[1.5,2],["hi","ho"]]',  # stored short
-        b'["c","n",1,1,1,"#a","al","say",[1.5],["hi"],[{"reply_to":"x"}]]',
-        b'["c","n",1,2,1,"#a","al","say",[1.5,2],["hi","ho"],[null]]',  # more short
-        b'["c","n",1,1,1,"#a","al","say",[1.5],["hi"],null,null]',  # too long
-        b'["c","n",1,1,1,"#a","al","say",[1.5]]',  # a column short
-        b'["c","n",1,1,1,"#a","al","say",[1.5],["hi"]',  # not json
+        b'["c","n",1,0,1,"#a","al","say",null,[],[]]',  # no lines
+        b'["c","n",1,2,1,"#a","al","say",null,[1.5],["hi"]]',  # a line short of its count
+        b'["c","n","1",1,1,"#a","al","say",null,[1.5],["hi"]]',  # the number a string
+        b'["c",7,1,1,1,"#a","al","say",null,[1.5],["hi"]]',  # the node a number
+        b'["c","n",1,1,1,"#a",7,"say",null,[1.5],["hi"]]',  # the nick a number
+        b'["c","n",1,2,1,"#a",["al"],"say",null,[1.5,2],["hi","ho"]]',  # a nick short
+        b'["c","n",1,2,1,["#a",null],"al","say",null,[1.5,2],["hi","ho"]]',  # a room null
+        b'["c","n",1,1,1,"#a","al","shout",null,[1.5],["hi"]]',  # no such kind
+        b'["c","n",1,2,1,"#a","al",["say","Say"],null,[1.5,2],["hi","ho"]]',
+        b'["c","n",1,1,1,"#a","al","say",null,["1.5"],["hi"]]',  # a time a string
+        b'["c","n",1,1,1,"#a","al","say",null,[true],["hi"]]',
+        b'["c","n",1,1,1,"#a","al","say",null,[1.5],[2]]',  # a text a number
+        b'["c","n",1,1,1,"#a","al","say",null,[1.5],"hi"]',  # texts a string
+        b'["c","n",1,1,"1","#a","al","say",null,[1.5],["hi"]]',  # stored a string
+        b'["c","n",1,2,[1],"#a","al","say",null,[1.5,2],["hi","ho"]]',  # stored short
+        b'["c","n",1,1,1,"#a","al","say",null,[1.5],["hi"],[{"reply_to":"x"}]]',
+        b'["c","n",1,2,1,"#a","al","say",null,[1.5,2],["hi","ho"],[null]]',  # more short
+        b'["c","n",1,1,1,"#a","al","say",null,[1.5],["hi"],null,null]',  # too long
+        b'["c","n",1,1,1,"#a","al","say",null,[1.5]]',  # a column short
+        b'["c","n",1,1,1,"#a","al","say",null,[1.5],["hi"]',  # not json
+        b'["c","n",1,1,1,"#a","al","say",7,[1.5],["hi"]]',  # the author a number
+        b'["c","n",1,2,1,"#a","al","say",["acc"],[1.5,2],["hi","ho"]]',  # an author short
+        b'["c","n",1,2,1,"#a","al","say",["acc",7],[1.5,2],["hi","ho"]]',  # one a number
     ],
 )
 def test_a_group_by_column_that_is_not_ours_is_refused(payload: bytes) -> None:
@@ -610,6 +614,20 @@ def test_a_group_by_column_that_is_not_ours_is_refused(payload: bytes) -> None:
         decode_group("1-0", payload)
     with pytest.raises(BadEntry):
         decode_entries("1-0", payload)
+
+
+def test_the_group_by_column_the_refused_ones_differ_from_is_read() -> None:
+    """Each group refused above is this one, or this one with two lines, wrong in one
+    place; an author given once is every line's, a list one per line."""
+    group = decode_group("1-0", b'["c","n",1,1,1,"#a","al","say",null,[1.5],["hi"]]')
+    assert group.lines == [Message(id=1, ts=1.5, room="#a", nick="al", text="hi")]
+    assert (group.persist, group.authors) == ([True], [None])
+    two = b'["c","n",1,2,[1,0],"#a","al","say",%s,[1.5,2],["hi","ho"]]'
+    assert decode_group("2-0", two % b'"acc"').authors == ["acc", "acc"]
+    group = decode_group("2-0", two % b'["acc",null]')
+    assert (group.authors, group.persist) == (["acc", None], [True, False])
+    payload = encode_columns("n", 1, [LINE, LINE], [True, True], ["acc", "acc"])
+    assert orjson.loads(payload)[8] == "acc"
 
 
 def test_a_node_knows_its_own_groups_by_column_by_their_start() -> None:

@@ -39,13 +39,13 @@ group (or line of the array form) with a warning, which is why the README says t
 upgrade all the nodes of a chat at once.
 
 A group is written **by column** (:func:`encode_columns`, ``["c",NODE,FIRST_SEQ,COUNT,
-PERSIST,ROOM,NICK,KIND,[TS,...],[TEXT,...]]``, and a last ``[MORE,...]`` when any line
-has more): ``PERSIST``, ``ROOM``, ``NICK`` and ``KIND`` are given once when every line
-shares them (most groups: one room, often one sender), else as a list of one per line.
-Reading it makes three strings fewer a line and checks each column in C; writing it is
-one ``orjson.dumps`` per group instead of one per line. Groups of rows (``"g"``) are
-still read, from nodes of before; a node of before skips a group by column with a
-warning, so, as for groups, upgrade all the nodes of a chat at once.
+PERSIST,ROOM,NICK,KIND,AUTHOR,[TS,...],[TEXT,...]]``, and a last ``[MORE,...]`` when any
+line has more): ``PERSIST``, ``ROOM``, ``NICK``, ``KIND`` and ``AUTHOR`` are given once
+when every line shares them (most groups: one room, often one sender), else as a list of
+one per line. Reading it makes three strings fewer a line and checks each column in C;
+writing it is one ``orjson.dumps`` per group instead of one per line. Groups of rows
+(``"g"``) are still read, from nodes of before; a node of before skips a group by column
+with a warning, so, as for groups, upgrade all the nodes of a chat at once.
 """
 
 from __future__ import annotations
@@ -261,12 +261,12 @@ def encode_columns(
 ) -> bytes:
     """The payload of chat lines ``node`` appends together (running numbers from
     ``first_seq`` on; ``persist`` and ``authors`` one per line), written by column:
-    ``["c",NODE,FIRST_SEQ,COUNT,PERSIST,ROOM,NICK,KIND,[TS,...],[TEXT,...]]``, each of
-    ``PERSIST`` (0 or 1), ``ROOM``, ``NICK`` and ``KIND`` once when every line has the
-    same, else a list of one per line; and when any line has more (a reply, an author's
-    account, a field of a newer ``Message``), a last ``[MORE,...]``: per line ``null`` or
-    the object :func:`encode_row` would add. The append script gives the group as many ids
-    as it has lines.
+    ``["c",NODE,FIRST_SEQ,COUNT,PERSIST,ROOM,NICK,KIND,AUTHOR,[TS,...],[TEXT,...]]``, each
+    of ``PERSIST`` (0 or 1), ``ROOM``, ``NICK``, ``KIND`` and ``AUTHOR`` (the account a
+    line was said under, ``null`` for a guest's) once when every line has the same, else
+    a list of one per line; and when any line has more (a reply, a field of a newer
+    ``Message``), a last ``[MORE,...]``: per line ``null`` or the object of its other
+    fields. The append script gives the group as many ids as it has lines.
 
     Made as the writer takes the group, in one ``orjson.dumps``: each column is taken
     from the lines by a ``map`` (in C), where a row each cost a call and a dump per line."""
@@ -276,14 +276,18 @@ def encode_columns(
     columns: list[Any] = [_COLUMNS_TAG, node, first_seq, count]
     stored = persist.count(True)
     columns.append(1 if stored == count else 0 if not stored else [int(p) for p in persist])
-    for column in (list(map(_ROOM, lines)), list(map(_NICK, lines)), list(map(_KIND, lines))):
+    shared: tuple[list[Any], ...] = (
+        list(map(_ROOM, lines)),
+        list(map(_NICK, lines)),
+        list(map(_KIND, lines)),
+        authors,
+    )
+    for column in shared:
         first = column[0]
         columns.append(first if column.count(first) == count else column)
     columns += (times, texts)
-    if authors.count(None) != count or (
-        list(map(_line_extra_values, lines)).count(_NO_EXTRAS) != count
-    ):
-        columns.append([_more(line, author) for line, author in zip(lines, authors, strict=True)])
+    if list(map(_line_extra_values, lines)).count(_NO_EXTRAS) != count:
+        columns.append([_more(line, None) for line in lines])
     return orjson.dumps(columns)
 
 
@@ -441,7 +445,7 @@ def _decode_columns(stream_id: str, payload: bytes) -> Group:
     the lines' ``Message`` made a field at a time (:func:`~trio_chat.protocol.lines_by_column`);
     a group whose lines have more (a reply, an author) is read line by line."""
     try:
-        tag, node, first_seq, count, persist, rooms, nicks, kinds, times, texts, *more = (
+        tag, node, first_seq, count, persist, rooms, nicks, kinds, author, times, texts, *more = (
             orjson.loads(payload)
         )
         last_id = int(stream_id.partition("-")[0])
@@ -465,6 +469,7 @@ def _decode_columns(stream_id: str, payload: bytes) -> Group:
         and _column(kinds, count)
         and (kinds in _KINDS_OF_LINES if type(kinds) is str else set(kinds) <= _KINDS_OF_LINES)
         and (type(persist) is int or (type(persist) is list and len(persist) == count))
+        and (author is None or type(author) is str or _accounts(author, count))
     ):
         raise BadEntry(f"log entry {stream_id} is not a group of chat lines of ours")
     one_room = rooms if type(rooms) is str else None
@@ -478,22 +483,30 @@ def _decode_columns(stream_id: str, payload: bytes) -> Group:
     room_of = repeat(rooms) if type(rooms) is str else rooms
     nick_of = repeat(nicks) if type(nicks) is str else nicks
     kind_of = repeat(kinds) if type(kinds) is str else kinds
+    authors = author if type(author) is list else [author] * count
     if not more or more[0] is None:  # (most groups)
         lines = lines_by_column(first_id, count, times, room_of, nick_of, texts, kind_of)
-        return Group(node, first_seq, lines, stored, [None] * count, one_room)
+        return Group(node, first_seq, lines, stored, authors, one_room)
     extras = more[0]
     if type(extras) is not list or len(extras) != count:
         raise BadEntry(f"log entry {stream_id} is not a group of chat lines of ours")
     lines = []
-    authors: list[str | None] = []
-    rows = zip(itertools.count(first_id), stored, times, room_of, nick_of, texts, kind_of, extras)
-    for event_id, _stored, *row in rows:
+    rows = zip(itertools.count(first_id), times, room_of, nick_of, texts, kind_of, extras)
+    for event_id, *row in rows:
         if row[-1] is None:
             del row[-1]
-        line, _, author = _checked_line(stream_id, event_id, 1, row)
-        lines.append(line)
-        authors.append(author)
+        elif type(row[-1]) is dict:
+            row[-1].pop(_AUTHOR, None)  # (the column's, not the object's)
+        lines.append(_checked_line(stream_id, event_id, 1, row)[0])
     return Group(node, first_seq, lines, stored, authors, one_room)
+
+
+def _accounts(column: object, count: int) -> bool:
+    """Whether ``column`` is a list of ``count`` accounts (strings), or ``null`` for a
+    guest's line."""
+    if type(column) is not list or len(column) != count:
+        return False
+    return _strings([account for account in column if account is not None])
 
 
 def _column(column: object, count: int) -> bool:
