@@ -11,7 +11,8 @@ redis-server runs outside valgrind (its instructions are not counted), and how m
 each read of the log brings moves a little with timing, so runs of one tree agree within
 a few percent rather than instructions.py's one.
 
-``--compare REV`` counts another commit's tree too, in the same run.
+``--compare REV`` counts another commit's tree too, in the same run. ``--runs``: the
+lines are said a burst at a time through ``Hub.say_lines`` (see ``broker_path.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from instructions import collected, per_tree
 
 def count(tree: Path, args: argparse.Namespace, lines: int) -> int:
     arguments = ["--nodes", str(args.nodes), "--members", str(args.members)]
-    arguments += ["--lines", str(lines), "--repeats", "1"]
+    arguments += ["--lines", str(lines), "--repeats", "1"] + ["--runs"] * args.runs
     return collected(tree, "broker_path.py", arguments)
 
 
@@ -39,11 +40,15 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=2, help="0: one server, no broker")
     parser.add_argument("--members", type=int, default=50, help="room members per node")
     parser.add_argument("--lines", type=int, default=2000, help="lines of the smaller run")
+    parser.add_argument(
+        "--runs", action="store_true", help="each burst said as a run (Hub.say_lines)"
+    )
     parser.add_argument("--compare", action="append", default=[], help="another git rev")
     args = parser.parse_args()
     results = per_tree(args.compare, lambda tree: per_line(tree, args))
     base = results[0][1]
-    print(f"{args.nodes} nodes of {args.members} members, lines of 64 characters:")
+    said = ", said in runs" if args.runs else ""
+    print(f"{args.nodes} nodes of {args.members} members, lines of 64 characters{said}:")
     for name, instructions in results:
         ratio = instructions / base
         print(f"  {name:>12}: {instructions:>10,.0f} instructions per line ({ratio:.3f}x)")

@@ -11,8 +11,9 @@ encode it as JSON lines, as the first TCP receiver of a parcel does in a server)
 reader is handed ``--groups`` groups of 32 chat lines, ``--read`` groups at a time (one
 ``XREAD``), exactly as the reader hands on what Redis answered; the publisher delivers
 each read before the next. ``--own``: the groups are this node's own, said by a member
-here one line at a time (``Hub.say``) and read back, the sending node's cost per line;
-else another node's, the receiving node's.
+here one line at a time (``Hub.say``; ``--runs``: a group's lines at a time, through
+``Hub.say_lines``, as a server hands on the lines of one read) and read back, the sending
+node's cost per line; else another node's, the receiving node's.
 
 Counted twice, with ``--groups`` and twice as many, and the difference divided by the
 lines is a line's cost with start-up taken out. ``--compare REV`` counts another
@@ -42,8 +43,9 @@ TEXT = "x" * 64
 async def receive(args: argparse.Namespace) -> None:
     """The counted run (under valgrind from :func:`count`)."""
     from trio_chat import testing
-    from trio_chat.broker.log import encode_group, encode_row, own_event_prefix, own_line_prefix
+    from trio_chat.broker.log import own_event_prefix, own_line_prefix
     from trio_chat.broker.redis import RedisBroker
+    from trio_chat.hub import Pending
     from trio_chat.mailbox import Mailbox, Parcel
     from trio_chat.program import quiet_gc
     from trio_chat.protocol import chat_line
@@ -66,6 +68,7 @@ async def receive(args: argparse.Namespace) -> None:
             pass
 
     testing.DEFAULT_TIMEOUT = 300.0  # under valgrind a server takes long to start
+    testing.START_TIMEOUT = 300.0
     config = local_config(db=None, ws_port=None)
     async with open_test_server(config=config) as test_server:
         server = test_server.server
@@ -90,17 +93,29 @@ async def receive(args: argparse.Namespace) -> None:
         broker.attach()
         own, own_line = own_event_prefix(broker.node), own_line_prefix(broker.node)
         next_id = hub.last_id + 1
-        # Another node's rows, made once (a group is rows joined: the same ones each time).
-        rows = [
-            encode_row(chat_line(0, 1.7e9 + i, ROOM, "there", TEXT, "say"), persist=True)
-            for i in range(GROUP)
-        ]
+        # Another node's group, made once by its broker as it writes one (in whatever
+        # form the tree's writer uses), then sent again with each group's running numbers.
+        there = RedisBroker("redis://127.0.0.1:1/0", hub, publisher.accept, node="there")
+        lobby = hub.room(ROOM)
+        for i in range(GROUP):
+            line = chat_line(0, 1.7e9 + i, ROOM, "there", TEXT, "say")
+            there.publish(Pending(line, lobby, (), True))
+        (unit,) = there._outgoing
+        prefix = b'["' + there._payload(unit)[2:3] + b'","there",1,'
+        group = there._payload(unit).removeprefix(prefix)
+        assert group != there._payload(unit), "the group's start is not as expected"
         quiet_gc()  # as `trio-chat serve` does once started
         for _ in range(0, args.groups, args.read):
             entries: list[tuple[bytes, bytes | None]] = []
-            if args.own:  # said here, one line at a time, then read back
+            if args.own and args.runs:  # said here a run at a time, as a read's lines are
+                for _ in range(args.read):
+                    if not hub.say_lines(sessions[0], ROOM, [TEXT] * GROUP):  # (as the
+                        for _ in range(GROUP):  # server: a run declined is said line by line)
+                            hub.say(sessions[0], ROOM, TEXT)
+            elif args.own:  # said here, one line at a time
                 for _ in range(args.read * GROUP):
                     hub.say(sessions[0], ROOM, TEXT)
+            if args.own:  # then read back
                 units = list(broker._outgoing)
                 broker._outgoing.clear()
                 broker._open_group = None
@@ -111,7 +126,8 @@ async def receive(args: argparse.Namespace) -> None:
             else:  # another node's groups, as its broker appends them
                 for _ in range(args.read):
                     seq, next_id = next_id, next_id + GROUP  # (its own running numbers)
-                    entries.append((b"%d-0" % (next_id - 1), encode_group("there", seq, rows)))
+                    payload = prefix.replace(b",1,", b",%d," % seq) + group
+                    entries.append((b"%d-0" % (next_id - 1), payload))
             broker._read_entries(entries, own, own_line)  # type: ignore[arg-type]
             await publisher.settle()
         lines = args.groups * GROUP
@@ -123,7 +139,7 @@ async def receive(args: argparse.Namespace) -> None:
 
 def count(tree: Path, args: argparse.Namespace, groups: int) -> int:
     arguments = ["--members", str(args.members), "--groups", str(groups), "--read", str(args.read)]
-    arguments += ["--own"] * args.own + ["--encode"] * args.encode
+    arguments += ["--own"] * args.own + ["--runs"] * args.runs + ["--encode"] * args.encode
     return collected(tree, "broker_receive.py", arguments)
 
 
@@ -139,6 +155,9 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=256, help="groups of the smaller run")
     parser.add_argument("--read", type=int, default=8, help="groups handed on per read")
     parser.add_argument("--own", action="store_true", help="this node's own lines, read back")
+    parser.add_argument(
+        "--runs", action="store_true", help="with --own: said a group at a time (say_lines)"
+    )
     parser.add_argument("--encode", action="store_true", help="members encode as JSON lines")
     parser.add_argument("--compare", action="append", default=[], help="another git rev")
     parser.add_argument("--profile", type=int, default=0, help="instead: top N of a cProfile")

@@ -236,6 +236,55 @@ async def test_groups_of_two_nodes_interleave_in_one_order_live_and_in_history(
             assert [(m["id"], m["nick"], m["text"]) for m in page.messages] == live[0]
 
 
+async def test_runs_said_in_one_write_go_through_the_log_as_runs_in_one_order(
+    broker_url: str,
+) -> None:
+    """Lines a client sends in one write reach the hub as a run (``Hub.say_lines``), which
+    a broker takes at once (``log_run``) and the log numbers: both nodes' members see
+    every line once, in one order with the same ids, each sender's in the order sent, and
+    each node's history holds exactly those."""
+    async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
+        alice = await stack.enter_async_context(open_client(a, "alice"))
+        bob = await stack.enter_async_context(open_client(b, "bob"))
+        await alice.expect("join", lambda e: e.nick == "bob")
+        runs = []
+        for node in (a, b):
+            taken = node.server.hub.log_run
+            assert taken is not None
+
+            def counted(run: list[Any], taken: Any = taken) -> None:
+                runs.append(len(run))
+                taken(run)
+
+            node.server.hub.log_run = counted
+
+        def write(name: str, first: int) -> bytes:
+            return b"".join(
+                b'{"type":"say","room":"#lobby","text":"%s %d"}\n' % (name.encode(), i)
+                for i in range(first, first + 20)
+            )
+
+        for first in (0, 20, 40):
+            await alice.send_raw(write("alice", first))
+            await bob.send_raw(write("bob", first))
+        live = []
+        for client in (alice, bob):
+            got = [await client.expect("message") for _ in range(120)]
+            live.append([(m.id, m.nick, m.text) for m in got])
+        assert live[0] == live[1]
+        ids = [item[0] for item in live[0]]
+        assert ids == sorted(ids) and len(set(ids)) == 120
+        for name in ("alice", "bob"):
+            assert [t for _, n, t in live[0] if n == name] == [f"{name} {i}" for i in range(60)]
+        assert sum(runs) == 120 and max(runs) > 1  # (the reader may split a write's lines)
+        for client in (alice, bob):
+            await client.send(
+                {"type": "history", "room": "#lobby", "before": ids[-1] + 1, "limit": 200}
+            )
+            page = await client.expect("history")
+            assert [(m["id"], m["nick"], m["text"]) for m in page.messages] == live[0]
+
+
 async def test_who_private_messages_and_nicks_span_the_nodes(broker_url: str) -> None:
     async with nodes(broker_url, 2) as (a, b), contextlib.AsyncExitStack() as stack:
         alice, bob = await alice_on_a_bob_on_b(stack, a, b)

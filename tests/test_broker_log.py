@@ -15,20 +15,23 @@ from trio_chat.broker.log import (
     decode_entry,
     decode_group,
     decode_line,
+    encode_columns,
     encode_entry,
     encode_group,
     encode_line,
     encode_row,
     number_own_line,
+    own_columns_prefix,
     own_event_prefix,
     own_event_seq,
     own_group_prefix,
     own_group_seqs,
     own_line_prefix,
 )
-from trio_chat.broker.redis import RedisBroker
+from trio_chat.broker.redis import GROUP_LINES, MAX_WAITING, RedisBroker
 from trio_chat.delivery import Pending
-from trio_chat.hub import Hub
+from trio_chat.hub import Hub, ServerBusy
+from trio_chat.mailbox import Mailbox
 from trio_chat.protocol import (
     Info,
     Joined,
@@ -503,3 +506,209 @@ async def test_a_node_catching_up_stores_the_lines_of_a_group_it_had_not_stored(
         broker._position = "4-0"  # as _start finds it
         await broker._catch_up(client)
     assert [(p.event.id, p.event.text) for p in handed] == [(3, "line 3")]  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------ groups by column
+
+
+def columns_of(lines: list[Message], persist: list[bool], authors: list[str | None]) -> bytes:
+    return encode_columns('node-"a"', 7, lines, persist, authors)
+
+
+def test_a_group_by_column_gives_shared_fields_once_and_round_trips() -> None:
+    said = [dataclasses.replace(LINE, id=0, ts=1.5 + i, text=f"line {i}") for i in range(3)]
+    payload = columns_of(said, [True] * 3, [None] * 3)
+    assert b"\n" not in payload  # the append script splits a batch at newlines
+    assert orjson.loads(payload) == [
+        "c", 'node-"a"', 7, 3, 1, "#lobby", "alice", "say", None,
+        [1.5, 2.5, 3.5], ["line 0", "line 1", "line 2"],
+    ]  # fmt: skip
+    group = decode_group("42-0", payload)
+    assert (group.node, group.first_seq, group.room) == ('node-"a"', 7, "#lobby")
+    assert group.lines == [
+        dataclasses.replace(line, id=n) for n, line in zip((40, 41, 42), said, strict=True)
+    ]
+    assert [type(line) for line in group.lines] == [Message] * 3
+    assert [hash(line) for line in group.lines] == [
+        hash(dataclasses.replace(line, id=n)) for n, line in zip((40, 41, 42), said, strict=True)
+    ]
+    assert group.persist == [True] * 3 and group.authors == [None] * 3
+    entries = decode_entries("42-0", payload)
+    assert [(e.kind, e.node, e.seq, e.event, e.persist) for e in entries] == [
+        ("event", 'node-"a"', seq, line, True)
+        for seq, line in zip((7, 8, 9), group.lines, strict=True)
+    ]
+
+
+COLUMN_GROUPS = {
+    "one of each": ([LINE], [False], [None]),
+    "rooms, nicks, kinds and stored apart": (
+        [
+            LINE,
+            dataclasses.replace(LINE, room="#dev", kind="action"),
+            dataclasses.replace(LINE, nick="bob", kind="notice"),
+        ],
+        [True, False, True],
+        [None, None, None],
+    ),
+    "a reply and an author": (
+        [LINE, REPLY, dataclasses.replace(LINE, text="third")],
+        [True, True, False],
+        [None, "bob", "carol"],
+    ),
+    "one author": ([LINE, REPLY], [True, True], ["bob", "bob"]),
+}
+
+
+@pytest.mark.parametrize("said", COLUMN_GROUPS.values(), ids=COLUMN_GROUPS.keys())
+def test_a_group_by_column_reads_as_the_same_rows_by_row(
+    said: tuple[list[Message], list[bool], list[str | None]],
+) -> None:
+    """Whatever its lines share or not, a group by column gives what the group of their
+    rows (of nodes of before) gives: each line, whether it is stored, its author, the room
+    its lines share."""
+    lines, persist, authors = said
+    last = f"{40 + len(lines) - 1}-0"
+    rows = [
+        encode_row(line, persist=p, author=a)
+        for line, p, a in zip(lines, persist, authors, strict=True)
+    ]
+    by_row = decode_group(last, encode_group("n", 7, rows))
+    by_column = decode_group(last, encode_columns("n", 7, lines, persist, authors))
+    assert by_column == by_row
+    assert by_column.lines == [
+        dataclasses.replace(line, id=n) for n, line in zip(range(40, 50), lines, strict=False)
+    ]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'["c","n",1,0,1,"#a","al","say",null,[],[]]',  # no lines
+        b'["c","n",1,2,1,"#a","al","say",null,[1.5],["hi"]]',  # a line short of its count
+        b'["c","n","1",1,1,"#a","al","say",null,[1.5],["hi"]]',  # the number a string
+        b'["c",7,1,1,1,"#a","al","say",null,[1.5],["hi"]]',  # the node a number
+        b'["c","n",1,1,1,"#a",7,"say",null,[1.5],["hi"]]',  # the nick a number
+        b'["c","n",1,2,1,"#a",["al"],"say",null,[1.5,2],["hi","ho"]]',  # a nick short
+        b'["c","n",1,2,1,["#a",null],"al","say",null,[1.5,2],["hi","ho"]]',  # a room null
+        b'["c","n",1,1,1,"#a","al","shout",null,[1.5],["hi"]]',  # no such kind
+        b'["c","n",1,2,1,"#a","al",["say","Say"],null,[1.5,2],["hi","ho"]]',
+        b'["c","n",1,1,1,"#a","al","say",null,["1.5"],["hi"]]',  # a time a string
+        b'["c","n",1,1,1,"#a","al","say",null,[true],["hi"]]',
+        b'["c","n",1,1,1,"#a","al","say",null,[1.5],[2]]',  # a text a number
+        b'["c","n",1,1,1,"#a","al","say",null,[1.5],"hi"]',  # texts a string
+        b'["c","n",1,1,"1","#a","al","say",null,[1.5],["hi"]]',  # stored a string
+        b'["c","n",1,2,[1],"#a","al","say",null,[1.5,2],["hi","ho"]]',  # stored short
+        b'["c","n",1,1,1,"#a","al","say",null,[1.5],["hi"],[{"reply_to":"x"}]]',
+        b'["c","n",1,2,1,"#a","al","say",null,[1.5,2],["hi","ho"],[null]]',  # more short
+        b'["c","n",1,1,1,"#a","al","say",null,[1.5],["hi"],null,null]',  # too long
+        b'["c","n",1,1,1,"#a","al","say",null,[1.5]]',  # a column short
+        b'["c","n",1,1,1,"#a","al","say",null,[1.5],["hi"]',  # not json
+        b'["c","n",1,1,1,"#a","al","say",7,[1.5],["hi"]]',  # the author a number
+        b'["c","n",1,2,1,"#a","al","say",["acc"],[1.5,2],["hi","ho"]]',  # an author short
+        b'["c","n",1,2,1,"#a","al","say",["acc",7],[1.5,2],["hi","ho"]]',  # one a number
+    ],
+)
+def test_a_group_by_column_that_is_not_ours_is_refused(payload: bytes) -> None:
+    with pytest.raises(BadEntry):
+        decode_group("1-0", payload)
+    with pytest.raises(BadEntry):
+        decode_entries("1-0", payload)
+
+
+def test_the_group_by_column_the_refused_ones_differ_from_is_read() -> None:
+    """Each group refused above is this one, or this one with two lines, wrong in one
+    place; an author given once is every line's, a list one per line."""
+    group = decode_group("1-0", b'["c","n",1,1,1,"#a","al","say",null,[1.5],["hi"]]')
+    assert group.lines == [Message(id=1, ts=1.5, room="#a", nick="al", text="hi")]
+    assert (group.persist, group.authors) == ([True], [None])
+    two = b'["c","n",1,2,[1,0],"#a","al","say",%s,[1.5,2],["hi","ho"]]'
+    assert decode_group("2-0", two % b'"acc"').authors == ["acc", "acc"]
+    group = decode_group("2-0", two % b'["acc",null]')
+    assert (group.authors, group.persist) == (["acc", None], [True, False])
+    payload = encode_columns("n", 1, [LINE, LINE], [True, True], ["acc", "acc"])
+    assert orjson.loads(payload)[8] == "acc"
+
+
+def test_a_node_knows_its_own_groups_by_column_by_their_start() -> None:
+    node = 'node-"a"'
+    prefix = own_columns_prefix(node)
+    payload = encode_columns(node, 12, [LINE] * 3, [True] * 3, [None] * 3)
+    assert own_group_seqs(payload, prefix) == (12, 3)
+    others = (
+        encode_columns('node-"a"2', 12, [LINE], [True], [None]),
+        encode_group(node, 12, [encode_row(LINE)]),
+        encode_line(node, 12, LINE),
+    )
+    for other in others:
+        assert own_group_seqs(other, prefix) is None
+
+
+def test_a_run_published_at_once_fills_the_open_group_then_groups_of_its_own() -> None:
+    """``publish_run`` takes lines as :meth:`publish` takes each: the same running numbers,
+    groups of at most GROUP_LINES lines, the open group filled first."""
+    broker, _, _ = a_reader("a")
+    room = broker.hub.rooms["#lobby"]
+    lines = [dataclasses.replace(LINE, id=0, text=f"{i}") for i in range(GROUP_LINES + 8)]
+    broker.publish(Pending(lines[0], room, (), True))
+    run = [Pending(line, room, (), True) for line in lines[1:]]
+    broker.publish_run(run)
+    assert [(seq, flag, len(p)) for seq, flag, p in broker._outgoing] == [
+        (1, "g", GROUP_LINES),
+        (GROUP_LINES + 1, "g", 8),
+    ]
+    assert list(broker._mine) == list(range(1, GROUP_LINES + 9))
+    assert [broker._mine[seq] for seq in range(2, GROUP_LINES + 9)] == run
+    broker.publish(Pending(lines[0], room, (), True))  # the next line joins the last group
+    assert [len(p) for _, _, p in broker._outgoing] == [GROUP_LINES, 9]
+
+
+def test_a_run_that_would_not_fit_is_refused_whole() -> None:
+    broker, _, _ = a_reader("a")
+    room = broker.hub.rooms["#lobby"]
+    line = dataclasses.replace(LINE, id=0)
+    broker.publish_run([Pending(line, room, (), True) for _ in range(MAX_WAITING - 2)])
+    with pytest.raises(ServerBusy):
+        broker.publish_run([Pending(line, room, (), True) for _ in range(3)])
+    assert len(broker._mine) == MAX_WAITING - 2 and broker._seq == MAX_WAITING - 2
+    broker.publish_run([Pending(line, room, (), True) for _ in range(2)])
+    assert len(broker._mine) == MAX_WAITING
+
+
+def test_a_group_of_this_node_by_column_is_read_back_from_its_start() -> None:
+    """What the writer appends for a run (by column) is this node's own when read back:
+    its lines numbered in place, in order, none decoded again."""
+    broker, handed, expected = a_reader("a")
+    room = broker.hub.rooms["#lobby"]
+    run = [Pending(dataclasses.replace(LINE, id=0, text=f"{i}"), room, (), True) for i in range(4)]
+    broker.publish_run(run)
+    (unit,) = broker._outgoing
+    payload = broker._payload(unit)
+    assert payload.startswith(own_columns_prefix("a"))
+    broker._read_entries([(b"9-0", payload)], b"-", b"-")
+    assert handed == run and [p.event.id for p in handed] == [6, 7, 8, 9]  # type: ignore[union-attr]
+    assert expected == [6, 7, 8, 9] and not broker._mine
+
+
+def test_say_lines_with_a_broker_leaves_the_numbering_to_the_log() -> None:
+    """With a broker whose log numbers the lines, a run goes to it at once, its ids only
+    provisional (history waits for none of them); a run it refuses leaves no trace, and
+    the caller says each line the usual way."""
+    broker, _, _ = a_reader("a")
+    hub = broker.hub
+    broker.attach()
+    session = hub.attach("alice", Mailbox(100), address="127.0.0.1:1", transport="test")
+    hub.join(session, "#lobby")
+    broker._outgoing.clear()
+    broker._open_group = None
+    before = hub.last_id
+    assert hub.say_lines(session, "#lobby", ["one", "two", "three"])
+    (unit,) = broker._outgoing
+    assert [p.event.text for p in unit[2]] == ["one", "two", "three"]  # type: ignore[union-attr]
+    assert all(p.sender is session and p.persist for p in unit[2])  # type: ignore[union-attr]
+    assert not hub._undelivered and hub.last_id == before + 3
+    broker._mine.update(dict.fromkeys(range(-MAX_WAITING, 0), unit[2][0]))  # type: ignore[arg-type]
+    assert not hub.say_lines(session, "#lobby", ["four"])
+    assert hub.last_id == before + 3 and len(unit[2]) == 3
+    broker.detach()
+    assert hub.log_run is None

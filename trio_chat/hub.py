@@ -210,6 +210,10 @@ class Hub(Delivery):
         #: published events at once, in order, as the broker's ``publish`` takes each
         #: (see :meth:`say_lines`); ``None`` otherwise.
         self.publish_run: Callable[[list[Pending]], None] | None = None
+        #: Set by a broker whose log numbers events (with :attr:`numbered_by_log`): takes
+        #: a run of this node's chat lines as :attr:`publish_run` does, or raises
+        #: :class:`ServerBusy` and takes none (see :meth:`say_lines`).
+        self.log_run: Callable[[list[Pending]], None] | None = None
 
     # ----------------------------------------------------------------------- sessions
 
@@ -635,12 +639,17 @@ class Hub(Delivery):
         ``False``: the caller then says each line with :meth:`say`, which refuses the
         same lines the same way.
 
+        With a broker whose log numbers the lines (:attr:`numbered_by_log`), the ids given
+        here are provisional, as :meth:`say`'s are then: nothing waits for them in
+        :attr:`_undelivered`, and the run goes to the broker's :attr:`log_run`.
+
         Why: a client at full speed sends many lines in one read, and a line went through
         a dozen calls on its way to the publisher (ten of them checks and look-ups the
         same for every line of the run); here the room, the rules and the limits are
         looked at once, the lines numbered in one loop and handed over in one call.
         """
-        publish_run = self.publish_run
+        by_log = self.numbered_by_log
+        publish_run = self.log_run if by_log else self.publish_run
         room = self.rooms.get(name_key(room_name))
         if (
             publish_run is None
@@ -654,14 +663,21 @@ class Hub(Delivery):
         # As _check_message_id before each line (the last one is checked with the id
         # before it), and _publish's bound on what waits for the store.
         if last + count - 1 >= self.message_id_limit or (
-            len(self._undelivered) + count > self.max_undelivered
+            not by_log and len(self._undelivered) + count > self.max_undelivered
         ):
             return False
         first = last + 1
         lines = chat_lines(first, self._clock, room.name, session.nick, texts)
         self._last_id = last + count
-        self._undelivered.extend(range(first, first + count))
         # Its author's account is the sender's (see delivery.author_of): not looked up here.
+        if by_log:
+            try:
+                publish_run(lines_said(lines, room, session))
+            except ServerBusy:  # (what may wait for the log is full: none taken)
+                self._last_id = last
+                return False
+            return True
+        self._undelivered.extend(range(first, first + count))
         publish_run(lines_said(lines, room, session))
         return True
 

@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import itertools
 import logging
+import operator
 import os
 import secrets
 import socket
@@ -54,10 +55,10 @@ from .log import (
     decode_entries,
     decode_group,
     decode_line,
+    encode_columns,
     encode_entry,
-    encode_group,
-    encode_row,
     number_own_line,
+    own_columns_prefix,
     own_event_prefix,
     own_event_seq,
     own_group_prefix,
@@ -75,8 +76,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("trio_chat.broker")
 
 #: An entry waiting to be appended: its running number, its kind's letter for the append
-#: script, and its payload, or for a group (``"g"``) the rows of its lines so far.
-_Outgoing: TypeAlias = tuple[int, str, bytes | list[bytes]]
+#: script, and its payload, or for a group (``"g"``) its lines so far (written by column
+#: as the writer takes it: see :func:`.log.encode_columns`).
+_Outgoing: TypeAlias = tuple[int, str, bytes | list[Pending]]
 
 #: Entries the stream keeps (about; Redis trims whole blocks). A node that was away for
 #: longer than this many entries finds a hole in its history (said in its log).
@@ -97,7 +99,7 @@ CLOSE_WAIT = 3.0
 #: Most of this node's messages that may wait for Redis before new ones are refused.
 MAX_WAITING = 10_000
 
-#: Most chat lines in one group (one entry of the log; see :func:`.log.encode_group`):
+#: Most chat lines in one group (one entry of the log; see :func:`.log.encode_columns`):
 #: with :data:`READ_BATCH`, at most 1024 lines are read, and handed on, at once.
 GROUP_LINES = 32
 
@@ -235,8 +237,10 @@ class RedisBroker(Presence):
         self._outgoing: collections.deque[_Outgoing] = collections.deque()
         #: The group at the end of _outgoing that this node's next chat line joins, until
         #: the writer takes it (from then on it is sent as it is, again if need be).
-        self._open_group: list[bytes] | None = None
-        self._own_group = own_group_prefix(self.node)  # how this node's groups start
+        self._open_group: list[Pending] | None = None
+        # How this node's groups start: by column, and by row (from a run of before).
+        self._own_columns = own_columns_prefix(self.node)
+        self._own_group = own_group_prefix(self.node)
         self._wake_writer = trio.Event()
         self._mine: dict[int, Pending] = {}  # own events on their way through the log
         self._replies: collections.deque[tuple[int, Pending]] = collections.deque()
@@ -256,6 +260,7 @@ class RedisBroker(Presence):
         """Take the numbering from the hub (the publisher makes this its broker): ids and
         order now come from the log, and users' arrivals and departures go into it."""
         self.hub.numbered_by_log = True
+        self.hub.log_run = self.publish_run
         self.hub.on_attach.append(self._user_arrived)
         self.hub.on_detach.append(self._user_left)
         self.hub.on_rule.append(self._rule_changed)
@@ -263,6 +268,7 @@ class RedisBroker(Presence):
 
     def detach(self) -> None:
         self.hub.numbered_by_log = False
+        self.hub.log_run = None
         self.hub.on_attach.remove(self._user_arrived)
         self.hub.on_detach.remove(self._user_left)
         self.hub.on_rule.remove(self._rule_changed)
@@ -281,13 +287,12 @@ class RedisBroker(Presence):
             if pending.persist and len(self._mine) >= MAX_WAITING:
                 raise ServerBusy("the server is busy sharing messages; try again in a moment")
             self._seq = seq = self._seq + 1
-            row = encode_row(event, persist=pending.persist, author=author_of(pending))
             group = self._open_group
             if group is None or len(group) >= GROUP_LINES:
                 self._open_group = group = []
                 self._outgoing.append((seq, "g", group))
                 self._wake_writer.set()
-            group.append(row)
+            group.append(pending)
             self._mine[seq] = pending
             return
         if getattr(event, "id", None) is None:  # a reply: after this node's earlier events
@@ -311,6 +316,29 @@ class RedisBroker(Presence):
             author=author_of(pending) if type(event) is Message else None,
         )
         self._mine[seq] = pending
+
+    def publish_run(self, run: list[Pending]) -> None:
+        """:meth:`publish` each of ``run``, plain chat lines of this node said together
+        (see :meth:`Hub.say_lines`), in one call: they join the open group, then groups
+        of their own; :class:`ServerBusy`, and none of them taken, if they would not all
+        fit in what may wait for Redis."""
+        count = len(run)
+        if len(self._mine) + count > MAX_WAITING:
+            raise ServerBusy("the server is busy sharing messages; try again in a moment")
+        first = self._seq + 1
+        self._seq += count
+        self._mine.update(zip(range(first, first + count), run, strict=True))
+        group = self._open_group
+        done = 0
+        while done < count:
+            if group is None or len(group) >= GROUP_LINES:
+                group = []
+                self._outgoing.append((first + done, "g", group))
+            take = min(GROUP_LINES - len(group), count - done)
+            group += run[done : done + take]
+            done += take
+        self._open_group = group
+        self._wake_writer.set()
 
     def _tell_remote(self, receivers: tuple[Receiver, ...], event: Info) -> None:
         """A notice to users of other nodes ("alice made you an operator of #dev"): their
@@ -503,8 +531,14 @@ class RedisBroker(Presence):
 
     def _payload(self, unit: _Outgoing) -> bytes:
         seq, _, payload = unit
-        if isinstance(payload, list):  # a group: its rows, written as they are now
-            return encode_group(self.node, seq, payload)
+        if isinstance(payload, list):  # a group: its lines, written as they are now
+            return encode_columns(
+                self.node,
+                seq,
+                list(map(_EVENT, payload)),
+                list(map(_PERSIST, payload)),
+                list(map(author_of, payload)),
+            )
         return payload
 
     async def _read_forever(self) -> None:
@@ -668,7 +702,8 @@ class RedisBroker(Presence):
                     for entry in self._decode_all(stream_id, payload):
                         self._handle(entry)
                     continue
-                if payload[2:3] == b"g":  # a group of chat lines (most of the log)
+                tag = payload[2:3]
+                if tag == b"c" or tag == b"g":  # a group of chat lines (most of the log)
                     self._read_group(raw_id, payload, handing)
                     continue
                 seq = own_event_seq(payload, own_line)
@@ -708,7 +743,9 @@ class RedisBroker(Presence):
         holds them already), another node's each decoded."""
         mine, replies, expect, deliver = self._mine, self._replies, self.hub.expect, handing.append
         last_id = int(raw_id.partition(b"-")[0])
-        own = own_group_seqs(payload, self._own_group)
+        own = own_group_seqs(
+            payload, self._own_columns if payload[2:3] == b"c" else self._own_group
+        )
         if own is not None:
             first_seq, count = own
             first_id = last_id - count + 1
@@ -812,6 +849,9 @@ class RedisBroker(Presence):
         if local:
             self._deliver(Pending(Info(text=text), None, local))
 
+
+_EVENT = operator.attrgetter("event")
+_PERSIST = operator.attrgetter("persist")
 
 #: The start of each EVALSHA sent, by script and keys: encoded once (see _run_script).
 _SCRIPT_HEADS: dict[tuple[str, tuple[str, ...]], tuple[int, bytes]] = {}
