@@ -148,6 +148,13 @@ class ChatHost(Protocol):
         account key or ``None`` for a guest, raises :class:`~trio_chat.errors.ChatError`."""
         ...
 
+    def admit_nowait(
+        self, nick: str, password: str | None, register: bool, address: str
+    ) -> str | None:
+        """:meth:`admit` at once where its answer is in memory (a guest's nick); raises
+        ``trio.WouldBlock`` where :meth:`admit` would wait."""
+        ...
+
     def session_to_join(self, nick: str, account: str | None) -> Session | None:
         """The user of this node a login to ``account`` as ``nick`` adds a connection to,
         or ``None`` for a new session; raises :class:`~trio_chat.errors.ChatError` when the
@@ -165,6 +172,10 @@ class ChatHost(Protocol):
 
     def session_started(self) -> None:
         """A connection's task logged its session in: the shutdown waits for it to end."""
+        ...
+
+    def history_at_hand(self, room: str) -> bool:
+        """Whether a join of ``room`` needs no :meth:`warm_history` first."""
         ...
 
     async def warm_history(self, room: str) -> None:
