@@ -8,7 +8,7 @@ import math
 import os
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -275,20 +275,14 @@ class ChatServer(ServerAPI):
             name = f"{base}#{n}"
         return name
 
-    @contextlib.contextmanager
-    def connection_slot(self, address: str) -> Iterator[ConnectionSlot]:
+    def connection_slot(self, address: str) -> ConnectionSlot:
         """Count a new connection from ``address`` (the client's ``host:port``: behind a
-        trusted proxy, the one the proxy reported) for the block. The slot's ``refusal`` is
-        ``None`` when it may stay, or the reason it may not (too many from that host,
-        server full); a connection that outlives the block takes the slot with it
+        trusted proxy, the one the proxy reported). The slot's ``refusal`` is ``None`` when
+        it may stay, or the reason it may not (too many from that host, server full); it
+        is given back when its ``with`` block ends, unless the connection took it with it
         (:meth:`ConnectionSlot.hand_over`)."""
-        host = host_of(address)
-        refusal = self.connections.acquire(host)
-        slot = ConnectionSlot(refusal, self.connections, address)
-        try:
-            yield slot
-        finally:
-            slot.give_back()
+        refusal = self.connections.acquire(host_of(address))
+        return ConnectionSlot(refusal, self.connections, address)
 
     def remove_plugin(self, name: str) -> None:
         self.jobs.cancel_plugin(name)

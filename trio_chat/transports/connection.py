@@ -10,7 +10,6 @@ its task and parks until it has something to do), and the goodbye and close (:mo
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -44,7 +43,7 @@ class Arrival:
     bans, login throttling and logs all see the client, never the proxy.
     """
 
-    __slots__ = ("_refusal", "_server", "_slots", "_stream", "address", "peer", "proxied", "slot")
+    __slots__ = ("_refusal", "_server", "_stream", "address", "peer", "proxied", "slot")
 
     def __init__(
         self,
@@ -52,12 +51,10 @@ class Arrival:
         stream: trio.abc.Stream,
         peer: str,
         refusal: Callable[[str], bytes],
-        slots: contextlib.ExitStack[bool | None],
     ) -> None:
         self._server = server
         self._stream = stream
         self._refusal = refusal
-        self._slots = slots
         #: ``host:port`` of the socket's peer (the proxy, when ``proxied``).
         self.peer = peer
         #: ``host:port`` of the client, as far as it is known yet (see :meth:`admit`).
@@ -74,7 +71,8 @@ class Arrival:
         self.address = address
         if self.proxied:
             log.debug("connection from %s via proxy %s", address, self.peer)
-        self.slot = slot = self._slots.enter_context(self._server.connection_slot(address))
+        # Given back by serve_accepted unless the connection takes it over.
+        self.slot = slot = self._server.connection_slot(address)
         if slot.refusal is not None:
             if reply_to is None and self._server.ssl_context is not None:
                 # A TLS client expects a handshake: plain words would only reach it as a
@@ -116,14 +114,17 @@ async def serve_accepted(
     arrival: Arrival | None = None
     link: Link | None = None
     try:
-        with contextlib.ExitStack() as slots:
-            arrival = Arrival(server, stream, peer, refusal, slots)
+        arrival = Arrival(server, stream, peer, refusal)
+        try:
             if not arrival.proxied and not await arrival.admit(peer):
                 return
             link = await open_link(server, stream, arrival)
             if link is not None:
                 assert arrival.slot is not None, "open_link returned a link it did not admit"
                 await run_connection(server, link, arrival.slot.hand_over())
+        finally:
+            if arrival.slot is not None:
+                arrival.slot.give_back()  # (nothing, once handed over)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     except Exception:

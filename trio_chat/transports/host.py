@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
 
 from ..users import host_of
@@ -55,6 +54,12 @@ class ConnectionSlot:
         self._limiter = limiter
         self._held = refusal is None
         self._handed_over = False
+
+    def __enter__(self) -> ConnectionSlot:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.give_back()
 
     def hand_over(self) -> Callable[[], None]:
         """Give the slot to the connection, which calls the result once when it ends."""
@@ -136,9 +141,10 @@ class ChatHost(Protocol):
 
     # ----------------------------------------------------------------- the connection's life
 
-    def connection_slot(self, address: str) -> AbstractContextManager[ConnectionSlot]:
+    def connection_slot(self, address: str) -> ConnectionSlot:
         """Count a new connection from ``address`` against the connection limits; the slot
-        says whether it may stay (``refusal``) and is handed over to a connection that does."""
+        says whether it may stay (``refusal``) and is handed over to a connection that does
+        (else given back: it is its own context manager)."""
         ...
 
     async def admit(
