@@ -63,16 +63,22 @@ class Arrival:
         self.proxied = bool(trust) and trust.trusts(host_of(peer))
         self.slot: ConnectionSlot | None = None
 
-    async def admit(self, address: str, reply_to: trio.abc.Stream | None = None) -> bool:
-        """Take the connection's place in the limits as coming from ``address`` (once).
-        If it may not stay, say why on ``reply_to`` (default: the socket, in the
-        transport's own words), close it, and return ``False``."""
+    async def admit(
+        self,
+        address: str,
+        reply_to: trio.abc.Stream | None = None,
+        slot: ConnectionSlot | None = None,
+    ) -> bool:
+        """Take the connection's place in the limits as coming from ``address`` (once;
+        ``slot``: the place taken already, by the accept). If it may not stay, say why on
+        ``reply_to`` (default: the socket, in the transport's own words), close it, and
+        return ``False``."""
         assert self.slot is None, "a connection is admitted once"
         self.address = address
         if self.proxied:
             log.debug("connection from %s via proxy %s", address, self.peer)
         # Given back by serve_accepted unless the connection takes it over.
-        self.slot = slot = self._server.connection_slot(address)
+        self.slot = slot = slot or self._server.connection_slot(address)
         if slot.refusal is not None:
             if reply_to is None and self._server.ssl_context is not None:
                 # A TLS client expects a handshake: plain words would only reach it as a
@@ -95,6 +101,7 @@ async def serve_accepted(
     open_link: Callable[[ChatHost, S, Arrival], Awaitable[Link | None]],
     refusal: Callable[[str], bytes],
     peer: str | None = None,
+    slot: ConnectionSlot | None = None,
 ) -> None:
     """One accepted connection, whatever the transport: its place in the connection limits
     (or ``refusal(reason)`` sent back), the transport's opening (``open_link``: a PROXY
@@ -106,7 +113,8 @@ async def serve_accepted(
     comes back only from an admitted connection.
 
     ``peer``: the peer's ``host:port`` if the accept said it already (else asked of the
-    socket). Owns ``stream``: closes it unless :func:`run_connection` took it over.
+    socket); ``slot``: its place, if the accept took it already (not for a trusted
+    proxy's connection). Owns ``stream``: closes it unless :func:`run_connection` took it over.
     Nothing a connection does gets past this function, so nothing takes down the listener.
     """
     if peer is None:
@@ -116,7 +124,7 @@ async def serve_accepted(
     try:
         arrival = Arrival(server, stream, peer, refusal)
         try:
-            if not arrival.proxied and not await arrival.admit(peer):
+            if not arrival.proxied and not await arrival.admit(peer, slot=slot):
                 return
             link = await open_link(server, stream, arrival)
             if link is not None:
