@@ -159,13 +159,15 @@ async def test_a_password_check_is_cut_off_at_the_log_ins_deadline() -> None:
 
 
 async def test_a_hello_a_moment_late_is_waited_for_in_the_parking_lot() -> None:
+    """...parked at the doorstep (transports/doorstep.py): no task waits for it."""
     async with open_test_server(config=local_config(sniff_delay=5.0)) as chat:
         host, port = chat.address("tcp")
         lot = chat.server.parking
         async with await trio.open_tcp_stream(host, port) as stream:
-            with trio.fail_after(5):  # served, and waiting for its first bytes
-                while not lot.waiting:  # noqa: ASYNC110 (the lot has no event for it)
+            with trio.fail_after(5):  # accepted, and waiting for its first bytes
+                while not len(lot):  # noqa: ASYNC110 (the lot has no event for it)
                     await trio.sleep(0.01)
+            assert lot.waiting == 0
             started = trio.current_time()
             await stream.send_all(b'{"type":"hello","nick":"late"}\n')
             with trio.fail_after(5):

@@ -75,6 +75,12 @@ class AuthBackends:
             self.throttle.succeeded(key, host, time.monotonic())
         return verdict
 
+    def has_accounts(self) -> bool:
+        """Whether any backend says which nicks are its users (``is_account``): if none
+        does, :meth:`is_account` says ``None`` without asking, and a guest's log-in need
+        not await it (see :meth:`~trio_chat.server.ChatServer.admit_nowait`)."""
+        return bool(self._hook.is_account.get_hookimpls())
+
     async def is_account(self, server: object, nick: str) -> bool | None:
         """The first backend's word on whether ``nick`` is one of its users (``None``: none
         said). Raises :class:`LoginRefused` (``store_error``) when a backend failed."""

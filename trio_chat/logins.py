@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
+
+import trio
 
 from .errors import LoginRefused
 from .hub import host_of
@@ -46,7 +49,11 @@ class AccountBook(Protocol):
         overlong password."""
         ...
 
-    async def account_exists(self, nick_key: str) -> bool: ...
+    async def account_exists(self, nick_key: str) -> bool:
+        """Whether ``nick_key`` is registered. A book that keeps its names in memory may
+        answer at once too, as ``account_exists_nowait(nick_key) -> bool`` (see
+        :meth:`Logins.is_registered_nowait`)."""
+        ...
 
     async def verify_password(self, nick_key: str, password: str) -> bool:
         """Whether the account exists and ``password`` is its password; as slow for a
@@ -66,6 +73,10 @@ class Logins:
     def __init__(self, book: AccountBook) -> None:
         self.book = book
         self.throttle = LoginThrottle()
+        #: The book's answer at once, if it keeps its names in memory.
+        self._exists_nowait: Callable[[str], bool] | None = getattr(
+            book, "account_exists_nowait", None
+        )
         self._account_log = LogLimiter()
 
     def _cannot_save_accounts(self, exc: StoreError) -> LoginRefused:
@@ -133,5 +144,17 @@ class Logins:
         when that cannot be told."""
         try:
             return await self.book.account_exists(name_key(nick))
+        except StoreError as exc:
+            raise self._cannot_check_accounts(exc) from None
+
+    def is_registered_nowait(self, nick: str) -> bool:
+        """:meth:`is_registered` where the book answers from memory (the node's own
+        :class:`~trio_chat.store.Store`); raises ``trio.WouldBlock`` where it would
+        wait (Redis, the accounts every node shares). A guest's log-in asks it, and a
+        coroutine the book's answer does not need costs about as much as the answer."""
+        if self._exists_nowait is None:
+            raise trio.WouldBlock
+        try:
+            return self._exists_nowait(name_key(nick))
         except StoreError as exc:
             raise self._cannot_check_accounts(exc) from None

@@ -298,10 +298,16 @@ def decode_client_frame(data: bytes | str) -> ClientFrame:
                     "bad_utf8", f"frame is not valid UTF-8 (byte {not_utf8.start})"
                 ) from None
         raise RemoteProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
-    if type(obj) is dict and obj.get("type") == "say":
-        say = _plain_say(obj)
-        if say is not None:
-            return say
+    if type(obj) is dict:
+        kind = obj.get("type")
+        if kind == "say":
+            say = _plain_say(obj)
+            if say is not None:
+                return say
+        elif kind == "hello":
+            hello = _plain_hello(obj)
+            if hello is not None:
+                return hello
     if not isinstance(obj, dict):
         raise RemoteProtocolError("bad_frame", "a frame must be a JSON object")
     ref = obj.get("ref")
@@ -398,6 +404,46 @@ def _plain_say(obj: dict[str, Any]) -> Say | None:
     _set_say_reply_to(say, None)
     _set_say_ref(say, ref)
     return say
+
+
+def _plain_hello(obj: dict[str, Any]) -> Hello | None:
+    """The usual ``hello`` (a printable ``nick``; perhaps a printable ``client`` and a
+    printable string ``ref``, and ``batch``, ``away_notify`` and ``typing`` as true or
+    false; no password, nothing else) as :func:`decode_client_frame` makes it, checked
+    and built by its keys; ``None`` for any other, which the general rules decode.
+
+    Every connection starts with one, and the general rules check each of the frame's
+    seven fields whether it came or not, one by one: the largest single function of a
+    connection that comes and goes. What passes here would pass there the same (see
+    :func:`_plain_say`); ``null`` counts as left out, as there."""
+    nick = obj.get("nick")
+    if type(nick) is not str or not nick.isprintable():
+        return None
+    hello = _new(Hello)
+    for attribute, default in _HELLO_DEFAULTS:
+        _set_field(hello, attribute, default)
+    _set_field(hello, "nick", nick)
+    if len(obj) == 2:  # type and nick: nothing else to check
+        return hello
+    for key, value in obj.items():
+        if key in _HELLO_FLAGS:
+            if type(value) is not bool:
+                return None
+        elif key in _HELLO_STRINGS:
+            if value is None:
+                continue
+            if (
+                type(value) is not str
+                or not value.isprintable()
+                or (key == "ref" and len(value) > 64)
+            ):
+                return None
+        elif key == "type" or key == "nick":
+            continue
+        else:
+            return None
+        _set_field(hello, key, value)
+    return hello
 
 
 class SayLines:
@@ -531,6 +577,12 @@ _set_say_text, _set_say_room, _set_say_reply_to, _set_say_ref = (
 )
 assert tuple(f.name for f in fields(Say)) == ("text", "room", "reply_to", "ref")
 assert all(f.default_factory is MISSING for cls in _FRAME_FIELDS for f in fields(cls))
+#: What :func:`_plain_hello` takes besides ``type`` and ``nick``: each a field of
+#: :class:`Hello` by the same name.
+_HELLO_FLAGS = frozenset({"batch", "away_notify", "typing"})
+_HELLO_STRINGS = frozenset({"client", "ref"})
+_HELLO_DEFAULTS = tuple((name, default) for name, default in _FRAME_FIELDS[Hello] if name != "nick")
+assert _HELLO_FLAGS | _HELLO_STRINGS < {name for name, _ in _FRAME_FIELDS[Hello]}
 
 
 # --------------------------------------------------------------------------------------

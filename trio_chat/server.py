@@ -8,7 +8,7 @@ import math
 import os
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +89,13 @@ CERT_EXPIRY_WARNING_DAYS = 14
 
 class ServerSetupError(Exception):
     """The server cannot start as configured; the message is one line for the operator."""
+
+
+def _nick_registered(nick: str) -> LoginRefused:
+    """What a guest (or a registration) taking a registered ``nick`` is told."""
+    return LoginRefused(
+        "nick_registered", f"the nickname {nick} is registered; log in with its password"
+    )
 
 
 class ChatServer(ServerAPI):
@@ -268,20 +275,14 @@ class ChatServer(ServerAPI):
             name = f"{base}#{n}"
         return name
 
-    @contextlib.contextmanager
-    def connection_slot(self, address: str) -> Iterator[ConnectionSlot]:
+    def connection_slot(self, address: str) -> ConnectionSlot:
         """Count a new connection from ``address`` (the client's ``host:port``: behind a
-        trusted proxy, the one the proxy reported) for the block. The slot's ``refusal`` is
-        ``None`` when it may stay, or the reason it may not (too many from that host,
-        server full); a connection that outlives the block takes the slot with it
+        trusted proxy, the one the proxy reported). The slot's ``refusal`` is ``None`` when
+        it may stay, or the reason it may not (too many from that host, server full); it
+        is given back when its ``with`` block ends, unless the connection took it with it
         (:meth:`ConnectionSlot.hand_over`)."""
-        host = host_of(address)
-        refusal = self.connections.acquire(host)
-        slot = ConnectionSlot(refusal, self.connections, address)
-        try:
-            yield slot
-        finally:
-            slot.give_back()
+        refusal = self.connections.acquire(host_of(address))
+        return ConnectionSlot(refusal, self.connections, address)
 
     def remove_plugin(self, name: str) -> None:
         self.jobs.cancel_plugin(name)
@@ -554,6 +555,42 @@ class ChatServer(ServerAPI):
             await self.read_markers.load(account)
         return account
 
+    def history_at_hand(self, room: str) -> bool:
+        """Whether a join of ``room`` needs no :meth:`warm_history` first (its latest
+        lines are in memory, or there is no database): a log-in asks before it awaits."""
+        return self.history_service is None or self.history_service.at_hand(room)
+
+    def admit_nowait(
+        self, nick: str, password: str | None, register: bool, address: str
+    ) -> str | None:
+        """:meth:`admit` answered at once, where the answer is in memory: a guest's nick
+        on a server whose accounts are its own store's (or none) and no auth backend
+        says which nicks are its users. Raises ``trio.WouldBlock`` where :meth:`admit`
+        would wait (a password, a backend, accounts in Redis), and what :meth:`admit`
+        raises for a refusal.
+
+        A storm of guests logging back in asks it of every one: :meth:`admit`'s five
+        coroutines (the auth backends, the accounts, the book) for an answer that is a
+        set's lookup cost as much as the lookup itself."""
+        if password is not None or self.auth.has_accounts():
+            raise trio.WouldBlock
+        self._check_guest(normalize_nick(nick))
+        return None
+
+    def _check_guest(self, nick: str) -> None:
+        """Raise :class:`LoginRefused` if the guest ``nick`` (normalized) may not log in;
+        ``trio.WouldBlock`` if the accounts cannot say so at once."""
+        if self.logins is None:
+            return
+        if self.config.require_accounts:
+            raise LoginRefused(
+                "account_required",
+                "this server is for registered users: log in with your password "
+                "(or register an account)",
+            )
+        if self.logins.is_registered_nowait(nick):
+            raise _nick_registered(nick)
+
     async def _admit(
         self, nick: str, password: str | None, register: bool, address: str
     ) -> str | None:
@@ -563,9 +600,7 @@ class ChatServer(ServerAPI):
             if account is not None:
                 return account
         elif await self.auth.is_account(self, nick):  # a guest, or a registration
-            raise LoginRefused(
-                "nick_registered", f"the nickname {nick} is registered; log in with its password"
-            )
+            raise _nick_registered(nick)
         if self.logins is None:
             if password is not None:
                 raise LoginRefused(
@@ -577,16 +612,13 @@ class ChatServer(ServerAPI):
             if register:
                 return await self.logins.register(nick, password)
             return await self.logins.check_login(nick, password, address)
-        if self.config.require_accounts:
-            raise LoginRefused(
-                "account_required",
-                "this server is for registered users: log in with your password "
-                "(or register an account)",
-            )
+        try:
+            self._check_guest(nick)
+            return None
+        except trio.WouldBlock:  # (the accounts are in Redis)
+            pass
         if await self.logins.is_registered(nick):
-            raise LoginRefused(
-                "nick_registered", f"the nickname {nick} is registered; log in with its password"
-            )
+            raise _nick_registered(nick)
         return None
 
     # ------------------------------------------------------------------------- serving

@@ -592,8 +592,14 @@ class Store:
         self._writes.last_id = max(self._writes.last_id, last_id)
 
     async def account_exists(self, nick_key: str) -> bool:
-        """Whether ``nick_key`` (a name, compared by key) is registered. From memory: no
-        read, no worker thread (a storm of guests logging in asks it of every one)."""
+        """Whether ``nick_key`` (a name, compared by key) is registered (see
+        :meth:`account_exists_nowait`)."""
+        return self.account_exists_nowait(nick_key)
+
+    def account_exists_nowait(self, nick_key: str) -> bool:
+        """:meth:`account_exists`, answered at once: the keys are kept in memory, so no
+        read, no worker thread, not even a coroutine (a storm of guests logging in asks
+        it of every one: see :meth:`~trio_chat.logins.Logins.is_registered_nowait`)."""
         if self._closed:
             raise StoreError(f"store {os.fspath(self.path)} is closed")
         return name_key(nick_key) in self._account_keys

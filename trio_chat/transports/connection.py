@@ -10,7 +10,6 @@ its task and parks until it has something to do), and the goodbye and close (:mo
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -44,7 +43,7 @@ class Arrival:
     bans, login throttling and logs all see the client, never the proxy.
     """
 
-    __slots__ = ("_refusal", "_server", "_slots", "_stream", "address", "peer", "proxied", "slot")
+    __slots__ = ("_refusal", "_server", "_stream", "address", "peer", "proxied", "slot")
 
     def __init__(
         self,
@@ -52,12 +51,10 @@ class Arrival:
         stream: trio.abc.Stream,
         peer: str,
         refusal: Callable[[str], bytes],
-        slots: contextlib.ExitStack[bool | None],
     ) -> None:
         self._server = server
         self._stream = stream
         self._refusal = refusal
-        self._slots = slots
         #: ``host:port`` of the socket's peer (the proxy, when ``proxied``).
         self.peer = peer
         #: ``host:port`` of the client, as far as it is known yet (see :meth:`admit`).
@@ -66,15 +63,22 @@ class Arrival:
         self.proxied = bool(trust) and trust.trusts(host_of(peer))
         self.slot: ConnectionSlot | None = None
 
-    async def admit(self, address: str, reply_to: trio.abc.Stream | None = None) -> bool:
-        """Take the connection's place in the limits as coming from ``address`` (once).
-        If it may not stay, say why on ``reply_to`` (default: the socket, in the
-        transport's own words), close it, and return ``False``."""
+    async def admit(
+        self,
+        address: str,
+        reply_to: trio.abc.Stream | None = None,
+        slot: ConnectionSlot | None = None,
+    ) -> bool:
+        """Take the connection's place in the limits as coming from ``address`` (once;
+        ``slot``: the place taken already, by the accept). If it may not stay, say why on
+        ``reply_to`` (default: the socket, in the transport's own words), close it, and
+        return ``False``."""
         assert self.slot is None, "a connection is admitted once"
         self.address = address
         if self.proxied:
             log.debug("connection from %s via proxy %s", address, self.peer)
-        self.slot = slot = self._slots.enter_context(self._server.connection_slot(address))
+        # Given back by serve_accepted unless the connection takes it over.
+        self.slot = slot = slot or self._server.connection_slot(address)
         if slot.refusal is not None:
             if reply_to is None and self._server.ssl_context is not None:
                 # A TLS client expects a handshake: plain words would only reach it as a
@@ -97,6 +101,7 @@ async def serve_accepted(
     open_link: Callable[[ChatHost, S, Arrival], Awaitable[Link | None]],
     refusal: Callable[[str], bytes],
     peer: str | None = None,
+    slot: ConnectionSlot | None = None,
 ) -> None:
     """One accepted connection, whatever the transport: its place in the connection limits
     (or ``refusal(reason)`` sent back), the transport's opening (``open_link``: a PROXY
@@ -108,7 +113,8 @@ async def serve_accepted(
     comes back only from an admitted connection.
 
     ``peer``: the peer's ``host:port`` if the accept said it already (else asked of the
-    socket). Owns ``stream``: closes it unless :func:`run_connection` took it over.
+    socket); ``slot``: its place, if the accept took it already (not for a trusted
+    proxy's connection). Owns ``stream``: closes it unless :func:`run_connection` took it over.
     Nothing a connection does gets past this function, so nothing takes down the listener.
     """
     if peer is None:
@@ -116,14 +122,17 @@ async def serve_accepted(
     arrival: Arrival | None = None
     link: Link | None = None
     try:
-        with contextlib.ExitStack() as slots:
-            arrival = Arrival(server, stream, peer, refusal, slots)
-            if not arrival.proxied and not await arrival.admit(peer):
+        arrival = Arrival(server, stream, peer, refusal)
+        try:
+            if not arrival.proxied and not await arrival.admit(peer, slot=slot):
                 return
             link = await open_link(server, stream, arrival)
             if link is not None:
                 assert arrival.slot is not None, "open_link returned a link it did not admit"
                 await run_connection(server, link, arrival.slot.hand_over())
+        finally:
+            if arrival.slot is not None:
+                arrival.slot.give_back()  # (nothing, once handed over)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     except Exception:

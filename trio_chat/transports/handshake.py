@@ -152,13 +152,19 @@ async def _log_in(
         # the server started (nothing to do here), unless that failed (then a read, as
         # bounded as the store's reads are; a password's log-in waits for it within the
         # deadline, as for the rest of its checks).
-        warm = server.warm_history(DEFAULT_ROOM)
-        await (warm if login.password is None else _within(deadline, warm))
+        if not server.history_at_hand(DEFAULT_ROOM):
+            warm = server.warm_history(DEFAULT_ROOM)
+            await (warm if login.password is None else _within(deadline, warm))
         if server.stopping:
             await say_goodbye(link, Bye(code="shutdown", text="the server is shutting down"))
             return None
         try:
-            account = await _admit(server, login, link.address, deadline)
+            try:  # a guest's nick is checked in memory: no coroutine to await
+                account = server.admit_nowait(
+                    login.nick, login.password, login.register, link.address
+                )
+            except trio.WouldBlock:
+                account = await _admit(server, login, link.address, deadline)
             joining = server.session_to_join(login.nick, account)
             if joining is None:
                 session = server.hub.attach(

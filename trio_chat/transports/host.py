@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
 
 from ..users import host_of
@@ -55,6 +54,12 @@ class ConnectionSlot:
         self._limiter = limiter
         self._held = refusal is None
         self._handed_over = False
+
+    def __enter__(self) -> ConnectionSlot:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.give_back()
 
     def hand_over(self) -> Callable[[], None]:
         """Give the slot to the connection, which calls the result once when it ends."""
@@ -136,9 +141,10 @@ class ChatHost(Protocol):
 
     # ----------------------------------------------------------------- the connection's life
 
-    def connection_slot(self, address: str) -> AbstractContextManager[ConnectionSlot]:
+    def connection_slot(self, address: str) -> ConnectionSlot:
         """Count a new connection from ``address`` against the connection limits; the slot
-        says whether it may stay (``refusal``) and is handed over to a connection that does."""
+        says whether it may stay (``refusal``) and is handed over to a connection that does
+        (else given back: it is its own context manager)."""
         ...
 
     async def admit(
@@ -146,6 +152,13 @@ class ChatHost(Protocol):
     ) -> str | None:
         """Decide whether a ``hello`` may log in (accounts, required logins); returns the
         account key or ``None`` for a guest, raises :class:`~trio_chat.errors.ChatError`."""
+        ...
+
+    def admit_nowait(
+        self, nick: str, password: str | None, register: bool, address: str
+    ) -> str | None:
+        """:meth:`admit` at once where its answer is in memory (a guest's nick); raises
+        ``trio.WouldBlock`` where :meth:`admit` would wait."""
         ...
 
     def session_to_join(self, nick: str, account: str | None) -> Session | None:
@@ -165,6 +178,10 @@ class ChatHost(Protocol):
 
     def session_started(self) -> None:
         """A connection's task logged its session in: the shutdown waits for it to end."""
+        ...
+
+    def history_at_hand(self, room: str) -> bool:
+        """Whether a join of ``room`` needs no :meth:`warm_history` first."""
         ...
 
     async def warm_history(self, room: str) -> None:

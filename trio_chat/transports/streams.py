@@ -128,9 +128,11 @@ ACCEPT_SKIPPED_ERRNOS = frozenset(
 ACCEPT_BURST = 64
 
 
-#: What serves a connection accepted as its descriptor (:func:`accept_plain_waiting`):
-#: called with the stream and the peer's ``host:port``.
-PlainHandler = Callable[[FdStream, str], Awaitable[object]]
+#: What takes a connection accepted as its descriptor (:func:`accept_plain_waiting`):
+#: called with the stream and the peer's ``host:port`` in the accepting task, it must not
+#: block: it starts the connection's task, or leaves the connection somewhere to wait for
+#: one (the TCP chat port's doorstep: :mod:`.doorstep`).
+PlainHandler = Callable[[FdStream, str], None]
 
 
 async def accept_forever(
@@ -141,10 +143,10 @@ async def accept_forever(
     plain: PlainHandler | None = None,
 ) -> None:
     """Accept connections on ``listeners`` and run ``handler(stream)`` for each in
-    ``handler_nursery``, until cancelled; with ``plain``, ``plain(stream, peer)`` instead,
-    each connection taken as its descriptor (:func:`accept_plain_waiting`: only for
-    listeners that gave their connections every option they need, see
-    :func:`set_connection_defaults`).
+    ``handler_nursery``, until cancelled; with ``plain``, call ``plain(stream, peer)``
+    instead (see :data:`PlainHandler`), each connection taken as its descriptor
+    (:func:`accept_plain_waiting`: only for listeners that gave their connections every
+    option they need, see :func:`set_connection_defaults`).
 
     ``trio.serve_listeners`` with one difference: the handler owns the stream and must
     close it (or hand it on). trio's closes it when the handler returns, but a parked
@@ -281,7 +283,7 @@ async def _accept_on(
                 else:
                     arrived, failed = accept_plain_waiting(listening, ACCEPT_BURST)
                     for fd_stream, peer in arrived:
-                        handler_nursery.start_soon(plain, fd_stream, peer)
+                        plain(fd_stream, peer)
                     taken = len(arrived)
                 if failed is not None:
                     if failed.errno not in ACCEPT_CAPACITY_ERRNOS:

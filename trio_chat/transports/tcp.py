@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..framing import EOF, NEED_DATA, LineBuffer, LineEvent, LineTooLong
+from ..hub import host_of
 from ..limits import BLANK_LINE, Overhead
 from ..parcels import Item, Parcel
 from ..protocol import (
@@ -36,6 +37,7 @@ from ..proxyproto import NO_PROXY_HEADER, ProxyProtocolError, looks_like_proxy_h
 from ..textmode import NICK_PROMPT, decode_text_line, parse_command_line
 from ..wire import JSON_LINES, TEXT_LINES, WireFormat, encoded, sizer
 from .connection import Arrival, serve_accepted
+from .doorstep import Doorstep
 from .fdstream import FdStream
 from .http import response
 from .parking import ParkingLot, Woken
@@ -62,7 +64,7 @@ from .streams import (
 )
 
 if TYPE_CHECKING:
-    from .host import ChatHost
+    from .host import ChatHost, ConnectionSlot
 
 log = logging.getLogger("trio_chat.tcp")
 
@@ -383,10 +385,64 @@ async def handle_tcp(
     await serve_accepted(server, stream, open_tcp_link, refused_line)
 
 
-async def handle_plain_tcp(server: ChatHost, stream: FdStream, peer: str) -> None:
+async def handle_plain_tcp(
+    server: ChatHost,
+    stream: FdStream,
+    peer: str,
+    slot: ConnectionSlot | None = None,
+    first: bytes = b"",
+    waited: bool = False,
+) -> None:
     """Serve one TCP connection accepted as its descriptor, from ``peer`` (see
-    :func:`~.streams.accept_plain_waiting`; its options came from its listener)."""
-    await serve_accepted(server, stream, open_tcp_link, refused_line, peer)
+    :func:`~.streams.accept_plain_waiting`; its options came from its listener), in its
+    place in the limits if it has one already (``slot``), with the bytes read from it
+    already (``first``); ``waited``: its first bytes were waited for already, at the
+    doorstep (see :func:`arrive_plain_tcp`)."""
+    open_link = open_tcp_link
+    if first or waited:
+        open_link = functools.partial(open_tcp_link, first=first, waited=waited)
+    await serve_accepted(server, stream, open_link, refused_line, peer, slot)
+
+
+def arrive_plain_tcp(
+    server: ChatHost,
+    nursery: trio.Nursery,
+    doorstep: Doorstep,
+    stream: FdStream,
+    peer: str,
+) -> None:
+    """The accept loop's hand-off of a TCP connection taken as its descriptor (no TLS):
+    its task starts at once if its first bytes are there already, else it waits at the
+    ``doorstep`` without one (see :mod:`.doorstep`), its place in the limits taken (a
+    refused one, or one the doorstep cannot hold, starts its task at once)."""
+    if _proxied(server, peer):  # its PROXY header is read, within a time limit, by its task
+        nursery.start_soon(handle_plain_tcp, server, stream, peer, name=_NAME)
+        return
+    first = read_nowait(stream.fileno())
+    if first == b"":  # gone already
+        stream.close()
+        return
+    slot = server.connection_slot(peer)
+    if first is None and slot.refusal is None and doorstep.wait(stream, peer, slot):
+        return
+    nursery.start_soon(handle_plain_tcp, server, stream, peer, slot, first or b"", name=_NAME)
+
+
+def _left_the_doorstep(
+    server: ChatHost, nursery: trio.Nursery, stream: FdStream, peer: str, slot: ConnectionSlot
+) -> None:
+    """A connection leaves the doorstep (its first bytes came, or not in time): its task
+    reads what is there without waiting again."""
+    nursery.start_soon(handle_plain_tcp, server, stream, peer, slot, b"", True, name=_NAME)
+
+
+#: The name of every connection's task (trio would make each a string of its own).
+_NAME = "trio_chat.connection"
+
+
+def _proxied(server: ChatHost, peer: str) -> bool:
+    trust = server.proxy_trust
+    return bool(trust) and trust.trusts(host_of(peer))
 
 
 def refused_line(reason: str) -> bytes:
@@ -405,16 +461,23 @@ PROXY_HEADER_REQUIRED = (
 
 
 async def open_tcp_link(
-    server: ChatHost, stream: trio.abc.Stream, arrival: Arrival
+    server: ChatHost,
+    stream: trio.abc.Stream,
+    arrival: Arrival,
+    *,
+    first: bytes = b"",
+    waited: bool = False,
 ) -> TcpLink | None:
     """The PROXY header (from a trusted proxy, which must send one), TLS (if on), then JSON
     or text: the link to chat over, or ``None`` if the peer came for something else, was
-    refused or left (the caller closes the stream)."""
+    refused or left (the caller closes the stream). ``first``: bytes read from the
+    connection already; ``waited``: its first bytes were waited for already (what is
+    there now is all there is to sniff)."""
     config = server.config
-    received = b""
+    received = first
     if arrival.proxied:
         # Before TLS, as proxies send it; bounded like the rest of the handshake.
-        with trio.move_on_after(config.handshake_timeout) as waited:
+        with trio.move_on_after(config.handshake_timeout) as header_wait:
             try:
                 got = await read_proxy_header(stream)
             except ProxyProtocolError as exc:
@@ -423,7 +486,7 @@ async def open_tcp_link(
                     problem = PROXY_HEADER_REQUIRED
                 await refuse(stream, refused_line(problem))
                 return None
-        if waited.cancelled_caught:
+        if header_wait.cancelled_caught:
             await refuse(
                 stream,
                 refused_line(f"no PROXY protocol header within {config.handshake_timeout:g} s"),
@@ -449,7 +512,8 @@ async def open_tcp_link(
         if tls is None:
             return None
         chat_stream, received = tls, b""
-    sniffed = await sniff(chat_stream, config.sniff_delay, received, server.parking)
+    delay = 0.0 if waited else config.sniff_delay
+    sniffed = await sniff(chat_stream, delay, received, server.parking)
     if sniffed is None:
         return None
     first, plain_text = sniffed
@@ -520,9 +584,26 @@ async def serve_tcp_chat(
         and all([set_connection_defaults(listener.socket) for listener in listeners])
     )
     task_status.started([listener_address(scheme, listener) for listener in listeners])
+    arrive = None
+    if plain:
+        if server.ssl_context is None:
+            doorstep = Doorstep(
+                server.parking,
+                server.config.sniff_delay,
+                functools.partial(_left_the_doorstep, server, handler_nursery),
+            )
+            handler_nursery.start_soon(doorstep.run)
+            arrive = functools.partial(arrive_plain_tcp, server, handler_nursery, doorstep)
+        else:
+            arrive = functools.partial(_serve_plain_tcp, server, handler_nursery)
     await accept_forever(
         listeners,
         functools.partial(handle_tcp, server, keepalive_set=inherited),
         handler_nursery,
-        plain=functools.partial(handle_plain_tcp, server) if plain else None,
+        plain=arrive,
     )
+
+
+def _serve_plain_tcp(server: ChatHost, nursery: trio.Nursery, stream: FdStream, peer: str) -> None:
+    """The accept loop's hand-off of a TLS connection taken as its descriptor: its task."""
+    nursery.start_soon(handle_plain_tcp, server, stream, peer, name=_NAME)
