@@ -45,7 +45,6 @@ import loadgen
 import scenarios
 import servers as servers_mod
 
-
 #: Runs the server with a SIGUSR1 handler that writes ``sys._debugmallocstats()``.
 _MALLOC_STATS = """
 import os, signal, sys
@@ -133,7 +132,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             if dump:
                 snapshots.append(conn_memory._snapshot(srv, 4))
             if args.malloc_stats:
-                for phase, snap in zip(("before", "joined", "busy", "parked"), snapshots):
+                for phase, snap in zip(
+                    ("before", "joined", "busy", "parked"), snapshots, strict=True
+                ):
                     shutil.copy(snap, Path(args.malloc_stats) / f"community-{phase}.malloc.txt")
             if args.trace:
                 for phase, snap in zip(("joined", "busy", "parked"), snapshots[1:], strict=True):
