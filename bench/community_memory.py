@@ -13,7 +13,8 @@ after ``park_after`` more seconds of quiet (*parked*), per connection.
 ``--malloc-stats DIR`` runs the server with a handler that writes Python's allocator
 statistics (``sys._debugmallocstats()``: pymalloc's arenas, pools and blocks, used and
 free) at each phase to ``DIR/community-<phase>.malloc.txt``: what RSS holds that no live
-object uses.
+object uses (and, at the last phase, the same again after a full garbage collection:
+what is garbage the collector has not looked at yet).
 
 ``--trace DIR`` runs the server under ``tracemalloc`` and writes, for each phase, the
 growth per connection by allocation site and by the innermost trio-chat line that led to
@@ -58,6 +59,11 @@ def _dump(signum, frame):
         os.dup2(out.fileno(), 2)
         try:
             sys._debugmallocstats()
+            if _count[0] == 4:  # the last: what a full collection would free
+                import gc
+                print(f"\\ngc.collect() found {gc.collect()} unreachable objects; after it:",
+                      file=sys.stderr, flush=True)
+                sys._debugmallocstats()
         finally:
             os.dup2(saved, 2)
             os.close(saved)
