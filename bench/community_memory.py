@@ -59,6 +59,7 @@ def _dump(signum, frame):
         os.dup2(out.fileno(), 2)
         try:
             sys._debugmallocstats()
+            _mallinfo()
             if _count[0] == 4:  # the last: what a full collection would free
                 import gc
                 print(f"\\ngc.collect() found {gc.collect()} unreachable objects; after it:",
@@ -68,6 +69,19 @@ def _dump(signum, frame):
             os.dup2(saved, 2)
             os.close(saved)
     os.rename(name + ".part", name)
+def _mallinfo():
+    # glibc's heap beside pymalloc's arenas (objects over 512 bytes, buffers, C libraries).
+    import ctypes
+    fields = ["arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+              "uordblks", "fordblks", "keepcost"]
+    class Info(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in fields]
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = Info
+    info = libc.mallinfo2()
+    print(f"\\nglibc heap {info.arena:,} bytes: in use {info.uordblks:,}, free "
+          f"{info.fordblks:,}; mmapped {info.hblkhd:,} in {info.hblks} blocks",
+          file=sys.stderr, flush=True)
 signal.signal(signal.SIGUSR1, _dump)
 sys.argv = ["trio-chat", *sys.argv[1:]]
 from trio_chat.cli import main
