@@ -187,10 +187,12 @@ class _Lines:
     every line survive a collection or two, which cost the delivery of a line more than
     everything else the index does.)"""
 
-    __slots__ = ("ends", "ids", "rows", "texts")
+    __slots__ = ("ends", "ids", "latest", "rows", "texts")
 
     def __init__(self) -> None:
         self.ids = array("q")
+        #: The last id (``ids[-1]``, without making an ``int`` of it at each line).
+        self.latest = -1
         self.rows: list[Any] = []
         self.texts = bytearray()
         self.ends = array("I")
@@ -275,14 +277,19 @@ class MessageIndex:
                 owner = sender.account
             else:
                 owner = sender.id
+            try:
+                data = text.encode()
+            except UnicodeEncodeError:  # a lone surrogate (kept as it came)
+                data = text.encode("utf-8", "surrogatepass")
             message_id = event.id
-            if ids and message_id <= ids[-1]:
-                lines.put(message_id, event.nick, owner, text.encode("utf-8", "surrogatepass"))
-            else:
+            if message_id > lines.latest:
+                lines.latest = message_id
                 ids.append(message_id)
                 rows += (event.nick, owner)
-                texts += text.encode("utf-8", "surrogatepass")
+                texts += data
                 ends.append(len(texts))
+            else:
+                lines.put(message_id, event.nick, owner, data)
         if len(ids) > 2 * self.size:
             lines.keep_latest(self.size)
 
