@@ -166,36 +166,37 @@ class Said(Protocol):
     def sender(self) -> Any: ...  # the Session that said it on this node, or None
 
 
+#: What the index keeps of a line until a change or a reply asks about it: its nick, the
+#: account it was said under, the guest session that said it on this node, and the part
+#: of its text a quote shows (:func:`cut_quote`: all there is to know of it here). Only
+#: strings and numbers, in a room's :class:`_Lines` (four entries of its ``rows`` a
+#: line): the garbage collector does not look into a list of those twice, so a thousand
+#: lines kept per room cost it nothing. (Keeping the events themselves made every line
+#: survive a collection or two, which cost the delivery of a line more than everything
+#: else the index does.)
+_Kept = tuple[str, str | None, int | None, str]
+
+
 class _Lines:
-    """One room's kept lines by column: what the index keeps of a line until a change or
-    a reply asks about it, in as few objects as a line can be.
+    """One room's kept lines by column: their ids in an array (ascending: the hub
+    delivers a room's lines in id order), and a list of four entries a line, the line's
+    :data:`_Kept` values, the first replaced by an :class:`Authored` once one is made.
 
-    * ``ids``: the lines' ids, ascending (the hub delivers a room's lines in id order);
-    * ``rows``: two entries a line, its nick (replaced by its :class:`Authored` once one
-      is made) and its owner: the account it was said under (a ``str``), or for a guest's
-      line said on this node the guest's session id (an ``int``), else ``None``;
-    * ``texts``: the part of each line's text a quote shows (:func:`cut_quote`: all the
-      index ever needs of it), UTF-8, one after another, and ``ends``: where each ends.
+    Why not a dict of tuples: with no database the index keeps a room's latest thousand
+    to two thousand lines, so in a community of a few hundred small rooms at a modest
+    rate it keeps every line said for minutes; as a dict entry (with its share of the
+    table), a tuple of four, an id ``int`` and the text a line was ~265 bytes for a
+    text of 64 characters, as columns it is ~158 (bench/README.md, "the community's
+    memory"). Of a text only what a quote shows is kept (:func:`cut_quote`: all the
+    index ever needs of it)."""
 
-    Why so: with no database the index keeps a room's latest thousand to two thousand
-    lines, so in a community of a few hundred small rooms at a modest rate it keeps every
-    line said for minutes. As a dict entry (with its share of the table), a tuple of four,
-    an id object and a ``str`` a line was ~300 bytes for a text of 64 characters; as
-    columns it is ~95 (bench/README.md, "the community's memory"). And only numbers,
-    strings and bytes: the garbage collector does not look into these twice, so a
-    thousand lines kept per room cost it nothing. (Keeping the events themselves made
-    every line survive a collection or two, which cost the delivery of a line more than
-    everything else the index does.)"""
-
-    __slots__ = ("ends", "ids", "latest", "rows", "texts")
+    __slots__ = ("ids", "latest", "rows")
 
     def __init__(self) -> None:
         self.ids = array("q")
         #: The last id (``ids[-1]``, without making an ``int`` of it at each line).
         self.latest = -1
         self.rows: list[Any] = []
-        self.texts = bytearray()
-        self.ends = array("I")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -206,38 +207,21 @@ class _Lines:
         at = bisect.bisect_left(ids, message_id)
         return at if at < len(ids) and ids[at] == message_id else -1
 
-    def quote(self, at: int) -> str:
-        """What a quote of line ``at`` shows."""
-        start = self.ends[at - 1] if at else 0
-        return self.texts[start : self.ends[at]].decode("utf-8", "surrogatepass")
-
-    def put(self, message_id: int, nick: str, owner: str | int | None, text: bytes) -> None:
+    def put(self, message_id: int, kept: _Kept) -> None:
         """A line that is not the latest (delivered out of id order; not on the hub's
         path): in its place, or over the one with its id."""
-        ids, ends = self.ids, self.ends
-        at = bisect.bisect_left(ids, message_id)
-        start = ends[at - 1] if at else 0
-        if at < len(ids) and ids[at] == message_id:
-            self.rows[2 * at : 2 * at + 2] = (nick, owner)
-            grown = len(text) - (ends[at] - start)
-            self.texts[start : ends[at]] = text
+        at = bisect.bisect_left(self.ids, message_id)
+        if at < len(self.ids) and self.ids[at] == message_id:
+            self.rows[4 * at : 4 * at + 4] = kept
         else:
-            ids.insert(at, message_id)
-            self.rows[2 * at : 2 * at] = (nick, owner)
-            ends.insert(at, start)
-            grown = len(text)
-            self.texts[start:start] = text
-        for later in range(at, len(ends)):
-            ends[later] += grown
+            self.ids.insert(at, message_id)
+            self.rows[4 * at : 4 * at] = kept
 
     def keep_latest(self, count: int) -> None:
         drop = len(self.ids) - count
         if drop > 0:
-            cut = self.ends[drop - 1]
             del self.ids[:drop]
-            del self.rows[: 2 * drop]
-            del self.texts[:cut]
-            self.ends = array("I", [end - cut for end in self.ends[drop:]])
+            del self.rows[: 4 * drop]
 
 
 class MessageIndex:
@@ -265,31 +249,25 @@ class MessageIndex:
         lines = self._rooms.get(key)
         if lines is None:
             lines = self._rooms[key] = _Lines()
-        ids, rows, texts, ends = lines.ids, lines.rows, lines.texts, lines.ends
+        ids, rows = lines.ids, lines.rows
         for line in said:
             event, sender = line.event, line.sender
             text = event.text
             if len(text) > QUOTE_CHARS:
                 text = cut_quote(text)
             if sender is None:  # another node's line: the log says whose
-                owner: str | int | None = line.author
+                kept: _Kept = (event.nick, line.author, None, text)
             elif sender.account is not None:  # (see delivery.author_of)
-                owner = sender.account
+                kept = (event.nick, sender.account, None, text)
             else:
-                owner = sender.id
-            try:
-                data = text.encode()
-            except UnicodeEncodeError:  # a lone surrogate (kept as it came)
-                data = text.encode("utf-8", "surrogatepass")
+                kept = (event.nick, None, sender.id, text)
             message_id = event.id
             if message_id > lines.latest:
                 lines.latest = message_id
                 ids.append(message_id)
-                rows += (event.nick, owner)
-                texts += data
-                ends.append(len(texts))
+                rows += kept
             else:
-                lines.put(message_id, event.nick, owner, data)
+                lines.put(message_id, kept)
         if len(ids) > 2 * self.size:
             lines.keep_latest(self.size)
 
@@ -301,12 +279,11 @@ class MessageIndex:
         if at < 0:
             return None
         rows = lines.rows
-        nick = rows[2 * at]
-        if isinstance(nick, Authored):
-            return nick
-        owner = rows[2 * at + 1]
-        account, guest = (owner, None) if not isinstance(owner, int) else (None, owner)
-        authored = rows[2 * at] = Authored(message_id, nick, account, guest, lines.quote(at))
+        first = rows[4 * at]
+        if isinstance(first, Authored):
+            return first
+        _, account, guest, quote = rows[4 * at : 4 * at + 4]
+        authored = rows[4 * at] = Authored(message_id, first, account, guest, quote)
         return authored
 
     def covers(self, room: str, message_id: int) -> bool:
