@@ -170,10 +170,11 @@ class Said(Protocol):
 #: account it was said under, the guest session that said it on this node, and the part
 #: of its text a quote shows (:func:`cut_quote`: all there is to know of it here). Only
 #: strings and numbers, in a room's :class:`_Lines` (four entries of its ``rows`` a
-#: line): the garbage collector does not look into a list of those twice, so a thousand
-#: lines kept per room cost it nothing. (Keeping the events themselves made every line
-#: survive a collection or two, which cost the delivery of a line more than everything
-#: else the index does.)
+#: line): the garbage collector finds nothing to follow in them, and looks at a room's
+#: list only in a full collection (rare: :func:`trio_chat.program.quiet_gc`), so a
+#: thousand lines kept per room cost it next to nothing. (Keeping the events themselves
+#: made every line survive a collection or two, which cost the delivery of a line more
+#: than everything else the index does.)
 _Kept = tuple[str, str | None, int | None, str]
 
 
