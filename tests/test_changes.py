@@ -157,6 +157,44 @@ def test_the_index_knows_authors_of_the_latest_lines_only() -> None:
     assert not four.written_by(None, 78)
 
 
+def test_the_index_keeps_a_line_out_of_order_in_its_place_and_only_its_quote() -> None:
+    """Lines come in id order, but one that does not is put in its place (or over the
+    one with its id), not after the latest; and what a quote shows is all that is kept of
+    a long text."""
+    index = MessageIndex(size=3)
+    guest = SimpleNamespace(id=77, account=None)
+
+    def add(n: int, text: str, nick: str = "al") -> None:
+        line = Message(id=n, ts=1.0, room="#a", nick=nick, text=text)
+        index.add("#a", [SimpleNamespace(event=line, author=None, sender=guest)])
+
+    for n in (2, 4, 6):
+        add(n, f"line {n} é 👍")
+    add(5, "late ✓")
+    add(4, "again", nick="bo")
+    add(1, "x" * 500)
+    assert [index.get("#a", n) is not None for n in range(1, 8)] == [
+        True, True, False, True, True, True, False,
+    ]  # fmt: skip
+    four, five, one = index.get("#a", 4), index.get("#a", 5), index.get("#a", 1)
+    assert four is not None and four.nick == "bo" and four.quote == "again"
+    assert five is not None and five.quote == "late ✓" and five.written_by(None, 77)
+    assert one is not None and one.quote == cut_quote("x" * 500)
+    two, six = index.get("#a", 2), index.get("#a", 6)
+    assert two is not None and two.quote == "line 2 é 👍"
+    assert six is not None and six.quote == "line 6 é 👍" and six.nick == "al"
+    assert index.get("#a", 4) is four  # made once, then kept
+    # Past twice the size the oldest go, the latest 3 stay: 7 lines, then 8.
+    add(7, "seven")
+    assert index.get("#a", 1) is not None
+    add(8, "eight")
+    assert [n for n in range(1, 9) if index.get("#a", n) is not None] == [6, 7, 8]
+    seven, eight = index.get("#a", 7), index.get("#a", 8)
+    assert seven is not None and seven.quote == "seven"
+    assert eight is not None and eight.quote == "eight"
+    assert index.covers("#a", 6) and not index.covers("#a", 5)
+
+
 @pytest.mark.parametrize("kept", [True, False], ids=["in memory", "older than memory"])
 def test_an_edit_or_reaction_numbered_after_a_delete_reaches_nobody(kept: bool) -> None:
     """Checked before the delete was numbered (on another node, or while the message was

@@ -18,9 +18,10 @@ guest may change its lines while they are among the room's latest
 
 from __future__ import annotations
 
+import bisect
 import copy
-import itertools
 import unicodedata
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -166,12 +167,62 @@ class Said(Protocol):
 
 
 #: What the index keeps of a line until a change or a reply asks about it: its nick, the
-#: account it was said under, the guest session that said it on this node, and its text.
-#: Only strings and numbers: the garbage collector stops looking at such a tuple (and at a
-#: dict of them), so a thousand lines kept per room cost it nothing. (Keeping the events
-#: themselves made every line survive a collection or two, which cost the delivery of a
-#: line more than everything else the index does.)
+#: account it was said under, the guest session that said it on this node, and the part
+#: of its text a quote shows (:func:`cut_quote`: all there is to know of it here). Only
+#: strings and numbers, in a room's :class:`_Lines` (four entries of its ``rows`` a
+#: line): the garbage collector finds nothing to follow in them, and looks at a room's
+#: list only in a full collection (rare: :func:`trio_chat.program.quiet_gc`), so a
+#: thousand lines kept per room cost it next to nothing. (Keeping the events themselves
+#: made every line survive a collection or two, which cost the delivery of a line more
+#: than everything else the index does.)
 _Kept = tuple[str, str | None, int | None, str]
+
+
+class _Lines:
+    """One room's kept lines by column: their ids in an array (ascending: the hub
+    delivers a room's lines in id order), and a list of four entries a line, the line's
+    :data:`_Kept` values, the first replaced by an :class:`Authored` once one is made.
+
+    Why not a dict of tuples: with no database the index keeps a room's latest thousand
+    to two thousand lines, so in a community of a few hundred small rooms at a modest
+    rate it keeps every line said for minutes; as a dict entry (with its share of the
+    table), a tuple of four, an id ``int`` and the text a line was ~265 bytes for a
+    text of 64 characters, as columns it is ~158 (bench/README.md, "the community's
+    memory"). Of a text only what a quote shows is kept (:func:`cut_quote`: all the
+    index ever needs of it)."""
+
+    __slots__ = ("ids", "latest", "rows")
+
+    def __init__(self) -> None:
+        self.ids = array("q")
+        #: The last id (``ids[-1]``, without making an ``int`` of it at each line).
+        self.latest = -1
+        self.rows: list[Any] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def find(self, message_id: int) -> int:
+        """The line's place, or -1."""
+        ids = self.ids
+        at = bisect.bisect_left(ids, message_id)
+        return at if at < len(ids) and ids[at] == message_id else -1
+
+    def put(self, message_id: int, kept: _Kept) -> None:
+        """A line that is not the latest (delivered out of id order; not on the hub's
+        path): in its place, or over the one with its id."""
+        at = bisect.bisect_left(self.ids, message_id)
+        if at < len(self.ids) and self.ids[at] == message_id:
+            self.rows[4 * at : 4 * at + 4] = kept
+        else:
+            self.ids.insert(at, message_id)
+            self.rows[4 * at : 4 * at] = kept
+
+    def keep_latest(self, count: int) -> None:
+        drop = len(self.ids) - count
+        if drop > 0:
+            del self.ids[:drop]
+            del self.rows[: 4 * drop]
 
 
 class MessageIndex:
@@ -179,15 +230,16 @@ class MessageIndex:
     least :data:`INDEX_SIZE`, at most twice as many), with or without a database, fed by
     the hub's delivery in id order.
 
-    On the path of every line, so it does as little as it can there: a tuple of plain
-    values per line (``_Kept``), the oldest dropped :data:`INDEX_SIZE` at a time, and an
-    :class:`Authored` made of a line only when a change or a reply asks for it."""
+    On the path of every line, so it does as little as it can there: a line's plain
+    values appended to its room's columns (:class:`_Lines`), the oldest dropped
+    :data:`INDEX_SIZE` at a time, and an :class:`Authored` made of a line only when a
+    change or a reply asks for it."""
 
     __slots__ = ("_deleted", "_rooms", "size")
 
     def __init__(self, size: int = INDEX_SIZE) -> None:
         self.size = size
-        self._rooms: dict[str, dict[int, Authored | _Kept]] = {}
+        self._rooms: dict[str, _Lines] = {}
         #: Per room, the ids of messages older than those kept whose delete was delivered
         #: here (the latest :attr:`size` of them): see :meth:`was_deleted`.
         self._deleted: dict[str, dict[int, None]] = {}
@@ -197,28 +249,42 @@ class MessageIndex:
         key = name_key(room)
         lines = self._rooms.get(key)
         if lines is None:
-            lines = self._rooms[key] = {}
+            lines = self._rooms[key] = _Lines()
+        ids, rows = lines.ids, lines.rows
         for line in said:
-            event, author, sender = line.event, line.author, line.sender
+            event, sender = line.event, line.sender
+            text = event.text
+            if len(text) > QUOTE_CHARS:
+                text = cut_quote(text)
             if sender is None:  # another node's line: the log says whose
-                lines[event.id] = (event.nick, author, None, event.text)
+                kept: _Kept = (event.nick, line.author, None, text)
             elif sender.account is not None:  # (see delivery.author_of)
-                lines[event.id] = (event.nick, sender.account, None, event.text)
+                kept = (event.nick, sender.account, None, text)
             else:
-                lines[event.id] = (event.nick, None, sender.id, event.text)
-        if len(lines) > 2 * self.size:
-            keep = itertools.islice(lines.items(), len(lines) - self.size, None)
-            self._rooms[key] = dict(keep)
+                kept = (event.nick, None, sender.id, text)
+            message_id = event.id
+            if message_id > lines.latest:
+                lines.latest = message_id
+                ids.append(message_id)
+                rows += kept
+            else:
+                lines.put(message_id, kept)
+        if len(ids) > 2 * self.size:
+            lines.keep_latest(self.size)
 
     def get(self, room: str, message_id: int) -> Authored | None:
         lines = self._rooms.get(name_key(room))
         if lines is None:
             return None
-        entry = lines.get(message_id)
-        if entry is None or isinstance(entry, Authored):
-            return entry
-        nick, account, guest, text = entry
-        authored = lines[message_id] = Authored(message_id, nick, account, guest, cut_quote(text))
+        at = lines.find(message_id)
+        if at < 0:
+            return None
+        rows = lines.rows
+        first = rows[4 * at]
+        if isinstance(first, Authored):
+            return first
+        _, account, guest, quote = rows[4 * at : 4 * at + 4]
+        authored = rows[4 * at] = Authored(message_id, first, account, guest, quote)
         return authored
 
     def covers(self, room: str, message_id: int) -> bool:
@@ -228,7 +294,7 @@ class MessageIndex:
         lines = self._rooms.get(name_key(room))
         if not lines or len(lines) < self.size:
             return False
-        return message_id >= next(iter(lines))
+        return message_id >= lines.ids[0]
 
     def apply(self, change: MessageChange) -> None:
         """A change delivered to its room: its target (if kept here) follows it."""
