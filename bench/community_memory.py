@@ -32,7 +32,6 @@ Like the rest of the bench the clients do not import trio-chat.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import time
@@ -190,14 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--malloc-stats", metavar="DIR", help="pymalloc's statistics into DIR")
     args = p.parse_args(argv)
     loadgen.raise_nofile()
-    if args.ref == "worktree":
-        servers_mod.TRIO_CHAT_REF = None
-        repo = str(Path(__file__).resolve().parent.parent)
-        os.environ["PYTHONPATH"] = os.pathsep.join(
-            [repo, *filter(None, [os.environ.get("PYTHONPATH")])]
-        )
-    else:
-        servers_mod.TRIO_CHAT_REF = args.ref
+    servers_mod.run_trio_chat_from(args.ref)
     for folder in (args.trace, args.malloc_stats):
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)

@@ -227,14 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", metavar="DIR", help="tracemalloc growth by file:line into DIR")
     args = p.parse_args(argv)
     loadgen.raise_nofile()
-    if args.ref == "worktree":
-        servers_mod.TRIO_CHAT_REF = None
-        repo = str(Path(__file__).resolve().parent.parent)
-        os.environ["PYTHONPATH"] = os.pathsep.join(
-            [repo, *filter(None, [os.environ.get("PYTHONPATH")])]
-        )
-    else:
-        servers_mod.TRIO_CHAT_REF = args.ref
+    servers_mod.run_trio_chat_from(args.ref)
     names = ["trio-chat", *(servers_mod.compare_with(ref) for ref in args.compare)]
     if args.trace:
         Path(args.trace).mkdir(parents=True, exist_ok=True)

@@ -328,6 +328,21 @@ TRIO_CHAT_REF: str | None = "HEAD"
 COMPARE_REFS: dict[str, str] = {}
 
 
+def run_trio_chat_from(ref: str) -> None:
+    """Run trio-chat's servers from git ``ref`` (exported), or from this checkout's own
+    files with ``"worktree"`` (put first on the servers' ``PYTHONPATH``, so an edit in
+    progress is what runs, whatever is installed)."""
+    global TRIO_CHAT_REF
+    if ref == "worktree":
+        TRIO_CHAT_REF = None
+        repo = str(BENCH_DIR.parent)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [repo, *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
+    else:
+        TRIO_CHAT_REF = ref
+
+
 def compare_with(ref: str) -> str:
     """Add "trio-chat@REF" to the servers the bench knows; return its name."""
     name = f"trio-chat@{ref}"
