@@ -25,9 +25,12 @@ busy connection: trio's wait keeps four coroutine frames, a waiters object and a
 closure, and each read left a deadline in trio's heap (bench/README.md, "Memory per
 connection").
 
-A new TCP connection whose first bytes are a moment late (its ``hello`` still on the
-way) waits for them there too, until ``sniff_delay``: waits of other lengths than
-``park_after`` keep their deadlines in lanes of their own (see ``ParkingLot._lanes``).
+A new plain TCP connection whose first bytes are a moment late (its ``hello`` still on
+the way) is parked here with no task at all, by the accept loop (:mod:`.doorstep`, which
+keeps those deadlines). One whose task has started already (from a trusted proxy, or
+when the doorstep could not hold it) waits for them here in its task, until
+``sniff_delay``: waits of other lengths than ``park_after`` keep their deadlines in lanes
+of their own (see ``ParkingLot._lanes``).
 
 Linux only (``select.epoll``); elsewhere :attr:`ParkingLot.available` is false and
 connections simply keep their tasks and wait with trio. The lot knows nothing of chat: it
