@@ -156,11 +156,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 ):
                     shutil.copy(snap, Path(args.malloc_stats) / f"community-{phase}.malloc.txt")
             if args.trace:
-                for phase, snap in zip(("joined", "busy", "parked"), snapshots[1:], strict=True):
-                    out = Path(args.trace) / f"community-{phase}.txt"
-                    conn_memory._write_growth(snapshots[0], snap, out, max(1, ready))
-                    shutil.copy(snap, out.with_suffix(".tm"))
-                shutil.copy(snapshots[0], Path(args.trace) / "community-before.tm")
+                conn_memory.write_traces(snapshots, Path(args.trace), "community", max(1, ready))
             received = sum(u.received for u in loop.users)
             disconnected = sum(u.phase == loadgen.CLOSED for u in loop.users)
             loadgen.close_all(loop.users)

@@ -90,6 +90,17 @@ def _snapshot(srv: servers_mod.RunningServer, index: int) -> Path:
     raise TimeoutError(f"no tracemalloc snapshot from {srv.name}")
 
 
+def write_traces(snapshots: list[Path], folder: Path, prefix: str, per: int) -> None:
+    """The growth from the first snapshot (before) to each later one (joined, busy,
+    parked), per connection (``per``), as ``PREFIX-PHASE.txt`` in ``folder``, each snapshot
+    kept beside it (``.tm``, for a closer look with ``tracemalloc.Snapshot.load``)."""
+    for phase, snap in zip(("joined", "busy", "parked"), snapshots[1:], strict=True):
+        out = folder / f"{prefix}-{phase}.txt"
+        _write_growth(snapshots[0], snap, out, per)
+        shutil.copy(snap, out.with_suffix(".tm"))
+    shutil.copy(snapshots[0], folder / f"{prefix}-before.tm")
+
+
 def _write_growth(before: Path, after: Path, out: Path, connections: int) -> None:
     import tracemalloc
 
@@ -183,12 +194,7 @@ def measure(server: str, transport: str, args: argparse.Namespace) -> dict[str, 
             rss_parked = srv.rss_kb()
             if args.trace:
                 snapshots.append(_snapshot(srv, 4))
-                for phase, snap in zip(("joined", "busy", "parked"), snapshots[1:], strict=True):
-                    out = Path(args.trace) / f"{server}-{transport}-{phase}.txt"
-                    _write_growth(snapshots[0], snap, out, max(1, ready))
-                    # Kept beside it, for a closer look (tracemalloc.Snapshot.load).
-                    shutil.copy(snap, out.with_suffix(".tm"))
-                shutil.copy(snapshots[0], Path(args.trace) / f"{server}-{transport}-before.tm")
+                write_traces(snapshots, Path(args.trace), f"{server}-{transport}", max(1, ready))
             received = sum(u.received for u in loop.users)
             disconnected = sum(u.phase == loadgen.CLOSED for u in loop.users)
             loadgen.close_all(loop.users)
