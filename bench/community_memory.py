@@ -114,22 +114,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(0.5)
             snapshots = [conn_memory._snapshot(srv, 1)] if dump else []
             rss0 = srv.rss_kb()
-            cfg = {
-                "host": servers_mod.HOST,
-                "port": srv.port,
-                "ws_port": srv.ws_port,
-                "users": [
-                    {
-                        "user": u,
-                        "transport": transports[u],
-                        "rooms": [room_names[r] for r in the_plan.rooms_of[u]],
-                    }
-                    for u in users
-                ],
-                "schedule": the_plan.schedule,
-                "room_names": room_names,
-                "size": 64,
-            }
+            cfg = scenarios.community_load_config(srv, the_plan, users, transports, room_names, 64)
             loop = community_load.Loop(cfg)
             deadline = time.monotonic() + 120 + the_plan.users * 0.02
             loop.connect_all(deadline)

@@ -486,6 +486,35 @@ class CommunityOptions:
     drain: float = 15.0
 
 
+def community_load_config(
+    srv: RunningServer,
+    the_plan: community_plan.Plan,
+    mine: list[int],
+    transports: list[str],
+    room_names: list[str],
+    size: int,
+) -> dict[str, Any]:
+    """What a community load process is given for its users ``mine``: the server, each
+    user's transport and rooms, their part of the schedule, and the texts' ``size``."""
+    mine_set = set(mine)
+    return {
+        "host": HOST,
+        "port": srv.port,
+        "ws_port": srv.ws_port,
+        "users": [
+            {
+                "user": u,
+                "transport": transports[u],
+                "rooms": [room_names[r] for r in the_plan.rooms_of[u]],
+            }
+            for u in mine
+        ],
+        "schedule": [s for s in the_plan.schedule if s[1] in mine_set],
+        "room_names": room_names,
+        "size": size,
+    }
+
+
 def community_transports(dialect: str, users: list[int], procs: int, mixed: bool) -> list[str]:
     """Each user's wire dialect: IRC for ngIRCd; for trio-chat, with ``mixed``, every other
     user of each generator process on WebSocket (by ``user // procs``, so each process has
@@ -512,29 +541,13 @@ def community(
         room_names = [the_plan.room_name(r) for r in range(len(the_plan.members))]
         cfgs = []
         for w in range(copts.procs):
-            mine = users[w :: copts.procs]
-            mine_set = set(mine)
-            cfgs.append(
-                {
-                    "host": HOST,
-                    "port": srv.port,
-                    "ws_port": srv.ws_port,
-                    "users": [
-                        {
-                            "user": u,
-                            "transport": transports[u],
-                            "rooms": [room_names[r] for r in the_plan.rooms_of[u]],
-                        }
-                        for u in mine
-                    ],
-                    "schedule": [s for s in the_plan.schedule if s[1] in mine_set],
-                    "room_names": room_names,
-                    "size": copts.size,
-                    "big_room": the_plan.big,
-                    "login_timeout": login_timeout,
-                    "max_seconds": login_timeout + shape.duration + copts.drain + 120,
-                }
+            cfg = community_load_config(
+                srv, the_plan, users[w :: copts.procs], transports, room_names, copts.size
             )
+            cfg["big_room"] = the_plan.big
+            cfg["login_timeout"] = login_timeout
+            cfg["max_seconds"] = login_timeout + shape.duration + copts.drain + 120
+            cfgs.append(cfg)
         with workers(community_load.community_worker, cfgs) as group:
             t_login = time.monotonic()
             group.send(("login",))
