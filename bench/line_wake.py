@@ -7,8 +7,8 @@ at full speed, where lines come together and share their rounds. Nor does this: 
 shared machine what a line costs grows with the time since the one before, as the code
 and data it touches have left the cache meanwhile. So this measures it the way a chat
 has it: one sender says ``--lines`` lines ``GAP`` apart (each of ``--gaps``) to a room of
-``--members`` receivers, and the server's CPU while it handles them (its main thread's
-``/proc/PID/task/PID/schedstat``: nanoseconds on a CPU, not ticks) is divided by the
+``--members`` receivers, and the server's CPU while it handles them (its threads'
+``/proc/PID/task/*/schedstat``: nanoseconds on a CPU, not ticks) is divided by the
 lines. Every receiver must get every line, or the run is void.
 
 Each server (``--servers``: ``trio-chat``, ``ngircd``, ``baseline``; ``--compare REF``
@@ -40,8 +40,12 @@ SETTLE_TIMEOUT = 20.0
 
 
 def _on_cpu_ns(pid: int) -> int:
-    """Nanoseconds the process's main thread has run (schedstat's first field)."""
-    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0])
+    """Nanoseconds the process's threads have run so far (schedstat's first field)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            total += int((task / "schedstat").read_text().split()[0])
+    return total
 
 
 class Clients:
