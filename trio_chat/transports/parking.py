@@ -16,14 +16,18 @@ in a new task, as soon as any of these happens:
   writes);
 - the server closes its session (kick, ping timeout, shutdown).
 
-The same epoll set is where a connection that *has* a task waits for input
+A connection that *has* a task waits for input through the lot too
 (:meth:`ParkingLot.wait_readable`): its reader suspends itself until its socket is
 readable or the connection has been idle for ``park_after`` (the lot keeps that
 deadline; a hang-up interrupts the wait: :meth:`ParkingLot.interrupt`). That is what trio's
 ``wait_readable`` under a cancel scope with a moving deadline did, for less memory per
 busy connection: trio's wait keeps four coroutine frames, a waiters object and an abort
 closure, and each read left a deadline in trio's heap (bench/README.md, "Memory per
-connection").
+connection"). The socket itself is watched by trio's own epoll, which wakes the waiting
+task directly (:mod:`.readiness`): the lot's task has nothing to do with a busy
+connection's reads, only with its idle deadline, so a line read costs no step of the lot's
+and no scheduling round of its own (where trio's epoll cannot be used so, the socket is
+armed in the lot's set instead, and the lot wakes the task).
 
 A new plain TCP connection whose first bytes are a moment late (its ``hello`` still on
 the way) is parked here with no task at all, by the accept loop (:mod:`.doorstep`, which
@@ -39,6 +43,7 @@ maps file descriptors to whatever resumes them, or to the task waiting on them.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import math
@@ -50,6 +55,8 @@ import outcome
 import trio
 from trio._core._traps import WaitTaskRescheduled
 from trio.lowlevel import Abort, Task
+
+from .readiness import TrioEpoll
 
 log = logging.getLogger("trio_chat.parking")
 
@@ -63,6 +70,13 @@ IDLE_RESOLUTION = 0.01
 #: How a parked socket, or one a task waits on, is registered: one wake-up per arming (the
 #: lot re-arms it at the next wait or parking, one ``epoll_ctl``, as trio does its own).
 _ARMED = select.EPOLLIN | select.EPOLLONESHOT if hasattr(select, "EPOLLONESHOT") else 0
+#: A socket of the set that wakes nobody (one-shot still: an error or a hang-up, which
+#: epoll always reports, would otherwise wake the lot over and over), as trio disarms its own.
+_DISARMED = select.EPOLLONESHOT if hasattr(select, "EPOLLONESHOT") else 0
+
+#: Whether the tasks waiting in :meth:`ParkingLot.wait_readable` are watched by trio's own
+#: epoll (see :mod:`.readiness`) rather than by the lot's set (tests run both).
+TRIO_WATCHES = True
 
 
 class Woken(enum.Enum):
@@ -102,8 +116,10 @@ class ParkingLot:
         self._parked: dict[int, Parked] = {}
         #: The tasks waiting in :meth:`wait_readable`, by socket, in *lanes*: each one's
         #: deadline is its ``custom_sleep_data`` (trio's place for what a sleeping task
-        #: waits for: no tuple per wait), and each lane is in its deadlines' order, so the
-        #: first of a lane to expire is always its first entry. Waits of one length (a
+        #: waits for: no tuple per wait; trio sets it to ``None`` when it reschedules the
+        #: task, so an entry whose task trio's epoll woke, and which has not run yet to
+        #: take its entry out, is known by that), and each lane is in its deadlines' order,
+        #: so the first of a lane to expire is always its first entry. Waits of one length (a
         #: busy connection's ``park_after``, a new one's ``sniff_delay``) come in the
         #: order of their deadlines: a wait joins the first lane whose last deadline is
         #: not after its own, so there are about as many lanes as lengths of wait (the
@@ -114,6 +130,9 @@ class ParkingLot:
         #: The scope of :meth:`run`'s waits until its deadline, the next idle deadline
         #: (rounded up to :data:`IDLE_RESOLUTION`), passes.
         self._timer: trio.CancelScope | None = None
+        #: trio's epoll, which watches the sockets of :meth:`wait_readable` while
+        #: :meth:`run` runs (``None``: the lot's own set does).
+        self._trio: TrioEpoll | None = None
 
     @property
     def available(self) -> bool:
@@ -146,35 +165,46 @@ class ParkingLot:
     def unpark(self, fd: int) -> None:
         """Forget ``fd`` without a call (no-op if it is not parked). Must be called before
         a parked socket is closed: the descriptor number may be reused. (The socket stays
-        in the epoll set, perhaps armed: a wake-up for nobody is ignored, and closing the
-        socket takes it out.)"""
-        self._parked.pop(fd, None)
+        in the epoll set, disarmed: closing the socket takes it out.)"""
+        if self._parked.pop(fd, None) is not None and self._epoll is not None:
+            # Resumed for another reason than input: its task will wait for input in
+            # trio's epoll, and this arming would wake the lot for nobody at the next line.
+            with contextlib.suppress(OSError):  # (closed already: nothing armed)
+                self._epoll.modify(fd, _DISARMED)
 
     def wait_readable(self, fd: int, deadline: float) -> Awaitable[Woken]:
         """Wait until ``fd`` has input (or its end, or an error), until ``deadline`` (then
         the connection is idle) or until :meth:`interrupt`; which of them. Cancelling
-        the wait loses nothing. One task per socket; only while the lot runs (see
+        the wait loses nothing. One task per socket (``trio.BusyResourceError`` if
+        another task waits for its input); only while the lot runs (see
         :attr:`available`). Cheapest when waits of the same length are many (see
         ``_lanes``).
 
         trio's ``wait_readable`` in a cancel scope, for less memory while waiting: the
         task keeps no frame in here, only a :class:`_Wait` (this function registers the
         wait and returns that, to be awaited at once); the deadline is one entry here, not
-        a cancel scope's."""
+        a cancel scope's. trio's epoll watches the socket and wakes the task itself
+        (:mod:`.readiness`); the lot keeps the deadline only."""
         epoll = self._epoll
         if epoll is None:
             raise RuntimeError("the parking lot is not running")
-        if fd in self._parked or self._waits_on(fd):
-            raise RuntimeError(f"fd {fd} is already waited on")
-        self._arm(epoll, fd)
+        if fd in self._parked:
+            raise RuntimeError(f"fd {fd} is parked")
         task = trio.lowlevel.current_task()
+        watcher = self._trio
+        if watcher is not None:
+            watcher.watch(fd, task)
+        else:
+            if self._waits_on(fd):
+                raise trio.BusyResourceError(f"fd {fd} is already waited on")
+            self._arm(epoll, fd)
         task.custom_sleep_data = deadline
         lane = self._lane_for(deadline)
         lane[fd] = task
         timer = self._timer
         if timer is not None and deadline < timer.deadline:
             timer.deadline = _rounded(deadline)
-        return _Wait(lane, fd)
+        return _Wait(lane, fd, watcher)
 
     def _lane_for(self, deadline: float) -> dict[int, Task]:
         """The lane a wait until ``deadline`` joins (see ``_lanes``)."""
@@ -202,9 +232,20 @@ class ParkingLot:
         for lane in self._lanes:
             task = lane.pop(fd, None)
             if task is not None:
-                trio.lowlevel.reschedule(task, outcome.Value(why))
-                return True
+                return self._wake_task(fd, task, why)
         return False
+
+    def _wake_task(self, fd: int, task: Task, why: Woken) -> bool:
+        """Wake ``task``, just taken out of its lane, with ``why``; whether it was still
+        waiting (not if trio's epoll woke it already: it has not run since to take its
+        entry out)."""
+        if task.custom_sleep_data is None:
+            return False
+        watcher = self._trio
+        if watcher is not None:
+            watcher.withdraw(fd, task)
+        trio.lowlevel.reschedule(task, outcome.Value(why))
+        return True
 
     @staticmethod
     def _arm(epoll: select.epoll, fd: int) -> None:
@@ -244,12 +285,12 @@ class ParkingLot:
         for lane in self._lanes:
             expired = []
             for fd, task in lane.items():
-                if task.custom_sleep_data > now:
+                deadline = task.custom_sleep_data
+                if deadline is not None and deadline > now:
                     break
-                expired.append(fd)
+                expired.append(fd)  # (or woken by trio's epoll already: taken out)
             for fd in expired:
-                trio.lowlevel.reschedule(lane.pop(fd), outcome.Value(Woken.IDLE))
-            woken += len(expired)
+                woken += self._wake_task(fd, lane.pop(fd), Woken.IDLE)
         return woken
 
     async def _serve(self) -> None:
@@ -262,8 +303,10 @@ class ParkingLot:
         first = math.inf
         for lane in self._lanes:
             for task in lane.values():
-                first = min(first, task.custom_sleep_data)
-                break
+                deadline = task.custom_sleep_data
+                if deadline is not None:  # (else woken by trio's epoll, not run yet)
+                    first = min(first, deadline)
+                    break
         return first if first == math.inf else _rounded(first)
 
     async def run(self) -> None:
@@ -273,6 +316,7 @@ class ParkingLot:
         if not hasattr(select, "epoll"):
             return
         self._epoll = epoll = select.epoll()
+        self._trio = TrioEpoll.of_current_run() if TRIO_WATCHES else None
         try:
             while True:
                 # One timer scope until its deadline passes, the deadline moved meanwhile
@@ -294,6 +338,7 @@ class ParkingLot:
             for lane in self._lanes:
                 for fd in list(lane):
                     self._wake(fd, Woken.IDLE)
+            self._trio = None
             epoll.close()
             for connection in parked:
                 connection.abandon()
@@ -301,7 +346,8 @@ class ParkingLot:
 
 class _Wait:
     """One task's wait in the lot (:meth:`ParkingLot.wait_readable`), awaited at once:
-    what ``trio.lowlevel.wait_task_rescheduled`` does, for less memory.
+    what ``trio.lowlevel.wait_task_rescheduled`` does, for less memory. Woken by the lot
+    (with why) or by trio's epoll (with nothing: the socket is ready).
 
     trio's function is a coroutine awaiting a generator (``_async_yield``), and its
     ``abort_fn`` would be a closure over the socket: four objects (0.6 KiB) held for as
@@ -314,21 +360,30 @@ class _Wait:
     tests/test_parking.py like any wait.
     """
 
-    __slots__ = ("_fd", "_waiting")
+    __slots__ = ("_fd", "_waiting", "_watcher")
 
-    def __init__(self, waiting: dict[int, Task], fd: int) -> None:
+    def __init__(self, waiting: dict[int, Task], fd: int, watcher: TrioEpoll | None) -> None:
         self._waiting = waiting
         self._fd = fd
+        self._watcher = watcher
 
     def __await__(self) -> Generator[Any, Any, Woken]:
-        # Suspended until rescheduled with an outcome: Woken (the lot woke it), or
-        # Cancelled (see __call__).
+        # Suspended until rescheduled with an outcome: Woken (the lot woke it, and took
+        # its entry out), None (trio's epoll did: the socket is ready), an error (trio's
+        # notify_closing: the socket was closed under it), or Cancelled (see __call__).
         rescheduled = yield WaitTaskRescheduled(self)
-        return rescheduled.unwrap()  # type: ignore[no-any-return]
+        if type(rescheduled) is outcome.Value and rescheduled.value is not None:
+            return rescheduled.value  # type: ignore[no-any-return]
+        self._waiting.pop(self._fd, None)
+        rescheduled.unwrap()
+        return Woken.READABLE
 
     def __call__(self, _: Any) -> Abort:
-        """Cancelled while waiting: forget the wait (the socket may stay armed)."""
-        self._waiting.pop(self._fd, None)
+        """Cancelled while waiting: forget the wait (the lot's set may keep the socket
+        armed: it then wakes the lot for nobody, once)."""
+        task = self._waiting.pop(self._fd, None)
+        if self._watcher is not None and task is not None:
+            self._watcher.withdraw(self._fd, task)
         return Abort.SUCCEEDED
 
 
