@@ -204,7 +204,7 @@ class ParkingLot:
         timer = self._timer
         if timer is not None and deadline < timer.deadline:
             timer.deadline = _rounded(deadline)
-        return _Wait(lane, fd, watcher)
+        return _Wait(self, fd)
 
     def _lane_for(self, deadline: float) -> dict[int, Task]:
         """The lane a wait until ``deadline`` joins (see ``_lanes``)."""
@@ -234,6 +234,34 @@ class ParkingLot:
             if task is not None:
                 return self._wake_task(fd, task, why)
         return False
+
+    def _taken(self, fd: int) -> Task | None:
+        """Take the wait on ``fd`` out of its lane (woken by trio's epoll, or cancelled):
+        its task, or ``None`` if the lot took it out already."""
+        for lane in self._lanes:
+            task = lane.pop(fd, None)
+            if task is not None:
+                return task
+        return None
+
+    def _woken(self, fd: int, rescheduled: outcome.Outcome[Woken | None]) -> Woken:
+        """What a wait on ``fd`` that was rescheduled with ``rescheduled`` returns (see
+        :class:`_Wait`)."""
+        if type(rescheduled) is outcome.Value:
+            woken: Woken | None = rescheduled.value
+            if woken is not None:
+                return woken  # the lot woke it, and took its entry out
+        # trio's epoll woke it: the socket is ready (or trio's notify_closing raises).
+        self._taken(fd)
+        rescheduled.unwrap()
+        return Woken.READABLE
+
+    def _aborted(self, fd: int) -> None:
+        """The wait on ``fd`` was cancelled: forget it (trio's epoll too)."""
+        task = self._taken(fd)
+        watcher = self._trio
+        if watcher is not None and task is not None:
+            watcher.withdraw(fd, task)
 
     def _wake_task(self, fd: int, task: Task, why: Woken) -> bool:
         """Wake ``task``, just taken out of its lane, with ``why``; whether it was still
@@ -360,30 +388,23 @@ class _Wait:
     tests/test_parking.py like any wait.
     """
 
-    __slots__ = ("_fd", "_waiting", "_watcher")
+    __slots__ = ("_fd", "_lot")
 
-    def __init__(self, waiting: dict[int, Task], fd: int, watcher: TrioEpoll | None) -> None:
-        self._waiting = waiting
+    def __init__(self, lot: ParkingLot, fd: int) -> None:
+        self._lot = lot
         self._fd = fd
-        self._watcher = watcher
 
     def __await__(self) -> Generator[Any, Any, Woken]:
-        # Suspended until rescheduled with an outcome: Woken (the lot woke it, and took
-        # its entry out), None (trio's epoll did: the socket is ready), an error (trio's
-        # notify_closing: the socket was closed under it), or Cancelled (see __call__).
+        # Suspended until rescheduled with an outcome: Woken (the lot woke it), None
+        # (trio's epoll did: the socket is ready), an error (trio's notify_closing: the
+        # socket was closed under it), or Cancelled (see __call__).
         rescheduled = yield WaitTaskRescheduled(self)
-        if type(rescheduled) is outcome.Value and rescheduled.value is not None:
-            return rescheduled.value  # type: ignore[no-any-return]
-        self._waiting.pop(self._fd, None)
-        rescheduled.unwrap()
-        return Woken.READABLE
+        return self._lot._woken(self._fd, rescheduled)
 
     def __call__(self, _: Any) -> Abort:
         """Cancelled while waiting: forget the wait (the lot's set may keep the socket
         armed: it then wakes the lot for nobody, once)."""
-        task = self._waiting.pop(self._fd, None)
-        if self._watcher is not None and task is not None:
-            self._watcher.withdraw(self._fd, task)
+        self._lot._aborted(self._fd)
         return Abort.SUCCEEDED
 
 

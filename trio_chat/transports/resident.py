@@ -217,9 +217,6 @@ class Resident:
         serving.set(self.device)
         link, lot = self.link, self.server.parking
         park_after = self.server.config.park_after
-        runs = SAY_RUNS and not link.receive_writes
-        # trio.current_time() is this clock's current_time(), in one call instead of three.
-        now = trio.lowlevel.current_clock().current_time
         # A task's first step is a scheduling round of its own: the first read of a
         # resumed spell (the lot resumed it because its socket had input) needs no other.
         scheduled = True
@@ -227,6 +224,8 @@ class Resident:
             while True:
                 self._begin_spell()
                 fd = link.park_fd if lot.available else None
+                # Plain says said with no scope where the link hands over runs (TCP).
+                runs = fd is not None and SAY_RUNS and not link.receive_writes
                 ended: str | None = None
                 waited = False  # whether the last read came right after a wait
                 while True:
@@ -243,7 +242,7 @@ class Resident:
                             data = read_nowait(fd)
                         if data is None:
                             while data is None:
-                                deadline = now() + park_after
+                                deadline = trio.current_time() + park_after
                                 if await lot.wait_readable(fd, deadline) is not Woken.READABLE:
                                     break  # idle, or interrupted: the spell's end sees which
                                 data = read_nowait(fd)
@@ -257,12 +256,10 @@ class Resident:
                         scheduled = False
                         link.feed(data)
                     rest: _Rest | None = None
-                    if fd is not None and runs:
+                    if runs:
                         rest = self._say_arrived(cast("RunLink", link))
                         if rest is None:
-                            if self._stopped:  # hung up while (or before) it was said
-                                break
-                            continue
+                            continue  # (a hang-up meanwhile: seen above, all being said)
                     with trio.CancelScope() as reading:
                         self._reading = reading
                         if self._stopped:  # closed before we could listen, or while we read
