@@ -1,9 +1,9 @@
 """Parking: idle connections give up their tasks and come back when they have work.
 
-The lot on its own over a socket pair (its waits watched by trio's epoll and by its own
-set, ``watches``), then real clients over real sockets with a short ``park_after``:
-parked, they still get every message, in order, and they come back for their own input, a
-full socket, a close by the server, a hang-up and a keepalive ping.
+The lot on its own over a socket pair (busy readers' waits watched by trio's epoll, and
+the others by the lot's own set: ``busy``), then real clients over real sockets with a
+short ``park_after``: parked, they still get every message, in order, and they come back
+for their own input, a full socket, a close by the server, a hang-up and a keepalive ping.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ class Recorder:
         self.calls.append("abandon")
 
 
-@pytest.fixture(params=[True, False], ids=["trio-epoll", "lot-epoll"])
-def watches(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """Whether the lot's waits are watched by trio's epoll (else by the lot's own set)."""
-    monkeypatch.setattr(parking, "TRIO_WATCHES", request.param)
+@pytest.fixture(params=[True, False], ids=["busy", "idle"])
+def busy(request: pytest.FixtureRequest) -> bool:
+    """Whether the waits are a busy reader's (watched by trio's epoll; else by the lot's
+    own set)."""
     return bool(request.param)
 
 
@@ -110,14 +110,16 @@ async def test_lot_refuses_to_park_while_not_running(
 class Waits:
     """Tasks waiting on one socket in a lot, one after another: why each was woken."""
 
-    def __init__(self, lot: ParkingLot, sock: socket.socket) -> None:
-        self.lot, self.sock = lot, sock
+    def __init__(self, lot: ParkingLot, sock: socket.socket, busy: bool = False) -> None:
+        self.lot, self.sock, self.busy = lot, sock, busy
         self.woken: list[Woken] = []
         self._changed = trio.Event()
 
     async def wait(self) -> None:
         self.woken.append(
-            await self.lot.wait_readable(self.sock.fileno(), trio.current_time() + 60)
+            await self.lot.wait_readable(
+                self.sock.fileno(), trio.current_time() + 60, busy=self.busy
+            )
         )
         self._changed.set()
 
@@ -131,11 +133,11 @@ class Waits:
 
 async def test_lot_wakes_a_task_waiting_on_a_socket_when_it_has_input_and_only_then(
     pair: tuple[socket.socket, socket.socket],
-    watches: bool,
+    busy: bool,
 ) -> None:
     ours, peer = pair
     lot = ParkingLot()
-    waits = Waits(lot, ours)
+    waits = Waits(lot, ours, busy)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lot.run)
         await trio.testing.wait_all_tasks_blocked()
@@ -154,7 +156,7 @@ async def test_lot_wakes_a_task_waiting_on_a_socket_when_it_has_input_and_only_t
 
 
 async def test_lot_wakes_waiting_tasks_idle_at_their_deadlines_in_turn(
-    autojump_clock: trio.testing.MockClock, watches: bool
+    autojump_clock: trio.testing.MockClock, busy: bool
 ) -> None:
     lot = ParkingLot()
     woken: dict[str, float] = {}
@@ -162,7 +164,7 @@ async def test_lot_wakes_waiting_tasks_idle_at_their_deadlines_in_turn(
     b, b_peer = socket.socketpair()
 
     async def wait(name: str, sock: socket.socket, after: float) -> None:
-        why = await lot.wait_readable(sock.fileno(), trio.current_time() + after)
+        why = await lot.wait_readable(sock.fileno(), trio.current_time() + after, busy=busy)
         assert why is Woken.IDLE
         woken[name] = trio.current_time()
 
@@ -182,7 +184,7 @@ async def test_lot_wakes_waiting_tasks_idle_at_their_deadlines_in_turn(
 
 
 async def test_lot_wakes_waits_of_different_lengths_each_at_its_own_deadline(
-    autojump_clock: trio.testing.MockClock, watches: bool
+    autojump_clock: trio.testing.MockClock, busy: bool
 ) -> None:
     """Long waits (a busy connection's idle time) and short ones started after them (a new
     connection waiting for its first bytes) in between: none waits for another's deadline,
@@ -193,7 +195,7 @@ async def test_lot_wakes_waits_of_different_lengths_each_at_its_own_deadline(
 
     async def wait(name: str, after: float) -> None:
         ours = sockets[name][0]
-        why = await lot.wait_readable(ours.fileno(), trio.current_time() + after)
+        why = await lot.wait_readable(ours.fileno(), trio.current_time() + after, busy=busy)
         woken[name] = (trio.current_time(), why)
 
     try:
@@ -226,11 +228,11 @@ async def test_lot_wakes_waits_of_different_lengths_each_at_its_own_deadline(
 
 async def test_lot_interrupts_a_waiting_task_and_forgets_a_cancelled_one(
     pair: tuple[socket.socket, socket.socket],
-    watches: bool,
+    busy: bool,
 ) -> None:
     ours, peer = pair
     lot = ParkingLot()
-    waits = Waits(lot, ours)
+    waits = Waits(lot, ours, busy)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lot.run)
         await trio.testing.wait_all_tasks_blocked()
@@ -241,7 +243,7 @@ async def test_lot_interrupts_a_waiting_task_and_forgets_a_cancelled_one(
         assert await waits.until(1) == [Woken.INTERRUPTED]
         with trio.CancelScope() as waiting:
             nursery.start_soon(lambda: _cancel_soon(waiting))
-            await lot.wait_readable(ours.fileno(), trio.current_time() + 60)
+            await lot.wait_readable(ours.fileno(), trio.current_time() + 60, busy=busy)
         assert waiting.cancelled_caught
         # Its socket, still armed (in the lot's set), is ready now: the lot wakes for
         # nobody and takes the event (else its epoll set would stay readable and it would
@@ -260,19 +262,23 @@ class LotSteps(trio.abc.Instrument):
         self.steps = 0
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task.name.endswith("ParkingLot.run"):
+        code = getattr(task.coro, "cr_code", None)
+        if code is not None and code.co_qualname == "ParkingLot.run":
             self.steps += 1
 
 
-async def test_a_task_waiting_in_the_lot_is_woken_by_trios_epoll_with_no_step_of_the_lot(
-    pair: tuple[socket.socket, socket.socket],
+@pytest.mark.parametrize("watches", [True, False], ids=["trio-epoll", "no-trio-epoll"])
+async def test_a_busy_readers_wait_is_woken_by_trios_epoll_with_no_step_of_the_lot(
+    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch, watches: bool
 ) -> None:
     """A busy connection's reader waits in the lot between its reads: its socket's input
     wakes it directly, in the scheduling round trio's epoll finds it in; the lot's task,
-    which keeps the wait's deadline, does nothing for it."""
+    which keeps the wait's deadline, does nothing for it. (Where trio's epoll is not to
+    be used so, the lot's set watches the socket, and the lot wakes the reader.)"""
+    monkeypatch.setattr(parking, "TRIO_WATCHES", watches)
     ours, peer = pair
     lot = ParkingLot()
-    waits = Waits(lot, ours)
+    waits = Waits(lot, ours, busy=True)
     steps = LotSteps()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lot.run)
@@ -287,22 +293,23 @@ async def test_a_task_waiting_in_the_lot_is_woken_by_trios_epoll_with_no_step_of
                 assert ours.recv(10) == b"line"
         finally:
             trio.lowlevel.remove_instrument(steps)
-        assert steps.steps == 0
+        assert steps.steps == 0 if watches else steps.steps >= 3
         nursery.cancel_scope.cancel()
 
 
 async def test_a_second_task_cannot_wait_on_a_socket_a_task_waits_on(
-    pair: tuple[socket.socket, socket.socket], watches: bool
+    pair: tuple[socket.socket, socket.socket], busy: bool
 ) -> None:
     ours, _peer = pair
     lot = ParkingLot()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lot.run)
         await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(Waits(lot, ours).wait)
+        nursery.start_soon(Waits(lot, ours, busy).wait)
         await trio.testing.wait_all_tasks_blocked()
-        with pytest.raises(trio.BusyResourceError):
-            await lot.wait_readable(ours.fileno(), trio.current_time() + 60)
+        for second in (True, False):
+            with pytest.raises(trio.BusyResourceError):
+                await lot.wait_readable(ours.fileno(), trio.current_time() + 60, busy=second)
         nursery.cancel_scope.cancel()
 
 
@@ -332,7 +339,8 @@ async def test_a_wait_that_trios_epoll_woke_is_not_woken_again_before_it_runs(
     at: dict[str, float] = {}
 
     async def wait(name: str, sock: socket.socket, after: float) -> None:
-        got[name] = await lot.wait_readable(sock.fileno(), trio.current_time() + after)
+        deadline = trio.current_time() + after
+        got[name] = await lot.wait_readable(sock.fileno(), deadline, busy=True)
         at[name] = trio.current_time()
 
     with other, other_peer:
@@ -371,11 +379,11 @@ async def _cancel_soon(scope: trio.CancelScope) -> None:
 
 async def test_a_stopping_lot_wakes_its_waiting_tasks_and_refuses_new_waits(
     pair: tuple[socket.socket, socket.socket],
-    watches: bool,
+    busy: bool,
 ) -> None:
     ours, _peer = pair
     lot = ParkingLot()
-    waits = Waits(lot, ours)
+    waits = Waits(lot, ours, busy)
     async with trio.open_nursery() as nursery:
         async with trio.open_nursery() as lot_nursery:
             lot_nursery.start_soon(lot.run)

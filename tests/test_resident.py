@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 import trio
 import trio.testing
-from test_parking import read_messages
+from test_parking import LotSteps, read_messages
 
 from trio_chat.protocol import ClientFrame, Say, SayLines
 from trio_chat.server import ChatServer
@@ -235,12 +235,17 @@ async def test_plain_lines_are_said_with_no_cancel_scope_and_commands_within_one
         assert seen == [("say", False), ("Command", True), ("say", False)]
 
 
-async def test_a_line_that_came_after_a_wait_takes_one_read(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("busy", [True, False], ids=["busy", "slow"])
+async def test_a_busy_reader_reads_once_a_line_and_is_woken_by_trios_epoll(
+    monkeypatch: pytest.MonkeyPatch, busy: bool
 ) -> None:
-    """A client saying a line now and then: its socket is read once a line, when the
-    line has come, not tried again before the next wait (it would almost never have more
-    yet); a client at full speed is read again at once (its lines all arrive)."""
+    """A client saying lines a few milliseconds apart: its socket is read once a line,
+    when the line has come, not tried again before the next wait (it would almost never
+    have more yet), and trio's epoll wakes its reader, not the lot's task. A client whose
+    lines come further apart (made so here by ``BUSY_WAIT``) is read once more a line
+    (nothing yet) and waits in the lot's set, which keeps less memory meanwhile. A
+    client at full speed is read again at once (its lines all arrive)."""
+    monkeypatch.setattr(resident_module, "BUSY_WAIT", 60.0 if busy else 0.0)
     reads: list[bytes | None] = []
     read_nowait = resident_module.read_nowait
 
@@ -249,17 +254,29 @@ async def test_a_line_that_came_after_a_wait_takes_one_read(
         reads.append(data)
         return data
 
+    lot_steps = LotSteps()
     async with open_test_server(config=local_config(park_after=NO_PARKING)) as chat:
         async with open_client(chat, "alice") as alice:
             await alice.expect("join", lambda e: e.nick == "alice")
-            await alice.say("first")  # (the spell's first read may be tried first)
-            await alice.expect("message")
+            for warm_up in ("first", "second"):  # (the first resumes it: it parked)
+                await alice.say(warm_up)
+                await alice.expect("message")
             with monkeypatch.context() as patch:
                 patch.setattr(resident_module, "read_nowait", counted)
-                for n in range(10):
-                    await alice.say(f"line {n}")
-                    assert (await alice.expect("message")).text == f"line {n}"
-            assert len(reads) == 10 and None not in reads
+                trio.lowlevel.add_instrument(lot_steps)
+                try:
+                    for n in range(10):
+                        await alice.say(f"line {n}")
+                        assert (await alice.expect("message")).text == f"line {n}"
+                finally:
+                    trio.lowlevel.remove_instrument(lot_steps)
+            if busy:
+                assert len(reads) == 10 and None not in reads
+                assert lot_steps.steps == 0
+            else:
+                # Each line read after the wait, then a read of nothing before the next.
+                assert len(reads) == 20 and reads[1::2] == [None] * 10 and all(reads[::2])
+                assert lot_steps.steps >= 10
             burst = b"".join(b'{"type":"say","text":"burst %d"}\n' % n for n in range(20))
             for start in range(0, len(burst), 200):  # lines cut across writes
                 await alice.stream.send_all(burst[start : start + 200])

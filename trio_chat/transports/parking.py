@@ -23,11 +23,14 @@ deadline; a hang-up interrupts the wait: :meth:`ParkingLot.interrupt`). That is 
 ``wait_readable`` under a cancel scope with a moving deadline did, for less memory per
 busy connection: trio's wait keeps four coroutine frames, a waiters object and an abort
 closure, and each read left a deadline in trio's heap (bench/README.md, "Memory per
-connection"). The socket itself is watched by trio's own epoll, which wakes the waiting
-task directly (:mod:`.readiness`): the lot's task has nothing to do with a busy
-connection's reads, only with its idle deadline, so a line read costs no step of the lot's
-and no scheduling round of its own (where trio's epoll cannot be used so, the socket is
-armed in the lot's set instead, and the lot wakes the task).
+connection"). The socket is armed in the lot's epoll set, and the lot's task wakes the
+waiting task; or, for a *busy* reader (its input comes every few milliseconds: the
+caller says so), the socket is watched by trio's own epoll, which wakes the waiting task
+directly (:mod:`.readiness`): then a line read costs no step of the lot's and no
+scheduling round of its own, and the lot keeps the wait's deadline only. Only then: trio's
+watch keeps a little more memory while the task waits (trio's entry for the socket, about
+0.1 KiB), which a reader that waits seconds for each line would hold for nothing (the
+lot's step is what it saves, once a line).
 
 A new plain TCP connection whose first bytes are a moment late (its ``hello`` still on
 the way) is parked here with no task at all, by the accept loop (:mod:`.doorstep`, which
@@ -43,7 +46,6 @@ maps file descriptors to whatever resumes them, or to the task waiting on them.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import math
@@ -70,12 +72,10 @@ IDLE_RESOLUTION = 0.01
 #: How a parked socket, or one a task waits on, is registered: one wake-up per arming (the
 #: lot re-arms it at the next wait or parking, one ``epoll_ctl``, as trio does its own).
 _ARMED = select.EPOLLIN | select.EPOLLONESHOT if hasattr(select, "EPOLLONESHOT") else 0
-#: A socket of the set that wakes nobody (one-shot still: an error or a hang-up, which
-#: epoll always reports, would otherwise wake the lot over and over), as trio disarms its own.
-_DISARMED = select.EPOLLONESHOT if hasattr(select, "EPOLLONESHOT") else 0
 
-#: Whether the tasks waiting in :meth:`ParkingLot.wait_readable` are watched by trio's own
-#: epoll (see :mod:`.readiness`) rather than by the lot's set (tests run both).
+#: Whether busy readers' waits in :meth:`ParkingLot.wait_readable` are watched by trio's
+#: own epoll (see :mod:`.readiness`); off, by the lot's set as every other wait (tests run
+#: both).
 TRIO_WATCHES = True
 
 
@@ -130,8 +130,8 @@ class ParkingLot:
         #: The scope of :meth:`run`'s waits until its deadline, the next idle deadline
         #: (rounded up to :data:`IDLE_RESOLUTION`), passes.
         self._timer: trio.CancelScope | None = None
-        #: trio's epoll, which watches the sockets of :meth:`wait_readable` while
-        #: :meth:`run` runs (``None``: the lot's own set does).
+        #: trio's epoll, which watches the sockets of busy readers' waits in
+        #: :meth:`wait_readable` while :meth:`run` runs (``None``: the lot's own set does).
         self._trio: TrioEpoll | None = None
 
     @property
@@ -165,14 +165,11 @@ class ParkingLot:
     def unpark(self, fd: int) -> None:
         """Forget ``fd`` without a call (no-op if it is not parked). Must be called before
         a parked socket is closed: the descriptor number may be reused. (The socket stays
-        in the epoll set, disarmed: closing the socket takes it out.)"""
-        if self._parked.pop(fd, None) is not None and self._epoll is not None:
-            # Resumed for another reason than input: its task will wait for input in
-            # trio's epoll, and this arming would wake the lot for nobody at the next line.
-            with contextlib.suppress(OSError):  # (closed already: nothing armed)
-                self._epoll.modify(fd, _DISARMED)
+        in the epoll set, perhaps armed: a wake-up for nobody is ignored, and closing the
+        socket takes it out.)"""
+        self._parked.pop(fd, None)
 
-    def wait_readable(self, fd: int, deadline: float) -> Awaitable[Woken]:
+    def wait_readable(self, fd: int, deadline: float, *, busy: bool = False) -> Awaitable[Woken]:
         """Wait until ``fd`` has input (or its end, or an error), until ``deadline`` (then
         the connection is idle) or until :meth:`interrupt`; which of them. Cancelling
         the wait loses nothing. One task per socket (``trio.BusyResourceError`` if
@@ -183,20 +180,21 @@ class ParkingLot:
         trio's ``wait_readable`` in a cancel scope, for less memory while waiting: the
         task keeps no frame in here, only a :class:`_Wait` (this function registers the
         wait and returns that, to be awaited at once); the deadline is one entry here, not
-        a cancel scope's. trio's epoll watches the socket and wakes the task itself
-        (:mod:`.readiness`); the lot keeps the deadline only."""
+        a cancel scope's. ``busy``: input is expected within milliseconds, so have trio's
+        epoll watch the socket and wake the task itself (:mod:`.readiness`; the lot
+        keeps the deadline only), for a little more memory while it waits."""
         epoll = self._epoll
         if epoll is None:
             raise RuntimeError("the parking lot is not running")
         if fd in self._parked:
             raise RuntimeError(f"fd {fd} is parked")
+        if self._waits_on(fd):
+            raise trio.BusyResourceError(f"fd {fd} is already waited on")
         task = trio.lowlevel.current_task()
         watcher = self._trio
-        if watcher is not None:
+        if busy and watcher is not None:
             watcher.watch(fd, task)
         else:
-            if self._waits_on(fd):
-                raise trio.BusyResourceError(f"fd {fd} is already waited on")
             self._arm(epoll, fd)
         task.custom_sleep_data = deadline
         lane = self._lane_for(deadline)
@@ -261,7 +259,7 @@ class ParkingLot:
         task = self._taken(fd)
         watcher = self._trio
         if watcher is not None and task is not None:
-            watcher.withdraw(fd, task)
+            watcher.withdraw(fd, task)  # (if it watches it: a busy reader's wait)
 
     def _wake_task(self, fd: int, task: Task, why: Woken) -> bool:
         """Wake ``task``, just taken out of its lane, with ``why``; whether it was still
@@ -271,7 +269,7 @@ class ParkingLot:
             return False
         watcher = self._trio
         if watcher is not None:
-            watcher.withdraw(fd, task)
+            watcher.withdraw(fd, task)  # (if it watches it: a busy reader's wait)
         trio.lowlevel.reschedule(task, outcome.Value(why))
         return True
 
@@ -357,7 +355,9 @@ class ParkingLot:
                     while True:
                         await trio.lowlevel.wait_readable(epoll.fileno())
                         await self._serve()
-                        timer.deadline = self._next_deadline()
+                        deadline = self._next_deadline()
+                        if deadline != timer.deadline:  # (a move is trio's heap work)
+                            timer.deadline = deadline
                 self._timer = None
                 await self._serve()
         finally:

@@ -63,6 +63,10 @@ _REASON_CODES = {
 #: at N=100 lost 12-15% of its deliveries per second (reads of up to ~1,000 frames there).
 FRAMES_PER_STEP = 1024
 
+#: Seconds: a reader whose last wait for input was shorter is *busy* (its input comes
+#: every few milliseconds: see :meth:`Resident.run`).
+BUSY_WAIT = 0.05
+
 #: Whether a reader takes what arrived in runs (see :meth:`Resident._handle_runs`), on a
 #: link whose ``receive`` writes nothing (TCP: a :class:`RunLink`; not a WebSocket, which
 #: answers a ping as it reads it, nor IRC, which answers some commands itself in between).
@@ -200,10 +204,16 @@ class Resident:
         this one, and every scope, would be held meanwhile (0.3 KiB for a frame, 0.75 KiB
         for a scope and its status; bench/README.md, "Memory per connection").
 
-        After a read that came from a wait (a client saying a line now and then), the
-        socket is not read again before the next wait: it would almost never have more
-        yet, and the wait finds out as well (trio's epoll reports a socket that is ready
-        as it is armed). After a read that did not wait (a client at full speed), it is.
+        A *busy* reader, whose last read came after a wait of less than
+        :data:`BUSY_WAIT` (a client saying lines a few milliseconds apart), does not read
+        its socket again before the next wait (it would almost never have more yet, and
+        the wait finds out as well: epoll reports a socket that is ready as it is armed),
+        and its wait is watched by trio's own epoll, which wakes it directly (no step of
+        the lot's task, no scheduling round of its own; ``busy`` in
+        :meth:`~trio_chat.transports.parking.ParkingLot.wait_readable`). Any other reader
+        tries a read first (a client at full speed: its lines are there), and waits in the
+        lot's set, which keeps less memory meanwhile (a client saying a line now and
+        then: the lot's step is once a line, not often).
 
         Flood control happens in :meth:`_handle_input`, in the sender's own task and
         before the hub, so nobody else waits for a flooder: a frame over the rate waits
@@ -227,7 +237,7 @@ class Resident:
                 # Plain says said with no scope where the link hands over runs (TCP).
                 runs = fd is not None and SAY_RUNS and not link.receive_writes
                 ended: str | None = None
-                waited = False  # whether the last read came right after a wait
+                busy = False  # whether the last read came after a short wait
                 while True:
                     if fd is not None and not link.input_waiting():
                         if self._stopped:
@@ -237,24 +247,29 @@ class Resident:
                         # never loses bytes), but waiting in the lot, whose wait is all
                         # the checkpoint the read after it needs.
                         data = None
-                        if not waited:
+                        if not busy:
                             await trio.lowlevel.checkpoint_if_cancelled()
                             data = read_nowait(fd)
                         if data is None:
                             while data is None:
                                 deadline = trio.current_time() + park_after
-                                if await lot.wait_readable(fd, deadline) is not Woken.READABLE:
+                                if (
+                                    await lot.wait_readable(fd, deadline, busy=busy)
+                                    is not Woken.READABLE
+                                ):
                                     break  # idle, or interrupted: the spell's end sees which
                                 data = read_nowait(fd)
                             if data is None:
                                 break
-                            waited = True
+                            link.feed(data)
+                            # How long it waited: the wait began park_after before deadline.
+                            busy = link.last_heard - deadline < BUSY_WAIT - park_after
                         else:
                             if not scheduled:
                                 await trio.lowlevel.cancel_shielded_checkpoint()
-                            waited = False
+                            busy = False
+                            link.feed(data)
                         scheduled = False
-                        link.feed(data)
                     rest: _Rest | None = None
                     if runs:
                         rest = self._say_arrived(cast("RunLink", link))
