@@ -274,7 +274,7 @@ class Resident:
                     if runs:
                         rest = self._say_arrived(cast("RunLink", link))
                         if rest is None:
-                            continue  # (a hang-up meanwhile: seen above, all being said)
+                            continue  # (a hang-up while they were said: seen at the top)
                     with trio.CancelScope() as reading:
                         self._reading = reading
                         if self._stopped:  # closed before we could listen, or while we read
