@@ -252,7 +252,11 @@ class Resident:
                             data = read_nowait(fd)
                         if data is None:
                             while data is None:
-                                deadline = trio.current_time() + park_after
+                                # (A busy reader's last input came a moment ago: its time
+                                # is the wait's start, without reading the clock again.)
+                                deadline = park_after + (
+                                    link.last_heard if busy else trio.current_time()
+                                )
                                 if (
                                     await lot.wait_readable(fd, deadline, busy=busy)
                                     is not Woken.READABLE
@@ -262,7 +266,7 @@ class Resident:
                             if data is None:
                                 break
                             link.feed(data)
-                            # How long it waited: the wait began park_after before deadline.
+                            # How long it waited (since park_after before its deadline).
                             busy = link.last_heard - deadline < BUSY_WAIT - park_after
                         else:
                             if not scheduled:
@@ -474,7 +478,7 @@ class Resident:
         flood = self.flood
         handled = 0  # frames handled in this step (see FRAMES_PER_STEP)
         run: SayLines | None = None  # plain says read and not yet handed to the server
-        items = link.receive_ready()
+        items: list[RunItem] | None = link.receive_ready()
         while items:
             for index, item in enumerate(items):
                 if type(item) is not SayLines or handled >= FRAMES_PER_STEP:
@@ -498,7 +502,7 @@ class Resident:
                         left.append(item.part(went + 1))
                     left += items[index + 1 :]
                     return _Rest(left, handled, run)
-            items = link.receive_ready()
+            items = link.receive_ready() if link.input_waiting() else None
         if run is not None:
             self.server.say_run(self.device.session, run)
         return None
