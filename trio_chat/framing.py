@@ -128,6 +128,20 @@ class LineBuffer:
         instead of one call each."""
         cut = self._cut
         if cut is None:
+            buf = self._buf
+            if not buf:
+                return []
+            if (
+                len(buf) <= CUT_BYTES
+                and len(buf) <= self.max_line_bytes
+                and buf.endswith(b"\n")
+                and b"\r" not in buf
+            ):
+                # Nearly always: a read of whole lines that fit in one cut, none of them
+                # too long, no CRLF (a chatting client's line): all of it, as it is.
+                self._buf = b""
+                self._scan_from = 0
+                return bytes(buf[:-1]).split(b"\n")
             cut = self._cut_lines()
             if cut is None:
                 return []

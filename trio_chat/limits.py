@@ -115,7 +115,12 @@ class TokenBucket:
         that many :meth:`take_on_credit` calls in a row at ``now`` leave it."""
         if cost < 0:
             raise ValueError(f"cost cannot be negative, not {cost!r}")
-        tokens = self.tokens(now)
+        # What tokens(now) does, written out: a reader checks a run at every read.
+        tokens, last = self._tokens, self._last
+        if last is None or now > last:
+            if last is not None:
+                tokens = self._tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            self._last = now
         if count <= 0 or tokens < cost:
             return 0
         if cost == 1.0:

@@ -219,7 +219,8 @@ class ParkingLot:
         return self._lanes[-1]
 
     def _waits_on(self, fd: int) -> bool:
-        return any(fd in lane for lane in self._lanes)
+        lanes = self._lanes
+        return fd in lanes[0] or (len(lanes) > 1 and any(fd in lane for lane in lanes[1:]))
 
     def interrupt(self, fd: int) -> bool:
         """Wake the task waiting on ``fd`` in :meth:`wait_readable` with
@@ -249,10 +250,11 @@ class ParkingLot:
             woken: Woken | None = rescheduled.value
             if woken is not None:
                 return woken  # the lot woke it, and took its entry out
-        # trio's epoll woke it: the socket is ready (or trio's notify_closing raises).
+            self._taken(fd)  # trio's epoll woke it: the socket is ready
+            return Woken.READABLE
         self._taken(fd)
-        rescheduled.unwrap()
-        return Woken.READABLE
+        rescheduled.unwrap()  # (trio's notify_closing: the socket was closed under it)
+        raise AssertionError("an error outcome unwraps to its error")
 
     def _aborted(self, fd: int) -> None:
         """The wait on ``fd`` was cancelled: forget it (trio's epoll too)."""
