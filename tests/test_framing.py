@@ -75,3 +75,39 @@ def test_has_line_is_true_once_an_unfinished_line_is_already_too_long() -> None:
     assert isinstance(buf.next_event(), LineTooLong)
     buf.feed(b"tail\nok\n")
     assert buf.next_event() == b"ok"
+
+
+def test_a_fed_bytearray_is_copied_not_kept() -> None:
+    # A read may come as a bytearray its reader reuses: the lines are what it held then.
+    buf = LineBuffer(100)
+    data = bytearray(b"one\ntw")
+    buf.feed(data)
+    data[:] = b"XXXXXX"
+    buf.feed(bytearray(b"o\n"))
+    assert drain(buf) == [b"one", b"two"]
+
+
+def test_a_long_read_is_cut_whole_and_what_comes_after_it_joins_its_last_line() -> None:
+    lines = [b"line %d " % n + b"x" * (n % 50) for n in range(2000)]
+    stream = b"\n".join(lines) + b"\n"
+    buf = LineBuffer(1000)
+    cut = len(stream) - 10  # a read of ~100 KiB ending inside the last line
+    buf.feed(stream[:cut])
+    got = drain(buf)
+    for n in range(cut, len(stream)):  # the rest one byte at a time
+        buf.feed(stream[n : n + 1])
+        got += drain(buf)
+    assert got == lines
+
+
+def test_between_lines_the_buffer_keeps_nothing_of_its_own() -> None:
+    # A chatting client's connection is between lines nearly always: its buffer is then
+    # the shared empty bytes, not a bytearray per connection.
+    buf = LineBuffer(100)
+    buf.feed(b'{"type":"say","text":"hi"}\n')
+    assert drain(buf) == [b'{"type":"say","text":"hi"}']
+    assert type(buf._buf) is bytes and not buf._buf
+    buf.feed(b"half a li")
+    buf.feed(b"ne\n")
+    assert drain(buf) == [b"half a line"]
+    assert type(buf._buf) is bytes and not buf._buf

@@ -283,3 +283,13 @@ def test_limiter_refuses_nonsense_limits() -> None:
         ConnectionLimiter(per_host=0, total=1)
     with pytest.raises(ValueError):
         ConnectionLimiter(per_host=1, total=0)
+
+
+def test_a_connections_flood_guard_is_one_object_with_limits_shared_by_all() -> None:
+    # A connection keeps its guard for its whole life: its bucket is the guard itself, and
+    # the limits (the same for every connection of a server) are one shared object.
+    first, second = FloodGuard(rate=5, burst=10, max_lag=10), FloodGuard(5, 10, 10.0)
+    assert first.bucket is first
+    assert first._policy is second._policy
+    assert FloodGuard(rate=5, burst=10, max_lag=2)._policy is not first._policy
+    assert (second.max_lag, second.strikes_to_disconnect, second.strike_window) == (10, 20, 10)

@@ -1,8 +1,9 @@
 """Parking: idle connections give up their tasks and come back when they have work.
 
-The lot on its own over a socket pair, then real clients over real sockets with a short
-``park_after``: parked, they still get every message, in order, and they come back for
-their own input, a full socket, a close by the server, a hang-up and a keepalive ping.
+The lot on its own over a socket pair (busy readers' waits watched by trio's epoll, and
+the others by the lot's own set: ``busy``), then real clients over real sockets with a
+short ``park_after``: parked, they still get every message, in order, and they come back
+for their own input, a full socket, a close by the server, a hang-up and a keepalive ping.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ import trustme
 from trio_chat.metrics import TRANSPORTS
 from trio_chat.server import ChatServer
 from trio_chat.testing import local_config, open_client, open_test_server, stalled_client
+from trio_chat.transports import parking
 from trio_chat.transports.parking import IDLE_RESOLUTION, ParkingLot, Woken
 
 PARK_AFTER = 0.05
@@ -39,6 +41,13 @@ class Recorder:
 
     def abandon(self) -> None:
         self.calls.append("abandon")
+
+
+@pytest.fixture(params=[True, False], ids=["busy", "idle"])
+def busy(request: pytest.FixtureRequest) -> bool:
+    """Whether the waits are a busy reader's (watched by trio's epoll; else by the lot's
+    own set)."""
+    return bool(request.param)
 
 
 @pytest.fixture
@@ -101,14 +110,16 @@ async def test_lot_refuses_to_park_while_not_running(
 class Waits:
     """Tasks waiting on one socket in a lot, one after another: why each was woken."""
 
-    def __init__(self, lot: ParkingLot, sock: socket.socket) -> None:
-        self.lot, self.sock = lot, sock
+    def __init__(self, lot: ParkingLot, sock: socket.socket, busy: bool = False) -> None:
+        self.lot, self.sock, self.busy = lot, sock, busy
         self.woken: list[Woken] = []
         self._changed = trio.Event()
 
     async def wait(self) -> None:
         self.woken.append(
-            await self.lot.wait_readable(self.sock.fileno(), trio.current_time() + 60)
+            await self.lot.wait_readable(
+                self.sock.fileno(), trio.current_time() + 60, busy=self.busy
+            )
         )
         self._changed.set()
 
@@ -122,10 +133,11 @@ class Waits:
 
 async def test_lot_wakes_a_task_waiting_on_a_socket_when_it_has_input_and_only_then(
     pair: tuple[socket.socket, socket.socket],
+    busy: bool,
 ) -> None:
     ours, peer = pair
     lot = ParkingLot()
-    waits = Waits(lot, ours)
+    waits = Waits(lot, ours, busy)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lot.run)
         await trio.testing.wait_all_tasks_blocked()
@@ -144,7 +156,7 @@ async def test_lot_wakes_a_task_waiting_on_a_socket_when_it_has_input_and_only_t
 
 
 async def test_lot_wakes_waiting_tasks_idle_at_their_deadlines_in_turn(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, busy: bool
 ) -> None:
     lot = ParkingLot()
     woken: dict[str, float] = {}
@@ -152,7 +164,7 @@ async def test_lot_wakes_waiting_tasks_idle_at_their_deadlines_in_turn(
     b, b_peer = socket.socketpair()
 
     async def wait(name: str, sock: socket.socket, after: float) -> None:
-        why = await lot.wait_readable(sock.fileno(), trio.current_time() + after)
+        why = await lot.wait_readable(sock.fileno(), trio.current_time() + after, busy=busy)
         assert why is Woken.IDLE
         woken[name] = trio.current_time()
 
@@ -172,7 +184,7 @@ async def test_lot_wakes_waiting_tasks_idle_at_their_deadlines_in_turn(
 
 
 async def test_lot_wakes_waits_of_different_lengths_each_at_its_own_deadline(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, busy: bool
 ) -> None:
     """Long waits (a busy connection's idle time) and short ones started after them (a new
     connection waiting for its first bytes) in between: none waits for another's deadline,
@@ -183,7 +195,7 @@ async def test_lot_wakes_waits_of_different_lengths_each_at_its_own_deadline(
 
     async def wait(name: str, after: float) -> None:
         ours = sockets[name][0]
-        why = await lot.wait_readable(ours.fileno(), trio.current_time() + after)
+        why = await lot.wait_readable(ours.fileno(), trio.current_time() + after, busy=busy)
         woken[name] = (trio.current_time(), why)
 
     try:
@@ -216,10 +228,11 @@ async def test_lot_wakes_waits_of_different_lengths_each_at_its_own_deadline(
 
 async def test_lot_interrupts_a_waiting_task_and_forgets_a_cancelled_one(
     pair: tuple[socket.socket, socket.socket],
+    busy: bool,
 ) -> None:
     ours, peer = pair
     lot = ParkingLot()
-    waits = Waits(lot, ours)
+    waits = Waits(lot, ours, busy)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lot.run)
         await trio.testing.wait_all_tasks_blocked()
@@ -230,16 +243,133 @@ async def test_lot_interrupts_a_waiting_task_and_forgets_a_cancelled_one(
         assert await waits.until(1) == [Woken.INTERRUPTED]
         with trio.CancelScope() as waiting:
             nursery.start_soon(lambda: _cancel_soon(waiting))
-            await lot.wait_readable(ours.fileno(), trio.current_time() + 60)
+            await lot.wait_readable(ours.fileno(), trio.current_time() + 60, busy=busy)
         assert waiting.cancelled_caught
-        # Its socket, still armed, is ready now: the lot wakes for nobody and takes the
-        # event (else its epoll set would stay readable and it would spin: the blocked
-        # wait below would never come).
+        # Its socket, still armed (in the lot's set), is ready now: the lot wakes for
+        # nobody and takes the event (else its epoll set would stay readable and it would
+        # spin: the blocked wait below would never come).
         peer.send(b"late")
         await trio.testing.wait_all_tasks_blocked()
         nursery.start_soon(waits.wait)  # the socket can be waited on again
         assert await waits.until(2) == [Woken.INTERRUPTED, Woken.READABLE]
         nursery.cancel_scope.cancel()
+
+
+class LotSteps(trio.abc.Instrument):
+    """Counts the steps of the lot's own task (the one running ``ParkingLot.run``)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        code = getattr(task.coro, "cr_code", None)
+        if code is not None and code.co_qualname == "ParkingLot.run":
+            self.steps += 1
+
+
+@pytest.mark.parametrize("watches", [True, False], ids=["trio-epoll", "no-trio-epoll"])
+async def test_a_busy_readers_wait_is_woken_by_trios_epoll_with_no_step_of_the_lot(
+    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch, watches: bool
+) -> None:
+    """A busy connection's reader waits in the lot between its reads: its socket's input
+    wakes it directly, in the scheduling round trio's epoll finds it in; the lot's task,
+    which keeps the wait's deadline, does nothing for it. (Where trio's epoll is not to
+    be used so, the lot's set watches the socket, and the lot wakes the reader.)"""
+    monkeypatch.setattr(parking, "TRIO_WATCHES", watches)
+    ours, peer = pair
+    lot = ParkingLot()
+    waits = Waits(lot, ours, busy=True)
+    steps = LotSteps()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lot.run)
+        await trio.testing.wait_all_tasks_blocked()
+        trio.lowlevel.add_instrument(steps)
+        try:
+            for n in range(1, 4):
+                nursery.start_soon(waits.wait)
+                await trio.testing.wait_all_tasks_blocked()
+                peer.send(b"line")
+                assert await waits.until(n) == [Woken.READABLE] * n
+                assert ours.recv(10) == b"line"
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        assert steps.steps == 0 if watches else steps.steps >= 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_second_task_cannot_wait_on_a_socket_a_task_waits_on(
+    pair: tuple[socket.socket, socket.socket], busy: bool
+) -> None:
+    ours, _peer = pair
+    lot = ParkingLot()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lot.run)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(Waits(lot, ours, busy).wait)
+        await trio.testing.wait_all_tasks_blocked()
+        for second in (True, False):
+            with pytest.raises(trio.BusyResourceError):
+                await lot.wait_readable(ours.fileno(), trio.current_time() + 60, busy=second)
+        nursery.cancel_scope.cancel()
+
+
+class OnScheduled(trio.abc.Instrument):
+    """Calls ``act`` as ``task`` is rescheduled, before it runs again."""
+
+    def __init__(self, task: trio.lowlevel.Task, act: Callable[[], object]) -> None:
+        self.task, self.act = task, act
+        self.results: list[object] = []
+
+    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.results.append(self.act())
+
+
+async def test_a_wait_that_trios_epoll_woke_is_not_woken_again_before_it_runs(
+    pair: tuple[socket.socket, socket.socket], autojump_clock: trio.testing.MockClock
+) -> None:
+    """Between trio's epoll waking a waiting task and the task taking its entry out of the
+    lot, the lot may be asked to interrupt it or find it past its deadline: it was woken
+    already (once: trio refuses to reschedule a task twice), and the lot keeps its other
+    deadlines."""
+    ours, peer = pair
+    other, other_peer = socket.socketpair()
+    lot = ParkingLot()
+    got: dict[str, Woken] = {}
+    at: dict[str, float] = {}
+
+    async def wait(name: str, sock: socket.socket, after: float) -> None:
+        deadline = trio.current_time() + after
+        got[name] = await lot.wait_readable(sock.fileno(), deadline, busy=True)
+        at[name] = trio.current_time()
+
+    with other, other_peer:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lot.run)
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            nursery.start_soon(wait, "woken", ours, 1.0)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(wait, "idle", other, 2.0)
+            await trio.testing.wait_all_tasks_blocked()
+            waiter = next(
+                task for task in nursery.child_tasks if task.custom_sleep_data == start + 1.0
+            )
+            on_scheduled = OnScheduled(
+                waiter, lambda: (lot.interrupt(ours.fileno()), lot.expire(start + 1.5))
+            )
+            trio.lowlevel.add_instrument(on_scheduled)
+            try:
+                peer.send(b"x")
+                await trio.testing.wait_all_tasks_blocked()
+            finally:
+                trio.lowlevel.remove_instrument(on_scheduled)
+            assert on_scheduled.results == [(False, 0)]  # neither woke it again
+            assert got == {"woken": Woken.READABLE}
+            await trio.sleep(5)
+            assert got["idle"] is Woken.IDLE
+            assert 2.0 <= at["idle"] - start <= 2.0 + IDLE_RESOLUTION + 1e-9
+            nursery.cancel_scope.cancel()
 
 
 async def _cancel_soon(scope: trio.CancelScope) -> None:
@@ -249,10 +379,11 @@ async def _cancel_soon(scope: trio.CancelScope) -> None:
 
 async def test_a_stopping_lot_wakes_its_waiting_tasks_and_refuses_new_waits(
     pair: tuple[socket.socket, socket.socket],
+    busy: bool,
 ) -> None:
     ours, _peer = pair
     lot = ParkingLot()
-    waits = Waits(lot, ours)
+    waits = Waits(lot, ours, busy)
     async with trio.open_nursery() as nursery:
         async with trio.open_nursery() as lot_nursery:
             lot_nursery.start_soon(lot.run)

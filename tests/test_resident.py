@@ -13,11 +13,13 @@ from collections import Counter
 import pytest
 import trio
 import trio.testing
-from test_parking import read_messages
+from test_parking import LotSteps, read_messages
 
-from trio_chat.protocol import ClientFrame, Say
+from trio_chat.protocol import ClientFrame, Say, SayLines
 from trio_chat.server import ChatServer
 from trio_chat.testing import local_config, open_client, open_test_server, stalled_client
+from trio_chat.transports import resident as resident_module
+from trio_chat.transports.resident import Resident
 from trio_chat.users import Session
 
 #: Long enough that no connection parks during a test: the busy case.
@@ -190,3 +192,119 @@ async def test_a_connection_that_fails_ends_alone_and_the_server_serves_on(
             async with open_client(chat, "carol") as carol:
                 await carol.say("and new users too")
                 assert (await carol.expect("message")).text == "and new users too"
+
+
+def reading_scope_now() -> trio.CancelScope | None:
+    """The reading scope of the connection the current task serves (a spell's task runs
+    ``Resident.run``)."""
+    frame = trio.lowlevel.current_task().coro.cr_frame
+    assert frame is not None and frame.f_code.co_qualname == "Resident.run"
+    resident: Resident = frame.f_locals["self"]
+    return resident._reading
+
+
+async def test_plain_lines_are_said_with_no_cancel_scope_and_commands_within_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read of plain says that flood control lets go on at once awaits nothing, so it
+    needs no scope for a hang-up to cancel; a command may wait (a plugin's handler), and
+    a hang-up must be able to stop it."""
+    async with open_test_server(config=local_config(park_after=NO_PARKING)) as chat:
+        server = chat.server
+        seen: list[tuple[str, bool]] = []
+        say_run, handle = server.say_run, server.handle
+
+        def spy_say_run(session: Session, lines: SayLines) -> None:
+            seen.append(("say", reading_scope_now() is not None))
+            say_run(session, lines)
+
+        async def spy_handle(session: Session, frame: ClientFrame) -> None:
+            seen.append((type(frame).__name__, reading_scope_now() is not None))
+            await handle(session, frame)
+
+        async with open_client(chat, "alice") as alice:
+            await alice.expect("join", lambda e: e.nick == "alice")
+            monkeypatch.setattr(server, "say_run", spy_say_run)
+            monkeypatch.setattr(server, "handle", spy_handle)
+            await alice.say("one")
+            assert (await alice.expect("message")).text == "one"
+            await alice.command("/me waves")
+            await alice.expect("message", lambda e: e.text == "waves")
+            await alice.say("two")
+            assert (await alice.expect("message")).text == "two"
+        assert seen == [("say", False), ("Command", True), ("say", False)]
+
+
+@pytest.mark.parametrize("busy", [True, False], ids=["busy", "slow"])
+async def test_a_busy_reader_reads_once_a_line_and_is_woken_by_trios_epoll(
+    monkeypatch: pytest.MonkeyPatch, busy: bool
+) -> None:
+    """A client saying lines a few milliseconds apart: its socket is read once a line,
+    when the line has come, not tried again before the next wait (it would almost never
+    have more yet), and trio's epoll wakes its reader, not the lot's task. A client whose
+    lines come further apart (made so here by ``BUSY_WAIT``) is read once more a line
+    (nothing yet) and waits in the lot's set, which keeps less memory meanwhile. A
+    client at full speed is read again at once (its lines all arrive)."""
+    monkeypatch.setattr(resident_module, "BUSY_WAIT", 60.0 if busy else 0.0)
+    reads: list[bytes | None] = []
+    read_nowait = resident_module.read_nowait
+
+    def counted(fd: int) -> bytes | None:
+        data = read_nowait(fd)
+        reads.append(data)
+        return data
+
+    lot_steps = LotSteps()
+    async with open_test_server(config=local_config(park_after=NO_PARKING)) as chat:
+        async with open_client(chat, "alice") as alice:
+            await alice.expect("join", lambda e: e.nick == "alice")
+            for warm_up in ("first", "second"):  # (the first resumes it: it parked)
+                await alice.say(warm_up)
+                await alice.expect("message")
+            with monkeypatch.context() as patch:
+                patch.setattr(resident_module, "read_nowait", counted)
+                trio.lowlevel.add_instrument(lot_steps)
+                try:
+                    for n in range(10):
+                        await alice.say(f"line {n}")
+                        assert (await alice.expect("message")).text == f"line {n}"
+                finally:
+                    trio.lowlevel.remove_instrument(lot_steps)
+            if busy:
+                assert len(reads) == 10 and None not in reads
+                assert lot_steps.steps == 0
+            else:
+                # Each line read after the wait, then a read of nothing before the next.
+                assert len(reads) == 20 and reads[1::2] == [None] * 10 and all(reads[::2])
+                assert lot_steps.steps >= 10
+            burst = b"".join(b'{"type":"say","text":"burst %d"}\n' % n for n in range(20))
+            for start in range(0, len(burst), 200):  # lines cut across writes
+                await alice.stream.send_all(burst[start : start + 200])
+            for n in range(20):
+                assert (await alice.expect("message")).text == f"burst {n}"
+
+
+async def test_a_hang_up_while_lines_are_said_stops_the_reading() -> None:
+    """The server ends a connection while its read's lines are being said (no scope
+    around that to cancel): the reading stops there, the connection gets its bye."""
+    async with open_test_server(config=local_config(park_after=NO_PARKING)) as chat:
+        server = chat.server
+        said: list[list[str]] = []
+        say_run = server.say_run
+
+        def hanging_up(session: Session, lines: SayLines) -> None:
+            said.append(list(lines.texts))
+            say_run(session, lines)
+            if "bye now" in lines.texts:
+                session.close("kicked", "that was the last line")
+
+        server.say_run = hanging_up  # type: ignore[method-assign]
+        async with open_client(chat, "bob") as bob:
+            await bob.expect("join", lambda e: e.nick == "bob")
+            await bob.say("hello")
+            await bob.expect("message")
+            await bob.send_raw(b'{"type":"say","text":"bye now"}\n')
+            bye = await bob.expect("bye")
+            assert (bye.code, bye.text) == ("kicked", "that was the last line")
+            assert await bob.closed()
+        assert said == [["hello"], ["bye now"]]

@@ -52,7 +52,12 @@ class LineBuffer:
         if max_line_bytes < 1:
             raise ValueError("max_line_bytes must be positive")
         self.max_line_bytes = max_line_bytes
-        self._buf = bytearray()
+        #: What was received and not yet cut into lines: the shared ``b""`` when nothing
+        #: is (nearly always, between a chatting client's reads: no buffer of its own per
+        #: connection), a read's own bytes while they are all there is (kept, not copied),
+        #: a ``bytearray`` once more is added to them (a line in many pieces grows in
+        #: place, not by a copy a piece).
+        self._buf: bytes | bytearray = b""
         #: Whole lines cut from the front of ``_buf`` and not handed out yet, the next one
         #: last (``pop()``); ``None`` when there are none.
         self._cut: list[bytes] | None = None
@@ -72,7 +77,13 @@ class LineBuffer:
                 return
             data = data[newline + 1 :]
             self._discarding = False
-        self._buf += data
+        buf = self._buf
+        if not buf:
+            self._buf = data if type(data) is bytes else bytes(data)
+        elif isinstance(buf, bytearray):
+            buf += data
+        else:
+            self._buf = bytearray(buf) + data
 
     @property
     def buffered_bytes(self) -> int:
@@ -117,6 +128,20 @@ class LineBuffer:
         instead of one call each."""
         cut = self._cut
         if cut is None:
+            buf = self._buf
+            if not buf:
+                return []
+            if (
+                len(buf) <= CUT_BYTES
+                and len(buf) <= self.max_line_bytes
+                and buf.endswith(b"\n")
+                and b"\r" not in buf
+            ):
+                # Nearly always: a read of whole lines that fit in one cut, none of them
+                # too long, no CRLF (a chatting client's line): all of it, as it is.
+                self._buf = b""
+                self._scan_from = 0
+                return bytes(buf[:-1]).split(b"\n")
             cut = self._cut_lines()
             if cut is None:
                 return []
@@ -143,8 +168,13 @@ class LineBuffer:
             end = buf.find(b"\n", max(self._scan_from, CUT_BYTES))
             if end < 0:
                 return None
-        cut = bytes(buf[:end]).split(b"\n")
-        del buf[: end + 1]
+        cut = bytes(buf[:end]).split(b"\n")  # (bytes of bytes is the same object)
+        if end + 1 == len(buf):
+            self._buf = b""
+        elif isinstance(buf, bytearray):
+            del buf[: end + 1]
+        else:  # the rest of a long read: cut in place from now on
+            self._buf = bytearray(memoryview(buf)[end + 1 :])
         self._scan_from = 0
         cut.reverse()
         self._cut = cut
@@ -156,7 +186,7 @@ class LineBuffer:
         allowed = self.max_line_bytes + (1 if self._buf.endswith(b"\r") else 0)
         if len(self._buf) > allowed:
             self._discarding = True
-            self._buf.clear()
+            self._buf = b""
             self._scan_from = 0
             return LineTooLong(self.max_line_bytes)
         self._scan_from = len(self._buf)
@@ -165,7 +195,7 @@ class LineBuffer:
         if self._buf and not self._discarding:
             # A last line without a newline (``nc`` then Ctrl-D) still counts.
             line = bytes(self._buf)
-            self._buf.clear()
+            self._buf = b""
             self._scan_from = 0
             return line[:-1] if line.endswith(b"\r") else line
         return EOF

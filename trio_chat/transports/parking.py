@@ -16,14 +16,21 @@ in a new task, as soon as any of these happens:
   writes);
 - the server closes its session (kick, ping timeout, shutdown).
 
-The same epoll set is where a connection that *has* a task waits for input
+A connection that *has* a task waits for input through the lot too
 (:meth:`ParkingLot.wait_readable`): its reader suspends itself until its socket is
 readable or the connection has been idle for ``park_after`` (the lot keeps that
 deadline; a hang-up interrupts the wait: :meth:`ParkingLot.interrupt`). That is what trio's
 ``wait_readable`` under a cancel scope with a moving deadline did, for less memory per
 busy connection: trio's wait keeps four coroutine frames, a waiters object and an abort
 closure, and each read left a deadline in trio's heap (bench/README.md, "Memory per
-connection").
+connection"). The socket is armed in the lot's epoll set, and the lot's task wakes the
+waiting task; or, for a *busy* reader (its input comes every few milliseconds: the
+caller says so), the socket is watched by trio's own epoll, which wakes the waiting task
+directly (:mod:`.readiness`): then a line read costs no step of the lot's and no
+scheduling round of its own, and the lot keeps the wait's deadline only. Only then: trio's
+watch keeps a little more memory while the task waits (trio's entry for the socket, about
+0.1 KiB), which a reader that waits seconds for each line would hold for nothing (the
+lot's step is what it saves, once a line).
 
 A new plain TCP connection whose first bytes are a moment late (its ``hello`` still on
 the way) is parked here with no task at all, by the accept loop (:mod:`.doorstep`, which
@@ -51,6 +58,8 @@ import trio
 from trio._core._traps import WaitTaskRescheduled
 from trio.lowlevel import Abort, Task
 
+from .readiness import TrioEpoll
+
 log = logging.getLogger("trio_chat.parking")
 
 #: Ready sockets handled per wake-up before the lot lets other tasks run.
@@ -63,6 +72,11 @@ IDLE_RESOLUTION = 0.01
 #: How a parked socket, or one a task waits on, is registered: one wake-up per arming (the
 #: lot re-arms it at the next wait or parking, one ``epoll_ctl``, as trio does its own).
 _ARMED = select.EPOLLIN | select.EPOLLONESHOT if hasattr(select, "EPOLLONESHOT") else 0
+
+#: Whether busy readers' waits in :meth:`ParkingLot.wait_readable` are watched by trio's
+#: own epoll (see :mod:`.readiness`); off, by the lot's set as every other wait (tests run
+#: both).
+TRIO_WATCHES = True
 
 
 class Woken(enum.Enum):
@@ -102,8 +116,10 @@ class ParkingLot:
         self._parked: dict[int, Parked] = {}
         #: The tasks waiting in :meth:`wait_readable`, by socket, in *lanes*: each one's
         #: deadline is its ``custom_sleep_data`` (trio's place for what a sleeping task
-        #: waits for: no tuple per wait), and each lane is in its deadlines' order, so the
-        #: first of a lane to expire is always its first entry. Waits of one length (a
+        #: waits for: no tuple per wait; trio sets it to ``None`` when it reschedules the
+        #: task, so an entry whose task trio's epoll woke, and which has not run yet to
+        #: take its entry out, is known by that), and each lane is in its deadlines' order,
+        #: so the first of a lane to expire is always its first entry. Waits of one length (a
         #: busy connection's ``park_after``, a new one's ``sniff_delay``) come in the
         #: order of their deadlines: a wait joins the first lane whose last deadline is
         #: not after its own, so there are about as many lanes as lengths of wait (the
@@ -114,6 +130,9 @@ class ParkingLot:
         #: The scope of :meth:`run`'s waits until its deadline, the next idle deadline
         #: (rounded up to :data:`IDLE_RESOLUTION`), passes.
         self._timer: trio.CancelScope | None = None
+        #: trio's epoll, which watches the sockets of busy readers' waits in
+        #: :meth:`wait_readable` while :meth:`run` runs (``None``: the lot's own set does).
+        self._trio: TrioEpoll | None = None
 
     @property
     def available(self) -> bool:
@@ -150,31 +169,40 @@ class ParkingLot:
         socket takes it out.)"""
         self._parked.pop(fd, None)
 
-    def wait_readable(self, fd: int, deadline: float) -> Awaitable[Woken]:
+    def wait_readable(self, fd: int, deadline: float, *, busy: bool = False) -> Awaitable[Woken]:
         """Wait until ``fd`` has input (or its end, or an error), until ``deadline`` (then
         the connection is idle) or until :meth:`interrupt`; which of them. Cancelling
-        the wait loses nothing. One task per socket; only while the lot runs (see
+        the wait loses nothing. One task per socket (``trio.BusyResourceError`` if
+        another task waits for its input); only while the lot runs (see
         :attr:`available`). Cheapest when waits of the same length are many (see
         ``_lanes``).
 
         trio's ``wait_readable`` in a cancel scope, for less memory while waiting: the
         task keeps no frame in here, only a :class:`_Wait` (this function registers the
         wait and returns that, to be awaited at once); the deadline is one entry here, not
-        a cancel scope's."""
+        a cancel scope's. ``busy``: input is expected within milliseconds, so have trio's
+        epoll watch the socket and wake the task itself (:mod:`.readiness`; the lot
+        keeps the deadline only), for a little more memory while it waits."""
         epoll = self._epoll
         if epoll is None:
             raise RuntimeError("the parking lot is not running")
-        if fd in self._parked or self._waits_on(fd):
-            raise RuntimeError(f"fd {fd} is already waited on")
-        self._arm(epoll, fd)
+        if fd in self._parked:
+            raise RuntimeError(f"fd {fd} is parked")
+        if self._waits_on(fd):
+            raise trio.BusyResourceError(f"fd {fd} is already waited on")
         task = trio.lowlevel.current_task()
+        watcher = self._trio
+        if busy and watcher is not None:
+            watcher.watch(fd, task)
+        else:
+            self._arm(epoll, fd)
         task.custom_sleep_data = deadline
         lane = self._lane_for(deadline)
         lane[fd] = task
         timer = self._timer
         if timer is not None and deadline < timer.deadline:
             timer.deadline = _rounded(deadline)
-        return _Wait(lane, fd)
+        return _Wait(self, fd)
 
     def _lane_for(self, deadline: float) -> dict[int, Task]:
         """The lane a wait until ``deadline`` joins (see ``_lanes``)."""
@@ -191,7 +219,8 @@ class ParkingLot:
         return self._lanes[-1]
 
     def _waits_on(self, fd: int) -> bool:
-        return any(fd in lane for lane in self._lanes)
+        lanes = self._lanes
+        return fd in lanes[0] or (len(lanes) > 1 and any(fd in lane for lane in lanes[1:]))
 
     def interrupt(self, fd: int) -> bool:
         """Wake the task waiting on ``fd`` in :meth:`wait_readable` with
@@ -202,9 +231,49 @@ class ParkingLot:
         for lane in self._lanes:
             task = lane.pop(fd, None)
             if task is not None:
-                trio.lowlevel.reschedule(task, outcome.Value(why))
-                return True
+                return self._wake_task(fd, task, why)
         return False
+
+    def _taken(self, fd: int) -> Task | None:
+        """Take the wait on ``fd`` out of its lane (woken by trio's epoll, or cancelled):
+        its task, or ``None`` if the lot took it out already."""
+        for lane in self._lanes:
+            task = lane.pop(fd, None)
+            if task is not None:
+                return task
+        return None
+
+    def _woken(self, fd: int, rescheduled: outcome.Outcome[Woken | None]) -> Woken:
+        """What a wait on ``fd`` that was rescheduled with ``rescheduled`` returns (see
+        :class:`_Wait`)."""
+        if type(rescheduled) is outcome.Value:
+            woken: Woken | None = rescheduled.value
+            if woken is not None:
+                return woken  # the lot woke it, and took its entry out
+            self._taken(fd)  # trio's epoll woke it: the socket is ready
+            return Woken.READABLE
+        self._taken(fd)
+        rescheduled.unwrap()  # (trio's notify_closing: the socket was closed under it)
+        raise AssertionError("an error outcome unwraps to its error")
+
+    def _aborted(self, fd: int) -> None:
+        """The wait on ``fd`` was cancelled: forget it (trio's epoll too)."""
+        task = self._taken(fd)
+        watcher = self._trio
+        if watcher is not None and task is not None:
+            watcher.withdraw(fd, task)  # (if it watches it: a busy reader's wait)
+
+    def _wake_task(self, fd: int, task: Task, why: Woken) -> bool:
+        """Wake ``task``, just taken out of its lane, with ``why``; whether it was still
+        waiting (not if trio's epoll woke it already: it has not run since to take its
+        entry out)."""
+        if task.custom_sleep_data is None:
+            return False
+        watcher = self._trio
+        if watcher is not None:
+            watcher.withdraw(fd, task)  # (if it watches it: a busy reader's wait)
+        trio.lowlevel.reschedule(task, outcome.Value(why))
+        return True
 
     @staticmethod
     def _arm(epoll: select.epoll, fd: int) -> None:
@@ -244,12 +313,12 @@ class ParkingLot:
         for lane in self._lanes:
             expired = []
             for fd, task in lane.items():
-                if task.custom_sleep_data > now:
+                deadline = task.custom_sleep_data
+                if deadline is not None and deadline > now:
                     break
-                expired.append(fd)
+                expired.append(fd)  # (or woken by trio's epoll already: taken out)
             for fd in expired:
-                trio.lowlevel.reschedule(lane.pop(fd), outcome.Value(Woken.IDLE))
-            woken += len(expired)
+                woken += self._wake_task(fd, lane.pop(fd), Woken.IDLE)
         return woken
 
     async def _serve(self) -> None:
@@ -262,8 +331,10 @@ class ParkingLot:
         first = math.inf
         for lane in self._lanes:
             for task in lane.values():
-                first = min(first, task.custom_sleep_data)
-                break
+                deadline = task.custom_sleep_data
+                if deadline is not None:  # (else woken by trio's epoll, not run yet)
+                    first = min(first, deadline)
+                    break
         return first if first == math.inf else _rounded(first)
 
     async def run(self) -> None:
@@ -273,6 +344,7 @@ class ParkingLot:
         if not hasattr(select, "epoll"):
             return
         self._epoll = epoll = select.epoll()
+        self._trio = TrioEpoll.of_current_run() if TRIO_WATCHES else None
         try:
             while True:
                 # One timer scope until its deadline passes, the deadline moved meanwhile
@@ -285,7 +357,9 @@ class ParkingLot:
                     while True:
                         await trio.lowlevel.wait_readable(epoll.fileno())
                         await self._serve()
-                        timer.deadline = self._next_deadline()
+                        deadline = self._next_deadline()
+                        if deadline != timer.deadline:  # (a move is trio's heap work)
+                            timer.deadline = deadline
                 self._timer = None
                 await self._serve()
         finally:
@@ -294,6 +368,7 @@ class ParkingLot:
             for lane in self._lanes:
                 for fd in list(lane):
                     self._wake(fd, Woken.IDLE)
+            self._trio = None
             epoll.close()
             for connection in parked:
                 connection.abandon()
@@ -301,7 +376,8 @@ class ParkingLot:
 
 class _Wait:
     """One task's wait in the lot (:meth:`ParkingLot.wait_readable`), awaited at once:
-    what ``trio.lowlevel.wait_task_rescheduled`` does, for less memory.
+    what ``trio.lowlevel.wait_task_rescheduled`` does, for less memory. Woken by the lot
+    (with why) or by trio's epoll (with nothing: the socket is ready).
 
     trio's function is a coroutine awaiting a generator (``_async_yield``), and its
     ``abort_fn`` would be a closure over the socket: four objects (0.6 KiB) held for as
@@ -314,21 +390,23 @@ class _Wait:
     tests/test_parking.py like any wait.
     """
 
-    __slots__ = ("_fd", "_waiting")
+    __slots__ = ("_fd", "_lot")
 
-    def __init__(self, waiting: dict[int, Task], fd: int) -> None:
-        self._waiting = waiting
+    def __init__(self, lot: ParkingLot, fd: int) -> None:
+        self._lot = lot
         self._fd = fd
 
     def __await__(self) -> Generator[Any, Any, Woken]:
-        # Suspended until rescheduled with an outcome: Woken (the lot woke it), or
-        # Cancelled (see __call__).
+        # Suspended until rescheduled with an outcome: Woken (the lot woke it), None
+        # (trio's epoll did: the socket is ready), an error (trio's notify_closing: the
+        # socket was closed under it), or Cancelled (see __call__).
         rescheduled = yield WaitTaskRescheduled(self)
-        return rescheduled.unwrap()  # type: ignore[no-any-return]
+        return self._lot._woken(self._fd, rescheduled)
 
     def __call__(self, _: Any) -> Abort:
-        """Cancelled while waiting: forget the wait (the socket may stay armed)."""
-        self._waiting.pop(self._fd, None)
+        """Cancelled while waiting: forget the wait (the lot's set may keep the socket
+        armed: it then wakes the lot for nobody, once)."""
+        self._lot._aborted(self._fd)
         return Abort.SUCCEEDED
 
 

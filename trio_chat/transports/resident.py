@@ -63,6 +63,10 @@ _REASON_CODES = {
 #: at N=100 lost 12-15% of its deliveries per second (reads of up to ~1,000 frames there).
 FRAMES_PER_STEP = 1024
 
+#: Seconds: a reader whose last wait for input was shorter is *busy* (its input comes
+#: every few milliseconds: see :meth:`Resident.run`).
+BUSY_WAIT = 0.05
+
 #: Whether a reader takes what arrived in runs (see :meth:`Resident._handle_runs`), on a
 #: link whose ``receive`` writes nothing (TCP: a :class:`RunLink`; not a WebSocket, which
 #: answers a ping as it reads it, nor IRC, which answers some commands itself in between).
@@ -70,13 +74,29 @@ FRAMES_PER_STEP = 1024
 SAY_RUNS = True
 
 
+#: What :meth:`RunLink.receive_ready` hands over, item by item.
+RunItem = ClientFrame | SayLines | RemoteProtocolError | Overhead | None
+
+
+class _Rest:
+    """What :meth:`Resident._say_arrived` left of what arrived, for
+    :meth:`Resident._handle_runs` to go on with: the items from the first it did not
+    handle, the frames it handled (see :data:`FRAMES_PER_STEP`), the plain says it did
+    not yet hand to the server."""
+
+    __slots__ = ("handled", "items", "run")
+
+    def __init__(self, items: list[RunItem], handled: int, run: SayLines | None) -> None:
+        self.items = items
+        self.handled = handled
+        self.run = run
+
+
 class RunLink(Link, Protocol):
     """A link whose :meth:`~Link.receive` writes nothing (``receive_writes`` false), which
     also hands over every frame that has arrived in one call."""
 
-    def receive_ready(
-        self,
-    ) -> list[ClientFrame | SayLines | RemoteProtocolError | Overhead | None]:
+    def receive_ready(self) -> list[RunItem]:
         """What :meth:`~Link.receive` would return, call after call, for (some of) the
         frames that have arrived, without reading the socket (empty when none has), with
         plain ``say`` frames that come one after another as one :class:`SayLines`."""
@@ -174,12 +194,26 @@ class Resident:
         parking lot (:meth:`~trio_chat.transports.parking.ParkingLot.wait_readable`, which
         keeps the deadline; a hang-up interrupts it) and reads its socket itself, and only
         what it does with a read's frames (:meth:`_handle_input`) is in a cancel scope (the
-        hang-up cancels it). Any other connection waits with trio (:meth:`Link.fill`, no
-        deadline: it never parks), all in one scope. The reading is written out here, not
-        in a method of its own: a busy connection waits for input nearly all the time,
-        and every coroutine frame under this one, and every scope, would be held
-        meanwhile (0.3 KiB for a frame, 0.75 KiB for a scope and its status;
-        bench/README.md, "Memory per connection").
+        hang-up cancels it), and only when that may wait: a read of plain says that flood
+        control lets go on at once (what a chatting client sends) is handed to the server
+        with nothing awaited (:meth:`_say_arrived`), so there is nothing to cancel, and a
+        hang-up meanwhile is seen right after it (:attr:`_stopped`). Any other connection
+        waits with trio (:meth:`Link.fill`, no deadline: it never parks), all in one
+        scope. The reading is written out here, not in a method of its own: a busy
+        connection waits for input nearly all the time, and every coroutine frame under
+        this one, and every scope, would be held meanwhile (0.3 KiB for a frame, 0.75 KiB
+        for a scope and its status; bench/README.md, "Memory per connection").
+
+        A *busy* reader, whose last read came after a wait of less than
+        :data:`BUSY_WAIT` (a client saying lines a few milliseconds apart), does not read
+        its socket again before the next wait (it would almost never have more yet, and
+        the wait finds out as well: epoll reports a socket that is ready as it is armed),
+        and its wait is watched by trio's own epoll, which wakes it directly (no step of
+        the lot's task, no scheduling round of its own; ``busy`` in
+        :meth:`~trio_chat.transports.parking.ParkingLot.wait_readable`). Any other reader
+        tries a read first (a client at full speed: its lines are there), and waits in the
+        lot's set, which keeps less memory meanwhile (a client saying a line now and
+        then: the lot's step is once a line, not often).
 
         Flood control happens in :meth:`_handle_input`, in the sender's own task and
         before the hub, so nobody else waits for a flooder: a frame over the rate waits
@@ -200,7 +234,10 @@ class Resident:
             while True:
                 self._begin_spell()
                 fd = link.park_fd if lot.available else None
+                # Plain says said with no scope where the link hands over runs (TCP).
+                runs = fd is not None and SAY_RUNS and not link.receive_writes
                 ended: str | None = None
+                busy = False  # whether the last read came after a short wait
                 while True:
                     if fd is not None and not link.input_waiting():
                         if self._stopped:
@@ -209,31 +246,50 @@ class Resident:
                         # followed by a checkpoint that cannot be cancelled, so cancelling
                         # never loses bytes), but waiting in the lot, whose wait is all
                         # the checkpoint the read after it needs.
-                        await trio.lowlevel.checkpoint_if_cancelled()
-                        data = read_nowait(fd)
+                        data = None
+                        if not busy:
+                            await trio.lowlevel.checkpoint_if_cancelled()
+                            data = read_nowait(fd)
                         if data is None:
                             while data is None:
-                                deadline = trio.current_time() + park_after
-                                if await lot.wait_readable(fd, deadline) is not Woken.READABLE:
+                                # (A busy reader's last input came a moment ago: its time
+                                # is the wait's start, without reading the clock again.)
+                                deadline = park_after + (
+                                    link.last_heard if busy else trio.current_time()
+                                )
+                                if (
+                                    await lot.wait_readable(fd, deadline, busy=busy)
+                                    is not Woken.READABLE
+                                ):
                                     break  # idle, or interrupted: the spell's end sees which
                                 data = read_nowait(fd)
                             if data is None:
                                 break
-                        elif not scheduled:
-                            await trio.lowlevel.cancel_shielded_checkpoint()
+                            link.feed(data)
+                            # How long it waited (since park_after before its deadline).
+                            busy = link.last_heard - deadline < BUSY_WAIT - park_after
+                        else:
+                            if not scheduled:
+                                await trio.lowlevel.cancel_shielded_checkpoint()
+                            busy = False
+                            link.feed(data)
                         scheduled = False
-                        link.feed(data)
+                    rest: _Rest | None = None
+                    if runs:
+                        rest = self._say_arrived(cast("RunLink", link))
+                        if rest is None:
+                            continue  # (a hang-up while they were said: seen at the top)
                     with trio.CancelScope() as reading:
                         self._reading = reading
                         if self._stopped:  # closed before we could listen, or while we read
                             reading.cancel()
                         try:
-                            ended = await self._handle_input(fd is None)
+                            ended = await self._handle_input(fd is None, rest)
                         finally:
                             self._reading = None
                     if ended is not None or reading.cancel_called:
                         break
-                    del reading  # not kept in this frame while it waits again (112 bytes)
+                    del reading, rest  # not kept in this frame while it waits again
                 reason = await self._end_spell(ended)
                 if reason is not None:
                     break
@@ -360,17 +416,18 @@ class Resident:
         mailbox.call_when_queued(None)
         mailbox.close()
 
-    async def _handle_input(self, fill: bool) -> str | None:
+    async def _handle_input(self, fill: bool, rest: _Rest | None = None) -> str | None:
         """Handle the frames that have arrived (with ``fill``, and those that arrive after
         them, reading the socket with :meth:`Link.fill`, until the connection ends);
         ``None`` once they are handled, or the reason the connection ends.
 
         Each frame is checked by flood control, then handled, one at a time. A link
         whose :meth:`Link.receive` writes nothing (TCP) hands over what arrived in runs
-        instead (:meth:`_handle_runs`, with :data:`SAY_RUNS`)."""
+        instead (:meth:`_handle_runs`, with :data:`SAY_RUNS`; ``rest``: what
+        :meth:`_say_arrived` left of what arrived)."""
         link = self.link
         if SAY_RUNS and not link.receive_writes:
-            return await self._handle_runs(cast("RunLink", link), fill)
+            return await self._handle_runs(cast("RunLink", link), fill, rest)
         server, device, flood = self.server, self.device, self.flood
         handled = 0  # frames since this task last let others run
         # trio.current_time() is this clock's current_time(), in one call instead of three.
@@ -408,7 +465,49 @@ class Resident:
                 continue
             await server.handle(device.session, item)
 
-    async def _handle_runs(self, link: RunLink, fill: bool) -> str | None:
+    def _say_arrived(self, link: RunLink) -> _Rest | None:
+        """Hand what has arrived to the server, with nothing awaited, as far as it is plain
+        says that flood control lets go on at once (:meth:`FloodGuard.check_run`): a
+        chatting client's lines, nearly every read. ``None`` once all of it is handled
+        so; else what is left from the first frame that may have to wait (anything else,
+        or a line over the flood budget), for :meth:`_handle_runs` to go on with, as if
+        it had handled all of it itself: so only then is a cancel scope needed.
+
+        (The plain says not yet handed to the server go on with what is left: a line
+        checked on its own next that may go on joins them, as in :meth:`_handle_runs`.)"""
+        flood = self.flood
+        handled = 0  # frames handled in this step (see FRAMES_PER_STEP)
+        run: SayLines | None = None  # plain says read and not yet handed to the server
+        items: list[RunItem] | None = link.receive_ready()
+        while items:
+            for index, item in enumerate(items):
+                if type(item) is not SayLines or handled >= FRAMES_PER_STEP:
+                    return _Rest(items[index:], handled, run)
+                count = len(item)
+                # As arrived at link.last_heard (what check_run takes of now and the
+                # time they arrived: the earlier), without reading the clock.
+                went = flood.check_run(
+                    link.last_heard, min(count, FRAMES_PER_STEP - handled), FRAME_COST
+                )
+                handled += went
+                if went:
+                    if run is None:
+                        run = item if went == count else item.part(0, went)
+                    else:
+                        run.add(item, 0, went)
+                if went < count:
+                    # The next line alone (its own verdict), then the rest as a run again.
+                    left: list[RunItem] = [item.frame(went)]
+                    if went + 1 < count:
+                        left.append(item.part(went + 1))
+                    left += items[index + 1 :]
+                    return _Rest(left, handled, run)
+            items = link.receive_ready() if link.input_waiting() else None
+        if run is not None:
+            self.server.say_run(self.device.session, run)
+        return None
+
+    async def _handle_runs(self, link: RunLink, fill: bool, rest: _Rest | None) -> str | None:
         """:meth:`_handle_input` for a link that hands over every frame that arrived in
         one call (:meth:`RunLink.receive_ready`), the plain ``say`` frames that come one
         after another as one :class:`~trio_chat.protocol.SayLines`.
@@ -425,19 +524,23 @@ class Resident:
         server, device, flood = self.server, self.device, self.flood
         handled = 0  # frames since this task last let others run
         run: SayLines | None = None  # plain says read and not yet handed to the server
+        items: list[RunItem] | None = None
+        if rest is not None:
+            items, handled, run = rest.items, rest.handled, rest.run
         # trio.current_time() is this clock's current_time(), in one call instead of three.
         now = trio.lowlevel.current_clock().current_time
         while True:
-            if not link.input_waiting():
-                if run is not None:
-                    server.say_run(device.session, run)
-                    run = None
-                if not fill:
-                    return None
-                handled = 0
-                await link.fill()
-                continue
-            items = link.receive_ready()
+            if items is None:
+                if not link.input_waiting():
+                    if run is not None:
+                        server.say_run(device.session, run)
+                        run = None
+                    if not fill:
+                        return None
+                    handled = 0
+                    await link.fill()
+                    continue
+                items = link.receive_ready()
             index = 0
             while index < len(items):
                 item = items[index]
@@ -466,10 +569,10 @@ class Resident:
                         else:
                             run.add(item, 0, went)
                     # The next line alone (its own verdict), then the rest as a run again.
-                    rest: list[ClientFrame | SayLines] = [item.frame(went)]
+                    left: list[RunItem] = [item.frame(went)]
                     if went + 1 < count:
-                        rest.append(item.part(went + 1))
-                    items[index:index] = rest
+                        left.append(item.part(went + 1))
+                    items[index:index] = left
                     continue
                 if item is None:
                     if run is not None:
@@ -506,6 +609,7 @@ class Resident:
                     server.hub.send_to(device, error_reply(item))
                     continue
                 await server.handle(device.session, item)
+            items = None
 
     def _flooded(self) -> str:
         """Flood control gave up on the connection: it ends (why, for the caller)."""

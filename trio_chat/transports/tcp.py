@@ -16,7 +16,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import trio
 
@@ -153,7 +153,15 @@ class TcpLink:
                 return [self._text_frame(line) for line in lines]
             event = self._lines.next_event()
             return [] if event is NEED_DATA else [self._frame_of(event)]
-        return [BLANK_LINE if frame is None else frame for frame in decode_client_lines(lines)]
+        # Blank lines (None) become BLANK_LINE in place: no second list for the usual read.
+        frames = cast(
+            "list[ClientFrame | SayLines | RemoteProtocolError | Overhead | None]",
+            decode_client_lines(lines),
+        )
+        for index, frame in enumerate(frames):
+            if frame is None:
+                frames[index] = BLANK_LINE
+        return frames
 
     def _frame_of(self, event: LineEvent) -> ClientFrame | RemoteProtocolError | Overhead | None:
         """What :meth:`receive` returns for a line buffer's event (not ``NEED_DATA``)."""
