@@ -92,6 +92,23 @@ class _Rest:
         self.run = run
 
 
+def _split_run(
+    run: SayLines | None, item: SayLines, went: int
+) -> tuple[SayLines | None, list[RunItem]]:
+    """Flood control let only the first ``went`` lines of ``item`` go on at once: ``run``
+    with those after it (a new run if ``None``), and what is left to handle, in order: the
+    next line alone (its own verdict), then the rest as a run again."""
+    if went:
+        if run is None:
+            run = item.part(0, went)
+        else:
+            run.add(item, 0, went)
+    left: list[RunItem] = [item.frame(went)]
+    if went + 1 < len(item):
+        left.append(item.part(went + 1))
+    return run, left
+
+
 class RunLink(Link, Protocol):
     """A link whose :meth:`~Link.receive` writes nothing (``receive_writes`` false), which
     also hands over every frame that has arrived in one call."""
@@ -490,18 +507,13 @@ class Resident:
                     link.last_heard, min(count, FRAMES_PER_STEP - handled), FRAME_COST
                 )
                 handled += went
-                if went:
-                    if run is None:
-                        run = item if went == count else item.part(0, went)
-                    else:
-                        run.add(item, 0, went)
                 if went < count:
-                    # The next line alone (its own verdict), then the rest as a run again.
-                    left: list[RunItem] = [item.frame(went)]
-                    if went + 1 < count:
-                        left.append(item.part(went + 1))
-                    left += items[index + 1 :]
-                    return _Rest(left, handled, run)
+                    run, left = _split_run(run, item, went)
+                    return _Rest(left + items[index + 1 :], handled, run)
+                if run is None:
+                    run = item
+                else:
+                    run.add(item)
             items = link.receive_ready() if link.input_waiting() else None
         if run is not None:
             self.server.say_run(self.device.session, run)
@@ -563,16 +575,7 @@ class Resident:
                         else:
                             run.add(item)
                         continue
-                    if went:
-                        if run is None:
-                            run = item.part(0, went)
-                        else:
-                            run.add(item, 0, went)
-                    # The next line alone (its own verdict), then the rest as a run again.
-                    left: list[RunItem] = [item.frame(went)]
-                    if went + 1 < count:
-                        left.append(item.part(went + 1))
-                    items[index:index] = left
+                    run, items[index:index] = _split_run(run, item, went)
                     continue
                 if item is None:
                     if run is not None:
