@@ -138,6 +138,37 @@ async def test_waits_left_when_the_settler_stops_go_on_as_run_out(
     assert trio.current_time() <= DELAY  # the first: a scope of its own, cut at DELAY
 
 
+async def test_a_settle_that_fails_ends_the_waits_as_run_out(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure is logged and ends the goodbyes waiting then, not the server."""
+    calls = 0
+
+    async def failing() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("broken")
+
+    settler = Settler(failing, DELAY)
+    results: list[bool] = []
+
+    async def wait() -> None:
+        results.append(await settler.wait())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(settler.run)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(wait)
+        await trio.testing.wait_all_tasks_blocked(cushion=0.0001)
+        nursery.start_soon(wait)
+        await trio.testing.wait_all_tasks_blocked(cushion=0.0001)
+        assert results == [False, True]
+        assert trio.current_time() < DELAY
+        nursery.cancel_scope.cancel()
+    assert "settling failed (goodbyes waiting: 1)" in caplog.text
+
+
 async def test_without_a_running_settler_a_wait_is_bounded_by_a_scope(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -19,11 +19,14 @@ Without a running Settler (a server not serving yet) a wait is the scope it was.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 import outcome
 import trio
+
+log = logging.getLogger("trio_chat.connection")
 
 
 class Settler:
@@ -102,9 +105,14 @@ class Settler:
         while True:
             await self._until_someone_waits()
             began = self._began
-            await self._settle()
+            settled = True
+            try:
+                await self._settle()
+            except Exception:  # one connection's failure before; not the server's now
+                log.exception("settling failed (goodbyes waiting: %d)", len(waiting))
+                settled = False
             while waiting and waiting[0].number < began:
-                waiting.popleft().end(True)
+                waiting.popleft().end(settled)
 
     async def _expire_forever(self) -> None:
         """Wake the waits whose time ran out, in the order they began."""
