@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 
 import pytest
 import trio
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.metrics_core import Metric
 
 from trio_chat.metrics import CONTENT_TYPE, LATENCY_BUCKETS, Metrics
 from trio_chat.store import StoreStats
@@ -148,13 +150,15 @@ def test_no_created_series_and_the_library_default_is_untouched() -> None:
     them off with ``disable_created_metrics()`` would do it for the whole process."""
     metrics = Metrics()
     metrics.connections_total.inc()
+    metrics.queue_drops_total.inc()  # (a library counter: the connections' are plain)
     metrics.disconnects_total.labels("quit").inc()
     metrics.fanout_seconds.observe(0.1)
     text = metrics.render()
     assert "_created" not in text
     if "PROMETHEUS_DISABLE_CREATED_SERIES" not in os.environ:  # the library's own switch
-        assert metrics.registry.get_sample_value("trio_chat_connections_created") is not None
+        assert metrics.registry.get_sample_value("trio_chat_queue_drops_created") is not None
     assert "trio_chat_connections_total 1.0\n" in text
+    assert "trio_chat_queue_drops_total 1.0\n" in text
 
 
 def test_histogram_buckets_are_cumulative_and_inf_is_the_count() -> None:
@@ -303,26 +307,118 @@ async def test_a_running_server_counts_what_happens() -> None:
         assert ("python_gc_collections_total", (("generation", "0"),)) in samples
 
 
-def test_children_are_labelled_once_and_are_the_librarys_own() -> None:
-    """``connections_by`` and ``disconnects_by`` hand out the children ``labels`` makes,
-    asking ``labels`` once per value: what a connection updates costs a dict lookup."""
+def test_children_are_kept_by_label_value() -> None:
+    """``connections_by`` and ``disconnects_by`` hold the children ``labels`` hands out,
+    one per value, made the first time it is asked for: what a connection updates costs a
+    dict lookup."""
     metrics = Metrics()
-    asked: list[str] = []
-    labels = metrics.disconnects_total.labels
-
-    def counted(value: str) -> object:
-        asked.append(value)
-        return labels(value)
-
-    metrics.disconnects_total.labels = counted  # type: ignore[method-assign]
     for _ in range(3):
         metrics.disconnects_by["quit"].inc()
     metrics.disconnects_by["flooding"].inc()
-    assert asked == ["quit", "flooding"]
-    assert metrics.disconnects_by["quit"] is labels("quit")
+    assert list(metrics.disconnects_by) == ["quit", "flooding"]
+    assert metrics.disconnects_by["quit"] is metrics.disconnects_total.labels("quit")
     assert metrics.connections_by["tcp-json"] is metrics.connections.labels("tcp-json")
+    assert list(metrics.connections_by) == ["tcp-json", "tcp-text", "websocket"]  # pre-made
     metrics.connections_by["websocket"].inc()
     _, samples = parse(metrics.render())
     assert samples[("trio_chat_disconnects_total", (("reason", "quit"),))] == 3
     assert samples[("trio_chat_disconnects_total", (("reason", "flooding"),))] == 1
     assert samples[("trio_chat_connections", (("transport", "websocket"),))] == 1
+    assert metrics.value("trio_chat_disconnects_total", reason="quit") == 3
+
+
+def ours_in_text(text: str, names: set[str]) -> list[str]:
+    """The lines of ``text`` about the metrics named (HELP, TYPE and samples)."""
+    kept = []
+    for line in text.splitlines():
+        name = line.split(" ")[2] if line.startswith("# ") else re.split(r"[{ ]", line)[0]
+        if name in names:
+            kept.append(line)
+    return kept
+
+
+def test_a_connections_counts_are_exposed_as_the_librarys() -> None:
+    """The connections gauge, the parked gauge, the total and the disconnects are plain
+    numbers (what every connection updates), exposed byte for byte as the library's
+    ``Gauge`` and ``Counter`` of the same names, labels and updates would be: before any
+    update and after a few, a counter's label asked for without an update included."""
+    reference = CollectorRegistry()
+    connections = Gauge(
+        "trio_chat_connections",
+        "Chat connections open now, by transport.",
+        ("transport",),
+        registry=None,
+    )
+    reference.register(_Only(connections))  # (beside the total: as Metrics does)
+    parked = Gauge(
+        "trio_chat_parked_connections",
+        "Idle connections parked: held without tasks until they have something to do.",
+        registry=reference,
+    )
+    total = Counter(
+        "trio_chat_connections_total",
+        "Chat connections accepted since the server started.",
+        registry=reference,
+    )
+    disconnects = Counter(
+        "trio_chat_disconnects_total",
+        "Connections ended, by reason code.",
+        ("reason",),
+        registry=reference,
+    )
+    for transport in ("tcp-json", "tcp-text", "websocket"):
+        connections.labels(transport)
+    names = {
+        "trio_chat_connections",
+        "trio_chat_parked_connections",
+        "trio_chat_connections_total",
+        "trio_chat_disconnects_total",
+    }
+
+    def library_text() -> list[str]:
+        return ours_in_text(generate_latest(reference).decode(), names)
+
+    metrics = Metrics()
+    assert ours_in_text(metrics.render(), names) == library_text()
+    assert len(library_text()) == 2 * 4 + 3 + 1 + 1  # (HELP and TYPE each, the samples)
+    for _ in range(3):
+        metrics.connections_by["websocket"].inc()
+        connections.labels("websocket").inc()
+    metrics.connections_by["tcp-json"].inc()
+    metrics.connections_by["tcp-json"].dec()
+    connections.labels("tcp-json").inc()
+    connections.labels("tcp-json").dec()
+    metrics.connections_by["websocket"].dec()
+    connections.labels("websocket").dec()
+    metrics.parked.inc()
+    metrics.parked.inc()
+    metrics.parked.dec()
+    parked.inc()
+    parked.inc()
+    parked.dec()
+    metrics.connections_total.inc()
+    metrics.connections_total.inc()
+    total.inc()
+    total.inc()
+    metrics.disconnects_by["quit"].inc()
+    metrics.disconnects_by["closed"].inc(2)
+    metrics.disconnects_total.labels("flooding")
+    disconnects.labels("quit").inc()
+    disconnects.labels("closed").inc(2)
+    disconnects.labels("flooding")
+    text = metrics.render()
+    assert ours_in_text(text, names) == library_text()
+    assert 'trio_chat_connections{transport="websocket"} 2.0' in text
+    assert 'trio_chat_disconnects_total{reason="flooding"} 0.0' in text
+    assert "trio_chat_parked_connections 1.0" in text
+
+
+class _Only:
+    """One metric, registered without the registry's name check (it has no
+    ``describe``): a gauge beside a counter of its name and ``_total``, as in Metrics."""
+
+    def __init__(self, metric: Gauge) -> None:
+        self._metric = metric
+
+    def collect(self) -> Iterable[Metric]:
+        return self._metric.collect()

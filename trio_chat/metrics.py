@@ -5,9 +5,9 @@ The metrics are prometheus-client's ``Counter``, ``Gauge`` and ``Histogram``, so
 updates them the library's way::
 
     metrics = Metrics()
-    metrics.connections.labels("websocket").inc()
-    metrics.connections_by["websocket"].inc()  # the same child, labelled once
-    metrics.disconnects_total.labels("slow_consumer").inc()
+    metrics.frames_rejected_total.labels("bad_json").inc()
+    metrics.connections.labels("websocket").inc()  # a HotLabelled: the same calls
+    metrics.connections_by["websocket"].inc()  # the same child, without the call
     metrics.fanout_seconds.observe(seconds)
     body = metrics.render()  # serve with Content-Type: CONTENT_TYPE
 
@@ -26,12 +26,13 @@ Why the library and how it is used:
   thread (0.1 and 0.3 µs) and turned into the same exposition when scraped. The hub
   updates once per fan-out, never once per receiver: keep it so. A scrape (``render``)
   takes about a millisecond, reading ``/proc`` included.
-- **Labelled once**: ``.labels(value)`` looks the child up anew each time (1.5-5 µs: it
-  checks and joins the values under the metric's lock), and every connection updated
-  the connections gauge by transport twice and the disconnects counter by reason once.
-  The children of the metrics a connection updates are kept by label value
-  (:attr:`Metrics.connections_by`, :attr:`Metrics.disconnects_by`: a dict lookup, made
-  by ``labels`` the first time a value is seen), the same objects ``labels`` returns.
+- **A connection's counts are plain numbers**: every connection updated the connections
+  gauge by transport twice, the total, the disconnects by reason and (parking) the parked
+  gauge twice, each under the metric's lock, about 30 calls of the library's a connection
+  (bench/README.md, "Seventh round"). Those are :class:`HotGauge`, :class:`HotCounter`
+  and :class:`HotLabelled` (a child per label value, kept by value: ``labels`` the first
+  time, a dict lookup after, :attr:`Metrics.connections_by`), exposed as the library's
+  (tests/test_metrics.py compares the text with theirs).
 - **``_created`` series** (a gauge per counter and histogram child holding its creation
   time, which prometheus-client adds for OpenMetrics) are left out of :meth:`Metrics.render`:
   in this text format they are only extra series nobody asked for, and
@@ -55,7 +56,7 @@ from __future__ import annotations
 import bisect
 import copy
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -116,26 +117,27 @@ class Metrics:
         # in OpenMetrics both would be the family "trio_chat_connections". The text format
         # served here keeps them apart (as this server always named them), so the gauge is
         # registered through a wrapper that the registry's name check does not look into.
-        self.connections: Gauge = Gauge(
+        self.connections = HotLabelled(
             "trio_chat_connections",
             "Chat connections open now, by transport.",
-            ("transport",),
-            registry=None,
+            "transport",
+            "gauge",
+            None,
         )
         r.register(_Unchecked(self.connections))
         #: The connections gauge's child for each transport (see the module's notes).
-        self.connections_by = Children(self.connections)
+        self.connections_by = self.connections.children
         for transport in TRANSPORTS:
-            self.connections_by[transport]
-        self.parked: Gauge = Gauge(
+            self.connections.labels(transport)
+        self.parked = HotGauge(
             "trio_chat_parked_connections",
             "Idle connections parked: held without tasks until they have something to do.",
-            registry=r,
+            r,
         )
-        self.connections_total: Counter = Counter(
+        self.connections_total = HotCounter(
             "trio_chat_connections_total",
             "Chat connections accepted since the server started.",
-            registry=r,
+            r,
         )
         self.messages_in_total = HotCounter(
             "trio_chat_messages_in_total", "Frames received from logged-in clients.", r
@@ -150,14 +152,15 @@ class Metrics:
             "Sessions disconnected because their send queue was full (slow consumers).",
             registry=r,
         )
-        self.disconnects_total: Counter = Counter(
+        self.disconnects_total = HotLabelled(
             "trio_chat_disconnects_total",
             "Connections ended, by reason code.",
-            ("reason",),
-            registry=r,
+            "reason",
+            "counter",
+            r,
         )
         #: The disconnects counter's child for each reason code (see the module's notes).
-        self.disconnects_by = Children(self.disconnects_total)
+        self.disconnects_by = self.disconnects_total.children
         self.fanout_seconds = HotHistogram(
             "trio_chat_fanout_seconds",
             "Seconds taken to queue one room event for every member.",
@@ -206,26 +209,106 @@ class Metrics:
         return found
 
 
-#: A labelled metric of the library's (its children are of its own type).
-M = TypeVar("M", Counter, Gauge)
+class HotGauge:
+    """A gauge updated by every connection (the parked connections), in the manner of
+    :class:`HotCounter`: a plain number, exposed as the library's ``Gauge``. Trio thread
+    only."""
+
+    __slots__ = ("documentation", "name", "value")
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.value: float = 0
+        registry.register(self)
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1) -> None:
+        self.value -= amount
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+    def describe(self) -> list[Metric]:
+        return [GaugeMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> list[Metric]:
+        return [GaugeMetricFamily(self.name, self.documentation, value=self.value)]
 
 
-class Children(dict[str, M]):
-    """A labelled metric's children by label value (one label), each made by the
-    library's ``labels`` the first time its value is asked for: later updates cost a dict
-    lookup instead of ``labels`` (see the module's notes). Label values come from small
+class HotChild:
+    """One label value's number of a :class:`HotLabelled` (what the library's
+    ``labels(value)`` returns, for what a connection does with it)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: float = 0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1) -> None:
+        """(A gauge's: a counter's child is only ever added to.)"""
+        self.value -= amount
+
+
+class HotChildren(dict[str, HotChild]):
+    """A :class:`HotLabelled`'s children by label value, one made the first time a value
+    is asked for: ``children[value].inc()`` is a dict lookup. Label values come from small
     fixed sets, as everywhere."""
 
-    __slots__ = ("_metric",)
+    __slots__ = ()
 
-    def __init__(self, metric: M) -> None:
-        super().__init__()
-        self._metric: M = metric
-
-    def __missing__(self, value: str) -> M:
-        child: M = self._metric.labels(value)
-        self[value] = child
+    def __missing__(self, value: str) -> HotChild:
+        child = self[value] = HotChild()
         return child
+
+
+class HotLabelled:
+    """A counter or gauge with one label, updated by every connection: a plain number per
+    label value (:class:`HotChild`), exposed as the library's labelled metric of the same
+    kind (its samples in the order their values were first asked for, as the library
+    has them). ``registry`` ``None``: registered by the caller. Trio thread only."""
+
+    __slots__ = ("children", "documentation", "kind", "label", "name")
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        label: str,
+        kind: Literal["counter", "gauge"],
+        registry: CollectorRegistry | None,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label = label
+        self.kind = kind
+        #: The child of each label value asked for so far.
+        self.children = HotChildren()
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, value: str) -> HotChild:
+        """The child of ``value`` (made the first time), as the library's ``labels``."""
+        return self.children[value]
+
+    def _family(self) -> CounterMetricFamily | GaugeMetricFamily:
+        if self.kind == "counter":
+            return CounterMetricFamily(self.name, self.documentation, labels=(self.label,))
+        return GaugeMetricFamily(self.name, self.documentation, labels=(self.label,))
+
+    def describe(self) -> list[Metric]:
+        return [self._family()]
+
+    def collect(self) -> list[Metric]:
+        family = self._family()
+        for value, child in self.children.items():
+            family.add_metric((value,), child.value)
+        return [family]
 
 
 class HotCounter:
@@ -295,7 +378,7 @@ class HotHistogram:
 class _Unchecked:
     """A collector the registry does not name-check (it has no ``describe``)."""
 
-    def __init__(self, metric: Gauge) -> None:
+    def __init__(self, metric: HotLabelled) -> None:
         self._metric = metric
 
     def collect(self) -> Iterable[Metric]:
@@ -364,7 +447,10 @@ __all__ = [
     "CONTENT_TYPE",
     "LATENCY_BUCKETS",
     "TRANSPORTS",
-    "Children",
+    "HotChild",
+    "HotCounter",
+    "HotGauge",
+    "HotLabelled",
     "Metrics",
     "StoreHealth",
 ]

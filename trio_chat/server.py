@@ -72,8 +72,10 @@ from .rooms import users_reason
 from .routes import RouteRegistry
 from .store import Store, StoreError
 from .transports.host import ConnectionSlot
+from .transports.link import GOODBYE_TIMEOUT
 from .transports.parking import ParkingLot
 from .transports.scrape import serve_metrics
+from .transports.settling import Settler
 from .transports.streams import certificate_not_after, server_ssl_context
 from .typing_notices import TypingNotices
 
@@ -149,6 +151,8 @@ class ChatServer(ServerAPI):
         self._nursery: trio.Nursery | None = None
         #: Where idle connections wait without tasks (see transports.parking).
         self.parking = ParkingLot()
+        #: Where a goodbye waits for the connection's last lines (see transports.settling).
+        self.settler = Settler(lambda: self.settle(), GOODBYE_TIMEOUT)
         #: History and accounts: set while serving with a database, else None.
         self.history_service: HistoryService | None = None
         self.logins: Logins | None = None
@@ -717,6 +721,7 @@ class ChatServer(ServerAPI):
                 await nursery.start(self.broker.run)
             nursery.start_soon(self.keepalive.run)
             nursery.start_soon(self.parking.run)
+            nursery.start_soon(self.settler.run)
             nursery.start_soon(self.posted.run)
             nursery.start_soon(self.bot_messages.run)
             if self.history_service is not None and self.config.keep_days is not None:

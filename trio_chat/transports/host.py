@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ..proxyproto import ProxyTrust
     from ..routes import RouteRegistry
     from .parking import ParkingLot
+    from .settling import Settler
 
 
 class Releases(Protocol):
@@ -132,6 +133,12 @@ class ChatHost(Protocol):
     @property
     def parking(self) -> ParkingLot:
         """Where an idle connection waits without a task until its socket is readable."""
+        ...
+
+    @property
+    def settler(self) -> Settler:
+        """Where a connection's goodbye waits for its last lines to be delivered (see
+        :mod:`.settling`)."""
         ...
 
     @property

@@ -404,15 +404,21 @@ class Resident:
             # server ended it): what is queued is written, the connection's own last lines
             # included, then the bye, all within a bounded time. When nothing is in flight
             # and no writer runs (a quiet end), nothing is waited for: no scope.
+            # A connection whose last line is in flight waits for it without a scope of
+            # its own (the settler keeps its deadline: see settling.py); a scope only for
+            # a writer to wait for or what is queued, within the same deadline.
             quiet = server.settled_now() and not self.writing
+            settled = True
+            deadline = trio.current_time() + GOODBYE_TIMEOUT
             if quiet:
                 self._leave(reason)
-            if not quiet or len(mailbox):
-                with trio.move_on_after(GOODBYE_TIMEOUT):
-                    if not quiet:
-                        await server.settle()
-                        self._leave(reason)
-                        await self._writer_ended()
+            else:
+                settled = await server.settler.wait()
+                if settled:
+                    self._leave(reason)
+            if settled and (self.writing or len(mailbox)):
+                with trio.move_on_at(deadline):
+                    await self._writer_ended()
                     if self._write_failed is None and len(mailbox):
                         await self._write(rearm=False)  # (a write scope only if it has work)
             reason = self._write_failed or reason
