@@ -177,7 +177,11 @@ class Publisher:
         task."""
         self._buffer.extend(run)
         self._accepted += len(run)
-        self._waiting()
+        hook = self._round_end  # (what _waiting does, without the call: once a read)
+        if hook is not None:
+            hook.due = True
+        else:
+            self._wakeup.set()
         if self.hub.last_id >= self._renew_at:
             self._renew.set()
 
@@ -401,7 +405,10 @@ class Publisher:
             self._wakeup.set()
             return
         self._done += len(buffer)
-        self._signal_delivered()
+        delivered = self._delivered  # (what _signal_delivered does, without the call)
+        if delivered is not None:
+            self._delivered = None
+            delivered.set()
 
     async def _deliver_committed(
         self, store: Store, commits: trio.MemoryReceiveChannel[_Committing]
