@@ -195,3 +195,51 @@ async def test_lines_of_several_readers_in_one_round_reach_each_member_in_one_wr
     carrying = [data for data in writes if any(t.encode() in data for t in texts)]
     assert all(all(t.encode() in data for t in texts) for data in carrying), carrying
     assert len(carrying) == len(nicks) + 1
+
+
+class Delivered(trio.abc.Instrument):
+    """At each round's end (after the publisher's, which was added first): how many
+    items the mailbox got so far."""
+
+    def __init__(self, mailbox: Mailbox) -> None:
+        self.mailbox = mailbox
+        self.seen: list[int] = []
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.seen.append(len(self.mailbox))
+
+
+async def test_a_lone_line_goes_out_at_the_end_of_its_own_round() -> None:
+    hub, publisher, mailbox = lobby()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher.publish_forever)
+        await trio.testing.wait_all_tasks_blocked()
+        rounds_seen = Delivered(mailbox)
+        trio.lowlevel.add_instrument(rounds_seen)
+        hub.say(hub.sessions["ann"], "#lobby", "alone")
+        await trio.testing.wait_all_tasks_blocked()  # (nothing ready: the round ends)
+        trio.lowlevel.remove_instrument(rounds_seen)
+        nursery.cancel_scope.cancel()
+    assert rounds_seen.seen[0] == 1
+
+
+async def test_under_load_a_rounds_lines_wait_one_round_for_the_next_rounds() -> None:
+    """Tasks ready for the next round (a reader with more to say): the lines said in one
+    round go out with those said in the next, one bundle, not one fan-out each."""
+    hub, publisher, mailbox = lobby()
+    ann = hub.sessions["ann"]
+
+    async def saying() -> None:
+        hub.say(ann, "#lobby", "one")
+        await trio.lowlevel.checkpoint()  # (ready again for the next round)
+        hub.say(ann, "#lobby", "two")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher.publish_forever)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(saying)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    items = mailbox.take_nowait(10)
+    assert len(items) == 1
+    assert [line.text for line in items[0].event.events] == ["one", "two"]  # type: ignore[union-attr]

@@ -149,6 +149,8 @@ class Publisher:
         self._round_end: RoundEnd | None = None
         #: What delivering at a round's end raised, for the publisher task to raise.
         self._failed: BaseException | None = None
+        #: Whether what waits has waited for one round's end already (see _round_ended).
+        self._waited = False
 
     def attach(self, broker: Broker | None = None) -> None:
         """Route the hub's numbered events through ``broker`` to :meth:`accept` (straight
@@ -384,10 +386,13 @@ class Publisher:
         """Deliver what was published in the round that just ended (without a store, see
         :mod:`trio_chat.rounds`): what the readers of one round said goes out together, as
         the publisher task delivered it in the round after theirs, without that round and
-        that step. Not while the task delivers a batch (it goes first), and not a batch
+        that step. When tasks are ready for the next round (under load), after that round
+        instead, with what it adds (the task took a round's lines and, as often as not,
+        the next's). Not while the task delivers a batch (it goes first), and not a batch
         the task would slice (:attr:`deliver_slice`): that is handed to the task."""
         buffer = self._buffer
         if not buffer:
+            self._waited = False
             return
         hook = self._round_end
         if self._in_flight:  # the task's batch first: tried again at the next round's end
@@ -397,6 +402,15 @@ class Publisher:
         if len(buffer) > self.deliver_slice:
             self._wakeup.set()
             return
+        if hook is not None and not self._waited and hook.tasks_ready():
+            # Tasks will run in the next round (under load, readers with more lines): what
+            # they say goes out with this, at that round's end, as the publisher task took
+            # it in the round after the readers'. Once: a lone line, with nothing else
+            # ready, goes out now.
+            self._waited = True
+            hook.due = True
+            return
+        self._waited = False
         self._buffer = []
         try:
             self.hub.deliver_many(buffer)

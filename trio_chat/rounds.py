@@ -66,6 +66,11 @@ class RoundEnd(trio.abc.Instrument):
         self._runq = runq
         self._token = token
 
+    def tasks_ready(self) -> bool:
+        """Whether tasks are ready to run in the next round (for the work to ask: under
+        load, it may wait for that round's end)."""
+        return bool(self._runq)
+
     def before_io_wait(self, timeout: float) -> None:
         if not self.due:
             return
