@@ -20,7 +20,8 @@ once, the last member of a room of 100 heard the third of three lines that came 
 after 300 writes instead of 100. Without a store they go out at the very end of the
 readers' round, before trio polls the sockets again, in no task's step
 (:mod:`trio_chat.rounds`): a lone line, a chat at a steady rate, then costs no round and
-no step of its own. With a store (or where trio's run loop is not one
+no step of its own. (Under load, when tasks are ready for the next round, at the end of
+that one, with what it adds.) With a store (or where trio's run loop is not one
 :mod:`~trio_chat.rounds` knows) the publisher task takes them, in the round after the
 readers'.
 """
@@ -333,8 +334,9 @@ class Publisher:
         always has the next batch waiting.
 
         Without one, what is published is delivered at the end of the round it was
-        published in (:meth:`_round_ended`), for as long as this task runs; the task
-        itself delivers only a batch that it delivers a slice at a time.
+        published in (under load, of the next: :meth:`_round_ended`), for as long as this
+        task runs; the task itself delivers only a batch that it delivers a slice at a
+        time (or everything, where :func:`~trio_chat.rounds.round_end` gives nothing).
         """
         if self.store is None:
             with round_end(self._round_ended) as hook:
