@@ -350,9 +350,12 @@ class Delivery:
         self._deliver_run(run)
 
     def _deliver_run(self, run: list[Pending]) -> None:
-        if len(run) <= 1:
-            for pending in run:
-                self.deliver(pending)
+        """Deliver ``run``, chat lines to the members of one room and no one else (see
+        :func:`bundles`), as :meth:`deliver` would each, in one fan-out: a run of lines as
+        one :class:`~trio_chat.parcels.Bundle`, a lone line as itself (a chat at a steady
+        rate: every line, with no call of :meth:`deliver` and what it looks for that a
+        line to a room never is)."""
+        if not run:
             return
         undelivered = self._undelivered
         for pending in run:  # self._release(pending.event.id) for each, written out
@@ -363,15 +366,27 @@ class Delivery:
         # As _fanout_timed does for a Pending to the room's members and no one else.
         start = time.perf_counter()
         self.messages.add(room.name, run)
-        lines = tuple(map(_EVENT, run))
-        self._fanout(room.here.values(), Bundle(lines))
-        if self.recent:
-            recent = self.recent.get(name_key(room.name))
-            if recent is not None:
-                recent.extend(lines)
+        if len(run) == 1:
+            line: Message = run[0].event  # type: ignore[assignment]
+            self._fanout(room.here.values(), line)
+            if self.recent:
+                recent = self.recent.get(name_key(room.name))
+                if recent is not None:
+                    recent.add(line)
+        else:
+            lines = tuple(map(_EVENT, run))
+            self._fanout(room.here.values(), Bundle(lines))
+            if self.recent:
+                recent = self.recent.get(name_key(room.name))
+                if recent is not None:
+                    recent.extend(lines)
         self.metrics.fanout_seconds.observe(time.perf_counter() - start)
         if self.on_said:
-            self._said_run(run)
+            sender = run[0].sender
+            if len(run) > 1:
+                self._said_run(run)
+            elif sender is not None:
+                self._said(run[0].event, sender)  # type: ignore[arg-type]
 
     def expect(self, event_id: int) -> None:
         """Event ``event_id`` (numbered by the broker's log, in rising order) is on its way

@@ -667,18 +667,26 @@ class Hub(Delivery):
         ):
             return False
         first = last + 1
-        lines = chat_lines(first, self._clock, room.name, session.nick, texts)
-        self._last_id = last + count
         # Its author's account is the sender's (see delivery.author_of): not looked up here.
+        if count == 1:  # a chat at a steady rate: each line alone, made as say() makes it
+            line = chat_line(first, self._clock(), room.name, session.nick, texts[0], "say")
+            said = [Pending(line, room, (), True, session)]
+        else:
+            lines = chat_lines(first, self._clock, room.name, session.nick, texts)
+            said = lines_said(lines, room, session)
+        self._last_id = last + count
         if by_log:
             try:
-                publish_run(lines_said(lines, room, session))
+                publish_run(said)
             except ServerBusy:  # (what may wait for the log is full: none taken)
                 self._last_id = last
                 return False
             return True
-        self._undelivered.extend(range(first, first + count))
-        publish_run(lines_said(lines, room, session))
+        if count == 1:
+            self._undelivered.append(first)
+        else:
+            self._undelivered.extend(range(first, first + count))
+        publish_run(said)
         return True
 
     def change(

@@ -13,12 +13,17 @@ when the server has a store), then gives the batch back to the hub to deliver. S
 
 The readers never deliver themselves. Lines that arrive together, from one reader or
 several (the readers trio wakes for one poll of the sockets run in one scheduling round),
-wait for the publisher task, which runs in the round after theirs and takes them all:
-a room's lines then go to each member as one bundle, one write, instead of one fan-out
-per reader. That is what keeps the last member's tail short when lines bunch up: with
-each reader fanning out its own line at once, the last member of a room of 100 heard the
-third of three lines that came together after 300 writes instead of 100. A lone line
-waits one scheduling round for it (the publisher task was woken for it in any case).
+are delivered together once that round is over: a room's lines then go to each member as
+one bundle, one write, instead of one fan-out per reader. That is what keeps the last
+member's tail short when lines bunch up: with each reader fanning out its own line at
+once, the last member of a room of 100 heard the third of three lines that came together
+after 300 writes instead of 100. Without a store they go out at the very end of the
+readers' round, before trio polls the sockets again, in no task's step
+(:mod:`trio_chat.rounds`): a lone line, a chat at a steady rate, then costs no round and
+no step of its own. (Under load, when tasks are ready for the next round, at the end of
+that one, with what it adds.) With a store (or where trio's run loop is not one
+:mod:`~trio_chat.rounds` knows) the publisher task takes them, in the round after the
+readers'.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from .protocol import (
     Private,
     Reaction,
 )
+from .rounds import RoundEnd, round_end
 from .store import Store, StoredMessage, StoreError
 from .store.db import Commit
 from .store.health import LogLimiter
@@ -118,7 +124,8 @@ class Publisher:
         # A batch is delivered a slice at a time, letting every writer drain its mailbox in
         # between: a client that keeps up never sees its queue fill in one burst.
         self.deliver_slice = max(1, outbox_size // 4)
-        self._delivered = trio.Event()  # set (and replaced) after every delivered batch
+        #: Set (and dropped) after every delivered batch; made only while someone waits.
+        self._delivered: trio.Event | None = None
         self._in_flight = 0  # batches taken from the queue and not yet delivered
         # Events handed to the publisher so far, and how many of them are delivered: both
         # go in the same order (first in, first out), so one count says what :meth:`settle`
@@ -138,6 +145,13 @@ class Publisher:
         self._not_saved_log = LogLimiter()
         self._reserve_log = LogLimiter()
         self._owing = trio.Event()  # set when the hub starts owing (see pay_owed_forever)
+        #: Without a store, while :meth:`publish_forever` runs: what waits is delivered at
+        #: the end of the scheduling round it was published in (see :meth:`_round_ended`).
+        self._round_end: RoundEnd | None = None
+        #: What delivering at a round's end raised, for the publisher task to raise.
+        self._failed: BaseException | None = None
+        #: Whether what waits has waited for one round's end already (see _round_ended).
+        self._waited = False
 
     def attach(self, broker: Broker | None = None) -> None:
         """Route the hub's numbered events through ``broker`` to :meth:`accept` (straight
@@ -156,7 +170,7 @@ class Publisher:
         committed (if stored) and delivered by :meth:`publish_forever`."""
         self._buffer.append(pending)
         self._accepted += 1
-        self._wakeup.set()
+        self._waiting()
         if self.hub.last_id >= self._renew_at:
             self._renew.set()
 
@@ -166,7 +180,11 @@ class Publisher:
         task."""
         self._buffer.extend(run)
         self._accepted += len(run)
-        self._wakeup.set()
+        hook = self._round_end  # (what _waiting does, without the call: once a read)
+        if hook is not None:
+            hook.due = True
+        else:
+            self._wakeup.set()
         if self.hub.last_id >= self._renew_at:
             self._renew.set()
 
@@ -189,13 +207,24 @@ class Publisher:
             self._signal_delivered()
         else:
             self._buffer.extend(batch)
-            self._wakeup.set()
+            self._waiting()
         if self.hub.last_id >= self._renew_at:
             self._renew.set()
 
+    def _waiting(self) -> None:
+        """Something waits in the buffer: deliver it at the end of this round, or wake the
+        publisher task."""
+        hook = self._round_end
+        if hook is not None:
+            hook.due = True
+        else:
+            self._wakeup.set()
+
     def _signal_delivered(self) -> None:
-        self._delivered.set()
-        self._delivered = trio.Event()
+        delivered = self._delivered
+        if delivered is not None:
+            self._delivered = None
+            delivered.set()
 
     async def reserve_ids(self) -> None:
         """Write down, before any is given out, an id well above the next ones.
@@ -303,11 +332,21 @@ class Publisher:
         once its own commit is done, in the order the batches were taken. So the loop
         thread goes on reading and fanning out while the disk works, and the store's writer
         always has the next batch waiting.
+
+        Without one, what is published is delivered at the end of the round it was
+        published in (under load, of the next: :meth:`_round_ended`), for as long as this
+        task runs; the task itself delivers only a batch that it delivers a slice at a
+        time (or everything, where :func:`~trio_chat.rounds.round_end` gives nothing).
         """
         if self.store is None:
-            while True:
-                batch = await self._next_batch()
-                await self._deliver(batch, frozenset())
+            with round_end(self._round_ended) as hook:
+                self._round_end = hook
+                try:
+                    while True:
+                        batch = await self._next_batch()
+                        await self._deliver(batch, frozenset())
+                finally:
+                    self._round_end = None
         store = self.store
         async with trio.open_nursery() as nursery:
             committed_send, committed_receive = trio.open_memory_channel[_Committing](math.inf)
@@ -333,7 +372,10 @@ class Publisher:
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
-            if self._buffer:  # (emptied meanwhile only by a detach)
+            failed = self._failed
+            if failed is not None:
+                raise failed
+            if self._buffer:  # (emptied meanwhile by a detach, or at a round's end)
                 break
         batch = self._buffer[:PUBLISH_BATCH]
         del self._buffer[:PUBLISH_BATCH]
@@ -341,6 +383,48 @@ class Publisher:
             self._wakeup.set()
         self._in_flight += 1
         return batch
+
+    def _round_ended(self) -> None:
+        """Deliver what was published in the round that just ended (without a store, see
+        :mod:`trio_chat.rounds`): what the readers of one round said goes out together, as
+        the publisher task delivered it in the round after theirs, without that round and
+        that step. When tasks are ready for the next round (under load), after that round
+        instead, with what it adds (the task took a round's lines and, as often as not,
+        the next's). Not while the task delivers a batch (it goes first), and not a batch
+        the task would slice (:attr:`deliver_slice`): that is handed to the task."""
+        buffer = self._buffer
+        if not buffer:
+            self._waited = False
+            return
+        hook = self._round_end
+        if self._in_flight:  # the task's batch first: tried again at the next round's end
+            if hook is not None:
+                hook.due = True
+            return
+        if len(buffer) > self.deliver_slice:
+            self._wakeup.set()
+            return
+        if hook is not None and not self._waited and hook.tasks_ready():
+            # Tasks will run in the next round (under load, readers with more lines): what
+            # they say goes out with this, at that round's end, as the publisher task took
+            # it in the round after the readers'. Once: a lone line, with nothing else
+            # ready, goes out now.
+            self._waited = True
+            hook.due = True
+            return
+        self._waited = False
+        self._buffer = []
+        try:
+            self.hub.deliver_many(buffer)
+        except BaseException as exc:  # (no task here: the publisher task raises it)
+            self._failed = exc
+            self._wakeup.set()
+            return
+        self._done += len(buffer)
+        delivered = self._delivered  # (what _signal_delivered does, without the call)
+        if delivered is not None:
+            self._delivered = None
+            delivered.set()
 
     async def _deliver_committed(
         self, store: Store, commits: trio.MemoryReceiveChannel[_Committing]
@@ -419,7 +503,10 @@ class Publisher:
         while (
             self.hub.history_bound() <= target or self._done < accepted or self.hub.owes_since(owed)
         ):
-            await self._delivered.wait()
+            delivered = self._delivered
+            if delivered is None:
+                delivered = self._delivered = trio.Event()
+            await delivered.wait()
 
     async def _save_one_by_one(
         self, store: Store, to_store: list[Pending], failed: set[int]

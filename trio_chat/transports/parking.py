@@ -188,7 +188,8 @@ class ParkingLot:
             raise RuntimeError("the parking lot is not running")
         if fd in self._parked:
             raise RuntimeError(f"fd {fd} is parked")
-        if self._waits_on(fd):
+        lanes = self._lanes
+        if fd in lanes[0] or (len(lanes) > 1 and self._waits_on(fd)):
             raise trio.BusyResourceError(f"fd {fd} is already waited on")
         task = trio.lowlevel.current_task()
         watcher = self._trio
@@ -197,8 +198,12 @@ class ParkingLot:
         else:
             self._arm(epoll, fd)
         task.custom_sleep_data = deadline
-        lane = self._lane_for(deadline)
-        lane[fd] = task
+        ends = self._lane_ends
+        if deadline >= ends[0]:  # (_lane_for's usual answer, without the call)
+            ends[0] = deadline
+            lanes[0][fd] = task
+        else:
+            self._lane_for(deadline)[fd] = task
         timer = self._timer
         if timer is not None and deadline < timer.deadline:
             timer.deadline = _rounded(deadline)
@@ -250,7 +255,10 @@ class ParkingLot:
             woken: Woken | None = rescheduled.value
             if woken is not None:
                 return woken  # the lot woke it, and took its entry out
-            self._taken(fd)  # trio's epoll woke it: the socket is ready
+            # trio's epoll woke it: the socket is ready. (Its entry out, nearly always
+            # from the first lane: what _taken does, without the call.)
+            if self._lanes[0].pop(fd, None) is None:
+                self._taken(fd)
             return Woken.READABLE
         self._taken(fd)
         rescheduled.unwrap()  # (trio's notify_closing: the socket was closed under it)

@@ -255,9 +255,11 @@ class Resident:
                 runs = fd is not None and SAY_RUNS and not link.receive_writes
                 ended: str | None = None
                 busy = False  # whether the last read came after a short wait
+                drained = False  # whether all that arrived was said (nothing waits: wait)
                 while True:
-                    if fd is not None and not link.input_waiting():
-                        if self._stopped:
+                    if fd is not None and (drained or not link.input_waiting()):
+                        drained = False
+                        if self._write_failed is not None or self.device.closed:  # _stopped
                             break
                         # What receive_on_fd does (a read that gets something at once is
                         # followed by a checkpoint that cannot be cancelled, so cancelling
@@ -293,9 +295,12 @@ class Resident:
                         scheduled = False
                     rest: _Rest | None = None
                     if runs:
-                        rest = self._say_arrived(cast("RunLink", link))
+                        rest = self._say_arrived(link)  # type: ignore[arg-type]  # (a RunLink)
                         if rest is None:
-                            continue  # (a hang-up while they were said: seen at the top)
+                            # (_say_arrived asked: no whole frame is left. A hang-up while
+                            # they were said is seen at the top.)
+                            drained = True
+                            continue
                     with trio.CancelScope() as reading:
                         self._reading = reading
                         if self._stopped:  # closed before we could listen, or while we read
@@ -506,7 +511,7 @@ class Resident:
             for index, item in enumerate(items):
                 if type(item) is not SayLines or handled >= FRAMES_PER_STEP:
                     return _Rest(items[index:], handled, run)
-                count = len(item)
+                count = len(item.texts)  # (len(item), without the call)
                 # As arrived at link.last_heard (what check_run takes of now and the
                 # time they arrived: the earlier), without reading the clock.
                 went = flood.check_run(

@@ -16,7 +16,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -154,10 +154,8 @@ class TcpLink:
             event = self._lines.next_event()
             return [] if event is NEED_DATA else [self._frame_of(event)]
         # Blank lines (None) become BLANK_LINE in place: no second list for the usual read.
-        frames = cast(
-            "list[ClientFrame | SayLines | RemoteProtocolError | Overhead | None]",
-            decode_client_lines(lines),
-        )
+        frames: list[ClientFrame | SayLines | RemoteProtocolError | Overhead | None]
+        frames = decode_client_lines(lines)  # type: ignore[assignment]  # (no Overhead in it)
         for index, frame in enumerate(frames):
             if frame is None:
                 frames[index] = BLANK_LINE
