@@ -180,11 +180,7 @@ class Publisher:
         task."""
         self._buffer.extend(run)
         self._accepted += len(run)
-        hook = self._round_end  # (what _waiting does, without the call: once a read)
-        if hook is not None:
-            hook.due = True
-        else:
-            self._wakeup.set()
+        self._waiting()
         if self.hub.last_id >= self._renew_at:
             self._renew.set()
 
@@ -421,10 +417,7 @@ class Publisher:
             self._wakeup.set()
             return
         self._done += len(buffer)
-        delivered = self._delivered  # (what _signal_delivered does, without the call)
-        if delivered is not None:
-            self._delivered = None
-            delivered.set()
+        self._signal_delivered()
 
     async def _deliver_committed(
         self, store: Store, commits: trio.MemoryReceiveChannel[_Committing]

@@ -259,7 +259,7 @@ class Resident:
                 while True:
                     if fd is not None and (drained or not link.input_waiting()):
                         drained = False
-                        if self._write_failed is not None or self.device.closed:  # _stopped
+                        if self._stopped:
                             break
                         # What receive_on_fd does (a read that gets something at once is
                         # followed by a checkpoint that cannot be cancelled, so cancelling
@@ -511,7 +511,7 @@ class Resident:
             for index, item in enumerate(items):
                 if type(item) is not SayLines or handled >= FRAMES_PER_STEP:
                     return _Rest(items[index:], handled, run)
-                count = len(item.texts)  # (len(item), without the call)
+                count = len(item)
                 # As arrived at link.last_heard (what check_run takes of now and the
                 # time they arrived: the earlier), without reading the clock.
                 went = flood.check_run(
