@@ -99,9 +99,11 @@ class Store:
         if readers:
             self._reads = Reader(path, readers, trio.CapacityLimiter(len(readers)))
         else:
-            # ":memory:": one connection for everything; reads share the writer's limiter so
+            # ":memory:": one connection for everything; reads hold the writer's lock so
             # they run between transactions, never inside one.
-            self._reads = Reader(path, [writer], self._writes.limiter)
+            self._reads = Reader(
+                path, [writer], trio.CapacityLimiter(1), conn_lock=self._writes.conn_lock
+            )
         # scrypt takes 16 MiB per call: a few at a time, not one per connected client.
         self._hash_limiter = trio.CapacityLimiter(2)
         #: The name key of every account, read at open and added to as accounts are

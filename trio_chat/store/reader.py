@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -72,9 +73,10 @@ def run_batch(
 class Reader:
     """Runs :class:`ReadItem` s on the read connections, in batches (see the module's doc).
 
-    ``limiter`` bounds the worker threads running reads: one per connection, or (an
-    in-memory store, whose one connection is the writer's) the writer's own limiter, so a
-    read runs between transactions, never inside one.
+    ``limiter`` bounds the worker threads running reads: one per connection. An in-memory
+    store's one connection is the writer's: its reads hold ``conn_lock``, the lock the
+    writing thread holds around each batch, so a read runs between transactions, never
+    inside one.
     """
 
     def __init__(
@@ -84,12 +86,14 @@ class Reader:
         limiter: trio.CapacityLimiter,
         *,
         batch_max: int = BATCH_MAX,
+        conn_lock: threading.Lock | None = None,
     ) -> None:
         if not conns or batch_max < 1:
             raise ValueError("a reader needs a connection and batch_max of at least 1")
         self.path = path
         self._conns = conns
         self._limiter = limiter
+        self._conn_lock = conn_lock
         self._batch_max = batch_max
         self._send, self._receive = trio.open_memory_channel[ReadItem](QUEUE_MAX)
         #: Reads run so far, and the worker thread jobs they took (for tests and metrics).
@@ -137,9 +141,7 @@ class Reader:
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
             try:
-                await trio.to_thread.run_sync(
-                    run_batch, conn, batch, self.path, limiter=self._limiter
-                )
+                await trio.to_thread.run_sync(self._run_batch, conn, batch, limiter=self._limiter)
             finally:
                 for item in batch:
                     if not item.finished and not item.abandoned:
@@ -148,6 +150,13 @@ class Reader:
                     item.done.set()
             self.reads += len(batch)
             self.jobs += 1
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[ReadItem]) -> None:
+        if self._conn_lock is None:
+            run_batch(conn, batch, self.path)
+        else:
+            with self._conn_lock:
+                run_batch(conn, batch, self.path)
 
     def stop(self) -> None:
         """Take no new reads; the reader tasks serve what is queued, then end."""

@@ -6,12 +6,13 @@ together. Here is everything about that, apart from what is written (the store b
 the items) and when (the store's open and close call :meth:`Writer.run`, :meth:`Writer.stop`
 and :meth:`Writer.close`):
 
-* Every write (messages, accounts, pruning) is a :class:`WriteItem` on one bounded memory
-  channel. :meth:`Writer.run` takes everything waiting (up to ``batch_max`` items), writes
-  it in one transaction in a worker thread (``trio.to_thread.run_sync`` with a
-  ``CapacityLimiter(1)``, so there is never more than one writing thread), and then wakes
-  each waiting caller.
-* The channel is bounded: when the disk falls behind, :meth:`Writer.submit` waits
+* Every write (messages, accounts, pruning) is a :class:`WriteItem` queued for one
+  writing thread of the writer's own (a :class:`~trio_chat.store.lane.Lane`, run by
+  :meth:`Writer.run`), which takes everything waiting (up to ``batch_max`` items), writes
+  it in one transaction, and hands it back to the loop thread, which wakes each waiting
+  caller. The thread takes a write as soon as it can have the GIL, even while the loop
+  is busy fanning out (see :mod:`.lane` for why not a ``trio.to_thread`` job per batch).
+* The queue is bounded: when the disk falls behind, :meth:`Writer.submit` waits
   (backpressure) instead of letting memory grow.
 * The search index is not written by the commits: an indexing job (:meth:`Writer.index_item`)
   indexes the lines above its mark in one statement, on this same writer, so it is ordered
@@ -29,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -36,6 +38,7 @@ import trio
 
 from ..protocol import MessageChange, MessageDeleted
 from .health import StoreStats
+from .lane import Lane
 from .records import Row, StoreError, store_error
 from .sqlite import (
     INDEX_BATCH,
@@ -142,18 +145,25 @@ class Writer:
         #: Set once :attr:`waiting` reaches :attr:`INDEX_WHEN_WAITING` (the store's indexing
         #: task replaces it after each wake-up).
         self.index_wanted = trio.Event()
-        #: One writing thread at most; an in-memory store's reads share it too (they run
-        #: on the same connection, between transactions).
-        self.limiter = trio.CapacityLimiter(1)
+        #: Held by the writing thread around each batch. An in-memory store's reads take it
+        #: too (they run on the same connection, between transactions).
+        self.conn_lock = threading.Lock()
         #: Set by :meth:`close`: no more writes.
         self.closed = False
+        #: Set by :meth:`stop`: no new writes (those queued are still written).
+        self._stopping = False
         #: A delete was committed but the log could not be emptied at once (a reader was
         #: in it): the store's next checkpoint empties it (see :meth:`.Store.checkpoint`).
         self.erase_pending = False
         self._conn = conn
         self._batch_max = batch_max
         self._close_timeout = close_timeout
-        self._send, self._receive = trio.open_memory_channel[WriteItem](batch_max)
+        self._lane = Lane(self._write_batch, self._finished, batch_max=batch_max)
+        #: Items queued and not yet handed back; :meth:`submit` waits for room above
+        #: :attr:`_queue_max` (a batch being written and a whole one waiting behind it).
+        self._unfinished = 0
+        self._queue_max = 2 * batch_max
+        self._room = trio.Event()
         self._scope = trio.CancelScope(shield=True)
         self._done = trio.Event()
 
@@ -162,12 +172,16 @@ class Writer:
     async def submit(self, item: WriteItem) -> object:
         """Queue ``item`` (waiting for room) and return its result once it is written;
         raise its error, or :class:`StoreError` once the writer is closed."""
-        if self.closed:
-            raise self._closed_error()
-        try:
-            await self._send.send(item)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise self._closed_error() from None
+        while True:
+            if self.closed or self._stopping:
+                raise self._closed_error()
+            if self._unfinished < self._queue_max:
+                break
+            room = self._room
+            if room.is_set():
+                room = self._room = trio.Event()
+            await room.wait()
+        self._queue(item)
         # If the caller is cancelled here, the item stays queued and may still be committed:
         # an append that did not return is "maybe stored", never "acknowledged and lost".
         await item.done.wait()
@@ -178,13 +192,16 @@ class Writer:
     def submit_nowait(self, item: WriteItem) -> Commit:
         """Queue ``item`` and return at once. Raises ``trio.WouldBlock`` when the queue is
         full, :class:`StoreError` once the writer is closed."""
-        if self.closed:
+        if self.closed or self._stopping:
             raise self._closed_error()
-        try:
-            self._send.send_nowait(item)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise self._closed_error() from None
+        if self._unfinished >= self._queue_max:
+            raise trio.WouldBlock
+        self._queue(item)
         return Commit(item)
+
+    def _queue(self, item: WriteItem) -> None:
+        self._unfinished += 1
+        self._lane.put(item)
 
     def _closed_error(self) -> StoreError:
         return StoreError(f"store {os.fspath(self.path)} is closed")
@@ -192,43 +209,34 @@ class Writer:
     # ---------------------------------------------------------------------- lifetime
 
     async def run(self) -> None:
-        """The writer task: write what is queued, batch by batch, until :meth:`stop`."""
+        """The writer task: run the writing thread until :meth:`stop`."""
         # Shielded: cancelling the server must not drop queued messages. The flush is
-        # bounded by stop(), which cancels this scope after close_timeout.
+        # bounded by stop(), which aborts the thread after close_timeout (a batch begun
+        # in SQLite is never abandoned: it ends, or fails when interrupted).
         try:
             with self._scope:
-                while True:
-                    try:
-                        first = await self._receive.receive()
-                    except trio.EndOfChannel:
-                        return
-                    batch = [first]
-                    while len(batch) < self._batch_max:
-                        try:
-                            batch.append(self._receive.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    try:
-                        await trio.to_thread.run_sync(
-                            self._write_batch, batch, limiter=self.limiter
-                        )
-                    finally:
-                        if self.waiting >= self.INDEX_WHEN_WAITING:
-                            self.index_wanted.set()
-                        for item in batch:
-                            if not item.finished:
-                                item.error = StoreError(
-                                    f"store {os.fspath(self.path)}: write interrupted"
-                                )
-                            item.done.set()
+                await self._lane.run()
         finally:
             self._done.set()
+
+    def _finished(self, batch: list[WriteItem]) -> None:
+        """In the loop thread, once the writing thread is done with ``batch``: wake its
+        callers (and those waiting for room), and the indexing task if it is due."""
+        self._unfinished -= len(batch)
+        self._room.set()
+        if self.waiting >= self.INDEX_WHEN_WAITING:
+            self.index_wanted.set()
+        for item in batch:
+            if not item.finished:
+                item.error = StoreError(f"store {os.fspath(self.path)}: write interrupted")
+            item.done.set()
 
     async def stop(self) -> None:
         """Take no new writes; wait (at most ``close_timeout``) for :meth:`run` to flush
         what is queued, then stop it."""
-        # No new writes; the writer drains what is queued and then sees the end of channel.
-        self._send.close()
+        self._stopping = True
+        self._room.set()  # callers waiting for room: the store is closing
+        self._lane.stop()
         with trio.move_on_after(self._close_timeout, shield=True):
             await self._done.wait()
         if not self._done.is_set():
@@ -239,8 +247,8 @@ class Writer:
             )
             # Stops a long-running statement. A wait for another process's lock is not
             # interruptible: a batch stuck on one still ends within busy_timeout.
+            self._lane.abort()
             self._conn.interrupt()
-            self._scope.cancel()
 
     def index_item(self) -> WriteItem:
         """A job that indexes the lines waiting above the mark (at most
@@ -260,13 +268,10 @@ class Writer:
             self.waiting = max(0, self.waiting - INDEX_BATCH)
 
     def close(self) -> None:
-        """Refuse new writes, and fail the callers of writes still queued."""
+        """Refuse new writes, and fail the callers of writes still queued (after
+        :meth:`run` returned: the thread took no more)."""
         self.closed = True
-        while True:
-            try:
-                item = self._receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
+        for item in self._lane.take_left():
             item.error = StoreError(f"store {os.fspath(self.path)} closed before the write")
             item.done.set()
 
@@ -274,6 +279,10 @@ class Writer:
 
     def _write_batch(self, batch: list[WriteItem]) -> None:
         """In the writer thread: consecutive message items share one transaction."""
+        with self.conn_lock:
+            self._write_items(batch)
+
+    def _write_items(self, batch: list[WriteItem]) -> None:
         run: list[WriteItem] = []
         for item in batch:
             if item.job is None:
