@@ -154,7 +154,8 @@ async def test_a_failing_checkpoint_is_logged_once_and_counted(
             await store.append(msg(1))
             assert await store.checkpoint() == 0
             limiter = LogLimiter()
-            with refusing(store._writer, sqlite3.SQLITE_PRAGMA, "wal_checkpoint"):
+            assert store._checkpointer is not None  # (a file's store checkpoints apart)
+            with refusing(store._checkpointer, sqlite3.SQLITE_PRAGMA, "wal_checkpoint"):
                 with pytest.raises(StoreError, match="not authorized"):
                     await store.checkpoint()
                 for _ in range(3):

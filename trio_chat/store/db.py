@@ -45,6 +45,7 @@ from .records import (
     StoreError,
     private_conversation,
     room_conversation,
+    store_error,
 )
 from .sqlite import (
     COLUMNS,
@@ -52,6 +53,7 @@ from .sqlite import (
     close_all,
     empty_log,
     open_connections,
+    passive_checkpoint,
     row_to_message,
     words_indexed_to,
 )
@@ -82,6 +84,7 @@ class Store:
         close_timeout: float,
         account_keys: set[str] | None = None,
         indexed_to: int = 0,
+        checkpointer: sqlite3.Connection | None = None,
     ) -> None:
         self.path = path
         self.stats = StoreStats()
@@ -104,6 +107,10 @@ class Store:
             self._reads = Reader(
                 path, [writer], trio.CapacityLimiter(1), conn_lock=self._writes.conn_lock
             )
+        #: The connection checkpoints run on (a file's store), beside the writer: see
+        #: :func:`~trio_chat.store.sqlite.passive_checkpoint`.
+        self._checkpointer = checkpointer
+        self._checkpoint_limiter = trio.CapacityLimiter(1)
         # scrypt takes 16 MiB per call: a few at a time, not one per connected client.
         self._hash_limiter = trio.CapacityLimiter(2)
         #: The name key of every account, read at open and added to as accounts are
@@ -126,7 +133,7 @@ class Store:
         close_timeout: float = 10.0,
         readers: int = 2,
         max_size: int | None = None,
-        checkpoint_every: float | None = 60.0,
+        checkpoint_every: float | None = 1.0,
         index_every: float | None = 0.5,
     ) -> AsyncIterator[Store]:
         """Open (creating or upgrading) the database at ``path`` for the block's duration.
@@ -142,7 +149,10 @@ class Store:
         ``max_size`` caps the file (bytes): appends beyond it fail until :meth:`prune`.
         ``readers`` is the number of read connections (concurrent history queries).
         ``checkpoint_every`` (seconds; ``None``: never) runs :meth:`checkpoint` in the
-        background, so a write-ahead log that cannot be checkpointed is logged and counted.
+        background after lines were committed, from a connection of its own, and the
+        writer's commits then never checkpoint (a copy and a flush to the disk on the way of
+        every line behind them); a write-ahead log that cannot be checkpointed is logged and
+        counted. ``None`` leaves checkpoints to SQLite's own, made by commits.
         ``index_every`` (seconds; ``None``: only when a search asks) is how often lines
         committed since are indexed for search, sooner when thousands wait (see
         :meth:`index_now`); on exit, what waits is indexed too, within ``close_timeout``.
@@ -155,14 +165,16 @@ class Store:
         if synchronous not in ("normal", "full"):
             raise ValueError("synchronous must be 'normal' or 'full'")
         memory = os.fspath(path) == ":memory:"
+        checkpoints_apart = checkpoint_every is not None and not memory
         writer, reader_conns, last_id = await trio.to_thread.run_sync(
             open_connections,
             path,
             memory,
             busy_timeout,
             synchronous,
-            0 if memory else readers,
+            0 if memory else readers + 1,  # the last one checkpoints
             max_size,
+            checkpoints_apart,
         )
         try:
             keys = await trio.to_thread.run_sync(account_keys, writer, path)
@@ -173,7 +185,8 @@ class Store:
         store = cls(
             path,
             writer,
-            reader_conns,
+            reader_conns[:readers],
+            checkpointer=reader_conns[readers] if reader_conns else None,
             last_id=last_id,
             batch_max=batch_max,
             close_timeout=close_timeout,
@@ -185,11 +198,13 @@ class Store:
                 nursery.start_soon(store._writes.run)
                 nursery.start_soon(store._reads.run)
                 checkpoints = trio.CancelScope()
-                if checkpoint_every is not None and not memory:
+                if checkpoints_apart:
+                    every = checkpoint_every
 
                     async def checkpoint_forever() -> None:
+                        assert every is not None
                         with checkpoints:
-                            await store._checkpoint_forever(checkpoint_every)
+                            await store._checkpoint_forever(every)
 
                     nursery.start_soon(checkpoint_forever)
                 indexing = trio.CancelScope()
@@ -392,14 +407,17 @@ class Store:
         """
         writes = self._writes
 
-        def run(conn: sqlite3.Connection) -> tuple[int, int, int]:
+        def erase_then_checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
             if writes.erase_pending:  # in the writer thread, as every write
                 writes.erase_pending = not empty_log(conn)
-            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            return int(busy), int(frames), int(copied)
+            return passive_checkpoint(conn)
 
         try:
-            result = await writes.submit(WriteItem(job=run, transaction=False))
+            if writes.erase_pending or self._checkpointer is None:
+                item = WriteItem(job=erase_then_checkpoint, transaction=False)
+                result = await writes.submit(item)
+            else:
+                result = await self._checkpoint_apart(self._checkpointer)
         except StoreError:
             self.stats.checkpoint_failures += 1
             raise
@@ -408,11 +426,29 @@ class Store:
         self.stats.wal_frames = max(0, frames - copied)  # -1, -1 when not in WAL mode
         return self.stats.wal_frames
 
+    async def _checkpoint_apart(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
+        """A passive checkpoint on the checkpointer's connection, in a worker thread."""
+        try:
+            return await trio.to_thread.run_sync(
+                passive_checkpoint, conn, limiter=self._checkpoint_limiter
+            )
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.path) from exc
+
     async def _checkpoint_forever(self, every: float) -> None:
-        """Every ``every`` seconds, :meth:`checkpoint` and say how it went."""
+        """Every ``every`` seconds in which something was committed (or while frames or a
+        delete's old pages are left in the log, or checkpoints fail), :meth:`checkpoint`
+        and say how it went."""
         limiter = LogLimiter(window=max(every, 10.0))
+        seen = -1
         while True:
             await trio.sleep(every)
+            written = self._writes.batches_done
+            if written == seen and not (
+                self.stats.wal_frames or self._writes.erase_pending or limiter.failing
+            ):
+                continue
+            seen = written
             await self._checkpoint_and_report(limiter)
 
     async def _checkpoint_and_report(self, limiter: LogLimiter) -> None:

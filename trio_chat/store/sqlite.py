@@ -190,6 +190,18 @@ def rollback(conn: sqlite3.Connection) -> None:
             log.exception("rollback failed")
 
 
+def passive_checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """Copy what the write-ahead log holds into the database, without waiting for the
+    writer or for readers: (busy, frames in the log, frames copied).
+
+    Run on a connection of its own, so the copy and its flush to the disk hold up no
+    commit: made by a commit (SQLite's automatic checkpoint, when the log passes 1,000
+    pages), they held up that commit and every line waiting behind it.
+    """
+    busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(busy), int(frames), int(copied)
+
+
 def close_all(conns: list[sqlite3.Connection]) -> None:
     for conn in conns:
         try:
@@ -258,8 +270,13 @@ def open_connections(
     synchronous: str,
     readers: int,
     max_size: int | None,
+    checkpoints_apart: bool = False,
 ) -> tuple[sqlite3.Connection, list[sqlite3.Connection], int]:
-    """In a worker thread: connect, check, migrate, configure; the writer, readers, last id."""
+    """In a worker thread: connect, check, migrate, configure; the writer, readers, last id.
+
+    ``checkpoints_apart``: the writer's commits never checkpoint (``wal_autocheckpoint =
+    0``); the caller does, from a connection of its own (:func:`passive_checkpoint`).
+    """
     conns: list[sqlite3.Connection] = []
     try:
         writer = connect(path, busy_timeout)
@@ -273,6 +290,8 @@ def open_connections(
             if str(mode).lower() != "wal":
                 log.warning("%s: WAL mode unavailable (journal_mode=%s)", os.fspath(path), mode)
         writer.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        if checkpoints_apart:
+            writer.execute("PRAGMA wal_autocheckpoint = 0")
         # A deleted message's words must not linger in freed space (see .changes).
         writer.execute("PRAGMA secure_delete = ON")
         if sqlite3.sqlite_version_info >= (3, 42, 0):  # nor in the search index's pages

@@ -163,6 +163,8 @@ class Writer:
         #: :attr:`_queue_max` (a batch being written and a whole one waiting behind it).
         self._unfinished = 0
         self._queue_max = 2 * batch_max
+        #: Batches handed back so far (whatever they held): whether anything was written.
+        self.batches_done = 0
         self._room = trio.Event()
         self._scope = trio.CancelScope(shield=True)
         self._done = trio.Event()
@@ -223,6 +225,7 @@ class Writer:
         """In the loop thread, once the writing thread is done with ``batch``: wake its
         callers (and those waiting for room), and the indexing task if it is due."""
         self._unfinished -= len(batch)
+        self.batches_done += 1
         self._room.set()
         if self.waiting >= self.INDEX_WHEN_WAITING:
             self.index_wanted.set()
