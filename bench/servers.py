@@ -386,8 +386,9 @@ def _command(
             )
     if name in TRIO_CHAT_KINDS:
         # "trio-chat" keeps no history (fan-out only); "trio-chat+db" commits every message to
-        # SQLite (synchronous=FULL, the default) before fanning it out. "trio-chat-ws" is
-        # "trio-chat" with its WebSocket port on too (free port); the bench uses only that.
+        # SQLite before fanning it out (synchronous=NORMAL, the default since 2026-12-03;
+        # FULL before: TRIO_CHAT_DB_SYNC_FULL=true in the environment gives it). "trio-chat-ws"
+        # is "trio-chat" with its WebSocket port on too (free port); the bench uses only that.
         # The broker kinds are "trio-chat" sharing the chat through their own redis-server.
         store = ["--db", str(workdir / "chat.db")] if name == "trio-chat+db" else ["--no-db"]
         ws = ["--ws-port", "0"] if name == "trio-chat-ws" else ["--no-ws"]

@@ -375,8 +375,9 @@ class ServerConfig:
         flags=[Flag("--history", metavar="N")],
     )
     db_sync_full: bool = setting(
-        True,
-        help="Wait for the disk itself on every commit (survives power loss), not only the OS.",
+        False,
+        help="Wait for the disk itself on every commit (survives power loss), not only the OS "
+        "(which survives a crash or kill of the server).",
     )
     keep_days: float | None = setting(
         None,
