@@ -215,11 +215,15 @@ class Store:
                 finally:
                     checkpoints.cancel()
                     indexing.cancel()
-                    await store._index_before_close(close_timeout)
-                    await store._writes.stop()
-                    # Reads queued by now (tasks outside the block) are served before the
-                    # readers end and their connections close; each is one short query.
-                    store._reads.stop()
+                    try:
+                        await store._index_before_close(close_timeout)
+                    finally:
+                        # (always: the writer's thread runs until told to stop)
+                        await store._writes.stop()
+                        # Reads queued by now (tasks outside the block) are served before
+                        # the readers end and their connections close; each is one short
+                        # query.
+                        store._reads.stop()
         finally:
             store._writes.close()
             store._reads.close()

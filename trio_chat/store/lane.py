@@ -86,7 +86,11 @@ class Lane(Generic[T]):
         never abandoned): stop or abort it first.
         """
         token = trio.lowlevel.current_trio_token()
-        await trio.to_thread.run_sync(self._serve, token.run_sync_soon)
+        # A limiter of its own: the thread lives as long as the store, and must not hold
+        # one of the places trio's default limiter gives everyone's blocking calls.
+        await trio.to_thread.run_sync(
+            self._serve, token.run_sync_soon, limiter=trio.CapacityLimiter(1)
+        )
 
     def _serve(self, in_loop: Callable[..., object]) -> None:
         """In the thread: take what is queued, do it, hand it back; until a stop."""
