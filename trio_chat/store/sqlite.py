@@ -153,7 +153,8 @@ def is_database_fault(exc: BaseException) -> bool:
 def connect(path: str | os.PathLike[str], busy_timeout: float) -> sqlite3.Connection:
     # isolation_level=None: autocommit; every transaction here is an explicit BEGIN.
     # check_same_thread=False: trio's worker threads come from a cache, not one fixed thread;
-    # the limiters make sure one connection is never used by two threads at once.
+    # the limiters (and the writer's lock, see .lane) make sure one connection is never
+    # used by two threads at once.
     return sqlite3.connect(
         path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
     )
