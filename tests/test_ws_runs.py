@@ -20,19 +20,21 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Event,
-    Message,
     Ping,
     Pong,
     TextMessage,
 )
+from wsproto.events import Message as WsMessage
 
 from tests.test_websocket import raw_websocket
 from trio_chat.limits import Overhead
-from trio_chat.protocol import RemoteProtocolError, SayLines
+from trio_chat.parcels import Bundle
+from trio_chat.protocol import Error, Joined, Message, RemoteProtocolError, SayLines
 from trio_chat.testing import DEFAULT_TIMEOUT, local_config, open_client, open_test_server
 from trio_chat.transports import resident, wsframes
 from trio_chat.transports.link import LINK_TURN
 from trio_chat.transports.websocket import WebSocketLink
+from trio_chat.wire import WEBSOCKET_BATCH_FRAMES, batch_text, encoded, websocket_text_frame
 
 MASK = b"\x5a\x11\xc3\x07"
 
@@ -89,7 +91,7 @@ def described(events: list[Event]) -> list[tuple[Any, ...]]:
     """Events as comparable tuples (wsproto's messages keep their data as given)."""
     out: list[tuple[Any, ...]] = []
     for event in events:
-        if isinstance(event, Message):
+        if isinstance(event, WsMessage):
             out.append(
                 (type(event).__name__, event.data, event.frame_finished, event.message_finished)
             )
@@ -406,3 +408,38 @@ async def test_a_websocket_reader_says_a_read_of_plain_lines_as_one_run() -> Non
                     assert event.text == f"line {n}"
     assert sum(sizes) == 20
     assert max(sizes) > 1
+
+
+# ----------------------------------------------------------- a bundle's batch frame
+
+
+def test_a_bundle_batch_frame_is_the_bytes_of_its_events_each_encoded_alone() -> None:
+    events = (
+        Message(id=1, ts=1.5, room="#lobby", nick="ann", text="plain"),
+        Message(id=2, ts=2.0, room="#lobby", nick="ann", text='new\nline, "quotes", ü 🙂'),
+        Message(id=3, ts=2.5, room="#lobby", nick="bo", text="a reply", reply_to=1),
+        Message(
+            id=4,
+            ts=3.0,
+            room="#lobby",
+            nick="bo",
+            text="quoting",
+            reply_to=2,
+            quote={"nick": "ann", "text": "new\nline"},
+        ),
+        Message(id=5, ts=3.5, room="#lobby", nick="cy", text="waves", kind="action"),
+        Joined(id=6, ts=4.0, room="#lobby", nick="dee"),
+        Error(code="bad_json", text="frame is not valid JSON", ref="r\n1"),
+    )
+    for size in range(len(events) + 1):
+        bundle = Bundle(events=events[:size])
+        alone = websocket_text_frame(batch_text([bundle]).encode())
+        assert encoded(bundle, WEBSOCKET_BATCH_FRAMES) == alone, size
+    many = Bundle(events=events * 100)  # a frame of a 16-bit length
+    assert encoded(many, WEBSOCKET_BATCH_FRAMES) == websocket_text_frame(
+        batch_text([many]).encode()
+    )
+    frame = encoded(Bundle(events=events), WEBSOCKET_BATCH_FRAMES)
+    assert frame[1] == 126  # (a 16-bit length follows)
+    batch = json.loads(frame[4:])
+    assert [event["type"] for event in batch["events"]] == ["message"] * 5 + ["join", "error"]
