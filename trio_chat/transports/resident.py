@@ -462,8 +462,8 @@ class Resident:
         ``None`` once they are handled, or the reason the connection ends.
 
         Each frame is checked by flood control, then handled, one at a time. A link
-        whose :meth:`Link.receive` writes nothing (TCP) hands over what arrived in runs
-        instead (:meth:`_handle_runs`, with :data:`SAY_RUNS`; ``rest``: what
+        that hands over what arrived in runs (TCP, WebSocket: :func:`hands_runs`) is
+        read that way instead (:meth:`_handle_runs`; ``rest``: what
         :meth:`_say_arrived` left of what arrived)."""
         link = self.link
         if rest is not None or hands_runs(link):
@@ -555,7 +555,10 @@ class Resident:
         anything else comes: another frame, a flood verdict other than OK, the end of
         what arrived, the step's end. So nothing else is handled, and nothing is
         awaited, between those frames and their turn, as if each had been handled as it
-        came; every frame gets the answer it would get on its own."""
+        came; every frame gets the answer it would get on its own. A frame only the link
+        may take (:data:`~.link.LINK_TURN`: a WebSocket's ping, close or fragment) is
+        taken in its place with :meth:`Link.receive`, the says before it handed over
+        first."""
         server, device, flood = self.server, self.device, self.flood
         handled = 0  # frames since this task last let others run
         run: SayLines | None = None  # plain says read and not yet handed to the server

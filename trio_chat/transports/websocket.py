@@ -104,9 +104,13 @@ class WebSocketLink:
     out to many WebSocket clients is framed once, like a JSON line, and everything queued
     for a client goes out in one write.
 
-    What arrives is parsed one frame at a time, as the reader asks for it, and every frame
-    is reported (pings, pongs and unfinished fragments as :class:`Overhead`), so flood
-    control and the reader's turn-taking see each frame, however many one read brought. A
+    What arrives is parsed as the reader asks for it: the whole messages at the start of a
+    read (each in one frame: what a chatting client sends) at once, without wsproto
+    (:func:`wsframes.whole_messages`), anything after them one frame at a time by wsproto;
+    and every frame is reported (pings, pongs and unfinished fragments as
+    :class:`Overhead`), so flood control and the reader's turn-taking see each frame,
+    however many one read brought. The reader takes them one by one (:meth:`receive`) or
+    in runs (:meth:`receive_ready`, the plain says decoded together). A
     message in fragments is joined as they arrive into one buffer, which keeps at most
     ``max_frame_bytes`` (beyond that the message will be refused anyway, so only its size
     is counted), in at most :data:`WS_MAX_FRAGMENTS` frames.
