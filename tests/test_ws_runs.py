@@ -29,12 +29,25 @@ from wsproto.events import Message as WsMessage
 from tests.test_websocket import raw_websocket
 from trio_chat.limits import Overhead
 from trio_chat.parcels import Bundle
-from trio_chat.protocol import Error, Joined, Message, RemoteProtocolError, SayLines
+from trio_chat.protocol import (
+    Error,
+    Joined,
+    Message,
+    RemoteProtocolError,
+    SayLines,
+    encode_server_event,
+)
 from trio_chat.testing import DEFAULT_TIMEOUT, local_config, open_client, open_test_server
 from trio_chat.transports import resident, wsframes
 from trio_chat.transports.link import LINK_TURN
 from trio_chat.transports.websocket import WebSocketLink
-from trio_chat.wire import WEBSOCKET_BATCH_FRAMES, batch_text, encoded, websocket_text_frame
+from trio_chat.wire import (
+    WEBSOCKET_BATCH_FRAMES,
+    WEBSOCKET_FRAMES,
+    batch_text,
+    encoded,
+    websocket_text_frame,
+)
 
 MASK = b"\x5a\x11\xc3\x07"
 
@@ -413,7 +426,7 @@ async def test_a_websocket_reader_says_a_read_of_plain_lines_as_one_run() -> Non
 # ----------------------------------------------------------- a bundle's batch frame
 
 
-def test_a_bundle_batch_frame_is_the_bytes_of_its_events_each_encoded_alone() -> None:
+def test_a_bundle_batch_frame_and_an_event_frame_are_the_bytes_of_each_event_alone() -> None:
     events = (
         Message(id=1, ts=1.5, room="#lobby", nick="ann", text="plain"),
         Message(id=2, ts=2.0, room="#lobby", nick="ann", text='new\nline, "quotes", ü 🙂'),
@@ -431,6 +444,9 @@ def test_a_bundle_batch_frame_is_the_bytes_of_its_events_each_encoded_alone() ->
         Joined(id=6, ts=4.0, room="#lobby", nick="dee"),
         Error(code="bad_json", text="frame is not valid JSON", ref="r\n1"),
     )
+    for event in events:  # and each alone, batching or not
+        for fmt in (WEBSOCKET_FRAMES, WEBSOCKET_BATCH_FRAMES):
+            assert encoded(event, fmt) == websocket_text_frame(encode_server_event(event).encode())
     for size in range(len(events) + 1):
         bundle = Bundle(events=events[:size])
         alone = websocket_text_frame(batch_text([bundle]).encode())

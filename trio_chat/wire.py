@@ -176,7 +176,8 @@ WEBSOCKET_KEEPALIVE_PING = bytes((0x89, 9)) + b"keepalive"
 def _ws_frame(event: ServerEvent) -> bytes:
     if isinstance(event, Raw):
         return event.data
-    return websocket_text_frame(encode_server_event(event).encode())
+    # (encode_server_event's text as bytes: its JSON line without the newline.)
+    return websocket_text_frame(encode_server_line(event)[:-1])
 
 
 def _batch_elements(bundle: Bundle) -> str:

@@ -17,7 +17,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from importlib import resources
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import h11
 import trio
@@ -353,19 +353,19 @@ class WebSocketLink:
                 break  # one to decode on its own: not all of them in one go
         else:
             # (decode_client_lines takes a str as it takes bytes: orjson reads both.)
-            return decode_client_lines(cast("list[bytes]", messages))  # type: ignore[return-value]
+            return decode_client_lines(messages)  # type: ignore[arg-type,return-value]
         items: list[Ready] = []
         run: list[str | bytes] = []
         for message in messages:
             if (len(message) > quarter and self._size(message) > limit) or not message.strip():
                 if run:
-                    items += decode_client_lines(cast("list[bytes]", run))
+                    items += decode_client_lines(run)  # type: ignore[arg-type]
                     run = []
                 items.append(self._decode(message))
             else:
                 run.append(message)
         if run:
-            items += decode_client_lines(cast("list[bytes]", run))
+            items += decode_client_lines(run)  # type: ignore[arg-type]
         return items
 
     @staticmethod
