@@ -288,6 +288,20 @@ async def test_frames_after_a_read_that_ended_inside_one_are_taken_in_order() ->
         assert [say.text for say in again] == ["line 0", "line 1"]
 
 
+async def test_nothing_is_read_after_the_link_closes_even_what_was_taken_already() -> None:
+    data = b"".join(client_frames(*(TextMessage(data=say(f"line {n}")) for n in range(3))))
+    with trio.fail_after(DEFAULT_TIMEOUT):
+        for in_runs in (False, True):
+            link, peer = link_fed(data)
+            assert link.input_waiting()
+            await link.aclose()
+            if in_runs:
+                assert link.receive_ready() == [None]
+            else:
+                assert await link.receive() is None
+            assert await written(peer) == [("close", 1000)]
+
+
 # ------------------------------------------------------------ over real sockets
 
 

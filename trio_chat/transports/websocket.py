@@ -508,7 +508,7 @@ class WebSocketLink:
     async def _close(self, code: int, reason: str) -> None:
         """Send a close frame if the WebSocket is still open (best effort), then stop reading."""
         self._closed = True
-        self._events = self._ahead = None
+        self._events = self._ahead = self._pending = None
         self._message = None
         ws = self._parser()
         if ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
