@@ -9,8 +9,11 @@ machine does, and reports instructions per line said and per delivery.
 The chat: a plain ``trio-chat`` (no database, the built-ins loaded) on loopback, ``--members``
 receivers over TCP JSON lines in ``#lobby``, and one sender saying ``--lines`` lines of 64
 characters, ``--window`` at a time without waiting for their echo, until every receiver
-read the last. Run twice, with ``--lines`` and twice as many, and the difference divided
-by ``--lines`` is the cost of a line with start-up, imports and the logins taken out.
+read the last (``--transport ws``: every client over WebSocket instead, hello with
+``"batch": true`` as the community bench's clients; the sender's frames masked once, the
+receivers searching the raw frames, which the server does not mask). Run twice, with
+``--lines`` and twice as many, and the difference divided by ``--lines`` is the cost of
+a line with start-up, imports and the logins taken out.
 The garbage collector is set as ``trio-chat serve`` sets it (``quiet_gc``: start-up frozen).
 The clients are this script's own few lines (a write, and a search for the last line's
 text in what was read), the same whichever tree runs.
@@ -37,17 +40,46 @@ ROOT = HERE.parent
 LAST = "the last line"
 
 
-async def chat(members: int, lines: int, window: int) -> None:
+#: The upgrade request of a WebSocket client (the key is any 16 bytes, base64).
+UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def client_frame(payload: bytes) -> bytes:
+    """One masked text frame (RFC 6455 5.3) of ``payload``, of under 64 KiB."""
+    mask = b"\x37\xfa\x21\x3d"
+    size = len(payload)
+    head = bytes((0x81, 0x80 | size)) if size < 126 else b"\x81\xfe" + size.to_bytes(2, "big")
+    key = (mask * (size // 4 + 1))[:size]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
+    return head + mask + masked
+
+
+async def chat(members: int, lines: int, window: int, transport: str = "tcp") -> None:
     """The measured chat (run under valgrind by :func:`count`)."""
     import trio
 
     from trio_chat.program import quiet_gc
     from trio_chat.testing import local_config, open_test_server
 
+    websocket = transport == "ws"
+
+    def framed(body: bytes) -> bytes:
+        return client_frame(body) if websocket else body + b"\n"
+
     async def log_in(port: int, nick: str) -> trio.SocketStream:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
-        await stream.send_all(b'{"type":"hello","nick":"%s"}\n' % nick.encode())
         seen = b""
+        if websocket:
+            await stream.send_all(UPGRADE)
+            while b"\r\n\r\n" not in seen:
+                seen += await stream.receive_some(65536)
+            hello = b'{"type":"hello","nick":"%s","batch":true}' % nick.encode()
+        else:
+            hello = b'{"type":"hello","nick":"%s"}' % nick.encode()
+        await stream.send_all(framed(hello))
         while b'"type":"join"' not in seen:  # its own join of #lobby: in the room
             seen += await stream.receive_some(65536)
         return stream
@@ -63,16 +95,16 @@ async def chat(members: int, lines: int, window: int) -> None:
                 done.set()
                 return
 
-    config = local_config(db=None, ws_port=None)
+    config = local_config(db=None, ws_port=0 if websocket else None)
     with trio.fail_after(600):
         async with open_test_server(config=config) as server:
-            port = server.address("tcp")[1]
+            port = server.address("ws" if websocket else "tcp")[1]
             receivers = [await log_in(port, f"r{i}") for i in range(members)]
             sender = await log_in(port, "sender")
             quiet_gc()  # as `trio-chat serve` does once started
             finished = [trio.Event() for _ in range(members + 1)]
-            line = b'{"type":"say","text":"%s"}\n' % (b"x" * 64)
-            last = b'{"type":"say","text":"%s"}\n' % LAST.encode()
+            line = framed(b'{"type":"say","text":"%s"}' % (b"x" * 64))
+            last = framed(b'{"type":"say","text":"%s"}' % LAST.encode())
             async with trio.open_nursery() as nursery:
                 for stream, done in zip([*receivers, sender], finished, strict=True):
                     nursery.start_soon(read_to_end, stream, done)
@@ -102,15 +134,15 @@ def collected(tree: Path, script: str, arguments: list[str]) -> int:
     return int(found.group(1))
 
 
-def count(tree: Path, members: int, lines: int, window: int) -> int:
+def count(tree: Path, members: int, lines: int, window: int, transport: str = "tcp") -> int:
     """Instructions the whole chat took, with ``tree``'s ``trio_chat``."""
     arguments = ["--members", str(members), "--lines", str(lines), "--window", str(window)]
-    return collected(tree, "instructions.py", arguments)
+    return collected(tree, "instructions.py", [*arguments, "--transport", transport])
 
 
 def per_line(tree: Path, args: argparse.Namespace) -> float:
-    small = count(tree, args.members, args.lines, args.window)
-    large = count(tree, args.members, 2 * args.lines, args.window)
+    small = count(tree, args.members, args.lines, args.window, args.transport)
+    large = count(tree, args.members, 2 * args.lines, args.window, args.transport)
     return (large - small) / args.lines
 
 
@@ -147,18 +179,22 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=10, help="receivers in the room")
     parser.add_argument("--lines", type=int, default=1000, help="lines of the smaller run")
     parser.add_argument("--window", type=int, default=64, help="lines sent per write")
+    parser.add_argument(
+        "--transport", choices=("tcp", "ws"), default="tcp", help="every client's transport"
+    )
     parser.add_argument("--compare", action="append", default=[], help="another git rev")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
         import trio
 
-        trio.run(chat, args.members, args.lines, args.window)
+        trio.run(chat, args.members, args.lines, args.window, args.transport)
         return
     deliveries = args.members + 1  # the sender gets its echo
     results = per_tree(args.compare, lambda tree: per_line(tree, args))
     base = results[0][1]
-    print(f"{args.members} receivers + the sender, lines of 64 characters:")
+    over = "TCP JSON lines" if args.transport == "tcp" else "WebSocket (batch)"
+    print(f"{args.members} receivers + the sender over {over}, lines of 64 characters:")
     for name, instructions in results:
         print(
             f"  {name:>12}: {instructions:>10,.0f} instructions per line, "

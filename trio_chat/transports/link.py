@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, final
 
 import trio
 
@@ -102,6 +102,23 @@ class Link(Protocol):
     #: A new keepalive ping in this link's form, or None for peers that cannot answer
     #: (a person on ``nc``; TCP keepalive on the socket notices those vanishing).
     keepalive_ping: Callable[[], ServerEvent] | None
+
+
+@final
+class LinkTurn:
+    """In what a link hands over in runs (a ``receive_ready``), the place of a frame the
+    link must take itself, perhaps waiting or writing (a WebSocket's ping, answered; its
+    close, returned; a fragment of a message): the reader awaits :meth:`Link.receive`
+    there for it, in its place, and handles what that returns as any frame."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "LINK_TURN"
+
+
+#: The one :class:`LinkTurn`.
+LINK_TURN = LinkTurn()
 
 
 #: Seconds a goodbye (``bye`` frame and close) may take before the socket is just dropped.

@@ -34,7 +34,7 @@ from ..protocol import (
     error_reply,
 )
 from .handshake import flood_guard, frame_cost
-from .link import GOODBYE_TIMEOUT, Link, close_link, count_out, say_goodbye
+from .link import GOODBYE_TIMEOUT, Link, LinkTurn, close_link, count_out, say_goodbye
 from .parking import Woken
 from .streams import read_nowait
 
@@ -68,14 +68,21 @@ FRAMES_PER_STEP = 1024
 BUSY_WAIT = 0.05
 
 #: Whether a reader takes what arrived in runs (see :meth:`Resident._handle_runs`), on a
-#: link whose ``receive`` writes nothing (TCP: a :class:`RunLink`; not a WebSocket, which
-#: answers a ping as it reads it, nor IRC, which answers some commands itself in between).
-#: Off, every frame is read, checked and handled on its own: tests compare the two.
+#: link that hands them over (a :class:`RunLink`: TCP, and a WebSocket, whose frames that
+#: need an answer come as :data:`~.link.LINK_TURN`; not IRC, which answers some commands
+#: itself in between). Off, every frame is read, checked and handled on its own: tests
+#: compare the two.
 SAY_RUNS = True
 
 
 #: What :meth:`RunLink.receive_ready` hands over, item by item.
-RunItem = ClientFrame | SayLines | RemoteProtocolError | Overhead | None
+RunItem = ClientFrame | SayLines | RemoteProtocolError | Overhead | LinkTurn | None
+
+
+def hands_runs(link: Link) -> bool:
+    """Whether the reader takes what arrives on ``link`` in runs (:data:`SAY_RUNS`, and
+    a :class:`RunLink`: one whose class says ``hands_runs``)."""
+    return SAY_RUNS and getattr(link, "hands_runs", False)
 
 
 class _Rest:
@@ -110,13 +117,17 @@ def _split_run(
 
 
 class RunLink(Link, Protocol):
-    """A link whose :meth:`~Link.receive` writes nothing (``receive_writes`` false), which
-    also hands over every frame that has arrived in one call."""
+    """A link which also hands over every frame that has arrived in one call."""
+
+    #: True: this link has :meth:`receive_ready`.
+    hands_runs: bool
 
     def receive_ready(self) -> list[RunItem]:
         """What :meth:`~Link.receive` would return, call after call, for (some of) the
         frames that have arrived, without reading the socket (empty when none has), with
-        plain ``say`` frames that come one after another as one :class:`SayLines`."""
+        plain ``say`` frames that come one after another as one :class:`SayLines`; a
+        frame that only :meth:`~Link.receive` may take (it writes or waits) as
+        :data:`~.link.LINK_TURN`, the list's last item."""
         ...
 
 
@@ -251,8 +262,9 @@ class Resident:
             while True:
                 self._begin_spell()
                 fd = link.park_fd if lot.available else None
-                # Plain says said with no scope where the link hands over runs (TCP).
-                runs = fd is not None and SAY_RUNS and not link.receive_writes
+                # Plain says said with no scope where the link hands over runs (TCP, and
+                # WebSocket).
+                runs = fd is not None and hands_runs(link)
                 ended: str | None = None
                 busy = False  # whether the last read came after a short wait
                 drained = False  # whether all that arrived was said (nothing waits: wait)
@@ -450,11 +462,11 @@ class Resident:
         ``None`` once they are handled, or the reason the connection ends.
 
         Each frame is checked by flood control, then handled, one at a time. A link
-        whose :meth:`Link.receive` writes nothing (TCP) hands over what arrived in runs
-        instead (:meth:`_handle_runs`, with :data:`SAY_RUNS`; ``rest``: what
+        that hands over what arrived in runs (TCP, WebSocket: :func:`hands_runs`) is
+        read that way instead (:meth:`_handle_runs`; ``rest``: what
         :meth:`_say_arrived` left of what arrived)."""
         link = self.link
-        if SAY_RUNS and not link.receive_writes:
+        if rest is not None or hands_runs(link):
             return await self._handle_runs(cast("RunLink", link), fill, rest)
         server, device, flood = self.server, self.device, self.flood
         handled = 0  # frames since this task last let others run
@@ -543,7 +555,10 @@ class Resident:
         anything else comes: another frame, a flood verdict other than OK, the end of
         what arrived, the step's end. So nothing else is handled, and nothing is
         awaited, between those frames and their turn, as if each had been handled as it
-        came; every frame gets the answer it would get on its own."""
+        came; every frame gets the answer it would get on its own. A frame only the link
+        may take (:data:`~.link.LINK_TURN`: a WebSocket's ping, close or fragment) is
+        taken in its place with :meth:`Link.receive`, the says before it handed over
+        first."""
         server, device, flood = self.server, self.device, self.flood
         handled = 0  # frames since this task last let others run
         run: SayLines | None = None  # plain says read and not yet handed to the server
@@ -588,6 +603,11 @@ class Resident:
                         continue
                     run, items[index:index] = _split_run(run, item, went)
                     continue
+                if type(item) is LinkTurn:  # a frame the link takes itself, perhaps writing
+                    if run is not None:
+                        server.say_run(device.session, run)
+                        run = None
+                    item = await link.receive()
                 if item is None:
                     if run is not None:
                         server.say_run(device.session, run)

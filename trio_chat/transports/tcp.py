@@ -79,6 +79,8 @@ class TcpLink:
 
     #: Reading a line writes nothing back.
     receive_writes = False
+    #: What arrived is handed over in runs too (:meth:`receive_ready`).
+    hands_runs = True
 
     __slots__ = (
         "_by_silence",

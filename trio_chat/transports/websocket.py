@@ -34,8 +34,10 @@ from ..parcels import Item, Parcel, Raw
 from ..protocol import (
     ClientFrame,
     RemoteProtocolError,
+    SayLines,
     ServerEvent,
     decode_client_frame,
+    decode_client_lines,
 )
 from ..proxyproto import ProxyTrust, client_from_headers, format_address
 from ..routes import RouteSpec, request_parts
@@ -52,6 +54,7 @@ from ..wire import (
 from . import wsframes
 from .connection import Arrival, serve_accepted
 from .http import CONNECTION_CLOSE, Header, response
+from .link import LINK_TURN, LinkTurn
 from .streams import (
     accept_tls,
     close_now,
@@ -89,6 +92,9 @@ _PING = Overhead(FRAME_COST)
 _PONG = Overhead(PONG_COST)
 _FRAGMENT = Overhead(FRAGMENT_COST)
 
+#: What :meth:`WebSocketLink.receive_ready` hands over, item by item.
+Ready = ClientFrame | SayLines | RemoteProtocolError | Overhead | LinkTurn | None
+
 
 class WebSocketLink:
     """A :class:`~trio_chat.transports.connection.Link` over one WebSocket.
@@ -98,9 +104,13 @@ class WebSocketLink:
     out to many WebSocket clients is framed once, like a JSON line, and everything queued
     for a client goes out in one write.
 
-    What arrives is parsed one frame at a time, as the reader asks for it, and every frame
-    is reported (pings, pongs and unfinished fragments as :class:`Overhead`), so flood
-    control and the reader's turn-taking see each frame, however many one read brought. A
+    What arrives is parsed as the reader asks for it: the whole messages at the start of a
+    read (each in one frame: what a chatting client sends) at once, without wsproto
+    (:func:`wsframes.whole_messages`), anything after them one frame at a time by wsproto;
+    and every frame is reported (pings, pongs and unfinished fragments as
+    :class:`Overhead`), so flood control and the reader's turn-taking see each frame,
+    however many one read brought. The reader takes them one by one (:meth:`receive`) or
+    in runs (:meth:`receive_ready`, the plain says decoded together). A
     message in fragments is joined as they arrive into one buffer, which keeps at most
     ``max_frame_bytes`` (beyond that the message will be refused anyway, so only its size
     is counted), in at most :data:`WS_MAX_FRAGMENTS` frames.
@@ -108,6 +118,7 @@ class WebSocketLink:
 
     __slots__ = (
         "_ahead",
+        "_batching",
         "_closed",
         "_events",
         "_fragments",
@@ -115,9 +126,11 @@ class WebSocketLink:
         "_message",
         "_message_size",
         "_message_text",
+        "_pending",
         "_send_lock",
+        "_taken",
         "address",
-        "batching",
+        "format",
         "keepalive_ping",
         "last_heard",
         "max_frame_bytes",
@@ -132,6 +145,9 @@ class WebSocketLink:
     plain_text = False
     #: A ping is answered, a close returned, as they are read.
     receive_writes = True
+    #: What arrived is handed over in runs too (:meth:`receive_ready`): the reader takes
+    #: a read of plain says in one pass, and a frame that needs an answer as its turn.
+    hands_runs = True
 
     def __init__(
         self,
@@ -150,13 +166,19 @@ class WebSocketLink:
         self.address = address
         self.max_frame_bytes = max_frame_bytes
         self.measure = sizer(WEBSOCKET_FRAMES)
-        self.batching = False
+        #: How events are framed for this client (:attr:`batching` chooses).
+        self.format: WireFormat[bytes] = WEBSOCKET_FRAMES
+        self._batching = False
         self.last_heard = trio.current_time()
-        # wsproto's events for the bytes received so far, parsed as they are asked for
-        # (None once they are all handled: then the socket is read again), and the next
-        # one, parsed ahead to know whether there is one.
+        # Whole messages taken from what arrived without wsproto (wsframes.whole_messages),
+        # not yet handed out from ``_taken`` on (None: none), then wsproto's events for the
+        # bytes after them, parsed as they are asked for (None once they are all handled:
+        # then the socket is read again), and the next one, taken ahead to know whether
+        # there is one (a message from ``_pending`` as itself, a str or bytes).
+        self._pending: list[str | bytes] | None = None
+        self._taken = 0
         self._events: Iterator[Event] | None = None
-        self._ahead: Event | None = None
+        self._ahead: Event | str | bytes | None = None
         # The message arriving in fragments: its bytes (up to max_frame_bytes), its size
         # (all of it), whether it is text, and how many of its frames have come.
         self._message: bytearray | None = None  # made at a message's first fragment
@@ -183,22 +205,53 @@ class WebSocketLink:
         costs three times its memory)."""
         return self.last_heard
 
+    @property
+    def batching(self) -> bool:
+        """The client asked for several events per message (``"batch": true``)."""
+        return self._batching
+
+    @batching.setter
+    def batching(self, batching: bool) -> None:
+        self._batching = batching
+        self.format = WEBSOCKET_BATCH_FRAMES if batching else WEBSOCKET_FRAMES
+
     def input_waiting(self) -> bool:
         return self._closed or self._peek() is not None
 
-    def _peek(self) -> Event | None:
-        """The next event of what was received (parsing one frame), or ``None``."""
-        if self._ahead is None and self._events is not None:
-            self._ahead = next(self._events, None)
-            if self._ahead is None:
-                self._events = None
-                self._rest()
+    def _peek(self) -> Event | str | bytes | None:
+        """The next message or event of what was received (wsproto's parsing one frame
+        for it), or ``None``."""
+        if self._ahead is None:
+            pending = self._pending
+            if pending is not None:
+                taken = self._taken
+                self._ahead = pending[taken]
+                if taken + 1 < len(pending):
+                    self._taken = taken + 1
+                else:
+                    self._pending = None
+            elif self._events is not None:
+                self._ahead = next(self._events, None)
+                if self._ahead is None:
+                    self._events = None
+                    self._rest()
         return self._ahead
 
     def _parse(self, data: bytes) -> None:
-        """Hand received bytes to the parser (lent one if it has none)."""
+        """Take the whole messages at the start of received bytes as they are, when no
+        frame is half-parsed (:func:`wsframes.whole_messages`), and hand the rest to the
+        parser (lent one if it has none)."""
         ws = self.ws
         if ws is None:
+            messages, taken = wsframes.whole_messages(data)
+            if messages:
+                pending = self._pending
+                if pending is not None:  # (not all handed out yet: after those)
+                    messages[:0] = pending[self._taken :]
+                self._pending, self._taken = messages, 0
+                if taken == len(data):
+                    return
+                data = data[taken:]
             ws = self.ws = wsframes.lend()
         ws.receive_data(data)
         self._frames.feed(data)
@@ -225,9 +278,6 @@ class WebSocketLink:
         ``max_frame_bytes``, however the message is cut up)."""
         return 0 if self._message is None else len(self._message)
 
-    def _format(self) -> WireFormat[bytes]:
-        return WEBSOCKET_BATCH_FRAMES if self.batching else WEBSOCKET_FRAMES
-
     async def receive(self) -> ClientFrame | RemoteProtocolError | Overhead | None:
         while True:
             event = self._peek()
@@ -237,9 +287,91 @@ class WebSocketLink:
                 await self.fill()
                 continue
             self._ahead = None
-            item = await self._on_event(event)
+            if type(event) is str or type(event) is bytes:
+                return self._decode(event)
+            item = await self._on_event(event)  # type: ignore[arg-type]  # (an Event)
             if item is not None:
                 return item
+
+    def receive_ready(self) -> list[Ready]:
+        """What :meth:`receive` would return, call after call, for the frames that have
+        arrived, as far as none needs an answer, without reading the socket (empty when
+        none has, nor the end); whole messages that are plain ``say`` frames one after
+        another as one :class:`~trio_chat.protocol.SayLines` (decoded together, as a TCP
+        link's lines are). A frame that needs an answer or waits (a ping, a close, a
+        fragment, one wsproto refuses) ends the list as :data:`~.link.LINK_TURN`, left for
+        :meth:`receive`, which the reader then awaits for it."""
+        items: list[Ready] = []
+        messages: list[str | bytes] = []
+        while True:
+            event = self._peek()
+            if event is None:
+                break
+            kind = type(event)
+            if kind is str or kind is bytes:
+                self._ahead = None
+                pending = self._pending
+                if pending is None:
+                    messages.append(event)  # type: ignore[arg-type]  # (str or bytes)
+                else:  # and every message after it that arrived with it
+                    messages.append(event)  # type: ignore[arg-type]
+                    messages += pending[self._taken :] if self._taken else pending
+                    self._pending = None
+                continue
+            if (
+                isinstance(event, WsMessage)
+                and event.message_finished
+                and not self._fragments
+                and not self._message_size
+            ):
+                self._ahead = None
+                messages.append(event.data)
+                continue
+            if messages:
+                items += self._decode_all(messages)
+                messages = []
+            if kind is Pong:
+                self._ahead = None
+                items.append(_PONG)
+                continue
+            items.append(LINK_TURN)  # (left in _ahead for receive)
+            return items
+        if messages:
+            items += self._decode_all(messages)
+        if not items and self._closed:
+            return [None]
+        return items
+
+    def _decode_all(self, messages: list[str | bytes]) -> list[Ready]:
+        """What :meth:`_decode` makes of each whole message, in one loop (see
+        :func:`~trio_chat.protocol.decode_client_lines`), plain says one after another as
+        one :class:`~trio_chat.protocol.SayLines`."""
+        limit = self.max_frame_bytes
+        quarter = limit >> 2  # (a message of fewer characters is within the limit in UTF-8)
+        for message in messages:
+            if (len(message) > quarter and self._size(message) > limit) or not message.strip():
+                break  # one to decode on its own: not all of them in one go
+        else:
+            # (decode_client_lines takes a str as it takes bytes: orjson reads both.)
+            return decode_client_lines(messages)  # type: ignore[arg-type,return-value]
+        items: list[Ready] = []
+        run: list[str | bytes] = []
+        for message in messages:
+            if (len(message) > quarter and self._size(message) > limit) or not message.strip():
+                if run:
+                    items += decode_client_lines(run)  # type: ignore[arg-type]
+                    run = []
+                items.append(self._decode(message))
+            else:
+                run.append(message)
+        if run:
+            items += decode_client_lines(run)  # type: ignore[arg-type]
+        return items
+
+    @staticmethod
+    def _size(message: str | bytes) -> int:
+        """A message's size in bytes (a text one's in UTF-8)."""
+        return len(message.encode() if isinstance(message, str) else message)
 
     async def fill(self) -> None:
         if self._closed:
@@ -316,9 +448,11 @@ class WebSocketLink:
         )
 
     def _decode(self, message: str | bytes) -> ClientFrame | RemoteProtocolError:
-        size = len(message.encode() if isinstance(message, str) else message)
-        if size > self.max_frame_bytes:
-            return self._too_large(size)
+        limit = self.max_frame_bytes
+        if len(message) > limit >> 2:  # (fewer characters are within the limit in UTF-8)
+            size = self._size(message)
+            if size > limit:
+                return self._too_large(size)
         try:
             return decode_client_frame(message)
         except RemoteProtocolError as exc:
@@ -337,16 +471,26 @@ class WebSocketLink:
         return write_all_nowait(fd, self._encoded(events))
 
     def _encoded(self, events: list[Item]) -> bytes:
-        if len(events) == 1 or not self.batching:
-            fmt = self._format()
+        if len(events) == 1 or not self._batching:
+            fmt = self.format
+            if len(events) == 1:
+                return encoded(events[0], fmt)
             return b"".join([encoded(item, fmt) for item in events])
         return b"".join(_batched(events))
 
     def _write_nowait(self, parcel: Parcel) -> bytes:
+        """For a plain socket (``write_now``): write a parcel without waiting, returning
+        the part the kernel did not take (all of it while another write is under way:
+        it is queued). The hub calls this once per receiver of every message: the
+        encoding's cache is looked up here, as :meth:`TcpLink._write_direct` does."""
+        fmt = self.format
+        data = parcel.wire.get(fmt.name)
+        if not isinstance(data, bytes):
+            data = encoded(parcel, fmt)
         fd, lock = self.park_fd, self._send_lock
         if (lock is not None and lock.locked()) or self._closed or fd is None:
-            return encoded(parcel, self._format())  # another write is under way: queue it
-        return write_nowait(fd, encoded(parcel, self._format()))
+            return data  # another write is under way: queue it
+        return write_nowait(fd, data)
 
     async def _write(self, data: bytes) -> None:
         lock = self._send_lock
@@ -364,7 +508,7 @@ class WebSocketLink:
     async def _close(self, code: int, reason: str) -> None:
         """Send a close frame if the WebSocket is still open (best effort), then stop reading."""
         self._closed = True
-        self._events = self._ahead = None
+        self._events = self._ahead = self._pending = None
         self._message = None
         ws = self._parser()
         if ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
