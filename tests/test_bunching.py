@@ -91,14 +91,14 @@ async def test_batches_committed_while_the_fan_out_waited_go_out_together(
         return append_rows_nowait(self, rows)
 
     release_first = threading.Event()  # the first line's commit waits for it, in its thread
-    write_batch = Writer._write_batch
-    held: list[bool] = []
+    holding = threading.Event()  # set once it waits
+    write_items = Writer._write_items  # (looked up at each batch: the lane holds _write_batch)
 
-    def held_write_batch(self: Writer, batch: list[WriteItem]) -> None:
-        if not held:
-            held.append(True)
+    def held_write_items(self: Writer, batch: list[WriteItem]) -> None:
+        if not holding.is_set():
+            holding.set()
             assert release_first.wait(timeout=10)
-        write_batch(self, batch)
+        write_items(self, batch)
 
     async def appended_up_to(count: int) -> None:
         while appended < count:
@@ -111,12 +111,14 @@ async def test_batches_committed_while_the_fan_out_waited_go_out_together(
         await ann.expect("join", lambda e: e.nick == "dee")
         writes.clear()
         monkeypatch.setattr(Store, "append_rows_nowait", counted_append)
-        monkeypatch.setattr(Writer, "_write_batch", held_write_batch)
+        monkeypatch.setattr(Writer, "_write_items", held_write_items)
         texts = ["first, held in its commit", "second", "third"]
         for count, text in enumerate(texts, start=1):  # each in a round of its own
             await ann.say(text)
             with trio.fail_after(10):
                 await appended_up_to(count)
+                if count == 1:  # the first line's commit is held in its thread
+                    assert await trio.to_thread.run_sync(holding.wait, 10)
         release_first.set()
         for client in (ann, dee):
             for _ in texts:
