@@ -310,12 +310,10 @@ class WebSocketLink:
             kind = type(event)
             if kind is str or kind is bytes:
                 self._ahead = None
+                messages.append(event)  # type: ignore[arg-type]  # (str or bytes)
                 pending = self._pending
-                if pending is None:
-                    messages.append(event)  # type: ignore[arg-type]  # (str or bytes)
-                else:  # and every message after it that arrived with it
-                    messages.append(event)  # type: ignore[arg-type]
-                    messages += pending[self._taken :] if self._taken else pending
+                if pending is not None:  # and every message after it that arrived with it
+                    messages += pending[self._taken :]
                     self._pending = None
                 continue
             if (
@@ -346,10 +344,9 @@ class WebSocketLink:
         """What :meth:`_decode` makes of each whole message, in one loop (see
         :func:`~trio_chat.protocol.decode_client_lines`), plain says one after another as
         one :class:`~trio_chat.protocol.SayLines`."""
-        limit = self.max_frame_bytes
-        quarter = limit >> 2  # (a message of fewer characters is within the limit in UTF-8)
+        alone = self._decoded_alone
         for message in messages:
-            if (len(message) > quarter and self._size(message) > limit) or not message.strip():
+            if alone(message):
                 break  # one to decode on its own: not all of them in one go
         else:
             # (decode_client_lines takes a str as it takes bytes: orjson reads both.)
@@ -357,7 +354,7 @@ class WebSocketLink:
         items: list[Ready] = []
         run: list[str | bytes] = []
         for message in messages:
-            if (len(message) > quarter and self._size(message) > limit) or not message.strip():
+            if alone(message):
                 if run:
                     items += decode_client_lines(run)  # type: ignore[arg-type]
                     run = []
@@ -367,6 +364,20 @@ class WebSocketLink:
         if run:
             items += decode_client_lines(run)  # type: ignore[arg-type]
         return items
+
+    def _decoded_alone(self, message: str | bytes) -> bool:
+        """Whether ``message`` is decoded on its own (:meth:`_decode`): blank, or over
+        ``max_frame_bytes``."""
+        return not message.strip() or self._oversize(message) > 0
+
+    def _oversize(self, message: str | bytes) -> int:
+        """``message``'s size in bytes if it is over ``max_frame_bytes``, else 0."""
+        limit = self.max_frame_bytes
+        if len(message) > limit >> 2:  # (fewer characters are within the limit in UTF-8)
+            size = self._size(message)
+            if size > limit:
+                return size
+        return 0
 
     @staticmethod
     def _size(message: str | bytes) -> int:
@@ -448,11 +459,9 @@ class WebSocketLink:
         )
 
     def _decode(self, message: str | bytes) -> ClientFrame | RemoteProtocolError:
-        limit = self.max_frame_bytes
-        if len(message) > limit >> 2:  # (fewer characters are within the limit in UTF-8)
-            size = self._size(message)
-            if size > limit:
-                return self._too_large(size)
+        size = self._oversize(message)
+        if size:
+            return self._too_large(size)
         try:
             return decode_client_frame(message)
         except RemoteProtocolError as exc:
