@@ -198,15 +198,13 @@ class Store:
                 nursery.start_soon(store._writes.run)
                 nursery.start_soon(store._reads.run)
                 checkpoints = trio.CancelScope()
-                if checkpoints_apart:
-                    every = checkpoint_every
+                if checkpoints_apart and checkpoint_every is not None:
 
-                    async def checkpoint_forever() -> None:
-                        assert every is not None
+                    async def checkpoint_forever(every: float) -> None:
                         with checkpoints:
                             await store._checkpoint_forever(every)
 
-                    nursery.start_soon(checkpoint_forever)
+                    nursery.start_soon(checkpoint_forever, checkpoint_every)
                 indexing = trio.CancelScope()
                 if index_every is not None:
                     nursery.start_soon(store._index_forever, index_every, indexing)

@@ -20,6 +20,7 @@ did.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -152,11 +153,8 @@ class Reader:
             self.jobs += 1
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[ReadItem]) -> None:
-        if self._conn_lock is None:
+        with self._conn_lock or contextlib.nullcontext():
             run_batch(conn, batch, self.path)
-        else:
-            with self._conn_lock:
-                run_batch(conn, batch, self.path)
 
     def stop(self) -> None:
         """Take no new reads; the reader tasks serve what is queued, then end."""

@@ -156,7 +156,6 @@ class Writer:
         #: in it): the store's next checkpoint empties it (see :meth:`.Store.checkpoint`).
         self.erase_pending = False
         self._conn = conn
-        self._batch_max = batch_max
         self._close_timeout = close_timeout
         self._lane = Lane(self._write_batch, self._finished, batch_max=batch_max)
         #: Items queued and not yet handed back; :meth:`submit` waits for room above
@@ -166,7 +165,6 @@ class Writer:
         #: Batches handed back so far (whatever they held): whether anything was written.
         self.batches_done = 0
         self._room = trio.Event()
-        self._scope = trio.CancelScope(shield=True)
         self._done = trio.Event()
 
     # ------------------------------------------------------------------------ callers
@@ -216,7 +214,7 @@ class Writer:
         # bounded by stop(), which aborts the thread after close_timeout (a batch begun
         # in SQLite is never abandoned: it ends, or fails when interrupted).
         try:
-            with self._scope:
+            with trio.CancelScope(shield=True):
                 await self._lane.run()
         finally:
             self._done.set()
