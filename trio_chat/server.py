@@ -10,7 +10,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -406,8 +406,47 @@ class ChatServer(ServerAPI):
                 Error(code="plugin_error", text="message refused (internal error)", ref=frame.ref),
             )
 
+    #: The kinds of frame :meth:`handle_at_once` acts on: what they ask for is done at
+    #: once, nothing awaited (a reader hands them over without a cancel scope, as it does
+    #: plain says: see :meth:`~trio_chat.transports.resident.Resident._say_arrived`).
+    frames_at_once: frozenset[type[ClientFrame]] = frozenset(
+        {Quit, Ping, PongReply, TypingNotice, Hello}
+    )
+
+    def handle_at_once(self, session: Session, frame: ClientFrame) -> None:
+        """Act on a frame of a kind in :attr:`frames_at_once` (as :meth:`handle` does, which
+        hands them here). Never raises for bad input."""
+        self.metrics.messages_in_total.inc()
+        kind = type(frame)
+        if kind is Quit:
+            quit_reason = cast(Quit, frame).reason
+            reason = users_reason(quit_reason, "quit") if quit_reason else "quit"
+            self.end_connection(session, "quit", reason)
+        elif kind is Ping:
+            ping = cast(Ping, frame)
+            self.hub.send_to(session, Pong(token=ping.token, ref=ping.ref))
+        elif kind is TypingNotice:
+            notice = cast(TypingNotice, frame)
+            try:
+                self.typing_notices.typing(session, notice.room or session.room, notice.active)
+            except ChatError as exc:
+                self.hub.send_to(session, error_reply(exc, notice.ref))
+        elif kind is Hello:
+            self.hub.send_to(
+                session,
+                Error(
+                    code="already_logged_in",
+                    text="you are already logged in; use /nick",
+                    ref=cast(Hello, frame).ref,
+                ),
+            )
+        # (PongReply: the keepalive already counted the bytes it arrived in.)
+
     async def handle(self, session: Session, frame: ClientFrame) -> None:
         """Act on one frame from a logged-in session. Never raises for bad input."""
+        if type(frame) in self.frames_at_once:
+            self.handle_at_once(session, frame)
+            return
         self.metrics.messages_in_total.inc()
         if isinstance(frame, Say):
             if frame.reply_to is not None and frame.text.strip():
@@ -430,38 +469,17 @@ class ChatServer(ServerAPI):
                 self, session, spec, frame.args, frame.room or session.room, frame.ref
             )
             await run_command(ctx)
-        elif isinstance(frame, PongReply):
-            pass  # the keepalive already counted the bytes it arrived in
-        elif isinstance(frame, Ping):
-            self.hub.send_to(session, Pong(token=frame.token, ref=frame.ref))
-        elif isinstance(frame, Quit):
-            reason = users_reason(frame.reason, "quit") if frame.reason else "quit"
-            self.end_connection(session, "quit", reason)
         elif isinstance(frame, HistoryRequest):
             await self.answer_history(session, frame)
         elif isinstance(frame, Edit | Delete | React):
             await self.change_message(session, frame)
         elif isinstance(frame, SearchRequest):
             await self.answer_search(session, frame)
-        elif isinstance(frame, TypingNotice):
-            try:
-                self.typing_notices.typing(session, frame.room or session.room, frame.active)
-            except ChatError as exc:
-                self.hub.send_to(session, error_reply(exc, frame.ref))
         elif isinstance(frame, MarkRead):
             try:
                 await self.mark_read(session, frame.room or session.room, frame.id)
             except ChatError as exc:
                 self.hub.send_to(session, error_reply(exc, frame.ref))
-        elif isinstance(frame, Hello):
-            self.hub.send_to(
-                session,
-                Error(
-                    code="already_logged_in",
-                    text="you are already logged in; use /nick",
-                    ref=frame.ref,
-                ),
-            )
 
     async def change_message(self, session: Session, frame: Say | Edit | Delete | React) -> None:
         """A reply (``say`` with ``reply_to``), ``edit``, ``delete`` or ``react`` frame;

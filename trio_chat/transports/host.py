@@ -204,6 +204,16 @@ class ChatHost(Protocol):
         """Act on one frame a logged-in session sent (say, commands, history, quit...)."""
         ...
 
+    @property
+    def frames_at_once(self) -> frozenset[type[ClientFrame]]:
+        """The kinds of frame :meth:`handle_at_once` takes (quit, ping, pong, typing...)."""
+        ...
+
+    def handle_at_once(self, session: Session, frame: ClientFrame) -> None:
+        """Act on a frame of a kind in :attr:`frames_at_once`, as :meth:`handle` would,
+        with nothing awaited: a reader hands those over without a cancel scope."""
+        ...
+
     def say_run(self, session: Session, lines: SayLines) -> None:
         """Act on plain ``say`` frames (no ``reply_to``) a logged-in session sent one after
         another, as :meth:`handle` would on each in turn."""

@@ -307,12 +307,16 @@ class Resident:
                         scheduled = False
                     rest: _Rest | None = None
                     if runs:
-                        rest = self._say_arrived(link)  # type: ignore[arg-type]  # (a RunLink)
-                        if rest is None:
+                        arrived = self._say_arrived(link)  # type: ignore[arg-type]  # (a RunLink)
+                        if arrived is None:
                             # (_say_arrived asked: no whole frame is left. A hang-up while
-                            # they were said is seen at the top.)
+                            # they were said, a quit among them, is seen at the top.)
                             drained = True
                             continue
+                        if type(arrived) is str:  # the peer closed after what it said
+                            ended = arrived
+                            break
+                        rest = cast(_Rest, arrived)
                     with trio.CancelScope() as reading:
                         self._reading = reading
                         if self._stopped:  # closed before we could listen, or while we read
@@ -497,21 +501,21 @@ class Resident:
             elif verdict is Verdict.REFUSE:
                 self._refuse(item)
                 continue
-            if isinstance(item, Overhead):
-                continue
-            if isinstance(item, RemoteProtocolError):
-                server.metrics.frames_rejected_total.labels(item.code).inc()
-                server.hub.send_to(device, error_reply(item))
-                continue
-            await server.handle(device.session, item)
+            if not self._act_at_once(item):
+                await server.handle(device.session, cast(ClientFrame, item))
 
-    def _say_arrived(self, link: RunLink) -> _Rest | None:
+    def _say_arrived(self, link: RunLink) -> _Rest | str | None:
         """Hand what has arrived to the server, with nothing awaited, as far as it is plain
-        says that flood control lets go on at once (:meth:`FloodGuard.check_run`): a
-        chatting client's lines, nearly every read. ``None`` once all of it is handled
-        so; else what is left from the first frame that may have to wait (anything else,
-        or a line over the flood budget), for :meth:`_handle_runs` to go on with, as if
-        it had handled all of it itself: so only then is a cancel scope needed.
+        says and frames acted on at once (a quit, a ping or pong, a typing notice:
+        :meth:`_acts_at_once`) that flood control lets go on at once
+        (:meth:`FloodGuard.check_run`): a chatting client's lines, nearly every read,
+        and a client's last read (its lines, then ``quit``). ``None`` once all of it is
+        handled so (a hang-up meanwhile, a quit, is seen by the caller: as in
+        :meth:`_handle_runs`, what came with the quit is acted on too); why it ended if
+        the peer closed after it (its lines are said first); else what is left from the
+        first frame that may have to wait (anything else, or a frame over the flood
+        budget), for :meth:`_handle_runs` to go on with, as if it had handled all of it
+        itself: so only then is a cancel scope needed.
 
         (The plain says not yet handed to the server go on with what is left: a line
         checked on its own next that may go on joins them, as in :meth:`_handle_runs`.)"""
@@ -521,8 +525,24 @@ class Resident:
         items: list[RunItem] | None = link.receive_ready()
         while items:
             for index, item in enumerate(items):
-                if type(item) is not SayLines or handled >= FRAMES_PER_STEP:
+                if handled >= FRAMES_PER_STEP:
                     return _Rest(items[index:], handled, run)
+                if type(item) is not SayLines:
+                    if item is None:
+                        if run is not None:
+                            self.server.say_run(self.device.session, run)
+                        return "connection lost"
+                    if isinstance(item, LinkTurn) or not self._acts_at_once(item):
+                        return _Rest(items[index:], handled, run)
+                    frame = cast("ClientFrame | RemoteProtocolError | Overhead", item)
+                    if not flood.check_run(link.last_heard, 1, frame_cost(frame)):
+                        return _Rest(items[index:], handled, run)
+                    handled += 1
+                    if run is not None:
+                        self.server.say_run(self.device.session, run)
+                        run = None
+                    self._act_at_once(frame)
+                    continue
                 count = len(item)
                 # As arrived at link.last_heard (what check_run takes of now and the
                 # time they arrived: the earlier), without reading the clock.
@@ -636,14 +656,31 @@ class Resident:
                         run = SayLines()
                     run.append(cast(Say, item))
                     continue
-                if isinstance(item, Overhead):
-                    continue
-                if isinstance(item, RemoteProtocolError):
-                    server.metrics.frames_rejected_total.labels(item.code).inc()
-                    server.hub.send_to(device, error_reply(item))
-                    continue
-                await server.handle(device.session, item)
+                if not self._act_at_once(item):
+                    await server.handle(device.session, cast(ClientFrame, item))
             items = None
+
+    def _acts_at_once(self, item: RunItem) -> bool:
+        """Whether :meth:`_act_at_once` takes ``item``: a frame of a kind the server acts
+        on with nothing awaited (:attr:`ChatHost.frames_at_once`: a quit, a ping or pong,
+        a typing notice), a frame refused as malformed, or what only counts."""
+        kind = type(item)
+        return kind in self.server.frames_at_once or isinstance(
+            item, RemoteProtocolError | Overhead
+        )
+
+    def _act_at_once(self, item: ClientFrame | RemoteProtocolError | Overhead) -> bool:
+        """Act on ``item`` if that awaits nothing (see :meth:`_acts_at_once`); whether it
+        did (flood control has let it go on)."""
+        if not self._acts_at_once(item):
+            return False
+        server = self.server
+        if isinstance(item, RemoteProtocolError):
+            server.metrics.frames_rejected_total.labels(item.code).inc()
+            server.hub.send_to(self.device, error_reply(item))
+        elif not isinstance(item, Overhead):  # (an Overhead only counts)
+            server.handle_at_once(self.device.session, item)
+        return True
 
     def _flooded(self) -> str:
         """Flood control gave up on the connection: it ends (why, for the caller)."""
