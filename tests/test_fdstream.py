@@ -8,6 +8,7 @@ import socket
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -82,6 +83,52 @@ async def test_closing_wakes_a_sender_that_waits_with_closed_resource_error() ->
         with pytest.raises(trio.ClosedResourceError):
             await stream.receive_some()
         await stream.aclose()  # again: nothing happens
+
+
+async def test_closing_asks_trio_to_wake_only_a_task_that_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """trio's ``notify_closing`` (an error object and a failing ``epoll_ctl`` for a
+    descriptor it never watched) is called only while a task waits on the descriptor in
+    trio's epoll; a reader woken by it gets ``ClosedResourceError``. A descriptor whose
+    number a closed one had is watched afresh as usual."""
+    notified: list[int] = []
+    notify = trio.lowlevel.notify_closing
+
+    def counted(fd: Any) -> None:
+        if isinstance(fd, int):  # (an FdStream's; trio's own sockets pass themselves)
+            notified.append(fd)
+        notify(fd)
+
+    monkeypatch.setattr(trio.lowlevel, "notify_closing", counted)
+    with trio.fail_after(DEFAULT_TIMEOUT):
+        with connected() as (stream, peer):
+            await peer.send_all(b"once")
+            assert await stream.receive_some() == b"once"  # (it read without waiting)
+            stream.close()
+        assert notified == []
+        with connected() as (stream, peer):
+            fd = stream.fileno()
+            failed: list[BaseException] = []
+
+            async def receive() -> None:
+                try:
+                    await stream.receive_some()
+                except trio.ClosedResourceError as exc:
+                    failed.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receive)
+                await trio.testing.wait_all_tasks_blocked()
+                stream.close()
+            assert notified == [fd] and len(failed) == 1
+        with connected() as (stream, peer):  # (likely the same number again)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stream.receive_some)
+                await trio.testing.wait_all_tasks_blocked()
+                await peer.send_all(b"again")
+            await peer.send_eof()
+            assert await stream.receive_some() == b""
 
 
 async def test_two_senders_at_once_is_busy_and_a_cancelled_send_ends_cleanly() -> None:

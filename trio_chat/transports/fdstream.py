@@ -21,6 +21,8 @@ import socket
 
 import trio
 
+from .readiness import notify_closing
+
 #: ``os`` errors that mean the descriptor is closed, as trio's socket stream has them.
 _CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
 
@@ -115,7 +117,7 @@ class FdStream(trio.abc.HalfCloseableStream):
         ``ClosedResourceError``."""
         fd, self._fd = self._fd, -1
         if fd >= 0:
-            trio.lowlevel.notify_closing(fd)
+            notify_closing(fd)  # (a task waiting on it gets ClosedResourceError)
             os.close(fd)
 
     async def aclose(self) -> None:

@@ -81,3 +81,20 @@ class TrioEpoll:
         waiters.read_task = None
         self._update(fd)
         return True
+
+
+def notify_closing(fd: int) -> None:
+    """``trio.lowlevel.notify_closing(fd)``, before ``fd`` is closed, only where a task
+    waits for ``fd`` in trio's epoll (or where that cannot be told: another trio).
+
+    trio's call wakes those tasks with ``ClosedResourceError`` and takes ``fd`` out of its
+    epoll set. With nobody waiting there is nobody to wake, and closing the descriptor takes
+    it out of every epoll set anyway, so the call would only make its error object and ask
+    the kernel to unregister a descriptor that, as a rule, trio never watched (a failing
+    system call, its exception caught): 3.3 us, for every connection that ends. trio keeps
+    a descriptor in its table only while a task waits on it (see :class:`TrioEpoll`)."""
+    context = getattr(trio_run, "GLOBAL_RUN_CONTEXT", None)
+    manager: Any = getattr(getattr(context, "runner", None), "io_manager", None)
+    registered = getattr(manager, "_registered", None)
+    if registered is None or fd in registered:
+        trio.lowlevel.notify_closing(fd)
