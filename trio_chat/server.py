@@ -10,7 +10,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -417,27 +417,23 @@ class ChatServer(ServerAPI):
         """Act on a frame of a kind in :attr:`frames_at_once` (as :meth:`handle` does, which
         hands them here). Never raises for bad input."""
         self.metrics.messages_in_total.inc()
-        kind = type(frame)
-        if kind is Quit:
-            quit_reason = cast(Quit, frame).reason
-            reason = users_reason(quit_reason, "quit") if quit_reason else "quit"
+        if isinstance(frame, Quit):
+            reason = users_reason(frame.reason, "quit") if frame.reason else "quit"
             self.end_connection(session, "quit", reason)
-        elif kind is Ping:
-            ping = cast(Ping, frame)
-            self.hub.send_to(session, Pong(token=ping.token, ref=ping.ref))
-        elif kind is TypingNotice:
-            notice = cast(TypingNotice, frame)
+        elif isinstance(frame, Ping):
+            self.hub.send_to(session, Pong(token=frame.token, ref=frame.ref))
+        elif isinstance(frame, TypingNotice):
             try:
-                self.typing_notices.typing(session, notice.room or session.room, notice.active)
+                self.typing_notices.typing(session, frame.room or session.room, frame.active)
             except ChatError as exc:
-                self.hub.send_to(session, error_reply(exc, notice.ref))
-        elif kind is Hello:
+                self.hub.send_to(session, error_reply(exc, frame.ref))
+        elif isinstance(frame, Hello):
             self.hub.send_to(
                 session,
                 Error(
                     code="already_logged_in",
                     text="you are already logged in; use /nick",
-                    ref=cast(Hello, frame).ref,
+                    ref=frame.ref,
                 ),
             )
         # (PongReply: the keepalive already counted the bytes it arrived in.)
