@@ -9,13 +9,21 @@ control still holds such frames to the budget."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
 from trio_chat.names import name_key
 from trio_chat.protocol import Ping
-from trio_chat.testing import ChatClient, local_config, open_client, open_test_server
+from trio_chat.testing import (
+    ChatClient,
+    TestServer,
+    local_config,
+    open_client,
+    open_test_server,
+)
 from trio_chat.transports import resident
 from trio_chat.transports.resident import Resident
 
@@ -45,41 +53,46 @@ def watch_awaited_way(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 async def _texts_then(client: ChatClient, kind: str, nick: str, texts: list[str]) -> Any:
     """Wait for ``texts`` said by ``nick``, in order, then for an event of ``kind``."""
     for text in texts:
-        await client.expect("message", lambda e, text=text: e.nick == nick and e.text == text)
+
+        def said(event: Any, text: str = text) -> bool:
+            return bool(event.nick == nick and event.text == text)
+
+        await client.expect("message", said)
     return await client.expect(kind, lambda e: kind == "bye" or e.nick == nick)
 
 
-async def test_lines_and_a_quit_in_one_read_end_the_connection_without_the_scope(
+@asynccontextmanager
+async def alice_beside_bob(
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> AsyncIterator[tuple[TestServer, list[str], ChatClient, ChatClient]]:
+    """A server, the nicks that took the awaited way (see :func:`watch_awaited_way`),
+    and alice and bob logged in, bob having seen alice join."""
     async with open_test_server(config=local_config(db=None)) as chat:
         taken = watch_awaited_way(monkeypatch)
-        async with open_client(chat, "bob") as bob:
-            async with open_client(chat, "alice") as alice:
-                await bob.expect("join", lambda e: e.nick == "alice")
-                quit_frame = {"type": "quit", "reason": "off to bed"}
-                await alice.send_raw(_lines(_say("one"), _say("two"), quit_frame))
-                bye = await _texts_then(alice, "bye", "alice", ["one", "two"])
-                assert bye.code == "quit"
-                assert await alice.closed()
-            left = await _texts_then(bob, "leave", "alice", ["one", "two"])
-            assert left.reason == "off to bed"
-            assert len(chat.server.hub.sessions) == 1
-        assert "alice" not in taken
+        async with open_client(chat, "bob") as bob, open_client(chat, "alice") as alice:
+            await bob.expect("join", lambda e: e.nick == "alice")
+            yield chat, taken, alice, bob
 
 
-async def test_lines_then_the_end_of_the_stream_are_said_and_the_user_leaves(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("ending", ["quit", "end of stream"])
+async def test_a_last_read_of_lines_ends_the_connection_without_the_scope(
+    monkeypatch: pytest.MonkeyPatch, ending: str
 ) -> None:
-    async with open_test_server(config=local_config(db=None)) as chat:
-        taken = watch_awaited_way(monkeypatch)
-        async with open_client(chat, "bob") as bob:
-            async with open_client(chat, "alice") as alice:
-                await bob.expect("join", lambda e: e.nick == "alice")
-                await alice.send_raw(_lines(_say("one"), _say("two")))
-                await alice.stream.send_eof()  # type: ignore[attr-defined]  # (TCP)
-                left = await _texts_then(bob, "leave", "alice", ["one", "two"])
-                assert left.reason == "connection lost"
+    """Lines, then a ``quit`` in the same read (alice gets her lines, then her ``bye``),
+    or then the end of the stream: bob gets the lines, then alice's leave."""
+    async with alice_beside_bob(monkeypatch) as (chat, taken, alice, bob):
+        said = [_say("one"), _say("two")]
+        if ending == "quit":
+            await alice.send_raw(_lines(*said, {"type": "quit", "reason": "off to bed"}))
+            bye = await _texts_then(alice, "bye", "alice", ["one", "two"])
+            assert bye.code == "quit"
+            assert await alice.closed()
+        else:
+            await alice.send_raw(_lines(*said))
+            await alice.stream.send_eof()  # type: ignore[attr-defined]  # (TCP)
+        left = await _texts_then(bob, "leave", "alice", ["one", "two"])
+        assert left.reason == ("off to bed" if ending == "quit" else "connection lost")
+        assert len(chat.server.hub.sessions) == 1
         assert "alice" not in taken
 
 
@@ -115,7 +128,7 @@ async def _pings_answered(*, runs: bool) -> list[tuple[str, str | None]]:
                 while len(answers) < len(pings):
                     event = await alice.receive()
                     if event.TYPE in ("pong", "error"):
-                        answers.append((event.TYPE, event.ref))
+                        answers.append((event.TYPE, getattr(event, "ref", None)))
                 return answers
 
 
