@@ -670,16 +670,18 @@ class Resident:
         )
 
     def _act_at_once(self, item: ClientFrame | RemoteProtocolError | Overhead) -> bool:
-        """Act on ``item`` if that awaits nothing (see :meth:`_acts_at_once`); whether it
-        did (flood control has let it go on)."""
-        if not self._acts_at_once(item):
-            return False
+        """Act on ``item`` if that awaits nothing (what :meth:`_acts_at_once` tells);
+        whether it did (flood control has let it go on)."""
         server = self.server
         if isinstance(item, RemoteProtocolError):
             server.metrics.frames_rejected_total.labels(item.code).inc()
             server.hub.send_to(self.device, error_reply(item))
-        elif not isinstance(item, Overhead):  # (an Overhead only counts)
+        elif isinstance(item, Overhead):
+            pass  # (it only counts)
+        elif type(item) in server.frames_at_once:
             server.handle_at_once(self.device.session, item)
+        else:
+            return False
         return True
 
     def _flooded(self) -> str:
